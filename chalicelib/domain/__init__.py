@@ -1,0 +1,1 @@
+"""Pure domain: no boto3, pynamodb or chalice imports allowed here (a test enforces it)."""

@@ -1,0 +1,305 @@
+"""Who may do what: scopes, credentials read from headers, and the permission decision.
+
+Pure: no I/O. The route helper (api/__init__.py) runs these rules once for every route, so a
+route cannot forget them; the service looks tokens up (service/tokens.py).
+
+- Scopes are cumulative: admin ⊇ operate ⊇ read. GET/HEAD need read, other methods operate,
+  token and subscription management admin; a route may declare its own.
+- A token may be limited to some pipelines. A request about any other pipeline gets 404, the
+  same answer as for something that does not exist, decided before anything is read, so the
+  answer never depends on what the other pipeline holds. Listings filtered by another pipeline
+  get the same 404. A request that names no pipeline at all (e.g. token management) is refused
+  with 403 for a limited token, unless the route says it reveals nothing about any pipeline.
+- Tokens are "st_" + 43 URL-safe characters (256 random bits) and are stored only as their
+  SHA-256. A fast hash is right here: a slow, salted hash protects guessable passwords, but
+  nobody can guess 256 random bits however fast the hash, and an unsalted hash is what lets
+  the token be looked up by key in one request.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Iterable, Literal, Mapping
+
+from pydantic import Field, StringConstraints, field_validator
+
+from . import ids
+from .errors import DomainError, NotFound
+from .ids import PIPELINE_PATTERN
+from .schemas import StrictModel
+
+READ, OPERATE, ADMIN, PUBLIC = "read", "operate", "admin", "public"
+LEVELS = {READ: 1, OPERATE: 2, ADMIN: 3}
+SCOPES = tuple(LEVELS)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Paths that manage credentials or outbound secrets: admin whatever the method.
+ADMIN_PREFIXES = ("/api/tokens", "/api/subscriptions", "/api/sources")
+
+TOKEN_PREFIX = "st_"
+_TOKEN = re.compile(r"^st_[A-Za-z0-9_-]{43}$")
+_TOKEN_INSIDE = re.compile(r"st_[A-Za-z0-9_-]{20,}")  # also what the log scrubber removes
+MAX_CREDENTIAL_CHARS = 1024  # longer is refused before any lookup
+MAX_USER_CHARS = 100
+_USER = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,99}$")  # printable ASCII, no leading space
+REALM = 'Bearer realm="stagetrack", Basic realm="stagetrack"'
+RATE_WINDOW_SECONDS = 60
+
+
+class Unauthorized(DomainError):
+    """401: no credentials, unreadable ones, or a token that is unknown or revoked."""
+
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": REALM}
+
+
+class Forbidden(DomainError):
+    """403: a valid token without the scope the route needs."""
+
+    code = "forbidden"
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retryAfter": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+# ---- tokens ----------------------------------------------------------------------------------
+
+def new_token_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_token_id() -> str:
+    return "tok_" + secrets.token_hex(8)
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def looks_like_token(secret: str) -> bool:
+    return bool(_TOKEN.match(secret))
+
+
+def same_secret(presented_hash: str, expected_hash: str) -> bool:
+    """Constant time, on hashes of equal length, so timing says nothing about the secret."""
+    return hmac.compare_digest(presented_hash.encode(), expected_hash.encode())
+
+
+def level_of(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> str:
+    """The highest scope of a list; scopes are cumulative, so that one is all that counts."""
+    return max(scopes, key=LEVELS.__getitem__)
+
+
+# ---- credentials -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Credentials:
+    secret: str = field(repr=False)  # never printed, so never logged by accident
+    user: str | None  # the Basic auth user name, recorded as the actor
+    scheme: str  # "bearer" | "basic" | "x-auth-token"
+
+
+def parse_credentials(headers: Mapping[str, str]) -> Credentials | None:
+    """Read ``Authorization: Bearer``, ``Authorization: Basic`` (user:token, as GoCD clients
+    send) or ``X-Auth-Token`` (as CodeArts clients send). None if there are none; 401 if they
+    are unreadable or two different ones are sent (which one would a proxy have meant?)."""
+    found: list[Credentials] = []
+    authorization = (headers.get("authorization") or "").strip()
+    if authorization:
+        found.append(_parse_authorization(authorization))
+    x_auth = (headers.get("x-auth-token") or "").strip()
+    if x_auth:
+        found.append(Credentials(_bounded(x_auth), None, "x-auth-token"))
+    if not found:
+        return None
+    if len({c.secret for c in found}) > 1:
+        raise Unauthorized("send one credential: Authorization and X-Auth-Token disagree")
+    return found[0]
+
+
+def _bounded(secret: str) -> str:
+    if len(secret) > MAX_CREDENTIAL_CHARS or not secret.isprintable():
+        raise Unauthorized("the credential is not a stagetrack token")
+    return secret
+
+
+def _parse_authorization(value: str) -> Credentials:
+    scheme, _, rest = value.partition(" ")
+    scheme, rest = scheme.lower(), rest.strip()
+    if scheme == "bearer" and rest:
+        return Credentials(_bounded(rest), None, "bearer")
+    if scheme == "basic" and rest:
+        if len(rest) > MAX_CREDENTIAL_CHARS * 2:
+            raise Unauthorized("the credential is not a stagetrack token")
+        try:
+            decoded = base64.b64decode(rest, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise Unauthorized("Basic credentials must be base64 of user:token") from None
+        user, sep, password = decoded.partition(":")
+        if not sep or not password:
+            raise Unauthorized("Basic credentials must be user:token, the token as password")
+        if user and not _USER.match(user):
+            raise Unauthorized(f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters")
+        return Credentials(_bounded(password), user or None, "basic")
+    raise Unauthorized("use Authorization: Bearer <token>, Basic auth or X-Auth-Token")
+
+
+# ---- principals and decisions ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token (its id and name, never its secret) and the Basic user."""
+
+    token_id: str
+    name: str
+    scopes: tuple[str, ...]
+    pipelines: frozenset[str] | None  # None: every pipeline
+    user: str | None = None
+    bootstrap: bool = False
+
+    @property
+    def level(self) -> str:
+        return level_of(self.scopes)
+
+    @property
+    def actor(self) -> str:
+        """The name to record on what this caller does (cancelled by, approved by ...)."""
+        return self.user or self.name
+
+    def has(self, scope: str) -> bool:
+        return LEVELS[self.level] >= LEVELS[scope]
+
+    def covers(self, pipeline: str) -> bool:
+        return self.pipelines is None or pipeline in self.pipelines
+
+    def as_dict(self) -> dict:
+        return {"tokenId": self.token_id, "name": self.name, "user": self.user, "actor": self.actor}
+
+
+def required_scope(method: str, path: str, declared: str | None = None) -> str:
+    if declared is not None:
+        if declared not in (*SCOPES, PUBLIC):
+            raise ValueError(f"unknown scope {declared!r}")
+        return declared
+    if any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES):
+        return ADMIN
+    return READ if method.upper() in READ_METHODS else OPERATE
+
+
+@dataclass(frozen=True)
+class PipelineRef:
+    """A pipeline a request names, and how to say "not found" about it."""
+
+    pipeline: str | None  # None: the value named no pipeline (a malformed id)
+    missing: str  # the 404 message the view would give for it
+
+
+PIPELINE_PARAMS = ("pipeline", "pipeline_name")
+RUN_PARAMS = ("run_id", "runId")
+STAGE_PARAMS = ("stage_id", "stageId")
+
+
+def pipeline_refs(pairs: Iterable[tuple[str, object]]) -> list[PipelineRef]:
+    """Every pipeline a request names, given its (name, value) pairs from path parameters,
+    query parameters (every value of a repeated one) and a JSON body's top-level fields:
+    pipeline / pipeline_name, run_id / runId, stage_id / stageId."""
+    refs: list[PipelineRef] = []
+    for name, value in pairs:
+        if not isinstance(value, str):
+            continue
+        if name in PIPELINE_PARAMS:
+            ok = ids.is_pipeline_name(value)
+            refs.append(PipelineRef(value if ok else None, f"pipeline {value!r} not found"))
+        elif name in RUN_PARAMS:
+            parsed = ids.parse_run_id(value)
+            refs.append(PipelineRef(parsed[0] if parsed else None, f"run {value!r} not found"))
+        elif name in STAGE_PARAMS:
+            parsed_stage = ids.parse_stage_id(value)
+            run = ids.parse_run_id(parsed_stage[0]) if parsed_stage else None
+            refs.append(PipelineRef(run[0] if run else None, f"stage {value!r} not found"))
+    return refs
+
+
+def authorize(principal: Principal, scope: str, refs: list[PipelineRef] | None) -> None:
+    """403 without the scope; for a token limited to some pipelines, 404 for any other
+    pipeline (and for malformed ids, which name none), 403 if the request names no pipeline.
+    ``refs`` None means the route reveals nothing about any pipeline."""
+    if not principal.has(scope):
+        raise Forbidden(f"this token has scope {principal.level!r}; this needs {scope!r}")
+    if principal.pipelines is None or refs is None:
+        return
+    if not refs:
+        raise Forbidden("this token is limited to some pipelines; this request names none")
+    for ref in refs:
+        if ref.pipeline is None or not principal.covers(ref.pipeline):
+            raise NotFound(ref.missing)
+
+
+# ---- rate windows ----------------------------------------------------------------------------
+
+def rate_window(now: datetime, seconds: int = RATE_WINDOW_SECONDS) -> int:
+    """Fixed windows: the number of the window ``now`` falls in."""
+    return int(now.timestamp()) // seconds
+
+
+def retry_after(now: datetime, window: int, seconds: int = RATE_WINDOW_SECONDS) -> int:
+    """Whole seconds until the window ends (at least 1)."""
+    end = (window + 1) * seconds
+    return max(1, int(end - now.timestamp() + 0.999))
+
+
+@dataclass(frozen=True)
+class RateState:
+    limit: int
+    used: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.used > self.limit
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Rate-Limit-Limit": str(self.limit), "X-Rate-Limit-Remaining": str(self.remaining)}
+
+
+# ---- request bodies --------------------------------------------------------------------------
+
+PipelineName = Annotated[str, StringConstraints(pattern=PIPELINE_PATTERN)]
+TokenName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99}$")]
+MAX_TOKEN_PIPELINES = 50
+_UNIQUE = {"uniqueItems": True}
+
+
+class CreateTokenIn(StrictModel):
+    name: TokenName
+    scopes: Annotated[list[Literal["read", "operate", "admin"]],
+                      Field(min_length=1, max_length=3, json_schema_extra=_UNIQUE)]
+    pipelines: Annotated[list[PipelineName], Field(min_length=1, max_length=MAX_TOKEN_PIPELINES,
+                                                   json_schema_extra=_UNIQUE)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_secret(cls, value: str) -> str:
+        if _TOKEN_INSIDE.search(value):
+            raise ValueError("a token's name is shown and logged: it must not look like a token")
+        return value
+
+    @field_validator("scopes", "pipelines")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("entries must be unique")
+        return value

@@ -1,0 +1,68 @@
+"""Time is injected everywhere so tests can move it without sleeping."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+def _to_millis(moment: datetime) -> datetime:
+    """DynamoDB stores ISO strings with milliseconds; truncate so round trips are exact."""
+    return moment.replace(microsecond=(moment.microsecond // 1000) * 1000)
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return _to_millis(datetime.now(timezone.utc))
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime | str = "2026-01-01T00:00:00.000Z") -> None:
+        self._now = parse_iso(start) if isinstance(start, str) else _to_millis(start)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> datetime:
+        self._now = _to_millis(self._now + timedelta(seconds=seconds))
+        return self._now
+
+    def set(self, moment: datetime | str) -> None:
+        self._now = parse_iso(moment) if isinstance(moment, str) else _to_millis(moment)
+
+
+def format_iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with milliseconds and Z, the reference wire format."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return _to_millis(moment.astimezone(timezone.utc))
+
+
+def millis_between(start: datetime, end: datetime) -> int:
+    delta = end - start
+    return (delta.days * 86_400_000) + (delta.seconds * 1000) + (delta.microseconds // 1000)
+
+
+def seconds_from_millis(millis: int | None) -> int | float | None:
+    """Durations are exact: whole seconds as integers, otherwise milliseconds as a decimal."""
+    if millis is None:
+        return None
+    whole, rest = divmod(millis, 1000)
+    return whole if rest == 0 else millis / 1000

@@ -1,0 +1,39 @@
+"""Identifiers that carry their storage key, so every lookup is a strongly consistent read.
+
+A run id is ``<pipeline>:<counter>`` and a stage id is ``<run id>:<position>``. Clients must
+treat both as opaque strings; the format is ours to change. ':' cannot occur in a pipeline name,
+so parsing is unambiguous. Malformed ids are simply unknown (404), never a 500.
+"""
+from __future__ import annotations
+
+import re
+
+PIPELINE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$"
+_PIPELINE = re.compile(PIPELINE_PATTERN)
+_COUNTER = re.compile(r"^[1-9][0-9]{0,11}$")
+
+
+def run_id(pipeline: str, counter: int) -> str:
+    return f"{pipeline}:{counter}"
+
+
+def stage_id(run: str, position: int) -> str:
+    return f"{run}:{position}"
+
+
+def parse_run_id(value: str) -> tuple[str, int] | None:
+    pipeline, sep, counter = value.partition(":")
+    if not sep or not _PIPELINE.match(pipeline) or not _COUNTER.match(counter):
+        return None
+    return pipeline, int(counter)
+
+
+def parse_stage_id(value: str) -> tuple[str, int] | None:
+    run, sep, position = value.rpartition(":")
+    if not sep or parse_run_id(run) is None or not _COUNTER.match(position):
+        return None
+    return run, int(position)
+
+
+def is_pipeline_name(value: str) -> bool:
+    return bool(_PIPELINE.match(value))

@@ -1,0 +1,214 @@
+"""Runs and stages as plain objects, and the rules that change them.
+
+The service loads a run with all its stages (one Query), applies these rules in memory and
+writes the changed items back in one transaction, so the run's derived fields can never
+disagree with its stages.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from . import ids
+from .clock import format_iso, millis_between, parse_iso
+from .errors import IllegalTransition, NotFound
+from .status import ACTIVE, APPROVAL_ONLY, FINAL, StageStatus, derive_run_status, is_legal
+
+S = StageStatus
+
+
+@dataclass
+class Stage:
+    id: str
+    run_id: str
+    position: int
+    type: str
+    name: str
+    status: StageStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    timeout_seconds: int | None = None
+    expected_seconds: int | None = None  # self-driven stages: completed by the timer (timers.py)
+    approval: str = "AUTO"
+    attempt: int = 1
+    attempts: list[dict] = field(default_factory=list)
+    waiting_since: datetime | None = None
+    approval_decision: dict | None = None  # this attempt's approve/reject (operations.decide)
+    version: int | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+    def deadline(self) -> datetime | None:
+        """When a timer should time this stage out: its timeout counted from entering its state."""
+        if self.timeout_seconds is None:
+            return None
+        if self.status == S.IN_PROGRESS and self.started_at is not None:
+            return self.started_at + timedelta(seconds=self.timeout_seconds)
+        if self.status == S.WAITING_FOR_APPROVAL and self.waiting_since is not None:
+            return self.waiting_since + timedelta(seconds=self.timeout_seconds)
+        return None
+
+    def elapsed_ms(self, now: datetime) -> int | None:
+        """Live for a running stage, frozen once it ended, absent before it started."""
+        if self.started_at is None:
+            return None
+        if self.status == S.IN_PROGRESS:
+            return max(0, millis_between(self.started_at, now))
+        return self.duration_ms
+
+
+@dataclass
+class Run:
+    id: str
+    pipeline: str
+    counter: int
+    status: StageStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    commit: dict | None = None
+    trigger: str | None = None
+    variables: dict = field(default_factory=dict)
+    timeout_seconds: int | None = None
+    auto_advance: bool = False  # the run driver (timers.drive) starts the next stage itself
+    secrets: dict = field(default_factory=dict)  # key -> keyed hash, never the value (operations)
+    cancellation: dict | None = None  # the latest cancel: by, at, reason, stageId (operations)
+    # Every stage in brief (``stage_summary``), kept on the run item by ``refresh`` so that run
+    # listings (GoCD's pipeline and stage history) need no read of the stages. None: not known
+    # (a run stored before this field existed).
+    stage_summary: list[dict] | None = None
+    version: int | None = None
+
+    def elapsed_ms(self, now: datetime) -> int | None:
+        if self.started_at is None:
+            return None
+        if self.status in ACTIVE:
+            return max(0, millis_between(self.started_at, now))
+        return self.duration_ms
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    type: str
+    name: str
+    timeout_seconds: int | None = None
+    approval: str = "AUTO"
+    expected_seconds: int | None = None
+
+
+@dataclass
+class RunAggregate:
+    run: Run
+    stages: list[Stage]
+
+    def stage(self, stage_id: str) -> Stage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise NotFound(f"stage {stage_id!r} not found")
+
+    def snapshot(self) -> "RunAggregate":
+        return copy.deepcopy(self)
+
+    def refresh(self, now: datetime) -> None:
+        """Re-derive the run's status and timing from its stages; always bumps updatedAt."""
+        run = self.run
+        run.status = derive_run_status([stage.status for stage in self.stages])
+        starts = [s.started_at for s in self.stages if s.started_at is not None]
+        starts += [parse_iso(a["startedAt"]) for s in self.stages for a in s.attempts
+                   if a.get("startedAt")]
+        run.started_at = min(starts) if starts else None
+        if run.status in FINAL:
+            ends = [s.ended_at for s in self.stages if s.ended_at is not None]
+            run.ended_at = max(ends) if ends else now
+            run.duration_ms = (
+                millis_between(run.started_at, run.ended_at) if run.started_at is not None else None
+            )
+        else:
+            run.ended_at = None
+            run.duration_ms = None
+        run.updated_at = now
+        run.stage_summary = [stage_summary(s) for s in sorted(self.stages, key=lambda s: s.position)]
+
+    def remove_stage(self, stage_id: str) -> Stage:
+        stage = self.stage(stage_id)
+        self.stages.remove(stage)
+        return stage
+
+
+def stage_summary(stage: Stage) -> dict:
+    """What a run listing shows of a stage: enough for GoCD's histories, small enough to keep
+    on the run item for every stage (a few hundred bytes each)."""
+    decision = stage.approval_decision or {}
+    return {
+        "position": stage.position, "name": stage.name, "type": stage.type,
+        "status": stage.status.value, "attempt": stage.attempt, "approval": stage.approval,
+        "approvedBy": decision.get("by") if decision.get("decision") == "APPROVED" else None,
+        "startedAt": format_iso(stage.started_at), "endedAt": format_iso(stage.ended_at),
+    }
+
+
+def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, *,
+            commit: dict | None = None, trigger: str | None = None,
+            variables: dict | None = None, timeout_seconds: int | None = None,
+            auto_advance: bool = False) -> RunAggregate:
+    rid = ids.run_id(pipeline, counter)
+    run = Run(id=rid, pipeline=pipeline, counter=counter, status=S.IDLE, created_at=now,
+              updated_at=now, commit=commit, trigger=trigger, variables=dict(variables or {}),
+              timeout_seconds=timeout_seconds, auto_advance=auto_advance)
+    stages = [
+        Stage(id=ids.stage_id(rid, position), run_id=rid, position=position, type=spec.type,
+              name=spec.name, status=S.IDLE, created_at=now, updated_at=now,
+              timeout_seconds=spec.timeout_seconds if spec.timeout_seconds is not None else timeout_seconds,
+              approval=spec.approval, expected_seconds=spec.expected_seconds)
+        for position, spec in enumerate(specs, start=1)
+    ]
+    aggregate = RunAggregate(run=run, stages=stages)
+    aggregate.refresh(now)
+    return aggregate
+
+
+def change_status(stage: Stage, target: StageStatus, now: datetime, *,
+                  via_approval: bool = False) -> bool:
+    """Apply one status change by the transition table. Returns False for a no-op.
+
+    Asking an IDLE stage with MANUAL approval to start puts it at its gate
+    (WAITING_FOR_APPROVAL) instead; only the approve operation lets it through.
+    """
+    current = stage.status
+    if target == S.IN_PROGRESS and current == S.IDLE and stage.approval == "MANUAL":
+        target = S.WAITING_FOR_APPROVAL
+    if target == current:
+        return False
+    if not is_legal(current, target):
+        raise IllegalTransition(
+            f"stage {stage.id!r} cannot go from {current.value} to {target.value}",
+            details={"from": current.value, "to": target.value},
+        )
+    if (current, target) in APPROVAL_ONLY and not via_approval:
+        raise IllegalTransition(
+            f"stage {stage.id!r} is waiting for approval; approve it to start it",
+            details={"from": current.value, "to": target.value},
+        )
+    stage.status = target
+    stage.updated_at = now
+    if target == S.WAITING_FOR_APPROVAL:
+        stage.waiting_since = now
+    elif target == S.IN_PROGRESS:
+        stage.started_at = now
+        stage.ended_at = None
+        stage.duration_ms = None
+    elif target in FINAL:
+        stage.ended_at = now
+        stage.duration_ms = (
+            millis_between(stage.started_at, now) if stage.started_at is not None else None
+        )
+    return True

@@ -1,0 +1,84 @@
+"""Stage statuses, the one table of legal transitions, and the run status derived from stages."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StageStatus(str, Enum):
+    IDLE = "IDLE"
+    IN_PROGRESS = "IN_PROGRESS"
+    WAITING_FOR_APPROVAL = "WAITING_FOR_APPROVAL"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+
+
+class StageType(str, Enum):
+    PREPARE = "PREPARE"
+    CODE_QUALITY = "CODE_QUALITY"
+    UNIT_TEST = "UNIT_TEST"
+    BUILD = "BUILD"
+    INTEGRATION_TEST = "INTEGRATION_TEST"
+    DEPLOY_STAGING = "DEPLOY_STAGING"
+    DEPLOY_PROD = "DEPLOY_PROD"
+    OTHER = "OTHER"
+
+
+DEFAULT_STAGE_TYPES = (
+    StageType.PREPARE,
+    StageType.CODE_QUALITY,
+    StageType.UNIT_TEST,
+    StageType.BUILD,
+    StageType.DEPLOY_STAGING,
+    StageType.DEPLOY_PROD,
+)
+
+S = StageStatus
+ACTIVE = frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL})
+FINAL = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED})
+
+# Every legal change of a stage's status. Anything not listed is refused (409).
+# Final statuses have no way out here: only the retry operation starts a new attempt at IDLE.
+# WAITING_FOR_APPROVAL -> IN_PROGRESS is listed but reserved to the approve operation, so that
+# every approval has an approver on record; a plain PATCH cannot skip the gate.
+TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
+    S.IDLE: frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.SKIPPED, S.CANCELLED}),
+    S.WAITING_FOR_APPROVAL: frozenset({S.IN_PROGRESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED}),
+    S.IN_PROGRESS: frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT}),
+    S.SUCCESS: frozenset(),
+    S.FAILURE: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.TIMED_OUT: frozenset(),
+    S.SKIPPED: frozenset(),
+}
+
+APPROVAL_ONLY = frozenset({(S.WAITING_FOR_APPROVAL, S.IN_PROGRESS)})
+
+
+def is_legal(current: StageStatus, target: StageStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def derive_run_status(statuses: list[StageStatus]) -> StageStatus:
+    """A run is as busy as its busiest stage and as failed as its worst finished one.
+
+    Order of precedence: anything running, then anything waiting for approval, then the worst
+    failure (CANCELLED over TIMED_OUT over FAILURE: a cancel is the operator's last word), then
+    IDLE if nothing started, IN_PROGRESS while some stages are done and others still idle,
+    SKIPPED if every stage was skipped, else SUCCESS. A run without stages is IDLE.
+    """
+    present = set(statuses)
+    if not present:
+        return S.IDLE
+    for status in (S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED, S.TIMED_OUT, S.FAILURE):
+        if status in present:
+            return status
+    if present == {S.IDLE}:
+        return S.IDLE
+    if S.IDLE in present:
+        return S.IN_PROGRESS
+    if present == {S.SKIPPED}:
+        return S.SKIPPED
+    return S.SUCCESS

@@ -1,0 +1,95 @@
+"""When a stage's timer is due, what it does then, and the run driver.
+
+A stage has at most one pending timer, due at the earlier of
+- its timeout: ``timeoutSeconds`` after it entered IN_PROGRESS or WAITING_FOR_APPROVAL
+  (``Stage.deadline()``), which moves it to TIMED_OUT; and
+- its expected end: ``expectedSeconds`` after it started, for stages the tracker drives
+  itself (a simulated pipeline), which completes it with SUCCESS.
+
+The run driver (``drive``) is the rule that makes an ``autoAdvance`` run go on by itself: once a
+stage succeeds, the next IDLE stage is started in the same transaction (a MANUAL stage goes to
+its approval gate instead). ``service.runs.mutate_run`` applies it after every change, so PATCH,
+approve, retry and the timers all advance a run the same way.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from .model import RunAggregate, Stage, change_status
+from .status import FINAL, StageStatus
+
+S = StageStatus
+_FAILED = FINAL - {S.SUCCESS, S.SKIPPED}
+
+
+def expected_end(stage: Stage) -> datetime | None:
+    """When a self-driven running stage is expected to finish, if it declared a duration."""
+    if stage.status != S.IN_PROGRESS or stage.started_at is None:
+        return None
+    if stage.expected_seconds is None:
+        return None
+    return stage.started_at + timedelta(seconds=stage.expected_seconds)
+
+
+def next_due(stage: Stage) -> datetime | None:
+    """The moment this stage's timer must fire (None: no timer while in this state)."""
+    moments = [m for m in (stage.deadline(), expected_end(stage)) if m is not None]
+    return min(moments) if moments else None
+
+
+def due_outcome(stage: Stage, now: datetime) -> tuple[StageStatus, datetime] | None:
+    """What the timer does to ``stage`` at ``now``: (new status, moment it became due), or None.
+
+    If both moments have passed (a late timer), the one that came first wins; on a tie the
+    timeout wins, since a stage must finish *before* its deadline.
+    """
+    if not stage.is_active:
+        return None
+    deadline = stage.deadline()
+    if deadline is not None and deadline <= now:
+        finish = expected_end(stage)
+        if finish is not None and finish < deadline:
+            return S.SUCCESS, finish
+        return S.TIMED_OUT, deadline
+    finish = expected_end(stage)
+    if finish is not None and finish <= now:
+        return S.SUCCESS, finish
+    return None
+
+
+def fire(stage: Stage, now: datetime) -> bool:
+    """Apply a due timer to ``stage``. Returns False if nothing is due (a stale or early timer).
+
+    The stage ends at the moment it became due, not when the timer happened to run, so its
+    duration is exact whatever the timer's latency; ``updatedAt`` is the real time of the write.
+    """
+    outcome = due_outcome(stage, now)
+    if outcome is None:
+        return False
+    status, moment = outcome
+    change_status(stage, status, moment)
+    stage.updated_at = now
+    return True
+
+
+def drive(aggregate: RunAggregate, now: datetime) -> bool:
+    """The run driver: start the next stage of an ``autoAdvance`` run. Returns True if it did.
+
+    Convergent rather than event-driven: the first IDLE stage starts when every stage before it
+    is SUCCESS or SKIPPED (at least one SUCCESS), and no stage of the run is active or failed.
+    So it starts nothing at creation, never starts two stages, and stops at the first failure.
+    """
+    if not aggregate.run.auto_advance:
+        return False
+    stages = sorted(aggregate.stages, key=lambda s: s.position)
+    if any(s.is_active or s.status in _FAILED for s in stages):
+        return False
+    succeeded = False
+    for stage in stages:
+        if stage.status == S.SUCCESS:
+            succeeded = True
+        elif stage.status == S.SKIPPED:
+            continue
+        elif stage.status == S.IDLE:
+            return succeeded and change_status(stage, S.IN_PROGRESS, now)
+    return False

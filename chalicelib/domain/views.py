@@ -1,0 +1,77 @@
+"""Wire shapes of runs and stages (the reference "Stages" API fields first, then ours)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .clock import format_iso, seconds_from_millis
+from .dialects import buddy_pipeline_id, codearts_job_id
+from .model import Run, RunAggregate, Stage
+from .operations import Pipeline, masked_variables
+
+
+def stage_view(stage: Stage, now: datetime) -> dict:
+    return {
+        "id": stage.id,
+        "createdAt": format_iso(stage.created_at),
+        "updatedAt": format_iso(stage.updated_at),
+        "type": stage.type,
+        "startedAt": format_iso(stage.started_at),
+        "endedAt": format_iso(stage.ended_at),
+        "duration": seconds_from_millis(stage.elapsed_ms(now)),
+        "status": stage.status.value,
+        "runId": stage.run_id,
+        "name": stage.name,
+        "position": stage.position,
+        "approval": stage.approval,
+        "timeoutSeconds": stage.timeout_seconds,
+        "expectedSeconds": stage.expected_seconds,
+        "timesOutAt": format_iso(stage.deadline()),
+        "attempt": stage.attempt,
+        "attempts": list(stage.attempts),
+        "approvalDecision": stage.approval_decision,
+        "version": stage.version,
+    }
+
+
+def run_summary_view(run: Run, now: datetime) -> dict:
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "counter": run.counter,
+        "status": run.status.value,
+        "createdAt": format_iso(run.created_at),
+        "updatedAt": format_iso(run.updated_at),
+        "startedAt": format_iso(run.started_at),
+        "endedAt": format_iso(run.ended_at),
+        "duration": seconds_from_millis(run.elapsed_ms(now)),
+        "commit": run.commit,
+        "trigger": run.trigger,
+        "variables": masked_variables(run),
+        "secretVariables": sorted(run.secrets),
+        "timeoutSeconds": run.timeout_seconds,
+        "autoAdvance": run.auto_advance,
+        "cancellation": run.cancellation,
+        "version": run.version,
+    }
+
+
+def run_view(aggregate: RunAggregate, now: datetime) -> dict:
+    body = run_summary_view(aggregate.run, now)
+    body["stages"] = [stage_view(stage, now) for stage in aggregate.stages]
+    return body
+
+
+def pipeline_status_view(pipeline: Pipeline) -> dict:
+    """GoCD's pipeline status (paused, locked, schedulable) plus who paused it, when and why."""
+    return {
+        "name": pipeline.name,
+        "paused": pipeline.paused,
+        "pausedCause": pipeline.pause_cause,
+        "pausedBy": pipeline.paused_by,
+        "pausedAt": format_iso(pipeline.paused_at),
+        "locked": pipeline.locked,
+        "schedulable": pipeline.schedulable,
+        # how the compatibility endpoints address it (domain/dialects.py)
+        "codeartsJobId": codearts_job_id(pipeline.name),
+        "buddyPipelineId": buddy_pipeline_id(pipeline.name),
+    }
