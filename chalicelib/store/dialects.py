@@ -1,0 +1,44 @@
+"""Reads only the dialect endpoints need (GoCD, CodeArts, Buddy): one Query each.
+
+- A pipeline by a dialect's id of it: the pipeline item carries ``#codearts:<job_id>`` and
+  ``#buddy:<pipeline_id>`` in the attributes the byPipeline and byPipelineStatus indexes are
+  keyed on (store/models.py), so one Query on the index finds it. Index reads are eventually
+  consistent: a pipeline whose first run number was claimed a moment ago may not be found yet.
+- Runs of a pipeline by a range of counters, newest first: GoCD's offset pagination. Offsets
+  count run numbers, so a page is the key range [newest - offset - 9, newest - offset]: one
+  Query, never a Scan, and pages never overlap even where runs were deleted.
+"""
+from __future__ import annotations
+
+from ..domain.errors import Conflict
+from ..domain.model import Run
+from ..domain.operations import Pipeline
+from .models import PipelineItem, RunItem
+from .pipelines import pipeline_from_item
+from .repository import run_from_item
+
+
+def _single(results, what: str) -> Pipeline | None:
+    found = [pipeline_from_item(item) for item in results]
+    if len(found) > 1:  # two names with the same id: refuse rather than guess
+        names = ", ".join(sorted(p.name for p in found))
+        raise Conflict(f"{what} is shared by pipelines {names}; address them by name")
+    return found[0] if found else None
+
+
+def pipeline_by_codearts_key(key: str) -> Pipeline | None:
+    return _single(PipelineItem.by_codearts_job.query(key, limit=2), "this CodeArts job_id")
+
+
+def pipeline_by_buddy_key(key: str) -> Pipeline | None:
+    return _single(PipelineItem.by_buddy_id.query(key, limit=2), "this Buddy pipeline_id")
+
+
+def runs_between(pipeline: str, low: int, high: int) -> list[Run]:
+    """Runs numbered low..high (inclusive), newest first: one Query on byPipeline."""
+    if high < 1 or high < low:
+        return []
+    results = RunItem.by_pipeline.query(
+        pipeline, RunItem.counter.between(max(low, 1), high), scan_index_forward=False,
+    )
+    return [run_from_item(item) for item in results]

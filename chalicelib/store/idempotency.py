@@ -1,0 +1,106 @@
+"""Idempotency-Key claims (the HTTP side is api/idempotency.py).
+
+A claim is one conditional PutItem: it succeeds when the key is new, when its record has expired
+(TTL deletion can lag by hours, so expiry is checked here too) or when a first request holding
+it was abandoned (its lease ran out: the process died between claiming and answering). Only a
+refused claim costs one more read (strongly consistent GetItem) to replay or explain.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+
+from .models import IdempotencyItem
+from .repository import _is_condition_failure
+
+SK = "#IDEM"
+PENDING = "PENDING"
+DONE = "DONE"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a repeated key finds: the first request still running, or its stored response."""
+
+    state: str
+    fingerprint: str
+    status_code: int | None = None
+    headers: dict | None = None
+    body: bytes | None = None
+
+
+def _pk(key_hash: str) -> str:
+    return f"IDEM#{key_hash}"
+
+
+class IdempotencyStore:
+    def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
+              ttl_seconds: int) -> str | Record:
+        """Returns a claim token (go ahead) or the record that holds the key."""
+        for _ in range(2):
+            token = uuid.uuid4().hex
+            item = IdempotencyItem(
+                pk=_pk(key_hash), sk=SK, state=PENDING, fingerprint=fingerprint, token=token,
+                lease_until=now + lease_seconds, expires_at=now + ttl_seconds,
+            )
+            free = (
+                IdempotencyItem.pk.does_not_exist()
+                | (IdempotencyItem.expires_at <= now)
+                | ((IdempotencyItem.state == PENDING) & (IdempotencyItem.lease_until <= now))
+            )
+            try:
+                item.save(condition=free)
+                return token
+            except PutError as error:
+                if not _is_condition_failure(error):
+                    raise
+            try:
+                held = IdempotencyItem.get(_pk(key_hash), SK, consistent_read=True)
+            except IdempotencyItem.DoesNotExist:
+                continue  # deleted (TTL) between our two calls: claim again
+            return Record(
+                state=held.state, fingerprint=held.fingerprint,
+                status_code=None if held.status_code is None else int(held.status_code),
+                headers=json.loads(held.headers) if held.headers else None,
+                body=zlib.decompress(held.body) if held.body is not None else None,
+            )
+        raise RuntimeError("idempotency key could not be claimed or read")
+
+    def complete(self, key_hash: str, token: str, status_code: int, headers: dict,
+                 body: bytes | None, *, max_stored: int) -> str:
+        """Store the response of the request holding the claim: "stored"; "lost" if the claim
+        was taken over meanwhile; "too_large" (claim released) if it cannot fit in an item.
+        ``body`` None marks the key used without keeping the response (it held a secret)."""
+        packed = None if body is None else zlib.compress(body)
+        if packed is not None and len(packed) > max_stored:
+            self.release(key_hash, token)
+            return "too_large"
+        item = IdempotencyItem(pk=_pk(key_hash), sk=SK)
+        try:
+            item.update(
+                actions=[
+                    IdempotencyItem.state.set(DONE),
+                    IdempotencyItem.status_code.set(status_code),
+                    IdempotencyItem.headers.set(json.dumps(headers, separators=(",", ":"))),
+                    IdempotencyItem.body.set(packed) if packed is not None else IdempotencyItem.body.remove(),
+                ],
+                condition=(IdempotencyItem.token == token) & (IdempotencyItem.state == PENDING),
+            )
+        except UpdateError as error:
+            if _is_condition_failure(error):
+                return "lost"
+            raise
+        return "stored"
+
+    def release(self, key_hash: str, token: str) -> None:
+        """Forget a claim whose request changed nothing (it failed), so the key can be reused."""
+        item = IdempotencyItem(pk=_pk(key_hash), sk=SK)
+        try:
+            item.delete(condition=IdempotencyItem.token == token)
+        except DeleteError as error:
+            if not _is_condition_failure(error):
+                raise

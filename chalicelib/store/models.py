@@ -1,0 +1,300 @@
+"""PynamoDB items of the single stagetrack table.
+
+One table, keyed ``pk``/``sk``:
+
+| item      | pk                 | sk              | notes                                   |
+|-----------|--------------------|-----------------|-----------------------------------------|
+| pipeline  | ``PIPE#<name>``    | ``#PIPELINE``   | run counter (atomic ADD), pause, layout |
+| run       | ``RUN#<run id>``   | ``#RUN``        | indexed by pipeline/counter (GSIs)      |
+| stage     | ``RUN#<run id>``   | ``STAGE#0001``  | same partition: run + stages = 1 Query  |
+| idem. key | ``IDEM#<hash>``    | ``#IDEM``       | Idempotency-Key claim, TTL 24 h         |
+| source    | ``SOURCES``        | ``SOURCE#<name>``| webhook source, secret sealed (AES-GCM) |
+| ext. link | ``LINK#<hash>``    | ``#LINK``       | sender's run (GitHub run ...) -> run id |
+| subscr.   | ``SUBSCRIPTIONS``  | ``SUB#<id>``    | outbound webhook, secret sealed         |
+| delivery  | ``DELIV#<sub id>`` | ``<time>#<id>#<n>``| one delivery attempt, TTL 14 days    |
+| token     | ``TOKEN#<sha256>`` | ``#TOKEN``      | looked up and rate-counted in 1 update  |
+| token ref | ``TOKENS``         | ``TOKEN#<id>``  | the admin listing of tokens (1 Query)   |
+
+Connection settings (table, region, endpoint) are applied by ``bind()`` before first use, so the
+same classes serve moto, DynamoDB Local and AWS in one process.
+"""
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    DiscriminatorAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.models import Model
+
+RUN_SK = "#RUN"
+PIPELINE_SK = "#PIPELINE"
+STAGE_SK_PREFIX = "STAGE#"
+ACTIVE_SHARDS = 4
+
+
+def run_pk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def pipeline_pk(pipeline: str) -> str:
+    return f"PIPE#{pipeline}"
+
+
+def stage_sk(position: int) -> str:
+    return f"{STAGE_SK_PREFIX}{position:04d}"
+
+
+class BaseItem(Model):
+    class Meta:
+        table_name = "stagetrack"
+        region = "us-east-1"
+        host = None
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    kind = DiscriminatorAttribute()
+
+
+class PipelinesByCodeArtsJob(GlobalSecondaryIndex):
+    """The byPipeline index, read by a pipeline item's CodeArts alias (see PipelineItem)."""
+
+    class Meta:
+        index_name = "byPipeline"
+        projection = AllProjection()
+
+    codearts_key = UnicodeAttribute(hash_key=True, attr_name="pipeline")
+    counter = NumberAttribute(range_key=True)
+
+
+class PipelinesByBuddyId(GlobalSecondaryIndex):
+    """The byPipelineStatus index, read by a pipeline item's Buddy alias (see PipelineItem)."""
+
+    class Meta:
+        index_name = "byPipelineStatus"
+        projection = AllProjection()
+
+    buddy_key = UnicodeAttribute(hash_key=True, attr_name="pipeline_status")
+    counter = NumberAttribute(range_key=True)
+
+
+class PipelineItem(BaseItem, discriminator="pipeline"):
+    name = UnicodeAttribute()
+    counter = NumberAttribute(default=0)
+    paused = BooleanAttribute(default=False)
+    pause_cause = UnicodeAttribute(null=True)
+    paused_by = UnicodeAttribute(null=True)
+    paused_at = UnicodeAttribute(null=True)
+    layout = UnicodeAttribute(null=True)  # JSON: stage layout of the latest run (operations.layout_of)
+    # The ids the dialects address the pipeline by ("#codearts:<job_id>", "#buddy:<pipeline_id>",
+    # domain/dialects.py), set with every run number claimed. They live in the attributes the
+    # byPipeline and byPipelineStatus indexes are keyed on (an overloaded index: no run's key
+    # starts with '#'), so an id is found back by one Query and needs no item of its own.
+    codearts_key = UnicodeAttribute(null=True, attr_name="pipeline")
+    buddy_key = UnicodeAttribute(null=True, attr_name="pipeline_status")
+
+    by_codearts_job = PipelinesByCodeArtsJob()
+    by_buddy_id = PipelinesByBuddyId()
+
+
+
+class RunsByPipeline(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "byPipeline"
+        projection = AllProjection()
+
+    pipeline = UnicodeAttribute(hash_key=True)
+    counter = NumberAttribute(range_key=True)
+
+
+class RunsByPipelineStatus(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "byPipelineStatus"
+        projection = AllProjection()
+
+    pipeline_status = UnicodeAttribute(hash_key=True)
+    counter = NumberAttribute(range_key=True)
+
+
+class RunItem(BaseItem, discriminator="run"):
+    run_id = UnicodeAttribute()
+    pipeline = UnicodeAttribute()
+    counter = NumberAttribute()
+    pipeline_status = UnicodeAttribute()
+    status = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    started_at = UnicodeAttribute(null=True)
+    ended_at = UnicodeAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
+    commit = UnicodeAttribute(null=True)  # JSON
+    trigger = UnicodeAttribute(null=True)
+    variables = UnicodeAttribute(null=True)  # JSON
+    timeout_seconds = NumberAttribute(null=True)
+    auto_advance = BooleanAttribute(null=True)
+    secrets = UnicodeAttribute(null=True)  # JSON: key -> keyed hash of a secret variable
+    cancellation = UnicodeAttribute(null=True)  # JSON: latest cancel (by, at, reason, stageId)
+    stage_summary = UnicodeAttribute(null=True)  # JSON: every stage in brief (model.stage_summary)
+    version = VersionAttribute()
+
+    by_pipeline = RunsByPipeline()
+    by_pipeline_status = RunsByPipelineStatus()
+
+
+class ActiveStages(GlobalSecondaryIndex):
+    """Sparse: only stages that are IN_PROGRESS or WAITING_FOR_APPROVAL carry these keys."""
+
+    class Meta:
+        index_name = "activeStages"
+        projection = IncludeProjection(["status", "attempt", "stage_id"])
+
+    active_shard = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class StageItem(BaseItem, discriminator="stage"):
+    stage_id = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    position = NumberAttribute()
+    type = UnicodeAttribute()
+    name = UnicodeAttribute()
+    status = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    started_at = UnicodeAttribute(null=True)
+    ended_at = UnicodeAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
+    timeout_seconds = NumberAttribute(null=True)
+    expected_seconds = NumberAttribute(null=True)
+    approval = UnicodeAttribute(default="AUTO")
+    attempt = NumberAttribute(default=1)
+    attempts = UnicodeAttribute(null=True)  # JSON list
+    waiting_since = UnicodeAttribute(null=True)
+    approval_decision = UnicodeAttribute(null=True)  # JSON: this attempt's approve/reject
+    active_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+
+    active = ActiveStages()
+
+
+class TokenItem(BaseItem, discriminator="token"):
+    """An API token, keyed by the SHA-256 of its secret (the secret itself is never stored).
+
+    ``window``/``hits`` are its rate counter, updated by every request with the lookup itself
+    (store/tokens.py), so authenticating costs one round trip."""
+
+    token_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    scopes = UnicodeAttribute()  # JSON list
+    pipelines = UnicodeAttribute(null=True)  # JSON list; absent: every pipeline
+    created_at = UnicodeAttribute()
+    window = NumberAttribute(default=0)
+    hits = NumberAttribute(default=0)
+
+
+class TokenEntryItem(BaseItem, discriminator="token_entry"):
+    """A token's entry in the admin listing (one partition, written and read only by admins)."""
+
+    token_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    scopes = UnicodeAttribute()  # JSON list
+    pipelines = UnicodeAttribute(null=True)  # JSON list
+    created_at = UnicodeAttribute()
+    created_by = UnicodeAttribute(null=True)
+    token_hash = UnicodeAttribute()  # to delete the token item on revocation
+
+
+class IdempotencyItem(BaseItem, discriminator="idempotency"):
+    """One Idempotency-Key claim (store/idempotency.py); DynamoDB's TTL deletes it after 24 h."""
+
+    state = UnicodeAttribute()  # PENDING while the first request runs, then DONE
+    fingerprint = UnicodeAttribute()  # keyed hash of method, path and body
+    token = UnicodeAttribute()  # who holds the claim
+    lease_until = NumberAttribute()  # epoch seconds: a PENDING claim older than this is abandoned
+    expires_at = NumberAttribute()  # epoch seconds, the table's TTL attribute
+    status_code = NumberAttribute(null=True)
+    headers = UnicodeAttribute(null=True)  # JSON
+    body = BinaryAttribute(null=True, legacy_encoding=False)  # zlib-compressed response body
+
+
+class SourceItem(BaseItem, discriminator="source"):
+    """A webhook source (store/sources.py): its secret is sealed, never stored in clear."""
+
+    name = UnicodeAttribute()
+    source_type = UnicodeAttribute()
+    secret = UnicodeAttribute()  # AES-GCM ciphertext (adapters/secretbox.py)
+    created_at = UnicodeAttribute()
+    created_by = UnicodeAttribute(null=True)
+
+
+class LinkItem(BaseItem, discriminator="link"):
+    """Which stagetrack run a sender's run became (written with the run, in its transaction)."""
+
+    namespace = UnicodeAttribute()  # e.g. "github:<source name>", "aws.codepipeline"
+    external_key = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+
+class SubscriptionItem(BaseItem, discriminator="subscription"):
+    subscription_id = UnicodeAttribute()
+    url = UnicodeAttribute()
+    events = UnicodeAttribute()  # JSON list
+    pipelines = UnicodeAttribute(null=True)  # JSON list; absent: every pipeline
+    statuses = UnicodeAttribute(null=True)  # JSON list; absent: every status
+    secret = UnicodeAttribute()  # AES-GCM ciphertext
+    description = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    created_by = UnicodeAttribute(null=True)
+
+
+class DeliveryItem(BaseItem, discriminator="delivery"):
+    """One attempt to deliver one event to one subscriber; DynamoDB's TTL removes it."""
+
+    delivery_id = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    event_type = UnicodeAttribute()
+    attempt = NumberAttribute()
+    outcome = UnicodeAttribute()  # delivered | retrying | dead-lettered
+    status_code = NumberAttribute(null=True)
+    error = UnicodeAttribute(null=True)
+    at = UnicodeAttribute()
+    duration_ms = NumberAttribute(null=True)
+    next_attempt_at = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute()
+
+
+ALL_MODELS = (BaseItem, PipelineItem, RunItem, StageItem, TokenItem, TokenEntryItem, IdempotencyItem,
+              SourceItem, LinkItem, SubscriptionItem, DeliveryItem)
+
+
+_bound: tuple | None = None
+
+
+def bind(table_name: str, region: str, host: str | None) -> None:
+    """Point every item class at one table and endpoint, sharing one botocore client.
+
+    PynamoDB gives each model class its own connection and so its own botocore client (about
+    70 ms each to create); sharing one keeps a Lambda cold start to a single client. Binding
+    again to the same target keeps the existing client.
+    """
+    global _bound
+    if _bound == (table_name, region, host):
+        return
+    BaseItem.Meta.table_name = table_name
+    BaseItem.Meta.region = region
+    BaseItem.Meta.host = host
+    shared = None
+    for model in ALL_MODELS:
+        model._connection = None
+        table_connection = model._get_connection()
+        if shared is None:
+            shared = table_connection.connection
+        else:
+            table_connection.connection = shared
+    _bound = (table_name, region, host)

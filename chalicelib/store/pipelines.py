@@ -1,0 +1,119 @@
+"""Pipeline items: run counter, pause state and the stage layout of the latest run.
+
+Round trips: status 1 GetItem; pause/unpause 1 conditional UpdateItem (plus 1 GetItem only when
+refused, to say why); claiming the next run number 1 UpdateItem that also returns the stored
+layout, so ``schedule`` needs no extra read.
+"""
+from __future__ import annotations
+
+import json
+
+from pynamodb.exceptions import UpdateError
+
+from ..domain import dialects
+from ..domain.clock import format_iso, parse_iso
+from ..domain.errors import ConcurrentModification, Conflict, NotFound, PipelinePaused
+from ..domain.operations import Pipeline
+from . import models
+from .models import PipelineItem, pipeline_pk
+from .repository import _is_condition_failure
+
+# A plain UpdateItem that meets a transaction in flight on the same item is refused with
+# TransactionConflictException (botocore does not retry it); the update is safe to repeat.
+CONFLICT_RETRIES = 3
+
+
+def pipeline_from_item(item: PipelineItem) -> Pipeline:
+    return Pipeline(
+        name=item.name, paused=bool(item.paused), pause_cause=item.pause_cause,
+        paused_by=item.paused_by, paused_at=parse_iso(item.paused_at),
+        layout=None if item.layout is None else json.loads(item.layout),
+        counter=int(item.counter or 0),
+    )
+
+
+def _key(pipeline: str) -> PipelineItem:
+    return PipelineItem(pk=pipeline_pk(pipeline), sk=models.PIPELINE_SK)
+
+
+def _not_paused():
+    return PipelineItem.paused.does_not_exist() | (PipelineItem.paused == False)  # noqa: E712
+
+
+def _is_transaction_conflict(error: Exception) -> bool:
+    return getattr(error, "cause_response_code", None) == "TransactionConflictException"
+
+
+class PipelineStore:
+    def get(self, pipeline: str) -> Pipeline | None:
+        try:
+            item = PipelineItem.get(pipeline_pk(pipeline), models.PIPELINE_SK, consistent_read=True)
+        except PipelineItem.DoesNotExist:
+            return None
+        return pipeline_from_item(item)
+
+    def _update(self, item: PipelineItem, actions: list, condition) -> None:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                item.update(actions=actions, condition=condition)
+                return
+            except UpdateError as error:
+                if not _is_transaction_conflict(error):
+                    raise
+        raise ConcurrentModification(f"pipeline {item.name or item.pk!r} is busy; retry")
+
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+        """The next run number (one atomic ADD, refused while paused) and the stored layout.
+
+        With ``require_layout`` the pipeline must already have run: a pipeline without a layout
+        is left untouched (no item created, no number used) and reported as unknown.
+        """
+        item = _key(pipeline)
+        condition = _not_paused()
+        if require_layout:
+            condition = condition & PipelineItem.layout.exists()
+        actions = [
+            PipelineItem.counter.add(1),
+            PipelineItem.name.set(pipeline),
+            PipelineItem.kind.set(PipelineItem),
+            # the dialects' ids of this pipeline (store/dialects.py): set with every number
+            # claimed, so a pipeline has them from its first run on, at no extra round trip
+            PipelineItem.codearts_key.set(dialects.codearts_key(pipeline)),
+            PipelineItem.buddy_key.set(dialects.buddy_key(pipeline)),
+        ]
+        try:
+            self._update(item, actions, condition)
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+            if require_layout:
+                current = self.get(pipeline)
+                if current is None or current.layout is None:
+                    raise NotFound(f"pipeline {pipeline!r} has never run; nothing to schedule from") from None
+            raise PipelinePaused(f"pipeline {pipeline!r} is paused; it accepts no new runs") from None
+        return int(item.counter), None if item.layout is None else json.loads(item.layout)
+
+    def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
+                   by: str | None = None, at=None) -> Pipeline:
+        """Pause (with cause, who and when) or unpause; refused when already in that state (409,
+        as GoCD) or when the pipeline is unknown (404). Pausing does not touch running runs."""
+        item = _key(pipeline)
+        if paused:
+            condition = PipelineItem.pk.exists() & _not_paused()
+            actions = [PipelineItem.paused.set(True), PipelineItem.paused_at.set(format_iso(at))]
+            actions.append(PipelineItem.paused_by.set(by) if by else PipelineItem.paused_by.remove())
+            actions.append(PipelineItem.pause_cause.set(cause) if cause else PipelineItem.pause_cause.remove())
+        else:
+            condition = PipelineItem.pk.exists() & (PipelineItem.paused == True)  # noqa: E712
+            actions = [PipelineItem.paused.set(False), PipelineItem.paused_at.remove(),
+                       PipelineItem.paused_by.remove(), PipelineItem.pause_cause.remove()]
+        try:
+            self._update(item, actions, condition)
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+            if self.get(pipeline) is None:
+                raise NotFound(f"pipeline {pipeline!r} not found") from None
+            state = "already paused" if paused else "not paused"
+            raise Conflict(f"pipeline {pipeline!r} is {state}") from None
+        return pipeline_from_item(item)

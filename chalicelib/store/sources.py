@@ -1,0 +1,122 @@
+"""Webhook sources (their sealed secrets) and links from a sender's runs to ours.
+
+Round trips:
+- a webhook looks its source up: 1 GetItem (strongly consistent) on the ``SOURCES`` partition;
+  admins list sources with 1 Query of it, create with 1 conditional PutItem, delete with 1
+  DeleteItem. (Sources are few; one partition serves thousands of reads a second.)
+- a sender's run -> our run: 1 GetItem of its link. A new run is written together with its
+  link in ONE transaction (run, stages, link; each conditioned on not existing yet), so two
+  deliveries racing to create the same run cannot make two: the loser's transaction fails on
+  the link and it uses the winner's run. Its claimed run number stays unused (a gap).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from ..domain.model import RunAggregate
+from .models import BaseItem, LinkItem, RunItem, SourceItem, StageItem
+from .repository import _is_condition_failure, run_to_item, stage_to_item
+
+SOURCES_PK = "SOURCES"
+LINK_SK = "#LINK"
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    name: str
+    type: str
+    sealed_secret: str  # AES-GCM ciphertext; opened only to verify a request
+    created_at: str
+    created_by: str | None = None
+
+    def __repr__(self) -> str:  # the sealed value stays out of logs too
+        return f"StoredSource(name={self.name!r}, type={self.type!r})"
+
+
+def _source_sk(name: str) -> str:
+    return f"SOURCE#{name}"
+
+
+def _from_item(item: SourceItem) -> StoredSource:
+    return StoredSource(name=item.name, type=item.source_type, sealed_secret=item.secret,
+                        created_at=item.created_at, created_by=item.created_by)
+
+
+def insert_source(source: StoredSource) -> bool:
+    """False if a source of that name exists already."""
+    item = SourceItem(pk=SOURCES_PK, sk=_source_sk(source.name), name=source.name,
+                      source_type=source.type, secret=source.sealed_secret,
+                      created_at=source.created_at, created_by=source.created_by)
+    try:
+        item.save(condition=SourceItem.pk.does_not_exist())
+    except PutError as error:
+        if _is_condition_failure(error):
+            return False
+        raise
+    return True
+
+
+def get_source(name: str) -> StoredSource | None:
+    try:
+        return _from_item(SourceItem.get(SOURCES_PK, _source_sk(name), consistent_read=True))
+    except SourceItem.DoesNotExist:
+        return None
+
+
+def list_sources() -> list[StoredSource]:
+    return [_from_item(item) for item in SourceItem.query(SOURCES_PK, consistent_read=True)]
+
+
+def delete_source(name: str) -> StoredSource | None:
+    """1 GetItem + 1 DeleteItem (admin only); None if there is no such source."""
+    source = get_source(name)
+    if source is None:
+        return None
+    try:
+        SourceItem(pk=SOURCES_PK, sk=_source_sk(name)).delete(condition=SourceItem.pk.exists())
+    except DeleteError as error:
+        if not _is_condition_failure(error):
+            raise
+    return source
+
+
+# ---- links: a sender's run -> our run ---------------------------------------------------------
+
+def _link_pk(namespace: str, key: str) -> str:
+    """Hashed: a sender's keys may be long ARNs or contain any character."""
+    return "LINK#" + hashlib.sha256(f"{namespace}\n{key}".encode("utf-8")).hexdigest()[:40]
+
+
+def linked_run(namespace: str, key: str) -> str | None:
+    try:
+        return LinkItem.get(_link_pk(namespace, key), LINK_SK, consistent_read=True).run_id
+    except LinkItem.DoesNotExist:
+        return None
+
+
+def insert_linked_run(aggregate: RunAggregate, namespace: str, key: str, created_at: str) -> bool:
+    """Run + stages + link in one transaction. False: the link exists (another delivery made the
+    run first); nothing was written."""
+    link = LinkItem(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
+                    external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
+    try:
+        with TransactWrite(connection=BaseItem._get_connection().connection) as transaction:
+            transaction.save(link, condition=LinkItem.pk.does_not_exist())
+            transaction.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
+            for stage in aggregate.stages:
+                transaction.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
+    except TransactWriteError as error:
+        if _link_taken(error):
+            return False
+        raise
+    return True
+
+
+def _link_taken(error: Exception) -> bool:
+    """The first item of the transaction is the link: its condition failing means 'taken'."""
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    return bool(reasons) and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed"

@@ -1,0 +1,88 @@
+"""Outbound webhook subscriptions, all in one partition (``SUBSCRIPTIONS``).
+
+Round trips: the stream publisher reads every subscription with 1 Query per batch of stream
+records (only when the batch holds a state change); a delivery reads its subscription with 1
+GetItem; admins create (1 conditional PutItem), list (1 Query) and delete (1 GetItem +
+1 DeleteItem). Secrets are sealed (AES-GCM) before they get here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DeleteError
+
+from .models import SubscriptionItem
+from .repository import _is_condition_failure
+
+SUBSCRIPTIONS_PK = "SUBSCRIPTIONS"
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    subscription_id: str
+    url: str
+    events: tuple[str, ...]
+    pipelines: tuple[str, ...] | None
+    statuses: tuple[str, ...] | None
+    sealed_secret: str
+    created_at: str
+    created_by: str | None = None
+    description: str | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredSubscription(id={self.subscription_id!r})"
+
+
+def _sk(subscription_id: str) -> str:
+    return f"SUB#{subscription_id}"
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+def _from_item(item: SubscriptionItem) -> StoredSubscription:
+    return StoredSubscription(
+        subscription_id=item.subscription_id, url=item.url, events=_list(item.events) or (),
+        pipelines=_list(item.pipelines), statuses=_list(item.statuses), sealed_secret=item.secret,
+        created_at=item.created_at, created_by=item.created_by, description=item.description,
+    )
+
+
+def insert(subscription: StoredSubscription) -> None:
+    item = SubscriptionItem(
+        pk=SUBSCRIPTIONS_PK, sk=_sk(subscription.subscription_id),
+        subscription_id=subscription.subscription_id, url=subscription.url,
+        events=json.dumps(list(subscription.events)),
+        pipelines=None if subscription.pipelines is None else json.dumps(list(subscription.pipelines)),
+        statuses=None if subscription.statuses is None else json.dumps(list(subscription.statuses)),
+        secret=subscription.sealed_secret, description=subscription.description,
+        created_at=subscription.created_at, created_by=subscription.created_by,
+    )
+    item.save(condition=SubscriptionItem.pk.does_not_exist())
+
+
+def get(subscription_id: str) -> StoredSubscription | None:
+    try:
+        return _from_item(SubscriptionItem.get(SUBSCRIPTIONS_PK, _sk(subscription_id), consistent_read=True))
+    except SubscriptionItem.DoesNotExist:
+        return None
+
+
+def list_all() -> list[StoredSubscription]:
+    items = [_from_item(item) for item in SubscriptionItem.query(SUBSCRIPTIONS_PK, consistent_read=True)]
+    return sorted(items, key=lambda s: (s.created_at, s.subscription_id))
+
+
+def delete(subscription_id: str) -> StoredSubscription | None:
+    subscription = get(subscription_id)
+    if subscription is None:
+        return None
+    try:
+        SubscriptionItem(pk=SUBSCRIPTIONS_PK, sk=_sk(subscription_id)).delete(
+            condition=SubscriptionItem.pk.exists())
+    except DeleteError as error:
+        if not _is_condition_failure(error):
+            raise
+    return subscription

@@ -1,0 +1,147 @@
+"""API tokens in DynamoDB: one item per token keyed by its hash, and an admin listing.
+
+Round trips:
+- authenticate + rate count (``hit``): 1 UpdateItem in the steady state. It adds one to the
+  token's counter on condition that the stored window is the current one, returning the whole
+  item (ALL_NEW) — lookup and count in one call. When the window has moved on, the condition
+  fails and ReturnValuesOnConditionCheckFailure=ALL_OLD shows the item, so a second UpdateItem
+  starts the new window (once per token per minute). An unknown token fails the same condition
+  with no item: 1 call, nothing written.
+- issue: 1 TransactWrite (token item + listing entry); list: 1 Query per page of the listing
+  partition; revoke: 1 GetItem + 1 TransactWrite.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+from pynamodb.transactions import TransactWrite
+
+from .models import BaseItem, TokenEntryItem, TokenItem
+
+TOKEN_SK = "#TOKEN"
+LISTING_PK = "TOKENS"
+MAX_HIT_CALLS = 4
+
+
+def token_pk(token_hash: str) -> str:
+    return f"TOKEN#{token_hash}"
+
+
+def entry_sk(token_id: str) -> str:
+    return f"TOKEN#{token_id}"
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    token_id: str
+    name: str
+    scopes: list[str]
+    pipelines: list[str] | None
+    created_at: str
+    created_by: str | None = None
+    window: int = 0
+    hits: int = 0
+
+
+def insert(token: StoredToken, token_hash: str, window: int) -> None:
+    """The token and its listing entry appear together; a hash collision would be refused.
+    The counter starts in the current window, so even the first request costs one call."""
+    pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
+    common = dict(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
+                  pipelines=pipelines, created_at=token.created_at)
+    with TransactWrite(connection=_connection()) as transaction:
+        transaction.save(TokenItem(pk=token_pk(token_hash), sk=TOKEN_SK, window=window, hits=0, **common),
+                         condition=TokenItem.pk.does_not_exist())
+        transaction.save(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token.token_id),
+                                        created_by=token.created_by, token_hash=token_hash, **common),
+                         condition=TokenEntryItem.pk.does_not_exist())
+
+
+def list_all() -> list[StoredToken]:
+    """Oldest first (ids are random, so sort by creation time)."""
+    entries = [_from_entry(item) for item in TokenEntryItem.query(LISTING_PK, consistent_read=True)]
+    return sorted(entries, key=lambda t: (t.created_at, t.token_id))
+
+
+def delete(token_id: str) -> StoredToken | None:
+    try:
+        entry = TokenEntryItem.get(LISTING_PK, entry_sk(token_id), consistent_read=True)
+    except TokenEntryItem.DoesNotExist:
+        return None
+    with TransactWrite(connection=_connection()) as transaction:
+        transaction.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
+        transaction.delete(TokenItem(pk=token_pk(entry.token_hash), sk=TOKEN_SK))
+    return _from_entry(entry)
+
+
+def hit(token_hash: str, window: int) -> StoredToken | None:
+    """Look the token up and count one request in ``window``; None if there is no such token.
+
+    A request whose clock is behind the stored window counts in the stored (newer) one rather
+    than moving the window back.
+    """
+    key = {"pk": {"S": token_pk(token_hash)}, "sk": {"S": TOKEN_SK}}
+    names = {"#w": "window", "#h": "hits"}
+    target = window
+    for _ in range(MAX_HIT_CALLS):
+        item, old = _update(key, "ADD #h :one", "#w = :w", names, {":one": {"N": "1"}, ":w": {"N": str(target)}})
+        if item is not None:
+            return _from_raw(item)
+        if old is None:
+            return None
+        stored = int(old["window"]["N"])
+        if stored >= target:
+            target = stored
+            continue
+        item, old = _update(key, "SET #w = :w, #h = :one", "#w < :w", names,
+                            {":one": {"N": "1"}, ":w": {"N": str(target)}})
+        if item is not None:
+            return _from_raw(item)
+        if old is None:  # revoked meanwhile
+            return None
+        target = max(target, int(old["window"]["N"]))  # another request started it first
+    raise RuntimeError("token counter kept changing; giving up")  # a bug or a storm: a 500
+
+
+def _update(key: dict, expression: str, condition: str, names: dict, values: dict):
+    """One UpdateItem: (new item, None) on success, (None, old item or None) if the condition
+    failed. Raw botocore, because PynamoDB drops the item that ALL_OLD returns on failure."""
+    try:
+        response = _client().update_item(
+            TableName=BaseItem.Meta.table_name, Key=key, UpdateExpression=expression,
+            ConditionExpression=condition, ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return None, error.response.get("Item")
+        raise
+    return response["Attributes"], None
+
+
+def _from_raw(item: dict) -> StoredToken:
+    pipelines = item.get("pipelines", {}).get("S")
+    return StoredToken(
+        token_id=item["token_id"]["S"], name=item["name"]["S"], scopes=json.loads(item["scopes"]["S"]),
+        pipelines=None if pipelines is None else json.loads(pipelines),
+        created_at=item["created_at"]["S"], window=int(item["window"]["N"]), hits=int(item["hits"]["N"]),
+    )
+
+
+def _from_entry(item: TokenEntryItem) -> StoredToken:
+    return StoredToken(
+        token_id=item.token_id, name=item.name, scopes=json.loads(item.scopes),
+        pipelines=None if item.pipelines is None else json.loads(item.pipelines),
+        created_at=item.created_at, created_by=item.created_by,
+    )
+
+
+def _connection():
+    return BaseItem._get_connection().connection
+
+
+def _client():
+    return _connection().client

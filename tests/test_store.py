@@ -1,0 +1,122 @@
+"""The repository on both tiers: moto and a real DynamoDB Local."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.domain.errors import ConcurrentModification, PipelinePaused
+from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+from chalicelib.domain.status import StageStatus
+from chalicelib.service import runs
+from chalicelib.store.models import PipelineItem, pipeline_pk, PIPELINE_SK
+
+S = StageStatus
+
+
+def create(ctx, **body):
+    body.setdefault("pipeline", "web")
+    return runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+
+
+def test_round_trip_of_every_field(any_ctx, clock):
+    created = create(any_ctx, stages=["BUILD", {"type": "DEPLOY_PROD", "name": "prod", "approval": "MANUAL",
+                                                "timeoutSeconds": 60}],
+                     commit={"hash": "abcdef0", "message": "m", "committer": "c"},
+                     trigger="push", variables={"A": "1"}, timeoutSeconds=30)
+    loaded = any_ctx.repo.load_run(created.run.id)
+    assert loaded == created
+    assert any_ctx.repo.get_stage(created.stages[1].id) == created.stages[1]
+
+
+def test_counter_is_atomic_and_per_pipeline(any_ctx):
+    assert [any_ctx.repo.next_counter("web") for _ in range(3)] == [1, 2, 3]
+    assert any_ctx.repo.next_counter("api") == 1
+
+
+def test_paused_pipeline_refuses_a_counter(any_ctx):
+    any_ctx.repo.next_counter("web")
+    item = PipelineItem.get(pipeline_pk("web"), PIPELINE_SK)
+    item.update(actions=[PipelineItem.paused.set(True)])
+    with pytest.raises(PipelinePaused):
+        any_ctx.repo.next_counter("web")
+
+
+def test_stale_write_is_refused_and_leaves_everything_as_it_was(any_ctx, clock):
+    aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD"])
+    mine = any_ctx.repo.load_run(aggregate.run.id)
+    theirs = any_ctx.repo.load_run(aggregate.run.id)
+    before = theirs.snapshot()
+    change_status(theirs.stages[1], S.IN_PROGRESS, clock.now())
+    theirs.refresh(clock.now())
+    any_ctx.repo.save(before, theirs)
+
+    before = mine.snapshot()
+    change_status(mine.stages[0], S.IN_PROGRESS, clock.now())
+    mine.refresh(clock.now())
+    with pytest.raises(ConcurrentModification):
+        any_ctx.repo.save(before, mine)
+    assert any_ctx.repo.load_run(aggregate.run.id) == theirs
+
+
+def test_patch_retries_a_race_lost_to_a_sibling_stage(any_ctx, monkeypatch):
+    aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD"])
+    first, second = (s.id for s in aggregate.stages)
+    real_load = any_ctx.repo.load_run
+    interfered = []
+
+    def load_then_interfere(run_id):
+        loaded = real_load(run_id)
+        if not interfered:
+            interfered.append(True)
+            runs.patch_stage(any_ctx, second, PatchStageIn(status=S.IN_PROGRESS))
+        return loaded
+
+    monkeypatch.setattr(any_ctx.repo, "load_run", load_then_interfere)
+    stage = runs.patch_stage(any_ctx, first, PatchStageIn(status=S.IN_PROGRESS))
+    assert stage.status == S.IN_PROGRESS
+    monkeypatch.undo()
+    final = any_ctx.repo.load_run(aggregate.run.id)
+    assert [s.status for s in final.stages] == [S.IN_PROGRESS, S.IN_PROGRESS]
+
+
+def test_delete_run_removes_every_item(any_ctx):
+    aggregate = create(any_ctx)
+    runs.delete_run(any_ctx, aggregate.run.id)
+    assert any_ctx.repo.load_run(aggregate.run.id) is None
+    assert all(any_ctx.repo.get_stage(s.id) is None for s in aggregate.stages)
+
+
+def test_list_runs_pages_newest_first(any_ctx):
+    for _ in range(5):
+        create(any_ctx)
+    seen, cursor = [], None
+    while True:
+        page, cursor = any_ctx.repo.list_runs("web", None, 2, cursor)
+        seen += [r.counter for r in page]
+        if not cursor:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+
+
+def test_sparse_active_index_holds_only_active_stages(any_ctx, clock):
+    from chalicelib.store.models import StageItem
+
+    aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD", {"type": "OTHER", "timeoutSeconds": 60}])
+    build, prod, other = (s.id for s in aggregate.stages)
+    runs.patch_stage(any_ctx, build, PatchStageIn(status=S.IN_PROGRESS))
+    runs.patch_stage(any_ctx, other, PatchStageIn(status=S.IN_PROGRESS))
+    runs.patch_stage(any_ctx, build, PatchStageIn(status=S.SUCCESS))
+    connection = StageItem._get_connection()
+    indexed = [item for shard in range(4)
+               for item in connection.query(f"ACTIVE#{shard}", index_name="activeStages")["Items"]]
+    assert [item["stage_id"]["S"] for item in indexed] == [other]
+    assert indexed[0]["due_at"]["S"] == "2026-03-20T17:18:13.760Z"
+
+
+def test_new_run_on_local_is_one_transaction_of_run_and_stages(any_ctx, clock):
+    specs = [StageSpec("OTHER", f"s{i}") for i in range(50)]
+    aggregate = new_run("big", any_ctx.repo.next_counter("big"), specs, clock.now())
+    any_ctx.repo.insert_run(aggregate)
+    assert len(any_ctx.repo.load_run(aggregate.run.id).stages) == 50
