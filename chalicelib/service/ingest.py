@@ -1,0 +1,286 @@
+"""What other systems tell us, applied through the same use cases as the API.
+
+- ``apply_update``: a parsed sender update (GitHub, GitLab, CDEvents, CodePipeline, CodeBuild).
+  Its run is found through its link (1 GetItem). A run seen for the first time is created with
+  the update already applied and its link, in one transaction (store/sources.py); later updates
+  go through ``mutate_run`` (1 Query + 1 conditional transaction, retried on a lost race),
+  like every other change. Nothing is ever half-applied.
+- ``apply_message``: the API's own updates arriving on the SQS queue or SNS topic, dispatched
+  to the very service functions the HTTP views call (create_run, patch_stage, cancel ...).
+- ``once``: idempotency on the sender's delivery id (GitHub ``X-GitHub-Delivery``, GitLab
+  ``Idempotency-Key``/``X-Gitlab-Event-UUID``, CloudEvents ``id`` + ``source``, SQS/SNS
+  message ids, EventBridge event ids). It reuses the Idempotency-Key claims of the API
+  (store/idempotency.py): the first delivery claims the id (1 conditional PutItem), runs, and
+  stores its answer (1 UpdateItem); a replay gets that answer back and changes nothing; a
+  delivery that failed releases its claim, so the sender's retry is applied afresh.
+- webhook sources: create (the secret is returned once), list, delete, and open the secret
+  to verify a request.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..domain import events
+from ..domain.clock import format_iso
+from ..domain.errors import (
+    BadRequest,
+    ConcurrentModification,
+    Conflict,
+    DomainError,
+    NotFound,
+    ValidationFailed,
+)
+from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
+from ..domain.model import new_run
+from ..store import sources as source_store
+from ..store.idempotency import PENDING, Record
+from ..store.sources import StoredSource
+from . import ServiceContext, operations, runs
+from .runs import mutate_run
+
+log = logging.getLogger(__name__)
+
+RECEIPT_TTL_SECONDS = 14 * 24 * 3600  # SQS keeps a message at most 14 days; GitHub redelivers for 3
+RECEIPT_LEASE_SECONDS = 300
+MAX_STORED_ANSWER = 64 * 1024
+
+
+class DeliveryReused(ValidationFailed):
+    code = "delivery_id_reused"
+
+
+class DeliveryInProgress(Conflict):
+    code = "delivery_in_progress"
+
+
+@dataclass
+class Outcome:
+    result: str  # "applied" | "unchanged" | "ignored"
+    run_id: str | None = None
+    stages: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    created: bool = False
+    summary: str | None = None
+
+    def as_dict(self) -> dict:
+        body: dict = {"result": self.result}
+        if self.summary:
+            body["event"] = self.summary
+        if self.run_id:
+            body["runId"] = self.run_id
+            body["runCreated"] = self.created
+        if self.stages:
+            body["stages"] = self.stages
+        if self.notes:
+            body["notes"] = self.notes
+        return body
+
+
+def ignored(reason: str) -> Outcome:
+    return Outcome(result="ignored", notes=[reason])
+
+
+# ---- sender updates ----------------------------------------------------------------------------
+
+def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> Outcome:
+    now = ctx.clock.now()
+    run_id = source_store.linked_run(update.namespace, update.run_key)
+    if run_id is None:
+        counter = ctx.repo.next_counter(update.pipeline)
+        aggregate = new_run(update.pipeline, counter, [], now, commit=update.commit, trigger=update.trigger)
+        applied = events.apply_update(aggregate, update, now, actor=actor)
+        aggregate.refresh(now)
+        if source_store.insert_linked_run(aggregate, update.namespace, update.run_key, format_iso(now)):
+            return Outcome(result="applied", run_id=aggregate.run.id, created=True, summary=update.summary,
+                           stages=_stages(applied.stages), notes=applied.notes)
+        run_id = source_store.linked_run(update.namespace, update.run_key)  # another delivery won
+        if run_id is None:
+            raise ConcurrentModification("the sender's run is being created; retry")
+    holder: list = []
+
+    def change(aggregate) -> bool:
+        holder[:] = [events.apply_update(aggregate, update, ctx.clock.now(), actor=actor)]
+        return holder[0].changed
+
+    try:
+        mutate_run(ctx, run_id, change)
+    except NotFound:
+        return Outcome(result="ignored", run_id=run_id, summary=update.summary,
+                       notes=[f"run {run_id} was deleted in stagetrack; the sender's updates are ignored"])
+    applied = holder[0]
+    return Outcome(result="applied" if applied.changed else "unchanged", run_id=run_id, summary=update.summary,
+                   stages=_stages(applied.stages), notes=applied.notes)
+
+
+def _stages(touched: list[tuple[str, str]]) -> list[dict]:
+    return [{"stageId": stage_id, "status": status} for stage_id, status in touched]
+
+
+def apply_parsed(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, actor: str) -> Outcome:
+    if isinstance(parsed, Ignored):
+        return ignored(parsed.reason)
+    return apply_update(ctx, parsed, actor=actor)
+
+
+def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, namespace: str,
+                   delivery_id: str, raw: bytes, actor: str) -> tuple[int, dict, bool]:
+    """A verified webhook: (HTTP status, answer, replayed). Ignored events are 202 and claim
+    nothing; the rest are applied once per delivery id and answered 200."""
+    if isinstance(parsed, Ignored):
+        return 202, ignored(parsed.reason).as_dict(), False
+    answer, replayed = once(ctx, namespace, delivery_id, raw,
+                            lambda: apply_update(ctx, parsed, actor=actor).as_dict())
+    return 200, answer, replayed
+
+
+def ingest_aws_event(ctx: ServiceContext, event: dict) -> tuple[Outcome, bool]:
+    """An EventBridge event (CodePipeline/CodeBuild), once per event id."""
+    parsed = events.parse_aws_event(event)
+    if isinstance(parsed, Ignored):
+        return ignored(parsed.reason), False
+    fingerprint = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
+    answer, replayed = once(ctx, "aws.events", str(event.get("id")), fingerprint,
+                            lambda: apply_update(ctx, parsed, actor=parsed.namespace).as_dict())
+    return Outcome(**_outcome_fields(answer)), replayed
+
+
+def _outcome_fields(answer: dict) -> dict:
+    return {"result": answer["result"], "run_id": answer.get("runId"), "stages": answer.get("stages", []),
+            "notes": answer.get("notes", []), "created": answer.get("runCreated", False),
+            "summary": answer.get("event")}
+
+
+# ---- the API's own updates on a queue or topic -----------------------------------------------------
+
+def apply_message(ctx: ServiceContext, message, *, actor: str) -> dict:
+    """One parsed message (``domain.events.parse_message``) through the matching use case."""
+    action = message.action
+    if action == "create_run":
+        aggregate = runs.create_run(ctx, message.run)
+        return {"result": "applied", "action": action, "runId": aggregate.run.id,
+                "status": aggregate.run.status.value}
+    if action == "patch_stage":
+        stage = runs.patch_stage(ctx, message.stage_id, message.patch)
+        return {"result": "applied", "action": action, "stageId": stage.id, "status": stage.status.value}
+    if action in ("cancel_run", "retry_run"):
+        aggregate = (operations.cancel_run(ctx, message.run_id, actor=actor, reason=message.reason)
+                     if action == "cancel_run" else operations.retry_run(ctx, message.run_id, message.scope))
+        return {"result": "applied", "action": action, "runId": aggregate.run.id,
+                "status": aggregate.run.status.value}
+    if action == "cancel_stage":
+        stage = operations.cancel_stage(ctx, message.stage_id, actor=actor, reason=message.reason)
+    elif action == "retry_stage":
+        stage = operations.retry_stage(ctx, message.stage_id)
+    elif action == "approve_stage":
+        stage = operations.approve_stage(ctx, message.stage_id, actor=actor, comment=message.comment)
+    else:
+        stage = operations.reject_stage(ctx, message.stage_id, actor=actor, comment=message.comment)
+    return {"result": "applied", "action": action, "stageId": stage.id, "status": stage.status.value}
+
+
+def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: str) -> tuple[dict, bool]:
+    """A queue/topic message, once: keyed by its ``idempotencyKey`` when it has one (so the same
+    message sent to the queue and the topic applies once), else by the transport's message id
+    (SQS redelivers with the same id)."""
+    message = events.parse_message(body)
+    key = f"key:{message.idempotency_key}" if message.idempotency_key else f"id:{transport_id}"
+    canonical = message.model_dump_json(by_alias=True, exclude={"idempotency_key"}).encode()
+    return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor))
+
+
+def is_permanent(error: Exception) -> bool:
+    """A message that can never apply (bad, unknown id, illegal now): dead-letter it. A lost
+    race or a claim still held by a delivery in flight may pass: retry it."""
+    return isinstance(error, DomainError) and not isinstance(error, (ConcurrentModification, DeliveryInProgress))
+
+
+# ---- idempotency on the sender's delivery id ---------------------------------------------------------
+
+def _mac(pepper: str, *parts: str) -> str:
+    return hmac.new(pepper.encode(), "\n".join(parts).encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
+def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
+         call: Callable[[], dict]) -> tuple[dict, bool]:
+    """Run ``call`` once per (namespace, delivery id): returns (answer, replayed)."""
+    store = ctx.repo.idempotency
+    pepper = ctx.repo.settings.secret_pepper
+    key_hash = _mac(pepper, "delivery", namespace, delivery_id)
+    fingerprint = _mac(pepper, "payload", hashlib.sha256(payload).hexdigest())
+    now = int(ctx.clock.now().timestamp())
+    held = store.claim(key_hash, fingerprint, now, lease_seconds=RECEIPT_LEASE_SECONDS,
+                       ttl_seconds=RECEIPT_TTL_SECONDS)
+    if isinstance(held, Record):
+        if not hmac.compare_digest(held.fingerprint, fingerprint):
+            raise DeliveryReused(f"delivery {delivery_id!r} was already received with a different payload")
+        if held.state == PENDING or held.body is None:
+            raise DeliveryInProgress(f"delivery {delivery_id!r} is being processed; retry later")
+        return json.loads(held.body), True
+    try:
+        answer = call()
+    except BaseException:
+        store.release(key_hash, held)
+        raise
+    encoded = json.dumps(answer, separators=(",", ":")).encode()
+    outcome = store.complete(key_hash, held, 200, {}, encoded, max_stored=MAX_STORED_ANSWER)
+    if outcome != "stored":
+        log.warning("delivery %s applied but its answer was not kept (%s)", delivery_id, outcome)
+    return answer, False
+
+
+# ---- webhook sources -----------------------------------------------------------------------------
+
+def _context(name: str) -> str:
+    return f"source:{name}"
+
+
+def create_source(ctx: ServiceContext, body: CreateSourceIn, created_by: str | None) -> tuple[StoredSource, str]:
+    """A new source and its secret, returned here once; stored only sealed (AES-GCM)."""
+    secret = events.new_secret()
+    box = _box(ctx.repo.settings)
+    source = StoredSource(name=body.name, type=body.type, sealed_secret=box.seal(secret, _context(body.name)),
+                          created_at=format_iso(ctx.clock.now()), created_by=created_by)
+    if not source_store.insert_source(source):
+        raise Conflict(f"a webhook source named {body.name!r} already exists; delete it first to rotate its secret")
+    return source, secret
+
+
+def list_sources(ctx: ServiceContext) -> list[StoredSource]:
+    return sorted(source_store.list_sources(), key=lambda s: (s.created_at, s.name))
+
+
+def delete_source(ctx: ServiceContext, name: str) -> StoredSource:
+    source = source_store.delete_source(name) if len(name) <= 64 else None
+    if source is None:
+        raise NotFound(f"webhook source {name!r} not found")
+    return source
+
+
+def source_secret(ctx: ServiceContext, source_type: str, name: str | None) -> str:
+    """The clear secret of a source of this type, to verify one request (never logged)."""
+    if not name:
+        raise BadRequest("query parameter source is required: the name of the webhook source",
+                         details=[{"field": "source"}])
+    source = source_store.get_source(name) if len(name) <= 64 else None
+    if source is None or source.type != source_type:
+        raise NotFound(f"no {source_type} webhook source named {name!r}")
+    from ..adapters.secretbox import SecretUnreadable
+
+    try:
+        return _box(ctx.repo.settings).open(source.sealed_secret, _context(name))
+    except SecretUnreadable as error:
+        log.error("webhook source %s: %s", name, error)
+        raise DomainError("the webhook source's secret cannot be read") from None
+
+
+def _box(settings):
+    """Imported on first use: only requests that seal or open a secret load the cipher."""
+    from ..adapters import secretbox
+
+    return secretbox.from_settings(settings)
+

@@ -1,0 +1,150 @@
+"""Operations on runs and stages (cancel, stop, retry, approve/reject, variables) as use cases.
+
+Each is one ``mutate_run``: load the run with its stages (1 Query), apply the pure rule from
+domain/operations.py, write every changed item in one conditional transaction, re-apply on a
+lost race. So an operation is all-or-nothing, and one that finds nothing to change (cancelling a
+finished run, approving twice) writes nothing. The native API and the dialect endpoints (GoCD,
+CodeArts, Buddy) call these same functions. ``actor`` is whoever the API says is calling.
+"""
+from __future__ import annotations
+
+from ..domain import ids
+from ..domain import operations as rules
+from ..domain.errors import IllegalTransition, NotFound
+from ..domain.model import RunAggregate, Stage
+from ..domain.status import StageStatus
+from . import ServiceContext, pipelines
+from .runs import mutate_run, run_id_of_stage
+
+
+def _stage_missing(stage_id: str) -> str:
+    return f"stage {stage_id!r} not found"
+
+
+def cancel_run(ctx: ServiceContext, run_id: str, *, actor: str,
+               reason: str | None = None) -> RunAggregate:
+    return mutate_run(ctx, run_id, lambda aggregate: rules.cancel_run(
+        aggregate, ctx.clock.now(), actor=actor, reason=reason))
+
+
+def run_id_by_counter(pipeline: str, counter: str | int) -> str:
+    """The run id of a pipeline's run number (CodeArts' build_no, GoCD's counter)."""
+    run_id = f"{pipeline}:{counter}"
+    if ids.parse_run_id(run_id) is None:
+        raise NotFound(f"run {counter} of pipeline {pipeline!r} not found")
+    return run_id
+
+
+def stop_run(ctx: ServiceContext, pipeline: str, counter: str | int, *, actor: str,
+             reason: str | None = None) -> RunAggregate:
+    """CodeArts' "stop a build": cancel, addressed by pipeline and run number."""
+    return mutate_run(
+        ctx, run_id_by_counter(pipeline, counter),
+        lambda aggregate: rules.cancel_run(aggregate, ctx.clock.now(), actor=actor, reason=reason),
+        missing=f"run {counter} of pipeline {pipeline!r} not found",
+    )
+
+
+def cancel_stage(ctx: ServiceContext, stage_id: str, *, actor: str,
+                 reason: str | None = None) -> Stage:
+    aggregate = mutate_run(
+        ctx, run_id_of_stage(stage_id),
+        lambda aggregate: rules.cancel_stage(aggregate, stage_id, ctx.clock.now(), actor=actor,
+                                             reason=reason),
+        missing=_stage_missing(stage_id),
+    )
+    return aggregate.stage(stage_id)
+
+
+def retry_run(ctx: ServiceContext, run_id: str, scope: str = rules.SCOPE_FAILED) -> RunAggregate:
+    def change(aggregate: RunAggregate) -> bool:
+        rules.retry_run(aggregate, scope, ctx.clock.now())
+        return True
+
+    return mutate_run(ctx, run_id, change)
+
+
+def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
+    def change(aggregate: RunAggregate) -> bool:
+        rules.retry_stage(aggregate, stage_id, ctx.clock.now())
+        return True
+
+    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, missing=_stage_missing(stage_id))
+    return aggregate.stage(stage_id)
+
+
+def decide_stage(ctx: ServiceContext, stage_id: str, decision: str, *, actor: str,
+                 comment: str | None = None) -> Stage:
+    aggregate = mutate_run(
+        ctx, run_id_of_stage(stage_id),
+        lambda aggregate: rules.decide(aggregate, stage_id, decision, ctx.clock.now(), actor=actor,
+                                       comment=comment),
+        missing=_stage_missing(stage_id),
+    )
+    return aggregate.stage(stage_id)
+
+
+def approve_stage(ctx: ServiceContext, stage_id: str, *, actor: str, comment: str | None = None) -> Stage:
+    return decide_stage(ctx, stage_id, rules.APPROVED, actor=actor, comment=comment)
+
+
+def reject_stage(ctx: ServiceContext, stage_id: str, *, actor: str, comment: str | None = None) -> Stage:
+    return decide_stage(ctx, stage_id, rules.REJECTED, actor=actor, comment=comment)
+
+
+def apply_variables(ctx: ServiceContext, run_id: str,
+                    changes: list[rules.VariableChange]) -> RunAggregate:
+    """Merge variables into a run; secret values are kept only as a keyed hash."""
+    pepper = ctx.repo.settings.secret_pepper
+    return mutate_run(ctx, run_id, lambda aggregate: rules.apply_variables(aggregate, changes, pepper))
+
+
+# ---- for the dialect endpoints (api/gocd.py, api/buddy.py) -----------------------------------
+
+def cancel_stage_by_name(ctx: ServiceContext, pipeline: str, stage_name: str, *, actor: str,
+                         reason: str | None = None) -> Stage:
+    """GoCD's stage cancel: the stage of that name in the pipeline's latest run.
+
+    The latest run holds the pipeline's newest run number (one consistent GetItem, then the
+    usual Query and transaction). If that number has no run (deleted, or its creation failed),
+    the newest run on the byPipeline index is used. Cancelling a stage that is not active is a
+    successful no-op, as in GoCD; an unknown pipeline or stage name is a 404.
+    """
+    seen: list[str] = []  # the run loaded, then the stage found
+
+    def change(aggregate: RunAggregate) -> bool:
+        seen[:] = [aggregate.run.id]
+        stage = next((s for s in aggregate.stages if s.name == stage_name), None)
+        if stage is None:
+            raise NotFound(f"stage {stage_name!r} not found in the latest run of pipeline {pipeline!r}")
+        seen.append(stage.id)
+        return rules.cancel_stage(aggregate, stage.id, ctx.clock.now(), actor=actor, reason=reason)
+
+    counter = pipelines.status(ctx, pipeline).counter
+    try:
+        aggregate = mutate_run(ctx, ids.run_id(pipeline, counter), change)
+    except NotFound:
+        if seen:  # the run exists: the 404 is about the stage
+            raise
+        newest = pipelines.latest_run(ctx, pipeline)
+        if newest is None:
+            raise NotFound(f"pipeline {pipeline!r} has no runs") from None
+        aggregate = mutate_run(ctx, newest.id, change)
+    return aggregate.stage(seen[-1])
+
+
+def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
+                    comment: str | None = None) -> RunAggregate:
+    """Buddy's APPLY: approve the run's stage that waits for approval (the first, if several).
+    A run with no stage waiting is a 409 and changes nothing."""
+    def change(aggregate: RunAggregate) -> bool:
+        waiting = sorted((s for s in aggregate.stages if s.status == StageStatus.WAITING_FOR_APPROVAL),
+                         key=lambda s: s.position)
+        if not waiting:
+            raise IllegalTransition(
+                f"run {run_id!r} has no stage waiting for approval (run status "
+                f"{aggregate.run.status.value})", details={"runStatus": aggregate.run.status.value})
+        return rules.decide(aggregate, waiting[0].id, rules.APPROVED, ctx.clock.now(), actor=actor,
+                            comment=comment)
+
+    return mutate_run(ctx, run_id, change)

@@ -1,0 +1,171 @@
+"""The outbox: committed changes -> events -> EventBridge and subscriber deliveries.
+
+Outbox style without an outbox table: the table's DynamoDB stream (NEW_AND_OLD_IMAGES) is the
+outbox. A change is in the stream if and only if its transaction committed, so an API call that
+committed never loses its event, even if its Lambda died right after; and no event is ever sent
+for a change that did not commit. The stream handler (events/outbound.py) calls ``publish``;
+if publishing fails it raises, and Lambda retries the batch from the stream (which keeps
+records 24 h). Delivery is therefore at-least-once: every event has a stable ``id`` (and
+every delivery a stable ``X-Stagetrack-Delivery`` id) for consumers to de-duplicate on.
+
+Subscriber deliveries are not made here: ``publish`` puts one message per (event, matching
+subscription) on the delivery queue, and ``deliver`` (the queue's consumer) makes one attempt,
+records it, and either is done, queues the next attempt with an exponential delay (SQS
+DelaySeconds), or after the last attempt moves the message to the dead-letter queue.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable, Protocol
+
+from ..domain.clock import format_iso
+from ..domain.events import StateChange, backoff_seconds, delivery_id, delivery_signature, state_change
+from ..store import deliveries as delivery_store
+from ..store import subscriptions as subscription_store
+from ..store.deliveries import DeliveryAttempt
+from . import ServiceContext, subscriptions
+
+log = logging.getLogger(__name__)
+
+MESSAGE_VERSION = 1
+
+
+class EventPublisher(Protocol):
+    def publish(self, changes: list[StateChange]) -> int: ...
+
+
+class Queue(Protocol):
+    def send(self, body: str, delay_seconds: int = 0, attributes: dict[str, str] | None = None) -> str: ...
+
+    def send_batch(self, bodies: list[str]) -> int: ...
+
+
+class DeliverySender(Protocol):
+    def post(self, url: str, body: bytes, headers: dict[str, str]): ...
+
+
+class BadDeliveryMessage(ValueError):
+    """A delivery queue message we did not write (or a format we no longer read)."""
+
+
+@dataclass
+class PublishReport:
+    records: int = 0
+    changes: int = 0
+    published: int = 0
+    deliveries: int = 0
+
+
+def changes_of(records: Iterable[dict], ctx: ServiceContext) -> list[StateChange]:
+    now = ctx.clock.now()
+    return [change for change in (state_change(record, now) for record in records) if change is not None]
+
+
+def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher | None,
+            deliveries: Queue | None) -> PublishReport:
+    """Stream records -> one event per state change -> the bus, and the delivery queue for each
+    subscription whose filter matches. Reads the subscriptions (1 Query) only when there is an
+    event to send."""
+    records = list(records)
+    changes = changes_of(records, ctx)
+    report = PublishReport(records=len(records), changes=len(changes))
+    if not changes:
+        return report
+    if bus is not None:
+        report.published = bus.publish(changes)
+    subscribed = subscriptions.list_all(ctx)
+    messages = [delivery_message(change, subscription.subscription_id)
+                for change in changes for subscription in subscribed
+                if subscriptions.filter_of(subscription).matches(change)]
+    if messages:
+        if deliveries is None:
+            log.error("%d delivery(ies) not queued: STAGETRACK_DELIVERY_QUEUE_URL is not set", len(messages))
+        else:
+            report.deliveries = deliveries.send_batch(messages)
+    return report
+
+
+def delivery_message(change: StateChange, subscription_id: str, attempt: int = 1) -> str:
+    return json.dumps({
+        "v": MESSAGE_VERSION, "deliveryId": delivery_id(change.id, subscription_id),
+        "subscriptionId": subscription_id, "eventId": change.id, "eventType": change.type,
+        "attempt": attempt, "payload": change.body(),
+    }, separators=(",", ":"))
+
+
+def parse_delivery(body: str) -> dict:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise BadDeliveryMessage("delivery message is not JSON") from None
+    expected = {"v": int, "deliveryId": str, "subscriptionId": str, "eventId": str, "eventType": str,
+                "attempt": int, "payload": str}
+    if not isinstance(message, dict) or any(type(message.get(k)) is not t for k, t in expected.items()):
+        raise BadDeliveryMessage("delivery message lacks fields or has wrong types")
+    if message["v"] != MESSAGE_VERSION or message["attempt"] < 1:
+        raise BadDeliveryMessage(f"delivery message version {message['v']} / attempt {message['attempt']}")
+    return message
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    outcome: str  # delivered | retrying | dead-lettered | dropped
+    attempt: int
+    status_code: int | None = None
+    error: str | None = None
+    retry_in_seconds: int | None = None
+
+
+def signed_headers(secret: str, message: dict, timestamp: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Stagetrack-Event": message["eventType"],
+        "X-Stagetrack-Delivery": message["deliveryId"],
+        "X-Stagetrack-Attempt": str(message["attempt"]),
+        "X-Stagetrack-Timestamp": str(timestamp),
+        "X-Stagetrack-Signature": delivery_signature(secret, timestamp, message["payload"].encode()),
+    }
+
+
+def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: Queue,
+            dead_letters: Queue | None, max_attempts: int) -> DeliveryOutcome:
+    """One attempt: POST the signed event, record the attempt (1 PutItem), then queue what
+    comes next. Recorded before queueing, so a failure to queue (the handler then fails and SQS
+    redelivers this same attempt) can repeat an attempt but never fork the retries."""
+    message = parse_delivery(body)
+    subscription = subscription_store.get(message["subscriptionId"])
+    if subscription is None:
+        log.info("delivery %s dropped: subscription deleted", message["deliveryId"])
+        return DeliveryOutcome("dropped", message["attempt"])
+    now = ctx.clock.now()
+    secret = subscriptions.secret_of(ctx, subscription)
+    result = sender.post(subscription.url, message["payload"].encode(),
+                         signed_headers(secret, message, int(now.timestamp())))
+    attempt = message["attempt"]
+    retry_in = None
+    if result.ok:
+        outcome = "delivered"
+    elif attempt < max_attempts:
+        outcome, retry_in = "retrying", backoff_seconds(attempt, message["deliveryId"])
+    else:
+        outcome = "dead-lettered"
+    delivery_store.record(DeliveryAttempt(
+        subscription_id=subscription.subscription_id, delivery_id=message["deliveryId"],
+        event_id=message["eventId"], event_type=message["eventType"], attempt=attempt, outcome=outcome,
+        at=format_iso(now), status_code=result.status, error=result.error, duration_ms=result.duration_ms,
+        next_attempt_at=format_iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
+    ), int(now.timestamp()))
+    if outcome == "retrying":
+        retries.send(json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in)
+    elif outcome == "dead-lettered":
+        dead = json.dumps({**message, "lastStatus": result.status, "lastError": result.error,
+                           "deadLetteredAt": format_iso(now)}, separators=(",", ":"))
+        if dead_letters is None:
+            log.error("delivery %s failed %d times and no dead-letter queue is set: %s",
+                      message["deliveryId"], attempt, dead)
+        else:
+            dead_letters.send(dead, attributes={"reason": result.error or f"HTTP {result.status}"})
+    return DeliveryOutcome(outcome, attempt, result.status, result.error, retry_in)

@@ -1,0 +1,162 @@
+"""Create, read, change and delete runs and stages."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from typing import Callable
+
+from ..domain import ids
+from ..domain.errors import Conflict, ConcurrentModification, NotFound
+from ..domain.model import Run, RunAggregate, Stage, StageSpec, change_status, new_run
+from ..domain.operations import layout_of
+from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
+from ..domain.status import DEFAULT_STAGE_TYPES, StageType
+from ..domain.timers import drive
+from . import ServiceContext
+
+MAX_WRITE_ATTEMPTS = 12
+BACKOFF_SECONDS = 0.01
+
+
+def backoff(attempt: int) -> None:
+    """Full jitter, capped at 1.28 s: writers bunched on one run spread out instead of colliding
+    again (DynamoDB may cancel *both* of two overlapping transactions, so retrying at once can
+    livelock). Twelve attempts ride out a burst of a dozen writers on one run under load."""
+    time.sleep(random.uniform(0, BACKOFF_SECONDS * (2 ** min(attempt, 7))))
+
+
+def stage_specs(body: CreateRunIn) -> list[StageSpec]:
+    if body.stages is None:
+        return [StageSpec(type=t.value, name=t.value) for t in DEFAULT_STAGE_TYPES]
+    specs = []
+    for entry in body.stages:
+        if isinstance(entry, StageType):
+            specs.append(StageSpec(type=entry.value, name=entry.value))
+        else:
+            specs.append(StageSpec(type=entry.type.value, name=entry.name or entry.type.value,
+                                   timeout_seconds=entry.timeout_seconds, approval=entry.approval,
+                                   expected_seconds=entry.expected_seconds))
+    return specs
+
+
+def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
+    """Two round trips: the pipeline's counter (one ADD, which also returns the stage layout
+    kept on the pipeline), then run + stages in one transaction, which also stores this run's
+    layout on the pipeline when it differs (``schedule`` repeats the latest layout)."""
+    counter, stored_layout = ctx.repo.pipelines.claim_counter(body.pipeline)
+    specs = stage_specs(body)
+    run_options = {"timeout_seconds": body.timeout_seconds, "auto_advance": body.auto_advance}
+    aggregate = new_run(
+        body.pipeline, counter, specs, ctx.clock.now(),
+        commit=body.commit.model_dump(exclude_none=True) if body.commit else None,
+        trigger=body.trigger, variables=body.variables, **run_options,
+    )
+    layout = layout_of(specs, **run_options)
+    ctx.repo.insert_run(aggregate, layout=None if layout == stored_layout else layout)
+    return aggregate
+
+
+def get_run(ctx: ServiceContext, run_id: str, *, missing: str | None = None) -> RunAggregate:
+    aggregate = ctx.repo.load_run(run_id) if ids.parse_run_id(run_id) else None
+    if aggregate is None:
+        raise NotFound(missing or f"run {run_id!r} not found")
+    return aggregate
+
+
+def list_runs(ctx: ServiceContext, query: ListRunsQuery) -> tuple[list[Run], str | None]:
+    return ctx.repo.list_runs(query.pipeline, query.status, query.limit, query.cursor)
+
+
+def get_stage(ctx: ServiceContext, stage_id: str) -> Stage:
+    stage = ctx.repo.get_stage(stage_id)
+    if stage is None:
+        raise NotFound(f"stage {stage_id!r} not found")
+    return stage
+
+
+def run_id_of_stage(stage_id: str) -> str:
+    parsed = ids.parse_stage_id(stage_id)
+    if parsed is None:
+        raise NotFound(f"stage {stage_id!r} not found")
+    return parsed[0]
+
+
+def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate], bool], *,
+               guard_stage: str | None = None, missing: str | None = None) -> RunAggregate:
+    """Load, change in memory, write back conditionally; reload and reapply on a lost race.
+
+    A race lost to a change of another stage of the same run is retried transparently (both
+    writers win, serially). A race lost on ``guard_stage`` itself is the client's conflict: the
+    stage it meant to change is no longer the one it saw, so it gets a 409 instead of silently
+    overwriting. ``change`` returns False when there is nothing to write (no round trip).
+    ``missing`` is the 404 message when the run does not exist (e.g. naming the stage asked for).
+    """
+    guard_version = None
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        aggregate = get_run(ctx, run_id,
+                            missing=missing or (guard_stage and f"stage {guard_stage!r} not found"))
+        if guard_stage is not None:
+            current = aggregate.stage(guard_stage).version
+            if attempt == 0:
+                guard_version = current
+            elif current != guard_version:
+                raise Conflict(f"stage {guard_stage!r} was changed concurrently; read it again")
+        before = aggregate.snapshot()
+        if not change(aggregate):
+            return aggregate
+        drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
+        aggregate.refresh(ctx.clock.now())
+        try:
+            ctx.repo.save(before, aggregate)
+            return aggregate
+        except ConcurrentModification:
+            backoff(attempt)
+    raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
+
+
+def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stage:
+    fields = patch.model_fields_set
+
+    def change(aggregate: RunAggregate) -> bool:
+        now = ctx.clock.now()
+        stage = aggregate.stage(stage_id)
+        original = asdict(stage)
+        if "name" in fields and patch.name != stage.name:
+            if any(s.name == patch.name for s in aggregate.stages if s is not stage):
+                raise Conflict(f"another stage of this run is already named {patch.name!r}")
+            stage.name = patch.name
+        if "timeout_seconds" in fields:
+            stage.timeout_seconds = patch.timeout_seconds
+        if "status" in fields:
+            change_status(stage, patch.status, now)
+        if asdict(stage) == original:
+            return False
+        stage.updated_at = now
+        return True
+
+    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, guard_stage=stage_id)
+    return aggregate.stage(stage_id)
+
+
+def delete_stage(ctx: ServiceContext, stage_id: str) -> Stage:
+    removed: list[Stage] = []
+
+    def change(aggregate: RunAggregate) -> bool:
+        removed[:] = [aggregate.remove_stage(stage_id)]
+        return True
+
+    mutate_run(ctx, run_id_of_stage(stage_id), change, guard_stage=stage_id)
+    return removed[0]
+
+
+def delete_run(ctx: ServiceContext, run_id: str) -> RunAggregate:
+    """Deleting is the caller's last word, so a concurrent change only causes a reload."""
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        aggregate = get_run(ctx, run_id)
+        try:
+            ctx.repo.delete_run(aggregate)
+            return aggregate
+        except ConcurrentModification:
+            backoff(attempt)
+    raise ConcurrentModification(f"run {run_id!r} is too busy; retry")

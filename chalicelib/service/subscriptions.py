@@ -1,0 +1,82 @@
+"""Outbound webhook subscriptions: create (secret shown once), list, get, delete, and the
+delivery attempts of one. Secrets are sealed with AES-GCM before they are stored: the
+delivery worker needs them in clear to sign, so they cannot be hashed."""
+from __future__ import annotations
+
+import secrets as random_secrets
+
+from ..domain import events
+from ..domain.clock import format_iso
+from ..domain.errors import NotFound, ValidationFailed
+from ..domain.events import CreateSubscriptionIn, SubscriptionFilter
+from ..store import deliveries as delivery_store
+from ..store import subscriptions as store
+from ..store.deliveries import DeliveryAttempt
+from ..store.subscriptions import StoredSubscription
+from . import ServiceContext
+
+MAX_SUBSCRIPTIONS = 100  # every stream batch reads them all (1 Query); keep that one small page
+
+
+def _context(subscription_id: str) -> str:
+    return f"subscription:{subscription_id}"
+
+
+def create(ctx: ServiceContext, body: CreateSubscriptionIn, created_by: str | None) -> tuple[StoredSubscription, str]:
+    settings = ctx.repo.settings
+    events.check_subscriber_url(body.url, allow_local=settings.allow_local_subscribers)
+    if len(store.list_all()) >= MAX_SUBSCRIPTIONS:
+        raise ValidationFailed(f"at most {MAX_SUBSCRIPTIONS} subscriptions; delete one first")
+    subscription_id = "sub_" + random_secrets.token_hex(8)
+    secret = body.secret or events.new_secret()
+    subscription = StoredSubscription(
+        subscription_id=subscription_id, url=body.url, events=tuple(dict.fromkeys(body.events)),
+        pipelines=None if body.pipelines is None else tuple(sorted(set(body.pipelines))),
+        statuses=None if body.statuses is None else tuple(sorted({s.value for s in body.statuses})),
+        sealed_secret=_box(settings).seal(secret, _context(subscription_id)),
+        created_at=format_iso(ctx.clock.now()), created_by=created_by, description=body.description,
+    )
+    store.insert(subscription)
+    return subscription, secret
+
+
+def list_all(ctx: ServiceContext) -> list[StoredSubscription]:
+    return store.list_all()
+
+
+def get(ctx: ServiceContext, subscription_id: str) -> StoredSubscription:
+    subscription = store.get(subscription_id) if len(subscription_id) <= 64 else None
+    if subscription is None:
+        raise NotFound(f"subscription {subscription_id!r} not found")
+    return subscription
+
+
+def delete(ctx: ServiceContext, subscription_id: str) -> StoredSubscription:
+    """Deliveries already queued for it are dropped when they come up (no subscription)."""
+    subscription = store.delete(subscription_id) if len(subscription_id) <= 64 else None
+    if subscription is None:
+        raise NotFound(f"subscription {subscription_id!r} not found")
+    return subscription
+
+
+def deliveries(ctx: ServiceContext, subscription_id: str, limit: int,
+               cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
+    get(ctx, subscription_id)
+    return delivery_store.list_attempts(subscription_id, limit, cursor)
+
+
+def filter_of(subscription: StoredSubscription) -> SubscriptionFilter:
+    return SubscriptionFilter(events=subscription.events, pipelines=subscription.pipelines,
+                              statuses=subscription.statuses)
+
+
+def secret_of(ctx: ServiceContext, subscription: StoredSubscription) -> str:
+    return _box(ctx.repo.settings).open(subscription.sealed_secret,
+                                                           _context(subscription.subscription_id))
+
+
+def _box(settings):
+    """Imported on first use: only requests that seal or open a secret load the cipher."""
+    from ..adapters import secretbox
+
+    return secretbox.from_settings(settings)

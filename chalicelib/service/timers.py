@@ -1,0 +1,124 @@
+"""Timer use cases: fire one stage's timer, sweep every due timer, arm timers for changed stages.
+
+The same ``expire_stage`` runs behind every timer source: the Step Functions workflow (via the
+timer queue), the scheduled sweeper (AWS safety net) and the local ticker thread (``make run``).
+It decides by the injected clock and the stage as read now, never by what the timer carried,
+so a late, duplicated or stale timer is harmless.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Protocol
+
+from ..domain import ids
+from ..domain.clock import format_iso, parse_iso
+from ..domain.errors import ConcurrentModification, NotFound
+from ..domain.model import RunAggregate
+from ..domain.status import StageStatus
+from ..domain.timers import fire
+from ..store import active
+from ..store.active import DueTimer
+from . import ServiceContext
+from .runs import mutate_run
+
+log = logging.getLogger(__name__)
+
+SWEEP_LIMIT = 1000
+
+
+def expire_stage(ctx: ServiceContext, stage_id: str, attempt: int) -> StageStatus | None:
+    """Apply a stage's due timer: TIMED_OUT past its timeout, SUCCESS past its expected end.
+
+    Writes (one transaction, via mutate_run, conditioned on the versions read) only if the stage
+    still exists, is still active, is still ``attempt``, and its due moment has passed by the
+    clock; otherwise it writes nothing and returns None (a stale timer: older attempt, already
+    final, deadline moved later, run deleted). The run's status follows by derivation, and the
+    run driver may start the next stage in the same transaction.
+    """
+    parsed = ids.parse_stage_id(stage_id)
+    if parsed is None:
+        return None
+    outcome: list[StageStatus] = []
+
+    def change(aggregate: RunAggregate) -> bool:
+        outcome.clear()
+        stage = next((s for s in aggregate.stages if s.id == stage_id), None)
+        if stage is None or stage.attempt != attempt:
+            return False
+        if not fire(stage, ctx.clock.now()):
+            return False
+        outcome.append(stage.status)
+        return True
+
+    try:
+        mutate_run(ctx, parsed[0], change)
+    except NotFound:
+        return None
+    return outcome[0] if outcome else None
+
+
+@dataclass
+class SweepReport:
+    queries: int = 0
+    items_read: int = 0
+    due: int = 0
+    fired: dict[str, int] = field(default_factory=dict)
+    stale: int = 0
+    failed: int = 0
+    truncated: bool = False
+
+
+def sweep(ctx: ServiceContext, now: datetime | None = None, *, limit: int = SWEEP_LIMIT) -> SweepReport:
+    """Fire every timer due by ``now``: one Query per shard of the sparse active index.
+
+    Its reads grow with the number of *due* stages only, never with finished history. A stage
+    that keeps losing write races is left for the next sweep instead of failing the others.
+    """
+    now = now or ctx.clock.now()
+    found = active.due_timers(format_iso(now), limit=limit)
+    report = SweepReport(queries=found.queries, items_read=found.items_read,
+                         due=len(found.timers), truncated=found.truncated)
+    for timer in found.timers:
+        try:
+            status = expire_stage(ctx, timer.stage_id, timer.attempt)
+        except ConcurrentModification:
+            report.failed += 1
+            log.warning("timer of stage %s lost too many write races; next sweep", timer.stage_id)
+            continue
+        if status is None:
+            report.stale += 1
+        else:
+            report.fired[status.value] = report.fired.get(status.value, 0) + 1
+    return report
+
+
+class TimerScheduler(Protocol):
+    """Starts one durable timer (on AWS: a Step Functions execution)."""
+
+    def start(self, timer: DueTimer, wait_seconds: int) -> None: ...
+
+
+def wait_seconds(due_at: str, now: datetime) -> int:
+    """Whole seconds to wait, rounded up so a timer never fires before its moment."""
+    remaining = (parse_iso(due_at) - now).total_seconds()
+    return max(0, math.ceil(remaining))
+
+
+def arm_timers(ctx: ServiceContext, records: Iterable[dict], scheduler: TimerScheduler) -> int:
+    """Start a timer for every stream record whose stage now needs one. Returns how many.
+
+    Driven by the table's stream, so every committed change that starts a stage gets its timer
+    even if the API call that made it died right after committing, and the API path never waits
+    on Step Functions.
+    """
+    armed = 0
+    for record in records:
+        timer = active.armed_timer(record)
+        if timer is None:
+            continue
+        scheduler.start(timer, wait_seconds(timer.due_at, ctx.clock.now()))
+        armed += 1
+    return armed
