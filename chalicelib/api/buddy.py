@@ -1,0 +1,120 @@
+"""Buddy.works' "Cancel, Retry or Approve" an execution, for Buddy clients: translation only.
+
+``PATCH /workspaces/{domain}/projects/{project_name}/pipelines/{pipeline_id}/executions/{execution_id}``
+with ``{"operation": "RETRY" | "CANCEL" | "APPLY" | "APPLY_VARIABLES", "variables": [...]}``:
+- ``pipeline_id`` is the pipeline's Buddy id (52 bits of SHA-256 of its name, shown by the
+  native pipeline status; domain/dialects.py), ``execution_id`` its run number. ``domain`` and
+  ``project_name`` are Buddy's workspace and project: stagetrack has neither, so any value is
+  taken and echoed back in the answer's URLs.
+- RETRY is the native retry of the failed stages, CANCEL the native run cancel, APPLY the
+  native approve of the stage waiting for approval, APPLY_VARIABLES the native variables
+  merge (``encrypted`` variables are kept like native secret ones, as a keyed hash only).
+- The answer is Buddy's execution object (dialects.buddy_execution), 200.
+- Credentials: ``Authorization: Bearer <token>`` (any stagetrack credential works). Buddy's
+  required scopes WORKSPACE and EXECUTION_RUN are stagetrack's operate scope: a read-only
+  token gets 403. Every answer carries ``X-Rate-Limit-Limit``/``X-Rate-Limit-Remaining`` for
+  the token (added by the route helper).
+- Errors are Buddy's shape ``{"errors": [{"message": ...}]}``; a body that fails validation
+  (e.g. APPLY_VARIABLES without ``variables``) is 400, as Buddy answers.
+"""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from chalice import Blueprint, Response
+
+from .. import wiring
+from ..domain import dialects
+from ..domain.auth import PipelineRef
+from ..domain.errors import DomainError, NotFound, ValidationFailed
+from ..domain.operations import SCOPE_FAILED, VariableChange
+from ..service import operations, pipelines
+from . import base_url, current_actor, current_principal, parse_body, route
+from .openapi import RATE_HEADERS
+
+buddy = Blueprint(__name__)
+
+PATH = "/workspaces/{domain}/projects/{project_name}/pipelines/{pipeline_id}/executions/{execution_id}"
+
+
+def render_error(error: DomainError, status: int) -> Response:
+    if isinstance(error, ValidationFailed):
+        status = 400
+    return Response(body=dialects.buddy_error(error.message), status_code=status,
+                    headers={"Content-Type": "application/json"})
+
+
+def _pipeline_of(request) -> PipelineRef | None:
+    """For tokens limited to some pipelines: the one whose Buddy id the path names, decided by
+    comparing ids (no read). A path whose pipeline_id is not a Buddy id names none (403)."""
+    pipeline_id = dialects.parse_buddy_id((request.uri_params or {}).get("pipeline_id") or "")
+    if pipeline_id is None:
+        return None
+    principal = current_principal()
+    for name in sorted(principal.pipelines or ()):
+        if dialects.buddy_pipeline_id(name) == pipeline_id:
+            return PipelineRef(name, f"pipeline {pipeline_id} not found")
+    return PipelineRef(None, f"pipeline {pipeline_id} not found")
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["errors"], "properties": {"errors": {
+    "type": "array", "items": {"type": "object", "required": ["message"],
+                               "properties": {"message": {"type": "string"}}}}}}
+_ERRORS = {400: "malformed JSON, or a body that fails validation (APPLY_VARIABLES without variables)",
+           401: "missing or bad token", 403: "the token lacks the operate scope (WORKSPACE, EXECUTION_RUN)",
+           404: "unknown pipeline or execution", 409: "the operation does not apply to the execution now",
+           413: "body too large", 429: "rate limit exceeded"}
+OPENAPI = {
+    "parameters": [{"name": "pipeline_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": r"^[1-9][0-9]{0,15}$"}},
+                   {"name": "execution_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": r"^[1-9][0-9]{0,11}$"}}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["operation"], "additionalProperties": False,
+        "properties": {
+            "operation": {"type": "string", "enum": list(dialects.BUDDY_OPERATIONS)},
+            "variables": {"type": "array", "minItems": 1, "maxItems": dialects.MAX_VARIABLES, "items": {
+                "type": "object", "required": ["key", "value"], "additionalProperties": False,
+                "properties": {"key": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"},
+                               "value": {"type": "string", "maxLength": 4096},
+                               "encrypted": {"type": "boolean"}}}}}}}}},
+    "responses": {
+        "200": {"description": "the execution object", "headers": RATE_HEADERS,
+                "content": {"application/json": {"schema": {"type": "object", "required": [
+                    "url", "html_url", "id", "start_date", "finish_date", "status", "pipeline",
+                    "action_executions"]}}}},
+        **{str(code): {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+           for code, text in _ERRORS.items()},
+    },
+}
+
+
+@route(buddy, PATH, methods=["PATCH"], dialect="buddy", render_error=render_error,
+       pipeline=_pipeline_of, openapi=OPENAPI, summary="Buddy: cancel, retry or approve an execution")
+def operate_execution(domain, project_name, pipeline_id, execution_id):
+    ctx = wiring.context()
+    request = buddy.current_request
+    body = parse_body(request, dialects.BuddyOperationIn, ctx.repo.settings.max_body_bytes)
+    number = dialects.parse_buddy_id(pipeline_id)
+    if number is None:
+        raise NotFound(f"pipeline {pipeline_id[:40]!r} not found")
+    found = pipelines.by_buddy_id(ctx, number)
+    pipeline = found.name
+    run_id = operations.run_id_by_counter(pipeline, execution_id)
+    actor = current_actor() or "anonymous"
+    if body.operation == "CANCEL":
+        aggregate = operations.cancel_run(ctx, run_id, actor=actor)
+    elif body.operation == "RETRY":
+        aggregate = operations.retry_run(ctx, run_id, SCOPE_FAILED)
+    elif body.operation == "APPLY":
+        aggregate = operations.approve_waiting(ctx, run_id, actor=actor)
+    else:
+        changes = [VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables]
+        aggregate = operations.apply_variables(ctx, run_id, changes)
+    # pipeline.last_execution_*: this run, unless the pipeline has claimed a newer number
+    latest = None if aggregate.run.counter >= found.counter else pipelines.latest_run(ctx, pipeline)
+    base = base_url(request)
+    execution = dialects.buddy_execution(
+        aggregate, api_base=base, native_base=base, domain=quote(domain, safe=""),
+        project=quote(project_name, safe=""), latest=latest, now=ctx.clock.now())
+    return Response(body=execution, status_code=200, headers={"Content-Type": "application/json"})

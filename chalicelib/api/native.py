@@ -1,0 +1,82 @@
+"""The native API: runs and stages (the reference "Stages" API plus runs)."""
+from __future__ import annotations
+
+from chalice import Blueprint
+
+from .. import wiring
+from ..domain.errors import BadRequest
+from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
+from ..domain.views import run_summary_view, run_view, stage_view
+from ..service import runs
+from . import json_response, parse_body, parse_query, route
+
+native = Blueprint(__name__)
+
+
+def _request():
+    return native.current_request
+
+
+def _max_body() -> int:
+    return wiring.context().repo.settings.max_body_bytes
+
+
+@route(native, "/api/runs", methods=["POST"])
+def create_run():
+    ctx = wiring.context()
+    body = parse_body(_request(), CreateRunIn, _max_body())
+    aggregate = runs.create_run(ctx, body)
+    return json_response(run_view(aggregate, ctx.clock.now()), 201,
+                         {"Location": f"/api/runs/{aggregate.run.id}"})
+
+
+@route(native, "/api/runs", methods=["GET"])
+def list_runs():
+    ctx = wiring.context()
+    query = parse_query(_request().query_params, ListRunsQuery)
+    items, cursor = runs.list_runs(ctx, query)
+    now = ctx.clock.now()
+    return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
+
+
+@route(native, "/api/runs/{run_id}", methods=["GET"])
+def get_run(run_id):
+    ctx = wiring.context()
+    return json_response(run_view(runs.get_run(ctx, run_id), ctx.clock.now()))
+
+
+@route(native, "/api/runs/{run_id}", methods=["DELETE"])
+def delete_run(run_id):
+    ctx = wiring.context()
+    return json_response(run_view(runs.delete_run(ctx, run_id), ctx.clock.now()))
+
+
+@route(native, "/api/stages", methods=["GET"])
+def list_stages():
+    ctx = wiring.context()
+    params = dict(_request().query_params or {})
+    run_id = params.get("runId")
+    if not run_id:
+        raise BadRequest("query parameter runId is required", details=[{"field": "runId"}])
+    aggregate = runs.get_run(ctx, run_id)
+    now = ctx.clock.now()
+    return json_response([stage_view(stage, now) for stage in aggregate.stages])
+
+
+@route(native, "/api/stages/{stage_id}", methods=["GET"])
+def get_stage(stage_id):
+    ctx = wiring.context()
+    return json_response(stage_view(runs.get_stage(ctx, stage_id), ctx.clock.now()))
+
+
+@route(native, "/api/stages/{stage_id}", methods=["PATCH"])
+def patch_stage(stage_id):
+    ctx = wiring.context()
+    patch = parse_body(_request(), PatchStageIn, _max_body())
+    return json_response(stage_view(runs.patch_stage(ctx, stage_id, patch), ctx.clock.now()))
+
+
+@route(native, "/api/stages/{stage_id}", methods=["DELETE"])
+def delete_stage(stage_id):
+    ctx = wiring.context()
+    return json_response(stage_view(runs.delete_stage(ctx, stage_id), ctx.clock.now()))

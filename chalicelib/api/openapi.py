@@ -1,0 +1,346 @@
+"""GET /openapi.json (OpenAPI 3.1) and GET /health — both public.
+
+The document is built from the app's own route table, so a route cannot be missing from it:
+every registered route appears with its path parameters, the scope it needs (from the route
+helper's ``route_spec``) and the error responses the route helper can produce. Request bodies,
+query parameters and response bodies come from pydantic models (``model_json_schema``): those
+a route declared to ``route(body=..., query=..., response=...)``, else the table ``KNOWN``
+below; a route documented by neither gets a generic JSON object body and response.
+
+Public on purpose: the document describes the API, not its data (the same is in the README),
+and clients and tools fetch it before they hold a token. /health answers without touching
+DynamoDB, so it tells nothing but "the function runs".
+"""
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal
+
+from chalice import Blueprint
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..domain import auth
+from ..domain import schemas as request_models
+from ..domain.status import StageStatus
+from . import json_response, route
+
+meta = Blueprint(__name__)
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")]
+
+
+class Out(BaseModel):
+    """Responses may grow new fields, so documented shapes allow more than they list."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class StageOut(Out):
+    id: str
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    type: str
+    startedAt: Timestamp | None
+    endedAt: Timestamp | None
+    duration: float | None = Field(description="seconds; live while IN_PROGRESS, null before it started")
+    status: StageStatus
+    runId: str
+    name: str
+    position: int
+    approval: str
+    timeoutSeconds: int | None
+    attempt: int
+    attempts: list[dict[str, Any]]
+    version: int | None
+
+
+class RunSummaryOut(Out):
+    id: str
+    pipeline: str
+    counter: int
+    status: StageStatus
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    startedAt: Timestamp | None
+    endedAt: Timestamp | None
+    duration: float | None
+    commit: dict[str, Any] | None
+    trigger: str | None
+    variables: dict[str, str]
+    timeoutSeconds: int | None
+    version: int | None
+
+
+class RunOut(RunSummaryOut):
+    stages: list[StageOut]
+
+
+class RunListOut(Out):
+    items: list[RunSummaryOut]
+    nextCursor: str | None
+
+
+class PipelineStatusOut(Out):
+    name: str
+    paused: bool
+    locked: bool
+    schedulable: bool
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    scopes: list[Literal["read", "operate", "admin"]]
+    pipelines: list[str] | None = Field(description="null: every pipeline")
+    createdAt: Timestamp
+    createdBy: str | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: Annotated[str, StringConstraints(pattern=r"^st_[A-Za-z0-9_-]{43}$")] = Field(
+        description="the secret: shown in this response only, stored only as its SHA-256")
+
+
+class TokenListOut(Out):
+    items: list[TokenOut]
+
+
+class ErrorDetailOut(Out):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(Out):
+    error: ErrorDetailOut
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+
+
+class StagesQuery(BaseModel):
+    runId: Annotated[str, StringConstraints(min_length=1)]
+
+
+StageListOut = {"type": "array", "items": {"$ref": "#/components/schemas/StageOut"}}
+
+
+def _model(name: str):
+    """A request model by name, if it exists (other modules' models come and go)."""
+    return getattr(request_models, name, None)
+
+
+# (method, path) -> documentation for routes declared without it.
+KNOWN: dict[tuple[str, str], dict] = {
+    ("POST", "/api/runs"): {"body": "CreateRunIn", "response": RunOut, "status": 201},
+    ("GET", "/api/runs"): {"query": "ListRunsQuery", "response": RunListOut},
+    ("GET", "/api/runs/{run_id}"): {"response": RunOut},
+    ("DELETE", "/api/runs/{run_id}"): {"response": RunOut},
+    ("GET", "/api/stages"): {"query": StagesQuery, "response": StageListOut},
+    ("GET", "/api/stages/{stage_id}"): {"response": StageOut},
+    ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
+    ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
+    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
+    ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
+    ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {"body": "CancelIn", "optional": True,
+                                                                "response": RunOut},
+    ("POST", "/api/runs/{run_id}/retry"): {"body": "RetryRunIn", "optional": True, "response": RunOut},
+    ("POST", "/api/stages/{stage_id}/retry"): {"body": "EmptyIn", "optional": True, "response": StageOut},
+    ("POST", "/api/stages/{stage_id}/approve"): {"body": "DecisionIn", "optional": True, "response": StageOut},
+    ("POST", "/api/stages/{stage_id}/reject"): {"body": "DecisionIn", "optional": True, "response": StageOut},
+    ("PUT", "/api/runs/{run_id}/variables"): {"body": "ApplyVariablesIn", "response": RunOut},
+    ("GET", "/api/pipelines/{pipeline}/status"): {"response": PipelineStatusOut},
+    ("POST", "/api/pipelines/{pipeline}/pause"): {"body": "PauseIn", "optional": True,
+                                                  "response": PipelineStatusOut},
+    ("POST", "/api/pipelines/{pipeline}/unpause"): {"body": "EmptyIn", "optional": True,
+                                                    "response": PipelineStatusOut},
+    ("POST", "/api/pipelines/{pipeline}/schedule"): {"body": "ScheduleIn", "optional": True,
+                                                     "response": RunOut, "status": 202},
+}
+
+PATH_EXAMPLES = {"pipeline": "web", "pipeline_name": "web", "run_id": "web:1", "stage_id": "web:1:1",
+                 "counter": "1"}
+RUN_LINKS = {"run_id": "$response.body#/id", "stage_id": "$response.body#/stages/0/id",
+             "pipeline": "$response.body#/pipeline", "counter": "$response.body#/counter"}
+# What a model's validators check beyond its JSON schema, stated in the document.
+REFINEMENTS = {"PatchStageIn": {"minProperties": 1}}
+
+ERROR_STATUSES = {
+    400: "malformed request (JSON, query or header)",
+    401: "missing, unreadable, unknown or revoked credentials (or signature, on webhooks)",
+    403: "the token lacks the scope, or is limited to pipelines and this names none",
+    404: "not found (also: a pipeline the token is not limited to)",
+    409: "conflict: illegal transition, concurrent change, paused pipeline",
+    413: "request body too large",
+    422: "the body fails validation (details name the fields)",
+    429: "rate limit exceeded (Retry-After)",
+}
+# Public routes take no token, but those that verify a signature of their own (webhooks) answer
+# 401 for a bad one; none of them is rate-limited per token.
+PUBLIC_ERRORS = (400, 401, 404, 409, 413, 422)
+RATE_HEADERS = {
+    "X-Rate-Limit-Limit": {"description": "requests allowed per minute for this token",
+                           "schema": {"type": "integer"}},
+    "X-Rate-Limit-Remaining": {"description": "requests left in this minute", "schema": {"type": "integer"}},
+    "X-Request-Id": {"description": "the request id, as logged", "schema": {"type": "string"}},
+}
+
+
+@route(meta, "/openapi.json", methods=["GET"], scope="public", pipeline="global",
+       summary="This document (OpenAPI 3.1)")
+def openapi_document():
+    return json_response(build_document(meta.current_app))
+
+
+@route(meta, "/health", methods=["GET"], scope="public", pipeline="global", response=HealthOut,
+       summary="Liveness: the function runs (reads nothing)")
+def health():
+    return json_response({"status": "ok"})
+
+
+def build_document(app) -> dict:
+    return _build(tuple(sorted((path, method, entry.view_function)
+                               for path, methods in app.routes.items()
+                               for method, entry in methods.items())))
+
+
+@functools.lru_cache(maxsize=4)
+def _build(routes: tuple) -> dict:
+    components: dict[str, dict] = {}
+    paths: dict[str, dict] = {}
+    for path, method, view in routes:
+        spec = getattr(view, "route_spec", None)
+        paths.setdefault(path, {})[method.lower()] = _operation(path, method, spec, components)
+    _links(routes, paths)
+    for name, extra in REFINEMENTS.items():
+        if name in components:
+            components[name].update(extra)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "stagetrack",
+            "version": API_VERSION,
+            "description": "CI/CD runs and stages. Authenticate with Authorization: Bearer <token>, "
+                           "Basic auth (any user, the token as password) or X-Auth-Token.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "user:token; the user is recorded as the actor"},
+                "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+            },
+        },
+    }
+
+
+def _schema(model, components: dict) -> dict:
+    """A model's JSON schema as a $ref, its definitions moved into components."""
+    if isinstance(model, dict):
+        if model.get("items", {}).get("$ref", "").endswith("/StageOut"):
+            _schema(StageOut, components)
+        return model
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
+                                     mode="serialization" if issubclass(model, Out) else "validation")
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = definition
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _doc(path: str, method: str, spec) -> dict:
+    doc = dict(KNOWN.get((method, path), {}))
+    if spec is not None:
+        for key in ("body", "query", "response", "status", "summary"):
+            if getattr(spec, key) is not None:
+                doc[key] = getattr(spec, key)
+    for key in ("body", "query"):
+        if isinstance(doc.get(key), str):
+            doc[key] = _model(doc[key])
+    return doc
+
+
+def _operation(path: str, method: str, spec, components: dict) -> dict:
+    doc = _doc(path, method, spec)
+    scope = spec.scope if spec is not None else auth.required_scope(method, path)
+    public = scope == auth.PUBLIC
+    operation: dict = {
+        "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}"
+                       or method.lower(),
+        "summary": doc.get("summary") or f"{method} {path}",
+        "x-scope": scope,
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+             **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})}
+            for name in _path_params(path)
+        ],
+    }
+    query = doc.get("query")
+    if query is not None:
+        schema = query.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        for name, prop in schema.get("properties", {}).items():
+            prop.pop("title", None)
+            prop.pop("default", None)
+            if "anyOf" in prop:  # optional query parameters: absent, never null
+                options = [p for p in prop.pop("anyOf") if p.get("type") != "null"]
+                prop.update(options[0] if len(options) == 1 else {"anyOf": options})
+            operation["parameters"].append(
+                {"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop})
+    if method in ("POST", "PUT", "PATCH"):
+        body = doc.get("body")
+        body_schema = _schema(body, components) if body is not None else {"type": "object"}
+        operation["requestBody"] = {
+            "required": not doc.get("optional", body is None),
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    if not public:
+        operation["security"] = [{"bearer": []}, {"basic": []}, {"authToken": []}]
+    response = doc.get("response")
+    success = str(doc.get("status") or 200)
+    error_ref = _schema(ErrorOut, components)
+    responses: dict = {success: {
+        "description": "success",
+        "headers": {} if public else RATE_HEADERS,
+        "content": {"application/json": {"schema": _schema(response, components) if response is not None
+                                         else {}}},
+    }}
+    for code in (PUBLIC_ERRORS if public else ERROR_STATUSES):
+        responses[str(code)] = {"description": ERROR_STATUSES[code],
+                                "content": {"application/json": {"schema": error_ref}}}
+    operation["responses"] = responses
+    overrides = getattr(spec, "openapi", None) or {}  # a dialect's own wire format (route(openapi=))
+    for key, value in overrides.items():
+        if key == "parameters":  # replaces the generic parameter of the same name, adds the others
+            named = {(p["name"], p["in"]) for p in value}
+            value = [p for p in operation["parameters"] if (p["name"], p["in"]) not in named] + list(value)
+        operation[key] = value
+    return operation
+
+
+def _links(routes: tuple, paths: dict) -> None:
+    """Links from a created run to every operation addressed by its ids (for clients and for
+    schemathesis' stateful phase)."""
+    created = paths.get("/api/runs", {}).get("post")
+    if created is None:
+        return
+    links = {}
+    for path, method, _view in routes:
+        params = _path_params(path)
+        if params and set(params) <= set(RUN_LINKS):
+            operation = paths[path][method.lower()]
+            links[operation["operationId"]] = {
+                "operationId": operation["operationId"],
+                "parameters": {name: RUN_LINKS[name] for name in params},
+            }
+    success = next(code for code in created["responses"] if code.startswith("2"))
+    created["responses"][success]["links"] = links
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]

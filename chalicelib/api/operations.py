@@ -1,0 +1,143 @@
+"""Operations on the native API: cancel, stop, retry, approve/reject, variables, pipelines.
+
+Translation only: parse the body, name the caller, call service/operations.py or
+service/pipelines.py, answer with the run, stage or pipeline view. Every POST here also accepts
+an Idempotency-Key (handled once, in ``route``).
+"""
+from __future__ import annotations
+
+from chalice import Blueprint
+
+from .. import wiring
+from ..domain.operations import VariableChange
+from ..domain.schemas import (
+    ApplyVariablesIn,
+    CancelIn,
+    DecisionIn,
+    EmptyIn,
+    PauseIn,
+    RetryRunIn,
+    ScheduleIn,
+)
+from ..domain.views import pipeline_status_view, run_view, stage_view
+from ..service import operations, pipelines
+from . import json_response, parse_body, route
+from .idempotency import actor
+
+ops = Blueprint(__name__)
+
+
+def _request():
+    return ops.current_request
+
+
+def _actor() -> str:
+    return actor(_request())
+
+
+def _optional_body(model):
+    """These bodies are all optional: no body (or only whitespace) means every default."""
+    request = _request()
+    if not (request.raw_body or b"").strip():
+        return model()
+    return parse_body(request, model, wiring.context().repo.settings.max_body_bytes)
+
+
+def _run(aggregate) -> dict:
+    return run_view(aggregate, wiring.context().clock.now())
+
+
+def _stage(stage) -> dict:
+    return stage_view(stage, wiring.context().clock.now())
+
+
+# ---- cancel / stop ---------------------------------------------------------------------------
+
+@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"])
+def cancel_run(run_id):
+    body = _optional_body(CancelIn)
+    ctx = wiring.context()
+    return json_response(_run(operations.cancel_run(ctx, run_id, actor=_actor(), reason=body.reason)))
+
+
+@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"])
+def cancel_stage(stage_id):
+    body = _optional_body(CancelIn)
+    ctx = wiring.context()
+    return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
+
+
+@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"])
+def stop_run(pipeline, counter):
+    body = _optional_body(CancelIn)
+    ctx = wiring.context()
+    return json_response(_run(operations.stop_run(ctx, pipeline, counter, actor=_actor(),
+                                                  reason=body.reason)))
+
+
+# ---- retry -----------------------------------------------------------------------------------
+
+@route(ops, "/api/runs/{run_id}/retry", methods=["POST"])
+def retry_run(run_id):
+    body = _optional_body(RetryRunIn)
+    return json_response(_run(operations.retry_run(wiring.context(), run_id, body.scope)))
+
+
+@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"])
+def retry_stage(stage_id):
+    _optional_body(EmptyIn)
+    return json_response(_stage(operations.retry_stage(wiring.context(), stage_id)))
+
+
+# ---- approval gates --------------------------------------------------------------------------
+
+@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"])
+def approve_stage(stage_id):
+    body = _optional_body(DecisionIn)
+    return json_response(_stage(operations.approve_stage(wiring.context(), stage_id, actor=_actor(),
+                                                         comment=body.comment)))
+
+
+@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"])
+def reject_stage(stage_id):
+    body = _optional_body(DecisionIn)
+    return json_response(_stage(operations.reject_stage(wiring.context(), stage_id, actor=_actor(),
+                                                        comment=body.comment)))
+
+
+# ---- variables -------------------------------------------------------------------------------
+
+@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"])
+def apply_variables(run_id):
+    ctx = wiring.context()
+    body = parse_body(_request(), ApplyVariablesIn, ctx.repo.settings.max_body_bytes)
+    changes = [VariableChange(key=v.key, value=v.value, secret=v.secret) for v in body.variables]
+    return json_response(_run(operations.apply_variables(ctx, run_id, changes)))
+
+
+# ---- pipelines -------------------------------------------------------------------------------
+
+@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"])
+def pipeline_status(pipeline):
+    return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
+
+
+@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"])
+def pause_pipeline(pipeline):
+    body = _optional_body(PauseIn)
+    return json_response(pipeline_status_view(
+        pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.cause)))
+
+
+@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"])
+def unpause_pipeline(pipeline):
+    _optional_body(EmptyIn)
+    return json_response(pipeline_status_view(pipelines.unpause(wiring.context(), pipeline)))
+
+
+@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"])
+def schedule_pipeline(pipeline):
+    body = _optional_body(ScheduleIn)
+    ctx = wiring.context()
+    aggregate = pipelines.schedule(ctx, pipeline, actor=_actor(), variables=body.variables)
+    return json_response(_run(aggregate), 202, {"Location": f"/api/runs/{aggregate.run.id}"})

@@ -1,0 +1,125 @@
+"""Outbound webhook subscriptions (admin): create, list, get, delete, and their deliveries.
+
+Translation only (service/subscriptions.py does the work). The signing secret is in the
+creation response only (``Cache-Control: no-store``, never kept by Idempotency-Key replays);
+listings never show it.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from chalice import Blueprint
+from pydantic import BaseModel, Field, StringConstraints
+
+from .. import wiring
+from ..domain.events import CreateSubscriptionIn
+from ..service import subscriptions
+from ..store.deliveries import DeliveryAttempt
+from ..store.subscriptions import StoredSubscription
+from . import current_actor, json_response, parse_body, parse_query, route
+from .openapi import Out, Timestamp
+
+subscription_api = Blueprint(__name__)
+
+
+class SubscriptionOut(Out):
+    id: str
+    url: str
+    events: list[str]
+    pipelines: list[str] | None = Field(description="null: every pipeline")
+    statuses: list[str] | None = Field(description="null: every new status")
+    description: str | None
+    createdAt: Timestamp
+    createdBy: str | None
+
+
+class SubscriptionCreatedOut(SubscriptionOut):
+    secret: str = Field(description="the signing secret: in this response only, stored encrypted")
+
+
+class SubscriptionListOut(Out):
+    items: list[SubscriptionOut]
+
+
+class DeliveryOut(Out):
+    deliveryId: str
+    eventId: str
+    eventType: str
+    attempt: int
+    outcome: str = Field(description="delivered | retrying | dead-lettered")
+    statusCode: int | None
+    error: str | None
+    at: Timestamp
+    durationMs: int | None
+    nextAttemptAt: Timestamp | None
+
+
+class DeliveryListOut(Out):
+    items: list[DeliveryOut]
+    nextCursor: str | None
+
+
+class DeliveriesQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+def subscription_view(subscription: StoredSubscription) -> dict:
+    return {
+        "id": subscription.subscription_id, "url": subscription.url, "events": list(subscription.events),
+        "pipelines": None if subscription.pipelines is None else list(subscription.pipelines),
+        "statuses": None if subscription.statuses is None else list(subscription.statuses),
+        "description": subscription.description, "createdAt": subscription.created_at,
+        "createdBy": subscription.created_by,
+    }
+
+
+def delivery_view(attempt: DeliveryAttempt) -> dict:
+    return {"deliveryId": attempt.delivery_id, "eventId": attempt.event_id, "eventType": attempt.event_type,
+            "attempt": attempt.attempt, "outcome": attempt.outcome, "statusCode": attempt.status_code,
+            "error": attempt.error, "at": attempt.at, "durationMs": attempt.duration_ms,
+            "nextAttemptAt": attempt.next_attempt_at}
+
+
+def _request():
+    return subscription_api.current_request
+
+
+@route(subscription_api, "/api/subscriptions", methods=["POST"], body=CreateSubscriptionIn,
+       response=SubscriptionCreatedOut, status=201,
+       summary="Subscribe a URL to run/stage status changes; the signing secret is shown once")
+def create_subscription():
+    ctx = wiring.context()
+    body = parse_body(_request(), CreateSubscriptionIn, ctx.repo.settings.max_body_bytes)
+    subscription, secret = subscriptions.create(ctx, body, current_actor())
+    view = subscription_view(subscription)
+    view["secret"] = secret
+    return json_response(view, 201, {"Location": f"/api/subscriptions/{subscription.subscription_id}",
+                                     "Cache-Control": "no-store"})
+
+
+@route(subscription_api, "/api/subscriptions", methods=["GET"], response=SubscriptionListOut,
+       summary="List subscriptions (never their secrets)")
+def list_subscriptions():
+    return json_response({"items": [subscription_view(s) for s in subscriptions.list_all(wiring.context())]})
+
+
+@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["GET"], response=SubscriptionOut,
+       summary="One subscription")
+def get_subscription(subscription_id):
+    return json_response(subscription_view(subscriptions.get(wiring.context(), subscription_id)))
+
+
+@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["DELETE"], response=SubscriptionOut,
+       summary="Delete a subscription; deliveries still queued for it are dropped")
+def delete_subscription(subscription_id):
+    return json_response(subscription_view(subscriptions.delete(wiring.context(), subscription_id)))
+
+
+@route(subscription_api, "/api/subscriptions/{subscription_id}/deliveries", methods=["GET"],
+       query=DeliveriesQuery, response=DeliveryListOut,
+       summary="Delivery attempts of a subscription, newest first (kept 14 days)")
+def list_deliveries(subscription_id):
+    query = parse_query(_request().query_params, DeliveriesQuery)
+    items, cursor = subscriptions.deliveries(wiring.context(), subscription_id, query.limit, query.cursor)
+    return json_response({"items": [delivery_view(a) for a in items], "nextCursor": cursor})

@@ -1,0 +1,147 @@
+"""Fixtures: a moto-backed service context, a fake clock, an HTTP test client, a call counter."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.pop("STAGETRACK_DYNAMODB_ENDPOINT", None)
+
+import botocore.client  # noqa: E402
+from chalice.test import Client  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from chalicelib import wiring  # noqa: E402
+from chalicelib.domain.clock import FakeClock  # noqa: E402
+from chalicelib.service import ServiceContext  # noqa: E402
+from chalicelib.settings import Settings  # noqa: E402
+from chalicelib.store.repository import Repository  # noqa: E402
+from chalicelib.store.schema import ensure_tables  # noqa: E402
+
+
+@pytest.fixture
+def clock():
+    return FakeClock("2026-03-20T17:17:13.760Z")
+
+
+@pytest.fixture
+def settings():
+    return Settings(table_name="stagetrack-test", region="us-east-1", max_body_bytes=64 * 1024)
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ctx(aws, settings, clock):
+    ensure_tables(settings)
+    context = ServiceContext(repo=Repository(settings), clock=clock)
+    wiring.override(context)
+    yield context
+    wiring.override(None)
+
+
+@pytest.fixture
+def client(ctx):
+    from app import app
+
+    with Client(app) as test_client:
+        yield ApiClient(test_client, admin_token=ctx.repo.settings.admin_token)
+
+
+class ApiClient:
+    """chalice.test.Client with JSON in and out, so tests read like the curl examples.
+
+    Requests authenticate as the bootstrap admin unless the test sends its own Authorization or
+    X-Auth-Token header, passes ``auth="<token>"`` (sent as Bearer), or ``auth=None`` (none).
+    """
+
+    def __init__(self, client, admin_token=None):
+        self._http = client.http
+        self.admin_token = admin_token
+
+    def request(self, method, path, body=None, *, raw=None, headers=None, auth=True):
+        headers = dict(headers or {})
+        has_credentials = any(name.lower() in ("authorization", "x-auth-token") for name in headers)
+        if auth is not None and auth is not False and not has_credentials:
+            token = self.admin_token if auth is True else auth
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            raw = json.dumps(body)
+        if raw is not None:
+            headers.setdefault("Content-Type", "application/json")
+        response = self._http.request(method, path, headers=headers, body=raw or b"")
+        try:  # dialect endpoints (GoCD) also answer text
+            response.json = json.loads(response.body) if response.body else None
+        except ValueError:
+            response.json = None
+        return response
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def patch(self, path, body=None, **kw):
+        return self.request("PATCH", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def ddb_calls(monkeypatch):
+    """Counts real DynamoDB API calls (operation name -> count) made through botocore."""
+    calls: Counter = Counter()
+    original = botocore.client.BaseClient._make_api_call
+
+    def counting(self, operation_name, api_params):
+        if self.meta.service_model.service_name == "dynamodb":
+            calls[operation_name] += 1
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
+    return calls
+
+
+@pytest.fixture(scope="session")
+def ddb_local_endpoint():
+    """A real DynamoDB Local for the whole session (never skipped: CI must run this tier)."""
+    from tests.ddb_local import DynamoDBLocal
+
+    with DynamoDBLocal() as endpoint:
+        yield endpoint
+
+
+_local_tables = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def local_ctx(ddb_local_endpoint, clock):
+    """A service context on DynamoDB Local with a fresh table of its own."""
+    settings = Settings(table_name=f"stagetrack-t{next(_local_tables)}", region="us-east-1",
+                        dynamodb_endpoint=ddb_local_endpoint)
+    ensure_tables(settings)
+    context = ServiceContext(repo=Repository(settings), clock=clock)
+    wiring.override(context)
+    yield context
+    wiring.override(None)
+
+
+@pytest.fixture(params=["moto", pytest.param("ddb_local", marks=pytest.mark.ddb_local)])
+def any_ctx(request):
+    """The same test on moto and on a real DynamoDB Local, to catch what moto accepts wrongly."""
+    return request.getfixturevalue("ctx" if request.param == "moto" else "local_ctx")

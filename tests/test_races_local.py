@@ -1,0 +1,157 @@
+"""Threads racing operations on one run against a real DynamoDB Local: no lost update.
+
+Each round starts cancel, approve, reject-less patch, stage cancel and a variables merge on the
+same run at the same moment (a barrier), then checks the result is linearizable: the final run
+and every thread's answer (done, or refused with 409) must be exactly what running the same
+operations one after another, in some order, gives on the pure domain. A lost update (a write
+based on a stale read that overwrote another) matches no order and fails the test.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import pytest
+
+from chalicelib.domain import operations as rules
+from chalicelib.domain.errors import Conflict
+from chalicelib.domain.model import change_status
+from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+from chalicelib.domain.status import StageStatus as S
+from chalicelib.service import operations, runs
+
+pytestmark = pytest.mark.ddb_local
+ROUNDS = 8
+
+
+def run_threads(targets: dict) -> dict:
+    barrier = threading.Barrier(len(targets))
+    outcomes: dict = {}
+
+    def worker(name, target):
+        barrier.wait()
+        try:
+            target()
+            outcomes[name] = "ok"
+        except Conflict as error:
+            outcomes[name] = ("conflict", error.code)
+        except Exception as error:  # noqa: BLE001 - any other failure fails the test below
+            outcomes[name] = ("error", repr(error))
+
+    threads = [threading.Thread(target=worker, args=item) for item in targets.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def prepared_run(ctx):
+    """Stage A running, stage B waiting at its gate, stage C not started."""
+    body = {"pipeline": "race", "stages": [{"type": "BUILD", "name": "A"},
+                                           {"type": "DEPLOY_PROD", "name": "B", "approval": "MANUAL"},
+                                           {"type": "OTHER", "name": "C"}]}
+    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+    a, b, _ = (s.id for s in aggregate.stages)
+    runs.patch_stage(ctx, a, PatchStageIn(status=S.IN_PROGRESS))
+    runs.patch_stage(ctx, b, PatchStageIn(status=S.IN_PROGRESS))
+    return ctx.repo.load_run(aggregate.run.id)
+
+
+def summary(aggregate, outcomes: dict) -> tuple:
+    decision = aggregate.stages[1].approval_decision
+    return (
+        tuple(s.status for s in aggregate.stages),
+        decision and decision["decision"],
+        tuple(sorted(aggregate.run.variables.items())),
+        aggregate.run.cancellation is not None,
+        tuple(sorted((name, "ok" if result == "ok" else "409") for name, result in outcomes.items())),
+    )
+
+
+def serial_outcomes(initial, now, names) -> set:
+    """Every (final run, answers) some serial order of the operations produces."""
+    a, b, _ = (s.id for s in initial.stages)
+    pure = {
+        "cancel_run": lambda g: rules.cancel_run(g, now, actor="t"),
+        "approve_b": lambda g: rules.decide(g, b, rules.APPROVED, now, actor="t"),
+        "patch_a": lambda g: change_status(g.stage(a), S.SUCCESS, now),
+        "cancel_b": lambda g: rules.cancel_stage(g, b, now, actor="t"),
+        "variables": lambda g: rules.apply_variables(g, [rules.VariableChange("RACE", "1")], "p"),
+    }
+    possible = set()
+    for order in itertools.permutations(names):
+        aggregate = initial.snapshot()
+        outcomes = {}
+        for name in order:
+            try:
+                pure[name](aggregate)
+                outcomes[name] = "ok"
+            except Conflict:
+                outcomes[name] = "conflict"
+            aggregate.refresh(now)
+        possible.add(summary(aggregate, outcomes))
+    return possible
+
+
+@pytest.mark.parametrize("names", [
+    ("cancel_run", "approve_b", "patch_a"),
+    ("cancel_run", "approve_b", "patch_a", "cancel_b", "variables"),
+    ("approve_b", "cancel_b", "variables"),
+])
+def test_cancel_approve_and_patch_races_are_linearizable(local_ctx, names):
+    ctx = local_ctx
+    for _ in range(ROUNDS):
+        initial = prepared_run(ctx)
+        run_id = initial.run.id
+        a, b, _ = (s.id for s in initial.stages)
+        real = {
+            "cancel_run": lambda: operations.cancel_run(ctx, run_id, actor="t"),
+            "approve_b": lambda: operations.approve_stage(ctx, b, actor="t"),
+            "patch_a": lambda: runs.patch_stage(ctx, a, PatchStageIn(status=S.SUCCESS)),
+            "cancel_b": lambda: operations.cancel_stage(ctx, b, actor="t"),
+            "variables": lambda: operations.apply_variables(ctx, run_id, [rules.VariableChange("RACE", "1")]),
+        }
+        outcomes = run_threads({name: real[name] for name in names})
+        assert not [o for o in outcomes.values() if o != "ok" and o[0] == "error"], outcomes
+        final = ctx.repo.load_run(run_id)
+        actual = summary(final, outcomes)
+        assert actual in serial_outcomes(initial, ctx.clock.now(), names), (actual, outcomes)
+        assert final.run.status == rules.derive_run_status([s.status for s in final.stages])
+        # every successful writer bumped the run once; refused ones and no-ops wrote nothing
+        writes = sum(1 for o in outcomes.values() if o == "ok")
+        assert final.run.version <= initial.run.version + writes
+
+
+def test_approve_and_reject_race_one_decision_wins(local_ctx):
+    ctx = local_ctx
+    for _ in range(ROUNDS):
+        initial = prepared_run(ctx)
+        b = initial.stages[1].id
+        outcomes = run_threads({
+            "approve": lambda: operations.approve_stage(ctx, b, actor="x"),
+            "reject": lambda: operations.reject_stage(ctx, b, actor="y"),
+            "approve_again": lambda: operations.approve_stage(ctx, b, actor="z"),
+        })
+        stage = ctx.repo.load_run(initial.run.id).stages[1]
+        decision = stage.approval_decision["decision"]
+        if decision == rules.APPROVED:
+            assert stage.status == S.IN_PROGRESS
+            assert outcomes["approve"] == outcomes["approve_again"] == "ok"
+            assert outcomes["reject"] == ("conflict", "already_decided")
+        else:
+            assert stage.status == S.FAILURE and outcomes["reject"] == "ok"
+            assert {outcomes["approve"], outcomes["approve_again"]} == {("conflict", "already_decided")}
+        assert stage.version == initial.stages[1].version + 1, "exactly one decision was written"
+
+
+def test_many_concurrent_cancels_write_once(local_ctx):
+    ctx = local_ctx
+    initial = prepared_run(ctx)
+    outcomes = run_threads({f"cancel{i}": (lambda i=i: operations.cancel_run(ctx, initial.run.id, actor=f"u{i}"))
+                            for i in range(6)})
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    final = ctx.repo.load_run(initial.run.id)
+    assert [s.status for s in final.stages] == [S.CANCELLED, S.CANCELLED, S.SKIPPED]
+    assert final.run.version == initial.run.version + 1, "the first cancel wrote; the others were no-ops"

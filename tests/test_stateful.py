@@ -1,0 +1,290 @@
+"""Hypothesis state machines: random sequences of patch / cancel / retry / approve / reject.
+
+``OperationsMachine`` drives the pure domain (fast, many examples). ``ServiceMachine`` drives the
+same operations through the service on moto and keeps a pure-domain shadow of the run: after
+every step the stored run must equal the shadow in everything the operations decide. Both check
+the invariants after every step:
+- the run's status is ``derive_run_status`` of its stages;
+- startedAt <= endedAt, and every duration is exactly endedAt - startedAt (stages and run);
+- a running stage has a start and no end; attempt == len(attempts) + 1;
+- every status change is in TRANSITIONS, except the documented operation rules: retry moves a
+  finished stage back to IDLE with a new attempt, and only approve opens a gate
+  (WAITING_FOR_APPROVAL -> IN_PROGRESS);
+- an operation that is refused changes nothing.
+"""
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from chalicelib.domain import operations as ops
+from chalicelib.domain.clock import FakeClock, millis_between
+from chalicelib.domain.errors import DomainError
+from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+from chalicelib.domain.status import ACTIVE, FINAL, StageStatus as S, derive_run_status, is_legal
+
+STATUSES = list(S)
+stage_specs = st.lists(st.sampled_from(["AUTO", "MANUAL"]), min_size=1, max_size=5)
+positions = st.integers(min_value=0, max_value=4)
+seconds = st.integers(min_value=0, max_value=120_000).map(lambda ms: ms / 1000)
+
+
+def check_invariants(aggregate) -> None:
+    run, stages = aggregate.run, aggregate.stages
+    assert run.status == derive_run_status([s.status for s in stages])
+    for stage in stages:
+        assert stage.attempt == len(stage.attempts) + 1
+        if stage.status == S.IN_PROGRESS:
+            assert stage.started_at is not None and stage.ended_at is None and stage.duration_ms is None
+        if stage.status == S.IDLE:
+            assert stage.started_at is None and stage.ended_at is None and stage.duration_ms is None
+        if stage.status in FINAL:
+            assert stage.ended_at is not None
+        if stage.started_at is not None and stage.ended_at is not None:
+            assert stage.started_at <= stage.ended_at
+            assert stage.duration_ms == millis_between(stage.started_at, stage.ended_at)
+        else:
+            assert stage.duration_ms is None
+        for entry in stage.attempts:
+            if entry["startedAt"] and entry["endedAt"]:
+                assert entry["startedAt"] <= entry["endedAt"]
+    if run.status in FINAL:
+        assert run.ended_at is not None
+        if run.started_at is not None:
+            assert run.started_at <= run.ended_at
+            assert run.duration_ms == millis_between(run.started_at, run.ended_at)
+    else:
+        assert run.ended_at is None and run.duration_ms is None
+
+
+def check_transitions(before, after, operation: str) -> None:
+    for old, new in zip(before.stages, after.stages):
+        if old.status == new.status and old.attempt == new.attempt:
+            continue
+        if new.attempt != old.attempt:
+            assert operation in ("retry_run", "retry_stage"), operation
+            assert old.status in FINAL and new.status == S.IDLE and new.attempt == old.attempt + 1
+            assert new.attempts[-1]["status"] == old.status.value
+            continue
+        assert is_legal(old.status, new.status), (operation, old.status, new.status)
+        if (old.status, new.status) == (S.WAITING_FOR_APPROVAL, S.IN_PROGRESS):
+            assert operation == "approve"
+
+
+def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
+    """One operation on the pure domain, as the service applies it (True: something changed)."""
+    if operation == "patch":
+        return change_status(aggregate.stages[args["i"]], args["status"], now)
+    if operation == "cancel_run":
+        return ops.cancel_run(aggregate, now, actor="h", reason=None)
+    if operation == "cancel_stage":
+        return ops.cancel_stage(aggregate, aggregate.stages[args["i"]].id, now, actor="h")
+    if operation == "retry_run":
+        ops.retry_run(aggregate, args["scope"], now)
+        return True
+    if operation == "retry_stage":
+        ops.retry_stage(aggregate, aggregate.stages[args["i"]].id, now)
+        return True
+    if operation in ("approve", "reject"):
+        decision = ops.APPROVED if operation == "approve" else ops.REJECTED
+        return ops.decide(aggregate, aggregate.stages[args["i"]].id, decision, now, actor="h")
+    raise AssertionError(operation)
+
+
+def apply_pure(aggregate, operation, now, args):
+    """(changed, error): the aggregate is refreshed when changed and untouched when refused."""
+    before = aggregate.snapshot()
+    try:
+        changed = apply_rule(aggregate, operation, now, args)
+    except DomainError as error:
+        assert aggregate == before, f"{operation} was refused but changed the run"
+        return False, type(error)
+    if changed:
+        aggregate.refresh(now)
+    else:
+        assert aggregate == before, f"{operation} reported no change but changed the run"
+    return changed, None
+
+
+def expect_outcome(operation, before, after, changed, args) -> None:
+    """What each operation promises, beyond the generic invariants."""
+    if operation == "cancel_run":
+        if changed:
+            assert after.run.status == S.CANCELLED
+            assert not any(s.status in ACTIVE or s.status == S.IDLE for s in after.stages)
+        else:
+            assert before.run.status in FINAL
+    if operation == "cancel_stage" and changed:
+        assert after.stages[args["i"]].status == S.CANCELLED
+    if operation == "approve" and changed:
+        assert after.stages[args["i"]].status == S.IN_PROGRESS
+    if operation == "reject" and changed:
+        assert after.stages[args["i"]].status == S.FAILURE
+        assert after.run.status in (S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.IN_PROGRESS, S.WAITING_FOR_APPROVAL)
+    if operation in ("retry_run", "retry_stage") and changed:
+        assert not any(s.status in ACTIVE for s in before.stages if operation == "retry_run")
+
+
+class OperationsMachine(RuleBasedStateMachine):
+    @initialize(approvals=stage_specs)
+    def start(self, approvals):
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a) for i, a in enumerate(approvals)]
+        self.aggregate = new_run("web", 1, specs, self.clock.now())
+
+    def _do(self, operation, **args):
+        if "i" in args:
+            args["i"] %= len(self.aggregate.stages)
+        before = self.aggregate.snapshot()
+        changed, _ = apply_pure(self.aggregate, operation, self.clock.now(), args)
+        check_transitions(before, self.aggregate, operation)
+        expect_outcome(operation, before, self.aggregate, changed, args)
+
+    @rule(seconds=seconds)
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule(i=positions, status=st.sampled_from(STATUSES))
+    def patch(self, i, status):
+        self._do("patch", i=i, status=status)
+
+    @rule()
+    def cancel_run(self):
+        self._do("cancel_run")
+
+    @rule(i=positions)
+    def cancel_stage(self, i):
+        self._do("cancel_stage", i=i)
+
+    @rule(scope=st.sampled_from(["FAILED", "ALL"]))
+    def retry_run(self, scope):
+        self._do("retry_run", scope=scope)
+
+    @rule(i=positions)
+    def retry_stage(self, i):
+        self._do("retry_stage", i=i)
+
+    @rule(i=positions)
+    def approve(self, i):
+        self._do("approve", i=i)
+
+    @rule(i=positions)
+    def reject(self, i):
+        self._do("reject", i=i)
+
+    @invariant()
+    def consistent(self):
+        if hasattr(self, "aggregate"):
+            check_invariants(self.aggregate)
+
+
+OperationsMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+)
+test_operations_on_the_pure_domain = OperationsMachine.TestCase
+
+
+# ---- the same through the service and the store (moto) -----------------------------------------
+
+def test_operations_through_the_service(ctx, clock):
+    from chalicelib.service import operations as service_ops
+    from chalicelib.service import runs
+
+    def service_call(operation, stage_id, args):
+        if operation == "patch":
+            runs.patch_stage(ctx, stage_id, PatchStageIn(status=args["status"]))
+        elif operation == "cancel_run":
+            service_ops.cancel_run(ctx, run_id, actor="h")
+        elif operation == "cancel_stage":
+            service_ops.cancel_stage(ctx, stage_id, actor="h")
+        elif operation == "retry_run":
+            service_ops.retry_run(ctx, run_id, args["scope"])
+        elif operation == "retry_stage":
+            service_ops.retry_stage(ctx, stage_id)
+        elif operation == "approve":
+            service_ops.approve_stage(ctx, stage_id, actor="h")
+        elif operation == "reject":
+            service_ops.reject_stage(ctx, stage_id, actor="h")
+
+    run_id = None
+
+    class ServiceMachine(RuleBasedStateMachine):
+        @initialize(approvals=stage_specs)
+        def start(self, approvals):
+            nonlocal run_id
+            body = {"pipeline": "web", "stages": [{"type": "OTHER", "name": f"s{i}", "approval": a}
+                                                  for i, a in enumerate(approvals)]}
+            created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+            run_id = created.run.id
+            self.shadow = ctx.repo.load_run(run_id)
+
+        def _do(self, operation, **args):
+            if "i" in args:
+                args["i"] %= len(self.shadow.stages)
+            stage_id = self.shadow.stages[args["i"]].id if "i" in args else None
+            stored_before = ctx.repo.load_run(run_id)
+            changed, expected_error = apply_pure(self.shadow, operation, clock.now(), args)
+            try:
+                service_call(operation, stage_id, args)
+                error = None
+            except DomainError as raised:
+                error = type(raised)
+            assert error == expected_error, (operation, error, expected_error)
+            stored = ctx.repo.load_run(run_id)
+            check_invariants(stored)
+            check_transitions(stored_before, stored, operation)
+            expect_outcome(operation, stored_before, stored, changed, args)
+            if not changed:
+                assert stored == stored_before, f"{operation} wrote although nothing changed"
+            # the store holds exactly what the pure rules decided
+            for mine, theirs in zip(stored.stages, self.shadow.stages):
+                assert (mine.status, mine.attempt, mine.attempts, mine.started_at, mine.ended_at,
+                        mine.duration_ms, mine.approval_decision) == \
+                       (theirs.status, theirs.attempt, theirs.attempts, theirs.started_at,
+                        theirs.ended_at, theirs.duration_ms, theirs.approval_decision)
+            assert (stored.run.status, stored.run.started_at, stored.run.ended_at,
+                    stored.run.cancellation) == (self.shadow.run.status, self.shadow.run.started_at,
+                                                 self.shadow.run.ended_at, self.shadow.run.cancellation)
+            self.shadow = stored
+
+        @rule(seconds=seconds)
+        def advance(self, seconds):
+            clock.advance(seconds)
+
+        @rule(i=positions, status=st.sampled_from(STATUSES))
+        def patch(self, i, status):
+            self._do("patch", i=i, status=status)
+
+        @rule()
+        def cancel_run(self):
+            self._do("cancel_run")
+
+        @rule(i=positions)
+        def cancel_stage(self, i):
+            self._do("cancel_stage", i=i)
+
+        @rule(scope=st.sampled_from(["FAILED", "ALL"]))
+        def retry_run(self, scope):
+            self._do("retry_run", scope=scope)
+
+        @rule(i=positions)
+        def retry_stage(self, i):
+            self._do("retry_stage", i=i)
+
+        @rule(i=positions)
+        def approve(self, i):
+            self._do("approve", i=i)
+
+        @rule(i=positions)
+        def reject(self, i):
+            self._do("reject", i=i)
+
+    run_state_machine_as_test(ServiceMachine, settings=settings(
+        max_examples=8, stateful_step_count=16, deadline=None, derandomize=True, database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    ))
+
