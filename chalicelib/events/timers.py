@@ -1,0 +1,73 @@
+"""Lambda handlers of the timers: translate events into service.timers calls, nothing else.
+
+- ``timer_armer``   DynamoDB stream of the table -> start one timer workflow per started stage
+- ``timer_fired``   the timer queue (fed by the workflow's Task state) -> expire_stage
+- ``timer_sweeper`` every minute -> sweep (the safety net for any timer lost on the way)
+
+Resource names here are the defaults; the deployed ARNs are wired in by infra/ (the merged
+template replaces the stream and queue sources with references to the resources it creates).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from chalice import Blueprint, Rate
+
+from .. import wiring
+
+log = logging.getLogger(__name__)
+
+TIMER_QUEUE = "stagetrack-timers"
+# Placeholders: the packaged template replaces both with references to the table's stream and
+# the timer queue it creates (infra/generate.py). Given as ARN strings so that the merge
+# replaces them whole.
+STREAM_ARN = os.environ.get(
+    "STAGETRACK_TABLE_STREAM_ARN",
+    "arn:aws:dynamodb:us-east-1:123456789012:table/stagetrack/stream/replaced-by-infra",
+)
+TIMER_QUEUE_ARN = os.environ.get(
+    "STAGETRACK_TIMER_QUEUE_ARN", f"arn:aws:sqs:us-east-1:123456789012:{TIMER_QUEUE}",
+)
+
+timers = Blueprint(__name__)
+
+
+@timers.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON")
+def timer_armer(event):
+    from ..adapters import stepfunctions
+    from ..service.timers import arm_timers
+
+    armed = arm_timers(wiring.context(), (record.to_dict() for record in event),
+                       stepfunctions.scheduler())
+    log.info("armed %d stage timer(s)", armed)
+
+
+@timers.on_sqs_message(queue_arn=TIMER_QUEUE_ARN, batch_size=10)
+def timer_fired(event):
+    """Malformed messages are dropped (logged); a lost write race raises so SQS redelivers the
+    batch, which is safe because expire_stage is idempotent."""
+    from ..service.timers import expire_stage
+
+    ctx = wiring.context()
+    for record in event:
+        try:
+            body = json.loads(record.body)
+            stage_id, attempt = body["stageId"], body["attempt"]
+            if not isinstance(stage_id, str) or type(attempt) is not int:
+                raise TypeError("stageId must be a string and attempt an integer")
+        except (ValueError, KeyError, TypeError) as error:
+            log.warning("dropping malformed timer message: %s", error)
+            continue
+        status = expire_stage(ctx, stage_id, attempt)
+        log.info("timer of stage %s attempt %d: %s", stage_id, attempt,
+                 status.value if status else "stale, nothing to do")
+
+
+@timers.schedule(Rate(1, unit=Rate.MINUTES))
+def timer_sweeper(event):
+    from ..service.timers import sweep
+
+    report = sweep(wiring.context())
+    log.info("sweep: %s", report)

@@ -1,0 +1,225 @@
+"""Renders what `chalice package` does not create, from the code's own definitions.
+
+    python -m infra.generate           write infra/resources.json and .chalice/policy-*.json
+    python -m infra.generate --check   exit 1 if the committed files are out of date (tested)
+
+- ``infra/resources.json`` is merged into chalice's SAM template
+  (``chalice package --merge-template infra/resources.json OUT``). It adds the table (rendered
+  from ``chalicelib.store.schema.table_definition``, the same dict that creates it locally) and
+  whatever each feature part adds, and it patches chalice's functions: an explicit name
+  (``<stack>-<suffix>``, so log permissions can name the log group), the table name, event
+  sources as references to the resources created here, and each role's policy pinned to the
+  exact ARNs of this stack's resources.
+- ``.chalice/policy-<function>.json`` hold the same statements with the default resource names
+  (stack "stagetrack") and any region/account: chalice requires them with
+  ``autogen_policy: false``; in the packaged template the pinned policies replace them.
+
+Features add their resources and functions in ``infra/part_<feature>.py`` (see part_timers.py):
+``FUNCTIONS`` (a list of ``Function``) and ``resources(arns) -> dict`` (merged, so it may also
+add to a function defined elsewhere, e.g. the API's environment), optionally ``parameters()``
+and ``outputs()``.
+Every function gets only the actions its code uses (tests record the calls it makes and check
+them against its statements) plus writing to its own log group.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from chalicelib.store.schema import TTL_ATTRIBUTE, table_definition  # noqa: E402
+
+RESOURCES_PATH = ROOT / "infra" / "resources.json"
+CHALICE_DIR = ROOT / ".chalice"
+DEFAULT_STACK = "stagetrack"
+TABLE = "StagetrackTable"
+ALL_INDEXES = "*"
+LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                   "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
+
+
+class Arns:
+    """ARNs of this stack's resources: pinned (CloudFormation expressions of the resources this
+    template creates) or named (default names, any region/account: the chalice policy files)."""
+
+    def __init__(self, pinned: bool) -> None:
+        self.pinned = pinned
+        self.stack = DEFAULT_STACK
+
+    def pick(self, pinned, named: str):
+        return pinned if self.pinned else named
+
+    def table(self):
+        return self.pick({"Fn::GetAtt": [TABLE, "Arn"]}, f"arn:aws:dynamodb:*:*:table/{self.stack}")
+
+    def index(self, name: str):
+        return self.pick({"Fn::Sub": "${%s.Arn}/index/%s" % (TABLE, name)},
+                         f"arn:aws:dynamodb:*:*:table/{self.stack}/index/{name}")
+
+    def stream(self):
+        return self.pick({"Fn::Sub": "${%s.Arn}/stream/*" % TABLE},
+                         f"arn:aws:dynamodb:*:*:table/{self.stack}/stream/*")
+
+    def named(self, service: str, logical: str, suffix: str, attribute: str = "Arn",
+              kind: str = ""):
+        """A resource of this template named ``<stack>-<suffix>`` (queue, topic, machine...)."""
+        return self.pick({"Fn::GetAtt": [logical, attribute]} if attribute else {"Ref": logical},
+                         f"arn:aws:{service}:*:*:{kind}{self.stack}-{suffix}")
+
+    def log_group(self, suffix: str):
+        return self.pick(
+            {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+                        ":log-group:/aws/lambda/${AWS::StackName}-%s:*" % suffix},
+            f"arn:aws:logs:*:*:log-group:/aws/lambda/{self.stack}-{suffix}:*")
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str           # chalice's name (the key under lambda_functions in .chalice/config.json)
+    logical_id: str     # its logical id in chalice's SAM template
+    role: str           # its role's logical id there
+    suffix: str         # deployed as <stack>-<suffix>
+    policy_file: str    # under .chalice/
+    statements: Callable[[Arns], list[dict]]
+    properties: Callable[[], dict] = field(default=lambda: {})  # extra Properties to merge
+    log_suffix: str | None = None  # log groups it may write (default: its own)
+
+
+def _api_statements(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "Items", "Effect": "Allow", "Action": ITEM_READ_WRITE, "Resource": [arns.table()]},
+        {"Sid": "Indexes", "Effect": "Allow", "Action": ["dynamodb:Query"],
+         "Resource": [arns.index(ALL_INDEXES)]},
+    ]
+
+
+def _api_properties() -> dict:
+    return {"Environment": {"Variables": {"STAGETRACK_ADMIN_TOKEN": {"Ref": "AdminToken"},
+                                          "STAGETRACK_SECRET_PEPPER": {"Ref": "SecretPepper"}}}}
+
+
+# The API handler's policy is chalice's default (top-level iam_policy_file), so it also covers
+# any function that has no policy of its own: those may log to any of this stack's groups.
+API = Function("api_handler", "APIHandler", "ApiHandlerRole", "api", "policy-api.json",
+               _api_statements, _api_properties, log_suffix="*")
+
+# Secrets the deployment must be given (the local defaults are refused outside DynamoDB Local).
+# NoEcho parameters: CloudFormation never shows them; they reach the functions as environment
+# variables, which Lambda encrypts at rest.
+PARAMETERS = {
+    "AdminToken": {"Type": "String", "NoEcho": True, "MinLength": 20,
+                   "Description": "Bootstrap admin bearer token (STAGETRACK_ADMIN_TOKEN)"},
+    "SecretPepper": {"Type": "String", "NoEcho": True, "MinLength": 32,
+                     "Description": "Key of the HMACs kept for tokens and secret variables "
+                                    "(STAGETRACK_SECRET_PEPPER); never change it once in use"},
+}
+
+
+def parts() -> list:
+    names = sorted(p.stem for p in (ROOT / "infra").glob("part_*.py"))
+    return [importlib.import_module(f"infra.{name}") for name in names]
+
+
+def functions() -> list[Function]:
+    return [API] + [f for part in parts() for f in part.FUNCTIONS]
+
+
+def policy_document(function: Function, arns: Arns) -> dict:
+    logs = {"Sid": "OwnLogs", "Effect": "Allow", "Action": LOGS,
+            "Resource": arns.log_group(function.log_suffix or function.suffix)}
+    return {"Version": "2012-10-17", "Statement": function.statements(arns) + [logs]}
+
+
+def table_resource() -> dict:
+    """AWS::DynamoDB::Table from the CreateTable parameters the local tables are made with."""
+    definition = copy.deepcopy(table_definition("unused"))
+    stream = definition.pop("StreamSpecification")
+    properties = {
+        "TableName": {"Ref": "AWS::StackName"},
+        "BillingMode": definition.pop("BillingMode"),
+        "AttributeDefinitions": definition.pop("AttributeDefinitions"),
+        "KeySchema": definition.pop("KeySchema"),
+        "GlobalSecondaryIndexes": definition.pop("GlobalSecondaryIndexes"),
+        "StreamSpecification": {"StreamViewType": stream["StreamViewType"]},
+        "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    }
+    definition.pop("TableName")
+    if definition:  # a new CreateTable parameter must be mapped here, not silently dropped
+        raise ValueError(f"table_definition has unmapped keys: {sorted(definition)}")
+    return {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain", "Properties": properties}
+
+
+def _merge(into: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def resources_template() -> dict:
+    arns = Arns(pinned=True)
+    parameters = dict(PARAMETERS)
+    resources: dict = {TABLE: table_resource()}
+    outputs: dict = {"TableName": {"Value": {"Ref": TABLE}}}
+    for part in parts():
+        parameters.update(getattr(part, "parameters", dict)())
+        _merge(resources, part.resources(arns))
+        outputs.update(getattr(part, "outputs", dict)())
+    for function in functions():
+        patch = {"FunctionName": {"Fn::Sub": "${AWS::StackName}-%s" % function.suffix},
+                 "Environment": {"Variables": {"STAGETRACK_TABLE": {"Ref": TABLE}}}}
+        _merge(resources.setdefault(function.logical_id, {}),
+               {"Properties": _merge(patch, function.properties())})
+        resources[function.role] = {"Properties": {"Policies": [{
+            "PolicyName": f"{function.role}Policy",
+            "PolicyDocument": policy_document(function, arns)}]}}
+    return {"Parameters": parameters, "Resources": resources, "Outputs": outputs}
+
+
+def rendered_files() -> dict[Path, str]:
+    files = {RESOURCES_PATH: _dump(resources_template())}
+    for function in functions():
+        files[CHALICE_DIR / function.policy_file] = _dump(policy_document(function, Arns(pinned=False)))
+    return files
+
+
+def _dump(value) -> str:
+    return json.dumps(value, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in rendered_files().items():
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path.relative_to(ROOT))
+        if not args.check:
+            path.write_text(text)
+    if args.check and stale:
+        print("out of date (run `python -m infra.generate`): " + ", ".join(map(str, stale)))
+        return 1
+    for path in stale:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

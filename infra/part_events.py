@@ -1,0 +1,206 @@
+"""Events in and out (chalicelib/events/inbound.py, outbound.py): the EventBridge bus stagetrack
+publishes to, the ingest queue and topic, the delivery queue, their dead-letter queues, the
+stream consumer's failure queue, the five functions, and the secret key the API and the
+delivery worker seal and open webhook secrets with.
+
+- aws_ci_events     EventBridge rule (chalice's, default bus): CodePipeline and CodeBuild state
+                    changes; applies them (DynamoDB), dead-letters what can never apply
+- ingest_queue      the ingest queue (ReportBatchItemFailures); same writes
+- ingest_topic      the ingest topic; same writes
+- outbox_publisher  the table's stream (second consumer, filtered to runs and stages); reads the
+                    subscriptions, puts events on the bus, queues deliveries; a batch failing
+                    after its retries is recorded in the outbox failure queue
+- deliver_webhooks  the delivery queue (ReportBatchItemFailures); reads its subscription,
+                    records the attempt, queues the retry or dead-letters it
+"""
+from __future__ import annotations
+
+import json
+
+from .generate import Arns, Function
+
+BUS = "StagetrackEventBus"
+INGEST_QUEUE = "IngestMessageQueue"
+INGEST_TOPIC = "IngestMessageTopic"
+INGEST_DLQ = "IngestDeadLetterQueue"
+DELIVERY_QUEUE = "DeliveryQueue"
+DELIVERY_DLQ = "DeliveryDeadLetterQueue"
+OUTBOX_FAILURES = "OutboxFailureQueue"
+FUNCTION_TIMEOUT = 60  # .chalice/config.json lambda_timeout of the queue consumers
+VISIBILITY_TIMEOUT = 6 * FUNCTION_TIMEOUT  # as Lambda advises for SQS event sources
+MAX_RECEIVES = 5
+
+# What applying an external event does to the table: the delivery claim (PutItem, then
+# UpdateItem; DeleteItem to release it; GetItem to replay it), the link (GetItem), a run number
+# (UpdateItem), a run with its link (TransactWrite of Puts), load and save a run (Query, Puts).
+APPLY = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+STREAM_READ = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+               "dynamodb:ListStreams"]
+QUEUE_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+SEND = ["sqs:SendMessage"]
+
+
+def _queue(arns: Arns, logical: str, suffix: str):
+    return arns.named("sqs", logical, suffix)
+
+
+def ingest_dlq(arns: Arns):
+    return _queue(arns, INGEST_DLQ, "ingest-dlq")
+
+
+def _apply(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "ApplyUpdates", "Effect": "Allow", "Action": APPLY, "Resource": [arns.table()]},
+        {"Sid": "DeadLetters", "Effect": "Allow", "Action": SEND, "Resource": [ingest_dlq(arns)]},
+    ]
+
+
+def _aws_ci_events(arns: Arns) -> list[dict]:
+    return _apply(arns)
+
+
+def _ingest_queue(arns: Arns) -> list[dict]:
+    return _apply(arns) + [{"Sid": "IngestQueue", "Effect": "Allow", "Action": QUEUE_CONSUME,
+                            "Resource": [_queue(arns, INGEST_QUEUE, "ingest")]}]
+
+
+def _ingest_topic(arns: Arns) -> list[dict]:
+    return _apply(arns)
+
+
+def _outbox(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
+        {"Sid": "Subscriptions", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": [arns.table()]},
+        {"Sid": "PublishEvents", "Effect": "Allow", "Action": ["events:PutEvents"],
+         "Resource": [arns.named("events", BUS, "events", kind="event-bus/")]},
+        {"Sid": "QueueDeliveries", "Effect": "Allow", "Action": SEND,
+         "Resource": [_queue(arns, DELIVERY_QUEUE, "deliveries"), _queue(arns, OUTBOX_FAILURES, "outbox-failures")]},
+    ]
+
+
+def _deliver(arns: Arns) -> list[dict]:
+    deliveries = _queue(arns, DELIVERY_QUEUE, "deliveries")
+    return [
+        {"Sid": "SubscriptionsAndAttempts", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+         "Resource": [arns.table()]},
+        {"Sid": "DeliveryQueue", "Effect": "Allow", "Action": QUEUE_CONSUME, "Resource": [deliveries]},
+        {"Sid": "RetriesAndDeadLetters", "Effect": "Allow", "Action": SEND,
+         "Resource": [deliveries, _queue(arns, DELIVERY_DLQ, "deliveries-dlq")]},
+    ]
+
+
+def _pepper() -> dict:
+    return {"STAGETRACK_SECRET_PEPPER": {"Ref": "SecretPepper"},
+            "STAGETRACK_INGEST_DLQ_URL": {"Ref": INGEST_DLQ}}
+
+
+def _async_failures() -> dict:
+    """SNS and EventBridge invoke asynchronously: after Lambda's retries, the event is kept."""
+    return {"DeadLetterQueue": {"Type": "SQS", "TargetArn": {"Fn::GetAtt": [INGEST_DLQ, "Arn"]}}}
+
+
+def _aws_ci_properties() -> dict:
+    return {"Environment": {"Variables": _pepper()}, **_async_failures()}
+
+
+def _ingest_queue_properties() -> dict:
+    return {"Environment": {"Variables": _pepper()},
+            "Events": {"IngestQueueSqsEventSource": {"Properties": {
+                "Queue": {"Fn::GetAtt": [INGEST_QUEUE, "Arn"]},
+                "FunctionResponseTypes": ["ReportBatchItemFailures"]}}}}
+
+
+def _ingest_topic_properties() -> dict:
+    return {"Environment": {"Variables": _pepper()}, **_async_failures(),
+            "Events": {"IngestTopicSnsSubscription": {"Properties": {"Topic": {"Ref": INGEST_TOPIC}}}}}
+
+
+def _outbox_properties() -> dict:
+    def kind_is(image: str) -> str:
+        return json.dumps({"dynamodb": {image: {"kind": {"S": ["run", "stage"]}}}}, separators=(",", ":"))
+
+    return {
+        "Environment": {"Variables": {"STAGETRACK_EVENT_BUS": {"Ref": BUS},
+                                      "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE}}},
+        "Events": {"OutboxPublisherDynamodbEventSource": {"Properties": {
+            "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
+            "MaximumRetryAttempts": 10,
+            "BisectBatchOnFunctionError": True,
+            # runs and stages only: inserted/modified (new image) or removed (old image)
+            "FilterCriteria": {"Filters": [{"Pattern": kind_is("NewImage")}, {"Pattern": kind_is("OldImage")}]},
+            "DestinationConfig": {"OnFailure": {"Type": "SQS",
+                                                "Destination": {"Fn::GetAtt": [OUTBOX_FAILURES, "Arn"]}}},
+        }}},
+    }
+
+
+def _deliver_properties() -> dict:
+    return {
+        "Environment": {"Variables": {"STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"},
+                                      "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE},
+                                      "STAGETRACK_DELIVERY_DLQ_URL": {"Ref": DELIVERY_DLQ}}},
+        "Events": {"DeliverWebhooksSqsEventSource": {"Properties": {
+            "Queue": {"Fn::GetAtt": [DELIVERY_QUEUE, "Arn"]},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"]}}},
+    }
+
+
+FUNCTIONS = [
+    Function("aws_ci_events", "AwsCiEvents", "AwsCiEventsRole", "aws-ci-events",
+             "policy-aws-ci-events.json", _aws_ci_events, _aws_ci_properties),
+    Function("ingest_queue", "IngestQueue", "IngestQueueRole", "ingest-queue",
+             "policy-ingest-queue.json", _ingest_queue, _ingest_queue_properties),
+    Function("ingest_topic", "IngestTopic", "IngestTopicRole", "ingest-topic",
+             "policy-ingest-topic.json", _ingest_topic, _ingest_topic_properties),
+    Function("outbox_publisher", "OutboxPublisher", "OutboxPublisherRole", "outbox-publisher",
+             "policy-outbox-publisher.json", _outbox, _outbox_properties),
+    Function("deliver_webhooks", "DeliverWebhooks", "DeliverWebhooksRole", "deliver-webhooks",
+             "policy-deliver-webhooks.json", _deliver, _deliver_properties),
+]
+
+
+def parameters() -> dict:
+    return {"SecretKey": {"Type": "String", "NoEcho": True, "MinLength": 32,
+                          "Description": "Key that webhook source and subscriber secrets are sealed "
+                                         "with (AES-GCM; STAGETRACK_SECRET_KEY). To rotate, pass the "
+                                         "old one in STAGETRACK_PREVIOUS_SECRET_KEYS"}}
+
+
+def _sqs(suffix: str, **properties) -> dict:
+    return {"Type": "AWS::SQS::Queue", "Properties": {
+        "QueueName": {"Fn::Sub": "${AWS::StackName}-%s" % suffix}, "SqsManagedSseEnabled": True, **properties}}
+
+
+def _redrive(dlq: str) -> dict:
+    return {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": MAX_RECEIVES}
+
+
+def resources(arns: Arns) -> dict:
+    keep = {"MessageRetentionPeriod": 1209600}  # 14 days, the most SQS keeps
+    return {
+        BUS: {"Type": "AWS::Events::EventBus", "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-events"}}},
+        INGEST_DLQ: _sqs("ingest-dlq", **keep),
+        INGEST_QUEUE: _sqs("ingest", VisibilityTimeout=VISIBILITY_TIMEOUT, RedrivePolicy=_redrive(INGEST_DLQ)),
+        INGEST_TOPIC: {"Type": "AWS::SNS::Topic", "Properties": {
+            "TopicName": {"Fn::Sub": "${AWS::StackName}-ingest"},
+            "KmsMasterKeyId": "alias/aws/sns"}},
+        DELIVERY_DLQ: _sqs("deliveries-dlq", **keep),
+        DELIVERY_QUEUE: _sqs("deliveries", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep,
+                             RedrivePolicy=_redrive(DELIVERY_DLQ)),
+        OUTBOX_FAILURES: _sqs("outbox-failures", **keep),
+        # the API seals and opens webhook source and subscription secrets
+        "APIHandler": {"Properties": {"Environment": {"Variables": {
+            "STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"}}}}},
+    }
+
+
+def outputs() -> dict:
+    return {
+        "EventBusName": {"Value": {"Ref": BUS}},
+        "IngestQueueUrl": {"Value": {"Ref": INGEST_QUEUE}},
+        "IngestTopicArn": {"Value": {"Ref": INGEST_TOPIC}},
+        "IngestDeadLetterQueueUrl": {"Value": {"Ref": INGEST_DLQ}},
+        "DeliveryDeadLetterQueueUrl": {"Value": {"Ref": DELIVERY_DLQ}},
+        "OutboxFailureQueueUrl": {"Value": {"Ref": OUTBOX_FAILURES}},
+    }

@@ -1,0 +1,128 @@
+"""Timers (chalicelib/events/timers.py): the timer queue and its dead-letter queue, the timer
+state machine (timer_state_machine.asl.json) and its role, and the three timer functions.
+
+- timer_armer   reads the table's stream, starts executions of the state machine
+- timer_fired   consumes the timer queue; reads a run, writes it back (one transaction of Puts)
+- timer_sweeper every minute; queries the activeStages index, reads and writes runs
+- the state machine may only send to the timer queue
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .generate import Arns, Function
+
+ASL_PATH = Path(__file__).resolve().parent / "timer_state_machine.asl.json"
+QUEUE = "TimerQueue"
+DLQ = "TimerDeadLetterQueue"
+STATE_MACHINE = "TimerStateMachine"
+STATE_MACHINE_ROLE = "TimerStateMachineRole"
+ACTIVE_INDEX = "activeStages"
+
+RUN_READ_WRITE = ["dynamodb:Query", "dynamodb:PutItem"]  # load_run + save (TransactWrite of Puts)
+STREAM_READ = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+               "dynamodb:ListStreams"]
+QUEUE_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+
+
+def queue_arn(arns: Arns):
+    return arns.named("sqs", QUEUE, "timers")
+
+
+def state_machine_arn(arns: Arns):
+    return arns.named("states", STATE_MACHINE, "timers", attribute="", kind="stateMachine:")
+
+
+def state_machine_definition() -> dict:
+    return json.loads(ASL_PATH.read_text())
+
+
+def render_definition(queue_url: str) -> str:
+    """The ASL with its substitution applied, as CloudFormation does (used on moto)."""
+    return ASL_PATH.read_text().replace("${TimerQueueUrl}", queue_url)
+
+
+def _armer(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
+        {"Sid": "StartTimers", "Effect": "Allow", "Action": ["states:StartExecution"],
+         "Resource": [state_machine_arn(arns)]},
+    ]
+
+
+def _fired(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
+        {"Sid": "TimerQueue", "Effect": "Allow", "Action": QUEUE_CONSUME, "Resource": [queue_arn(arns)]},
+    ]
+
+
+def _sweeper(arns: Arns) -> list[dict]:
+    return [
+        {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
+        {"Sid": "ActiveIndex", "Effect": "Allow", "Action": ["dynamodb:Query"],
+         "Resource": [arns.index(ACTIVE_INDEX)]},
+    ]
+
+
+def _armer_properties() -> dict:
+    return {
+        "Environment": {"Variables": {"STAGETRACK_TIMER_STATE_MACHINE_ARN": {"Ref": STATE_MACHINE}}},
+        "Events": {"TimerArmerDynamodbEventSource": {"Properties": {
+            "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
+            "MaximumRetryAttempts": 10,
+            "BisectBatchOnFunctionError": True,
+            "FilterCriteria": {"Filters": [{"Pattern": json.dumps({
+                "eventName": ["INSERT", "MODIFY"],
+                "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}},
+            }, separators=(",", ":"))}]},
+        }}},
+    }
+
+
+def _fired_properties() -> dict:
+    return {"Events": {"TimerFiredSqsEventSource": {"Properties": {
+        "Queue": {"Fn::GetAtt": [QUEUE, "Arn"]}}}}}
+
+
+FUNCTIONS = [
+    Function("timer_armer", "TimerArmer", "TimerArmerRole", "timer-armer",
+             "policy-timer-armer.json", _armer, _armer_properties),
+    Function("timer_fired", "TimerFired", "TimerFiredRole", "timer-fired",
+             "policy-timer-fired.json", _fired, _fired_properties),
+    Function("timer_sweeper", "TimerSweeper", "TimerSweeperRole", "timer-sweeper",
+             "policy-timer-sweeper.json", _sweeper),
+]
+
+
+def resources(arns: Arns) -> dict:
+    return {
+        DLQ: {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": {"Fn::Sub": "${AWS::StackName}-timers-dlq"},
+            "MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}},
+        QUEUE: {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": {"Fn::Sub": "${AWS::StackName}-timers"},
+            "VisibilityTimeout": 360,  # six times the handler's 60 s timeout, as Lambda advises
+            "SqsManagedSseEnabled": True,
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [DLQ, "Arn"]}, "maxReceiveCount": 5}}},
+        STATE_MACHINE_ROLE: {"Type": "AWS::IAM::Role", "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"},
+                "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": "SendTimersOnly", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": [{
+                    "Sid": "TimerQueue", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                    "Resource": [queue_arn(arns)]}]}}]}},
+        STATE_MACHINE: {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+            "StateMachineName": {"Fn::Sub": "${AWS::StackName}-timers"},
+            "StateMachineType": "STANDARD",
+            "Definition": state_machine_definition(),
+            "DefinitionSubstitutions": {"TimerQueueUrl": {"Ref": QUEUE}},
+            "RoleArn": {"Fn::GetAtt": [STATE_MACHINE_ROLE, "Arn"]}}},
+    }
+
+
+def outputs() -> dict:
+    return {"TimerStateMachineArn": {"Value": {"Ref": STATE_MACHINE}},
+            "TimerQueueUrl": {"Value": {"Ref": QUEUE}}}
