@@ -1,0 +1,108 @@
+"""GET /openapi.json: a valid OpenAPI 3.1 document of every route, true to what the API answers."""
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from openapi_spec_validator import validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from app import app
+from chalicelib.domain import auth
+from chalicelib.domain.schemas import CreateRunIn
+
+
+@pytest.fixture
+def document(client):
+    response = client.get("/openapi.json", auth=None)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    return response.json
+
+
+def conforms(document, instance, schema):
+    registry = Registry().with_resource("urn:doc", Resource.from_contents(document, DRAFT202012))
+    if "$ref" in schema:
+        schema = {"$ref": "urn:doc" + schema["$ref"]}
+    elif "items" in schema and "$ref" in schema["items"]:
+        schema = {"type": "array", "items": {"$ref": "urn:doc" + schema["items"]["$ref"]}}
+    jsonschema.Draft202012Validator(schema, registry=registry).validate(instance)
+
+
+def success_schema(document, method, path):
+    responses = document["paths"][path][method.lower()]["responses"]
+    (code,) = [c for c in responses if c.startswith("2")]
+    return int(code), responses[code]["content"]["application/json"]["schema"]
+
+
+def test_the_document_is_valid_openapi_3_1(document):
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+
+
+def test_every_route_is_documented_with_the_scope_it_needs(document):
+    routes = {(p, m) for p, methods in app.routes.items() for m in methods}
+    documented = {(p, m.upper()) for p, ops in document["paths"].items() for m in ops}
+    assert documented == routes
+    for path, method in routes:
+        operation = document["paths"][path][method.lower()]
+        scope = app.routes[path][method].view_function.route_spec.scope
+        assert operation["x-scope"] == scope
+        if scope == auth.PUBLIC:
+            assert "security" not in operation and "429" not in operation["responses"]
+        else:
+            assert operation["security"] == [{"bearer": []}, {"basic": []}, {"authToken": []}]
+            assert {"401", "403", "404", "429"} <= set(operation["responses"])
+        if method in ("POST", "PUT", "PATCH"):
+            assert "requestBody" in operation
+
+
+def test_request_bodies_come_from_the_pydantic_models(document):
+    body = document["paths"]["/api/runs"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CreateRunIn"}
+    expected = CreateRunIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    expected.pop("$defs")
+    assert document["components"]["schemas"]["CreateRunIn"] == expected
+    assert document["components"]["schemas"]["CreateRunIn"]["properties"]["stages"]["anyOf"][0]["maxItems"] == 50
+    query = {p["name"]: p for p in document["paths"]["/api/runs"]["get"]["parameters"]}
+    assert query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
+                                                                           "type": "integer"}
+
+
+def test_real_responses_conform_to_the_document(client, clock, document):
+    """The documented response shapes are checked against what the views really answer."""
+    created = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", {"type": "DEPLOY_PROD",
+                                                                              "approval": "MANUAL"}],
+                                        "commit": {"hash": "abcdef1"}, "variables": {"A": "1"}})
+    client.patch("/api/stages/web:1:1", {"status": "IN_PROGRESS"})
+    clock.advance(1.5)
+    token = client.post("/api/tokens", {"name": "doc", "scopes": ["read"], "pipelines": ["web"]})
+    calls = [
+        ("POST", "/api/runs", created),
+        ("GET", "/api/runs/{run_id}", client.get("/api/runs/web:1")),
+        ("GET", "/api/runs", client.get("/api/runs?pipeline=web&limit=1")),
+        ("GET", "/api/stages", client.get("/api/stages?runId=web:1")),
+        ("GET", "/api/stages/{stage_id}", client.get("/api/stages/web:1:1")),
+        ("PATCH", "/api/stages/{stage_id}", client.patch("/api/stages/web:1:1", {"status": "SUCCESS"})),
+        ("POST", "/api/tokens", token),
+        ("GET", "/api/tokens", client.get("/api/tokens")),
+        ("DELETE", "/api/tokens/{token_id}", client.delete(f"/api/tokens/{token.json['id']}")),
+        ("GET", "/health", client.get("/health", auth=None)),
+        ("DELETE", "/api/stages/{stage_id}", client.delete("/api/stages/web:1:2")),
+        ("DELETE", "/api/runs/{run_id}", client.delete("/api/runs/web:1")),
+    ]
+    for method, path, response in calls:
+        status, schema = success_schema(document, method, path)
+        assert response.status_code == status, (method, path, response.json)
+        conforms(document, response.json, schema)
+    error = client.get("/api/runs/web:404")
+    conforms(document, error.json, document["paths"]["/api/runs/{run_id}"]["get"]["responses"]["404"]
+             ["content"]["application/json"]["schema"])
+
+
+def test_health_and_the_document_are_public_and_read_nothing(client, ddb_calls):
+    ddb_calls.clear()
+    assert client.get("/health", auth=None).json == {"status": "ok"}
+    assert client.get("/openapi.json", auth=None).status_code == 200
+    assert dict(ddb_calls) == {}

@@ -1,0 +1,143 @@
+"""Schemathesis against a real server, as `make run` serves it: DynamoDB Local + `chalice local`.
+
+Fixed seed, bounded examples per operation, every operation in /openapi.json: no 500s, no
+response outside the documented status codes, content types, headers and schemas, and
+requests without credentials refused. Marked ddb_local: it runs in `make test` and fails
+(never skips) if Java or DynamoDB Local is missing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tools import dynamodb_local
+
+pytestmark = pytest.mark.ddb_local
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 20260320
+MAX_EXAMPLES = 10
+STATEFUL_EXAMPLES = 10
+STATEFUL_STEPS = 6
+CHECKS_ON = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
+             "response_headers_conformance", "response_schema_conformance", "ignored_auth",
+             "negative_data_rejection", "use_after_free", "ensure_resource_availability"]
+CHECKS_OFF = ["positive_data_acceptance", "missing_required_header", "unsupported_method",
+              "allow_header_conformance", "object_level_authorization"]
+CHALICE_MAIN = "import sys; from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
+
+
+@pytest.fixture(scope="module")
+def server(ddb_local_endpoint, tmp_path_factory):
+    """`chalice local` on a free 127.0.0.1 port over DynamoDB Local; stopped after the module."""
+    from chalicelib.settings import Settings
+    from chalicelib.store.schema import ensure_tables
+
+    admin_token = "admin-" + secrets.token_urlsafe(24)
+    env = dict(os.environ)
+    env.update({
+        "STAGETRACK_DYNAMODB_ENDPOINT": ddb_local_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+        "STAGETRACK_ADMIN_TOKEN": admin_token, "STAGETRACK_LOCAL_TICKER": "0",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.pop("STAGETRACK_TABLE", None)  # .chalice/config.json names the table
+    ensure_tables(Settings.from_env({**env, "STAGETRACK_TABLE": "stagetrack"}))
+    port = dynamodb_local.free_port()
+    log_path = tmp_path_factory.mktemp("chalice-local") / "server.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHALICE_MAIN, "local", "--host", "127.0.0.1", "--port", str(port),
+         "--no-autoreload"],
+        cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"chalice local exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("chalice local did not answer within 60 s")
+            time.sleep(0.2)
+        yield base, admin_token, log_path
+    finally:
+        log.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def schemathesis_config() -> str:
+    lines = []
+    for name in CHECKS_ON + CHECKS_OFF:
+        lines += [f"[checks.{name}]", f"enabled = {str(name in CHECKS_ON).lower()}"]
+        if name == "negative_data_rejection":
+            # A body over the size limit is refused with 413: a rejection too.
+            lines.append("expected-statuses = [400, 401, 403, 404, 405, 409, 413, 415, 422, 429]")
+    lines += [
+        # No crash cache: every run starts from the seed alone, and writes nothing to the repo.
+        "[cache]", "enabled = false",
+        # chalice local's HTTP server answers TRACE with 501 itself (API Gateway refuses it
+        # before the app); every other unexpected method must get a clean 405.
+        "[phases.coverage]",
+        'unexpected-methods = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]',
+        # Stateful: only the declared links (POST /api/runs -> operations on its ids), short.
+        "[phases.stateful]", f"max-steps = {STATEFUL_STEPS}",
+        "[phases.stateful.inference]", "algorithms = []",
+        "[phases.stateful.generation]", f"max-examples = {STATEFUL_EXAMPLES}",
+        # Dialect endpoints and webhooks speak other products' formats, which ignore fields they
+        # do not know (as GoCD does): there an unknown field is no error to reject.
+        "[[operations]]", 'include-path-regex = "^/(go/|v3/|workspaces/|api/webhooks/)"',
+        "[operations.checks.negative_data_rejection]", "enabled = false",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
+    base, admin_token, log_path = server
+    # Something to find: a run whose ids the generated requests may hit.
+    created = requests.post(f"{base}/api/runs", json={"pipeline": "web", "stages": ["BUILD"]},
+                            headers={"Authorization": f"Bearer {admin_token}"}, timeout=10)
+    assert created.status_code == 201, created.text
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(schemathesis_config())
+    command = [
+        str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config),
+        "run", f"{base}/openapi.json",
+        "--header", f"Authorization: Bearer {admin_token}",
+        "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--no-shrink",
+        "--phases", "examples,coverage,fuzzing,stateful",
+        "--workers", "1", "--request-timeout", "20", "--suppress-health-check", "all",
+        "--report", "junit", "--report-dir", str(tmp_path),
+    ]
+    result = subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
+    output = re.sub(r"(.)\1{40,}", r"\1\1\1[…]", result.stdout + result.stderr)  # long generated strings
+    assert admin_token not in output.replace("Bearer " + admin_token, "")  # only our own header
+    assert result.returncode == 0, output[-20000:]
+    # Every operation of the document was selected and tested.
+    documented = sum(len(ops) for ops in requests.get(f"{base}/openapi.json", timeout=10).json()["paths"].values())
+    selected = re.search(r"Selected: (\d+)/(\d+)", output)
+    tested = re.search(r"Tested: (\d+)", output)
+    assert selected and tested, output[-3000:]
+    assert int(selected.group(1)) == int(selected.group(2)) == int(tested.group(1)) >= documented - 1, output[-3000:]
