@@ -1,0 +1,90 @@
+"""DynamoDB round trips and latency per endpoint, against a real DynamoDB Local.
+
+For every endpoint it prints the DynamoDB calls one request makes, and its median latency as a
+ratio to the bare DynamoDB calls it needs: the exact calls the request made (same payloads,
+same conditions) replayed through a plain botocore client against an identical twin run, so
+the ratio is what stagetrack adds on top of DynamoDB (routing, validation, mapping, JSON).
+Run: .venv/bin/python bench/bench_endpoints.py [N]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+
+from common import ADMIN_TOKEN, dynamodb_local, median_ms, record_calls
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+A, B = "benchaaaa", "benchbbbb"  # twin pipelines: the op runs on A, its bare replay on B
+
+
+def main() -> None:
+    with dynamodb_local() as endpoint:
+        import os
+
+        os.environ["STAGETRACK_DYNAMODB_ENDPOINT"] = endpoint
+        os.environ["STAGETRACK_TABLE"] = "stagetrack-bench"
+        import botocore.session
+        from chalice.test import Client
+
+        from app import app
+        from chalicelib import wiring
+        from chalicelib.settings import Settings
+        from chalicelib.store.schema import ensure_tables
+
+        settings = Settings.from_env()
+        ensure_tables(settings)
+        wiring.override(None)
+        bare = botocore.session.get_session().create_client(
+            "dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+
+        with Client(app) as client:
+            def call(method, path, body=None):
+                response = client.http.request(method, path, headers=headers,
+                                               body=json.dumps(body) if body is not None else b"")
+                assert response.status_code < 300, (method, path, response.status_code, response.body)
+                return json.loads(response.body)
+
+            def twin_runs():
+                return (call("POST", "/api/runs", {"pipeline": A})["id"],
+                        call("POST", "/api/runs", {"pipeline": B})["id"])
+
+            cases = {
+                "POST /api/runs": lambda run: ("POST", "/api/runs", {"pipeline": run.split(":")[0]}),
+                "GET /api/runs/{id}": lambda run: ("GET", f"/api/runs/{run}", None),
+                "GET /api/runs?pipeline=": lambda run: ("GET", f"/api/runs?pipeline={run.split(':')[0]}&limit=20", None),
+                "GET /api/stages?runId=": lambda run: ("GET", f"/api/stages?runId={run}", None),
+                "GET /api/stages/{id}": lambda run: ("GET", f"/api/stages/{run}:1", None),
+                "PATCH /api/stages/{id}": lambda run: ("PATCH", f"/api/stages/{run}:1", {"status": "IN_PROGRESS"}),
+                "DELETE /api/stages/{id}": lambda run: ("DELETE", f"/api/stages/{run}:2", None),
+                "DELETE /api/runs/{id}": lambda run: ("DELETE", f"/api/runs/{run}", None),
+            }
+            print(f"{'endpoint':28} {'DynamoDB calls':34} {'p50 ms':>8} {'bare ms':>8} {'ratio':>6}")
+            for name, make in cases.items():
+                op_times, bare_times, kinds = [], [], Counter()
+                for _ in range(N):
+                    run_a, run_b = twin_runs()
+                    method, path, body = make(run_a)
+                    with record_calls() as calls:
+                        started = time.perf_counter()
+                        call(method, path, body)
+                        op_times.append(time.perf_counter() - started)
+                    kinds = Counter(op for op, _ in calls)
+                    replay = [(op, json.loads(json.dumps(params).replace(A, B))) for op, params in calls]
+                    started = time.perf_counter()
+                    for op, params in replay:
+                        getattr(bare, _snake(op))(**params)
+                    bare_times.append(time.perf_counter() - started)
+                desc = ", ".join(f"{count} {op}" for op, count in sorted(kinds.items()))
+                op_ms, bare_ms = median_ms(op_times), median_ms(bare_times)
+                print(f"{name:28} {desc:34} {op_ms:8.2f} {bare_ms:8.2f} {op_ms / bare_ms:6.2f}")
+
+
+def _snake(operation: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+
+
+if __name__ == "__main__":
+    main()

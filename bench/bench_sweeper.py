@@ -1,0 +1,110 @@
+"""The sweeper's reads and time as finished history grows, against a real DynamoDB Local.
+
+For 10, 1,000 and 10,000 finished stages (plus 5 running stages, 3 of them due) it prints what
+one sweep reads from the sparse activeStages index (Query calls, items read = ScannedCount),
+the time of a sweep that fires the 3 due stages, the median time of an idle sweep (nothing
+due), and, for contrast, the items a Scan-based sweeper would have read.
+Run: .venv/bin/python bench/bench_sweeper.py [idle sweeps per size]
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from common import dynamodb_local, record_calls
+
+SIZES = (10, 1_000, 10_000)
+IDLE_SWEEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+
+
+def write_history(repo_module, clock, stages: int) -> None:
+    from chalicelib.domain.model import StageSpec, change_status, new_run
+    from chalicelib.domain.status import StageStatus
+    from chalicelib.store.models import StageItem
+
+    items = []
+    for counter, start in enumerate(range(0, stages, 50), start=1):
+        aggregate = new_run("history", counter, [StageSpec("OTHER", f"s{i}", timeout_seconds=60)
+                                                 for i in range(min(50, stages - start))], clock.now())
+        for stage in aggregate.stages:
+            change_status(stage, StageStatus.IN_PROGRESS, clock.now())
+            change_status(stage, StageStatus.SUCCESS, clock.now())
+        aggregate.refresh(clock.now())
+        items += [repo_module.run_to_item(aggregate.run)]
+        items += [repo_module.stage_to_item(s) for s in aggregate.stages]
+
+    def write(chunk):
+        with StageItem.batch_write() as batch:
+            for item in chunk:
+                batch.save(item)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, [items[i:i + 500] for i in range(0, len(items), 500)]))
+
+
+def main() -> None:
+    with dynamodb_local() as endpoint:
+        import botocore.session
+
+        from chalicelib.domain.clock import FakeClock
+        from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+        from chalicelib.domain.status import StageStatus
+        from chalicelib.service import ServiceContext, runs
+        from chalicelib.service.timers import sweep
+        from chalicelib.settings import Settings
+        from chalicelib.store import repository
+        from chalicelib.store.schema import ensure_tables
+
+        bare = botocore.session.get_session().create_client(
+            "dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        warm = Settings(table_name="bench-sweeper-warmup", region="us-east-1", dynamodb_endpoint=endpoint)
+        ensure_tables(warm)
+        warm_ctx = ServiceContext(repo=repository.Repository(warm), clock=FakeClock())
+        for _ in range(200):  # let DynamoDB Local's JVM warm up before anything is timed
+            sweep(warm_ctx)
+        print(f"{'finished stages':>15} {'table items':>11} {'queries':>7} {'items read':>10} "
+              f"{'sweep firing 3':>14} {'idle sweep (median)':>19} {'a Scan would read':>17}")
+        for size in SIZES:
+            settings = Settings(table_name=f"bench-sweeper-{size}", region="us-east-1",
+                                dynamodb_endpoint=endpoint)
+            ensure_tables(settings)
+            clock = FakeClock()
+            ctx = ServiceContext(repo=repository.Repository(settings), clock=clock)
+            write_history(repository, clock, size)
+
+            body = {"pipeline": "live", "stages": [
+                {"type": "OTHER", "name": f"live{i}", "timeoutSeconds": 10 if i < 3 else 3600}
+                for i in range(5)]}
+            aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+            for stage in aggregate.stages:
+                runs.patch_stage(ctx, stage.id, PatchStageIn(status=StageStatus.IN_PROGRESS))
+            clock.advance(10)
+
+            with record_calls() as calls:
+                started = time.perf_counter()
+                report = sweep(ctx)
+                firing = time.perf_counter() - started
+            assert report.fired == {"TIMED_OUT": 3}, report
+            assert not [c for c in calls if c[0] == "Scan"]
+
+            idle = []
+            for _ in range(IDLE_SWEEPS):
+                started = time.perf_counter()
+                quiet = sweep(ctx)
+                idle.append(time.perf_counter() - started)
+                assert quiet.due == 0
+
+            scanned = 0
+            pages = bare.get_paginator("scan").paginate(TableName=settings.table_name, Select="COUNT")
+            for page in pages:
+                scanned += page["ScannedCount"]
+            print(f"{size:>15,} {scanned:>11,} {report.queries:>7} {report.items_read:>10} "
+                  f"{firing * 1000:>11.1f} ms {statistics.median(idle) * 1000:>16.1f} ms "
+                  f"{scanned:>17,}")
+
+
+if __name__ == "__main__":
+    main()
