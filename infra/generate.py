@@ -117,7 +117,7 @@ API = Function("api_handler", "APIHandler", "ApiHandlerRole", "api", "policy-api
 # NoEcho parameters: CloudFormation never shows them; they reach the functions as environment
 # variables, which Lambda encrypts at rest.
 PARAMETERS = {
-    "AdminToken": {"Type": "String", "NoEcho": True, "MinLength": 20,
+    "AdminToken": {"Type": "String", "NoEcho": True, "MinLength": 32,
                    "Description": "Bootstrap admin bearer token (STAGETRACK_ADMIN_TOKEN)"},
     "SecretPepper": {"Type": "String", "NoEcho": True, "MinLength": 32,
                      "Description": "Key of the HMACs kept for tokens and secret variables "
