@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import botocore.client
+import botocore.session
 import pytest
 
 from chalicelib.domain.clock import format_iso
@@ -18,7 +19,7 @@ from chalicelib.domain.schemas import CreateRunIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
 from chalicelib.settings import Settings
-from chalicelib.store.schema import TTL_ATTRIBUTE, table_definition
+from chalicelib.store.schema import TTL_ATTRIBUTE, ensure_tables, table_definition
 from infra import generate, part_timers
 
 S = StageStatus
@@ -242,3 +243,32 @@ def test_template_asks_for_the_deployment_secrets_without_echo():
         assert parameters[name]["NoEcho"] is True
         # CloudFormation itself refuses the documented local defaults
         assert len(local_default) < parameters[name]["MinLength"] >= 32
+
+
+def test_the_environment_chooses_the_table_even_through_chalice(aws, monkeypatch):
+    """.chalice/config.json sets no environment variables: chalice local and the test client
+    apply them over the process environment, which once pinned every request to the table
+    "stagetrack" whatever STAGETRACK_TABLE said (the stack sets it per function)."""
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib import wiring
+
+    assert "environment_variables" not in json.loads((ROOT / ".chalice" / "config.json").read_text())
+    monkeypatch.setenv("STAGETRACK_TABLE", "team-b-stagetrack")
+    settings = Settings.from_env()
+    ensure_tables(settings)
+    wiring.override(None)
+    try:
+        with Client(app) as client:
+            headers = {"Authorization": f"Bearer {settings.admin_token}", "Content-Type": "application/json"}
+            token = client.http.post("/api/tokens", headers=headers,
+                                     body=json.dumps({"name": "ci", "scopes": ["read"]}))
+            run = client.http.post("/api/runs", headers=headers, body=json.dumps({"pipeline": "web"}))
+        assert (token.status_code, run.status_code) == (201, 201)
+        assert wiring.context().repo.settings.table_name == "team-b-stagetrack"
+        stored = botocore.session.get_session().create_client("dynamodb", region_name="us-east-1").scan(
+            TableName="team-b-stagetrack", Select="COUNT")["Count"]
+        assert stored >= 3  # the token, its listing entry, the pipeline, the run and its stages
+    finally:
+        wiring.override(None)

@@ -19,9 +19,10 @@ in their own sessions (so a terminal Ctrl-C reaches only us, and we stop
 them in order) and, on Linux, are SIGTERMed by the kernel if this process
 dies, even by SIGKILL: nothing is left running.
 
-Note: `chalice local` applies the stage's `environment_variables` from
-.chalice/config.json over the process environment, so keep
-STAGETRACK_DYNAMODB_ENDPOINT out of it (or set it to the same value).
+Note: `chalice local` (and chalice.test.Client) apply `environment_variables` from
+.chalice/config.json over the process environment, so .chalice/config.json sets none:
+every STAGETRACK_* setting comes from the environment (deployed: from the stack, which
+sets STAGETRACK_TABLE per function).
 """
 
 from __future__ import annotations
