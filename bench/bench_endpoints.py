@@ -25,6 +25,8 @@ def main() -> None:
 
         os.environ["STAGETRACK_DYNAMODB_ENDPOINT"] = endpoint
         os.environ["STAGETRACK_TABLE"] = "stagetrack-bench"
+        import logging
+
         import botocore.session
         from chalice.test import Client
 
@@ -33,6 +35,7 @@ def main() -> None:
         from chalicelib.settings import Settings
         from chalicelib.store.schema import ensure_tables
 
+        logging.getLogger("stagetrack").setLevel(logging.WARNING)  # the access log would drown the table
         settings = Settings.from_env()
         ensure_tables(settings)
         wiring.override(None)
@@ -41,16 +44,32 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 
         with Client(app) as client:
-            def call(method, path, body=None):
-                response = client.http.request(method, path, headers=headers,
+            def call(method, path, body=None, token=None):
+                auth = {"Authorization": f"Bearer {token}"} if token else {}
+                response = client.http.request(method, path, headers={**headers, **auth},
                                                body=json.dumps(body) if body is not None else b"")
                 assert response.status_code < 300, (method, path, response.status_code, response.body)
                 return json.loads(response.body)
 
-            def twin_runs():
-                return (call("POST", "/api/runs", {"pipeline": A})["id"],
-                        call("POST", "/api/runs", {"pipeline": B})["id"])
+            def twin_runs(stages=None, setup=()):
+                """Two runs in the same state: the request runs on A's, its replay on B's."""
+                twins = []
+                for pipeline in (A, B):
+                    body = {"pipeline": pipeline} if stages is None else {"pipeline": pipeline, "stages": stages}
+                    run = call("POST", "/api/runs", body)["id"]
+                    for position, status in setup:
+                        call("PATCH", f"/api/stages/{run}:{position}", {"status": status})
+                    twins.append(run)
+                return twins
 
+            issued = call("POST", "/api/tokens", {"name": "bench", "scopes": ["admin"]})["token"]
+            gate = [{"type": "BUILD"}, {"type": "DEPLOY_PROD", "approval": "MANUAL"}]
+            failed = ((1, "IN_PROGRESS"), (1, "FAILURE"))
+            waiting = ((1, "IN_PROGRESS"), (1, "SUCCESS"), (2, "IN_PROGRESS"))
+            variables = {"variables": [{"key": "ENV", "value": "prod"},
+                                       {"key": "DEPLOY_TOKEN", "value": "hunter2", "secret": True}]}
+            # name -> (request for run id, stages, setup applied to both twins, token)
+            plain = (None, (), None)
             cases = {
                 "POST /api/runs": lambda run: ("POST", "/api/runs", {"pipeline": run.split(":")[0]}),
                 "GET /api/runs/{id}": lambda run: ("GET", f"/api/runs/{run}", None),
@@ -60,16 +79,23 @@ def main() -> None:
                 "PATCH /api/stages/{id}": lambda run: ("PATCH", f"/api/stages/{run}:1", {"status": "IN_PROGRESS"}),
                 "DELETE /api/stages/{id}": lambda run: ("DELETE", f"/api/stages/{run}:2", None),
                 "DELETE /api/runs/{id}": lambda run: ("DELETE", f"/api/runs/{run}", None),
+                "POST /api/runs/{id}/cancel": lambda run: ("POST", f"/api/runs/{run}/cancel", {"reason": "bench"}),
+                "POST /api/runs/{id}/retry": (lambda run: ("POST", f"/api/runs/{run}/retry", None), None, failed, None),
+                "POST /api/stages/{id}/approve": (lambda run: ("POST", f"/api/stages/{run}:2/approve", None),
+                                                  gate, waiting, None),
+                "PUT /api/runs/{id}/variables": lambda run: ("PUT", f"/api/runs/{run}/variables", variables),
+                "GET /api/runs/{id} (issued token)": (lambda run: ("GET", f"/api/runs/{run}", None), None, (), issued),
             }
-            print(f"{'endpoint':28} {'DynamoDB calls':34} {'p50 ms':>8} {'bare ms':>8} {'ratio':>6}")
-            for name, make in cases.items():
+            print(f"{'endpoint':34} {'DynamoDB calls':36} {'p50 ms':>8} {'bare ms':>8} {'ratio':>6}")
+            for name, case in cases.items():
+                make, stages, setup, token = case if isinstance(case, tuple) else (case, *plain)
                 op_times, bare_times, kinds = [], [], Counter()
                 for _ in range(N):
-                    run_a, run_b = twin_runs()
+                    run_a, run_b = twin_runs(stages, setup)
                     method, path, body = make(run_a)
                     with record_calls() as calls:
                         started = time.perf_counter()
-                        call(method, path, body)
+                        call(method, path, body, token)
                         op_times.append(time.perf_counter() - started)
                     kinds = Counter(op for op, _ in calls)
                     replay = [(op, json.loads(json.dumps(params).replace(A, B))) for op, params in calls]
@@ -79,7 +105,7 @@ def main() -> None:
                     bare_times.append(time.perf_counter() - started)
                 desc = ", ".join(f"{count} {op}" for op, count in sorted(kinds.items()))
                 op_ms, bare_ms = median_ms(op_times), median_ms(bare_times)
-                print(f"{name:28} {desc:34} {op_ms:8.2f} {bare_ms:8.2f} {op_ms / bare_ms:6.2f}")
+                print(f"{name:34} {desc:36} {op_ms:8.2f} {bare_ms:8.2f} {op_ms / bare_ms:6.2f}")
 
 
 def _snake(operation: str) -> str:
