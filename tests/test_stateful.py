@@ -129,20 +129,13 @@ def expect_outcome(operation, before, after, changed, args) -> None:
         assert not any(s.status in ACTIVE for s in before.stages if operation == "retry_run")
 
 
-class OperationsMachine(RuleBasedStateMachine):
-    @initialize(approvals=stage_specs)
-    def start(self, approvals):
-        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
-        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a) for i, a in enumerate(approvals)]
-        self.aggregate = new_run("web", 1, specs, self.clock.now())
+class OperationRules(RuleBasedStateMachine):
+    """The random operations both machines draw; each machine says what ``_do`` means."""
+
+    clock: FakeClock
 
     def _do(self, operation, **args):
-        if "i" in args:
-            args["i"] %= len(self.aggregate.stages)
-        before = self.aggregate.snapshot()
-        changed, _ = apply_pure(self.aggregate, operation, self.clock.now(), args)
-        check_transitions(before, self.aggregate, operation)
-        expect_outcome(operation, before, self.aggregate, changed, args)
+        raise NotImplementedError
 
     @rule(seconds=seconds)
     def advance(self, seconds):
@@ -175,6 +168,23 @@ class OperationsMachine(RuleBasedStateMachine):
     @rule(i=positions)
     def reject(self, i):
         self._do("reject", i=i)
+
+
+class OperationsMachine(OperationRules):
+    @initialize(approvals=stage_specs)
+    def start(self, approvals):
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a) for i, a in enumerate(approvals)]
+        self.aggregate = new_run("web", 1, specs, self.clock.now())
+
+    def _do(self, operation, **args):
+        if "i" in args:
+            args["i"] %= len(self.aggregate.stages)
+        before = self.aggregate.snapshot()
+        changed, _ = apply_pure(self.aggregate, operation, self.clock.now(), args)
+        check_transitions(before, self.aggregate, operation)
+        expect_outcome(operation, before, self.aggregate, changed, args)
+
 
     @invariant()
     def consistent(self):
@@ -212,7 +222,7 @@ def test_operations_through_the_service(ctx, clock):
 
     run_id = None
 
-    class ServiceMachine(RuleBasedStateMachine):
+    class ServiceMachine(OperationRules):
         @initialize(approvals=stage_specs)
         def start(self, approvals):
             nonlocal run_id
@@ -220,6 +230,7 @@ def test_operations_through_the_service(ctx, clock):
                                                   for i, a in enumerate(approvals)]}
             created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
             run_id = created.run.id
+            self.clock = clock
             self.shadow = ctx.repo.load_run(run_id)
 
         def _do(self, operation, **args):
@@ -251,37 +262,6 @@ def test_operations_through_the_service(ctx, clock):
                                                  self.shadow.run.ended_at, self.shadow.run.cancellation)
             self.shadow = stored
 
-        @rule(seconds=seconds)
-        def advance(self, seconds):
-            clock.advance(seconds)
-
-        @rule(i=positions, status=st.sampled_from(STATUSES))
-        def patch(self, i, status):
-            self._do("patch", i=i, status=status)
-
-        @rule()
-        def cancel_run(self):
-            self._do("cancel_run")
-
-        @rule(i=positions)
-        def cancel_stage(self, i):
-            self._do("cancel_stage", i=i)
-
-        @rule(scope=st.sampled_from(["FAILED", "ALL"]))
-        def retry_run(self, scope):
-            self._do("retry_run", scope=scope)
-
-        @rule(i=positions)
-        def retry_stage(self, i):
-            self._do("retry_stage", i=i)
-
-        @rule(i=positions)
-        def approve(self, i):
-            self._do("approve", i=i)
-
-        @rule(i=positions)
-        def reject(self, i):
-            self._do("reject", i=i)
 
     run_state_machine_as_test(ServiceMachine, settings=settings(
         max_examples=8, stateful_step_count=16, deadline=None, derandomize=True, database=None,
