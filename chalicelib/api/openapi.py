@@ -32,9 +32,12 @@ Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:
 
 
 class Out(BaseModel):
-    """Responses may grow new fields, so documented shapes allow more than they list."""
+    """Responses may grow new fields, so documented shapes allow more than they list.
 
-    model_config = ConfigDict(extra="allow")
+    Only the OpenAPI document uses these, so they are built when it is first asked for
+    (``defer_build``), not on every cold start."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class StageOut(Out):
