@@ -19,6 +19,7 @@ from tests.fixtures import (
     iam_actions,
     delete_done,
     make_queue,
+    make_source,
     receive,
     receiver,
     sqs_event,
@@ -123,6 +124,124 @@ def test_a_delivery_is_signed_retried_with_backoff_and_then_delivered(lam, clien
     assert attempts[2]["error"] == "HTTP 500" and attempts[0]["error"] is None
     assert attempts[2]["nextAttemptAt"] == attempts[1]["at"]  # retried exactly when announced
     assert all(a["deliveryId"] == headers[0]["X-Stagetrack-Delivery"] for a in attempts)
+
+
+# ---- format "cdevents": CloudEvents binary mode, and our own webhook reads it back ----------------
+
+def test_a_cdevents_delivery_is_a_signed_cloudevent_in_binary_mode(lam, client, clock):
+    with receiver([503, 200]) as hook:
+        subscription = subscribe(client, hook.url, format="cdevents")
+        assert subscription["format"] == "cdevents"
+        one_stage_starts(client, lam)
+        assert poll(lam) == []
+        clock.advance(40)
+        assert poll(lam) == []
+    first, second = hook.requests
+    assert first["body"] == second["body"]  # the same bytes on every attempt
+    event = json.loads(first["body"])
+    assert event == {
+        "context": {"version": "0.4.1", "id": event["context"]["id"], "source": "/stagetrack/web",
+                    "type": "dev.cdevents.taskrun.started.0.2.0", "timestamp": "2026-03-20T17:17:13.760Z"},
+        "subject": {"id": "web:1:1", "source": "/stagetrack/web", "type": "taskRun",
+                    "content": {"taskName": "BUILD",
+                                "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"}}},
+    }
+    assert event["context"]["id"].startswith("evt_")
+    for request in (first, second):
+        headers = request["headers"]
+        assert {name: value for name, value in headers.items() if name.startswith("ce-")} == {
+            "ce-specversion": "1.0", "ce-id": event["context"]["id"], "ce-source": "/stagetrack/web",
+            "ce-type": "dev.cdevents.taskrun.started.0.2.0", "ce-time": "2026-03-20T17:17:13.760Z"}
+        assert headers["Content-Type"] == "application/json"
+        assert headers["X-Stagetrack-Event"] == "dev.cdevents.taskrun.started.0.2.0"
+        at = datetime.fromtimestamp(int(headers["X-Stagetrack-Timestamp"]), timezone.utc)
+        stamp, signature = headers["X-Stagetrack-Timestamp"], headers["X-Stagetrack-Signature"]
+        assert verify_delivery(subscription["secret"], request["body"], stamp, signature, at)
+        assert not verify_delivery(subscription["secret"], request["body"] + b" ", stamp, signature, at)
+    assert [h["X-Stagetrack-Attempt"] for h in (first["headers"], second["headers"])] == ["1", "2"]
+    assert first["headers"]["X-Stagetrack-Delivery"] == second["headers"]["X-Stagetrack-Delivery"]
+    attempts = client.get(f"/api/subscriptions/{subscription['id']}/deliveries").json["items"]
+    assert [(a["attempt"], a["outcome"], a["eventType"], a["eventId"]) for a in attempts] == [
+        (2, "delivered", "dev.cdevents.taskrun.started.0.2.0", event["context"]["id"]),
+        (1, "retrying", "dev.cdevents.taskrun.started.0.2.0", event["context"]["id"])]
+
+
+def forward(client, requests, token: str) -> list:
+    """What a CloudEvents-aware relay does with our deliveries: POST each body, byte for byte,
+    with the headers it came with, to another stagetrack's CDEvents webhook (here: ours, source
+    "mirror")."""
+    answers = []
+    for request in requests:
+        headers = {name: value for name, value in request["headers"].items()
+                   if name.lower().startswith(("ce-", "x-stagetrack-")) or name.lower() == "content-type"}
+        headers["Authorization"] = f"Bearer {token}"
+        answers.append(client.post("/api/webhooks/cdevents?source=mirror", raw=request["body"],
+                                   headers=headers, auth=None))
+    return answers
+
+
+def stages_of(client, run_id: str) -> list[tuple]:
+    return [(s["name"], s["type"], s["status"], s["startedAt"], s["endedAt"], s["duration"])
+            for s in client.get(f"/api/stages?runId={run_id}").json]
+
+
+def test_delivered_cdevents_make_the_same_run_through_our_own_cdevents_webhook(lam, client, clock):
+    token = make_source(client, "cdevents", "mirror")
+    with receiver([200]) as hook:
+        subscribe(client, hook.url, events=["*"], format="cdevents")
+        client.post("/api/runs", {"pipeline": "app", "stages": ["BUILD", "UNIT_TEST", "DEPLOY_PROD"]})
+        for seconds, stage, status in [(1, 1, "IN_PROGRESS"), (2, 1, "SUCCESS"), (1, 2, "IN_PROGRESS"),
+                                       (3, 2, "FAILURE")]:
+            clock.advance(seconds)
+            client.patch(f"/api/stages/app:1:{stage}", {"status": status})
+        assert lam.lambda_.invoke("outbox_publisher", lam.stream.event()).payload["deliveries"] == 7
+        assert poll(lam) == []
+    assert sorted(r["headers"]["ce-type"] for r in hook.requests) == [
+        "dev.cdevents.pipelinerun.finished.0.2.0", "dev.cdevents.pipelinerun.queued.0.2.0",
+        "dev.cdevents.pipelinerun.started.0.2.0", "dev.cdevents.taskrun.finished.0.2.0",
+        "dev.cdevents.taskrun.finished.0.2.0", "dev.cdevents.taskrun.started.0.2.0",
+        "dev.cdevents.taskrun.started.0.2.0"]
+
+    clock.advance(60)
+    answers = forward(client, hook.requests, token)
+    assert all(a.status_code == 200 for a in answers), [a.json for a in answers]
+    assert {a.json["runId"] for a in answers} == {"app:2"}
+    mirrored = client.get("/api/runs/app:2").json
+    assert (mirrored["status"], mirrored["trigger"]) == ("FAILURE", "cdevents")
+    original = stages_of(client, "app:1")
+    assert original[2][2] == "IDLE"  # DEPLOY_PROD never started: no CDEvent ever named it
+    assert stages_of(client, "app:2") == original[:2] == [
+        ("BUILD", "BUILD", "SUCCESS", "2026-03-20T17:17:14.760Z", "2026-03-20T17:17:16.760Z", 2),
+        ("UNIT_TEST", "UNIT_TEST", "FAILURE", "2026-03-20T17:17:17.760Z", "2026-03-20T17:17:20.760Z", 3)]
+
+    again = forward(client, hook.requests, token)  # at-least-once: the same events again change nothing
+    assert all(a.headers["Idempotent-Replayed"] == "true" for a in again)
+    assert stages_of(client, "app:2") == original[:2]
+
+
+def test_a_cancelled_run_mirrors_as_cancelled_and_its_skipped_stages_as_successes(lam, client, clock):
+    """The lossy rows of the mapping, end to end: CDEvents has no "skipped" outcome, so a stage
+    skipped here arrives as a success; the run's cancel arrives as outcome "cancel"."""
+    token = make_source(client, "cdevents", "mirror")
+    with receiver([200]) as hook:
+        subscribe(client, hook.url, events=["*"], format="cdevents")
+        client.post("/api/runs", {"pipeline": "app", "stages": ["BUILD", "DEPLOY_PROD"]})
+        clock.advance(1)
+        client.patch("/api/stages/app:1:1", {"status": "IN_PROGRESS"})
+        clock.advance(2)
+        client.post("/api/runs/app:1/cancel", {"reason": "superseded"})
+        assert lam.lambda_.invoke("outbox_publisher", lam.stream.event()).payload["deliveries"] == 6
+        assert poll(lam) == []
+    finished = [json.loads(r["body"])["subject"] for r in hook.requests
+                if r["headers"]["ce-type"].endswith(".finished.0.2.0")]
+    assert sorted((s["type"], s["content"]["outcome"], s["content"].get("errors")) for s in finished) == [
+        ("pipelineRun", "cancel", "run app:1 ended CANCELLED"),
+        ("taskRun", "cancel", "stage BUILD of run app:1 ended CANCELLED"),
+        ("taskRun", "success", None)]
+    assert all(a.status_code == 200 for a in forward(client, hook.requests, token))
+    assert [client.get(f"/api/runs/{run}").json["status"] for run in ("app:1", "app:2")] == ["CANCELLED"] * 2
+    assert [(s[0], s[2]) for s in stages_of(client, "app:1")] == [("BUILD", "CANCELLED"), ("DEPLOY_PROD", "SKIPPED")]
+    assert [(s[0], s[2]) for s in stages_of(client, "app:2")] == [("BUILD", "CANCELLED"), ("DEPLOY_PROD", "SUCCESS")]
 
 
 def test_after_the_last_attempt_a_delivery_is_dead_lettered(lam, client, clock):

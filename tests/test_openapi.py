@@ -106,3 +106,22 @@ def test_health_and_the_document_are_public_and_read_nothing(client, ddb_calls):
     assert client.get("/health", auth=None).json == {"status": "ok"}
     assert client.get("/openapi.json", auth=None).status_code == 200
     assert dict(ddb_calls) == {}
+
+
+def test_subscription_formats_are_documented_and_answered_as_documented(client, document):
+    schemas = document["components"]["schemas"]
+    assert schemas["CreateSubscriptionIn"]["properties"]["format"] == {
+        "default": "stagetrack", "enum": ["stagetrack", "cdevents"], "title": "Format", "type": "string"}
+    assert schemas["SubscriptionOut"]["properties"]["format"]["enum"] == ["stagetrack", "cdevents"]
+    assert "format" in schemas["SubscriptionOut"]["required"]
+    created = client.post("/api/subscriptions", {"url": "https://hooks.example.com/cd", "events": ["*"],
+                                                  "format": "cdevents"})
+    calls = [
+        ("POST", "/api/subscriptions", created),
+        ("GET", "/api/subscriptions", client.get("/api/subscriptions")),
+        ("GET", "/api/subscriptions/{subscription_id}", client.get(created.headers["Location"])),
+    ]
+    for method, path, response in calls:
+        status, schema = success_schema(document, method, path)
+        assert response.status_code == status, (method, path, response.json)
+        conforms(document, response.json, schema)

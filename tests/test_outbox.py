@@ -175,3 +175,81 @@ def test_the_publisher_calls_only_what_its_policy_allows(lam, client, monkeypatc
         lam.lambda_.invoke("outbox_publisher", event)
     assert actions == {"dynamodb:Query", "events:PutEvents", "sqs:SendMessage"}
     assert actions <= allowed_actions("outbox_publisher")
+
+
+# ---- subscriptions in format "cdevents" -----------------------------------------------------------
+
+def test_cdevents_subscribers_get_the_cdevent_of_each_matching_change_it_has_a_word_for(lam, client):
+    hooks = "https://hooks.example.com"
+    everything = client.post("/api/subscriptions", {"url": f"{hooks}/all", "events": ["*"],
+                                                    "format": "cdevents"}).json
+    failed_stages = client.post("/api/subscriptions", {"url": f"{hooks}/failed",
+                                                       "events": ["stage.status-changed"], "pipelines": ["web"],
+                                                       "statuses": ["FAILURE"], "format": "cdevents"}).json
+    gates = client.post("/api/subscriptions", {"url": f"{hooks}/gates", "events": ["*"], "format": "cdevents",
+                                               "statuses": ["WAITING_FOR_APPROVAL"]}).json
+    other = client.post("/api/subscriptions", {"url": f"{hooks}/api", "events": ["*"], "pipelines": ["api"],
+                                               "format": "cdevents"}).json
+    plain = client.post("/api/subscriptions", {"url": f"{hooks}/plain", "events": ["*"]}).json
+    gate = {"type": "DEPLOY_PROD", "approval": "MANUAL"}
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", gate]})
+    client.patch("/api/stages/web:1:1", {"status": "IN_PROGRESS"})
+    client.patch("/api/stages/web:1:1", {"status": "SUCCESS"})
+    client.patch("/api/stages/web:1:2", {"status": "IN_PROGRESS"})  # a gate: WAITING_FOR_APPROVAL
+    client.post("/api/stages/web:1:2/reject", {"comment": "not today"})
+    report = publish(lam)
+    # 8 changes: run created, stage 1 starts, run starts, stage 1 succeeds, stage 2 and the run wait,
+    # stage 2 and the run fail. CDEvents has nothing for the two waits.
+    assert (report["events"], report["deliveries"]) == (8, 8 + 6 + 1)
+    messages = [json.loads(m["Body"]) for m in receive(DELIVERIES, 100)]
+
+    def of(subscription):
+        return [m for m in messages if m["subscriptionId"] == subscription["id"]]
+
+    assert of(gates) == [] and of(other) == []  # the filter applies first, then the mapping
+    assert [m["format"] for m in of(plain)] == ["stagetrack"] * 8
+    assert {m["eventType"] for m in of(plain)} == {"run.status-changed", "stage.status-changed"}
+    cd = of(everything)
+    assert sorted((m["eventType"], json.loads(m["payload"])["subject"]["id"]) for m in cd) == [
+        ("dev.cdevents.pipelinerun.finished.0.2.0", "web:1"),
+        ("dev.cdevents.pipelinerun.queued.0.2.0", "web:1"),
+        ("dev.cdevents.pipelinerun.started.0.2.0", "web:1"),
+        ("dev.cdevents.taskrun.finished.0.2.0", "web:1:1"),
+        ("dev.cdevents.taskrun.finished.0.2.0", "web:1:2"),
+        ("dev.cdevents.taskrun.started.0.2.0", "web:1:1")]
+    for message in cd:
+        context = json.loads(message["payload"])["context"]
+        assert (message["format"], context["type"], context["id"], context["source"]) == (
+            "cdevents", message["eventType"], message["eventId"], "/stagetrack/web")
+        assert message["deliveryId"] == delivery_id(message["eventId"], everything["id"])
+    (rejected,) = of(failed_stages)
+    assert json.loads(rejected["payload"])["subject"] == {
+        "id": "web:1:2", "source": "/stagetrack/web", "type": "taskRun",
+        "content": {"taskName": "DEPLOY_PROD", "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
+                    "outcome": "failure", "errors": "stage DEPLOY_PROD of run web:1 ended FAILURE"}}
+    # the same change to a stagetrack and a cdevents subscriber: one event id, two deliveries
+    same = next(m for m in of(plain) if m["eventId"] == rejected["eventId"])
+    assert json.loads(same["payload"])["newStatus"] == "FAILURE"
+    assert same["deliveryId"] != rejected["deliveryId"]
+
+
+def test_delivery_messages_queued_before_formats_existed_still_parse():
+    from chalicelib.service.outbox import parse_delivery
+
+    old = ('{"v":1,"deliveryId":"dlv_1","subscriptionId":"sub_1","eventId":"evt_1",'
+           '"eventType":"stage.status-changed","attempt":2,"payload":"{}"}')
+    assert parse_delivery(old)["format"] == "stagetrack"
+
+
+@pytest.mark.parametrize("change", [
+    {"format": "xml"}, {"format": None}, {"format": 1},
+    {"format": "cdevents"},  # the payload is no CDEvent
+    {"format": "cdevents", "payload": '{"context": {"id": "evt_1", "source": "/s", "type": "t"}}'},
+])
+def test_delivery_messages_with_a_bad_format_are_refused(change):
+    from chalicelib.service.outbox import BadDeliveryMessage, parse_delivery
+
+    message = {"v": 1, "deliveryId": "dlv_1", "subscriptionId": "sub_1", "eventId": "evt_1",
+               "eventType": "stage.status-changed", "attempt": 1, "payload": "{}", **change}
+    with pytest.raises(BadDeliveryMessage):
+        parse_delivery(json.dumps(message))

@@ -33,6 +33,29 @@ def test_create_shows_the_secret_once_and_stores_it_sealed(client, capsys):
     assert body["secret"] not in capsys.readouterr().out
 
 
+def test_the_format_is_stagetrack_unless_cdevents_is_asked_for_and_shown_in_every_view(client):
+    plain = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json
+    cd = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "format": "cdevents"})
+    assert cd.status_code == 201, cd.json
+    cd = cd.json
+    explicit = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "format": "stagetrack"}).json
+    assert (plain["format"], cd["format"], explicit["format"]) == ("stagetrack", "cdevents", "stagetrack")
+    assert client.get(f"/api/subscriptions/{cd['id']}").json["format"] == "cdevents"
+    assert client.get(f"/api/subscriptions/{plain['id']}").json["format"] == "stagetrack"
+    listed = {s["id"]: s["format"] for s in client.get("/api/subscriptions").json["items"]}
+    assert listed == {plain["id"]: "stagetrack", cd["id"]: "cdevents", explicit["id"]: "stagetrack"}
+    assert SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{cd['id']}").payload_format == "cdevents"
+    assert client.delete(f"/api/subscriptions/{cd['id']}").json["format"] == "cdevents"
+
+
+def test_a_subscription_stored_before_formats_existed_is_a_stagetrack_one(client):
+    body = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "format": "cdevents"}).json
+    item = SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{body['id']}")
+    item.update(actions=[SubscriptionItem.payload_format.remove()])
+    assert SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{body['id']}").payload_format is None
+    assert client.get(f"/api/subscriptions/{body['id']}").json["format"] == "stagetrack"
+
+
 def test_a_secret_of_the_subscribers_choosing_is_used(client):
     chosen = "my-receiver-shared-secret-0123456789"
     body = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "secret": chosen}).json
@@ -72,6 +95,10 @@ def test_subscriptions_are_admin_only(client):
     ({"url": "https://[::1]/x", "events": ["*"]}, "url"),
     ({"url": "https://user:pw@hooks.example.com/x", "events": ["*"]}, "url"),
     ({"url": "https://hooks.example.com:99999/x", "events": ["*"]}, "url"),
+    ({"url": URL, "events": ["*"], "format": "CDEvents"}, "format"),
+    ({"url": URL, "events": ["*"], "format": "cloudevents"}, "format"),
+    ({"url": URL, "events": ["*"], "format": None}, "format"),
+    ({"url": URL, "events": ["*"], "format": ["cdevents"]}, "format"),
 ])
 def test_bad_subscriptions_are_422_naming_the_field(client, body, field):
     response = client.post("/api/subscriptions", body)

@@ -12,7 +12,7 @@ from chalice import Blueprint
 from pydantic import BaseModel, Field, StringConstraints
 
 from .. import wiring
-from ..domain.events import CreateSubscriptionIn
+from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
 from ..service import subscriptions
 from ..store.deliveries import DeliveryAttempt
 from ..store.subscriptions import StoredSubscription
@@ -29,6 +29,9 @@ class SubscriptionOut(Out):
     pipelines: list[str] | None = Field(description="null: every pipeline")
     statuses: list[str] | None = Field(description="null: every new status")
     description: str | None
+    format: SubscriptionFormat = Field(
+        description="what deliveries carry: stagetrack (our event JSON) or cdevents (a CDEvent, "
+                    "CloudEvents binary mode)")
     createdAt: Timestamp
     createdBy: str | None
 
@@ -69,8 +72,8 @@ def subscription_view(subscription: StoredSubscription) -> dict:
         "id": subscription.subscription_id, "url": subscription.url, "events": list(subscription.events),
         "pipelines": None if subscription.pipelines is None else list(subscription.pipelines),
         "statuses": None if subscription.statuses is None else list(subscription.statuses),
-        "description": subscription.description, "createdAt": subscription.created_at,
-        "createdBy": subscription.created_by,
+        "description": subscription.description, "format": subscription.format,
+        "createdAt": subscription.created_at, "createdBy": subscription.created_by,
     }
 
 

@@ -1097,6 +1097,10 @@ SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_
 SOURCE_TYPES = ("github", "gitlab", "cdevents")
 EventFilter = Literal["run.status-changed", "stage.status-changed", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
+FORMAT_STAGETRACK = "stagetrack"  # our own event JSON (``StateChange.body``)
+FORMAT_CDEVENTS = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (domain/cdevents.py)
+SubscriptionFormat = Literal["stagetrack", "cdevents"]
+SUBSCRIPTION_FORMATS = (FORMAT_STAGETRACK, FORMAT_CDEVENTS)
 
 
 class CreateSourceIn(StrictModel):
@@ -1111,6 +1115,7 @@ class CreateSubscriptionIn(StrictModel):
     statuses: Annotated[list[StageStatus], Field(min_length=1, max_length=len(StageStatus))] | None = None
     secret: Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")] | None = None
     description: Annotated[str, StringConstraints(max_length=200)] | None = None
+    format: SubscriptionFormat = FORMAT_STAGETRACK
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ Subscriber deliveries are not made here: ``publish`` puts one message per (event
 subscription) on the delivery queue, and ``deliver`` (the queue's consumer) makes one attempt,
 records it, and either is done, queues the next attempt with an exponential delay (SQS
 DelaySeconds), or after the last attempt moves the message to the dead-letter queue.
+
+A subscription's ``format`` decides the body: our event JSON, or (``cdevents``) the CDEvent of
+the change (domain/cdevents.py), sent with the CloudEvents binary-mode ``ce-*`` headers; a
+change CDEvents has no word for is not delivered to such a subscription at all.
 """
 from __future__ import annotations
 
@@ -21,11 +25,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable, Protocol
 
+from ..domain import cdevents
 from ..domain.clock import format_iso
-from ..domain.events import StateChange, backoff_seconds, delivery_id, delivery_signature, state_change
+from ..domain.events import (
+    FORMAT_CDEVENTS,
+    FORMAT_STAGETRACK,
+    SUBSCRIPTION_FORMATS,
+    StateChange,
+    backoff_seconds,
+    delivery_id,
+    delivery_signature,
+    state_change,
+)
 from ..store import deliveries as delivery_store
 from ..store import subscriptions as subscription_store
 from ..store.deliveries import DeliveryAttempt
+from ..store.subscriptions import StoredSubscription
 from . import ServiceContext, subscriptions
 
 log = logging.getLogger(__name__)
@@ -76,10 +91,7 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
         return report
     if bus is not None:
         report.published = bus.publish(changes)
-    subscribed = subscriptions.list_all(ctx)
-    messages = [delivery_message(change, subscription.subscription_id)
-                for change in changes for subscription in subscribed
-                if subscriptions.filter_of(subscription).matches(change)]
+    messages = delivery_messages(changes, subscriptions.list_all(ctx))
     if messages:
         if deliveries is None:
             log.error("%d delivery(ies) not queued: STAGETRACK_DELIVERY_QUEUE_URL is not set", len(messages))
@@ -88,11 +100,41 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
     return report
 
 
-def delivery_message(change: StateChange, subscription_id: str, attempt: int = 1) -> str:
+def delivery_messages(changes: list[StateChange], subscribed: list[StoredSubscription]) -> list[str]:
+    """One message per change and subscription whose filter matches it, unless the
+    subscription's format has nothing for that change (a CDEvents subscriber and a stage
+    waiting for approval)."""
+    messages = []
+    for change in changes:
+        for subscription in subscribed:
+            if not subscriptions.filter_of(subscription).matches(change):
+                continue
+            message = delivery_message(change, subscription.subscription_id, fmt=subscription.format)
+            if message is not None:
+                messages.append(message)
+    return messages
+
+
+def event_payload(change: StateChange, fmt: str) -> tuple[str, str] | None:
+    """(event type, body) a subscriber in format ``fmt`` receives for a change; None: nothing."""
+    if fmt == FORMAT_CDEVENTS:
+        event = cdevents.to_cdevent(change)
+        return None if event is None else (event["context"]["type"], cdevents.body(event))
+    return change.type, change.body()
+
+
+def delivery_message(change: StateChange, subscription_id: str, attempt: int = 1, *,
+                     fmt: str = FORMAT_STAGETRACK) -> str | None:
+    """The queue message of one delivery, or None when the subscriber's format has nothing
+    for this change."""
+    payload = event_payload(change, fmt)
+    if payload is None:
+        return None
+    event_type, body = payload
     return json.dumps({
         "v": MESSAGE_VERSION, "deliveryId": delivery_id(change.id, subscription_id),
-        "subscriptionId": subscription_id, "eventId": change.id, "eventType": change.type,
-        "attempt": attempt, "payload": change.body(),
+        "subscriptionId": subscription_id, "eventId": change.id, "eventType": event_type,
+        "attempt": attempt, "format": fmt, "payload": body,
     }, separators=(",", ":"))
 
 
@@ -107,6 +149,14 @@ def parse_delivery(body: str) -> dict:
         raise BadDeliveryMessage("delivery message lacks fields or has wrong types")
     if message["v"] != MESSAGE_VERSION or message["attempt"] < 1:
         raise BadDeliveryMessage(f"delivery message version {message['v']} / attempt {message['attempt']}")
+    fmt = message.setdefault("format", FORMAT_STAGETRACK)  # messages queued before formats existed
+    if fmt not in SUBSCRIPTION_FORMATS:
+        raise BadDeliveryMessage(f"delivery message format {fmt!r}")
+    if fmt == FORMAT_CDEVENTS:
+        try:
+            cdevents.cloudevent_headers(message["payload"])
+        except ValueError as error:
+            raise BadDeliveryMessage(f"cdevents delivery payload: {error}") from None
     return message
 
 
@@ -120,7 +170,9 @@ class DeliveryOutcome:
 
 
 def signed_headers(secret: str, message: dict, timestamp: int) -> dict[str, str]:
-    return {
+    """Our headers (the signature covers the exact body bytes) and, for a CDEvent, the
+    CloudEvents binary-mode ``ce-*`` attributes taken from its context."""
+    headers = {
         "Content-Type": "application/json",
         "X-Stagetrack-Event": message["eventType"],
         "X-Stagetrack-Delivery": message["deliveryId"],
@@ -128,6 +180,9 @@ def signed_headers(secret: str, message: dict, timestamp: int) -> dict[str, str]
         "X-Stagetrack-Timestamp": str(timestamp),
         "X-Stagetrack-Signature": delivery_signature(secret, timestamp, message["payload"].encode()),
     }
+    if message.get("format") == FORMAT_CDEVENTS:
+        headers.update(cdevents.cloudevent_headers(message["payload"]))
+    return headers
 
 
 def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: Queue,

@@ -35,6 +35,7 @@ def create(ctx: ServiceContext, body: CreateSubscriptionIn, created_by: str | No
         statuses=None if body.statuses is None else tuple(sorted({s.value for s in body.statuses})),
         sealed_secret=_box(settings).seal(secret, _context(subscription_id)),
         created_at=format_iso(ctx.clock.now()), created_by=created_by, description=body.description,
+        format=body.format,
     )
     store.insert(subscription)
     return subscription, secret

@@ -251,6 +251,7 @@ class SubscriptionItem(BaseItem, discriminator="subscription"):
     description = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     created_by = UnicodeAttribute(null=True)
+    payload_format = UnicodeAttribute(null=True)  # "stagetrack" | "cdevents"; absent: "stagetrack"
 
 
 class DeliveryItem(BaseItem, discriminator="delivery"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import DeleteError
 
+from ..domain.events import FORMAT_STAGETRACK
 from .models import SubscriptionItem
 from .repository import _is_condition_failure
 
@@ -29,6 +30,7 @@ class StoredSubscription:
     created_at: str
     created_by: str | None = None
     description: str | None = None
+    format: str = FORMAT_STAGETRACK  # what its deliveries carry: "stagetrack" or "cdevents"
 
     def __repr__(self) -> str:
         return f"StoredSubscription(id={self.subscription_id!r})"
@@ -47,6 +49,7 @@ def _from_item(item: SubscriptionItem) -> StoredSubscription:
         subscription_id=item.subscription_id, url=item.url, events=_list(item.events) or (),
         pipelines=_list(item.pipelines), statuses=_list(item.statuses), sealed_secret=item.secret,
         created_at=item.created_at, created_by=item.created_by, description=item.description,
+        format=item.payload_format or FORMAT_STAGETRACK,  # items stored before formats existed
     )
 
 
@@ -59,6 +62,7 @@ def insert(subscription: StoredSubscription) -> None:
         statuses=None if subscription.statuses is None else json.dumps(list(subscription.statuses)),
         secret=subscription.sealed_secret, description=subscription.description,
         created_at=subscription.created_at, created_by=subscription.created_by,
+        payload_format=subscription.format,
     )
     item.save(condition=SubscriptionItem.pk.does_not_exist())
 

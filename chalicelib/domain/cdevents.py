@@ -1,0 +1,133 @@
+"""Our state changes as CDEvents (spec v0.4.1, over CloudEvents 1.0), for subscribers that
+chose ``"format": "cdevents"``.
+
+Why: CDEvents is the CD Foundation's shared vocabulary of CI/CD events, so a dashboard, a
+metrics collector or another orchestrator can follow our runs without learning stagetrack's
+own event shape. A run is a ``pipelineRun``, a stage a ``taskRun``:
+
+| our change                                            | CDEvent type                                |
+|-------------------------------------------------------|---------------------------------------------|
+| run created (old status null)                         | ``dev.cdevents.pipelinerun.queued.0.2.0``   |
+| run to IN_PROGRESS from IDLE, or from a final status  | ``dev.cdevents.pipelinerun.started.0.2.0``  |
+| run to a final status                                 | ``dev.cdevents.pipelinerun.finished.0.2.0`` |
+| stage to IN_PROGRESS                                  | ``dev.cdevents.taskrun.started.0.2.0``      |
+| stage to a final status                               | ``dev.cdevents.taskrun.finished.0.2.0``     |
+| anything else (WAITING_FOR_APPROVAL, IDLE, deletions) | None: nothing is sent                       |
+
+Outcomes: SUCCESS and SKIPPED are ``success``, FAILURE and TIMED_OUT ``failure`` (``errors``
+says which), CANCELLED ``cancel``. The event's ``context.id`` is the StateChange id, so an
+at-least-once duplicate is the same CDEvent. Pure: no I/O, one change in, at most one event out.
+What this emits is what our own ``POST /api/webhooks/cdevents`` (``events.parse_cdevent``)
+accepts; tests/test_delivery.py sends a delivered one there and checks the run it makes.
+"""
+from __future__ import annotations
+
+import json
+
+from .events import RUN_CHANGED, STAGE_CHANGED, StateChange
+from .status import FINAL, StageStatus
+
+S = StageStatus
+SPEC_VERSION = "0.4.1"  # CDEvents spec release; its core events are the 0.2.0 versions below
+CLOUDEVENTS_SPEC_VERSION = "1.0"
+SOURCE_PREFIX = "/stagetrack"  # context.source: /stagetrack/<pipeline> (a URI reference)
+
+PIPELINERUN_QUEUED = "dev.cdevents.pipelinerun.queued.0.2.0"
+PIPELINERUN_STARTED = "dev.cdevents.pipelinerun.started.0.2.0"
+PIPELINERUN_FINISHED = "dev.cdevents.pipelinerun.finished.0.2.0"
+TASKRUN_STARTED = "dev.cdevents.taskrun.started.0.2.0"
+TASKRUN_FINISHED = "dev.cdevents.taskrun.finished.0.2.0"
+
+OUTCOMES = {S.SUCCESS: "success", S.SKIPPED: "success", S.FAILURE: "failure", S.TIMED_OUT: "failure",
+            S.CANCELLED: "cancel"}
+_FINAL = frozenset(status.value for status in FINAL)
+
+
+def source_of(pipeline: str) -> str:
+    return f"{SOURCE_PREFIX}/{pipeline}"
+
+
+def cdevent_type(change: StateChange) -> str | None:
+    """The CDEvent type a change stands for, or None when CDEvents has no word for it."""
+    if change.type == RUN_CHANGED:
+        return _run_event_type(change.old_status, change.new_status)
+    if change.type == STAGE_CHANGED:
+        return _stage_event_type(change.new_status)
+    return None
+
+
+def _run_event_type(old: str | None, new: str | None) -> str | None:
+    if new is None:
+        return None  # deleted
+    if old is None:
+        return PIPELINERUN_QUEUED
+    if new == S.IN_PROGRESS.value and (old == S.IDLE.value or old in _FINAL):
+        return PIPELINERUN_STARTED  # first start, or started again by a retry
+    if new in _FINAL:
+        return PIPELINERUN_FINISHED
+    return None  # IDLE, WAITING_FOR_APPROVAL, or back from a gate
+
+
+def _stage_event_type(new: str | None) -> str | None:
+    """Only the new status counts: a stage reported running or finished in a new attempt is a
+    new start or end even when its status did not change."""
+    if new == S.IN_PROGRESS.value:
+        return TASKRUN_STARTED
+    if new in _FINAL:
+        return TASKRUN_FINISHED
+    return None
+
+
+def to_cdevent(change: StateChange) -> dict | None:
+    """The CDEvent (context + subject) for a change, or None: nothing to send."""
+    event_type = cdevent_type(change)
+    if event_type is None:
+        return None
+    source = source_of(change.pipeline)
+    context = {"version": SPEC_VERSION, "id": change.id, "source": source, "type": event_type,
+               "timestamp": change.time}
+    return {"context": context, "subject": _subject(change, source)}
+
+
+def _subject(change: StateChange, source: str) -> dict:
+    if change.type == RUN_CHANGED:
+        subject_id, kind = change.run_id, "pipelineRun"
+        content: dict = {"pipelineName": change.pipeline}
+        what = f"run {change.run_id}"
+    else:
+        subject_id, kind = change.stage_id, "taskRun"
+        name = change.stage_name or change.stage_id
+        content = {"taskName": name, "pipelineRun": {"id": change.run_id, "source": source}}
+        what = f"stage {name} of run {change.run_id}"
+    content.update(_outcome(change.new_status, what))
+    return {"id": subject_id, "source": source, "type": kind, "content": content}
+
+
+def _outcome(status: str | None, what: str) -> dict:
+    """``outcome`` (and ``errors`` unless it is a success) of a finished run or stage."""
+    if status not in _FINAL:
+        return {}
+    outcome = OUTCOMES[S(status)]
+    if outcome == "success":
+        return {"outcome": outcome}
+    return {"outcome": outcome, "errors": f"{what} ended {status}"}
+
+
+def body(event: dict) -> str:
+    """The exact JSON subscribers receive (and the signature covers)."""
+    return json.dumps(event, separators=(",", ":"))
+
+
+def cloudevent_headers(text: str) -> dict[str, str]:
+    """CloudEvents HTTP binary-mode attributes of a CDEvent body (``ce-*``, from its context).
+    ValueError when the text is not a CDEvent with the four context fields as strings."""
+    try:
+        context = json.loads(text).get("context")
+        values = [context[name] for name in ("id", "source", "type", "timestamp")]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        raise ValueError("not a CDEvent with context id, source, type and timestamp") from None
+    if not all(isinstance(value, str) and value for value in values):
+        raise ValueError("CDEvent context id, source, type and timestamp must be non-empty strings")
+    event_id, source, event_type, time = values
+    return {"ce-specversion": CLOUDEVENTS_SPEC_VERSION, "ce-id": event_id, "ce-source": source,
+            "ce-type": event_type, "ce-time": time}

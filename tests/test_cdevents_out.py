@@ -1,0 +1,231 @@
+"""domain/cdevents.py: our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
+the exact events, the CloudEvents headers, and what our own inbound parser makes of them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.domain import cdevents
+from chalicelib.domain.events import (
+    RUN_CHANGED,
+    STAGE_CHANGED,
+    ExternalUpdate,
+    StateChange,
+    parse_cdevent,
+    parse_cloudevent,
+)
+
+TIME = "2026-03-20T17:17:15.760Z"
+QUEUED, STARTED = cdevents.PIPELINERUN_QUEUED, cdevents.PIPELINERUN_STARTED
+FINISHED = cdevents.PIPELINERUN_FINISHED
+TASK_STARTED, TASK_FINISHED = cdevents.TASKRUN_STARTED, cdevents.TASKRUN_FINISHED
+
+
+def run_change(old, new, **extra) -> StateChange:
+    return StateChange(id="evt_run", type=RUN_CHANGED, time=TIME, pipeline="web", run_id="web:1",
+                       stage_id=None, stage_name=None, old_status=old, new_status=new, attempt=None, **extra)
+
+
+def stage_change(old, new, attempt=1) -> StateChange:
+    return StateChange(id="evt_stage", type=STAGE_CHANGED, time=TIME, pipeline="web", run_id="web:1",
+                       stage_id="web:1:2", stage_name="deploy-prod", old_status=old, new_status=new,
+                       attempt=attempt)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    (None, "IDLE", QUEUED),  # created
+    (None, "IN_PROGRESS", QUEUED),  # created by a sender already running: announced as queued
+    ("IDLE", "IN_PROGRESS", STARTED),
+    ("FAILURE", "IN_PROGRESS", STARTED),  # a retry starts it again
+    ("CANCELLED", "IN_PROGRESS", STARTED),
+    ("SUCCESS", "IN_PROGRESS", STARTED),
+    ("IN_PROGRESS", "SUCCESS", FINISHED),
+    ("IN_PROGRESS", "FAILURE", FINISHED),
+    ("IN_PROGRESS", "TIMED_OUT", FINISHED),
+    ("IN_PROGRESS", "CANCELLED", FINISHED),
+    ("IDLE", "SKIPPED", FINISHED),
+    ("IDLE", "CANCELLED", FINISHED),  # cancelled before anything started
+    ("WAITING_FOR_APPROVAL", "FAILURE", FINISHED),  # a rejected gate
+    ("FAILURE", "CANCELLED", FINISHED),  # its remaining stages cancelled: finished again, as cancelled
+    ("IDLE", "WAITING_FOR_APPROVAL", None),
+    ("IN_PROGRESS", "WAITING_FOR_APPROVAL", None),
+    ("WAITING_FOR_APPROVAL", "IN_PROGRESS", None),  # through a gate: it was running already
+    ("FAILURE", "IDLE", None),  # retry of every stage, none started yet
+    ("IN_PROGRESS", None, None),  # deleted
+    ("SUCCESS", None, None),
+])
+def test_run_changes_map_to_pipeline_run_events(old, new, expected):
+    assert cdevents.cdevent_type(run_change(old, new)) == expected
+    event = cdevents.to_cdevent(run_change(old, new))
+    assert (event["context"]["type"] if event else None) == expected
+
+
+@pytest.mark.parametrize("old, new, attempt, expected", [
+    ("IDLE", "IN_PROGRESS", 1, TASK_STARTED),
+    ("WAITING_FOR_APPROVAL", "IN_PROGRESS", 1, TASK_STARTED),  # approved
+    (None, "IN_PROGRESS", 1, TASK_STARTED),  # born running (a sender's job)
+    ("IN_PROGRESS", "IN_PROGRESS", 2, TASK_STARTED),  # a sender's new attempt, already running
+    ("IN_PROGRESS", "SUCCESS", 1, TASK_FINISHED),
+    ("IN_PROGRESS", "FAILURE", 1, TASK_FINISHED),
+    ("IN_PROGRESS", "TIMED_OUT", 1, TASK_FINISHED),
+    ("IN_PROGRESS", "CANCELLED", 1, TASK_FINISHED),
+    ("IDLE", "SKIPPED", 1, TASK_FINISHED),
+    ("IDLE", "CANCELLED", 1, TASK_FINISHED),
+    ("WAITING_FOR_APPROVAL", "FAILURE", 1, TASK_FINISHED),  # rejected
+    (None, "SUCCESS", 1, TASK_FINISHED),  # born finished (a job first seen completed)
+    ("IDLE", "WAITING_FOR_APPROVAL", 1, None),
+    ("FAILURE", "IDLE", 2, None),  # retried: the new attempt has not started
+    ("IDLE", None, 1, None),  # deleted
+    ("SUCCESS", None, 1, None),
+])
+def test_stage_changes_map_to_task_run_events(old, new, attempt, expected):
+    assert cdevents.cdevent_type(stage_change(old, new, attempt)) == expected
+    event = cdevents.to_cdevent(stage_change(old, new, attempt))
+    assert (event["context"]["type"] if event else None) == expected
+
+
+def test_a_created_run_is_a_queued_pipeline_run():
+    assert cdevents.to_cdevent(run_change(None, "IDLE")) == {
+        "context": {"version": "0.4.1", "id": "evt_run", "source": "/stagetrack/web",
+                    "type": "dev.cdevents.pipelinerun.queued.0.2.0", "timestamp": TIME},
+        "subject": {"id": "web:1", "source": "/stagetrack/web", "type": "pipelineRun",
+                    "content": {"pipelineName": "web"}},
+    }
+
+
+def test_a_failed_run_is_a_finished_pipeline_run_with_outcome_and_errors():
+    assert cdevents.to_cdevent(run_change("IN_PROGRESS", "FAILURE")) == {
+        "context": {"version": "0.4.1", "id": "evt_run", "source": "/stagetrack/web",
+                    "type": "dev.cdevents.pipelinerun.finished.0.2.0", "timestamp": TIME},
+        "subject": {"id": "web:1", "source": "/stagetrack/web", "type": "pipelineRun",
+                    "content": {"pipelineName": "web", "outcome": "failure",
+                                "errors": "run web:1 ended FAILURE"}},
+    }
+
+
+def test_a_started_stage_is_a_task_run_of_its_pipeline_run():
+    assert cdevents.to_cdevent(stage_change("IDLE", "IN_PROGRESS")) == {
+        "context": {"version": "0.4.1", "id": "evt_stage", "source": "/stagetrack/web",
+                    "type": "dev.cdevents.taskrun.started.0.2.0", "timestamp": TIME},
+        "subject": {"id": "web:1:2", "source": "/stagetrack/web", "type": "taskRun",
+                    "content": {"taskName": "deploy-prod",
+                                "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"}}},
+    }
+
+
+def test_a_timed_out_stage_is_a_failed_task_run_whose_errors_say_timed_out():
+    event = cdevents.to_cdevent(stage_change("IN_PROGRESS", "TIMED_OUT"))
+    assert event["context"]["type"] == "dev.cdevents.taskrun.finished.0.2.0"
+    assert event["subject"]["content"] == {
+        "taskName": "deploy-prod", "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
+        "outcome": "failure", "errors": "stage deploy-prod of run web:1 ended TIMED_OUT"}
+
+
+@pytest.mark.parametrize("status, outcome, errors", [
+    ("SUCCESS", "success", None),
+    ("SKIPPED", "success", None),
+    ("FAILURE", "failure", "ended FAILURE"),
+    ("TIMED_OUT", "failure", "ended TIMED_OUT"),
+    ("CANCELLED", "cancel", "ended CANCELLED"),
+])
+def test_outcomes_of_finished_runs_and_stages(status, outcome, errors):
+    for change in (run_change("IN_PROGRESS", status), stage_change("IN_PROGRESS", status)):
+        content = cdevents.to_cdevent(change)["subject"]["content"]
+        assert content["outcome"] == outcome
+        if errors is None:
+            assert "errors" not in content
+        else:
+            assert content["errors"].endswith(errors)
+
+
+def test_only_finished_events_carry_an_outcome():
+    for change in (run_change(None, "IDLE"), run_change("IDLE", "IN_PROGRESS"),
+                   stage_change("IDLE", "IN_PROGRESS")):
+        content = cdevents.to_cdevent(change)["subject"]["content"]
+        assert "outcome" not in content and "errors" not in content
+
+
+def test_events_keep_to_the_fields_the_v0_4_schemas_allow():
+    """The v0.4 schemas close every object (additionalProperties: false): context
+    version/id/source/type/timestamp (schemaUri optional), subject id/source/type/content,
+    pipelineRun content pipelineName/url/outcome/errors, taskRun content taskName/url/
+    pipelineRun{id, source}/outcome/errors."""
+    allowed = {"pipelineRun": {"pipelineName", "url", "outcome", "errors"},
+               "taskRun": {"taskName", "url", "pipelineRun", "outcome", "errors"}}
+    changes = [run_change(None, "IDLE"), run_change("IDLE", "IN_PROGRESS"),
+               run_change("IN_PROGRESS", "CANCELLED"), stage_change("IDLE", "IN_PROGRESS"),
+               stage_change("IN_PROGRESS", "FAILURE")]
+    for change in changes:
+        event = cdevents.to_cdevent(change)
+        assert set(event) == {"context", "subject"}
+        assert set(event["context"]) == {"version", "id", "source", "type", "timestamp"}
+        assert set(event["subject"]) == {"id", "source", "type", "content"}
+        kind = event["subject"]["type"]
+        assert set(event["subject"]["content"]) <= allowed[kind]
+        mandatory = "pipelineName" if kind == "pipelineRun" else "taskName"
+        assert event["subject"]["content"][mandatory]
+        if kind == "taskRun":
+            assert set(event["subject"]["content"]["pipelineRun"]) == {"id", "source"}
+
+
+def test_the_event_id_is_the_changes_id_so_duplicates_are_the_same_event():
+    first = cdevents.body(cdevents.to_cdevent(stage_change("IDLE", "IN_PROGRESS")))
+    again = cdevents.body(cdevents.to_cdevent(stage_change("IDLE", "IN_PROGRESS")))
+    assert first == again and json.loads(first)["context"]["id"] == "evt_stage"
+
+
+def test_the_body_is_compact_json_and_the_headers_come_from_its_context():
+    text = cdevents.body(cdevents.to_cdevent(run_change("IN_PROGRESS", "SUCCESS")))
+    assert text.startswith('{"context":{"version":"0.4.1","id":"evt_run",') and ": " not in text
+    assert cdevents.cloudevent_headers(text) == {
+        "ce-specversion": "1.0", "ce-id": "evt_run", "ce-source": "/stagetrack/web",
+        "ce-type": "dev.cdevents.pipelinerun.finished.0.2.0", "ce-time": TIME}
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", "{}", '{"context": []}',
+                                  '{"context": {"id": "x", "source": "/s", "type": "t"}}',
+                                  '{"context": {"id": 1, "source": "/s", "type": "t", "timestamp": "x"}}',
+                                  '{"context": {"id": "", "source": "/s", "type": "t", "timestamp": "x"}}'])
+def test_headers_of_something_that_is_not_a_cdevent_are_refused(text):
+    with pytest.raises(ValueError):
+        cdevents.cloudevent_headers(text)
+
+
+# ---- what our own inbound parser (POST /api/webhooks/cdevents) makes of them -------------------
+
+def read_back(change: StateChange):
+    text = cdevents.body(cdevents.to_cdevent(change))
+    headers = {"content-type": "application/json", **cdevents.cloudevent_headers(text)}
+    return parse_cdevent(parse_cloudevent(headers, text.encode()), "mirror")
+
+
+@pytest.mark.parametrize("new, run_status", [
+    ("SUCCESS", "SUCCESS"), ("SKIPPED", "SUCCESS"), ("FAILURE", "FAILURE"), ("TIMED_OUT", "FAILURE"),
+    ("CANCELLED", "CANCELLED"),
+])
+def test_our_inbound_parser_reads_a_finished_run_back(new, run_status):
+    update = read_back(run_change("IN_PROGRESS", new))
+    assert isinstance(update, ExternalUpdate)
+    assert (update.namespace, update.run_key, update.pipeline, update.run_status.value, update.stages) == (
+        "cdevents:mirror", "web:1", "web", run_status, ())
+    assert update.time.isoformat() == "2026-03-20T17:17:15.760000+00:00"
+
+
+@pytest.mark.parametrize("old, new, stage_status", [
+    ("IDLE", "IN_PROGRESS", "IN_PROGRESS"), ("IN_PROGRESS", "SUCCESS", "SUCCESS"),
+    ("IN_PROGRESS", "FAILURE", "FAILURE"), ("IN_PROGRESS", "TIMED_OUT", "FAILURE"),
+    ("IN_PROGRESS", "CANCELLED", "CANCELLED"), ("IDLE", "SKIPPED", "SUCCESS"),
+])
+def test_our_inbound_parser_reads_a_stage_back_as_a_stage_of_the_same_run(old, new, stage_status):
+    update = read_back(stage_change(old, new))
+    assert (update.run_key, update.run_status) == ("web:1", None)
+    (stage,) = update.stages
+    assert (stage.name, stage.type, stage.status.value) == ("deploy-prod", "DEPLOY_PROD", stage_status)
+
+
+def test_our_inbound_parser_reads_queued_and_started_runs_back_as_the_run_existing():
+    for change in (run_change(None, "IDLE"), run_change("IDLE", "IN_PROGRESS")):
+        update = read_back(change)
+        assert (update.run_key, update.pipeline, update.run_status, update.stages) == (
+            "web:1", "web", None, ())
