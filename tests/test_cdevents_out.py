@@ -7,14 +7,8 @@ import json
 import pytest
 
 from chalicelib.domain import cdevents
-from chalicelib.domain.events import (
-    RUN_CHANGED,
-    STAGE_CHANGED,
-    ExternalUpdate,
-    StateChange,
-    parse_cdevent,
-    parse_cloudevent,
-)
+from chalicelib.domain.events import RUN_CHANGED, STAGE_CHANGED, ExternalUpdate, StateChange
+from chalicelib.domain.payloads import parse_cdevent, parse_cloudevent
 
 TIME = "2026-03-20T17:17:15.760Z"
 QUEUED, STARTED = cdevents.PIPELINERUN_QUEUED, cdevents.PIPELINERUN_STARTED

@@ -171,8 +171,8 @@ def test_api_calls_stay_within_the_api_policy(client, iam_actions):
     actions, _ = iam_actions
     run = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]}).json
     stage = run["stages"][0]["id"]
-    client.get(f"/api/runs?pipeline=web")
-    client.get(f"/api/runs?pipeline=web&status=IN_PROGRESS")
+    client.get("/api/runs?pipeline=web")
+    client.get("/api/runs?pipeline=web&status=IN_PROGRESS")
     client.get(f"/api/stages?runId={run['id']}")
     client.patch(f"/api/stages/{stage}", {"status": "IN_PROGRESS"})
     client.get(f"/api/stages/{stage}")

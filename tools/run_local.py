@@ -34,7 +34,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tools import dynamodb_local
 

@@ -17,7 +17,7 @@ own event shape. A run is a ``pipelineRun``, a stage a ``taskRun``:
 Outcomes: SUCCESS and SKIPPED are ``success``, FAILURE and TIMED_OUT ``failure`` (``errors``
 says which), CANCELLED ``cancel``. The event's ``context.id`` is the StateChange id, so an
 at-least-once duplicate is the same CDEvent. Pure: no I/O, one change in, at most one event out.
-What this emits is what our own ``POST /api/webhooks/cdevents`` (``events.parse_cdevent``)
+What this emits is what our own ``POST /api/webhooks/cdevents`` (``payloads.parse_cdevent``)
 accepts; tests/test_delivery.py sends a delivered one there and checks the run it makes.
 """
 from __future__ import annotations
