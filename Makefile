@@ -45,9 +45,7 @@ SAM := build/sam
 
 package: venv
 	$(PY) -m infra.generate --check
-	rm -rf $(SAM)
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package \
-	  --merge-template infra/resources.json $(SAM)
+	$(PY) -m tools.package $(SAM)
 
 # Secrets come from the environment (first deploy: all three required; later: omit to keep them).
 deploy: package

@@ -3,10 +3,9 @@ policy allows what its code really calls, on its own resources only."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import botocore.client
@@ -21,10 +20,10 @@ from chalicelib.service import runs
 from chalicelib.settings import Settings
 from chalicelib.store.schema import TTL_ATTRIBUTE, ensure_tables, table_definition
 from infra import generate, part_timers
+from tools import package
 
 S = StageStatus
 ROOT = Path(__file__).resolve().parent.parent
-CHALICE = "import sys; from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
 
 
 def test_committed_infra_and_policies_match_the_generator():
@@ -58,25 +57,35 @@ def test_state_machine_waits_then_hands_over_with_retry_and_catch():
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory):
-    """`chalice package --merge-template infra/resources.json` on a copy of the project.
+    """`make package` (tools/package.py) on a copy of the project.
 
     The copy has an empty requirements.txt: the template does not depend on the dependencies,
     and building them into the zip needs PyPI, which the suite must not.
     """
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(ROOT / "app.py", project / "app.py")
-    for folder in ("chalicelib", "infra"):
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    for path in (ROOT / ".chalice").glob("*.json"):
-        shutil.copy(path, project / ".chalice" / path.name)
-    (project / "requirements.txt").write_text("")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    done = subprocess.run([sys.executable, "-c", CHALICE, "package", "--merge-template",
-                           "infra/resources.json", "out"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    project = package.stage_project(tmp_path_factory.mktemp("project") / "src", requirements="")
+    done = package.chalice_package(project, project / "out")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert package.compile_archive(project / "out" / "deployment.zip") > 0
     return project / "out" / "sam.json"
+
+
+def test_the_package_ships_bytecode_that_lambda_uses_as_is(packaged):
+    """Lambda cannot write bytecode, so the zip carries it, valid whatever file times it keeps."""
+    with zipfile.ZipFile(packaged.parent / "deployment.zip") as archive:
+        names = set(archive.namelist())
+        sources = {n for n in names if n.endswith(".py")}
+        compiled = {n for n in names if n.endswith(".pyc")}
+        tag = sys.implementation.cache_tag
+
+        def cached(path):
+            folder, _, name = path.rpartition("/")
+            return f"{folder + '/' if folder else ''}__pycache__/{name[:-3]}.{tag}.pyc"
+
+        assert {"app.py", "chalicelib/service/runs.py", "chalice/app.py"} <= sources
+        assert compiled == {cached(n) for n in sources}
+        assert not any("__pycache__" in n for n in names - compiled)  # nothing stale from the tree
+        flags = {int.from_bytes(archive.read(n)[4:8], "little") for n in compiled}
+    assert flags == {0b01}  # hash-based, unchecked (PEP 552)
 
 
 def test_packaged_template_passes_cfn_lint(packaged):
