@@ -125,6 +125,8 @@ class HealthOut(Out):
 
 
 class StagesQuery(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on its first request
+
     runId: Annotated[str, StringConstraints(min_length=1)]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from chalice import Blueprint
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .. import wiring
 from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
@@ -63,6 +63,8 @@ class DeliveryListOut(Out):
 
 
 class DeliveriesQuery(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on its first request
+
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, StringConstraints(max_length=2048)] | None = None
 

@@ -22,7 +22,7 @@ from typing import Annotated
 from urllib.parse import parse_qs
 
 from chalice import Blueprint
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from .. import wiring
 from ..domain import events
@@ -72,6 +72,8 @@ def _responses() -> dict:
 
 
 class SourceQuery(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on its first request
+
     source: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
 
 

@@ -601,7 +601,7 @@ StageIdText = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 
 
 class _Message(StrictModel):
-    model_config = ConfigDict(**StrictModel.model_config, defer_build=True)
+    model_config = ConfigDict(**StrictModel.model_config)
 
     idempotency_key: IdempotencyKey | None = Field(default=None, alias="idempotencyKey")
 

@@ -26,7 +26,11 @@ Approval = Literal["AUTO", "MANUAL"]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    """Request bodies: unknown fields and silent coercions are errors. Each model is built on
+    its first use (``defer_build``): a function that never validates one (timers, outbox) does
+    not pay for it at cold start, and the API builds only the ones its requests need."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, defer_build=True)
 
 
 class CommitIn(StrictModel):
