@@ -56,6 +56,10 @@ class StageOut(Out):
     timeoutSeconds: int | None
     attempt: int
     attempts: list[dict[str, Any]]
+    expectedSeconds: int | None = Field(description="how long the run driver lets it run (autoAdvance)")
+    timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
+    approvalDecision: dict[str, Any] | None = Field(
+        description="this attempt's approve/reject: decision, by, at, comment, attempt")
     version: int | None
 
 
@@ -71,8 +75,11 @@ class RunSummaryOut(Out):
     duration: float | None
     commit: dict[str, Any] | None
     trigger: str | None
-    variables: dict[str, str]
+    variables: dict[str, str] = Field(description="secret values show as ******")
+    secretVariables: list[str]
     timeoutSeconds: int | None
+    autoAdvance: bool
+    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
     version: int | None
 
 
@@ -88,8 +95,13 @@ class RunListOut(Out):
 class PipelineStatusOut(Out):
     name: str
     paused: bool
+    pausedCause: str | None
+    pausedBy: str | None
+    pausedAt: Timestamp | None
     locked: bool
     schedulable: bool
+    codeartsJobId: str = Field(description="job_id of this pipeline in the CodeArts endpoint")
+    buddyPipelineId: int = Field(description="pipeline_id of this pipeline in the Buddy endpoint")
 
 
 class TokenOut(Out):
