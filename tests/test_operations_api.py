@@ -397,6 +397,37 @@ def test_put_variables_merges_and_masks_secrets(client, ctx):
     assert "hmac-sha256:" in json.dumps(items)
 
 
+def test_a_run_can_be_created_with_secret_variables(client, ctx, ddb_calls):
+    ddb_calls.clear()
+    response = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"], "variables": [
+        {"key": "ENV", "value": "prod"}, {"key": "DEPLOY_TOKEN", "value": "hunter2-at-birth", "secret": True}]})
+    assert response.status_code == 201
+    assert response.json["variables"] == {"ENV": "prod", "DEPLOY_TOKEN": "******"}
+    assert response.json["secretVariables"] == ["DEPLOY_TOKEN"]
+    assert dict(ddb_calls) == {"UpdateItem": 1, "TransactWriteItems": 1}  # as without secrets
+    from chalicelib.store.schema import dynamodb_client
+
+    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    assert "hunter2" not in json.dumps(items) and "hmac-sha256:" in json.dumps(items)
+    # the same secret set later through PUT is recognised as unchanged: the same keyed hash
+    ddb_calls.clear()
+    again = client.put(f"/api/runs/{response.json['id']}/variables", {"variables": [
+        {"key": "DEPLOY_TOKEN", "value": "hunter2-at-birth", "secret": True}]})
+    assert again.status_code == 200 and writes(ddb_calls) == {}
+
+
+@pytest.mark.parametrize("variables", [
+    [{"key": "A", "value": "1"}, {"key": "A", "value": "2", "secret": True}],
+    [],
+    [{"key": "A", "value": "1", "secret": "yes"}],
+    {"A": 1},
+])
+def test_bad_variables_at_creation_are_422_and_create_nothing(client, variables):
+    response = client.post("/api/runs", {"pipeline": "web", "variables": variables})
+    assert_error(response, 422, "validation_failed")
+    assert client.get("/api/runs?pipeline=web").json["items"] == []
+
+
 def test_put_same_variables_again_writes_nothing(client, ddb_calls):
     run = create(client, ["BUILD"])
     body = {"variables": [{"key": "A", "value": "1"}, {"key": "S", "value": "x", "secret": True}]}

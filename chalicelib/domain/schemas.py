@@ -6,9 +6,10 @@ instead of having it silently coerced.
 """
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, WrapValidator, model_validator
 
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
@@ -49,12 +50,28 @@ class StageSpecIn(StrictModel):
     expected_seconds: TimeoutSeconds | None = Field(default=None, alias="expectedSeconds")
 
 
+VariableMap = Annotated[dict[VariableKey, VariableValue], Field(max_length=MAX_VARIABLES)]
+VariableList = Annotated[list["VariableIn"], Field(min_length=1, max_length=MAX_VARIABLES)]
+
+
+@functools.cache
+def _variables_adapter(shape: str) -> TypeAdapter:
+    return TypeAdapter(VariableList if shape == "list" else VariableMap)
+
+
+def _map_or_list(value, _handler):
+    """Either shape, validated as that shape alone: errors then name the field as they would
+    without the choice (``variables.K``, ``variables.0.value``), not the union's branches."""
+    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(value, strict=True)
+
+
 class CreateRunIn(StrictModel):
     pipeline: PipelineName
     stages: Annotated[list[StageType | StageSpecIn], Field(min_length=1, max_length=MAX_STAGES)] | None = None
     commit: CommitIn | None = None
     trigger: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
-    variables: Annotated[dict[VariableKey, VariableValue], Field(max_length=MAX_VARIABLES)] | None = None
+    # {"KEY": "value"}, or the list of PUT /api/runs/{id}/variables to mark some secret
+    variables: Annotated[VariableMap | VariableList, WrapValidator(_map_or_list)] | None = None
     timeout_seconds: TimeoutSeconds | None = Field(default=None, alias="timeoutSeconds")
     # The run driver: when a stage succeeds, the next stage starts by itself.
     auto_advance: bool = Field(default=False, alias="autoAdvance")
@@ -66,6 +83,8 @@ class CreateRunIn(StrictModel):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"stage names must be unique within a run; repeated: {', '.join(duplicates)}")
+        if isinstance(self.variables, list):
+            _refuse_repeated_keys(self.variables)
         return self
 
 
@@ -120,11 +139,15 @@ class ApplyVariablesIn(StrictModel):
 
     @model_validator(mode="after")
     def _unique_keys(self) -> "ApplyVariablesIn":
-        keys = [v.key for v in self.variables]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicates:
-            raise ValueError(f"each key may appear once; repeated: {', '.join(duplicates)}")
+        _refuse_repeated_keys(self.variables)
         return self
+
+
+def _refuse_repeated_keys(variables: list[VariableIn]) -> None:
+    keys = [v.key for v in variables]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"each key may appear once; repeated: {', '.join(duplicates)}")
 
 
 class PauseIn(StrictModel):

@@ -9,7 +9,7 @@ from typing import Callable
 from ..domain import ids
 from ..domain.errors import Conflict, ConcurrentModification, NotFound
 from ..domain.model import Run, RunAggregate, Stage, StageSpec, change_status, new_run
-from ..domain.operations import layout_of
+from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageType
 from ..domain.timers import drive
@@ -47,14 +47,25 @@ def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
     counter, stored_layout = ctx.repo.pipelines.claim_counter(body.pipeline)
     specs = stage_specs(body)
     run_options = {"timeout_seconds": body.timeout_seconds, "auto_advance": body.auto_advance}
+    plain, secret = _variables_of(body)
     aggregate = new_run(
         body.pipeline, counter, specs, ctx.clock.now(),
         commit=body.commit.model_dump(exclude_none=True) if body.commit else None,
-        trigger=body.trigger, variables=body.variables, **run_options,
+        trigger=body.trigger, variables=plain, **run_options,
     )
+    if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
+        apply_variables(aggregate, secret, ctx.repo.settings.secret_pepper)
     layout = layout_of(specs, **run_options)
     ctx.repo.insert_run(aggregate, layout=None if layout == stored_layout else layout)
     return aggregate
+
+
+def _variables_of(body: CreateRunIn) -> tuple[dict[str, str], list[VariableChange]]:
+    """Plain variables, and the secret ones (only the list form can mark a variable secret)."""
+    if not isinstance(body.variables, list):
+        return dict(body.variables or {}), []
+    plain = {v.key: v.value for v in body.variables if not v.secret}
+    return plain, [VariableChange(v.key, v.value, secret=True) for v in body.variables if v.secret]
 
 
 def get_run(ctx: ServiceContext, run_id: str, *, missing: str | None = None) -> RunAggregate:
