@@ -38,13 +38,6 @@ webhooks = Blueprint(__name__)
 CONTENT_TYPES = ACCEPTED_CONTENT_TYPES + [events.CLOUDEVENTS_JSON, events.CLOUDEVENTS_BATCH]
 
 
-def _payloads():
-    """The vendor payload parsers, imported on the first webhook (see domain/payloads.py)."""
-    from ..domain import payloads
-
-    return payloads
-
-
 class SignatureRefused(Forbidden):
     """403, not 401: no HTTP authentication scheme is asked for (401 would need a
     WWW-Authenticate challenge); the request's signature or shared token is refused."""
@@ -110,7 +103,7 @@ def github():
     event = request.headers.get("x-github-event")
     if event == "ping":
         return json_response({"result": "pong"})
-    parsed = _payloads().parse_github(event, _github_payload(request, raw), name)
+    parsed = events.payloads().parse_github(event, _github_payload(request, raw), name)
     delivery = request.headers.get("x-github-delivery")
     if not delivery and not isinstance(parsed, events.Ignored):
         raise BadRequest("X-GitHub-Delivery header is required", details=[{"field": "X-GitHub-Delivery"}])
@@ -129,7 +122,7 @@ def _github_payload(request, raw: bytes) -> object:
         if not values:
             raise BadRequest("a form-encoded GitHub webhook needs a payload field")
         raw = values[0].encode("utf-8")
-    return _payloads().load_json(raw)
+    return events.payloads().load_json(raw)
 
 
 @_webhook("/api/webhooks/gitlab", "GitLab Pipeline Hook / Job Hook (X-Gitlab-Token)")
@@ -139,7 +132,7 @@ def gitlab():
     if not events.same_token(request.headers.get("x-gitlab-token"), secret):
         raise SignatureRefused("X-Gitlab-Token is missing or is not this source's secret token")
     raw = request.raw_body or b""
-    parsed = _payloads().parse_gitlab(request.headers.get("x-gitlab-event"), _payloads().load_json(raw), name)
+    parsed = events.payloads().parse_gitlab(request.headers.get("x-gitlab-event"), events.payloads().load_json(raw), name)
     # GitLab keeps Idempotency-Key (and X-Gitlab-Event-UUID) across its retries; a GitLab too
     # old to send either is de-duplicated on the payload itself.
     delivery = (request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
@@ -156,8 +149,8 @@ def cdevents():
     if scheme.lower() != "bearer" or not events.same_token(token.strip(), secret):
         raise SignatureRefused("send Authorization: Bearer <this source's secret>")
     raw = request.raw_body or b""
-    cloudevent = _payloads().parse_cloudevent(request.headers, raw)
-    parsed = _payloads().parse_cdevent(cloudevent, name)
+    cloudevent = events.payloads().parse_cloudevent(request.headers, raw)
+    parsed = events.payloads().parse_cdevent(cloudevent, name)
     # the event, not its encoding: a retry in the other content mode is still the same event
     canonical = json.dumps([cloudevent.type, cloudevent.data], sort_keys=True, separators=(",", ":")).encode()
     return _answer(*ingest.ingest_webhook(ctx, parsed, namespace=f"cdevents:{name}",

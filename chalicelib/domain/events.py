@@ -332,6 +332,14 @@ def _trigger(*parts: object) -> str | None:
 
 # ---- what senders send (parsed in domain/payloads.py, loaded on first use) ----------------------
 
+def payloads():
+    """domain/payloads.py, imported on the first payload to parse: most of the domain's pydantic
+    models are there, and a cold start that never parses a payload need not build them."""
+    from . import payloads as module
+
+    return module
+
+
 CODEPIPELINE_DETAIL_TYPES = (
     "CodePipeline Pipeline Execution State Change",
     "CodePipeline Stage Execution State Change",

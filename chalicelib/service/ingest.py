@@ -58,13 +58,6 @@ class DeliveryInProgress(Conflict):
     code = "delivery_in_progress"
 
 
-
-def _payloads():
-    """The vendor payload and message parsers, imported on first use (see domain/payloads.py)."""
-    from ..domain import payloads
-
-    return payloads
-
 @dataclass
 class Outcome:
     result: str  # "applied" | "unchanged" | "ignored"
@@ -147,7 +140,7 @@ def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, nam
 
 def ingest_aws_event(ctx: ServiceContext, event: dict) -> tuple[Outcome, bool]:
     """An EventBridge event (CodePipeline/CodeBuild), once per event id."""
-    parsed = _payloads().parse_aws_event(event)
+    parsed = events.payloads().parse_aws_event(event)
     if isinstance(parsed, Ignored):
         return ignored(parsed.reason), False
     fingerprint = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -194,7 +187,7 @@ def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: 
     """A queue/topic message, once: keyed by its ``idempotencyKey`` when it has one (so the same
     message sent to the queue and the topic applies once), else by the transport's message id
     (SQS redelivers with the same id)."""
-    message = _payloads().parse_message(body)
+    message = events.payloads().parse_message(body)
     key = f"key:{message.idempotency_key}" if message.idempotency_key else f"id:{transport_id}"
     canonical = message.model_dump_json(by_alias=True, exclude={"idempotency_key"}).encode()
     return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor))
