@@ -12,37 +12,11 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from common import dynamodb_local, record_calls
 
 SIZES = (10, 1_000, 10_000)
 IDLE_SWEEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-
-
-def write_history(repo_module, clock, stages: int) -> None:
-    from chalicelib.domain.model import StageSpec, change_status, new_run
-    from chalicelib.domain.status import StageStatus
-    from chalicelib.store.models import StageItem
-
-    items = []
-    for counter, start in enumerate(range(0, stages, 50), start=1):
-        aggregate = new_run("history", counter, [StageSpec("OTHER", f"s{i}", timeout_seconds=60)
-                                                 for i in range(min(50, stages - start))], clock.now())
-        for stage in aggregate.stages:
-            change_status(stage, StageStatus.IN_PROGRESS, clock.now())
-            change_status(stage, StageStatus.SUCCESS, clock.now())
-        aggregate.refresh(clock.now())
-        items += [repo_module.run_to_item(aggregate.run)]
-        items += [repo_module.stage_to_item(s) for s in aggregate.stages]
-
-    def write(chunk):
-        with StageItem.batch_write() as batch:
-            for item in chunk:
-                batch.save(item)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(write, [items[i:i + 500] for i in range(0, len(items), 500)]))
 
 
 def main() -> None:
@@ -67,13 +41,15 @@ def main() -> None:
             sweep(warm_ctx)
         print(f"{'finished stages':>15} {'table items':>11} {'queries':>7} {'items read':>10} "
               f"{'sweep firing 3':>14} {'idle sweep (median)':>19} {'a Scan would read':>17}")
+        from tests.fixtures.history import write_finished_history
+
         for size in SIZES:
             settings = Settings(table_name=f"bench-sweeper-{size}", region="us-east-1",
                                 dynamodb_endpoint=endpoint)
             ensure_tables(settings)
             clock = FakeClock()
             ctx = ServiceContext(repo=repository.Repository(settings), clock=clock)
-            write_history(repository, clock, size)
+            write_finished_history(clock, size)
 
             body = {"pipeline": "live", "stages": [
                 {"type": "OTHER", "name": f"live{i}", "timeoutSeconds": 10 if i < 3 else 3600}

@@ -7,12 +7,12 @@ import json
 import pytest
 
 from chalicelib.domain.clock import format_iso
-from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
 from chalicelib.service.timers import expire_stage, sweep
 from chalicelib.store.models import ACTIVE_SHARDS
+from tests.fixtures.history import write_finished_history
 
 S = StageStatus
 
@@ -294,37 +294,6 @@ def test_sweep_stops_at_its_limit_and_the_next_sweep_does_the_rest(ctx, clock):
     assert statuses(ctx, aggregate.run.id)[1] == ["TIMED_OUT"] * 5
 
 
-def _finished_history(ctx, clock, stages: int) -> None:
-    """``stages`` finished stages (runs of 50 stages) plus their runs, batch-written.
-
-    Written with BatchWriteItem from a few threads rather than insert_run's transactions only
-    to keep the test fast; the items are the same.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from chalicelib.store.models import StageItem
-    from chalicelib.store.repository import run_to_item, stage_to_item
-
-    items = []
-    for counter, start in enumerate(range(0, stages, 50), start=1):
-        aggregate = new_run("history", counter,
-                            [StageSpec("OTHER", f"s{i}", timeout_seconds=1)
-                             for i in range(min(50, stages - start))], clock.now())
-        for stage in aggregate.stages:
-            change_status(stage, S.IN_PROGRESS, clock.now())
-            change_status(stage, S.SUCCESS, clock.now())
-        aggregate.refresh(clock.now())
-        items += [run_to_item(aggregate.run)] + [stage_to_item(s) for s in aggregate.stages]
-
-    def write(chunk):
-        with StageItem.batch_write() as batch:
-            for item in chunk:
-                batch.save(item)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, [items[i:i + 500] for i in range(0, len(items), 500)]))
-
-
 def _sweep_reads(ctx, clock, ddb_calls) -> tuple:
     """Three running stages, two of them due; returns what one sweep read."""
     aggregate = create(ctx, stages=[{"type": "BUILD", "timeoutSeconds": 10},
@@ -344,7 +313,7 @@ def test_sweeper_reads_only_active_items_however_long_the_history(local_ctx, clo
     """On DynamoDB Local: its ScannedCount is a real engine's, and moto copies the whole table
     on every transaction, which makes 10,000 items too slow there."""
     ctx = local_ctx
-    _finished_history(ctx, clock, history)
+    write_finished_history(clock, history, threads=8)
     queries, items_read, due, calls = _sweep_reads(ctx, clock, ddb_calls)
     assert (queries, items_read, due) == (ACTIVE_SHARDS, 2, 2)
     assert "Scan" not in calls
