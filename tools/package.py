@@ -46,6 +46,12 @@ def stage_project(dest: Path, *, requirements: str | None = None) -> Path:
     return dest
 
 
+def compile_tree(tree: Path) -> None:
+    """Bytecode for every .py below ``tree``, as shipped: unchecked-hash, so it is used as is."""
+    compileall.compile_dir(str(tree), quiet=2, workers=0,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+
+
 def compile_archive(archive: Path) -> int:
     """Adds a .pyc beside every .py of the zip (unchecked-hash); returns how many. Entries keep
     their order, content and permissions."""
@@ -54,8 +60,7 @@ def compile_archive(archive: Path) -> int:
         with zipfile.ZipFile(archive) as source:
             entries = source.infolist()
             source.extractall(tree)
-        compileall.compile_dir(str(tree), quiet=2, workers=0,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        compile_tree(tree)
         known = {entry.filename for entry in entries}
         added = sorted(str(path.relative_to(tree)) for path in tree.rglob("*.pyc")
                        if str(path.relative_to(tree)) not in known)
