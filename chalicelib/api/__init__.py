@@ -83,7 +83,8 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
           body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
           response: type[BaseModel] | dict | None = None, status: int | None = None,
           summary: str | None = None, max_body: int | None = None, idempotency_key: bool = True,
-          dialect: str | None = None, openapi: dict | None = None, **options) -> Callable:
+          dialect: str | None = None, openapi: dict | None = None,
+          replay: Callable[..., Response] | None = None, **options) -> Callable:
     """Register a view whose domain errors become JSON errors and whose bugs never leak a trace.
 
     Every route is authenticated and authorized here, once (see ``_secure``):
@@ -101,6 +102,9 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     - ``max_body``: bytes; larger bodies are 413 before the view runs (default: the setting).
     - ``idempotency_key``: POSTs honour an Idempotency-Key header (api/idempotency.py); False for
       routes that give the header a meaning of their own (e.g. a webhook's delivery id).
+    - ``replay(effect, **path_params) -> Response``: the answer to a repeated key whose first
+      request committed its effect (``effect``, e.g. ``{"run": id}``) but died before its
+      response was stored; re-rendered from current state, never by running the view again.
     - ``body``/``query``/``response``/``status``/``summary``: documentation for /openapi.json.
     """
     spec = RouteSpec(path=path, methods=tuple(m.upper() for m in methods),
@@ -116,8 +120,9 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
         def handler(*args, **kwargs):
             try:
                 if "POST" in methods and idempotency_key:  # once for every POST (api/idempotency.py)
+                    answer = None if replay is None else (lambda effect: replay(effect, *args, **kwargs))
                     return idempotency.guard(blueprint.current_request, path,
-                                             lambda: view(*args, **kwargs))
+                                             lambda: view(*args, **kwargs), answer)
                 return view(*args, **kwargs)
             except DomainError as error:
                 return render(error, status_of(error))

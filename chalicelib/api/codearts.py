@@ -77,11 +77,17 @@ OPENAPI = {
 }
 
 
+def _stopped(effect: dict | None = None) -> Response:
+    """Also the answer to a repeated Idempotency-Key whose stop was written but whose response
+    was lost: CodeArts answers a stop with this constant."""
+    return Response(body={"result": True}, status_code=200, headers={"Content-Type": "application/json"})
+
+
 @route(codearts, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
-       pipeline=_pipeline_of, openapi=OPENAPI, summary="CodeArts: stop a build (a run)")
+       pipeline=_pipeline_of, replay=_stopped, openapi=OPENAPI, summary="CodeArts: stop a build (a run)")
 def stop_build():
     ctx = wiring.context()
     body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.repo.settings.max_body_bytes)
     pipeline = pipelines.by_codearts_job(ctx, body.job_id)
     operations.stop_run(ctx, pipeline.name, body.build_no, actor=current_actor() or "anonymous")
-    return Response(body={"result": True}, status_code=200, headers={"Content-Type": "application/json"})
+    return _stopped()

@@ -227,7 +227,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 # ---- stages -----------------------------------------------------------------------------------
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd",
-       render_error=text_error, openapi=_text_doc(200), summary="GoCD: cancel a stage")
+       render_error=text_error, replay=lambda effect, **_: _text("Stage cancelled successfully."), openapi=_text_doc(200), summary="GoCD: cancel a stage")
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
     _require_confirm()
@@ -324,7 +324,7 @@ def pipeline_status(pipeline):
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd",
-       render_error=text_error, openapi=_text_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}),
+       render_error=text_error, replay=lambda effect, **_: _text(""), openapi=_text_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}),
        summary="GoCD: pause a pipeline (form data pauseCause)")
 def pause_pipeline(pipeline):
     _require_confirm()
@@ -334,7 +334,7 @@ def pause_pipeline(pipeline):
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd",
-       render_error=text_error, openapi=_text_doc(200), summary="GoCD: unpause a pipeline")
+       render_error=text_error, replay=lambda effect, **_: _text(""), openapi=_text_doc(200), summary="GoCD: unpause a pipeline")
 def unpause_pipeline(pipeline):
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
@@ -358,7 +358,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd",
-       render_error=text_error, openapi=_text_doc(202, _SCHEDULE_FORM),
+       render_error=text_error, replay=lambda effect, pipeline: _scheduled(pipeline), openapi=_text_doc(202, _SCHEDULE_FORM),
        summary="GoCD: schedule a run like the latest (form data variables[NAME]=value)")
 def schedule_pipeline(pipeline):
     _require_confirm()
@@ -368,6 +368,12 @@ def schedule_pipeline(pipeline):
                          details=[{"field": "variables"}])
     pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=form.variables or None,
                        secret_variables=form.secure_variables or None)
+    return _scheduled(pipeline)
+
+
+def _scheduled(pipeline: str) -> Response:
+    """Also the answer to a repeated Idempotency-Key whose run was written but whose response
+    was lost (GoCD's answers to these POSTs do not depend on what was written)."""
     return _text(f"Request to schedule pipeline {pipeline} accepted", 202)
 
 

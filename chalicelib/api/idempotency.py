@@ -13,8 +13,29 @@
   Location of what the first request created) instead of a second secret.
 - Only successful (2xx) responses are remembered. A request that failed changed nothing (every
   write is one transaction), so its claim is dropped and the same key may be sent again.
-- A claim whose request never answered (the process died) is abandoned after LEASE_SECONDS and
-  can then be claimed again.
+
+Crash safety: while the view runs, the claim is held (``holding``), and the write that is the
+request's effect carries the key's record in the same transaction (store/repository.py
+``transaction``), which marks it COMMITTED with what was written (``{"run": id}``,
+``{"token": id}``...), on condition the claim token is still ours. So:
+- a process that dies after claiming but before its effect leaves a PENDING claim: after
+  LEASE_SECONDS another request may claim the key and run (nothing was written before);
+- a process that dies after its effect committed but before storing its response leaves a
+  COMMITTED record: a repeat never runs the view again. The route's ``replay`` renders the
+  answer from the recorded effect (the resource as it is now, same status and Location, with
+  ``Idempotent-Replayed: true``); a route without one answers 409
+  ``idempotency_response_not_kept`` naming the effect;
+- a first request that outlives its lease and whose key was claimed meanwhile by a retry cannot
+  commit any more: its transaction fails on the claim token and writes nothing (409
+  ``idempotency_key_in_use``).
+Every POST route is either atomic with its key this way or writes nothing that could repeat:
+runs (create, schedule, every operation; native and dialect), tokens, subscriptions, sources and
+pipeline pause/unpause all commit the key in their own write. A pipeline's run counter is
+claimed before the run's transaction and outside it: a request that dies in between leaves an
+unused number (a gap), never a second run. GoCD's releaseLock and operations that find nothing
+to change write nothing, so a repeat after a crash simply runs them (still nothing to repeat).
+Webhooks do not take the header (their delivery id is their key, service/ingest.py).
+
 Keys and fingerprints are stored as HMACs under the deployment pepper: a body may carry secret
 variables, and a plain hash of it would let a guessable secret be confirmed from the table.
 """
@@ -31,7 +52,7 @@ from chalice import Response
 
 from .. import wiring
 from ..domain.errors import BadRequest, Conflict, ValidationFailed
-from ..store.idempotency import PENDING, Record
+from ..store.idempotency import COMMITTED, PENDING, Record, holding
 
 log = logging.getLogger("stagetrack.api")
 
@@ -91,7 +112,10 @@ def _canonical_body(raw: bytes) -> str:
         return "raw:" + hashlib.sha256(raw).hexdigest()
 
 
-def guard(request, template: str, call: Callable[[], Response]) -> Response:
+def guard(request, template: str, call: Callable[[], Response],
+          replay: Callable[[dict], Response] | None = None) -> Response:
+    """Run ``call`` once per key; ``replay(effect)`` answers a repeat whose first request
+    committed its effect but never stored its response (see the module docstring)."""
     key = request.headers.get(HEADER)
     if request.method != "POST" or key is None:
         return call()
@@ -111,24 +135,27 @@ def guard(request, template: str, call: Callable[[], Response]) -> Response:
     now = int(ctx.clock.now().timestamp())
     held = store.claim(key_hash, fingerprint, now, lease_seconds=LEASE_SECONDS, ttl_seconds=TTL_SECONDS)
     if isinstance(held, Record):
-        return _replay(held, fingerprint)
+        return _replay(held, fingerprint, replay)
     token = held
     try:
-        response = call()
+        with holding(key_hash, token):
+            response = call()
     except BaseException:
-        store.release(key_hash, token)
+        store.release(key_hash, token)  # only while PENDING: a committed effect stays recorded
         raise
     _remember(store, key_hash, token, response)
     return response
 
 
-def _replay(held: Record, fingerprint: str) -> Response:
+def _replay(held: Record, fingerprint: str, replay: Callable[[dict], Response] | None) -> Response:
     if not hmac.compare_digest(held.fingerprint, fingerprint):
         raise IdempotencyKeyReused(
             f"this {HEADER} was already used with a different request; use a new key")
     if held.state == PENDING:
         raise IdempotencyKeyInUse(
             f"a request with this {HEADER} is still being processed; retry later")
+    if held.state == COMMITTED:
+        return _replay_committed(held.effect or {}, replay)
     headers = dict(held.headers or {})
     if held.body is None:
         raise ResponseNotKept(
@@ -136,6 +163,28 @@ def _replay(held: Record, fingerprint: str) -> Response:
             "only once and was not kept", details={"status": held.status_code, **headers})
     headers[REPLAYED_HEADER] = "true"
     return Response(body=held.body.decode(), status_code=held.status_code, headers=headers)
+
+
+def _replay_committed(effect: dict, replay: Callable[[dict], Response] | None) -> Response:
+    """The first request's effect was written but its response was not stored (it died in
+    between): answer from the effect, never by running the view again."""
+    if replay is None:
+        raise ResponseNotKept(
+            f"the request with this {HEADER} took effect, but its response was not kept",
+            details={"effect": effect})
+    response = replay(effect)
+    response.headers = {**(response.headers or {}), REPLAYED_HEADER: "true"}
+    return response
+
+
+def shown_once(location: Callable[[dict], str], status: int = 201) -> Callable[..., Response]:
+    """``replay`` for a route whose answer shows a secret once (never stored): a repeat after a
+    crash gets the same 409 as any repeat of it, with the Location of what was created."""
+    def replay(effect: dict, **_path) -> Response:
+        raise ResponseNotKept(
+            f"the request with this {HEADER} succeeded, but its response held a secret shown "
+            "only once and was not kept", details={"status": status, "Location": location(effect)})
+    return replay
 
 
 def _remember(store, key_hash: str, token: str, response: Response) -> None:

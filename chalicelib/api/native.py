@@ -1,7 +1,7 @@
 """The native API: runs and stages (the reference "Stages" API plus runs)."""
 from __future__ import annotations
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
 from .. import wiring
 from ..domain.errors import BadRequest
@@ -21,7 +21,16 @@ def _max_body() -> int:
     return wiring.context().repo.settings.max_body_bytes
 
 
-@route(native, "/api/runs", methods=["POST"])
+def created_run(effect: dict, status: int = 201) -> Response:
+    """The answer to a create (or schedule) whose response was lost after its run was written:
+    the run as it is now, with its Location (api/idempotency.py)."""
+    ctx = wiring.context()
+    aggregate = runs.get_run(ctx, effect["run"])
+    return json_response(run_view(aggregate, ctx.clock.now()), status,
+                         {"Location": f"/api/runs/{aggregate.run.id}"})
+
+
+@route(native, "/api/runs", methods=["POST"], replay=created_run)
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())

@@ -6,7 +6,7 @@ an Idempotency-Key (handled once, in ``route``).
 """
 from __future__ import annotations
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
 from .. import wiring
 from ..domain.operations import VariableChange
@@ -20,8 +20,9 @@ from ..domain.schemas import (
     ScheduleIn,
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
-from ..service import operations, pipelines
+from ..service import operations, pipelines, runs
 from . import json_response, parse_body, route
+from .native import created_run
 from .idempotency import actor
 
 ops = Blueprint(__name__)
@@ -51,23 +52,42 @@ def _stage(stage) -> dict:
     return stage_view(stage, wiring.context().clock.now())
 
 
+# answers to a repeated Idempotency-Key whose first request wrote its change but died before its
+# response was stored (api/idempotency.py): the run, stage or pipeline as it is now
+
+def _run_now(effect: dict, **_path) -> Response:
+    return json_response(_run(runs.get_run(wiring.context(), effect["run"])))
+
+
+def _stage_now(effect: dict, stage_id: str) -> Response:
+    return json_response(_stage(runs.get_stage(wiring.context(), stage_id)))
+
+
+def _pipeline_now(effect: dict, pipeline: str) -> Response:
+    return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
+
+
+def _scheduled_run(effect: dict, pipeline: str) -> Response:
+    return created_run(effect, 202)
+
+
 # ---- cancel / stop ---------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"])
+@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], replay=_run_now)
 def cancel_run(run_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_run(operations.cancel_run(ctx, run_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], replay=_stage_now)
 def cancel_stage(stage_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], replay=_run_now)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
@@ -77,13 +97,13 @@ def stop_run(pipeline, counter):
 
 # ---- retry -----------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/retry", methods=["POST"])
+@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], replay=_run_now)
 def retry_run(run_id):
     body = _optional_body(RetryRunIn)
     return json_response(_run(operations.retry_run(wiring.context(), run_id, body.scope)))
 
 
-@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], replay=_stage_now)
 def retry_stage(stage_id):
     _optional_body(EmptyIn)
     return json_response(_stage(operations.retry_stage(wiring.context(), stage_id)))
@@ -91,14 +111,14 @@ def retry_stage(stage_id):
 
 # ---- approval gates --------------------------------------------------------------------------
 
-@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], replay=_stage_now)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.approve_stage(wiring.context(), stage_id, actor=_actor(),
                                                          comment=body.comment)))
 
 
-@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], replay=_stage_now)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.reject_stage(wiring.context(), stage_id, actor=_actor(),
@@ -122,20 +142,20 @@ def pipeline_status(pipeline):
     return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], replay=_pipeline_now)
 def pause_pipeline(pipeline):
     body = _optional_body(PauseIn)
     return json_response(pipeline_status_view(
         pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.cause)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], replay=_pipeline_now)
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
     return json_response(pipeline_status_view(pipelines.unpause(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], replay=_scheduled_run)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
     ctx = wiring.context()

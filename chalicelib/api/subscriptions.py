@@ -17,6 +17,7 @@ from ..service import subscriptions
 from ..store.deliveries import DeliveryAttempt
 from ..store.subscriptions import StoredSubscription
 from . import current_actor, json_response, parse_body, parse_query, route
+from .idempotency import shown_once
 from .openapi import Out, Timestamp
 
 subscription_api = Blueprint(__name__)
@@ -92,6 +93,7 @@ def _request():
 
 @route(subscription_api, "/api/subscriptions", methods=["POST"], body=CreateSubscriptionIn,
        response=SubscriptionCreatedOut, status=201,
+       replay=shown_once(lambda effect: f"/api/subscriptions/{effect['subscription']}"),
        summary="Subscribe a URL to run/stage status changes; the signing secret is shown once")
 def create_subscription():
     ctx = wiring.context()

@@ -8,6 +8,7 @@ from ..domain.auth import CreateTokenIn
 from ..service import tokens
 from ..store.tokens import StoredToken
 from . import current_actor, json_response, parse_body, route
+from .idempotency import shown_once
 from .openapi import TokenCreatedOut, TokenListOut, TokenOut
 
 token_api = Blueprint(__name__)
@@ -26,6 +27,7 @@ def token_view(token: StoredToken) -> dict:
 
 @route(token_api, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
        response=TokenCreatedOut, status=201,
+       replay=shown_once(lambda effect: f"/api/tokens/{effect['token']}"),
        summary="Issue a token; its secret is in this response only")
 def create_token():
     ctx = wiring.context()

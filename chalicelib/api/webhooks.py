@@ -31,6 +31,7 @@ from ..domain.errors import BadRequest
 from ..service import ingest
 from ..store.sources import StoredSource
 from . import ACCEPTED_CONTENT_TYPES, current_actor, json_response, parse_body, route
+from .idempotency import shown_once
 from .openapi import Out, Timestamp
 
 webhooks = Blueprint(__name__)
@@ -184,6 +185,7 @@ def source_view(source: StoredSource) -> dict:
 
 @route(webhooks, "/api/sources", methods=["POST"], scope="admin", body=events.CreateSourceIn,
        response=SourceCreatedOut, status=201,
+       replay=shown_once(lambda effect: f"/api/sources/{effect['source']}"),
        summary="Create a webhook source; its secret is in this response only")
 def create_source():
     ctx = wiring.context()

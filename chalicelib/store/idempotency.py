@@ -2,8 +2,18 @@
 
 A claim is one conditional PutItem: it succeeds when the key is new, when its record has expired
 (TTL deletion can lag by hours, so expiry is checked here too) or when a first request holding
-it was abandoned (its lease ran out: the process died between claiming and answering). Only a
-refused claim costs one more read (strongly consistent GetItem) to replay or explain.
+it was abandoned (its lease ran out while still PENDING: the process died between claiming and
+writing anything). Only a refused claim costs one more read (strongly consistent GetItem) to
+replay or explain.
+
+A record goes PENDING -> COMMITTED -> DONE. COMMITTED is set by the request's own effect
+transaction (store/repository.py ``transaction``, while ``holding`` is active), conditioned on
+the claim token, so "the effect happened" and "the key took effect" are one atomic write. A
+COMMITTED record is never claimed again before it expires, whatever its lease says: a request
+that died after its effect committed, before its response was stored, leaves a record that a
+retry answers from (``Record.effect``) instead of writing the effect again. ``release`` only
+drops a PENDING claim (a request that failed wrote nothing); ``complete`` stores the response
+on a PENDING or COMMITTED record still held by the same claim token.
 """
 from __future__ import annotations
 
@@ -14,27 +24,31 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
-from .models import IdempotencyItem
-from .repository import _is_condition_failure
+from .models import (
+    IDEM_COMMITTED as COMMITTED,
+    IDEM_DONE as DONE,
+    IDEM_PENDING as PENDING,
+    IDEMPOTENCY_SK as SK,
+    IdempotencyItem,
+    idempotency_pk as _pk,
+)
+from .repository import ClaimTakenOver, _is_condition_failure, holding_claim as holding
 
-SK = "#IDEM"
-PENDING = "PENDING"
-DONE = "DONE"
+__all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record", "holding"]
 
 
 @dataclass(frozen=True)
 class Record:
-    """What a repeated key finds: the first request still running, or its stored response."""
+    """What a repeated key finds: the first request still running (PENDING), its effect
+    committed without a stored response (COMMITTED, ``effect`` says what it wrote), or its
+    stored response (DONE)."""
 
     state: str
     fingerprint: str
     status_code: int | None = None
     headers: dict | None = None
     body: bytes | None = None
-
-
-def _pk(key_hash: str) -> str:
-    return f"IDEM#{key_hash}"
+    effect: dict | None = None
 
 
 class IdempotencyStore:
@@ -67,6 +81,7 @@ class IdempotencyStore:
                 status_code=None if held.status_code is None else int(held.status_code),
                 headers=json.loads(held.headers) if held.headers else None,
                 body=zlib.decompress(held.body) if held.body is not None else None,
+                effect=json.loads(held.effect) if held.effect else None,
             )
         raise RuntimeError("idempotency key could not be claimed or read")
 
@@ -88,7 +103,8 @@ class IdempotencyStore:
                     IdempotencyItem.headers.set(json.dumps(headers, separators=(",", ":"))),
                     IdempotencyItem.body.set(packed) if packed is not None else IdempotencyItem.body.remove(),
                 ],
-                condition=(IdempotencyItem.token == token) & (IdempotencyItem.state == PENDING),
+                condition=(IdempotencyItem.token == token)
+                & IdempotencyItem.state.is_in(PENDING, COMMITTED),
             )
         except UpdateError as error:
             if _is_condition_failure(error):
@@ -97,10 +113,11 @@ class IdempotencyStore:
         return "stored"
 
     def release(self, key_hash: str, token: str) -> None:
-        """Forget a claim whose request changed nothing (it failed), so the key can be reused."""
+        """Forget a claim whose request changed nothing (it failed), so the key can be reused.
+        A COMMITTED record stays: its effect was written, whatever happened afterwards."""
         item = IdempotencyItem(pk=_pk(key_hash), sk=SK)
         try:
-            item.delete(condition=IdempotencyItem.token == token)
+            item.delete(condition=(IdempotencyItem.token == token) & (IdempotencyItem.state == PENDING))
         except DeleteError as error:
             if not _is_condition_failure(error):
                 raise

@@ -45,6 +45,18 @@ def pipeline_pk(pipeline: str) -> str:
     return f"PIPE#{pipeline}"
 
 
+IDEMPOTENCY_SK = "#IDEM"
+# states of an Idempotency-Key record (store/idempotency.py): claimed and running; its effect
+# committed (written in the effect's own transaction) but no response stored yet; answered
+IDEM_PENDING = "PENDING"
+IDEM_COMMITTED = "COMMITTED"
+IDEM_DONE = "DONE"
+
+
+def idempotency_pk(key_hash: str) -> str:
+    return f"IDEM#{key_hash}"
+
+
 def stage_sk(position: int) -> str:
     return f"{STAGE_SK_PREFIX}{position:04d}"
 
@@ -212,7 +224,7 @@ class TokenEntryItem(BaseItem, discriminator="token_entry"):
 class IdempotencyItem(BaseItem, discriminator="idempotency"):
     """One Idempotency-Key claim (store/idempotency.py); DynamoDB's TTL deletes it after 24 h."""
 
-    state = UnicodeAttribute()  # PENDING while the first request runs, then DONE
+    state = UnicodeAttribute()  # PENDING while the first request runs, COMMITTED, DONE
     fingerprint = UnicodeAttribute()  # keyed hash of method, path and body
     token = UnicodeAttribute()  # who holds the claim
     lease_until = NumberAttribute()  # epoch seconds: a PENDING claim older than this is abandoned
@@ -220,6 +232,7 @@ class IdempotencyItem(BaseItem, discriminator="idempotency"):
     status_code = NumberAttribute(null=True)
     headers = UnicodeAttribute(null=True)  # JSON
     body = BinaryAttribute(null=True, legacy_encoding=False)  # zlib-compressed response body
+    effect = UnicodeAttribute(null=True)  # JSON: what the committed request wrote, e.g. {"run": id}
 
 
 class SourceItem(BaseItem, discriminator="source"):

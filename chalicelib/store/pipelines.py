@@ -1,14 +1,15 @@
 """Pipeline items: run counter, pause state and the stage layout of the latest run.
 
 Round trips: status 1 GetItem; pause/unpause 1 conditional UpdateItem (plus 1 GetItem only when
-refused, to say why); claiming the next run number 1 UpdateItem that also returns the stored
+refused, to say why; with an Idempotency-Key: 1 TransactWrite carrying the key's commit, then
+1 GetItem for the answer); claiming the next run number 1 UpdateItem that also returns the stored
 layout, so ``schedule`` needs no extra read.
 """
 from __future__ import annotations
 
 import json
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 
 from ..domain import dialects
 from ..domain.clock import format_iso, parse_iso
@@ -16,7 +17,7 @@ from ..domain.errors import ConcurrentModification, Conflict, NotFound, Pipeline
 from ..domain.operations import Pipeline
 from . import models
 from .models import PipelineItem, pipeline_pk
-from .repository import _is_condition_failure
+from .repository import _is_condition_failure, _only_transaction_conflicts, update_item
 
 # A plain UpdateItem that meets a transaction in flight on the same item is refused with
 # TransactionConflictException (botocore does not retry it); the update is safe to repeat.
@@ -52,13 +53,22 @@ class PipelineStore:
             return None
         return pipeline_from_item(item)
 
-    def _update(self, item: PipelineItem, actions: list, condition) -> None:
+    def _update(self, item: PipelineItem, actions: list, condition, effect: dict | None = None) -> bool:
+        """True when ``item`` now holds the updated attributes. With ``effect``, the update is
+        the request's effect and carries its Idempotency-Key claim if it holds one (then it is
+        a transaction, which returns nothing: False). A counter claim never carries it: a
+        number claimed by a request that then died is a gap, not a second run."""
         for attempt in range(CONFLICT_RETRIES):
             try:
-                item.update(actions=actions, condition=condition)
-                return
+                if effect is None:
+                    item.update(actions=actions, condition=condition)
+                    return True
+                return update_item(item, actions, condition, effect)
             except UpdateError as error:
                 if not _is_transaction_conflict(error):
+                    raise
+            except TransactWriteError as error:
+                if not _only_transaction_conflicts(error):
                     raise
         raise ConcurrentModification(f"pipeline {item.name or item.pk!r} is busy; retry")
 
@@ -108,12 +118,12 @@ class PipelineStore:
             actions = [PipelineItem.paused.set(False), PipelineItem.paused_at.remove(),
                        PipelineItem.paused_by.remove(), PipelineItem.pause_cause.remove()]
         try:
-            self._update(item, actions, condition)
-        except UpdateError as error:
+            updated = self._update(item, actions, condition, effect={"pipeline": pipeline})
+        except (UpdateError, TransactWriteError) as error:
             if not _is_condition_failure(error):
                 raise
             if self.get(pipeline) is None:
                 raise NotFound(f"pipeline {pipeline!r} not found") from None
             state = "already paused" if paused else "not paused"
             raise Conflict(f"pipeline {pipeline!r} is {state}") from None
-        return pipeline_from_item(item)
+        return pipeline_from_item(item) if updated else self.get(pipeline)

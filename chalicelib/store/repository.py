@@ -6,14 +6,24 @@ Round trips per use (asserted by tests, printed by bench/):
 - save a changed run: 1 TransactWrite, every item conditioned on the version it was read at
 - next run number of a pipeline: 1 UpdateItem (ADD), conditioned on the pipeline not paused
 - list runs of a pipeline: 1 Query on a GSI per page
+
+Every multi-item write is built by ``transaction()``. While the request being handled holds an
+Idempotency-Key claim (``holding_claim``, entered by api/idempotency.py), the first transaction
+of its change carries one more item: the key's record, set COMMITTED with what was written
+(``effect``, e.g. ``{"run": "web:7"}``), on condition that the claim is still this request's.
+So the effect and "this key took effect" are one atomic write: a retry after a crash finds the
+record committed and never writes the effect a second time (see store/idempotency.py).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
 import zlib
-from dataclasses import asdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
@@ -21,7 +31,7 @@ from pynamodb.transactions import TransactWrite
 
 from ..domain import ids
 from ..domain.clock import format_iso, parse_iso
-from ..domain.errors import BadRequest, ConcurrentModification
+from ..domain.errors import BadRequest, ConcurrentModification, Conflict
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -29,10 +39,15 @@ from ..settings import Settings
 from . import models
 from .models import (
     ACTIVE_SHARDS,
+    IDEM_COMMITTED,
+    IDEM_PENDING,
+    IDEMPOTENCY_SK,
     BaseItem,
+    IdempotencyItem,
     PipelineItem,
     RunItem,
     StageItem,
+    idempotency_pk,
     pipeline_pk,
     run_pk,
     stage_sk,
@@ -127,6 +142,105 @@ def stage_from_item(item: StageItem) -> Stage:
     )
 
 
+# ---- transactions, and the Idempotency-Key claim they carry ----------------------------------
+
+@dataclass
+class HeldClaim:
+    """The Idempotency-Key claim of the request being handled; ``committed`` once a transaction
+    carried it (later transactions of the same request then leave it alone)."""
+
+    key_hash: str
+    token: str
+    committed: bool = False
+
+
+_held_claim: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
+    "stagetrack_idempotency_claim", default=None)
+
+
+class ClaimTakenOver(Conflict):
+    """The claim's lease ran out and another request claimed the key: this one must not commit."""
+
+    code = "idempotency_key_in_use"
+
+
+@contextmanager
+def holding_claim(key_hash: str, token: str) -> Iterator[HeldClaim]:
+    """While this block runs, transactions carry the commit of this claim (see ``transaction``)."""
+    held = HeldClaim(key_hash, token)
+    reset = _held_claim.set(held)
+    try:
+        yield held
+    finally:
+        _held_claim.reset(reset)
+
+
+def carries_claim() -> bool:
+    """Whether the next transaction would carry a claim's commit: single-item writes (PutItem,
+    UpdateItem) become a transaction only then, so requests without a key cost what they did."""
+    held = _held_claim.get()
+    return held is not None and not held.committed
+
+
+@contextmanager
+def transaction(effect: dict) -> Iterator[TransactWrite]:
+    """The one place a TransactWrite is built: fill it in the block, it commits on exit (nothing
+    is written if the block raises). ``effect`` names what it writes (``{"run": id}``...), kept
+    on the Idempotency-Key record it may carry. The record is the last item, an update whose
+    condition is "still PENDING under this request's claim token"; if only that condition fails,
+    the claim was taken over after its lease ran out and this raises ``ClaimTakenOver`` (409)."""
+    held = _held_claim.get()
+    carry = held is not None and not held.committed
+    try:
+        with TransactWrite(connection=BaseItem._get_connection().connection) as write:
+            yield write
+            if carry:
+                write.update(
+                    IdempotencyItem(pk=idempotency_pk(held.key_hash), sk=IDEMPOTENCY_SK),
+                    actions=[IdempotencyItem.state.set(IDEM_COMMITTED),
+                             IdempotencyItem.effect.set(json.dumps(effect, separators=(",", ":")))],
+                    condition=(IdempotencyItem.token == held.token)
+                    & (IdempotencyItem.state == IDEM_PENDING),
+                )
+    except TransactWriteError as error:
+        if carry and _only_last_condition_failed(error):
+            raise ClaimTakenOver(
+                "the Idempotency-Key of this request was claimed by another request after this "
+                "one outlived its lease; nothing was written") from None
+        raise
+    if carry:
+        held.committed = True
+
+
+def put_item(item: BaseItem, condition, effect: dict) -> None:
+    """One conditional PutItem, or, while a claim is carried, the same put in ``transaction``.
+    A failed condition raises PutError or TransactWriteError; ``_is_condition_failure`` reads
+    both."""
+    if not carries_claim():
+        item.save(condition=condition)
+        return
+    with transaction(effect) as write:
+        write.save(item, condition=condition)
+
+
+def update_item(item: BaseItem, actions: list, condition, effect: dict) -> bool:
+    """One conditional UpdateItem (the item's attributes come back, ALL_NEW), or, while a claim
+    is carried, the same update in ``transaction`` (nothing comes back: returns False, and the
+    caller reads the item if it needs it). Errors as ``put_item``."""
+    if not carries_claim():
+        item.update(actions=actions, condition=condition)
+        return True
+    with transaction(effect) as write:
+        write.update(item, actions=actions, condition=condition)
+    return False
+
+
+def _only_last_condition_failed(error: Exception) -> bool:
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    codes = [None if r is None or r.code in (None, "None") else r.code for r in reasons]
+    return bool(codes) and codes[-1] == "ConditionalCheckFailed" and not any(codes[:-1])
+
+
 # ---- cursors ---------------------------------------------------------------------------------
 
 _CURSOR_KEYS = {"pk", "sk", "pipeline", "counter", "pipeline_status"}
@@ -181,12 +295,12 @@ class Repository:
         collides with a pipeline counter update in flight wrote nothing and is sent again."""
         for attempt in range(INSERT_ATTEMPTS):
             try:
-                with TransactWrite(connection=self._connection()) as transaction:
-                    transaction.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
+                with transaction({"run": aggregate.run.id}) as write:
+                    write.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
                     for stage in aggregate.stages:
-                        transaction.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
+                        write.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
                     if layout is not None:
-                        transaction.update(
+                        write.update(
                             PipelineItem(pk=pipeline_pk(aggregate.run.pipeline), sk=models.PIPELINE_SK),
                             actions=[PipelineItem.layout.set(_dumps(layout))],
                         )
@@ -228,12 +342,12 @@ class Repository:
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
         removed = [s for s in before.stages if s.id not in new_ids]
         try:
-            with TransactWrite(connection=self._connection()) as transaction:
-                transaction.save(run_to_item(after.run))
+            with transaction({"run": after.run.id}) as write:
+                write.save(run_to_item(after.run))
                 for stage in changed:
-                    transaction.save(stage_to_item(stage))
+                    write.save(stage_to_item(stage))
                 for stage in removed:
-                    transaction.delete(stage_to_item(stage))
+                    write.delete(stage_to_item(stage))
         except TransactWriteError as error:
             if _is_condition_failure(error):
                 raise ConcurrentModification(
@@ -244,10 +358,10 @@ class Repository:
 
     def delete_run(self, aggregate: RunAggregate) -> None:
         try:
-            with TransactWrite(connection=self._connection()) as transaction:
-                transaction.delete(run_to_item(aggregate.run))
+            with transaction({"run": aggregate.run.id, "deleted": True}) as write:
+                write.delete(run_to_item(aggregate.run))
                 for stage in aggregate.stages:
-                    transaction.delete(stage_to_item(stage))
+                    write.delete(stage_to_item(stage))
         except TransactWriteError as error:
             if _is_condition_failure(error):
                 raise ConcurrentModification(

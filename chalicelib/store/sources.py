@@ -15,11 +15,10 @@ import hashlib
 from dataclasses import dataclass
 
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from ..domain.model import RunAggregate
-from .models import BaseItem, LinkItem, RunItem, SourceItem, StageItem
-from .repository import _is_condition_failure, run_to_item, stage_to_item
+from .models import LinkItem, RunItem, SourceItem, StageItem
+from .repository import _is_condition_failure, put_item, run_to_item, stage_to_item, transaction
 
 SOURCES_PK = "SOURCES"
 LINK_SK = "#LINK"
@@ -52,8 +51,8 @@ def insert_source(source: StoredSource) -> bool:
                       source_type=source.type, secret=source.sealed_secret,
                       created_at=source.created_at, created_by=source.created_by)
     try:
-        item.save(condition=SourceItem.pk.does_not_exist())
-    except PutError as error:
+        put_item(item, SourceItem.pk.does_not_exist(), {"source": source.name})
+    except (PutError, TransactWriteError) as error:
         if _is_condition_failure(error):
             return False
         raise
@@ -104,11 +103,11 @@ def insert_linked_run(aggregate: RunAggregate, namespace: str, key: str, created
     link = LinkItem(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
                     external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
     try:
-        with TransactWrite(connection=BaseItem._get_connection().connection) as transaction:
-            transaction.save(link, condition=LinkItem.pk.does_not_exist())
-            transaction.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
+        with transaction({"run": aggregate.run.id}) as write:
+            write.save(link, condition=LinkItem.pk.does_not_exist())
+            write.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
             for stage in aggregate.stages:
-                transaction.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
+                write.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
     except TransactWriteError as error:
         if _link_taken(error):
             return False

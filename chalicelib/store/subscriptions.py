@@ -14,7 +14,7 @@ from pynamodb.exceptions import DeleteError
 
 from ..domain.events import FORMAT_STAGETRACK
 from .models import SubscriptionItem
-from .repository import _is_condition_failure
+from .repository import _is_condition_failure, put_item
 
 SUBSCRIPTIONS_PK = "SUBSCRIPTIONS"
 
@@ -64,7 +64,7 @@ def insert(subscription: StoredSubscription) -> None:
         created_at=subscription.created_at, created_by=subscription.created_by,
         payload_format=subscription.format,
     )
-    item.save(condition=SubscriptionItem.pk.does_not_exist())
+    put_item(item, SubscriptionItem.pk.does_not_exist(), {"subscription": subscription.subscription_id})
 
 
 def get(subscription_id: str) -> StoredSubscription | None:

@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
-from pynamodb.transactions import TransactWrite
 
 from .models import BaseItem, TokenEntryItem, TokenItem
+from .repository import transaction
 
 TOKEN_SK = "#TOKEN"
 LISTING_PK = "TOKENS"
@@ -51,10 +51,10 @@ def insert(token: StoredToken, token_hash: str, window: int) -> None:
     pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
     common = dict(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
                   pipelines=pipelines, created_at=token.created_at)
-    with TransactWrite(connection=_connection()) as transaction:
-        transaction.save(TokenItem(pk=token_pk(token_hash), sk=TOKEN_SK, window=window, hits=0, **common),
+    with transaction({"token": token.token_id}) as write:
+        write.save(TokenItem(pk=token_pk(token_hash), sk=TOKEN_SK, window=window, hits=0, **common),
                          condition=TokenItem.pk.does_not_exist())
-        transaction.save(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token.token_id),
+        write.save(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token.token_id),
                                         created_by=token.created_by, token_hash=token_hash, **common),
                          condition=TokenEntryItem.pk.does_not_exist())
 
@@ -70,9 +70,9 @@ def delete(token_id: str) -> StoredToken | None:
         entry = TokenEntryItem.get(LISTING_PK, entry_sk(token_id), consistent_read=True)
     except TokenEntryItem.DoesNotExist:
         return None
-    with TransactWrite(connection=_connection()) as transaction:
-        transaction.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
-        transaction.delete(TokenItem(pk=token_pk(entry.token_hash), sk=TOKEN_SK))
+    with transaction({"token": token_id, "deleted": True}) as write:
+        write.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
+        write.delete(TokenItem(pk=token_pk(entry.token_hash), sk=TOKEN_SK))
     return _from_entry(entry)
 
 
