@@ -38,6 +38,8 @@ Webhooks do not take the header (their delivery id is their key, service/ingest.
 
 Keys and fingerprints are stored as HMACs under the deployment pepper: a body may carry secret
 variables, and a plain hash of it would let a guessable secret be confirmed from the table.
+A body too deeply nested to parse is fingerprinted by its raw bytes (the view then answers 400);
+it never reaches a 500.
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def _canonical_body(raw: bytes) -> str:
         return ""
     try:
         return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep: the view says 400
         return "raw:" + hashlib.sha256(raw).hexdigest()
 
 
