@@ -253,3 +253,14 @@ def test_delivery_messages_with_a_bad_format_are_refused(change):
                "eventType": "stage.status-changed", "attempt": 1, "payload": "{}", **change}
     with pytest.raises(BadDeliveryMessage):
         parse_delivery(json.dumps(message))
+
+
+@pytest.mark.parametrize("deep", ["message", "cdevents payload"])
+def test_delivery_messages_nested_too_deep_are_refused(deep):
+    from chalicelib.service.outbox import BadDeliveryMessage, parse_delivery
+
+    nested = "[" * 50_000 + "]" * 50_000
+    message = {"v": 1, "deliveryId": "dlv_1", "subscriptionId": "sub_1", "eventId": "evt_1",
+               "eventType": "stage.status-changed", "attempt": 1, "format": "cdevents", "payload": nested}
+    with pytest.raises(BadDeliveryMessage):
+        parse_delivery(nested if deep == "message" else json.dumps(message))

@@ -200,6 +200,7 @@ def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(ctx, c
                     lambda agg: change_status(agg.stage(stage_id), S.IN_PROGRESS, clock.now()))
     clock.advance(5)
     bodies = ["not json", "[]", '{"stageId": 1, "attempt": 1}', '{"stageId": "x", "attempt": true}',
+              "[" * 50_000 + "]" * 50_000,  # nested too deep for json: dropped, not a poison batch
               json.dumps({"stageId": stage_id, "attempt": 1})]
     with Client(app) as lambdas:
         event = lambdas.events.generate_sqs_event(message_bodies=bodies, queue_name="stagetrack-timers")

@@ -124,7 +124,7 @@ def cloudevent_headers(text: str) -> dict[str, str]:
     try:
         context = json.loads(text).get("context")
         values = [context[name] for name in ("id", "source", "type", "timestamp")]
-    except (ValueError, AttributeError, TypeError, KeyError):
+    except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
         raise ValueError("not a CDEvent with context id, source, type and timestamp") from None
     if not all(isinstance(value, str) and value for value in values):
         raise ValueError("CDEvent context id, source, type and timestamp must be non-empty strings")

@@ -57,8 +57,8 @@ def timer_fired(event):
             stage_id, attempt = body["stageId"], body["attempt"]
             if not isinstance(stage_id, str) or type(attempt) is not int:
                 raise TypeError("stageId must be a string and attempt an integer")
-        except (ValueError, KeyError, TypeError) as error:
-            log.warning("dropping malformed timer message: %s", error)
+        except (ValueError, KeyError, TypeError, RecursionError) as error:  # nested too deep
+            log.warning("dropping malformed timer message: %s", type(error).__name__)
             continue
         status = expire_stage(ctx, stage_id, attempt)
         log.info("timer of stage %s attempt %d: %s", stage_id, attempt,

@@ -141,7 +141,7 @@ def delivery_message(change: StateChange, subscription_id: str, attempt: int = 1
 def parse_delivery(body: str) -> dict:
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise BadDeliveryMessage("delivery message is not JSON") from None
     expected = {"v": int, "deliveryId": str, "subscriptionId": str, "eventId": str, "eventType": str,
                 "attempt": int, "payload": str}
