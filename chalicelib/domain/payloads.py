@@ -236,6 +236,7 @@ class GlBuild(Vendor):
     stage: str | None = None
     name: Text
     status: Text
+    allow_failure: bool | None = None
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -261,6 +262,7 @@ class GlJobHook(Vendor):
     build_name: Text
     build_stage: str | None = None
     build_status: Text
+    build_allow_failure: bool | None = None
     build_created_at: str | None = None
     build_started_at: str | None = None
     build_finished_at: str | None = None
@@ -296,8 +298,9 @@ def _gitlab_status(value: str, what: str) -> StageStatus | Ignored:
 
 def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpdate | Ignored:
     """``X-Gitlab-Event`` + body. A pipeline becomes a run of pipeline ``<group>.<project>``;
-    each job a stage named after the job. The pipeline hook's ``builds`` (every job's status)
-    is applied too, so a project that sends only pipeline hooks still shows its jobs."""
+    each job a stage named after the job, allowed to fail when the job is (``allow_failure``).
+    The pipeline hook's ``builds`` (every job's status) is applied too, so a project that sends
+    only pipeline hooks still shows its jobs."""
     namespace = f"gitlab:{source}"
     if event == "Pipeline Hook":
         body = validate_payload(GlPipelineHook, payload, "GitLab pipeline hook")
@@ -315,7 +318,7 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
             build_status = _GL_STATUS.get(build.status)
             stages.append(StageUpdate(name=name, type=stage_type_for(name), status=build_status,
                                       started_at=parse_time(build.started_at),
-                                      ended_at=parse_time(build.finished_at)))
+                                      ended_at=parse_time(build.finished_at), allow_failure=build.allow_failure))
         commit = body.commit
         return ExternalUpdate(
             namespace=namespace, run_key=str(attrs.id), pipeline=gitlab_pipeline(body.project),
@@ -333,7 +336,7 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
         name = sanitize_name(body.build_name, f"job-{body.build_id}")
         stage = StageUpdate(name=name, type=stage_type_for(name), status=status,
                             attempt=body.retries_count + 1, started_at=parse_time(body.build_started_at),
-                            ended_at=parse_time(body.build_finished_at))
+                            ended_at=parse_time(body.build_finished_at), allow_failure=body.build_allow_failure)
         moment = (parse_time(body.build_finished_at) or parse_time(body.build_started_at)
                   or parse_time(body.build_created_at))
         return ExternalUpdate(
