@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Settings:
     # Subscribers at http://127.0.0.1 / localhost (and other private addresses) are refused
     # unless this is set: it is for `make run` and tests, never for a deployment.
     allow_local_subscribers: bool = False
+    # Public base URL of this API (e.g. https://ci.example.com/prod): the ``url`` of runs and
+    # stages in outgoing CDEvents. None: those URLs are origin-relative (``/api/runs/<id>``).
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -62,4 +66,17 @@ class Settings:
             delivery_max_attempts=max(1, int(env.get("STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts))),
             delivery_timeout_seconds=float(env.get("STAGETRACK_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds)),
             allow_local_subscribers=env.get("STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", "") in ("1", "true", "yes"),
+            public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
         )
+
+
+def public_url(value: str | None) -> str | None:
+    """``STAGETRACK_PUBLIC_URL``: an http(s) URL without query or fragment, kept without its
+    trailing "/". A value that is not one fails at start-up, not in every event."""
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("STAGETRACK_PUBLIC_URL must be an http(s) URL without query or fragment, "
+                         f"e.g. https://ci.example.com/prod; got {value!r}")
+    return value.strip().rstrip("/")

@@ -1,10 +1,17 @@
 """domain/cdevents.py: our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
-the exact events, the CloudEvents headers, and what our own inbound parser makes of them."""
+the exact events, every event validated against the official v0.4.1 JSON schemas (vendored in
+tests/fixtures/cdevents-schemas/0.4.1, $refs resolved there only), the CloudEvents headers,
+and what our own inbound parser makes of them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource
 
 from chalicelib.domain import cdevents
 from chalicelib.domain.events import RUN_CHANGED, STAGE_CHANGED, ExternalUpdate, StateChange
@@ -30,6 +37,8 @@ def stage_change(old, new, attempt=1) -> StateChange:
 @pytest.mark.parametrize("old, new, expected", [
     (None, "IDLE", QUEUED),  # created
     (None, "IN_PROGRESS", QUEUED),  # created by a sender already running: announced as queued
+    (None, "SUCCESS", FINISHED),  # created by a sender already done: born finished, outcome and all
+    (None, "CANCELLED", FINISHED),
     ("IDLE", "IN_PROGRESS", STARTED),
     ("FAILURE", "IN_PROGRESS", STARTED),  # a retry starts it again
     ("CANCELLED", "IN_PROGRESS", STARTED),
@@ -84,7 +93,7 @@ def test_a_created_run_is_a_queued_pipeline_run():
         "context": {"version": "0.4.1", "id": "evt_run", "source": "/stagetrack/web",
                     "type": "dev.cdevents.pipelinerun.queued.0.2.0", "timestamp": TIME},
         "subject": {"id": "web:1", "source": "/stagetrack/web", "type": "pipelineRun",
-                    "content": {"pipelineName": "web"}},
+                    "content": {"pipelineName": "web", "url": "/api/runs/web:1"}},
     }
 
 
@@ -93,7 +102,7 @@ def test_a_failed_run_is_a_finished_pipeline_run_with_outcome_and_errors():
         "context": {"version": "0.4.1", "id": "evt_run", "source": "/stagetrack/web",
                     "type": "dev.cdevents.pipelinerun.finished.0.2.0", "timestamp": TIME},
         "subject": {"id": "web:1", "source": "/stagetrack/web", "type": "pipelineRun",
-                    "content": {"pipelineName": "web", "outcome": "failure",
+                    "content": {"pipelineName": "web", "url": "/api/runs/web:1", "outcome": "failure",
                                 "errors": "run web:1 ended FAILURE"}},
     }
 
@@ -103,7 +112,7 @@ def test_a_started_stage_is_a_task_run_of_its_pipeline_run():
         "context": {"version": "0.4.1", "id": "evt_stage", "source": "/stagetrack/web",
                     "type": "dev.cdevents.taskrun.started.0.2.0", "timestamp": TIME},
         "subject": {"id": "web:1:2", "source": "/stagetrack/web", "type": "taskRun",
-                    "content": {"taskName": "deploy-prod",
+                    "content": {"taskName": "deploy-prod", "url": "/api/stages/web:1:2",
                                 "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"}}},
     }
 
@@ -112,7 +121,8 @@ def test_a_timed_out_stage_is_a_failed_task_run_whose_errors_say_timed_out():
     event = cdevents.to_cdevent(stage_change("IN_PROGRESS", "TIMED_OUT"))
     assert event["context"]["type"] == "dev.cdevents.taskrun.finished.0.2.0"
     assert event["subject"]["content"] == {
-        "taskName": "deploy-prod", "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
+        "taskName": "deploy-prod", "url": "/api/stages/web:1:2",
+        "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
         "outcome": "failure", "errors": "stage deploy-prod of run web:1 ended TIMED_OUT"}
 
 
@@ -121,7 +131,7 @@ def test_a_timed_out_stage_is_a_failed_task_run_whose_errors_say_timed_out():
     ("SKIPPED", "success", None),
     ("FAILURE", "failure", "ended FAILURE"),
     ("TIMED_OUT", "failure", "ended TIMED_OUT"),
-    ("CANCELLED", "cancel", "ended CANCELLED"),
+    ("CANCELLED", "error", "ended CANCELLED"),  # 0.4.1 has no "cancel": stopped before a verdict
 ])
 def test_outcomes_of_finished_runs_and_stages(status, outcome, errors):
     for change in (run_change("IN_PROGRESS", status), stage_change("IN_PROGRESS", status)):
@@ -196,7 +206,7 @@ def read_back(change: StateChange):
 
 @pytest.mark.parametrize("new, run_status", [
     ("SUCCESS", "SUCCESS"), ("SKIPPED", "SUCCESS"), ("FAILURE", "FAILURE"), ("TIMED_OUT", "FAILURE"),
-    ("CANCELLED", "CANCELLED"),
+    ("CANCELLED", "FAILURE"),  # outcome "error": the spec's word for a run that got no verdict
 ])
 def test_our_inbound_parser_reads_a_finished_run_back(new, run_status):
     update = read_back(run_change("IN_PROGRESS", new))
@@ -209,7 +219,7 @@ def test_our_inbound_parser_reads_a_finished_run_back(new, run_status):
 @pytest.mark.parametrize("old, new, stage_status", [
     ("IDLE", "IN_PROGRESS", "IN_PROGRESS"), ("IN_PROGRESS", "SUCCESS", "SUCCESS"),
     ("IN_PROGRESS", "FAILURE", "FAILURE"), ("IN_PROGRESS", "TIMED_OUT", "FAILURE"),
-    ("IN_PROGRESS", "CANCELLED", "CANCELLED"), ("IDLE", "SKIPPED", "SUCCESS"),
+    ("IN_PROGRESS", "CANCELLED", "FAILURE"), ("IDLE", "SKIPPED", "SUCCESS"),
 ])
 def test_our_inbound_parser_reads_a_stage_back_as_a_stage_of_the_same_run(old, new, stage_status):
     update = read_back(stage_change(old, new))
@@ -223,3 +233,104 @@ def test_our_inbound_parser_reads_queued_and_started_runs_back_as_the_run_existi
         update = read_back(change)
         assert (update.run_key, update.pipeline, update.run_status, update.stages) == (
             "web:1", "web", None, ())
+
+
+# ---- every event we can emit, against the official v0.4.1 JSON schemas ------------------------
+
+SCHEMAS = Path(__file__).parent / "fixtures" / "cdevents-schemas" / cdevents.SPEC_VERSION
+SCHEMA_FILES = {QUEUED: "pipelinerunqueued.json", STARTED: "pipelinerunstarted.json",
+                FINISHED: "pipelinerunfinished.json", TASK_STARTED: "taskrunstarted.json",
+                TASK_FINISHED: "taskrunfinished.json"}
+STATUSES = ["IDLE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "SUCCESS", "FAILURE", "CANCELLED", "TIMED_OUT",
+            "SKIPPED"]
+
+
+def _no_network(uri: str):
+    raise NoSuchResource(ref=uri)  # a $ref outside the vendored files is a test failure, not a fetch
+
+
+def _validators() -> dict[str, Draft202012Validator]:
+    resources = [Resource.from_contents(json.loads(path.read_text())) for path in sorted(SCHEMAS.rglob("*.json"))]
+    registry = Registry(retrieve=_no_network).with_resources((r.id(), r) for r in resources)
+    return {event_type: Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry,
+                                             format_checker=FormatChecker())
+            for event_type, name in SCHEMA_FILES.items()}
+
+
+VALIDATORS = _validators()
+
+
+def every_emitted_event():
+    """Every (old, new) status pair of runs and stages, with and without a public URL: all that
+    to_cdevent can produce (each type, each outcome)."""
+    for base in (None, "https://ci.example.com/prod"):
+        for old in [None, *STATUSES]:
+            for new in [*STATUSES, None]:
+                for change in (run_change(old, new), stage_change(old, new), stage_change(old, new, attempt=2)):
+                    event = cdevents.to_cdevent(change, base)
+                    if event is not None:
+                        yield change, base, event
+
+
+def test_every_event_type_and_outcome_is_emitted_and_validates_against_the_official_schema():
+    seen = set()
+    for change, base, event in every_emitted_event():
+        event_type = event["context"]["type"]
+        errors = sorted(VALIDATORS[event_type].iter_errors(event), key=str)
+        assert not errors, (change, [e.message for e in errors])
+        content = event["subject"]["content"]
+        if "outcome" in content:
+            assert content["outcome"] in cdevents.SPEC_OUTCOMES  # the v0.4.1 text's values
+        # uri-reference / uri formats: the format checker needs an optional package, so check here
+        for reference in (event["context"]["source"], event["subject"]["source"], content["url"]):
+            assert " " not in reference and urlsplit(reference).path.startswith("/")
+        if base is not None:
+            assert content["url"].startswith(base + "/api/")
+        seen.add((event_type, content.get("outcome")))
+    assert seen == {(QUEUED, None), (STARTED, None), (TASK_STARTED, None),
+                    (FINISHED, "success"), (FINISHED, "failure"), (FINISHED, "error"),
+                    (TASK_FINISHED, "success"), (TASK_FINISHED, "failure"), (TASK_FINISHED, "error")}
+
+
+def test_the_vendored_schemas_do_catch_what_the_spec_forbids():
+    """The validators are not vacuous: a started pipelineRun without url, an extra field, a
+    wrong type, or a $ref into links all fail or resolve against the vendored files."""
+    event = cdevents.to_cdevent(run_change("IDLE", "IN_PROGRESS"))
+    del event["subject"]["content"]["url"]
+    assert [e.validator for e in VALIDATORS[STARTED].iter_errors(event)] == ["required"]
+    event = cdevents.to_cdevent(stage_change("IN_PROGRESS", "FAILURE"))
+    event["subject"]["content"]["status"] = "FAILURE"
+    assert [e.validator for e in VALIDATORS[TASK_FINISHED].iter_errors(event)] == ["additionalProperties"]
+    event = cdevents.to_cdevent(run_change("IN_PROGRESS", "SUCCESS"))
+    event["context"]["links"] = [{"linkType": "PATH", "from": {"contextId": "evt_1"}}]
+    assert list(VALIDATORS[FINISHED].iter_errors(event)) == []
+    event["context"]["links"] = [{"linkType": "PATH"}]
+    assert list(VALIDATORS[FINISHED].iter_errors(event)) != []
+    event["context"]["links"] = []
+    event["context"]["timestamp"] = "yesterday"
+    assert [e.validator for e in VALIDATORS[FINISHED].iter_errors(event)] == ["format"]
+
+
+def test_urls_point_at_the_run_and_stage_in_our_api():
+    run = cdevents.to_cdevent(run_change("IDLE", "IN_PROGRESS"), "https://ci.example.com/prod/")
+    stage = cdevents.to_cdevent(stage_change("IDLE", "IN_PROGRESS"), "https://ci.example.com/prod")
+    assert run["subject"]["content"]["url"] == "https://ci.example.com/prod/api/runs/web:1"
+    assert stage["subject"]["content"]["url"] == "https://ci.example.com/prod/api/stages/web:1:2"
+    assert cdevents.to_cdevent(run_change("IDLE", "IN_PROGRESS"))["subject"]["content"]["url"] == "/api/runs/web:1"
+
+
+@pytest.mark.parametrize("value", ["ftp://ci.example.com", "ci.example.com", "https://", "https://x/?a=1",
+                                   "https://x/#top"])
+def test_a_public_url_that_is_not_an_http_url_is_refused_at_start(value):
+    from chalicelib.settings import Settings
+
+    with pytest.raises(ValueError, match="STAGETRACK_PUBLIC_URL"):
+        Settings.from_env({"STAGETRACK_PUBLIC_URL": value})
+
+
+def test_the_public_url_setting_is_read_without_its_trailing_slash():
+    from chalicelib.settings import Settings
+
+    assert Settings.from_env({"STAGETRACK_PUBLIC_URL": "https://ci.example.com/prod/"}).public_url == \
+        "https://ci.example.com/prod"
+    assert Settings.from_env({}).public_url is None

@@ -143,7 +143,7 @@ def test_a_cdevents_delivery_is_a_signed_cloudevent_in_binary_mode(lam, client, 
         "context": {"version": "0.4.1", "id": event["context"]["id"], "source": "/stagetrack/web",
                     "type": "dev.cdevents.taskrun.started.0.2.0", "timestamp": "2026-03-20T17:17:13.760Z"},
         "subject": {"id": "web:1:1", "source": "/stagetrack/web", "type": "taskRun",
-                    "content": {"taskName": "BUILD",
+                    "content": {"taskName": "BUILD", "url": "/api/stages/web:1:1",
                                 "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"}}},
     }
     assert event["context"]["id"].startswith("evt_")
@@ -219,9 +219,10 @@ def test_delivered_cdevents_make_the_same_run_through_our_own_cdevents_webhook(l
     assert stages_of(client, "app:2") == original[:2]
 
 
-def test_a_cancelled_run_mirrors_as_cancelled_and_its_skipped_stages_as_successes(lam, client, clock):
-    """The lossy rows of the mapping, end to end: CDEvents has no "skipped" outcome, so a stage
-    skipped here arrives as a success; the run's cancel arrives as outcome "cancel"."""
+def test_a_cancelled_run_mirrors_as_failed_and_its_skipped_stages_as_successes(lam, client, clock):
+    """The lossy rows of the mapping, end to end: CDEvents v0.4.1 has no "skipped" and no
+    "cancel" outcome, so a stage skipped here arrives as a success, and the cancel arrives as
+    outcome "error" (its ``errors`` says CANCELLED), which a receiver reads as a failure."""
     token = make_source(client, "cdevents", "mirror")
     with receiver([200]) as hook:
         subscribe(client, hook.url, events=["*"], format="cdevents")
@@ -235,13 +236,13 @@ def test_a_cancelled_run_mirrors_as_cancelled_and_its_skipped_stages_as_successe
     finished = [json.loads(r["body"])["subject"] for r in hook.requests
                 if r["headers"]["ce-type"].endswith(".finished.0.2.0")]
     assert sorted((s["type"], s["content"]["outcome"], s["content"].get("errors")) for s in finished) == [
-        ("pipelineRun", "cancel", "run app:1 ended CANCELLED"),
-        ("taskRun", "cancel", "stage BUILD of run app:1 ended CANCELLED"),
+        ("pipelineRun", "error", "run app:1 ended CANCELLED"),
+        ("taskRun", "error", "stage BUILD of run app:1 ended CANCELLED"),
         ("taskRun", "success", None)]
     assert all(a.status_code == 200 for a in forward(client, hook.requests, token))
-    assert [client.get(f"/api/runs/{run}").json["status"] for run in ("app:1", "app:2")] == ["CANCELLED"] * 2
+    assert [client.get(f"/api/runs/{run}").json["status"] for run in ("app:1", "app:2")] == ["CANCELLED", "FAILURE"]
     assert [(s[0], s[2]) for s in stages_of(client, "app:1")] == [("BUILD", "CANCELLED"), ("DEPLOY_PROD", "SKIPPED")]
-    assert [(s[0], s[2]) for s in stages_of(client, "app:2")] == [("BUILD", "CANCELLED"), ("DEPLOY_PROD", "SUCCESS")]
+    assert [(s[0], s[2]) for s in stages_of(client, "app:2")] == [("BUILD", "FAILURE"), ("DEPLOY_PROD", "SUCCESS")]
 
 
 def test_after_the_last_attempt_a_delivery_is_dead_lettered(lam, client, clock):

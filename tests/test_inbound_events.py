@@ -7,6 +7,7 @@ import json
 import pytest
 from chalice.test import Client
 
+from chalicelib.domain.clock import format_iso
 from chalicelib.domain.errors import ConcurrentModification, ValidationFailed
 from chalicelib.service import runs
 from chalicelib.settings import Settings
@@ -121,6 +122,61 @@ def test_a_codebuild_build_is_a_run_with_one_build_stage(lam, ctx):
     assert statuses(ctx, "my-sample-project:1") == ("IN_PROGRESS", [("build", "IN_PROGRESS", 1)])
     invoke(lam, "aws_ci_events", event)
     assert statuses(ctx, "my-sample-project:1") == ("SUCCESS", [("build", "SUCCESS", 1)])
+
+
+def stage_times(ctx, run_id):
+    aggregate = runs.get_run(ctx, run_id)
+    (stage,) = aggregate.stages
+    return tuple(format_iso(t) for t in (stage.started_at, stage.ended_at, aggregate.run.started_at,
+                                         aggregate.run.ended_at)) + (stage.duration_ms,)
+
+
+def test_a_codebuild_build_delivered_late_keeps_the_builds_own_times(lam, ctx, clock):
+    """The AWS documented example, delivered long after the build (the clock is 2026): the
+    start is ``build-start-time`` ("Sep 1, 2017 4:12:29 PM", UTC), the end the last phase's end
+    (4:14:26 PM), never the arrival time."""
+    clock.set("2026-03-20T17:17:13.760Z")
+    invoke(lam, "aws_ci_events", load("codebuild_build_state_change"))
+    assert stage_times(ctx, "my-sample-project:1") == (
+        "2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z",
+        "2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z", 117_000)
+
+
+def test_a_late_in_progress_codebuild_event_starts_the_build_at_its_start_time(lam, ctx, clock):
+    event = variant("codebuild_build_state_change", **{"detail.build-status": "IN_PROGRESS",
+                                                      "detail.current-phase": "BUILD",
+                                                      "time": "2017-09-01T16:13:11Z", "id": "in-progress-1"})
+    event["detail"]["additional-information"]["phases"] = event["detail"]["additional-information"]["phases"][:5]
+    invoke(lam, "aws_ci_events", event)
+    assert stage_times(ctx, "my-sample-project:1")[:1] == ("2017-09-01T16:12:29.000Z",)
+    invoke(lam, "aws_ci_events", load("codebuild_build_state_change"))
+    assert stage_times(ctx, "my-sample-project:1")[:2] == ("2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z")
+
+
+@pytest.mark.parametrize("start", ["Sep 31, 2017 4:12:29 PM", "2017-09-01 16:12:29", "Sept 1, 2017 4:12:29 PM",
+                                   "Sep 1, 2017 13:12:29 PM", 1504282349])
+def test_an_unreadable_build_start_time_falls_back_to_the_phases_then_the_event_time(lam, ctx, start):
+    event = variant("codebuild_build_state_change", **{"detail.additional-information.build-start-time": start})
+    invoke(lam, "aws_ci_events", event)
+    assert stage_times(ctx, "my-sample-project:1")[:2] == ("2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z")
+    del event["detail"]["additional-information"]["phases"]
+    event["id"] = "another-event"
+    event["detail"]["build-id"] += "-2"
+    invoke(lam, "aws_ci_events", event)
+    assert stage_times(ctx, "my-sample-project:2")[:2] == ("2017-09-01T16:14:28.000Z", "2017-09-01T16:14:28.000Z")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Sep 1, 2017 4:12:29 PM", "2017-09-01T16:12:29.000Z"),
+    ("Sep 1, 2017 12:00:00 AM", "2017-09-01T00:00:00.000Z"),
+    ("Sep 1, 2017 12:00:00 PM", "2017-09-01T12:00:00.000Z"),
+    ("Dec 31, 2024 11:59:59 PM", "2024-12-31T23:59:59.000Z"),
+    ("Feb 29, 2023 1:00:00 AM", None), ("Sep 1, 2017 0:12:29 PM", None), ("", None), (None, None),
+])
+def test_codebuild_times_are_read_exactly_as_utc(text, expected):
+    from chalicelib.domain.payloads import parse_codebuild_time
+
+    assert format_iso(parse_codebuild_time(text)) == expected
 
 
 def test_builds_started_by_codepipeline_are_left_to_the_pipeline(lam, ctx):

@@ -30,7 +30,8 @@ TAP = "https://sqs.us-east-1.amazonaws.com/123456789012/bus-tap"
 
 @pytest.fixture
 def settings():
-    return Settings(table_name="stagetrack-test", region="us-east-1", event_bus=BUS, delivery_queue_url=DELIVERIES)
+    return Settings(table_name="stagetrack-test", region="us-east-1", event_bus=BUS, delivery_queue_url=DELIVERIES,
+                    public_url="https://stagetrack.example.com/prod")
 
 
 @pytest.fixture
@@ -225,7 +226,8 @@ def test_cdevents_subscribers_get_the_cdevent_of_each_matching_change_it_has_a_w
     (rejected,) = of(failed_stages)
     assert json.loads(rejected["payload"])["subject"] == {
         "id": "web:1:2", "source": "/stagetrack/web", "type": "taskRun",
-        "content": {"taskName": "DEPLOY_PROD", "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
+        "content": {"taskName": "DEPLOY_PROD", "url": "https://stagetrack.example.com/prod/api/stages/web:1:2",
+                    "pipelineRun": {"id": "web:1", "source": "/stagetrack/web"},
                     "outcome": "failure", "errors": "stage DEPLOY_PROD of run web:1 ended FAILURE"}}
     # the same change to a stagetrack and a cdevents subscriber: one event id, two deliveries
     same = next(m for m in of(plain) if m["eventId"] == rejected["eventId"])

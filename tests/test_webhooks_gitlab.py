@@ -73,6 +73,121 @@ def test_a_cancelled_pipeline_cancels_the_run(client, token):
     assert run["status"] == "CANCELLED" and run["cancellation"]["by"] == "gitlab:gitlab-main"
 
 
+def pipeline_hook(status: str, finished_at: str | None = None, **jobs) -> dict:
+    """The documented pipeline hook with its status and some jobs (by name) changed."""
+    payload = variant("gitlab_pipeline_hook", **{"object_attributes.status": status,
+                                                 "object_attributes.finished_at": finished_at})
+    for build in payload["builds"]:
+        build.update(jobs.get(build["name"], {}))
+    return payload
+
+
+def production_job(status: str, started: str | None, finished: str | None) -> dict:
+    """The job hook of the manual "production" job (id 380 in the pipeline hook example)."""
+    return variant("gitlab_job_hook", build_id=380, build_name="production", build_stage="deploy",
+                   build_status=status, build_started_at=started, build_finished_at=finished)
+
+
+def test_a_failed_job_allowed_to_fail_leaves_the_pipeline_successful_as_gitlab_says(client, token):
+    post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
+    allowed = variant("gitlab_job_hook", build_status="failed", build_allow_failure=True)
+    assert post_gitlab(client, "Job Hook", allowed, token=token, uuid="u-2").status_code == 200
+    test_stage = client.get(f"/api/stages/{RUN}:2").json
+    assert (test_stage["status"], test_stage["allowFailure"]) == ("FAILURE", True)
+    assert client.get(f"/api/runs/{RUN}").json["status"] == "IN_PROGRESS"  # production still to come
+
+    done = pipeline_hook("success", "2016-08-12 15:30:00 UTC",
+                         test={"status": "failed", "allow_failure": True, "finished_at": "2016-08-12 15:26:10 UTC"},
+                         production={"status": "success", "started_at": "2016-08-12 15:27:00 UTC",
+                                     "finished_at": "2016-08-12 15:29:00 UTC"})
+    post_gitlab(client, "Pipeline Hook", done, token=token, uuid="u-3")
+    run = client.get(f"/api/runs/{RUN}").json
+    assert [(s["name"], s["status"], s["allowFailure"]) for s in run["stages"]] == [
+        ("build-image", "SUCCESS", False), ("test", "FAILURE", True), ("production", "SUCCESS", False)]
+    assert (run["status"], run["endedAt"]) == ("SUCCESS", "2016-08-12T15:29:00.000Z")
+
+
+def test_a_failed_job_not_allowed_to_fail_fails_the_run(client, token):
+    post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
+    post_gitlab(client, "Job Hook", variant("gitlab_job_hook", build_status="failed"), token=token, uuid="u-2")
+    failed = pipeline_hook("failed", "2016-08-12 15:30:00 UTC", test={"status": "failed"},
+                           production={"status": "skipped"})
+    post_gitlab(client, "Pipeline Hook", failed, token=token, uuid="u-3")
+    run = client.get(f"/api/runs/{RUN}").json
+    assert run["status"] == "FAILURE" and run["stages"][1]["allowFailure"] is False
+
+
+def test_a_manual_job_played_after_its_pipeline_finished_ends_as_it_really_ran(client, token):
+    """GitLab: pipeline success (the manual job waiting) -> played: pipeline running, job
+    pending -> running -> success, pipeline success again. The job's stage ends SUCCESS at the
+    job's own times, not SKIPPED where the first close left it."""
+    post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
+    first_end = pipeline_hook("success", "2016-08-12 15:26:29 UTC",
+                              test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
+                              production={"status": "manual"})
+    post_gitlab(client, "Pipeline Hook", first_end, token=token, uuid="u-2")
+    assert stages(client)[2] == ("production", "SKIPPED", 1)
+    assert client.get(f"/api/runs/{RUN}").json["status"] == "SUCCESS"
+
+    played = pipeline_hook("running", None, test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
+                           production={"status": "pending"})
+    post_gitlab(client, "Pipeline Hook", played, token=token, uuid="u-3")
+    post_gitlab(client, "Job Hook", production_job("pending", None, None), token=token, uuid="u-4")
+    running = post_gitlab(client, "Job Hook", production_job("running", "2016-08-12T16:00:00.000Z", None),
+                          token=token, uuid="u-5")
+    assert running.json["stages"] == [{"stageId": f"{RUN}:3", "status": "IN_PROGRESS"}]
+    assert client.get(f"/api/runs/{RUN}").json["status"] == "IN_PROGRESS"
+    post_gitlab(client, "Job Hook", production_job("success", "2016-08-12T16:00:00.000Z", "2016-08-12T16:01:30.000Z"),
+                token=token, uuid="u-6")
+    second_end = pipeline_hook("success", "2016-08-12 16:01:31 UTC",
+                               test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
+                               production={"status": "success", "started_at": "2016-08-12 16:00:00 UTC",
+                                           "finished_at": "2016-08-12 16:01:30 UTC"})
+    post_gitlab(client, "Pipeline Hook", second_end, token=token, uuid="u-7")
+    production = client.get(f"/api/stages/{RUN}:3").json
+    assert (production["status"], production["attempt"], production["attempts"]) == ("SUCCESS", 1, [])
+    assert (production["startedAt"], production["endedAt"], production["duration"]) == (
+        "2016-08-12T16:00:00.000Z", "2016-08-12T16:01:30.000Z", 90)
+    run = client.get(f"/api/runs/{RUN}").json
+    assert (run["status"], run["endedAt"]) == ("SUCCESS", "2016-08-12T16:01:30.000Z")
+
+
+def test_a_late_stale_hook_does_not_reopen_a_skipped_job(client, token):
+    """Only evidence that the job ran (running or finished) reopens it; a late "created" or
+    "manual" from before the end changes nothing."""
+    first_end = pipeline_hook("success", "2016-08-12 15:26:29 UTC",
+                              test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
+                              production={"status": "manual"})
+    post_gitlab(client, "Pipeline Hook", first_end, token=token, uuid="u-1")
+    late = post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-2")
+    assert late.json["result"] == "unchanged"
+    assert stages(client)[2] == ("production", "SKIPPED", 1)
+
+
+@pytest.mark.parametrize("never_started, ends", [
+    ("created", "SKIPPED"), ("pending", "SKIPPED"), ("waiting_for_resource", "SKIPPED"), ("scheduled", "SKIPPED"),
+    ("manual", "CANCELLED"),  # waiting at its gate is active in stagetrack: a cancel cancels it
+])
+def test_a_cancelled_pipeline_leaves_no_never_started_job_idle(client, token, never_started, ends):
+    post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
+    cancelled = pipeline_hook("canceled", "2016-08-12 15:26:00 UTC",
+                              test={"status": "canceled", "finished_at": "2016-08-12 15:26:00 UTC"},
+                              production={"status": never_started})
+    post_gitlab(client, "Pipeline Hook", cancelled, token=token, uuid="u-2")
+    run = client.get(f"/api/runs/{RUN}").json
+    assert [(s["name"], s["status"]) for s in run["stages"]] == [
+        ("build-image", "SUCCESS"), ("test", "CANCELLED"), ("production", ends)]
+    assert run["status"] == "CANCELLED" and run["cancellation"]["by"] == "gitlab:gitlab-main"
+
+
+def test_a_cancelled_pipeline_whose_jobs_were_reported_canceled_follows_gitlab(client, token):
+    cancelled = pipeline_hook("canceled", "2016-08-12 15:26:00 UTC",
+                              test={"status": "canceled", "finished_at": "2016-08-12 15:26:00 UTC"},
+                              production={"status": "canceled"})
+    post_gitlab(client, "Pipeline Hook", cancelled, token=token, uuid="u-1")
+    assert stages(client) == [("build-image", "SUCCESS", 1), ("test", "CANCELLED", 1), ("production", "CANCELLED", 1)]
+
+
 @pytest.mark.parametrize("sent", [None, "", "wrong-token", "whsec_" + "x" * 43])
 def test_a_missing_or_wrong_token_is_403_and_changes_nothing(client, token, ddb_calls, sent):
     ddb_calls.clear()

@@ -60,6 +60,8 @@ class StageOut(Out):
     timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
     approvalDecision: dict[str, Any] | None = Field(
         description="this attempt's approve/reject: decision, by, at, comment, attempt")
+    allowFailure: bool = Field(description="the sender lets it fail without failing the run (GitLab "
+                                           "allow_failure): a FAILURE here counts as passed for the run")
     version: int | None
 
 

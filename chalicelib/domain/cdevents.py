@@ -7,22 +7,33 @@ own event shape. A run is a ``pipelineRun``, a stage a ``taskRun``:
 
 | our change                                            | CDEvent type                                |
 |-------------------------------------------------------|---------------------------------------------|
-| run created (old status null)                         | ``dev.cdevents.pipelinerun.queued.0.2.0``   |
+| run created (old status null), not yet final          | ``dev.cdevents.pipelinerun.queued.0.2.0``   |
 | run to IN_PROGRESS from IDLE, or from a final status  | ``dev.cdevents.pipelinerun.started.0.2.0``  |
-| run to a final status                                 | ``dev.cdevents.pipelinerun.finished.0.2.0`` |
+| run to a final status (also created already final)    | ``dev.cdevents.pipelinerun.finished.0.2.0`` |
 | stage to IN_PROGRESS                                  | ``dev.cdevents.taskrun.started.0.2.0``      |
 | stage to a final status                               | ``dev.cdevents.taskrun.finished.0.2.0``     |
 | anything else (WAITING_FOR_APPROVAL, IDLE, deletions) | None: nothing is sent                       |
 
-Outcomes: SUCCESS and SKIPPED are ``success``, FAILURE and TIMED_OUT ``failure`` (``errors``
-says which), CANCELLED ``cancel``. The event's ``context.id`` is the StateChange id, so an
-at-least-once duplicate is the same CDEvent. Pure: no I/O, one change in, at most one event out.
+Every event validates against the official v0.4.1 JSON schemas (vendored as test fixtures in
+tests/fixtures/cdevents-schemas/0.4.1, checked by tests/test_cdevents_out.py). Outcomes are
+only the values the v0.4.1 text allows (``success``, ``error``, ``failure``): SUCCESS and
+SKIPPED are ``success``; FAILURE and TIMED_OUT ``failure`` (the work ran and did not pass);
+CANCELLED ``error`` (it was stopped before it could pass or fail). Every non-success carries
+``errors`` naming our exact status, e.g. ``run web:1 ended CANCELLED``.
+
+``url`` (required on ``pipelinerun.started``, sent on every event) is where a client reads the
+run or stage in our API: ``<public URL>/api/runs/<id>`` and ``<public URL>/api/stages/<id>``,
+where the public URL is the ``STAGETRACK_PUBLIC_URL`` setting; unset, the URL is relative to
+this service's own origin (``/api/runs/<id>``). The event's ``context.id`` is the StateChange
+id, so an at-least-once duplicate is the same CDEvent. Pure: no I/O, one change in, at most
+one event out.
 What this emits is what our own ``POST /api/webhooks/cdevents`` (``payloads.parse_cdevent``)
 accepts; tests/test_delivery.py sends a delivered one there and checks the run it makes.
 """
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from .events import RUN_CHANGED, STAGE_CHANGED, StateChange
 from .status import FINAL, StageStatus
@@ -38,8 +49,10 @@ PIPELINERUN_FINISHED = "dev.cdevents.pipelinerun.finished.0.2.0"
 TASKRUN_STARTED = "dev.cdevents.taskrun.started.0.2.0"
 TASKRUN_FINISHED = "dev.cdevents.taskrun.finished.0.2.0"
 
+# The v0.4.1 outcome values (core events: "success, error or failure"); no "cancel" in 0.4.
+SPEC_OUTCOMES = ("success", "error", "failure")
 OUTCOMES = {S.SUCCESS: "success", S.SKIPPED: "success", S.FAILURE: "failure", S.TIMED_OUT: "failure",
-            S.CANCELLED: "cancel"}
+            S.CANCELLED: "error"}
 _FINAL = frozenset(status.value for status in FINAL)
 
 
@@ -59,8 +72,8 @@ def cdevent_type(change: StateChange) -> str | None:
 def _run_event_type(old: str | None, new: str | None) -> str | None:
     if new is None:
         return None  # deleted
-    if old is None:
-        return PIPELINERUN_QUEUED
+    if old is None:  # created; a run a sender first reported as done is born finished
+        return PIPELINERUN_FINISHED if new in _FINAL else PIPELINERUN_QUEUED
     if new == S.IN_PROGRESS.value and (old == S.IDLE.value or old in _FINAL):
         return PIPELINERUN_STARTED  # first start, or started again by a retry
     if new in _FINAL:
@@ -78,28 +91,42 @@ def _stage_event_type(new: str | None) -> str | None:
     return None
 
 
-def to_cdevent(change: StateChange) -> dict | None:
-    """The CDEvent (context + subject) for a change, or None: nothing to send."""
+def resource_url(base_url: str | None, collection: str, resource_id: str) -> str:
+    """``<base>/api/<collection>/<id>``: absolute with the public URL, else origin-relative."""
+    base = (base_url or "").rstrip("/")
+    return f"{base}/api/{collection}/{quote(resource_id, safe=':')}"
+
+
+def to_cdevent(change: StateChange, base_url: str | None = None) -> dict | None:
+    """The CDEvent (context + subject) for a change, or None: nothing to send. ``base_url``
+    is the public URL of this service (the ``url`` of runs and stages is made from it)."""
     event_type = cdevent_type(change)
     if event_type is None:
         return None
     source = source_of(change.pipeline)
     context = {"version": SPEC_VERSION, "id": change.id, "source": source, "type": event_type,
                "timestamp": change.time}
-    return {"context": context, "subject": _subject(change, source)}
+    subject = _subject(change, source, base_url)
+    if event_type in (PIPELINERUN_FINISHED, TASKRUN_FINISHED):  # only finished events have one
+        subject["content"].update(_outcome(change.new_status, _what(change)))
+    return {"context": context, "subject": subject}
 
 
-def _subject(change: StateChange, source: str) -> dict:
+def _what(change: StateChange) -> str:
+    if change.type == RUN_CHANGED:
+        return f"run {change.run_id}"
+    return f"stage {change.stage_name or change.stage_id} of run {change.run_id}"
+
+
+def _subject(change: StateChange, source: str, base_url: str | None) -> dict:
     if change.type == RUN_CHANGED:
         subject_id, kind = change.run_id, "pipelineRun"
-        content: dict = {"pipelineName": change.pipeline}
-        what = f"run {change.run_id}"
+        content: dict = {"pipelineName": change.pipeline, "url": resource_url(base_url, "runs", change.run_id)}
     else:
         subject_id, kind = change.stage_id, "taskRun"
-        name = change.stage_name or change.stage_id
-        content = {"taskName": name, "pipelineRun": {"id": change.run_id, "source": source}}
-        what = f"stage {name} of run {change.run_id}"
-    content.update(_outcome(change.new_status, what))
+        content = {"taskName": change.stage_name or change.stage_id,
+                   "url": resource_url(base_url, "stages", change.stage_id),
+                   "pipelineRun": {"id": change.run_id, "source": source}}
     return {"id": subject_id, "source": source, "type": kind, "content": content}
 
 

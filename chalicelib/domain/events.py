@@ -12,8 +12,16 @@ every sender:
   backwards (a late "in_progress" after "completed") is ignored, never an error;
 - a newer attempt of the sender's job (GitHub ``run_attempt``, GitLab ``retries_count``,
   CodePipeline RESUMED) archives the stage's attempt and starts the next one, as retry does;
+- a stage that ended SKIPPED without ever starting (we closed it when its run ended, or the
+  sender skipped it) and that the sender then reports running or finished, in the same attempt,
+  ran after all (a GitLab manual job played after its pipeline finished): it is reopened and
+  moves on from IDLE at the sender's times. A report of it waiting or pending changes nothing;
+- a stage the sender allows to fail (GitLab ``allow_failure``) keeps its FAILURE, and the run
+  counts it as passed (``model.run_status_of``), as the sender's own pipeline status does;
 - a final run status closes whatever the sender never reported as finished (running stages
-  take the run's outcome, stages that never started become SKIPPED; a cancel is ``cancel_run``);
+  take the run's outcome, stages that never started become SKIPPED; a cancel is ``cancel_run``,
+  and even when the run already reads as finished, every stage still active is CANCELLED and
+  every stage that never started SKIPPED: a cancelled run leaves nothing IDLE);
   a run the sender finished without reporting any stage gets one stage named ``pipeline``.
 Unknown event types are ``Ignored`` (the webhook answers 202); payloads that are not what the
 sender documents are ``ValidationFailed`` (422) naming the field.
@@ -44,7 +52,7 @@ from . import ids
 from .clock import format_iso, parse_iso
 from .errors import ValidationFailed
 from .model import RunAggregate, Stage, change_status
-from .operations import cancel_run, new_attempt
+from .operations import cancel_run, new_attempt, record_cancellation
 from .schemas import StrictModel
 from .status import FINAL, StageStatus, StageType, is_legal
 
@@ -177,6 +185,7 @@ class StageUpdate:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     via_approval: bool = True  # the sender's own gate opened (GitHub environments, Manual approval)
+    allow_failure: bool | None = None  # the sender lets it fail without failing the run; None: not said
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,13 @@ def apply_update(aggregate: RunAggregate, update: ExternalUpdate, now: datetime,
                 change_status(stage, S.CANCELLED, at)
             new_attempt(stage, now)
             result.changed = True
+        if reported.allow_failure is not None and reported.allow_failure != stage.allow_failure:
+            stage.allow_failure = reported.allow_failure
+            result.changed = True
+        if reported.status is not None and _ran_after_skip(stage, reported, wanted_attempt):
+            stage.status, stage.ended_at, stage.duration_ms = S.IDLE, None, None
+            result.notes.append(f"stage {stage.name}: skipped before, reported {reported.status.value} "
+                                "now; reopened")
         if reported.status is not None:
             path = status_path(stage.status, reported.status)
             if path is None:
@@ -287,6 +303,13 @@ def apply_update(aggregate: RunAggregate, update: ExternalUpdate, now: datetime,
     return result
 
 
+def _ran_after_skip(stage: Stage, reported: StageUpdate, attempt: int) -> bool:
+    """The sender reports a stage that ended SKIPPED without starting as running or finished,
+    in the same attempt (not a newer one: that is a retry, handled above)."""
+    return (stage.status == S.SKIPPED and stage.started_at is None and attempt == stage.attempt
+            and reported.status in (S.IN_PROGRESS, *FINAL) and reported.status != S.SKIPPED)
+
+
 def _close_run(aggregate: RunAggregate, final: StageStatus, at: datetime, now: datetime, *,
                actor: str, result: Applied) -> bool:
     if not aggregate.stages:
@@ -294,9 +317,14 @@ def _close_run(aggregate: RunAggregate, final: StageStatus, at: datetime, now: d
         _move(summary, status_path(S.IDLE, final) or [], StageUpdate(SUMMARY_STAGE), at, now)
         result.stages.append((summary.id, summary.status.value))
         return True
-    if final == S.CANCELLED:
-        return cancel_run(aggregate, at, actor=actor, reason="cancelled in the sending system")
     changed = False
+    if final == S.CANCELLED:
+        reason = "cancelled in the sending system"
+        changed = cancel_run(aggregate, at, actor=actor, reason=reason)
+        if not changed and any(stage.status not in FINAL for stage in aggregate.stages):
+            # the run already reads as finished (a job reported canceled): cancel_run leaves it
+            # alone, but the sender said the run was cancelled, so nothing may stay open
+            record_cancellation(aggregate, at, actor, reason, None)
     for stage in aggregate.stages:
         if stage.status in FINAL:
             continue

@@ -38,6 +38,9 @@ class Stage:
     attempts: list[dict] = field(default_factory=list)
     waiting_since: datetime | None = None
     approval_decision: dict | None = None  # this attempt's approve/reject (operations.decide)
+    # The sender lets this stage fail without failing the run (GitLab ``allow_failure``): its
+    # FAILURE shows on the stage, and the run's status counts it as passed (run_status_of).
+    allow_failure: bool = False
     version: int | None = None
 
     @property
@@ -121,7 +124,7 @@ class RunAggregate:
     def refresh(self, now: datetime) -> None:
         """Re-derive the run's status and timing from its stages; always bumps updatedAt."""
         run = self.run
-        run.status = derive_run_status([stage.status for stage in self.stages])
+        run.status = run_status_of(self.stages)
         starts = [s.started_at for s in self.stages if s.started_at is not None]
         starts += [parse_iso(a["startedAt"]) for s in self.stages for a in s.attempts
                    if a.get("startedAt")]
@@ -142,6 +145,13 @@ class RunAggregate:
         stage = self.stage(stage_id)
         self.stages.remove(stage)
         return stage
+
+
+def run_status_of(stages: list[Stage]) -> StageStatus:
+    """The run status its stages make (``derive_run_status``), a stage allowed to fail
+    counting as passed when it failed: GitLab's own pipeline status does the same."""
+    return derive_run_status([S.SUCCESS if stage.allow_failure and stage.status == S.FAILURE else stage.status
+                              for stage in stages])
 
 
 def stage_summary(stage: Stage) -> dict:

@@ -17,9 +17,9 @@ from datetime import datetime
 
 from .clock import format_iso, seconds_from_millis
 from .errors import Conflict, IllegalTransition, ValidationFailed
-from .model import RunAggregate, Stage, StageSpec, change_status, new_run
+from .model import RunAggregate, Stage, StageSpec, change_status, new_run, run_status_of
 from .schemas import MAX_VARIABLES
-from .status import FINAL, StageStatus, derive_run_status
+from .status import FINAL, StageStatus
 
 S = StageStatus
 
@@ -46,7 +46,7 @@ class AlreadyDecided(Conflict):
 
 # ---- cancel ----------------------------------------------------------------------------------
 
-def _record_cancellation(aggregate: RunAggregate, now: datetime, actor: str, reason: str | None,
+def record_cancellation(aggregate: RunAggregate, now: datetime, actor: str, reason: str | None,
                          stage_id: str | None) -> None:
     aggregate.run.cancellation = {
         "by": actor, "at": format_iso(now), "reason": reason, "stageId": stage_id,
@@ -64,7 +64,7 @@ def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
     has never-started stages) is left alone: cancelling it is a successful no-op, as in GoCD.
     """
     stages = aggregate.stages
-    if derive_run_status([s.status for s in stages]) in FINAL:
+    if run_status_of(stages) in FINAL:
         return False
     active = [s for s in stages if s.is_active]
     idle = [s for s in stages if s.status == S.IDLE]
@@ -74,7 +74,7 @@ def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
         change_status(idle.pop(0), S.CANCELLED, now)
     for stage in idle:
         change_status(stage, S.SKIPPED, now)
-    _record_cancellation(aggregate, now, actor, reason, None)
+    record_cancellation(aggregate, now, actor, reason, None)
     return True
 
 
@@ -91,7 +91,7 @@ def cancel_stage(aggregate: RunAggregate, stage_id: str, now: datetime, *, actor
     for later in aggregate.stages:
         if later.position > stage.position and later.status == S.IDLE:
             change_status(later, S.SKIPPED, now)
-    _record_cancellation(aggregate, now, actor, reason, stage_id)
+    record_cancellation(aggregate, now, actor, reason, stage_id)
     return True
 
 
@@ -149,7 +149,7 @@ def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]
         wanted = "finished" if scope == SCOPE_ALL else "failed, timed-out or cancelled"
         raise NothingToRetry(
             f"nothing to retry: run {aggregate.run.id!r} has no {wanted} stage "
-            f"(run status {derive_run_status([s.status for s in stages]).value})"
+            f"(run status {run_status_of(stages).value})"
         )
     for stage in targets:
         new_attempt(stage, now)

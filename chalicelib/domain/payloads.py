@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
@@ -236,6 +236,7 @@ class GlBuild(Vendor):
     stage: str | None = None
     name: Text
     status: Text
+    allow_failure: bool | None = None
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -261,6 +262,7 @@ class GlJobHook(Vendor):
     build_name: Text
     build_stage: str | None = None
     build_status: Text
+    build_allow_failure: bool | None = None
     build_created_at: str | None = None
     build_started_at: str | None = None
     build_finished_at: str | None = None
@@ -296,8 +298,9 @@ def _gitlab_status(value: str, what: str) -> StageStatus | Ignored:
 
 def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpdate | Ignored:
     """``X-Gitlab-Event`` + body. A pipeline becomes a run of pipeline ``<group>.<project>``;
-    each job a stage named after the job. The pipeline hook's ``builds`` (every job's status)
-    is applied too, so a project that sends only pipeline hooks still shows its jobs."""
+    each job a stage named after the job, allowed to fail when the job is (``allow_failure``).
+    The pipeline hook's ``builds`` (every job's status) is applied too, so a project that sends
+    only pipeline hooks still shows its jobs."""
     namespace = f"gitlab:{source}"
     if event == "Pipeline Hook":
         body = validate_payload(GlPipelineHook, payload, "GitLab pipeline hook")
@@ -315,7 +318,7 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
             build_status = _GL_STATUS.get(build.status)
             stages.append(StageUpdate(name=name, type=stage_type_for(name), status=build_status,
                                       started_at=parse_time(build.started_at),
-                                      ended_at=parse_time(build.finished_at)))
+                                      ended_at=parse_time(build.finished_at), allow_failure=build.allow_failure))
         commit = body.commit
         return ExternalUpdate(
             namespace=namespace, run_key=str(attrs.id), pipeline=gitlab_pipeline(body.project),
@@ -333,7 +336,7 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
         name = sanitize_name(body.build_name, f"job-{body.build_id}")
         stage = StageUpdate(name=name, type=stage_type_for(name), status=status,
                             attempt=body.retries_count + 1, started_at=parse_time(body.build_started_at),
-                            ended_at=parse_time(body.build_finished_at))
+                            ended_at=parse_time(body.build_finished_at), allow_failure=body.build_allow_failure)
         moment = (parse_time(body.build_finished_at) or parse_time(body.build_started_at)
                   or parse_time(body.build_created_at))
         return ExternalUpdate(
@@ -522,9 +525,48 @@ class CpDetail(Vendor):
     execution_trigger: dict | None = Field(default=None, alias="execution-trigger")
 
 
+class CbPhase(Vendor):
+    start_time: object = Field(default=None, alias="start-time")
+    end_time: object = Field(default=None, alias="end-time")
+
+
 class CbAdditional(Vendor):
     initiator: str | None = None
     source_version: str | None = Field(default=None, alias="source-version")
+    build_start_time: object = Field(default=None, alias="build-start-time")
+    phases: Annotated[list[CbPhase], Field(max_length=100)] = []
+
+
+_CB_TIME = re.compile(r"^(?P<month>[A-Z][a-z]{2}) (?P<day>\d{1,2}), (?P<year>\d{4}) "
+                      r"(?P<hour>\d{1,2}):(?P<minute>\d{2}):(?P<second>\d{2}) (?P<half>AM|PM)$")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def parse_codebuild_time(value: object) -> datetime | None:
+    """CodeBuild's ``Sep 1, 2017 4:12:29 PM`` (``build-start-time``, phase times), in UTC as the
+    documented example shows beside its event ``time``. Parsed by hand, not ``strptime``, so the
+    process locale cannot change what ``Sep`` or ``PM`` mean. Anything else is None."""
+    match = _CB_TIME.match(value) if isinstance(value, str) else None
+    if match is None or match["month"] not in _MONTHS:
+        return None
+    hour = int(match["hour"])
+    if not 1 <= hour <= 12:
+        return None
+    hour = hour % 12 + (12 if match["half"] == "PM" else 0)
+    try:
+        return datetime(int(match["year"]), _MONTHS.index(match["month"]) + 1, int(match["day"]), hour,
+                        int(match["minute"]), int(match["second"]), tzinfo=timezone.utc)
+    except ValueError:  # Feb 30, second 61 ...
+        return None
+
+
+def codebuild_times(info: CbAdditional) -> tuple[datetime | None, datetime | None]:
+    """(start, end) of a build from its own record: ``build-start-time`` else the first phase's
+    start; the last phase end. None where the event does not say (the event time is used)."""
+    starts = [t for t in (parse_codebuild_time(p.start_time) for p in info.phases) if t is not None]
+    ends = [t for t in (parse_codebuild_time(p.end_time) for p in info.phases) if t is not None]
+    start = parse_codebuild_time(info.build_start_time) or (min(starts) if starts else None)
+    return start, (max(ends) if ends else None)
 
 
 class CbDetail(Vendor):
@@ -540,8 +582,11 @@ def parse_aws_event(event: object) -> ExternalUpdate | Ignored:
     CodePipeline: an execution is a run of the pipeline (its name, sanitised); each stage a
     stage. Action events matter only for Manual approval actions, which become a stage of their
     own (``<stage>.<action>``) waiting for approval; other actions are covered by their stage.
-    CodeBuild: a build is a run of the project with one BUILD stage. Builds that CodePipeline
-    started (initiator ``codepipeline/...``) are ignored: their pipeline's events cover them.
+    CodeBuild: a build is a run of the project with one BUILD stage, started at its
+    ``build-start-time`` and ended at its last phase's end (else the event ``time``; the arrival
+    time only when the event has neither, so a late delivery keeps the build's own times).
+    Builds that CodePipeline started (initiator ``codepipeline/...``) are ignored: their
+    pipeline's events cover them.
     """
     envelope = validate_payload(AwsEnvelope, event, "EventBridge")
     moment = parse_time(envelope.time)
@@ -584,7 +629,9 @@ def parse_aws_event(event: object) -> ExternalUpdate | Ignored:
         status = _CB_STATUS.get(detail.build_status)
         if status is None:
             return Ignored(f"build status {detail.build_status!r} changes nothing")
-        stage = StageUpdate(name="build", type=StageType.BUILD.value, status=status)
+        started, ended = codebuild_times(detail.additional_information)
+        stage = StageUpdate(name="build", type=StageType.BUILD.value, status=status, started_at=started,
+                            ended_at=(ended or moment) if status in FINAL else None)
         return ExternalUpdate(
             namespace="aws.codebuild", run_key=detail.build_id, pipeline=sanitize_name(detail.project_name),
             stages=(stage,), run_status=status if status in FINAL else None, time=moment,

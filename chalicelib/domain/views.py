@@ -29,6 +29,7 @@ def stage_view(stage: Stage, now: datetime) -> dict:
         "attempt": stage.attempt,
         "attempts": list(stage.attempts),
         "approvalDecision": stage.approval_decision,
+        "allowFailure": stage.allow_failure,
         "version": stage.version,
     }
 

@@ -91,7 +91,7 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
         return report
     if bus is not None:
         report.published = bus.publish(changes)
-    messages = delivery_messages(changes, subscriptions.list_all(ctx))
+    messages = delivery_messages(changes, subscriptions.list_all(ctx), base_url=ctx.repo.settings.public_url)
     if messages:
         if deliveries is None:
             log.error("%d delivery(ies) not queued: STAGETRACK_DELIVERY_QUEUE_URL is not set", len(messages))
@@ -100,34 +100,36 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
     return report
 
 
-def delivery_messages(changes: list[StateChange], subscribed: list[StoredSubscription]) -> list[str]:
+def delivery_messages(changes: list[StateChange], subscribed: list[StoredSubscription], *,
+                      base_url: str | None = None) -> list[str]:
     """One message per change and subscription whose filter matches it, unless the
     subscription's format has nothing for that change (a CDEvents subscriber and a stage
-    waiting for approval)."""
+    waiting for approval). ``base_url``: the public URL CDEvents link runs and stages to."""
     messages = []
     for change in changes:
         for subscription in subscribed:
             if not subscriptions.filter_of(subscription).matches(change):
                 continue
-            message = delivery_message(change, subscription.subscription_id, fmt=subscription.format)
+            message = delivery_message(change, subscription.subscription_id, fmt=subscription.format,
+                                       base_url=base_url)
             if message is not None:
                 messages.append(message)
     return messages
 
 
-def event_payload(change: StateChange, fmt: str) -> tuple[str, str] | None:
+def event_payload(change: StateChange, fmt: str, base_url: str | None = None) -> tuple[str, str] | None:
     """(event type, body) a subscriber in format ``fmt`` receives for a change; None: nothing."""
     if fmt == FORMAT_CDEVENTS:
-        event = cdevents.to_cdevent(change)
+        event = cdevents.to_cdevent(change, base_url)
         return None if event is None else (event["context"]["type"], cdevents.body(event))
     return change.type, change.body()
 
 
 def delivery_message(change: StateChange, subscription_id: str, attempt: int = 1, *,
-                     fmt: str = FORMAT_STAGETRACK) -> str | None:
+                     fmt: str = FORMAT_STAGETRACK, base_url: str | None = None) -> str | None:
     """The queue message of one delivery, or None when the subscriber's format has nothing
     for this change."""
-    payload = event_payload(change, fmt)
+    payload = event_payload(change, fmt, base_url)
     if payload is None:
         return None
     event_type, body = payload

@@ -187,6 +187,7 @@ class StageItem(BaseItem, discriminator="stage"):
     attempts = UnicodeAttribute(null=True)  # JSON list
     waiting_since = UnicodeAttribute(null=True)
     approval_decision = UnicodeAttribute(null=True)  # JSON: this attempt's approve/reject
+    allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     version = VersionAttribute()

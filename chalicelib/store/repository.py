@@ -117,7 +117,7 @@ def stage_to_item(stage: Stage) -> StageItem:
         timeout_seconds=stage.timeout_seconds, expected_seconds=stage.expected_seconds,
         approval=stage.approval, attempt=stage.attempt,
         attempts=_dumps(stage.attempts) if stage.attempts else None,
-        approval_decision=_dumps(stage.approval_decision),
+        approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         waiting_since=format_iso(stage.waiting_since), **_version(stage.version),
     )
     if stage.is_active:
@@ -136,7 +136,7 @@ def stage_from_item(item: StageItem) -> Stage:
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         expected_seconds=None if item.expected_seconds is None else int(item.expected_seconds),
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
-        approval_decision=_loads(item.approval_decision),
+        approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
         waiting_since=parse_iso(item.waiting_since),
         version=None if item.version is None else int(item.version),
     )
