@@ -130,6 +130,16 @@ CASES = {
         lambda c, p: buddy(c, p, {"operation": "APPLY_VARIABLES", "variables": [
             *VARIABLES, {"key": "SECRET", "value": "s3cret", "encrypted": True}]}),
     ),
+    "buddy APPLY_VARIABLES with Buddy's whole Variable objects = native variables merge": (
+        setup_running,
+        lambda c, p: c.put(f"/api/runs/{p}:1/variables", {"variables": [
+            *VARIABLES, {"key": "SECRET", "value": "s3cret", "secret": True}]}),
+        lambda c, p: buddy(c, p, {"operation": "APPLY_VARIABLES", "variables": [
+            {**v, "type": "VAR", "settable": True, "description": "", "id": n, "encrypted": False}
+            for n, v in enumerate(VARIABLES, start=1)] + [
+            {"key": "SECRET", "value": "s3cret", "encrypted": True, "type": "VAR", "settable": False,
+             "run_only_settable": False, "description": "a secret", "id": 9}]}),
+    ),
 }
 
 

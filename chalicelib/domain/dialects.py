@@ -140,10 +140,47 @@ class CodeArtsStopIn(StrictModel):
     build_no: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,11}$")]
 
 
+_BuddyText = Annotated[str, StringConstraints(max_length=4096)] | None
+_BuddyFlag = bool | None
+
+
 class BuddyVariableIn(StrictModel):
+    """One variable of APPLY_VARIABLES: Buddy's whole Variable object, as its API returns it
+    (GET/list variables) and its clients send back. ``key``, ``value`` and ``encrypted`` are
+    used; every other documented field is accepted and ignored (stagetrack has no files, SSH keys
+    or scopes to apply them to). A field Buddy does not document is still refused, as in every
+    stagetrack body, so a misspelt ``encrypted`` cannot silently store a secret in clear."""
+
     key: VariableKey
     value: VariableValue
     encrypted: bool = False  # kept like a native secret variable: only a keyed hash
+    # documented and ignored (buddy.works/docs/api/variables: get, list, add, edit)
+    url: _BuddyText = None
+    html_url: _BuddyText = None
+    id: int | None = None
+    type: _BuddyText = None  # VAR, FILE, SSH_KEY, ... (any: a type Buddy adds later still works)
+    settable: _BuddyFlag = None
+    run_only_settable: _BuddyFlag = None
+    description: _BuddyText = None
+    ssh_key: _BuddyFlag = None
+    init_path: _BuddyText = None
+    defaults: _BuddyText = None
+    file_place: _BuddyText = None
+    file_name: _BuddyText = None
+    file_path: _BuddyText = None
+    file_chmod: _BuddyText = None
+    password: _BuddyText = None
+    passphrase: _BuddyText = None
+    key_identifier: _BuddyText = None
+    checksum: _BuddyText = None
+    key_fingerprint: _BuddyText = None
+    public_value: _BuddyText = None
+    comment: _BuddyText = None
+    # the scope objects Buddy embeds (project, pipeline, action, environment): any JSON object
+    project: dict | None = None
+    pipeline: dict | None = None
+    action: dict | None = None
+    environment: dict | None = None
 
 
 BUDDY_OPERATIONS = ("RETRY", "CANCEL", "APPLY", "APPLY_VARIABLES")
@@ -154,6 +191,7 @@ class BuddyOperationIn(StrictModel):
     refused with the other operations (they would silently drop it)."""
 
     operation: Literal["RETRY", "CANCEL", "APPLY", "APPLY_VARIABLES"]
+    comment: Annotated[str, StringConstraints(max_length=1000)] | None = None  # APPLY: the approval's
     variables: Annotated[list[BuddyVariableIn], Field(min_length=1, max_length=MAX_VARIABLES)] | None = Field(
         default=None, validate_default=True)
 
