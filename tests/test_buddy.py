@@ -232,3 +232,62 @@ def test_every_status_has_a_buddy_status():
     assert set(dialects.BUDDY_STATUS) == set(StageStatus)
     named = {"INPROGRESS", "SUCCESSFUL", "FAILED", "TERMINATED", "WAITING_FOR_APPLY"}  # the reference's
     assert named <= set(dialects.BUDDY_STATUS.values())
+
+
+# ---- Buddy's whole Variable object (issue 10) --------------------------------------------------
+
+def test_apply_variables_takes_back_the_variable_objects_buddy_lists(client, ctx, execution):
+    """A client that lists variables from Buddy and sends them back as they came (type,
+    settable, description, file_* ... and the read-only url/id) is served: key and value are
+    used, encrypted ones are kept as secrets (keyed hash only), the rest is ignored."""
+    listed = reference("buddy_variables")["variables"]
+    response = patch(client, execution, {"operation": "APPLY_VARIABLES", "variables": listed},
+                     issue(client, ["operate"]))
+    assert response.status_code == 200, response.json
+    run = client.get("/api/runs/dev:1").json
+    assert run["variables"] == {"API_TOKEN": "******", "SSH_KEY": "******"}
+    assert run["secretVariables"] == ["API_TOKEN", "SSH_KEY"]
+    from chalicelib.store.schema import dynamodb_client
+
+    items = json.dumps(dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"])
+    assert "secret-token-value" not in items and "SmFXMKglBP8n" not in items
+
+
+def test_a_plain_variable_object_with_every_documented_field_is_a_plain_variable(client, execution):
+    variable = {"key": "REGION", "value": "eu-west-1", "type": "VAR", "settable": True,
+                "run_only_settable": False, "encrypted": False, "description": "where", "id": 7,
+                "url": "https://api.buddy.works/workspaces/w/variables/7", "html_url": "https://buddy.works/w",
+                "ssh_key": False, "init_path": "/opts", "defaults": "a\nb", "file_place": "NONE",
+                "file_name": "f", "file_path": "~/f", "file_chmod": "600", "password": "",
+                "passphrase": "", "key_identifier": "", "project": {"name": "company-website"},
+                "pipeline": {"id": 2}, "action": None, "comment": "from the UI"}
+    response = patch(client, execution, {"operation": "APPLY_VARIABLES", "variables": [variable]},
+                     issue(client, ["operate"]))
+    assert response.status_code == 200, response.json
+    run = client.get("/api/runs/dev:1").json
+    assert run["variables"] == {"REGION": "eu-west-1"} and run.get("secretVariables", []) == []
+
+
+@pytest.mark.parametrize("variable", [
+    {"key": "A", "value": "1", "encrpyted": True},           # a misspelt flag: never a silent clear text
+    {"key": "A", "value": "1", "settable": "yes"},           # documented, but of the wrong type
+    {"key": "A", "value": "1", "description": "d" * 4097},   # documented, but too long
+])
+def test_undocumented_or_ill_typed_variable_fields_are_400_and_change_nothing(client, execution, variable):
+    before = client.get("/api/runs/dev:1").json
+    response = patch(client, execution, {"operation": "APPLY_VARIABLES", "variables": [variable]},
+                     issue(client, ["operate"]))
+    assert_buddy_error(response, 400)
+    assert client.get("/api/runs/dev:1").json == before
+
+
+def test_comment_is_the_approval_comment_and_the_cancellation_reason(client, execution):
+    token = issue(client, ["operate"])
+    client.patch("/api/stages/dev:1:1", {"status": "SUCCESS"})
+    client.patch("/api/stages/dev:1:2", {"status": "IN_PROGRESS"})  # MANUAL: to its gate
+    response = patch(client, execution, {"operation": "APPLY", "comment": "ship it"}, token)
+    assert response.status_code == 200, response.json
+    assert client.get("/api/stages/dev:1:2").json["approvalDecision"]["comment"] == "ship it"
+    response = patch(client, execution, {"operation": "CANCEL", "comment": "wrong branch"}, token)
+    assert response.status_code == 200, response.json
+    assert client.get("/api/runs/dev:1").json["cancellation"]["reason"] == "wrong branch"

@@ -8,6 +8,8 @@ with a stagetrack token as the password (user "username"), since that is what a 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -517,3 +519,252 @@ def test_every_status_has_a_gocd_result_and_job_state():
     assert set(dialects.GOCD_RESULT.values()) == {"Passed", "Failed", "Cancelled", "Unknown"}
     assert set(dialects.GOCD_JOB_STATE.values()) <= {"Scheduled", "Assigned", "Preparing", "Building",
                                                      "Completing", "Completed", "Discontinued", "Waiting"}
+
+
+# ---- GoCD's current API (api.gocd.org), next to the 17.1 forms ---------------------------------
+
+V1 = "application/vnd.go.cd.v1+json"
+V1_ANSWER = "application/vnd.go.cd.v1+json; charset=utf-8"
+V3_ANSWER = "application/vnd.go.cd.v3+json; charset=utf-8"
+JSON_BODY = "application/json"
+
+
+def test_current_pause_and_unpause_replay_the_reference_examples(client, operator):
+    """curl .../pipelines/pipeline1/pause -u ... -H 'Accept: application/vnd.go.cd.v1+json'
+       -H 'Content-Type: application/json' -X POST -d '{"pause_cause": "Investigating build failures"}'
+    (no X-GoCD-Confirm: a JSON body is enough); then .../unpause with -H 'X-GoCD-Confirm: true'."""
+    create(client, "pipeline1", ["BUILD"])
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/pause",
+                    headers={**operator, "Accept": V1, "Content-Type": JSON_BODY},
+                    body=b'{\n            "pause_cause": "Investigating build failures"\n          }')
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (200, V1_ANSWER, {"message": "Pipeline 'pipeline1' paused successfully."})
+    native = client.get("/api/pipelines/pipeline1/status").json
+    assert (native["paused"], native["pausedCause"], native["pausedBy"]) == \
+        (True, "Investigating build failures", "username")
+    again = curl(client, "POST", "/go/api/pipelines/pipeline1/pause",
+                 headers={**operator, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (again.status_code, again.headers["Content-Type"], again.json) == (409, V1_ANSWER, {
+        "message": "Failed to pause pipeline 'pipeline1'. Pipeline 'pipeline1' is already paused."})
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/unpause",
+                    headers={**operator, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (200, V1_ANSWER, {"message": "Pipeline 'pipeline1' unpaused successfully."})
+    assert client.get("/api/pipelines/pipeline1/status").json["paused"] is False
+    again = curl(client, "POST", "/go/api/pipelines/pipeline1/unpause",
+                 headers={**operator, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (again.status_code, again.json) == (409, {
+        "message": "Failed to unpause pipeline 'pipeline1'. Pipeline 'pipeline1' is already unpaused."})
+
+
+def test_current_unlock_replays_the_reference_example(client, operator):
+    """curl .../pipelines/pipeline1/unlock -u ... -H 'Accept: application/vnd.go.cd.v1+json'
+       -H 'X-GoCD-Confirm: true' -X POST. The message is GoCD's server's (the reference's example
+    adds a full stop GoCD does not send)."""
+    create(client, "pipeline1", ["BUILD"])
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/unlock",
+                    headers={**operator, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (200, V1_ANSWER, {"message": "Pipeline lock released for pipeline1"})
+    missing = curl(client, "POST", "/go/api/pipelines/nope/unlock",
+                   headers={**operator, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (missing.status_code, missing.headers["Content-Type"], set(missing.json)) == \
+        (404, V1_ANSWER, {"message"})
+
+
+def test_current_schedule_replays_the_reference_example(client, ctx, operator):
+    """The reference's body as printed has trailing commas: not JSON, 400, no run number used.
+    The same body without them: 202, variables and secure variables (also GoCD-encrypted ones,
+    kept as a keyed hash like any secret), materials of another server tolerated and unused."""
+    create(client, "pipeline1", [{"type": "BUILD", "name": "build"}])
+    printed = (Path(__file__).parent / "fixtures" / "reference" / "gocd_v1_schedule_request.txt").read_bytes()
+    headers = {**operator, "Accept": V1, "Content-Type": JSON_BODY}
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", headers=headers, body=printed)
+    assert (response.status_code, response.headers["Content-Type"], set(response.json)) == \
+        (400, V1_ANSWER, {"message"})
+    assert client.get("/api/runs/pipeline1:2").status_code == 404
+    fixed = re.sub(rb",(\s*})", rb"\1", printed)
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", headers=headers, body=fixed)
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (202, V1_ANSWER, {"message": "Request to schedule pipeline pipeline1 accepted"})
+    run = client.get("/api/runs/pipeline1:2").json
+    assert run["variables"] == {"USERNAME": "bob", "SSH_PASSPHRASE": "******", "PASSWORD": "******"}
+    assert run["secretVariables"] == ["PASSWORD", "SSH_PASSPHRASE"]
+    assert run.get("commit") is None and run["trigger"] == "scheduled by username"
+    from chalicelib.store.schema import dynamodb_client
+
+    items = json.dumps(dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"])
+    assert "some passphrase" not in items and "YEepp1G0C05SpP0fcp4Jh" not in items
+
+
+def test_current_schedule_records_the_commit_of_the_pipelines_own_material(client, operator):
+    """The material a pipeline instance shows (its fingerprint) with a commit hash: the new
+    run's commit. Without a body, X-GoCD-Confirm with any value (as GoCD documents) is enough."""
+    create(client, "pipeline1", ["BUILD"], commit={"hash": "a" * 40})
+    fingerprint = curl(client, "GET", "/go/api/pipelines/pipeline1/instance/1", headers=operator).json[
+        "build_cause"]["material_revisions"][0]["material"]["fingerprint"]
+    body = {"materials": [{"fingerprint": fingerprint, "revision": "1058e75b18e8a645dd71702851994a010789f450"}],
+            "update_materials_before_scheduling": False}
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", body=json.dumps(body),
+                    headers={**operator, "Accept": V1, "Content-Type": JSON_BODY})
+    assert response.status_code == 202, response.text
+    assert client.get("/api/runs/pipeline1:2").json["commit"]["hash"] == "1058e75b18e8a645dd71702851994a010789f450"
+    response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule",
+                    headers={**operator, "Accept": V1, "X-GoCD-Confirm": "anything"})
+    assert response.status_code == 202, response.text
+    assert client.get("/api/runs/pipeline1:3").json.get("commit") is None
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b"", None, 400),                                              # no body and no X-GoCD-Confirm
+    (b"pause_cause=x", FORM, 415),                                 # a body must be JSON
+    (b'{"pause_cause": 1}', JSON_BODY, 422),
+    (b'{"pauseCause": "x"}', JSON_BODY, 422),                      # the 17.1 field name in JSON
+    (b'{"pause_cause": "' + b"x" * 1001 + b'"}', JSON_BODY, 422),
+    (b"[1]", JSON_BODY, 400),
+])
+def test_bad_current_pause_requests_change_nothing(client, body, content_type, status):
+    create(client, "p", ["BUILD"])
+    headers = {**JEZ, "Accept": V1, **({"Content-Type": content_type} if content_type else {})}
+    response = curl(client, "POST", "/go/api/pipelines/p/pause", headers=headers, body=body)
+    assert (response.status_code, response.headers["Content-Type"], set(response.json)) == \
+        (status, V1_ANSWER, {"message"})
+    assert client.get("/api/pipelines/p/status").json["paused"] is False
+
+
+@pytest.mark.parametrize("body", [
+    {"environment_variables": [{"name": "A"}]},                                    # no value
+    {"environment_variables": [{"name": "A", "value": "1", "encrypted_value": "x"}]},
+    {"environment_variables": [{"name": "bad name", "value": "1"}]},
+    {"environment_variables": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+    {"materials": [{"fingerprint": "nope", "revision": "1"}]},
+    {"materials": [{"fingerprint": "b" * 64, "revision": ""}]},
+    {"materials": [{"fingerprint": "b" * 64, "revision": "1"}, {"fingerprint": "B" * 64, "revision": "2"}]},
+    {"update_materials_before_scheduling": "yes"},
+    {"variables": {"A": "1"}},                                                     # not a v1 field
+])
+def test_bad_current_schedule_bodies_are_422_and_use_no_run_number(client, body):
+    create(client, "p", ["BUILD"])
+    response = curl(client, "POST", "/go/api/pipelines/p/schedule", body=json.dumps(body),
+                    headers={**JEZ, "Accept": V1, "Content-Type": JSON_BODY})
+    assert (response.status_code, response.headers["Content-Type"]) == (422, V1_ANSWER), response.text
+    assert client.post("/api/runs", {"pipeline": "p"}).json["counter"] == 2
+
+
+@pytest.mark.parametrize("accept", ["application/vnd.go.cd.v7+json", "application/vnd.go.cd.v2+json, text/html"])
+@pytest.mark.parametrize("path", ["/go/api/pipelines/p/pause", "/go/api/pipelines/p/schedule",
+                                  "/go/api/pipelines/p/unlock", "/go/api/stages/p/1/s/1/cancel"])
+def test_an_unsupported_gocd_version_is_gocds_404_and_changes_nothing(client, path, accept):
+    run = create(client, "p", [{"type": "BUILD", "name": "s"}])
+    start(client, f"{run['id']}:1")
+    before = (client.get(f"/api/runs/{run['id']}").json, client.get("/api/pipelines/p/status").json)
+    response = curl(client, "POST", path, headers={**JEZ, "Accept": accept, "X-GoCD-Confirm": "true"})
+    assert (response.status_code, response.json) == \
+        (404, {"message": "The url you are trying to reach appears to be incorrect."})
+    assert (client.get(f"/api/runs/{run['id']}").json, client.get("/api/pipelines/p/status").json) == before
+
+
+def test_the_unversioned_gocd_type_asks_for_the_latest(client):
+    create(client, "p", ["BUILD"])
+    response = curl(client, "POST", "/go/api/pipelines/p/pause",
+                    headers={**JEZ, "Accept": "application/vnd.go.cd+json", "X-GoCD-Confirm": "true"})
+    assert (response.status_code, response.headers["Content-Type"]) == (200, V1_ANSWER)
+
+
+def test_current_stage_instance_by_counters(client, operator, clock):
+    """curl .../go/api/stages/myPipeline/1/myStage/2 -u ... -H 'Accept: application/vnd.go.cd.v3+json':
+    GoCD's v3 stage representer, field by field; stage counter 1 is the archived attempt."""
+    run = create(client, "myPipeline", [{"type": "BUILD", "name": "myStage"}])
+    finish(client, f"{run['id']}:1", "FAILURE")
+    assert client.post(f"/api/stages/{run['id']}:1/retry").status_code == 200
+    clock.advance(5)
+    start(client, f"{run['id']}:1")
+    response = curl(client, "GET", "/go/api/stages/myPipeline/1/myStage/2",
+                    headers={**operator, "Accept": "application/vnd.go.cd.v3+json"})
+    assert (response.status_code, response.headers["Content-Type"]) == (200, V3_ANSWER), response.text
+    body = response.json
+    assert list(body) == ["name", "counter", "approval_type", "approved_by", "scheduled_at",
+                          "last_transitioned_time", "result", "rerun_of_counter", "fetch_materials",
+                          "clean_working_directory", "artifacts_deleted", "pipeline_name",
+                          "pipeline_counter", "jobs"]
+    assert (body["name"], body["counter"], body["result"], body["pipeline_name"], body["pipeline_counter"]) == \
+        ("myStage", 2, "Unknown", "myPipeline", 1)
+    (job,) = body["jobs"]
+    assert (job["state"], job["rerun"], [t["state"] for t in job["job_state_transitions"]]) == \
+        ("Building", True, ["Scheduled", "Building"])
+    assert set(job["job_state_transitions"][0]) == {"state", "state_change_time"}
+    first = curl(client, "GET", "/go/api/stages/myPipeline/1/myStage/1", headers=operator).json
+    assert (first["counter"], first["result"], first["jobs"][0]["state"]) == (1, "Failed", "Completed")
+    for path in ("/go/api/stages/myPipeline/1/myStage/3", "/go/api/stages/myPipeline/2/myStage/1",
+                 "/go/api/stages/myPipeline/1/other/1", "/go/api/stages/myPipeline/x/myStage/1"):
+        missing = curl(client, "GET", path, headers=operator)
+        assert (missing.status_code, missing.headers["Content-Type"], set(missing.json)) == \
+            (404, V3_ANSWER, {"message"}), path
+
+
+def test_current_cancel_by_counters(client, operator, ddb_calls):
+    """curl -X POST .../go/api/stages/myPipeline/1/myStage/1/cancel -H 'Accept:
+    application/vnd.go.cd.v3+json' -H 'X-GoCD-Confirm: true': 200 {"message"}, the stage
+    cancelled by the Basic user; again (no longer active): 200 and nothing written."""
+    run = create(client, "myPipeline", [{"type": "BUILD", "name": "myStage"}, "DEPLOY_PROD"])
+    start(client, f"{run['id']}:1")
+    headers = {**operator, "Accept": "application/vnd.go.cd.v3+json", "X-GoCD-Confirm": "true"}
+    ddb_calls.clear()
+    response = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/1/cancel", headers=headers)
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (200, V3_ANSWER, {"message": "Stage cancelled successfully."})
+    assert ddb_calls["Query"] == 1 and ddb_calls["TransactWriteItems"] == 1
+    stored = client.get(f"/api/runs/{run['id']}").json
+    assert [s["status"] for s in stored["stages"]] == ["CANCELLED", "SKIPPED"]
+    assert stored["cancellation"]["by"] == "username"
+    shown = curl(client, "GET", "/go/api/stages/myPipeline/1/myStage/1", headers=operator).json
+    assert (shown["result"], shown["cancelled_by"]) == ("Cancelled", "username")
+    ddb_calls.clear()
+    again = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/1/cancel", headers=headers)
+    assert again.status_code == 200 and "TransactWriteItems" not in ddb_calls
+    for path in ("/go/api/stages/myPipeline/1/myStage/2/cancel", "/go/api/stages/myPipeline/9/myStage/1/cancel"):
+        assert curl(client, "POST", path, headers=headers).status_code == 404
+    no_confirm = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/1/cancel",
+                      headers={**operator, "Accept": "application/vnd.go.cd.v3+json"})
+    assert (no_confirm.status_code, no_confirm.json) == \
+        (400, {"message": "Missing required header 'X-GoCD-Confirm' with value 'true'"})
+
+
+def test_current_cancel_of_an_earlier_stage_counter_is_a_no_op(client, operator):
+    run = create(client, "p", [{"type": "BUILD", "name": "s"}])
+    finish(client, f"{run['id']}:1", "FAILURE")
+    client.post(f"/api/stages/{run['id']}:1/retry")
+    start(client, f"{run['id']}:1")
+    response = curl(client, "POST", "/go/api/stages/p/1/s/1/cancel",
+                    headers={**operator, "Accept": "application/vnd.go.cd.v3+json", "X-GoCD-Confirm": "true"})
+    assert response.status_code == 200
+    assert stage_of(client, run["id"])["status"] == "IN_PROGRESS"
+
+
+def test_current_run_stage(client, operator):
+    """curl -X POST .../go/api/stages/myPipeline/1/myStage/run -H 'X-GoCD-Confirm: true'
+       -H 'Accept: application/vnd.go.cd.v2+json': 202 and the stage's next attempt; while it
+    runs, 409."""
+    run = create(client, "myPipeline", [{"type": "BUILD", "name": "myStage"}])
+    finish(client, f"{run['id']}:1", "FAILURE")
+    headers = {**operator, "Accept": "application/vnd.go.cd.v2+json", "X-GoCD-Confirm": "true"}
+    response = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/run", headers=headers)
+    assert (response.status_code, response.headers["Content-Type"], response.json) == \
+        (202, "application/vnd.go.cd.v2+json; charset=utf-8",
+         {"message": "Request to schedule stage myPipeline/1/myStage accepted"})
+    assert stage_of(client, run["id"])["attempt"] == 2
+    start(client, f"{run['id']}:1")
+    assert curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/run", headers=headers).status_code == 409
+
+
+def test_current_api_answers_403_for_a_missing_permission(client):
+    """GoCD's current controllers answer 403 (their ...And403 checks), the 17.1 pages 401."""
+    create(client, "p", [{"type": "BUILD", "name": "s"}])
+    reader = {"Authorization": basic("viewer", issue(client, ["read"], name="viewer"))}
+    current = curl(client, "POST", "/go/api/pipelines/p/pause",
+                   headers={**reader, "Accept": V1, "X-GoCD-Confirm": "true"})
+    assert (current.status_code, current.headers["Content-Type"], set(current.json)) == \
+        (403, V1_ANSWER, {"message"})
+    legacy = curl(client, "POST", "/go/api/pipelines/p/pause", headers={**reader, "Confirm": "true"})
+    assert (legacy.status_code, legacy.headers["Content-Type"]) == (401, "text/plain; charset=utf-8")
+    assert client.get("/api/pipelines/p/status").json["paused"] is False

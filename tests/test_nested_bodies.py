@@ -21,7 +21,7 @@ DEEP_BODIES = {
     "object": '{"a":' * 10_000 + "1" + "}" * 10_000,
 }
 PATH_VALUES = {"pipeline": "web", "run_id": "web:1", "stage_id": "web:1:1", "counter": "1",
-               "stage": "BUILD", "domain": "ws", "project_name": "proj", "pipeline_id": "1",
+               "stage": "BUILD", "stage_name": "BUILD", "stage_counter": "1", "domain": "ws", "project_name": "proj", "pipeline_id": "1",
                "execution_id": "1"}
 
 

@@ -8,7 +8,10 @@ with ``{"operation": "RETRY" | "CANCEL" | "APPLY" | "APPLY_VARIABLES", "variable
   taken and echoed back in the answer's URLs.
 - RETRY is the native retry of the failed stages, CANCEL the native run cancel, APPLY the
   native approve of the stage waiting for approval, APPLY_VARIABLES the native variables
-  merge (``encrypted`` variables are kept like native secret ones, as a keyed hash only).
+  merge (``encrypted`` variables are kept like native secret ones, as a keyed hash only). Each
+  variable may be Buddy's whole Variable object (``type``, ``settable``, ``description``, ...):
+  only ``key``, ``value`` and ``encrypted`` are used. ``comment`` is the approval's comment with
+  APPLY and the cancellation's reason with CANCEL.
 - The answer is Buddy's execution object (dialects.buddy_execution), 200.
 - Credentials: ``Authorization: Bearer <token>`` (any stagetrack credential works). Buddy's
   required scopes WORKSPACE and EXECUTION_RUN are stagetrack's operate scope: a read-only
@@ -57,6 +60,16 @@ def _pipeline_of(request) -> PipelineRef | None:
     return PipelineRef(None, f"pipeline {pipeline_id} not found")
 
 
+# Buddy's Variable object fields that are accepted and ignored (domain/dialects.BuddyVariableIn)
+_IGNORED_VARIABLE_FIELDS = {
+    **{name: {"type": ["string", "null"], "maxLength": 4096} for name in (
+        "url", "html_url", "type", "description", "init_path", "defaults", "file_place", "file_name",
+        "file_path", "file_chmod", "password", "passphrase", "key_identifier", "checksum",
+        "key_fingerprint", "public_value", "comment")},
+    **{name: {"type": ["boolean", "null"]} for name in ("settable", "run_only_settable", "ssh_key")},
+    **{name: {"type": ["object", "null"]} for name in ("project", "pipeline", "action", "environment")},
+    "id": {"type": ["integer", "null"]},
+}
 _ERROR_SCHEMA = {"type": "object", "required": ["errors"], "properties": {"errors": {
     "type": "array", "items": {"type": "object", "required": ["message"],
                                "properties": {"message": {"type": "string"}}}}}}
@@ -73,11 +86,13 @@ OPENAPI = {
         "type": "object", "required": ["operation"], "additionalProperties": False,
         "properties": {
             "operation": {"type": "string", "enum": list(dialects.BUDDY_OPERATIONS)},
+            "comment": {"type": "string", "maxLength": 1000},
             "variables": {"type": "array", "minItems": 1, "maxItems": dialects.MAX_VARIABLES, "items": {
                 "type": "object", "required": ["key", "value"], "additionalProperties": False,
                 "properties": {"key": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"},
                                "value": {"type": "string", "maxLength": 4096},
-                               "encrypted": {"type": "boolean"}}}}}}}}},
+                               "encrypted": {"type": "boolean"},
+                               **_IGNORED_VARIABLE_FIELDS}}}}}}}},
     "responses": {
         "200": {"description": "the execution object", "headers": RATE_HEADERS,
                 "content": {"application/json": {"schema": {"type": "object", "required": [
@@ -103,11 +118,11 @@ def operate_execution(domain, project_name, pipeline_id, execution_id):
     run_id = operations.run_id_by_counter(pipeline, execution_id)
     actor = current_actor() or "anonymous"
     if body.operation == "CANCEL":
-        aggregate = operations.cancel_run(ctx, run_id, actor=actor)
+        aggregate = operations.cancel_run(ctx, run_id, actor=actor, reason=body.comment or None)
     elif body.operation == "RETRY":
         aggregate = operations.retry_run(ctx, run_id, SCOPE_FAILED)
     elif body.operation == "APPLY":
-        aggregate = operations.approve_waiting(ctx, run_id, actor=actor)
+        aggregate = operations.approve_waiting(ctx, run_id, actor=actor, comment=body.comment or None)
     else:
         changes = [VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables]
         aggregate = operations.apply_variables(ctx, run_id, changes)

@@ -21,6 +21,14 @@ What the GoCD references say, and what these endpoints do (README "Compatibility
   reference versions. An Accept header that asks for another version gets that default
   representation (as GoCD does); one that rules JSON out gets 406.
 - Errors: the message as text on text endpoints, ``{"message": ...}`` on JSON ones.
+
+GoCD's current API (api.gocd.org) is served next to those 17.1 forms: pause/unpause/schedule
+with a JSON body (``pause_cause``; ``environment_variables``, ``materials``,
+``update_materials_before_scheduling``) when Accept names ``application/vnd.go.cd.v1+json``,
+``unlock`` (v1), the stage instance and cancel by pipeline and stage counters (v3) and run stage
+(v2). Their answers are ``{"message"}`` JSON in the version's media type; a POST needs a JSON body
+or ``X-GoCD-Confirm``; a missing permission is 403, as GoCD's current controllers answer; an
+Accept naming only GoCD versions not served here is GoCD's 404 (see ``_current_api``).
 """
 from __future__ import annotations
 
@@ -32,11 +40,11 @@ from chalice import Blueprint, Response
 from .. import wiring
 from ..domain import dialects
 from ..domain.auth import REALM, Forbidden
-from ..domain.errors import BadRequest, DomainError, NotFound
+from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
 from ..domain.model import stage_summary
 from ..domain.operations import specs_of
 from ..service import operations, pipelines, runs
-from . import base_url, current_actor, current_principal, parse_query, route
+from . import base_url, current_actor, current_principal, parse_body, parse_query, route
 from .openapi import RATE_HEADERS
 
 gocd = Blueprint(__name__)
@@ -56,13 +64,43 @@ class NotAcceptable(BadRequest):
     code = "not_acceptable"
 
 
+class UnsupportedMediaType(BadRequest):
+    code = "unsupported_media_type"
+
+
+# GoCD's current API (api.gocd.org): each operation has one Accept version; the 17.1 forms above
+# took none. A request that names a GoCD JSON type (application/vnd.go.cd.vN+json, or
+# application/vnd.go.cd+json for "the latest") gets the current form; one naming only versions
+# this server does not serve gets GoCD's 404. Without a GoCD type a path GoCD 17.1 had keeps its
+# 17.1 form, and a path only the current API has serves its current version.
+PIPELINE_OPERATIONS, STAGE_OPERATIONS, STAGE_INSTANCE = 1, 2, 3  # the versions GoCD documents
+_GOCD_JSON = re.compile(r"^application/vnd\.go\.cd(?:\.v([0-9]{1,3}))?\+json$")
+WRONG_URL = "The url you are trying to reach appears to be incorrect."
+MISSING_X_CONFIRM = "Missing required header 'X-GoCD-Confirm' with value 'true'"
+JSON_EXPECTED = "You must specify a 'Content-Type' of 'application/json'"
+
+
+CURRENT_ONLY = frozenset({  # paths only the current API has: no 17.1 form, no 401 for a permission
+    "/go/api/pipelines/{pipeline}/unlock",
+    "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}",
+    "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel",
+    "/go/api/stages/{pipeline}/{stage}/{stage_name}/run",
+})
+
+
+def vendor_json(version: int) -> str:
+    return f"application/vnd.go.cd.v{version}+json; charset=utf-8"
+
+
 # ---- errors: GoCD's shapes, GoCD's statuses ---------------------------------------------------
 
-def _status(error: DomainError, status: int) -> int:
+def _status(error: DomainError, status: int, *, forbidden: int = 401) -> int:
     if isinstance(error, NotAcceptable):
         return 406
-    if isinstance(error, Forbidden):  # GoCD documents 401 for a missing permission
-        return 401
+    if isinstance(error, UnsupportedMediaType):
+        return 415
+    if isinstance(error, Forbidden):  # GoCD 17.1 documents 401 for a missing permission
+        return forbidden
     return status
 
 
@@ -79,11 +117,27 @@ def text_error(error: DomainError, status: int) -> Response:
                     headers=_headers(error, status, ERROR_TEXT))
 
 
-def json_error(content_type: str = JSON):
+def json_error(content_type: str = JSON, *, forbidden: int = 401):
     def render(error: DomainError, status: int) -> Response:
-        status = _status(error, status)
+        status = _status(error, status, forbidden=forbidden)
         return Response(body=dialects.gocd_error(error.message), status_code=status,
                         headers=_headers(error, status, content_type))
+
+    return render
+
+
+def current_error(version: int):
+    """Errors of the current API: ``{"message"}`` in the version's media type; a missing
+    permission is 403, as GoCD's current controllers answer (their ``...And403`` checks)."""
+    return json_error(vendor_json(version), forbidden=403)
+
+
+def text_or_current_error(version: int):
+    """A path both API generations have: errors in the form the request asked for."""
+    current = current_error(version)
+
+    def render(error: DomainError, status: int) -> Response:
+        return current(error, status) if _asks_for_gocd_json() else text_error(error, status)
 
     return render
 
@@ -138,6 +192,72 @@ def _json_doc(media: str = "application/json", *, public: bool = False, numbers:
                                   "content": {media: {"schema": {"type": "object"}}}}, **errors}}
 
 
+_X_CONFIRM = {"name": "X-GoCD-Confirm", "in": "header", "required": False,
+              "description": "true; required when there is no JSON body (Confirm: true also works)",
+              "schema": {"type": "string", "enum": ["true"]}}
+_CURRENT_ERRORS = {
+    400: "malformed JSON; no body and no X-GoCD-Confirm: true",
+    401: "missing or bad credentials",
+    403: "no operate permission (as GoCD's current API answers)",
+    404: "unknown pipeline, run or stage; or Accept asks only for GoCD versions not served here",
+    409: "conflict: already paused, already unpaused, paused pipeline, stage active",
+    413: "request body too large",
+    415: "a body that is not application/json",
+    422: "a JSON body that fails validation",
+    429: "rate limit exceeded (Retry-After)",
+}
+
+
+def _current_doc(version: int, success: int = 200, body: dict | None = None, *, numbers: tuple = (),
+                 read: bool = False) -> dict:
+    """A current-API operation: Accept application/vnd.go.cd.v<version>+json, {"message"} answers."""
+    media = f"application/vnd.go.cd.v{version}+json"
+    codes = (400, 401, 403, 404, 429) if read else tuple(_CURRENT_ERRORS)
+    doc = {
+        "parameters": _path(*numbers) + ([] if read else [_X_CONFIRM]),
+        "responses": {str(success): {"description": "GoCD's JSON", "headers": RATE_HEADERS,
+                                     "content": {media: {"schema": {"type": "object"} if read else _MESSAGE}}},
+                      **{str(code): {"description": _CURRENT_ERRORS[code],
+                                     "content": {media: {"schema": _MESSAGE}}} for code in codes}},
+    }
+    if body is not None:
+        doc["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return doc
+
+
+def _both_doc(success: int, form: dict | None, body: dict | None, version: int) -> dict:
+    """A path both generations serve: 17.1 form data and text, or (Accept: GoCD JSON) JSON."""
+    doc = _text_doc(success, form)
+    current = _current_doc(version, success, body)
+    doc["parameters"] = [{**_CONFIRM, "required": False,
+                          "description": "true (X-GoCD-Confirm: true also works); the current API "
+                                         "needs it only without a JSON body"}]
+    if body is not None:
+        doc["requestBody"]["content"].update(current["requestBody"]["content"])
+    for code, answer in current["responses"].items():
+        if code in doc["responses"]:
+            doc["responses"][code]["content"].update(answer["content"])
+        else:
+            doc["responses"][code] = answer
+    return doc
+
+
+_PAUSE_JSON = {"type": "object", "additionalProperties": False,
+               "properties": {"pause_cause": {"type": "string", "maxLength": 1000}}}
+_SCHEDULE_JSON = {"type": "object", "additionalProperties": False, "properties": {
+    "environment_variables": {"type": "array", "maxItems": dialects.MAX_VARIABLES, "items": {
+        "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"},
+            "value": {"type": "string", "maxLength": 4096},
+            "encrypted_value": {"type": "string", "maxLength": 4096},
+            "secure": {"type": "boolean"}}}},
+    "materials": {"type": "array", "maxItems": dialects.MAX_VARIABLES, "items": {
+        "type": "object", "required": ["fingerprint", "revision"], "additionalProperties": False,
+        "properties": {"fingerprint": {"type": "string", "pattern": dialects.GOCD_FINGERPRINT},
+                       "revision": {"type": "string", "minLength": 1, "maxLength": 1024}}}},
+    "update_materials_before_scheduling": {"type": "boolean"}}}
+
+
 # ---- request helpers --------------------------------------------------------------------------
 
 def _request():
@@ -164,6 +284,61 @@ def _accept_json() -> None:
             return
     raise NotAcceptable("You requested a format that isn't json: this resource is JSON "
                         "(application/json or application/vnd.go.cd.v1+json)")
+
+
+def _gocd_versions() -> list[int | None]:
+    """The GoCD JSON versions the Accept header asks for (None: "the latest"), q=0 left out."""
+    found: list[int | None] = []
+    for part in (_request().headers.get("accept") or "").split(","):
+        media, *params = [p.strip().lower() for p in part.split(";")]
+        if any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params):
+            continue
+        match = _GOCD_JSON.match(media)
+        if match:
+            found.append(int(match.group(1)) if match.group(1) else None)
+    return found
+
+
+def _asks_for_gocd_json() -> bool:
+    return bool(_gocd_versions())
+
+
+def _current_api(version: int, *, only: bool = False) -> bool:
+    """True: answer in the current API's form (``version``). False: the 17.1 form (only for
+    paths GoCD 17.1 had: ``only`` says the path is current-only). Raises GoCD's 404 when Accept
+    asks for GoCD JSON versions none of which is served here."""
+    asked = _gocd_versions()
+    if not asked:
+        return only
+    if None in asked or version in asked:
+        return True
+    raise NotFound(WRONG_URL)
+
+
+def _current_body(model):
+    """A current-API operation's body, by GoCD's rule for POSTs: a body must be JSON (else 415);
+    without one, ``X-GoCD-Confirm`` (any non-empty value, as GoCD documents; or ``Confirm: true``)
+    must say the call is meant (else 400). Either one forces a browser's CORS preflight. Malformed JSON: 400; a body that
+    fails validation: 422 naming the field."""
+    request = _request()
+    raw = request.raw_body or b""
+    if not raw.strip():
+        headers = request.headers
+        # GoCD documents "X-GoCD-Confirm with any random string"; 17.1's Confirm must say true
+        confirmed = bool((headers.get("x-gocd-confirm") or "").strip()) or \
+            (headers.get("confirm") or "").strip().lower() == "true"
+        if not confirmed:
+            raise BadRequest(MISSING_X_CONFIRM)
+        return model()
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType(JSON_EXPECTED)
+    return parse_body(request, model, wiring.context().repo.settings.max_body_bytes)
+
+
+def _message(text: str, version: int, status: int = 200) -> Response:
+    return Response(body=dialects.gocd_error(text), status_code=status,
+                    headers={"Content-Type": vendor_json(version)})
 
 
 def _form_pairs() -> list[tuple[str, str]]:
@@ -277,6 +452,65 @@ def stage_history_page(pipeline, stage, offset):
     return _stage_history(pipeline, stage, offset)
 
 
+# The current API's stage paths name the run before the stage: /stages/:pipeline_name/
+# :pipeline_counter/:stage_name[/:stage_counter]. They share their first segments with the 17.1
+# paths above, so (API Gateway allows one variable name per path level) the pipeline counter is
+# the path's {stage} segment and the stage name its {stage_name} segment.
+
+def _run_counter(value: str) -> int:
+    return _counter(value, "pipeline counter")
+
+
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
+       dialect="gocd", render_error=current_error(STAGE_INSTANCE),
+       openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter"), read=True),
+       summary="GoCD v3: a stage instance by pipeline counter ({stage}), stage name and stage counter")
+def stage_instance_current(pipeline, stage, stage_name, stage_counter):
+    _current_api(STAGE_INSTANCE, only=True)
+    counter = _run_counter(stage)
+    aggregate = runs.get_run(wiring.context(), operations.run_id_by_counter(pipeline, counter))
+    found = next((s for s in aggregate.stages if s.name == stage_name), None)
+    attempt = dialects.attempt_of(found, _counter(stage_counter, "stage counter")) if found else None
+    if attempt is None:
+        raise NotFound(f"Stage '{stage_name}' with counter '{stage_counter}' not found. Please make "
+                       "sure specified stage or stage run with specified counter exists.")
+    return _json(dialects.gocd_stage_v3(aggregate.run, found, int(stage_counter), attempt),
+                 vendor_json(STAGE_INSTANCE))
+
+
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel", methods=["POST"],
+       dialect="gocd", render_error=current_error(STAGE_INSTANCE),
+       replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
+       openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
+       summary="GoCD v3: cancel a stage by pipeline counter ({stage}), stage name and stage counter")
+def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
+    """200 also when that stage run is not active (finished, or an earlier counter), as the 17.1
+    cancel; an unknown run, stage or stage counter is a 404."""
+    _current_api(STAGE_INSTANCE, only=True)
+    _current_body(dialects.GoCDEmptyForm)
+    operations.cancel_stage_attempt(wiring.context(), pipeline, _run_counter(stage), stage_name,
+                                    _counter(stage_counter, "stage counter"), actor=_actor())
+    return _message("Stage cancelled successfully.", STAGE_INSTANCE)
+
+
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], dialect="gocd",
+       render_error=current_error(STAGE_OPERATIONS),
+       replay=lambda effect, pipeline, stage, stage_name: _message(
+           f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
+           STAGE_OPERATIONS, 202),
+       openapi=_current_doc(STAGE_OPERATIONS, 202, numbers=("stage",)),
+       summary="GoCD v2: run a stage of a pipeline instance again ({stage}: the pipeline counter)")
+def run_stage_current(pipeline, stage, stage_name):
+    """The native stage retry: a new attempt of a stage that has run (409 while it is active or
+    before it ran)."""
+    _current_api(STAGE_OPERATIONS, only=True)
+    _current_body(dialects.GoCDEmptyForm)
+    counter = _run_counter(stage)
+    operations.rerun_stage_by_name(wiring.context(), pipeline, counter, stage_name)
+    return _message(f"Request to schedule stage {pipeline}/{counter}/{stage_name} accepted",
+                    STAGE_OPERATIONS, 202)
+
+
 # ---- pipelines --------------------------------------------------------------------------------
 
 @route(gocd, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
@@ -324,9 +558,19 @@ def pipeline_status(pipeline):
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd",
-       render_error=text_error, replay=lambda effect, **_: _text(""), openapi=_text_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}),
-       summary="GoCD: pause a pipeline (form data pauseCause)")
+       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _paused_again(pipeline),
+       openapi=_both_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON,
+                         PIPELINE_OPERATIONS),
+       summary="GoCD: pause a pipeline (17.1: form data pauseCause; v1: JSON pause_cause)")
 def pause_pipeline(pipeline):
+    if _current_api(PIPELINE_OPERATIONS):
+        body = _current_body(dialects.GoCDPauseIn)
+        try:
+            pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.pause_cause or None)
+        except Conflict:
+            raise Conflict(f"Failed to pause pipeline '{pipeline}'. "
+                           f"Pipeline '{pipeline}' is already paused.") from None
+        return _message(f"Pipeline '{pipeline}' paused successfully.", PIPELINE_OPERATIONS)
     _require_confirm()
     form = _form(dialects.GoCDPauseForm, _form_pairs())
     pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=form.pauseCause or None)
@@ -334,8 +578,17 @@ def pause_pipeline(pipeline):
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd",
-       render_error=text_error, replay=lambda effect, **_: _text(""), openapi=_text_doc(200), summary="GoCD: unpause a pipeline")
+       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _unpaused_again(pipeline),
+       openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS), summary="GoCD: unpause a pipeline")
 def unpause_pipeline(pipeline):
+    if _current_api(PIPELINE_OPERATIONS):
+        _current_body(dialects.GoCDEmptyForm)
+        try:
+            pipelines.unpause(wiring.context(), pipeline)
+        except Conflict:
+            raise Conflict(f"Failed to unpause pipeline '{pipeline}'. "
+                           f"Pipeline '{pipeline}' is already unpaused.") from None
+        return _message(f"Pipeline '{pipeline}' unpaused successfully.", PIPELINE_OPERATIONS)
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
     pipelines.unpause(wiring.context(), pipeline)
@@ -357,10 +610,34 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
                   ("variables[NAME]", "secure_variables[NAME]", "materials[NAME]")}
 
 
+@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], dialect="gocd",
+       render_error=current_error(PIPELINE_OPERATIONS), openapi=_current_doc(PIPELINE_OPERATIONS),
+       summary="GoCD v1: release a pipeline lock (the current form of releaseLock)")
+def unlock_pipeline(pipeline):
+    """As releaseLock: stagetrack never locks a pipeline, so a known one is always unlocked."""
+    _current_api(PIPELINE_OPERATIONS, only=True)
+    _current_body(dialects.GoCDEmptyForm)
+    pipelines.status(wiring.context(), pipeline)
+    return _message(f"Pipeline lock released for {pipeline}", PIPELINE_OPERATIONS)
+
+
+def _schedule_current(pipeline: str) -> Response:
+    body = _current_body(dialects.GoCDScheduleIn)
+    variables = {v.name: v.text for v in body.environment_variables if not v.is_secret}
+    secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
+    pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=variables or None,
+                       secret_variables=secrets or None, commit=body.commit_for(pipeline))
+    return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
+
+
 @route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd",
-       render_error=text_error, replay=lambda effect, pipeline: _scheduled(pipeline), openapi=_text_doc(202, _SCHEDULE_FORM),
-       summary="GoCD: schedule a run like the latest (form data variables[NAME]=value)")
+       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _scheduled(pipeline),
+       openapi=_both_doc(202, _SCHEDULE_FORM, _SCHEDULE_JSON, PIPELINE_OPERATIONS),
+       summary="GoCD: schedule a run like the latest (17.1: form data variables[NAME]=value; "
+               "v1: JSON environment_variables, materials)")
 def schedule_pipeline(pipeline):
+    if _current_api(PIPELINE_OPERATIONS):
+        return _schedule_current(pipeline)
     _require_confirm()
     form = _form(dialects.GoCDScheduleForm, _form_pairs(), lists=True)
     if len(form.variables) + len(form.secure_variables) > dialects.MAX_VARIABLES:
@@ -373,8 +650,23 @@ def schedule_pipeline(pipeline):
 
 def _scheduled(pipeline: str) -> Response:
     """Also the answer to a repeated Idempotency-Key whose run was written but whose response
-    was lost (GoCD's answers to these POSTs do not depend on what was written)."""
+    was lost (GoCD's answers to these POSTs do not depend on what was written), in the form
+    (17.1 text or current JSON) the repeat asks for."""
+    if _current_api(PIPELINE_OPERATIONS):
+        return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
     return _text(f"Request to schedule pipeline {pipeline} accepted", 202)
+
+
+def _paused_again(pipeline: str) -> Response:
+    if _current_api(PIPELINE_OPERATIONS):
+        return _message(f"Pipeline '{pipeline}' paused successfully.", PIPELINE_OPERATIONS)
+    return _text("")
+
+
+def _unpaused_again(pipeline: str) -> Response:
+    if _current_api(PIPELINE_OPERATIONS):
+        return _message(f"Pipeline '{pipeline}' unpaused successfully.", PIPELINE_OPERATIONS)
+    return _text("")
 
 
 # ---- server -----------------------------------------------------------------------------------

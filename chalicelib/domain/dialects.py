@@ -20,10 +20,11 @@ How the dialects' nouns map onto stagetrack's:
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .clock import format_iso, millis_between, parse_iso
@@ -140,10 +141,47 @@ class CodeArtsStopIn(StrictModel):
     build_no: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,11}$")]
 
 
+_BuddyText = Annotated[str, StringConstraints(max_length=4096)] | None
+_BuddyFlag = bool | None
+
+
 class BuddyVariableIn(StrictModel):
+    """One variable of APPLY_VARIABLES: Buddy's whole Variable object, as its API returns it
+    (GET/list variables) and its clients send back. ``key``, ``value`` and ``encrypted`` are
+    used; every other documented field is accepted and ignored (stagetrack has no files, SSH keys
+    or scopes to apply them to). A field Buddy does not document is still refused, as in every
+    stagetrack body, so a misspelt ``encrypted`` cannot silently store a secret in clear."""
+
     key: VariableKey
     value: VariableValue
     encrypted: bool = False  # kept like a native secret variable: only a keyed hash
+    # documented and ignored (buddy.works/docs/api/variables: get, list, add, edit)
+    url: _BuddyText = None
+    html_url: _BuddyText = None
+    id: int | None = None
+    type: _BuddyText = None  # VAR, FILE, SSH_KEY, ... (any: a type Buddy adds later still works)
+    settable: _BuddyFlag = None
+    run_only_settable: _BuddyFlag = None
+    description: _BuddyText = None
+    ssh_key: _BuddyFlag = None
+    init_path: _BuddyText = None
+    defaults: _BuddyText = None
+    file_place: _BuddyText = None
+    file_name: _BuddyText = None
+    file_path: _BuddyText = None
+    file_chmod: _BuddyText = None
+    password: _BuddyText = None
+    passphrase: _BuddyText = None
+    key_identifier: _BuddyText = None
+    checksum: _BuddyText = None
+    key_fingerprint: _BuddyText = None
+    public_value: _BuddyText = None
+    comment: _BuddyText = None
+    # the scope objects Buddy embeds (project, pipeline, action, environment): any JSON object
+    project: dict | None = None
+    pipeline: dict | None = None
+    action: dict | None = None
+    environment: dict | None = None
 
 
 BUDDY_OPERATIONS = ("RETRY", "CANCEL", "APPLY", "APPLY_VARIABLES")
@@ -154,6 +192,7 @@ class BuddyOperationIn(StrictModel):
     refused with the other operations (they would silently drop it)."""
 
     operation: Literal["RETRY", "CANCEL", "APPLY", "APPLY_VARIABLES"]
+    comment: Annotated[str, StringConstraints(max_length=1000)] | None = None  # APPLY: the approval's
     variables: Annotated[list[BuddyVariableIn], Field(min_length=1, max_length=MAX_VARIABLES)] | None = Field(
         default=None, validate_default=True)
 
@@ -199,6 +238,81 @@ class GoCDScheduleForm(StrictModel):
     materials: Annotated[dict[Annotated[str, StringConstraints(max_length=200)],
                               Annotated[str, StringConstraints(max_length=200)]],
                          Field(max_length=MAX_VARIABLES)] = {}
+
+
+# GoCD's current API (api.gocd.org, versioned by Accept): JSON bodies. Fields GoCD documents are
+# accepted; others are refused as in every stagetrack body (a typo must not be silently dropped).
+
+class GoCDPauseIn(StrictModel):
+    """POST /go/api/pipelines/:name/pause with Accept v1: ``{"pause_cause": "..."}``."""
+
+    pause_cause: Reason | None = None
+
+
+class GoCDEnvironmentVariableIn(StrictModel):
+    """One of schedule's ``environment_variables``: ``{name, value, secure}``, or a secure one as
+    GoCD-encrypted ``encrypted_value``. stagetrack cannot decrypt GoCD's cipher text and needs
+    not: a secure value is kept as a keyed hash only, whichever form it came in."""
+
+    name: VariableKey
+    value: VariableValue | None = None
+    encrypted_value: VariableValue | None = None
+    secure: bool = False
+
+    @model_validator(mode="after")
+    def _one_value(self) -> "GoCDEnvironmentVariableIn":
+        if (self.value is None) == (self.encrypted_value is None):
+            raise PydanticCustomError("value", "give exactly one of value and encrypted_value")
+        return self
+
+    @property
+    def is_secret(self) -> bool:
+        return self.secure or self.encrypted_value is not None
+
+    @property
+    def text(self) -> str:
+        return self.value if self.value is not None else self.encrypted_value
+
+
+GOCD_FINGERPRINT = r"^[0-9a-fA-F]{64}$"  # GoCD's material fingerprints are SHA-256, hex
+
+
+class GoCDMaterialIn(StrictModel):
+    """One of schedule's ``materials``: which revision of which material (by fingerprint)."""
+
+    fingerprint: Annotated[str, StringConstraints(pattern=GOCD_FINGERPRINT)]
+    revision: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class GoCDScheduleIn(StrictModel):
+    """POST /go/api/pipelines/:name/schedule with Accept v1."""
+
+    environment_variables: Annotated[list[GoCDEnvironmentVariableIn], Field(max_length=MAX_VARIABLES)] = []
+    materials: Annotated[list[GoCDMaterialIn], Field(max_length=MAX_VARIABLES)] = []
+    # accepted and not used: stagetrack does not poll materials, there is nothing to update
+    update_materials_before_scheduling: bool = True
+
+    @model_validator(mode="after")
+    def _unique(self) -> "GoCDScheduleIn":
+        for field, names in (("environment_variables", [v.name for v in self.environment_variables]),
+                             ("materials", [m.fingerprint.lower() for m in self.materials])):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise PydanticCustomError("repeated", "{field}: each may appear once; repeated: {names}",
+                                          {"field": field, "names": ", ".join(repeated)})
+        return self
+
+    def commit_for(self, pipeline: str) -> dict | None:
+        """The run's commit, when a material names the pipeline's own material (the fingerprint
+        its pipeline instances show) with a commit hash; other materials are tolerated, unused."""
+        own = gocd_material_fingerprint(pipeline)
+        for material in self.materials:
+            if material.fingerprint.lower() == own and _COMMIT.match(material.revision):
+                return {"hash": material.revision}
+        return None
+
+
+_COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
 
 # ---- GoCD answers ----------------------------------------------------------------------------
@@ -262,6 +376,11 @@ def gocd_pipeline_stage(run: Run, entry: dict, *, operate: bool) -> dict:
     }
 
 
+def gocd_material_fingerprint(pipeline: str) -> str:
+    """The fingerprint of the one material stagetrack shows for a pipeline (its commits)."""
+    return hashlib.sha256(f"stagetrack:{pipeline}".encode()).hexdigest()
+
+
 def _material_revisions(run: Run) -> list[dict]:
     """A run's commit as GoCD's one material revision (stagetrack knows one commit per run)."""
     if not run.commit:
@@ -277,7 +396,7 @@ def _material_revisions(run: Run) -> list[dict]:
         }],
         "material": {
             "description": f"commit of pipeline {run.pipeline}",
-            "fingerprint": hashlib.sha256(f"stagetrack:{run.pipeline}".encode()).hexdigest(),
+            "fingerprint": gocd_material_fingerprint(run.pipeline),
             "type": "Git",
             "id": 1,
         },
@@ -389,6 +508,52 @@ def gocd_stage_instance(run: Run, stage: Stage, counter: int, attempt: dict) -> 
         "fetch_materials": True,
         "artifacts_deleted": False,
     }
+
+
+def gocd_stage_v3(run: Run, stage: Stage, counter: int, attempt: dict) -> dict:
+    """GET /go/api/stages/:pipeline_name/:pipeline_counter/:stage_name/:stage_counter (Accept v3):
+    GoCD's current stage instance, field by field as its v3 representer writes it."""
+    status = S(attempt["status"])
+    scheduled = (_iso_millis(attempt.get("startedAt")) if counter > 1 else millis(stage.created_at)) \
+        or millis(stage.created_at)
+    transitions = [{"state": t["state"], "state_change_time": t["state_change_time"]}
+                   for t in _transitions(scheduled, attempt)]
+    body = {
+        "name": stage.name,
+        "counter": counter,
+        "approval_type": _approval_type(stage.approval),
+        "approved_by": _approved_by(stage.approval, attempt.get("approvedBy")),
+        "scheduled_at": scheduled,
+        "last_transitioned_time": transitions[-1]["state_change_time"] if transitions else scheduled,
+        "result": GOCD_RESULT[status],
+    }
+    if body["result"] == "Cancelled":  # GoCD names who cancelled; "GoCD" when the system did
+        cancellation = run.cancellation or {}
+        mine = cancellation.get("stageId") == stage.id and counter == stage.attempt
+        body["cancelled_by"] = cancellation.get("by") if mine and cancellation.get("by") else "GoCD"
+    body.update({
+        "rerun_of_counter": None,
+        "fetch_materials": True,
+        "clean_working_directory": False,
+        "artifacts_deleted": False,
+        "pipeline_name": run.pipeline,
+        "pipeline_counter": run.counter,
+        "jobs": [{
+            "name": stage.name,
+            "state": GOCD_JOB_STATE[status],
+            "result": GOCD_RESULT[status],
+            "scheduled_date": scheduled,
+            "rerun": counter > 1,
+            "original_job_id": None,
+            "agent_uuid": None,
+            "pipeline_name": None,
+            "pipeline_counter": None,
+            "stage_name": None,
+            "stage_counter": None,
+            "job_state_transitions": transitions,
+        }],
+    })
+    return body
 
 
 def gocd_pipeline_status(paused: bool, locked: bool, schedulable: bool) -> dict:

@@ -133,6 +133,53 @@ def cancel_stage_by_name(ctx: ServiceContext, pipeline: str, stage_name: str, *,
     return aggregate.stage(seen[-1])
 
 
+def _named_stage(aggregate: RunAggregate, stage_name: str, pipeline: str) -> Stage:
+    stage = next((s for s in aggregate.stages if s.name == stage_name), None)
+    if stage is None:
+        raise NotFound(f"stage {stage_name!r} not found in run {aggregate.run.counter} of pipeline {pipeline!r}")
+    return stage
+
+
+def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str,
+                         attempt: int, *, actor: str) -> Stage:
+    """GoCD's current stage cancel, by pipeline counter, stage name and stage counter (attempt).
+
+    One Query and at most one transaction. An attempt that is not the stage's current one has
+    ended, so there is nothing to cancel: a successful no-op, as cancelling an inactive stage is;
+    an attempt the stage never had is a 404.
+    """
+    found: list[Stage] = []
+
+    def change(aggregate: RunAggregate) -> bool:
+        stage = _named_stage(aggregate, stage_name, pipeline)
+        found[:] = [stage]
+        known = attempt == stage.attempt or any(e.get("attempt") == attempt for e in stage.attempts)
+        if not known:
+            raise NotFound(f"stage {stage_name!r} with counter {attempt} not found in run {counter} "
+                           f"of pipeline {pipeline!r}")
+        if attempt != stage.attempt:
+            return False
+        return rules.cancel_stage(aggregate, stage.id, ctx.clock.now(), actor=actor)
+
+    aggregate = mutate_run(ctx, run_id_by_counter(pipeline, counter), change)
+    return aggregate.stage(found[0].id)
+
+
+def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str) -> Stage:
+    """GoCD's run stage: a new attempt of the named stage of run ``counter`` (the native stage
+    retry: 409 while it is active or before it ran). One Query, one transaction."""
+    found: list[Stage] = []
+
+    def change(aggregate: RunAggregate) -> bool:
+        stage = _named_stage(aggregate, stage_name, pipeline)
+        found[:] = [stage]
+        rules.retry_stage(aggregate, stage.id, ctx.clock.now())
+        return True
+
+    aggregate = mutate_run(ctx, run_id_by_counter(pipeline, counter), change)
+    return aggregate.stage(found[0].id)
+
+
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
                     comment: str | None = None) -> RunAggregate:
     """Buddy's APPLY: approve the run's stage that waits for approval (the first, if several).

@@ -41,7 +41,8 @@ def unpause(ctx: ServiceContext, pipeline: str) -> Pipeline:
 
 def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
              variables: dict[str, str] | None = None,
-             secret_variables: dict[str, str] | None = None) -> RunAggregate:
+             secret_variables: dict[str, str] | None = None,
+             commit: dict | None = None) -> RunAggregate:
     """A new run with the stage layout (and run options) of the pipeline's latest run.
 
     Two round trips, like creating a run: claiming the run number returns the stored layout in
@@ -50,7 +51,7 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     """
     counter, layout = ctx.repo.pipelines.claim_counter(_known_name(pipeline), require_layout=True)
     specs, options = specs_of(layout)
-    aggregate = new_run(pipeline, counter, specs, ctx.clock.now(),
+    aggregate = new_run(pipeline, counter, specs, ctx.clock.now(), commit=commit,
                         trigger=f"scheduled by {actor}"[:100], variables=variables, **options)
     if secret_variables:  # GoCD's secure_variables: kept like native secrets, as a keyed hash only
         apply_variables(aggregate, [VariableChange(key, value, secret=True)
