@@ -92,7 +92,7 @@ def parse_time(value: object) -> datetime | None:
     None (a timestamp we cannot read never fails an event; the clock's time is used)."""
     if not isinstance(value, str) or not value:
         return None
-    match = _GITLAB_TIME.match(value)
+    match = _GITLAB_TIME.fullmatch(value)
     if match:
         value = f"{match.group(1)}T{match.group(2)}{match.group(3) or ''}Z"
     try:
