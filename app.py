@@ -32,6 +32,7 @@ app.register_blueprint(inbound)
 app.register_blueprint(outbound)
 
 _settings = Settings.from_env()
+logging_setup.scrub_settings(_settings)  # the admin token and keys never reach a log line
 if _settings.local_ticker:  # `make run`: chalice local runs no schedules
     from chalicelib import ticker
 

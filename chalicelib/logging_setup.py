@@ -4,23 +4,35 @@ The route helper (api/__init__.py) writes one ``request`` line per HTTP request 
 (API Gateway's request id, or a generated one locally; also sent back as X-Request-Id),
 method, path, status, latencyMs, tokenId and actor. Nothing logs headers, bodies or query
 strings. As a second line of defence every line is scrubbed before it is written: anything
-shaped like a stagetrack token, the value after Bearer/Basic, and the bootstrap admin token
+shaped like a stagetrack token or a webhook secret (``whsec_``), the value after Bearer/Basic,
+the value of a credential-named field (``secret=``, ``"password":``, ``access_token=`` ...), and
+every exact value registered with ``add_secret`` (the bootstrap admin token, the secret keys)
 become "[REDACTED]".
+
+``configure`` puts the one JSON, scrubbed handler on every logger the service writes through:
+``stagetrack`` (Chalice's app.log) and ``chalicelib`` (the modules that log under their own
+``__name__``), and, in Lambda, on the root logger's handlers, where libraries' records go.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from datetime import datetime, timezone
 
 LOGGER = "stagetrack"
+SERVICE_LOGGERS = (LOGGER, "chalicelib")
 REDACTED = "[REDACTED]"
 _PATTERNS = [
-    re.compile(r"st_[A-Za-z0-9_-]{20,}"),
+    re.compile(r"(?<![A-Za-z0-9])st_[A-Za-z0-9_-]{20,}"),  # not inside words such as test_...
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(?i)(x-auth-token|authorization|x-hub-signature-256|x-gitlab-token)(\"?\s*[:=]\s*\"?)[^\s\",}]+"),
+    re.compile(r"whsec_[A-Za-z0-9_-]{8,}"),
+    # key=value, key: value, "key": "value" where the key names a credential
+    re.compile(r"(?i)\b([\w-]*(?:secret|password|passwd|api[_-]?key|token|pepper)(?:[_-]?keys?)?"
+               r"\\?[\"']?\s*[:=]\s*\\?[\"']?)(?!\[REDACTED\])([^\s\"'&,;}\\]+)"),
 ]
 _extra_secrets: set[str] = set()
 
@@ -30,13 +42,35 @@ def redact(text: str) -> str:
         text = text.replace(secret, REDACTED)
     text = _PATTERNS[0].sub(REDACTED, text)
     text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _PATTERNS[3].sub(REDACTED, text)
+    return _PATTERNS[4].sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _redact_value(value):
+    """Scrub before JSON encoding too: json.dumps escapes quotes and non-ASCII characters,
+    after which an exact secret value would no longer be found in the line."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    return value
 
 
 def add_secret(value: str | None) -> None:
     """Scrub this exact value from every log line (e.g. the bootstrap admin token)."""
     if value and len(value) >= 8:
         _extra_secrets.add(value)
+
+
+def scrub_settings(settings) -> None:
+    """Register the secrets the settings hold, at start-up, before anything can log them."""
+    for name in ("admin_token", "secret_key", "secret_pepper"):
+        add_secret(getattr(settings, name, None))
+    for key in getattr(settings, "previous_secret_keys", ()) or ():
+        add_secret(key)
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,6 +84,12 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        entry = _redact_value({k: v if isinstance(v, (str, int, float, bool, type(None), dict, list))
+                               else str(v) for k, v in entry.items()})
         return redact(json.dumps(entry, default=str, separators=(",", ":")))
 
 
@@ -68,16 +108,35 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
-def configure(logger: logging.Logger | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Make the ``stagetrack`` logger (Chalice's app.log) write JSON lines to stdout, once."""
-    logger = logger or logging.getLogger(LOGGER)
+def _own(logger: logging.Logger, level: int) -> None:
     for handler in list(logger.handlers):
         if not isinstance(handler, _StdoutHandler):
-            logger.removeHandler(handler)  # Chalice's plain-text handler
+            logger.removeHandler(handler)  # e.g. Chalice's plain-text handler
     if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
         handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def configure(logger: logging.Logger | None = None, level: int = logging.INFO,
+              *, root: bool | None = None) -> logging.Logger:
+    """Make ``stagetrack`` (Chalice's app.log) and ``chalicelib.*`` write scrubbed JSON lines to
+    stdout, once. ``root`` (default: when running in Lambda, whose runtime puts its own
+    plain-text handler on the root logger) also gives the root handlers the JSON formatter, so
+    records of libraries and of any other logger are scrubbed too."""
+    logger = logger or logging.getLogger(LOGGER)
+    for name in SERVICE_LOGGERS:
+        _own(logging.getLogger(name), level)
+    if logger.name not in SERVICE_LOGGERS:
+        _own(logger, level)
+    if root is None:
+        root = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+    if root:
+        top = logging.getLogger()
+        if not top.handlers:
+            top.addHandler(_StdoutHandler())
+        for handler in top.handlers:
+            handler.setFormatter(JsonFormatter())
     return logger

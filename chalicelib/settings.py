@@ -1,9 +1,77 @@
-"""Process settings, read once from the environment with working local defaults."""
+"""Process settings, read once from the environment with working local defaults.
+
+A value that is set but wrong stops the process at start-up with a message naming the variable
+and what it accepts (``SettingsError``), rather than being read as a default or failing later
+deep inside a request: ``STAGETRACK_LOCAL_TICKER must be true or false, got 'maybe'``.
+"""
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")  # DynamoDB's rule for table names
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is not one of the values it accepts."""
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
+def env_bool(env, name: str, default: bool) -> bool:
+    """true/false in any case (also 1/0, yes/no, on/off); unset or empty: the default."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingsError(f"{name} must be true or false (also 1/0, yes/no, on/off), got {_shown(raw)}")
+
+
+def env_int(env, name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {_shown(raw)}")
+    return value
+
+
+def env_float(env, name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a number of seconds from {low:g} to {high:g}, got {_shown(raw)}")
+    return value
+
+
+def env_table(env, name: str, default: str) -> str:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not _TABLE_NAME.fullmatch(raw):
+        raise SettingsError(f"{name} must be a DynamoDB table name: 3 to 255 of A-Z a-z 0-9 _ . -, "
+                            f"got {_shown(raw)}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -48,14 +116,16 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         return cls(
-            table_name=env.get("STAGETRACK_TABLE", cls.table_name),
+            table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
-            max_body_bytes=int(env.get("STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes)),
-            local_ticker=env.get("STAGETRACK_LOCAL_TICKER", "") in ("1", "true", "yes"),
-            ticker_interval_seconds=float(env.get("STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds)),
+            max_body_bytes=env_int(env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024),
+            local_ticker=env_bool(env, "STAGETRACK_LOCAL_TICKER", False),
+            ticker_interval_seconds=env_float(env, "STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds,
+                                              0.01, 3600),
             admin_token=env.get("STAGETRACK_ADMIN_TOKEN") or "stagetrack-local-admin",
-            rate_limit_per_minute=max(1, int(env.get("STAGETRACK_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute))),
+            rate_limit_per_minute=env_int(env, "STAGETRACK_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute,
+                                          1, 1_000_000),
             secret_pepper=env.get("STAGETRACK_SECRET_PEPPER") or cls.secret_pepper,
             secret_key=env.get("STAGETRACK_SECRET_KEY") or "stagetrack-local-secret-key",
             previous_secret_keys=tuple(k for k in env.get("STAGETRACK_PREVIOUS_SECRET_KEYS", "").split(",") if k),
@@ -63,9 +133,11 @@ class Settings:
             delivery_queue_url=env.get("STAGETRACK_DELIVERY_QUEUE_URL") or None,
             delivery_dlq_url=env.get("STAGETRACK_DELIVERY_DLQ_URL") or None,
             ingest_dlq_url=env.get("STAGETRACK_INGEST_DLQ_URL") or None,
-            delivery_max_attempts=max(1, int(env.get("STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts))),
-            delivery_timeout_seconds=float(env.get("STAGETRACK_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds)),
-            allow_local_subscribers=env.get("STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", "") in ("1", "true", "yes"),
+            delivery_max_attempts=env_int(env, "STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts,
+                                          1, 50),
+            delivery_timeout_seconds=env_float(env, "STAGETRACK_DELIVERY_TIMEOUT_SECONDS",
+                                               cls.delivery_timeout_seconds, 0.1, 60),
+            allow_local_subscribers=env_bool(env, "STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", False),
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
         )
 
@@ -77,6 +149,6 @@ def public_url(value: str | None) -> str | None:
         return None
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError("STAGETRACK_PUBLIC_URL must be an http(s) URL without query or fragment, "
-                         f"e.g. https://ci.example.com/prod; got {value!r}")
+        raise SettingsError("STAGETRACK_PUBLIC_URL must be an http(s) URL without query or fragment, "
+                            f"e.g. https://ci.example.com/prod; got {_shown(value)}")
     return value.strip().rstrip("/")

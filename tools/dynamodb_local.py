@@ -11,9 +11,13 @@ installed. Java (17 is known to work) must be on PATH or under $JAVA_HOME.
 Network exposure: DynamoDB Local (1.25.1) has no option to choose the
 address it listens on (see ``java -jar DynamoDBLocal.jar -help``: only
 -port, -inMemory, -dbPath, -sharedDb, -cors, -delayTransientStatuses,
--disableTelemetry, -optimizeDbBeforeStartup). It listens on all interfaces
-(0.0.0.0). We always *talk* to it on 127.0.0.1, and start it with
-``-disableTelemetry`` so that it makes no outbound calls.
+-disableTelemetry, -optimizeDbBeforeStartup), and its own main listens on
+every interface. So it is not started through its main: the small launcher
+``tools/LoopbackDynamoDBLocal.java`` builds the same server from the same
+arguments, binds its Jetty connector to 127.0.0.1, and starts it (compiled
+once with javac into the install folder; Java's single-file source mode when
+there is no javac). It is also started with ``-disableTelemetry`` so that it
+makes no outbound calls.
 
 CLI::
 
@@ -161,7 +165,8 @@ def free_port() -> int:
 
 
 def _port_in_use(port: int) -> bool:
-    # DynamoDB Local binds 0.0.0.0, so check the wildcard address; also try
+    # Binding the wildcard address fails if anything holds the port on any
+    # address (DynamoDB Local holds 127.0.0.1 only); also try
     # connecting on loopback in case something holds 127.0.0.1 only.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR: connections in TIME_WAIT (from a previous instance)
@@ -188,6 +193,37 @@ def _java() -> str:
             "openjdk-17-jre-headless"
         )
     return java
+
+
+LAUNCHER_SOURCE = Path(__file__).with_name("LoopbackDynamoDBLocal.java")
+LAUNCHER_CLASS = "LoopbackDynamoDBLocal"
+
+
+def _launcher(java: str, jar_dir: Path) -> list[str]:
+    """The java arguments that start DynamoDB Local bound to 127.0.0.1 (see the module doc).
+
+    The launcher is compiled once per source version into the install folder (a new folder is
+    renamed into place, so concurrent starts never see half a class); without javac it runs in
+    single-file source mode, which compiles it in memory at every start."""
+    jar = str(jar_dir / "DynamoDBLocal.jar")
+    source = LAUNCHER_SOURCE.read_bytes()
+    classes = jar_dir.parent / f"stagetrack-launcher-{hashlib.sha256(source).hexdigest()[:12]}"
+    javac = Path(java).with_name("javac")
+    javac_path = str(javac) if javac.is_file() else shutil.which("javac")
+    if not (classes / f"{LAUNCHER_CLASS}.class").is_file() and javac_path:
+        staging = Path(tempfile.mkdtemp(prefix="launcher-", dir=jar_dir.parent))
+        try:
+            subprocess.run([javac_path, "-nowarn", "-cp", jar, "-d", str(staging), str(LAUNCHER_SOURCE)],
+                           check=True, capture_output=True, timeout=120)
+            try:
+                staging.rename(classes)
+            except OSError:  # another process put the same classes there first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if (classes / f"{LAUNCHER_CLASS}.class").is_file():
+        return ["-cp", f"{jar}{os.pathsep}{classes}", LAUNCHER_CLASS]
+    return ["-cp", jar, str(LAUNCHER_SOURCE)]
 
 
 def endpoint_url(port: int) -> str:
@@ -268,8 +304,7 @@ def start(port: int, db_path: str | os.PathLike | None,
     own session (so a terminal Ctrl-C reaches only its owner, which stops it
     in order) and, on Linux, is SIGTERMed if the starting process dies.
 
-    DynamoDB Local cannot be told which address to bind: it listens on all
-    interfaces. Clients should use ``endpoint_url(port)`` (127.0.0.1).
+    It listens on 127.0.0.1 only (``_launcher``); clients use ``endpoint_url(port)``.
     """
     java = _java()
     jar_dir = ensure_installed(root, quiet=True)
@@ -279,7 +314,7 @@ def start(port: int, db_path: str | os.PathLike | None,
     cmd = [
         java,
         f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}",
-        "-jar", str(jar_dir / "DynamoDBLocal.jar"),
+        *_launcher(java, jar_dir),
         "-port", str(port),
         "-sharedDb",
         "-disableTelemetry",

@@ -4,7 +4,8 @@
   .data/dynamodb (git-ignored), log in .data/dynamodb-local.log;
 - the tables created with chalicelib.store.schema.ensure_tables;
 - `chalice local --host 127.0.0.1 --port $PORT (default 8000)
-  --no-autoreload`, with STAGETRACK_LOCAL_TICKER=1.
+  --no-autoreload`, with STAGETRACK_LOCAL_TICKER=1; its access log shows
+  paths without query strings (tools/local_access_log.py).
 
 Why --no-autoreload: chalice's reloader (without the optional watchdog
 package) stats every file under the project directory once a second --
@@ -41,9 +42,11 @@ ROOT = dynamodb_local.REPO_ROOT
 
 
 # `chalice` run by this same interpreter (chalice.cli has no __main__).
-_CHALICE_MAIN = (
-    "import sys; from chalice.cli import main; "
-    "sys.argv[0] = 'chalice'; sys.exit(main())"
+# chalice's CLI, with the access log that prints paths but no query strings
+# (tools/local_access_log.py).
+CHALICE_MAIN = (
+    "import sys; from tools import local_access_log; local_access_log.install(); "
+    "from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
 )
 
 
@@ -118,7 +121,7 @@ def main() -> int:
         ensure_tables(Settings.from_env())
 
         api = subprocess.Popen(
-            [sys.executable, "-c", _CHALICE_MAIN, "local",
+            [sys.executable, "-c", CHALICE_MAIN, "local",
              "--host", "127.0.0.1", "--port", str(api_port),
              "--no-autoreload"],
             cwd=str(ROOT), stdin=subprocess.DEVNULL,

@@ -308,7 +308,7 @@ def base_url(request) -> str:
     host[:port] is not echoed."""
     headers = request.headers
     host = (headers.get("host") or "").strip()
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         host = "localhost"
     scheme = (headers.get("x-forwarded-proto") or "http").split(",")[0].strip().lower()
     if scheme not in ("http", "https"):

@@ -46,7 +46,7 @@ def _pipeline_of(request) -> PipelineRef | None:
     except (ValueError, RecursionError):
         return None
     job_id = body.get("job_id") if isinstance(body, dict) else None
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         return None
     principal = current_principal()
     for name in sorted(principal.pipelines or ()):

@@ -360,7 +360,7 @@ def _form_pairs() -> list[tuple[str, str]]:
 def _form(model, pairs: list[tuple[str, str]], *, lists: bool = False):
     data: dict = {}
     for name, value in pairs:
-        match = _FORM_LIST.match(name) if lists else None
+        match = _FORM_LIST.fullmatch(name) if lists else None
         target, key = (data.setdefault(match.group(1), {}), match.group(2)) if match else (data, name)
         if key in target:
             raise BadRequest(f"form field {name!r} is repeated", details=[{"field": name}])
@@ -380,13 +380,13 @@ def _actor() -> str:
 def _offset(value: str | None) -> int:
     if value is None:
         return 0
-    if not _COUNTER.match(value):
+    if not _COUNTER.fullmatch(value):
         raise BadRequest(f"offset must be a whole number, not {value[:40]!r}")
     return int(value)
 
 
 def _counter(value: str, what: str) -> int:
-    if not _COUNTER.match(value) or int(value) < 1:
+    if not _COUNTER.fullmatch(value) or int(value) < 1:
         raise NotFound(f"{what} {value[:40]!r} not found")
     return int(value)
 

@@ -121,7 +121,7 @@ def guard(request, template: str, call: Callable[[], Response],
     key = request.headers.get(HEADER)
     if request.method != "POST" or key is None:
         return call()
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise BadRequest(f"{HEADER} must be 1 to 255 printable ASCII characters without spaces",
                          details=[{"field": HEADER}])
     ctx = wiring.context()

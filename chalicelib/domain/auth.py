@@ -87,7 +87,7 @@ def hash_token(secret: str) -> str:
 
 
 def looks_like_token(secret: str) -> bool:
-    return bool(_TOKEN.match(secret))
+    return bool(_TOKEN.fullmatch(secret))
 
 
 def same_secret(presented_hash: str, expected_hash: str) -> bool:
@@ -148,7 +148,7 @@ def _parse_authorization(value: str) -> Credentials:
         user, sep, password = decoded.partition(":")
         if not sep or not password:
             raise Unauthorized("Basic credentials must be user:token, the token as password")
-        if user and not _USER.match(user):
+        if user and not _USER.fullmatch(user):
             raise Unauthorized(f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters")
         return Credentials(_bounded(password), user or None, "basic")
     raise Unauthorized("use Authorization: Bearer <token>, Basic auth or X-Auth-Token")

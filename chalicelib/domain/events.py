@@ -100,7 +100,7 @@ def parse_time(value: object) -> datetime | None:
     None (a timestamp we cannot read never fails an event; the clock's time is used)."""
     if not isinstance(value, str) or not value:
         return None
-    match = _GITLAB_TIME.match(value)
+    match = _GITLAB_TIME.fullmatch(value)
     if match:
         value = f"{match.group(1)}T{match.group(2)}{match.group(3) or ''}Z"
     try:
@@ -558,23 +558,62 @@ def check_subscriber_url(url: str, *, allow_local: bool) -> str:
     if local and not allow_local:
         raise ValidationFailed("url must not point at this machine", details=[{"field": "url"}])
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if address is not None and not address.is_global and not (allow_local and address.is_loopback):
-        raise ValidationFailed("url must not point at a private, loopback or link-local address",
-                               details=[{"field": "url"}])
+    if address is None and (":" in host or "%" in host or _numeric_last_label(host)):
+        raise ValidationFailed("url host must be a host name or a plain IPv4/IPv6 address "
+                               "(no shorthand, octal, hex or zone id)", details=[{"field": "url"}])
+    if address is not None and not address_allowed(str(address), allow_local=allow_local):
+        raise ValidationFailed("url must not point at a private, loopback or link-local address "
+                               "(also not one embedded in an IPv6 address)", details=[{"field": "url"}])
     if port is not None and not 1 <= port <= 65535:
         raise ValidationFailed("url has an invalid port", details=[{"field": "url"}])
     return url
 
 
+def _numeric_last_label(host: str) -> bool:
+    """``2130706433``, ``127.1``, ``0x7f.1``: no DNS name ends in an all-numeric label, but
+    resolvers read these as IPv4 addresses, so they would bypass the literal-address check."""
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    return last.isdigit() or last.startswith("0x")
+
+
+# IPv6 ranges that carry an IPv4 address a packet may end up at (or that have no public use).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+_REFUSED_V6 = (
+    ipaddress.ip_network("::/96"),             # IPv4-compatible (deprecated, RFC 4291)
+    ipaddress.ip_network("64:ff9b:1::/48"),    # local-use NAT64 (RFC 8215), never public
+    ipaddress.ip_network("2001::/32"),         # Teredo: the client IPv4 is XOR-ed, refuse it all
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address forwards to: IPv4-mapped, NAT64 or 6to4."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour  # 2002:AABB:CCDD::/48 -> AA.BB.CC.DD, else None
+
+
+def _ip_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local: bool) -> bool:
+    if ip.version == 6:
+        if int(ip) > 1 and any(ip in network for network in _REFUSED_V6):  # :: and ::1 as usual
+            return False
+        inner = embedded_ipv4(ip)
+        if inner is not None and not _ip_allowed(inner, allow_local=False):
+            return False
+    return ip.is_global or (allow_local and ip.is_loopback)
+
+
 def address_allowed(address: str, *, allow_local: bool) -> bool:
-    """Second line, at delivery: may we connect to this resolved address?"""
+    """Second line, at delivery: may we connect to this resolved address? Only a public one
+    (loopback too with ``allow_local``), and an IPv6 address only if the IPv4 address it embeds
+    (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16) is public too; IPv4-compatible ::/96,
+    local NAT64 64:ff9b:1::/48 and Teredo 2001::/32 are refused whatever they embed."""
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
-    if ip.is_global:
-        return True
-    return allow_local and ip.is_loopback
+    return _ip_allowed(ip, allow_local)

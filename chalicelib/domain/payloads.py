@@ -448,7 +448,7 @@ def parse_cdevent(event: CloudEvent, source: str) -> ExternalUpdate | Ignored:
     pipelineRun is a run of pipeline ``pipelineName``; a taskRun a stage named ``taskName``
     of the run its ``pipelineRun.id`` names (a taskRun of a pipelineRun never announced
     creates that run in a pipeline named after the webhook source)."""
-    match = _CDEVENT_TYPE.match(event.type)
+    match = _CDEVENT_TYPE.fullmatch(event.type)
     if match is None:
         return Ignored(f"CloudEvent type {event.type!r} is not a CDEvent")
     subject, predicate, major = match.group("subject"), match.group("predicate"), match.group("major")

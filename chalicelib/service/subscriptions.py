@@ -63,7 +63,7 @@ def delete(ctx: ServiceContext, subscription_id: str) -> StoredSubscription:
 def deliveries(ctx: ServiceContext, subscription_id: str, limit: int,
                cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
     get(ctx, subscription_id)
-    return delivery_store.list_attempts(subscription_id, limit, cursor)
+    return delivery_store.list_attempts(subscription_id, limit, cursor, ctx.repo.cursors)
 
 
 def filter_of(subscription: StoredSubscription) -> SubscriptionFilter:

@@ -6,13 +6,11 @@ TTL (``expires_at``) removes old attempts; nothing ever scans for them.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 
-from ..domain.errors import BadRequest
+from ..domain.cursors import CursorCodec
 from .models import DeliveryItem
+from .repository import key_from_cursor_payload
 
 RETENTION_SECONDS = 14 * 24 * 3600
 
@@ -57,27 +55,16 @@ def _attempt(subscription_id: str, item: DeliveryItem) -> DeliveryAttempt:
     )
 
 
-def _encode(key: dict | None) -> str | None:
-    if not key:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+def cursor_scope(subscription_id: str) -> str:
+    """A deliveries cursor is valid only for the subscription whose listing issued it."""
+    return f"deliveries/{subscription_id}"
 
 
-def _decode(cursor: str, subscription_id: str) -> dict:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise BadRequest("cursor is not valid") from None
-    if (not isinstance(key, dict) or set(key) != {"pk", "sk"}
-            or key.get("pk") != {"S": _pk(subscription_id)}
-            or not isinstance(key.get("sk"), dict) or not isinstance(key["sk"].get("S"), str)):
-        raise BadRequest("cursor is not valid for this listing")
-    return key
-
-
-def list_attempts(subscription_id: str, limit: int, cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
+def list_attempts(subscription_id: str, limit: int, cursor: str | None,
+                  codec: CursorCodec) -> tuple[list[DeliveryAttempt], str | None]:
+    scope = cursor_scope(subscription_id)
+    start = key_from_cursor_payload(codec.open(scope, cursor), {"pk", "sk"}) if cursor else None
     results = DeliveryItem.query(_pk(subscription_id), scan_index_forward=False, limit=limit, page_size=limit,
-                                 consistent_read=True,
-                                 last_evaluated_key=_decode(cursor, subscription_id) if cursor else None)
+                                 consistent_read=True, last_evaluated_key=start)
     items = [_attempt(subscription_id, item) for item in results]
-    return items, _encode(results.last_evaluated_key)
+    return items, codec.seal(scope, results.last_evaluated_key)

@@ -16,8 +16,6 @@ record committed and never writes the effect a second time (see store/idempotenc
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import contextvars
 import json
 import zlib
@@ -29,7 +27,7 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from ..domain import ids
+from ..domain import cursors, ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict
 from ..domain.model import Run, RunAggregate, Stage
@@ -243,37 +241,31 @@ def _only_last_condition_failed(error: Exception) -> bool:
 
 # ---- cursors ---------------------------------------------------------------------------------
 
-_CURSOR_KEYS = {"pk", "sk", "pipeline", "counter", "pipeline_status"}
+_RUN_CURSOR_KEYS = {"pk", "sk", "pipeline", "counter", "pipeline_status"}
 
 
-def encode_cursor(last_key: dict | None) -> str | None:
-    if not last_key:
-        return None
-    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, pipeline: str) -> dict:
-    """Cursors are opaque to clients but checked here: a forged or foreign one is a 400."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise BadRequest("cursor is not valid") from None
-    if (
-        not isinstance(key, dict)
-        or not set(key) <= _CURSOR_KEYS
-        or not all(isinstance(v, dict) and len(v) == 1 for v in key.values())
-        or key.get("pipeline", {}).get("S", pipeline) != pipeline
-        or not str(key.get("pk", {}).get("S", "")).startswith(f"RUN#{pipeline}:")
+def key_from_cursor_payload(payload: dict, allowed: set[str]) -> dict:
+    """A verified cursor holds a DynamoDB key we wrote; its shape is still checked so that
+    even a cursor sealed with a leaked key cannot send DynamoDB anything but a plain key."""
+    if not payload or not set(payload) <= allowed or not all(
+        isinstance(value, dict) and len(value) == 1
+        and next(iter(value)) in ("S", "N") and isinstance(next(iter(value.values())), str)
+        and len(next(iter(value.values()))) <= 1024
+        for value in payload.values()
     ):
-        raise BadRequest("cursor is not valid for this listing")
-    return key
+        raise BadRequest(cursors.INVALID)
+    return payload
+
+
+def runs_cursor_scope(pipeline: str, status: StageStatus | None) -> str:
+    """A runs cursor is valid only for the listing (pipeline, status filter) that issued it."""
+    return f"runs/{pipeline}/{status.value if status else '*'}"
 
 
 class Repository:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cursors = cursors.CursorCodec(settings.secret_key)
         models.bind(settings.table_name, settings.region, settings.dynamodb_endpoint)
         from .idempotency import IdempotencyStore
         from .pipelines import PipelineStore
@@ -371,7 +363,8 @@ class Repository:
 
     def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
                   cursor: str | None) -> tuple[list[Run], str | None]:
-        start = decode_cursor(cursor, pipeline) if cursor else None
+        scope = runs_cursor_scope(pipeline, status)
+        start = key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
         if status is None:
             results = RunItem.by_pipeline.query(
                 pipeline, scan_index_forward=False, limit=limit, last_evaluated_key=start,
@@ -383,7 +376,7 @@ class Repository:
                 last_evaluated_key=start, page_size=limit,
             )
         runs = [run_from_item(item) for item in results]
-        return runs, encode_cursor(results.last_evaluated_key)
+        return runs, self.cursors.seal(scope, results.last_evaluated_key)
 
     # -- plumbing ---------------------------------------------------------------------------
 
