@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 from chalice import Blueprint, Response
 
 from .. import wiring
-from ..domain import dialects
+from ..domain import auth, dialects
 from ..domain.auth import REALM, Forbidden
 from ..domain.errors import BadRequest, DomainError, NotFound
 from ..domain.model import stage_summary
@@ -40,6 +40,8 @@ from . import base_url, current_actor, current_principal, parse_query, route
 from .openapi import RATE_HEADERS
 
 gocd = Blueprint(__name__)
+
+_PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})  # every GoCD route names its pipeline
 
 TEXT = "text/html; charset=utf-8"
 ERROR_TEXT = "text/plain; charset=utf-8"
@@ -226,7 +228,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 
 # ---- stages -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200), summary="GoCD: cancel a stage")
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
@@ -237,7 +239,7 @@ def cancel_stage(pipeline, stage):
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
-       methods=["GET"], dialect="gocd", render_error=json_error(),
+       methods=["GET"], dialect="gocd", acts_on=_PIPELINE, render_error=json_error(),
        openapi=_json_doc(numbers=("pipeline_counter", "stage_counter")),
        summary="GoCD: a stage instance (stage_counter: the stage's attempt)")
 def stage_instance(pipeline, stage, pipeline_counter, stage_counter):
@@ -264,13 +266,14 @@ def _stage_history(pipeline: str, stage: str, offset: str | None) -> Response:
     return _json({"stages": entries, "pagination": dialects.pagination(start, found.counter)})
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: stage history, newest first")
 def stage_history(pipeline, stage):
     return _stage_history(pipeline, stage, None)
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: stage history from an offset")
 def stage_history_page(pipeline, stage, offset):
@@ -280,6 +283,7 @@ def stage_history_page(pipeline, stage, offset):
 # ---- pipelines --------------------------------------------------------------------------------
 
 @route(gocd, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("counter",)),
        summary="GoCD: a pipeline instance")
 def pipeline_instance(pipeline, counter):
@@ -302,20 +306,21 @@ def _pipeline_history(pipeline: str, offset: str | None) -> Response:
     })
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: pipeline history, newest first")
 def pipeline_history(pipeline):
     return _pipeline_history(pipeline, None)
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: pipeline history from an offset")
 def pipeline_history_page(pipeline, offset):
     return _pipeline_history(pipeline, offset)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: paused, locked, schedulable")
 def pipeline_status(pipeline):
     _accept_json()
@@ -323,7 +328,7 @@ def pipeline_status(pipeline):
     return _json(dialects.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}),
        summary="GoCD: pause a pipeline (form data pauseCause)")
 def pause_pipeline(pipeline):
@@ -333,7 +338,7 @@ def pause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200), summary="GoCD: unpause a pipeline")
 def unpause_pipeline(pipeline):
     _require_confirm()
@@ -342,7 +347,7 @@ def unpause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200), summary="GoCD: release a pipeline lock")
 def release_lock(pipeline):
     """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
@@ -357,7 +362,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
                   ("variables[NAME]", "secure_variables[NAME]", "materials[NAME]")}
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(202, _SCHEDULE_FORM),
        summary="GoCD: schedule a run like the latest (form data variables[NAME]=value)")
 def schedule_pipeline(pipeline):
@@ -373,7 +378,7 @@ def schedule_pipeline(pipeline):
 
 # ---- server -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/version", methods=["GET"], scope="public", pipeline="global", dialect="gocd",
+@route(gocd, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
        render_error=json_error(V1_JSON), openapi=_json_doc("application/vnd.go.cd.v1+json", public=True),
        summary="GoCD: the GoCD API version these endpoints implement (public, like /health)")
 def version():

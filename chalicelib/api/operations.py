@@ -21,10 +21,15 @@ from ..domain.schemas import (
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import operations, pipelines
+from ..domain import auth
 from . import json_response, parse_body, route
 from .idempotency import actor
 
 ops = Blueprint(__name__)
+
+_RUN = auth.acts_on(path={"run_id": auth.RUN})
+_STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
+_PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})
 
 
 def _request():
@@ -53,21 +58,21 @@ def _stage(stage) -> dict:
 
 # ---- cancel / stop ---------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"])
+@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN)
 def cancel_run(run_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_run(operations.cancel_run(ctx, run_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE)
 def cancel_stage(stage_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
@@ -77,13 +82,13 @@ def stop_run(pipeline, counter):
 
 # ---- retry -----------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/retry", methods=["POST"])
+@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN)
 def retry_run(run_id):
     body = _optional_body(RetryRunIn)
     return json_response(_run(operations.retry_run(wiring.context(), run_id, body.scope)))
 
 
-@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE)
 def retry_stage(stage_id):
     _optional_body(EmptyIn)
     return json_response(_stage(operations.retry_stage(wiring.context(), stage_id)))
@@ -91,14 +96,14 @@ def retry_stage(stage_id):
 
 # ---- approval gates --------------------------------------------------------------------------
 
-@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.approve_stage(wiring.context(), stage_id, actor=_actor(),
                                                          comment=body.comment)))
 
 
-@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"])
+@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.reject_stage(wiring.context(), stage_id, actor=_actor(),
@@ -107,7 +112,7 @@ def reject_stage(stage_id):
 
 # ---- variables -------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"])
+@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
 def apply_variables(run_id):
     ctx = wiring.context()
     body = parse_body(_request(), ApplyVariablesIn, ctx.repo.settings.max_body_bytes)
@@ -117,25 +122,25 @@ def apply_variables(run_id):
 
 # ---- pipelines -------------------------------------------------------------------------------
 
-@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"])
+@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
 def pipeline_status(pipeline):
     return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE)
 def pause_pipeline(pipeline):
     body = _optional_body(PauseIn)
     return json_response(pipeline_status_view(
         pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.cause)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE)
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
     return json_response(pipeline_status_view(pipelines.unpause(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"])
+@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
     ctx = wiring.context()
