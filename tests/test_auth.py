@@ -16,7 +16,6 @@ from chalicelib.domain.auth import (
     Unauthorized,
     authorize,
     parse_credentials,
-    pipeline_refs,
     required_scope,
 )
 from chalicelib.domain.errors import NotFound
@@ -143,19 +142,88 @@ def test_actor_is_the_basic_user_else_the_token_name():
 
 # ---- pipelines -------------------------------------------------------------------------------
 
-def test_pipeline_refs_from_every_place_a_request_names_one():
-    refs = pipeline_refs([("run_id", "web:3"), ("stage_id", "api:1:2"), ("pipeline", "ops"),
-                          ("pipeline_name", "gocd"), ("runId", "x:1"), ("stageId", "y:1:1"),
-                          ("other", "z"), ("pipeline", 5)])
+def test_refs_come_from_the_declared_places_only():
+    declared = auth.acts_on(path={"run_id": auth.RUN}, query={"stageId": auth.STAGE},
+                            body={"pipeline": auth.PIPELINE, "pipelines": auth.PIPELINES})
+    refs = auth.named_refs(
+        declared, {"run_id": "web:3", "stage_id": "other:1:1"},
+        {"stageId": ["api:1:2", "ops:2:1"], "pipeline": ["other"]},
+        [("runId", "other:1"), ("pipeline", "gocd"), ("pipelines", ["x", "y"])])
     assert [r.pipeline for r in refs] == ["web", "api", "ops", "gocd", "x", "y"]
     assert refs[0].missing == "run 'web:3' not found"
     assert refs[1].missing == "stage 'api:1:2' not found"
 
 
-@pytest.mark.parametrize("name, value", [("run_id", "garbage"), ("stage_id", "web:1"),
-                                         ("pipeline", "has space"), ("runId", "")])
-def test_malformed_ids_name_no_pipeline(name, value):
-    assert pipeline_refs([(name, value)]) == [PipelineRef(None, pipeline_refs([(name, value)])[0].missing)]
+def test_every_body_value_counts_whatever_comes_before_it():
+    """A non-string value (or a malformed one) before a pipeline field, in the body's order or
+    in a list, must not end the gathering: the pipeline after it is still checked."""
+    declared = auth.acts_on(body={"pipeline": auth.PIPELINE, "pipelines": auth.PIPELINES})
+    body = [("stages", ["BUILD"]), ("pipeline", 5), ("trigger", None), ("pipeline", "secret"),
+            ("pipelines", ["web", 7, {"a": 1}, "bad name", "other"])]
+    refs = auth.named_refs(declared, {}, {}, body)
+    assert [r.pipeline for r in refs] == [None, "secret", "web", None, None, None, "other"]
+    assert refs[0].missing == "pipeline 5 not found"
+    limited = principal("admin", pipelines={"web"})
+    for after_a_number in ([("pipeline", "web"), ("pipelines", ["web", 7, "other"])],
+                           [("pipeline", 5), ("pipeline", "web"), ("pipelines", ["web"])]):
+        with pytest.raises(NotFound):
+            authorize(limited, "admin", auth.named_refs(declared, {}, {}, after_a_number))
+    own = [("pipeline", "web"), ("pipelines", ["web"])]
+    authorize(limited, "admin", auth.named_refs(declared, {}, {}, own))
+
+
+@pytest.mark.parametrize("query, body", [
+    ({}, [("pipeline", "web")]),  # the declared query parameter is missing
+    ({"pipeline": []}, [("pipeline", "web")]),
+    ({"pipeline": ["web"]}, None),  # no JSON object body
+    ({"pipeline": ["web"]}, [("pipeline", None)]),  # null names nothing
+    ({"pipeline": ["web"]}, [("pipelines", ["web"])]),  # not the declared field
+    ({"pipeline": ["web"]}, [("pipeline", [])]),
+])
+def test_a_declared_place_that_names_nothing_is_403(query, body):
+    declared = auth.acts_on(query={"pipeline": auth.PIPELINE}, body={"pipeline": auth.PIPELINES})
+    with pytest.raises(Forbidden):
+        auth.named_refs(declared, {}, query, body)
+
+
+@pytest.mark.parametrize("kind, value", [(auth.RUN, "garbage"), (auth.STAGE, "web:1"),
+                                         (auth.PIPELINE, "has space"), (auth.RUN, ""), (auth.RUN, 3)])
+def test_malformed_ids_name_no_pipeline(kind, value):
+    assert auth.ref_of(kind, value).pipeline is None
+
+
+@pytest.mark.parametrize("build", [
+    lambda: auth.acts_on(),
+    lambda: auth.acts_on(path={"pipeline": "pipelines"}),  # lists only in bodies
+    lambda: auth.acts_on(query={"runId": "runs"}),
+    lambda: auth.resolved_by("not callable"),
+])
+def test_bad_declarations_fail_when_built(build):
+    with pytest.raises(ValueError):
+        build()
+
+
+@pytest.mark.parametrize("caller_scopes, caller_pipelines, scopes, pipelines, allowed", [
+    (("admin",), None, ["admin"], None, True),  # unlimited: anything
+    (("admin",), None, ["read"], ["x"], True),
+    (("admin",), {"a"}, ["admin"], ["a"], True),  # limited: its own pipelines, its level
+    (("admin",), {"a", "b"}, ["read"], ["b"], True),
+    (("admin",), {"a"}, ["read"], None, False),  # every pipeline is broader
+    (("admin",), {"a"}, ["read"], ["a", "b"], False),
+    (("admin",), {"a"}, ["read"], ["b"], False),
+    (("operate",), None, ["admin"], None, False),  # a higher scope is broader
+    (("operate",), None, ["read", "admin"], ["a"], False),
+    (("operate",), {"a"}, ["operate"], ["a"], True),
+])
+def test_a_token_is_never_broader_than_its_issuer(caller_scopes, caller_pipelines, scopes, pipelines,
+                                                  allowed):
+    caller = principal(*caller_scopes, pipelines=caller_pipelines)
+    assert auth.within(caller, scopes, pipelines) is allowed
+    if allowed:
+        auth.check_grant(caller, scopes, pipelines)
+    else:
+        with pytest.raises(Forbidden):
+            auth.check_grant(caller, scopes, pipelines)
 
 
 def test_limited_token_gets_404_for_other_pipelines_and_403_when_none_is_named():

@@ -21,7 +21,6 @@ IDENTITIES = ["no token", "bad token", "read", "operate on another pipeline", "o
 ROUTES = sorted((path, method) for path, methods in app.routes.items() for method in methods)
 SAMPLE = {"pipeline": "web", "pipeline_name": "web", "run_id": "web:1", "runId": "web:1",
           "stage_id": "web:1:1", "stageId": "web:1:1", "counter": "1", "token_id": "tok_0000000000000000"}
-NAMES_A_PIPELINE = set(auth.PIPELINE_PARAMS) | set(auth.RUN_PARAMS) | set(auth.STAGE_PARAMS)
 # Requests that must succeed for every caller allowed to make them (the seeded data exists).
 SUCCEEDS = {("GET", "/api/runs"), ("GET", "/api/runs/{run_id}"), ("GET", "/api/stages"),
             ("GET", "/api/stages/{stage_id}"), ("GET", "/api/tokens"), ("GET", "/openapi.json"),
@@ -57,7 +56,15 @@ def sample_request(path, method, pipeline="web"):
     if "pipeline" in DOCUMENT["components"]["schemas"].get(ref, {}).get("properties", {}):
         body = {"pipeline": pipeline}
     names = {n for n in SAMPLE if "{" + n + "}" in path} | {k for k, _ in query} | set(body or {})
-    return url, body, bool(names & NAMES_A_PIPELINE)
+    return url, body, _names_its_pipeline(spec_of(path, method), names)
+
+
+def _names_its_pipeline(spec, names) -> bool:
+    """True if the sample fills every place the route declares as naming its pipeline."""
+    declared = spec.acts_on
+    if declared is None or declared.rule != auth.NAMED:
+        return False
+    return {name for name, _kind in declared.path + declared.query + declared.body} <= names
 
 
 def expected_for(identity, path, method, names_pipeline):
@@ -73,7 +80,7 @@ def expected_for(identity, path, method, names_pipeline):
         if spec.dialect == "gocd":  # GoCD 17.1 documents 401; its current-only API answers 403
             return 403 if path in gocd.CURRENT_ONLY else 401
         return 403
-    if identity == "operate on another pipeline" and spec.pipeline != "global":
+    if identity == "operate on another pipeline" and spec.acts_on.rule != auth.OWN_RECORDS:
         return 404 if names_pipeline else 403
     return "ok"
 

@@ -133,6 +133,19 @@ def test_a_token_limited_to_pipelines_is_checked_against_job_ids_without_a_read(
     assert stop(client, {"job_id": builds, "build_no": "2"}, mine).json == {"result": True}
 
 
+def test_every_job_id_of_a_body_that_repeats_it_is_checked(client, builds):
+    """Whichever job_id a parser keeps, a token must cover every one the body names."""
+    from chalicelib.domain import dialects
+
+    limited = issue(client, ["operate"], ["build-task"])
+    foreign = dialects.codearts_job_id("other")
+    for raw in (f'{{"job_id": "{foreign}", "job_id": "{builds}", "build_no": "2"}}',
+                f'{{"job_id": "{builds}", "job_id": "{foreign}", "build_no": "2"}}'):
+        response = client.request("POST", "/v3/jobs/stop", raw=raw.encode(), headers={"X-Auth-Token": limited})
+        assert_codearts_error(response, 404)
+    assert client.get("/api/runs/build-task:2").json["status"] == "IN_PROGRESS"
+
+
 def test_other_credentials_work_too(client, builds):
     token = issue(client, ["operate"])
     response = client._http.request(

@@ -348,6 +348,7 @@ def test_dynamodb_local_streams_feed_the_local_outbox(local_ctx, clock):
     from chalicelib.domain.events import CreateSubscriptionIn
     from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
     from chalicelib.events.outbound import LocalOutbox
+    from chalicelib.domain.auth import Principal
     from chalicelib.service import runs, subscriptions
 
     settings = dataclasses.replace(local_ctx.repo.settings, allow_local_subscribers=True)
@@ -355,7 +356,7 @@ def test_dynamodb_local_streams_feed_the_local_outbox(local_ctx, clock):
     tail = StreamTail(settings.table_name, settings.region, settings.dynamodb_endpoint)  # LATEST: from now on
     with receiver([200]) as hook:
         subscription, secret = subscriptions.create(local_ctx, CreateSubscriptionIn.model_validate_json(
-            json.dumps({"url": hook.url, "events": ["*"]})), "test")
+            json.dumps({"url": hook.url, "events": ["*"]})), Principal("tok_test", "test", ("admin",), None))
         run = runs.create_run(local_ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
         for status in ("IN_PROGRESS", "SUCCESS"):
             runs.patch_stage(local_ctx, run.stages[0].id, PatchStageIn.model_validate_json(json.dumps({"status": status})))

@@ -168,3 +168,36 @@ def test_webhooks_and_their_admin_api_call_only_what_the_api_policy_allows(clien
         client.delete(f"/api/subscriptions/{created['id']}")
     assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"} <= actions
     assert actions <= allowed_actions("api_handler")
+
+
+def test_a_limited_admin_manages_only_subscriptions_for_its_own_pipelines(client):
+    limited = client.post("/api/tokens", {"name": "web-admin", "scopes": ["admin"],
+                                          "pipelines": ["web", "api"]}).json["token"]
+    everything = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json
+    web_ops = client.post("/api/subscriptions", {"url": URL, "events": ["*"],
+                                                 "pipelines": ["web", "ops"]}).json
+    strays = ("", "?pipeline=web", "?pipeline_name=web", "?runId=web:1", "?stageId=web:1:1")
+    for query in strays:
+        for body, status in (({"url": URL, "events": ["*"]}, 403),  # every pipeline: broader
+                             ({"url": URL, "events": ["*"], "pipelines": ["ops"]}, 404),
+                             ({"url": URL, "events": ["*"], "pipelines": ["web", "ops"]}, 404),
+                             ({"url": URL, "events": ["*"], "pipelines": ["web", 3, "ops"]}, 404)):
+            response = client.post(f"/api/subscriptions{query}", body, auth=limited)
+            assert response.status_code == status, (query, body, response.json)
+    mine = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "pipelines": ["api"]},
+                       auth=limited)
+    assert mine.status_code == 201 and mine.json["createdBy"] == "web-admin"
+    for query in strays:
+        listed = client.get(f"/api/subscriptions{query}", auth=limited)
+        assert [s["id"] for s in listed.json["items"]] == [mine.json["id"]]
+        for other in (everything, web_ops):
+            for path in (f"/api/subscriptions/{other['id']}", f"/api/subscriptions/{other['id']}/deliveries"):
+                response = client.get(path + query, auth=limited)
+                assert response.status_code == 404, (path, query, response.json)
+                assert response.json["error"] == {"code": "not_found",
+                                                  "message": f"subscription {other['id']!r} not found"}
+            assert client.delete(f"/api/subscriptions/{other['id']}{query}", auth=limited).status_code == 404
+    assert client.get(f"/api/subscriptions/{mine.json['id']}/deliveries", auth=limited).json["items"] == []
+    assert client.delete(f"/api/subscriptions/{mine.json['id']}", auth=limited).status_code == 200
+    left = client.get("/api/subscriptions").json["items"]  # the bootstrap admin sees every one
+    assert sorted(s["id"] for s in left) == sorted([everything["id"], web_ops["id"]])

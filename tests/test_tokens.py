@@ -114,14 +114,90 @@ def test_bad_token_requests_are_422_naming_the_field(client, ctx, body, field):
     assert client.get("/api/tokens").json == {"items": []}
 
 
-def test_token_management_needs_an_unrestricted_admin(client):
-    limited_admin = issue(client, scopes=["admin"], pipelines=["web"])["token"]
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_management_needs_admin_and_a_limited_admin_stays_inside_its_pipelines(client):
+    limited_admin = issue(client, scopes=["admin"], pipelines=["web"], name="web-admin")["token"]
     operator = issue(client, scopes=["operate"])["token"]
-    for token, status in ((limited_admin, 403), (operator, 403)):
-        assert client.get("/api/tokens", auth=token).status_code == status
-        assert client.post("/api/tokens", {"name": "x", "scopes": ["admin"]}, auth=token).status_code == status
-    # ... while the limited admin may still operate its own pipeline.
+    assert client.get("/api/tokens", auth=operator).status_code == 403
+    assert client.post("/api/tokens", {"name": "x", "scopes": ["read"], "pipelines": ["web"]},
+                       auth=operator).status_code == 403
+    # The limited admin issues tokens for its own pipeline, at most its own level ...
+    made = client.post("/api/tokens", {"name": "web-ci", "scopes": ["admin"], "pipelines": ["web"]},
+                       auth=limited_admin)
+    assert made.status_code == 201, made.json
+    assert (made.json["scopes"], made.json["pipelines"]) == (["admin"], ["web"])
+    assert made.json["createdBy"] == "web-admin"
+    # ... and may still operate its own pipeline.
     assert client.post("/api/runs", {"pipeline": "web"}, auth=limited_admin).status_code == 201
+
+
+ESCALATIONS = [  # raw JSON bodies, so that a repeated field can be sent
+    ('{"name": "x", "scopes": ["admin"]}', 403, "forbidden"),  # unlimited: names no pipeline
+    ('{"name": "x", "scopes": ["admin"], "pipelines": null}', 403, "forbidden"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": ["other"]}', 404, "not_found"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": ["web", "other"]}', 404, "not_found"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": ["other", "web"]}', 404, "not_found"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": ["web", 5, "other"]}', 404, "not_found"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": ["web", null, "other"]}', 404, "not_found"),
+    ('{"pipelines": ["web"], "scopes": ["read"], "name": "x", "pipelines": ["other"]}', 404, "not_found"),
+    ('{"pipelines": ["other"], "scopes": ["read"], "name": "x", "pipelines": ["web"]}', 404, "not_found"),
+    ('{"name": "x", "scopes": ["read"], "pipelines": "web"}', 422, "validation_failed"),  # not a list
+]
+
+
+@pytest.mark.parametrize("query", ["", "?pipeline=web", "?pipeline_name=web", "?runId=web:1",
+                                   "?stageId=web:1:1", "?pipeline=web&pipelines=web"])
+@pytest.mark.parametrize("raw, status, code", ESCALATIONS)
+def test_a_limited_admin_cannot_issue_a_broader_token(client, query, raw, status, code):
+    """Not by naming no pipeline, another pipeline or a list with one (after a number or not),
+    nor by adding a query parameter that names its own pipeline (which used to open the route)."""
+    limited_admin = issue(client, scopes=["admin"], pipelines=["web"], name="web-admin")["token"]
+    response = client.request("POST", f"/api/tokens{query}", raw=raw.encode(), headers=bearer(limited_admin))
+    assert (response.status_code, response.json["error"]["code"]) == (status, code), response.json
+    assert [t["name"] for t in client.get("/api/tokens").json["items"]] == ["web-admin"]
+
+
+def test_the_issuer_check_holds_below_the_route_too(ctx):
+    """The service refuses a broader token itself, should a route ever let one through."""
+    from chalicelib.domain.auth import CreateTokenIn, Forbidden, Principal
+    from chalicelib.service import tokens
+
+    limited = Principal("tok_1", "web-admin", ("operate",), frozenset({"web"}))
+    for body in ({"name": "x", "scopes": ["admin"], "pipelines": ["web"]},
+                 {"name": "x", "scopes": ["read"]},
+                 {"name": "x", "scopes": ["read"], "pipelines": ["web", "api"]}):
+        with pytest.raises(Forbidden):
+            tokens.issue_token(ctx, CreateTokenIn.model_validate(body), limited)
+    assert tokens.list_tokens(ctx, limited) == []
+
+
+def test_a_limited_admin_lists_and_revokes_only_tokens_inside_its_pipelines(client):
+    limited_admin = issue(client, scopes=["admin"], pipelines=["web", "api"], name="web-admin")
+    mine = issue(client, scopes=["read"], pipelines=["web"], name="web-read")
+    both = issue(client, scopes=["operate"], pipelines=["api", "web"], name="both")
+    broader = [issue(client, scopes=["read"], name="everything"),
+               issue(client, scopes=["admin"], pipelines=["web", "ops"], name="web-ops"),
+               issue(client, scopes=["read"], pipelines=["ops"], name="ops")]
+    token = limited_admin["token"]
+    for query in ("", "?pipeline=web", "?pipeline_name=web", "?runId=web:1", "?stageId=web:1:1"):
+        listed = client.get(f"/api/tokens{query}", auth=token)
+        assert listed.status_code == 200
+        assert sorted(t["name"] for t in listed.json["items"]) == ["both", "web-admin", "web-read"]
+    for other in broader:
+        for query in ("", "?pipeline=web", "?runId=web:1"):
+            response = client.delete(f"/api/tokens/{other['id']}{query}", auth=token)
+            assert response.status_code == 404, response.json
+            assert response.json["error"] == {"code": "not_found",
+                                              "message": f"token {other['id']!r} not found"}
+        assert client.get("/api/runs?pipeline=ops", auth=other["token"]).status_code == 200  # not revoked
+    assert client.delete("/api/tokens/bootstrap", auth=token).status_code == 404
+    assert client.delete(f"/api/tokens/{mine['id']}", auth=token).json["name"] == "web-read"
+    assert client.delete(f"/api/tokens/{both['id']}", auth=token).json["name"] == "both"
+    assert client.get("/api/runs?pipeline=web", auth=mine["token"]).status_code == 401
+    assert len(client.get("/api/tokens").json["items"]) == 4  # the bootstrap admin sees every token
 
 
 def test_limited_tokens_see_nothing_of_other_pipelines(client):
@@ -141,8 +217,15 @@ def test_limited_tokens_see_nothing_of_other_pipelines(client):
         assert a.status_code == b.status_code == 404
         assert a.json["error"]["code"] == b.json["error"]["code"] == "not_found"
         assert set(a.json["error"]) == set(b.json["error"]) == {"code", "message"}
-    # A confused deputy: a path about web but a query about another pipeline.
-    assert client.get("/api/runs/web:1?pipeline=secret", auth=token).status_code == 404
+    # Every value of a declared query parameter counts, whichever one the view reads.
+    for listing in ("/api/runs?pipeline=web&pipeline=secret", "/api/runs?pipeline=secret&pipeline=web",
+                    "/api/stages?runId=web:1&runId=secret:1"):
+        assert client.get(listing, auth=token).status_code == 404, listing
+    # A query parameter the route does not declare changes nothing: the answer is about web:1.
+    assert client.get("/api/runs/web:1?pipeline=secret", auth=token).json["id"] == "web:1"
+    # A body naming another pipeline than the query: the body is what the route acts on.
+    assert client.post("/api/runs?pipeline=web", {"pipeline": "secret"}, auth=token).status_code == 404
+    assert client.post("/api/runs?pipeline=secret", {"pipeline": "web"}, auth=token).json["pipeline"] == "web"
     assert client.post("/api/runs", {"pipeline": "secret"}, auth=token).status_code == 404
     assert client.get("/api/runs/web:1", auth=token).status_code == 200
     # Nothing was created in the other pipeline.

@@ -79,7 +79,7 @@ def status_of(error: DomainError) -> int:
 
 
 def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | None = None,
-          pipeline: str | Callable = "derive", render_error: Callable | None = None,
+          acts_on: auth.ActsOn | None = None, render_error: Callable | None = None,
           body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
           response: type[BaseModel] | dict | None = None, status: int | None = None,
           summary: str | None = None, max_body: int | None = None, idempotency_key: bool = True,
@@ -91,11 +91,15 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     - ``scope``: "read" | "operate" | "admin" | "public"; by default GET/HEAD need read, other
       methods operate, /api/tokens and /api/subscriptions admin. "public" skips credentials
       (the OpenAPI document, the health check, signature-verified webhooks).
-    - ``pipeline``: how to find the pipeline a request concerns, for tokens limited to some
-      pipelines. "derive" (default) reads path/query parameters and top-level JSON body fields
-      named pipeline, pipeline_name, run_id/runId, stage_id/stageId; "global" says the route
-      reveals nothing about any pipeline; or ``callable(request) -> name | [names] | None``
-      (names may be ``auth.PipelineRef``s, to say how to answer 404 for them).
+    - ``acts_on``: required on every route that is not public (a ValueError at import
+      otherwise): where a request names the pipeline it acts on, for tokens limited to some
+      pipelines (domain/auth.py ``ActsOn``). ``auth.acts_on(path={"run_id": auth.RUN})``,
+      ``auth.acts_on(query={"pipeline": auth.PIPELINE})`` (a listing filtered by it),
+      ``auth.acts_on(body={"pipelines": auth.PIPELINES})``; ``auth.ACTS_ON_NO_SINGLE_PIPELINE``
+      (a limited token gets 403); ``auth.ACTS_ON_OWN_RECORDS`` (tokens, subscriptions: the
+      service shows and changes only records within the caller); ``auth.resolved_by(fn)`` (a
+      dialect's own ids). Only the declared places are read: any other query parameter or
+      body field never counts for authorization.
     - ``render_error(error, status) -> Response``: a dialect's own error shape; ``dialect``
       names it ("gocd", "codearts", "buddy") and ``openapi`` gives the operation's documented
       responses/requestBody/parameters (api/openapi.py), since they are not the native ones.
@@ -108,7 +112,9 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     - ``body``/``query``/``response``/``status``/``summary``: documentation for /openapi.json.
     """
     spec = RouteSpec(path=path, methods=tuple(m.upper() for m in methods),
-                     scope=auth.required_scope(methods[0], path, scope), pipeline=pipeline,
+                     scope=auth.required_scope(methods[0], path, scope),
+                     acts_on=_checked_declaration(path, auth.required_scope(methods[0], path, scope),
+                                                  acts_on),
                      body=body, query=query, response=response, status=status, summary=summary,
                      max_body=max_body, dialect=dialect, openapi=openapi)
     if len({auth.required_scope(m, path, scope) for m in methods}) > 1:
@@ -137,6 +143,28 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     return decorator
 
 
+_PATH_PARAM = re.compile(r"{([^{}]+)}")
+
+
+def _checked_declaration(path: str, scope: str, declared: auth.ActsOn | None) -> auth.ActsOn | None:
+    """Refuse, at registration, a route that could be authorized from what it did not declare:
+    a non-public route without ``acts_on``, a public one with it (it takes no token, so the
+    declaration would mislead), or one naming a path parameter its path does not have."""
+    if scope == auth.PUBLIC:
+        if declared is not None:
+            raise ValueError(f"{path}: a public route takes no token; it declares no acts_on")
+        return None
+    if not isinstance(declared, auth.ActsOn):
+        raise ValueError(f"{path}: declare what the route acts on: acts_on=auth.acts_on(...), "
+                         "auth.ACTS_ON_NO_SINGLE_PIPELINE, auth.ACTS_ON_OWN_RECORDS or "
+                         "auth.resolved_by(...)")
+    params = set(_PATH_PARAM.findall(path))
+    unknown = [name for name, _kind in declared.path if name not in params]
+    if unknown:
+        raise ValueError(f"{path}: acts_on names path parameters it does not have: {unknown}")
+    return declared
+
+
 # ---- authentication, authorization, rate limit and access log: once for every route ---------
 
 access_log = logging.getLogger("stagetrack.access")
@@ -150,7 +178,7 @@ class RouteSpec:
     path: str
     methods: tuple[str, ...]
     scope: str
-    pipeline: str | Callable
+    acts_on: auth.ActsOn | None  # None only on public routes
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | dict | None = None
@@ -194,6 +222,7 @@ def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Ca
                     principal, rate = _authenticate(request)
                     _principal.set(principal)
                     context["authorizer"] = {"principalId": principal.token_id, "actor": principal.actor}
+                    auth.check_scope(principal, spec.scope)  # first: its 403 says nothing of pipelines
                     auth.authorize(principal, spec.scope, _pipeline_refs(request, spec, principal))
                 _check_body_size(request, spec)
             except DomainError as error:
@@ -241,31 +270,49 @@ def _authenticate(request) -> tuple[Principal, RateState | None]:
 
 
 def _pipeline_refs(request, spec: RouteSpec, principal: Principal) -> list[auth.PipelineRef] | None:
-    """The pipelines this request names; only worked out for tokens limited to some."""
-    if principal.pipelines is None or spec.pipeline == "global":
+    """The pipelines this request acts on, read only from the places its route declared; only
+    worked out for tokens limited to some. None: the service checks the records itself."""
+    declared = spec.acts_on
+    if principal.pipelines is None or declared.rule == auth.OWN_RECORDS:
         return None
-    if callable(spec.pipeline):
-        named = spec.pipeline(request)
+    if declared.rule == auth.NO_SINGLE_PIPELINE:
+        raise Forbidden("this token is limited to some pipelines; this route acts on no single "
+                        "pipeline and needs a token that is not")
+    if declared.rule == auth.RESOLVED:
+        named = declared.resolver(request)
         single = isinstance(named, (str, auth.PipelineRef))
         names = [] if named is None else [named] if single else list(named)
         return [n if isinstance(n, auth.PipelineRef) else auth.PipelineRef(n, f"pipeline {n!r} not found")
                 for n in names]
+    query = request.query_params
+    values = {name: list(query.getlist(name)) if query else [] for name, _kind in declared.query}
+    body = json_body_fields(request) if declared.body else None
+    return auth.named_refs(declared, request.uri_params or {}, values, body)
+
+
+class _JsonObject:
+    """A JSON object as its (key, value) pairs, every one of a repeated key kept."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        self.pairs = pairs
+
+
+def json_body_fields(request) -> list[tuple[str, object]] | None:
+    """The top-level fields of a JSON object body, in order, duplicates included: whichever
+    value of a repeated field the view's parser keeps, authorization has seen it. None for
+    anything else (the view answers 400 for it; a limited token gets 403 first)."""
     from .. import wiring
 
-    body = None
     raw = request.raw_body or b""
-    if raw and len(raw) <= wiring.context().repo.settings.max_body_bytes:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            body = None  # the view answers 400 for it
-    pairs: list[tuple[str, object]] = list((request.uri_params or {}).items())
-    query = request.query_params
-    if query:
-        pairs += [(name, value) for name in query for value in query.getlist(name)]
-    if isinstance(body, dict):
-        pairs += list(body.items())
-    return auth.pipeline_refs(pairs)
+    if not raw or len(raw) > wiring.context().repo.settings.max_body_bytes:
+        return None
+    try:
+        body = json.loads(raw, object_pairs_hook=_JsonObject)
+    except (ValueError, RecursionError):
+        return None
+    return body.pairs if isinstance(body, _JsonObject) else None
 
 
 def _field_errors(error: ValidationError) -> list[dict]:

@@ -28,7 +28,7 @@ from chalice import Blueprint, Response
 
 from .. import wiring
 from ..domain import dialects
-from ..domain.auth import PipelineRef
+from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, NotFound, ValidationFailed
 from ..domain.operations import SCOPE_FAILED, VariableChange
 from ..service import operations, pipelines
@@ -105,7 +105,8 @@ OPENAPI = {
 
 
 @route(buddy, PATH, methods=["PATCH"], dialect="buddy", render_error=render_error,
-       pipeline=_pipeline_of, openapi=OPENAPI, summary="Buddy: cancel, retry or approve an execution")
+       acts_on=resolved_by(_pipeline_of), openapi=OPENAPI,
+       summary="Buddy: cancel, retry or approve an execution")
 def operate_execution(domain, project_name, pipeline_id, execution_id):
     ctx = wiring.context()
     request = buddy.current_request

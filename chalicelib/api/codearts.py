@@ -10,17 +10,16 @@ A body that fails validation is 400, as the CodeArts reference lists no 422.
 """
 from __future__ import annotations
 
-import json
 import re
 
 from chalice import Blueprint, Response
 
 from .. import wiring
 from ..domain import dialects
-from ..domain.auth import PipelineRef
+from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, ValidationFailed
 from ..service import operations, pipelines
-from . import current_actor, current_principal, parse_body, route
+from . import current_actor, current_principal, json_body_fields, parse_body, route
 from .openapi import RATE_HEADERS
 
 codearts = Blueprint(__name__)
@@ -35,24 +34,17 @@ def render_error(error: DomainError, status: int) -> Response:
                     headers={"Content-Type": "application/json"})
 
 
-def _pipeline_of(request) -> PipelineRef | None:
+def _pipeline_of(request) -> list[PipelineRef] | None:
     """For tokens limited to some pipelines: the one whose job id the body names, decided by
-    comparing ids (no read). A body without a well-formed job_id names none (403)."""
-    raw = request.raw_body or b""
-    if len(raw) > wiring.context().repo.settings.max_body_bytes:  # the size check answers 413
-        return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    job_id = body.get("job_id") if isinstance(body, dict) else None
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+    comparing ids (no read). A body without a well-formed job_id names none (403). Every
+    job_id of a body that repeats the field is checked, whichever one the parser keeps."""
+    fields = json_body_fields(request)
+    job_ids = [value for name, value in fields or () if name == "job_id"]
+    if not job_ids or not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in job_ids):
         return None
     principal = current_principal()
-    for name in sorted(principal.pipelines or ()):
-        if dialects.codearts_job_id(name) == job_id:
-            return PipelineRef(name, f"build task {job_id!r} not found")
-    return PipelineRef(None, f"build task {job_id!r} not found")
+    by_job = {dialects.codearts_job_id(name): name for name in sorted(principal.pipelines or ())}
+    return [PipelineRef(by_job.get(job_id), f"build task {job_id!r} not found") for job_id in job_ids]
 
 
 _ERROR_SCHEMA = {"type": "object", "required": ["error_code", "error_msg"],
@@ -84,7 +76,8 @@ def _stopped(effect: dict | None = None) -> Response:
 
 
 @route(codearts, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
-       pipeline=_pipeline_of, replay=_stopped, openapi=OPENAPI, summary="CodeArts: stop a build (a run)")
+       acts_on=resolved_by(_pipeline_of), replay=_stopped, openapi=OPENAPI,
+       summary="CodeArts: stop a build (a run)")
 def stop_build():
     ctx = wiring.context()
     body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.repo.settings.max_body_bytes)

@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl
 from chalice import Blueprint, Response
 
 from .. import wiring
-from ..domain import dialects
+from ..domain import auth, dialects
 from ..domain.auth import REALM, Forbidden
 from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
 from ..domain.model import stage_summary
@@ -48,6 +48,8 @@ from . import base_url, current_actor, current_principal, parse_body, parse_quer
 from .openapi import RATE_HEADERS
 
 gocd = Blueprint(__name__)
+
+_PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})  # every GoCD route names its pipeline
 
 TEXT = "text/html; charset=utf-8"
 ERROR_TEXT = "text/plain; charset=utf-8"
@@ -401,7 +403,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 
 # ---- stages -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, replay=lambda effect, **_: _text("Stage cancelled successfully."), openapi=_text_doc(200), summary="GoCD: cancel a stage")
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
@@ -412,7 +414,7 @@ def cancel_stage(pipeline, stage):
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
-       methods=["GET"], dialect="gocd", render_error=json_error(),
+       methods=["GET"], dialect="gocd", acts_on=_PIPELINE, render_error=json_error(),
        openapi=_json_doc(numbers=("pipeline_counter", "stage_counter")),
        summary="GoCD: a stage instance (stage_counter: the stage's attempt)")
 def stage_instance(pipeline, stage, pipeline_counter, stage_counter):
@@ -439,13 +441,14 @@ def _stage_history(pipeline: str, stage: str, offset: str | None) -> Response:
     return _json({"stages": entries, "pagination": dialects.pagination(start, found.counter)})
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: stage history, newest first")
 def stage_history(pipeline, stage):
     return _stage_history(pipeline, stage, None)
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: stage history from an offset")
 def stage_history_page(pipeline, stage, offset):
@@ -462,7 +465,7 @@ def _run_counter(value: str) -> int:
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
-       dialect="gocd", render_error=current_error(STAGE_INSTANCE),
+       dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
        openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter"), read=True),
        summary="GoCD v3: a stage instance by pipeline counter ({stage}), stage name and stage counter")
 def stage_instance_current(pipeline, stage, stage_name, stage_counter):
@@ -479,7 +482,7 @@ def stage_instance_current(pipeline, stage, stage_name, stage_counter):
 
 
 @route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel", methods=["POST"],
-       dialect="gocd", render_error=current_error(STAGE_INSTANCE),
+       dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
        replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
        openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
        summary="GoCD v3: cancel a stage by pipeline counter ({stage}), stage name and stage counter")
@@ -493,7 +496,7 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     return _message("Stage cancelled successfully.", STAGE_INSTANCE)
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=current_error(STAGE_OPERATIONS),
        replay=lambda effect, pipeline, stage, stage_name: _message(
            f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
@@ -514,6 +517,7 @@ def run_stage_current(pipeline, stage, stage_name):
 # ---- pipelines --------------------------------------------------------------------------------
 
 @route(gocd, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("counter",)),
        summary="GoCD: a pipeline instance")
 def pipeline_instance(pipeline, counter):
@@ -536,20 +540,21 @@ def _pipeline_history(pipeline: str, offset: str | None) -> Response:
     })
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: pipeline history, newest first")
 def pipeline_history(pipeline):
     return _pipeline_history(pipeline, None)
 
 
 @route(gocd, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: pipeline history from an offset")
 def pipeline_history_page(pipeline, offset):
     return _pipeline_history(pipeline, offset)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: paused, locked, schedulable")
 def pipeline_status(pipeline):
     _accept_json()
@@ -557,7 +562,7 @@ def pipeline_status(pipeline):
     return _json(dialects.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _paused_again(pipeline),
        openapi=_both_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON,
                          PIPELINE_OPERATIONS),
@@ -577,7 +582,7 @@ def pause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _unpaused_again(pipeline),
        openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS), summary="GoCD: unpause a pipeline")
 def unpause_pipeline(pipeline):
@@ -595,7 +600,7 @@ def unpause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200), summary="GoCD: release a pipeline lock")
 def release_lock(pipeline):
     """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
@@ -610,7 +615,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
                   ("variables[NAME]", "secure_variables[NAME]", "materials[NAME]")}
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=current_error(PIPELINE_OPERATIONS), openapi=_current_doc(PIPELINE_OPERATIONS),
        summary="GoCD v1: release a pipeline lock (the current form of releaseLock)")
 def unlock_pipeline(pipeline):
@@ -630,7 +635,7 @@ def _schedule_current(pipeline: str) -> Response:
     return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd",
+@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _scheduled(pipeline),
        openapi=_both_doc(202, _SCHEDULE_FORM, _SCHEDULE_JSON, PIPELINE_OPERATIONS),
        summary="GoCD: schedule a run like the latest (17.1: form data variables[NAME]=value; "
@@ -671,7 +676,7 @@ def _unpaused_again(pipeline: str) -> Response:
 
 # ---- server -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/version", methods=["GET"], scope="public", pipeline="global", dialect="gocd",
+@route(gocd, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
        render_error=json_error(V1_JSON), openapi=_json_doc("application/vnd.go.cd.v1+json", public=True),
        summary="GoCD: the GoCD API version these endpoints implement (public, like /health)")
 def version():

@@ -8,9 +8,13 @@ from ..domain.errors import BadRequest
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.views import run_summary_view, run_view, stage_view
 from ..service import runs
+from ..domain import auth
 from . import json_response, parse_body, parse_query, route
 
 native = Blueprint(__name__)
+
+_RUN = auth.acts_on(path={"run_id": auth.RUN})
+_STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
 
 
 def _request():
@@ -30,7 +34,8 @@ def created_run(effect: dict, status: int = 201) -> Response:
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["POST"], replay=created_run)
+@route(native, "/api/runs", methods=["POST"], acts_on=auth.acts_on(body={"pipeline": auth.PIPELINE}),
+       replay=created_run)
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())
@@ -39,7 +44,7 @@ def create_run():
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["GET"])
+@route(native, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
 def list_runs():
     ctx = wiring.context()
     query = parse_query(_request().query_params, ListRunsQuery)
@@ -48,19 +53,19 @@ def list_runs():
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 
 
-@route(native, "/api/runs/{run_id}", methods=["GET"])
+@route(native, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
 def get_run(run_id):
     ctx = wiring.context()
     return json_response(run_view(runs.get_run(ctx, run_id), ctx.clock.now()))
 
 
-@route(native, "/api/runs/{run_id}", methods=["DELETE"])
+@route(native, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
 def delete_run(run_id):
     ctx = wiring.context()
     return json_response(run_view(runs.delete_run(ctx, run_id), ctx.clock.now()))
 
 
-@route(native, "/api/stages", methods=["GET"])
+@route(native, "/api/stages", methods=["GET"], acts_on=auth.acts_on(query={"runId": auth.RUN}))
 def list_stages():
     ctx = wiring.context()
     params = dict(_request().query_params or {})
@@ -72,20 +77,20 @@ def list_stages():
     return json_response([stage_view(stage, now) for stage in aggregate.stages])
 
 
-@route(native, "/api/stages/{stage_id}", methods=["GET"])
+@route(native, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
 def get_stage(stage_id):
     ctx = wiring.context()
     return json_response(stage_view(runs.get_stage(ctx, stage_id), ctx.clock.now()))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["PATCH"])
+@route(native, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)
 def patch_stage(stage_id):
     ctx = wiring.context()
     patch = parse_body(_request(), PatchStageIn, _max_body())
     return json_response(stage_view(runs.patch_stage(ctx, stage_id, patch), ctx.clock.now()))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["DELETE"])
+@route(native, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)
 def delete_stage(stage_id):
     ctx = wiring.context()
     return json_response(stage_view(runs.delete_stage(ctx, stage_id), ctx.clock.now()))

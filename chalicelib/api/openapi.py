@@ -208,13 +208,13 @@ RATE_HEADERS = {
 }
 
 
-@route(meta, "/openapi.json", methods=["GET"], scope="public", pipeline="global",
+@route(meta, "/openapi.json", methods=["GET"], scope="public",
        summary="This document (OpenAPI 3.1)")
 def openapi_document():
     return json_response(build_document(meta.current_app))
 
 
-@route(meta, "/health", methods=["GET"], scope="public", pipeline="global", response=HealthOut,
+@route(meta, "/health", methods=["GET"], scope="public", response=HealthOut,
        summary="Liveness: the function runs (reads nothing)")
 def health():
     return json_response({"status": "ok"})

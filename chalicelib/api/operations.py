@@ -21,11 +21,16 @@ from ..domain.schemas import (
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import operations, pipelines, runs
+from ..domain import auth
 from . import json_response, parse_body, route
 from .native import created_run
 from .idempotency import actor
 
 ops = Blueprint(__name__)
+
+_RUN = auth.acts_on(path={"run_id": auth.RUN})
+_STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
+_PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})
 
 
 def _request():
@@ -73,21 +78,21 @@ def _scheduled_run(effect: dict, pipeline: str) -> Response:
 
 # ---- cancel / stop ---------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], replay=_run_now)
+@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def cancel_run(run_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_run(operations.cancel_run(ctx, run_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], replay=_stage_now)
+@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def cancel_stage(stage_id):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
     return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], replay=_run_now)
+@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     ctx = wiring.context()
@@ -97,13 +102,13 @@ def stop_run(pipeline, counter):
 
 # ---- retry -----------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], replay=_run_now)
+@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def retry_run(run_id):
     body = _optional_body(RetryRunIn)
     return json_response(_run(operations.retry_run(wiring.context(), run_id, body.scope)))
 
 
-@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], replay=_stage_now)
+@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def retry_stage(stage_id):
     _optional_body(EmptyIn)
     return json_response(_stage(operations.retry_stage(wiring.context(), stage_id)))
@@ -111,14 +116,14 @@ def retry_stage(stage_id):
 
 # ---- approval gates --------------------------------------------------------------------------
 
-@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], replay=_stage_now)
+@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.approve_stage(wiring.context(), stage_id, actor=_actor(),
                                                          comment=body.comment)))
 
 
-@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], replay=_stage_now)
+@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(operations.reject_stage(wiring.context(), stage_id, actor=_actor(),
@@ -127,7 +132,7 @@ def reject_stage(stage_id):
 
 # ---- variables -------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"])
+@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
 def apply_variables(run_id):
     ctx = wiring.context()
     body = parse_body(_request(), ApplyVariablesIn, ctx.repo.settings.max_body_bytes)
@@ -137,25 +142,25 @@ def apply_variables(run_id):
 
 # ---- pipelines -------------------------------------------------------------------------------
 
-@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"])
+@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
 def pipeline_status(pipeline):
     return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], replay=_pipeline_now)
+@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def pause_pipeline(pipeline):
     body = _optional_body(PauseIn)
     return json_response(pipeline_status_view(
         pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.cause)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], replay=_pipeline_now)
+@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
     return json_response(pipeline_status_view(pipelines.unpause(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], replay=_scheduled_run)
+@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE, replay=_scheduled_run)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
     ctx = wiring.context()

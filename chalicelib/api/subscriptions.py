@@ -3,6 +3,11 @@
 Translation only (service/subscriptions.py does the work). The signing secret is in the
 creation response only (``Cache-Control: no-store``, never kept by Idempotency-Key replays);
 listings never show it.
+
+Authorization: a subscription is for the pipelines it names. Creating one declares the body's
+``pipelines`` (a limited admin must name them, all its own: 404 for another, 403 without);
+the other routes act on stored subscriptions, and a limited admin sees and deletes only those
+within its pipelines (service/subscriptions.py), others answer 404.
 """
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from chalice import Blueprint
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .. import wiring
+from ..domain import auth
 from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
 from ..service import subscriptions
 from ..store.deliveries import DeliveryAttempt
 from ..store.subscriptions import StoredSubscription
-from . import current_actor, json_response, parse_body, parse_query, route
+from . import current_principal, json_response, parse_body, parse_query, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
 
@@ -91,42 +97,52 @@ def _request():
     return subscription_api.current_request
 
 
+_OWN = auth.ACTS_ON_OWN_RECORDS
+
+
 @route(subscription_api, "/api/subscriptions", methods=["POST"], body=CreateSubscriptionIn,
+       acts_on=auth.acts_on(body={"pipelines": auth.PIPELINES}),
        response=SubscriptionCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/subscriptions/{effect['subscription']}"),
        summary="Subscribe a URL to run/stage status changes; the signing secret is shown once")
 def create_subscription():
     ctx = wiring.context()
     body = parse_body(_request(), CreateSubscriptionIn, ctx.repo.settings.max_body_bytes)
-    subscription, secret = subscriptions.create(ctx, body, current_actor())
+    subscription, secret = subscriptions.create(ctx, body, current_principal())
     view = subscription_view(subscription)
     view["secret"] = secret
     return json_response(view, 201, {"Location": f"/api/subscriptions/{subscription.subscription_id}",
                                      "Cache-Control": "no-store"})
 
 
-@route(subscription_api, "/api/subscriptions", methods=["GET"], response=SubscriptionListOut,
+@route(subscription_api, "/api/subscriptions", methods=["GET"], acts_on=_OWN, response=SubscriptionListOut,
        summary="List subscriptions (never their secrets)")
 def list_subscriptions():
-    return json_response({"items": [subscription_view(s) for s in subscriptions.list_all(wiring.context())]})
+    items = subscriptions.visible_to(wiring.context(), current_principal())
+    return json_response({"items": [subscription_view(s) for s in items]})
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["GET"], response=SubscriptionOut,
+@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["GET"], acts_on=_OWN,
+       response=SubscriptionOut,
        summary="One subscription")
 def get_subscription(subscription_id):
-    return json_response(subscription_view(subscriptions.get(wiring.context(), subscription_id)))
+    found = subscriptions.get(wiring.context(), subscription_id, current_principal())
+    return json_response(subscription_view(found))
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["DELETE"], response=SubscriptionOut,
+@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["DELETE"], acts_on=_OWN,
+       response=SubscriptionOut,
        summary="Delete a subscription; deliveries still queued for it are dropped")
 def delete_subscription(subscription_id):
-    return json_response(subscription_view(subscriptions.delete(wiring.context(), subscription_id)))
+    deleted = subscriptions.delete(wiring.context(), subscription_id, current_principal())
+    return json_response(subscription_view(deleted))
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}/deliveries", methods=["GET"],
+@route(subscription_api, "/api/subscriptions/{subscription_id}/deliveries", methods=["GET"], acts_on=_OWN,
        query=DeliveriesQuery, response=DeliveryListOut,
        summary="Delivery attempts of a subscription, newest first (kept 14 days)")
 def list_deliveries(subscription_id):
     query = parse_query(_request().query_params, DeliveriesQuery)
-    items, cursor = subscriptions.deliveries(wiring.context(), subscription_id, query.limit, query.cursor)
+    items, cursor = subscriptions.deliveries(wiring.context(), subscription_id, current_principal(),
+                                           query.limit, query.cursor)
     return json_response({"items": [delivery_view(a) for a in items], "nextCursor": cursor})

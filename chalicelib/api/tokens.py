@@ -1,13 +1,20 @@
-"""API tokens: issue (the secret is shown once), list, revoke. Unrestricted admin tokens only."""
+"""API tokens: issue (the secret is shown once), list, revoke.
+
+A caller never issues, sees or revokes a token broader than itself (domain/auth.py ``within``):
+an admin limited to some pipelines issues tokens limited to some of those (the body's
+``pipelines``, declared below, is checked like any pipeline a request names: 404 for another
+one, 403 when absent) and lists and revokes only such tokens; other tokens answer 404.
+"""
 from __future__ import annotations
 
 from chalice import Blueprint
 
 from .. import wiring
+from ..domain import auth
 from ..domain.auth import CreateTokenIn
 from ..service import tokens
 from ..store.tokens import StoredToken
-from . import current_actor, json_response, parse_body, route
+from . import current_principal, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import TokenCreatedOut, TokenListOut, TokenOut
 
@@ -26,25 +33,28 @@ def token_view(token: StoredToken) -> dict:
 
 
 @route(token_api, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
+       acts_on=auth.acts_on(body={"pipelines": auth.PIPELINES}),
        response=TokenCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/tokens/{effect['token']}"),
        summary="Issue a token; its secret is in this response only")
 def create_token():
     ctx = wiring.context()
     body = parse_body(token_api.current_request, CreateTokenIn, ctx.repo.settings.max_body_bytes)
-    token, secret = tokens.issue_token(ctx, body, current_actor())
+    token, secret = tokens.issue_token(ctx, body, current_principal())
     view = token_view(token)
     view["token"] = secret
     return json_response(view, 201, {"Location": f"/api/tokens/{token.token_id}", "Cache-Control": "no-store"})
 
 
-@route(token_api, "/api/tokens", methods=["GET"], scope="admin", response=TokenListOut,
-       summary="List tokens (never their secrets)")
+@route(token_api, "/api/tokens", methods=["GET"], scope="admin", acts_on=auth.ACTS_ON_OWN_RECORDS,
+       response=TokenListOut, summary="List tokens no broader than the caller (never their secrets)")
 def list_tokens():
-    return json_response({"items": [token_view(t) for t in tokens.list_tokens(wiring.context())]})
+    items = tokens.list_tokens(wiring.context(), current_principal())
+    return json_response({"items": [token_view(t) for t in items]})
 
 
-@route(token_api, "/api/tokens/{token_id}", methods=["DELETE"], scope="admin", response=TokenOut,
-       summary="Revoke a token; it stops working at once")
+@route(token_api, "/api/tokens/{token_id}", methods=["DELETE"], scope="admin",
+       acts_on=auth.ACTS_ON_OWN_RECORDS, response=TokenOut,
+       summary="Revoke a token no broader than the caller; it stops working at once")
 def revoke_token(token_id):
-    return json_response(token_view(tokens.revoke_token(wiring.context(), token_id)))
+    return json_response(token_view(tokens.revoke_token(wiring.context(), token_id, current_principal())))

@@ -25,7 +25,7 @@ from chalice import Blueprint
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from .. import wiring
-from ..domain import events
+from ..domain import auth, events
 from ..domain.auth import Forbidden
 from ..domain.errors import BadRequest
 from ..service import ingest
@@ -89,7 +89,7 @@ def _answer(status: int, answer: dict, replayed: bool):
 
 
 def _webhook(path: str, summary: str):
-    return route(webhooks, path, methods=["POST"], scope="public", pipeline="global",
+    return route(webhooks, path, methods=["POST"], scope="public",
                  idempotency_key=False, query=SourceQuery, response=WebhookOut, summary=summary,
                  openapi={"responses": _responses()}, content_types=CONTENT_TYPES)
 
@@ -183,7 +183,13 @@ def source_view(source: StoredSource) -> dict:
             "createdAt": source.created_at, "createdBy": source.created_by}
 
 
-@route(webhooks, "/api/sources", methods=["POST"], scope="admin", body=events.CreateSourceIn,
+# A source feeds runs of whatever pipelines its sender names: it acts on no single pipeline, so
+# managing sources needs a token that is not limited to pipelines.
+_SOURCES = auth.ACTS_ON_NO_SINGLE_PIPELINE
+
+
+@route(webhooks, "/api/sources", methods=["POST"], scope="admin", acts_on=_SOURCES,
+       body=events.CreateSourceIn,
        response=SourceCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/sources/{effect['source']}"),
        summary="Create a webhook source; its secret is in this response only")
@@ -196,13 +202,14 @@ def create_source():
     return json_response(view, 201, {"Location": f"/api/sources/{source.name}", "Cache-Control": "no-store"})
 
 
-@route(webhooks, "/api/sources", methods=["GET"], scope="admin", response=SourceListOut,
+@route(webhooks, "/api/sources", methods=["GET"], scope="admin", acts_on=_SOURCES, response=SourceListOut,
        summary="List webhook sources (never their secrets)")
 def list_sources():
     return json_response({"items": [source_view(s) for s in ingest.list_sources(wiring.context())]})
 
 
-@route(webhooks, "/api/sources/{name}", methods=["DELETE"], scope="admin", response=SourceOut,
+@route(webhooks, "/api/sources/{name}", methods=["DELETE"], scope="admin", acts_on=_SOURCES,
+       response=SourceOut,
        summary="Delete a webhook source; its webhooks are refused from now on")
 def delete_source(name):
     return json_response(source_view(ingest.delete_source(wiring.context(), name)))

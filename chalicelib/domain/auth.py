@@ -8,8 +8,10 @@ route cannot forget them; the service looks tokens up (service/tokens.py).
 - A token may be limited to some pipelines. A request about any other pipeline gets 404, the
   same answer as for something that does not exist, decided before anything is read, so the
   answer never depends on what the other pipeline holds. Listings filtered by another pipeline
-  get the same 404. A request that names no pipeline at all (e.g. token management) is refused
-  with 403 for a limited token, unless the route says it reveals nothing about any pipeline.
+  get the same 404. Which places of a request name its pipeline is declared by each route
+  (``ActsOn``); nothing else is read. A route that acts on no single pipeline (webhook
+  sources) is 403 for a limited token; tokens and subscriptions carry their own pipelines, and
+  a caller sees, grants and revokes only those no broader than itself (``within``).
 - Tokens are "st_" + 43 URL-safe characters (256 random bits) and are stored only as their
   SHA-256. A fast hash is right here: a slow, salted hash protects guessable passwords, but
   nobody can guess 256 random bits however fast the hash, and an unsalted hash is what lets
@@ -204,38 +206,133 @@ class PipelineRef:
     missing: str  # the 404 message the view would give for it
 
 
-PIPELINE_PARAMS = ("pipeline", "pipeline_name")
-RUN_PARAMS = ("run_id", "runId")
-STAGE_PARAMS = ("stage_id", "stageId")
+# ---- what a route acts on --------------------------------------------------------------------
+#
+# Every non-public route declares, when it is registered, where a request names the pipeline(s)
+# it acts on. Authorization reads those places and nothing else: a query parameter or body field
+# the route did not declare never counts, so it can neither open a route to a limited token
+# (the "?pipeline=A" escalation) nor close one.
+
+PIPELINE, PIPELINES, RUN, STAGE = "pipeline", "pipelines", "run", "stage"
+KINDS = (PIPELINE, PIPELINES, RUN, STAGE)  # pipelines: a list of names (body fields only)
+
+NAMED = "named"  # path parameters / query parameters / body fields name the pipeline
+NO_SINGLE_PIPELINE = "no single pipeline"  # a pipeline-limited token gets 403
+OWN_RECORDS = "own records"  # records that carry their pipelines; the service shows a limited caller its own
+RESOLVED = "resolved"  # a dialect's own ids: a resolver maps them to pipelines without reading
 
 
-def pipeline_refs(pairs: Iterable[tuple[str, object]]) -> list[PipelineRef]:
-    """Every pipeline a request names, given its (name, value) pairs from path parameters,
-    query parameters (every value of a repeated one) and a JSON body's top-level fields:
-    pipeline / pipeline_name, run_id / runId, stage_id / stageId."""
+@dataclass(frozen=True)
+class ActsOn:
+    """What a route acts on, for tokens limited to some pipelines (``route(acts_on=...)``).
+
+    Build it with ``acts_on(path=..., query=..., body=...)``, ``ACTS_ON_NO_SINGLE_PIPELINE``,
+    ``ACTS_ON_OWN_RECORDS`` or ``resolved_by(resolver)``. For a limited token, every declared
+    place must name something (a missing query parameter or body field is 403: the token
+    cannot be used unscoped), and every pipeline named must be one of the token's (else 404).
+    """
+
+    rule: str
+    path: tuple[tuple[str, str], ...] = ()  # (path parameter, kind)
+    query: tuple[tuple[str, str], ...] = ()  # (query parameter, kind): a listing's filter
+    body: tuple[tuple[str, str], ...] = ()  # (top-level JSON body field, kind)
+    resolver: object = None  # RESOLVED: callable(request) -> name | PipelineRef | [..] | None
+
+    def describe(self) -> str:
+        if self.rule != NAMED:
+            return self.rule
+        parts = [f"{where} {name} ({kind})" for where, pairs in
+                 (("path", self.path), ("query", self.query), ("body", self.body)) for name, kind in pairs]
+        return ", ".join(parts)
+
+
+def acts_on(*, path: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None,
+            body: Mapping[str, str] | None = None) -> ActsOn:
+    """The places that name the pipeline / run / stage a route acts on; ``{name: kind}`` each."""
+    declared = {"path": dict(path or {}), "query": dict(query or {}), "body": dict(body or {})}
+    if not any(declared.values()):
+        raise ValueError("acts_on() needs a path parameter, query parameter or body field")
+    for where, pairs in declared.items():
+        for name, kind in pairs.items():
+            if kind not in KINDS or (kind == PIPELINES and where != "body"):
+                raise ValueError(f"{where} {name}: kind {kind!r} is not one of {KINDS} (lists: body only)")
+    return ActsOn(NAMED, *(tuple(declared[w].items()) for w in ("path", "query", "body")))
+
+
+def resolved_by(resolver) -> ActsOn:
+    """A dialect whose ids are not ours (Buddy's numeric pipeline id, CodeArts' job id): the
+    resolver maps them to the caller's pipelines by comparing ids; None names none (403)."""
+    if not callable(resolver):
+        raise ValueError("resolved_by() takes a callable")
+    return ActsOn(RESOLVED, resolver=resolver)
+
+
+ACTS_ON_NO_SINGLE_PIPELINE = ActsOn(NO_SINGLE_PIPELINE)
+ACTS_ON_OWN_RECORDS = ActsOn(OWN_RECORDS)
+
+
+def ref_of(kind: str, value: object) -> PipelineRef:
+    """The pipeline one value names. A value that is not a well-formed name or id (a number, a
+    list, a malformed id) names none, which a limited token gets as 404."""
+    what = {PIPELINES: "pipeline"}.get(kind, kind)
+    if not isinstance(value, str):
+        return PipelineRef(None, f"{what} {_short(value)} not found")
+    if kind in (PIPELINE, PIPELINES):
+        return PipelineRef(value if ids.is_pipeline_name(value) else None, f"pipeline {value!r} not found")
+    if kind == RUN:
+        parsed = ids.parse_run_id(value)
+        return PipelineRef(parsed[0] if parsed else None, f"run {value!r} not found")
+    parsed_stage = ids.parse_stage_id(value)
+    run = ids.parse_run_id(parsed_stage[0]) if parsed_stage else None
+    return PipelineRef(run[0] if run else None, f"stage {value!r} not found")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def named_refs(declared: ActsOn, path: Mapping[str, str], query: Mapping[str, list[str]],
+               body: list[tuple[str, object]] | None) -> list[PipelineRef]:
+    """Every pipeline the declared places of a request name, for a token limited to some.
+
+    ``query`` holds every value of each parameter; ``body`` every top-level (field, value) pair
+    of a JSON object body in order, a repeated field once per value (None: not a JSON object).
+    All values are gathered, whatever comes before them: a body field holding a list (kind
+    ``pipelines``) counts each item, and a value that is not a name counts as naming none.
+    403 if a declared place names nothing: a limited token must say which pipeline it acts on.
+    """
     refs: list[PipelineRef] = []
-    for name, value in pairs:
-        if not isinstance(value, str):
-            continue
-        if name in PIPELINE_PARAMS:
-            ok = ids.is_pipeline_name(value)
-            refs.append(PipelineRef(value if ok else None, f"pipeline {value!r} not found"))
-        elif name in RUN_PARAMS:
-            parsed = ids.parse_run_id(value)
-            refs.append(PipelineRef(parsed[0] if parsed else None, f"run {value!r} not found"))
-        elif name in STAGE_PARAMS:
-            parsed_stage = ids.parse_stage_id(value)
-            run = ids.parse_run_id(parsed_stage[0]) if parsed_stage else None
-            refs.append(PipelineRef(run[0] if run else None, f"stage {value!r} not found"))
+    for name, kind in declared.path:
+        refs.append(ref_of(kind, path.get(name)))
+    for name, kind in declared.query:
+        values = list(query.get(name) or ())
+        if not values:
+            raise Forbidden(f"this token is limited to some pipelines: query parameter {name} is required")
+        refs += [ref_of(kind, value) for value in values]
+    for name, kind in declared.body:
+        values = [value for field_name, value in (body or ()) if field_name == name and value is not None]
+        found: list[PipelineRef] = []
+        for value in values:
+            items = value if kind == PIPELINES and isinstance(value, list) else [value]
+            found += [ref_of(kind, item) for item in items]
+        if not found:
+            raise Forbidden(f"this token is limited to some pipelines: the body must name them in {name}")
+        refs += found
     return refs
+
+
+def check_scope(principal: Principal, scope: str) -> None:
+    """403 without the scope; checked before pipelines, so that 403 says nothing about them."""
+    if not principal.has(scope):
+        raise Forbidden(f"this token has scope {principal.level!r}; this needs {scope!r}")
 
 
 def authorize(principal: Principal, scope: str, refs: list[PipelineRef] | None) -> None:
     """403 without the scope; for a token limited to some pipelines, 404 for any other
     pipeline (and for malformed ids, which name none), 403 if the request names no pipeline.
-    ``refs`` None means the route reveals nothing about any pipeline."""
-    if not principal.has(scope):
-        raise Forbidden(f"this token has scope {principal.level!r}; this needs {scope!r}")
+    ``refs`` None means the route checks its records itself (``ACTS_ON_OWN_RECORDS``)."""
+    check_scope(principal, scope)
     if principal.pipelines is None or refs is None:
         return
     if not refs:
@@ -243,6 +340,27 @@ def authorize(principal: Principal, scope: str, refs: list[PipelineRef] | None) 
     for ref in refs:
         if ref.pipeline is None or not principal.covers(ref.pipeline):
             raise NotFound(ref.missing)
+
+
+def within(principal: Principal, scopes: Iterable[str], pipelines: Iterable[str] | None) -> bool:
+    """True if a token (or a subscription: no scopes) with these scopes and pipelines is no
+    broader than ``principal``: its level at most the principal's, and, for a principal limited
+    to some pipelines, limited itself to some of those (None, every pipeline, is broader)."""
+    scopes = tuple(scopes)
+    if scopes and LEVELS[level_of(scopes)] > LEVELS[principal.level]:
+        return False
+    if principal.pipelines is None:
+        return True
+    return pipelines is not None and set(pipelines) <= principal.pipelines
+
+
+def check_grant(principal: Principal, scopes: Iterable[str], pipelines: Iterable[str] | None) -> None:
+    """A caller never issues a token (or creates a subscription) broader than itself: 403."""
+    scopes = tuple(scopes)
+    if scopes and LEVELS[level_of(scopes)] > LEVELS[principal.level]:
+        raise Forbidden(f"this token has scope {principal.level!r}; it cannot grant {level_of(scopes)!r}")
+    if not within(principal, (), pipelines):
+        raise Forbidden("this token is limited to some pipelines: name pipelines, all of them its own")
 
 
 # ---- rate windows ----------------------------------------------------------------------------

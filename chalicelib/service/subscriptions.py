@@ -1,11 +1,16 @@
 """Outbound webhook subscriptions: create (secret shown once), list, get, delete, and the
 delivery attempts of one. Secrets are sealed with AES-GCM before they are stored: the
-delivery worker needs them in clear to sign, so they cannot be hashed."""
+delivery worker needs them in clear to sign, so they cannot be hashed.
+
+A subscription is for the pipelines it names (None: every pipeline). A caller limited to some
+pipelines creates subscriptions only for some of those, and sees and deletes only such ones
+(``auth.within``); any other answers 404, as an unknown one does."""
 from __future__ import annotations
 
 import secrets as random_secrets
 
-from ..domain import events
+from ..domain import auth, events
+from ..domain.auth import Principal
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound, ValidationFailed
 from ..domain.events import CreateSubscriptionIn, SubscriptionFilter
@@ -22,7 +27,11 @@ def _context(subscription_id: str) -> str:
     return f"subscription:{subscription_id}"
 
 
-def create(ctx: ServiceContext, body: CreateSubscriptionIn, created_by: str | None) -> tuple[StoredSubscription, str]:
+def create(ctx: ServiceContext, body: CreateSubscriptionIn,
+           creator: Principal) -> tuple[StoredSubscription, str]:
+    """A subscription no broader than its creator (403), its secret shown once."""
+    auth.check_grant(creator, (), body.pipelines)
+    created_by = creator.actor
     settings = ctx.repo.settings
     events.check_subscriber_url(body.url, allow_local=settings.allow_local_subscribers)
     if len(store.list_all()) >= MAX_SUBSCRIPTIONS:
@@ -42,27 +51,39 @@ def create(ctx: ServiceContext, body: CreateSubscriptionIn, created_by: str | No
 
 
 def list_all(ctx: ServiceContext) -> list[StoredSubscription]:
+    """Every subscription: for the delivery worker, not for callers (``visible_to``)."""
     return store.list_all()
 
 
-def get(ctx: ServiceContext, subscription_id: str) -> StoredSubscription:
+def _visible(viewer: Principal, subscription: StoredSubscription) -> bool:
+    return auth.within(viewer, (), subscription.pipelines)
+
+
+def visible_to(ctx: ServiceContext, viewer: Principal) -> list[StoredSubscription]:
+    return [s for s in store.list_all() if _visible(viewer, s)]
+
+
+def get(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> StoredSubscription:
     subscription = store.get(subscription_id) if len(subscription_id) <= 64 else None
-    if subscription is None:
+    if subscription is None or not _visible(viewer, subscription):
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription
 
 
-def delete(ctx: ServiceContext, subscription_id: str) -> StoredSubscription:
+def delete(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> StoredSubscription:
     """Deliveries already queued for it are dropped when they come up (no subscription)."""
-    subscription = store.delete(subscription_id) if len(subscription_id) <= 64 else None
+    def allowed(subscription: StoredSubscription) -> bool:
+        return _visible(viewer, subscription)
+
+    subscription = store.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
     if subscription is None:
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription
 
 
-def deliveries(ctx: ServiceContext, subscription_id: str, limit: int,
+def deliveries(ctx: ServiceContext, subscription_id: str, viewer: Principal, limit: int,
                cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
-    get(ctx, subscription_id)
+    get(ctx, subscription_id, viewer)
     return delivery_store.list_attempts(subscription_id, limit, cursor, ctx.repo.cursors)
 
 

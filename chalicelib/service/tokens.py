@@ -27,8 +27,11 @@ LOCAL_DEFAULT_ADMIN_TOKEN = "stagetrack-local-admin"
 BOOTSTRAP_ID = "bootstrap"
 
 
-def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, created_by: str | None) -> tuple[StoredToken, str]:
-    """A new token; its secret is returned here once and kept only as its SHA-256."""
+def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal) -> tuple[StoredToken, str]:
+    """A new token, never broader than its issuer (403); its secret is returned here once and
+    kept only as its SHA-256."""
+    auth.check_grant(issuer, body.scopes, body.pipelines)
+    created_by = issuer.actor
     secret = auth.new_token_secret()
     token = StoredToken(
         token_id=auth.new_token_id(), name=body.name, scopes=list(body.scopes),
@@ -39,12 +42,18 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, created_by: str |
     return token, secret
 
 
-def list_tokens(ctx: ServiceContext) -> list[StoredToken]:
-    return store.list_all()
+def list_tokens(ctx: ServiceContext, viewer: Principal) -> list[StoredToken]:
+    """The tokens no broader than ``viewer``: all of them for an unlimited admin."""
+    return [t for t in store.list_all() if auth.within(viewer, t.scopes, t.pipelines)]
 
 
-def revoke_token(ctx: ServiceContext, token_id: str) -> StoredToken:
-    token = store.delete(token_id) if len(token_id) <= 64 else None
+def revoke_token(ctx: ServiceContext, token_id: str, revoker: Principal) -> StoredToken:
+    """Revoke a token no broader than ``revoker``; any other answers 404, as an unknown one
+    does, so a limited admin learns nothing about tokens outside its pipelines."""
+    def allowed(token: StoredToken) -> bool:
+        return auth.within(revoker, token.scopes, token.pipelines)
+
+    token = store.delete(token_id, allowed) if len(token_id) <= 64 else None
     if token is None:
         raise NotFound(f"token {token_id!r} not found")
     return token

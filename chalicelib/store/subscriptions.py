@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 from pynamodb.exceptions import DeleteError
 
@@ -79,9 +80,12 @@ def list_all() -> list[StoredSubscription]:
     return sorted(items, key=lambda s: (s.created_at, s.subscription_id))
 
 
-def delete(subscription_id: str) -> StoredSubscription | None:
+def delete(subscription_id: str,
+           allowed: Callable[[StoredSubscription], bool] = lambda _s: True) -> StoredSubscription | None:
+    """Delete it if ``allowed(subscription)`` (read first, strongly consistent); None if there
+    is none or it is not allowed. Subscriptions never change, so the check still holds."""
     subscription = get(subscription_id)
-    if subscription is None:
+    if subscription is None or not allowed(subscription):
         return None
     try:
         SubscriptionItem(pk=SUBSCRIPTIONS_PK, sk=_sk(subscription_id)).delete(

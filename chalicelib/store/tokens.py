@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 from botocore.exceptions import ClientError
 
@@ -65,10 +66,14 @@ def list_all() -> list[StoredToken]:
     return sorted(entries, key=lambda t: (t.created_at, t.token_id))
 
 
-def delete(token_id: str) -> StoredToken | None:
+def delete(token_id: str, allowed: Callable[[StoredToken], bool] = lambda _token: True) -> StoredToken | None:
+    """Delete the token if ``allowed(token)`` (read first, strongly consistent); None if there
+    is no such token or it is not allowed. Tokens never change, so the check still holds."""
     try:
         entry = TokenEntryItem.get(LISTING_PK, entry_sk(token_id), consistent_read=True)
     except TokenEntryItem.DoesNotExist:
+        return None
+    if not allowed(_from_entry(entry)):
         return None
     with transaction({"token": token_id, "deleted": True}) as write:
         write.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
