@@ -40,10 +40,12 @@ from tools import dynamodb_local
 ROOT = dynamodb_local.REPO_ROOT
 
 
-# `chalice` run by this same interpreter (chalice.cli has no __main__).
-_CHALICE_MAIN = (
-    "import sys; from chalice.cli import main; "
-    "sys.argv[0] = 'chalice'; sys.exit(main())"
+# `chalice` run by this same interpreter (chalice.cli has no __main__), its local gateway
+# answering unknown paths with our gateway responses (tools/local_gateway.py). Run from the
+# repository root (cwd), so `tools` is importable. Tests start their servers with it too.
+CHALICE_MAIN = (
+    "import sys; from tools import local_gateway; local_gateway.install(); "
+    "from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
 )
 
 
@@ -118,7 +120,7 @@ def main() -> int:
         ensure_tables(Settings.from_env())
 
         api = subprocess.Popen(
-            [sys.executable, "-c", _CHALICE_MAIN, "local",
+            [sys.executable, "-c", CHALICE_MAIN, "local",
              "--host", "127.0.0.1", "--port", str(api_port),
              "--no-autoreload"],
             cwd=str(ROOT), stdin=subprocess.DEVNULL,

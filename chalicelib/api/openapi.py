@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..domain import auth
 from ..domain import schemas as request_models
 from ..domain.status import StageStatus
-from . import json_response, route
+from . import declared_routes, json_response, route
 
 meta = Blueprint(__name__)
 
@@ -219,9 +219,10 @@ def health():
 
 
 def build_document(app) -> dict:
-    return _build(tuple(sorted((path, method, entry.view_function)
-                               for path, methods in app.routes.items()
-                               for method, entry in methods.items())))
+    """The declared routes only: a GET's HEAD and the fallbacks (api/fallbacks.py) are not
+    operations of their own."""
+    return _build(tuple((path, method, app.routes[path][method].view_function)
+                        for path, method in declared_routes(app)))
 
 
 @functools.lru_cache(maxsize=4)
