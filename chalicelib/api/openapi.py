@@ -195,6 +195,7 @@ ERROR_STATUSES = {
     422: "the body fails validation (details name the fields)",
     429: "rate limit exceeded (Retry-After)",
 }
+UNSUPPORTED_MEDIA_TYPE = "the request body is not application/json"
 # Public routes take no token, but those that verify a signature of their own (webhooks) answer
 # 401 for a bad one; none of them is rate-limited per token.
 PUBLIC_ERRORS = (400, 401, 404, 409, 413, 422)
@@ -331,6 +332,9 @@ def _operation(path: str, method: str, spec, components: dict) -> dict:
     for code in (PUBLIC_ERRORS if public else ERROR_STATUSES):
         responses[str(code)] = {"description": ERROR_STATUSES[code],
                                 "content": {"application/json": {"schema": error_ref}}}
+    if "requestBody" in operation:
+        responses["415"] = {"description": UNSUPPORTED_MEDIA_TYPE,
+                            "content": {"application/json": {"schema": error_ref}}}
     operation["responses"] = responses
     overrides = getattr(spec, "openapi", None) or {}  # a dialect's own wire format (route(openapi=))
     for key, value in overrides.items():
