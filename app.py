@@ -9,6 +9,7 @@ from chalicelib.api.tokens import token_api
 from chalicelib.api.gocd import gocd
 from chalicelib.api.codearts import codearts
 from chalicelib.api.buddy import buddy
+from chalicelib.api import fallbacks
 from chalicelib.events.timers import timers
 from chalicelib.api.webhooks import webhooks
 from chalicelib.api.subscriptions import subscription_api
@@ -30,6 +31,7 @@ app.register_blueprint(webhooks)
 app.register_blueprint(subscription_api)
 app.register_blueprint(inbound)
 app.register_blueprint(outbound)
+fallbacks.install(app)  # after every route: 405 with Allow / OPTIONS for the methods a path lacks
 
 _settings = Settings.from_env()
 logging_setup.scrub_settings(_settings)  # the admin token and keys never reach a log line

@@ -126,7 +126,8 @@ def test_huge_body_is_413_and_changes_nothing(client):
 def test_non_json_content_type_is_refused(client):
     response = client.post("/api/runs", raw="pipeline=web",
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert_error(response, 400, "bad_request")
+    assert_error(response, 415, "unsupported_media_type")
+    assert client.get("/api/runs?pipeline=web").json["items"] == []
 
 
 # ---- GET /api/runs/{id}, GET /api/runs ---------------------------------------------------------

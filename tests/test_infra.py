@@ -3,6 +3,7 @@ policy allows what its code really calls, on its own resources only."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -113,6 +114,71 @@ def test_packaged_template_wires_every_timer_piece(packaged):
     assert events["TimerFired"]["TimerFiredSqsEventSource"]["Properties"]["Queue"] == {
         "Fn::GetAtt": ["TimerQueue", "Arn"]}
     assert events["TimerSweeper"]["TimerSweeperEvent"]["Properties"]["Schedule"] == "rate(1 minute)"
+
+
+# Every GatewayResponseType (API Gateway API reference, GatewayResponse.responseType).
+GATEWAY_RESPONSE_TYPES = {
+    "DEFAULT_4XX", "DEFAULT_5XX", "RESOURCE_NOT_FOUND", "UNAUTHORIZED", "INVALID_API_KEY", "ACCESS_DENIED",
+    "AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR", "INVALID_SIGNATURE", "EXPIRED_TOKEN",
+    "MISSING_AUTHENTICATION_TOKEN", "INTEGRATION_FAILURE", "INTEGRATION_TIMEOUT", "API_CONFIGURATION_ERROR",
+    "UNSUPPORTED_MEDIA_TYPE", "BAD_REQUEST_PARAMETERS", "BAD_REQUEST_BODY", "REQUEST_TOO_LARGE", "THROTTLED",
+    "QUOTA_EXCEEDED", "WAF_FILTERED",
+}
+
+
+def _api_body(packaged) -> dict:
+    return json.loads(packaged.read_text())["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+
+
+def test_packaged_gateway_responses_answer_in_our_shape_and_echo_nothing(packaged):
+    """API Gateway's defaults are {"message": ...}, 403 for an unknown path, and for a request with
+    an Authorization header a SigV4 message that ends with that header: fixed JSON bodies instead."""
+    responses = _api_body(packaged)["x-amazon-apigateway-gateway-responses"]
+    assert set(responses) == GATEWAY_RESPONSE_TYPES
+    for kind, response in responses.items():
+        assert set(response) <= {"statusCode", "responseParameters", "responseTemplates"}, kind
+        assert list(response["responseTemplates"]) == ["application/json"]
+        body = json.loads(response["responseTemplates"]["application/json"])
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, kind
+        text = json.dumps(response)
+        # nothing computed from the request: no $context.error.message(String), no method.request.*
+        assert "$" not in text and "method.request" not in text and "context." not in text, kind
+        for name, value in response.get("responseParameters", {}).items():
+            assert name.startswith("gatewayresponse.header.") and re.fullmatch(r"'[^']*'", value), (kind, name)
+    expected = {"MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"), "RESOURCE_NOT_FOUND": ("404", "not_found"),
+                "UNSUPPORTED_MEDIA_TYPE": ("415", "unsupported_media_type"), "THROTTLED": ("429", "rate_limited"),
+                "REQUEST_TOO_LARGE": ("413", "payload_too_large"), "ACCESS_DENIED": ("403", "forbidden"),
+                "INVALID_SIGNATURE": ("401", "unauthorized"), "EXPIRED_TOKEN": ("401", "unauthorized"),
+                "BAD_REQUEST_BODY": ("400", "bad_request"), "DEFAULT_4XX": (None, "bad_request"),
+                "DEFAULT_5XX": (None, "internal_error")}
+    for kind, (status, code) in expected.items():
+        response = responses[kind]
+        assert response.get("statusCode") == status, kind
+        assert json.loads(response["responseTemplates"]["application/json"])["error"]["code"] == code
+    assert responses["UNAUTHORIZED"]["responseParameters"]["gatewayresponse.header.WWW-Authenticate"] \
+        .startswith("'Bearer")
+
+
+def test_every_packaged_path_takes_every_method_and_any_body_type(packaged):
+    """A method a path lacks would be API Gateway's MISSING_AUTHENTICATION_TOKEN (now a 404), not
+    the app's 405 with Allow; ``consumes`` other than */* is what Chalice answers 415 for itself."""
+    paths = _api_body(packaged)["paths"]
+    assert paths
+    for path, operations in paths.items():
+        assert set(operations) == {"get", "head", "post", "put", "patch", "delete", "options"}, path
+        for method, operation in operations.items():
+            assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy", (path, method)
+            assert operation["consumes"] == ["*/*"], (path, method)
+
+
+def test_the_local_gateway_answers_an_unknown_path_as_the_deployed_one():
+    from infra.part_gateway import gateway_responses, local_response
+
+    status, headers, body = local_response("MISSING_AUTHENTICATION_TOKEN")
+    deployed = gateway_responses()["MISSING_AUTHENTICATION_TOKEN"]
+    assert (str(status), body) == (deployed["statusCode"], deployed["responseTemplates"]["application/json"])
+    assert {f"gatewayresponse.header.{k}": f"'{v}'" for k, v in headers.items() if k != "Content-Type"} == \
+        deployed["responseParameters"]
 
 
 def test_every_function_has_a_policy_of_its_own(packaged):

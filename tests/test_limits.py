@@ -6,13 +6,14 @@ import json
 import pytest
 
 from app import app
+from chalicelib.api import declared_routes
 from chalicelib.domain import auth
 from chalicelib.settings import Settings
 from chalicelib.store import tokens as token_store
 from tests.fixtures.dialects import error_message
 
 LIMIT = 3
-ROUTES = sorted((path, method) for path, methods in app.routes.items() for method in methods)
+ROUTES = declared_routes(app)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tools import dynamodb_local
 
 pytestmark = pytest.mark.ddb_local
 
@@ -33,58 +29,6 @@ CHECKS_ON = ["not_a_server_error", "status_code_conformance", "content_type_conf
              "negative_data_rejection", "use_after_free", "ensure_resource_availability"]
 CHECKS_OFF = ["positive_data_acceptance", "missing_required_header", "unsupported_method",
               "allow_header_conformance", "object_level_authorization"]
-CHALICE_MAIN = "import sys; from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
-
-
-@pytest.fixture(scope="module")
-def server(ddb_local_endpoint, tmp_path_factory):
-    """`chalice local` on a free 127.0.0.1 port over DynamoDB Local; stopped after the module."""
-    from chalicelib.settings import Settings
-    from chalicelib.store.schema import ensure_tables
-
-    admin_token = "admin-" + secrets.token_urlsafe(24)
-    env = dict(os.environ)
-    env.update({
-        "STAGETRACK_DYNAMODB_ENDPOINT": ddb_local_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-        "STAGETRACK_ADMIN_TOKEN": admin_token, "STAGETRACK_LOCAL_TICKER": "0",
-        "PYTHONPATH": str(ROOT),
-    })
-    env.pop("STAGETRACK_TABLE", None)  # .chalice/config.json names the table
-    ensure_tables(Settings.from_env({**env, "STAGETRACK_TABLE": "stagetrack"}))
-    port = dynamodb_local.free_port()
-    log_path = tmp_path_factory.mktemp("chalice-local") / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHALICE_MAIN, "local", "--host", "127.0.0.1", "--port", str(port),
-         "--no-autoreload"],
-        cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"chalice local exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("chalice local did not answer within 60 s")
-            time.sleep(0.2)
-        yield base, admin_token, log_path
-    finally:
-        log.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def schemathesis_config() -> str:
@@ -113,8 +57,8 @@ def schemathesis_config() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
-    base, admin_token, log_path = server
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(chalice_local, tmp_path):
+    base, admin_token, log_path = chalice_local
     # Something to find: a run whose ids the generated requests may hit.
     created = requests.post(f"{base}/api/runs", json={"pipeline": "web", "stages": ["BUILD"]},
                             headers={"Authorization": f"Bearer {admin_token}"}, timeout=10)

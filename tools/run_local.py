@@ -41,11 +41,13 @@ from tools import dynamodb_local
 ROOT = dynamodb_local.REPO_ROOT
 
 
-# `chalice` run by this same interpreter (chalice.cli has no __main__).
-# chalice's CLI, with the access log that prints paths but no query strings
-# (tools/local_access_log.py).
+# `chalice` run by this same interpreter (chalice.cli has no __main__), its local gateway
+# answering unknown paths with our gateway responses (tools/local_gateway.py) and its access log
+# printing paths but no query strings (tools/local_access_log.py). Run from the repository root
+# (cwd), so `tools` is importable. Tests start their servers with it too.
 CHALICE_MAIN = (
-    "import sys; from tools import local_access_log; local_access_log.install(); "
+    "import sys; from tools import local_access_log, local_gateway; local_access_log.install(); "
+    "local_gateway.install(); "
     "from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
 )
 

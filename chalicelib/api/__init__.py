@@ -19,8 +19,10 @@ from ..domain.errors import (
     BadRequest,
     Conflict,
     DomainError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from ..domain import auth
@@ -34,20 +36,27 @@ STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
     (ValidationFailed, 422),
     (PayloadTooLarge, 413),
     (NotFound, 404),
+    (MethodNotAllowed, 405),
     (Conflict, 409),
+    (UnsupportedMediaType, 415),
     (Unauthorized, 401),
     (Forbidden, 403),
     (RateLimited, 429),
 ]
 
-# Chalice answers 415 in its own shape for types not listed; these reach our code, which
-# refuses anything but JSON in our error shape.
+# The request body media types a route accepts unless it says otherwise (route(content_types=)).
+# Chalice itself is told every route takes any type ("*/*"): its own 415 has its own shape
+# ({"Code": ...}), so the list is checked by _check_content_type, in ours. A route reading JSON
+# (parse_body) then refuses the other listed types with 415 too.
 ACCEPTED_CONTENT_TYPES = [
     "application/json",
     "text/plain",
     "application/x-www-form-urlencoded",
     "application/octet-stream",
 ]
+
+# Every method a path can be asked for; api/fallbacks.py answers the ones a path does not serve.
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -110,13 +119,18 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
       request committed its effect (``effect``, e.g. ``{"run": id}``) but died before its
       response was stored; re-rendered from current state, never by running the view again.
     - ``body``/``query``/``response``/``status``/``summary``: documentation for /openapi.json.
+    - ``content_types``: the media types a request body may have (default ACCEPTED_CONTENT_TYPES);
+      a body in any other is 415 ``unsupported_media_type`` (in the route's error shape).
+    A GET route also answers HEAD: the same status and headers, no body (not documented apart).
     """
+    accepts = tuple(t.lower() for t in options.pop("content_types", ACCEPTED_CONTENT_TYPES))
     spec = RouteSpec(path=path, methods=tuple(m.upper() for m in methods),
                      scope=auth.required_scope(methods[0], path, scope),
                      acts_on=_checked_declaration(path, auth.required_scope(methods[0], path, scope),
                                                   acts_on),
                      body=body, query=query, response=response, status=status, summary=summary,
-                     max_body=max_body, dialect=dialect, openapi=openapi)
+                     max_body=max_body, dialect=dialect, openapi=openapi, accepts=accepts)
+    served = list(spec.methods) + (["HEAD"] if "GET" in spec.methods and "HEAD" not in spec.methods else [])
     if len({auth.required_scope(m, path, scope) for m in methods}) > 1:
         raise ValueError(f"{path}: methods needing different scopes need separate routes")
     render = render_error or (lambda error, _status: error_response(error))
@@ -136,8 +150,8 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
                 log.exception("unhandled error in %s %s", methods, path)
                 return render(DomainError("internal error"), 500)
 
-        options.setdefault("content_types", ACCEPTED_CONTENT_TYPES)
-        blueprint.route(path, methods=methods, **options)(_secure(handler, blueprint, spec, render))
+        blueprint.route(path, methods=served, content_types=["*/*"], **options)(
+            _secure(handler, blueprint, spec, render))
         return view
 
     return decorator
@@ -187,6 +201,7 @@ class RouteSpec:
     max_body: int | None = None
     dialect: str | None = None
     openapi: dict | None = None
+    accepts: tuple[str, ...] = ()  # request body media types; () = any (api/fallbacks.py)
 
 
 def current_principal(request=None) -> Principal | None:
@@ -225,6 +240,7 @@ def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Ca
                     auth.check_scope(principal, spec.scope)  # first: its 403 says nothing of pipelines
                     auth.authorize(principal, spec.scope, _pipeline_refs(request, spec, principal))
                 _check_body_size(request, spec)
+                _check_content_type(request, spec)
             except DomainError as error:
                 response = render(error, status_of(error))
                 response.headers.update(getattr(error, "headers", None) or {})
@@ -239,6 +255,8 @@ def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Ca
         if rate is not None:
             headers.update(rate.headers())
         headers["X-Request-Id"] = request_id
+        if request.method == "HEAD":  # GET's status and headers; no body (API Gateway would drop it)
+            response.body = ""
         access_log.info("request", extra={"fields": {
             "requestId": request_id, "method": request.method, "path": context.get("path") or spec.path,
             "route": spec.path, "status": response.status_code,
@@ -249,7 +267,41 @@ def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Ca
         return response
 
     secured.route_spec = spec
+    secured.render_error = render  # api/fallbacks.py answers the path's other methods in its shape
     return secured
+
+
+def declared_routes(app) -> list[tuple[str, str]]:
+    """(path, method) of every route as declared with route(): without the HEAD each GET also
+    answers and the fallbacks (api/fallbacks.py) for the methods a path does not serve."""
+    declared = []
+    for path, entries in app.routes.items():
+        for method, entry in entries.items():
+            spec = getattr(entry.view_function, "route_spec", None)
+            if spec is None or method in spec.methods:  # one without a spec is shown, to be refused
+                declared.append((path, method))
+    return sorted(declared)
+
+
+_MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+\-]{1,64}/[a-z0-9!#$&^_.+\-]{1,64}$")
+
+
+def media_type(request) -> str:
+    """The request body's media type, lower case, without parameters; JSON when none is given
+    (as Chalice and API Gateway assume)."""
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower() or "application/json"
+
+
+def _check_content_type(request, spec: RouteSpec) -> None:
+    """A body in a media type the route does not list is 415. Only a body has a media type:
+    a request without one passes whatever Content-Type it names."""
+    if not spec.accepts or not request.raw_body:
+        return
+    media = media_type(request)
+    if media not in spec.accepts:
+        named = repr(media) if _MEDIA_TYPE.match(media) else "this media type"  # echo nothing odd
+        raise UnsupportedMediaType(f"a request body in {named} is not accepted here; send one of: "
+                                   + ", ".join(spec.accepts))
 
 
 def _check_body_size(request, spec: RouteSpec) -> None:
@@ -327,13 +379,13 @@ def _field_errors(error: ValidationError) -> list[dict]:
 
 
 def parse_body(request, model: type[M], max_bytes: int) -> M:
-    """Malformed JSON or a non-object body is 400; a body that fails the schema is 422."""
+    """Malformed JSON or a non-object body is 400; a body that fails the schema is 422; a body
+    that is not application/json is 415."""
     raw = request.raw_body or b""
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is {len(raw)} bytes; the limit is {max_bytes}")
-    content_type = (request.headers.get("content-type") or "application/json").split(";")[0].strip()
-    if raw and content_type.lower() != "application/json":
-        raise BadRequest(f"send the body as application/json, not {content_type}")
+    if raw and media_type(request) != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as error:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..domain import auth
 from ..domain import schemas as request_models
 from ..domain.status import StageStatus
-from . import json_response, route
+from . import declared_routes, json_response, route
 
 meta = Blueprint(__name__)
 
@@ -197,6 +197,7 @@ ERROR_STATUSES = {
     422: "the body fails validation (details name the fields)",
     429: "rate limit exceeded (Retry-After)",
 }
+UNSUPPORTED_MEDIA_TYPE = "the request body is not application/json"
 # Public routes take no token, but those that verify a signature of their own (webhooks) answer
 # 401 for a bad one; none of them is rate-limited per token.
 PUBLIC_ERRORS = (400, 401, 404, 409, 413, 422)
@@ -221,9 +222,10 @@ def health():
 
 
 def build_document(app) -> dict:
-    return _build(tuple(sorted((path, method, entry.view_function)
-                               for path, methods in app.routes.items()
-                               for method, entry in methods.items())))
+    """The declared routes only: a GET's HEAD and the fallbacks (api/fallbacks.py) are not
+    operations of their own."""
+    return _build(tuple((path, method, app.routes[path][method].view_function)
+                        for path, method in declared_routes(app)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -332,6 +334,9 @@ def _operation(path: str, method: str, spec, components: dict) -> dict:
     for code in (PUBLIC_ERRORS if public else ERROR_STATUSES):
         responses[str(code)] = {"description": ERROR_STATUSES[code],
                                 "content": {"application/json": {"schema": error_ref}}}
+    if "requestBody" in operation:
+        responses["415"] = {"description": UNSUPPORTED_MEDIA_TYPE,
+                            "content": {"application/json": {"schema": error_ref}}}
     operation["responses"] = responses
     overrides = getattr(spec, "openapi", None) or {}  # a dialect's own wire format (route(openapi=))
     for key, value in overrides.items():

@@ -10,8 +10,9 @@ checked before anything else is read from the body; refused, it is 403 (``signat
 - 200 ``{"result": "pong"}`` for GitHub's ping;
 - 400 malformed JSON or headers, 403 bad signature/token, 404 no such source, 409 the same
   delivery still being processed (or the pipeline is paused), 413 larger than
-  STAGETRACK_MAX_BODY_BYTES (64 KiB by default: raise it for GitLab pipelines of ~80+ jobs), 422 a
-  payload that is not what the sender documents (the details name the field).
+  STAGETRACK_MAX_BODY_BYTES (64 KiB by default: raise it for GitLab pipelines of ~80+ jobs), 415 a
+  body in a media type not in CONTENT_TYPES, 422 a payload that is not what the sender documents
+  (the details name the field).
 Translation only: verification and parsing are in domain/events.py, applying in service/ingest.py.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ def _responses() -> dict:
         "404": body("ErrorOut", "no webhook source of this type and name"),
         "409": body("ErrorOut", "the same delivery is being processed, or the pipeline is paused"),
         "413": body("ErrorOut", "request body too large"),
+        "415": body("ErrorOut", "a request body in a media type webhooks do not take"),
         "422": body("ErrorOut", "not the payload the sender documents (details name the field)"),
     }
 

@@ -41,3 +41,19 @@ class ConcurrentModification(Conflict):
 
 class PipelinePaused(Conflict):
     code = "pipeline_paused"
+
+
+class UnsupportedMediaType(DomainError):
+    """415: a request body in a media type the route does not read."""
+
+    code = "unsupported_media_type"
+
+
+class MethodNotAllowed(DomainError):
+    """405: the path exists, the method does not; ``allow`` lists the methods it serves."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.headers = {"Allow": allow}
