@@ -1,4 +1,5 @@
-"""API tokens: issue (the secret is shown once), list, revoke. Unrestricted admin tokens only."""
+"""API tokens and access key pairs: issue (the secret, a token or an SK, is shown once), list,
+revoke. Unrestricted admin tokens only."""
 from __future__ import annotations
 
 from chalice import Blueprint
@@ -14,14 +15,18 @@ token_api = Blueprint(__name__)
 
 
 def token_view(token: StoredToken) -> dict:
-    return {
+    view = {
         "id": token.token_id,
+        "kind": "access-key" if token.access_key else "token",
         "name": token.name,
         "scopes": list(token.scopes),
         "pipelines": None if token.pipelines is None else list(token.pipelines),
         "createdAt": token.created_at,
         "createdBy": token.created_by,
     }
+    if token.access_key:
+        view["accessKey"] = token.access_key  # the AK is no secret: it is sent with every request
+    return view
 
 
 @route(token_api, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
@@ -32,7 +37,7 @@ def create_token():
     body = parse_body(token_api.current_request, CreateTokenIn, ctx.repo.settings.max_body_bytes)
     token, secret = tokens.issue_token(ctx, body, current_actor())
     view = token_view(token)
-    view["token"] = secret
+    view["secretKey" if token.access_key else "token"] = secret
     return json_response(view, 201, {"Location": f"/api/tokens/{token.token_id}", "Cache-Control": "no-store"})
 
 
