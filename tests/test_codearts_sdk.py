@@ -349,3 +349,23 @@ def test_basic_auth_still_works_on_the_new_paths(client, builds):
     response = client._http.request("POST", f"/v3/jobs/{builds}/2/stop",
                                     headers={"Authorization": basic("ci", token)}, body=b"")
     assert response.status_code == 200 and json.loads(response.body) == {"success": True, "result": ""}
+
+
+def test_the_sk_never_reaches_a_log(client, builds, sdk_clock, capsys, caplog):
+    """Issued, used, refused and revoked, with botocore's DEBUG dumps on: the SK appears nowhere
+    (the item holds it sealed), and the scrubber would remove it if a bug ever logged it."""
+    import logging
+
+    from chalicelib.logging_setup import REDACTED, redact
+
+    caplog.set_level(logging.DEBUG)
+    key = issue_access_key(client)
+    codearts = sdk(client, key["accessKey"], key["secretKey"])
+    stop_calls(builds, 2)["v1"](codearts)
+    sdk_error(stop_calls(builds, 2)["v1"], sdk(client, key["accessKey"], "st_sk_" + "z" * 43), 401)
+    client.delete(f"/api/tokens/{key['id']}")
+    sdk_error(stop_calls(builds, 2)["v1"], codearts, 401)
+    logs = capsys.readouterr().out + "\n" + caplog.text
+    assert key["accessKey"] in logs  # botocore's dumps name the item: the AK is no secret
+    assert key["secretKey"] not in logs and key["secretKey"][6:26] not in logs
+    assert key["secretKey"] not in redact(f"oops {key['secretKey']}") and REDACTED in redact(key["secretKey"])
