@@ -161,3 +161,61 @@ def test_rate_limit_headers_come_with_every_answer(client, builds):
         response = stop(client, body, token)
         assert int(response.headers["X-Rate-Limit-Limit"]) == 600
         assert int(response.headers["X-Rate-Limit-Remaining"]) < 600
+
+
+# ---- the two path forms the official SDK calls (tests/test_codearts_sdk.py drives the SDK) ----
+
+def post(client, path, token, body=b"", content_type="application/json"):
+    response = client._http.request("POST", path, body=body,
+                                    headers={"X-Auth-Token": token, "Content-Type": content_type})
+    response.json = json.loads(response.body)
+    return response
+
+
+@pytest.mark.parametrize("path, body, expected", [
+    ("/v1/job/{job}/stop?build_no=2", b"", {"status": "success"}),
+    ("/v1/job/{job}/stop", b'{"build_no": 2}', {"status": "success"}),  # as the v1 reference has it
+    ("/v1/job/{job}/stop?build_no=2", b'{"build_no": 2}', {"status": "success"}),
+    ("/v3/jobs/{job}/2/stop", b"", {"success": True, "result": ""}),
+    ("/v3/jobs/{job}/2/stop", b"{}", {"success": True, "result": ""}),
+])
+def test_the_path_forms_stop_a_build(client, builds, path, body, expected):
+    response = post(client, path.format(job=builds), issue(client, ["operate"]), body)
+    assert response.status_code == 200 and response.json == expected
+    assert client.get("/api/runs/build-task:2").json["status"] == "CANCELLED"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/job/{job}/stop", b""),  # no build_no at all
+    ("/v1/job/{job}/stop?build_no=0", b""),
+    ("/v1/job/{job}/stop?build_no=x", b""),
+    ("/v1/job/{job}/stop?build_no=2&build_no=3", b""),
+    ("/v1/job/{job}/stop?build_no=2", b'{"build_no": 3}'),  # query and body disagree
+    ("/v1/job/{job}/stop", b'{"build_no": "2"}'),  # an integer, as the reference says
+    ("/v1/job/{job}/stop", b'{"build_no": 2, "extra": 1}'),
+    ("/v1/job/{job}/stop", b"{not json"),
+    ("/v1/job/short/stop?build_no=2", b""),
+    ("/v3/jobs/{job}/0/stop", b""),
+    ("/v3/jobs/{job}/2x/stop", b""),
+    ("/v3/jobs/{job}/2/stop", b'{"build_no": 3}'),  # this form takes no body
+    ("/v3/jobs/{job}%21/2/stop", b""),
+])
+def test_bad_path_form_requests_are_400_in_codearts_shape(client, builds, path, body):
+    assert_codearts_error(post(client, path.format(job=builds), issue(client, ["operate"]), body), 400)
+    assert client.get("/api/runs/build-task:2").json["status"] == "IN_PROGRESS"
+
+
+@pytest.mark.parametrize("path", ["/v1/job/{job}/stop?build_no=3", "/v3/jobs/{job}/3/stop",
+                                  "/v1/job/f9d6c8466d614a9788e9a0acf6c15f46/stop?build_no=2"])
+def test_path_forms_answer_404_for_unknown_builds_and_jobs(client, builds, path):
+    assert_codearts_error(post(client, path.format(job=builds), issue(client, ["operate"])), 404)
+
+
+def test_path_forms_check_limited_tokens_against_the_job_id_in_the_path(client, builds, ddb_calls):
+    other = issue(client, ["operate"], ["other"])
+    ddb_calls.clear()
+    assert_codearts_error(post(client, f"/v3/jobs/{builds}/2/stop", other), 404)
+    assert_codearts_error(post(client, f"/v1/job/{builds}/stop?build_no=2", other), 404)
+    assert dict(ddb_calls) == {"UpdateItem": 2}  # the token only: decided without a read
+    assert_codearts_error(post(client, f"/v3/jobs/{builds}/2/stop", issue(client, ["read"])), 403)
+    assert client.get("/api/runs/build-task:2").json["status"] == "IN_PROGRESS"

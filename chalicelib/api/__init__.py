@@ -25,7 +25,7 @@ from ..domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ..domain import auth
+from ..domain import aksk, auth
 from ..domain.auth import Forbidden, Principal, RateLimited, RateState, Unauthorized
 from . import idempotency
 
@@ -318,7 +318,19 @@ def _authenticate(request) -> tuple[Principal, RateState | None]:
     from .. import wiring
     from ..service import tokens
 
-    return tokens.authenticate(wiring.context(), auth.parse_credentials(request.headers))
+    credentials = auth.parse_credentials(request.headers)
+    signed = _signed_request(request) if credentials and credentials.scheme == auth.ACCESS_KEY_SCHEME else None
+    return tokens.authenticate(wiring.context(), credentials, signed)
+
+
+def _signed_request(request) -> aksk.SignedRequest:
+    """The request as an AK/SK signature covers it: the path as the client sent it (API Gateway's
+    and chalice local's ``requestContext.path``), every query value, the headers, the raw body."""
+    context = request.context if isinstance(request.context, dict) else {}
+    query = request.query_params
+    pairs = tuple((name, value) for name in query for value in query.getlist(name)) if query else ()
+    return aksk.SignedRequest(method=request.method, path=context.get("path") or request.path,
+                              query=pairs, headers=request.headers, body=request.raw_body or b"")
 
 
 def _pipeline_refs(request, spec: RouteSpec, principal: Principal) -> list[auth.PipelineRef] | None:

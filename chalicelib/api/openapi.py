@@ -108,16 +108,21 @@ class PipelineStatusOut(Out):
 
 class TokenOut(Out):
     id: str
+    kind: Literal["token", "access-key"]
     name: str
     scopes: list[Literal["read", "operate", "admin"]]
     pipelines: list[str] | None = Field(description="null: every pipeline")
     createdAt: Timestamp
     createdBy: str | None
+    accessKey: Annotated[str, StringConstraints(pattern=r"^STAK[A-Z2-7]{16}$")] | None = Field(
+        None, description="access keys only: the AK, sent in the clear with every signed request")
 
 
 class TokenCreatedOut(TokenOut):
-    token: Annotated[str, StringConstraints(pattern=r"^st_[A-Za-z0-9_-]{43}$")] = Field(
-        description="the secret: shown in this response only, stored only as its SHA-256")
+    token: Annotated[str, StringConstraints(pattern=r"^st_[A-Za-z0-9_-]{43}$")] | None = Field(
+        None, description="tokens: the secret, shown in this response only, stored only as its SHA-256")
+    secretKey: Annotated[str, StringConstraints(pattern=r"^st_sk_[A-Za-z0-9_-]{43}$")] | None = Field(
+        None, description="access keys: the SK, shown in this response only, stored only sealed")
 
 
 class TokenListOut(Out):

@@ -1,9 +1,11 @@
-"""API tokens: issue (the secret is shown once), list, revoke.
+"""API tokens and access key pairs: issue (the secret, a token or an SK, is shown once), list,
+revoke.
 
-A caller never issues, sees or revokes a token broader than itself (domain/auth.py ``within``):
-an admin limited to some pipelines issues tokens limited to some of those (the body's
-``pipelines``, declared below, is checked like any pipeline a request names: 404 for another
-one, 403 when absent) and lists and revokes only such tokens; other tokens answer 404.
+A caller never issues, sees or revokes a token (or key pair) broader than itself
+(domain/auth.py ``within``): an admin limited to some pipelines issues tokens limited to some of
+those (the body's ``pipelines``, declared below, is checked like any pipeline a request names:
+404 for another one, 403 when absent) and lists and revokes only such tokens; other tokens
+answer 404.
 """
 from __future__ import annotations
 
@@ -22,14 +24,18 @@ token_api = Blueprint(__name__)
 
 
 def token_view(token: StoredToken) -> dict:
-    return {
+    view = {
         "id": token.token_id,
+        "kind": "access-key" if token.access_key else "token",
         "name": token.name,
         "scopes": list(token.scopes),
         "pipelines": None if token.pipelines is None else list(token.pipelines),
         "createdAt": token.created_at,
         "createdBy": token.created_by,
     }
+    if token.access_key:
+        view["accessKey"] = token.access_key  # the AK is no secret: it is sent with every request
+    return view
 
 
 @route(token_api, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
@@ -42,7 +48,7 @@ def create_token():
     body = parse_body(token_api.current_request, CreateTokenIn, ctx.repo.settings.max_body_bytes)
     token, secret = tokens.issue_token(ctx, body, current_principal())
     view = token_view(token)
-    view["token"] = secret
+    view["secretKey" if token.access_key else "token"] = secret
     return json_response(view, 201, {"Location": f"/api/tokens/{token.token_id}", "Cache-Control": "no-store"})
 
 

@@ -31,7 +31,7 @@ from typing import Annotated, Iterable, Literal, Mapping
 
 from pydantic import Field, StringConstraints, field_validator
 
-from . import ids
+from . import aksk, ids
 from .errors import DomainError, NotFound
 from .ids import PIPELINE_PATTERN
 from .schemas import StrictModel
@@ -108,12 +108,17 @@ def level_of(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> str:
 class Credentials:
     secret: str = field(repr=False)  # never printed, so never logged by accident
     user: str | None  # the Basic auth user name, recorded as the actor
-    scheme: str  # "bearer" | "basic" | "x-auth-token"
+    scheme: str  # "bearer" | "basic" | "x-auth-token" | ACCESS_KEY_SCHEME
+    signed: aksk.SignedAuthorization | None = field(default=None, repr=False)  # AK/SK only
+
+
+ACCESS_KEY_SCHEME = "sdk-hmac-sha256"  # secret: the AK; the SK never travels (domain/aksk.py)
 
 
 def parse_credentials(headers: Mapping[str, str]) -> Credentials | None:
     """Read ``Authorization: Bearer``, ``Authorization: Basic`` (user:token, as GoCD clients
-    send) or ``X-Auth-Token`` (as CodeArts clients send). None if there are none; 401 if they
+    send), ``Authorization: SDK-HMAC-SHA256`` (an access key signature, as Huawei's SDKs send)
+    or ``X-Auth-Token`` (as CodeArts clients send). None if there are none; 401 if they
     are unreadable or two different ones are sent (which one would a proxy have meant?)."""
     found: list[Credentials] = []
     authorization = (headers.get("authorization") or "").strip()
@@ -153,7 +158,13 @@ def _parse_authorization(value: str) -> Credentials:
         if user and not _USER.fullmatch(user):
             raise Unauthorized(f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters")
         return Credentials(_bounded(password), user or None, "basic")
-    raise Unauthorized("use Authorization: Bearer <token>, Basic auth or X-Auth-Token")
+    if aksk.is_signature_scheme(value):
+        try:
+            signed = aksk.parse_authorization(value)
+        except aksk.SignatureRejected as error:
+            raise Unauthorized(str(error)) from None
+        return Credentials(signed.access_key, None, ACCESS_KEY_SCHEME, signed)
+    raise Unauthorized("use Authorization: Bearer <token>, Basic auth, SDK-HMAC-SHA256 or X-Auth-Token")
 
 
 # ---- principals and decisions ----------------------------------------------------------------
@@ -402,6 +413,7 @@ _UNIQUE = {"uniqueItems": True}
 
 
 class CreateTokenIn(StrictModel):
+    kind: Literal["token", "access-key"] = "token"  # access-key: an AK/SK pair (domain/aksk.py)
     name: TokenName
     scopes: Annotated[list[Literal["read", "operate", "admin"]],
                       Field(min_length=1, max_length=3, json_schema_extra=_UNIQUE)]

@@ -143,6 +143,17 @@ class CodeArtsStopIn(StrictModel):
     build_no: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,11}$")]
 
 
+class CodeArtsStopV1In(StrictModel):
+    """POST /v1/job/{job_id}/stop's optional body: the build number, an integer in the v1
+    reference (the SDK sends it as the query parameter build_no instead)."""
+
+    build_no: Annotated[int, Field(ge=1, le=999_999_999_999)] | None = None
+
+
+class CodeArtsEmptyIn(StrictModel):
+    """POST /v3/jobs/{job_id}/{build_no}/stop takes no body; ``{}`` is tolerated, nothing more."""
+
+
 _BuddyText = Annotated[str, StringConstraints(max_length=4096)] | None
 _BuddyFlag = bool | None
 

@@ -5,6 +5,11 @@ against its hash: it costs no round trip and is not rate-limited. It is the oper
 break-glass credential for issuing real tokens, not something clients should run on; keeping
 it out of DynamoDB means it works before any token exists. Issued tokens are looked up and
 rate-counted in one UpdateItem (store/tokens.py).
+
+Access key pairs (``"kind": "access-key"``) are tokens in every respect (name, scopes,
+pipelines, rate limit, listing, revocation) except how a request proves it holds one: it is
+signed with the SK (domain/aksk.py) instead of carrying a secret. Checking that needs the SK
+itself, so it is stored sealed with the deployment key (adapters/secretbox.py), bound to its AK.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import functools
 import logging
 
 from .. import logging_setup
-from ..domain import auth
+from ..domain import aksk, auth
 from ..domain.auth import Credentials, Principal, RateLimited, RateState, Unauthorized
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound
@@ -28,17 +33,25 @@ BOOTSTRAP_ID = "bootstrap"
 
 
 def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal) -> tuple[StoredToken, str]:
-    """A new token, never broader than its issuer (403); its secret is returned here once and
-    kept only as its SHA-256."""
+    """A new token or access key pair, never broader than its issuer (403). Its secret is
+    returned here once: a token's is kept only as its SHA-256, a key pair's SK only sealed."""
     auth.check_grant(issuer, body.scopes, body.pipelines)
     created_by = issuer.actor
-    secret = auth.new_token_secret()
-    token = StoredToken(
+    common = dict(
         token_id=auth.new_token_id(), name=body.name, scopes=list(body.scopes),
         pipelines=None if body.pipelines is None else sorted(body.pipelines),
         created_at=format_iso(ctx.clock.now()), created_by=created_by,
     )
-    store.insert(token, auth.hash_token(secret), auth.rate_window(ctx.clock.now()))
+    window = auth.rate_window(ctx.clock.now())
+    if body.kind == "access-key":
+        access_key, secret_key = aksk.new_access_key(), aksk.new_secret_key()
+        sealed = _box(ctx.repo.settings).seal(secret_key, _sealing_context(access_key))
+        token = StoredToken(**common, access_key=access_key, sealed_secret_key=sealed)
+        store.insert(token, None, window)
+        return token, secret_key
+    secret = auth.new_token_secret()
+    token = StoredToken(**common)
+    store.insert(token, auth.hash_token(secret), window)
     return token, secret
 
 
@@ -59,10 +72,14 @@ def revoke_token(ctx: ServiceContext, token_id: str, revoker: Principal) -> Stor
     return token
 
 
-def authenticate(ctx: ServiceContext, credentials: Credentials | None) -> tuple[Principal, RateState | None]:
-    """Who is calling and how much of their rate budget is left; 401 or 429 otherwise."""
+def authenticate(ctx: ServiceContext, credentials: Credentials | None,
+                 signed_request: aksk.SignedRequest | None = None) -> tuple[Principal, RateState | None]:
+    """Who is calling and how much of their rate budget is left; 401 or 429 otherwise.
+    ``signed_request`` is the request itself, needed (only) to check an AK/SK signature."""
     if credentials is None:
         raise Unauthorized("authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token")
+    if credentials.scheme == auth.ACCESS_KEY_SCHEME:
+        return _authenticate_signed(ctx, credentials, signed_request)
     settings = ctx.repo.settings
     presented = auth.hash_token(credentials.secret)
     if auth.same_secret(presented, _bootstrap_hash(settings)):
@@ -76,6 +93,56 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None) -> tuple[
     token = store.hit(presented, window)
     if token is None:
         raise Unauthorized("the token is unknown or revoked")
+    return _admit(ctx, token, credentials, now)
+
+
+def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
+                         request: aksk.SignedRequest | None) -> tuple[Principal, RateState]:
+    """An AK/SK signature: the cheap checks first (shape, date window), then one read for the
+    sealed SK, the signature, and only then the rate count, so requests nobody signed never
+    spend the pair's budget (the AK alone is no secret: it travels in every request)."""
+    signed, now = credentials.signed, ctx.clock.now()
+    if signed is None or request is None:
+        raise Unauthorized("an SDK-HMAC-SHA256 signature needs the request it signs")
+    try:
+        aksk.signed_at(request.headers, now)
+    except aksk.SignatureRejected as error:
+        raise Unauthorized(str(error)) from None
+    stored = store.get_access_key(signed.access_key) if aksk.looks_like_access_key(signed.access_key) else None
+    if stored is None or stored.sealed_secret_key is None:
+        raise Unauthorized("the access key is unknown or revoked")
+    from ..adapters.secretbox import SecretUnreadable
+
+    try:
+        secret_key = _box(ctx.repo.settings).open(stored.sealed_secret_key, _sealing_context(signed.access_key))
+    except SecretUnreadable as error:
+        log.error("access key %s (%s): %s", stored.token_id, signed.access_key, error)
+        raise Unauthorized("the access key cannot be checked: ask an admin to issue a new one") from None
+    try:
+        aksk.verify(request, signed, secret_key, now)
+    except aksk.SignatureRejected as error:
+        raise Unauthorized(str(error)) from None
+    token = store.hit_access_key(signed.access_key, auth.rate_window(now))
+    if token is None:  # revoked since it was read
+        raise Unauthorized("the access key is unknown or revoked")
+    return _admit(ctx, token, credentials, now)
+
+
+def _sealing_context(access_key: str) -> str:
+    """Binds a sealed SK to its AK: copied onto another pair's item, it does not open."""
+    return f"access-key:{access_key}"
+
+
+def _box(settings: Settings):
+    """Imported on first use: only requests that seal or open a secret load the cipher."""
+    from ..adapters import secretbox
+
+    return secretbox.from_settings(settings)
+
+
+def _admit(ctx: ServiceContext, token: StoredToken, credentials: Credentials, now) -> tuple[Principal, RateState]:
+    """The principal of a known token or access key, or 429 past the rate limit."""
+    settings = ctx.repo.settings
     principal = Principal(
         token.token_id, token.name, tuple(token.scopes),
         None if token.pipelines is None else frozenset(token.pipelines), user=credentials.user,

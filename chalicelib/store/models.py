@@ -196,7 +196,8 @@ class StageItem(BaseItem, discriminator="stage"):
 
 
 class TokenItem(BaseItem, discriminator="token"):
-    """An API token, keyed by the SHA-256 of its secret (the secret itself is never stored).
+    """An API token, keyed by the SHA-256 of its secret (the secret itself is never stored); or
+    an access key pair, keyed by its AK, holding its SK sealed (a signature check needs the SK).
 
     ``window``/``hits`` are its rate counter, updated by every request with the lookup itself
     (store/tokens.py), so authenticating costs one round trip."""
@@ -208,6 +209,7 @@ class TokenItem(BaseItem, discriminator="token"):
     created_at = UnicodeAttribute()
     window = NumberAttribute(default=0)
     hits = NumberAttribute(default=0)
+    secret_key = UnicodeAttribute(null=True)  # access keys only: the SK, sealed (adapters/secretbox.py)
 
 
 class TokenEntryItem(BaseItem, discriminator="token_entry"):
@@ -219,7 +221,8 @@ class TokenEntryItem(BaseItem, discriminator="token_entry"):
     pipelines = UnicodeAttribute(null=True)  # JSON list
     created_at = UnicodeAttribute()
     created_by = UnicodeAttribute(null=True)
-    token_hash = UnicodeAttribute()  # to delete the token item on revocation
+    token_hash = UnicodeAttribute(null=True)  # to delete the token item on revocation
+    access_key = UnicodeAttribute(null=True)  # an access key pair's AK (its item's key) instead
 
 
 class IdempotencyItem(BaseItem, discriminator="idempotency"):

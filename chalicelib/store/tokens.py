@@ -9,11 +9,15 @@ Round trips:
   with no item: 1 call, nothing written.
 - issue: 1 TransactWrite (token item + listing entry); list: 1 Query per page of the listing
   partition; revoke: 1 GetItem + 1 TransactWrite.
+- access key pairs (AK/SK) live in the same items, keyed ``ACCESSKEY#<AK>`` (a namespace no token
+  hash can reach) with the SK sealed: ``get_access_key`` (1 consistent GetItem) reads the sealed
+  SK to check a signature *before* ``hit_access_key`` counts the request, so a caller who only
+  knows an AK (it travels in clear) cannot spend the pair's rate budget.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from botocore.exceptions import ClientError
@@ -30,6 +34,10 @@ def token_pk(token_hash: str) -> str:
     return f"TOKEN#{token_hash}"
 
 
+def access_key_pk(access_key: str) -> str:
+    return f"ACCESSKEY#{access_key}"
+
+
 def entry_sk(token_id: str) -> str:
     return f"TOKEN#{token_id}"
 
@@ -44,20 +52,26 @@ class StoredToken:
     created_by: str | None = None
     window: int = 0
     hits: int = 0
+    access_key: str | None = None  # set for an access key pair
+    sealed_secret_key: str | None = field(default=None, repr=False)
 
 
-def insert(token: StoredToken, token_hash: str, window: int) -> None:
-    """The token and its listing entry appear together; a hash collision would be refused.
-    The counter starts in the current window, so even the first request costs one call."""
+def insert(token: StoredToken, token_hash: str | None, window: int) -> None:
+    """The token (or access key pair, keyed by its AK) and its listing entry appear together;
+    a key collision would be refused. The counter starts in the current window, so even the
+    first request costs one call."""
     pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
     common = dict(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
                   pipelines=pipelines, created_at=token.created_at)
+    pk = access_key_pk(token.access_key) if token.access_key else token_pk(token_hash)
     with transaction({"token": token.token_id}) as write:
-        write.save(TokenItem(pk=token_pk(token_hash), sk=TOKEN_SK, window=window, hits=0, **common),
-                         condition=TokenItem.pk.does_not_exist())
+        write.save(TokenItem(pk=pk, sk=TOKEN_SK, window=window, hits=0,
+                             secret_key=token.sealed_secret_key, **common),
+                   condition=TokenItem.pk.does_not_exist())
         write.save(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token.token_id),
-                                        created_by=token.created_by, token_hash=token_hash, **common),
-                         condition=TokenEntryItem.pk.does_not_exist())
+                                  created_by=token.created_by, token_hash=token_hash,
+                                  access_key=token.access_key, **common),
+                   condition=TokenEntryItem.pk.does_not_exist())
 
 
 def list_all() -> list[StoredToken]:
@@ -77,8 +91,23 @@ def delete(token_id: str, allowed: Callable[[StoredToken], bool] = lambda _token
         return None
     with transaction({"token": token_id, "deleted": True}) as write:
         write.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
-        write.delete(TokenItem(pk=token_pk(entry.token_hash), sk=TOKEN_SK))
+        pk = access_key_pk(entry.access_key) if entry.access_key else token_pk(entry.token_hash)
+        write.delete(TokenItem(pk=pk, sk=TOKEN_SK))
     return _from_entry(entry)
+
+
+def get_access_key(access_key: str) -> StoredToken | None:
+    """The access key pair with this AK, its SK still sealed; None if there is none (1 read)."""
+    try:
+        item = TokenItem.get(access_key_pk(access_key), TOKEN_SK, consistent_read=True)
+    except TokenItem.DoesNotExist:
+        return None
+    return StoredToken(
+        token_id=item.token_id, name=item.name, scopes=json.loads(item.scopes),
+        pipelines=None if item.pipelines is None else json.loads(item.pipelines),
+        created_at=item.created_at, window=int(item.window), hits=int(item.hits),
+        access_key=access_key, sealed_secret_key=item.secret_key,
+    )
 
 
 def hit(token_hash: str, window: int) -> StoredToken | None:
@@ -87,7 +116,16 @@ def hit(token_hash: str, window: int) -> StoredToken | None:
     A request whose clock is behind the stored window counts in the stored (newer) one rather
     than moving the window back.
     """
-    key = {"pk": {"S": token_pk(token_hash)}, "sk": {"S": TOKEN_SK}}
+    return _hit(token_pk(token_hash), window)
+
+
+def hit_access_key(access_key: str, window: int) -> StoredToken | None:
+    """``hit`` for an access key pair (None if it was revoked since it was read)."""
+    return _hit(access_key_pk(access_key), window)
+
+
+def _hit(pk: str, window: int) -> StoredToken | None:
+    key = {"pk": {"S": pk}, "sk": {"S": TOKEN_SK}}
     names = {"#w": "window", "#h": "hits"}
     target = window
     for _ in range(MAX_HIT_CALLS):
@@ -133,6 +171,7 @@ def _from_raw(item: dict) -> StoredToken:
         token_id=item["token_id"]["S"], name=item["name"]["S"], scopes=json.loads(item["scopes"]["S"]),
         pipelines=None if pipelines is None else json.loads(pipelines),
         created_at=item["created_at"]["S"], window=int(item["window"]["N"]), hits=int(item["hits"]["N"]),
+        sealed_secret_key=item.get("secret_key", {}).get("S"),
     )
 
 
@@ -140,7 +179,7 @@ def _from_entry(item: TokenEntryItem) -> StoredToken:
     return StoredToken(
         token_id=item.token_id, name=item.name, scopes=json.loads(item.scopes),
         pipelines=None if item.pipelines is None else json.loads(item.pipelines),
-        created_at=item.created_at, created_by=item.created_by,
+        created_at=item.created_at, created_by=item.created_by, access_key=item.access_key,
     )
 
 

@@ -1,0 +1,192 @@
+"""The SDK-HMAC-SHA256 verifier (domain/aksk.py) against signatures the official Huawei Cloud SDK
+signer (huaweicloudsdkcore, test-only dependency) makes: canonical URI and query edge cases,
+headers, bodies, the replay window and every way a signature must be refused."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
+
+from chalicelib.domain import aksk
+from chalicelib.domain.auth import ACCESS_KEY_SCHEME, Unauthorized, parse_credentials
+
+AK = "STAKABCDEFGHIJKLMNOP"
+SK = "st_sk_" + "s" * 43
+NOW = datetime(2026, 3, 20, 17, 17, 13, tzinfo=timezone.utc)
+SDK_DATE = "20260320T171713Z"
+
+
+def sdk_sign(method="POST", path="/v3/jobs/stop", query=(), headers=None, body=None, sk=SK, date=SDK_DATE):
+    """What the SDK sends: sign with its Signer, then read the request back as a server would
+    (path as sent, query decoded, headers by lower-case name)."""
+    header_params = {"Content-Type": "application/json", "X-Project-Id": "p1", **(headers or {})}
+    if date is not None:
+        header_params["X-Sdk-Date"] = date
+    request = SdkRequest(method=method, schema="https", host="codearts.example.test:8443",
+                         resource_path=path, query_params=list(query), header_params=header_params,
+                         body=body)
+    Signer(BasicCredentials(AK, sk, "p1")).sign(request)
+    url = urlsplit(request.uri)
+    sent = {k.lower(): (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in request.header_params.items()}
+    received = aksk.SignedRequest(method=method, path=url.path,
+                                  # reversed: a server promises no order (chalice groups by name)
+                                  query=tuple(reversed(parse_qsl(url.query, keep_blank_values=True))),
+                                  headers=sent, body=request.body or b"")
+    return received, aksk.parse_authorization(sent["authorization"])
+
+
+def check(received, authorization, sk=SK, now=NOW):
+    aksk.verify(received, authorization, sk, now)
+
+
+# ---- signatures the SDK makes are accepted ----------------------------------------------------
+
+@pytest.mark.parametrize("path, query", [
+    ("/v3/jobs/stop", ()),
+    ("/v1/job/f9d6c8466d614a9788e9a0acf6c15f46/stop", [("build_no", 20)]),
+    ("/v3/jobs/f9d6c8466d614a9788e9a0acf6c15f46/20/stop", ()),
+    ("/v3/jobs/stop/", ()),  # a trailing slash is not doubled
+    ("/api/a%20b/c%2Fd/~x_y.z-/%E2%9C%93", ()),  # encoded characters in the path
+    ("/q", [("b", "2"), ("a", "z"), ("a", "y"), ("a", "")]),  # repeated and empty parameters
+    ("/q", [("name", "a b+c/d~e*f'g!(h)"), ("ünï", "çødé ✓"), ("x&y", "=&")]),  # encoded query
+    ("/q", [("flag", True), ("n", 10)]),  # non-strings, as the SDK turns them into text
+])
+def test_sdk_signatures_over_paths_and_queries_verify(path, query):
+    received, authorization = sdk_sign(path=path, query=query)
+    check(received, authorization)
+
+
+@pytest.mark.parametrize("body", [None, b"", b'{"job_id": "x", "build_no": "1"}', "{\"k\": \"\u00e9\u2713\"}".encode()])
+def test_sdk_signatures_over_bodies_verify(body):
+    received, authorization = sdk_sign(body=body)
+    check(received, authorization)
+
+
+def test_empty_body_hashes_as_the_empty_string():
+    received, _ = sdk_sign(body=None)
+    assert aksk.canonical_request(received, ("host", "x-sdk-date")).endswith("\n" + aksk.EMPTY_BODY_HASH)
+
+
+def test_signed_non_ascii_header_values_verify():
+    """The SDK signs UTF-8 text but sends the bytes, which servers decode as Latin-1."""
+    received, authorization = sdk_sign(headers={"X-Label": "build ✓ café"})
+    assert "x-label" in authorization.signed_headers
+    check(received, authorization)
+
+
+def test_canonical_forms():
+    assert aksk.canonical_uri("/v3/jobs/stop") == "/v3/jobs/stop/"
+    assert aksk.canonical_uri("/v3/jobs/stop/") == "/v3/jobs/stop/"
+    assert aksk.canonical_uri("/a%20b/c d/%7Ex") == "/a%20b/c%20d/~x/"
+    assert aksk.canonical_query([("b", "1"), ("a", "2"), ("a", "1"), ("c", "x y/+")]) == "a=1&a=2&b=1&c=x%20y%2F%2B"
+    assert aksk.canonical_query([]) == ""
+
+
+def test_the_date_window_is_15_minutes_either_way():
+    received, authorization = sdk_sign()
+    for seconds in (-900, 0, 900):
+        check(received, authorization, now=NOW.replace(minute=17) if seconds == 0 else
+              datetime.fromtimestamp(NOW.timestamp() + seconds, timezone.utc))
+    for seconds in (-901, 901):
+        with pytest.raises(aksk.SignatureRejected, match="15 minutes"):
+            check(received, authorization, now=datetime.fromtimestamp(NOW.timestamp() + seconds, timezone.utc))
+
+
+# ---- everything else is refused ---------------------------------------------------------------
+
+def _changed(received, **changes):
+    fields = {"method": received.method, "path": received.path, "query": received.query,
+              "headers": dict(received.headers), "body": received.body, **changes}
+    return aksk.SignedRequest(**fields)
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: _changed(r, method="PUT"),
+    lambda r: _changed(r, path="/v3/jobs/other"),
+    lambda r: _changed(r, query=(("build_no", "21"),)),
+    lambda r: _changed(r, query=(("build_no", "20"), ("build_no", "21"))),
+    lambda r: _changed(r, body=b'{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "21"}'),
+    lambda r: _changed(r, body=b""),
+    lambda r: _changed(r, headers={**r.headers, "host": "elsewhere.test"}),
+    lambda r: _changed(r, headers={**r.headers, "x-project-id": "p2"}),
+], ids=["method", "path", "query", "repeated-query", "body", "no-body", "host", "signed-header"])
+def test_a_changed_request_is_refused(change):
+    received, authorization = sdk_sign(query=[("build_no", 20)],
+                                       body=b'{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "20"}')
+    check(received, authorization)
+    with pytest.raises(aksk.SignatureRejected, match="does not match"):
+        check(change(received), authorization)
+
+
+def test_a_wrong_secret_key_is_refused():
+    received, authorization = sdk_sign(sk="st_sk_" + "w" * 43)
+    with pytest.raises(aksk.SignatureRejected, match="does not match"):
+        check(received, authorization)
+
+
+def test_unsigned_headers_may_change():
+    received, authorization = sdk_sign()
+    check(_changed(received, headers={**received.headers, "accept": "text/plain"}), authorization)
+
+
+def test_unsigned_payload_and_a_false_content_hash_are_refused():
+    body = b'{"a": 1}'
+    received, authorization = sdk_sign(body=body, headers={"Content-Type": "text/plain"})
+    assert received.headers["x-sdk-content-sha256"] == "UNSIGNED-PAYLOAD"  # what the SDK does for text
+    with pytest.raises(aksk.SignatureRejected, match="unsigned payloads are refused"):
+        check(received, authorization)
+
+
+def test_a_missing_or_malformed_date_is_refused():
+    received, authorization = sdk_sign()
+    for headers in ({k: v for k, v in received.headers.items() if k != "x-sdk-date"},
+                    {**received.headers, "x-sdk-date": "2026-03-20T17:17:13Z"}):
+        with pytest.raises(aksk.SignatureRejected, match="X-Sdk-Date"):
+            check(_changed(received, headers=headers), authorization)
+
+
+def test_a_signed_header_missing_from_the_request_is_refused():
+    received, authorization = sdk_sign()
+    headers = {k: v for k, v in received.headers.items() if k != "x-project-id"}
+    with pytest.raises(aksk.SignatureRejected, match="'x-project-id' is not in the request"):
+        check(_changed(received, headers=headers), authorization)
+
+
+SIG = "a" * 64
+
+
+@pytest.mark.parametrize("value, message", [
+    (f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=content-type;x-sdk-date, Signature={SIG}", "include host"),
+    (f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;content-type, Signature={SIG}", "include x-sdk-date"),
+    (f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date;host, Signature={SIG}", "twice"),
+    (f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=Host;x-sdk-date, Signature={SIG}", "lower-case"),
+    (f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date, Signature=abc", "must be"),
+    (f"SDK-HMAC-SHA256 Access={AK}, Signature={SIG}", "must be"),
+    (f"SDK-HMAC-SHA256 Access=, SignedHeaders=host;x-sdk-date, Signature={SIG}", "must be"),
+])
+def test_malformed_authorization_is_refused(value, message):
+    with pytest.raises(aksk.SignatureRejected, match=message):
+        aksk.parse_authorization(value)
+    with pytest.raises(Unauthorized):
+        parse_credentials({"authorization": value})
+
+
+def test_credentials_carry_the_access_key_and_never_show_the_signature():
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date, Signature={SIG}"
+    credentials = parse_credentials({"authorization": value})
+    assert credentials.scheme == ACCESS_KEY_SCHEME and credentials.secret == AK
+    assert credentials.signed.signed_headers == ("host", "x-sdk-date")
+    assert SIG not in repr(credentials)
+    with pytest.raises(Unauthorized, match="disagree"):  # and a token beside it: which one?
+        parse_credentials({"authorization": value, "x-auth-token": "st_" + "x" * 43})
+
+
+def test_new_keys_have_their_documented_shapes():
+    assert aksk.looks_like_access_key(aksk.new_access_key())
+    assert aksk.new_access_key() != aksk.new_access_key()
+    secret = aksk.new_secret_key()
+    assert secret.startswith("st_sk_") and len(secret) == 49
