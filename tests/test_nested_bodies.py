@@ -22,7 +22,7 @@ DEEP_BODIES = {
 }
 PATH_VALUES = {"pipeline": "web", "run_id": "web:1", "stage_id": "web:1:1", "counter": "1",
                "stage": "BUILD", "stage_name": "BUILD", "stage_counter": "1", "domain": "ws", "project_name": "proj", "pipeline_id": "1",
-               "execution_id": "1"}
+               "execution_id": "1", "job_id": "0" * 32, "build_no": "1"}
 
 
 def _writing_routes():

@@ -111,6 +111,8 @@ def sample_request(path, spec, pipeline="A"):
     body = {name: fill(SAMPLES[kind], pipeline) for name, kind in declared.body} or None
     if "pipeline_id" in uri:  # Buddy
         uri["pipeline_id"] = str(dialects.buddy_pipeline_id(pipeline))
+    if "job_id" in uri:  # CodeArts' path forms
+        uri["job_id"] = dialects.codearts_job_id(pipeline)
     if spec.dialect == "codearts":
         body = {"job_id": dialects.codearts_job_id(pipeline), "build_no": "1"}
     return uri, query, body
