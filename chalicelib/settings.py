@@ -5,12 +5,21 @@ import os
 from dataclasses import dataclass, field
 
 
+# A webhook body is never accepted past this, whatever the environment says: a Lambda's
+# synchronous event is at most 6 MB, and the body travels in it escaped.
+WEBHOOK_BODY_CEILING = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str = "stagetrack"
     region: str = "us-east-1"
     dynamodb_endpoint: str | None = None
     max_body_bytes: int = 64 * 1024
+    # Webhook routes only: a GitLab Pipeline Hook lists every job (about 0.7-1 KB each), so a
+    # 256-job pipeline sends ~250 KB and a 500-job one ~500 KB. API Gateway takes 10 MB and a
+    # synchronous Lambda event 6 MB; 2 MiB leaves room for JSON escaping in the event.
+    webhook_max_body_bytes: int = 2 * 1024 * 1024
     local_ticker: bool = False
     ticker_interval_seconds: float = 1.0
     # Key of the HMAC that secret variables are kept as (never their value). The default is for
@@ -48,6 +57,8 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
             max_body_bytes=int(env.get("STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes)),
+            webhook_max_body_bytes=min(WEBHOOK_BODY_CEILING, int(env.get(
+                "STAGETRACK_WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes))),
             local_ticker=env.get("STAGETRACK_LOCAL_TICKER", "") in ("1", "true", "yes"),
             ticker_interval_seconds=float(env.get("STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds)),
             admin_token=env.get("STAGETRACK_ADMIN_TOKEN") or "stagetrack-local-admin",

@@ -151,6 +151,8 @@ def iam_actions(monkeypatch):
                 kind = next(iter(entry))
                 actions.add("dynamodb:" + {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                                            "ConditionCheck": "ConditionCheckItem"}[kind])
+        elif operation == "TransactGetItems":  # authorized as a GetItem of each item
+            actions.add("dynamodb:GetItem")
         else:
             actions.add(f"{service}:{operation}")
         if "IndexName" in params:

@@ -568,15 +568,21 @@ class Repository:
                 raise
 
     def _roll_forward(self, run_id: str, intent: Intent) -> bool:
-        """Complete a pending intent found by a reader; False if that failed for now (another
-        process is completing it, or it is already done): the reader still sees it applied."""
+        """Complete a pending intent found by a reader. Best effort: False if that failed for
+        now (another process is completing it, it is already done, or this function may not
+        write); the reader still sees the change applied, and writers wait for it to be gone."""
         try:
             self._complete(run_id, intent)
             return True
         except TransactWriteError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
+            if not _is_condition_failure(error):
+                log.warning("run %s: completing its pending change failed (%s); will be retried",
+                            run_id, getattr(error, "cause_response_code", None))
+            return False
+        except Exception:  # noqa: BLE001 - reading must not fail because healing did
+            log.warning("run %s: completing its pending change failed; will be retried", run_id,
+                        exc_info=True)
+            return False
 
     # -- plumbing ---------------------------------------------------------------------------
 
