@@ -74,12 +74,21 @@ def env_table(env, name: str, default: str) -> str:
     return raw
 
 
+# A webhook body is never accepted past this, whatever the environment says: a Lambda's
+# synchronous event is at most 6 MB, and the body travels in it escaped.
+WEBHOOK_BODY_CEILING = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str = "stagetrack"
     region: str = "us-east-1"
     dynamodb_endpoint: str | None = None
     max_body_bytes: int = 64 * 1024
+    # Webhook routes only: a GitLab Pipeline Hook lists every job (about 0.7-1 KB each), so a
+    # 256-job pipeline sends ~250 KB and a 500-job one ~500 KB. API Gateway takes 10 MB and a
+    # synchronous Lambda event 6 MB; 2 MiB leaves room for JSON escaping in the event.
+    webhook_max_body_bytes: int = 2 * 1024 * 1024
     local_ticker: bool = False
     ticker_interval_seconds: float = 1.0
     # Key of the HMAC that secret variables are kept as (never their value). The default is for
@@ -120,6 +129,8 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
             max_body_bytes=env_int(env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024),
+            webhook_max_body_bytes=env_int(env, "STAGETRACK_WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes,
+                                           1024, WEBHOOK_BODY_CEILING),
             local_ticker=env_bool(env, "STAGETRACK_LOCAL_TICKER", False),
             ticker_interval_seconds=env_float(env, "STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds,
                                               0.01, 3600),

@@ -33,7 +33,8 @@ MAX_RECEIVES = 5
 # What applying an external event does to the table: the delivery claim (PutItem, then
 # UpdateItem; DeleteItem to release it; GetItem to replay it), the link (GetItem), a run number
 # (UpdateItem), a run with its link (TransactWrite of Puts), load and save a run (Query, Puts).
-APPLY = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+APPLY = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+         "dynamodb:ConditionCheckItem"]  # the last: big runs' chunks (store/repository.py)
 STREAM_READ = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                "dynamodb:ListStreams"]
 QUEUE_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]

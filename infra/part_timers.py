@@ -20,7 +20,10 @@ STATE_MACHINE = "TimerStateMachine"
 STATE_MACHINE_ROLE = "TimerStateMachineRole"
 ACTIVE_INDEX = "activeStages"
 
-RUN_READ_WRITE = ["dynamodb:Query", "dynamodb:PutItem"]  # load_run + save (TransactWrite of Puts)
+# load_run + save (TransactWrite of Puts); completing a big run's pending change (its stage
+# chunks guarded by a ConditionCheck, deletes, then the intent's removal: store/repository.py)
+RUN_READ_WRITE = ["dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                  "dynamodb:ConditionCheckItem"]
 STREAM_READ = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                "dynamodb:ListStreams"]
 QUEUE_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]

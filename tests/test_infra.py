@@ -217,6 +217,8 @@ def iam_actions(monkeypatch):
                 kind = next(iter(entry))
                 actions.add("dynamodb:" + {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                                            "ConditionCheck": "ConditionCheckItem"}[kind])
+        elif operation == "TransactGetItems":  # authorized as a GetItem of each item
+            actions.add("dynamodb:GetItem")
         else:
             actions.add(f"{service}:{operation}")
         if "IndexName" in params:
@@ -347,3 +349,20 @@ def test_the_environment_chooses_the_table_even_through_chalice(aws, monkeypatch
         assert stored >= 3  # the token, its listing entry, the pipeline, the run and its stages
     finally:
         wiring.override(None)
+
+
+def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ctx, clock, iam_actions,
+                                                                               monkeypatch):
+    from chalicelib.service.timers import sweep
+    from chalicelib.store.repository import INTENT_GRACE_SECONDS
+    from tests.test_big_runs import big_run, fail_transaction
+
+    restore = fail_transaction(monkeypatch, 2)  # the writer dies after the intent's transaction
+    big_run(ctx, jobs=110)
+    restore()
+    clock.advance(INTENT_GRACE_SECONDS)
+    actions, _ = iam_actions
+    actions.clear()
+    assert sweep(ctx).completed == 1
+    assert {"dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:UpdateItem"} <= actions
+    assert actions <= _allowed("timer_sweeper") and actions <= _allowed("timer_fired")

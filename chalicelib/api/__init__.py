@@ -91,7 +91,7 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
           acts_on: auth.ActsOn | None = None, render_error: Callable | None = None,
           body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
           response: type[BaseModel] | dict | None = None, status: int | None = None,
-          summary: str | None = None, max_body: int | None = None, idempotency_key: bool = True,
+          summary: str | None = None, max_body: int | Callable | None = None, idempotency_key: bool = True,
           dialect: str | None = None, openapi: dict | None = None,
           replay: Callable[..., Response] | None = None, **options) -> Callable:
     """Register a view whose domain errors become JSON errors and whose bugs never leak a trace.
@@ -112,7 +112,8 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     - ``render_error(error, status) -> Response``: a dialect's own error shape; ``dialect``
       names it ("gocd", "codearts", "buddy") and ``openapi`` gives the operation's documented
       responses/requestBody/parameters (api/openapi.py), since they are not the native ones.
-    - ``max_body``: bytes; larger bodies are 413 before the view runs (default: the setting).
+    - ``max_body``: bytes, or ``callable(settings) -> bytes``; larger bodies are 413 before the
+      view runs (default: the setting ``max_body_bytes``).
     - ``idempotency_key``: POSTs honour an Idempotency-Key header (api/idempotency.py); False for
       routes that give the header a meaning of their own (e.g. a webhook's delivery id).
     - ``replay(effect, **path_params) -> Response``: the answer to a repeated key whose first
@@ -198,7 +199,7 @@ class RouteSpec:
     response: type[BaseModel] | dict | None = None
     status: int | None = None
     summary: str | None = None
-    max_body: int | None = None
+    max_body: int | Callable | None = None
     dialect: str | None = None
     openapi: dict | None = None
     accepts: tuple[str, ...] = ()  # request body media types; () = any (api/fallbacks.py)
@@ -308,7 +309,8 @@ def _check_body_size(request, spec: RouteSpec) -> None:
     """Every route, whatever its view does with the body: nothing larger gets in."""
     from .. import wiring
 
-    limit = spec.max_body or wiring.context().repo.settings.max_body_bytes
+    settings = wiring.context().repo.settings
+    limit = spec.max_body(settings) if callable(spec.max_body) else spec.max_body or settings.max_body_bytes
     size = len(request.raw_body or b"")
     if size > limit:
         raise PayloadTooLarge(f"request body is {size} bytes; the limit is {limit}")

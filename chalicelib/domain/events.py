@@ -57,7 +57,11 @@ from .schemas import StrictModel
 from .status import FINAL, StageStatus, StageType, is_legal
 
 S = StageStatus
-MAX_EXTERNAL_STAGES = 100  # stages a sender may add to one run (the run stays one small Query)
+# Stages a sender may add to one run. A GitHub matrix makes up to 256 jobs; 500 keeps the run
+# item (a summary of every stage, plus a pending change of all of them: store/repository.py)
+# well under DynamoDB's 400 KB item limit even with 100-character names. Jobs past it are
+# ignored and reported in the webhook's answer (200, so the sender does not retry forever).
+MAX_EXTERNAL_STAGES = 500
 SUMMARY_STAGE = "pipeline"  # the stage of a run finished without any stage reported
 
 
@@ -261,13 +265,16 @@ def apply_update(aggregate: RunAggregate, update: ExternalUpdate, now: datetime,
     """Apply a sender's update to a loaded run (see the module docstring for the rules)."""
     result = Applied()
     at = _clamp(update.time, now)
+    by_name = {s.name: s for s in aggregate.stages}
+    over_cap: list[str] = []
     for reported in update.stages:
-        stage = next((s for s in aggregate.stages if s.name == reported.name), None)
+        stage = by_name.get(reported.name)
         if stage is None:
             if len(aggregate.stages) >= MAX_EXTERNAL_STAGES:
-                result.notes.append(f"stage {reported.name}: run already has {MAX_EXTERNAL_STAGES} stages; ignored")
+                over_cap.append(reported.name)
                 continue
             stage = append_stage(aggregate, reported.name, reported.type, now, reported.attempt or 1)
+            by_name[stage.name] = stage
             result.changed = True
         if reported.attempt is not None and reported.attempt < stage.attempt:
             result.notes.append(f"stage {stage.name}: attempt {reported.attempt} is older than "
@@ -297,6 +304,10 @@ def apply_update(aggregate: RunAggregate, update: ExternalUpdate, now: datetime,
                 _move(stage, path, reported, at, now)
                 result.changed = True
         result.stages.append((stage.id, stage.status.value))
+    if over_cap:  # one note, however many: the answer stays small
+        shown = ", ".join(over_cap[:5]) + (", ..." if len(over_cap) > 5 else "")
+        result.notes.append(f"{len(over_cap)} stage(s) ignored: a run holds at most {MAX_EXTERNAL_STAGES} "
+                            f"stages ({shown})")
     if update.run_status in FINAL:
         if _close_run(aggregate, update.run_status, at, now, actor=actor, result=result):
             result.changed = True

@@ -23,6 +23,7 @@ from .events import (
     CLOUDEVENTS_JSON,
     CODEBUILD_DETAIL_TYPES,
     CODEPIPELINE_DETAIL_TYPES,
+    MAX_EXTERNAL_STAGES,
     ExternalUpdate,
     Ignored,
     StageUpdate,
@@ -36,6 +37,7 @@ from .schemas import CreateRunIn, PatchStageIn, Reason, StrictModel
 from .status import FINAL, StageStatus, StageType
 
 S = StageStatus
+MAX_GITLAB_BUILDS = 5000
 
 
 # ---- vendor payloads: shared plumbing -----------------------------------------------------------
@@ -220,7 +222,7 @@ class GlPipelineAttributes(Vendor):
     sha: str | None = None
     source: str | None = None
     status: Text
-    stages: Annotated[list[str], Field(max_length=100)] = []
+    stages: Annotated[list[str], Field(max_length=MAX_EXTERNAL_STAGES)] = []
     created_at: str | None = None
     finished_at: str | None = None
 
@@ -248,7 +250,9 @@ class GlPipelineHook(Vendor):
     project: GlProject
     user: GlUser | None = None
     commit: GlPipelineCommit | None = None
-    builds: Annotated[list[GlBuild], Field(max_length=1000)] = []
+    # Every job of the pipeline, retried ones included. A bound on parsing only: the body limit
+    # (2 MiB) binds first for real payloads; jobs past the run's stage cap are ignored, reported.
+    builds: Annotated[list[GlBuild], Field(max_length=MAX_GITLAB_BUILDS)] = []
 
 
 class GlRepository(Vendor):

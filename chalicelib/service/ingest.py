@@ -95,7 +95,7 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
         aggregate = new_run(update.pipeline, counter, [], now, commit=update.commit, trigger=update.trigger)
         applied = events.apply_update(aggregate, update, now, actor=actor)
         aggregate.refresh(now)
-        if source_store.insert_linked_run(aggregate, update.namespace, update.run_key, format_iso(now)):
+        if source_store.insert_linked_run(ctx.repo, aggregate, update.namespace, update.run_key, format_iso(now)):
             return Outcome(result="applied", run_id=aggregate.run.id, created=True, summary=update.summary,
                            stages=_stages(applied.stages), notes=applied.notes)
         run_id = source_store.linked_run(update.namespace, update.run_key)  # another delivery won

@@ -30,6 +30,9 @@ class DueQuery:
     items_read: int = 0  # ScannedCount summed over every page: what DynamoDB actually read
     capacity_units: float = 0.0
     truncated: bool = False
+    # Runs with a change still pending past its grace time (a big run whose writer died
+    # between its chunks: store/repository.py); loading such a run completes it.
+    pending_runs: list[str] = field(default_factory=list)
 
 
 def shard_keys() -> list[str]:
@@ -60,6 +63,9 @@ def due_timers(now_iso: str, limit: int = 1000) -> DueQuery:
             result.items_read += int(page.get("ScannedCount", len(page.get("Items", []))))
             result.capacity_units += float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
             for raw in page.get("Items", []):
+                if "stage_id" not in raw:  # a run item: it carries an intent (repository.py)
+                    result.pending_runs.append(raw["pk"]["S"][len("RUN#"):])
+                    continue
                 result.timers.append(DueTimer(
                     stage_id=raw["stage_id"]["S"], attempt=int(raw["attempt"]["N"]),
                     due_at=raw["due_at"]["S"],

@@ -151,6 +151,14 @@ class RunItem(BaseItem, discriminator="run"):
     secrets = UnicodeAttribute(null=True)  # JSON: key -> keyed hash of a secret variable
     cancellation = UnicodeAttribute(null=True)  # JSON: latest cancel (by, at, reason, stageId)
     stage_summary = UnicodeAttribute(null=True)  # JSON: every stage in brief (model.stage_summary)
+    # A change too big for one transaction, committed here first and then written to its stage
+    # items in chunks (repository.py, "big runs"): readers apply it, writers complete it first.
+    intent_id = UnicodeAttribute(null=True)
+    intent = BinaryAttribute(null=True, legacy_encoding=False)  # zlib-compressed JSON
+    # While an intent is pending the run item sits in the sparse activeStages index, due a little
+    # later, so the sweeper completes a change whose writer died mid-way.
+    active_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     by_pipeline = RunsByPipeline()
@@ -190,6 +198,12 @@ class StageItem(BaseItem, discriminator="stage"):
     allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
+    # Set on the stage items of big runs: a pending intent on the run item may hold a newer
+    # version of this stage, so ``get_stage`` reads the run item too (small runs: one GetItem).
+    big_run = BooleanAttribute(null=True)
+    # The run version whose write produced this item: a Query that reads a stage newer than the
+    # run item it read first raced a writer and reads again (repository.load_run).
+    run_version = NumberAttribute(null=True)
     version = VersionAttribute()
 
     active = ActiveStages()

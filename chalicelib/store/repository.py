@@ -4,32 +4,56 @@ Round trips per use (asserted by tests, printed by bench/):
 - load a run with its stages: 1 strongly consistent Query on the run's partition
 - get a stage: 1 strongly consistent GetItem
 - save a changed run: 1 TransactWrite, every item conditioned on the version it was read at
+  (a change of more items than one transaction holds: see "Big runs" below)
 - next run number of a pipeline: 1 UpdateItem (ADD), conditioned on the pipeline not paused
 - list runs of a pipeline: 1 Query on a GSI per page
 
-Every multi-item write is built by ``transaction()``. While the request being handled holds an
-Idempotency-Key claim (``holding_claim``, entered by api/idempotency.py), the first transaction
-of its change carries one more item: the key's record, set COMMITTED with what was written
-(``effect``, e.g. ``{"run": "web:7"}``), on condition that the claim is still this request's.
-So the effect and "this key took effect" are one atomic write: a retry after a crash finds the
-record committed and never writes the effect a second time (see store/idempotency.py).
+Big runs (more stages than one TransactWriteItems holds, 100 items). A change whose items do not
+fit in one transaction is written with a write-ahead intent:
+1. one transaction writes the run item, conditioned on the version read, carrying the intent
+   (every stage item to put, with its new content, and every one to delete; compressed), plus
+   the change's other items (link, layout, an extra item such as an idempotency record);
+2. the stage items are written in chunks of 99, each chunk a transaction with a ConditionCheck
+   that the same intent is still on the run item (so a late or duplicate chunk can never
+   overwrite a newer change);
+3. the intent is removed (UpdateItem conditioned on its id; the run's version stays).
+The change is visible whole from step 1: ``load_run`` and ``get_stage`` apply a pending intent
+to what they read, and ``load_run`` (so every writer, which loads first) completes it (roll
+forward), as does the sweeper, which finds a pending intent on the activeStages index. Writers
+condition their run item on carrying no intent, so a pending one is never overwritten. A crash
+at any point leaves either nothing (step 1 failed) or a committed intent that the next reader,
+writer or sweep finishes. Stage items of big runs carry ``big_run`` so that ``get_stage``
+knows to read the run item with them (one TransactGetItems; small runs keep one GetItem).
+Every transaction, whatever its size, is built and sent by ``transact_write`` (one place for
+items that must join a change's first transaction, e.g. an idempotency record: ``extra``).
+
+Idempotency-Key (api/idempotency.py): while the request being handled holds a claim
+(``holding_claim``), the first transaction of its change carries one more item, the key's record
+set COMMITTED with what was written (``effect``, e.g. ``{"run": "web:7"}``), on condition the
+claim is still this request's. The effect and "this key took effect" are one atomic write, so a
+retry after a crash finds the record committed and never writes the effect a second time. For a
+big run that item joins transaction 1, the one that commits the change.
 """
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
+import logging
+import uuid
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Iterator, Sequence
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
+from pynamodb.constants import ITEM, RESPONSES
+from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
 from ..domain import cursors, ids
 from ..domain.clock import format_iso, parse_iso
-from ..domain.errors import BadRequest, ConcurrentModification, Conflict
+from ..domain.errors import BadRequest, ConcurrentModification, Conflict, ValidationFailed
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -51,8 +75,23 @@ from .models import (
     stage_sk,
 )
 
+log = logging.getLogger(__name__)
+
 NO_DEADLINE = "9999-12-31T23:59:59.999Z"
 INSERT_ATTEMPTS = 3
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit of one TransactWriteItems
+BIG_RUN_STAGES = 64  # above this many stages, stage items carry big_run (see the module docstring)
+# DynamoDB's item limit is 400 KB; the run item (stage summaries + intent) must stay under it.
+MAX_RUN_ITEM_BYTES = 390_000
+INTENT_GRACE_SECONDS = 60  # a pending intent is due for the sweeper this long after its change
+LOAD_ATTEMPTS = 5
+
+
+class RunTooLarge(ValidationFailed):
+    """A change whose run item would outgrow DynamoDB's 400 KB item limit: refused (422), and
+    nothing is written. Not retryable: the same change is as large the next time."""
+
+    code = "run_too_large"
 
 
 def _dumps(value) -> str | None:
@@ -105,7 +144,7 @@ def run_from_item(item: RunItem) -> Run:
     )
 
 
-def stage_to_item(stage: Stage) -> StageItem:
+def stage_to_item(stage: Stage, *, big_run: bool = False, run_version: int | None = None) -> StageItem:
     item = StageItem(
         pk=run_pk(stage.run_id), sk=stage_sk(stage.position), stage_id=stage.id,
         run_id=stage.run_id, position=stage.position, type=stage.type, name=stage.name,
@@ -116,7 +155,8 @@ def stage_to_item(stage: Stage) -> StageItem:
         approval=stage.approval, attempt=stage.attempt,
         attempts=_dumps(stage.attempts) if stage.attempts else None,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
-        waiting_since=format_iso(stage.waiting_since), **_version(stage.version),
+        waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
+        run_version=run_version, **_version(stage.version),
     )
     if stage.is_active:
         item.active_shard = active_shard(stage.id)
@@ -180,34 +220,31 @@ def carries_claim() -> bool:
     return held is not None and not held.committed
 
 
+class _Collected:
+    """The items of a ``transaction`` block, as PynamoDB's TransactWrite takes them."""
+
+    def __init__(self) -> None:
+        self.items: list[TxItem] = []
+
+    def save(self, item: BaseItem, condition=None) -> None:
+        self.items.append(tx_put(item, condition))
+
+    def delete(self, item: BaseItem, condition=None) -> None:
+        self.items.append(tx_delete(item, condition))
+
+    def update(self, item: BaseItem, actions: list, condition=None) -> None:
+        self.items.append(tx_update(type(item), item.pk, item.sk, actions, condition))
+
+
 @contextmanager
-def transaction(effect: dict) -> Iterator[TransactWrite]:
-    """The one place a TransactWrite is built: fill it in the block, it commits on exit (nothing
-    is written if the block raises). ``effect`` names what it writes (``{"run": id}``...), kept
-    on the Idempotency-Key record it may carry. The record is the last item, an update whose
-    condition is "still PENDING under this request's claim token"; if only that condition fails,
-    the claim was taken over after its lease ran out and this raises ``ClaimTakenOver`` (409)."""
-    held = _held_claim.get()
-    carry = held is not None and not held.committed
-    try:
-        with TransactWrite(connection=BaseItem._get_connection().connection) as write:
-            yield write
-            if carry:
-                write.update(
-                    IdempotencyItem(pk=idempotency_pk(held.key_hash), sk=IDEMPOTENCY_SK),
-                    actions=[IdempotencyItem.state.set(IDEM_COMMITTED),
-                             IdempotencyItem.effect.set(json.dumps(effect, separators=(",", ":")))],
-                    condition=(IdempotencyItem.token == held.token)
-                    & (IdempotencyItem.state == IDEM_PENDING),
-                )
-    except TransactWriteError as error:
-        if carry and _only_last_condition_failed(error):
-            raise ClaimTakenOver(
-                "the Idempotency-Key of this request was claimed by another request after this "
-                "one outlived its lease; nothing was written") from None
-        raise
-    if carry:
-        held.committed = True
+def transaction(effect: dict) -> Iterator[_Collected]:
+    """A transaction of a few items that are not a run's (tokens, sources, subscriptions...):
+    fill it in the block (``save``/``update``/``delete``), it is sent on exit through
+    ``transact_write`` (nothing is written if the block raises). ``effect`` names what it writes,
+    for the Idempotency-Key record it may carry."""
+    collected = _Collected()
+    yield collected
+    transact_write(collected.items, effect=effect)
 
 
 def put_item(item: BaseItem, condition, effect: dict) -> None:
@@ -233,12 +270,6 @@ def update_item(item: BaseItem, actions: list, condition, effect: dict) -> bool:
     return False
 
 
-def _only_last_condition_failed(error: Exception) -> bool:
-    reasons = getattr(error, "cancellation_reasons", None) or []
-    codes = [None if r is None or r.code in (None, "None") else r.code for r in reasons]
-    return bool(codes) and codes[-1] == "ConditionalCheckFailed" and not any(codes[:-1])
-
-
 # ---- cursors ---------------------------------------------------------------------------------
 
 _RUN_CURSOR_KEYS = {"pk", "sk", "pipeline", "counter", "pipeline_status"}
@@ -262,6 +293,174 @@ def runs_cursor_scope(pipeline: str, status: StageStatus | None) -> str:
     return f"runs/{pipeline}/{status.value if status else '*'}"
 
 
+# ---- transactions: every TransactWriteItems is built and sent here -----------------------------
+
+CHECK, DELETE, PUT, UPDATE = "ConditionCheck", "Delete", "Put", "Update"
+_SENT_ORDER = (CHECK, DELETE, PUT, UPDATE)  # how PynamoDB groups a request's items
+
+
+@dataclass(frozen=True)
+class TxItem:
+    """One item of a TransactWriteItems request (the low-level request PynamoDB builds).
+    ``tag`` lets a caller find its item's cancellation reason (``failed_tags``)."""
+
+    kind: str
+    request: dict
+    tag: str | None = None
+
+
+def tx_put(item: BaseItem, condition=None, *, tag: str | None = None) -> TxItem:
+    """A put; a versioned item is conditioned on its version and written with version + 1."""
+    return TxItem(PUT, item.get_save_kwargs_from_instance(condition=condition), tag)
+
+
+def tx_delete(item: BaseItem, condition=None, *, tag: str | None = None) -> TxItem:
+    """A delete; a versioned item is conditioned on its version."""
+    return TxItem(DELETE, item.get_delete_kwargs_from_instance(condition=condition), tag)
+
+
+def tx_update(model: type[BaseItem], pk: str, sk: str, actions: list, condition=None, *,
+              tag: str | None = None) -> TxItem:
+    """An update of exactly ``actions`` (no version attribute is touched)."""
+    return TxItem(UPDATE, model._get_connection().get_operation_kwargs(
+        pk, range_key=sk, actions=actions, condition=condition), tag)
+
+
+def tx_check(model: type[BaseItem], pk: str, sk: str, condition, *, tag: str | None = None) -> TxItem:
+    return TxItem(CHECK, model.get_operation_kwargs_from_class(pk, range_key=sk, condition=condition), tag)
+
+
+def transact_write(items: Sequence[TxItem], effect: dict | None = None) -> None:
+    """Send one TransactWriteItems: the only place stagetrack does. With ``effect`` (the first
+    transaction of a change) and an Idempotency-Key claim held and not yet committed, the key's
+    record joins as the last item, set COMMITTED with ``effect`` on condition the claim is still
+    this request's; if only that condition fails, the claim was taken over after its lease ran
+    out and this raises ``ClaimTakenOver`` (409), nothing written."""
+    held = _held_claim.get()
+    carry = effect is not None and held is not None and not held.committed
+    if carry:
+        items = [*items, tx_update(
+            IdempotencyItem, idempotency_pk(held.key_hash), IDEMPOTENCY_SK,
+            [IdempotencyItem.state.set(IDEM_COMMITTED),
+             IdempotencyItem.effect.set(json.dumps(effect, separators=(",", ":")))],
+            (IdempotencyItem.token == held.token) & (IdempotencyItem.state == IDEM_PENDING),
+            tag=CLAIM_TAG)]
+    if len(items) > MAX_TRANSACTION_ITEMS:
+        raise ValueError(f"{len(items)} items do not fit in one transaction")
+    grouped = {kind: [item.request for item in items if item.kind == kind] for kind in _SENT_ORDER}
+    try:
+        BaseItem._get_connection().connection.transact_write_items(
+            condition_check_items=grouped[CHECK], delete_items=grouped[DELETE], put_items=grouped[PUT],
+            update_items=grouped[UPDATE],
+        )
+    except TransactWriteError as error:
+        error.sent_items = sorted(items, key=lambda item: _SENT_ORDER.index(item.kind))
+        if carry and _only_claim_failed(error):
+            raise ClaimTakenOver(
+                "the Idempotency-Key of this request was claimed by another request after this "
+                "one outlived its lease; nothing was written") from None
+        raise
+    if carry:
+        held.committed = True
+
+
+CLAIM_TAG = "idempotency-claim"
+
+
+def _only_claim_failed(error: Exception) -> bool:
+    sent = getattr(error, "sent_items", None) or []
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    failed = [item.tag for item, reason in zip(sent, reasons)
+              if reason is not None and reason.code not in (None, "None")]
+    return failed == [CLAIM_TAG]
+
+
+def failed_tags(error: Exception) -> set[str]:
+    """The tags of the items whose condition failed in a cancelled ``transact_write``."""
+    sent = getattr(error, "sent_items", None) or []
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    return {item.tag for item, reason in zip(sent, reasons)
+            if item.tag and reason is not None and reason.code == "ConditionalCheckFailed"}
+
+
+# ---- big runs: the write-ahead intent ------------------------------------------------------------
+
+@dataclass
+class Intent:
+    """A committed change not yet written to every stage item: the stage items to put (as
+    written, version included), the sort keys to delete, and whether the run goes too."""
+
+    id: str
+    puts: list[dict] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    drop_run: bool = False
+
+    def encode(self) -> bytes:
+        body = {"puts": self.puts, "deletes": self.deletes, "dropRun": self.drop_run}
+        return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
+
+    @classmethod
+    def of(cls, item: RunItem) -> "Intent | None":
+        if not item.intent_id:
+            return None
+        body = json.loads(zlib.decompress(item.intent or b"").decode() or "{}")
+        return cls(id=item.intent_id, puts=body.get("puts", []), deletes=body.get("deletes", []),
+                   drop_run=bool(body.get("dropRun")))
+
+    def stage_items(self) -> dict[str, StageItem]:
+        return {raw["sk"]["S"]: StageItem.from_raw_data(raw) for raw in self.puts}
+
+    def apply(self, stages: dict[str, StageItem]) -> None:
+        """What readers see: the stage items as the intent leaves them."""
+        for sk in self.deletes:
+            stages.pop(sk, None)
+        stages.update(self.stage_items())
+
+
+def _written_form(item: StageItem) -> dict:
+    """The stage item exactly as a versioned put writes it (version + 1), for the intent."""
+    item.big_run = True
+    raw = item.serialize()
+    raw["version"] = {"N": str((item.version or 0) + 1)}
+    return raw
+
+
+def item_bytes(raw: dict) -> int:
+    """An item's size as DynamoDB counts it (attribute names + values), near enough to keep
+    a margin under the 400 KB item limit."""
+    total = 0
+    for name, value in raw.items():
+        total += len(name.encode())
+        (kind, content), = value.items()
+        if kind in ("S", "N"):
+            total += len(str(content).encode())
+        elif kind == "B":
+            total += len(content) if isinstance(content, (bytes, bytearray)) else len(base64.b64decode(content))
+        else:
+            total += len(json.dumps(content))
+    return total
+
+
+@dataclass
+class _Change:
+    """The items of one change of a run, before deciding how many transactions it takes."""
+
+    run: RunItem
+    run_condition: object = None  # besides the version condition
+    puts: list[StageItem] = field(default_factory=list)
+    put_condition: object = None
+    deletes: list[StageItem] = field(default_factory=list)
+    unflagged: set[str] = field(default_factory=set)  # stored stage items that may lack big_run
+    after_big: bool = False  # the run has more than BIG_RUN_STAGES stages after the change
+    drop_run: bool = False
+    extra: Sequence[TxItem] = ()
+    effect: dict | None = None  # what an Idempotency-Key record carried by it records
+
+
+def _flag(pk: str, sk: str) -> TxItem:
+    return tx_update(StageItem, pk, sk, [StageItem.big_run.set(True)], StageItem.pk.exists())
+
+
 class Repository:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -281,21 +480,18 @@ class Repository:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
+    def insert_run(self, aggregate: RunAggregate, layout: dict | None = None,
+                   extra: Sequence[TxItem] = ()) -> None:
         """Run and stages appear together or not at all. ``layout``, when given (it changed),
         is stored on the pipeline in the same transaction, for ``schedule``. A transaction that
         collides with a pipeline counter update in flight wrote nothing and is sent again."""
+        items = list(extra)
+        if layout is not None:
+            items.append(tx_update(PipelineItem, pipeline_pk(aggregate.run.pipeline), models.PIPELINE_SK,
+                                   [PipelineItem.layout.set(_dumps(layout))]))
         for attempt in range(INSERT_ATTEMPTS):
             try:
-                with transaction({"run": aggregate.run.id}) as write:
-                    write.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
-                    for stage in aggregate.stages:
-                        write.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
-                    if layout is not None:
-                        write.update(
-                            PipelineItem(pk=pipeline_pk(aggregate.run.pipeline), sk=models.PIPELINE_SK),
-                            actions=[PipelineItem.layout.set(_dumps(layout))],
-                        )
+                self.write_new_run(aggregate, items)
                 break
             except TransactWriteError as error:
                 if attempt + 1 < INSERT_ATTEMPTS and _only_transaction_conflicts(error):
@@ -303,43 +499,93 @@ class Repository:
                 raise
         _bump_versions(aggregate.run, aggregate.stages)
 
+    def write_new_run(self, aggregate: RunAggregate, extra: Sequence[TxItem]) -> None:
+        """Run + stages + ``extra``, each conditioned on not existing yet (raises
+        TransactWriteError; the caller reads the reasons). Versions are not bumped here."""
+        run_version = (aggregate.run.version or 0) + 1
+        big = len(aggregate.stages) > BIG_RUN_STAGES
+        self._commit(_Change(
+            run=run_to_item(aggregate.run), run_condition=RunItem.pk.does_not_exist(),
+            puts=[stage_to_item(s, big_run=big, run_version=run_version) for s in aggregate.stages],
+            put_condition=StageItem.pk.does_not_exist(), after_big=big, extra=extra,
+            effect={"run": aggregate.run.id},
+        ))
+
     def load_run(self, run_id: str) -> RunAggregate | None:
-        run = None
-        stages: list[Stage] = []
-        for item in BaseItem.query(run_pk(run_id), consistent_read=True):
-            if isinstance(item, RunItem):
-                run = run_from_item(item)
-            elif isinstance(item, StageItem):
-                stages.append(stage_from_item(item))
-        if run is None:
-            return None
-        return RunAggregate(run=run, stages=stages)
+        """One Query (more pages only for a partition over 1 MB). A pending intent is applied and
+        then completed; a stage newer than the run item read before it (a writer raced the
+        Query) makes it read again."""
+        for _ in range(LOAD_ATTEMPTS):
+            run_item: RunItem | None = None
+            stage_items: dict[str, StageItem] = {}
+            for item in BaseItem.query(run_pk(run_id), consistent_read=True):
+                if isinstance(item, RunItem):
+                    run_item = item
+                elif isinstance(item, StageItem):
+                    stage_items[item.sk] = item
+            if run_item is None:
+                return None
+            read_at = int(run_item.version or 0)
+            if any(int(s.run_version or 0) > read_at for s in stage_items.values()):
+                continue
+            intent = Intent.of(run_item)
+            if intent is not None:
+                self._roll_forward(run_id, intent)
+                if intent.drop_run:
+                    return None
+                intent.apply(stage_items)
+            stages = [stage_from_item(stage_items[sk]) for sk in sorted(stage_items)]
+            return RunAggregate(run=run_from_item(run_item), stages=stages)
+        raise ConcurrentModification(f"run {run_id!r} is changing too fast to be read; retry")
 
     def get_stage(self, stage_id: str) -> Stage | None:
+        """One GetItem; for a stage of a big run (or none at all) the run item is read with it
+        (one TransactGetItems), since a pending intent there may hold its newest version."""
         parsed = ids.parse_stage_id(stage_id)
         if parsed is None:
             return None
         run_id, position = parsed
+        pk, sk = run_pk(run_id), stage_sk(position)
         try:
-            item = StageItem.get(run_pk(run_id), stage_sk(position), consistent_read=True)
+            item = StageItem.get(pk, sk, consistent_read=True)
         except StageItem.DoesNotExist:
-            return None
-        return stage_from_item(item)
+            item = None
+        if item is not None and not item.big_run:
+            return stage_from_item(item)
+        response = BaseItem._get_connection().connection.transact_get_items(get_items=[
+            RunItem.get_operation_kwargs_from_class(pk, range_key=models.RUN_SK),
+            StageItem.get_operation_kwargs_from_class(pk, range_key=sk),
+        ])
+        raw_run, raw_stage = (entry.get(ITEM) for entry in response[RESPONSES])
+        item = StageItem.from_raw_data(raw_stage) if raw_stage else None
+        intent = Intent.of(RunItem.from_raw_data(raw_run)) if raw_run else None
+        if intent is not None:
+            if intent.drop_run:
+                return None
+            stages = {sk: item} if item is not None else {}
+            intent.apply(stages)
+            item = stages.get(sk)
+        return None if item is None else stage_from_item(item)
 
-    def save(self, before: RunAggregate, after: RunAggregate) -> None:
+    def save(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
         """Write what changed in one transaction; the run is always written so that concurrent
-        changes to sibling stages serialize on its version and its derived status stays true."""
+        changes to sibling stages serialize on its version and its derived status stays true.
+        A change too big for one transaction goes through an intent (module docstring)."""
         old = {stage.id: stage for stage in before.stages}
         new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
         removed = [s for s in before.stages if s.id not in new_ids]
+        run_version = (after.run.version or 0) + 1
+        big = len(after.stages) > BIG_RUN_STAGES
+        unflagged = ({stage_sk(s.position) for s in before.stages}
+                     if len(before.stages) <= BIG_RUN_STAGES else set())
         try:
-            with transaction({"run": after.run.id}) as write:
-                write.save(run_to_item(after.run))
-                for stage in changed:
-                    write.save(stage_to_item(stage))
-                for stage in removed:
-                    write.delete(stage_to_item(stage))
+            self._commit(_Change(
+                run=run_to_item(after.run), run_condition=RunItem.intent_id.does_not_exist(),
+                puts=[stage_to_item(s, big_run=big, run_version=run_version) for s in changed],
+                deletes=[stage_to_item(s) for s in removed], unflagged=unflagged, after_big=big,
+                extra=extra, effect={"run": after.run.id},
+            ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
                 raise ConcurrentModification(
@@ -348,12 +594,15 @@ class Repository:
             raise
         _bump_versions(after.run, changed)
 
-    def delete_run(self, aggregate: RunAggregate) -> None:
+    def delete_run(self, aggregate: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
         try:
-            with transaction({"run": aggregate.run.id, "deleted": True}) as write:
-                write.delete(run_to_item(aggregate.run))
-                for stage in aggregate.stages:
-                    write.delete(stage_to_item(stage))
+            self._commit(_Change(
+                run=run_to_item(aggregate.run), run_condition=RunItem.intent_id.does_not_exist(),
+                deletes=[stage_to_item(s) for s in aggregate.stages], drop_run=True, extra=extra,
+                effect={"run": aggregate.run.id, "deleted": True},
+                unflagged=({stage_sk(s.position) for s in aggregate.stages}
+                           if len(aggregate.stages) <= BIG_RUN_STAGES else set()),
+            ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
                 raise ConcurrentModification(
@@ -377,6 +626,94 @@ class Repository:
             )
         runs = [run_from_item(item) for item in results]
         return runs, self.cursors.seal(scope, results.last_evaluated_key)
+
+    # -- one change, in one transaction or through an intent ----------------------------------
+
+    def _commit(self, change: _Change) -> None:
+        """Raises TransactWriteError if the change (its first transaction) was not committed."""
+        run, pk = change.run, change.run.pk
+        run_op = (tx_delete(run, change.run_condition) if change.drop_run
+                  else tx_put(run, change.run_condition))
+        stage_ops = [tx_put(s, change.put_condition) for s in change.puts]
+        stage_ops += [tx_delete(s) for s in change.deletes]
+        written = {s.sk for s in change.puts} | {s.sk for s in change.deletes}
+        flags = ([_flag(pk, sk) for sk in sorted(change.unflagged - written)]
+                 if change.after_big else [])
+        items = [*change.extra, run_op, *stage_ops, *flags]
+        claim = 1 if change.effect is not None and carries_claim() else 0  # the key's record
+        if len(items) + claim <= MAX_TRANSACTION_ITEMS:
+            transact_write(items, effect=change.effect)
+            return
+        intent = Intent(id=uuid.uuid4().hex, puts=[_written_form(s) for s in change.puts],
+                        deletes=sorted(s.sk for s in change.deletes), drop_run=change.drop_run)
+        blob = intent.encode()
+        due = format_iso(parse_iso(run.updated_at) + timedelta(seconds=INTENT_GRACE_SECONDS))
+        marks = [RunItem.intent_id.set(intent.id), RunItem.intent.set(blob),
+                 RunItem.active_shard.set(active_shard(run.run_id)), RunItem.due_at.set(due)]
+        if change.drop_run:  # the run item stays (with the intent) until its stages are gone
+            version = int(run.version or 0)
+            run_op = tx_update(RunItem, pk, models.RUN_SK, [*marks, RunItem.version.set(version + 1)],
+                               (RunItem.version == version) & change.run_condition)
+            size = item_bytes(run.serialize()) + len(blob) + 200
+        else:
+            run.intent_id, run.intent = intent.id, blob
+            run.active_shard, run.due_at = active_shard(run.run_id), due
+            run_op = tx_put(run, change.run_condition)
+            size = item_bytes(run.serialize())
+        if size > MAX_RUN_ITEM_BYTES:
+            raise RunTooLarge(f"run {run.run_id!r}: this change of {len(written)} stages does not fit "
+                              f"in one DynamoDB item ({size} bytes); nothing was changed")
+        # Stored stage items that may lack big_run are marked in the first transaction, so that
+        # get_stage knows to look at the intent for them while it is pending.
+        first = [*change.extra, run_op, *(_flag(pk, sk) for sk in sorted(change.unflagged))]
+        transact_write(first, effect=change.effect)
+        try:
+            self._complete(run.run_id, intent)
+        except Exception:  # noqa: BLE001 - committed already: the next reader, writer or sweep completes it
+            log.warning("run %s: change committed, its stage items not all written yet; "
+                        "the next read or sweep completes it", run.run_id, exc_info=True)
+
+    def _complete(self, run_id: str, intent: Intent) -> None:
+        """Write the intent's stage items in chunks, each guarded by the intent still being
+        there, then remove the intent (or the run). Idempotent: run it as often as you like."""
+        pk = run_pk(run_id)
+        guard = tx_check(RunItem, pk, models.RUN_SK, RunItem.intent_id == intent.id)
+        table = BaseItem.Meta.table_name
+        ops = [TxItem(PUT, {"TableName": table, "Item": raw}) for raw in intent.puts]
+        ops += [TxItem(DELETE, StageItem.get_operation_kwargs_from_class(pk, range_key=sk))
+                for sk in intent.deletes]
+        size = MAX_TRANSACTION_ITEMS - 1
+        for start in range(0, len(ops), size):
+            transact_write([guard, *ops[start:start + size]])
+        connection = RunItem._get_connection()
+        done = RunItem.intent_id == intent.id
+        try:
+            if intent.drop_run:
+                connection.delete_item(pk, models.RUN_SK, condition=done)
+            else:
+                connection.update_item(pk, models.RUN_SK, condition=done, actions=[
+                    RunItem.intent_id.remove(), RunItem.intent.remove(), RunItem.active_shard.remove(),
+                    RunItem.due_at.remove()])
+        except (UpdateError, DeleteError) as error:
+            if not _is_condition_failure(error):
+                raise
+
+    def _roll_forward(self, run_id: str, intent: Intent) -> bool:
+        """Complete a pending intent found by a reader. Best effort: False if that failed for
+        now (another process is completing it, it is already done, or this function may not
+        write); the reader still sees the change applied, and writers wait for it to be gone."""
+        try:
+            self._complete(run_id, intent)
+            return True
+        except TransactWriteError as error:
+            if not _is_condition_failure(error):
+                log.warning("run %s: completing its pending change failed (%s); will be retried",
+                            run_id, getattr(error, "cause_response_code", None))
+            return False
+        except Exception:  # noqa: BLE001 - reading must not fail because healing did
+            log.warning("run %s: completing its pending change failed; will be retried", run_id,
+                        exc_info=True)
+            return False
 
     # -- plumbing ---------------------------------------------------------------------------
 

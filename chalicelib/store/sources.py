@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from typing import Sequence
+
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
 
 from ..domain.model import RunAggregate
-from .models import LinkItem, RunItem, SourceItem, StageItem
-from .repository import _is_condition_failure, put_item, run_to_item, stage_to_item, transaction
+from .models import LinkItem, SourceItem
+from .repository import Repository, TxItem, _is_condition_failure, failed_tags, put_item, tx_put
 
 SOURCES_PK = "SOURCES"
 LINK_SK = "#LINK"
@@ -97,25 +99,18 @@ def linked_run(namespace: str, key: str) -> str | None:
         return None
 
 
-def insert_linked_run(aggregate: RunAggregate, namespace: str, key: str, created_at: str) -> bool:
-    """Run + stages + link in one transaction. False: the link exists (another delivery made the
-    run first); nothing was written."""
+def insert_linked_run(repo: Repository, aggregate: RunAggregate, namespace: str, key: str, created_at: str,
+                      extra: Sequence[TxItem] = ()) -> bool:
+    """Run + stages + link, all or nothing (one transaction, or for a big run the first one of
+    an intent: store/repository.py). False: the link exists (another delivery made the run
+    first); nothing was written."""
     link = LinkItem(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
                     external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
+    first = [tx_put(link, LinkItem.pk.does_not_exist(), tag="link"), *extra]
     try:
-        with transaction({"run": aggregate.run.id}) as write:
-            write.save(link, condition=LinkItem.pk.does_not_exist())
-            write.save(run_to_item(aggregate.run), condition=RunItem.pk.does_not_exist())
-            for stage in aggregate.stages:
-                write.save(stage_to_item(stage), condition=StageItem.pk.does_not_exist())
+        repo.write_new_run(aggregate, first)
     except TransactWriteError as error:
-        if _link_taken(error):
+        if "link" in failed_tags(error):
             return False
         raise
     return True
-
-
-def _link_taken(error: Exception) -> bool:
-    """The first item of the transaction is the link: its condition failing means 'taken'."""
-    reasons = getattr(error, "cancellation_reasons", None) or []
-    return bool(reasons) and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed"
