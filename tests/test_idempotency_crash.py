@@ -12,12 +12,12 @@ from contextlib import contextmanager
 
 import pytest
 from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.api import idempotency
 from chalicelib.domain.events import github_signature
 from chalicelib.store.idempotency import IdempotencyStore
 from chalicelib.store.models import IdempotencyItem
+from chalicelib.store import repository
 from chalicelib.store.repository import Repository
 from tests.test_operations_api import assert_error, create
 
@@ -184,11 +184,11 @@ def test_dialect_posts_are_replayed_in_their_own_shapes(client, clock, dying):
 # ---- claims that fail, and claims taken over --------------------------------------------------
 
 def test_a_transaction_that_fails_leaves_the_claim_droppable(client, monkeypatch):
-    def refused(self):
+    def refused(items, effect=None):
         raise TransactWriteError("DynamoDB said no")
 
     with monkeypatch.context() as patch:
-        patch.setattr(TransactWrite, "_commit", refused)
+        patch.setattr(repository, "transact_write", refused)
         assert_error(client.post("/api/runs", {"pipeline": "web"}, headers=key("k")), 500, "internal_error")
     assert idem_records() == []  # released: the request wrote nothing
     again = client.post("/api/runs", {"pipeline": "web"}, headers=key("k"))
