@@ -356,3 +356,43 @@ def test_the_inbound_functions_call_only_what_their_policies_allow(lam, ctx, mon
     with iam_actions(monkeypatch) as actions:
         invoke(lam, "ingest_topic", lam.events.generate_sns_event(body))
     assert actions <= allowed_actions("ingest_topic")
+
+
+class ProcessDied(BaseException):
+    """The Lambda was killed here: nothing after this point runs, cleanup included."""
+
+
+@pytest.mark.parametrize("action, message", [
+    ("create_run", {"action": "create_run", "run": {"pipeline": "web", "stages": ["BUILD"]}}),
+    ("retry_stage", {"action": "retry_stage", "stageId": "web:1:1"}),
+])
+def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_again(
+        lam, ctx, clock, monkeypatch, action, message):
+    """The action's write carries the delivery's claim (store/repository.py transact_write):
+    a redelivery after the process died between the write and keeping the answer, even after
+    the lease, answers from what was written and applies nothing again."""
+    from chalicelib.service import ingest
+    from chalicelib.store.idempotency import IdempotencyStore
+
+    if action == "retry_stage":
+        runs.create_run(ctx, runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
+        runs.patch_stage(ctx, "web:1:1", runs.PatchStageIn.model_validate_json('{"status": "IN_PROGRESS"}'))
+        runs.patch_stage(ctx, "web:1:1", runs.PatchStageIn.model_validate_json('{"status": "FAILURE"}'))
+    body = messages({**message, "idempotencyKey": "k-1"})
+    with monkeypatch.context() as patch:
+        def died(*args, **kwargs):
+            raise ProcessDied("after the write")
+
+        patch.setattr(IdempotencyStore, "complete", died)
+        patch.setattr(IdempotencyStore, "release", lambda self, *a, **k: None)  # a dead process cleans nothing
+        with pytest.raises(ProcessDied):
+            ingest.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
+    clock.advance(seconds=ingest.RECEIPT_LEASE_SECONDS + 1)
+    answer, replayed = ingest.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
+    assert replayed and answer["replayedFromEffect"] and answer["action"] == action
+    if action == "create_run":
+        assert answer["runId"] == "web:1" and ctx.repo.load_run("web:2") is None
+    else:
+        assert answer["stageId"] == "web:1:1"
+        assert [s.attempt for s in ctx.repo.load_run("web:1").stages] == [2]  # one retry, not two
+    assert dead_letters() == []

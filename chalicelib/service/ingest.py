@@ -38,7 +38,7 @@ from ..domain.errors import (
 from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
 from ..domain.model import new_run
 from ..store import sources as source_store
-from ..store.idempotency import PENDING, Record
+from ..store.idempotency import COMMITTED, DONE, Record, holding
 from ..store.sources import StoredSource
 from . import ServiceContext, operations, runs
 from .runs import mutate_run
@@ -190,7 +190,22 @@ def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: 
     message = events.payloads().parse_message(body)
     key = f"key:{message.idempotency_key}" if message.idempotency_key else f"id:{transport_id}"
     canonical = message.model_dump_json(by_alias=True, exclude={"idempotency_key"}).encode()
-    return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor))
+    return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor),
+                committed=lambda effect: _applied_before(ctx, message, effect))
+
+
+def _applied_before(ctx: ServiceContext, message, effect: dict) -> dict:
+    """The answer to a message whose action was written but whose answer was never kept (the
+    process died in between): what it changed, as it is now; nothing is applied again."""
+    answer = {"result": "applied", "action": message.action, "replayedFromEffect": True}
+    stage_id = getattr(message, "stage_id", None)
+    run_id = effect.get("run") or getattr(message, "run_id", None)
+    try:
+        if stage_id:
+            return {**answer, "stageId": stage_id, "status": runs.get_stage(ctx, stage_id).status.value}
+        return {**answer, "runId": run_id, "status": runs.get_run(ctx, run_id).run.status.value}
+    except NotFound:  # deleted since: it was applied all the same
+        return {**answer, "runId": run_id, "stageId": stage_id, "status": None}
 
 
 def is_permanent(error: Exception) -> bool:
@@ -206,8 +221,15 @@ def _mac(pepper: str, *parts: str) -> str:
 
 
 def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
-         call: Callable[[], dict]) -> tuple[dict, bool]:
-    """Run ``call`` once per (namespace, delivery id): returns (answer, replayed)."""
+         call: Callable[[], dict], *, committed: Callable[[dict], dict] | None = None) -> tuple[dict, bool]:
+    """Run ``call`` once per (namespace, delivery id): returns (answer, replayed).
+
+    With ``committed`` (for calls whose effect is one write, like a queue message's action), the
+    claim is held while ``call`` runs, so its write carries the claim's commit (store/
+    repository.py ``transact_write``): a delivery that died after its write and before its
+    answer was kept is answered by ``committed(effect)`` on redelivery, never applied twice.
+    Without it (webhooks and AWS events, whose updates converge when applied again and may take
+    several writes), the claim is only a receipt: a delivery that died is applied again."""
     store = ctx.repo.idempotency
     pepper = ctx.repo.settings.secret_pepper
     key_hash = _mac(pepper, "delivery", namespace, delivery_id)
@@ -218,13 +240,19 @@ def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
     if isinstance(held, Record):
         if not hmac.compare_digest(held.fingerprint, fingerprint):
             raise DeliveryReused(f"delivery {delivery_id!r} was already received with a different payload")
-        if held.state == PENDING or held.body is None:
+        if held.state == COMMITTED and held.body is None and committed is not None:
+            return committed(held.effect or {}), True
+        if held.state != DONE or held.body is None:
             raise DeliveryInProgress(f"delivery {delivery_id!r} is being processed; retry later")
         return json.loads(held.body), True
     try:
-        answer = call()
+        if committed is None:
+            answer = call()
+        else:
+            with holding(key_hash, held):
+                answer = call()
     except BaseException:
-        store.release(key_hash, held)
+        store.release(key_hash, held)  # drops only a claim whose write never happened
         raise
     encoded = json.dumps(answer, separators=(",", ":")).encode()
     outcome = store.complete(key_hash, held, 200, {}, encoded, max_stored=MAX_STORED_ANSWER)
