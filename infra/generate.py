@@ -122,6 +122,11 @@ PARAMETERS = {
     "SecretPepper": {"Type": "String", "NoEcho": True, "MinLength": 32,
                      "Description": "Key of the HMACs kept for tokens and secret variables "
                                     "(STAGETRACK_SECRET_PEPPER); never change it once in use"},
+    # Not a secret: where clients reach the API (a custom domain, or the stage URL), for the
+    # absolute links some events carry (CDEvents `url`); empty: origin-relative links.
+    "PublicUrl": {"Type": "String", "Default": "", "AllowedPattern": r"^(https?://[^\s?#]+)?$",
+                  "Description": "Public base URL of the API, e.g. https://ci.example.com "
+                                 "(STAGETRACK_PUBLIC_URL); empty: events carry relative URLs"},
 }
 
 
@@ -181,7 +186,8 @@ def resources_template() -> dict:
         outputs.update(getattr(part, "outputs", dict)())
     for function in functions():
         patch = {"FunctionName": {"Fn::Sub": "${AWS::StackName}-%s" % function.suffix},
-                 "Environment": {"Variables": {"STAGETRACK_TABLE": {"Ref": TABLE}}}}
+                 "Environment": {"Variables": {"STAGETRACK_TABLE": {"Ref": TABLE},
+                                               "STAGETRACK_PUBLIC_URL": {"Ref": "PublicUrl"}}}}
         _merge(resources.setdefault(function.logical_id, {}),
                {"Properties": _merge(patch, function.properties())})
         resources[function.role] = {"Properties": {"Policies": [{

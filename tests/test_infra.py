@@ -366,3 +366,19 @@ def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ct
     assert sweep(ctx).completed == 1
     assert {"dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:UpdateItem"} <= actions
     assert actions <= _allowed("timer_sweeper") and actions <= _allowed("timer_fired")
+
+
+def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
+    """CDEvents carry `url` (domain/cdevents.py) from STAGETRACK_PUBLIC_URL: every function of
+    the stack gets it from one optional, validated parameter (empty: origin-relative links)."""
+    template = json.loads(packaged.read_text())
+    parameter = template["Parameters"]["PublicUrl"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("https://ci.example.com/prod")
+    assert not pattern.fullmatch("ci.example.com") and not pattern.fullmatch("https://x/?q=1")
+    functions = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) == len(generate.functions())
+    for name, resource in functions.items():
+        variables = resource["Properties"]["Environment"]["Variables"]
+        assert variables["STAGETRACK_PUBLIC_URL"] == {"Ref": "PublicUrl"}, name
