@@ -47,13 +47,8 @@ STATUS_BY_ERROR: list[tuple[type[DomainError], int]] = [
 # The request body media types a route accepts unless it says otherwise (route(content_types=)).
 # Chalice itself is told every route takes any type ("*/*"): its own 415 has its own shape
 # ({"Code": ...}), so the list is checked by _check_content_type, in ours. A route reading JSON
-# (parse_body) then refuses the other listed types with 415 too.
-ACCEPTED_CONTENT_TYPES = [
-    "application/json",
-    "text/plain",
-    "application/x-www-form-urlencoded",
-    "application/octet-stream",
-]
+# (parse_body) refuses anything but JSON with 415 as well.
+ACCEPTED_CONTENT_TYPES = ["application/json"]  # a route taking more says so (GoCD forms, webhooks)
 
 # Every method a path can be asked for; api/fallbacks.py answers the ones a path does not serve.
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

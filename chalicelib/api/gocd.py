@@ -48,6 +48,8 @@ from . import base_url, current_actor, current_principal, parse_body, parse_quer
 from .openapi import RATE_HEADERS
 
 gocd = Blueprint(__name__)
+# GoCD's clients send form data (17.1, e.g. `curl -d`) or JSON (the current API); nothing else.
+BODY_TYPES = ["application/json", "application/x-www-form-urlencoded"]
 
 _PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})  # every GoCD route names its pipeline
 
@@ -403,7 +405,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 
 # ---- stages -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, replay=lambda effect, **_: _text("Stage cancelled successfully."), openapi=_text_doc(200), summary="GoCD: cancel a stage")
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
@@ -481,7 +483,7 @@ def stage_instance_current(pipeline, stage, stage_name, stage_counter):
                  vendor_json(STAGE_INSTANCE))
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel", methods=["POST"],
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel", methods=["POST"], content_types=BODY_TYPES,
        dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
        replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
        openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
@@ -496,7 +498,7 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     return _message("Stage cancelled successfully.", STAGE_INSTANCE)
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=current_error(STAGE_OPERATIONS),
        replay=lambda effect, pipeline, stage, stage_name: _message(
            f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
@@ -562,7 +564,7 @@ def pipeline_status(pipeline):
     return _json(dialects.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _paused_again(pipeline),
        openapi=_both_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON,
                          PIPELINE_OPERATIONS),
@@ -582,7 +584,7 @@ def pause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _unpaused_again(pipeline),
        openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS), summary="GoCD: unpause a pipeline")
 def unpause_pipeline(pipeline):
@@ -600,7 +602,7 @@ def unpause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=text_error, openapi=_text_doc(200), summary="GoCD: release a pipeline lock")
 def release_lock(pipeline):
     """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
@@ -615,7 +617,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
                   ("variables[NAME]", "secure_variables[NAME]", "materials[NAME]")}
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=current_error(PIPELINE_OPERATIONS), openapi=_current_doc(PIPELINE_OPERATIONS),
        summary="GoCD v1: release a pipeline lock (the current form of releaseLock)")
 def unlock_pipeline(pipeline):
@@ -635,7 +637,7 @@ def _schedule_current(pipeline: str) -> Response:
     return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], dialect="gocd", acts_on=_PIPELINE,
+@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
        render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _scheduled(pipeline),
        openapi=_both_doc(202, _SCHEDULE_FORM, _SCHEDULE_JSON, PIPELINE_OPERATIONS),
        summary="GoCD: schedule a run like the latest (17.1: form data variables[NAME]=value; "
