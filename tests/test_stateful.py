@@ -231,13 +231,13 @@ def test_operations_through_the_service(ctx, clock):
             created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
             run_id = created.run.id
             self.clock = clock
-            self.shadow = ctx.repo.load_run(run_id)
+            self.shadow = ctx.stores.runs.load_run(run_id)
 
         def _do(self, operation, **args):
             if "i" in args:
                 args["i"] %= len(self.shadow.stages)
             stage_id = self.shadow.stages[args["i"]].id if "i" in args else None
-            stored_before = ctx.repo.load_run(run_id)
+            stored_before = ctx.stores.runs.load_run(run_id)
             changed, expected_error = apply_pure(self.shadow, operation, clock.now(), args)
             try:
                 service_call(operation, stage_id, args)
@@ -245,7 +245,7 @@ def test_operations_through_the_service(ctx, clock):
             except DomainError as raised:
                 error = type(raised)
             assert error == expected_error, (operation, error, expected_error)
-            stored = ctx.repo.load_run(run_id)
+            stored = ctx.stores.runs.load_run(run_id)
             check_invariants(stored)
             check_transitions(stored_before, stored, operation)
             expect_outcome(operation, stored_before, stored, changed, args)
