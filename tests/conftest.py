@@ -51,6 +51,15 @@ def ctx(aws, settings, clock):
 
 
 @pytest.fixture
+def memory_ctx(settings, clock):
+    """A service context on the in-memory stores (store/memory.py): no moto, no network."""
+    context = wiring.memory_context(settings, clock)
+    wiring.override(context)
+    yield context
+    wiring.override(None)
+
+
+@pytest.fixture
 def client(ctx):
     from app import app
 

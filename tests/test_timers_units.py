@@ -188,7 +188,8 @@ def test_scheduler_ignores_an_execution_that_already_exists():
 
 # ---- Lambda handlers --------------------------------------------------------------------------
 
-def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(ctx, clock):
+def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(memory_ctx, clock):
+    ctx = memory_ctx
     from chalice.test import Client
 
     from app import app
@@ -212,7 +213,8 @@ def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(ctx, c
         assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
 
 
-def test_timer_sweeper_handler_sweeps(ctx, clock):
+def test_timer_sweeper_handler_sweeps(memory_ctx, clock):
+    ctx = memory_ctx
     from chalice.test import Client
 
     from app import app
@@ -247,7 +249,8 @@ def test_ticker_keeps_ticking_after_a_failing_tick():
     assert ticker.ticks == 2
 
 
-def test_ticker_thread_runs_the_sweep_until_stopped(ctx, clock):
+def test_ticker_thread_runs_the_sweep_until_stopped(memory_ctx, clock):
+    ctx = memory_ctx
     from chalicelib.domain.schemas import CreateRunIn
     from chalicelib.service import runs
     from chalicelib.service.timers import sweep
