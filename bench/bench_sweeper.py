@@ -30,7 +30,6 @@ def main() -> None:
         from chalicelib.service import runs
         from chalicelib.service.timers import sweep
         from chalicelib.settings import Settings
-        from chalicelib.store import repository
         from chalicelib.store.schema import ensure_tables
 
         bare = botocore.session.get_session().create_client(
