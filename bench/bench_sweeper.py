@@ -26,17 +26,17 @@ def main() -> None:
         from chalicelib.domain.clock import FakeClock
         from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
         from chalicelib.domain.status import StageStatus
-        from chalicelib.service import ServiceContext, runs
+        from chalicelib import wiring
+        from chalicelib.service import runs
         from chalicelib.service.timers import sweep
         from chalicelib.settings import Settings
-        from chalicelib.store import repository
         from chalicelib.store.schema import ensure_tables
 
         bare = botocore.session.get_session().create_client(
             "dynamodb", region_name="us-east-1", endpoint_url=endpoint)
         warm = Settings(table_name="bench-sweeper-warmup", region="us-east-1", dynamodb_endpoint=endpoint)
         ensure_tables(warm)
-        warm_ctx = ServiceContext(repo=repository.Repository(warm), clock=FakeClock())
+        warm_ctx = wiring.dynamo_context(warm, FakeClock())
         for _ in range(200):  # let DynamoDB Local's JVM warm up before anything is timed
             sweep(warm_ctx)
         print(f"{'finished stages':>15} {'table items':>11} {'queries':>7} {'items read':>10} "
@@ -48,7 +48,7 @@ def main() -> None:
                                 dynamodb_endpoint=endpoint)
             ensure_tables(settings)
             clock = FakeClock()
-            ctx = ServiceContext(repo=repository.Repository(settings), clock=clock)
+            ctx = wiring.dynamo_context(settings, clock)
             write_finished_history(clock, size)
 
             body = {"pipeline": "live", "stages": [

@@ -1,24 +1,43 @@
 """Builds the service context once per Lambda container (or per test, via override)."""
 from __future__ import annotations
 
-from .domain.clock import SystemClock
+from .domain.clock import Clock, SystemClock
 from .service import ServiceContext
+from .service.ports import SecretBox
 from .settings import Settings
 
 _context: ServiceContext | None = None
 
 
+def secret_box(settings: Settings) -> SecretBox:
+    """Imported on first use: only requests that seal or open a secret load the cipher."""
+    from .adapters import secretbox
+
+    return secretbox.from_settings(settings)
+
+
+def dynamo_context(settings: Settings, clock: Clock) -> ServiceContext:
+    """The stores on DynamoDB (the table ``settings`` name)."""
+    from .store.dynamo import build_stores
+
+    return ServiceContext(stores=build_stores(settings), clock=clock, settings=settings, secrets=secret_box)
+
+
+def memory_context(settings: Settings, clock: Clock) -> ServiceContext:
+    """The stores in memory (store/memory.py): the unit tier's context."""
+    from .store.memory import build_stores
+
+    return ServiceContext(stores=build_stores(settings), clock=clock, settings=settings, secrets=secret_box)
+
+
 def context() -> ServiceContext:
     global _context
     if _context is None:
-        from .store.repository import Repository
-
-        settings = Settings.from_env()
-        _context = ServiceContext(repo=Repository(settings), clock=SystemClock())
+        _context = dynamo_context(Settings.from_env(), SystemClock())
     return _context
 
 
 def override(ctx: ServiceContext | None) -> None:
-    """Tests and the local runner swap in their own repository or clock."""
+    """Tests and the local runner swap in their own context (stores, clock, settings)."""
     global _context
     _context = ctx

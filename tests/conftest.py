@@ -18,9 +18,7 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib import wiring  # noqa: E402
 from chalicelib.domain.clock import FakeClock  # noqa: E402
-from chalicelib.service import ServiceContext  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
-from chalicelib.store.repository import Repository  # noqa: E402
 from chalicelib.store.schema import ensure_tables  # noqa: E402
 from tools import local_gateway  # noqa: E402
 
@@ -46,7 +44,16 @@ def aws():
 @pytest.fixture
 def ctx(aws, settings, clock):
     ensure_tables(settings)
-    context = ServiceContext(repo=Repository(settings), clock=clock)
+    context = wiring.dynamo_context(settings, clock)
+    wiring.override(context)
+    yield context
+    wiring.override(None)
+
+
+@pytest.fixture
+def memory_ctx(settings, clock):
+    """A service context on the in-memory stores (store/memory.py): no moto, no network."""
+    context = wiring.memory_context(settings, clock)
     wiring.override(context)
     yield context
     wiring.override(None)
@@ -57,7 +64,7 @@ def client(ctx):
     from app import app
 
     with Client(app) as test_client:
-        yield ApiClient(test_client, admin_token=ctx.repo.settings.admin_token)
+        yield ApiClient(test_client, admin_token=ctx.settings.admin_token)
 
 
 class ApiClient:
@@ -138,7 +145,7 @@ def local_ctx(ddb_local_endpoint, clock):
     settings = Settings(table_name=f"stagetrack-t{next(_local_tables)}", region="us-east-1",
                         dynamodb_endpoint=ddb_local_endpoint)
     ensure_tables(settings)
-    context = ServiceContext(repo=Repository(settings), clock=clock)
+    context = wiring.dynamo_context(settings, clock)
     wiring.override(context)
     yield context
     wiring.override(None)

@@ -95,16 +95,14 @@ def world():
 
     from chalicelib import wiring
     from chalicelib.domain.clock import FakeClock
-    from chalicelib.service import ServiceContext
     from chalicelib.settings import Settings
-    from chalicelib.store.repository import Repository
     from chalicelib.store.schema import ensure_tables
     from tests.conftest import ApiClient
 
     settings = Settings(table_name="stagetrack-matrix", region="us-east-1")
     with mock_aws():
         ensure_tables(settings)
-        wiring.override(ServiceContext(repo=Repository(settings), clock=FakeClock("2026-03-20T17:17:13.760Z")))
+        wiring.override(wiring.dynamo_context(settings, FakeClock("2026-03-20T17:17:13.760Z")))
         try:
             with Client(app) as http:
                 client = ApiClient(http, admin_token=settings.admin_token)

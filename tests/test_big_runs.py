@@ -146,7 +146,7 @@ def test_jobs_past_the_stage_cap_are_ignored_and_reported_not_retried(client, to
 
 
 def test_webhook_bodies_have_their_own_limit(client, token, ctx):
-    limit = ctx.repo.settings.webhook_max_body_bytes
+    limit = ctx.settings.webhook_max_body_bytes
     payload = gitlab_hook(2)
     payload["padding"] = "x" * limit
     response = post_gitlab(client, "Pipeline Hook", payload, token=token)
@@ -164,7 +164,7 @@ def test_a_github_run_grown_to_256_jobs_by_workflow_job_events_can_be_cancelled(
         job["workflow_job"].update(id=9000 + n, name=f"matrix ({n})")
         update = events.payloads().parse_github("workflow_job", job, "github-main")
         assert ingest.apply_update(ctx, update, actor="github:github-main").result == "applied"
-    run_id = ingest.source_store.linked_run("github:github-main", str(job["workflow_job"]["run_id"]))
+    run_id = ctx.stores.links.linked_run("github:github-main", str(job["workflow_job"]["run_id"]))
     ddb_calls.clear()
     assert runs.get_stage(ctx, f"{run_id}:1").status == S.IN_PROGRESS
     assert dict(ddb_calls) == {"GetItem": 1, "TransactGetItems": 1}  # a big run's stage: run read too
@@ -173,7 +173,7 @@ def test_a_github_run_grown_to_256_jobs_by_workflow_job_events_can_be_cancelled(
     cancelled = operations.cancel_run(ctx, run_id, actor="alice", reason="too many")
     assert cancelled.run.status == S.CANCELLED
     assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1 + CHUNKS, "UpdateItem": 1}
-    assert {s.status for s in ctx.repo.load_run(run_id).stages} == {S.CANCELLED}
+    assert {s.status for s in ctx.stores.runs.load_run(run_id).stages} == {S.CANCELLED}
     assert stored(run_id)[0].intent_id is None
 
 
@@ -251,7 +251,7 @@ def test_a_big_run_creation_interrupted_mid_way_is_visible_whole_and_the_sweeper
     assert timers.sweep(ctx).completed == 1
     item, stages = stored(run_id)
     assert item.intent_id is None and len(stages) == JOBS
-    assert runs.get_stage(ctx, f"{run_id}:200") == ctx.repo.load_run(run_id).stages[199]
+    assert runs.get_stage(ctx, f"{run_id}:200") == ctx.stores.runs.load_run(run_id).stages[199]
 
 
 def test_a_writer_never_overwrites_a_pending_change(ctx, monkeypatch):
@@ -260,14 +260,14 @@ def test_a_writer_never_overwrites_a_pending_change(ctx, monkeypatch):
     operations.cancel_run(ctx, run_id, actor="alice")
     restore()
     monkeypatch.setattr(repository.Repository, "_roll_forward", lambda self, run_id, intent: False)
-    mine = ctx.repo.load_run(run_id)  # completing failed for now: the change is applied in memory
+    mine = ctx.stores.runs.load_run(run_id)  # completing failed for now: the change is applied in memory
     assert {s.status for s in mine.stages} == {S.CANCELLED}
     before = mine.snapshot()
     mine.stages[0].name = "mine"
     with pytest.raises(repository.ConcurrentModification):
-        ctx.repo.save(before, mine)
+        ctx.stores.runs.save(before, mine)
     monkeypatch.undo()
-    healed = ctx.repo.load_run(run_id)
+    healed = ctx.stores.runs.load_run(run_id)
     assert {s.status for s in healed.stages} == {S.CANCELLED} and healed.stages[0].name == "rspec-1"
     assert stored(run_id)[0].intent_id is None
 
@@ -278,7 +278,7 @@ def test_a_query_that_raced_a_writer_reads_again(ctx, ddb_calls):
     item.update(actions=[StageItem.run_version.set(99)])  # a stage newer than its run item
     ddb_calls.clear()
     with pytest.raises(repository.ConcurrentModification):
-        ctx.repo.load_run(run_id)
+        ctx.stores.runs.load_run(run_id)
     assert ddb_calls["Query"] == repository.LOAD_ATTEMPTS
 
 
@@ -309,12 +309,12 @@ def test_the_largest_run_with_a_pending_change_of_every_stage_fits_in_one_item(c
 def test_a_256_stage_run_on_dynamodb_local(local_ctx):
     ctx = local_ctx
     run_id = big_run(ctx)
-    assert len(ctx.repo.load_run(run_id).stages) == JOBS
+    assert len(ctx.stores.runs.load_run(run_id).stages) == JOBS
     cancelled = operations.cancel_run(ctx, run_id, actor="alice")
     assert {s.status for s in cancelled.stages} == {S.CANCELLED}
-    assert {s.status for s in ctx.repo.load_run(run_id).stages} == {S.CANCELLED}
+    assert {s.status for s in ctx.stores.runs.load_run(run_id).stages} == {S.CANCELLED}
     assert runs.get_stage(ctx, f"{run_id}:{JOBS}").status == S.CANCELLED
     operations.retry_run(ctx, run_id)
-    assert {s.attempt for s in ctx.repo.load_run(run_id).stages} == {2}
+    assert {s.attempt for s in ctx.stores.runs.load_run(run_id).stages} == {2}
     runs.delete_run(ctx, run_id)
-    assert ctx.repo.load_run(run_id) is None and stored(run_id) == (None, {})
+    assert ctx.stores.runs.load_run(run_id) is None and stored(run_id) == (None, {})

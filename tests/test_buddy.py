@@ -179,7 +179,7 @@ def test_encrypted_variables_are_kept_only_as_a_keyed_hash(client, ctx, executio
     assert run["variables"]["TOKEN"] == "******" and run["secretVariables"] == ["TOKEN"]
     from chalicelib.store.schema import dynamodb_client
 
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     assert "hunter2" not in json.dumps(items)
 
 
@@ -249,7 +249,7 @@ def test_apply_variables_takes_back_the_variable_objects_buddy_lists(client, ctx
     assert run["secretVariables"] == ["API_TOKEN", "SSH_KEY"]
     from chalicelib.store.schema import dynamodb_client
 
-    items = json.dumps(dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"])
+    items = json.dumps(dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"])
     assert "secret-token-value" not in items and "SmFXMKglBP8n" not in items
 
 

@@ -45,7 +45,7 @@ def test_writers_on_different_stages_of_one_run_all_land(local_ctx):
         (lambda sid=stage.id: runs.patch_stage(local_ctx, sid, patch)) for stage in aggregate.stages
     ])
     assert [kind for kind, _ in outcomes] == ["ok"] * 8, [o for o in outcomes if o[0] != "ok"]
-    final = local_ctx.repo.load_run(aggregate.run.id)
+    final = local_ctx.stores.runs.load_run(aggregate.run.id)
     assert [s.status for s in final.stages] == [S.IN_PROGRESS] * 8
     assert final.run.status == S.IN_PROGRESS
     assert final.run.version == 1 + 8, "every writer bumped the run exactly once"
@@ -63,7 +63,7 @@ def test_writers_racing_on_one_stage_one_wins_the_rest_get_409(local_ctx):
     kinds = Counter(kind for kind, _ in outcomes)
     assert kinds["error"] == 0, outcomes
     winners = [value for kind, value in outcomes if kind == "ok"]
-    final = local_ctx.repo.load_run(aggregate.run.id)
+    final = local_ctx.stores.runs.load_run(aggregate.run.id)
     stage = final.stages[0]
     # Identical targets may both "win" (the second is a no-op); different ones never both do.
     assert len({w.status for w in winners}) == 1, winners

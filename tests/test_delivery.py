@@ -46,7 +46,7 @@ def lam(ctx, clock, monkeypatch):
     sqs_time_follows(clock, monkeypatch)
     _, arn = make_queue("stagetrack-deliveries")
     make_queue("stagetrack-deliveries-dlq")
-    stream = StreamReader(ctx.repo.settings.table_name)
+    stream = StreamReader(ctx.settings.table_name)
     with Client(app) as client:
         client.stream, client.queue_arn = stream, arn
         yield client
@@ -324,7 +324,7 @@ def test_locally_the_stream_is_followed_and_deliveries_retried_in_memory(ctx, cl
 
     with receiver([502, 204]) as hook:
         subscribe(client, hook.url)
-        local = LocalOutbox(ctx, StreamTail(ctx.repo.settings.table_name, "us-east-1", None, start="TRIM_HORIZON"),
+        local = LocalOutbox(ctx, StreamTail(ctx.settings.table_name, "us-east-1", None, start="TRIM_HORIZON"),
                             queue=MemoryQueue(now=lambda: clock.now().timestamp()))
         client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
         client.patch("/api/stages/web:1:1", {"status": "IN_PROGRESS"})
@@ -351,8 +351,8 @@ def test_dynamodb_local_streams_feed_the_local_outbox(local_ctx, clock):
     from chalicelib.domain.auth import Principal
     from chalicelib.service import runs, subscriptions
 
-    settings = dataclasses.replace(local_ctx.repo.settings, allow_local_subscribers=True)
-    local_ctx.repo.settings = settings
+    settings = dataclasses.replace(local_ctx.settings, allow_local_subscribers=True)
+    local_ctx.settings = settings
     tail = StreamTail(settings.table_name, settings.region, settings.dynamodb_endpoint)  # LATEST: from now on
     with receiver([200]) as hook:
         subscription, secret = subscriptions.create(local_ctx, CreateSubscriptionIn.model_validate_json(

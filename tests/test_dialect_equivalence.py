@@ -42,11 +42,11 @@ def normalized(value, pipeline: str):
 
 
 def stored_run(ctx, pipeline, counter=1):
-    return normalized(ctx.repo.load_run(f"{pipeline}:{counter}"), pipeline)
+    return normalized(ctx.stores.runs.load_run(f"{pipeline}:{counter}"), pipeline)
 
 
 def stored_pipeline(ctx, pipeline):
-    return normalized(ctx.repo.pipelines.get(pipeline), pipeline)
+    return normalized(ctx.stores.pipelines.get(pipeline), pipeline)
 
 
 def ok(response, status=200):

@@ -448,7 +448,7 @@ def test_schedule_with_variables_materials_and_secure_variables_as_form_data(cli
     assert run["secretVariables"] == ["PASSWORD"]
     from chalicelib.store.schema import dynamodb_client
 
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     assert "new_password" not in json.dumps(items)
 
 
@@ -593,7 +593,7 @@ def test_current_schedule_replays_the_reference_example(client, ctx, operator):
     assert run.get("commit") is None and run["trigger"] == "scheduled by username"
     from chalicelib.store.schema import dynamodb_client
 
-    items = json.dumps(dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"])
+    items = json.dumps(dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"])
     assert "some passphrase" not in items and "YEepp1G0C05SpP0fcp4Jh" not in items
 
 

@@ -111,7 +111,7 @@ def test_a_signed_cursor_that_is_not_a_plain_key_is_still_400(client, ctx, web_c
     """Defence in depth: even with the key, a cursor carries only S/N attributes of the listing."""
     for payload in ([1], {"pk": {"S": {"nested": "x"}}}, {"pk": {"B": "AAAA"}}, {"other": {"S": "x"}},
                     {"pk": {"S": "x", "N": "1"}}, {"pk": {"N": 5}}):
-        cursor = ctx.repo.cursors.seal("runs/web/*", payload)
+        cursor = ctx.cursors.seal("runs/web/*", payload)
         assert_cursor_refused(client.get(f"/api/runs?pipeline=web&limit=1&cursor={cursor}"))
 
 
@@ -139,7 +139,7 @@ def test_every_tampered_or_forged_deliveries_cursor_is_400(client, ctx, delivery
         forge({"pk": {"S": f"DELIV#{subscription_id}"}, "sk": {"S": {"S": {"S": "x"}}}}),
         forge({"pk": {"S": f"DELIV#{subscription_id}"}, "sk": {"M": {"S": {"S": "x"}}}}),
         CursorCodec("wrong").seal(f"deliveries/{subscription_id}", payload),
-        ctx.repo.cursors.seal(f"deliveries/{subscription_id}", {"pk": payload["pk"], "sk": {"M": {}}}),
+        ctx.cursors.seal(f"deliveries/{subscription_id}", {"pk": payload["pk"], "sk": {"M": {}}}),
     ]
     ddb_calls.clear()
     for cursor in cursors:

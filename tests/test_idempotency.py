@@ -149,7 +149,7 @@ def test_secret_values_are_not_kept_in_the_idempotency_record(client, ctx):
     client.post("/api/pipelines/web/schedule", {"variables": {"PLAIN": "visible"}}, headers=key("k"))
     from chalicelib.store.schema import dynamodb_client
 
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     idem = [i for i in items if i["pk"]["S"].startswith("IDEM#")]
     assert len(idem) == 1
     assert "k" != idem[0]["pk"]["S"][5:] and len(idem[0]["pk"]["S"]) == 5 + 64  # an HMAC, not the key
@@ -162,7 +162,7 @@ def test_a_response_showing_a_secret_once_is_not_kept(client, ctx):
     secret = issued.json["token"]
     from chalicelib.store.schema import dynamodb_client
 
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     assert secret not in json.dumps(items, default=str)
     again = client.post("/api/tokens", {"name": "ci", "scopes": ["read"]}, headers=key("tok"))
     assert_error(again, 409, "idempotency_response_not_kept")

@@ -21,7 +21,7 @@ def record(key_hash):
 
 
 def claim(ctx, clock, key_hash):
-    return ctx.repo.idempotency.claim(key_hash, "fp", int(clock.now().timestamp()),
+    return ctx.stores.idempotency.claim(key_hash, "fp", int(clock.now().timestamp()),
                                       lease_seconds=LEASE, ttl_seconds=TTL)
 
 
@@ -34,9 +34,9 @@ def test_the_run_and_the_key_commit_together_and_a_committed_key_is_not_claimed_
     clock.advance(LEASE + 1)
     held = claim(local_ctx, clock, "k1")
     assert held.state == "COMMITTED" and held.effect == {"run": aggregate.run.id}
-    local_ctx.repo.idempotency.release("k1", token)  # a committed record is never dropped
+    local_ctx.stores.idempotency.release("k1", token)  # a committed record is never dropped
     assert record("k1").state == "COMMITTED"
-    assert local_ctx.repo.idempotency.complete("k1", token, 201, {}, b"{}", max_stored=1000) == "stored"
+    assert local_ctx.stores.idempotency.complete("k1", token, 201, {}, b"{}", max_stored=1000) == "stored"
     assert record("k1").state == "DONE"
 
 
@@ -47,7 +47,7 @@ def test_a_claim_taken_over_cannot_commit_and_writes_nothing(local_ctx, clock):
     assert isinstance(second, str) and second != first
     with holding("k2", first), pytest.raises(ClaimTakenOver):
         runs.create_run(local_ctx, CreateRunIn(pipeline="web"))
-    assert local_ctx.repo.load_run("web:1") is None
+    assert local_ctx.stores.runs.load_run("web:1") is None
     assert (record("k2").state, record("k2").token) == ("PENDING", second)
 
 

@@ -184,7 +184,7 @@ def test_builds_started_by_codepipeline_are_left_to_the_pipeline(lam, ctx):
                     **{"detail.additional-information.initiator": "codepipeline/myPipeline"})
     answer = invoke(lam, "aws_ci_events", event)
     assert answer["result"] == "ignored"
-    assert ctx.repo.load_run("my-sample-project:1") is None
+    assert ctx.stores.runs.load_run("my-sample-project:1") is None
 
 
 def test_an_eventbridge_event_delivered_twice_is_applied_once(lam, ctx, ddb_calls):
@@ -202,11 +202,11 @@ def test_an_unusable_event_goes_to_the_dead_letter_queue(lam, ctx):
     assert letter["origin"] == "eventbridge" and letter["error"]["code"] == "validation_failed"
     assert "execution-id" in letter["error"]["message"]
     assert json.loads(letter["message"])["id"] == broken["id"]
-    assert ctx.repo.load_run(PIPELINE_RUN) is None
+    assert ctx.stores.runs.load_run(PIPELINE_RUN) is None
 
 
 def test_without_a_dead_letter_queue_an_unusable_event_fails_the_invocation(lam, ctx):
-    ctx.repo.settings = Settings(table_name="stagetrack-test", region="us-east-1")
+    ctx.settings = Settings(table_name="stagetrack-test", region="us-east-1")
     broken = variant("codepipeline_stage_started", detail={})
     with pytest.raises(ValidationFailed):
         invoke(lam, "aws_ci_events", broken)  # Lambda retries, then the function's own DLQ
@@ -257,19 +257,19 @@ def test_a_transient_failure_returns_only_that_message_to_the_queue(lam, ctx, mo
                       {"action": "create_run", "run": {"pipeline": "api"}})
     answer = invoke(lam, "ingest_queue", queue_event(lam, bodies, ["m-busy", "m-ok"]))
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-busy"}]}
-    assert ctx.repo.load_run("api:1") is not None and dead_letters() == []
+    assert ctx.stores.runs.load_run("api:1") is not None and dead_letters() == []
     monkeypatch.setattr(runs, "patch_stage", real)
     retried = invoke(lam, "ingest_queue", queue_event(lam, bodies, ["m-busy", "m-ok"]))  # SQS redelivers both
     assert retried == {"batchItemFailures": []}
     assert statuses(ctx, "web:1")[0] == "IN_PROGRESS"
-    assert ctx.repo.load_run("api:2") is None  # m-ok was not applied twice
+    assert ctx.stores.runs.load_run("api:2") is None  # m-ok was not applied twice
 
 
 def test_the_same_message_id_is_applied_once(lam, ctx):
     body = messages({"action": "create_run", "run": {"pipeline": "web"}})
     invoke(lam, "ingest_queue", queue_event(lam, body, ["same"]))
     invoke(lam, "ingest_queue", queue_event(lam, body, ["same"]))
-    assert ctx.repo.load_run("web:2") is None
+    assert ctx.stores.runs.load_run("web:2") is None
 
 
 def test_operations_arrive_with_their_actor(lam, ctx):
@@ -290,7 +290,7 @@ def test_operations_arrive_with_their_actor(lam, ctx):
 
 
 def test_without_a_dead_letter_queue_bad_messages_go_back_to_the_queue(lam, ctx):
-    ctx.repo.settings = Settings(table_name="stagetrack-test", region="us-east-1")
+    ctx.settings = Settings(table_name="stagetrack-test", region="us-east-1")
     answer = invoke(lam, "ingest_queue", queue_event(lam, messages("{bad", {"action": "create_run",
                                                                           "run": {"pipeline": "web"}})))
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # its redrive policy dead-letters it
@@ -299,7 +299,7 @@ def test_without_a_dead_letter_queue_bad_messages_go_back_to_the_queue(lam, ctx)
 def test_a_message_failing_every_time_ends_in_the_queues_dead_letter_queue(lam, ctx, clock, monkeypatch):
     """Through real (moto) queues: the poller redelivers a failed message after its visibility
     timeout until maxReceiveCount, then SQS moves it to the queue's dead-letter queue."""
-    ctx.repo.settings = Settings(table_name="stagetrack-test", region="us-east-1")  # no direct DLQ
+    ctx.settings = Settings(table_name="stagetrack-test", region="us-east-1")  # no direct DLQ
     sqs_time_follows(clock, monkeypatch)
     dlq_url, dlq_arn = make_queue("stagetrack-ingest-redrive-dlq")
     url, arn = make_queue("stagetrack-ingest", VisibilityTimeout=60, RedrivePolicy=json.dumps(
@@ -315,7 +315,7 @@ def test_a_message_failing_every_time_ends_in_the_queues_dead_letter_queue(lam, 
         clock.advance(61)
     assert receive(url) == []
     assert [m["Body"] for m in receive(dlq_url)] == ["{broken"]
-    assert ctx.repo.load_run("web:1") is not None and ctx.repo.load_run("web:2") is None
+    assert ctx.stores.runs.load_run("web:1") is not None and ctx.stores.runs.load_run("web:2") is None
 
 
 # ---- the SNS topic --------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_an_idempotency_key_applies_once_across_queue_and_topic(lam, ctx):
     invoke(lam, "ingest_queue", queue_event(lam, [body], ["sqs-id"]))
     replay = invoke(lam, "ingest_topic", lam.events.generate_sns_event(body))
     assert replay["results"][0]["replayed"] is True
-    assert ctx.repo.load_run("web:2") is None
+    assert ctx.stores.runs.load_run("web:2") is None
 
 
 # ---- least privilege ------------------------------------------------------------------------------
@@ -391,8 +391,8 @@ def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_
     answer, replayed = ingest.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
     assert replayed and answer["replayedFromEffect"] and answer["action"] == action
     if action == "create_run":
-        assert answer["runId"] == "web:1" and ctx.repo.load_run("web:2") is None
+        assert answer["runId"] == "web:1" and ctx.stores.runs.load_run("web:2") is None
     else:
         assert answer["stageId"] == "web:1:1"
-        assert [s.attempt for s in ctx.repo.load_run("web:1").stages] == [2]  # one retry, not two
+        assert [s.attempt for s in ctx.stores.runs.load_run("web:1").stages] == [2]  # one retry, not two
     assert dead_letters() == []

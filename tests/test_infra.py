@@ -343,7 +343,7 @@ def test_the_environment_chooses_the_table_even_through_chalice(aws, monkeypatch
                                      body=json.dumps({"name": "ci", "scopes": ["read"]}))
             run = client.http.post("/api/runs", headers=headers, body=json.dumps({"pipeline": "web"}))
         assert (token.status_code, run.status_code) == (201, 201)
-        assert wiring.context().repo.settings.table_name == "team-b-stagetrack"
+        assert wiring.context().settings.table_name == "team-b-stagetrack"
         stored = botocore.session.get_session().create_client("dynamodb", region_name="us-east-1").scan(
             TableName="team-b-stagetrack", Select="COUNT")["Count"]
         assert stored >= 3  # the token, its listing entry, the pipeline, the run and its stages

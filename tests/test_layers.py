@@ -1,4 +1,15 @@
-"""The layering of DESIGN.md, enforced: imports only point api/events -> service -> domain, store."""
+"""The layering of DESIGN.md, enforced: imports only point api/events -> service -> domain, and
+store -> service.ports (the store implements the ports the services use).
+
+- domain imports nothing of ours but domain;
+- service imports domain and service (its ports) only, plus the settings and logging setup;
+  never store, api, events, adapters or the wiring;
+- api and events import service and domain (and their own helpers, adapters, the wiring),
+  never store;
+- store imports domain, ``service.ports``, the settings and itself only;
+- adapters never import store;
+- no import cycles among our modules, function-level imports included.
+Every import counts, wherever it is written (a function-level import is still an import)."""
 from __future__ import annotations
 
 import ast
@@ -15,7 +26,8 @@ AWS_LIBS = {"boto3", "botocore", "pynamodb", "chalice", "moto"}
 
 
 def imports_of(path: Path) -> set[str]:
-    """Absolute module names a file imports (relative imports resolved against chalicelib)."""
+    """Absolute module names a file imports (relative imports resolved against chalicelib); for
+    ``from X import y`` both ``X`` and ``X.y`` (y may be a module)."""
     tree = ast.parse(path.read_text())
     package = path.relative_to(ROOT).with_suffix("").parts[:-1]
     names = set()
@@ -29,6 +41,7 @@ def imports_of(path: Path) -> set[str]:
             else:
                 module = node.module or ""
             names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names if alias.name != "*")
     return names
 
 
@@ -57,6 +70,135 @@ def test_service_does_not_import_http_or_events(path):
     for name in imports_of(path):
         assert name.split(".")[0] != "chalice", f"{path.name} imports {name}"
         assert not name.startswith(("chalicelib.api", "chalicelib.events")), f"{path.name} imports {name}"
+
+
+OURS = "chalicelib"
+SHARED = ("chalicelib.settings", "chalicelib.logging_setup")  # configuration every layer may read
+RULES = {
+    # layer: prefixes of our modules it may import (besides the shared ones)
+    "domain": ("chalicelib.domain",),
+    "service": ("chalicelib.domain", "chalicelib.service"),
+    "store": ("chalicelib.domain", "chalicelib.service.ports", "chalicelib.store"),
+}
+FORBIDDEN = {
+    # layer: prefixes of our modules it must never import
+    "api": ("chalicelib.store",),
+    "events": ("chalicelib.store",),
+    "adapters": ("chalicelib.store", "chalicelib.api", "chalicelib.events"),
+}
+
+
+def _ours(names: set[str]) -> set[str]:
+    """Our modules among ``names``; the bare package (``from .. import x`` yields it) is not one."""
+    return {n for n in names if n.startswith(OURS + ".")}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def layer_violations(layer: str, path: Path, names: set[str]) -> list[str]:
+    wrong = []
+    for name in sorted(_ours(names)):
+        if _within(name, SHARED):
+            continue
+        if layer in RULES and not _within(name, RULES[layer]):
+            wrong.append(name)
+        if layer in FORBIDDEN and _within(name, FORBIDDEN[layer]):
+            wrong.append(name)
+    return [f"{path.relative_to(ROOT)} imports {name}" for name in wrong]
+
+
+@pytest.mark.parametrize("layer", sorted({*RULES, *FORBIDDEN}))
+def test_each_layer_imports_only_its_neighbours(layer):
+    wrong = [v for path in files(layer) for v in layer_violations(layer, path, imports_of(path))]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("layer, name, allowed", [
+    ("domain", "chalicelib.service.ports", False),
+    ("service", "chalicelib.store.tokens", False),
+    ("service", "chalicelib.adapters.secretbox", False),
+    ("service", "chalicelib.wiring", False),
+    ("service", "chalicelib.service.ports", True),
+    ("service", "chalicelib.settings", True),
+    ("store", "chalicelib.service.runs", False),
+    ("store", "chalicelib.service.ports", True),
+    ("store", "chalicelib.api", False),
+    ("api", "chalicelib.store.idempotency", False),
+    ("api", "chalicelib.service.ports", True),
+    ("events", "chalicelib.store.active", False),
+    ("adapters", "chalicelib.store.active", False),
+    ("adapters", "chalicelib.service.ports", True),
+])
+def test_the_rules_catch_a_violation(layer, name, allowed):
+    """The checker itself: each rule refuses what it must (a rule that accepts anything passes
+    the test above too)."""
+    path = PACKAGE / layer / "probe.py"
+    assert (layer_violations(layer, path, {name}) == []) == allowed
+
+
+def _module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _ours(imports_of(path)):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and imported != OURS:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+# Removed by issue 11 item 2 (vendor payloads move out of domain/ into integrations/).
+KNOWN_CYCLES = [["chalicelib.domain.events", "chalicelib.domain.payloads"]]
+
+
+def test_no_import_cycles_hidden_in_function_level_imports():
+    assert [c for c in cycles(import_graph()) if c not in KNOWN_CYCLES] == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_app_is_only_wiring():

@@ -47,7 +47,7 @@ def api_gateway_event(method: str, resource: str, path: str, headers: dict, para
 
 def test_api_gateway_request_id_is_used_and_returned(ctx, capsys):
     event = api_gateway_event("GET", "/api/runs/{run_id}", "/api/runs/web:9",
-                              {"authorization": f"Bearer {ctx.repo.settings.admin_token}"},
+                              {"authorization": f"Bearer {ctx.settings.admin_token}"},
                               {"run_id": "web:9"})
     response = app(event, None)
     assert response["statusCode"] == 404
@@ -61,7 +61,7 @@ def test_no_token_or_signature_reaches_a_log_or_an_error_body(client, ctx, capsy
     """Every way a token is sent, accepted or refused."""
     caplog.set_level(logging.DEBUG)
     tokens._bootstrap_hash_of.cache_clear()
-    admin = ctx.repo.settings.admin_token
+    admin = ctx.settings.admin_token
     issued = client.post("/api/tokens", {"name": "ci", "scopes": ["operate"], "pipelines": ["web"]}).json
     secret = issued["token"]
     reader = client.post("/api/tokens", {"name": "reader", "scopes": ["read"]}).json["token"]
@@ -104,7 +104,7 @@ def test_no_token_or_signature_reaches_a_log_or_an_error_body(client, ctx, capsy
 
 def test_a_bug_carrying_a_token_is_logged_redacted(client, ctx, capsys, monkeypatch):
     """Second line of defence: even a message or trace holding a token is scrubbed on output."""
-    admin = ctx.repo.settings.admin_token
+    admin = ctx.settings.admin_token
     tokens._bootstrap_hash_of.cache_clear()
     secret = client.post("/api/tokens", {"name": "ci", "scopes": ["read"]}).json["token"]
 

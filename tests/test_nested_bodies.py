@@ -35,7 +35,7 @@ def _writing_routes():
 
 
 def _table(ctx):
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     return sorted(json.dumps(item, sort_keys=True) for item in items)
 
 

@@ -391,8 +391,8 @@ def test_put_variables_merges_and_masks_secrets(client, ctx):
     # nor in the table: only its keyed hash is stored
     from chalicelib.store.schema import dynamodb_client
 
-    table = dynamodb_client(ctx.repo.settings)
-    items = table.scan(TableName=ctx.repo.settings.table_name)["Items"]
+    table = dynamodb_client(ctx.settings)
+    items = table.scan(TableName=ctx.settings.table_name)["Items"]
     assert "hunter2" not in json.dumps(items)
     assert "hmac-sha256:" in json.dumps(items)
 
@@ -407,7 +407,7 @@ def test_a_run_can_be_created_with_secret_variables(client, ctx, ddb_calls):
     assert dict(ddb_calls) == {"UpdateItem": 1, "TransactWriteItems": 1}  # as without secrets
     from chalicelib.store.schema import dynamodb_client
 
-    items = dynamodb_client(ctx.repo.settings).scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = dynamodb_client(ctx.settings).scan(TableName=ctx.settings.table_name)["Items"]
     assert "hunter2" not in json.dumps(items) and "hmac-sha256:" in json.dumps(items)
     # the same secret set later through PUT is recognised as unchanged: the same keyed hash
     ddb_calls.clear()

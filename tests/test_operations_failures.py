@@ -28,7 +28,7 @@ def new_run(ctx, stages, pipeline="web"):
 def started_run(ctx, pipeline="web"):
     aggregate = new_run(ctx, ["PREPARE", "BUILD", "UNIT_TEST", "DEPLOY_PROD"], pipeline)
     runs.patch_stage(ctx, aggregate.stages[0].id, PatchStageIn(status=S.IN_PROGRESS))
-    return ctx.repo.load_run(aggregate.run.id)
+    return ctx.stores.runs.load_run(aggregate.run.id)
 
 
 def comparable(aggregate, skip_version_of=None):
@@ -46,7 +46,7 @@ def test_cancel_whose_last_item_loses_its_condition_writes_nothing(any_ctx, monk
     ctx = any_ctx
     before = started_run(ctx)
     last = before.stages[-1]
-    real_save = ctx.repo.save
+    real_save = ctx.stores.runs.save
     attempts = []
 
     def concurrent_writer_first(old, new):
@@ -57,12 +57,12 @@ def test_cancel_whose_last_item_loses_its_condition_writes_nothing(any_ctx, monk
         attempts.append(len(new.stages))
         return real_save(old, new)
 
-    monkeypatch.setattr(ctx.repo, "save", concurrent_writer_first)
+    monkeypatch.setattr(ctx.stores.runs, "save", concurrent_writer_first)
     monkeypatch.setattr(runs, "backoff", lambda attempt: None, raising=False)  # no sleeping in tests
     with pytest.raises(ConcurrentModification):
         operations.cancel_run(ctx, before.run.id, actor="alice", reason="x")
     assert len(attempts) == runs.MAX_WRITE_ATTEMPTS
-    after = ctx.repo.load_run(before.run.id)
+    after = ctx.stores.runs.load_run(before.run.id)
     assert [s.status for s in after.stages] == [S.IN_PROGRESS, S.IDLE, S.IDLE, S.IDLE]
     assert after.run.status == S.IN_PROGRESS and after.run.cancellation is None
     assert comparable(after, last.id) == comparable(before, last.id)
@@ -84,7 +84,7 @@ def test_cancel_with_one_item_refused_by_dynamodb_writes_nothing(any_ctx, monkey
         operations.cancel_run(ctx, before.run.id, actor="alice")
     assert not isinstance(raised.value, ConcurrentModification)
     monkeypatch.setattr(repository, "stage_to_item", real)
-    after = ctx.repo.load_run(before.run.id)
+    after = ctx.stores.runs.load_run(before.run.id)
     assert comparable(after) == comparable(before)
 
 
@@ -103,7 +103,7 @@ def test_api_answers_500_without_trace_and_nothing_changes(client, ctx, monkeypa
     assert response.status_code == 500
     assert response.json == {"error": {"code": "internal_error", "message": "internal error"}}
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", original)
-    assert comparable(ctx.repo.load_run(before.run.id)) == comparable(before)
+    assert comparable(ctx.stores.runs.load_run(before.run.id)) == comparable(before)
 
 
 @pytest.mark.parametrize("operation", ["retry", "approve"])
@@ -120,7 +120,7 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
         runs.patch_stage(ctx, build, PatchStageIn(status=S.IN_PROGRESS))
         runs.patch_stage(ctx, build, PatchStageIn(status=S.SUCCESS))
         runs.patch_stage(ctx, prod, PatchStageIn(status=S.IN_PROGRESS))  # waits at its gate
-    before = ctx.repo.load_run(aggregate.run.id)
+    before = ctx.stores.runs.load_run(aggregate.run.id)
     real = repository.run_to_item
 
     def oversized_run(run):
@@ -135,4 +135,4 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
         else:
             operations.approve_stage(ctx, prod, actor="carol")
     monkeypatch.setattr(repository, "run_to_item", real)
-    assert comparable(ctx.repo.load_run(aggregate.run.id)) == comparable(before)
+    assert comparable(ctx.stores.runs.load_run(aggregate.run.id)) == comparable(before)

@@ -42,7 +42,7 @@ def lam(ctx):
     make_queue("stagetrack-deliveries")
     _, tap_arn = make_queue("bus-tap")
     event_bus_to_queue(BUS, tap_arn)
-    stream = StreamReader(ctx.repo.settings.table_name)
+    stream = StreamReader(ctx.settings.table_name)
     with Client(app) as client:
         client.stream = stream
         yield client
@@ -159,7 +159,7 @@ def test_records_of_other_items_publish_nothing_and_read_nothing(lam, client, dd
 def test_a_bus_refusing_events_fails_the_batch_so_lambda_retries_it(lam, ctx, client, monkeypatch):
     client.post("/api/subscriptions", {"url": "https://hooks.example.com/a", "events": ["*"]})
     client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
-    bus = clients.event_bus(ctx.repo.settings)
+    bus = clients.event_bus(ctx.settings)
     monkeypatch.setattr(type(bus.client), "put_events", lambda self, **kw: {
         "FailedEntryCount": len(kw["Entries"]),
         "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"} for _ in kw["Entries"]]})

@@ -78,7 +78,7 @@ def test_pause_without_cause(client):
 ])
 def test_unknown_pipeline_is_404_and_creates_nothing(client, ctx, method, path):
     assert_error(client.request(method, path), 404, "not_found")
-    assert ctx.repo.pipelines.get("nope") is None
+    assert ctx.stores.pipelines.get("nope") is None
 
 
 @pytest.mark.parametrize("path,raw", [
@@ -140,13 +140,13 @@ def test_creating_runs_stores_the_layout_only_when_it_changes(client, monkeypatc
 
 def test_schedule_a_pipeline_that_never_ran_is_404_and_uses_no_number(client, ctx):
     assert_error(client.post("/api/pipelines/fresh/schedule"), 404, "not_found")
-    assert ctx.repo.pipelines.get("fresh") is None
+    assert ctx.stores.pipelines.get("fresh") is None
     assert client.post("/api/runs", {"pipeline": "fresh"}).json["counter"] == 1
 
 
 def test_layout_is_kept_as_json_on_the_pipeline_item(client, ctx):
     create(client, LAYOUT, timeoutSeconds=30)
-    layout = ctx.repo.pipelines.get("web").layout
+    layout = ctx.stores.pipelines.get("web").layout
     assert json.loads(json.dumps(layout)) == layout
     assert layout["run"]["timeout_seconds"] == 30
     assert [s["name"] for s in layout["stages"]] == ["BUILD", "prod"]

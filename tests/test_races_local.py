@@ -56,7 +56,7 @@ def prepared_run(ctx):
     a, b, _ = (s.id for s in aggregate.stages)
     runs.patch_stage(ctx, a, PatchStageIn(status=S.IN_PROGRESS))
     runs.patch_stage(ctx, b, PatchStageIn(status=S.IN_PROGRESS))
-    return ctx.repo.load_run(aggregate.run.id)
+    return ctx.stores.runs.load_run(aggregate.run.id)
 
 
 def summary(aggregate, outcomes: dict) -> tuple:
@@ -115,7 +115,7 @@ def test_cancel_approve_and_patch_races_are_linearizable(local_ctx, names):
         }
         outcomes = run_threads({name: real[name] for name in names})
         assert not [o for o in outcomes.values() if o != "ok" and o[0] == "error"], outcomes
-        final = ctx.repo.load_run(run_id)
+        final = ctx.stores.runs.load_run(run_id)
         actual = summary(final, outcomes)
         assert actual in serial_outcomes(initial, ctx.clock.now(), names), (actual, outcomes)
         assert final.run.status == run_status_of(final.stages)
@@ -134,7 +134,7 @@ def test_approve_and_reject_race_one_decision_wins(local_ctx):
             "reject": lambda: operations.reject_stage(ctx, b, actor="y"),
             "approve_again": lambda: operations.approve_stage(ctx, b, actor="z"),
         })
-        stage = ctx.repo.load_run(initial.run.id).stages[1]
+        stage = ctx.stores.runs.load_run(initial.run.id).stages[1]
         decision = stage.approval_decision["decision"]
         if decision == rules.APPROVED:
             assert stage.status == S.IN_PROGRESS
@@ -152,6 +152,6 @@ def test_many_concurrent_cancels_write_once(local_ctx):
     outcomes = run_threads({f"cancel{i}": (lambda i=i: operations.cancel_run(ctx, initial.run.id, actor=f"u{i}"))
                             for i in range(6)})
     assert set(outcomes.values()) == {"ok"}, outcomes
-    final = ctx.repo.load_run(initial.run.id)
+    final = ctx.stores.runs.load_run(initial.run.id)
     assert [s.status for s in final.stages] == [S.CANCELLED, S.CANCELLED, S.SKIPPED]
     assert final.run.version == initial.run.version + 1, "the first cancel wrote; the others were no-ops"

@@ -20,8 +20,7 @@ from chalicelib.adapters.stepfunctions import StepFunctionsScheduler
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.events.timers import TIMER_QUEUE
-from chalicelib.service import ServiceContext, runs
-from chalicelib.store.repository import Repository
+from chalicelib.service import runs
 from chalicelib.store.schema import ensure_tables
 from infra.part_timers import render_definition
 
@@ -98,7 +97,7 @@ class Harness:
 def harness(settings, clock):
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         ensure_tables(settings)
-        ctx = ServiceContext(repo=Repository(settings), clock=clock)
+        ctx = wiring.dynamo_context(settings, clock)
         wiring.override(ctx)
         queue_url = boto3.client("sqs").create_queue(QueueName=TIMER_QUEUE)["QueueUrl"]
         machine_arn = boto3.client("stepfunctions").create_state_machine(
@@ -165,4 +164,4 @@ def test_a_stale_workflow_changes_nothing_and_a_redelivered_record_starts_none(h
     clock.advance(5)
     assert harness.wait_for(execution["executionArn"])["status"] == "SUCCEEDED"
     assert harness.deliver_queue() == [{"stageId": build, "attempt": 1, "dueAt": "2026-03-20T17:17:14.760Z"}]
-    assert ctx.repo.get_stage(build) == done  # the late timer found it final: nothing written
+    assert ctx.stores.runs.get_stage(build) == done  # the late timer found it final: nothing written

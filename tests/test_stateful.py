@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -198,9 +199,13 @@ OperationsMachine.TestCase.settings = settings(
 test_operations_on_the_pure_domain = OperationsMachine.TestCase
 
 
-# ---- the same through the service and the store (moto) -----------------------------------------
+# ---- the same through the service and the store (in memory, and on moto) ------------------------
 
-def test_operations_through_the_service(ctx, clock):
+@pytest.mark.parametrize("store, examples", [("memory", 40), ("moto", 8)])
+def test_operations_through_the_service(request, store, examples, clock):
+    """In memory: many runs of operations, cheaply; on moto: the same rules through the DynamoDB
+    store, fewer (the store's own contract is tests/integration/test_store_contract.py)."""
+    ctx = request.getfixturevalue("memory_ctx" if store == "memory" else "ctx")
     from chalicelib.service import operations as service_ops
     from chalicelib.service import runs
 
@@ -231,13 +236,13 @@ def test_operations_through_the_service(ctx, clock):
             created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
             run_id = created.run.id
             self.clock = clock
-            self.shadow = ctx.repo.load_run(run_id)
+            self.shadow = ctx.stores.runs.load_run(run_id)
 
         def _do(self, operation, **args):
             if "i" in args:
                 args["i"] %= len(self.shadow.stages)
             stage_id = self.shadow.stages[args["i"]].id if "i" in args else None
-            stored_before = ctx.repo.load_run(run_id)
+            stored_before = ctx.stores.runs.load_run(run_id)
             changed, expected_error = apply_pure(self.shadow, operation, clock.now(), args)
             try:
                 service_call(operation, stage_id, args)
@@ -245,7 +250,7 @@ def test_operations_through_the_service(ctx, clock):
             except DomainError as raised:
                 error = type(raised)
             assert error == expected_error, (operation, error, expected_error)
-            stored = ctx.repo.load_run(run_id)
+            stored = ctx.stores.runs.load_run(run_id)
             check_invariants(stored)
             check_transitions(stored_before, stored, operation)
             expect_outcome(operation, stored_before, stored, changed, args)
@@ -264,7 +269,7 @@ def test_operations_through_the_service(ctx, clock):
 
 
     run_state_machine_as_test(ServiceMachine, settings=settings(
-        max_examples=8, stateful_step_count=16, deadline=None, derandomize=True, database=None,
+        max_examples=examples, stateful_step_count=16, deadline=None, derandomize=True, database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     ))
 

@@ -25,45 +25,45 @@ def test_round_trip_of_every_field(any_ctx, clock):
                                                 "timeoutSeconds": 60}],
                      commit={"hash": "abcdef0", "message": "m", "committer": "c"},
                      trigger="push", variables={"A": "1"}, timeoutSeconds=30)
-    loaded = any_ctx.repo.load_run(created.run.id)
+    loaded = any_ctx.stores.runs.load_run(created.run.id)
     assert loaded == created
-    assert any_ctx.repo.get_stage(created.stages[1].id) == created.stages[1]
+    assert any_ctx.stores.runs.get_stage(created.stages[1].id) == created.stages[1]
 
 
 def test_counter_is_atomic_and_per_pipeline(any_ctx):
-    assert [any_ctx.repo.next_counter("web") for _ in range(3)] == [1, 2, 3]
-    assert any_ctx.repo.next_counter("api") == 1
+    assert [any_ctx.stores.pipelines.claim_counter("web")[0] for _ in range(3)] == [1, 2, 3]
+    assert any_ctx.stores.pipelines.claim_counter("api")[0] == 1
 
 
 def test_paused_pipeline_refuses_a_counter(any_ctx):
-    any_ctx.repo.next_counter("web")
+    any_ctx.stores.pipelines.claim_counter("web")[0]
     item = PipelineItem.get(pipeline_pk("web"), PIPELINE_SK)
     item.update(actions=[PipelineItem.paused.set(True)])
     with pytest.raises(PipelinePaused):
-        any_ctx.repo.next_counter("web")
+        any_ctx.stores.pipelines.claim_counter("web")[0]
 
 
 def test_stale_write_is_refused_and_leaves_everything_as_it_was(any_ctx, clock):
     aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD"])
-    mine = any_ctx.repo.load_run(aggregate.run.id)
-    theirs = any_ctx.repo.load_run(aggregate.run.id)
+    mine = any_ctx.stores.runs.load_run(aggregate.run.id)
+    theirs = any_ctx.stores.runs.load_run(aggregate.run.id)
     before = theirs.snapshot()
     change_status(theirs.stages[1], S.IN_PROGRESS, clock.now())
     theirs.refresh(clock.now())
-    any_ctx.repo.save(before, theirs)
+    any_ctx.stores.runs.save(before, theirs)
 
     before = mine.snapshot()
     change_status(mine.stages[0], S.IN_PROGRESS, clock.now())
     mine.refresh(clock.now())
     with pytest.raises(ConcurrentModification):
-        any_ctx.repo.save(before, mine)
-    assert any_ctx.repo.load_run(aggregate.run.id) == theirs
+        any_ctx.stores.runs.save(before, mine)
+    assert any_ctx.stores.runs.load_run(aggregate.run.id) == theirs
 
 
 def test_patch_retries_a_race_lost_to_a_sibling_stage(any_ctx, monkeypatch):
     aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD"])
     first, second = (s.id for s in aggregate.stages)
-    real_load = any_ctx.repo.load_run
+    real_load = any_ctx.stores.runs.load_run
     interfered = []
 
     def load_then_interfere(run_id):
@@ -73,19 +73,19 @@ def test_patch_retries_a_race_lost_to_a_sibling_stage(any_ctx, monkeypatch):
             runs.patch_stage(any_ctx, second, PatchStageIn(status=S.IN_PROGRESS))
         return loaded
 
-    monkeypatch.setattr(any_ctx.repo, "load_run", load_then_interfere)
+    monkeypatch.setattr(any_ctx.stores.runs, "load_run", load_then_interfere)
     stage = runs.patch_stage(any_ctx, first, PatchStageIn(status=S.IN_PROGRESS))
     assert stage.status == S.IN_PROGRESS
     monkeypatch.undo()
-    final = any_ctx.repo.load_run(aggregate.run.id)
+    final = any_ctx.stores.runs.load_run(aggregate.run.id)
     assert [s.status for s in final.stages] == [S.IN_PROGRESS, S.IN_PROGRESS]
 
 
 def test_delete_run_removes_every_item(any_ctx):
     aggregate = create(any_ctx)
     runs.delete_run(any_ctx, aggregate.run.id)
-    assert any_ctx.repo.load_run(aggregate.run.id) is None
-    assert all(any_ctx.repo.get_stage(s.id) is None for s in aggregate.stages)
+    assert any_ctx.stores.runs.load_run(aggregate.run.id) is None
+    assert all(any_ctx.stores.runs.get_stage(s.id) is None for s in aggregate.stages)
 
 
 def test_list_runs_pages_newest_first(any_ctx):
@@ -93,7 +93,7 @@ def test_list_runs_pages_newest_first(any_ctx):
         create(any_ctx)
     seen, cursor = [], None
     while True:
-        page, cursor = any_ctx.repo.list_runs("web", None, 2, cursor)
+        page, cursor = any_ctx.stores.runs.list_runs("web", None, 2, cursor)
         seen += [r.counter for r in page]
         if not cursor:
             break
@@ -117,6 +117,6 @@ def test_sparse_active_index_holds_only_active_stages(any_ctx, clock):
 
 def test_new_run_on_local_is_one_transaction_of_run_and_stages(any_ctx, clock):
     specs = [StageSpec("OTHER", f"s{i}") for i in range(50)]
-    aggregate = new_run("big", any_ctx.repo.next_counter("big"), specs, clock.now())
-    any_ctx.repo.insert_run(aggregate)
-    assert len(any_ctx.repo.load_run(aggregate.run.id).stages) == 50
+    aggregate = new_run("big", any_ctx.stores.pipelines.claim_counter("big")[0], specs, clock.now())
+    any_ctx.stores.runs.insert_run(aggregate)
+    assert len(any_ctx.stores.runs.load_run(aggregate.run.id).stages) == 50

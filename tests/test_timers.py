@@ -68,7 +68,7 @@ def test_stage_times_out_exactly_at_its_deadline_and_the_run_follows(ctx, clock,
 
     clock.advance(30)  # the timer runs late
     assert expire_stage(ctx, build, 1) == S.TIMED_OUT
-    stage = ctx.repo.get_stage(build)
+    stage = ctx.stores.runs.get_stage(build)
     assert stage.status == S.TIMED_OUT
     assert stage.ended_at == started.replace(minute=started.minute + 1)  # at the deadline...
     assert stage.duration_ms == 60_000                                  # ...so exactly 60 s
@@ -94,7 +94,7 @@ def test_waiting_for_approval_times_out_too(ctx, clock):
     clock.advance(300)
     assert expire_stage(ctx, prod, 1) == S.TIMED_OUT
     assert statuses(ctx, aggregate.run.id) == ("TIMED_OUT", ["TIMED_OUT"])
-    assert ctx.repo.get_stage(prod).duration_ms is None  # it never ran
+    assert ctx.stores.runs.get_stage(prod).duration_ms is None  # it never ran
 
 
 def test_timed_out_stage_shows_its_deadline_on_the_wire(client, clock):
@@ -117,7 +117,7 @@ def test_timer_of_a_stage_already_final_does_nothing(ctx, clock, ddb_calls):
     ddb_calls.clear()
     assert expire_stage(ctx, build, 1) is None
     assert ddb_calls.get("TransactWriteItems", 0) == 0
-    assert ctx.repo.get_stage(build) == done
+    assert ctx.stores.runs.get_stage(build) == done
 
 
 def test_timer_of_an_older_attempt_does_nothing(ctx, clock, ddb_calls):
@@ -136,7 +136,7 @@ def test_timer_of_an_older_attempt_does_nothing(ctx, clock, ddb_calls):
     ddb_calls.clear()
     assert expire_stage(ctx, build, 1) is None   # the first attempt's timer, late
     assert ddb_calls.get("TransactWriteItems", 0) == 0
-    assert ctx.repo.get_stage(build).status == S.IN_PROGRESS
+    assert ctx.stores.runs.get_stage(build).status == S.IN_PROGRESS
     clock.advance(60)
     assert expire_stage(ctx, build, 2) == S.TIMED_OUT  # the second attempt's own timer
 
@@ -182,7 +182,7 @@ def test_auto_advance_starts_the_next_stage_in_the_same_transaction(ctx, clock, 
     patch(ctx, build, status="SUCCESS")
     assert ddb_calls["TransactWriteItems"] == 1
     assert statuses(ctx, aggregate.run.id) == ("IN_PROGRESS", ["SUCCESS", "IN_PROGRESS", "IDLE"])
-    assert ctx.repo.get_stage(test).started_at == clock.now()
+    assert ctx.stores.runs.get_stage(test).started_at == clock.now()
 
     patch(ctx, test, status="SUCCESS")  # a MANUAL stage goes to its gate, not further
     assert statuses(ctx, aggregate.run.id) == ("WAITING_FOR_APPROVAL", ["SUCCESS", "SUCCESS", "WAITING_FOR_APPROVAL"])
@@ -247,7 +247,7 @@ def test_expected_seconds_beyond_the_timeout_simulates_a_timeout(ctx, clock):
     patch(ctx, build, status="IN_PROGRESS")
     clock.advance(500)  # a very late timer: the timeout came first
     assert expire_stage(ctx, build, 1) == S.TIMED_OUT
-    assert ctx.repo.get_stage(build).duration_ms == 60_000
+    assert ctx.stores.runs.get_stage(build).duration_ms == 60_000
 
 
 def test_expected_end_before_the_timeout_succeeds_even_when_the_timer_is_late(ctx, clock):
@@ -258,7 +258,7 @@ def test_expected_end_before_the_timeout_succeeds_even_when_the_timer_is_late(ct
     assert expire_stage(ctx, build, 1) is None
     clock.advance(100)
     assert expire_stage(ctx, build, 1) == S.SUCCESS
-    assert ctx.repo.get_stage(build).duration_ms == 20_000
+    assert ctx.stores.runs.get_stage(build).duration_ms == 20_000
 
 
 # ---- the sweeper ------------------------------------------------------------------------------

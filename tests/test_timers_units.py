@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib import wiring
 from chalicelib.adapters.stepfunctions import StepFunctionsScheduler, execution_input, execution_name
 from chalicelib.domain.clock import FakeClock, format_iso
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.status import StageStatus
 from chalicelib.domain.timers import drive, due_outcome, expected_end, fire, next_due
 from chalicelib.service.timers import arm_timers, wait_seconds
-from chalicelib.store.active import DueTimer, armed_timer
-from chalicelib.store.repository import NO_DEADLINE
+from chalicelib.service.ports import DueTimer
+from chalicelib.settings import Settings
+from chalicelib.store.stream import NO_DEADLINE, armed_timer
 from chalicelib.ticker import Ticker
 
 S = StageStatus
@@ -148,7 +150,7 @@ def test_arm_timers_waits_whole_seconds_never_early():
         def start(self, timer, wait):
             started.append((timer, wait))
 
-    ctx = type("Ctx", (), {"clock": clock})()
+    ctx = wiring.memory_context(Settings(table_name="unused", region="us-east-1"), clock)
     records = [_record("MODIFY", _image(due="2026-01-01T00:00:30.000Z"), _image(status="IDLE", due=None)),
                _record("MODIFY", _image(), _image())]
     assert arm_timers(ctx, records, Recorder()) == 1
@@ -186,7 +188,8 @@ def test_scheduler_ignores_an_execution_that_already_exists():
 
 # ---- Lambda handlers --------------------------------------------------------------------------
 
-def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(ctx, clock):
+def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(memory_ctx, clock):
+    ctx = memory_ctx
     from chalice.test import Client
 
     from app import app
@@ -205,12 +208,13 @@ def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(ctx, c
     with Client(app) as lambdas:
         event = lambdas.events.generate_sqs_event(message_bodies=bodies, queue_name="stagetrack-timers")
         lambdas.lambda_.invoke("timer_fired", event)
-        assert ctx.repo.get_stage(stage_id).status == S.TIMED_OUT
+        assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
         lambdas.lambda_.invoke("timer_fired", event)  # redelivered: harmless
-        assert ctx.repo.get_stage(stage_id).status == S.TIMED_OUT
+        assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
 
 
-def test_timer_sweeper_handler_sweeps(ctx, clock):
+def test_timer_sweeper_handler_sweeps(memory_ctx, clock):
+    ctx = memory_ctx
     from chalice.test import Client
 
     from app import app
@@ -226,7 +230,7 @@ def test_timer_sweeper_handler_sweeps(ctx, clock):
     with Client(app) as lambdas:
         lambdas.lambda_.invoke("timer_sweeper", lambdas.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]))
-    assert ctx.repo.get_stage(stage_id).status == S.TIMED_OUT
+    assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
 
 
 # ---- the local ticker -------------------------------------------------------------------------
@@ -245,7 +249,8 @@ def test_ticker_keeps_ticking_after_a_failing_tick():
     assert ticker.ticks == 2
 
 
-def test_ticker_thread_runs_the_sweep_until_stopped(ctx, clock):
+def test_ticker_thread_runs_the_sweep_until_stopped(memory_ctx, clock):
+    ctx = memory_ctx
     from chalicelib.domain.schemas import CreateRunIn
     from chalicelib.service import runs
     from chalicelib.service.timers import sweep
@@ -268,7 +273,7 @@ def test_ticker_thread_runs_the_sweep_until_stopped(ctx, clock):
     finally:
         ticker.stop(5)
     assert not ticker.alive
-    assert ctx.repo.get_stage(stage_id).status == S.SUCCESS
+    assert ctx.stores.runs.get_stage(stage_id).status == S.SUCCESS
 
 
 @pytest.mark.parametrize("flag, started", [("1", True), ("", False)])

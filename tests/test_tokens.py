@@ -25,7 +25,7 @@ def issue(client, scopes=("operate",), pipelines=None, name="ci-bot"):
 def raw_table_dump(ctx) -> str:
     """Every attribute of every item, as DynamoDB holds it."""
     client = BaseItem._get_connection().connection.client
-    items = client.scan(TableName=ctx.repo.settings.table_name)["Items"]
+    items = client.scan(TableName=ctx.settings.table_name)["Items"]
     return json.dumps(items)
 
 

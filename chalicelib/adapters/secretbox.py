@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import logging_setup
+from ..service.ports import SecretUnreadable
 
 VERSION = "v1"
 _INFO = b"stagetrack secretbox v1"
 _SALT = b"stagetrack"
 
 
-class SecretUnreadable(Exception):
-    """A sealed value that no configured key opens (key changed, or the value was tampered)."""
+__all__ = ["SecretBox", "SecretUnreadable", "from_settings"]
 
 
 def _derive(setting: str) -> bytes:

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from ..store.active import DueTimer
+from ..service.ports import DueTimer
 
 STATE_MACHINE_ENV = "STAGETRACK_TIMER_STATE_MACHINE_ARN"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -304,7 +304,7 @@ def _check_body_size(request, spec: RouteSpec) -> None:
     """Every route, whatever its view does with the body: nothing larger gets in."""
     from .. import wiring
 
-    settings = wiring.context().repo.settings
+    settings = wiring.context().settings
     limit = spec.max_body(settings) if callable(spec.max_body) else spec.max_body or settings.max_body_bytes
     size = len(request.raw_body or b"")
     if size > limit:
@@ -367,7 +367,7 @@ def json_body_fields(request) -> list[tuple[str, object]] | None:
     from .. import wiring
 
     raw = request.raw_body or b""
-    if not raw or len(raw) > wiring.context().repo.settings.max_body_bytes:
+    if not raw or len(raw) > wiring.context().settings.max_body_bytes:
         return None
     try:
         body = json.loads(raw, object_pairs_hook=_JsonObject)

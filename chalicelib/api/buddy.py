@@ -110,7 +110,7 @@ OPENAPI = {
 def operate_execution(domain, project_name, pipeline_id, execution_id):
     ctx = wiring.context()
     request = buddy.current_request
-    body = parse_body(request, dialects.BuddyOperationIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(request, dialects.BuddyOperationIn, ctx.settings.max_body_bytes)
     number = dialects.parse_buddy_id(pipeline_id)
     if number is None:
         raise NotFound(f"pipeline {pipeline_id[:40]!r} not found")

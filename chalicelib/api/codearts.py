@@ -93,7 +93,7 @@ def _stopped(effect: dict | None = None) -> Response:
        summary="CodeArts: stop a build (a run)")
 def stop_build():
     ctx = wiring.context()
-    body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.settings.max_body_bytes)
     pipeline = pipelines.by_codearts_job(ctx, body.job_id)
     operations.stop_run(ctx, pipeline.name, body.build_no, actor=current_actor() or "anonymous")
     return _stopped()
@@ -122,7 +122,7 @@ def _v1_build_no(request) -> str:
     from_query = values[0] if values else None
     from_body = None
     if request.raw_body:
-        body = parse_body(request, dialects.CodeArtsStopV1In, wiring.context().repo.settings.max_body_bytes)
+        body = parse_body(request, dialects.CodeArtsStopV1In, wiring.context().settings.max_body_bytes)
         from_body = None if body.build_no is None else str(body.build_no)
     if from_query is not None and from_body is not None and from_query != from_body:
         raise ValidationFailed("build_no in the query and in the body disagree")
@@ -189,7 +189,7 @@ def _stopped_v1() -> Response:
 def stop_build_in_path(job_id, build_no):
     request = codearts.current_request
     if request.raw_body:  # the SDK sends none; anything sent must at least be an empty object
-        parse_body(request, dialects.CodeArtsEmptyIn, wiring.context().repo.settings.max_body_bytes)
+        parse_body(request, dialects.CodeArtsEmptyIn, wiring.context().settings.max_body_bytes)
     _stop(job_id, build_no)
     return _stopped_in_path()
 

@@ -337,7 +337,7 @@ def _current_body(model):
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType(JSON_EXPECTED)
-    return parse_body(request, model, wiring.context().repo.settings.max_body_bytes)
+    return parse_body(request, model, wiring.context().settings.max_body_bytes)
 
 
 def _message(text: str, version: int, status: int = 200) -> Response:

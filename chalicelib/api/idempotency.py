@@ -54,7 +54,7 @@ from chalice import Response
 
 from .. import wiring
 from ..domain.errors import BadRequest, Conflict, ValidationFailed
-from ..store.idempotency import COMMITTED, PENDING, Record, holding
+from ..service.ports import COMMITTED, PENDING, Record
 
 log = logging.getLogger("stagetrack.api")
 
@@ -125,8 +125,8 @@ def guard(request, template: str, call: Callable[[], Response],
         raise BadRequest(f"{HEADER} must be 1 to 255 printable ASCII characters without spaces",
                          details=[{"field": HEADER}])
     ctx = wiring.context()
-    pepper = ctx.repo.settings.secret_pepper
-    store = ctx.repo.idempotency
+    pepper = ctx.settings.secret_pepper
+    store = ctx.stores.idempotency
     key_hash = _mac(pepper, "key", caller(request), request.method, template, key)
     params = request.query_params
     query = [(name, params.getlist(name)) for name in sorted(params)] if params else []
@@ -140,7 +140,7 @@ def guard(request, template: str, call: Callable[[], Response],
         return _replay(held, fingerprint, replay)
     token = held
     try:
-        with holding(key_hash, token):
+        with store.holding(key_hash, token):
             response = call()
     except BaseException:
         store.release(key_hash, token)  # only while PENDING: a committed effect stays recorded

@@ -22,7 +22,7 @@ def _request():
 
 
 def _max_body() -> int:
-    return wiring.context().repo.settings.max_body_bytes
+    return wiring.context().settings.max_body_bytes
 
 
 def created_run(effect: dict, status: int = 201) -> Response:

@@ -46,7 +46,7 @@ def _optional_body(model):
     request = _request()
     if not (request.raw_body or b"").strip():
         return model()
-    return parse_body(request, model, wiring.context().repo.settings.max_body_bytes)
+    return parse_body(request, model, wiring.context().settings.max_body_bytes)
 
 
 def _run(aggregate) -> dict:
@@ -135,7 +135,7 @@ def reject_stage(stage_id):
 @route(ops, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
 def apply_variables(run_id):
     ctx = wiring.context()
-    body = parse_body(_request(), ApplyVariablesIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(_request(), ApplyVariablesIn, ctx.settings.max_body_bytes)
     changes = [VariableChange(key=v.key, value=v.value, secret=v.secret) for v in body.variables]
     return json_response(_run(operations.apply_variables(ctx, run_id, changes)))
 

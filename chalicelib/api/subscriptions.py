@@ -20,8 +20,7 @@ from .. import wiring
 from ..domain import auth
 from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
 from ..service import subscriptions
-from ..store.deliveries import DeliveryAttempt
-from ..store.subscriptions import StoredSubscription
+from ..service.ports import DeliveryAttempt, StoredSubscription
 from . import current_principal, json_response, parse_body, parse_query, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
@@ -107,7 +106,7 @@ _OWN = auth.ACTS_ON_OWN_RECORDS
        summary="Subscribe a URL to run/stage status changes; the signing secret is shown once")
 def create_subscription():
     ctx = wiring.context()
-    body = parse_body(_request(), CreateSubscriptionIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(_request(), CreateSubscriptionIn, ctx.settings.max_body_bytes)
     subscription, secret = subscriptions.create(ctx, body, current_principal())
     view = subscription_view(subscription)
     view["secret"] = secret

@@ -15,7 +15,7 @@ from .. import wiring
 from ..domain import auth
 from ..domain.auth import CreateTokenIn
 from ..service import tokens
-from ..store.tokens import StoredToken
+from ..service.ports import StoredToken
 from . import current_principal, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import TokenCreatedOut, TokenListOut, TokenOut
@@ -45,7 +45,7 @@ def token_view(token: StoredToken) -> dict:
        summary="Issue a token; its secret is in this response only")
 def create_token():
     ctx = wiring.context()
-    body = parse_body(token_api.current_request, CreateTokenIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(token_api.current_request, CreateTokenIn, ctx.settings.max_body_bytes)
     token, secret = tokens.issue_token(ctx, body, current_principal())
     view = token_view(token)
     view["secretKey" if token.access_key else "token"] = secret

@@ -30,7 +30,7 @@ from ..domain import auth, events
 from ..domain.auth import Forbidden
 from ..domain.errors import BadRequest
 from ..service import ingest
-from ..store.sources import StoredSource
+from ..service.ports import StoredSource
 from . import ACCEPTED_CONTENT_TYPES, current_actor, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
@@ -203,7 +203,7 @@ _SOURCES = auth.ACTS_ON_NO_SINGLE_PIPELINE
        summary="Create a webhook source; its secret is in this response only")
 def create_source():
     ctx = wiring.context()
-    body = parse_body(_request(), events.CreateSourceIn, ctx.repo.settings.max_body_bytes)
+    body = parse_body(_request(), events.CreateSourceIn, ctx.settings.max_body_bytes)
     source, secret = ingest.create_source(ctx, body, current_actor())
     view = source_view(source)
     view["secret"] = secret

@@ -52,7 +52,7 @@ def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
     from ..adapters import clients
     from ..domain.clock import format_iso
 
-    queue = clients.queue(ctx.repo.settings.ingest_dlq_url)
+    queue = clients.queue(ctx.settings.ingest_dlq_url)
     if queue is None:
         return False
     code = getattr(error, "code", type(error).__name__)

@@ -41,7 +41,7 @@ def outbox_publisher(event):
     from ..service import outbox
 
     ctx = wiring.context()
-    settings = ctx.repo.settings
+    settings = ctx.settings
     report = outbox.publish(ctx, (record.to_dict() for record in event), bus=clients.event_bus(settings),
                             deliveries=clients.queue(settings.delivery_queue_url))
     log.info("outbox: %s", report)
@@ -57,7 +57,7 @@ def deliver_webhooks(event):
     from ..service import outbox
 
     ctx = wiring.context()
-    settings = ctx.repo.settings
+    settings = ctx.settings
     retries = clients.queue(settings.delivery_queue_url)
     dead_letters = clients.queue(settings.delivery_dlq_url)
     failures = []
@@ -102,7 +102,7 @@ class LocalOutbox:
         from ..adapters import clients
         from ..service import outbox
 
-        settings = self.ctx.repo.settings
+        settings = self.ctx.settings
         if callable(self._tail):
             self._tail = self._tail()
         records = self._tail.read()
@@ -131,7 +131,7 @@ def start_local(interval: float):
         from ..ticker import Ticker
 
         ctx = wiring.context()
-        settings = ctx.repo.settings
+        settings = ctx.settings
         outbox_loop = LocalOutbox(ctx, lambda: StreamTail(settings.table_name, settings.region,
                                                           settings.dynamodb_endpoint))
         def tick() -> None:

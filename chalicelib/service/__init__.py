@@ -1,13 +1,32 @@
-"""Use cases. Each takes a ServiceContext (repository + clock) and domain inputs."""
+"""Use cases. Each takes a ServiceContext (stores behind ports, clock, settings) and domain inputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from ..domain.clock import Clock
-from ..store.repository import Repository
+from ..domain.cursors import CursorCodec
+from ..settings import Settings
+from .ports import SecretBox, Stores
 
 
 @dataclass
 class ServiceContext:
-    repo: Repository
+    """What every use case runs with. ``stores`` are the storage ports (service/ports.py),
+    built by ``chalicelib/wiring.py`` on DynamoDB or in memory; ``secrets`` makes the secret box
+    for the settings (wiring passes one that loads the cipher on first use)."""
+
+    stores: Stores
     clock: Clock
+    settings: Settings
+    secrets: Callable[[Settings], SecretBox] | None = None
+
+    def box(self) -> SecretBox:
+        if self.secrets is None:
+            raise RuntimeError("this ServiceContext was built without a secret box")
+        return self.secrets(self.settings)
+
+    @property
+    def cursors(self) -> CursorCodec:
+        """The codec that seals listing cursors (the stores use one made the same way)."""
+        return CursorCodec(self.settings.secret_key)

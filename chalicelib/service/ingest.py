@@ -37,9 +37,7 @@ from ..domain.errors import (
 )
 from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
 from ..domain.model import new_run
-from ..store import sources as source_store
-from ..store.idempotency import COMMITTED, DONE, Record, holding
-from ..store.sources import StoredSource
+from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from . import ServiceContext, operations, runs
 from .runs import mutate_run
 
@@ -89,16 +87,16 @@ def ignored(reason: str) -> Outcome:
 
 def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> Outcome:
     now = ctx.clock.now()
-    run_id = source_store.linked_run(update.namespace, update.run_key)
+    run_id = ctx.stores.links.linked_run(update.namespace, update.run_key)
     if run_id is None:
-        counter = ctx.repo.next_counter(update.pipeline)
+        counter = ctx.stores.pipelines.claim_counter(update.pipeline)[0]
         aggregate = new_run(update.pipeline, counter, [], now, commit=update.commit, trigger=update.trigger)
         applied = events.apply_update(aggregate, update, now, actor=actor)
         aggregate.refresh(now)
-        if source_store.insert_linked_run(ctx.repo, aggregate, update.namespace, update.run_key, format_iso(now)):
+        if ctx.stores.links.insert_linked_run(aggregate, update.namespace, update.run_key, format_iso(now)):
             return Outcome(result="applied", run_id=aggregate.run.id, created=True, summary=update.summary,
                            stages=_stages(applied.stages), notes=applied.notes)
-        run_id = source_store.linked_run(update.namespace, update.run_key)  # another delivery won
+        run_id = ctx.stores.links.linked_run(update.namespace, update.run_key)  # another delivery won
         if run_id is None:
             raise ConcurrentModification("the sender's run is being created; retry")
     holder: list = []
@@ -230,8 +228,8 @@ def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
     answer was kept is answered by ``committed(effect)`` on redelivery, never applied twice.
     Without it (webhooks and AWS events, whose updates converge when applied again and may take
     several writes), the claim is only a receipt: a delivery that died is applied again."""
-    store = ctx.repo.idempotency
-    pepper = ctx.repo.settings.secret_pepper
+    store = ctx.stores.idempotency
+    pepper = ctx.settings.secret_pepper
     key_hash = _mac(pepper, "delivery", namespace, delivery_id)
     fingerprint = _mac(pepper, "payload", hashlib.sha256(payload).hexdigest())
     now = int(ctx.clock.now().timestamp())
@@ -249,7 +247,7 @@ def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
         if committed is None:
             answer = call()
         else:
-            with holding(key_hash, held):
+            with store.holding(key_hash, held):
                 answer = call()
     except BaseException:
         store.release(key_hash, held)  # drops only a claim whose write never happened
@@ -270,20 +268,20 @@ def _context(name: str) -> str:
 def create_source(ctx: ServiceContext, body: CreateSourceIn, created_by: str | None) -> tuple[StoredSource, str]:
     """A new source and its secret, returned here once; stored only sealed (AES-GCM)."""
     secret = events.new_secret()
-    box = _box(ctx.repo.settings)
+    box = ctx.box()
     source = StoredSource(name=body.name, type=body.type, sealed_secret=box.seal(secret, _context(body.name)),
                           created_at=format_iso(ctx.clock.now()), created_by=created_by)
-    if not source_store.insert_source(source):
+    if not ctx.stores.sources.insert_source(source):
         raise Conflict(f"a webhook source named {body.name!r} already exists; delete it first to rotate its secret")
     return source, secret
 
 
 def list_sources(ctx: ServiceContext) -> list[StoredSource]:
-    return sorted(source_store.list_sources(), key=lambda s: (s.created_at, s.name))
+    return sorted(ctx.stores.sources.list_sources(), key=lambda s: (s.created_at, s.name))
 
 
 def delete_source(ctx: ServiceContext, name: str) -> StoredSource:
-    source = source_store.delete_source(name) if len(name) <= 64 else None
+    source = ctx.stores.sources.delete_source(name) if len(name) <= 64 else None
     if source is None:
         raise NotFound(f"webhook source {name!r} not found")
     return source
@@ -294,21 +292,11 @@ def source_secret(ctx: ServiceContext, source_type: str, name: str | None) -> st
     if not name:
         raise BadRequest("query parameter source is required: the name of the webhook source",
                          details=[{"field": "source"}])
-    source = source_store.get_source(name) if len(name) <= 64 else None
+    source = ctx.stores.sources.get_source(name) if len(name) <= 64 else None
     if source is None or source.type != source_type:
         raise NotFound(f"no {source_type} webhook source named {name!r}")
-    from ..adapters.secretbox import SecretUnreadable
-
     try:
-        return _box(ctx.repo.settings).open(source.sealed_secret, _context(name))
+        return ctx.box().open(source.sealed_secret, _context(name))
     except SecretUnreadable as error:
         log.error("webhook source %s: %s", name, error)
         raise DomainError("the webhook source's secret cannot be read") from None
-
-
-def _box(settings):
-    """Imported on first use: only requests that seal or open a secret load the cipher."""
-    from ..adapters import secretbox
-
-    return secretbox.from_settings(settings)
-

@@ -95,7 +95,7 @@ def reject_stage(ctx: ServiceContext, stage_id: str, *, actor: str, comment: str
 def apply_variables(ctx: ServiceContext, run_id: str,
                     changes: list[rules.VariableChange]) -> RunAggregate:
     """Merge variables into a run; secret values are kept only as a keyed hash."""
-    pepper = ctx.repo.settings.secret_pepper
+    pepper = ctx.settings.secret_pepper
     return mutate_run(ctx, run_id, lambda aggregate: rules.apply_variables(aggregate, changes, pepper))
 
 

@@ -37,10 +37,7 @@ from ..domain.events import (
     delivery_signature,
     state_change,
 )
-from ..store import deliveries as delivery_store
-from ..store import subscriptions as subscription_store
-from ..store.deliveries import DeliveryAttempt
-from ..store.subscriptions import StoredSubscription
+from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext, subscriptions
 
 log = logging.getLogger(__name__)
@@ -91,7 +88,7 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
         return report
     if bus is not None:
         report.published = bus.publish(changes)
-    messages = delivery_messages(changes, subscriptions.list_all(ctx), base_url=ctx.repo.settings.public_url)
+    messages = delivery_messages(changes, subscriptions.list_all(ctx), base_url=ctx.settings.public_url)
     if messages:
         if deliveries is None:
             log.error("%d delivery(ies) not queued: STAGETRACK_DELIVERY_QUEUE_URL is not set", len(messages))
@@ -193,7 +190,7 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
     comes next. Recorded before queueing, so a failure to queue (the handler then fails and SQS
     redelivers this same attempt) can repeat an attempt but never fork the retries."""
     message = parse_delivery(body)
-    subscription = subscription_store.get(message["subscriptionId"])
+    subscription = ctx.stores.subscriptions.get(message["subscriptionId"])
     if subscription is None:
         log.info("delivery %s dropped: subscription deleted", message["deliveryId"])
         return DeliveryOutcome("dropped", message["attempt"])
@@ -209,7 +206,7 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
         outcome, retry_in = "retrying", backoff_seconds(attempt, message["deliveryId"])
     else:
         outcome = "dead-lettered"
-    delivery_store.record(DeliveryAttempt(
+    ctx.stores.deliveries.record(DeliveryAttempt(
         subscription_id=subscription.subscription_id, delivery_id=message["deliveryId"],
         event_id=message["eventId"], event_type=message["eventType"], attempt=attempt, outcome=outcome,
         at=format_iso(now), status_code=result.status, error=result.error, duration_ms=result.duration_ms,

@@ -10,7 +10,6 @@ from ..domain import dialects, ids
 from ..domain.errors import NotFound
 from ..domain.model import Run, RunAggregate, new_run, stage_summary
 from ..domain.operations import Pipeline, VariableChange, apply_variables, specs_of
-from ..store import dialects as dialect_store
 from . import ServiceContext
 
 
@@ -22,7 +21,7 @@ def _known_name(pipeline: str) -> str:
 
 def status(ctx: ServiceContext, pipeline: str) -> Pipeline:
     """One GetItem."""
-    found = ctx.repo.pipelines.get(_known_name(pipeline))
+    found = ctx.stores.pipelines.get(_known_name(pipeline))
     if found is None:
         raise NotFound(f"pipeline {pipeline!r} not found")
     return found
@@ -31,12 +30,12 @@ def status(ctx: ServiceContext, pipeline: str) -> Pipeline:
 def pause(ctx: ServiceContext, pipeline: str, *, actor: str, cause: str | None = None) -> Pipeline:
     """One conditional UpdateItem. New runs are refused (409) until unpaused; runs already
     going are not touched. Pausing a paused pipeline is a 409, as in GoCD."""
-    return ctx.repo.pipelines.set_paused(_known_name(pipeline), True, cause=cause, by=actor,
+    return ctx.stores.pipelines.set_paused(_known_name(pipeline), True, cause=cause, by=actor,
                                          at=ctx.clock.now())
 
 
 def unpause(ctx: ServiceContext, pipeline: str) -> Pipeline:
-    return ctx.repo.pipelines.set_paused(_known_name(pipeline), False)
+    return ctx.stores.pipelines.set_paused(_known_name(pipeline), False)
 
 
 def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
@@ -49,15 +48,15 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     the same UpdateItem, then run and stages are inserted in one transaction. A pipeline that
     never ran has no layout: 404. A paused pipeline: 409.
     """
-    counter, layout = ctx.repo.pipelines.claim_counter(_known_name(pipeline), require_layout=True)
+    counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True)
     specs, options = specs_of(layout)
     aggregate = new_run(pipeline, counter, specs, ctx.clock.now(), commit=commit,
                         trigger=f"scheduled by {actor}"[:100], variables=variables, **options)
     if secret_variables:  # GoCD's secure_variables: kept like native secrets, as a keyed hash only
         apply_variables(aggregate, [VariableChange(key, value, secret=True)
                                     for key, value in secret_variables.items()],
-                        ctx.repo.settings.secret_pepper)
-    ctx.repo.insert_run(aggregate)
+                        ctx.settings.secret_pepper)
+    ctx.stores.runs.insert_run(aggregate)
     return aggregate
 
 
@@ -65,7 +64,7 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
 
 def by_codearts_job(ctx: ServiceContext, job_id: str) -> Pipeline:
     """The pipeline a CodeArts ``job_id`` names (the MD5 of its name): one Query."""
-    found = dialect_store.pipeline_by_codearts_key(dialects.CODEARTS_KEY_PREFIX + job_id)
+    found = ctx.stores.dialects.pipeline_by_codearts_key(dialects.CODEARTS_KEY_PREFIX + job_id)
     if found is None:
         raise NotFound(f"build task {job_id!r} not found")
     return found
@@ -73,7 +72,7 @@ def by_codearts_job(ctx: ServiceContext, job_id: str) -> Pipeline:
 
 def by_buddy_id(ctx: ServiceContext, pipeline_id: int) -> Pipeline:
     """The pipeline a Buddy numeric ``pipeline_id`` names: one Query."""
-    found = dialect_store.pipeline_by_buddy_key(f"{dialects.BUDDY_KEY_PREFIX}{pipeline_id}")
+    found = ctx.stores.dialects.pipeline_by_buddy_key(f"{dialects.BUDDY_KEY_PREFIX}{pipeline_id}")
     if found is None:
         raise NotFound(f"pipeline {pipeline_id} not found")
     return found
@@ -81,7 +80,7 @@ def by_buddy_id(ctx: ServiceContext, pipeline_id: int) -> Pipeline:
 
 def latest_run(ctx: ServiceContext, pipeline: str) -> Run | None:
     """The newest run of a pipeline, from the byPipeline index (one Query)."""
-    runs, _ = ctx.repo.list_runs(pipeline, None, 1, None)
+    runs, _ = ctx.stores.runs.list_runs(pipeline, None, 1, None)
     return runs[0] if runs else None
 
 
@@ -93,10 +92,10 @@ def history(ctx: ServiceContext, pipeline: str, offset: int,
     summary costs one more Query, once."""
     found = status(ctx, pipeline)
     high = found.counter - offset
-    runs = dialect_store.runs_between(found.name, high - page_size + 1, high)
+    runs = ctx.stores.dialects.runs_between(found.name, high - page_size + 1, high)
     for run in runs:
         if run.stage_summary is None:
-            aggregate = ctx.repo.load_run(run.id)
+            aggregate = ctx.stores.runs.load_run(run.id)
             stages = sorted(aggregate.stages, key=lambda s: s.position) if aggregate else []
             run.stage_summary = [stage_summary(stage) for stage in stages]
     return found, runs

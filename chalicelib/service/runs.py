@@ -44,7 +44,7 @@ def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
     """Two round trips: the pipeline's counter (one ADD, which also returns the stage layout
     kept on the pipeline), then run + stages in one transaction, which also stores this run's
     layout on the pipeline when it differs (``schedule`` repeats the latest layout)."""
-    counter, stored_layout = ctx.repo.pipelines.claim_counter(body.pipeline)
+    counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline)
     specs = stage_specs(body)
     run_options = {"timeout_seconds": body.timeout_seconds, "auto_advance": body.auto_advance}
     plain, secret = _variables_of(body)
@@ -54,9 +54,9 @@ def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
         trigger=body.trigger, variables=plain, **run_options,
     )
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
-        apply_variables(aggregate, secret, ctx.repo.settings.secret_pepper)
+        apply_variables(aggregate, secret, ctx.settings.secret_pepper)
     layout = layout_of(specs, **run_options)
-    ctx.repo.insert_run(aggregate, layout=None if layout == stored_layout else layout)
+    ctx.stores.runs.insert_run(aggregate, layout=None if layout == stored_layout else layout)
     return aggregate
 
 
@@ -69,18 +69,18 @@ def _variables_of(body: CreateRunIn) -> tuple[dict[str, str], list[VariableChang
 
 
 def get_run(ctx: ServiceContext, run_id: str, *, missing: str | None = None) -> RunAggregate:
-    aggregate = ctx.repo.load_run(run_id) if ids.parse_run_id(run_id) else None
+    aggregate = ctx.stores.runs.load_run(run_id) if ids.parse_run_id(run_id) else None
     if aggregate is None:
         raise NotFound(missing or f"run {run_id!r} not found")
     return aggregate
 
 
 def list_runs(ctx: ServiceContext, query: ListRunsQuery) -> tuple[list[Run], str | None]:
-    return ctx.repo.list_runs(query.pipeline, query.status, query.limit, query.cursor)
+    return ctx.stores.runs.list_runs(query.pipeline, query.status, query.limit, query.cursor)
 
 
 def get_stage(ctx: ServiceContext, stage_id: str) -> Stage:
-    stage = ctx.repo.get_stage(stage_id)
+    stage = ctx.stores.runs.get_stage(stage_id)
     if stage is None:
         raise NotFound(f"stage {stage_id!r} not found")
     return stage
@@ -119,7 +119,7 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
         aggregate.refresh(ctx.clock.now())
         try:
-            ctx.repo.save(before, aggregate)
+            ctx.stores.runs.save(before, aggregate)
             return aggregate
         except ConcurrentModification:
             backoff(attempt)
@@ -166,7 +166,7 @@ def delete_run(ctx: ServiceContext, run_id: str) -> RunAggregate:
     for attempt in range(MAX_WRITE_ATTEMPTS):
         aggregate = get_run(ctx, run_id)
         try:
-            ctx.repo.delete_run(aggregate)
+            ctx.stores.runs.delete_run(aggregate)
             return aggregate
         except ConcurrentModification:
             backoff(attempt)

@@ -14,10 +14,7 @@ from ..domain.auth import Principal
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound, ValidationFailed
 from ..domain.events import CreateSubscriptionIn, SubscriptionFilter
-from ..store import deliveries as delivery_store
-from ..store import subscriptions as store
-from ..store.deliveries import DeliveryAttempt
-from ..store.subscriptions import StoredSubscription
+from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext
 
 MAX_SUBSCRIPTIONS = 100  # every stream batch reads them all (1 Query); keep that one small page
@@ -32,9 +29,9 @@ def create(ctx: ServiceContext, body: CreateSubscriptionIn,
     """A subscription no broader than its creator (403), its secret shown once."""
     auth.check_grant(creator, (), body.pipelines)
     created_by = creator.actor
-    settings = ctx.repo.settings
+    settings = ctx.settings
     events.check_subscriber_url(body.url, allow_local=settings.allow_local_subscribers)
-    if len(store.list_all()) >= MAX_SUBSCRIPTIONS:
+    if len(ctx.stores.subscriptions.list_all()) >= MAX_SUBSCRIPTIONS:
         raise ValidationFailed(f"at most {MAX_SUBSCRIPTIONS} subscriptions; delete one first")
     subscription_id = "sub_" + random_secrets.token_hex(8)
     secret = body.secret or events.new_secret()
@@ -42,17 +39,17 @@ def create(ctx: ServiceContext, body: CreateSubscriptionIn,
         subscription_id=subscription_id, url=body.url, events=tuple(dict.fromkeys(body.events)),
         pipelines=None if body.pipelines is None else tuple(sorted(set(body.pipelines))),
         statuses=None if body.statuses is None else tuple(sorted({s.value for s in body.statuses})),
-        sealed_secret=_box(settings).seal(secret, _context(subscription_id)),
+        sealed_secret=ctx.box().seal(secret, _context(subscription_id)),
         created_at=format_iso(ctx.clock.now()), created_by=created_by, description=body.description,
         format=body.format,
     )
-    store.insert(subscription)
+    ctx.stores.subscriptions.insert(subscription)
     return subscription, secret
 
 
 def list_all(ctx: ServiceContext) -> list[StoredSubscription]:
     """Every subscription: for the delivery worker, not for callers (``visible_to``)."""
-    return store.list_all()
+    return ctx.stores.subscriptions.list_all()
 
 
 def _visible(viewer: Principal, subscription: StoredSubscription) -> bool:
@@ -60,11 +57,11 @@ def _visible(viewer: Principal, subscription: StoredSubscription) -> bool:
 
 
 def visible_to(ctx: ServiceContext, viewer: Principal) -> list[StoredSubscription]:
-    return [s for s in store.list_all() if _visible(viewer, s)]
+    return [s for s in ctx.stores.subscriptions.list_all() if _visible(viewer, s)]
 
 
 def get(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> StoredSubscription:
-    subscription = store.get(subscription_id) if len(subscription_id) <= 64 else None
+    subscription = ctx.stores.subscriptions.get(subscription_id) if len(subscription_id) <= 64 else None
     if subscription is None or not _visible(viewer, subscription):
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription
@@ -75,7 +72,7 @@ def delete(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> Stor
     def allowed(subscription: StoredSubscription) -> bool:
         return _visible(viewer, subscription)
 
-    subscription = store.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
+    subscription = ctx.stores.subscriptions.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
     if subscription is None:
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription
@@ -84,7 +81,7 @@ def delete(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> Stor
 def deliveries(ctx: ServiceContext, subscription_id: str, viewer: Principal, limit: int,
                cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
     get(ctx, subscription_id, viewer)
-    return delivery_store.list_attempts(subscription_id, limit, cursor, ctx.repo.cursors)
+    return ctx.stores.deliveries.list_attempts(subscription_id, limit, cursor)
 
 
 def filter_of(subscription: StoredSubscription) -> SubscriptionFilter:
@@ -93,12 +90,5 @@ def filter_of(subscription: StoredSubscription) -> SubscriptionFilter:
 
 
 def secret_of(ctx: ServiceContext, subscription: StoredSubscription) -> str:
-    return _box(ctx.repo.settings).open(subscription.sealed_secret,
+    return ctx.box().open(subscription.sealed_secret,
                                                            _context(subscription.subscription_id))
-
-
-def _box(settings):
-    """Imported on first use: only requests that seal or open a secret load the cipher."""
-    from ..adapters import secretbox
-
-    return secretbox.from_settings(settings)

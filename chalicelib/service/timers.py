@@ -19,8 +19,7 @@ from ..domain.errors import ConcurrentModification, NotFound
 from ..domain.model import RunAggregate
 from ..domain.status import StageStatus
 from ..domain.timers import fire
-from ..store import active
-from ..store.active import DueTimer
+from .ports import DueTimer
 from . import ServiceContext
 from .runs import mutate_run
 
@@ -79,12 +78,12 @@ def sweep(ctx: ServiceContext, now: datetime | None = None, *, limit: int = SWEE
     that keeps losing write races is left for the next sweep instead of failing the others.
     """
     now = now or ctx.clock.now()
-    found = active.due_timers(format_iso(now), limit=limit)
+    found = ctx.stores.timers.due_timers(format_iso(now), limit=limit)
     report = SweepReport(queries=found.queries, items_read=found.items_read,
                          due=len(found.timers), truncated=found.truncated)
     for run_id in found.pending_runs:  # loading a run completes the change pending on it
         try:
-            ctx.repo.load_run(run_id)
+            ctx.stores.runs.load_run(run_id)
             report.completed += 1
         except ConcurrentModification:
             report.failed += 1
@@ -123,7 +122,7 @@ def arm_timers(ctx: ServiceContext, records: Iterable[dict], scheduler: TimerSch
     """
     armed = 0
     for record in records:
-        timer = active.armed_timer(record)
+        timer = ctx.stores.timers.armed_timer(record)
         if timer is None:
             continue
         scheduler.start(timer, wait_seconds(timer.due_at, ctx.clock.now()))

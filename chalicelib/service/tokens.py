@@ -22,8 +22,7 @@ from ..domain.auth import Credentials, Principal, RateLimited, RateState, Unauth
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound
 from ..settings import Settings
-from ..store import tokens as store
-from ..store.tokens import StoredToken
+from .ports import SecretUnreadable, StoredToken
 from . import ServiceContext
 
 log = logging.getLogger("stagetrack.auth")
@@ -45,19 +44,19 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal
     window = auth.rate_window(ctx.clock.now())
     if body.kind == "access-key":
         access_key, secret_key = aksk.new_access_key(), aksk.new_secret_key()
-        sealed = _box(ctx.repo.settings).seal(secret_key, _sealing_context(access_key))
+        sealed = ctx.box().seal(secret_key, _sealing_context(access_key))
         token = StoredToken(**common, access_key=access_key, sealed_secret_key=sealed)
-        store.insert(token, None, window)
+        ctx.stores.tokens.insert(token, None, window)
         return token, secret_key
     secret = auth.new_token_secret()
     token = StoredToken(**common)
-    store.insert(token, auth.hash_token(secret), window)
+    ctx.stores.tokens.insert(token, auth.hash_token(secret), window)
     return token, secret
 
 
 def list_tokens(ctx: ServiceContext, viewer: Principal) -> list[StoredToken]:
     """The tokens no broader than ``viewer``: all of them for an unlimited admin."""
-    return [t for t in store.list_all() if auth.within(viewer, t.scopes, t.pipelines)]
+    return [t for t in ctx.stores.tokens.list_all() if auth.within(viewer, t.scopes, t.pipelines)]
 
 
 def revoke_token(ctx: ServiceContext, token_id: str, revoker: Principal) -> StoredToken:
@@ -66,7 +65,7 @@ def revoke_token(ctx: ServiceContext, token_id: str, revoker: Principal) -> Stor
     def allowed(token: StoredToken) -> bool:
         return auth.within(revoker, token.scopes, token.pipelines)
 
-    token = store.delete(token_id, allowed) if len(token_id) <= 64 else None
+    token = ctx.stores.tokens.delete(token_id, allowed) if len(token_id) <= 64 else None
     if token is None:
         raise NotFound(f"token {token_id!r} not found")
     return token
@@ -80,7 +79,7 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None,
         raise Unauthorized("authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token")
     if credentials.scheme == auth.ACCESS_KEY_SCHEME:
         return _authenticate_signed(ctx, credentials, signed_request)
-    settings = ctx.repo.settings
+    settings = ctx.settings
     presented = auth.hash_token(credentials.secret)
     if auth.same_secret(presented, _bootstrap_hash(settings)):
         principal = Principal(BOOTSTRAP_ID, "bootstrap admin", (auth.ADMIN,), None,
@@ -90,7 +89,7 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None,
         raise Unauthorized("the credential is not a valid token")
     now = ctx.clock.now()
     window = auth.rate_window(now)
-    token = store.hit(presented, window)
+    token = ctx.stores.tokens.hit(presented, window)
     if token is None:
         raise Unauthorized("the token is unknown or revoked")
     return _admit(ctx, token, credentials, now)
@@ -108,13 +107,11 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
         aksk.signed_at(request.headers, now)
     except aksk.SignatureRejected as error:
         raise Unauthorized(str(error)) from None
-    stored = store.get_access_key(signed.access_key) if aksk.looks_like_access_key(signed.access_key) else None
+    stored = ctx.stores.tokens.get_access_key(signed.access_key) if aksk.looks_like_access_key(signed.access_key) else None
     if stored is None or stored.sealed_secret_key is None:
         raise Unauthorized("the access key is unknown or revoked")
-    from ..adapters.secretbox import SecretUnreadable
-
     try:
-        secret_key = _box(ctx.repo.settings).open(stored.sealed_secret_key, _sealing_context(signed.access_key))
+        secret_key = ctx.box().open(stored.sealed_secret_key, _sealing_context(signed.access_key))
     except SecretUnreadable as error:
         log.error("access key %s (%s): %s", stored.token_id, signed.access_key, error)
         raise Unauthorized("the access key cannot be checked: ask an admin to issue a new one") from None
@@ -122,7 +119,7 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
         aksk.verify(request, signed, secret_key, now)
     except aksk.SignatureRejected as error:
         raise Unauthorized(str(error)) from None
-    token = store.hit_access_key(signed.access_key, auth.rate_window(now))
+    token = ctx.stores.tokens.hit_access_key(signed.access_key, auth.rate_window(now))
     if token is None:  # revoked since it was read
         raise Unauthorized("the access key is unknown or revoked")
     return _admit(ctx, token, credentials, now)
@@ -133,16 +130,9 @@ def _sealing_context(access_key: str) -> str:
     return f"access-key:{access_key}"
 
 
-def _box(settings: Settings):
-    """Imported on first use: only requests that seal or open a secret load the cipher."""
-    from ..adapters import secretbox
-
-    return secretbox.from_settings(settings)
-
-
 def _admit(ctx: ServiceContext, token: StoredToken, credentials: Credentials, now) -> tuple[Principal, RateState]:
     """The principal of a known token or access key, or 429 past the rate limit."""
-    settings = ctx.repo.settings
+    settings = ctx.settings
     principal = Principal(
         token.token_id, token.name, tuple(token.scopes),
         None if token.pipelines is None else frozenset(token.pipelines), user=credentials.user,

@@ -8,31 +8,11 @@ Stages are spread over ``ACTIVE_SHARDS`` partitions so one hot key never throttl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from ..service.ports import DueQuery, DueTimer
 from .models import ACTIVE_SHARDS, StageItem
-from .repository import NO_DEADLINE
+from .stream import armed_timer
 
-
-@dataclass(frozen=True)
-class DueTimer:
-    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC)."""
-
-    stage_id: str
-    attempt: int
-    due_at: str
-
-
-@dataclass
-class DueQuery:
-    timers: list[DueTimer] = field(default_factory=list)
-    queries: int = 0
-    items_read: int = 0  # ScannedCount summed over every page: what DynamoDB actually read
-    capacity_units: float = 0.0
-    truncated: bool = False
-    # Runs with a change still pending past its grace time (a big run whose writer died
-    # between its chunks: store/repository.py); loading such a run completes it.
-    pending_runs: list[str] = field(default_factory=list)
+__all__ = ["DueQuery", "DueTimer", "due_timers", "armed_timer", "shard_keys"]
 
 
 def shard_keys() -> list[str]:
@@ -74,44 +54,3 @@ def due_timers(now_iso: str, limit: int = 1000) -> DueQuery:
             if not start:
                 break
     return result
-
-
-def armed_timer(record: dict) -> DueTimer | None:
-    """The timer a DynamoDB stream record asks for, if any.
-
-    A stage needs a new timer when its new image is active with a real due moment that the old
-    image did not have (it just started, entered approval, began a new attempt, or its timeout
-    or expected duration changed). Everything else (runs, pipelines, removals, finished stages,
-    unrelated edits) arms nothing. ``record`` is the Lambda event record (``dynamodb`` key with
-    ``NewImage``/``OldImage`` in DynamoDB JSON).
-    """
-    if record.get("eventName") not in ("INSERT", "MODIFY"):
-        return None
-    images = record.get("dynamodb") or {}
-    new = images.get("NewImage") or {}
-    if _text(new, "kind") != "stage":
-        return None
-    due_at = _text(new, "due_at")
-    stage_id = _text(new, "stage_id")
-    attempt = _number(new, "attempt")
-    if due_at is None or due_at == NO_DEADLINE or stage_id is None or attempt is None:
-        return None
-    old = images.get("OldImage") or {}
-    if _text(old, "due_at") == due_at and _number(old, "attempt") == attempt:
-        return None
-    return DueTimer(stage_id=stage_id, attempt=attempt, due_at=due_at)
-
-
-def _text(image: dict, name: str) -> str | None:
-    value = image.get(name)
-    return value.get("S") if isinstance(value, dict) else None
-
-
-def _number(image: dict, name: str) -> int | None:
-    value = image.get(name)
-    if not isinstance(value, dict) or "N" not in value:
-        return None
-    try:
-        return int(value["N"])
-    except ValueError:
-        return None

@@ -6,28 +6,13 @@ TTL (``expires_at``) removes old attempts; nothing ever scans for them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..domain.cursors import CursorCodec
+from ..service.ports import DELIVERY_RETENTION_SECONDS, DeliveryAttempt
 from .models import DeliveryItem
 from .repository import key_from_cursor_payload
 
-RETENTION_SECONDS = 14 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class DeliveryAttempt:
-    subscription_id: str
-    delivery_id: str
-    event_id: str
-    event_type: str
-    attempt: int
-    outcome: str  # delivered | retrying | dead-lettered
-    at: str
-    status_code: int | None = None
-    error: str | None = None
-    duration_ms: int | None = None
-    next_attempt_at: str | None = None
+RETENTION_SECONDS = DELIVERY_RETENTION_SECONDS
+__all__ = ["DeliveryAttempt", "record", "list_attempts", "cursor_scope", "RETENTION_SECONDS"]
 
 
 def _pk(subscription_id: str) -> str:

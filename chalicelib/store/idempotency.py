@@ -20,38 +20,23 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from dataclasses import dataclass
-
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
-from .models import (
-    IDEM_COMMITTED as COMMITTED,
-    IDEM_DONE as DONE,
-    IDEM_PENDING as PENDING,
-    IDEMPOTENCY_SK as SK,
-    IdempotencyItem,
-    idempotency_pk as _pk,
-)
-from .repository import ClaimTakenOver, _is_condition_failure, holding_claim as holding
+from ..service.ports import COMMITTED, DONE, PENDING, ClaimTakenOver, Record
+from . import models
+from .models import IDEMPOTENCY_SK as SK, IdempotencyItem, idempotency_pk as _pk
+from .repository import _is_condition_failure, holding_claim as holding
+
+assert (models.IDEM_PENDING, models.IDEM_COMMITTED, models.IDEM_DONE) == (PENDING, COMMITTED, DONE)
 
 __all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record", "holding"]
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a repeated key finds: the first request still running (PENDING), its effect
-    committed without a stored response (COMMITTED, ``effect`` says what it wrote), or its
-    stored response (DONE)."""
-
-    state: str
-    fingerprint: str
-    status_code: int | None = None
-    headers: dict | None = None
-    body: bytes | None = None
-    effect: dict | None = None
-
-
 class IdempotencyStore:
+    def holding(self, key_hash: str, token: str):
+        """The claim's commit rides on the next change's first transaction (repository.py)."""
+        return holding(key_hash, token)
+
     def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
               ttl_seconds: int) -> str | Record:
         """Returns a claim token (go ahead) or the record that holds the key."""

@@ -53,12 +53,13 @@ from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
 from ..domain import cursors, ids
 from ..domain.clock import format_iso, parse_iso
-from ..domain.errors import BadRequest, ConcurrentModification, Conflict, ValidationFailed
+from ..domain.errors import BadRequest, ConcurrentModification, ValidationFailed
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
-from ..settings import Settings
+from ..service.ports import ClaimTakenOver
 from . import models
+from .stream import NO_DEADLINE
 from .models import (
     ACTIVE_SHARDS,
     IDEM_COMMITTED,
@@ -77,7 +78,6 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
-NO_DEADLINE = "9999-12-31T23:59:59.999Z"
 INSERT_ATTEMPTS = 3
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit of one TransactWriteItems
 BIG_RUN_STAGES = 64  # above this many stages, stage items carry big_run (see the module docstring)
@@ -194,12 +194,6 @@ class HeldClaim:
 
 _held_claim: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
     "stagetrack_idempotency_claim", default=None)
-
-
-class ClaimTakenOver(Conflict):
-    """The claim's lease ran out and another request claimed the key: this one must not commit."""
-
-    code = "idempotency_key_in_use"
 
 
 @contextmanager
@@ -462,21 +456,11 @@ def _flag(pk: str, sk: str) -> TxItem:
 
 
 class Repository:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.cursors = cursors.CursorCodec(settings.secret_key)
-        models.bind(settings.table_name, settings.region, settings.dynamodb_endpoint)
-        from .idempotency import IdempotencyStore
-        from .pipelines import PipelineStore
+    """The DynamoDB ``RunStore`` (service/ports.py). The PynamoDB models must be bound
+    (``models.bind``, done once by ``store/dynamo.py``)."""
 
-        self.pipelines = PipelineStore()
-        self.idempotency = IdempotencyStore()
-
-    # -- pipelines --------------------------------------------------------------------------
-
-    def next_counter(self, pipeline: str) -> int:
-        """One atomic ADD; refused while the pipeline is paused (see store/pipelines.py)."""
-        return self.pipelines.claim_counter(pipeline)[0]
+    def __init__(self, codec: cursors.CursorCodec) -> None:
+        self.cursors = codec
 
     # -- runs -------------------------------------------------------------------------------
 

@@ -12,30 +12,20 @@ Round trips:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-
 from typing import Sequence
 
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
 
 from ..domain.model import RunAggregate
+from ..service.ports import StoredSource
 from .models import LinkItem, SourceItem
 from .repository import Repository, TxItem, _is_condition_failure, failed_tags, put_item, tx_put
 
+__all__ = ["StoredSource", "insert_source", "get_source", "list_sources", "delete_source",
+           "linked_run", "insert_linked_run"]
+
 SOURCES_PK = "SOURCES"
 LINK_SK = "#LINK"
-
-
-@dataclass(frozen=True)
-class StoredSource:
-    name: str
-    type: str
-    sealed_secret: str  # AES-GCM ciphertext; opened only to verify a request
-    created_at: str
-    created_by: str | None = None
-
-    def __repr__(self) -> str:  # the sealed value stays out of logs too
-        return f"StoredSource(name={self.name!r}, type={self.type!r})"
 
 
 def _source_sk(name: str) -> str:

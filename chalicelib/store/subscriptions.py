@@ -8,33 +8,18 @@ GetItem; admins create (1 conditional PutItem), list (1 Query) and delete (1 Get
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Callable
 
 from pynamodb.exceptions import DeleteError
 
 from ..domain.events import FORMAT_STAGETRACK
+from ..service.ports import StoredSubscription
 from .models import SubscriptionItem
 from .repository import _is_condition_failure, put_item
 
+__all__ = ["StoredSubscription", "insert", "get", "list_all", "delete"]
+
 SUBSCRIPTIONS_PK = "SUBSCRIPTIONS"
-
-
-@dataclass(frozen=True)
-class StoredSubscription:
-    subscription_id: str
-    url: str
-    events: tuple[str, ...]
-    pipelines: tuple[str, ...] | None
-    statuses: tuple[str, ...] | None
-    sealed_secret: str
-    created_at: str
-    created_by: str | None = None
-    description: str | None = None
-    format: str = FORMAT_STAGETRACK  # what its deliveries carry: "stagetrack" or "cdevents"
-
-    def __repr__(self) -> str:
-        return f"StoredSubscription(id={self.subscription_id!r})"
 
 
 def _sk(subscription_id: str) -> str:

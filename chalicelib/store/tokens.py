@@ -17,13 +17,15 @@ Round trips:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Callable
 
 from botocore.exceptions import ClientError
 
+from ..service.ports import StoredToken
 from .models import BaseItem, TokenEntryItem, TokenItem
 from .repository import transaction
+
+__all__ = ["StoredToken", "insert", "list_all", "delete", "get_access_key", "hit", "hit_access_key"]
 
 TOKEN_SK = "#TOKEN"
 LISTING_PK = "TOKENS"
@@ -40,20 +42,6 @@ def access_key_pk(access_key: str) -> str:
 
 def entry_sk(token_id: str) -> str:
     return f"TOKEN#{token_id}"
-
-
-@dataclass(frozen=True)
-class StoredToken:
-    token_id: str
-    name: str
-    scopes: list[str]
-    pipelines: list[str] | None
-    created_at: str
-    created_by: str | None = None
-    window: int = 0
-    hits: int = 0
-    access_key: str | None = None  # set for an access key pair
-    sealed_secret_key: str | None = field(default=None, repr=False)
 
 
 def insert(token: StoredToken, token_hash: str | None, window: int) -> None:

@@ -1,0 +1,299 @@
+"""The ports the use cases need: what they store and read, as ``typing.Protocol``s, and the plain
+values those ports exchange.
+
+The services see only these. ``chalicelib/store/`` implements them on DynamoDB (``store/dynamo.py``
+assembles them; the only code that knows item keys, indexes, conditions and stream images) and in
+memory (``store/memory.py``, for the unit tier). One contract suite
+(``tests/integration/test_store_contract.py``) runs against both, so what a caller relies on
+(the domain errors a conditional write raises, versions, the Idempotency-Key claim carried by
+the change it guards, paging with the signed cursor codec, ordering) holds for either.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol
+
+from ..domain.errors import Conflict
+from ..domain.events import FORMAT_STAGETRACK
+from ..domain.model import Run, RunAggregate, Stage
+from ..domain.operations import Pipeline
+from ..domain.status import StageStatus
+
+# ---- values the ports exchange -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    token_id: str
+    name: str
+    scopes: list[str]
+    pipelines: list[str] | None
+    created_at: str
+    created_by: str | None = None
+    window: int = 0
+    hits: int = 0
+    access_key: str | None = None  # set for an access key pair
+    sealed_secret_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    name: str
+    type: str
+    sealed_secret: str  # AES-GCM ciphertext; opened only to verify a request
+    created_at: str
+    created_by: str | None = None
+
+    def __repr__(self) -> str:  # the sealed value stays out of logs too
+        return f"StoredSource(name={self.name!r}, type={self.type!r})"
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    subscription_id: str
+    url: str
+    events: tuple[str, ...]
+    pipelines: tuple[str, ...] | None
+    statuses: tuple[str, ...] | None
+    sealed_secret: str
+    created_at: str
+    created_by: str | None = None
+    description: str | None = None
+    format: str = FORMAT_STAGETRACK  # what its deliveries carry: "stagetrack" or "cdevents"
+
+    def __repr__(self) -> str:
+        return f"StoredSubscription(id={self.subscription_id!r})"
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    subscription_id: str
+    delivery_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    outcome: str  # delivered | retrying | dead-lettered
+    at: str
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    next_attempt_at: str | None = None
+
+
+DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600  # attempts are kept this long, then expire
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC)."""
+
+    stage_id: str
+    attempt: int
+    due_at: str
+
+
+@dataclass
+class DueQuery:
+    timers: list[DueTimer] = field(default_factory=list)
+    queries: int = 0
+    items_read: int = 0  # what the store actually read (DynamoDB: ScannedCount over every page)
+    capacity_units: float = 0.0
+    truncated: bool = False
+    # Runs with a change still pending past its grace time (a big run whose writer died
+    # between its chunks: store/repository.py); loading such a run completes it.
+    pending_runs: list[str] = field(default_factory=list)
+
+
+# Idempotency-Key records go PENDING -> COMMITTED -> DONE (store/idempotency.py).
+PENDING, COMMITTED, DONE = "PENDING", "COMMITTED", "DONE"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a repeated key finds: the first request still running (PENDING), its effect
+    committed without a stored response (COMMITTED, ``effect`` says what it wrote), or its
+    stored response (DONE)."""
+
+    state: str
+    fingerprint: str
+    status_code: int | None = None
+    headers: dict | None = None
+    body: bytes | None = None
+    effect: dict | None = None
+
+
+class ClaimTakenOver(Conflict):
+    """The claim's lease ran out and another request claimed the key: this one must not commit."""
+
+    code = "idempotency_key_in_use"
+
+
+class SecretUnreadable(Exception):
+    """A sealed value that no configured key opens (key changed, or the value was tampered)."""
+
+
+# ---- the ports ---------------------------------------------------------------------------------
+
+
+class RunStore(Protocol):
+    """Runs and their stages. Every write is conditional on the versions read: a lost race
+    raises ``ConcurrentModification`` and writes nothing; a successful write bumps the
+    ``version`` of the run and of every stage it wrote, in the objects passed in."""
+
+    def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
+        """Run and stages appear together or not at all; ``layout`` (when given) is stored on
+        the pipeline in the same write."""
+
+    def load_run(self, run_id: str) -> RunAggregate | None:
+        """The run with its stages in position order (strongly consistent); None if unknown."""
+
+    def get_stage(self, stage_id: str) -> Stage | None: ...
+
+    def save(self, before: RunAggregate, after: RunAggregate) -> None:
+        """Write what changed between ``before`` and ``after`` (stages added, changed, removed)
+        and the run, conditioned on the versions read."""
+
+    def delete_run(self, aggregate: RunAggregate) -> None: ...
+
+    def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
+                  cursor: str | None) -> tuple[list[Run], str | None]:
+        """Newest first (by counter), ``limit`` per page; the next page's signed cursor, valid
+        only for the same (pipeline, status) listing, or None after the last page. A cursor
+        that does not open raises ``BadRequest``."""
+
+
+class RunLinks(Protocol):
+    """A sender's run (namespace, key) -> our run, made together with the run."""
+
+    def linked_run(self, namespace: str, key: str) -> str | None: ...
+
+    def insert_linked_run(self, aggregate: RunAggregate, namespace: str, key: str, created_at: str) -> bool:
+        """Run + stages + link, all or nothing. False: the link exists already (another
+        delivery made the run first); nothing was written."""
+
+
+class PipelineStore(Protocol):
+    def get(self, pipeline: str) -> Pipeline | None: ...
+
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+        """The next run number (1, 2, ...; atomic) and the stored layout. A paused pipeline
+        raises ``PipelinePaused``; with ``require_layout`` a pipeline that never ran raises
+        ``NotFound`` and nothing is claimed."""
+
+    def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
+                   by: str | None = None, at: datetime | None = None) -> Pipeline:
+        """Unknown pipeline: ``NotFound``; already in that state: ``Conflict``. The change
+        carries the held Idempotency-Key claim's commit (see ``IdempotencyStore.holding``)."""
+
+
+class DialectLookups(Protocol):
+    """Reads only the dialect endpoints need."""
+
+    def pipeline_by_codearts_key(self, key: str) -> Pipeline | None: ...
+
+    def pipeline_by_buddy_key(self, key: str) -> Pipeline | None: ...
+
+    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
+        """Runs numbered low..high (inclusive), newest first."""
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
+              ttl_seconds: int) -> str | Record:
+        """A claim token (go ahead) or the ``Record`` that holds the key. A key is free when
+        new, expired, or PENDING past its lease."""
+
+    def complete(self, key_hash: str, token: str, status_code: int, headers: dict,
+                 body: bytes | None, *, max_stored: int) -> str:
+        """"stored", "lost" (claim taken over) or "too_large" (claim released)."""
+
+    def release(self, key_hash: str, token: str) -> None:
+        """Drop a PENDING claim still held by ``token``; a COMMITTED record stays."""
+
+    def holding(self, key_hash: str, token: str) -> AbstractContextManager:
+        """While the block runs, the first write of each change (a run's, a pipeline's, a
+        token's, ...) also sets the record COMMITTED with what it wrote, atomically, on
+        condition the claim is still ``token``'s; if it is not, that write raises
+        ``Conflict`` (code ``idempotency_key_in_use``) and nothing is written."""
+
+
+class TokenStore(Protocol):
+    def insert(self, token: StoredToken, token_hash: str | None, window: int) -> None: ...
+
+    def list_all(self) -> list[StoredToken]:
+        """Oldest first."""
+
+    def delete(self, token_id: str,
+               allowed: Callable[[StoredToken], bool] = ...) -> StoredToken | None: ...
+
+    def get_access_key(self, access_key: str) -> StoredToken | None: ...
+
+    def hit(self, token_hash: str, window: int) -> StoredToken | None:
+        """Look up and count one request in ``window`` (a newer stored window wins)."""
+
+    def hit_access_key(self, access_key: str, window: int) -> StoredToken | None: ...
+
+
+class SourceStore(Protocol):
+    def insert_source(self, source: StoredSource) -> bool:
+        """False if a source of that name exists already."""
+
+    def get_source(self, name: str) -> StoredSource | None: ...
+
+    def list_sources(self) -> list[StoredSource]: ...
+
+    def delete_source(self, name: str) -> StoredSource | None: ...
+
+
+class SubscriptionStore(Protocol):
+    def insert(self, subscription: StoredSubscription) -> None: ...
+
+    def get(self, subscription_id: str) -> StoredSubscription | None: ...
+
+    def list_all(self) -> list[StoredSubscription]:
+        """Oldest first."""
+
+    def delete(self, subscription_id: str,
+               allowed: Callable[[StoredSubscription], bool] = ...) -> StoredSubscription | None: ...
+
+
+class DeliveryLog(Protocol):
+    def record(self, attempt: DeliveryAttempt, epoch_now: int) -> None: ...
+
+    def list_attempts(self, subscription_id: str, limit: int,
+                      cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
+        """Newest first, paged with a signed cursor valid for this subscription only."""
+
+
+class ActiveTimers(Protocol):
+    """The stages whose timers are armed."""
+
+    def due_timers(self, now_iso: str, limit: int = 1000) -> DueQuery: ...
+
+    def armed_timer(self, record: dict) -> DueTimer | None:
+        """The timer a change record of the store's stream asks for, if any."""
+
+
+@dataclass
+class Stores:
+    runs: RunStore
+    links: RunLinks
+    pipelines: PipelineStore
+    dialects: DialectLookups
+    idempotency: IdempotencyStore
+    tokens: TokenStore
+    sources: SourceStore
+    subscriptions: SubscriptionStore
+    deliveries: DeliveryLog
+    timers: ActiveTimers
+
+
+class SecretBox(Protocol):
+    """Seals the secrets stagetrack must read back (adapters/secretbox.py)."""
+
+    def seal(self, plaintext: str, context: str) -> str: ...
+
+    def open(self, sealed: str, context: str) -> str:
+        """Raises ``SecretUnreadable``."""

@@ -1,0 +1,501 @@
+"""Every port of service/ports.py in memory: the unit tier's stores (no moto, no network).
+
+Production code (not a test fake) so that the layer rules apply to it and the contract suite
+(tests/integration/test_store_contract.py) holds it to what the DynamoDB store does where callers
+rely on it: conditional writes raise the same domain errors and write nothing; versions start at
+1 and grow by one per write of an item; the Idempotency-Key claim held while a change is written
+is committed with that change's first write, or the write fails with ``ClaimTakenOver``; listings
+page newest first with the same signed cursor codec and scopes. One lock makes every write
+atomic. Values are copied in and out, as a database would. Not modelled: round trips, the big-run
+intent (a change of any size is one atomic write here) and TTL expiry of delivery attempts.
+"""
+from __future__ import annotations
+
+import contextvars
+import copy
+import hmac
+import threading
+import uuid
+import zlib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator
+
+from ..domain import dialects, ids
+from ..domain.clock import format_iso
+from ..domain.cursors import INVALID, CursorCodec
+from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
+from ..domain.model import Run, RunAggregate, Stage
+from ..domain.operations import Pipeline
+from ..domain.status import StageStatus
+from ..domain.timers import next_due
+from ..service.ports import (
+    COMMITTED,
+    DONE,
+    PENDING,
+    ClaimTakenOver,
+    DeliveryAttempt,
+    DueQuery,
+    DueTimer,
+    Record,
+    StoredSource,
+    StoredSubscription,
+    StoredToken,
+    Stores,
+)
+from ..settings import Settings
+from .stream import NO_DEADLINE, armed_timer
+
+
+@dataclass
+class _Claim:
+    key_hash: str
+    token: str
+    committed: bool = False
+
+
+class MemoryDatabase:
+    """The state every memory store shares (like one table), and the held claim."""
+
+    def __init__(self, codec: CursorCodec) -> None:
+        self.codec = codec
+        self.lock = threading.RLock()
+        self.runs: dict[str, RunAggregate] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.links: dict[tuple[str, str], str] = {}
+        self.idempotency: dict[str, dict] = {}
+        self.tokens: dict[str, dict] = {}  # by token hash or "AK:" + access key
+        self.token_entries: dict[str, StoredToken] = {}
+        self.sources: dict[str, StoredSource] = {}
+        self.subscriptions: dict[str, StoredSubscription] = {}
+        self.deliveries: dict[str, dict[str, DeliveryAttempt]] = {}
+        self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
+            f"stagetrack_memory_claim_{id(self)}", default=None)
+
+    def commit_claim(self, effect: dict) -> Callable[[], None]:
+        """Check (under the lock, before any write) that the held claim may commit; returns
+        what commits it, to run together with the write."""
+        held = self.held.get()
+        if held is None or held.committed:
+            return lambda: None
+        record = self.idempotency.get(held.key_hash)
+        if record is None or record["token"] != held.token or record["state"] != PENDING:
+            raise ClaimTakenOver("the Idempotency-Key of this request was claimed by another request "
+                                 "after this one outlived its lease; nothing was written")
+
+        def commit() -> None:
+            record.update(state=COMMITTED, effect=dict(effect))
+            held.committed = True
+        return commit
+
+
+def _page(items: list, limit: int, key: Callable, codec: CursorCodec, scope: str,
+          cursor: str | None) -> tuple[list, str | None]:
+    """``items`` sorted newest first; the cursor holds the last key returned."""
+    if cursor:
+        payload = codec.open(scope, cursor)
+        after = payload.get("after")
+        if set(payload) != {"after"} or not isinstance(after, (str, int)) or isinstance(after, bool):
+            raise BadRequest(INVALID)
+        items = [item for item in items if _before(key(item), after)]
+    page = items[:limit]
+    more = len(items) > limit
+    return page, codec.seal(scope, {"after": key(page[-1])}) if more and page else None
+
+
+def _before(value, after) -> bool:
+    try:
+        return value < after
+    except TypeError:
+        raise BadRequest(INVALID) from None
+
+
+class MemoryRunStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
+        with self.db.lock:
+            self._insert(aggregate, layout, {"run": aggregate.run.id})
+
+    def _insert(self, aggregate: RunAggregate, layout: dict | None, effect: dict,
+                before_write: Callable[[], None] = lambda: None) -> None:
+        if aggregate.run.id in self.db.runs:
+            raise Conflict(f"run {aggregate.run.id!r} exists already")
+        commit = self.db.commit_claim(effect)
+        before_write()
+        commit()
+        if layout is not None:
+            pipeline = self.db.pipelines.setdefault(aggregate.run.pipeline, Pipeline(name=aggregate.run.pipeline))
+            pipeline.layout = copy.deepcopy(layout)
+        _bump(aggregate.run, aggregate.stages)
+        self.db.runs[aggregate.run.id] = copy.deepcopy(aggregate)
+
+    def load_run(self, run_id: str) -> RunAggregate | None:
+        with self.db.lock:
+            found = self.db.runs.get(run_id)
+            if found is None:
+                return None
+            aggregate = copy.deepcopy(found)
+        aggregate.stages.sort(key=lambda s: s.position)
+        return aggregate
+
+    def get_stage(self, stage_id: str) -> Stage | None:
+        parsed = ids.parse_stage_id(stage_id)
+        if parsed is None:
+            return None
+        with self.db.lock:
+            found = self.db.runs.get(parsed[0])
+            stage = next((s for s in found.stages if s.id == stage_id), None) if found else None
+            return copy.deepcopy(stage)
+
+    def save(self, before: RunAggregate, after: RunAggregate) -> None:
+        old = {stage.id: stage for stage in before.stages}
+        new_ids = {stage.id for stage in after.stages}
+        changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
+        removed = [s for s in before.stages if s.id not in new_ids]
+        with self.db.lock:
+            stored = self.db.runs.get(after.run.id)
+            current = {s.id: s for s in stored.stages} if stored else {}
+            if (stored is None or stored.run.version != after.run.version
+                    or any(_stored_version(current, s) != s.version for s in changed)
+                    or any(_stored_version(current, s) != s.version for s in removed)):
+                raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
+            self.db.commit_claim({"run": after.run.id})()
+            _bump(after.run, changed)
+            written = {s.id: s for s in changed}
+            stages = [written.get(s.id, current.get(s.id)) for s in after.stages]
+            self.db.runs[after.run.id] = copy.deepcopy(RunAggregate(run=after.run, stages=stages))
+
+    def delete_run(self, aggregate: RunAggregate) -> None:
+        with self.db.lock:
+            stored = self.db.runs.get(aggregate.run.id)
+            if stored is None or stored.run.version != aggregate.run.version:
+                raise ConcurrentModification(f"run {aggregate.run.id!r} was changed by someone else; retry")
+            self.db.commit_claim({"run": aggregate.run.id, "deleted": True})()
+            del self.db.runs[aggregate.run.id]
+
+    def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
+                  cursor: str | None) -> tuple[list[Run], str | None]:
+        scope = f"runs/{pipeline}/{status.value if status else '*'}"
+        with self.db.lock:
+            runs = [copy.deepcopy(a.run) for a in self.db.runs.values()
+                    if a.run.pipeline == pipeline and (status is None or a.run.status == status)]
+        runs.sort(key=lambda r: r.counter, reverse=True)
+        return _page(runs, limit, lambda r: r.counter, self.db.codec, scope, cursor)
+
+
+def _stored_version(current: dict[str, Stage], stage: Stage) -> int | None:
+    found = current.get(stage.id)
+    return None if found is None else found.version
+
+
+def _bump(run: Run, stages: list[Stage]) -> None:
+    run.version = (run.version or 0) + 1
+    for stage in stages:
+        stage.version = (stage.version or 0) + 1
+
+
+class MemoryRunLinks:
+    def __init__(self, db: MemoryDatabase, runs: MemoryRunStore) -> None:
+        self.db, self.runs = db, runs
+
+    def linked_run(self, namespace: str, key: str) -> str | None:
+        with self.db.lock:
+            return self.db.links.get((namespace, key))
+
+    def insert_linked_run(self, aggregate: RunAggregate, namespace: str, key: str, created_at: str) -> bool:
+        with self.db.lock:
+            if (namespace, key) in self.db.links:
+                return False
+
+            def link() -> None:
+                self.db.links[(namespace, key)] = aggregate.run.id
+            self.runs._insert(aggregate, None, {"run": aggregate.run.id}, before_write=link)
+            return True
+
+
+class MemoryPipelineStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def get(self, pipeline: str) -> Pipeline | None:
+        with self.db.lock:
+            return copy.deepcopy(self.db.pipelines.get(pipeline))
+
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+        with self.db.lock:
+            found = self.db.pipelines.get(pipeline)
+            if require_layout and (found is None or found.layout is None):
+                raise NotFound(f"pipeline {pipeline!r} has never run; nothing to schedule from")
+            if found is not None and found.paused:
+                raise PipelinePaused(f"pipeline {pipeline!r} is paused; it accepts no new runs")
+            if found is None:
+                found = self.db.pipelines[pipeline] = Pipeline(name=pipeline)
+            found.counter += 1
+            return found.counter, copy.deepcopy(found.layout)
+
+    def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
+                   by: str | None = None, at=None) -> Pipeline:
+        with self.db.lock:
+            found = self.db.pipelines.get(pipeline)
+            if found is None:
+                raise NotFound(f"pipeline {pipeline!r} not found")
+            if found.paused == paused:
+                state = "already paused" if paused else "not paused"
+                raise Conflict(f"pipeline {pipeline!r} is {state}")
+            self.db.commit_claim({"pipeline": pipeline})()
+            found.paused = paused
+            found.pause_cause, found.paused_by = (cause or None, by or None) if paused else (None, None)
+            found.paused_at = _millis(at) if paused else None
+            return copy.deepcopy(found)
+
+
+def _millis(moment):
+    """Stored as ISO text with milliseconds, as DynamoDB keeps it."""
+    from ..domain.clock import parse_iso
+
+    return None if moment is None else parse_iso(format_iso(moment))
+
+
+class MemoryDialectLookups:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def _single(self, key: Callable[[str], str], wanted: str, what: str) -> Pipeline | None:
+        with self.db.lock:
+            found = [copy.deepcopy(p) for p in self.db.pipelines.values() if p.counter and key(p.name) == wanted]
+        if len(found) > 1:
+            names = ", ".join(sorted(p.name for p in found))
+            raise Conflict(f"{what} is shared by pipelines {names}; address them by name")
+        return found[0] if found else None
+
+    def pipeline_by_codearts_key(self, key: str) -> Pipeline | None:
+        return self._single(dialects.codearts_key, key, "this CodeArts job_id")
+
+    def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
+        return self._single(dialects.buddy_key, key, "this Buddy pipeline_id")
+
+    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
+        if high < 1 or high < low:
+            return []
+        with self.db.lock:
+            runs = [copy.deepcopy(a.run) for a in self.db.runs.values()
+                    if a.run.pipeline == pipeline and max(low, 1) <= a.run.counter <= high]
+        return sorted(runs, key=lambda r: r.counter, reverse=True)
+
+
+class MemoryIdempotencyStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
+              ttl_seconds: int) -> str | Record:
+        with self.db.lock:
+            held = self.db.idempotency.get(key_hash)
+            free = (held is None or held["expires_at"] <= now
+                    or (held["state"] == PENDING and held["lease_until"] <= now))
+            if not free:
+                return Record(state=held["state"], fingerprint=held["fingerprint"],
+                              status_code=held.get("status_code"), headers=copy.deepcopy(held.get("headers")),
+                              body=None if held.get("body") is None else zlib.decompress(held["body"]),
+                              effect=copy.deepcopy(held.get("effect")))
+            token = uuid.uuid4().hex
+            self.db.idempotency[key_hash] = {"state": PENDING, "fingerprint": fingerprint, "token": token,
+                                             "lease_until": now + lease_seconds, "expires_at": now + ttl_seconds}
+            return token
+
+    def complete(self, key_hash: str, token: str, status_code: int, headers: dict,
+                 body: bytes | None, *, max_stored: int) -> str:
+        packed = None if body is None else zlib.compress(body)
+        if packed is not None and len(packed) > max_stored:
+            self.release(key_hash, token)
+            return "too_large"
+        with self.db.lock:
+            held = self.db.idempotency.get(key_hash)
+            if held is None or not hmac.compare_digest(held["token"], token) or held["state"] not in (PENDING, COMMITTED):
+                return "lost"
+            held.update(state=DONE, status_code=status_code, headers=copy.deepcopy(headers), body=packed)
+            return "stored"
+
+    def release(self, key_hash: str, token: str) -> None:
+        with self.db.lock:
+            held = self.db.idempotency.get(key_hash)
+            if held is not None and held["token"] == token and held["state"] == PENDING:
+                del self.db.idempotency[key_hash]
+
+    @contextmanager
+    def holding(self, key_hash: str, token: str) -> Iterator[_Claim]:
+        held = _Claim(key_hash, token)
+        reset = self.db.held.set(held)
+        try:
+            yield held
+        finally:
+            self.db.held.reset(reset)
+
+
+class MemoryTokenStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    @staticmethod
+    def _key(token_hash: str | None, access_key: str | None) -> str:
+        return f"AK:{access_key}" if access_key else f"TOKEN:{token_hash}"
+
+    def insert(self, token: StoredToken, token_hash: str | None, window: int) -> None:
+        key = self._key(token_hash, token.access_key)
+        with self.db.lock:
+            if key in self.db.tokens or token.token_id in self.db.token_entries:
+                raise Conflict("a token with this key exists already")
+            self.db.commit_claim({"token": token.token_id})()
+            self.db.tokens[key] = {"token": token, "window": window, "hits": 0, "hash": token_hash}
+            self.db.token_entries[token.token_id] = replace(
+                token, window=0, hits=0, sealed_secret_key=None)
+
+    def list_all(self) -> list[StoredToken]:
+        with self.db.lock:
+            entries = list(self.db.token_entries.values())
+        return sorted(entries, key=lambda t: (t.created_at, t.token_id))
+
+    def delete(self, token_id: str,
+               allowed: Callable[[StoredToken], bool] = lambda _t: True) -> StoredToken | None:
+        with self.db.lock:
+            entry = self.db.token_entries.get(token_id)
+            if entry is None or not allowed(entry):
+                return None
+            key = next(k for k, v in self.db.tokens.items() if v["token"].token_id == token_id)
+            self.db.commit_claim({"token": token_id, "deleted": True})()
+            del self.db.token_entries[token_id]
+            del self.db.tokens[key]
+            return entry
+
+    def get_access_key(self, access_key: str) -> StoredToken | None:
+        with self.db.lock:
+            item = self.db.tokens.get(self._key(None, access_key))
+            return None if item is None else self._view(item, access_key=access_key)
+
+    def hit(self, token_hash: str, window: int) -> StoredToken | None:
+        return self._hit(self._key(token_hash, None), window)
+
+    def hit_access_key(self, access_key: str, window: int) -> StoredToken | None:
+        return self._hit(self._key(None, access_key), window)
+
+    def _hit(self, key: str, window: int) -> StoredToken | None:
+        with self.db.lock:
+            item = self.db.tokens.get(key)
+            if item is None:
+                return None
+            if item["window"] >= window:
+                item["hits"] += 1
+            else:
+                item["window"], item["hits"] = window, 1
+            return self._view(item)
+
+    @staticmethod
+    def _view(item: dict, access_key: str | None = None) -> StoredToken:
+        token: StoredToken = item["token"]
+        return StoredToken(token_id=token.token_id, name=token.name, scopes=list(token.scopes),
+                           pipelines=None if token.pipelines is None else list(token.pipelines),
+                           created_at=token.created_at, window=item["window"], hits=item["hits"],
+                           access_key=access_key, sealed_secret_key=token.sealed_secret_key)
+
+
+class MemorySourceStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def insert_source(self, source: StoredSource) -> bool:
+        with self.db.lock:
+            if source.name in self.db.sources:
+                return False
+            self.db.commit_claim({"source": source.name})()
+            self.db.sources[source.name] = source
+            return True
+
+    def get_source(self, name: str) -> StoredSource | None:
+        with self.db.lock:
+            return self.db.sources.get(name)
+
+    def list_sources(self) -> list[StoredSource]:
+        with self.db.lock:
+            return [self.db.sources[name] for name in sorted(self.db.sources)]
+
+    def delete_source(self, name: str) -> StoredSource | None:
+        with self.db.lock:
+            return self.db.sources.pop(name, None)
+
+
+class MemorySubscriptionStore:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def insert(self, subscription: StoredSubscription) -> None:
+        with self.db.lock:
+            if subscription.subscription_id in self.db.subscriptions:
+                raise Conflict(f"subscription {subscription.subscription_id!r} exists already")
+            self.db.commit_claim({"subscription": subscription.subscription_id})()
+            self.db.subscriptions[subscription.subscription_id] = subscription
+
+    def get(self, subscription_id: str) -> StoredSubscription | None:
+        with self.db.lock:
+            return self.db.subscriptions.get(subscription_id)
+
+    def list_all(self) -> list[StoredSubscription]:
+        with self.db.lock:
+            items = list(self.db.subscriptions.values())
+        return sorted(items, key=lambda s: (s.created_at, s.subscription_id))
+
+    def delete(self, subscription_id: str,
+               allowed: Callable[[StoredSubscription], bool] = lambda _s: True) -> StoredSubscription | None:
+        with self.db.lock:
+            found = self.db.subscriptions.get(subscription_id)
+            if found is None or not allowed(found):
+                return None
+            return self.db.subscriptions.pop(subscription_id)
+
+
+class MemoryDeliveryLog:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def record(self, attempt: DeliveryAttempt, epoch_now: int) -> None:
+        sort_key = f"{attempt.at}#{attempt.delivery_id}#{attempt.attempt:03d}"
+        error = None if attempt.error is None else attempt.error[:500]
+        with self.db.lock:
+            self.db.deliveries.setdefault(attempt.subscription_id, {})[sort_key] = replace(attempt, error=error)
+
+    def list_attempts(self, subscription_id: str, limit: int,
+                      cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
+        with self.db.lock:
+            attempts = sorted(self.db.deliveries.get(subscription_id, {}).items(), reverse=True)
+        page, next_cursor = _page(attempts, limit, lambda pair: pair[0], self.db.codec,
+                                  f"deliveries/{subscription_id}", cursor)
+        return [attempt for _, attempt in page], next_cursor
+
+
+class MemoryActiveTimers:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def due_timers(self, now_iso: str, limit: int = 1000) -> DueQuery:
+        with self.db.lock:
+            active = [(format_iso(next_due(s)) or NO_DEADLINE, s) for a in self.db.runs.values()
+                      for s in a.stages if s.is_active]
+        due = sorted((d, s.id, s.attempt) for d, s in active if d <= now_iso)
+        timers = [DueTimer(stage_id=i, attempt=n, due_at=d) for d, i, n in due[:limit]]
+        return DueQuery(timers=timers, queries=1, items_read=len(timers), truncated=len(due) > limit)
+
+    def armed_timer(self, record: dict) -> DueTimer | None:
+        return armed_timer(record)
+
+
+def build_stores(settings: Settings) -> Stores:
+    db = MemoryDatabase(CursorCodec(settings.secret_key))
+    runs = MemoryRunStore(db)
+    return Stores(
+        runs=runs, links=MemoryRunLinks(db, runs), pipelines=MemoryPipelineStore(db),
+        dialects=MemoryDialectLookups(db), idempotency=MemoryIdempotencyStore(db),
+        tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
+        subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
+        timers=MemoryActiveTimers(db),
+    )

@@ -1,0 +1,318 @@
+"""One contract for every storage port (chalicelib/service/ports.py), run against the DynamoDB
+store (on moto) and the in-memory store (chalicelib/store/memory.py) alike, so the unit tier's
+stores behave as the real ones where the services rely on it: the domain errors of conditional
+writes (and that they write nothing), versions, the Idempotency-Key claim carried by a change,
+paging with signed cursors, ordering."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import wiring
+from chalicelib.domain import dialects
+from chalicelib.domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
+from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.status import StageStatus as S
+from chalicelib.service.ports import (
+    COMMITTED,
+    DONE,
+    PENDING,
+    ClaimTakenOver,
+    DeliveryAttempt,
+    Record,
+    StoredSource,
+    StoredSubscription,
+    StoredToken,
+)
+
+SPECS = [StageSpec(type="BUILD", name="build", timeout_seconds=60), StageSpec(type="DEPLOY", name="deploy")]
+
+
+@pytest.fixture(params=["memory", "moto"])
+def ctx(request, clock, settings):
+    if request.param == "moto":
+        return request.getfixturevalue("ctx")
+    return wiring.memory_context(settings, clock)
+
+
+def make_run(ctx, pipeline="web", layout=None):
+    counter, _ = ctx.stores.pipelines.claim_counter(pipeline)
+    aggregate = new_run(pipeline, counter, SPECS, ctx.clock.now())
+    ctx.stores.runs.insert_run(aggregate, layout=layout)
+    return aggregate
+
+
+# ---- runs ------------------------------------------------------------------------------------
+
+def test_a_run_reads_back_whole_with_versions_starting_at_one(ctx):
+    aggregate = make_run(ctx)
+    assert aggregate.run.version == 1 and [s.version for s in aggregate.stages] == [1, 1]
+    loaded = ctx.stores.runs.load_run("web:1")
+    assert loaded == aggregate
+    assert [s.position for s in loaded.stages] == [1, 2]
+    assert ctx.stores.runs.get_stage("web:1:2") == aggregate.stages[1]
+    assert ctx.stores.runs.load_run("web:9") is None
+    assert ctx.stores.runs.get_stage("web:1:3") is None and ctx.stores.runs.get_stage("nonsense") is None
+
+
+def test_save_bumps_what_it_wrote_and_refuses_a_stale_copy(ctx):
+    make_run(ctx)
+    mine, theirs = ctx.stores.runs.load_run("web:1"), ctx.stores.runs.load_run("web:1")
+    before = mine.snapshot()
+    change_status(mine.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    mine.refresh(ctx.clock.now())
+    ctx.stores.runs.save(before, mine)
+    assert mine.run.version == 2 and [s.version for s in mine.stages] == [2, 1]
+    assert ctx.stores.runs.load_run("web:1") == mine
+
+    stale_before = theirs.snapshot()
+    change_status(theirs.stages[1], S.IN_PROGRESS, ctx.clock.now())
+    with pytest.raises(ConcurrentModification):
+        ctx.stores.runs.save(stale_before, theirs)
+    assert ctx.stores.runs.load_run("web:1") == mine  # nothing written
+
+
+def test_save_adds_and_removes_stages(ctx):
+    make_run(ctx)
+    aggregate = ctx.stores.runs.load_run("web:1")
+    before = aggregate.snapshot()
+    removed = aggregate.stages.pop()
+    ctx.stores.runs.save(before, aggregate)
+    assert [s.id for s in ctx.stores.runs.load_run("web:1").stages] == ["web:1:1"]
+    assert ctx.stores.runs.get_stage(removed.id) is None
+
+
+def test_delete_run_is_conditional(ctx):
+    make_run(ctx)
+    stale = ctx.stores.runs.load_run("web:1")
+    fresh = ctx.stores.runs.load_run("web:1")
+    before = fresh.snapshot()
+    change_status(fresh.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, fresh)
+    with pytest.raises(ConcurrentModification):
+        ctx.stores.runs.delete_run(stale)
+    ctx.stores.runs.delete_run(fresh)
+    assert ctx.stores.runs.load_run("web:1") is None and ctx.stores.runs.get_stage("web:1:1") is None
+
+
+def test_list_runs_pages_newest_first_with_scoped_cursors(ctx):
+    for _ in range(5):
+        make_run(ctx)
+    make_run(ctx, pipeline="api")
+    page, cursor = ctx.stores.runs.list_runs("web", None, 2, None)
+    assert [r.counter for r in page] == [5, 4] and cursor
+    page, cursor = ctx.stores.runs.list_runs("web", None, 2, cursor)
+    assert [r.counter for r in page] == [3, 2]
+    page, last = ctx.stores.runs.list_runs("web", None, 2, cursor)
+    assert [r.counter for r in page][:1] == [1]
+    with pytest.raises(BadRequest):  # a cursor of another listing
+        ctx.stores.runs.list_runs("api", None, 2, cursor)
+    with pytest.raises(BadRequest):
+        ctx.stores.runs.list_runs("web", None, 2, "forged.cursor")
+    assert ctx.stores.runs.list_runs("web", S.IN_PROGRESS, 10, None) == ([], None)
+    assert [r.counter for r in ctx.stores.runs.list_runs("web", S.IDLE, 10, None)[0]] == [5, 4, 3, 2, 1]
+
+
+# ---- pipelines and dialect lookups -------------------------------------------------------------
+
+def test_counters_pause_and_layout(ctx):
+    assert [ctx.stores.pipelines.claim_counter("web")[0] for _ in range(3)] == [1, 2, 3]
+    assert ctx.stores.pipelines.get("nope") is None
+    with pytest.raises(NotFound):
+        ctx.stores.pipelines.claim_counter("web", require_layout=True)
+    make_run(ctx, layout={"stages": ["x"]})
+    assert ctx.stores.pipelines.claim_counter("web", require_layout=True) == (5, {"stages": ["x"]})
+    paused = ctx.stores.pipelines.set_paused("web", True, cause="maintenance", by="ops", at=ctx.clock.now())
+    assert (paused.paused, paused.pause_cause, paused.paused_by, paused.paused_at) == (
+        True, "maintenance", "ops", ctx.clock.now())
+    with pytest.raises(PipelinePaused):
+        ctx.stores.pipelines.claim_counter("web")
+    with pytest.raises(Conflict):
+        ctx.stores.pipelines.set_paused("web", True)
+    with pytest.raises(NotFound):
+        ctx.stores.pipelines.set_paused("nope", True)
+    resumed = ctx.stores.pipelines.set_paused("web", False)
+    assert (resumed.paused, resumed.pause_cause, resumed.counter) == (False, None, 5)
+    with pytest.raises(Conflict):
+        ctx.stores.pipelines.set_paused("web", False)
+    assert ctx.stores.pipelines.claim_counter("web")[0] == 6
+
+
+def test_dialect_lookups(ctx):
+    for _ in range(3):
+        make_run(ctx)
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialects.codearts_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialects.buddy_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialects.codearts_key("api")) is None
+    assert [r.counter for r in ctx.stores.dialects.runs_between("web", 2, 3)] == [3, 2]
+    assert [r.counter for r in ctx.stores.dialects.runs_between("web", -5, 1)] == [1]
+    assert ctx.stores.dialects.runs_between("web", 3, 2) == []
+
+
+# ---- links -------------------------------------------------------------------------------------
+
+def test_a_linked_run_is_made_once(ctx):
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    first = new_run("web", counter, SPECS, ctx.clock.now())
+    assert ctx.stores.links.insert_linked_run(first, "github", "run-1", "2026-01-01T00:00:00.000Z") is True
+    assert ctx.stores.links.linked_run("github", "run-1") == "web:1"
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    second = new_run("web", counter, SPECS, ctx.clock.now())
+    assert ctx.stores.links.insert_linked_run(second, "github", "run-1", "2026-01-01T00:00:00.000Z") is False
+    assert ctx.stores.runs.load_run("web:2") is None  # nothing written
+    assert ctx.stores.links.linked_run("gitlab", "run-1") is None
+
+
+# ---- idempotency -------------------------------------------------------------------------------
+
+def claim(ctx, key="k1", fingerprint="fp", now=1000, lease=30, ttl=3600):
+    return ctx.stores.idempotency.claim(key, fingerprint, now, lease_seconds=lease, ttl_seconds=ttl)
+
+
+def test_a_claim_is_held_until_completed_released_abandoned_or_expired(ctx):
+    store = ctx.stores.idempotency
+    token = claim(ctx)
+    assert isinstance(token, str)
+    assert claim(ctx, now=1010) == Record(state=PENDING, fingerprint="fp")
+    assert store.complete("k1", "not-mine", 200, {}, b"{}", max_stored=1000) == "lost"
+    assert store.complete("k1", token, 201, {"Location": "/x"}, b'{"a":1}', max_stored=1000) == "stored"
+    assert claim(ctx, now=1020) == Record(state=DONE, fingerprint="fp", status_code=201,
+                                          headers={"Location": "/x"}, body=b'{"a":1}')
+    assert isinstance(claim(ctx, now=1000 + 3600), str)  # expired: free again
+
+    token = claim(ctx, key="k2")
+    store.release("k2", token)
+    assert isinstance(claim(ctx, key="k2"), str)
+    assert isinstance(claim(ctx, key="k2", now=1000 + 30), str)  # abandoned past its lease
+    token = claim(ctx, key="k3")
+    assert store.complete("k3", token, 200, {}, b"x" * 5000, max_stored=10) == "too_large"
+    assert isinstance(claim(ctx, key="k3"), str)  # released
+
+
+def test_a_held_claim_commits_with_the_change_it_guards(ctx):
+    store = ctx.stores.idempotency
+    token = claim(ctx)
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    aggregate = new_run("web", counter, SPECS, ctx.clock.now())
+    with store.holding("k1", token):
+        ctx.stores.runs.insert_run(aggregate)
+        ctx.stores.pipelines.set_paused("web", True, at=ctx.clock.now())  # later writes leave it alone
+    assert claim(ctx, now=1010) == Record(state=COMMITTED, fingerprint="fp", effect={"run": "web:1"})
+    store.release("k1", token)  # a committed record stays
+    assert claim(ctx, now=1010).state == COMMITTED
+    assert store.complete("k1", token, 201, {}, None, max_stored=1000) == "stored"
+    assert claim(ctx, now=1010) == Record(state=DONE, fingerprint="fp", status_code=201, headers={},
+                                          effect={"run": "web:1"})
+
+
+def test_a_claim_taken_over_writes_nothing(ctx):
+    store = ctx.stores.idempotency
+    token = claim(ctx, lease=30)
+    assert isinstance(claim(ctx, now=1030, lease=30), str)  # another request took it over
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    with store.holding("k1", token), pytest.raises(ClaimTakenOver):
+        ctx.stores.runs.insert_run(new_run("web", counter, SPECS, ctx.clock.now()))
+    assert ctx.stores.runs.load_run("web:1") is None
+
+
+# ---- tokens ------------------------------------------------------------------------------------
+
+def token(token_id, created_at="2026-01-01T00:00:00.000Z", **kw):
+    return StoredToken(token_id=token_id, name=f"n-{token_id}", scopes=["runs:read"], pipelines=None,
+                       created_at=created_at, created_by="admin", **kw)
+
+
+def test_tokens_count_per_window(ctx):
+    tokens = ctx.stores.tokens
+    tokens.insert(token("t2", "2026-01-02T00:00:00.000Z"), "hash2", 100)
+    tokens.insert(token("t1"), "hash1", 100)
+    assert [t.token_id for t in tokens.list_all()] == ["t1", "t2"]
+    assert tokens.list_all()[0].created_by == "admin"
+    assert [(t.window, t.hits) for t in (tokens.hit("hash1", 100), tokens.hit("hash1", 100))] == [(100, 1), (100, 2)]
+    assert (tokens.hit("hash1", 99).window, tokens.hit("hash1", 99).hits) == (100, 4)  # a late clock counts now
+    seen = tokens.hit("hash1", 101)
+    assert (seen.token_id, seen.scopes, seen.window, seen.hits) == ("t1", ["runs:read"], 101, 1)
+    assert tokens.hit("unknown", 100) is None
+    assert tokens.delete("t1", lambda t: False) is None and tokens.hit("hash1", 101).hits == 2
+    assert tokens.delete("t1").token_id == "t1"
+    assert tokens.hit("hash1", 101) is None and tokens.delete("t1") is None
+
+
+def test_access_keys(ctx):
+    tokens = ctx.stores.tokens
+    tokens.insert(token("t3", access_key="AKEXAMPLE", sealed_secret_key="sealed"), None, 100)
+    stored = tokens.get_access_key("AKEXAMPLE")
+    assert (stored.token_id, stored.sealed_secret_key, stored.access_key, stored.hits) == ("t3", "sealed", "AKEXAMPLE", 0)
+    assert tokens.hit_access_key("AKEXAMPLE", 100).hits == 1
+    assert tokens.get_access_key("AKOTHER") is None and tokens.hit_access_key("AKOTHER", 100) is None
+    assert [t.access_key for t in tokens.list_all()] == ["AKEXAMPLE"]
+    tokens.delete("t3")
+    assert tokens.get_access_key("AKEXAMPLE") is None
+
+
+# ---- sources, subscriptions, deliveries --------------------------------------------------------
+
+def test_sources(ctx):
+    sources = ctx.stores.sources
+    github = StoredSource(name="gh", type="github", sealed_secret="s1", created_at="2026-01-01T00:00:00.000Z")
+    assert sources.insert_source(github) is True
+    assert sources.insert_source(StoredSource(name="gh", type="gitlab", sealed_secret="s2", created_at="x")) is False
+    sources.insert_source(StoredSource(name="a-lab", type="gitlab", sealed_secret="s3", created_at="x"))
+    assert sources.get_source("gh") == github and sources.get_source("none") is None
+    assert sorted(s.name for s in sources.list_sources()) == ["a-lab", "gh"]
+    assert sources.delete_source("gh") == github
+    assert sources.delete_source("gh") is None and sources.get_source("gh") is None
+
+
+def subscription(subscription_id, created_at):
+    return StoredSubscription(subscription_id=subscription_id, url="https://example.com/hook",
+                              events=("run.finished",), pipelines=("web",), statuses=None,
+                              sealed_secret="sealed", created_at=created_at, format="cdevents")
+
+
+def test_subscriptions(ctx):
+    subs = ctx.stores.subscriptions
+    subs.insert(subscription("sub_b", "2026-01-02T00:00:00.000Z"))
+    subs.insert(subscription("sub_a", "2026-01-03T00:00:00.000Z"))
+    assert [s.subscription_id for s in subs.list_all()] == ["sub_b", "sub_a"]
+    assert subs.get("sub_a") == subscription("sub_a", "2026-01-03T00:00:00.000Z")
+    assert subs.delete("sub_a", lambda s: False) is None and subs.get("sub_a") is not None
+    assert subs.delete("sub_a").subscription_id == "sub_a"
+    assert subs.get("sub_a") is None and subs.delete("sub_a") is None
+
+
+def test_delivery_attempts_page_newest_first(ctx):
+    log = ctx.stores.deliveries
+    for n in range(5):
+        log.record(DeliveryAttempt(subscription_id="sub_a", delivery_id=f"d{n}", event_id="e", event_type="t",
+                                   attempt=1, outcome="delivered", at=f"2026-01-01T00:00:0{n}.000Z",
+                                   status_code=200, error="x" * 600 if n == 0 else None), 0)
+    page, cursor = log.list_attempts("sub_a", 3, None)
+    assert [a.delivery_id for a in page] == ["d4", "d3", "d2"] and cursor
+    page, _ = log.list_attempts("sub_a", 3, cursor)
+    assert [a.delivery_id for a in page] == ["d1", "d0"] and len(page[1].error) == 500
+    with pytest.raises(BadRequest):
+        log.list_attempts("sub_b", 3, cursor)
+    assert log.list_attempts("sub_b", 3, None) == ([], None)
+
+
+# ---- active timers -----------------------------------------------------------------------------
+
+def test_due_timers_are_the_active_stages_past_their_moment(ctx):
+    make_run(ctx)
+    aggregate = ctx.stores.runs.load_run("web:1")
+    before = aggregate.snapshot()
+    change_status(aggregate.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, aggregate)
+    timers = ctx.stores.timers
+    assert timers.due_timers(_iso(ctx.clock.now() + timedelta(seconds=59))).timers == []
+    due = timers.due_timers(_iso(ctx.clock.now() + timedelta(seconds=60)))
+    assert [(t.stage_id, t.attempt) for t in due.timers] == [("web:1:1", 1)] and not due.truncated
+    assert timers.armed_timer({"eventName": "REMOVE"}) is None
+
+
+def _iso(moment):
+    from chalicelib.domain.clock import format_iso
+
+    return format_iso(moment)
