@@ -39,7 +39,7 @@ test: venv
 # The site from docs/ (mkdocs.yml); --strict: a broken link or anchor fails. The suite builds it
 # too (tests/e2e/test_docs_examples.py), so `make test` fails on what this target would.
 docs: venv
-	$(PY) -m mkdocs build --strict --clean --quiet
+	$(PY) -m mkdocs build --strict --clean  # not --quiet: it hides the warnings --strict counts
 	@echo "site in build/site (open build/site/index.html)"
 
 bench: venv

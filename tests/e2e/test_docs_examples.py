@@ -275,3 +275,41 @@ def run_page(name: str, base: str, tmp_path: Path) -> list[str]:
 def _free_port() -> int:
     from tools.dynamodb_local import free_port
     return free_port()
+
+
+# ---- the site (`make docs`) ----
+
+def build_site(config: Path, site: Path) -> subprocess.CompletedProcess:
+    import sys
+    # Not --quiet: it hides the warnings that --strict turns into a failure.
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
+                           "--site-dir", str(site)], cwd=config.parent, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_site_builds_strict(tmp_path):
+    """`make docs` in the suite: every page in nav, every link and anchor resolves, offline."""
+    result = build_site(ROOT / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name for p in (tmp_path / "site").glob("*.html")} >= {
+        f"{Path(name).stem}.html" for name in FILES if name.startswith("docs/")}
+
+
+def test_site_build_fails_on_a_broken_anchor(tmp_path):
+    """The strictness the previous test relies on: a link to a missing anchor fails the build."""
+    import shutil
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    with open(tmp_path / "docs" / "index.md", "a") as f:
+        f.write("\nSee [nothing](api.md#no-such-section).\n")
+    result = build_site(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode != 0 and "no-such-section" in result.stderr
+
+
+def test_readme_links_resolve():
+    """README.md is not part of the site; its relative links are checked here."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert targets
+    missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
+    assert not missing
