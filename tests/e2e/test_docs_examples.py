@@ -306,6 +306,12 @@ def test_site_build_fails_on_a_broken_anchor(tmp_path):
     assert result.returncode != 0 and "no-such-section" in result.stderr
 
 
+def test_readme_is_short():
+    """The README is the front door (what it is, quick start, walk-through, configuration, links);
+    the reference belongs in docs/."""
+    assert len((ROOT / "README.md").read_bytes()) < 12 * 1024
+
+
 def test_readme_links_resolve():
     """README.md is not part of the site; its relative links are checked here."""
     text = (ROOT / "README.md").read_text()
