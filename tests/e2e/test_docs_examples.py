@@ -218,7 +218,7 @@ def docs_stack(start_chalice_local):
     outbox (so timers fire and webhook subscriptions deliver), loopback subscribers allowed as the
     subscription example needs; its own table, so the examples start from an empty database."""
     with start_chalice_local(STAGETRACK_TABLE=f"docs-{uuid.uuid4().hex[:12]}", STAGETRACK_ADMIN_TOKEN=None,
-                             STAGETRACK_LOCAL_TICKER="1", STAGETRACK_TICKER_SECONDS="0.2",
+                             STAGETRACK_LOCAL_TICKER="1",
                              STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS="1") as (base, log_path):
         yield base, log_path
 
