@@ -2,6 +2,7 @@
 #   make run    DynamoDB Local + tables + chalice local on http://127.0.0.1:8000
 #   make test   the whole test suite (moto + DynamoDB Local tier)
 #   make bench  benchmarks
+#   make docs   the documentation site (docs/, mkdocs --strict) in build/site
 #   make package   the SAM template + code package in build/sam (README "Deploy")
 #   make deploy    package, upload and deploy it: BUCKET=<s3 bucket> [STACK=stagetrack]
 #   make clean  remove .venv, .local (DynamoDB Local), .data (local database), caches
@@ -14,7 +15,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.requirements.stamp
 
 .DEFAULT_GOAL := test
-.PHONY: venv run test bench clean package deploy
+.PHONY: venv run test bench docs clean package deploy
 
 venv: $(STAMP)
 
@@ -34,6 +35,12 @@ run: venv
 test: venv
 	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 	$(PY) -m pytest -q -n 2
+
+# The site from docs/ (mkdocs.yml); --strict: a broken link or anchor fails. The suite builds it
+# too (tests/e2e/test_docs_examples.py), so `make test` fails on what this target would.
+docs: venv
+	$(PY) -m mkdocs build --strict --clean  # not --quiet: it hides the warnings --strict counts
+	@echo "site in build/site (open build/site/index.html)"
 
 bench: venv
 	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'

@@ -158,11 +158,12 @@ def any_ctx(request):
 
 
 @pytest.fixture(scope="session")
-def chalice_local(ddb_local_endpoint, tmp_path_factory):
-    """`chalice local` started as `make run` starts it (tools.run_local.CHALICE_MAIN), on a free
-    127.0.0.1 port over DynamoDB Local: (base URL, admin token, log path). One per test session
-    (per xdist worker); stopped at its end."""
-    import secrets
+def start_chalice_local(ddb_local_endpoint, tmp_path_factory):
+    """Starts `chalice local` as `make run` starts it (tools.run_local.CHALICE_MAIN) on a free
+    127.0.0.1 port over the session's DynamoDB Local: ``start(**env)`` is a context manager giving
+    (base URL, log path). ``env`` overrides the process environment (a value of None removes the
+    variable); the table named by STAGETRACK_TABLE (default "stagetrack") is created first."""
+    import contextlib
     import signal
     import subprocess
     import sys
@@ -175,46 +176,67 @@ def chalice_local(ddb_local_endpoint, tmp_path_factory):
     from tools.run_local import CHALICE_MAIN
 
     root = Path(__file__).resolve().parent.parent
+
+    @contextlib.contextmanager
+    def start(**overrides):
+        env = dict(os.environ)
+        env.pop("STAGETRACK_TABLE", None)
+        env.update({
+            "STAGETRACK_DYNAMODB_ENDPOINT": ddb_local_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "STAGETRACK_LOCAL_TICKER": "0", "PYTHONPATH": str(root),
+        })
+        for key, value in overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        ensure_tables(Settings.from_env({"STAGETRACK_TABLE": "stagetrack", **env}))
+        port = dynamodb_local.free_port()
+        log_path = tmp_path_factory.mktemp("chalice-local") / "server.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHALICE_MAIN, "local", "--host", "127.0.0.1", "--port", str(port),
+             "--no-autoreload"],
+            cwd=str(root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"chalice local exited with {proc.returncode}: "
+                                       f"{log_path.read_text()[-3000:]}")
+                try:
+                    if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("chalice local did not answer within 60 s")
+                time.sleep(0.2)
+            yield base, log_path
+        finally:
+            log.close()
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def chalice_local(start_chalice_local):
+    """`chalice local` started as `make run` starts it, on a free 127.0.0.1 port over DynamoDB
+    Local: (base URL, admin token, log path). One per test session (per xdist worker); stopped at
+    its end."""
+    import secrets
+
     admin_token = "admin-" + secrets.token_urlsafe(24)
-    env = dict(os.environ)
-    env.update({
-        "STAGETRACK_DYNAMODB_ENDPOINT": ddb_local_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-        "STAGETRACK_ADMIN_TOKEN": admin_token, "STAGETRACK_LOCAL_TICKER": "0",
-        "PYTHONPATH": str(root),
-    })
-    env.pop("STAGETRACK_TABLE", None)  # .chalice/config.json names the table
-    ensure_tables(Settings.from_env({**env, "STAGETRACK_TABLE": "stagetrack"}))
-    port = dynamodb_local.free_port()
-    log_path = tmp_path_factory.mktemp("chalice-local") / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHALICE_MAIN, "local", "--host", "127.0.0.1", "--port", str(port),
-         "--no-autoreload"],
-        cwd=str(root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"chalice local exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("chalice local did not answer within 60 s")
-            time.sleep(0.2)
+    with start_chalice_local(STAGETRACK_ADMIN_TOKEN=admin_token) as (base, log_path):
         yield base, admin_token, log_path
-    finally:
-        log.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
