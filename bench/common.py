@@ -19,7 +19,7 @@ ADMIN_TOKEN = os.environ.get("STAGETRACK_ADMIN_TOKEN", "stagetrack-local-admin")
 
 @contextlib.contextmanager
 def dynamodb_local():
-    from tests.ddb_local import DynamoDBLocal
+    from tests.fixtures.ddb_local import DynamoDBLocal
 
     with DynamoDBLocal() as endpoint:
         yield endpoint

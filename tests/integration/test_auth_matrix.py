@@ -94,12 +94,12 @@ def world():
     from moto import mock_aws
 
     from chalicelib import wiring
-    from chalicelib.domain.clock import FakeClock
+    from tests.fixtures.clock import FakeClock
     from chalicelib.service import ServiceContext
     from chalicelib.settings import Settings
     from chalicelib.store.repository import Repository
     from chalicelib.store.schema import ensure_tables
-    from tests.conftest import ApiClient
+    from tests.fixtures.api import ApiClient
 
     settings = Settings(table_name="stagetrack-matrix", region="us-east-1")
     with mock_aws():
