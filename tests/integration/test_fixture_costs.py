@@ -19,3 +19,42 @@ def test_creating_the_table_again_builds_no_new_botocore_client(aws, monkeypatch
     for name in ("stagetrack-cost-1", "stagetrack-cost-2", "stagetrack-cost-3"):
         create_table(Settings(table_name=name, region="us-east-1"))
     assert len(created) <= 1  # at most the first one of this worker
+
+
+def test_a_transaction_copies_the_table_once_and_still_rolls_back_whole(aws, monkeypatch):
+    """moto copies the table to roll a failed transaction back; once per transaction, not once
+    per item (tests/fixtures/backends.py), and a failed transaction still writes nothing."""
+    import copy
+
+    from moto.dynamodb.models import Table
+
+    settings = Settings(table_name="stagetrack-cost-tx", region="us-east-1")
+    create_table(settings)
+    client = botocore.session.get_session().create_client("dynamodb", region_name="us-east-1")
+    copies = []
+    real = copy.deepcopy
+
+    def counting(value, *args, **kwargs):
+        if isinstance(value, Table):
+            copies.append(value.name)
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+
+    def put(n, condition=None):
+        op = {"TableName": settings.table_name, "Item": {"pk": {"S": f"P#{n}"}, "sk": {"S": "X"}}}
+        if condition:
+            op["ConditionExpression"] = condition
+        return {"Put": op}
+
+    client.transact_write_items(TransactItems=[put(n) for n in range(100)])
+    assert copies == [settings.table_name]
+    failing = [put(n) for n in range(100, 199)] + [put(0, "attribute_not_exists(pk)")]
+    try:
+        client.transact_write_items(TransactItems=failing)
+    except client.exceptions.TransactionCanceledException:
+        pass
+    else:
+        raise AssertionError("the condition should have cancelled the transaction")
+    assert copies == [settings.table_name] * 2
+    assert client.scan(TableName=settings.table_name, Select="COUNT")["Count"] == 100
