@@ -1,4 +1,5 @@
-"""The fixtures stay cheap: what makes the integration tier slow is setup repeated per test."""
+"""The shared fixtures stay cheap (setup repeated per test is what made the suite slow) and
+safe (their AWS clients are always moto's)."""
 from __future__ import annotations
 
 import botocore.session
@@ -58,3 +59,20 @@ def test_a_transaction_copies_the_table_once_and_still_rolls_back_whole(aws, mon
         raise AssertionError("the condition should have cancelled the transaction")
     assert copies == [settings.table_name] * 2
     assert client.scan(TableName=settings.table_name, Select="COUNT")["Count"] == 100
+
+
+def test_fixture_clients_are_mocked_whatever_was_imported_before_moto():
+    """An xdist worker imports the unit tier (which never imports moto) before this one: the
+    shared fixtures' clients must still be moto's, never AWS's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import tests.fixtures.clock, tests.fixtures as f; from moto import mock_aws\n"
+             "with mock_aws():\n    print(f.aws_client('sqs').list_queues().get('QueueUrls', []))")
+    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t",
+           "AWS_SECRET_ACCESS_KEY": "t", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
