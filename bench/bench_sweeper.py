@@ -23,7 +23,7 @@ def main() -> None:
     with dynamodb_local() as endpoint:
         import botocore.session
 
-        from chalicelib.domain.clock import FakeClock
+        from tests.fixtures.clock import FakeClock
         from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
         from chalicelib.domain.status import StageStatus
         from chalicelib import wiring

@@ -19,7 +19,7 @@ ADMIN_TOKEN = os.environ.get("STAGETRACK_ADMIN_TOKEN", "stagetrack-local-admin")
 
 @contextlib.contextmanager
 def dynamodb_local():
-    from tests.ddb_local import DynamoDBLocal
+    from tests.fixtures.ddb_local import DynamoDBLocal
 
     with DynamoDBLocal() as endpoint:
         yield endpoint
@@ -47,8 +47,3 @@ def record_calls():
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
-
-
-def p95_ms(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000

@@ -141,6 +141,7 @@ def _install(root: Path, dest: Path) -> Path:
                     f"npm pack {NPM_PACKAGE}@{NPM_VERSION} failed "
                     f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
                 )
+            _log(f"checking its integrity and unpacking it into {dest} ...")
             _check_integrity(tgzs[0])
             unpacked = tmpdir / "unpacked"
             with tarfile.open(tgzs[0]) as tf:
@@ -211,6 +212,7 @@ def _launcher(java: str, jar_dir: Path) -> list[str]:
     javac = Path(java).with_name("javac")
     javac_path = str(javac) if javac.is_file() else shutil.which("javac")
     if not (classes / f"{LAUNCHER_CLASS}.class").is_file() and javac_path:
+        _log(f"compiling {LAUNCHER_SOURCE.name} with javac (once) ...")
         staging = Path(tempfile.mkdtemp(prefix="launcher-", dir=jar_dir.parent))
         try:
             subprocess.run([javac_path, "-nowarn", "-cp", jar, "-d", str(staging), str(LAUNCHER_SOURCE)],

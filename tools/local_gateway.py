@@ -10,7 +10,7 @@ Everything else (wrong methods, HEAD, OPTIONS) is answered by the app's own rout
 (chalicelib/api/fallbacks.py), the same code locally and deployed.
 
 Call ``install()`` before the server or test client is created (tools/run_local.CHALICE_MAIN,
-tests/conftest.py).
+tests/fixtures/backends.py).
 """
 from __future__ import annotations
 

@@ -109,6 +109,8 @@ def main() -> int:
     api = None
     try:
         dynamodb_local.ensure_installed()
+        print(f"starting DynamoDB Local on port {ddb_port} (the first start compiles its "
+              f"loopback launcher) ...", flush=True)
         ddb = dynamodb_local.start(
             ddb_port, ROOT / ".data" / "dynamodb",
             log_path=ROOT / ".data" / "dynamodb-local.log",
@@ -120,7 +122,9 @@ def main() -> int:
         # Imported only now, with the environment set.
         from chalicelib.settings import Settings
         from chalicelib.store.schema import ensure_tables
+        print("creating the tables if missing ...", flush=True)
         ensure_tables(Settings.from_env())
+        print(f"starting chalice local on port {api_port} ...", flush=True)
 
         api = subprocess.Popen(
             [sys.executable, "-c", CHALICE_MAIN, "local",

@@ -6,10 +6,6 @@ MAX_BATCH = 10
 MAX_DELAY_SECONDS = 900
 
 
-class SendFailed(Exception):
-    pass
-
-
 class SqsQueue:
     def __init__(self, url: str, region: str | None = None, client=None) -> None:
         self.url = url

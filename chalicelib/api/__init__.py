@@ -200,12 +200,12 @@ class RouteSpec:
     accepts: tuple[str, ...] = ()  # request body media types; () = any (api/fallbacks.py)
 
 
-def current_principal(request=None) -> Principal | None:
+def current_principal() -> Principal | None:
     """The caller of the request being handled (None on public routes)."""
     return _principal.get()
 
 
-def current_actor(request=None) -> str | None:
+def current_actor() -> str | None:
     """The name to record as who did something: the Basic auth user, else the token's name."""
     principal = _principal.get()
     return None if principal is None else principal.actor

@@ -1,7 +1,7 @@
 """Huawei Cloud's AK/SK request signature (``SDK-HMAC-SHA256``), verified as its API gateway does.
 
 Pure: no I/O. Written from the behaviour of the official SDK's signer (huaweicloudsdkcore) and
-tested against signatures that SDK produces (tests/test_aksk.py); no code is taken from it.
+tested against signatures that SDK produces (tests/unit/test_aksk.py); no code is taken from it.
 
 A signed request carries ``X-Sdk-Date: YYYYMMDDTHHMMSSZ`` and
 ``Authorization: SDK-HMAC-SHA256 Access=<AK>, SignedHeaders=<a;b;c>, Signature=<hex>``, where the

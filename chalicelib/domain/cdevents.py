@@ -15,7 +15,7 @@ own event shape. A run is a ``pipelineRun``, a stage a ``taskRun``:
 | anything else (WAITING_FOR_APPROVAL, IDLE, deletions) | None: nothing is sent                       |
 
 Every event validates against the official v0.4.1 JSON schemas (vendored as test fixtures in
-tests/fixtures/cdevents-schemas/0.4.1, checked by tests/test_cdevents_out.py). Outcomes are
+tests/fixtures/cdevents-schemas/0.4.1, checked by tests/unit/test_cdevents_out.py). Outcomes are
 only the values the v0.4.1 text allows (``success``, ``error``, ``failure``): SUCCESS and
 SKIPPED are ``success``; FAILURE and TIMED_OUT ``failure`` (the work ran and did not pass);
 CANCELLED ``error`` (it was stopped before it could pass or fail). Every non-success carries
@@ -28,7 +28,7 @@ this service's own origin (``/api/runs/<id>``). The event's ``context.id`` is th
 id, so an at-least-once duplicate is the same CDEvent. Pure: no I/O, one change in, at most
 one event out.
 What this emits is what our own ``POST /api/webhooks/cdevents`` (``payloads.parse_cdevent``)
-accepts; tests/test_delivery.py sends a delivered one there and checks the run it makes.
+accepts; tests/integration/test_delivery.py sends a delivered one there and checks the run it makes.
 """
 from __future__ import annotations
 

@@ -9,31 +9,14 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
-def _to_millis(moment: datetime) -> datetime:
+def to_millis(moment: datetime) -> datetime:
     """DynamoDB stores ISO strings with milliseconds; truncate so round trips are exact."""
     return moment.replace(microsecond=(moment.microsecond // 1000) * 1000)
 
 
 class SystemClock:
     def now(self) -> datetime:
-        return _to_millis(datetime.now(timezone.utc))
-
-
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime | str = "2026-01-01T00:00:00.000Z") -> None:
-        self._now = parse_iso(start) if isinstance(start, str) else _to_millis(start)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, seconds: float) -> datetime:
-        self._now = _to_millis(self._now + timedelta(seconds=seconds))
-        return self._now
-
-    def set(self, moment: datetime | str) -> None:
-        self._now = parse_iso(moment) if isinstance(moment, str) else _to_millis(moment)
+        return to_millis(datetime.now(timezone.utc))
 
 
 def format_iso(moment: datetime | None) -> str | None:
@@ -52,7 +35,7 @@ def parse_iso(text: str | None) -> datetime | None:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return _to_millis(moment.astimezone(timezone.utc))
+    return to_millis(moment.astimezone(timezone.utc))
 
 
 def millis_between(start: datetime, end: datetime) -> int:

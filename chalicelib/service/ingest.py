@@ -119,12 +119,6 @@ def _stages(touched: list[tuple[str, str]]) -> list[dict]:
     return [{"stageId": stage_id, "status": status} for stage_id, status in touched]
 
 
-def apply_parsed(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, actor: str) -> Outcome:
-    if isinstance(parsed, Ignored):
-        return ignored(parsed.reason)
-    return apply_update(ctx, parsed, actor=actor)
-
-
 def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, namespace: str,
                    delivery_id: str, raw: bytes, actor: str) -> tuple[int, dict, bool]:
     """A verified webhook: (HTTP status, answer, replayed). Ignored events are 202 and claim

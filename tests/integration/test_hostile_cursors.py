@@ -10,7 +10,7 @@ from chalicelib.domain.cursors import CursorCodec
 from chalicelib.domain.errors import BadRequest
 from chalicelib.store import deliveries
 from chalicelib.store.deliveries import DeliveryAttempt
-from tests.test_api_runs import assert_error
+from tests.integration.test_api_runs import assert_error
 
 URL = "https://hooks.example.com/stagetrack"
 

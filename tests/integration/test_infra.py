@@ -24,7 +24,7 @@ from infra import generate, part_timers
 from tools import package
 
 S = StageStatus
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_infra_and_policies_match_the_generator():
@@ -355,7 +355,7 @@ def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ct
                                                                                monkeypatch):
     from chalicelib.service.timers import sweep
     from chalicelib.store.repository import INTENT_GRACE_SECONDS
-    from tests.test_big_runs import big_run, fail_transaction
+    from tests.integration.test_big_runs import big_run, fail_transaction
 
     restore = fail_transaction(monkeypatch, 2)  # the writer dies after the intent's transaction
     big_run(ctx, jobs=110)

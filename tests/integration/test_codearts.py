@@ -163,7 +163,7 @@ def test_rate_limit_headers_come_with_every_answer(client, builds):
         assert int(response.headers["X-Rate-Limit-Remaining"]) < 600
 
 
-# ---- the two path forms the official SDK calls (tests/test_codearts_sdk.py drives the SDK) ----
+# ---- the two path forms the official SDK calls (tests/integration/test_codearts_sdk.py drives the SDK) ----
 
 def post(client, path, token, body=b"", content_type="application/json"):
     response = client._http.request("POST", path, body=body,

@@ -6,7 +6,8 @@ import itertools
 import pytest
 
 from chalicelib.domain import ids
-from chalicelib.domain.clock import FakeClock, format_iso, parse_iso, seconds_from_millis
+from chalicelib.domain.clock import format_iso, parse_iso, seconds_from_millis
+from tests.fixtures.clock import FakeClock
 from chalicelib.domain.errors import IllegalTransition
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.status import (

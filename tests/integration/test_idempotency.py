@@ -6,7 +6,7 @@ import json
 import pytest
 
 from chalicelib.api import idempotency
-from tests.test_operations_api import assert_error, create
+from tests.integration.test_operations_api import assert_error, create
 
 
 def key(value):

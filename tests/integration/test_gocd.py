@@ -577,7 +577,7 @@ def test_current_schedule_replays_the_reference_example(client, ctx, operator):
     The same body without them: 202, variables and secure variables (also GoCD-encrypted ones,
     kept as a keyed hash like any secret), materials of another server tolerated and unused."""
     create(client, "pipeline1", [{"type": "BUILD", "name": "build"}])
-    printed = (Path(__file__).parent / "fixtures" / "reference" / "gocd_v1_schedule_request.txt").read_bytes()
+    printed = (Path(__file__).parent.parent / "fixtures" / "reference" / "gocd_v1_schedule_request.txt").read_bytes()
     headers = {**operator, "Accept": V1, "Content-Type": JSON_BODY}
     response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", headers=headers, body=printed)
     assert (response.status_code, response.headers["Content-Type"], set(response.json)) == \

@@ -3,7 +3,7 @@ body media types a route does not read (415), HEAD on GET routes and OPTIONS.
 
 In process (chalice.test.Client, with tools/local_gateway installed by conftest) for every route,
 then over HTTP against `chalice local` started as `make run` starts it. The deployed side (the
-gateway responses in the packaged template) is in tests/test_infra.py.
+gateway responses in the packaged template) is in tests/integration/test_infra.py.
 """
 from __future__ import annotations
 

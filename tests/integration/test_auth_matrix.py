@@ -18,7 +18,7 @@ from chalicelib.domain import auth
 from tests.fixtures.dialects import error_message
 
 IDENTITIES = ["no token", "bad token", "read", "operate on another pipeline", "operate", "admin"]
-ROUTES = declared_routes(app)  # without each GET's HEAD and the 405 fallbacks (tests/test_http_errors.py)
+ROUTES = declared_routes(app)  # without each GET's HEAD and the 405 fallbacks (tests/e2e/test_http_errors.py)
 ALL_ROUTES = sorted((path, method) for path, methods in app.routes.items() for method in methods)
 SAMPLE = {"pipeline": "web", "pipeline_name": "web", "run_id": "web:1", "runId": "web:1",
           "stage_id": "web:1:1", "stageId": "web:1:1", "counter": "1", "token_id": "tok_0000000000000000"}
@@ -94,10 +94,10 @@ def world():
     from moto import mock_aws
 
     from chalicelib import wiring
-    from chalicelib.domain.clock import FakeClock
+    from tests.fixtures.clock import FakeClock
     from chalicelib.settings import Settings
     from chalicelib.store.schema import ensure_tables
-    from tests.conftest import ApiClient
+    from tests.fixtures.api import ApiClient
 
     settings = Settings(table_name="stagetrack-matrix", region="us-east-1")
     with mock_aws():

@@ -237,7 +237,7 @@ def test_our_inbound_parser_reads_queued_and_started_runs_back_as_the_run_existi
 
 # ---- every event we can emit, against the official v0.4.1 JSON schemas ------------------------
 
-SCHEMAS = Path(__file__).parent / "fixtures" / "cdevents-schemas" / cdevents.SPEC_VERSION
+SCHEMAS = Path(__file__).parent.parent / "fixtures" / "cdevents-schemas" / cdevents.SPEC_VERSION
 SCHEMA_FILES = {QUEUED: "pipelinerunqueued.json", STARTED: "pipelinerunstarted.json",
                 FINISHED: "pipelinerunfinished.json", TASK_STARTED: "taskrunstarted.json",
                 TASK_FINISHED: "taskrunfinished.json"}

@@ -19,7 +19,7 @@ from chalicelib.store.idempotency import IdempotencyStore
 from chalicelib.store.models import IdempotencyItem
 from chalicelib.store import repository
 from chalicelib.store.repository import Repository
-from tests.test_operations_api import assert_error, create
+from tests.integration.test_operations_api import assert_error, create
 
 LEASE = idempotency.LEASE_SECONDS
 

@@ -12,7 +12,7 @@ import pytest
 from chalicelib.domain.events import github_signature
 from chalicelib.store.schema import dynamodb_client
 from tests.fixtures import make_source
-from tests.test_operations_api import create
+from tests.integration.test_operations_api import create
 
 LIMIT = 64 * 1024  # tests' STAGETRACK_MAX_BODY_BYTES
 DEEP_BODIES = {

@@ -6,7 +6,8 @@ import hmac
 
 import pytest
 
-from chalicelib.domain.clock import FakeClock, format_iso
+from chalicelib.domain.clock import format_iso
+from tests.fixtures.clock import FakeClock
 from chalicelib.domain.errors import Conflict, IllegalTransition, ValidationFailed
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain import operations as ops

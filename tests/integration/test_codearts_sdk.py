@@ -26,8 +26,8 @@ from huaweicloudsdkcore.signer import signer as sdk_signer
 from chalicelib.domain import dialects
 from chalicelib.settings import Settings
 from tests.fixtures.dialects import basic
-from tests.test_codearts import make_builds
-from tests.test_tokens import raw_table_dump
+from tests.integration.test_codearts import make_builds
+from tests.integration.test_tokens import raw_table_dump
 
 ENDPOINT = "https://codearts.stagetrack.test"
 

@@ -3,17 +3,14 @@ Lambda handlers' translation, and the local ticker."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from chalicelib import wiring
 from chalicelib.adapters.stepfunctions import StepFunctionsScheduler, execution_input, execution_name
-from chalicelib.domain.clock import FakeClock, format_iso
+from chalicelib.domain.clock import format_iso
+from tests.fixtures.clock import FakeClock
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.status import StageStatus
 from chalicelib.domain.timers import drive, due_outcome, expected_end, fire, next_due
@@ -24,7 +21,6 @@ from chalicelib.store.stream import NO_DEADLINE, armed_timer
 from chalicelib.ticker import Ticker
 
 S = StageStatus
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stage(clock, **spec):
@@ -186,53 +182,6 @@ def test_scheduler_ignores_an_execution_that_already_exists():
     assert json.loads(client.calls[0]["input"])["waitSeconds"] == 3
 
 
-# ---- Lambda handlers --------------------------------------------------------------------------
-
-def test_timer_fired_handler_drops_malformed_messages_and_fires_good_ones(memory_ctx, clock):
-    ctx = memory_ctx
-    from chalice.test import Client
-
-    from app import app
-    from chalicelib.domain.schemas import CreateRunIn
-    from chalicelib.service import runs
-
-    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(
-        '{"pipeline": "web", "stages": [{"type": "BUILD", "timeoutSeconds": 5}]}'))
-    stage_id = aggregate.stages[0].id
-    runs.mutate_run(ctx, aggregate.run.id,
-                    lambda agg: change_status(agg.stage(stage_id), S.IN_PROGRESS, clock.now()))
-    clock.advance(5)
-    bodies = ["not json", "[]", '{"stageId": 1, "attempt": 1}', '{"stageId": "x", "attempt": true}',
-              "[" * 50_000 + "]" * 50_000,  # nested too deep for json: dropped, not a poison batch
-              json.dumps({"stageId": stage_id, "attempt": 1})]
-    with Client(app) as lambdas:
-        event = lambdas.events.generate_sqs_event(message_bodies=bodies, queue_name="stagetrack-timers")
-        lambdas.lambda_.invoke("timer_fired", event)
-        assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
-        lambdas.lambda_.invoke("timer_fired", event)  # redelivered: harmless
-        assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
-
-
-def test_timer_sweeper_handler_sweeps(memory_ctx, clock):
-    ctx = memory_ctx
-    from chalice.test import Client
-
-    from app import app
-    from chalicelib.domain.schemas import CreateRunIn
-    from chalicelib.service import runs
-
-    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(
-        '{"pipeline": "web", "stages": [{"type": "BUILD", "timeoutSeconds": 5}]}'))
-    stage_id = aggregate.stages[0].id
-    runs.mutate_run(ctx, aggregate.run.id,
-                    lambda agg: change_status(agg.stage(stage_id), S.IN_PROGRESS, clock.now()))
-    clock.advance(5)
-    with Client(app) as lambdas:
-        lambdas.lambda_.invoke("timer_sweeper", lambdas.events.generate_cw_event(
-            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]))
-    assert ctx.stores.runs.get_stage(stage_id).status == S.TIMED_OUT
-
-
 # ---- the local ticker -------------------------------------------------------------------------
 
 def test_ticker_keeps_ticking_after_a_failing_tick():
@@ -249,40 +198,3 @@ def test_ticker_keeps_ticking_after_a_failing_tick():
     assert ticker.ticks == 2
 
 
-def test_ticker_thread_runs_the_sweep_until_stopped(memory_ctx, clock):
-    ctx = memory_ctx
-    from chalicelib.domain.schemas import CreateRunIn
-    from chalicelib.service import runs
-    from chalicelib.service.timers import sweep
-
-    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(
-        '{"pipeline": "web", "stages": [{"type": "BUILD", "expectedSeconds": 3}]}'))
-    stage_id = aggregate.stages[0].id
-    runs.mutate_run(ctx, aggregate.run.id,
-                    lambda agg: change_status(agg.stage(stage_id), S.IN_PROGRESS, clock.now()))
-    clock.advance(3)
-    swept = threading.Event()
-
-    def tick():
-        sweep(ctx)
-        swept.set()
-
-    ticker = Ticker(tick, interval=0.01).start()
-    try:
-        assert swept.wait(5)
-    finally:
-        ticker.stop(5)
-    assert not ticker.alive
-    assert ctx.stores.runs.get_stage(stage_id).status == S.SUCCESS
-
-
-@pytest.mark.parametrize("flag, started", [("1", True), ("", False)])
-def test_app_starts_the_ticker_only_when_asked(flag, started):
-    code = ("import app; from chalicelib import ticker; "
-            "print(ticker._ticker is not None and ticker._ticker.alive)")
-    env = {"PATH": "/usr/bin:/bin", "STAGETRACK_LOCAL_TICKER": flag, "STAGETRACK_TICKER_SECONDS": "3600",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(started)

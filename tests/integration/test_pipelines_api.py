@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.test_operations_api import as_user, assert_error, create
+from tests.integration.test_operations_api import as_user, assert_error, create
 
 LAYOUT = ["BUILD", {"type": "DEPLOY_PROD", "name": "prod", "approval": "MANUAL", "timeoutSeconds": 600}]
 

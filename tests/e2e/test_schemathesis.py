@@ -19,7 +19,7 @@ import requests
 
 pytestmark = pytest.mark.ddb_local
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 20260320
 MAX_EXAMPLES = 10
 STATEFUL_EXAMPLES = 10
