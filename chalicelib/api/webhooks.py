@@ -31,13 +31,17 @@ from ..domain.auth import Forbidden
 from ..domain.errors import BadRequest
 from ..service import ingest
 from ..service.ports import StoredSource
-from . import ACCEPTED_CONTENT_TYPES, current_actor, json_response, parse_body, route
+from . import current_actor, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
 
 webhooks = Blueprint(__name__)
 
-CONTENT_TYPES = ACCEPTED_CONTENT_TYPES + [events.CLOUDEVENTS_JSON, events.CLOUDEVENTS_BATCH]
+# What senders really send: GitHub JSON or form-encoded `payload=`, GitLab JSON, CloudEvents in
+# binary (any type; JSON here) or structured mode. Text and octet-stream reach the view, which
+# answers in the sender's terms (a CloudEvent that is not JSON is its 400), not a bare 415.
+CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain",
+                 "application/octet-stream", events.CLOUDEVENTS_JSON, events.CLOUDEVENTS_BATCH]
 
 
 class SignatureRefused(Forbidden):
