@@ -23,10 +23,10 @@ def main() -> None:
     with dynamodb_local() as endpoint:
         import botocore.session
 
+        from chalicelib import wiring
         from chalicelib.domain.clock import FakeClock
         from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
         from chalicelib.domain.status import StageStatus
-        from chalicelib import wiring
         from chalicelib.service import runs
         from chalicelib.service.timers import sweep
         from chalicelib.settings import Settings

@@ -122,7 +122,7 @@ class Settings:
     public_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),

@@ -8,13 +8,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote
 
 from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
+from ..domain import aksk, auth
+from ..domain.auth import Forbidden, Principal, RateLimited, RateState, Unauthorized
 from ..domain.errors import (
     BadRequest,
     Conflict,
@@ -25,8 +28,6 @@ from ..domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ..domain import aksk, auth
-from ..domain.auth import Forbidden, Principal, RateLimited, RateState, Unauthorized
 from . import idempotency
 
 log = logging.getLogger("stagetrack.api")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from .. import wiring
+from ..domain import auth
 from ..domain.operations import VariableChange
 from ..domain.schemas import (
     ApplyVariablesIn,
@@ -21,10 +22,9 @@ from ..domain.schemas import (
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import operations, pipelines, runs
-from ..domain import auth
 from . import json_response, parse_body, route
-from .native import created_run
 from .idempotency import actor
+from .native import created_run
 
 ops = Blueprint(__name__)
 

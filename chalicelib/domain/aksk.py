@@ -26,14 +26,14 @@ are compared in constant time.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 import secrets
-import base64
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 ALGORITHM = "SDK-HMAC-SHA256"
@@ -174,7 +174,7 @@ def signed_at(headers: Mapping[str, str], now: datetime) -> str:
     """The X-Sdk-Date header, checked to be well formed and within the replay window."""
     date = (headers.get(DATE_HEADER) or "").strip()
     try:
-        when = datetime.strptime(date, DATE_FORMAT).replace(tzinfo=timezone.utc)
+        when = datetime.strptime(date, DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise SignatureRejected("X-Sdk-Date must be the signing time as YYYYMMDDTHHMMSSZ (UTC)") from None
     if abs((now - when).total_seconds()) > MAX_SKEW_SECONDS:

@@ -25,9 +25,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Iterable, Literal, Mapping
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 

@@ -1,7 +1,7 @@
 """Time is injected everywhere so tests can move it without sleeping."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -16,7 +16,7 @@ def _to_millis(moment: datetime) -> datetime:
 
 class SystemClock:
     def now(self) -> datetime:
-        return _to_millis(datetime.now(timezone.utc))
+        return _to_millis(datetime.now(UTC))
 
 
 class FakeClock:
@@ -40,7 +40,7 @@ def format_iso(moment: datetime | None) -> str | None:
     """ISO-8601 UTC with milliseconds and Z, the reference wire format."""
     if moment is None:
         return None
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -51,8 +51,8 @@ def parse_iso(text: str | None) -> datetime | None:
         text = text[:-1] + "+00:00"
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return _to_millis(moment.astimezone(timezone.utc))
+        moment = moment.replace(tzinfo=UTC)
+    return _to_millis(moment.astimezone(UTC))
 
 
 def millis_between(start: datetime, end: datetime) -> int:

@@ -41,9 +41,10 @@ import ipaddress
 import json
 import re
 import secrets as random_secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
@@ -477,7 +478,7 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         moment = _attr(new, "updated_at")
     else:
         approximate = images.get("ApproximateCreationDateTime")
-        moment = (format_iso(datetime.fromtimestamp(float(approximate), timezone.utc))
+        moment = (format_iso(datetime.fromtimestamp(float(approximate), UTC))
                   if isinstance(approximate, (int, float)) else format_iso(now))
     identity = "|".join(str(x) for x in (_attr(current, "pk"), _attr(current, "sk"), _attr(current, "created_at"),
                                          _attr(old, "version") if old else None,

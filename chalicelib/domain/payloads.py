@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Mapping, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -559,7 +560,7 @@ def parse_codebuild_time(value: object) -> datetime | None:
     hour = hour % 12 + (12 if match["half"] == "PM" else 0)
     try:
         return datetime(int(match["year"]), _MONTHS.index(match["month"]) + 1, int(match["day"]), hour,
-                        int(match["minute"]), int(match["second"]), tzinfo=timezone.utc)
+                        int(match["minute"]), int(match["second"]), tzinfo=UTC)
     except ValueError:  # Feb 30, second 61 ...
         return None
 
@@ -698,8 +699,7 @@ class DecideStageMessage(_Message):
 
 
 IngestMessage = Annotated[
-    Union[CreateRunMessage, PatchStageMessage, CancelRunMessage, CancelStageMessage, RetryRunMessage,
-          RetryStageMessage, DecideStageMessage],
+    CreateRunMessage | PatchStageMessage | CancelRunMessage | CancelStageMessage | RetryRunMessage | RetryStageMessage | DecideStageMessage,
     Field(discriminator="action"),
 ]
 _message_adapter: TypeAdapter | None = None

@@ -9,7 +9,15 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, WrapValidator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    WrapValidator,
+    model_validator,
+)
 
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
@@ -77,7 +85,7 @@ class CreateRunIn(StrictModel):
     auto_advance: bool = Field(default=False, alias="autoAdvance")
 
     @model_validator(mode="after")
-    def _unique_stage_names(self) -> "CreateRunIn":
+    def _unique_stage_names(self) -> CreateRunIn:
         if self.stages:
             names = [s.value if isinstance(s, StageType) else (s.name or s.type.value) for s in self.stages]
             duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -94,7 +102,7 @@ class PatchStageIn(StrictModel):
     timeout_seconds: TimeoutSeconds | None = Field(default=None, alias="timeoutSeconds")
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "PatchStageIn":
+    def _not_empty(self) -> PatchStageIn:
         if not self.model_fields_set:
             raise ValueError("a patch must set at least one of: status, name, timeoutSeconds")
         if "status" in self.model_fields_set and self.status is None:
@@ -138,7 +146,7 @@ class ApplyVariablesIn(StrictModel):
     variables: Annotated[list[VariableIn], Field(min_length=1, max_length=MAX_VARIABLES)]
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "ApplyVariablesIn":
+    def _unique_keys(self) -> ApplyVariablesIn:
         _refuse_repeated_keys(self.variables)
         return self
 

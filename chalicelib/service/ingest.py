@@ -22,8 +22,8 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..domain import events
 from ..domain.clock import format_iso
@@ -37,8 +37,8 @@ from ..domain.errors import (
 )
 from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
 from ..domain.model import new_run
-from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from . import ServiceContext, operations, runs
+from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run
 
 log = logging.getLogger(__name__)

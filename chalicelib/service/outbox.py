@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from ..domain import cdevents
 from ..domain.clock import format_iso
@@ -37,8 +38,8 @@ from ..domain.events import (
     delivery_signature,
     state_change,
 )
-from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext, subscriptions
+from .ports import DeliveryAttempt, StoredSubscription
 
 log = logging.getLogger(__name__)
 

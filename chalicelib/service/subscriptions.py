@@ -14,8 +14,8 @@ from ..domain.auth import Principal
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound, ValidationFailed
 from ..domain.events import CreateSubscriptionIn, SubscriptionFilter
-from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext
+from .ports import DeliveryAttempt, StoredSubscription
 
 MAX_SUBSCRIPTIONS = 100  # every stream batch reads them all (1 Query); keep that one small page
 

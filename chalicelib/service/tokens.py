@@ -22,8 +22,8 @@ from ..domain.auth import Credentials, Principal, RateLimited, RateState, Unauth
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound
 from ..settings import Settings
-from .ports import SecretUnreadable, StoredToken
 from . import ServiceContext
+from .ports import SecretUnreadable, StoredToken
 
 log = logging.getLogger("stagetrack.auth")
 

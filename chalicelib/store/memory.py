@@ -17,9 +17,9 @@ import hmac
 import threading
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterator
 
 from ..domain import dialects, ids
 from ..domain.clock import format_iso

@@ -58,7 +58,7 @@ class PipelineStore:
         the request's effect and carries its Idempotency-Key claim if it holds one (then it is
         a transaction, which returns nothing: False). A counter claim never carries it: a
         number claimed by a request that then died is a gap, not a second run."""
-        for attempt in range(CONFLICT_RETRIES):
+        for _attempt in range(CONFLICT_RETRIES):
             try:
                 if effect is None:
                     item.update(actions=actions, condition=condition)

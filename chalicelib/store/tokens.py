@@ -17,7 +17,7 @@ Round trips:
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
