@@ -1,6 +1,7 @@
 # stagetrack developer entry points. GNU make.
 #   make run    DynamoDB Local + tables + chalice local on http://127.0.0.1:8000
-#   make test   the whole test suite (moto + DynamoDB Local tier)
+#   make lint   ruff and mypy (configured in pyproject.toml)
+#   make test   lint, then the whole test suite (moto + DynamoDB Local tier)
 #   make bench  benchmarks
 #   make docs   the documentation site (docs/, mkdocs --strict) in build/site
 #   make package   the SAM template + code package in build/sam (README "Deploy")
@@ -15,7 +16,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.requirements.stamp
 
 .DEFAULT_GOAL := test
-.PHONY: venv run test bench docs clean package deploy
+.PHONY: venv run lint test bench docs clean package deploy
 
 venv: $(STAMP)
 
@@ -32,7 +33,11 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 run: venv
 	$(PY) -m tools.run_local
 
-test: venv
+# The checks `make test` runs first (configured in pyproject.toml; tests/ not yet covered).
+lint: venv
+	$(PY) -m ruff check .
+
+test: venv lint
 	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 	$(PY) -m pytest -q -n 2
 

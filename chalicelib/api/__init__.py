@@ -317,7 +317,9 @@ def _authenticate(request) -> tuple[Principal, RateState | None]:
     from ..service import tokens
 
     credentials = auth.parse_credentials(request.headers)
-    signed = _signed_request(request) if credentials and credentials.scheme == auth.ACCESS_KEY_SCHEME else None
+    signed = (
+        _signed_request(request) if credentials and credentials.scheme == auth.ACCESS_KEY_SCHEME else None
+    )
     return tokens.authenticate(wiring.context(), credentials, signed)
 
 

@@ -92,7 +92,9 @@ def cancel_stage(stage_id):
     return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now)
+@route(
+    ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now
+)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     ctx = wiring.context()

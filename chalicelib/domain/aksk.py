@@ -149,7 +149,9 @@ def body_hash(request: SignedRequest) -> str:
     actual = hashlib.sha256(request.body).hexdigest()
     claimed = request.headers.get(CONTENT_HASH_HEADER)
     if request.body and claimed is not None and not hmac.compare_digest(claimed.strip().lower(), actual):
-        raise SignatureRejected(f"{CONTENT_HASH_HEADER} does not match the body (unsigned payloads are refused)")
+        raise SignatureRejected(
+            f"{CONTENT_HASH_HEADER} does not match the body (unsigned payloads are refused)"
+        )
     return actual
 
 
@@ -183,7 +185,9 @@ def signed_at(headers: Mapping[str, str], now: datetime) -> str:
     return date
 
 
-def verify(request: SignedRequest, authorization: SignedAuthorization, secret_key: str, now: datetime) -> None:
+def verify(
+    request: SignedRequest, authorization: SignedAuthorization, secret_key: str, now: datetime
+) -> None:
     """Raise SignatureRejected unless ``authorization`` is a fresh signature of this request by
     ``secret_key``."""
     date = signed_at(request.headers, now)

@@ -157,7 +157,9 @@ def _parse_authorization(value: str) -> Credentials:
         if not sep or not password:
             raise Unauthorized("Basic credentials must be user:token, the token as password")
         if user and not _USER.fullmatch(user):
-            raise Unauthorized(f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters")
+            raise Unauthorized(
+                f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters"
+            )
         return Credentials(_bounded(password), user or None, "basic")
     if aksk.is_signature_scheme(value):
         try:

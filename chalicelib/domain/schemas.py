@@ -70,7 +70,9 @@ def _variables_adapter(shape: str) -> TypeAdapter:
 def _map_or_list(value, _handler):
     """Either shape, validated as that shape alone: errors then name the field as they would
     without the choice (``variables.K``, ``variables.0.value``), not the union's branches."""
-    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(value, strict=True)
+    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(
+        value, strict=True
+    )
 
 
 class CreateRunIn(StrictModel):
@@ -90,7 +92,9 @@ class CreateRunIn(StrictModel):
             names = [s.value if isinstance(s, StageType) else (s.name or s.type.value) for s in self.stages]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
-                raise ValueError(f"stage names must be unique within a run; repeated: {', '.join(duplicates)}")
+                raise ValueError(
+                    f"stage names must be unique within a run; repeated: {', '.join(duplicates)}"
+                )
         if isinstance(self.variables, list):
             _refuse_repeated_keys(self.variables)
         return self

@@ -214,7 +214,9 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
         next_attempt_at=format_iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
     ), int(now.timestamp()))
     if outcome == "retrying":
-        retries.send(json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in)
+        retries.send(
+            json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in
+        )
     elif outcome == "dead-lettered":
         dead = json.dumps({**message, "lastStatus": result.status, "lastError": result.error,
                            "deadLetteredAt": format_iso(now)}, separators=(",", ":"))

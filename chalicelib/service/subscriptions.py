@@ -72,7 +72,9 @@ def delete(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> Stor
     def allowed(subscription: StoredSubscription) -> bool:
         return _visible(viewer, subscription)
 
-    subscription = ctx.stores.subscriptions.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
+    subscription = (
+        ctx.stores.subscriptions.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
+    )
     if subscription is None:
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription

@@ -76,7 +76,9 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None,
     """Who is calling and how much of their rate budget is left; 401 or 429 otherwise.
     ``signed_request`` is the request itself, needed (only) to check an AK/SK signature."""
     if credentials is None:
-        raise Unauthorized("authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token")
+        raise Unauthorized(
+            "authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token"
+        )
     if credentials.scheme == auth.ACCESS_KEY_SCHEME:
         return _authenticate_signed(ctx, credentials, signed_request)
     settings = ctx.settings
@@ -107,7 +109,11 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
         aksk.signed_at(request.headers, now)
     except aksk.SignatureRejected as error:
         raise Unauthorized(str(error)) from None
-    stored = ctx.stores.tokens.get_access_key(signed.access_key) if aksk.looks_like_access_key(signed.access_key) else None
+    stored = (
+        ctx.stores.tokens.get_access_key(signed.access_key)
+        if aksk.looks_like_access_key(signed.access_key)
+        else None
+    )
     if stored is None or stored.sealed_secret_key is None:
         raise Unauthorized("the access key is unknown or revoked")
     try:
@@ -130,7 +136,9 @@ def _sealing_context(access_key: str) -> str:
     return f"access-key:{access_key}"
 
 
-def _admit(ctx: ServiceContext, token: StoredToken, credentials: Credentials, now) -> tuple[Principal, RateState]:
+def _admit(
+    ctx: ServiceContext, token: StoredToken, credentials: Credentials, now
+) -> tuple[Principal, RateState]:
     """The principal of a known token or access key, or 429 past the rate limit."""
     settings = ctx.settings
     principal = Principal(

@@ -112,7 +112,9 @@ class PipelineStore:
             condition = PipelineItem.pk.exists() & _not_paused()
             actions = [PipelineItem.paused.set(True), PipelineItem.paused_at.set(format_iso(at))]
             actions.append(PipelineItem.paused_by.set(by) if by else PipelineItem.paused_by.remove())
-            actions.append(PipelineItem.pause_cause.set(cause) if cause else PipelineItem.pause_cause.remove())
+            actions.append(
+                PipelineItem.pause_cause.set(cause) if cause else PipelineItem.pause_cause.remove()
+            )
         else:
             condition = PipelineItem.pk.exists() & (PipelineItem.paused == True)  # noqa: E712
             actions = [PipelineItem.paused.set(False), PipelineItem.paused_at.remove(),

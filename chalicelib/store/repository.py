@@ -429,7 +429,9 @@ def item_bytes(raw: dict) -> int:
         if kind in ("S", "N"):
             total += len(str(content).encode())
         elif kind == "B":
-            total += len(content) if isinstance(content, (bytes, bytearray)) else len(base64.b64decode(content))
+            total += (
+                len(content) if isinstance(content, (bytes, bytearray)) else len(base64.b64decode(content))
+            )
         else:
             total += len(json.dumps(content))
     return total
@@ -597,7 +599,9 @@ class Repository:
     def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
                   cursor: str | None) -> tuple[list[Run], str | None]:
         scope = runs_cursor_scope(pipeline, status)
-        start = key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
+        start = (
+            key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
+        )
         if status is None:
             results = RunItem.by_pipeline.query(
                 pipeline, scan_index_forward=False, limit=limit, last_evaluated_key=start,
