@@ -1,6 +1,7 @@
 # stagetrack developer entry points. GNU make.
 #   make run    DynamoDB Local + tables + chalice local on http://127.0.0.1:8000
-#   make lint   ruff and mypy (configured in pyproject.toml)
+#   make lint   ruff (configured in pyproject.toml)
+#   make typecheck  mypy (pyproject.toml); not yet clean, so not part of lint/test
 #   make test   lint, then the whole test suite (moto + DynamoDB Local tier)
 #   make bench  benchmarks
 #   make docs   the documentation site (docs/, mkdocs --strict) in build/site
@@ -16,7 +17,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.requirements.stamp
 
 .DEFAULT_GOAL := test
-.PHONY: venv run lint test bench docs clean package deploy
+.PHONY: venv run lint typecheck test bench docs clean package deploy
 
 venv: $(STAMP)
 
@@ -36,6 +37,10 @@ run: venv
 # The checks `make test` runs first (configured in pyproject.toml; tests/ not yet covered).
 lint: venv
 	$(PY) -m ruff check .
+
+# Joins `lint` once it is clean (issue 11 item 6).
+typecheck: venv
+	$(PY) -m mypy
 
 test: venv lint
 	$(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'

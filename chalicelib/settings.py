@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -122,8 +123,8 @@ class Settings:
     public_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env: Mapping[str, str] = os.environ if environ is None else environ
         return cls(
             table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -36,6 +36,12 @@ class FakeClock:
         self._now = parse_iso(moment) if isinstance(moment, str) else _to_millis(moment)
 
 
+@overload
+def format_iso(moment: datetime) -> str: ...
+@overload
+def format_iso(moment: None) -> None: ...
+@overload
+def format_iso(moment: datetime | None) -> str | None: ...
 def format_iso(moment: datetime | None) -> str | None:
     """ISO-8601 UTC with milliseconds and Z, the reference wire format."""
     if moment is None:
@@ -44,6 +50,12 @@ def format_iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+@overload
+def parse_iso(text: str) -> datetime: ...
+@overload
+def parse_iso(text: None) -> None: ...
+@overload
+def parse_iso(text: str | None) -> datetime | None: ...
 def parse_iso(text: str | None) -> datetime | None:
     if text is None:
         return None

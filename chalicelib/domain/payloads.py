@@ -619,7 +619,7 @@ def parse_aws_event(event: object) -> ExternalUpdate | Ignored:
     moment = parse_time(envelope.time)
     if envelope.source == "aws.codepipeline" and envelope.detail_type in CODEPIPELINE_DETAIL_TYPES:
         detail = validate_payload(CpDetail, envelope.detail, envelope.detail_type)
-        base = dict(namespace="aws.codepipeline",
+        base: dict[str, Any] = dict(namespace="aws.codepipeline",
                     run_key=f"{envelope.account}/{envelope.region}/{detail.pipeline}/{detail.execution_id}",
                     pipeline=sanitize_name(detail.pipeline), time=moment,
                     summary=f"{envelope.detail_type}: {detail.state}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from .. import logging_setup
 from ..domain import aksk, auth
@@ -36,7 +37,7 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal
     returned here once: a token's is kept only as its SHA-256, a key pair's SK only sealed."""
     auth.check_grant(issuer, body.scopes, body.pipelines)
     created_by = issuer.actor
-    common = dict(
+    common: dict[str, Any] = dict(
         token_id=auth.new_token_id(), name=body.name, scopes=list(body.scopes),
         pipelines=None if body.pipelines is None else sorted(body.pipelines),
         created_at=format_iso(ctx.clock.now()), created_by=created_by,
