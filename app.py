@@ -2,19 +2,19 @@
 from chalice import Chalice
 
 from chalicelib import logging_setup
-from chalicelib.api.native import native
-from chalicelib.api.operations import ops
-from chalicelib.api.openapi import meta
-from chalicelib.api.tokens import token_api
-from chalicelib.api.gocd import gocd
-from chalicelib.api.codearts import codearts
-from chalicelib.api.buddy import buddy
 from chalicelib.api import fallbacks
-from chalicelib.events.timers import timers
-from chalicelib.api.webhooks import webhooks
+from chalicelib.api.buddy import buddy
+from chalicelib.api.codearts import codearts
+from chalicelib.api.gocd import gocd
+from chalicelib.api.native import native
+from chalicelib.api.openapi import meta
+from chalicelib.api.operations import ops
 from chalicelib.api.subscriptions import subscription_api
+from chalicelib.api.tokens import token_api
+from chalicelib.api.webhooks import webhooks
 from chalicelib.events.inbound import inbound
 from chalicelib.events.outbound import outbound
+from chalicelib.events.timers import timers
 from chalicelib.settings import Settings
 
 app = Chalice(app_name="stagetrack")

@@ -56,7 +56,9 @@ def main() -> None:
                 """Two runs in the same state: the request runs on A's, its replay on B's."""
                 twins = []
                 for pipeline in (A, B):
-                    body = {"pipeline": pipeline} if stages is None else {"pipeline": pipeline, "stages": stages}
+                    body = (
+                        {"pipeline": pipeline} if stages is None else {"pipeline": pipeline, "stages": stages}
+                    )
                     run = call("POST", "/api/runs", body)["id"]
                     for position, status in setup:
                         call("PATCH", f"/api/stages/{run}:{position}", {"status": status})
@@ -77,18 +79,44 @@ def main() -> None:
             cases = {
                 "POST /api/runs": lambda run: ("POST", "/api/runs", {"pipeline": run.split(":")[0]}),
                 "GET /api/runs/{id}": lambda run: ("GET", f"/api/runs/{run}", None),
-                "GET /api/runs?pipeline=": lambda run: ("GET", f"/api/runs?pipeline={run.split(':')[0]}&limit=20", None),
+                "GET /api/runs?pipeline=": lambda run: (
+                    "GET",
+                    f"/api/runs?pipeline={run.split(':')[0]}&limit=20",
+                    None,
+                ),
                 "GET /api/stages?runId=": lambda run: ("GET", f"/api/stages?runId={run}", None),
                 "GET /api/stages/{id}": lambda run: ("GET", f"/api/stages/{run}:1", None),
-                "PATCH /api/stages/{id}": lambda run: ("PATCH", f"/api/stages/{run}:1", {"status": "IN_PROGRESS"}),
+                "PATCH /api/stages/{id}": lambda run: (
+                    "PATCH",
+                    f"/api/stages/{run}:1",
+                    {"status": "IN_PROGRESS"},
+                ),
                 "DELETE /api/stages/{id}": lambda run: ("DELETE", f"/api/stages/{run}:2", None),
                 "DELETE /api/runs/{id}": lambda run: ("DELETE", f"/api/runs/{run}", None),
-                "POST /api/runs/{id}/cancel": lambda run: ("POST", f"/api/runs/{run}/cancel", {"reason": "bench"}),
-                "POST /api/runs/{id}/retry": (lambda run: ("POST", f"/api/runs/{run}/retry", None), None, failed, None),
-                "POST /api/stages/{id}/approve": (lambda run: ("POST", f"/api/stages/{run}:2/approve", None),
-                                                  gate, waiting, None),
+                "POST /api/runs/{id}/cancel": lambda run: (
+                    "POST",
+                    f"/api/runs/{run}/cancel",
+                    {"reason": "bench"},
+                ),
+                "POST /api/runs/{id}/retry": (
+                    lambda run: ("POST", f"/api/runs/{run}/retry", None),
+                    None,
+                    failed,
+                    None,
+                ),
+                "POST /api/stages/{id}/approve": (
+                    lambda run: ("POST", f"/api/stages/{run}:2/approve", None),
+                    gate,
+                    waiting,
+                    None,
+                ),
                 "PUT /api/runs/{id}/variables": lambda run: ("PUT", f"/api/runs/{run}/variables", variables),
-                "GET /api/runs/{id} (issued token)": (lambda run: ("GET", f"/api/runs/{run}", None), None, (), issued),
+                "GET /api/runs/{id} (issued token)": (
+                    lambda run: ("GET", f"/api/runs/{run}", None),
+                    None,
+                    (),
+                    issued,
+                ),
             }
             print(f"{'endpoint':34} {'DynamoDB calls':36} {'p50 ms':>8} {'bare ms':>8} {'ratio':>6}")
             for name, case in cases.items():

@@ -47,7 +47,9 @@ def main() -> None:
     for key, label in (("boto3", "import boto3"), ("compiled", "import app (bytecode shipped)"),
                        ("sources", "import app (sources only)")):
         med, low = statistics.median(samples[key]), min(samples[key])
-        print(f"{label:28} {med * 1000:8.1f} {low * 1000:8.1f} {med / boto3_med:15.2f} {low / boto3_min:12.2f}")
+        print(
+            f"{label:28} {med * 1000:8.1f} {low * 1000:8.1f} {med / boto3_med:15.2f} {low / boto3_min:12.2f}"
+        )
     print(f"({REPEATS} interleaved runs each; dependencies come from the virtualenv, compiled by pip)")
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ def main() -> None:
     with dynamodb_local() as endpoint:
         import botocore.session
 
-        from tests.fixtures.clock import FakeClock
+        from chalicelib import wiring
         from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
         from chalicelib.domain.status import StageStatus
-        from chalicelib import wiring
         from chalicelib.service import runs
         from chalicelib.service.timers import sweep
         from chalicelib.settings import Settings
         from chalicelib.store.schema import ensure_tables
+        from tests.fixtures.clock import FakeClock
 
         bare = botocore.session.get_session().create_client(
             "dynamodb", region_name="us-east-1", endpoint_url=endpoint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -122,32 +123,45 @@ class Settings:
     public_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env: Mapping[str, str] = os.environ if environ is None else environ
         return cls(
             table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
-            max_body_bytes=env_int(env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024),
-            webhook_max_body_bytes=env_int(env, "STAGETRACK_WEBHOOK_MAX_BODY_BYTES", cls.webhook_max_body_bytes,
-                                           1024, WEBHOOK_BODY_CEILING),
+            max_body_bytes=env_int(
+                env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024
+            ),
+            webhook_max_body_bytes=env_int(
+                env,
+                "STAGETRACK_WEBHOOK_MAX_BODY_BYTES",
+                cls.webhook_max_body_bytes,
+                1024,
+                WEBHOOK_BODY_CEILING,
+            ),
             local_ticker=env_bool(env, "STAGETRACK_LOCAL_TICKER", False),
-            ticker_interval_seconds=env_float(env, "STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds,
-                                              0.01, 3600),
+            ticker_interval_seconds=env_float(
+                env, "STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds, 0.01, 3600
+            ),
             admin_token=env.get("STAGETRACK_ADMIN_TOKEN") or "stagetrack-local-admin",
-            rate_limit_per_minute=env_int(env, "STAGETRACK_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute,
-                                          1, 1_000_000),
+            rate_limit_per_minute=env_int(
+                env, "STAGETRACK_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute, 1, 1_000_000
+            ),
             secret_pepper=env.get("STAGETRACK_SECRET_PEPPER") or cls.secret_pepper,
             secret_key=env.get("STAGETRACK_SECRET_KEY") or "stagetrack-local-secret-key",
-            previous_secret_keys=tuple(k for k in env.get("STAGETRACK_PREVIOUS_SECRET_KEYS", "").split(",") if k),
+            previous_secret_keys=tuple(
+                k for k in env.get("STAGETRACK_PREVIOUS_SECRET_KEYS", "").split(",") if k
+            ),
             event_bus=env.get("STAGETRACK_EVENT_BUS") or None,
             delivery_queue_url=env.get("STAGETRACK_DELIVERY_QUEUE_URL") or None,
             delivery_dlq_url=env.get("STAGETRACK_DELIVERY_DLQ_URL") or None,
             ingest_dlq_url=env.get("STAGETRACK_INGEST_DLQ_URL") or None,
-            delivery_max_attempts=env_int(env, "STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts,
-                                          1, 50),
-            delivery_timeout_seconds=env_float(env, "STAGETRACK_DELIVERY_TIMEOUT_SECONDS",
-                                               cls.delivery_timeout_seconds, 0.1, 60),
+            delivery_max_attempts=env_int(
+                env, "STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts, 1, 50
+            ),
+            delivery_timeout_seconds=env_float(
+                env, "STAGETRACK_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds, 0.1, 60
+            ),
             allow_local_subscribers=env_bool(env, "STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", False),
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
         )

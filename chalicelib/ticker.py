@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class Ticker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stagetrack-ticker", daemon=True)
 
-    def start(self) -> "Ticker":
+    def start(self) -> Ticker:
         self._thread.start()
         return self
 

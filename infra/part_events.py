@@ -33,8 +33,14 @@ MAX_RECEIVES = 5
 # What applying an external event does to the table: the delivery claim (PutItem, then
 # UpdateItem; DeleteItem to release it; GetItem to replay it), the link (GetItem), a run number
 # (UpdateItem), a run with its link (TransactWrite of Puts), load and save a run (Query, Puts).
-APPLY = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-         "dynamodb:ConditionCheckItem"]  # the last: big runs' chunks (store/repository.py)
+APPLY = [
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+]  # the last: big runs' chunks (store/repository.py)
 STREAM_READ = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                "dynamodb:ListStreams"]
 QUEUE_CONSUME = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
@@ -73,21 +79,40 @@ def _outbox(arns: Arns) -> list[dict]:
     return [
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
         {"Sid": "Subscriptions", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": [arns.table()]},
-        {"Sid": "PublishEvents", "Effect": "Allow", "Action": ["events:PutEvents"],
-         "Resource": [arns.named("events", BUS, "events", kind="event-bus/")]},
-        {"Sid": "QueueDeliveries", "Effect": "Allow", "Action": SEND,
-         "Resource": [_queue(arns, DELIVERY_QUEUE, "deliveries"), _queue(arns, OUTBOX_FAILURES, "outbox-failures")]},
+        {
+            "Sid": "PublishEvents",
+            "Effect": "Allow",
+            "Action": ["events:PutEvents"],
+            "Resource": [arns.named("events", BUS, "events", kind="event-bus/")],
+        },
+        {
+            "Sid": "QueueDeliveries",
+            "Effect": "Allow",
+            "Action": SEND,
+            "Resource": [
+                _queue(arns, DELIVERY_QUEUE, "deliveries"),
+                _queue(arns, OUTBOX_FAILURES, "outbox-failures"),
+            ],
+        },
     ]
 
 
 def _deliver(arns: Arns) -> list[dict]:
     deliveries = _queue(arns, DELIVERY_QUEUE, "deliveries")
     return [
-        {"Sid": "SubscriptionsAndAttempts", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
-         "Resource": [arns.table()]},
+        {
+            "Sid": "SubscriptionsAndAttempts",
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+            "Resource": [arns.table()],
+        },
         {"Sid": "DeliveryQueue", "Effect": "Allow", "Action": QUEUE_CONSUME, "Resource": [deliveries]},
-        {"Sid": "RetriesAndDeadLetters", "Effect": "Allow", "Action": SEND,
-         "Resource": [deliveries, _queue(arns, DELIVERY_DLQ, "deliveries-dlq")]},
+        {
+            "Sid": "RetriesAndDeadLetters",
+            "Effect": "Allow",
+            "Action": SEND,
+            "Resource": [deliveries, _queue(arns, DELIVERY_DLQ, "deliveries-dlq")],
+        },
     ]
 
 
@@ -122,17 +147,28 @@ def _outbox_properties() -> dict:
         return json.dumps({"dynamodb": {image: {"kind": {"S": ["run", "stage"]}}}}, separators=(",", ":"))
 
     return {
-        "Environment": {"Variables": {"STAGETRACK_EVENT_BUS": {"Ref": BUS},
-                                      "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE}}},
-        "Events": {"OutboxPublisherDynamodbEventSource": {"Properties": {
-            "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
-            "MaximumRetryAttempts": 10,
-            "BisectBatchOnFunctionError": True,
-            # runs and stages only: inserted/modified (new image) or removed (old image)
-            "FilterCriteria": {"Filters": [{"Pattern": kind_is("NewImage")}, {"Pattern": kind_is("OldImage")}]},
-            "DestinationConfig": {"OnFailure": {"Type": "SQS",
-                                                "Destination": {"Fn::GetAtt": [OUTBOX_FAILURES, "Arn"]}}},
-        }}},
+        "Environment": {
+            "Variables": {
+                "STAGETRACK_EVENT_BUS": {"Ref": BUS},
+                "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE},
+            }
+        },
+        "Events": {
+            "OutboxPublisherDynamodbEventSource": {
+                "Properties": {
+                    "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
+                    "MaximumRetryAttempts": 10,
+                    "BisectBatchOnFunctionError": True,
+                    # runs and stages only: inserted/modified (new image) or removed (old image)
+                    "FilterCriteria": {
+                        "Filters": [{"Pattern": kind_is("NewImage")}, {"Pattern": kind_is("OldImage")}]
+                    },
+                    "DestinationConfig": {
+                        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": [OUTBOX_FAILURES, "Arn"]}}
+                    },
+                }
+            }
+        },
     }
 
 
@@ -169,8 +205,14 @@ def parameters() -> dict:
 
 
 def _sqs(suffix: str, **properties) -> dict:
-    return {"Type": "AWS::SQS::Queue", "Properties": {
-        "QueueName": {"Fn::Sub": "${AWS::StackName}-%s" % suffix}, "SqsManagedSseEnabled": True, **properties}}
+    return {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            "QueueName": {"Fn::Sub": "${AWS::StackName}-%s" % suffix},
+            "SqsManagedSseEnabled": True,
+            **properties,
+        },
+    }
 
 
 def _redrive(dlq: str) -> dict:
@@ -180,19 +222,30 @@ def _redrive(dlq: str) -> dict:
 def resources(arns: Arns) -> dict:
     keep = {"MessageRetentionPeriod": 1209600}  # 14 days, the most SQS keeps
     return {
-        BUS: {"Type": "AWS::Events::EventBus", "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-events"}}},
+        BUS: {
+            "Type": "AWS::Events::EventBus",
+            "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-events"}},
+        },
         INGEST_DLQ: _sqs("ingest-dlq", **keep),
-        INGEST_QUEUE: _sqs("ingest", VisibilityTimeout=VISIBILITY_TIMEOUT, RedrivePolicy=_redrive(INGEST_DLQ)),
-        INGEST_TOPIC: {"Type": "AWS::SNS::Topic", "Properties": {
-            "TopicName": {"Fn::Sub": "${AWS::StackName}-ingest"},
-            "KmsMasterKeyId": "alias/aws/sns"}},
+        INGEST_QUEUE: _sqs(
+            "ingest", VisibilityTimeout=VISIBILITY_TIMEOUT, RedrivePolicy=_redrive(INGEST_DLQ)
+        ),
+        INGEST_TOPIC: {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {
+                "TopicName": {"Fn::Sub": "${AWS::StackName}-ingest"},
+                "KmsMasterKeyId": "alias/aws/sns",
+            },
+        },
         DELIVERY_DLQ: _sqs("deliveries-dlq", **keep),
-        DELIVERY_QUEUE: _sqs("deliveries", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep,
-                             RedrivePolicy=_redrive(DELIVERY_DLQ)),
+        DELIVERY_QUEUE: _sqs(
+            "deliveries", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep, RedrivePolicy=_redrive(DELIVERY_DLQ)
+        ),
         OUTBOX_FAILURES: _sqs("outbox-failures", **keep),
         # the API seals and opens webhook source and subscription secrets
-        "APIHandler": {"Properties": {"Environment": {"Variables": {
-            "STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"}}}}},
+        "APIHandler": {
+            "Properties": {"Environment": {"Variables": {"STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"}}}}
+        },
     }
 
 

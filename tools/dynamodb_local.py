@@ -255,7 +255,7 @@ def _tail(path: str | None, n: int = 40) -> str:
     if not path:
         return "(no log file)"
     try:
-        with open(path, "r", errors="replace") as f:
+        with open(path, errors="replace") as f:
             return "".join(f.readlines()[-n:]) or "(log is empty)"
     except OSError as e:
         return f"(cannot read log {path}: {e})"

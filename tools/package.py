@@ -15,8 +15,8 @@ Run: .venv/bin/python -m tools.package [output dir, default build/sam]
 from __future__ import annotations
 
 import compileall
-import py_compile
 import os
+import py_compile
 import shutil
 import subprocess
 import sys

@@ -46,7 +46,7 @@ class EventBridgePublisher:
             for _ in range(2):
                 response = self.client.put_events(Entries=pending)
                 results = response.get("Entries", [])
-                pending = [e for e, r in zip(pending, results) if r.get("ErrorCode")]
+                pending = [e for e, r in zip(pending, results, strict=False) if r.get("ErrorCode")]
                 if not response.get("FailedEntryCount") or not pending:
                     pending = []
                     break

@@ -9,8 +9,8 @@ import itertools
 import threading
 import time
 import uuid
-from datetime import timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC
 
 
 class StreamTail:
@@ -85,7 +85,7 @@ class StreamTail:
         moment = shaped["dynamodb"].get("ApproximateCreationDateTime")
         if hasattr(moment, "timestamp"):
             shaped["dynamodb"]["ApproximateCreationDateTime"] = moment.replace(
-                tzinfo=moment.tzinfo or timezone.utc).timestamp()
+                tzinfo=moment.tzinfo or UTC).timestamp()
         shaped["eventSourceARN"] = self.arn
         return shaped
 

@@ -86,8 +86,10 @@ def from_settings(settings) -> SecretBox:
         for key in (settings.secret_key, *settings.previous_secret_keys):
             logging_setup.add_secret(key)
         if settings.secret_key == LOCAL_DEFAULT_KEY and settings.dynamodb_endpoint is None:
-            log.warning("SECURITY: STAGETRACK_SECRET_KEY is the documented local default and this is "
-                        "not DynamoDB Local: set it to a long random value (webhook secrets are sealed with it)")
+            log.warning(
+                "SECURITY: STAGETRACK_SECRET_KEY is the documented local default and this is "
+                "not DynamoDB Local: set it to a long random value (webhook secrets are sealed with it)"
+            )
         elif len(settings.secret_key) < 32:
             log.warning("SECURITY: STAGETRACK_SECRET_KEY is shorter than 32 characters")
     return box

@@ -8,13 +8,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote
 
 from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
+from ..domain import aksk, auth
+from ..domain.auth import Forbidden, Principal, RateLimited, RateState, Unauthorized
 from ..domain.errors import (
     BadRequest,
     Conflict,
@@ -25,8 +28,6 @@ from ..domain.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ..domain import aksk, auth
-from ..domain.auth import Forbidden, Principal, RateLimited, RateState, Unauthorized
 from . import idempotency
 
 log = logging.getLogger("stagetrack.api")
@@ -316,7 +317,9 @@ def _authenticate(request) -> tuple[Principal, RateState | None]:
     from ..service import tokens
 
     credentials = auth.parse_credentials(request.headers)
-    signed = _signed_request(request) if credentials and credentials.scheme == auth.ACCESS_KEY_SCHEME else None
+    signed = (
+        _signed_request(request) if credentials and credentials.scheme == auth.ACCESS_KEY_SCHEME else None
+    )
     return tokens.authenticate(wiring.context(), credentials, signed)
 
 

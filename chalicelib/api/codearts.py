@@ -138,8 +138,10 @@ _PATH_PARAMS = {
     "build_no": {"name": "build_no", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": _BUILD_NO.pattern}},
 }
-_PATH_RESPONSES = {str(code): {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-                   for code, text in _ERRORS.items()}
+_PATH_RESPONSES = {
+    str(code): {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for code, text in _ERRORS.items()
+}
 OPENAPI_V1 = {
     "parameters": [_PATH_PARAMS["job_id"],
                    {"name": "build_no", "in": "query", "required": False,

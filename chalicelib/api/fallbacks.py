@@ -46,6 +46,8 @@ def _fallback(app: Chalice, path: str, allow: str, render):
         response.headers.update(error.headers)
         return response
 
-    fallback.__name__ = "fallback_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "root")
+    fallback.__name__ = "fallback_" + (
+        path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "root"
+    )
     return fallback
 

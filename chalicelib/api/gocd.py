@@ -219,10 +219,17 @@ def _current_doc(version: int, success: int = 200, body: dict | None = None, *, 
     codes = (400, 401, 403, 404, 429) if read else tuple(_CURRENT_ERRORS)
     doc = {
         "parameters": _path(*numbers) + ([] if read else [_X_CONFIRM]),
-        "responses": {str(success): {"description": "GoCD's JSON", "headers": RATE_HEADERS,
-                                     "content": {media: {"schema": {"type": "object"} if read else _MESSAGE}}},
-                      **{str(code): {"description": _CURRENT_ERRORS[code],
-                                     "content": {media: {"schema": _MESSAGE}}} for code in codes}},
+        "responses": {
+            str(success): {
+                "description": "GoCD's JSON",
+                "headers": RATE_HEADERS,
+                "content": {media: {"schema": {"type": "object"} if read else _MESSAGE}},
+            },
+            **{
+                str(code): {"description": _CURRENT_ERRORS[code], "content": {media: {"schema": _MESSAGE}}}
+                for code in codes
+            },
+        },
     }
     if body is not None:
         doc["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
@@ -322,8 +329,8 @@ def _current_api(version: int, *, only: bool = False) -> bool:
 def _current_body(model):
     """A current-API operation's body, by GoCD's rule for POSTs: a body must be JSON (else 415);
     without one, ``X-GoCD-Confirm`` (any non-empty value, as GoCD documents; or ``Confirm: true``)
-    must say the call is meant (else 400). Either one forces a browser's CORS preflight. Malformed JSON: 400; a body that
-    fails validation: 422 naming the field."""
+    must say the call is meant (else 400). Either one forces a browser's CORS preflight.
+    Malformed JSON: 400; a body that fails validation: 422 naming the field."""
     request = _request()
     raw = request.raw_body or b""
     if not raw.strip():
@@ -405,8 +412,18 @@ def _json(body: object, content_type: str = JSON) -> Response:
 
 # ---- stages -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/cancel", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=text_error, replay=lambda effect, **_: _text("Stage cancelled successfully."), openapi=_text_doc(200), summary="GoCD: cancel a stage")
+@route(
+    gocd,
+    "/go/api/stages/{pipeline}/{stage}/cancel",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=text_error,
+    replay=lambda effect, **_: _text("Stage cancelled successfully."),
+    openapi=_text_doc(200),
+    summary="GoCD: cancel a stage",
+)
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
     _require_confirm()
@@ -483,11 +500,18 @@ def stage_instance_current(pipeline, stage, stage_name, stage_counter):
                  vendor_json(STAGE_INSTANCE))
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel", methods=["POST"], content_types=BODY_TYPES,
-       dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
-       replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
-       openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
-       summary="GoCD v3: cancel a stage by pipeline counter ({stage}), stage name and stage counter")
+@route(
+    gocd,
+    "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=current_error(STAGE_INSTANCE),
+    replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
+    openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
+    summary="GoCD v3: cancel a stage by pipeline counter ({stage}), stage name and stage counter",
+)
 def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     """200 also when that stage run is not active (finished, or an earlier counter), as the 17.1
     cancel; an unknown run, stage or stage counter is a 404."""
@@ -498,13 +522,22 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     return _message("Stage cancelled successfully.", STAGE_INSTANCE)
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/run", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=current_error(STAGE_OPERATIONS),
-       replay=lambda effect, pipeline, stage, stage_name: _message(
-           f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
-           STAGE_OPERATIONS, 202),
-       openapi=_current_doc(STAGE_OPERATIONS, 202, numbers=("stage",)),
-       summary="GoCD v2: run a stage of a pipeline instance again ({stage}: the pipeline counter)")
+@route(
+    gocd,
+    "/go/api/stages/{pipeline}/{stage}/{stage_name}/run",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=current_error(STAGE_OPERATIONS),
+    replay=lambda effect, pipeline, stage, stage_name: _message(
+        f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
+        STAGE_OPERATIONS,
+        202,
+    ),
+    openapi=_current_doc(STAGE_OPERATIONS, 202, numbers=("stage",)),
+    summary="GoCD v2: run a stage of a pipeline instance again ({stage}: the pipeline counter)",
+)
 def run_stage_current(pipeline, stage, stage_name):
     """The native stage retry: a new attempt of a stage that has run (409 while it is active or
     before it ran)."""
@@ -564,11 +597,20 @@ def pipeline_status(pipeline):
     return _json(dialects.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/pause", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _paused_again(pipeline),
-       openapi=_both_doc(200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON,
-                         PIPELINE_OPERATIONS),
-       summary="GoCD: pause a pipeline (17.1: form data pauseCause; v1: JSON pause_cause)")
+@route(
+    gocd,
+    "/go/api/pipelines/{pipeline}/pause",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=text_or_current_error(PIPELINE_OPERATIONS),
+    replay=lambda effect, pipeline: _paused_again(pipeline),
+    openapi=_both_doc(
+        200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON, PIPELINE_OPERATIONS
+    ),
+    summary="GoCD: pause a pipeline (17.1: form data pauseCause; v1: JSON pause_cause)",
+)
 def pause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         body = _current_body(dialects.GoCDPauseIn)
@@ -584,9 +626,18 @@ def pause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unpause", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _unpaused_again(pipeline),
-       openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS), summary="GoCD: unpause a pipeline")
+@route(
+    gocd,
+    "/go/api/pipelines/{pipeline}/unpause",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=text_or_current_error(PIPELINE_OPERATIONS),
+    replay=lambda effect, pipeline: _unpaused_again(pipeline),
+    openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS),
+    summary="GoCD: unpause a pipeline",
+)
 def unpause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         _current_body(dialects.GoCDEmptyForm)
@@ -602,8 +653,17 @@ def unpause_pipeline(pipeline):
     return _text("")
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/releaseLock", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=text_error, openapi=_text_doc(200), summary="GoCD: release a pipeline lock")
+@route(
+    gocd,
+    "/go/api/pipelines/{pipeline}/releaseLock",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=text_error,
+    openapi=_text_doc(200),
+    summary="GoCD: release a pipeline lock",
+)
 def release_lock(pipeline):
     """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
     keep: a known pipeline always answers as GoCD does once its lock is released."""
@@ -617,9 +677,17 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
                   ("variables[NAME]", "secure_variables[NAME]", "materials[NAME]")}
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/unlock", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=current_error(PIPELINE_OPERATIONS), openapi=_current_doc(PIPELINE_OPERATIONS),
-       summary="GoCD v1: release a pipeline lock (the current form of releaseLock)")
+@route(
+    gocd,
+    "/go/api/pipelines/{pipeline}/unlock",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=current_error(PIPELINE_OPERATIONS),
+    openapi=_current_doc(PIPELINE_OPERATIONS),
+    summary="GoCD v1: release a pipeline lock (the current form of releaseLock)",
+)
 def unlock_pipeline(pipeline):
     """As releaseLock: stagetrack never locks a pipeline, so a known one is always unlocked."""
     _current_api(PIPELINE_OPERATIONS, only=True)
@@ -637,11 +705,19 @@ def _schedule_current(pipeline: str) -> Response:
     return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/schedule", methods=["POST"], content_types=BODY_TYPES, dialect="gocd", acts_on=_PIPELINE,
-       render_error=text_or_current_error(PIPELINE_OPERATIONS), replay=lambda effect, pipeline: _scheduled(pipeline),
-       openapi=_both_doc(202, _SCHEDULE_FORM, _SCHEDULE_JSON, PIPELINE_OPERATIONS),
-       summary="GoCD: schedule a run like the latest (17.1: form data variables[NAME]=value; "
-               "v1: JSON environment_variables, materials)")
+@route(
+    gocd,
+    "/go/api/pipelines/{pipeline}/schedule",
+    methods=["POST"],
+    content_types=BODY_TYPES,
+    dialect="gocd",
+    acts_on=_PIPELINE,
+    render_error=text_or_current_error(PIPELINE_OPERATIONS),
+    replay=lambda effect, pipeline: _scheduled(pipeline),
+    openapi=_both_doc(202, _SCHEDULE_FORM, _SCHEDULE_JSON, PIPELINE_OPERATIONS),
+    summary="GoCD: schedule a run like the latest (17.1: form data variables[NAME]=value; "
+    "v1: JSON environment_variables, materials)",
+)
 def schedule_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         return _schedule_current(pipeline)

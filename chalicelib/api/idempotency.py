@@ -48,7 +48,7 @@ import hmac
 import json
 import logging
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from chalice import Response
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from .. import wiring
+from ..domain import auth
 from ..domain.errors import BadRequest
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.views import run_summary_view, run_view, stage_view
 from ..service import runs
-from ..domain import auth
 from . import json_response, parse_body, parse_query, route
 
 native = Blueprint(__name__)

@@ -169,20 +169,37 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
-    ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {"body": "CancelIn", "optional": True,
-                                                                "response": RunOut},
+    ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
+        "body": "CancelIn",
+        "optional": True,
+        "response": RunOut,
+    },
     ("POST", "/api/runs/{run_id}/retry"): {"body": "RetryRunIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/retry"): {"body": "EmptyIn", "optional": True, "response": StageOut},
-    ("POST", "/api/stages/{stage_id}/approve"): {"body": "DecisionIn", "optional": True, "response": StageOut},
+    ("POST", "/api/stages/{stage_id}/approve"): {
+        "body": "DecisionIn",
+        "optional": True,
+        "response": StageOut,
+    },
     ("POST", "/api/stages/{stage_id}/reject"): {"body": "DecisionIn", "optional": True, "response": StageOut},
     ("PUT", "/api/runs/{run_id}/variables"): {"body": "ApplyVariablesIn", "response": RunOut},
     ("GET", "/api/pipelines/{pipeline}/status"): {"response": PipelineStatusOut},
-    ("POST", "/api/pipelines/{pipeline}/pause"): {"body": "PauseIn", "optional": True,
-                                                  "response": PipelineStatusOut},
-    ("POST", "/api/pipelines/{pipeline}/unpause"): {"body": "EmptyIn", "optional": True,
-                                                    "response": PipelineStatusOut},
-    ("POST", "/api/pipelines/{pipeline}/schedule"): {"body": "ScheduleIn", "optional": True,
-                                                     "response": RunOut, "status": 202},
+    ("POST", "/api/pipelines/{pipeline}/pause"): {
+        "body": "PauseIn",
+        "optional": True,
+        "response": PipelineStatusOut,
+    },
+    ("POST", "/api/pipelines/{pipeline}/unpause"): {
+        "body": "EmptyIn",
+        "optional": True,
+        "response": PipelineStatusOut,
+    },
+    ("POST", "/api/pipelines/{pipeline}/schedule"): {
+        "body": "ScheduleIn",
+        "optional": True,
+        "response": RunOut,
+        "status": 202,
+    },
 }
 
 PATH_EXAMPLES = {"pipeline": "web", "pipeline_name": "web", "run_id": "web:1", "stage_id": "web:1:1",
@@ -295,14 +312,19 @@ def _operation(path: str, method: str, spec, components: dict) -> dict:
     doc = _doc(path, method, spec)
     scope = spec.scope if spec is not None else auth.required_scope(method, path)
     public = scope == auth.PUBLIC
+    words = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
     operation: dict = {
-        "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}"
-                       or method.lower(),
+        "operationId": f"{method.lower()}_{words}" or method.lower(),
         "summary": doc.get("summary") or f"{method} {path}",
         "x-scope": scope,
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
-             **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+                **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {}),
+            }
             for name in _path_params(path)
         ],
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from .. import wiring
+from ..domain import auth
 from ..domain.operations import VariableChange
 from ..domain.schemas import (
     ApplyVariablesIn,
@@ -21,10 +22,9 @@ from ..domain.schemas import (
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import operations, pipelines, runs
-from ..domain import auth
 from . import json_response, parse_body, route
-from .native import created_run
 from .idempotency import actor
+from .native import created_run
 
 ops = Blueprint(__name__)
 
@@ -92,7 +92,9 @@ def cancel_stage(stage_id):
     return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now)
+@route(
+    ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now
+)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     ctx = wiring.context()

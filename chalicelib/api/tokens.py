@@ -49,7 +49,9 @@ def create_token():
     token, secret = tokens.issue_token(ctx, body, current_principal())
     view = token_view(token)
     view["secretKey" if token.access_key else "token"] = secret
-    return json_response(view, 201, {"Location": f"/api/tokens/{token.token_id}", "Cache-Control": "no-store"})
+    return json_response(
+        view, 201, {"Location": f"/api/tokens/{token.token_id}", "Cache-Control": "no-store"}
+    )
 
 
 @route(token_api, "/api/tokens", methods=["GET"], scope="admin", acts_on=auth.ACTS_ON_OWN_RECORDS,

@@ -3,7 +3,8 @@
 Addressing: ``POST /api/webhooks/<type>?source=<name>``; the source (created with
 ``POST /api/sources``) holds the secret the request is verified with. These routes take no
 stagetrack token (``scope="public"``): the signature or shared token IS the authentication,
-checked before anything else is read from the body; refused, it is 403 (``signature_invalid``). Every answer is JSON:
+checked before anything else is read from the body; refused, it is 403 (``signature_invalid``).
+Every answer is JSON:
 - 200 ``{"result": "applied"|"unchanged"|"ignored", "runId", "stages", "notes"}``; a replayed
   delivery id answers the first result again with ``Idempotent-Replayed: true``;
 - 202 ``{"result": "ignored", "notes": [why]}`` for event types we do not handle;
@@ -145,7 +146,9 @@ def gitlab():
     if not events.same_token(request.headers.get("x-gitlab-token"), secret):
         raise SignatureRefused("X-Gitlab-Token is missing or is not this source's secret token")
     raw = request.raw_body or b""
-    parsed = events.payloads().parse_gitlab(request.headers.get("x-gitlab-event"), events.payloads().load_json(raw), name)
+    parsed = events.payloads().parse_gitlab(
+        request.headers.get("x-gitlab-event"), events.payloads().load_json(raw), name
+    )
     # GitLab keeps Idempotency-Key (and X-Gitlab-Event-UUID) across its retries; a GitLab too
     # old to send either is de-duplicated on the payload itself.
     delivery = (request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")

@@ -26,14 +26,14 @@ are compared in constant time.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 import secrets
-import base64
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 ALGORITHM = "SDK-HMAC-SHA256"
@@ -149,7 +149,9 @@ def body_hash(request: SignedRequest) -> str:
     actual = hashlib.sha256(request.body).hexdigest()
     claimed = request.headers.get(CONTENT_HASH_HEADER)
     if request.body and claimed is not None and not hmac.compare_digest(claimed.strip().lower(), actual):
-        raise SignatureRejected(f"{CONTENT_HASH_HEADER} does not match the body (unsigned payloads are refused)")
+        raise SignatureRejected(
+            f"{CONTENT_HASH_HEADER} does not match the body (unsigned payloads are refused)"
+        )
     return actual
 
 
@@ -174,7 +176,7 @@ def signed_at(headers: Mapping[str, str], now: datetime) -> str:
     """The X-Sdk-Date header, checked to be well formed and within the replay window."""
     date = (headers.get(DATE_HEADER) or "").strip()
     try:
-        when = datetime.strptime(date, DATE_FORMAT).replace(tzinfo=timezone.utc)
+        when = datetime.strptime(date, DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise SignatureRejected("X-Sdk-Date must be the signing time as YYYYMMDDTHHMMSSZ (UTC)") from None
     if abs((now - when).total_seconds()) > MAX_SKEW_SECONDS:
@@ -183,7 +185,9 @@ def signed_at(headers: Mapping[str, str], now: datetime) -> str:
     return date
 
 
-def verify(request: SignedRequest, authorization: SignedAuthorization, secret_key: str, now: datetime) -> None:
+def verify(
+    request: SignedRequest, authorization: SignedAuthorization, secret_key: str, now: datetime
+) -> None:
     """Raise SignatureRejected unless ``authorization`` is a fresh signature of this request by
     ``secret_key``."""
     date = signed_at(request.headers, now)

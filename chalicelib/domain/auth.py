@@ -25,9 +25,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Iterable, Literal, Mapping
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -156,7 +157,9 @@ def _parse_authorization(value: str) -> Credentials:
         if not sep or not password:
             raise Unauthorized("Basic credentials must be user:token, the token as password")
         if user and not _USER.fullmatch(user):
-            raise Unauthorized(f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters")
+            raise Unauthorized(
+                f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters"
+            )
         return Credentials(_bounded(password), user or None, "basic")
     if aksk.is_signature_scheme(value):
         try:

@@ -121,7 +121,10 @@ def _what(change: StateChange) -> str:
 def _subject(change: StateChange, source: str, base_url: str | None) -> dict:
     if change.type == RUN_CHANGED:
         subject_id, kind = change.run_id, "pipelineRun"
-        content: dict = {"pipelineName": change.pipeline, "url": resource_url(base_url, "runs", change.run_id)}
+        content: dict = {
+            "pipelineName": change.pipeline,
+            "url": resource_url(base_url, "runs", change.run_id),
+        }
     else:
         subject_id, kind = change.stage_id, "taskRun"
         content = {"taskName": change.stage_name or change.stage_id,

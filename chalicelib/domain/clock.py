@@ -1,8 +1,8 @@
 """Time is injected everywhere so tests can move it without sleeping."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -16,17 +16,29 @@ def to_millis(moment: datetime) -> datetime:
 
 class SystemClock:
     def now(self) -> datetime:
-        return to_millis(datetime.now(timezone.utc))
+        return to_millis(datetime.now(UTC))
 
 
+@overload
+def format_iso(moment: datetime) -> str: ...
+@overload
+def format_iso(moment: None) -> None: ...
+@overload
+def format_iso(moment: datetime | None) -> str | None: ...
 def format_iso(moment: datetime | None) -> str | None:
     """ISO-8601 UTC with milliseconds and Z, the reference wire format."""
     if moment is None:
         return None
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+@overload
+def parse_iso(text: str) -> datetime: ...
+@overload
+def parse_iso(text: None) -> None: ...
+@overload
+def parse_iso(text: str | None) -> datetime | None: ...
 def parse_iso(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -34,8 +46,8 @@ def parse_iso(text: str | None) -> datetime | None:
         text = text[:-1] + "+00:00"
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return to_millis(moment.astimezone(timezone.utc))
+        moment = moment.replace(tzinfo=UTC)
+    return to_millis(moment.astimezone(UTC))
 
 
 def millis_between(start: datetime, end: datetime) -> int:

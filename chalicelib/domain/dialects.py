@@ -273,7 +273,7 @@ class GoCDEnvironmentVariableIn(StrictModel):
     secure: bool = False
 
     @model_validator(mode="after")
-    def _one_value(self) -> "GoCDEnvironmentVariableIn":
+    def _one_value(self) -> GoCDEnvironmentVariableIn:
         if (self.value is None) == (self.encrypted_value is None):
             raise PydanticCustomError("value", "give exactly one of value and encrypted_value")
         return self
@@ -306,7 +306,7 @@ class GoCDScheduleIn(StrictModel):
     update_materials_before_scheduling: bool = True
 
     @model_validator(mode="after")
-    def _unique(self) -> "GoCDScheduleIn":
+    def _unique(self) -> GoCDScheduleIn:
         for field, names in (("environment_variables", [v.name for v in self.environment_variables]),
                              ("materials", [m.fingerprint.lower() for m in self.materials])):
             repeated = sorted({n for n in names if names.count(n) > 1})

@@ -2,8 +2,9 @@
 
 In: each sender's payload (GitHub ``workflow_run``/``workflow_job``, GitLab pipeline and job
 hooks, CDEvents, CodePipeline and CodeBuild EventBridge events) is parsed (domain/payloads.py,
-loaded only when a payload arrives) into one ``ExternalUpdate``: which of the sender's runs it is about (``namespace`` + ``run_key``), the
-pipeline name it maps to, the stages it reports and the run's final status if it has one.
+loaded only when a payload arrives) into one ``ExternalUpdate``: which of the sender's runs it is
+about (``namespace`` + ``run_key``), the pipeline name it maps to, the stages it reports and the
+run's final status if it has one.
 ``apply_update`` applies it to a loaded run by the transition table, so the same rules hold for
 every sender:
 - a stage is found by name (the sender's job/stage/task name, sanitised) and added when new;
@@ -41,9 +42,10 @@ import ipaddress
 import json
 import re
 import secrets as random_secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
@@ -133,7 +135,9 @@ def verify_github_signature(secret: str, body: bytes, header: str | None) -> boo
     """``X-Hub-Signature-256`` is HMAC-SHA256 of the raw body; compared in constant time."""
     if not header:
         return False
-    return hmac.compare_digest(github_signature(secret, body).encode(), header.strip().encode("utf-8", "replace"))
+    return hmac.compare_digest(
+        github_signature(secret, body).encode(), header.strip().encode("utf-8", "replace")
+    )
 
 
 def same_token(presented: str | None, expected: str) -> bool:
@@ -477,11 +481,18 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         moment = _attr(new, "updated_at")
     else:
         approximate = images.get("ApproximateCreationDateTime")
-        moment = (format_iso(datetime.fromtimestamp(float(approximate), timezone.utc))
+        moment = (format_iso(datetime.fromtimestamp(float(approximate), UTC))
                   if isinstance(approximate, (int, float)) else format_iso(now))
-    identity = "|".join(str(x) for x in (_attr(current, "pk"), _attr(current, "sk"), _attr(current, "created_at"),
-                                         _attr(old, "version") if old else None,
-                                         _attr(new, "version") if new else None))
+    identity = "|".join(
+        str(x)
+        for x in (
+            _attr(current, "pk"),
+            _attr(current, "sk"),
+            _attr(current, "created_at"),
+            _attr(old, "version") if old else None,
+            _attr(new, "version") if new else None,
+        )
+    )
     return StateChange(
         id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
         type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,
@@ -522,7 +533,9 @@ class CreateSubscriptionIn(StrictModel):
     events: Annotated[list[EventFilter], Field(min_length=1, max_length=3)]
     pipelines: Annotated[list[PipelineName], Field(min_length=1, max_length=50)] | None = None
     statuses: Annotated[list[StageStatus], Field(min_length=1, max_length=len(StageStatus))] | None = None
-    secret: Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")] | None = None
+    secret: (
+        Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")] | None
+    ) = None
     description: Annotated[str, StringConstraints(max_length=200)] | None = None
     format: SubscriptionFormat = FORMAT_STAGETRACK
 

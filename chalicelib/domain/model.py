@@ -118,7 +118,7 @@ class RunAggregate:
                 return stage
         raise NotFound(f"stage {stage_id!r} not found")
 
-    def snapshot(self) -> "RunAggregate":
+    def snapshot(self) -> RunAggregate:
         return copy.deepcopy(self)
 
     def refresh(self, now: datetime) -> None:

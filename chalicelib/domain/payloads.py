@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Mapping, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -167,11 +168,18 @@ def parse_github(event: str | None, payload: object, source: str) -> ExternalUpd
                 return Ignored(f"workflow_run completed with unknown conclusion {run.conclusion!r}")
         head = run.head_commit
         return ExternalUpdate(
-            namespace=namespace, run_key=str(run.id), pipeline=github_pipeline(body.repository.full_name, workflow),
-            run_status=final, time=parse_time(run.updated_at) or parse_time(run.created_at),
-            commit=commit_of(run.head_sha, head.message if head else None,
-                             head.author.name if head and head.author else None),
-            trigger=_trigger("github", run.event), summary=f"workflow_run {body.action}",
+            namespace=namespace,
+            run_key=str(run.id),
+            pipeline=github_pipeline(body.repository.full_name, workflow),
+            run_status=final,
+            time=parse_time(run.updated_at) or parse_time(run.created_at),
+            commit=commit_of(
+                run.head_sha,
+                head.message if head else None,
+                head.author.name if head and head.author else None,
+            ),
+            trigger=_trigger("github", run.event),
+            summary=f"workflow_run {body.action}",
         )
     if event == "workflow_job":
         body = validate_payload(GhWorkflowJobEvent, payload, "GitHub workflow_job")
@@ -320,9 +328,16 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
         for name, build in sorted(latest.items(), key=lambda item: (order.get(item[1].stage, len(order)),
                                                                     item[1].id)):
             build_status = _GL_STATUS.get(build.status)
-            stages.append(StageUpdate(name=name, type=stage_type_for(name), status=build_status,
-                                      started_at=parse_time(build.started_at),
-                                      ended_at=parse_time(build.finished_at), allow_failure=build.allow_failure))
+            stages.append(
+                StageUpdate(
+                    name=name,
+                    type=stage_type_for(name),
+                    status=build_status,
+                    started_at=parse_time(build.started_at),
+                    ended_at=parse_time(build.finished_at),
+                    allow_failure=build.allow_failure,
+                )
+            )
         commit = body.commit
         return ExternalUpdate(
             namespace=namespace, run_key=str(attrs.id), pipeline=gitlab_pipeline(body.project),
@@ -338,9 +353,15 @@ def parse_gitlab(event: str | None, payload: object, source: str) -> ExternalUpd
         if isinstance(status, Ignored):
             return status
         name = sanitize_name(body.build_name, f"job-{body.build_id}")
-        stage = StageUpdate(name=name, type=stage_type_for(name), status=status,
-                            attempt=body.retries_count + 1, started_at=parse_time(body.build_started_at),
-                            ended_at=parse_time(body.build_finished_at), allow_failure=body.build_allow_failure)
+        stage = StageUpdate(
+            name=name,
+            type=stage_type_for(name),
+            status=status,
+            attempt=body.retries_count + 1,
+            started_at=parse_time(body.build_started_at),
+            ended_at=parse_time(body.build_finished_at),
+            allow_failure=body.build_allow_failure,
+        )
         moment = (parse_time(body.build_finished_at) or parse_time(body.build_started_at)
                   or parse_time(body.build_created_at))
         return ExternalUpdate(
@@ -396,7 +417,9 @@ def parse_cloudevent(headers: Mapping[str, str], raw: bytes) -> CloudEvent:
         raise BadRequest("not a CloudEvent: send ce-specversion, ce-id, ce-source and ce-type headers "
                          f"(binary mode) or Content-Type: {CLOUDEVENTS_JSON}; missing {', '.join(missing)}")
     if headers.get("ce-specversion") != "1.0":
-        raise BadRequest(f"CloudEvents specversion {headers.get('ce-specversion')!r} is not supported; use 1.0")
+        raise BadRequest(
+            f"CloudEvents specversion {headers.get('ce-specversion')!r} is not supported; use 1.0"
+        )
     if content_type not in ("", "application/json"):
         raise BadRequest(f"the CDEvent must be sent as application/json, not {content_type}")
     for name in ("ce-id", "ce-source", "ce-type"):
@@ -559,7 +582,7 @@ def parse_codebuild_time(value: object) -> datetime | None:
     hour = hour % 12 + (12 if match["half"] == "PM" else 0)
     try:
         return datetime(int(match["year"]), _MONTHS.index(match["month"]) + 1, int(match["day"]), hour,
-                        int(match["minute"]), int(match["second"]), tzinfo=timezone.utc)
+                        int(match["minute"]), int(match["second"]), tzinfo=UTC)
     except ValueError:  # Feb 30, second 61 ...
         return None
 
@@ -596,7 +619,7 @@ def parse_aws_event(event: object) -> ExternalUpdate | Ignored:
     moment = parse_time(envelope.time)
     if envelope.source == "aws.codepipeline" and envelope.detail_type in CODEPIPELINE_DETAIL_TYPES:
         detail = validate_payload(CpDetail, envelope.detail, envelope.detail_type)
-        base = dict(namespace="aws.codepipeline",
+        base: dict[str, Any] = dict(namespace="aws.codepipeline",
                     run_key=f"{envelope.account}/{envelope.region}/{detail.pipeline}/{detail.execution_id}",
                     pipeline=sanitize_name(detail.pipeline), time=moment,
                     summary=f"{envelope.detail_type}: {detail.state}")
@@ -609,7 +632,9 @@ def parse_aws_event(event: object) -> ExternalUpdate | Ignored:
                 return Ignored(f"pipeline state {detail.state!r} changes nothing")
             return ExternalUpdate(**base, run_status=final)
         if not detail.stage:
-            raise ValidationFailed("a stage or action event needs detail.stage", details=[{"field": "detail.stage"}])
+            raise ValidationFailed(
+                "a stage or action event needs detail.stage", details=[{"field": "detail.stage"}]
+            )
         if envelope.detail_type.startswith("CodePipeline Stage"):
             status = _CP_STAGE.get(detail.state)
             if status is None:
@@ -698,8 +723,13 @@ class DecideStageMessage(_Message):
 
 
 IngestMessage = Annotated[
-    Union[CreateRunMessage, PatchStageMessage, CancelRunMessage, CancelStageMessage, RetryRunMessage,
-          RetryStageMessage, DecideStageMessage],
+    CreateRunMessage
+    | PatchStageMessage
+    | CancelRunMessage
+    | CancelStageMessage
+    | RetryRunMessage
+    | RetryStageMessage
+    | DecideStageMessage,
     Field(discriminator="action"),
 ]
 _message_adapter: TypeAdapter | None = None

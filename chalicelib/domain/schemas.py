@@ -9,7 +9,15 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, WrapValidator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    WrapValidator,
+    model_validator,
+)
 
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
@@ -62,7 +70,9 @@ def _variables_adapter(shape: str) -> TypeAdapter:
 def _map_or_list(value, _handler):
     """Either shape, validated as that shape alone: errors then name the field as they would
     without the choice (``variables.K``, ``variables.0.value``), not the union's branches."""
-    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(value, strict=True)
+    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(
+        value, strict=True
+    )
 
 
 class CreateRunIn(StrictModel):
@@ -77,12 +87,14 @@ class CreateRunIn(StrictModel):
     auto_advance: bool = Field(default=False, alias="autoAdvance")
 
     @model_validator(mode="after")
-    def _unique_stage_names(self) -> "CreateRunIn":
+    def _unique_stage_names(self) -> CreateRunIn:
         if self.stages:
             names = [s.value if isinstance(s, StageType) else (s.name or s.type.value) for s in self.stages]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
-                raise ValueError(f"stage names must be unique within a run; repeated: {', '.join(duplicates)}")
+                raise ValueError(
+                    f"stage names must be unique within a run; repeated: {', '.join(duplicates)}"
+                )
         if isinstance(self.variables, list):
             _refuse_repeated_keys(self.variables)
         return self
@@ -94,7 +106,7 @@ class PatchStageIn(StrictModel):
     timeout_seconds: TimeoutSeconds | None = Field(default=None, alias="timeoutSeconds")
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "PatchStageIn":
+    def _not_empty(self) -> PatchStageIn:
         if not self.model_fields_set:
             raise ValueError("a patch must set at least one of: status, name, timeoutSeconds")
         if "status" in self.model_fields_set and self.status is None:
@@ -138,7 +150,7 @@ class ApplyVariablesIn(StrictModel):
     variables: Annotated[list[VariableIn], Field(min_length=1, max_length=MAX_VARIABLES)]
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "ApplyVariablesIn":
+    def _unique_keys(self) -> ApplyVariablesIn:
         _refuse_repeated_keys(self.variables)
         return self
 

@@ -75,7 +75,9 @@ def aws_ci_events(event):
     try:
         outcome, replayed = ingest.ingest_aws_event(ctx, raw)
     except Exception as error:
-        if ingest.is_permanent(error) and _dead_letter(ctx, "eventbridge", json.dumps(raw, default=str), error):
+        if ingest.is_permanent(error) and _dead_letter(
+            ctx, "eventbridge", json.dumps(raw, default=str), error
+        ):
             return {"result": "dead-lettered"}
         raise
     log.info("%s %s: %s", raw.get("detail-type"), raw.get("id"), outcome.as_dict())

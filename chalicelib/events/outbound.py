@@ -64,9 +64,20 @@ def deliver_webhooks(event):
     for record in event:
         message_id = record.to_dict().get("messageId", "")
         try:
-            result = outbox.deliver(ctx, record.body, sender=clients.webhook_sender(settings), retries=retries,
-                                    dead_letters=dead_letters, max_attempts=settings.delivery_max_attempts)
-            log.info("delivery attempt %d: %s (%s)", result.attempt, result.outcome, result.status_code or result.error)
+            result = outbox.deliver(
+                ctx,
+                record.body,
+                sender=clients.webhook_sender(settings),
+                retries=retries,
+                dead_letters=dead_letters,
+                max_attempts=settings.delivery_max_attempts,
+            )
+            log.info(
+                "delivery attempt %d: %s (%s)",
+                result.attempt,
+                result.outcome,
+                result.status_code or result.error,
+            )
         except outbox.BadDeliveryMessage as error:
             log.error("malformed delivery message %s: %s", message_id, error)
             if dead_letters is None:
@@ -110,8 +121,14 @@ class LocalOutbox:
             outbox.publish(self.ctx, records, bus=clients.event_bus(settings), deliveries=self.queue)
         for body in self.queue.due():
             try:
-                result = outbox.deliver(self.ctx, body, sender=clients.webhook_sender(settings), retries=self.queue,
-                                        dead_letters=self.dead_letters, max_attempts=settings.delivery_max_attempts)
+                result = outbox.deliver(
+                    self.ctx,
+                    body,
+                    sender=clients.webhook_sender(settings),
+                    retries=self.queue,
+                    dead_letters=self.dead_letters,
+                    max_attempts=settings.delivery_max_attempts,
+                )
                 log.info("local delivery attempt %d: %s", result.attempt, result.outcome)
             except outbox.BadDeliveryMessage as error:
                 log.error("malformed local delivery message dropped: %s", error)

@@ -1,8 +1,8 @@
 """Use cases. Each takes a ServiceContext (stores behind ports, clock, settings) and domain inputs."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..domain.clock import Clock
 from ..domain.cursors import CursorCodec

@@ -22,8 +22,8 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..domain import events
 from ..domain.clock import format_iso
@@ -37,8 +37,8 @@ from ..domain.errors import (
 )
 from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
 from ..domain.model import new_run
-from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from . import ServiceContext, operations, runs
+from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,13 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
         return Outcome(result="ignored", run_id=run_id, summary=update.summary,
                        notes=[f"run {run_id} was deleted in stagetrack; the sender's updates are ignored"])
     applied = holder[0]
-    return Outcome(result="applied" if applied.changed else "unchanged", run_id=run_id, summary=update.summary,
-                   stages=_stages(applied.stages), notes=applied.notes)
+    return Outcome(
+        result="applied" if applied.changed else "unchanged",
+        run_id=run_id,
+        summary=update.summary,
+        stages=_stages(applied.stages),
+        notes=applied.notes,
+    )
 
 
 def _stages(touched: list[tuple[str, str]]) -> list[dict]:
@@ -203,7 +208,9 @@ def _applied_before(ctx: ServiceContext, message, effect: dict) -> dict:
 def is_permanent(error: Exception) -> bool:
     """A message that can never apply (bad, unknown id, illegal now): dead-letter it. A lost
     race or a claim still held by a delivery in flight may pass: retry it."""
-    return isinstance(error, DomainError) and not isinstance(error, (ConcurrentModification, DeliveryInProgress))
+    return isinstance(error, DomainError) and not isinstance(
+        error, (ConcurrentModification, DeliveryInProgress)
+    )
 
 
 # ---- idempotency on the sender's delivery id ---------------------------------------------------------
@@ -259,14 +266,18 @@ def _context(name: str) -> str:
     return f"source:{name}"
 
 
-def create_source(ctx: ServiceContext, body: CreateSourceIn, created_by: str | None) -> tuple[StoredSource, str]:
+def create_source(
+    ctx: ServiceContext, body: CreateSourceIn, created_by: str | None
+) -> tuple[StoredSource, str]:
     """A new source and its secret, returned here once; stored only sealed (AES-GCM)."""
     secret = events.new_secret()
     box = ctx.box()
     source = StoredSource(name=body.name, type=body.type, sealed_secret=box.seal(secret, _context(body.name)),
                           created_at=format_iso(ctx.clock.now()), created_by=created_by)
     if not ctx.stores.sources.insert_source(source):
-        raise Conflict(f"a webhook source named {body.name!r} already exists; delete it first to rotate its secret")
+        raise Conflict(
+            f"a webhook source named {body.name!r} already exists; delete it first to rotate its secret"
+        )
     return source, secret
 
 

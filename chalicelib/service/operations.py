@@ -136,7 +136,9 @@ def cancel_stage_by_name(ctx: ServiceContext, pipeline: str, stage_name: str, *,
 def _named_stage(aggregate: RunAggregate, stage_name: str, pipeline: str) -> Stage:
     stage = next((s for s in aggregate.stages if s.name == stage_name), None)
     if stage is None:
-        raise NotFound(f"stage {stage_name!r} not found in run {aggregate.run.counter} of pipeline {pipeline!r}")
+        raise NotFound(
+            f"stage {stage_name!r} not found in run {aggregate.run.counter} of pipeline {pipeline!r}"
+        )
     return stage
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from ..domain import cdevents
 from ..domain.clock import format_iso
@@ -37,8 +38,8 @@ from ..domain.events import (
     delivery_signature,
     state_change,
 )
-from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext, subscriptions
+from .ports import DeliveryAttempt, StoredSubscription
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,9 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
         next_attempt_at=format_iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
     ), int(now.timestamp()))
     if outcome == "retrying":
-        retries.send(json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in)
+        retries.send(
+            json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in
+        )
     elif outcome == "dead-lettered":
         dead = json.dumps({**message, "lastStatus": result.status, "lastError": result.error,
                            "deadLetteredAt": format_iso(now)}, separators=(",", ":"))

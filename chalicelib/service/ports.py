@@ -10,10 +10,11 @@ the change it guards, paging with the signed cursor codec, ordering) holds for e
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..domain.errors import Conflict
 from ..domain.events import FORMAT_STAGETRACK

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 from ..domain import ids
-from ..domain.errors import Conflict, ConcurrentModification, NotFound
+from ..domain.errors import ConcurrentModification, Conflict, NotFound
 from ..domain.model import Run, RunAggregate, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn

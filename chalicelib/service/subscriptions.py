@@ -14,8 +14,8 @@ from ..domain.auth import Principal
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound, ValidationFailed
 from ..domain.events import CreateSubscriptionIn, SubscriptionFilter
-from .ports import DeliveryAttempt, StoredSubscription
 from . import ServiceContext
+from .ports import DeliveryAttempt, StoredSubscription
 
 MAX_SUBSCRIPTIONS = 100  # every stream batch reads them all (1 Query); keep that one small page
 
@@ -72,7 +72,9 @@ def delete(ctx: ServiceContext, subscription_id: str, viewer: Principal) -> Stor
     def allowed(subscription: StoredSubscription) -> bool:
         return _visible(viewer, subscription)
 
-    subscription = ctx.stores.subscriptions.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
+    subscription = (
+        ctx.stores.subscriptions.delete(subscription_id, allowed) if len(subscription_id) <= 64 else None
+    )
     if subscription is None:
         raise NotFound(f"subscription {subscription_id!r} not found")
     return subscription

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from ..domain import ids
 from ..domain.clock import format_iso, parse_iso
@@ -19,8 +20,8 @@ from ..domain.errors import ConcurrentModification, NotFound
 from ..domain.model import RunAggregate
 from ..domain.status import StageStatus
 from ..domain.timers import fire
-from .ports import DueTimer
 from . import ServiceContext
+from .ports import DueTimer
 from .runs import mutate_run
 
 log = logging.getLogger(__name__)

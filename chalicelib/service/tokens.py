@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from .. import logging_setup
 from ..domain import aksk, auth
@@ -22,8 +23,8 @@ from ..domain.auth import Credentials, Principal, RateLimited, RateState, Unauth
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound
 from ..settings import Settings
-from .ports import SecretUnreadable, StoredToken
 from . import ServiceContext
+from .ports import SecretUnreadable, StoredToken
 
 log = logging.getLogger("stagetrack.auth")
 
@@ -36,7 +37,7 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal
     returned here once: a token's is kept only as its SHA-256, a key pair's SK only sealed."""
     auth.check_grant(issuer, body.scopes, body.pipelines)
     created_by = issuer.actor
-    common = dict(
+    common: dict[str, Any] = dict(
         token_id=auth.new_token_id(), name=body.name, scopes=list(body.scopes),
         pipelines=None if body.pipelines is None else sorted(body.pipelines),
         created_at=format_iso(ctx.clock.now()), created_by=created_by,
@@ -76,7 +77,9 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None,
     """Who is calling and how much of their rate budget is left; 401 or 429 otherwise.
     ``signed_request`` is the request itself, needed (only) to check an AK/SK signature."""
     if credentials is None:
-        raise Unauthorized("authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token")
+        raise Unauthorized(
+            "authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token"
+        )
     if credentials.scheme == auth.ACCESS_KEY_SCHEME:
         return _authenticate_signed(ctx, credentials, signed_request)
     settings = ctx.settings
@@ -107,7 +110,11 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
         aksk.signed_at(request.headers, now)
     except aksk.SignatureRejected as error:
         raise Unauthorized(str(error)) from None
-    stored = ctx.stores.tokens.get_access_key(signed.access_key) if aksk.looks_like_access_key(signed.access_key) else None
+    stored = (
+        ctx.stores.tokens.get_access_key(signed.access_key)
+        if aksk.looks_like_access_key(signed.access_key)
+        else None
+    )
     if stored is None or stored.sealed_secret_key is None:
         raise Unauthorized("the access key is unknown or revoked")
     try:
@@ -130,7 +137,9 @@ def _sealing_context(access_key: str) -> str:
     return f"access-key:{access_key}"
 
 
-def _admit(ctx: ServiceContext, token: StoredToken, credentials: Credentials, now) -> tuple[Principal, RateState]:
+def _admit(
+    ctx: ServiceContext, token: StoredToken, credentials: Credentials, now
+) -> tuple[Principal, RateState]:
     """The principal of a known token or access key, or 429 past the rate limit."""
     settings = ctx.settings
     principal = Principal(

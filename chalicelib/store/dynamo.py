@@ -6,7 +6,7 @@ configured table once, the only global state the store keeps.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..domain.cursors import CursorCodec
 from ..domain.model import RunAggregate

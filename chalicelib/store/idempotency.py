@@ -20,12 +20,16 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
 from ..service.ports import COMMITTED, DONE, PENDING, ClaimTakenOver, Record
 from . import models
-from .models import IDEMPOTENCY_SK as SK, IdempotencyItem, idempotency_pk as _pk
-from .repository import _is_condition_failure, holding_claim as holding
+from .models import IDEMPOTENCY_SK as SK
+from .models import IdempotencyItem
+from .models import idempotency_pk as _pk
+from .repository import _is_condition_failure
+from .repository import holding_claim as holding
 
 assert (models.IDEM_PENDING, models.IDEM_COMMITTED, models.IDEM_DONE) == (PENDING, COMMITTED, DONE)
 

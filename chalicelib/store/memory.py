@@ -17,9 +17,9 @@ import hmac
 import threading
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterator
 
 from ..domain import dialects, ids
 from ..domain.clock import format_iso
@@ -126,7 +126,9 @@ class MemoryRunStore:
         before_write()
         commit()
         if layout is not None:
-            pipeline = self.db.pipelines.setdefault(aggregate.run.pipeline, Pipeline(name=aggregate.run.pipeline))
+            pipeline = self.db.pipelines.setdefault(
+                aggregate.run.pipeline, Pipeline(name=aggregate.run.pipeline)
+            )
             pipeline.layout = copy.deepcopy(layout)
         _bump(aggregate.run, aggregate.stages)
         self.db.runs[aggregate.run.id] = copy.deepcopy(aggregate)
@@ -264,7 +266,9 @@ class MemoryDialectLookups:
 
     def _single(self, key: Callable[[str], str], wanted: str, what: str) -> Pipeline | None:
         with self.db.lock:
-            found = [copy.deepcopy(p) for p in self.db.pipelines.values() if p.counter and key(p.name) == wanted]
+            found = [
+                copy.deepcopy(p) for p in self.db.pipelines.values() if p.counter and key(p.name) == wanted
+            ]
         if len(found) > 1:
             names = ", ".join(sorted(p.name for p in found))
             raise Conflict(f"{what} is shared by pipelines {names}; address them by name")
@@ -301,8 +305,13 @@ class MemoryIdempotencyStore:
                               body=None if held.get("body") is None else zlib.decompress(held["body"]),
                               effect=copy.deepcopy(held.get("effect")))
             token = uuid.uuid4().hex
-            self.db.idempotency[key_hash] = {"state": PENDING, "fingerprint": fingerprint, "token": token,
-                                             "lease_until": now + lease_seconds, "expires_at": now + ttl_seconds}
+            self.db.idempotency[key_hash] = {
+                "state": PENDING,
+                "fingerprint": fingerprint,
+                "token": token,
+                "lease_until": now + lease_seconds,
+                "expires_at": now + ttl_seconds,
+            }
             return token
 
     def complete(self, key_hash: str, token: str, status_code: int, headers: dict,
@@ -313,7 +322,11 @@ class MemoryIdempotencyStore:
             return "too_large"
         with self.db.lock:
             held = self.db.idempotency.get(key_hash)
-            if held is None or not hmac.compare_digest(held["token"], token) or held["state"] not in (PENDING, COMMITTED):
+            if (
+                held is None
+                or not hmac.compare_digest(held["token"], token)
+                or held["state"] not in (PENDING, COMMITTED)
+            ):
                 return "lost"
             held.update(state=DONE, status_code=status_code, headers=copy.deepcopy(headers), body=packed)
             return "stored"
@@ -462,7 +475,9 @@ class MemoryDeliveryLog:
         sort_key = f"{attempt.at}#{attempt.delivery_id}#{attempt.attempt:03d}"
         error = None if attempt.error is None else attempt.error[:500]
         with self.db.lock:
-            self.db.deliveries.setdefault(attempt.subscription_id, {})[sort_key] = replace(attempt, error=error)
+            self.db.deliveries.setdefault(attempt.subscription_id, {})[sort_key] = replace(
+                attempt, error=error
+            )
 
     def list_attempts(self, subscription_id: str, limit: int,
                       cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:

@@ -58,7 +58,7 @@ class PipelineStore:
         the request's effect and carries its Idempotency-Key claim if it holds one (then it is
         a transaction, which returns nothing: False). A counter claim never carries it: a
         number claimed by a request that then died is a gap, not a second run."""
-        for attempt in range(CONFLICT_RETRIES):
+        for _attempt in range(CONFLICT_RETRIES):
             try:
                 if effect is None:
                     item.update(actions=actions, condition=condition)
@@ -112,7 +112,9 @@ class PipelineStore:
             condition = PipelineItem.pk.exists() & _not_paused()
             actions = [PipelineItem.paused.set(True), PipelineItem.paused_at.set(format_iso(at))]
             actions.append(PipelineItem.paused_by.set(by) if by else PipelineItem.paused_by.remove())
-            actions.append(PipelineItem.pause_cause.set(cause) if cause else PipelineItem.pause_cause.remove())
+            actions.append(
+                PipelineItem.pause_cause.set(cause) if cause else PipelineItem.pause_cause.remove()
+            )
         else:
             condition = PipelineItem.pk.exists() & (PipelineItem.paused == True)  # noqa: E712
             actions = [PipelineItem.paused.set(False), PipelineItem.paused_at.remove(),

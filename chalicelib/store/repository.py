@@ -42,10 +42,10 @@ import json
 import logging
 import uuid
 import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Iterator, Sequence
 
 from pynamodb.connection import Connection
 from pynamodb.constants import ITEM, RESPONSES
@@ -59,7 +59,6 @@ from ..domain.status import StageStatus
 from ..domain.timers import next_due
 from ..service.ports import ClaimTakenOver
 from . import models
-from .stream import NO_DEADLINE
 from .models import (
     ACTIVE_SHARDS,
     IDEM_COMMITTED,
@@ -75,6 +74,7 @@ from .models import (
     run_pk,
     stage_sk,
 )
+from .stream import NO_DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ CLAIM_TAG = "idempotency-claim"
 def _only_claim_failed(error: Exception) -> bool:
     sent = getattr(error, "sent_items", None) or []
     reasons = getattr(error, "cancellation_reasons", None) or []
-    failed = [item.tag for item, reason in zip(sent, reasons)
+    failed = [item.tag for item, reason in zip(sent, reasons, strict=False)
               if reason is not None and reason.code not in (None, "None")]
     return failed == [CLAIM_TAG]
 
@@ -373,7 +373,7 @@ def failed_tags(error: Exception) -> set[str]:
     """The tags of the items whose condition failed in a cancelled ``transact_write``."""
     sent = getattr(error, "sent_items", None) or []
     reasons = getattr(error, "cancellation_reasons", None) or []
-    return {item.tag for item, reason in zip(sent, reasons)
+    return {item.tag for item, reason in zip(sent, reasons, strict=False)
             if item.tag and reason is not None and reason.code == "ConditionalCheckFailed"}
 
 
@@ -394,7 +394,7 @@ class Intent:
         return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
 
     @classmethod
-    def of(cls, item: RunItem) -> "Intent | None":
+    def of(cls, item: RunItem) -> Intent | None:
         if not item.intent_id:
             return None
         body = json.loads(zlib.decompress(item.intent or b"").decode() or "{}")
@@ -429,7 +429,9 @@ def item_bytes(raw: dict) -> int:
         if kind in ("S", "N"):
             total += len(str(content).encode())
         elif kind == "B":
-            total += len(content) if isinstance(content, (bytes, bytearray)) else len(base64.b64decode(content))
+            total += (
+                len(content) if isinstance(content, (bytes, bytearray)) else len(base64.b64decode(content))
+            )
         else:
             total += len(json.dumps(content))
     return total
@@ -597,7 +599,9 @@ class Repository:
     def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
                   cursor: str | None) -> tuple[list[Run], str | None]:
         scope = runs_cursor_scope(pipeline, status)
-        start = key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
+        start = (
+            key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
+        )
         if status is None:
             results = RunItem.by_pipeline.query(
                 pipeline, scan_index_forward=False, limit=limit, last_evaluated_key=start,

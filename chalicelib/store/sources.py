@@ -12,7 +12,7 @@ Round trips:
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
 
@@ -79,7 +79,7 @@ def delete_source(name: str) -> StoredSource | None:
 
 def _link_pk(namespace: str, key: str) -> str:
     """Hashed: a sender's keys may be long ARNs or contain any character."""
-    return "LINK#" + hashlib.sha256(f"{namespace}\n{key}".encode("utf-8")).hexdigest()[:40]
+    return "LINK#" + hashlib.sha256(f"{namespace}\n{key}".encode()).hexdigest()[:40]
 
 
 def linked_run(namespace: str, key: str) -> str | None:

@@ -8,7 +8,7 @@ GetItem; admins create (1 conditional PutItem), list (1 Query) and delete (1 Get
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from pynamodb.exceptions import DeleteError
 

@@ -17,7 +17,7 @@ Round trips:
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
@@ -117,7 +117,9 @@ def _hit(pk: str, window: int) -> StoredToken | None:
     names = {"#w": "window", "#h": "hits"}
     target = window
     for _ in range(MAX_HIT_CALLS):
-        item, old = _update(key, "ADD #h :one", "#w = :w", names, {":one": {"N": "1"}, ":w": {"N": str(target)}})
+        item, old = _update(
+            key, "ADD #h :one", "#w = :w", names, {":one": {"N": "1"}, ":w": {"N": str(target)}}
+        )
         if item is not None:
             return _from_raw(item)
         if old is None:
