@@ -148,7 +148,7 @@ def subset(expected, actual) -> bool:
         return isinstance(actual, dict) and all(k in actual and subset(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, list):
         return (isinstance(actual, list) and len(expected) == len(actual)
-                and all(subset(e, a) for e, a in zip(expected, actual)))
+                and all(subset(e, a) for e, a in zip(expected, actual, strict=True)))
     if isinstance(expected, str) and "…" in expected:
         return isinstance(actual, str) and _pattern(expected).fullmatch(actual) is not None
     return type(expected) is type(actual) and expected == actual

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import requests
 
-
 pytestmark = pytest.mark.ddb_local
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -94,10 +94,10 @@ def world():
     from moto import mock_aws
 
     from chalicelib import wiring
-    from tests.fixtures.clock import FakeClock
     from chalicelib.settings import Settings
     from chalicelib.store.schema import ensure_tables
     from tests.fixtures.api import ApiClient
+    from tests.fixtures.clock import FakeClock
 
     settings = Settings(table_name="stagetrack-matrix", region="us-east-1")
     with mock_aws():

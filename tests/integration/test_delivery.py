@@ -4,7 +4,7 @@ GET /api/subscriptions/{id}/deliveries. moto's SQS runs on the FakeClock: no sle
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from chalice.test import Client
@@ -16,8 +16,8 @@ from chalicelib.settings import Settings
 from tests.fixtures import (
     StreamReader,
     allowed_actions,
-    iam_actions,
     delete_done,
+    iam_actions,
     make_queue,
     make_source,
     receive,
@@ -108,7 +108,7 @@ def test_a_delivery_is_signed_retried_with_backoff_and_then_delivered(lam, clien
     stamps = [int(h["X-Stagetrack-Timestamp"]) for h in headers]
     assert stamps[1] - stamps[0] == first_delay and stamps[2] > stamps[1]
     for request in hook.requests:
-        at = datetime.fromtimestamp(int(request["headers"]["X-Stagetrack-Timestamp"]), timezone.utc)
+        at = datetime.fromtimestamp(int(request["headers"]["X-Stagetrack-Timestamp"]), UTC)
         assert verify_delivery(secret, request["body"], request["headers"]["X-Stagetrack-Timestamp"],
                                request["headers"]["X-Stagetrack-Signature"], at)
         assert not verify_delivery(secret, request["body"] + b" ", request["headers"]["X-Stagetrack-Timestamp"],
@@ -154,7 +154,7 @@ def test_a_cdevents_delivery_is_a_signed_cloudevent_in_binary_mode(lam, client, 
             "ce-type": "dev.cdevents.taskrun.started.0.2.0", "ce-time": "2026-03-20T17:17:13.760Z"}
         assert headers["Content-Type"] == "application/json"
         assert headers["X-Stagetrack-Event"] == "dev.cdevents.taskrun.started.0.2.0"
-        at = datetime.fromtimestamp(int(headers["X-Stagetrack-Timestamp"]), timezone.utc)
+        at = datetime.fromtimestamp(int(headers["X-Stagetrack-Timestamp"]), UTC)
         stamp, signature = headers["X-Stagetrack-Timestamp"], headers["X-Stagetrack-Signature"]
         assert verify_delivery(subscription["secret"], request["body"], stamp, signature, at)
         assert not verify_delivery(subscription["secret"], request["body"] + b" ", stamp, signature, at)
@@ -345,10 +345,10 @@ def test_dynamodb_local_streams_feed_the_local_outbox(local_ctx, clock):
     import dataclasses
 
     from chalicelib.adapters.local import MemoryQueue, StreamTail
+    from chalicelib.domain.auth import Principal
     from chalicelib.domain.events import CreateSubscriptionIn
     from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
     from chalicelib.events.outbound import LocalOutbox
-    from chalicelib.domain.auth import Principal
     from chalicelib.service import runs, subscriptions
 
     settings = dataclasses.replace(local_ctx.settings, allow_local_subscribers=True)

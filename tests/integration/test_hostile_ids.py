@@ -25,7 +25,7 @@ def test_stage_id_with_newline_is_404_on_every_stage_route(client, web_run, suff
         ("PATCH", f"/api/stages/A:1:1{suffix}", {"status": "IN_PROGRESS"}),
         ("DELETE", f"/api/stages/A:1:1{suffix}", None),
         ("POST", f"/api/stages/A:1:1{suffix}/cancel", None),
-        ("GET", f"/api/stages/A%0A:1:1", None),
+        ("GET", "/api/stages/A%0A:1:1", None),
         ("GET", f"/api/runs/A:1{suffix}", None),
         ("DELETE", f"/api/runs/A:1{suffix}", None),
         ("POST", f"/api/runs/A:1{suffix}/cancel", None),

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from chalicelib.api import idempotency
 from tests.integration.test_operations_api import assert_error, create
 
 

@@ -14,10 +14,9 @@ import pytest
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.api import idempotency
-from chalicelib.domain.events import github_signature
+from chalicelib.store import repository
 from chalicelib.store.idempotency import IdempotencyStore
 from chalicelib.store.models import IdempotencyItem
-from chalicelib.store import repository
 from chalicelib.store.repository import Repository
 from tests.integration.test_operations_api import assert_error, create
 

@@ -14,8 +14,8 @@ from chalicelib.settings import Settings
 from tests.fixtures import (
     allowed_actions,
     aws_client,
-    iam_actions,
     delete_done,
+    iam_actions,
     load,
     make_queue,
     receive,

@@ -11,6 +11,7 @@ import json
 import botocore.client
 import botocore.exceptions
 import pytest
+from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.domain.errors import ConcurrentModification
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
@@ -129,7 +130,8 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
         return item
 
     monkeypatch.setattr(repository, "run_to_item", oversized_run)
-    with pytest.raises(Exception):
+    # an item over DynamoDB's 400 KB limit fails the whole transaction (moto and DynamoDB Local)
+    with pytest.raises(TransactWriteError):
         if operation == "retry":
             operations.retry_run(ctx, aggregate.run.id)
         else:

@@ -14,8 +14,8 @@ from chalicelib.settings import Settings
 from tests.fixtures import (
     StreamReader,
     allowed_actions,
-    iam_actions,
     event_bus_to_queue,
+    iam_actions,
     load,
     make_queue,
     make_source,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+from functools import partial
 
 import pytest
 
@@ -107,11 +108,11 @@ def test_cancel_approve_and_patch_races_are_linearizable(local_ctx, names):
         run_id = initial.run.id
         a, b, _ = (s.id for s in initial.stages)
         real = {
-            "cancel_run": lambda: operations.cancel_run(ctx, run_id, actor="t"),
-            "approve_b": lambda: operations.approve_stage(ctx, b, actor="t"),
-            "patch_a": lambda: runs.patch_stage(ctx, a, PatchStageIn(status=S.SUCCESS)),
-            "cancel_b": lambda: operations.cancel_stage(ctx, b, actor="t"),
-            "variables": lambda: operations.apply_variables(ctx, run_id, [rules.VariableChange("RACE", "1")]),
+            "cancel_run": partial(operations.cancel_run, ctx, run_id, actor="t"),
+            "approve_b": partial(operations.approve_stage, ctx, b, actor="t"),
+            "patch_a": partial(runs.patch_stage, ctx, a, PatchStageIn(status=S.SUCCESS)),
+            "cancel_b": partial(operations.cancel_stage, ctx, b, actor="t"),
+            "variables": partial(operations.apply_variables, ctx, run_id, [rules.VariableChange("RACE", "1")]),
         }
         outcomes = run_threads({name: real[name] for name in names})
         assert not [o for o in outcomes.values() if o != "ok" and o[0] == "error"], outcomes
@@ -130,9 +131,9 @@ def test_approve_and_reject_race_one_decision_wins(local_ctx):
         initial = prepared_run(ctx)
         b = initial.stages[1].id
         outcomes = run_threads({
-            "approve": lambda: operations.approve_stage(ctx, b, actor="x"),
-            "reject": lambda: operations.reject_stage(ctx, b, actor="y"),
-            "approve_again": lambda: operations.approve_stage(ctx, b, actor="z"),
+            "approve": partial(operations.approve_stage, ctx, b, actor="x"),
+            "reject": partial(operations.reject_stage, ctx, b, actor="y"),
+            "approve_again": partial(operations.approve_stage, ctx, b, actor="z"),
         })
         stage = ctx.stores.runs.load_run(initial.run.id).stages[1]
         decision = stage.approval_decision["decision"]

@@ -135,7 +135,7 @@ LIMITED = {name: Principal(f"tok_{name}", name, (auth.ADMIN,), frozenset(pipelin
 
 
 @pytest.mark.parametrize("path, method", [r for r in ROUTES if spec_of(*r).scope != auth.PUBLIC], ids=[
-    i for i, r in zip(IDS, ROUTES) if spec_of(*r).scope != auth.PUBLIC])
+    i for i, r in zip(IDS, ROUTES, strict=True) if spec_of(*r).scope != auth.PUBLIC])
 def test_undeclared_query_parameters_and_body_fields_change_no_decision(ctx, path, method):
     spec = spec_of(path, method)
     declared = spec.acts_on
@@ -219,7 +219,7 @@ def test_admin_routes_answer_limited_admins_the_same_whatever_the_query_says(cli
     for name, pipelines in (("admin of A", ["A"]), ("admin of B", ["B"])):
         callers[name] = client.post("/api/tokens", {"name": name, "scopes": ["admin"],
                                                     "pipelines": pipelines}).json["token"]
-    for (who, token), status in zip(callers.items(), statuses):
+    for (who, token), status in zip(callers.items(), statuses, strict=True):
         answers = set()
         for stray in STRAYS:
             url, body = make(client)

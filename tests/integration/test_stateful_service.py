@@ -11,7 +11,12 @@ from hypothesis.stateful import initialize, run_state_machine_as_test
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from tests.unit.test_stateful import (
-    OperationRules, apply_pure, check_invariants, check_transitions, expect_outcome, stage_specs,
+    OperationRules,
+    apply_pure,
+    check_invariants,
+    check_transitions,
+    expect_outcome,
+    stage_specs,
 )
 
 
@@ -71,7 +76,7 @@ def test_operations_through_the_service(request, store, examples, clock):
             if not changed:
                 assert stored == stored_before, f"{operation} wrote although nothing changed"
             # the store holds exactly what the pure rules decided
-            for mine, theirs in zip(stored.stages, self.shadow.stages):
+            for mine, theirs in zip(stored.stages, self.shadow.stages, strict=True):
                 assert (mine.status, mine.attempt, mine.attempts, mine.started_at, mine.ended_at,
                         mine.duration_ms, mine.approval_decision) == \
                        (theirs.status, theirs.attempt, theirs.attempts, theirs.started_at,

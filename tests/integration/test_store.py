@@ -10,7 +10,7 @@ from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
-from chalicelib.store.models import PipelineItem, pipeline_pk, PIPELINE_SK
+from chalicelib.store.models import PIPELINE_SK, PipelineItem, pipeline_pk
 
 S = StageStatus
 

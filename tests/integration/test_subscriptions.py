@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.adapters.secretbox import SecretBox, SecretUnreadable
-from chalicelib.domain.events import check_subscriber_url
 from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.events import check_subscriber_url
 from chalicelib.settings import Settings
 from chalicelib.store import deliveries
 from chalicelib.store.deliveries import DeliveryAttempt

@@ -3,7 +3,7 @@ signer (huaweicloudsdkcore, test-only dependency) makes: canonical URI and query
 headers, bodies, the replay window and every way a signature must be refused."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -16,7 +16,7 @@ from chalicelib.domain.auth import ACCESS_KEY_SCHEME, Unauthorized, parse_creden
 
 AK = "STAKABCDEFGHIJKLMNOP"
 SK = "st_sk_" + "s" * 43
-NOW = datetime(2026, 3, 20, 17, 17, 13, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 20, 17, 17, 13, tzinfo=UTC)
 SDK_DATE = "20260320T171713Z"
 
 
@@ -90,10 +90,10 @@ def test_the_date_window_is_15_minutes_either_way():
     received, authorization = sdk_sign()
     for seconds in (-900, 0, 900):
         check(received, authorization, now=NOW.replace(minute=17) if seconds == 0 else
-              datetime.fromtimestamp(NOW.timestamp() + seconds, timezone.utc))
+              datetime.fromtimestamp(NOW.timestamp() + seconds, UTC))
     for seconds in (-901, 901):
         with pytest.raises(aksk.SignatureRejected, match="15 minutes"):
-            check(received, authorization, now=datetime.fromtimestamp(NOW.timestamp() + seconds, timezone.utc))
+            check(received, authorization, now=datetime.fromtimestamp(NOW.timestamp() + seconds, UTC))
 
 
 # ---- everything else is refused ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -245,11 +245,11 @@ def test_limited_token_gets_404_for_other_pipelines_and_403_when_none_is_named()
 # ---- rate windows ----------------------------------------------------------------------------
 
 def test_fixed_windows_and_retry_after():
-    now = datetime(2026, 1, 1, 0, 0, 59, 200_000, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 0, 0, 59, 200_000, tzinfo=UTC)
     window = auth.rate_window(now)
     assert window == int(now.timestamp()) // 60
     assert auth.retry_after(now, window) == 1
-    assert auth.retry_after(datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone.utc), window) == 60
+    assert auth.retry_after(datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC), window) == 60
     state = RateState(limit=3, used=3)
     assert state.remaining == 0 and not state.exceeded
     assert RateState(limit=3, used=4).exceeded

@@ -7,7 +7,6 @@ import pytest
 
 from chalicelib.domain import ids
 from chalicelib.domain.clock import format_iso, parse_iso, seconds_from_millis
-from tests.fixtures.clock import FakeClock
 from chalicelib.domain.errors import IllegalTransition
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.status import (
@@ -17,6 +16,7 @@ from chalicelib.domain.status import (
     StageStatus,
     derive_run_status,
 )
+from tests.fixtures.clock import FakeClock
 
 S = StageStatus
 ALL = list(StageStatus)

@@ -32,7 +32,6 @@ def test_every_compiled_id_pattern_is_used_whole():
     """A regex check written with .match() (anchored with $) accepts a trailing newline."""
     import chalicelib.api.gocd as gocd
     from chalicelib.domain import auth
-
     from chalicelib.domain.errors import BadRequest
 
     with pytest.raises(BadRequest):

@@ -6,13 +6,13 @@ import hmac
 
 import pytest
 
+from chalicelib.domain import operations as ops
 from chalicelib.domain.clock import format_iso
-from tests.fixtures.clock import FakeClock
 from chalicelib.domain.errors import Conflict, IllegalTransition, ValidationFailed
 from chalicelib.domain.model import StageSpec, change_status, new_run
-from chalicelib.domain import operations as ops
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.domain.views import run_view, stage_view
+from tests.fixtures.clock import FakeClock
 
 PEPPER = "test-pepper"
 
@@ -24,8 +24,9 @@ def make_run(*approvals, clock=None):
 
 
 def set_statuses(aggregate, clock, *statuses):
-    """Walk each stage to the wanted status through legal transitions, one second apart."""
-    for stage, target in zip(aggregate.stages, statuses):
+    """Walk the first ``len(statuses)`` stages to the wanted status through legal transitions, one
+    second apart; the stages after them stay as they are."""
+    for stage, target in zip(aggregate.stages, statuses, strict=False):
         path = {
             S.IDLE: [], S.IN_PROGRESS: [S.IN_PROGRESS], S.WAITING_FOR_APPROVAL: [S.WAITING_FOR_APPROVAL],
             S.SUCCESS: [S.IN_PROGRESS, S.SUCCESS], S.FAILURE: [S.IN_PROGRESS, S.FAILURE],

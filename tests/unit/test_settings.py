@@ -1,11 +1,9 @@
 """Settings from the environment: a wrong value names the variable and what it accepts (issue 10, item 8)."""
 from __future__ import annotations
 
-
 import pytest
 
 from chalicelib.settings import Settings, SettingsError
-
 
 
 @pytest.mark.parametrize("raw, value", [

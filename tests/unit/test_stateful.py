@@ -14,17 +14,17 @@ the invariants after every step:
 """
 from __future__ import annotations
 
-
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chalicelib.domain import operations as ops
 from chalicelib.domain.clock import millis_between
-from tests.fixtures.clock import FakeClock
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.model import StageSpec, change_status, new_run
-from chalicelib.domain.status import ACTIVE, FINAL, StageStatus as S, derive_run_status, is_legal
+from chalicelib.domain.status import ACTIVE, FINAL, derive_run_status, is_legal
+from chalicelib.domain.status import StageStatus as S
+from tests.fixtures.clock import FakeClock
 
 STATUSES = list(S)
 stage_specs = st.lists(st.sampled_from(["AUTO", "MANUAL"]), min_size=1, max_size=5)
@@ -61,7 +61,7 @@ def check_invariants(aggregate) -> None:
 
 
 def check_transitions(before, after, operation: str) -> None:
-    for old, new in zip(before.stages, after.stages):
+    for old, new in zip(before.stages, after.stages, strict=True):
         if old.status == new.status and old.attempt == new.attempt:
             continue
         if new.attempt != old.attempt:

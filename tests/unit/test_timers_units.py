@@ -10,15 +10,15 @@ import pytest
 from chalicelib import wiring
 from chalicelib.adapters.stepfunctions import StepFunctionsScheduler, execution_input, execution_name
 from chalicelib.domain.clock import format_iso
-from tests.fixtures.clock import FakeClock
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.status import StageStatus
 from chalicelib.domain.timers import drive, due_outcome, expected_end, fire, next_due
-from chalicelib.service.timers import arm_timers, wait_seconds
 from chalicelib.service.ports import DueTimer
+from chalicelib.service.timers import arm_timers, wait_seconds
 from chalicelib.settings import Settings
 from chalicelib.store.stream import NO_DEADLINE, armed_timer
 from chalicelib.ticker import Ticker
+from tests.fixtures.clock import FakeClock
 
 S = StageStatus
 
@@ -97,7 +97,10 @@ def test_drive_starts_at_most_one_stage_and_only_after_a_success():
 
 # ---- arming timers from stream records --------------------------------------------------------
 
-def _image(status="IN_PROGRESS", due=format_iso(FakeClock().now()), attempt=1, kind="stage"):
+DUE = format_iso(FakeClock().now())
+
+
+def _image(status="IN_PROGRESS", due=DUE, attempt=1, kind="stage"):
     image = {"kind": {"S": kind}, "stage_id": {"S": "web:1:1"}, "status": {"S": status},
              "attempt": {"N": str(attempt)}}
     if due is not None:
