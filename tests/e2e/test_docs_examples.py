@@ -40,12 +40,21 @@ SHELL_LIKE = re.compile(r"(^|[^a-z])(sh|bash|shell|console|zsh)([^a-z]|$)")
 # Every block that is not executed, by file and its first line: AWS and deploy commands, and the
 # `make` commands themselves (the suite is what `make test` runs).
 NO_RUN = {
-    ("README.md", "make run    # DynamoDB Local (data kept in .data/) + tables + API on http://127.0.0.1:8000"),
+    (
+        "README.md",
+        "make run    # DynamoDB Local (data kept in .data/) + tables + API on http://127.0.0.1:8000",
+    ),
     ("docs/deploy.md", "export AWS_DEFAULT_REGION=eu-west-1"),
-    ("docs/deploy.md", ".venv/bin/python -m infra.generate --check      # infra/ and .chalice/policy-*.json are current"),
+    (
+        "docs/deploy.md",
+        ".venv/bin/python -m infra.generate --check      # infra/ and .chalice/policy-*.json are current",
+    ),
     ("docs/deploy.md", "ST=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     ("docs/integrations.md", "QUEUE=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
-    ("docs/security.md", "aws apigateway update-stage --rest-api-id \"$API_ID\" --stage-name api --patch-operations \\"),
+    (
+        "docs/security.md",
+        'aws apigateway update-stage --rest-api-id "$API_ID" --stage-name api --patch-operations \\',
+    ),
 }
 
 FILE_TIMEOUT_SECONDS = 120  # one file's blocks, whatever they wait for
@@ -145,7 +154,9 @@ def json_values(text: str) -> list:
 
 def subset(expected, actual) -> bool:
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and subset(v, actual[k]) for k, v in expected.items())
+        return isinstance(actual, dict) and all(
+            k in actual and subset(v, actual[k]) for k, v in expected.items()
+        )
     if isinstance(expected, list):
         return (isinstance(actual, list) and len(expected) == len(actual)
                 and all(subset(e, a) for e, a in zip(expected, actual, strict=True)))
@@ -187,7 +198,10 @@ def test_check_convention():
     assert check(Expectation(0, "t", ["HTTP/1.1 404"]), "HTTP/1.1 404 NOT FOUND\r\n") is None
     assert check(Expectation(0, "t", ["web:…"]), "shop:1\n") is not None
     headers_and_body = 'HTTP/1.1 201 Created\r\nLocation: /api/runs/w:1\r\n\r\n{"a": 1}'
-    assert check(Expectation(0, "t", ["HTTP/1.1 201…Location: /api/runs/w:1", '{"a":', ' 1}']), headers_and_body) is None
+    assert (
+        check(Expectation(0, "t", ["HTTP/1.1 201…Location: /api/runs/w:1", '{"a":', " 1}"]), headers_and_body)
+        is None
+    )
     assert check(Expectation(0, "t", ["HTTP/1.1 200", '{"a": 1}']), headers_and_body) is not None
     assert check(Expectation(0, "t", ["HTTP/1.1 201", '{"a": 2}']), headers_and_body) is not None
 

@@ -76,7 +76,10 @@ def test_without_query_keeps_the_path_and_drops_every_query():
         '"GET /api/runs?[REDACTED] HTTP/1.1" 200 -'
     assert without_query("code 400, message Bad request syntax ('GET /x?password=p HTTP/9')") == \
         "code 400, message Bad request syntax ('GET /x?[REDACTED] HTTP/9')"
-    assert without_query('"GET /api/stages/web:1:1 HTTP/1.1" 200 -') == '"GET /api/stages/web:1:1 HTTP/1.1" 200 -'
+    assert (
+        without_query('"GET /api/stages/web:1:1 HTTP/1.1" 200 -')
+        == '"GET /api/stages/web:1:1 HTTP/1.1" 200 -'
+    )
 
 
 def test_chalice_local_as_make_run_starts_it_prints_no_query_string(tmp_path):
@@ -127,4 +130,6 @@ def test_chalice_local_as_make_run_starts_it_prints_no_query_string(tmp_path):
             proc.wait()
     out = log_path.read_text()
     assert '"GET /api/runs?[REDACTED] HTTP/1.1"' in out and '"GET /nowhere?[REDACTED] HTTP/1.1"' in out
-    assert secret not in out and secret[3:20] not in out and "hunter2" not in out and "pipeline=web" not in out
+    assert (
+        secret not in out and secret[3:20] not in out and "hunter2" not in out and "pipeline=web" not in out
+    )

@@ -51,7 +51,9 @@ def body_of(response) -> str:
 
 @pytest.fixture
 def seeded(client):
-    assert client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]}).status_code == 201
+    assert (
+        client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]}).status_code == 201
+    )
     return client
 
 
@@ -70,8 +72,12 @@ def test_a_method_the_path_does_not_serve_is_405_with_allow(client, ddb_calls, p
     dialect = next(spec(path, m).dialect for m in declared_methods(path))
     for method in set(ALL_METHODS) - set(allow.split(", ")):
         ddb_calls.clear()
-        response = client.request(method, fill(path), raw=b'{"pipeline": "web"}' if method != "HEAD" else None,
-                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        response = client.request(
+            method,
+            fill(path),
+            raw=b'{"pipeline": "web"}' if method != "HEAD" else None,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert response.status_code == 405, (method, path, body_of(response))
         assert response.headers["Allow"] == allow
         assert "X-Request-Id" in response.headers
@@ -99,7 +105,9 @@ def test_options_is_204_with_allow_and_no_cors(client, path):
 
 @pytest.mark.parametrize("path", GET_ROUTES)
 def test_head_answers_like_get_without_a_body(seeded, path):
-    url = fill(path) + ("?runId=web:1" if path == "/api/stages" else "?pipeline=web" if path == "/api/runs" else "")
+    url = fill(path) + (
+        "?runId=web:1" if path == "/api/stages" else "?pipeline=web" if path == "/api/runs" else ""
+    )
     get = seeded.get(url)
     head = seeded.request("HEAD", url)
     assert head.status_code == get.status_code, (path, body_of(get))
@@ -168,7 +176,9 @@ def test_a_request_without_a_body_has_no_media_type_to_refuse(client):
 
 
 def test_a_listed_type_a_json_route_cannot_read_is_415(client):
-    response = client.request("POST", "/api/runs", raw=b"pipeline=web", headers={"Content-Type": "text/plain"})
+    response = client.request(
+        "POST", "/api/runs", raw=b"pipeline=web", headers={"Content-Type": "text/plain"}
+    )
     assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_media_type"
 
 
@@ -205,7 +215,9 @@ def test_over_http_unknown_paths_wrong_methods_media_types_and_head(chalice_loca
         run_id, stage_id = created.json()["id"], created.json()["stages"][0]["id"]
 
         for method in ("GET", "POST", "HEAD"):
-            unknown = http.request(method, f"{base}/api/nope/deeper", headers={"Authorization": f"Bearer {TOKEN}"})
+            unknown = http.request(
+                method, f"{base}/api/nope/deeper", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
             assert unknown.status_code == 404, unknown.text
             assert TOKEN not in unknown.text and TOKEN not in json.dumps(dict(unknown.headers))
             if method != "HEAD":
@@ -218,7 +230,9 @@ def test_over_http_unknown_paths_wrong_methods_media_types_and_head(chalice_loca
         assert wrong.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
         assert wrong.json()["error"]["code"] == "method_not_allowed"
 
-        xml = http.post(f"{base}/api/runs", data=b"<run/>", headers={**admin, "Content-Type": "application/xml"})
+        xml = http.post(
+            f"{base}/api/runs", data=b"<run/>", headers={**admin, "Content-Type": "application/xml"}
+        )
         assert xml.status_code == 415 and xml.json()["error"]["code"] == "unsupported_media_type"
 
         options = http.options(f"{base}/api/runs/{run_id}")

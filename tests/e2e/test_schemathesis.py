@@ -79,8 +79,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(chalice_loca
     assert admin_token not in output.replace("Bearer " + admin_token, "")  # only our own header
     assert result.returncode == 0, output[-20000:]
     # Every operation of the document was selected and tested.
-    documented = sum(len(ops) for ops in requests.get(f"{base}/openapi.json", timeout=10).json()["paths"].values())
+    documented = sum(
+        len(ops) for ops in requests.get(f"{base}/openapi.json", timeout=10).json()["paths"].values()
+    )
     selected = re.search(r"Selected: (\d+)/(\d+)", output)
     tested = re.search(r"Tested: (\d+)", output)
     assert selected and tested, output[-3000:]
-    assert int(selected.group(1)) == int(selected.group(2)) == int(tested.group(1)) >= documented - 1, output[-3000:]
+    assert int(selected.group(1)) == int(selected.group(2)) == int(tested.group(1)) >= documented - 1, output[
+        -3000:
+    ]

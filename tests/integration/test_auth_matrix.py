@@ -36,7 +36,9 @@ def spec_of(path, method):
 def test_every_route_goes_through_the_route_helper():
     """A route registered any other way would skip authentication: refuse it."""
     assert ROUTES, "no routes found"
-    missing = [(m, p) for p, m in ALL_ROUTES if getattr(app.routes[p][m].view_function, "route_spec", None) is None]
+    missing = [
+        (m, p) for p, m in ALL_ROUTES if getattr(app.routes[p][m].view_function, "route_spec", None) is None
+    ]
     assert missing == []
 
 
@@ -137,7 +139,10 @@ _pipelines = iter(range(1, 10_000))
 def test_matrix(world, ddb_calls, path, method):
     client, callers = world
     pipeline = f"web{next(_pipelines)}"  # the seeded run: <pipeline>:1 with two stages
-    assert client.post("/api/runs", {"pipeline": pipeline, "stages": ["BUILD", "DEPLOY_PROD"]}).status_code == 201
+    assert (
+        client.post("/api/runs", {"pipeline": pipeline, "stages": ["BUILD", "DEPLOY_PROD"]}).status_code
+        == 201
+    )
     url, body, names_pipeline = sample_request(path, method, pipeline)
     seen = {}
     # The least privileged first, so mutating requests by allowed callers come last.

@@ -84,7 +84,9 @@ def stored(run_id: str = RUN) -> tuple[RunItem | None, dict[str, StageItem]]:
 
 
 def big_run(ctx, jobs: int = JOBS, job_status: str = "running") -> str:
-    parsed = events.payloads().parse_gitlab("Pipeline Hook", gitlab_hook(jobs, job_status=job_status), "gitlab-main")
+    parsed = events.payloads().parse_gitlab(
+        "Pipeline Hook", gitlab_hook(jobs, job_status=job_status), "gitlab-main"
+    )
     outcome = ingest.apply_update(ctx, parsed, actor="gitlab:gitlab-main")
     assert outcome.created
     return outcome.run_id
@@ -137,7 +139,9 @@ def test_a_gitlab_pipeline_of_256_jobs_makes_a_run_and_a_second_delivery_updates
 
 def test_jobs_past_the_stage_cap_are_ignored_and_reported_not_retried(client, token):
     extra = 7
-    response = post_gitlab(client, "Pipeline Hook", gitlab_hook(events.MAX_EXTERNAL_STAGES + extra), token=token)
+    response = post_gitlab(
+        client, "Pipeline Hook", gitlab_hook(events.MAX_EXTERNAL_STAGES + extra), token=token
+    )
     assert response.status_code == 200
     assert response.json["notes"] == [
         f"{extra} stage(s) ignored: a run holds at most {events.MAX_EXTERNAL_STAGES} stages "
@@ -295,8 +299,13 @@ def test_the_largest_run_with_a_pending_change_of_every_stage_fits_in_one_item(c
     aggregate.run.version = 1
     cancel_run(aggregate, clock.now(), actor="a" * 100, reason="r" * 1000)
     aggregate.refresh(clock.now())
-    intent = repository.Intent(id="x" * 32, puts=[
-        repository._written_form(repository.stage_to_item(s, big_run=True, run_version=2)) for s in aggregate.stages])
+    intent = repository.Intent(
+        id="x" * 32,
+        puts=[
+            repository._written_form(repository.stage_to_item(s, big_run=True, run_version=2))
+            for s in aggregate.stages
+        ],
+    )
     item = repository.run_to_item(aggregate.run)
     item.intent_id, item.intent = intent.id, intent.encode()
     size = repository.item_bytes(item.serialize())

@@ -141,7 +141,9 @@ def test_every_job_id_of_a_body_that_repeats_it_is_checked(client, builds):
     foreign = dialects.codearts_job_id("other")
     for raw in (f'{{"job_id": "{foreign}", "job_id": "{builds}", "build_no": "2"}}',
                 f'{{"job_id": "{builds}", "job_id": "{foreign}", "build_no": "2"}}'):
-        response = client.request("POST", "/v3/jobs/stop", raw=raw.encode(), headers={"X-Auth-Token": limited})
+        response = client.request(
+            "POST", "/v3/jobs/stop", raw=raw.encode(), headers={"X-Auth-Token": limited}
+        )
         assert_codearts_error(response, 404)
     assert client.get("/api/runs/build-task:2").json["status"] == "IN_PROGRESS"
 

@@ -102,11 +102,17 @@ def stop_calls(job_id, build_no):
     return {
         "v1": lambda c: c.stop_the_job(StopTheJobRequest(job_id=job_id, build_no=int(build_no))),
         "v3-path": lambda c: c.stop_build_job(StopBuildJobRequest(job_id=job_id, build_no=int(build_no))),
-        "v3-body": lambda c: c.stop_job(StopJobRequest(body=StopJobRequestBody(job_id=job_id, build_no=str(build_no)))),
+        "v3-body": lambda c: c.stop_job(
+            StopJobRequest(body=StopJobRequestBody(job_id=job_id, build_no=str(build_no)))
+        ),
     }
 
 
-EXPECTED = {"v1": {"status": "success"}, "v3-path": {"success": True, "result": ""}, "v3-body": {"result": True}}
+EXPECTED = {
+    "v1": {"status": "success"},
+    "v3-path": {"success": True, "result": ""},
+    "v3-body": {"result": True},
+}
 CALLS = list(EXPECTED)
 
 
@@ -198,7 +204,9 @@ def test_unknown_job_and_unknown_build_are_404(client, builds, sdk_clock, call):
 # ---- and is refused as it should be ------------------------------------------------------------
 
 @pytest.mark.parametrize("call", CALLS)
-def test_a_wrong_sk_is_401_and_does_not_spend_the_keys_rate_budget(client, builds, sdk_clock, ddb_calls, call):
+def test_a_wrong_sk_is_401_and_does_not_spend_the_keys_rate_budget(
+    client, builds, sdk_clock, ddb_calls, call
+):
     key = issue_access_key(client)
     ddb_calls.clear()
     error = sdk_error(stop_calls(builds, 2)[call], sdk(client, key["accessKey"], "st_sk_" + "x" * 43), 401)
@@ -331,8 +339,14 @@ def test_a_signed_request_works_on_native_routes_with_native_errors(client, buil
     key = issue_access_key(client, scopes=["read"])
 
     def signed_get(path, query, sk):
-        request = SdkRequest(method="GET", schema="https", host="codearts.stagetrack.test", resource_path=path,
-                             query_params=query, header_params={"Content-Type": "application/json"})
+        request = SdkRequest(
+            method="GET",
+            schema="https",
+            host="codearts.stagetrack.test",
+            resource_path=path,
+            query_params=query,
+            header_params={"Content-Type": "application/json"},
+        )
         Signer(Credentials(key["accessKey"], sk)).sign(request)
         return client._http.request("GET", request.uri, headers=dict(request.header_params))
 

@@ -70,7 +70,8 @@ def poll(lam):
     batch = receive(DELIVERIES)
     if not batch:
         return None
-    failures = lam.lambda_.invoke("deliver_webhooks", sqs_event(batch, lam.queue_arn)).payload["batchItemFailures"]
+    answer = lam.lambda_.invoke("deliver_webhooks", sqs_event(batch, lam.queue_arn))
+    failures = answer.payload["batchItemFailures"]
     delete_done(DELIVERIES, batch, failures)
     return failures
 
@@ -111,10 +112,20 @@ def test_a_delivery_is_signed_retried_with_backoff_and_then_delivered(lam, clien
         at = datetime.fromtimestamp(int(request["headers"]["X-Stagetrack-Timestamp"]), UTC)
         assert verify_delivery(secret, request["body"], request["headers"]["X-Stagetrack-Timestamp"],
                                request["headers"]["X-Stagetrack-Signature"], at)
-        assert not verify_delivery(secret, request["body"] + b" ", request["headers"]["X-Stagetrack-Timestamp"],
-                                   request["headers"]["X-Stagetrack-Signature"], at)
-        assert not verify_delivery("whsec_other", request["body"], request["headers"]["X-Stagetrack-Timestamp"],
-                                   request["headers"]["X-Stagetrack-Signature"], at)
+        assert not verify_delivery(
+            secret,
+            request["body"] + b" ",
+            request["headers"]["X-Stagetrack-Timestamp"],
+            request["headers"]["X-Stagetrack-Signature"],
+            at,
+        )
+        assert not verify_delivery(
+            "whsec_other",
+            request["body"],
+            request["headers"]["X-Stagetrack-Timestamp"],
+            request["headers"]["X-Stagetrack-Signature"],
+            at,
+        )
     assert not verify_delivery(secret, hook.requests[0]["body"], headers[0]["X-Stagetrack-Timestamp"],
                                headers[0]["X-Stagetrack-Signature"], clock.now())  # 5 minutes later: stale
 
@@ -240,9 +251,18 @@ def test_a_cancelled_run_mirrors_as_failed_and_its_skipped_stages_as_successes(l
         ("taskRun", "error", "stage BUILD of run app:1 ended CANCELLED"),
         ("taskRun", "success", None)]
     assert all(a.status_code == 200 for a in forward(client, hook.requests, token))
-    assert [client.get(f"/api/runs/{run}").json["status"] for run in ("app:1", "app:2")] == ["CANCELLED", "FAILURE"]
-    assert [(s[0], s[2]) for s in stages_of(client, "app:1")] == [("BUILD", "CANCELLED"), ("DEPLOY_PROD", "SKIPPED")]
-    assert [(s[0], s[2]) for s in stages_of(client, "app:2")] == [("BUILD", "FAILURE"), ("DEPLOY_PROD", "SUCCESS")]
+    assert [client.get(f"/api/runs/{run}").json["status"] for run in ("app:1", "app:2")] == [
+        "CANCELLED",
+        "FAILURE",
+    ]
+    assert [(s[0], s[2]) for s in stages_of(client, "app:1")] == [
+        ("BUILD", "CANCELLED"),
+        ("DEPLOY_PROD", "SKIPPED"),
+    ]
+    assert [(s[0], s[2]) for s in stages_of(client, "app:2")] == [
+        ("BUILD", "FAILURE"),
+        ("DEPLOY_PROD", "SUCCESS"),
+    ]
 
 
 def test_after_the_last_attempt_a_delivery_is_dead_lettered(lam, client, clock):
@@ -257,7 +277,9 @@ def test_after_the_last_attempt_a_delivery_is_dead_lettered(lam, client, clock):
     (dead,) = [json.loads(m["Body"]) for m in receive(DLQ)]
     assert (dead["attempt"], dead["lastStatus"], dead["lastError"]) == (MAX_ATTEMPTS, 500, "HTTP 500")
     assert dead["subscriptionId"] == subscription["id"]
-    outcomes = [a["outcome"] for a in client.get(f"/api/subscriptions/{subscription['id']}/deliveries").json["items"]]
+    outcomes = [
+        a["outcome"] for a in client.get(f"/api/subscriptions/{subscription['id']}/deliveries").json["items"]
+    ]
     assert outcomes == ["dead-lettered", "retrying", "retrying"]
 
 
@@ -357,14 +379,24 @@ def test_dynamodb_local_streams_feed_the_local_outbox(local_ctx, clock):
     with receiver([200]) as hook:
         subscription, secret = subscriptions.create(local_ctx, CreateSubscriptionIn.model_validate_json(
             json.dumps({"url": hook.url, "events": ["*"]})), Principal("tok_test", "test", ("admin",), None))
-        run = runs.create_run(local_ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
+        run = runs.create_run(
+            local_ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}')
+        )
         for status in ("IN_PROGRESS", "SUCCESS"):
-            runs.patch_stage(local_ctx, run.stages[0].id, PatchStageIn.model_validate_json(json.dumps({"status": status})))
+            runs.patch_stage(
+                local_ctx, run.stages[0].id, PatchStageIn.model_validate_json(json.dumps({"status": status}))
+            )
         local = LocalOutbox(local_ctx, tail, queue=MemoryQueue(now=lambda: clock.now().timestamp()))
         local.tick()
     changes = [(json.loads(r["body"])["type"], json.loads(r["body"])["newStatus"]) for r in hook.requests]
-    assert sorted(changes) == sorted([("run.status-changed", "IDLE"), ("stage.status-changed", "IN_PROGRESS"),
-                                      ("run.status-changed", "IN_PROGRESS"), ("stage.status-changed", "SUCCESS"),
-                                      ("run.status-changed", "SUCCESS")])
+    assert sorted(changes) == sorted(
+        [
+            ("run.status-changed", "IDLE"),
+            ("stage.status-changed", "IN_PROGRESS"),
+            ("run.status-changed", "IN_PROGRESS"),
+            ("stage.status-changed", "SUCCESS"),
+            ("run.status-changed", "SUCCESS"),
+        ]
+    )
     assert all(verify_delivery(secret, r["body"], r["headers"]["X-Stagetrack-Timestamp"],
                                r["headers"]["X-Stagetrack-Signature"], clock.now()) for r in hook.requests)

@@ -236,7 +236,11 @@ def test_gocd_v1_pause_schedule_unpause_store_what_native_ones_store(client, ctx
     for pipeline in (NATIVE, DIALECT):
         setup_running(client, pipeline)
     ok(client.post(f"/api/pipelines/{NATIVE}/pause", {"cause": "take some rest"}))
-    ok(gocd_current(client, "POST", f"/go/api/pipelines/{DIALECT}/pause", 1, {"pause_cause": "take some rest"}))
+    ok(
+        gocd_current(
+            client, "POST", f"/go/api/pipelines/{DIALECT}/pause", 1, {"pause_cause": "take some rest"}
+        )
+    )
     assert stored_pipeline(ctx, NATIVE)["paused"] is True
     assert stored_pipeline(ctx, NATIVE) == stored_pipeline(ctx, DIALECT)
     ok(client.post(f"/api/pipelines/{NATIVE}/unpause"))

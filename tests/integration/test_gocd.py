@@ -577,7 +577,9 @@ def test_current_schedule_replays_the_reference_example(client, ctx, operator):
     The same body without them: 202, variables and secure variables (also GoCD-encrypted ones,
     kept as a keyed hash like any secret), materials of another server tolerated and unused."""
     create(client, "pipeline1", [{"type": "BUILD", "name": "build"}])
-    printed = (Path(__file__).parent.parent / "fixtures" / "reference" / "gocd_v1_schedule_request.txt").read_bytes()
+    printed = (
+        Path(__file__).parent.parent / "fixtures" / "reference" / "gocd_v1_schedule_request.txt"
+    ).read_bytes()
     headers = {**operator, "Accept": V1, "Content-Type": JSON_BODY}
     response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", headers=headers, body=printed)
     assert (response.status_code, response.headers["Content-Type"], set(response.json)) == \
@@ -603,12 +605,17 @@ def test_current_schedule_records_the_commit_of_the_pipelines_own_material(clien
     create(client, "pipeline1", ["BUILD"], commit={"hash": "a" * 40})
     fingerprint = curl(client, "GET", "/go/api/pipelines/pipeline1/instance/1", headers=operator).json[
         "build_cause"]["material_revisions"][0]["material"]["fingerprint"]
-    body = {"materials": [{"fingerprint": fingerprint, "revision": "1058e75b18e8a645dd71702851994a010789f450"}],
-            "update_materials_before_scheduling": False}
+    body = {
+        "materials": [{"fingerprint": fingerprint, "revision": "1058e75b18e8a645dd71702851994a010789f450"}],
+        "update_materials_before_scheduling": False,
+    }
     response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule", body=json.dumps(body),
                     headers={**operator, "Accept": V1, "Content-Type": JSON_BODY})
     assert response.status_code == 202, response.text
-    assert client.get("/api/runs/pipeline1:2").json["commit"]["hash"] == "1058e75b18e8a645dd71702851994a010789f450"
+    assert (
+        client.get("/api/runs/pipeline1:2").json["commit"]["hash"]
+        == "1058e75b18e8a645dd71702851994a010789f450"
+    )
     response = curl(client, "POST", "/go/api/pipelines/pipeline1/schedule",
                     headers={**operator, "Accept": V1, "X-GoCD-Confirm": "anything"})
     assert response.status_code == 202, response.text
@@ -651,7 +658,9 @@ def test_bad_current_schedule_bodies_are_422_and_use_no_run_number(client, body)
     assert client.post("/api/runs", {"pipeline": "p"}).json["counter"] == 2
 
 
-@pytest.mark.parametrize("accept", ["application/vnd.go.cd.v7+json", "application/vnd.go.cd.v2+json, text/html"])
+@pytest.mark.parametrize(
+    "accept", ["application/vnd.go.cd.v7+json", "application/vnd.go.cd.v2+json, text/html"]
+)
 @pytest.mark.parametrize("path", ["/go/api/pipelines/p/pause", "/go/api/pipelines/p/schedule",
                                   "/go/api/pipelines/p/unlock", "/go/api/stages/p/1/s/1/cancel"])
 def test_an_unsupported_gocd_version_is_gocds_404_and_changes_nothing(client, path, accept):
@@ -687,8 +696,13 @@ def test_current_stage_instance_by_counters(client, operator, clock):
                           "last_transitioned_time", "result", "rerun_of_counter", "fetch_materials",
                           "clean_working_directory", "artifacts_deleted", "pipeline_name",
                           "pipeline_counter", "jobs"]
-    assert (body["name"], body["counter"], body["result"], body["pipeline_name"], body["pipeline_counter"]) == \
-        ("myStage", 2, "Unknown", "myPipeline", 1)
+    assert (
+        body["name"],
+        body["counter"],
+        body["result"],
+        body["pipeline_name"],
+        body["pipeline_counter"],
+    ) == ("myStage", 2, "Unknown", "myPipeline", 1)
     (job,) = body["jobs"]
     assert (job["state"], job["rerun"], [t["state"] for t in job["job_state_transitions"]]) == \
         ("Building", True, ["Scheduled", "Building"])
@@ -722,7 +736,10 @@ def test_current_cancel_by_counters(client, operator, ddb_calls):
     ddb_calls.clear()
     again = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/1/cancel", headers=headers)
     assert again.status_code == 200 and "TransactWriteItems" not in ddb_calls
-    for path in ("/go/api/stages/myPipeline/1/myStage/2/cancel", "/go/api/stages/myPipeline/9/myStage/1/cancel"):
+    for path in (
+        "/go/api/stages/myPipeline/1/myStage/2/cancel",
+        "/go/api/stages/myPipeline/9/myStage/1/cancel",
+    ):
         assert curl(client, "POST", path, headers=headers).status_code == 404
     no_confirm = curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/1/cancel",
                       headers={**operator, "Accept": "application/vnd.go.cd.v3+json"})

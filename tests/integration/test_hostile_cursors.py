@@ -83,7 +83,10 @@ def test_cursor_of_another_listing_is_refused(client, web_cursor):
     assert_cursor_refused(client.get(f"/api/runs?pipeline=web&status=SUCCESS&limit=1&cursor={idle}"))
     # and each works where it belongs
     assert client.get(f"/api/runs?pipeline=web&limit=1&cursor={web_cursor}").json["items"][0]["counter"] == 2
-    assert client.get(f"/api/runs?pipeline=web&status=IDLE&limit=1&cursor={idle}").json["items"][0]["counter"] == 2
+    assert (
+        client.get(f"/api/runs?pipeline=web&status=IDLE&limit=1&cursor={idle}").json["items"][0]["counter"]
+        == 2
+    )
 
 
 def test_a_pipeline_name_that_prefixes_another_does_not_share_cursors(client):

@@ -96,7 +96,9 @@ def test_schedule_with_key_schedules_once(client):
 
 
 def test_a_failed_request_releases_its_key(client):
-    assert_error(client.post("/api/runs", {"pipeline": "bad name"}, headers=key("k")), 422, "validation_failed")
+    assert_error(
+        client.post("/api/runs", {"pipeline": "bad name"}, headers=key("k")), 422, "validation_failed"
+    )
     response = client.post("/api/runs", {"pipeline": "web"}, headers=key("k"))
     assert response.status_code == 201 and "Idempotent-Replayed" not in response.headers
     create(client, ["BUILD"], pipeline="p2")
@@ -112,7 +114,9 @@ def test_records_expire_after_24_hours(client, ctx, clock):
     assert len(items) == 1
     assert int(items[0].expires_at) == int(clock.now().timestamp()) + 24 * 3600
     clock.advance(24 * 3600 - 1)
-    assert_error(client.post("/api/runs", {"pipeline": "other"}, headers=key("k")), 422, "idempotency_key_reused")
+    assert_error(
+        client.post("/api/runs", {"pipeline": "other"}, headers=key("k")), 422, "idempotency_key_reused"
+    )
     clock.advance(1)  # expired (TTL deletion may lag; the claim checks expiry itself)
     response = client.post("/api/runs", {"pipeline": "other"}, headers=key("k"))
     assert response.status_code == 201 and response.json["pipeline"] == "other"

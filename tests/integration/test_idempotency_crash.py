@@ -90,11 +90,22 @@ def test_a_crash_right_after_the_transaction_committed_is_replayed_too(client, c
     again = client.post("/api/runs", body, headers=key("c-2"))
     assert (again.status_code, again.headers["Idempotent-Replayed"]) == (201, "true")
     assert runs_of(client) == [1]
-    assert_error(client.post("/api/runs", {"pipeline": "x"}, headers=key("c-2")), 422, "idempotency_key_reused")
+    assert_error(
+        client.post("/api/runs", {"pipeline": "x"}, headers=key("c-2")), 422, "idempotency_key_reused"
+    )
 
 
 def test_a_replay_from_the_effect_costs_a_claim_a_read_and_the_run(client, clock, dying, ddb_calls):
-    crash(client, dying, IdempotencyStore, "complete", "POST", "/api/runs", {"pipeline": "web"}, headers=key("k"))
+    crash(
+        client,
+        dying,
+        IdempotencyStore,
+        "complete",
+        "POST",
+        "/api/runs",
+        {"pipeline": "web"},
+        headers=key("k"),
+    )
     ddb_calls.clear()
     assert client.post("/api/runs", {"pipeline": "web"}, headers=key("k")).status_code == 201
     assert dict(ddb_calls) == {"PutItem": 1, "GetItem": 1, "Query": 1}
@@ -124,7 +135,9 @@ def _failed_build(client):
 
 def test_an_operation_that_committed_before_the_crash_is_not_applied_twice(client, clock, dying):
     run, build = _failed_build(client)
-    crash(client, dying, IdempotencyStore, "complete", "POST", f"/api/runs/{run['id']}/retry", headers=key("r"))
+    crash(
+        client, dying, IdempotencyStore, "complete", "POST", f"/api/runs/{run['id']}/retry", headers=key("r")
+    )
     client.patch(f"/api/stages/{build}", {"status": "IN_PROGRESS"})
     client.patch(f"/api/stages/{build}", {"status": "FAILURE"})  # failed again: retryable again
     clock.advance(LEASE + 60)
@@ -176,7 +189,11 @@ def test_dialect_posts_are_replayed_in_their_own_shapes(client, clock, dying):
     crash(client, dying, IdempotencyStore, "complete", "POST", "/v3/jobs/stop", stop, headers=key("h"))
     clock.advance(LEASE)
     again = client.post("/v3/jobs/stop", stop, headers=key("h"))
-    assert (again.status_code, again.json, again.headers["Idempotent-Replayed"]) == (200, {"result": True}, "true")
+    assert (again.status_code, again.json, again.headers["Idempotent-Replayed"]) == (
+        200,
+        {"result": True},
+        "true",
+    )
     assert client.get(f"/api/runs/{run['id']}").json["status"] == "CANCELLED"
 
 

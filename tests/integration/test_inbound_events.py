@@ -79,9 +79,14 @@ def test_a_codepipeline_execution_becomes_a_run(lam, ctx):
     invoke(lam, "aws_ci_events", load("codepipeline_action_approval_started"))
     assert statuses(ctx, PIPELINE_RUN) == ("WAITING_FOR_APPROVAL", [
         ("Build", "SUCCESS", 1), ("Approve.ManualApproval", "WAITING_FOR_APPROVAL", 1)])
-    invoke(lam, "aws_ci_events", codepipeline("codepipeline_action_approval_started", "e-3", state="SUCCEEDED"))
+    invoke(
+        lam, "aws_ci_events", codepipeline("codepipeline_action_approval_started", "e-3", state="SUCCEEDED")
+    )
     invoke(lam, "aws_ci_events", codepipeline("codepipeline_pipeline_started", "e-4", state="SUCCEEDED"))
-    assert statuses(ctx, PIPELINE_RUN) == ("SUCCESS", [("Build", "SUCCESS", 1), ("Approve.ManualApproval", "SUCCESS", 1)])
+    assert statuses(ctx, PIPELINE_RUN) == (
+        "SUCCESS",
+        [("Build", "SUCCESS", 1), ("Approve.ManualApproval", "SUCCESS", 1)],
+    )
 
 
 def test_a_rejected_approval_fails_the_run(lam, ctx):
@@ -114,10 +119,12 @@ def test_actions_other_than_approvals_are_covered_by_their_stage(lam, ctx):
 
 def test_a_codebuild_build_is_a_run_with_one_build_stage(lam, ctx):
     event = load("codebuild_build_state_change")
-    generated = lam.events.generate_cw_event(source=event["source"], detail_type=event["detail-type"],
-                                             detail=variant("codebuild_build_state_change",
-                                                            **{"detail.build-status": "IN_PROGRESS"})["detail"],
-                                             resources=event["resources"])
+    generated = lam.events.generate_cw_event(
+        source=event["source"],
+        detail_type=event["detail-type"],
+        detail=variant("codebuild_build_state_change", **{"detail.build-status": "IN_PROGRESS"})["detail"],
+        resources=event["resources"],
+    )
     assert invoke(lam, "aws_ci_events", generated)["runCreated"] is True
     assert statuses(ctx, "my-sample-project:1") == ("IN_PROGRESS", [("build", "IN_PROGRESS", 1)])
     invoke(lam, "aws_ci_events", event)
@@ -146,24 +153,44 @@ def test_a_late_in_progress_codebuild_event_starts_the_build_at_its_start_time(l
     event = variant("codebuild_build_state_change", **{"detail.build-status": "IN_PROGRESS",
                                                       "detail.current-phase": "BUILD",
                                                       "time": "2017-09-01T16:13:11Z", "id": "in-progress-1"})
-    event["detail"]["additional-information"]["phases"] = event["detail"]["additional-information"]["phases"][:5]
+    info = event["detail"]["additional-information"]
+    info["phases"] = info["phases"][:5]
     invoke(lam, "aws_ci_events", event)
     assert stage_times(ctx, "my-sample-project:1")[:1] == ("2017-09-01T16:12:29.000Z",)
     invoke(lam, "aws_ci_events", load("codebuild_build_state_change"))
-    assert stage_times(ctx, "my-sample-project:1")[:2] == ("2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z")
+    assert stage_times(ctx, "my-sample-project:1")[:2] == (
+        "2017-09-01T16:12:29.000Z",
+        "2017-09-01T16:14:26.000Z",
+    )
 
 
-@pytest.mark.parametrize("start", ["Sep 31, 2017 4:12:29 PM", "2017-09-01 16:12:29", "Sept 1, 2017 4:12:29 PM",
-                                   "Sep 1, 2017 13:12:29 PM", 1504282349])
+@pytest.mark.parametrize(
+    "start",
+    [
+        "Sep 31, 2017 4:12:29 PM",
+        "2017-09-01 16:12:29",
+        "Sept 1, 2017 4:12:29 PM",
+        "Sep 1, 2017 13:12:29 PM",
+        1504282349,
+    ],
+)
 def test_an_unreadable_build_start_time_falls_back_to_the_phases_then_the_event_time(lam, ctx, start):
-    event = variant("codebuild_build_state_change", **{"detail.additional-information.build-start-time": start})
+    event = variant(
+        "codebuild_build_state_change", **{"detail.additional-information.build-start-time": start}
+    )
     invoke(lam, "aws_ci_events", event)
-    assert stage_times(ctx, "my-sample-project:1")[:2] == ("2017-09-01T16:12:29.000Z", "2017-09-01T16:14:26.000Z")
+    assert stage_times(ctx, "my-sample-project:1")[:2] == (
+        "2017-09-01T16:12:29.000Z",
+        "2017-09-01T16:14:26.000Z",
+    )
     del event["detail"]["additional-information"]["phases"]
     event["id"] = "another-event"
     event["detail"]["build-id"] += "-2"
     invoke(lam, "aws_ci_events", event)
-    assert stage_times(ctx, "my-sample-project:2")[:2] == ("2017-09-01T16:14:28.000Z", "2017-09-01T16:14:28.000Z")
+    assert stage_times(ctx, "my-sample-project:2")[:2] == (
+        "2017-09-01T16:14:28.000Z",
+        "2017-09-01T16:14:28.000Z",
+    )
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -234,7 +261,10 @@ def test_a_batch_applies_the_good_messages_and_dead_letters_the_bad_ones(lam, ct
            {"action": "create_run", "run": {"pipeline": "web", "extra": 1}}]
     answer = invoke(lam, "ingest_queue", queue_event(lam, messages(create, start, *bad)))
     assert answer == {"batchItemFailures": []}
-    assert statuses(ctx, "web:1") == ("IN_PROGRESS", [("BUILD", "IN_PROGRESS", 1), ("DEPLOY_PROD", "IDLE", 1)])
+    assert statuses(ctx, "web:1") == (
+        "IN_PROGRESS",
+        [("BUILD", "IN_PROGRESS", 1), ("DEPLOY_PROD", "IDLE", 1)],
+    )
     letters = dead_letters()
     assert [letter["error"]["code"] for letter in letters] == [
         "bad_request", "validation_failed", "not_found", "illegal_transition", "validation_failed"]
@@ -274,14 +304,26 @@ def test_the_same_message_id_is_applied_once(lam, ctx):
 
 def test_operations_arrive_with_their_actor(lam, ctx):
     runs.create_run(ctx, runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
-    invoke(lam, "ingest_queue", queue_event(lam, messages(
-        {"action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "IN_PROGRESS"}},
-        {"action": "cancel_run", "runId": "web:1", "reason": "release frozen"},
-        {"action": "retry_run", "runId": "web:1"},
-        {"action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "IN_PROGRESS"}, "idempotencyKey": "p2"},
-        {"action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "FAILURE"}},
-        {"action": "retry_stage", "stageId": "web:1:1"},
-    )))
+    invoke(
+        lam,
+        "ingest_queue",
+        queue_event(
+            lam,
+            messages(
+                {"action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "IN_PROGRESS"}},
+                {"action": "cancel_run", "runId": "web:1", "reason": "release frozen"},
+                {"action": "retry_run", "runId": "web:1"},
+                {
+                    "action": "patch_stage",
+                    "stageId": "web:1:1",
+                    "patch": {"status": "IN_PROGRESS"},
+                    "idempotencyKey": "p2",
+                },
+                {"action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "FAILURE"}},
+                {"action": "retry_stage", "stageId": "web:1:1"},
+            ),
+        ),
+    )
     run = runs.get_run(ctx, "web:1")
     assert run.run.cancellation["by"] == "sqs:stagetrack-ingest"
     assert run.run.cancellation["reason"] == "release frozen"
@@ -327,7 +369,9 @@ def test_an_sns_message_is_applied_and_a_bad_one_dead_lettered(lam, ctx):
     bad["Records"][0]["Sns"]["MessageId"] = "another"
     assert invoke(lam, "ingest_topic", bad) == {"results": [{"result": "dead-lettered"}]}
     (letter,) = dead_letters()
-    assert letter["origin"] == "sns:TopicName" and letter["error"]["details"][0]["field"] == "cancel_run.runId"
+    assert (
+        letter["origin"] == "sns:TopicName" and letter["error"]["details"][0]["field"] == "cancel_run.runId"
+    )
 
 
 def test_an_idempotency_key_applies_once_across_queue_and_topic(lam, ctx):
@@ -384,7 +428,8 @@ def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_
             raise ProcessDied("after the write")
 
         patch.setattr(IdempotencyStore, "complete", died)
-        patch.setattr(IdempotencyStore, "release", lambda self, *a, **k: None)  # a dead process cleans nothing
+        # a dead process cleans nothing
+        patch.setattr(IdempotencyStore, "release", lambda self, *a, **k: None)
         with pytest.raises(ProcessDied):
             ingest.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
     clock.advance(seconds=ingest.RECEIPT_LEASE_SECONDS + 1)

@@ -108,7 +108,9 @@ def test_packaged_template_wires_every_timer_piece(packaged):
         assert properties["Role"] == {"Fn::GetAtt": [function.role, "Arn"]}
         assert properties["Environment"]["Variables"]["STAGETRACK_TABLE"] == {"Ref": "StagetrackTable"}
         assert "123456789012" not in json.dumps(properties)  # no placeholder ARN left
-    events = {name: resources[name]["Properties"]["Events"] for name in ("TimerArmer", "TimerFired", "TimerSweeper")}
+    events = {
+        name: resources[name]["Properties"]["Events"] for name in ("TimerArmer", "TimerFired", "TimerSweeper")
+    }
     assert events["TimerArmer"]["TimerArmerDynamodbEventSource"]["Properties"]["Stream"] == {
         "Fn::GetAtt": ["StagetrackTable", "StreamArn"]}
     assert events["TimerFired"]["TimerFiredSqsEventSource"]["Properties"]["Queue"] == {
@@ -144,13 +146,23 @@ def test_packaged_gateway_responses_answer_in_our_shape_and_echo_nothing(package
         # nothing computed from the request: no $context.error.message(String), no method.request.*
         assert "$" not in text and "method.request" not in text and "context." not in text, kind
         for name, value in response.get("responseParameters", {}).items():
-            assert name.startswith("gatewayresponse.header.") and re.fullmatch(r"'[^']*'", value), (kind, name)
-    expected = {"MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"), "RESOURCE_NOT_FOUND": ("404", "not_found"),
-                "UNSUPPORTED_MEDIA_TYPE": ("415", "unsupported_media_type"), "THROTTLED": ("429", "rate_limited"),
-                "REQUEST_TOO_LARGE": ("413", "payload_too_large"), "ACCESS_DENIED": ("403", "forbidden"),
-                "INVALID_SIGNATURE": ("401", "unauthorized"), "EXPIRED_TOKEN": ("401", "unauthorized"),
-                "BAD_REQUEST_BODY": ("400", "bad_request"), "DEFAULT_4XX": (None, "bad_request"),
-                "DEFAULT_5XX": (None, "internal_error")}
+            assert name.startswith("gatewayresponse.header.") and re.fullmatch(r"'[^']*'", value), (
+                kind,
+                name,
+            )
+    expected = {
+        "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
+        "RESOURCE_NOT_FOUND": ("404", "not_found"),
+        "UNSUPPORTED_MEDIA_TYPE": ("415", "unsupported_media_type"),
+        "THROTTLED": ("429", "rate_limited"),
+        "REQUEST_TOO_LARGE": ("413", "payload_too_large"),
+        "ACCESS_DENIED": ("403", "forbidden"),
+        "INVALID_SIGNATURE": ("401", "unauthorized"),
+        "EXPIRED_TOKEN": ("401", "unauthorized"),
+        "BAD_REQUEST_BODY": ("400", "bad_request"),
+        "DEFAULT_4XX": (None, "bad_request"),
+        "DEFAULT_5XX": (None, "internal_error"),
+    }
     for kind, (status, code) in expected.items():
         response = responses[kind]
         assert response.get("statusCode") == status, kind
@@ -195,7 +207,11 @@ def test_every_packaged_policy_names_only_this_stacks_resources(packaged):
     for role in roles:
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                targets = (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                )
                 for target in targets:
                     assert isinstance(target, dict), f"{statement['Sid']}: {target!r} is not pinned"
                 assert all(not action.endswith("*") for action in statement["Action"])
@@ -377,7 +393,9 @@ def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
     pattern = re.compile(parameter["AllowedPattern"])
     assert pattern.fullmatch("") and pattern.fullmatch("https://ci.example.com/prod")
     assert not pattern.fullmatch("ci.example.com") and not pattern.fullmatch("https://x/?q=1")
-    functions = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    functions = {
+        name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"
+    }
     assert len(functions) == len(generate.functions())
     for name, resource in functions.items():
         variables = resource["Properties"]["Environment"]["Variables"]

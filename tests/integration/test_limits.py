@@ -70,7 +70,9 @@ def test_each_token_has_its_own_budget_and_the_bootstrap_admin_none(client):
 
 def test_forbidden_requests_count_too(client):
     token = issue(client, scopes=["read"])
-    statuses = [client.post("/api/runs", {"pipeline": "web"}, auth=token).status_code for _ in range(LIMIT + 1)]
+    statuses = [
+        client.post("/api/runs", {"pipeline": "web"}, auth=token).status_code for _ in range(LIMIT + 1)
+    ]
     assert statuses == [403] * LIMIT + [429]
 
 

@@ -20,9 +20,21 @@ DEEP_BODIES = {
     "unclosed": "[" * 60_000,
     "object": '{"a":' * 10_000 + "1" + "}" * 10_000,
 }
-PATH_VALUES = {"pipeline": "web", "run_id": "web:1", "stage_id": "web:1:1", "counter": "1",
-               "stage": "BUILD", "stage_name": "BUILD", "stage_counter": "1", "domain": "ws", "project_name": "proj", "pipeline_id": "1",
-               "execution_id": "1", "job_id": "0" * 32, "build_no": "1"}
+PATH_VALUES = {
+    "pipeline": "web",
+    "run_id": "web:1",
+    "stage_id": "web:1:1",
+    "counter": "1",
+    "stage": "BUILD",
+    "stage_name": "BUILD",
+    "stage_counter": "1",
+    "domain": "ws",
+    "project_name": "proj",
+    "pipeline_id": "1",
+    "execution_id": "1",
+    "job_id": "0" * 32,
+    "build_no": "1",
+}
 
 
 def _writing_routes():
@@ -55,9 +67,16 @@ def _headers(path: str, raw: str, secrets: dict, with_key: bool) -> dict:
     elif path.endswith("/gitlab"):
         headers.update({"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": secrets["gitlab"]})
     elif path.endswith("/cdevents"):
-        headers.update({"Authorization": f"Bearer {secrets['cdevents']}", "ce-specversion": "1.0",
-                        "ce-id": "deep", "ce-source": "tests", "ce-type": "dev.cdevents.pipelinerun.started.0.1.1",
-                        "ce-time": "2024-01-01T00:00:00Z"})
+        headers.update(
+            {
+                "Authorization": f"Bearer {secrets['cdevents']}",
+                "ce-specversion": "1.0",
+                "ce-id": "deep",
+                "ce-source": "tests",
+                "ce-type": "dev.cdevents.pipelinerun.started.0.1.1",
+                "ce-time": "2024-01-01T00:00:00Z",
+            }
+        )
     return headers
 
 
@@ -67,7 +86,9 @@ def test_every_route_that_takes_a_body_is_listed():
 
 @pytest.mark.parametrize("with_key", [True, False], ids=["with-key", "without-key"])
 @pytest.mark.parametrize("shape", sorted(DEEP_BODIES))
-def test_a_deeply_nested_body_is_a_4xx_on_every_route_and_stores_nothing(client, ctx, secrets, shape, with_key):
+def test_a_deeply_nested_body_is_a_4xx_on_every_route_and_stores_nothing(
+    client, ctx, secrets, shape, with_key
+):
     raw = DEEP_BODIES[shape]
     assert len(raw) < LIMIT
     before = _table(ctx)

@@ -65,7 +65,9 @@ def test_request_bodies_come_from_the_pydantic_models(document):
     expected = CreateRunIn.model_json_schema(ref_template="#/components/schemas/{model}")
     expected.pop("$defs")
     assert document["components"]["schemas"]["CreateRunIn"] == expected
-    assert document["components"]["schemas"]["CreateRunIn"]["properties"]["stages"]["anyOf"][0]["maxItems"] == 50
+    assert (
+        document["components"]["schemas"]["CreateRunIn"]["properties"]["stages"]["anyOf"][0]["maxItems"] == 50
+    )
     query = {p["name"]: p for p in document["paths"]["/api/runs"]["get"]["parameters"]}
     assert query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
                                                                            "type": "integer"}

@@ -308,8 +308,13 @@ def test_approve_opens_the_gate_and_records_the_approver(client, clock):
     assert response.status_code == 200
     stage = response.json
     assert stage["status"] == "IN_PROGRESS" and stage["startedAt"] == "2026-03-20T17:18:13.760Z"
-    assert stage["approvalDecision"] == {"decision": "APPROVED", "by": "carol", "at": "2026-03-20T17:18:13.760Z",
-                                         "comment": "go", "attempt": 1}
+    assert stage["approvalDecision"] == {
+        "decision": "APPROVED",
+        "by": "carol",
+        "at": "2026-03-20T17:18:13.760Z",
+        "comment": "go",
+        "attempt": 1,
+    }
     assert client.get(f"/api/runs/{run_id}").json["status"] == "IN_PROGRESS"
 
 
@@ -324,7 +329,9 @@ def test_approving_twice_is_idempotent_and_writes_nothing(client, ddb_calls):
 
 def test_reject_fails_the_gate_and_the_run(client):
     run_id, prod = gated(client)
-    response = client.post(f"/api/stages/{prod}/reject", {"comment": "not today"}, headers=as_user(client, "erin"))
+    response = client.post(
+        f"/api/stages/{prod}/reject", {"comment": "not today"}, headers=as_user(client, "erin")
+    )
     assert response.status_code == 200
     assert response.json["status"] == "FAILURE" and response.json["duration"] is None
     assert response.json["approvalDecision"]["decision"] == "REJECTED"
@@ -362,7 +369,9 @@ def test_patch_cannot_open_a_gate(client):
 def test_approve_bad_body_and_unknown_stage(client):
     _, prod = gated(client)
     assert_error(client.post(f"/api/stages/{prod}/approve", {"comment": 1}), 422, "validation_failed")
-    assert_error(client.post(f"/api/stages/{prod}/approve", {"comment": "x" * 1001}), 422, "validation_failed")
+    assert_error(
+        client.post(f"/api/stages/{prod}/approve", {"comment": "x" * 1001}), 422, "validation_failed"
+    )
     assert_error(client.post("/api/stages/web:7:2/approve"), 404, "not_found")
     assert client.get(f"/api/stages/{prod}").json["status"] == "WAITING_FOR_APPROVAL"
 
@@ -399,8 +408,17 @@ def test_put_variables_merges_and_masks_secrets(client, ctx):
 
 def test_a_run_can_be_created_with_secret_variables(client, ctx, ddb_calls):
     ddb_calls.clear()
-    response = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"], "variables": [
-        {"key": "ENV", "value": "prod"}, {"key": "DEPLOY_TOKEN", "value": "hunter2-at-birth", "secret": True}]})
+    response = client.post(
+        "/api/runs",
+        {
+            "pipeline": "web",
+            "stages": ["BUILD"],
+            "variables": [
+                {"key": "ENV", "value": "prod"},
+                {"key": "DEPLOY_TOKEN", "value": "hunter2-at-birth", "secret": True},
+            ],
+        },
+    )
     assert response.status_code == 201
     assert response.json["variables"] == {"ENV": "prod", "DEPLOY_TOKEN": "******"}
     assert response.json["secretVariables"] == ["DEPLOY_TOKEN"]

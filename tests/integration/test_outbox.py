@@ -30,8 +30,13 @@ TAP = "https://sqs.us-east-1.amazonaws.com/123456789012/bus-tap"
 
 @pytest.fixture
 def settings():
-    return Settings(table_name="stagetrack-test", region="us-east-1", event_bus=BUS, delivery_queue_url=DELIVERIES,
-                    public_url="https://stagetrack.example.com/prod")
+    return Settings(
+        table_name="stagetrack-test",
+        region="us-east-1",
+        event_bus=BUS,
+        delivery_queue_url=DELIVERIES,
+        public_url="https://stagetrack.example.com/prod",
+    )
 
 
 @pytest.fixture
@@ -125,8 +130,12 @@ def test_subscribers_get_one_delivery_per_matching_event(lam, client, ddb_calls)
     failures = client.post("/api/subscriptions", {"url": "https://hooks.example.com/a",
                                                   "events": ["stage.status-changed"], "pipelines": ["web"],
                                                   "statuses": ["FAILURE", "SUCCESS"]}).json
-    everything = client.post("/api/subscriptions", {"url": "https://hooks.example.com/b", "events": ["*"]}).json
-    client.post("/api/subscriptions", {"url": "https://hooks.example.com/c", "events": ["*"], "pipelines": ["api"]})
+    everything = client.post(
+        "/api/subscriptions", {"url": "https://hooks.example.com/b", "events": ["*"]}
+    ).json
+    client.post(
+        "/api/subscriptions", {"url": "https://hooks.example.com/c", "events": ["*"], "pipelines": ["api"]}
+    )
     client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
     client.patch("/api/stages/web:1:1", {"status": "IN_PROGRESS"})
     client.patch("/api/stages/web:1:1", {"status": "SUCCESS"})
@@ -184,9 +193,16 @@ def test_cdevents_subscribers_get_the_cdevent_of_each_matching_change_it_has_a_w
     hooks = "https://hooks.example.com"
     everything = client.post("/api/subscriptions", {"url": f"{hooks}/all", "events": ["*"],
                                                     "format": "cdevents"}).json
-    failed_stages = client.post("/api/subscriptions", {"url": f"{hooks}/failed",
-                                                       "events": ["stage.status-changed"], "pipelines": ["web"],
-                                                       "statuses": ["FAILURE"], "format": "cdevents"}).json
+    failed_stages = client.post(
+        "/api/subscriptions",
+        {
+            "url": f"{hooks}/failed",
+            "events": ["stage.status-changed"],
+            "pipelines": ["web"],
+            "statuses": ["FAILURE"],
+            "format": "cdevents",
+        },
+    ).json
     gates = client.post("/api/subscriptions", {"url": f"{hooks}/gates", "events": ["*"], "format": "cdevents",
                                                "statuses": ["WAITING_FOR_APPROVAL"]}).json
     other = client.post("/api/subscriptions", {"url": f"{hooks}/api", "events": ["*"], "pipelines": ["api"],

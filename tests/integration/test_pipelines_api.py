@@ -180,7 +180,10 @@ def test_a_run_insert_cancelled_by_a_transaction_conflict_is_sent_again(client, 
     response = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "OTHER"]})
     assert response.status_code == 201 and response.json["counter"] == 2
     assert calls == ["TransactWriteItems", "TransactWriteItems"]
-    assert [s["type"] for s in client.post("/api/pipelines/web/schedule").json["stages"]] == ["BUILD", "OTHER"]
+    assert [s["type"] for s in client.post("/api/pipelines/web/schedule").json["stages"]] == [
+        "BUILD",
+        "OTHER",
+    ]
 
 
 def test_a_run_insert_whose_condition_failed_is_not_sent_again(client, monkeypatch):

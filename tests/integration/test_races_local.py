@@ -112,7 +112,9 @@ def test_cancel_approve_and_patch_races_are_linearizable(local_ctx, names):
             "approve_b": partial(operations.approve_stage, ctx, b, actor="t"),
             "patch_a": partial(runs.patch_stage, ctx, a, PatchStageIn(status=S.SUCCESS)),
             "cancel_b": partial(operations.cancel_stage, ctx, b, actor="t"),
-            "variables": partial(operations.apply_variables, ctx, run_id, [rules.VariableChange("RACE", "1")]),
+            "variables": partial(
+                operations.apply_variables, ctx, run_id, [rules.VariableChange("RACE", "1")]
+            ),
         }
         outcomes = run_threads({name: real[name] for name in names})
         assert not [o for o in outcomes.values() if o != "ok" and o[0] == "error"], outcomes
@@ -150,8 +152,12 @@ def test_approve_and_reject_race_one_decision_wins(local_ctx):
 def test_many_concurrent_cancels_write_once(local_ctx):
     ctx = local_ctx
     initial = prepared_run(ctx)
-    outcomes = run_threads({f"cancel{i}": (lambda i=i: operations.cancel_run(ctx, initial.run.id, actor=f"u{i}"))
-                            for i in range(6)})
+    outcomes = run_threads(
+        {
+            f"cancel{i}": (lambda i=i: operations.cancel_run(ctx, initial.run.id, actor=f"u{i}"))
+            for i in range(6)
+        }
+    )
     assert set(outcomes.values()) == {"ok"}, outcomes
     final = ctx.stores.runs.load_run(initial.run.id)
     assert [s.status for s in final.stages] == [S.CANCELLED, S.CANCELLED, S.SKIPPED]

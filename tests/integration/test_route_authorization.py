@@ -185,21 +185,39 @@ def _source(client):
 # something to exist), and the status for: the unlimited bootstrap admin, an admin limited to A,
 # an admin limited to B. A DELETE gets a fresh target each time, so every answer is comparable.
 ADMIN_REQUESTS = {
-    ("POST", "/api/tokens"): (lambda c: ("/api/tokens", {"name": "t", "scopes": ["read"], "pipelines": ["A"]}),
-                              (201, 201, 404)),
+    ("POST", "/api/tokens"): (
+        lambda c: ("/api/tokens", {"name": "t", "scopes": ["read"], "pipelines": ["A"]}),
+        (201, 201, 404),
+    ),
     ("GET", "/api/tokens"): (lambda c: ("/api/tokens", None), (200, 200, 200)),
-    ("DELETE", "/api/tokens/{token_id}"): (lambda c: (f"/api/tokens/{_token_of(c, ['A'])}", None), (200, 200, 404)),
-    ("POST", "/api/subscriptions"): (lambda c: ("/api/subscriptions", {
-        "url": "https://hooks.example.com/x", "events": ["*"], "pipelines": ["A"]}), (201, 201, 404)),
+    ("DELETE", "/api/tokens/{token_id}"): (
+        lambda c: (f"/api/tokens/{_token_of(c, ['A'])}", None),
+        (200, 200, 404),
+    ),
+    ("POST", "/api/subscriptions"): (
+        lambda c: (
+            "/api/subscriptions",
+            {"url": "https://hooks.example.com/x", "events": ["*"], "pipelines": ["A"]},
+        ),
+        (201, 201, 404),
+    ),
     ("GET", "/api/subscriptions"): (lambda c: ("/api/subscriptions", None), (200, 200, 200)),
     ("GET", "/api/subscriptions/{subscription_id}"): (
-        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}", None), (200, 200, 404)),
+        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}", None),
+        (200, 200, 404),
+    ),
     ("DELETE", "/api/subscriptions/{subscription_id}"): (
-        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}", None), (200, 200, 404)),
+        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}", None),
+        (200, 200, 404),
+    ),
     ("GET", "/api/subscriptions/{subscription_id}/deliveries"): (
-        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}/deliveries", None), (200, 200, 404)),
-    ("POST", "/api/sources"): (lambda c: ("/api/sources", {"type": "gitlab", "name": f"new-{next(_names)}"}),
-                               (201, 403, 403)),
+        lambda c: (f"/api/subscriptions/{_subscription_of(c, ['A'])}/deliveries", None),
+        (200, 200, 404),
+    ),
+    ("POST", "/api/sources"): (
+        lambda c: ("/api/sources", {"type": "gitlab", "name": f"new-{next(_names)}"}),
+        (201, 403, 403),
+    ),
     ("GET", "/api/sources"): (lambda c: ("/api/sources", None), (200, 403, 403)),
     ("DELETE", "/api/sources/{name}"): (lambda c: (f"/api/sources/{_source(c)}", None), (200, 403, 403)),
 }

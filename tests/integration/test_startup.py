@@ -28,7 +28,9 @@ def test_the_app_refuses_to_start_with_a_bad_setting_and_says_why():
     out = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode != 0
-    assert "STAGETRACK_LOCAL_TICKER must be true or false (also 1/0, yes/no, on/off), got 'maybe'" in out.stderr
+    assert (
+        "STAGETRACK_LOCAL_TICKER must be true or false (also 1/0, yes/no, on/off), got 'maybe'" in out.stderr
+    )
 
 
 @pytest.mark.parametrize("flag, started", [("1", True), ("", False)])

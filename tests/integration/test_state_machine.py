@@ -83,7 +83,9 @@ class Harness:
 
     def deliver_queue(self):
         """What Lambda's SQS event source mapping does for the timeout handler."""
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
         bodies = [m["Body"] for m in messages]
         if bodies:
             event = self.lambdas.events.generate_sqs_event(message_bodies=bodies, queue_name=TIMER_QUEUE)
@@ -118,7 +120,9 @@ def harness(settings, clock):
 
 
 def _run(ctx, *stages):
-    return runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps({"pipeline": "web", "stages": list(stages)})))
+    return runs.create_run(
+        ctx, CreateRunIn.model_validate_json(json.dumps({"pipeline": "web", "stages": list(stages)}))
+    )
 
 
 def test_workflow_waits_then_hands_the_stage_to_the_timeout_handler(harness, clock):

@@ -229,8 +229,12 @@ def test_tokens_count_per_window(ctx):
     tokens.insert(token("t1"), "hash1", 100)
     assert [t.token_id for t in tokens.list_all()] == ["t1", "t2"]
     assert tokens.list_all()[0].created_by == "admin"
-    assert [(t.window, t.hits) for t in (tokens.hit("hash1", 100), tokens.hit("hash1", 100))] == [(100, 1), (100, 2)]
-    assert (tokens.hit("hash1", 99).window, tokens.hit("hash1", 99).hits) == (100, 4)  # a late clock counts now
+    assert [(t.window, t.hits) for t in (tokens.hit("hash1", 100), tokens.hit("hash1", 100))] == [
+        (100, 1),
+        (100, 2),
+    ]
+    # a late clock counts now
+    assert (tokens.hit("hash1", 99).window, tokens.hit("hash1", 99).hits) == (100, 4)
     seen = tokens.hit("hash1", 101)
     assert (seen.token_id, seen.scopes, seen.window, seen.hits) == ("t1", ["runs:read"], 101, 1)
     assert tokens.hit("unknown", 100) is None
@@ -243,7 +247,12 @@ def test_access_keys(ctx):
     tokens = ctx.stores.tokens
     tokens.insert(token("t3", access_key="AKEXAMPLE", sealed_secret_key="sealed"), None, 100)
     stored = tokens.get_access_key("AKEXAMPLE")
-    assert (stored.token_id, stored.sealed_secret_key, stored.access_key, stored.hits) == ("t3", "sealed", "AKEXAMPLE", 0)
+    assert (stored.token_id, stored.sealed_secret_key, stored.access_key, stored.hits) == (
+        "t3",
+        "sealed",
+        "AKEXAMPLE",
+        0,
+    )
     assert tokens.hit_access_key("AKEXAMPLE", 100).hits == 1
     assert tokens.get_access_key("AKOTHER") is None and tokens.hit_access_key("AKOTHER", 100) is None
     assert [t.access_key for t in tokens.list_all()] == ["AKEXAMPLE"]
@@ -257,7 +266,10 @@ def test_sources(ctx):
     sources = ctx.stores.sources
     github = StoredSource(name="gh", type="github", sealed_secret="s1", created_at="2026-01-01T00:00:00.000Z")
     assert sources.insert_source(github) is True
-    assert sources.insert_source(StoredSource(name="gh", type="gitlab", sealed_secret="s2", created_at="x")) is False
+    assert (
+        sources.insert_source(StoredSource(name="gh", type="gitlab", sealed_secret="s2", created_at="x"))
+        is False
+    )
     sources.insert_source(StoredSource(name="a-lab", type="gitlab", sealed_secret="s3", created_at="x"))
     assert sources.get_source("gh") == github and sources.get_source("none") is None
     assert sorted(s.name for s in sources.list_sources()) == ["a-lab", "gh"]

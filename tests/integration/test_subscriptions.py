@@ -127,7 +127,9 @@ def test_deliveries_are_listed_newest_first_in_pages(client, ctx, clock):
         ), int(clock.now().timestamp()))
     first = client.get(f"/api/subscriptions/{subscription['id']}/deliveries?limit=2").json
     assert [a["attempt"] for a in first["items"]] == [5, 4] and first["nextCursor"]
-    second = client.get(f"/api/subscriptions/{subscription['id']}/deliveries?limit=2&cursor={first['nextCursor']}").json
+    second = client.get(
+        f"/api/subscriptions/{subscription['id']}/deliveries?limit=2&cursor={first['nextCursor']}"
+    ).json
     assert [a["attempt"] for a in second["items"]] == [3, 2]
     other = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json
     forged = client.get(f"/api/subscriptions/{other['id']}/deliveries?cursor={first['nextCursor']}")
@@ -159,8 +161,12 @@ def test_webhooks_and_their_admin_api_call_only_what_the_api_policy_allows(clien
     with iam_actions(monkeypatch) as actions:
         secret = make_source(client, "github", "github-main")
         post_github(client, "workflow_job", load("github_workflow_job_queued"), secret=secret, delivery="d-1")
-        post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-2")
-        post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-2")
+        post_github(
+            client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-2"
+        )
+        post_github(
+            client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-2"
+        )
         client.get("/api/sources")
         client.delete("/api/sources/github-main")
         created = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json

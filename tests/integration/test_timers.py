@@ -98,7 +98,9 @@ def test_waiting_for_approval_times_out_too(ctx, clock):
 
 
 def test_timed_out_stage_shows_its_deadline_on_the_wire(client, clock):
-    run = client.post("/api/runs", {"pipeline": "web", "stages": [{"type": "BUILD", "timeoutSeconds": 90}]}).json
+    run = client.post(
+        "/api/runs", {"pipeline": "web", "stages": [{"type": "BUILD", "timeoutSeconds": 90}]}
+    ).json
     stage_id = run["stages"][0]["id"]
     assert run["stages"][0]["timesOutAt"] is None  # not started: no deadline yet
     started = client.patch(f"/api/stages/{stage_id}", {"status": "IN_PROGRESS"}).json
@@ -156,7 +158,9 @@ def test_timer_whose_deadline_moved_later_does_nothing_until_the_new_deadline(ct
 
 
 def test_timer_of_a_deleted_run_or_stage_or_a_garbage_id_does_nothing(ctx, clock):
-    aggregate = create(ctx, stages=[{"type": "BUILD", "timeoutSeconds": 1}, {"type": "OTHER", "timeoutSeconds": 1}])
+    aggregate = create(
+        ctx, stages=[{"type": "BUILD", "timeoutSeconds": 1}, {"type": "OTHER", "timeoutSeconds": 1}]
+    )
     build, other = (s.id for s in aggregate.stages)
     patch(ctx, build, status="IN_PROGRESS")
     clock.advance(5)
@@ -185,11 +189,16 @@ def test_auto_advance_starts_the_next_stage_in_the_same_transaction(ctx, clock, 
     assert ctx.stores.runs.get_stage(test).started_at == clock.now()
 
     patch(ctx, test, status="SUCCESS")  # a MANUAL stage goes to its gate, not further
-    assert statuses(ctx, aggregate.run.id) == ("WAITING_FOR_APPROVAL", ["SUCCESS", "SUCCESS", "WAITING_FOR_APPROVAL"])
+    assert statuses(ctx, aggregate.run.id) == (
+        "WAITING_FOR_APPROVAL",
+        ["SUCCESS", "SUCCESS", "WAITING_FOR_APPROVAL"],
+    )
 
 
 def test_auto_advance_skips_skipped_stages_and_stops_at_a_failure(ctx, clock):
-    aggregate = create(ctx, stages=["BUILD", "UNIT_TEST", "INTEGRATION_TEST", "DEPLOY_PROD"], autoAdvance=True)
+    aggregate = create(
+        ctx, stages=["BUILD", "UNIT_TEST", "INTEGRATION_TEST", "DEPLOY_PROD"], autoAdvance=True
+    )
     build, unit, integration, prod = (s.id for s in aggregate.stages)
     patch(ctx, unit, status="SKIPPED")
     assert statuses(ctx, aggregate.run.id)[1] == ["IDLE", "SKIPPED", "IDLE", "IDLE"]  # nothing succeeded yet
@@ -283,7 +292,9 @@ def test_sweep_fires_only_due_timers(any_ctx, clock):
 
 
 def test_sweep_stops_at_its_limit_and_the_next_sweep_does_the_rest(ctx, clock):
-    aggregate = create(ctx, stages=[{"type": "OTHER", "name": f"s{i}", "timeoutSeconds": 5} for i in range(5)])
+    aggregate = create(
+        ctx, stages=[{"type": "OTHER", "name": f"s{i}", "timeoutSeconds": 5} for i in range(5)]
+    )
     for stage in aggregate.stages:
         patch(ctx, stage.id, status="IN_PROGRESS")
     clock.advance(5)

@@ -73,13 +73,24 @@ def test_a_replay_is_recognised_by_id_and_source(client, token, ddb_calls):
     assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
     assert "TransactWriteItems" not in ddb_calls
     # the same id from another source is another event
-    other = post_cdevent(client, variant("cdevents_pipelinerun_queued", **{"subject.id": "run-2"}), token=token,
-                         ce_source="/event/source/456")
+    other = post_cdevent(
+        client,
+        variant("cdevents_pipelinerun_queued", **{"subject.id": "run-2"}),
+        token=token,
+        ce_source="/event/source/456",
+    )
     assert other.json["runId"] == "myPipeline:2"
 
 
-@pytest.mark.parametrize("ce_type", ["dev.cdevents.artifact.published.0.1.1", "dev.cdevents.taskrun.queued.0.2.0",
-                                     "com.example.someevent", "dev.cdevents.pipelinerun.started.1.0.0"])
+@pytest.mark.parametrize(
+    "ce_type",
+    [
+        "dev.cdevents.artifact.published.0.1.1",
+        "dev.cdevents.taskrun.queued.0.2.0",
+        "com.example.someevent",
+        "dev.cdevents.pipelinerun.started.1.0.0",
+    ],
+)
 def test_other_event_types_are_202(client, token, ce_type):
     payload = variant("cdevents_pipelinerun_started", **{"context.type": ce_type})
     response = post_cdevent(client, payload, token=token)
@@ -116,7 +127,11 @@ def test_a_structured_event_missing_attributes_is_422(client, token):
     ({"subject": None}, "subject"),
 ])
 def test_cdevents_that_break_the_spec_are_422(client, token, change, field):
-    name = "cdevents_taskrun_finished" if "pipelineRun" in field or "outcome" in field else "cdevents_pipelinerun_queued"
+    name = (
+        "cdevents_taskrun_finished"
+        if "pipelineRun" in field or "outcome" in field
+        else "cdevents_pipelinerun_queued"
+    )
     response = post_cdevent(client, variant(name, **change), token=token)
     assert response.status_code == 422, response.json
     assert response.json["error"]["details"][0]["field"] == field

@@ -69,11 +69,19 @@ def test_a_workflow_run_and_its_job_become_a_run_and_a_stage(client, secret, clo
     first = post_github(client, "workflow_run", load("github_workflow_run_requested"), secret=secret,
                         delivery="d-1")
     assert first.status_code == 200, first.json
-    assert first.json == {"result": "applied", "event": "workflow_run requested", "runId": RUN, "runCreated": True}
+    assert first.json == {
+        "result": "applied",
+        "event": "workflow_run requested",
+        "runId": RUN,
+        "runCreated": True,
+    }
     run = client.get(f"/api/runs/{RUN}").json
     assert (run["pipeline"], run["status"], run["stages"]) == (PIPELINE, "IDLE", [])
-    assert run["commit"] == {"hash": "e3103f8eb03e1ad7f2331c5446b23c070fc54055", "message": "Update README.md",
-                             "committer": "Octo Cat"}
+    assert run["commit"] == {
+        "hash": "e3103f8eb03e1ad7f2331c5446b23c070fc54055",
+        "message": "Update README.md",
+        "committer": "Octo Cat",
+    }
     assert run["trigger"] == "github:push"
 
     for delivery, name in (("d-2", "queued"), ("d-3", "in_progress"), ("d-4", "completed")):
@@ -86,7 +94,9 @@ def test_a_workflow_run_and_its_job_become_a_run_and_a_stage(client, secret, clo
         "2021-06-15T19:22:27.000Z", "2021-06-15T19:22:45.000Z", 18)
     assert stage["updatedAt"] == "2026-03-20T17:17:13.760Z"  # written now, by the clock
 
-    done = post_github(client, "workflow_run", load("github_workflow_run_completed"), secret=secret, delivery="d-5")
+    done = post_github(
+        client, "workflow_run", load("github_workflow_run_completed"), secret=secret, delivery="d-5"
+    )
     assert done.json["result"] == "unchanged"  # the job already finished the run
     assert client.get(f"/api/runs/{RUN}").json["status"] == "SUCCESS"
 
@@ -95,7 +105,9 @@ def test_a_job_of_an_unknown_run_creates_the_run(client, secret, ddb_calls):
     ddb_calls.clear()
     response = post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret)
     assert response.status_code == 200
-    assert response.json["runCreated"] is True and response.json["stages"] == [{"stageId": STAGE, "status": "SUCCESS"}]
+    assert response.json["runCreated"] is True and response.json["stages"] == [
+        {"stageId": STAGE, "status": "SUCCESS"}
+    ]
     # source + link lookup, delivery claim, run number, one transaction (run, stage, link), answer kept
     assert dict(ddb_calls) == {"GetItem": 2, "PutItem": 1, "UpdateItem": 2, "TransactWriteItems": 1}
     run = client.get(f"/api/runs/{RUN}").json
@@ -105,12 +117,22 @@ def test_a_job_of_an_unknown_run_creates_the_run(client, secret, ddb_calls):
 def test_a_job_of_a_known_run_is_one_query_and_one_transaction(client, secret, ddb_calls):
     post_github(client, "workflow_run", load("github_workflow_run_requested"), secret=secret, delivery="d-1")
     ddb_calls.clear()
-    post_github(client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-2")
-    assert dict(ddb_calls) == {"GetItem": 2, "PutItem": 1, "Query": 1, "TransactWriteItems": 1, "UpdateItem": 1}
+    post_github(
+        client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-2"
+    )
+    assert dict(ddb_calls) == {
+        "GetItem": 2,
+        "PutItem": 1,
+        "Query": 1,
+        "TransactWriteItems": 1,
+        "UpdateItem": 1,
+    }
 
 
 def test_a_failed_run_closes_what_github_never_finished(client, secret):
-    post_github(client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-1")
+    post_github(
+        client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-1"
+    )
     failed = variant("github_workflow_run_completed", **{"workflow_run.conclusion": "failure"})
     response = post_github(client, "workflow_run", failed, secret=secret, delivery="d-2")
     assert response.json["result"] == "applied"
@@ -119,7 +141,9 @@ def test_a_failed_run_closes_what_github_never_finished(client, secret):
 
 
 def test_a_cancelled_run_is_cancelled_with_github_as_the_actor(client, secret):
-    post_github(client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-1")
+    post_github(
+        client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-1"
+    )
     cancelled = variant("github_workflow_run_completed", **{"workflow_run.conclusion": "cancelled"})
     post_github(client, "workflow_run", cancelled, secret=secret, delivery="d-2")
     run = client.get(f"/api/runs/{RUN}").json
@@ -129,12 +153,16 @@ def test_a_cancelled_run_is_cancelled_with_github_as_the_actor(client, secret):
 def test_a_run_github_finished_without_jobs_gets_a_pipeline_stage(client, secret):
     post_github(client, "workflow_run", load("github_workflow_run_completed"), secret=secret)
     run = client.get(f"/api/runs/{RUN}").json
-    assert run["status"] == "SUCCESS" and [(s["name"], s["status"]) for s in run["stages"]] == [("pipeline", "SUCCESS")]
+    assert run["status"] == "SUCCESS" and [(s["name"], s["status"]) for s in run["stages"]] == [
+        ("pipeline", "SUCCESS")
+    ]
 
 
 def test_out_of_order_deliveries_never_move_a_stage_backwards(client, secret):
     post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-1")
-    late = post_github(client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-2")
+    late = post_github(
+        client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret, delivery="d-2"
+    )
     assert late.status_code == 200 and late.json["result"] == "unchanged"
     assert "would go backwards" in late.json["notes"][0]
     assert client.get(f"/api/stages/{STAGE}").json["status"] == "SUCCESS"
@@ -143,13 +171,21 @@ def test_out_of_order_deliveries_never_move_a_stage_backwards(client, secret):
 def test_a_rerun_of_a_failed_job_is_a_new_attempt_of_its_stage(client, secret):
     failed = variant("github_workflow_job_completed", **{"workflow_job.conclusion": "failure"})
     post_github(client, "workflow_job", failed, secret=secret, delivery="d-1")
-    rerun = variant("github_workflow_job_in_progress", **{"workflow_job.run_attempt": 2,
-                                                             "workflow_job.started_at": "2021-06-15T19:30:00Z"})
+    rerun = variant(
+        "github_workflow_job_in_progress",
+        **{"workflow_job.run_attempt": 2, "workflow_job.started_at": "2021-06-15T19:30:00Z"},
+    )
     post_github(client, "workflow_job", rerun, secret=secret, delivery="d-2")
     stage = client.get(f"/api/stages/{STAGE}").json
-    assert (stage["attempt"], stage["status"], stage["startedAt"]) == (2, "IN_PROGRESS", "2021-06-15T19:30:00.000Z")
+    assert (stage["attempt"], stage["status"], stage["startedAt"]) == (
+        2,
+        "IN_PROGRESS",
+        "2021-06-15T19:30:00.000Z",
+    )
     assert [a["status"] for a in stage["attempts"]] == ["FAILURE"]
-    old = post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-3")
+    old = post_github(
+        client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-3"
+    )
     assert old.json["result"] == "unchanged" and "older than attempt 2" in old.json["notes"][0]
 
 
@@ -195,7 +231,9 @@ def test_stagetrack_tokens_neither_help_nor_hurt(client, secret):
     no_sig = post_github(client, "workflow_run", payload, secret=None,
                          headers={"Authorization": f"Bearer {client.admin_token}"})
     assert no_sig.status_code == 403
-    signed = post_github(client, "workflow_run", payload, secret=secret, headers={"Authorization": "Bearer junk"})
+    signed = post_github(
+        client, "workflow_run", payload, secret=secret, headers={"Authorization": "Bearer junk"}
+    )
     assert signed.status_code == 200
 
 
@@ -206,16 +244,22 @@ def test_the_source_must_exist_and_be_a_github_source(client, secret):
     assert response.status_code == 400 and response.json["error"]["details"] == [{"field": "source"}]
     assert post_github(client, "workflow_run", payload, secret=secret, source="nope").status_code == 404
     make_source(client, "gitlab", "gitlab-main")
-    assert post_github(client, "workflow_run", payload, secret=secret, source="gitlab-main").status_code == 404
+    assert (
+        post_github(client, "workflow_run", payload, secret=secret, source="gitlab-main").status_code == 404
+    )
 
 
 # ---- replays ------------------------------------------------------------------------------------
 
 def test_a_replayed_delivery_answers_the_first_result_and_writes_nothing(client, secret, ddb_calls):
     payload = load("github_workflow_job_completed")
-    first = post_github(client, "workflow_job", payload, secret=secret, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    first = post_github(
+        client, "workflow_job", payload, secret=secret, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    )
     ddb_calls.clear()
-    again = post_github(client, "workflow_job", payload, secret=secret, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    again = post_github(
+        client, "workflow_job", payload, secret=secret, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    )
     assert again.status_code == 200 and again.json == first.json
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "TransactWriteItems" not in ddb_calls and "UpdateItem" not in ddb_calls
@@ -224,7 +268,9 @@ def test_a_replayed_delivery_answers_the_first_result_and_writes_nothing(client,
 
 def test_a_delivery_id_reused_with_another_payload_is_422(client, secret):
     post_github(client, "workflow_job", load("github_workflow_job_queued"), secret=secret, delivery="same")
-    response = post_github(client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="same")
+    response = post_github(
+        client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="same"
+    )
     assert response.status_code == 422 and response.json["error"]["code"] == "delivery_id_reused"
     assert client.get(f"/api/stages/{STAGE}").json["status"] == "IDLE"
 
@@ -232,7 +278,9 @@ def test_a_delivery_id_reused_with_another_payload_is_422(client, secret):
 def test_a_failed_delivery_can_be_redelivered(client, secret, ctx):
     client.post("/api/runs", {"pipeline": PIPELINE, "stages": ["BUILD"]})  # the pipeline exists
     client.post(f"/api/pipelines/{PIPELINE}/pause", {"cause": "maintenance"})
-    paused = post_github(client, "workflow_run", load("github_workflow_run_requested"), secret=secret, delivery="d-9")
+    paused = post_github(
+        client, "workflow_run", load("github_workflow_run_requested"), secret=secret, delivery="d-9"
+    )
     assert paused.status_code == 409 and paused.json["error"]["code"] == "pipeline_paused"
     client.post(f"/api/pipelines/{PIPELINE}/unpause")
     redelivered = post_github(client, "workflow_run", load("github_workflow_run_requested"), secret=secret,
@@ -270,13 +318,17 @@ def test_events_we_do_not_handle_are_202_and_say_why(client, secret, event):
     headers = {} if event is not None else {"X-GitHub-Event": ""}
     response = post_github(client, event or "", load("github_push"), secret=secret, headers=headers)
     assert response.status_code == 202
-    assert response.json["result"] == "ignored" and "workflow_run and workflow_job" in response.json["notes"][0]
+    assert (
+        response.json["result"] == "ignored" and "workflow_run and workflow_job" in response.json["notes"][0]
+    )
     assert client.get("/api/runs?pipeline=octo-org.example-workflow").json["items"] == []
 
 
 def test_malformed_json_is_400(client, secret):
     response = post_github(client, "workflow_run", b'{"action": "requested", ', secret=secret)
-    assert response.status_code == 400 and response.json["error"]["message"] == "request body is not valid JSON"
+    assert (
+        response.status_code == 400 and response.json["error"]["message"] == "request body is not valid JSON"
+    )
 
 
 @pytest.mark.parametrize("change, field", [
@@ -286,7 +338,9 @@ def test_malformed_json_is_400(client, secret):
     ({"repository": None}, "repository"),
 ])
 def test_a_payload_github_would_not_send_is_422_naming_the_field(client, secret, change, field):
-    response = post_github(client, "workflow_job", variant("github_workflow_job_queued", **change), secret=secret)
+    response = post_github(
+        client, "workflow_job", variant("github_workflow_job_queued", **change), secret=secret
+    )
     assert response.status_code == 422, response.json
     assert any(d["field"] == field for d in response.json["error"]["details"])
     assert runs_of(client) == []
@@ -298,7 +352,9 @@ def test_a_json_array_is_400(client, secret):
 
 
 def test_a_missing_delivery_id_is_400(client, secret):
-    response = post_github(client, "workflow_job", load("github_workflow_job_queued"), secret=secret, delivery=None)
+    response = post_github(
+        client, "workflow_job", load("github_workflow_job_queued"), secret=secret, delivery=None
+    )
     assert response.status_code == 400 and "X-GitHub-Delivery" in response.json["error"]["message"]
 
 

@@ -22,7 +22,11 @@ def test_a_pipeline_hook_makes_a_run_with_every_job_as_a_stage(client, token):
     response = post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token)
     assert response.status_code == 200, response.json
     assert response.json["runId"] == RUN and response.json["runCreated"] is True
-    assert stages(client) == [("build-image", "SUCCESS", 1), ("test", "IN_PROGRESS", 1), ("production", "IDLE", 1)]
+    assert stages(client) == [
+        ("build-image", "SUCCESS", 1),
+        ("test", "IN_PROGRESS", 1),
+        ("production", "IDLE", 1),
+    ]
     run = client.get(f"/api/runs/{RUN}").json
     assert run["status"] == "IN_PROGRESS"
     assert run["commit"]["hash"] == "bcbb5ec396a2c0f828686f14fac9b80b780504f2"
@@ -35,16 +39,24 @@ def test_a_pipeline_hook_makes_a_run_with_every_job_as_a_stage(client, token):
 def test_a_job_hook_moves_its_stage_and_the_pipeline_hook_closes_the_run(client, token):
     post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
     job = post_gitlab(client, "Job Hook", load("gitlab_job_hook"), token=token, uuid="u-2")
-    assert job.json["result"] == "applied" and job.json["stages"] == [{"stageId": f"{RUN}:2", "status": "SUCCESS"}]
+    assert job.json["result"] == "applied" and job.json["stages"] == [
+        {"stageId": f"{RUN}:2", "status": "SUCCESS"}
+    ]
     test_stage = client.get(f"/api/stages/{RUN}:2").json
     assert (test_stage["endedAt"], test_stage["duration"]) == ("2016-08-12T15:26:10.500Z", 43.5)
 
-    finished = variant("gitlab_pipeline_hook", **{"object_attributes.status": "success",
-                                                   "object_attributes.finished_at": "2016-08-12 15:26:29 UTC"})
+    finished = variant(
+        "gitlab_pipeline_hook",
+        **{"object_attributes.status": "success", "object_attributes.finished_at": "2016-08-12 15:26:29 UTC"},
+    )
     finished["builds"][1].update(status="success", finished_at="2016-08-12 15:26:10 UTC")
     finished["builds"][2].update(status="manual")  # the manual deploy was never played
     post_gitlab(client, "Pipeline Hook", finished, token=token, uuid="u-3")
-    assert stages(client) == [("build-image", "SUCCESS", 1), ("test", "SUCCESS", 1), ("production", "SKIPPED", 1)]
+    assert stages(client) == [
+        ("build-image", "SUCCESS", 1),
+        ("test", "SUCCESS", 1),
+        ("production", "SKIPPED", 1),
+    ]
     assert client.get(f"/api/runs/{RUN}").json["status"] == "SUCCESS"
 
 
@@ -96,10 +108,16 @@ def test_a_failed_job_allowed_to_fail_leaves_the_pipeline_successful_as_gitlab_s
     assert (test_stage["status"], test_stage["allowFailure"]) == ("FAILURE", True)
     assert client.get(f"/api/runs/{RUN}").json["status"] == "IN_PROGRESS"  # production still to come
 
-    done = pipeline_hook("success", "2016-08-12 15:30:00 UTC",
-                         test={"status": "failed", "allow_failure": True, "finished_at": "2016-08-12 15:26:10 UTC"},
-                         production={"status": "success", "started_at": "2016-08-12 15:27:00 UTC",
-                                     "finished_at": "2016-08-12 15:29:00 UTC"})
+    done = pipeline_hook(
+        "success",
+        "2016-08-12 15:30:00 UTC",
+        test={"status": "failed", "allow_failure": True, "finished_at": "2016-08-12 15:26:10 UTC"},
+        production={
+            "status": "success",
+            "started_at": "2016-08-12 15:27:00 UTC",
+            "finished_at": "2016-08-12 15:29:00 UTC",
+        },
+    )
     post_gitlab(client, "Pipeline Hook", done, token=token, uuid="u-3")
     run = client.get(f"/api/runs/{RUN}").json
     assert [(s["name"], s["status"], s["allowFailure"]) for s in run["stages"]] == [
@@ -109,7 +127,9 @@ def test_a_failed_job_allowed_to_fail_leaves_the_pipeline_successful_as_gitlab_s
 
 def test_a_failed_job_not_allowed_to_fail_fails_the_run(client, token):
     post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
-    post_gitlab(client, "Job Hook", variant("gitlab_job_hook", build_status="failed"), token=token, uuid="u-2")
+    post_gitlab(
+        client, "Job Hook", variant("gitlab_job_hook", build_status="failed"), token=token, uuid="u-2"
+    )
     failed = pipeline_hook("failed", "2016-08-12 15:30:00 UTC", test={"status": "failed"},
                            production={"status": "skipped"})
     post_gitlab(client, "Pipeline Hook", failed, token=token, uuid="u-3")
@@ -129,16 +149,25 @@ def test_a_manual_job_played_after_its_pipeline_finished_ends_as_it_really_ran(c
     assert stages(client)[2] == ("production", "SKIPPED", 1)
     assert client.get(f"/api/runs/{RUN}").json["status"] == "SUCCESS"
 
-    played = pipeline_hook("running", None, test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
-                           production={"status": "pending"})
+    played = pipeline_hook(
+        "running",
+        None,
+        test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
+        production={"status": "pending"},
+    )
     post_gitlab(client, "Pipeline Hook", played, token=token, uuid="u-3")
     post_gitlab(client, "Job Hook", production_job("pending", None, None), token=token, uuid="u-4")
     running = post_gitlab(client, "Job Hook", production_job("running", "2016-08-12T16:00:00.000Z", None),
                           token=token, uuid="u-5")
     assert running.json["stages"] == [{"stageId": f"{RUN}:3", "status": "IN_PROGRESS"}]
     assert client.get(f"/api/runs/{RUN}").json["status"] == "IN_PROGRESS"
-    post_gitlab(client, "Job Hook", production_job("success", "2016-08-12T16:00:00.000Z", "2016-08-12T16:01:30.000Z"),
-                token=token, uuid="u-6")
+    post_gitlab(
+        client,
+        "Job Hook",
+        production_job("success", "2016-08-12T16:00:00.000Z", "2016-08-12T16:01:30.000Z"),
+        token=token,
+        uuid="u-6",
+    )
     second_end = pipeline_hook("success", "2016-08-12 16:01:31 UTC",
                                test={"status": "success", "finished_at": "2016-08-12 15:26:10 UTC"},
                                production={"status": "success", "started_at": "2016-08-12 16:00:00 UTC",
@@ -164,10 +193,16 @@ def test_a_late_stale_hook_does_not_reopen_a_skipped_job(client, token):
     assert stages(client)[2] == ("production", "SKIPPED", 1)
 
 
-@pytest.mark.parametrize("never_started, ends", [
-    ("created", "SKIPPED"), ("pending", "SKIPPED"), ("waiting_for_resource", "SKIPPED"), ("scheduled", "SKIPPED"),
-    ("manual", "CANCELLED"),  # waiting at its gate is active in stagetrack: a cancel cancels it
-])
+@pytest.mark.parametrize(
+    "never_started, ends",
+    [
+        ("created", "SKIPPED"),
+        ("pending", "SKIPPED"),
+        ("waiting_for_resource", "SKIPPED"),
+        ("scheduled", "SKIPPED"),
+        ("manual", "CANCELLED"),  # waiting at its gate is active in stagetrack: a cancel cancels it
+    ],
+)
 def test_a_cancelled_pipeline_leaves_no_never_started_job_idle(client, token, never_started, ends):
     post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token, uuid="u-1")
     cancelled = pipeline_hook("canceled", "2016-08-12 15:26:00 UTC",
@@ -185,7 +220,11 @@ def test_a_cancelled_pipeline_whose_jobs_were_reported_canceled_follows_gitlab(c
                               test={"status": "canceled", "finished_at": "2016-08-12 15:26:00 UTC"},
                               production={"status": "canceled"})
     post_gitlab(client, "Pipeline Hook", cancelled, token=token, uuid="u-1")
-    assert stages(client) == [("build-image", "SUCCESS", 1), ("test", "CANCELLED", 1), ("production", "CANCELLED", 1)]
+    assert stages(client) == [
+        ("build-image", "SUCCESS", 1),
+        ("test", "CANCELLED", 1),
+        ("production", "CANCELLED", 1),
+    ]
 
 
 @pytest.mark.parametrize("sent", [None, "", "wrong-token", "whsec_" + "x" * 43])
@@ -230,7 +269,9 @@ def test_other_hooks_are_202_and_say_why(client, token, event):
 
 
 def test_a_status_that_changes_nothing_is_ignored(client, token):
-    response = post_gitlab(client, "Job Hook", variant("gitlab_job_hook", build_status="canceling"), token=token)
+    response = post_gitlab(
+        client, "Job Hook", variant("gitlab_job_hook", build_status="canceling"), token=token
+    )
     assert response.status_code == 202 and response.json["result"] == "ignored"
 
 

@@ -31,7 +31,10 @@ def sdk_sign(method="POST", path="/v3/jobs/stop", query=(), headers=None, body=N
                          body=body)
     Signer(BasicCredentials(AK, sk, "p1")).sign(request)
     url = urlsplit(request.uri)
-    sent = {k.lower(): (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in request.header_params.items()}
+    sent = {
+        k.lower(): (v.decode("latin-1") if isinstance(v, bytes) else v)
+        for k, v in request.header_params.items()
+    }
     received = aksk.SignedRequest(method=method, path=url.path,
                                   # reversed: a server promises no order (chalice groups by name)
                                   query=tuple(reversed(parse_qsl(url.query, keep_blank_values=True))),
@@ -60,7 +63,9 @@ def test_sdk_signatures_over_paths_and_queries_verify(path, query):
     check(received, authorization)
 
 
-@pytest.mark.parametrize("body", [None, b"", b'{"job_id": "x", "build_no": "1"}', "{\"k\": \"\u00e9\u2713\"}".encode()])
+@pytest.mark.parametrize(
+    "body", [None, b"", b'{"job_id": "x", "build_no": "1"}', '{"k": "\u00e9\u2713"}'.encode()]
+)
 def test_sdk_signatures_over_bodies_verify(body):
     received, authorization = sdk_sign(body=body)
     check(received, authorization)
@@ -82,7 +87,10 @@ def test_canonical_forms():
     assert aksk.canonical_uri("/v3/jobs/stop") == "/v3/jobs/stop/"
     assert aksk.canonical_uri("/v3/jobs/stop/") == "/v3/jobs/stop/"
     assert aksk.canonical_uri("/a%20b/c d/%7Ex") == "/a%20b/c%20d/~x/"
-    assert aksk.canonical_query([("b", "1"), ("a", "2"), ("a", "1"), ("c", "x y/+")]) == "a=1&a=2&b=1&c=x%20y%2F%2B"
+    assert (
+        aksk.canonical_query([("b", "1"), ("a", "2"), ("a", "1"), ("c", "x y/+")])
+        == "a=1&a=2&b=1&c=x%20y%2F%2B"
+    )
     assert aksk.canonical_query([]) == ""
 
 
@@ -115,8 +123,9 @@ def _changed(received, **changes):
     lambda r: _changed(r, headers={**r.headers, "x-project-id": "p2"}),
 ], ids=["method", "path", "query", "repeated-query", "body", "no-body", "host", "signed-header"])
 def test_a_changed_request_is_refused(change):
-    received, authorization = sdk_sign(query=[("build_no", 20)],
-                                       body=b'{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "20"}')
+    received, authorization = sdk_sign(
+        query=[("build_no", 20)], body=b'{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "20"}'
+    )
     check(received, authorization)
     with pytest.raises(aksk.SignatureRejected, match="does not match"):
         check(change(received), authorization)

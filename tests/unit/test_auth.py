@@ -231,7 +231,9 @@ def test_limited_token_gets_404_for_other_pipelines_and_403_when_none_is_named()
     authorize(limited, "operate", [PipelineRef("web", "")])
     authorize(limited, "operate", None)  # a route that reveals nothing about pipelines
     with pytest.raises(NotFound) as raised:
-        authorize(limited, "operate", [PipelineRef("web", ""), PipelineRef("other", "run 'other:1' not found")])
+        authorize(
+            limited, "operate", [PipelineRef("web", ""), PipelineRef("other", "run 'other:1' not found")]
+        )
     assert raised.value.message == "run 'other:1' not found"
     with pytest.raises(NotFound):
         authorize(limited, "read", [PipelineRef(None, "run 'x' not found")])

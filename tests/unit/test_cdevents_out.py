@@ -250,7 +250,9 @@ def _no_network(uri: str):
 
 
 def _validators() -> dict[str, Draft202012Validator]:
-    resources = [Resource.from_contents(json.loads(path.read_text())) for path in sorted(SCHEMAS.rglob("*.json"))]
+    resources = [
+        Resource.from_contents(json.loads(path.read_text())) for path in sorted(SCHEMAS.rglob("*.json"))
+    ]
     registry = Registry(retrieve=_no_network).with_resources((r.id(), r) for r in resources)
     return {event_type: Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry,
                                              format_checker=FormatChecker())
@@ -266,7 +268,11 @@ def every_emitted_event():
     for base in (None, "https://ci.example.com/prod"):
         for old in [None, *STATUSES]:
             for new in [*STATUSES, None]:
-                for change in (run_change(old, new), stage_change(old, new), stage_change(old, new, attempt=2)):
+                for change in (
+                    run_change(old, new),
+                    stage_change(old, new),
+                    stage_change(old, new, attempt=2),
+                ):
                     event = cdevents.to_cdevent(change, base)
                     if event is not None:
                         yield change, base, event
@@ -316,7 +322,10 @@ def test_urls_point_at_the_run_and_stage_in_our_api():
     stage = cdevents.to_cdevent(stage_change("IDLE", "IN_PROGRESS"), "https://ci.example.com/prod")
     assert run["subject"]["content"]["url"] == "https://ci.example.com/prod/api/runs/web:1"
     assert stage["subject"]["content"]["url"] == "https://ci.example.com/prod/api/stages/web:1:2"
-    assert cdevents.to_cdevent(run_change("IDLE", "IN_PROGRESS"))["subject"]["content"]["url"] == "/api/runs/web:1"
+    assert (
+        cdevents.to_cdevent(run_change("IDLE", "IN_PROGRESS"))["subject"]["content"]["url"]
+        == "/api/runs/web:1"
+    )
 
 
 @pytest.mark.parametrize("value", ["ftp://ci.example.com", "ci.example.com", "https://", "https://x/?a=1",

@@ -78,5 +78,8 @@ def test_in_lambda_the_root_handler_writes_the_same_scrubbed_json(app_loaded, mo
 
 
 def test_words_that_merely_contain_st_are_left_alone():
-    assert logging_setup.redact("in test_service_loggers_write_scrubbed") == "in test_service_loggers_write_scrubbed"
+    assert (
+        logging_setup.redact("in test_service_loggers_write_scrubbed")
+        == "in test_service_loggers_write_scrubbed"
+    )
     assert logging_setup.redact(f"({TOKEN})") == f"({REDACTED})"

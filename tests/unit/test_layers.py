@@ -202,7 +202,9 @@ def test_app_is_only_wiring():
     tree = ast.parse((ROOT / "app.py").read_text())
     functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     for function in functions:
-        body = [s for s in function.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        body = [
+            s for s in function.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+        ]
         assert len(body) <= 2, f"app.py:{function.name} holds logic; move it to chalicelib/"
 
 

@@ -19,7 +19,9 @@ PEPPER = "test-pepper"
 
 def make_run(*approvals, clock=None):
     clock = clock or FakeClock("2026-03-20T17:17:13.760Z")
-    specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a) for i, a in enumerate(approvals or ("AUTO",) * 4)]
+    specs = [
+        StageSpec(type="OTHER", name=f"s{i}", approval=a) for i, a in enumerate(approvals or ("AUTO",) * 4)
+    ]
     return new_run("web", 1, specs, clock.now()), clock
 
 
@@ -236,8 +238,13 @@ def test_approve_opens_the_gate_and_records_who():
     clock.advance(30)
     assert ops.decide(aggregate, stage.id, ops.APPROVED, clock.now(), actor="carol", comment="ship it")
     assert stage.status == S.IN_PROGRESS and stage.started_at == clock.now()
-    assert stage.approval_decision == {"decision": "APPROVED", "by": "carol", "at": "2026-03-20T17:17:44.760Z",
-                                       "comment": "ship it", "attempt": 1}
+    assert stage.approval_decision == {
+        "decision": "APPROVED",
+        "by": "carol",
+        "at": "2026-03-20T17:17:44.760Z",
+        "comment": "ship it",
+        "attempt": 1,
+    }
     assert stage_view(stage, clock.now())["approvalDecision"]["by"] == "carol"
 
 
@@ -327,7 +334,9 @@ def test_a_key_switches_between_plain_and_secret():
 def test_at_most_100_variables_per_run_after_the_merge():
     aggregate, _ = make_run()
     aggregate.run.variables = {f"V{i}": "x" for i in range(99)}
-    assert ops.apply_variables(aggregate, [ops.VariableChange("V0", "y"), ops.VariableChange("N", "1")], PEPPER)
+    assert ops.apply_variables(
+        aggregate, [ops.VariableChange("V0", "y"), ops.VariableChange("N", "1")], PEPPER
+    )
     before = aggregate.snapshot()
     with pytest.raises(ValidationFailed, match="at most 100 variables"):
         ops.apply_variables(aggregate, [ops.VariableChange("S", "1", secret=True)], PEPPER)

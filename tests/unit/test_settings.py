@@ -32,7 +32,9 @@ def test_a_bad_table_name_is_refused(raw):
 
 def test_table_name_default_and_valid_value():
     assert Settings.from_env({}).table_name == "stagetrack"
-    assert Settings.from_env({"STAGETRACK_TABLE": "stagetrack-prod.v2_x"}).table_name == "stagetrack-prod.v2_x"
+    assert (
+        Settings.from_env({"STAGETRACK_TABLE": "stagetrack-prod.v2_x"}).table_name == "stagetrack-prod.v2_x"
+    )
 
 
 @pytest.mark.parametrize("name, raw, message", [
@@ -55,9 +57,15 @@ def test_bad_numbers_name_the_variable_and_the_range(name, raw, message):
 
 
 def test_numbers_in_range_are_read():
-    settings = Settings.from_env({"STAGETRACK_MAX_BODY_BYTES": "2048", "STAGETRACK_RATE_LIMIT_PER_MINUTE": " 60 ",
-                                  "STAGETRACK_TICKER_SECONDS": "0.5", "STAGETRACK_DELIVERY_MAX_ATTEMPTS": "3",
-                                  "STAGETRACK_DELIVERY_TIMEOUT_SECONDS": "2.5"})
+    settings = Settings.from_env(
+        {
+            "STAGETRACK_MAX_BODY_BYTES": "2048",
+            "STAGETRACK_RATE_LIMIT_PER_MINUTE": " 60 ",
+            "STAGETRACK_TICKER_SECONDS": "0.5",
+            "STAGETRACK_DELIVERY_MAX_ATTEMPTS": "3",
+            "STAGETRACK_DELIVERY_TIMEOUT_SECONDS": "2.5",
+        }
+    )
     assert (settings.max_body_bytes, settings.rate_limit_per_minute, settings.ticker_interval_seconds,
             settings.delivery_max_attempts, settings.delivery_timeout_seconds) == (2048, 60, 0.5, 3, 2.5)
 

@@ -123,7 +123,13 @@ def expect_outcome(operation, before, after, changed, args) -> None:
         assert after.stages[args["i"]].status == S.IN_PROGRESS
     if operation == "reject" and changed:
         assert after.stages[args["i"]].status == S.FAILURE
-        assert after.run.status in (S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.IN_PROGRESS, S.WAITING_FOR_APPROVAL)
+        assert after.run.status in (
+            S.FAILURE,
+            S.CANCELLED,
+            S.TIMED_OUT,
+            S.IN_PROGRESS,
+            S.WAITING_FOR_APPROVAL,
+        )
     if operation in ("retry_run", "retry_stage") and changed:
         assert not any(s.status in ACTIVE for s in before.stages if operation == "retry_run")
 

@@ -28,8 +28,11 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(p for p in HERE.glob("*.py") if p.name not in ("conftest.py", "test_tier_guard.py")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in HERE.glob("*.py") if p.name not in ("conftest.py", "test_tier_guard.py")),
+    ids=lambda p: p.name,
+)
 def test_no_unit_module_imports_aws_or_processes(path):
     found = {name for name in imported_modules(path)
              if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN)}
