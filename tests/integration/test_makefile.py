@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,13 @@ def test_make_test_runs_every_tier_and_only_the_unit_tier_goes_without_dynamodb_
     assert "dynamodb_local" not in unit and "ensure_installed" not in unit
     for tier in ("test-integration", "test-e2e"):
         assert "ensure_installed" in make("-n", tier).stdout
+
+
+def test_make_lint_checks_the_tests_too():
+    assert re.search(r"-m ruff check \.$", make("-n", "lint").stdout, re.M)
+    shown = subprocess.run([sys.executable, "-m", "ruff", "check", "--show-files", "."],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    checked = {(ROOT / line).resolve() for line in shown.stdout.splitlines()}
+    tests = set((ROOT / "tests").rglob("*.py"))
+    assert tests and not tests - checked, sorted(str(p.relative_to(ROOT)) for p in tests - checked)
