@@ -325,9 +325,9 @@ def named_refs(declared: ActsOn, path: Mapping[str, str], query: Mapping[str, li
             raise Forbidden(f"this token is limited to some pipelines: query parameter {name} is required")
         refs += [ref_of(kind, value) for value in values]
     for name, kind in declared.body:
-        values = [value for field_name, value in (body or ()) if field_name == name and value is not None]
+        body_values = [value for field, value in (body or ()) if field == name and value is not None]
         found: list[PipelineRef] = []
-        for value in values:
+        for value in body_values:
             items = value if kind == PIPELINES and isinstance(value, list) else [value]
             found += [ref_of(kind, item) for item in items]
         if not found:
