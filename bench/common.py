@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ def dynamodb_local():
 
 
 @contextlib.contextmanager
-def record_calls():
+def record_calls() -> Iterator[list[tuple[str, dict]]]:
     """Records every DynamoDB API call (operation, params) made through botocore."""
     import botocore.client
 

@@ -80,7 +80,7 @@ def gateway_responses() -> dict:
     """The OpenAPI extension: fixed JSON bodies, static header values only."""
     rendered = {}
     for kind, answer in ANSWERS.items():
-        response = {
+        response: dict[str, object] = {
             "responseParameters": {f"gatewayresponse.header.{name}": f"'{value}'"
                                    for name, value in _headers(answer).items() if name != "Content-Type"},
             "responseTemplates": {"application/json": body_of(answer)},

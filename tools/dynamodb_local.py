@@ -41,6 +41,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 NPM_PACKAGE = "amplify-dynamodb-simulator"
@@ -293,10 +294,33 @@ def die_with_parent():
     return preexec
 
 
+@dataclass
+class LocalProcess:
+    """A running DynamoDB Local (what ``start`` returns): the process and
+    what its owner needs to know about it."""
+
+    popen: subprocess.Popen[bytes]
+    endpoint_url: str
+    log_path: str
+    log_is_temp: bool  # ``stop`` removes the log (``start`` made a temporary one)
+    startup_seconds: float = 0.0  # how long it took to answer (set by ``start``)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+
 def start(port: int, db_path: str | os.PathLike | None,
           log_path: str | os.PathLike | None = None,
           root: str | os.PathLike = ".local",
-          timeout: float = START_TIMEOUT) -> subprocess.Popen:
+          timeout: float = START_TIMEOUT) -> LocalProcess:
     """Start DynamoDB Local on ``port`` and wait until it answers ListTables.
 
     ``db_path``: directory for the persistent database (created if missing),
@@ -337,14 +361,12 @@ def start(port: int, db_path: str | os.PathLike | None,
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
 
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
+        popen = subprocess.Popen(
             cmd, cwd=str(jar_dir), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent(),
         )
-    proc.log_path = log_file  # type: ignore[attr-defined]
-    proc.log_is_temp = log_path is None  # type: ignore[attr-defined]
-    proc.endpoint_url = endpoint_url(port)  # type: ignore[attr-defined]
+    proc = LocalProcess(popen, endpoint_url(port), log_file, log_is_temp=log_path is None)
 
     try:
         _wait_ready(proc, port, timeout)
@@ -355,7 +377,7 @@ def start(port: int, db_path: str | os.PathLike | None,
     return proc
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
+def _wait_ready(proc: LocalProcess, port: int, timeout: float) -> None:
     endpoint = endpoint_url(port)
     client = _client(endpoint)
     t0 = time.monotonic()
@@ -374,7 +396,7 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
             last_err = e
             time.sleep(0.1)
             continue
-        proc.startup_seconds = time.monotonic() - t0  # type: ignore[attr-defined]
+        proc.startup_seconds = time.monotonic() - t0
         return
     raise RuntimeError(
         f"DynamoDB Local did not answer ListTables on {endpoint} within "
@@ -383,19 +405,20 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
     )
 
 
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop(proc: LocalProcess, timeout: float = 10.0) -> None:
     """Terminate DynamoDB Local (SIGTERM, then SIGKILL after ``timeout``);
     remove its log if ``start`` made a temporary one."""
-    if proc.poll() is None:
+    popen = proc.popen
+    if popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
+            popen.terminate()
         try:
-            proc.wait(timeout)
+            popen.wait(timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-    if getattr(proc, "log_is_temp", False):
+                popen.kill()
+            popen.wait()
+    if proc.log_is_temp:
         with contextlib.suppress(OSError):
             os.unlink(proc.log_path)
 

@@ -45,12 +45,13 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
         self._address = address
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 class WebhookSender:
@@ -60,7 +61,8 @@ class WebhookSender:
 
     def _address(self, host: str, port: int) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [info[4][0] for info in infos]
+        # IPv4/IPv6 socket addresses start with the host as a str (other families: not one we dial)
+        addresses = [host for *_, (host, *_) in infos if isinstance(host, str)]
         refused = [a for a in addresses if not address_allowed(a, allow_local=self.allow_local)]
         if not addresses or refused:
             raise PermissionError(f"{host} resolves to a non-public address; not delivering")

@@ -10,10 +10,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from chalice import Blueprint, Response
+from chalice import Blueprint, Chalice, Response
 from pydantic import BaseModel, ValidationError
 
 from ..domain import aksk, auth
@@ -65,7 +65,7 @@ def error_body(code: str, message: str, details: object | None = None) -> dict:
 
 
 def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    merged = {"Content-Type": "application/json"}
+    merged: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if headers:
         merged.update(headers)
     return Response(body=json.dumps(body, separators=(",", ":")), status_code=status, headers=merged)
@@ -206,17 +206,42 @@ def current_principal() -> Principal | None:
     return _principal.get()
 
 
+def authenticated_principal() -> Principal:
+    """The caller of a request being handled on an authenticated route (an acts_on resolver's);
+    401 where there is none."""
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthorized("authentication required")
+    return principal
+
+
 def current_actor() -> str | None:
     """The name to record as who did something: the Basic auth user, else the token's name."""
     principal = _principal.get()
     return None if principal is None else principal.actor
 
 
-def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Callable) -> Callable:
+class SecuredView:
+    """A route's view as chalice calls it: the handler behind authentication, carrying what the
+    route declares (``route_spec``) and how it renders errors (``render_error``)."""
+
+    def __init__(self, secured: Callable[..., Any], spec: RouteSpec, render: Callable[..., Response]) -> None:
+        functools.update_wrapper(self, secured)
+        self._secured = secured
+        self.route_spec = spec
+        self.render_error = render  # api/fallbacks.py answers the path's other methods in its shape
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._secured(*args, **kwargs)
+
+
+def _secure(handler: Callable, blueprint: Blueprint | Chalice, spec: RouteSpec,
+            render: Callable[..., Response]) -> SecuredView:
     @functools.wraps(handler)
-    def secured(*args, **kwargs):
+    def secured(*args: Any, **kwargs: Any) -> Response:
         started = time.perf_counter()
         request = blueprint.current_request
+        assert request is not None, "chalice sets current_request before it calls a view"
         if any(isinstance(v, str) and "%" in v for v in kwargs.values()):
             # chalice local passes path parameters still percent-encoded ("web%3A1" for a client
             # that encodes ':'); decode them once, for the view and for authorization alike.
@@ -263,9 +288,7 @@ def _secure(handler: Callable, blueprint: Blueprint, spec: RouteSpec, render: Ca
         }})
         return response
 
-    secured.route_spec = spec
-    secured.render_error = render  # api/fallbacks.py answers the path's other methods in its shape
-    return secured
+    return SecuredView(secured, spec, render)
 
 
 def declared_routes(app) -> list[tuple[str, str]]:
@@ -337,12 +360,14 @@ def _pipeline_refs(request, spec: RouteSpec, principal: Principal) -> list[auth.
     """The pipelines this request acts on, read only from the places its route declared; only
     worked out for tokens limited to some. None: the service checks the records itself."""
     declared = spec.acts_on
+    assert declared is not None, "route() refuses a non-public route without acts_on"
     if principal.pipelines is None or declared.rule == auth.OWN_RECORDS:
         return None
     if declared.rule == auth.NO_SINGLE_PIPELINE:
         raise Forbidden("this token is limited to some pipelines; this route acts on no single "
                         "pipeline and needs a token that is not")
     if declared.rule == auth.RESOLVED:
+        assert declared.resolver is not None, "resolved_by() always sets a callable"
         named = declared.resolver(request)
         single = isinstance(named, (str, auth.PipelineRef))
         names = [] if named is None else [named] if single else list(named)

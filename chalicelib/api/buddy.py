@@ -32,7 +32,7 @@ from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, NotFound, ValidationFailed
 from ..domain.operations import SCOPE_FAILED, VariableChange
 from ..service import operations, pipelines
-from . import base_url, current_actor, current_principal, parse_body, route
+from . import authenticated_principal, base_url, current_actor, parse_body, route
 from .openapi import RATE_HEADERS
 
 buddy = Blueprint(__name__)
@@ -53,7 +53,7 @@ def _pipeline_of(request) -> PipelineRef | None:
     pipeline_id = dialects.parse_buddy_id((request.uri_params or {}).get("pipeline_id") or "")
     if pipeline_id is None:
         return None
-    principal = current_principal()
+    principal = authenticated_principal()
     for name in sorted(principal.pipelines or ()):
         if dialects.buddy_pipeline_id(name) == pipeline_id:
             return PipelineRef(name, f"pipeline {pipeline_id} not found")

@@ -24,7 +24,7 @@ from ..domain import dialects
 from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, ValidationFailed
 from ..service import operations, pipelines
-from . import current_actor, current_principal, json_body_fields, parse_body, route
+from . import authenticated_principal, current_actor, json_body_fields, parse_body, route
 from .openapi import RATE_HEADERS
 
 codearts = Blueprint(__name__)
@@ -53,11 +53,12 @@ def _pipeline_of_path(request) -> list[PipelineRef] | None:
 
 
 def _job_refs(job_ids: list[object]) -> list[PipelineRef] | None:
-    if not job_ids or not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in job_ids):
+    well_formed = [j for j in job_ids if isinstance(j, str) and _JOB_ID.fullmatch(j)]
+    if not job_ids or len(well_formed) != len(job_ids):
         return None
-    principal = current_principal()
+    principal = authenticated_principal()
     by_job = {dialects.codearts_job_id(name): name for name in sorted(principal.pipelines or ())}
-    return [PipelineRef(by_job.get(job_id), f"build task {job_id!r} not found") for job_id in job_ids]
+    return [PipelineRef(by_job.get(job_id), f"build task {job_id!r} not found") for job_id in well_formed]
 
 
 _ERROR_SCHEMA = {"type": "object", "required": ["error_code", "error_msg"],

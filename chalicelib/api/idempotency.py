@@ -159,7 +159,7 @@ def _replay(held: Record, fingerprint: str, replay: Callable[[dict], Response] |
     if held.state == COMMITTED:
         return _replay_committed(held.effect or {}, replay)
     headers = dict(held.headers or {})
-    if held.body is None:
+    if held.body is None or held.status_code is None:
         raise ResponseNotKept(
             f"the request with this {HEADER} succeeded, but its response held a secret shown "
             "only once and was not kept", details={"status": held.status_code, **headers})

@@ -25,10 +25,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -250,7 +250,8 @@ class ActsOn:
     path: tuple[tuple[str, str], ...] = ()  # (path parameter, kind)
     query: tuple[tuple[str, str], ...] = ()  # (query parameter, kind): a listing's filter
     body: tuple[tuple[str, str], ...] = ()  # (top-level JSON body field, kind)
-    resolver: object = None  # RESOLVED: callable(request) -> name | PipelineRef | [..] | None
+    # RESOLVED: resolver(request) -> name | PipelineRef | [..] | None (the request: the web layer's)
+    resolver: Callable[[Any], Any] | None = None
 
     def describe(self) -> str:
         if self.rule != NAMED:
@@ -270,10 +271,11 @@ def acts_on(*, path: Mapping[str, str] | None = None, query: Mapping[str, str] |
         for name, kind in pairs.items():
             if kind not in KINDS or (kind == PIPELINES and where != "body"):
                 raise ValueError(f"{where} {name}: kind {kind!r} is not one of {KINDS} (lists: body only)")
-    return ActsOn(NAMED, *(tuple(declared[w].items()) for w in ("path", "query", "body")))
+    return ActsOn(NAMED, path=tuple(declared["path"].items()), query=tuple(declared["query"].items()),
+                  body=tuple(declared["body"].items()))
 
 
-def resolved_by(resolver) -> ActsOn:
+def resolved_by(resolver: Callable[[Any], Any]) -> ActsOn:
     """A dialect whose ids are not ours (Buddy's numeric pipeline id, CodeArts' job id): the
     resolver maps them to the caller's pipelines by comparing ids; None names none (403)."""
     if not callable(resolver):
@@ -325,9 +327,9 @@ def named_refs(declared: ActsOn, path: Mapping[str, str], query: Mapping[str, li
             raise Forbidden(f"this token is limited to some pipelines: query parameter {name} is required")
         refs += [ref_of(kind, value) for value in values]
     for name, kind in declared.body:
-        values = [value for field_name, value in (body or ()) if field_name == name and value is not None]
+        body_values = [value for field, value in (body or ()) if field == name and value is not None]
         found: list[PipelineRef] = []
-        for value in values:
+        for value in body_values:
             items = value if kind == PIPELINES and isinstance(value, list) else [value]
             found += [ref_of(kind, item) for item in items]
         if not found:

@@ -126,6 +126,7 @@ def _subject(change: StateChange, source: str, base_url: str | None) -> dict:
             "url": resource_url(base_url, "runs", change.run_id),
         }
     else:
+        assert change.stage_id is not None, "state_change gives every stage event its stage_id"
         subject_id, kind = change.stage_id, "taskRun"
         content = {"taskName": change.stage_name or change.stage_id,
                    "url": resource_url(base_url, "stages", change.stage_id),

@@ -284,7 +284,10 @@ class GoCDEnvironmentVariableIn(StrictModel):
 
     @property
     def text(self) -> str:
-        return self.value if self.value is not None else self.encrypted_value
+        if self.value is not None:
+            return self.value
+        assert self.encrypted_value is not None, "_one_value lets exactly one of them be None"
+        return self.encrypted_value
 
 
 GOCD_FINGERPRINT = r"^[0-9a-fA-F]{64}$"  # GoCD's material fingerprints are SHA-256, hex

@@ -45,7 +45,7 @@ import secrets as random_secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
@@ -343,6 +343,7 @@ def _close_run(aggregate: RunAggregate, final: StageStatus, at: datetime, now: d
     for stage in aggregate.stages:
         if stage.status in FINAL:
             continue
+        target: StageStatus
         if stage.status == S.IN_PROGRESS:
             target = final if final in (S.SUCCESS, S.FAILURE, S.TIMED_OUT) else S.CANCELLED
         elif stage.status == S.WAITING_FOR_APPROVAL:
@@ -443,6 +444,16 @@ def _attr(image: Mapping, name: str) -> object:
     return None
 
 
+def _str_attr(image: Mapping, name: str) -> str | None:
+    value = _attr(image, name)
+    return value if isinstance(value, str) else None
+
+
+def _int_attr(image: Mapping, name: str) -> int | None:
+    value = _attr(image, name)
+    return value if isinstance(value, int) else None
+
+
 def state_change(record: Mapping, now: datetime) -> StateChange | None:
     """The event one stream record stands for, or None (not a run/stage, or no status change).
 
@@ -462,8 +473,8 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         return None
     old_status = _attr(old, "status") if old else None
     new_status = _attr(new, "status") if new else None
-    old_attempt = _attr(old, "attempt") if old else None
-    new_attempt = _attr(new, "attempt") if new else None
+    old_attempt = _int_attr(old, "attempt") if old else None
+    new_attempt = _int_attr(new, "attempt") if new else None
     if kind == "run":
         if event_name == "MODIFY" and old_status == new_status:
             return None
@@ -475,6 +486,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     run_id = _attr(current, "run_id")
     if not isinstance(run_id, str):
         return None
+    stage_id = _str_attr(current, "stage_id") if kind == "stage" else None
+    if kind == "stage" and stage_id is None:
+        return None  # not one of our stage items: every stage event names its stage
     parsed = ids.parse_run_id(run_id)
     pipeline = _attr(current, "pipeline") or (parsed[0] if parsed else None)
     if new:
@@ -498,8 +512,8 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,
         time=moment if isinstance(moment, str) else format_iso(now),
         pipeline=str(pipeline), run_id=run_id,
-        stage_id=_attr(current, "stage_id") if kind == "stage" else None,
-        stage_name=_attr(current, "name") if kind == "stage" else None,
+        stage_id=stage_id,
+        stage_name=_str_attr(current, "name") if kind == "stage" else None,
         old_status=old_status if isinstance(old_status, str) else None,
         new_status=new_status if isinstance(new_status, str) else None,
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
@@ -517,8 +531,8 @@ SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_
 SOURCE_TYPES = ("github", "gitlab", "cdevents")
 EventFilter = Literal["run.status-changed", "stage.status-changed", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
-FORMAT_STAGETRACK = "stagetrack"  # our own event JSON (``StateChange.body``)
-FORMAT_CDEVENTS = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (domain/cdevents.py)
+FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
+FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (domain/cdevents.py)
 SubscriptionFormat = Literal["stagetrack", "cdevents"]
 SUBSCRIPTION_FORMATS = (FORMAT_STAGETRACK, FORMAT_CDEVENTS)
 

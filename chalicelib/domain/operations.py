@@ -101,7 +101,7 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     """Archive the finished attempt in ``attempts`` and start the next one at IDLE."""
     if stage.attempt >= MAX_ATTEMPTS:
         raise Conflict(f"stage {stage.id!r} has reached {MAX_ATTEMPTS} attempts; start a new run")
-    entry = {
+    entry: dict[str, object] = {
         "attempt": stage.attempt,
         "status": stage.status.value,
         "startedAt": format_iso(stage.started_at),

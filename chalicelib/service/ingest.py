@@ -200,6 +200,8 @@ def _applied_before(ctx: ServiceContext, message, effect: dict) -> dict:
     try:
         if stage_id:
             return {**answer, "stageId": stage_id, "status": runs.get_stage(ctx, stage_id).status.value}
+        if not isinstance(run_id, str):
+            raise NotFound("the effect names no run")
         return {**answer, "runId": run_id, "status": runs.get_run(ctx, run_id).run.status.value}
     except NotFound:  # deleted since: it was applied all the same
         return {**answer, "runId": run_id, "stageId": stage_id, "status": None}

@@ -213,7 +213,7 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
         at=format_iso(now), status_code=result.status, error=result.error, duration_ms=result.duration_ms,
         next_attempt_at=format_iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
     ), int(now.timestamp()))
-    if outcome == "retrying":
+    if retry_in is not None:  # retrying
         retries.send(
             json.dumps({**message, "attempt": attempt + 1}, separators=(",", ":")), delay_seconds=retry_in
         )

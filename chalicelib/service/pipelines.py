@@ -49,6 +49,7 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     never ran has no layout: 404. A paused pipeline: 409.
     """
     counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True)
+    assert layout is not None, "require_layout: a pipeline without a layout is NotFound"
     specs, options = specs_of(layout)
     aggregate = new_run(pipeline, counter, specs, ctx.clock.now(), commit=commit,
                         trigger=f"scheduled by {actor}"[:100], variables=variables, **options)

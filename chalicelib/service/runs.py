@@ -46,16 +46,16 @@ def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
     layout on the pipeline when it differs (``schedule`` repeats the latest layout)."""
     counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline)
     specs = stage_specs(body)
-    run_options = {"timeout_seconds": body.timeout_seconds, "auto_advance": body.auto_advance}
     plain, secret = _variables_of(body)
     aggregate = new_run(
         body.pipeline, counter, specs, ctx.clock.now(),
         commit=body.commit.model_dump(exclude_none=True) if body.commit else None,
-        trigger=body.trigger, variables=plain, **run_options,
+        trigger=body.trigger, variables=plain,
+        timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance,
     )
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
         apply_variables(aggregate, secret, ctx.settings.secret_pepper)
-    layout = layout_of(specs, **run_options)
+    layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance)
     ctx.stores.runs.insert_run(aggregate, layout=None if layout == stored_layout else layout)
     return aggregate
 
@@ -133,13 +133,14 @@ def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stag
         now = ctx.clock.now()
         stage = aggregate.stage(stage_id)
         original = asdict(stage)
-        if "name" in fields and patch.name != stage.name:
+        # PatchStageIn refuses a null name or status: set means not None
+        if patch.name is not None and patch.name != stage.name:
             if any(s.name == patch.name for s in aggregate.stages if s is not stage):
                 raise Conflict(f"another stage of this run is already named {patch.name!r}")
             stage.name = patch.name
         if "timeout_seconds" in fields:
             stage.timeout_seconds = patch.timeout_seconds
-        if "status" in fields:
+        if patch.status is not None:
             change_status(stage, patch.status, now)
         if asdict(stage) == original:
             return False

@@ -166,7 +166,8 @@ class MemoryRunStore:
             self.db.commit_claim({"run": after.run.id})()
             _bump(after.run, changed)
             written = {s.id: s for s in changed}
-            stages = [written.get(s.id, current.get(s.id)) for s in after.stages]
+            # the run's version matched, so every stage not written is stored as ``before`` had it
+            stages = [written[s.id] if s.id in written else current[s.id] for s in after.stages]
             self.db.runs[after.run.id] = copy.deepcopy(RunAggregate(run=after.run, stages=stages))
 
     def delete_run(self, aggregate: RunAggregate) -> None:
@@ -297,9 +298,9 @@ class MemoryIdempotencyStore:
               ttl_seconds: int) -> str | Record:
         with self.db.lock:
             held = self.db.idempotency.get(key_hash)
-            free = (held is None or held["expires_at"] <= now
-                    or (held["state"] == PENDING and held["lease_until"] <= now))
-            if not free:
+            taken = (held is not None and held["expires_at"] > now
+                     and not (held["state"] == PENDING and held["lease_until"] <= now))
+            if held is not None and taken:
                 return Record(state=held["state"], fingerprint=held["fingerprint"],
                               status_code=held.get("status_code"), headers=copy.deepcopy(held.get("headers")),
                               body=None if held.get("body") is None else zlib.decompress(held["body"]),

@@ -28,6 +28,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
@@ -65,7 +66,7 @@ class BaseItem(Model):
     class Meta:
         table_name = "stagetrack"
         region = "us-east-1"
-        host = None
+        host: str | None = None
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
@@ -321,7 +322,7 @@ def bind(table_name: str, region: str, host: str | None) -> None:
     BaseItem.Meta.table_name = table_name
     BaseItem.Meta.region = region
     BaseItem.Meta.host = host
-    shared = None
+    shared: Connection | None = None
     for model in ALL_MODELS:
         model._connection = None
         table_connection = model._get_connection()

@@ -128,4 +128,9 @@ class PipelineStore:
                 raise NotFound(f"pipeline {pipeline!r} not found") from None
             state = "already paused" if paused else "not paused"
             raise Conflict(f"pipeline {pipeline!r} is {state}") from None
-        return pipeline_from_item(item) if updated else self.get(pipeline)
+        if updated:
+            return pipeline_from_item(item)
+        current = self.get(pipeline)
+        if current is None:  # deleted right after this change
+            raise NotFound(f"pipeline {pipeline!r} not found")
+        return current

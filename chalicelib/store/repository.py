@@ -94,8 +94,12 @@ class RunTooLarge(ValidationFailed):
     code = "run_too_large"
 
 
+def _dump(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 def _dumps(value) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return None if value is None else _dump(value)
 
 
 def _loads(text: str | None, default=None):
@@ -331,13 +335,13 @@ def transact_write(items: Sequence[TxItem], effect: dict | None = None) -> None:
     this request's; if only that condition fails, the claim was taken over after its lease ran
     out and this raises ``ClaimTakenOver`` (409), nothing written."""
     held = _held_claim.get()
-    carry = effect is not None and held is not None and not held.committed
-    if carry:
+    carry = held if effect is not None and held is not None and not held.committed else None
+    if carry is not None:
         items = [*items, tx_update(
-            IdempotencyItem, idempotency_pk(held.key_hash), IDEMPOTENCY_SK,
+            IdempotencyItem, idempotency_pk(carry.key_hash), IDEMPOTENCY_SK,
             [IdempotencyItem.state.set(IDEM_COMMITTED),
              IdempotencyItem.effect.set(json.dumps(effect, separators=(",", ":")))],
-            (IdempotencyItem.token == held.token) & (IdempotencyItem.state == IDEM_PENDING),
+            (IdempotencyItem.token == carry.token) & (IdempotencyItem.state == IDEM_PENDING),
             tag=CLAIM_TAG)]
     if len(items) > MAX_TRANSACTION_ITEMS:
         raise ValueError(f"{len(items)} items do not fit in one transaction")
@@ -348,32 +352,39 @@ def transact_write(items: Sequence[TxItem], effect: dict | None = None) -> None:
             update_items=grouped[UPDATE],
         )
     except TransactWriteError as error:
-        error.sent_items = sorted(items, key=lambda item: _SENT_ORDER.index(item.kind))
-        if carry and _only_claim_failed(error):
+        failed = TransactionFailed(error, sorted(items, key=lambda item: _SENT_ORDER.index(item.kind)))
+        if carry is not None and _only_claim_failed(failed):
             raise ClaimTakenOver(
                 "the Idempotency-Key of this request was claimed by another request after this "
                 "one outlived its lease; nothing was written") from None
-        raise
-    if carry:
-        held.committed = True
+        raise failed from error
+    if carry is not None:
+        carry.committed = True
+
+
+class TransactionFailed(TransactWriteError):
+    """The ``TransactWriteError`` of a ``transact_write``, with the items as sent: their
+    cancellation reasons come in that order."""
+
+    def __init__(self, error: TransactWriteError, sent_items: list[TxItem]) -> None:
+        super().__init__(error.msg, cause=error.cause)
+        self.sent_items = sent_items
 
 
 CLAIM_TAG = "idempotency-claim"
 
 
-def _only_claim_failed(error: Exception) -> bool:
-    sent = getattr(error, "sent_items", None) or []
-    reasons = getattr(error, "cancellation_reasons", None) or []
-    failed = [item.tag for item, reason in zip(sent, reasons, strict=False)
+def _only_claim_failed(error: TransactionFailed) -> bool:
+    failed = [item.tag for item, reason in zip(error.sent_items, error.cancellation_reasons, strict=False)
               if reason is not None and reason.code not in (None, "None")]
     return failed == [CLAIM_TAG]
 
 
 def failed_tags(error: Exception) -> set[str]:
     """The tags of the items whose condition failed in a cancelled ``transact_write``."""
-    sent = getattr(error, "sent_items", None) or []
-    reasons = getattr(error, "cancellation_reasons", None) or []
-    return {item.tag for item, reason in zip(sent, reasons, strict=False)
+    if not isinstance(error, TransactionFailed):
+        return set()
+    return {item.tag for item, reason in zip(error.sent_items, error.cancellation_reasons, strict=False)
             if item.tag and reason is not None and reason.code == "ConditionalCheckFailed"}
 
 
@@ -474,7 +485,7 @@ class Repository:
         items = list(extra)
         if layout is not None:
             items.append(tx_update(PipelineItem, pipeline_pk(aggregate.run.pipeline), models.PIPELINE_SK,
-                                   [PipelineItem.layout.set(_dumps(layout))]))
+                                   [PipelineItem.layout.set(_dump(layout))]))
         for attempt in range(INSERT_ATTEMPTS):
             try:
                 self.write_new_run(aggregate, items)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TypedDict
 
 from botocore.exceptions import ClientError
 
@@ -44,14 +45,28 @@ def entry_sk(token_id: str) -> str:
     return f"TOKEN#{token_id}"
 
 
+class _Common(TypedDict):
+    """The attributes a token's item and its listing entry share."""
+
+    token_id: str
+    name: str
+    scopes: str
+    pipelines: str | None
+    created_at: str
+
+
 def insert(token: StoredToken, token_hash: str | None, window: int) -> None:
     """The token (or access key pair, keyed by its AK) and its listing entry appear together;
     a key collision would be refused. The counter starts in the current window, so even the
     first request costs one call."""
     pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
-    common = dict(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
-                  pipelines=pipelines, created_at=token.created_at)
-    pk = access_key_pk(token.access_key) if token.access_key else token_pk(token_hash)
+    common = _Common(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
+                     pipelines=pipelines, created_at=token.created_at)
+    if token.access_key:
+        pk = access_key_pk(token.access_key)
+    else:
+        assert token_hash is not None, "a token without an access key is found by its hash"
+        pk = token_pk(token_hash)
     with transaction({"token": token.token_id}) as write:
         write.save(TokenItem(pk=pk, sk=TOKEN_SK, window=window, hits=0,
                              secret_key=token.sealed_secret_key, **common),
