@@ -420,7 +420,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
     dialect="gocd",
     acts_on=_PIPELINE,
     render_error=text_error,
-    replay=lambda effect, **_: _text("Stage cancelled successfully."),
+    replay=lambda effect, **_: _cancelled(),
     openapi=_text_doc(200),
     summary="GoCD: cancel a stage",
 )
@@ -429,6 +429,12 @@ def cancel_stage(pipeline, stage):
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
     operations.cancel_stage_by_name(wiring.context(), pipeline, stage, actor=_actor())
+    return _cancelled()
+
+
+def _cancelled() -> Response:
+    """GoCD's answer to a stage cancel, also when the stage was not active (and to a repeated
+    Idempotency-Key whose cancel was written but whose response was lost)."""
     return _text("Stage cancelled successfully.")
 
 
@@ -508,7 +514,7 @@ def stage_instance_current(pipeline, stage, stage_name, stage_counter):
     dialect="gocd",
     acts_on=_PIPELINE,
     render_error=current_error(STAGE_INSTANCE),
-    replay=lambda effect, **_: _message("Stage cancelled successfully.", STAGE_INSTANCE),
+    replay=lambda effect, **_: _cancelled_current(),
     openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter")),
     summary="GoCD v3: cancel a stage by pipeline counter ({stage}), stage name and stage counter",
 )
@@ -519,6 +525,10 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     _current_body(dialects.GoCDEmptyForm)
     operations.cancel_stage_attempt(wiring.context(), pipeline, _run_counter(stage), stage_name,
                                     _counter(stage_counter, "stage counter"), actor=_actor())
+    return _cancelled_current()
+
+
+def _cancelled_current() -> Response:
     return _message("Stage cancelled successfully.", STAGE_INSTANCE)
 
 
@@ -530,11 +540,8 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     dialect="gocd",
     acts_on=_PIPELINE,
     render_error=current_error(STAGE_OPERATIONS),
-    replay=lambda effect, pipeline, stage, stage_name: _message(
-        f"Request to schedule stage {pipeline}/{_run_counter(stage)}/{stage_name} accepted",
-        STAGE_OPERATIONS,
-        202,
-    ),
+    replay=lambda effect, pipeline, stage, stage_name: _stage_scheduled(pipeline, _run_counter(stage),
+                                                                        stage_name),
     openapi=_current_doc(STAGE_OPERATIONS, 202, numbers=("stage",)),
     summary="GoCD v2: run a stage of a pipeline instance again ({stage}: the pipeline counter)",
 )
@@ -545,6 +552,10 @@ def run_stage_current(pipeline, stage, stage_name):
     _current_body(dialects.GoCDEmptyForm)
     counter = _run_counter(stage)
     operations.rerun_stage_by_name(wiring.context(), pipeline, counter, stage_name)
+    return _stage_scheduled(pipeline, counter, stage_name)
+
+
+def _stage_scheduled(pipeline: str, counter: int, stage_name: str) -> Response:
     return _message(f"Request to schedule stage {pipeline}/{counter}/{stage_name} accepted",
                     STAGE_OPERATIONS, 202)
 
@@ -605,7 +616,7 @@ def pipeline_status(pipeline):
     dialect="gocd",
     acts_on=_PIPELINE,
     render_error=text_or_current_error(PIPELINE_OPERATIONS),
-    replay=lambda effect, pipeline: _paused_again(pipeline),
+    replay=lambda effect, pipeline: _paused(pipeline),
     openapi=_both_doc(
         200, {"pauseCause": {"type": "string", "maxLength": 1000}}, _PAUSE_JSON, PIPELINE_OPERATIONS
     ),
@@ -619,11 +630,11 @@ def pause_pipeline(pipeline):
         except Conflict:
             raise Conflict(f"Failed to pause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already paused.") from None
-        return _message(f"Pipeline '{pipeline}' paused successfully.", PIPELINE_OPERATIONS)
+        return _paused(pipeline)
     _require_confirm()
     form = _form(dialects.GoCDPauseForm, _form_pairs())
     pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=form.pauseCause or None)
-    return _text("")
+    return _paused(pipeline)
 
 
 @route(
@@ -634,7 +645,7 @@ def pause_pipeline(pipeline):
     dialect="gocd",
     acts_on=_PIPELINE,
     render_error=text_or_current_error(PIPELINE_OPERATIONS),
-    replay=lambda effect, pipeline: _unpaused_again(pipeline),
+    replay=lambda effect, pipeline: _unpaused(pipeline),
     openapi=_both_doc(200, None, None, PIPELINE_OPERATIONS),
     summary="GoCD: unpause a pipeline",
 )
@@ -646,11 +657,11 @@ def unpause_pipeline(pipeline):
         except Conflict:
             raise Conflict(f"Failed to unpause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already unpaused.") from None
-        return _message(f"Pipeline '{pipeline}' unpaused successfully.", PIPELINE_OPERATIONS)
+        return _unpaused(pipeline)
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
     pipelines.unpause(wiring.context(), pipeline)
-    return _text("")
+    return _unpaused(pipeline)
 
 
 @route(
@@ -702,7 +713,7 @@ def _schedule_current(pipeline: str) -> Response:
     secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
     pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=variables or None,
                        secret_variables=secrets or None, commit=body.commit_for(pipeline))
-    return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
+    return _scheduled(pipeline)
 
 
 @route(
@@ -731,22 +742,23 @@ def schedule_pipeline(pipeline):
     return _scheduled(pipeline)
 
 
+# The answers to schedule, pause and unpause, in the form (17.1 text or current JSON) the request
+# asks for: also to a repeated Idempotency-Key whose change was written but whose response was
+# lost, since GoCD's answers to these POSTs do not depend on what was written.
+
 def _scheduled(pipeline: str) -> Response:
-    """Also the answer to a repeated Idempotency-Key whose run was written but whose response
-    was lost (GoCD's answers to these POSTs do not depend on what was written), in the form
-    (17.1 text or current JSON) the repeat asks for."""
     if _current_api(PIPELINE_OPERATIONS):
         return _message(f"Request to schedule pipeline {pipeline} accepted", PIPELINE_OPERATIONS, 202)
     return _text(f"Request to schedule pipeline {pipeline} accepted", 202)
 
 
-def _paused_again(pipeline: str) -> Response:
+def _paused(pipeline: str) -> Response:
     if _current_api(PIPELINE_OPERATIONS):
         return _message(f"Pipeline '{pipeline}' paused successfully.", PIPELINE_OPERATIONS)
     return _text("")
 
 
-def _unpaused_again(pipeline: str) -> Response:
+def _unpaused(pipeline: str) -> Response:
     if _current_api(PIPELINE_OPERATIONS):
         return _message(f"Pipeline '{pipeline}' unpaused successfully.", PIPELINE_OPERATIONS)
     return _text("")
