@@ -82,52 +82,17 @@ def test_without_query_keeps_the_path_and_drops_every_query():
     )
 
 
-def test_chalice_local_as_make_run_starts_it_prints_no_query_string(tmp_path):
+def test_chalice_local_as_make_run_starts_it_prints_no_query_string(start_chalice_local):
     """The real server, started with run_local's command: its stderr access log has paths only."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     import requests
 
-    from tools import dynamodb_local, run_local
-
-    port = dynamodb_local.free_port()
-    log_path = tmp_path / "chalice-local.log"
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "STAGETRACK_LOCAL_TICKER": "0",
-           "STAGETRACK_DYNAMODB_ENDPOINT": f"http://127.0.0.1:{dynamodb_local.free_port()}"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", run_local.CHALICE_MAIN, "local", "--host", "127.0.0.1",
-             "--port", str(port), "--no-autoreload"],
-            cwd=str(run_local.ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     secret = "st_" + "Q" * 43
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                requests.get(f"{base}/go/api/version?probe=1", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "chalice local did not start"
-                time.sleep(0.2)
+    with start_chalice_local() as (base, log_path):
         requests.get(f"{base}/api/runs?pipeline=web&access_token={secret}", timeout=10)
         requests.get(f"{base}/nowhere?password=hunter2-{secret}", timeout=10)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with socket.create_connection(("127.0.0.1", urlsplit(base).port), timeout=5) as raw:
             raw.sendall(f"GET /x?token={secret} HTTP/9.9\r\n\r\n".encode())
             raw.recv(4096)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     out = log_path.read_text()
     assert '"GET /api/runs?[REDACTED] HTTP/1.1"' in out and '"GET /nowhere?[REDACTED] HTTP/1.1"' in out
     assert (
