@@ -30,8 +30,9 @@ from .. import wiring
 from ..domain import dialects
 from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, NotFound, ValidationFailed
+from ..domain.model import RunAggregate
 from ..domain.operations import SCOPE_FAILED, VariableChange
-from ..service import operations, pipelines
+from ..service import commands, operations, pipelines
 from . import authenticated_principal, base_url, current_actor, parse_body, route
 from .openapi import RATE_HEADERS
 
@@ -104,6 +105,18 @@ OPENAPI = {
 }
 
 
+def _command(body: dialects.BuddyOperationIn, run_id: str) -> commands.Command[RunAggregate]:
+    """Buddy's operation on an execution, as the native command it is."""
+    if body.operation == "CANCEL":
+        return commands.CancelRun(run_id, body.comment or None)
+    if body.operation == "RETRY":
+        return commands.RetryRun(run_id, SCOPE_FAILED)
+    if body.operation == "APPLY":
+        return commands.ApproveWaiting(run_id, body.comment or None)
+    return commands.ApplyVariables(run_id, tuple(
+        VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables or ()))
+
+
 @route(buddy, PATH, methods=["PATCH"], dialect="buddy", render_error=render_error,
        acts_on=resolved_by(_pipeline_of), openapi=OPENAPI,
        summary="Buddy: cancel, retry or approve an execution")
@@ -117,16 +130,7 @@ def operate_execution(domain, project_name, pipeline_id, execution_id):
     found = pipelines.by_buddy_id(ctx, number)
     pipeline = found.name
     run_id = operations.run_id_by_counter(pipeline, execution_id)
-    actor = current_actor() or "anonymous"
-    if body.operation == "CANCEL":
-        aggregate = operations.cancel_run(ctx, run_id, actor=actor, reason=body.comment or None)
-    elif body.operation == "RETRY":
-        aggregate = operations.retry_run(ctx, run_id, SCOPE_FAILED)
-    elif body.operation == "APPLY":
-        aggregate = operations.approve_waiting(ctx, run_id, actor=actor, comment=body.comment or None)
-    else:
-        changes = [VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables]
-        aggregate = operations.apply_variables(ctx, run_id, changes)
+    aggregate = commands.execute(ctx, _command(body, run_id), actor=current_actor() or "anonymous")
     # pipeline.last_execution_*: this run, unless the pipeline has claimed a newer number
     latest = None if aggregate.run.counter >= found.counter else pipelines.latest_run(ctx, pipeline)
     base = base_url(request)

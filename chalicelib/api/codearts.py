@@ -23,7 +23,7 @@ from .. import wiring
 from ..domain import dialects
 from ..domain.auth import PipelineRef, resolved_by
 from ..domain.errors import DomainError, ValidationFailed
-from ..service import operations, pipelines
+from ..service import commands, pipelines
 from . import authenticated_principal, current_actor, json_body_fields, parse_body, route
 from .openapi import RATE_HEADERS
 
@@ -95,8 +95,7 @@ def _stopped(effect: dict | None = None) -> Response:
 def stop_build():
     ctx = wiring.context()
     body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.settings.max_body_bytes)
-    pipeline = pipelines.by_codearts_job(ctx, body.job_id)
-    operations.stop_run(ctx, pipeline.name, body.build_no, actor=current_actor() or "anonymous")
+    _stop_build(ctx, body.job_id, body.build_no)
     return _stopped()
 
 
@@ -109,9 +108,12 @@ def _stop(job_id: str, build_no: str) -> None:
         raise ValidationFailed(f"job_id must be 32 letters and digits, not {job_id!r}")
     if not _BUILD_NO.fullmatch(build_no):
         raise ValidationFailed(f"build_no must be a build number (1, 2, ...), not {build_no!r}")
-    ctx = wiring.context()
+    _stop_build(wiring.context(), job_id, build_no)
+
+
+def _stop_build(ctx, job_id: str, build_no: str) -> None:
     pipeline = pipelines.by_codearts_job(ctx, job_id)
-    operations.stop_run(ctx, pipeline.name, build_no, actor=current_actor() or "anonymous")
+    commands.execute(ctx, commands.StopRun(pipeline.name, build_no), actor=current_actor() or "anonymous")
 
 
 def _v1_build_no(request) -> str:

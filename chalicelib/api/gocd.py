@@ -43,7 +43,7 @@ from ..domain.auth import REALM, Forbidden
 from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
 from ..domain.model import stage_summary
 from ..domain.operations import specs_of
-from ..service import operations, pipelines, runs
+from ..service import commands, operations, pipelines, runs
 from . import base_url, current_actor, current_principal, parse_body, parse_query, route
 from .openapi import RATE_HEADERS
 
@@ -388,6 +388,10 @@ def _actor() -> str:
     return current_actor() or "anonymous"
 
 
+def _execute(command: commands.Command) -> object:
+    return commands.execute(wiring.context(), command, actor=_actor())
+
+
 def _offset(value: str | None) -> int:
     if value is None:
         return 0
@@ -428,7 +432,7 @@ def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
-    operations.cancel_stage_by_name(wiring.context(), pipeline, stage, actor=_actor())
+    _execute(commands.CancelStageByName(pipeline, stage))
     return _cancelled()
 
 
@@ -523,8 +527,8 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     cancel; an unknown run, stage or stage counter is a 404."""
     _current_api(STAGE_INSTANCE, only=True)
     _current_body(dialects.GoCDEmptyForm)
-    operations.cancel_stage_attempt(wiring.context(), pipeline, _run_counter(stage), stage_name,
-                                    _counter(stage_counter, "stage counter"), actor=_actor())
+    _execute(commands.CancelStageAttempt(pipeline, _run_counter(stage), stage_name,
+                                         _counter(stage_counter, "stage counter")))
     return _cancelled_current()
 
 
@@ -551,7 +555,7 @@ def run_stage_current(pipeline, stage, stage_name):
     _current_api(STAGE_OPERATIONS, only=True)
     _current_body(dialects.GoCDEmptyForm)
     counter = _run_counter(stage)
-    operations.rerun_stage_by_name(wiring.context(), pipeline, counter, stage_name)
+    _execute(commands.RerunStageByName(pipeline, counter, stage_name))
     return _stage_scheduled(pipeline, counter, stage_name)
 
 
@@ -626,14 +630,14 @@ def pause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         body = _current_body(dialects.GoCDPauseIn)
         try:
-            pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.pause_cause or None)
+            _execute(commands.PausePipeline(pipeline, body.pause_cause or None))
         except Conflict:
             raise Conflict(f"Failed to pause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already paused.") from None
         return _paused(pipeline)
     _require_confirm()
     form = _form(dialects.GoCDPauseForm, _form_pairs())
-    pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=form.pauseCause or None)
+    _execute(commands.PausePipeline(pipeline, form.pauseCause or None))
     return _paused(pipeline)
 
 
@@ -653,14 +657,14 @@ def unpause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         _current_body(dialects.GoCDEmptyForm)
         try:
-            pipelines.unpause(wiring.context(), pipeline)
+            _execute(commands.UnpausePipeline(pipeline))
         except Conflict:
             raise Conflict(f"Failed to unpause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already unpaused.") from None
         return _unpaused(pipeline)
     _require_confirm()
     _form(dialects.GoCDEmptyForm, _form_pairs())
-    pipelines.unpause(wiring.context(), pipeline)
+    _execute(commands.UnpausePipeline(pipeline))
     return _unpaused(pipeline)
 
 
@@ -711,8 +715,8 @@ def _schedule_current(pipeline: str) -> Response:
     body = _current_body(dialects.GoCDScheduleIn)
     variables = {v.name: v.text for v in body.environment_variables if not v.is_secret}
     secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
-    pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=variables or None,
-                       secret_variables=secrets or None, commit=body.commit_for(pipeline))
+    _execute(commands.SchedulePipeline(pipeline, variables=variables or None,
+                                       secret_variables=secrets or None, commit=body.commit_for(pipeline)))
     return _scheduled(pipeline)
 
 
@@ -737,8 +741,8 @@ def schedule_pipeline(pipeline):
     if len(form.variables) + len(form.secure_variables) > dialects.MAX_VARIABLES:
         raise BadRequest(f"at most {dialects.MAX_VARIABLES} variables and secure_variables together",
                          details=[{"field": "variables"}])
-    pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=form.variables or None,
-                       secret_variables=form.secure_variables or None)
+    _execute(commands.SchedulePipeline(pipeline, variables=form.variables or None,
+                                       secret_variables=form.secure_variables or None))
     return _scheduled(pipeline)
 
 

@@ -8,8 +8,8 @@ from ..domain import auth
 from ..domain.errors import BadRequest
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.views import run_summary_view, run_view, stage_view
-from ..service import runs
-from . import json_response, parse_body, parse_query, route
+from ..service import commands, runs
+from . import current_actor, json_response, parse_body, parse_query, route
 
 native = Blueprint(__name__)
 
@@ -39,7 +39,7 @@ def created_run(effect: dict, status: int = 201) -> Response:
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())
-    aggregate = runs.create_run(ctx, body)
+    aggregate = commands.execute(ctx, commands.CreateRun(body), actor=current_actor() or "anonymous")
     return json_response(run_view(aggregate, ctx.clock.now()), 201,
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
@@ -87,7 +87,8 @@ def get_stage(stage_id):
 def patch_stage(stage_id):
     ctx = wiring.context()
     patch = parse_body(_request(), PatchStageIn, _max_body())
-    return json_response(stage_view(runs.patch_stage(ctx, stage_id, patch), ctx.clock.now()))
+    stage = commands.execute(ctx, commands.PatchStage(stage_id, patch), actor=current_actor() or "anonymous")
+    return json_response(stage_view(stage, ctx.clock.now()))
 
 
 @route(native, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)

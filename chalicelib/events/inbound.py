@@ -3,7 +3,7 @@
 - ``aws_ci_events``  EventBridge rule: CodePipeline pipeline/stage/action execution state
   changes and CodeBuild build state changes
 - ``ingest_queue``   SQS queue of update messages (the API's own operations, one JSON message
-  each: {"action": "create_run"|"patch_stage"|"cancel_run"|..., ...}, see README)
+  each: {"action": "create_run"|"patch_stage"|"cancel_run"|..., ...}, events/messages.py)
 - ``ingest_topic``   SNS topic of the same messages
 
 Every message is applied once (idempotent on the event id / message id / idempotencyKey) and
@@ -87,6 +87,7 @@ def aws_ci_events(event):
 @inbound.on_sqs_message(queue_arn=INGEST_QUEUE_ARN, batch_size=10, name="ingest_queue")
 def ingest_queue(event):
     from ..service import ingest
+    from . import messages
 
     ctx = wiring.context()
     failures = []
@@ -95,8 +96,8 @@ def ingest_queue(event):
         message_id = raw.get("messageId", "")
         queue_name = raw.get("eventSourceARN", "").rsplit(":", 1)[-1] or INGEST_QUEUE
         try:
-            answer, replayed = ingest.ingest_message(ctx, record.body, transport_id=f"sqs:{message_id}",
-                                                     actor=f"sqs:{queue_name}")
+            answer, replayed = messages.ingest_message(ctx, record.body, transport_id=f"sqs:{message_id}",
+                                                       actor=f"sqs:{queue_name}")
             log.info("sqs message %s: %s%s", message_id, answer, " (replayed)" if replayed else "")
         except Exception as error:  # noqa: BLE001 - one message's failure stays its own
             if ingest.is_permanent(error) and _dead_letter(ctx, f"sqs:{queue_name}", record.body, error):
@@ -110,6 +111,7 @@ def ingest_queue(event):
 @inbound.on_sns_message(topic=INGEST_TOPIC_ARN, name="ingest_topic")
 def ingest_topic(event):
     from ..service import ingest
+    from . import messages
 
     ctx = wiring.context()
     results = []
@@ -118,8 +120,8 @@ def ingest_topic(event):
         topic = str(sns.get("TopicArn", INGEST_TOPIC)).rsplit(":", 1)[-1]
         body = sns.get("Message") or ""
         try:
-            answer, replayed = ingest.ingest_message(ctx, body, transport_id=f"sns:{sns.get('MessageId')}",
-                                                     actor=f"sns:{topic}")
+            answer, replayed = messages.ingest_message(ctx, body, transport_id=f"sns:{sns.get('MessageId')}",
+                                                       actor=f"sns:{topic}")
         except Exception as error:
             if ingest.is_permanent(error) and _dead_letter(ctx, f"sns:{topic}", body, error):
                 results.append({"result": "dead-lettered"})

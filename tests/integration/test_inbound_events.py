@@ -415,6 +415,7 @@ def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_
     """The action's write carries the delivery's claim (store/repository.py transact_write):
     a redelivery after the process died between the write and keeping the answer, even after
     the lease, answers from what was written and applies nothing again."""
+    from chalicelib.events import messages as wire
     from chalicelib.service import ingest
     from chalicelib.store.idempotency import IdempotencyStore
 
@@ -431,9 +432,9 @@ def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_
         # a dead process cleans nothing
         patch.setattr(IdempotencyStore, "release", lambda self, *a, **k: None)
         with pytest.raises(ProcessDied):
-            ingest.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
+            wire.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
     clock.advance(seconds=ingest.RECEIPT_LEASE_SECONDS + 1)
-    answer, replayed = ingest.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
+    answer, replayed = wire.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
     assert replayed and answer["replayedFromEffect"] and answer["action"] == action
     if action == "create_run":
         assert answer["runId"] == "web:1" and ctx.stores.runs.load_run("web:2") is None
