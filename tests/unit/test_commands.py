@@ -12,7 +12,7 @@ from chalice.test import Client
 
 from chalicelib.domain import dialects
 from chalicelib.domain.errors import Conflict, NotFound, ValidationFailed
-from chalicelib.domain.operations import SECRET_MASK, seal_secret
+from chalicelib.domain.operations import seal_secret
 from chalicelib.domain.schemas import MAX_VARIABLES
 from chalicelib.events import messages
 from chalicelib.service import commands, runs
@@ -213,7 +213,8 @@ def test_each_route_writes_through_the_command_table(api, memory_ctx, spy, name,
 # Routes that write but run no command: deletes are native-only and no operation (nothing else
 # dispatches them); GoCD's releaseLock and unlock only read (stagetrack never locks a pipeline).
 NOT_COMMANDS = {("DELETE", "/api/runs/{run_id}"), ("DELETE", "/api/stages/{stage_id}"),
-                ("POST", "/go/api/pipelines/{pipeline}/releaseLock"), ("POST", "/go/api/pipelines/{pipeline}/unlock")}
+                ("POST", "/go/api/pipelines/{pipeline}/releaseLock"),
+                ("POST", "/go/api/pipelines/{pipeline}/unlock")}
 OPERATION_PATHS = ("/api/runs", "/api/stages", "/api/pipelines", "/go/", "/v1/", "/v3/", "/workspaces/")
 
 
@@ -235,7 +236,7 @@ def _shape(path: str) -> str:
 
     parts = path.split("?")[0].strip("/").split("/")
     serving = [route for route in app.routes if len(route.strip("/").split("/")) == len(parts) and all(
-        p.startswith("{") or p == q for p, q in zip(route.strip("/").split("/"), parts))]
+        p.startswith("{") or p == q for p, q in zip(route.strip("/").split("/"), parts, strict=True))]
     if serving:  # the most literal one, as the router picks
         return max(serving, key=lambda route: sum(not p.startswith("{") for p in route.split("/")))
     raise AssertionError(f"no route serves {path}")
@@ -267,7 +268,8 @@ def _ingest(ctx, body: str, transport_id: str = "m-1"):
 
 @pytest.fixture
 def run(memory_ctx):
-    return runs.create_run(memory_ctx, runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
+    body = runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}')
+    return runs.create_run(memory_ctx, body)
 
 
 def test_apply_variables_message_merges_variables_and_keeps_secrets_as_a_keyed_hash(memory_ctx, run):
@@ -301,7 +303,8 @@ def test_apply_variables_message_has_the_limits_of_the_route_and_changes_nothing
 def test_apply_variables_message_past_the_run_limit_is_refused_and_changes_nothing(memory_ctx, run):
     first = [{"key": f"K{i}", "value": "v"} for i in range(MAX_VARIABLES)]
     _ingest(memory_ctx, json.dumps({"action": "apply_variables", "runId": "web:1", "variables": first}))
-    more = json.dumps({"action": "apply_variables", "runId": "web:1", "variables": [{"key": "X", "value": "1"}]})
+    more = json.dumps({"action": "apply_variables", "runId": "web:1",
+                       "variables": [{"key": "X", "value": "1"}]})
     with pytest.raises(ValidationFailed, match=f"at most {MAX_VARIABLES} variables"):
         _ingest(memory_ctx, more, "m-2")
     assert len(memory_ctx.stores.runs.load_run("web:1").run.variables) == MAX_VARIABLES
@@ -380,5 +383,5 @@ def test_a_pause_whose_write_committed_before_the_process_died_answers_from_the_
             _ingest(memory_ctx, body, "m-1")
     clock.advance(seconds=ingest.RECEIPT_LEASE_SECONDS + 1)
     answer, replayed = _ingest(memory_ctx, body, "m-2")
-    assert (answer, replayed) == ({"result": "applied", "action": "pause_pipeline", "replayedFromEffect": True,
-                                   "pipeline": "web", "paused": True}, True)
+    assert (answer, replayed) == ({"result": "applied", "action": "pause_pipeline",
+                                   "replayedFromEffect": True, "pipeline": "web", "paused": True}, True)
