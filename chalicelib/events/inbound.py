@@ -100,7 +100,8 @@ def ingest_queue(event):
                                                        actor=f"sqs:{queue_name}")
             log.info("sqs message %s: %s%s", message_id, answer, " (replayed)" if replayed else "")
         except Exception as error:  # noqa: BLE001 - one message's failure stays its own
-            if ingest.is_permanent(error) and _dead_letter(ctx, f"sqs:{queue_name}", record.body, error):
+            if ingest.is_permanent(error) and _dead_letter(ctx, f"sqs:{queue_name}",
+                                                           messages.redacted(record.body), error):
                 continue
             if not ingest.is_permanent(error):
                 log.warning("sqs message %s will be retried: %s", message_id, error)
@@ -123,7 +124,8 @@ def ingest_topic(event):
             answer, replayed = messages.ingest_message(ctx, body, transport_id=f"sns:{sns.get('MessageId')}",
                                                        actor=f"sns:{topic}")
         except Exception as error:
-            if ingest.is_permanent(error) and _dead_letter(ctx, f"sns:{topic}", body, error):
+            if ingest.is_permanent(error) and _dead_letter(ctx, f"sns:{topic}", messages.redacted(body),
+                                                           error):
                 results.append({"result": "dead-lettered"})
                 continue
             raise

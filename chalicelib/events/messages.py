@@ -9,6 +9,7 @@ its entry in ``IngestMessage``.
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal, Union, get_args
 
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -30,6 +31,7 @@ from ..domain.schemas import (
 )
 from ..service import ServiceContext, commands, ingest
 
+REDACTED = "[REDACTED]"
 IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,255}$")]
 StageIdText = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 Counter = Annotated[int, Field(ge=1, le=10**12 - 1)]  # a run or stage counter, as the routes take
@@ -249,3 +251,20 @@ def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: 
     action: str = message.action
     return ingest.ingest_command(ctx, action, message.command(), key=key, payload=canonical, actor=actor)
 
+
+
+def redacted(body: str) -> str:
+    """A message as the dead-letter queue keeps it: the value of every variable marked secret
+    replaced. A secret is kept only as a keyed hash once applied; a message that never applied
+    must not leave it in clear either. Anything else is kept as sent, to be looked at or resent."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return body
+    variables = message.get("variables") if isinstance(message, dict) else None
+    if not isinstance(variables, list):
+        return body
+    for variable in variables:
+        if isinstance(variable, dict) and variable.get("secret", False) is not False and "value" in variable:
+            variable["value"] = REDACTED
+    return json.dumps(message, separators=(",", ":"))

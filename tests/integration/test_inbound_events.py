@@ -411,7 +411,8 @@ def test_variables_and_pause_messages_apply_through_the_queue_handler(lam, ctx):
                  "variables": [{"key": "REGION", "value": "eu"},
                                {"key": "TOKEN", "value": "s3cret", "secret": True}]}
     too_many = {"action": "apply_variables", "runId": "web:1",
-                "variables": [{"key": f"K{i}", "value": "v"} for i in range(101)]}
+                "variables": [{"key": "PASSWORD", "value": "hunter2-long", "secret": True},
+                              *({"key": f"K{i}", "value": "v"} for i in range(100))]}
     pause = {"action": "pause_pipeline", "pipeline": "web", "cause": "release freeze"}
     answer = invoke(lam, "ingest_queue", queue_event(lam, messages(variables, too_many, pause)))
     assert answer == {"batchItemFailures": []}
@@ -424,6 +425,10 @@ def test_variables_and_pause_messages_apply_through_the_queue_handler(lam, ctx):
     [letter] = dead_letters()
     assert letter["error"]["code"] == "validation_failed"
     assert letter["error"]["details"][0]["field"] == "apply_variables.variables"
+    assert "hunter2-long" not in json.dumps(letter)  # a secret is never kept in clear, applied or not
+    assert json.loads(letter["message"])["variables"][0] == {"key": "PASSWORD", "value": "[REDACTED]",
+                                                             "secret": True}
+    assert json.loads(letter["message"])["variables"][1] == {"key": "K0", "value": "v"}
     answer = invoke(lam, "ingest_queue", queue_event(lam, messages(
         {"action": "unpause_pipeline", "pipeline": "web"}), ["m-unpause"]))
     assert answer == {"batchItemFailures": []}
