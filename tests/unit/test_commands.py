@@ -385,3 +385,20 @@ def test_a_pause_whose_write_committed_before_the_process_died_answers_from_the_
     answer, replayed = _ingest(memory_ctx, body, "m-2")
     assert (answer, replayed) == ({"result": "applied", "action": "pause_pipeline",
                                    "replayedFromEffect": True, "pipeline": "web", "paused": True}, True)
+
+
+@pytest.mark.parametrize("body, kept", [
+    ('{"action":"apply_variables","variables":[{"key":"A","value":"pw","secret":true},{"key":"B","value":"b"}]}',
+     '{"action":"apply_variables","variables":[{"key":"A","value":"[REDACTED]","secret":true},'
+     '{"key":"B","value":"b"}]}'),
+    # a message that failed validation because "secret" is no boolean is still treated as secret
+    ('{"action":"apply_variables","variables":[{"key":"A","value":"pw","secret":"yes"}]}',
+     '{"action":"apply_variables","variables":[{"key":"A","value":"[REDACTED]","secret":"yes"}]}'),
+    ('{"action":"apply_variables","variables":[{"key":"A","value":"pw","secret":false}]}',
+     '{"action":"apply_variables","variables":[{"key":"A","value":"pw","secret":false}]}'),
+    ('{not json "secret": true', '{not json "secret": true'),
+    ('{"action": "cancel_run", "runId": "web:1"}', '{"action": "cancel_run", "runId": "web:1"}'),
+    ('["variables"]', '["variables"]'),
+])
+def test_the_dead_letter_copy_of_a_message_hides_its_secret_values(body, kept):
+    assert messages.redacted(body) == kept
