@@ -17,7 +17,7 @@ from chalice.app import MultiDict
 
 from app import app
 from chalicelib import api
-from chalicelib.domain import auth, dialects
+from chalicelib.domain import auth, dialect_ids
 from chalicelib.domain.auth import Principal
 from chalicelib.domain.errors import DomainError
 
@@ -110,11 +110,11 @@ def sample_request(path, spec, pipeline="A"):
     query = {name: [fill(SAMPLES[kind], pipeline)] for name, kind in declared.query}
     body = {name: fill(SAMPLES[kind], pipeline) for name, kind in declared.body} or None
     if "pipeline_id" in uri:  # Buddy
-        uri["pipeline_id"] = str(dialects.buddy_pipeline_id(pipeline))
+        uri["pipeline_id"] = str(dialect_ids.buddy_pipeline_id(pipeline))
     if "job_id" in uri:  # CodeArts' path forms
-        uri["job_id"] = dialects.codearts_job_id(pipeline)
+        uri["job_id"] = dialect_ids.codearts_job_id(pipeline)
     if spec.dialect == "codearts":
-        body = {"job_id": dialects.codearts_job_id(pipeline), "build_no": "1"}
+        body = {"job_id": dialect_ids.codearts_job_id(pipeline), "build_no": "1"}
     return uri, query, body
 
 
