@@ -32,8 +32,11 @@ from ..domain.dialect_ids import buddy_pipeline_id
 from ..domain.errors import DomainError, NotFound, ValidationFailed
 from ..domain.operations import SCOPE_FAILED, VariableChange
 from ..service import operations, pipelines
-from . import authenticated_principal, base_url, buddy_wire, current_actor, parse_body, route
+from . import buddy_wire
 from .openapi import RATE_HEADERS
+from .parsing import base_url, parse_body
+from .routing import route
+from .security import authenticated_principal, current_actor
 
 buddy = Blueprint(__name__)
 

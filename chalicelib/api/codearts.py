@@ -24,8 +24,11 @@ from ..domain.auth import PipelineRef, resolved_by
 from ..domain.dialect_ids import codearts_job_id
 from ..domain.errors import DomainError, ValidationFailed
 from ..service import operations, pipelines
-from . import authenticated_principal, codearts_wire, current_actor, json_body_fields, parse_body, route
+from . import codearts_wire
 from .openapi import RATE_HEADERS
+from .parsing import json_body_fields, parse_body
+from .routing import route
+from .security import authenticated_principal, current_actor
 
 codearts = Blueprint(__name__)
 

@@ -44,8 +44,11 @@ from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
 from ..domain.model import stage_summary
 from ..domain.operations import specs_of
 from ..service import operations, pipelines, runs
-from . import base_url, current_actor, current_principal, gocd_wire, parse_body, parse_query, route
+from . import gocd_wire
 from .openapi import RATE_HEADERS
+from .parsing import base_url, parse_body, parse_query
+from .routing import route
+from .security import current_actor, current_principal
 
 gocd = Blueprint(__name__)
 # GoCD's clients send form data (17.1, e.g. `curl -d`) or JSON (the current API); nothing else.
