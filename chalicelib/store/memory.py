@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 from ..domain import dialect_ids, ids
-from ..domain.clock import format_iso
+from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.model import Run, RunAggregate, Stage
@@ -256,8 +256,6 @@ class MemoryPipelineStore:
 
 def _millis(moment):
     """Stored as ISO text with milliseconds, as DynamoDB keeps it."""
-    from ..domain.clock import parse_iso
-
     return None if moment is None else parse_iso(format_iso(moment))
 
 
