@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line, with the request id, and no secrets.
 
-The route helper (api/__init__.py) writes one ``request`` line per HTTP request with requestId
+The route helper (api/security.py) writes one ``request`` line per HTTP request with requestId
 (API Gateway's request id, or a generated one locally; also sent back as X-Request-Id),
 method, path, status, latencyMs, tokenId and actor. Nothing logs headers, bodies or query
 strings. As a second line of defence every line is scrubbed before it is written: anything

@@ -9,7 +9,10 @@ from ..domain.errors import BadRequest
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.views import run_summary_view, run_view, stage_view
 from ..service import commands, runs
-from . import current_actor, json_response, parse_body, parse_query, route
+from .parsing import parse_body, parse_query
+from .responses import json_response
+from .routing import route
+from .security import current_actor
 
 native = Blueprint(__name__)
 

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..domain import auth
 from ..domain import schemas as request_models
 from ..domain.status import StageStatus
-from . import declared_routes, json_response, route
+from .responses import json_response
+from .routing import declared_routes, route
 
 meta = Blueprint(__name__)
 

@@ -23,9 +23,11 @@ from ..domain.schemas import (
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import commands, pipelines, runs
-from . import json_response, parse_body, route
 from .idempotency import actor
 from .native import created_run
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
 
 ops = Blueprint(__name__)
 

@@ -21,9 +21,12 @@ from ..domain import auth
 from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
 from ..service import subscriptions
 from ..service.ports import DeliveryAttempt, StoredSubscription
-from . import current_principal, json_response, parse_body, parse_query, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
+from .parsing import parse_body, parse_query
+from .responses import json_response
+from .routing import route
+from .security import current_principal
 
 subscription_api = Blueprint(__name__)
 

@@ -16,9 +16,12 @@ from ..domain import auth
 from ..domain.auth import CreateTokenIn
 from ..service import tokens
 from ..service.ports import StoredToken
-from . import current_principal, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import TokenCreatedOut, TokenListOut, TokenOut
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
+from .security import current_principal
 
 token_api = Blueprint(__name__)
 

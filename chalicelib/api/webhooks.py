@@ -32,9 +32,12 @@ from ..domain.auth import Forbidden
 from ..domain.errors import BadRequest
 from ..service import ingest
 from ..service.ports import StoredSource
-from . import current_actor, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
+from .security import current_actor
 
 webhooks = Blueprint(__name__)
 

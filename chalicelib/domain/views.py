@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .clock import format_iso, seconds_from_millis
-from .dialects import buddy_pipeline_id, codearts_job_id
+from .dialect_ids import buddy_pipeline_id, codearts_job_id
 from .model import Run, RunAggregate, Stage
 from .operations import Pipeline, masked_variables
 
@@ -72,7 +72,7 @@ def pipeline_status_view(pipeline: Pipeline) -> dict:
         "pausedAt": format_iso(pipeline.paused_at),
         "locked": pipeline.locked,
         "schedulable": pipeline.schedulable,
-        # how the compatibility endpoints address it (domain/dialects.py)
+        # how the compatibility endpoints address it (domain/dialect_ids.py)
         "codeartsJobId": codearts_job_id(pipeline.name),
         "buddyPipelineId": buddy_pipeline_id(pipeline.name),
     }

@@ -25,6 +25,7 @@ import os
 from chalice import Blueprint
 
 from .. import wiring
+from ..domain.clock import format_iso
 from ..domain.events import CODEBUILD_DETAIL_TYPES, CODEPIPELINE_DETAIL_TYPES
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ inbound = Blueprint(__name__)
 def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
     """Send an unusable message to the ingest DLQ with why; False if there is no DLQ."""
     from ..adapters import clients
-    from ..domain.clock import format_iso
 
     queue = clients.queue(ctx.settings.ingest_dlq_url)
     if queue is None:

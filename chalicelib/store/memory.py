@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from ..domain import dialects, ids
-from ..domain.clock import format_iso
+from ..domain import dialect_ids, ids
+from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.model import Run, RunAggregate, Stage
@@ -256,8 +256,6 @@ class MemoryPipelineStore:
 
 def _millis(moment):
     """Stored as ISO text with milliseconds, as DynamoDB keeps it."""
-    from ..domain.clock import parse_iso
-
     return None if moment is None else parse_iso(format_iso(moment))
 
 
@@ -276,10 +274,10 @@ class MemoryDialectLookups:
         return found[0] if found else None
 
     def pipeline_by_codearts_key(self, key: str) -> Pipeline | None:
-        return self._single(dialects.codearts_key, key, "this CodeArts job_id")
+        return self._single(dialect_ids.codearts_key, key, "this CodeArts job_id")
 
     def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
-        return self._single(dialects.buddy_key, key, "this Buddy pipeline_id")
+        return self._single(dialect_ids.buddy_key, key, "this Buddy pipeline_id")
 
     def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
         if high < 1 or high < low:

@@ -104,7 +104,7 @@ class PipelineItem(BaseItem, discriminator="pipeline"):
     paused_at = UnicodeAttribute(null=True)
     layout = UnicodeAttribute(null=True)  # JSON: stage layout of the latest run (operations.layout_of)
     # The ids the dialects address the pipeline by ("#codearts:<job_id>", "#buddy:<pipeline_id>",
-    # domain/dialects.py), set with every run number claimed. They live in the attributes the
+    # domain/dialect_ids.py), set with every run number claimed. They live in the attributes the
     # byPipeline and byPipelineStatus indexes are keyed on (an overloaded index: no run's key
     # starts with '#'), so an id is found back by one Query and needs no item of its own.
     codearts_key = UnicodeAttribute(null=True, attr_name="pipeline")

@@ -11,7 +11,7 @@ import json
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
 
-from ..domain import dialects
+from ..domain import dialect_ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.operations import Pipeline
@@ -88,8 +88,8 @@ class PipelineStore:
             PipelineItem.kind.set(PipelineItem),
             # the dialects' ids of this pipeline (store/dialects.py): set with every number
             # claimed, so a pipeline has them from its first run on, at no extra round trip
-            PipelineItem.codearts_key.set(dialects.codearts_key(pipeline)),
-            PipelineItem.buddy_key.set(dialects.buddy_key(pipeline)),
+            PipelineItem.codearts_key.set(dialect_ids.codearts_key(pipeline)),
+            PipelineItem.buddy_key.set(dialect_ids.buddy_key(pipeline)),
         ]
         try:
             self._update(item, actions, condition)

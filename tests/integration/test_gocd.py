@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.domain import dialects
+from chalicelib.api import gocd_wire
 from chalicelib.domain.status import StageStatus
 from chalicelib.settings import Settings
 from tests.fixtures.dialects import assert_shape, basic, reference
@@ -234,7 +234,7 @@ def test_stage_instance_replays_the_reference_example(client, operator, clock):
     job = body["jobs"][0]
     assert (job["name"], job["result"], job["state"], job["rerun"]) == \
         ("myStages", "Passed", "Completed", False)
-    started = dialects.millis(clock.now()) - 100_000
+    started = gocd_wire.millis(clock.now()) - 100_000
     assert [(t["state"], t["state_change_time"]) for t in job["job_state_transitions"]] == [
         ("Scheduled", started), ("Building", started), ("Completed", started + 100_000)]
 
@@ -480,7 +480,7 @@ def test_version_replays_the_reference_example(client):
     assert response.headers["Content-Type"] == "application/vnd.go.cd.v1+json; charset=utf-8"
     assert_shape(reference("gocd_version"), response.json)
     assert response.json["_links"]["self"]["href"] == "http://ci.example.com/go/api/version"
-    assert response.json["version"] == dialects.GOCD_API_VERSION
+    assert response.json["version"] == gocd_wire.GOCD_API_VERSION
 
 
 @pytest.mark.parametrize("accept", [None, "application/vnd.go.cd.v4+json", "*/*", "application/json",
@@ -515,9 +515,9 @@ def test_json_endpoints_answer_errors_as_gocd_json(client):
 # ---- mapping tables ---------------------------------------------------------------------------
 
 def test_every_status_has_a_gocd_result_and_job_state():
-    assert set(dialects.GOCD_RESULT) == set(StageStatus) == set(dialects.GOCD_JOB_STATE)
-    assert set(dialects.GOCD_RESULT.values()) == {"Passed", "Failed", "Cancelled", "Unknown"}
-    assert set(dialects.GOCD_JOB_STATE.values()) <= {"Scheduled", "Assigned", "Preparing", "Building",
+    assert set(gocd_wire.GOCD_RESULT) == set(StageStatus) == set(gocd_wire.GOCD_JOB_STATE)
+    assert set(gocd_wire.GOCD_RESULT.values()) == {"Passed", "Failed", "Cancelled", "Unknown"}
+    assert set(gocd_wire.GOCD_JOB_STATE.values()) <= {"Scheduled", "Assigned", "Preparing", "Building",
                                                      "Completing", "Completed", "Discontinued", "Waiting"}
 
 

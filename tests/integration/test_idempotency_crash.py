@@ -183,9 +183,9 @@ def test_dialect_posts_are_replayed_in_their_own_shapes(client, clock, dying):
     again = client.post("/go/api/pipelines/web/schedule", raw="", headers={**key("g"), "Confirm": "true"})
     assert (again.status_code, again.body) == (202, b"Request to schedule pipeline web accepted")
     assert runs_of(client) == [2, 1]
-    from chalicelib.domain import dialects
+    from chalicelib.domain import dialect_ids
 
-    stop = {"job_id": dialects.codearts_job_id("web"), "build_no": "1"}
+    stop = {"job_id": dialect_ids.codearts_job_id("web"), "build_no": "1"}
     crash(client, dying, IdempotencyStore, "complete", "POST", "/v3/jobs/stop", stop, headers=key("h"))
     clock.advance(LEASE)
     again = client.post("/v3/jobs/stop", stop, headers=key("h"))

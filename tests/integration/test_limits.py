@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app import app
-from chalicelib.api import declared_routes
+from chalicelib.api.routing import declared_routes
 from chalicelib.domain import auth
 from chalicelib.settings import Settings
 from chalicelib.store import tokens as token_store

@@ -39,7 +39,7 @@ PATH_VALUES = {
 
 def _writing_routes():
     from app import app
-    from chalicelib.api import declared_routes
+    from chalicelib.api.routing import declared_routes
 
     # the routes' own methods: the 405 fallbacks (api/fallbacks.py) never read a body
     return sorted((method, path) for path, method in declared_routes(app)

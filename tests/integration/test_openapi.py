@@ -8,7 +8,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from app import app
-from chalicelib.api import declared_routes
+from chalicelib.api.routing import declared_routes
 from chalicelib.domain import auth
 from chalicelib.domain.schemas import CreateRunIn
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from chalice.test import Client
 
-from chalicelib.domain import dialects
+from chalicelib.domain import dialect_ids
 from chalicelib.domain.errors import Conflict, NotFound, ValidationFailed
 from chalicelib.domain.operations import seal_secret
 from chalicelib.domain.schemas import MAX_VARIABLES
@@ -149,8 +149,8 @@ def _gocd(token: str, **headers) -> dict:
     return {"Authorization": basic("jez", token), **headers}
 
 
-JOB = dialects.codearts_job_id("web")
-BUDDY = f"/workspaces/w/projects/p/pipelines/{dialects.buddy_pipeline_id('web')}/executions/2"
+JOB = dialect_ids.codearts_job_id("web")
+BUDDY = f"/workspaces/w/projects/p/pipelines/{dialect_ids.buddy_pipeline_id('web')}/executions/2"
 V2, V3 = "application/vnd.go.cd.v2+json", "application/vnd.go.cd.v3+json"
 
 # (name, method, path, body, headers(token), paused before, status, command)
