@@ -263,7 +263,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.adapters.sqs", "chalicelib.adapters.aws"): "botocore loads on the first send",
     ("chalicelib.events.inbound", "chalicelib.adapters.clients"): "botocore only when a message dead-letters",
     ("chalicelib.events.inbound", "chalicelib.service.ingest"): _LAMBDA_COLD_START,
-    ("chalicelib.events.inbound", "chalicelib.events.messages"): _LAMBDA_COLD_START + " (pydantic models of the queue)",
+    ("chalicelib.events.inbound", "chalicelib.events.messages"): _LAMBDA_COLD_START + " (queue models)",
     ("chalicelib.events.outbound", "chalicelib.adapters.clients"): _LAMBDA_COLD_START + " (botocore)",
     ("chalicelib.events.outbound", "chalicelib.service.outbox"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.adapters.local"): "chalice local only, never in Lambda",
