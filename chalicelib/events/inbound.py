@@ -24,8 +24,7 @@ import os
 
 from chalice import Blueprint
 
-from .. import wiring
-from ..domain.events import CODEBUILD_DETAIL_TYPES, CODEPIPELINE_DETAIL_TYPES
+from .. import integrations, wiring
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,8 @@ INGEST_TOPIC = "stagetrack-ingest"
 INGEST_TOPIC_ARN = os.environ.get(
     "STAGETRACK_INGEST_TOPIC_ARN", f"arn:aws:sns:us-east-1:123456789012:{INGEST_TOPIC}",
 )
-AWS_CI_PATTERN = {
-    "source": ["aws.codepipeline", "aws.codebuild"],
-    "detail-type": list(CODEPIPELINE_DETAIL_TYPES + CODEBUILD_DETAIL_TYPES),
-}
+# The rule's pattern: what every event integration (chalicelib/integrations/) parses.
+AWS_CI_PATTERN = integrations.event_pattern()
 
 inbound = Blueprint(__name__)
 

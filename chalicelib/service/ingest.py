@@ -24,7 +24,9 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from .. import integrations
 from ..domain import events
 from ..domain.clock import format_iso
 from ..domain.errors import (
@@ -35,8 +37,9 @@ from ..domain.errors import (
     NotFound,
     ValidationFailed,
 )
-from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
+from ..domain.events import ExternalUpdate, Ignored, SourceName
 from ..domain.model import new_run
+from ..domain.schemas import StrictModel
 from . import ServiceContext, operations, runs
 from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run
@@ -135,9 +138,18 @@ def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, nam
     return 200, answer, replayed
 
 
+def parse_event(event: dict) -> ExternalUpdate | Ignored:
+    """An EventBridge event, parsed by the event integration whose rule pattern names its
+    source (integrations/__init__.py); a source none names is ignored."""
+    integration = integrations.for_event(event)
+    if integration is None:
+        return Ignored(f"{event.get('source')} {event.get('detail-type')!r} events are not handled")
+    return integration.parse(event)
+
+
 def ingest_aws_event(ctx: ServiceContext, event: dict) -> tuple[Outcome, bool]:
     """An EventBridge event (CodePipeline/CodeBuild), once per event id."""
-    parsed = events.payloads().parse_aws_event(event)
+    parsed = parse_event(event)
     if isinstance(parsed, Ignored):
         return ignored(parsed.reason), False
     fingerprint = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -184,7 +196,9 @@ def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: 
     """A queue/topic message, once: keyed by its ``idempotencyKey`` when it has one (so the same
     message sent to the queue and the topic applies once), else by the transport's message id
     (SQS redelivers with the same id)."""
-    message = events.payloads().parse_message(body)
+    from ..domain import payloads  # its models are built on the first message, not at a cold start
+
+    message: Any = payloads.parse_message(body)  # one of its message models (typed as BaseModel)
     key = f"key:{message.idempotency_key}" if message.idempotency_key else f"id:{transport_id}"
     canonical = message.model_dump_json(by_alias=True, exclude={"idempotency_key"}).encode()
     return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor),
@@ -263,6 +277,12 @@ def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
 
 
 # ---- webhook sources -----------------------------------------------------------------------------
+
+# POST /api/sources. No docstring: it would become the schema's description in /openapi.json.
+class CreateSourceIn(StrictModel):
+    type: Literal[integrations.webhook_names()]  # type: ignore[valid-type]  # a webhook integration's name
+    name: SourceName
+
 
 def _context(name: str) -> str:
     return f"source:{name}"

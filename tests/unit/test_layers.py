@@ -2,11 +2,14 @@
 store -> service.ports (the store implements the ports the services use).
 
 - domain imports nothing of ours but domain;
-- service imports domain and service (its ports) only, plus the settings and logging setup;
+- service imports domain, integrations and service (its ports) only, plus the settings and
+  logging setup;
   never store, api, events, adapters or the wiring;
 - api and events import service and domain (and their own helpers, adapters, the wiring),
   never store;
 - store imports domain, ``service.ports``, the settings and itself only;
+- integrations (one module per outside system's wire format) import domain and themselves
+  only (plus the settings and logging setup); the domain never imports them;
 - adapters never import store;
 - no import cycles among our modules, function-level imports included.
 Every import counts, wherever it is written (a function-level import is still an import)."""
@@ -55,7 +58,13 @@ def test_domain_is_pure(path):
                                     "chalicelib.events")), f"{path.name} imports {name}"
 
 
-@pytest.mark.parametrize("layer", ["service", "api", "events", "domain"])
+@pytest.mark.parametrize("path", files("integrations"), ids=lambda p: p.name)
+def test_integrations_need_no_aws_library(path):
+    """A wire format is parsed and checked in plain Python: no boto3, PynamoDB or Chalice."""
+    assert {name.split(".")[0] for name in imports_of(path)} & AWS_LIBS == set()
+
+
+@pytest.mark.parametrize("layer", ["service", "api", "events", "domain", "integrations"])
 def test_only_the_store_talks_to_dynamodb(layer):
     for path in files(layer):
         for name in imports_of(path):
@@ -74,8 +83,9 @@ SHARED = ("chalicelib.settings", "chalicelib.logging_setup")  # configuration ev
 RULES = {
     # layer: prefixes of our modules it may import (besides the shared ones)
     "domain": ("chalicelib.domain",),
-    "service": ("chalicelib.domain", "chalicelib.service"),
+    "service": ("chalicelib.domain", "chalicelib.integrations", "chalicelib.service"),
     "store": ("chalicelib.domain", "chalicelib.service.ports", "chalicelib.store"),
+    "integrations": ("chalicelib.domain", "chalicelib.integrations"),
 }
 FORBIDDEN = {
     # layer: prefixes of our modules it must never import
@@ -114,6 +124,12 @@ def test_each_layer_imports_only_its_neighbours(layer):
 
 @pytest.mark.parametrize("layer, name, allowed", [
     ("domain", "chalicelib.service.ports", False),
+    ("domain", "chalicelib.integrations.github", False),
+    ("integrations", "chalicelib.domain.events", True),
+    ("integrations", "chalicelib.service.ingest", False),
+    ("integrations", "chalicelib.store.stream", False),
+    ("integrations", "chalicelib.api", False),
+    ("service", "chalicelib.integrations.cdevents", True),
     ("service", "chalicelib.store.tokens", False),
     ("service", "chalicelib.adapters.secretbox", False),
     ("service", "chalicelib.wiring", False),
@@ -186,8 +202,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Removed by issue 11 item 2 (vendor payloads move out of domain/ into integrations/).
-KNOWN_CYCLES = [["chalicelib.domain.events", "chalicelib.domain.payloads"]]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycles_hidden_in_function_level_imports():
