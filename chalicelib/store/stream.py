@@ -34,32 +34,17 @@ def armed_timer(record: dict) -> DueTimer | None:
         return None
     images = record.get("dynamodb") or {}
     new = images.get("NewImage") or {}
-    if _text(new, "kind") != "stage":
+    if _str_attr(new, "kind") != "stage":
         return None
-    due_at = _text(new, "due_at")
-    stage_id = _text(new, "stage_id")
-    attempt = _number(new, "attempt")
+    due_at = _str_attr(new, "due_at")
+    stage_id = _str_attr(new, "stage_id")
+    attempt = _int_attr(new, "attempt")
     if due_at is None or due_at == NO_DEADLINE or stage_id is None or attempt is None:
         return None
     old = images.get("OldImage") or {}
-    if _text(old, "due_at") == due_at and _number(old, "attempt") == attempt:
+    if _str_attr(old, "due_at") == due_at and _int_attr(old, "attempt") == attempt:
         return None
     return DueTimer(stage_id=stage_id, attempt=attempt, due_at=due_at)
-
-
-def _text(image: dict, name: str) -> str | None:
-    value = image.get(name)
-    return value.get("S") if isinstance(value, dict) else None
-
-
-def _number(image: dict, name: str) -> int | None:
-    value = image.get(name)
-    if not isinstance(value, dict) or "N" not in value:
-        return None
-    try:
-        return int(value["N"])
-    except ValueError:
-        return None
 
 
 def _attr(image: Mapping, name: str) -> object:

@@ -1,4 +1,4 @@
-"""domain/cdevents.py: our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
+"""integrations/cdevents.py (out): our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
 the exact events, every event validated against the official v0.4.1 JSON schemas (vendored in
 tests/fixtures/cdevents-schemas/0.4.1, $refs resolved there only), the CloudEvents headers,
 and what our own inbound parser makes of them."""
