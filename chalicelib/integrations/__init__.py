@@ -25,7 +25,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # for the annotations only: importing the domain here would cost every cold start
+    from ..domain.events import ExternalUpdate, Ignored
 
 WEBHOOK: Literal["webhook"] = "webhook"  # an HTTP route the sender POSTs to, verified per source
 EVENT: Literal["event"] = "event"  # an EventBridge event (AWS's own services), trusted by IAM
@@ -61,7 +64,7 @@ class Received:
     """A verified webhook request, parsed: what to apply, once per ``delivery_id``.
     ``fingerprint``: the bytes a replay of the same delivery must carry (usually the raw body)."""
 
-    update: Any  # domain.events.ExternalUpdate | domain.events.Ignored
+    update: ExternalUpdate | Ignored
     delivery_id: str
     fingerprint: bytes
 
@@ -99,7 +102,7 @@ class Integration:
         return Lazy(self._qualified, "receive")
 
     @property
-    def parse(self) -> Callable[[dict], Any]:
+    def parse(self) -> Callable[[dict], ExternalUpdate | Ignored]:
         """``parse(event)`` (kind event): ExternalUpdate | Ignored."""
         return Lazy(self._qualified, "parse")
 

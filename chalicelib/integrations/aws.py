@@ -124,7 +124,7 @@ class CbDetail(Vendor):
     build_status: Text = Field(alias="build-status")
     project_name: Text = Field(alias="project-name")
     build_id: Text = Field(alias="build-id")
-    additional_information: CbAdditional = Field(default=CbAdditional(), alias="additional-information")
+    additional_information: CbAdditional = Field(default_factory=CbAdditional, alias="additional-information")
 
 
 def parse(event: object) -> ExternalUpdate | Ignored:

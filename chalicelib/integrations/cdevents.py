@@ -49,7 +49,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 
 from ..domain.errors import BadRequest, ValidationFailed
 from ..domain.events import (
@@ -164,11 +164,11 @@ class CdSubject(Vendor):
     id: CeText
     source: str | None = None
     type: str | None = None
-    content: CdContent = CdContent()
+    content: CdContent = Field(default_factory=CdContent)  # no instance (and schema build) at import
 
 
 class CDEvent(Vendor):
-    context: CdContext = CdContext()
+    context: CdContext = Field(default_factory=CdContext)
     subject: CdSubject
 
 
