@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import integrations, logging_setup
+from chalicelib import integrations, logging_setup, wiring
 from chalicelib.domain.errors import BadRequest, ValidationFailed
 from chalicelib.domain.events import ExternalUpdate, Ignored
 from chalicelib.integrations import Integration, Received, Reply, WebhookRoute, aws, cdevents, github, gitlab
 from chalicelib.logging_setup import REDACTED
-from chalicelib.service import ingest
+from chalicelib.service import ingest, outbox
+from chalicelib.settings import Settings
+from tests.fixtures.clock import FakeClock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SECRET = "whsec_" + "k" * 43
@@ -177,3 +179,24 @@ def test_an_aws_event_that_is_not_an_eventbridge_envelope_names_the_field():
     with pytest.raises(ValidationFailed) as caught:
         aws.parse({"source": "aws.codepipeline", "detail-type": "CodePipeline Stage Execution State Change"})
     assert {d["field"] for d in caught.value.details} == {"id", "detail"}
+
+
+# ---- the outbox reads state changes through the store's port -------------------------------------
+
+def test_the_outbox_decodes_change_records_through_the_stores_change_stream(monkeypatch):
+    """Only the store knows item attributes: the outbox hands each record to
+    ``ctx.stores.changes`` and keeps what it returns."""
+    ctx = wiring.memory_context(Settings(table_name="unused", region="us-east-1"), FakeClock())
+    image = {"pk": {"S": "RUN#web:1"}, "sk": {"S": "RUN"}, "kind": {"S": "run"}, "run_id": {"S": "web:1"},
+             "pipeline": {"S": "web"}, "status": {"S": "IDLE"}, "version": {"N": "1"},
+             "updated_at": {"S": "2026-01-01T00:00:00.000Z"}}
+    inserted = {"eventName": "INSERT", "dynamodb": {"NewImage": image}}
+    unrelated = {"eventName": "INSERT", "dynamodb": {"NewImage": {"kind": {"S": "token"}}}}
+    seen = []
+    decode = ctx.stores.changes.state_change
+    monkeypatch.setattr(ctx.stores.changes, "state_change", lambda record, now: seen.append(record)
+                        or decode(record, now))
+    (change,) = outbox.changes_of([inserted, unrelated], ctx)
+    assert seen == [inserted, unrelated]
+    assert (change.type, change.run_id, change.old_status, change.new_status) == (
+        "run.status-changed", "web:1", None, "IDLE")
