@@ -24,9 +24,8 @@ import os
 
 from chalice import Blueprint
 
-from .. import wiring
+from .. import integrations, wiring
 from ..domain.clock import format_iso
-from ..domain.events import CODEBUILD_DETAIL_TYPES, CODEPIPELINE_DETAIL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,8 @@ INGEST_TOPIC = "stagetrack-ingest"
 INGEST_TOPIC_ARN = os.environ.get(
     "STAGETRACK_INGEST_TOPIC_ARN", f"arn:aws:sns:us-east-1:123456789012:{INGEST_TOPIC}",
 )
-AWS_CI_PATTERN = {
-    "source": ["aws.codepipeline", "aws.codebuild"],
-    "detail-type": list(CODEPIPELINE_DETAIL_TYPES + CODEBUILD_DETAIL_TYPES),
-}
+# The rule's pattern: what every event integration (chalicelib/integrations/) parses.
+AWS_CI_PATTERN = integrations.event_pattern()
 
 inbound = Blueprint(__name__)
 

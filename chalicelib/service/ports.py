@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..domain.errors import Conflict
-from ..domain.events import FORMAT_STAGETRACK
+from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
@@ -277,6 +277,13 @@ class ActiveTimers(Protocol):
         """The timer a change record of the store's stream asks for, if any."""
 
 
+class ChangeStream(Protocol):
+    """The store's change records (the table's stream), read as domain events."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        """The state change a record stands for, or None (not a run or stage, or no change)."""
+
+
 @dataclass
 class Stores:
     runs: RunStore
@@ -289,6 +296,7 @@ class Stores:
     subscriptions: SubscriptionStore
     deliveries: DeliveryLog
     timers: ActiveTimers
+    changes: ChangeStream
 
 
 class SecretBox(Protocol):

@@ -7,8 +7,10 @@ configured table once, the only global state the store keeps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from ..domain.cursors import CursorCodec
+from ..domain.events import StateChange
 from ..domain.model import RunAggregate
 from ..service.ports import (
     DeliveryAttempt,
@@ -20,7 +22,7 @@ from ..service.ports import (
     Stores,
 )
 from ..settings import Settings
-from . import active, deliveries, dialects, models, sources, subscriptions, tokens
+from . import active, deliveries, dialects, models, sources, stream, subscriptions, tokens
 from .idempotency import IdempotencyStore
 from .pipelines import PipelineStore
 from .repository import Repository
@@ -113,6 +115,11 @@ class DynamoActiveTimers:
         return active.armed_timer(record)
 
 
+class DynamoChangeStream:
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        return stream.state_change(record, now)
+
+
 def build_stores(settings: Settings) -> Stores:
     """Every port on the table ``settings`` name (binding the models to it)."""
     models.bind(settings.table_name, settings.region, settings.dynamodb_endpoint)
@@ -122,5 +129,5 @@ def build_stores(settings: Settings) -> Stores:
         runs=runs, links=DynamoRunLinks(runs), pipelines=PipelineStore(), dialects=DynamoDialectLookups(),
         idempotency=IdempotencyStore(), tokens=DynamoTokenStore(), sources=DynamoSourceStore(),
         subscriptions=DynamoSubscriptionStore(), deliveries=DynamoDeliveryLog(codec),
-        timers=DynamoActiveTimers(),
+        timers=DynamoActiveTimers(), changes=DynamoChangeStream(),
     )

@@ -20,11 +20,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 
 from ..domain import dialect_ids, ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
+from ..domain.events import StateChange
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
@@ -44,7 +46,7 @@ from ..service.ports import (
     Stores,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer
+from .stream import NO_DEADLINE, armed_timer, state_change
 
 
 @dataclass
@@ -503,6 +505,13 @@ class MemoryActiveTimers:
         return armed_timer(record)
 
 
+class MemoryChangeStream:
+    """Reads change records shaped as the table's stream delivers them, as the DynamoDB store does."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        return state_change(record, now)
+
+
 def build_stores(settings: Settings) -> Stores:
     db = MemoryDatabase(CursorCodec(settings.secret_key))
     runs = MemoryRunStore(db)
@@ -511,5 +520,5 @@ def build_stores(settings: Settings) -> Stores:
         dialects=MemoryDialectLookups(db), idempotency=MemoryIdempotencyStore(db),
         tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
-        timers=MemoryActiveTimers(db),
+        timers=MemoryActiveTimers(db), changes=MemoryChangeStream(),
     )

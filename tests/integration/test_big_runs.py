@@ -12,6 +12,7 @@ import pytest
 
 from chalicelib.domain import events
 from chalicelib.domain.status import StageStatus as S
+from chalicelib.integrations import github, gitlab
 from chalicelib.service import ingest, operations, runs, timers
 from chalicelib.store import repository
 from chalicelib.store.models import BaseItem, RunItem, StageItem, run_pk
@@ -84,7 +85,7 @@ def stored(run_id: str = RUN) -> tuple[RunItem | None, dict[str, StageItem]]:
 
 
 def big_run(ctx, jobs: int = JOBS, job_status: str = "running") -> str:
-    parsed = events.payloads().parse_gitlab(
+    parsed = gitlab.parse(
         "Pipeline Hook", gitlab_hook(jobs, job_status=job_status), "gitlab-main"
     )
     outcome = ingest.apply_update(ctx, parsed, actor="gitlab:gitlab-main")
@@ -166,7 +167,7 @@ def test_a_github_run_grown_to_256_jobs_by_workflow_job_events_can_be_cancelled(
     job = load("github_workflow_job_in_progress")
     for n in range(1, JOBS + 1):
         job["workflow_job"].update(id=9000 + n, name=f"matrix ({n})")
-        update = events.payloads().parse_github("workflow_job", job, "github-main")
+        update = github.parse("workflow_job", job, "github-main")
         assert ingest.apply_update(ctx, update, actor="github:github-main").result == "applied"
     run_id = ctx.stores.links.linked_run("github:github-main", str(job["workflow_job"]["run_id"]))
     ddb_calls.clear()
@@ -194,7 +195,7 @@ def test_cancel_retry_close_and_delete_of_a_256_stage_run(client, ctx, ddb_calls
     assert retried.status_code == 200, retried.json
     assert {(s["status"], s["attempt"]) for s in retried.json["stages"]} == {("IDLE", 2)}
 
-    closed = ingest.apply_update(ctx, events.payloads().parse_gitlab(
+    closed = ingest.apply_update(ctx, gitlab.parse(
         "Pipeline Hook", gitlab_hook(status="failed", job_status="running"), "gitlab-main"),
         actor="gitlab:gitlab-main")
     assert closed.result == "applied"

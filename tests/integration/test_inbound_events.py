@@ -201,7 +201,7 @@ def test_an_unreadable_build_start_time_falls_back_to_the_phases_then_the_event_
     ("Feb 29, 2023 1:00:00 AM", None), ("Sep 1, 2017 0:12:29 PM", None), ("", None), (None, None),
 ])
 def test_codebuild_times_are_read_exactly_as_utc(text, expected):
-    from chalicelib.domain.payloads import parse_codebuild_time
+    from chalicelib.integrations.aws import parse_codebuild_time
 
     assert format_iso(parse_codebuild_time(text)) == expected
 

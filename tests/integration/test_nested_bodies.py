@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from chalicelib.domain.events import github_signature
+from chalicelib.integrations.github import signature as github_signature
 from chalicelib.store.schema import dynamodb_client
 from tests.fixtures import make_source
 from tests.integration.test_operations_api import create

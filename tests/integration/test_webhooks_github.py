@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from chalicelib.domain.events import github_signature
+from chalicelib.integrations.github import signature as github_signature
 from chalicelib.store import sources as source_store
 from chalicelib.store.models import SourceItem
 from tests.fixtures import load, make_source, post_github, variant

@@ -2,13 +2,16 @@
 store -> service.ports (the store implements the ports the services use).
 
 - domain imports nothing of ours but domain;
-- service imports domain and service (its ports) only, plus the settings and logging setup;
+- service imports domain, integrations and service (its ports) only, plus the settings and
+  logging setup;
   never store, api, events, adapters or the wiring;
 - api imports domain, service (its ports included), the wiring and api only, never store or
   adapters; its wire modules (``*_wire.py``, ``aksk.py``, ``credentials.py``: other systems'
   formats) are pure: domain and each other only, no chalice, so their tests stay in tests/unit;
 - events import service and domain (and their own helpers, adapters, the wiring), never store;
 - store imports domain, ``service.ports``, the settings and itself only;
+- integrations (one module per outside system's wire format) import domain and themselves
+  only (plus the settings and logging setup); the domain never imports them;
 - adapters never import store;
 - no import cycles among our modules, function-level imports included;
 - an import of our own modules inside a function is there for the cold start (a Lambda that
@@ -60,7 +63,13 @@ def test_domain_is_pure(path):
                                     "chalicelib.events")), f"{path.name} imports {name}"
 
 
-@pytest.mark.parametrize("layer", ["service", "api", "events", "domain"])
+@pytest.mark.parametrize("path", files("integrations"), ids=lambda p: p.name)
+def test_integrations_need_no_aws_library(path):
+    """A wire format is parsed and checked in plain Python: no boto3, PynamoDB or Chalice."""
+    assert {name.split(".")[0] for name in imports_of(path)} & AWS_LIBS == set()
+
+
+@pytest.mark.parametrize("layer", ["service", "api", "events", "domain", "integrations"])
 def test_only_the_store_talks_to_dynamodb(layer):
     for path in files(layer):
         for name in imports_of(path):
@@ -79,9 +88,11 @@ SHARED = ("chalicelib.settings", "chalicelib.logging_setup")  # configuration ev
 RULES = {
     # layer: prefixes of our modules it may import (besides the shared ones)
     "domain": ("chalicelib.domain",),
-    "service": ("chalicelib.domain", "chalicelib.service"),
+    "service": ("chalicelib.domain", "chalicelib.integrations", "chalicelib.service"),
     "store": ("chalicelib.domain", "chalicelib.service.ports", "chalicelib.store"),
-    "api": ("chalicelib.domain", "chalicelib.service", "chalicelib.wiring", "chalicelib.api"),
+    "api": ("chalicelib.domain", "chalicelib.integrations", "chalicelib.service", "chalicelib.wiring",
+            "chalicelib.api"),
+    "integrations": ("chalicelib.domain", "chalicelib.integrations"),
 }
 FORBIDDEN = {
     # layer: prefixes of our modules it must never import
@@ -120,6 +131,12 @@ def test_each_layer_imports_only_its_neighbours(layer):
 
 @pytest.mark.parametrize("layer, name, allowed", [
     ("domain", "chalicelib.service.ports", False),
+    ("domain", "chalicelib.integrations.github", False),
+    ("integrations", "chalicelib.domain.events", True),
+    ("integrations", "chalicelib.service.ingest", False),
+    ("integrations", "chalicelib.store.stream", False),
+    ("integrations", "chalicelib.api", False),
+    ("service", "chalicelib.integrations.cdevents", True),
     ("service", "chalicelib.store.tokens", False),
     ("service", "chalicelib.adapters.secretbox", False),
     ("service", "chalicelib.wiring", False),
@@ -244,8 +261,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Removed by issue 11 item 2 (vendor payloads move out of domain/ into integrations/).
-KNOWN_CYCLES = [["chalicelib.domain.events", "chalicelib.domain.payloads"]]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycles_hidden_in_function_level_imports():
@@ -275,7 +291,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.wiring", "chalicelib.store.memory"): "the in-memory stores never load in Lambda",
 }
 # Function-level imports that hide a cycle (KNOWN_CYCLES); each goes with its cycle.
-HIDING_KNOWN_CYCLES = {("chalicelib.domain.events", "chalicelib.domain.payloads")}
+HIDING_KNOWN_CYCLES: set[tuple[str, str]] = set()
 
 
 def function_level_imports(path: Path, source: str | None = None) -> set[str]:
