@@ -10,14 +10,15 @@ from chalicelib.domain.errors import Conflict
 from chalicelib.domain.schemas import CreateRunIn
 from chalicelib.service import pipelines, runs
 from chalicelib.store.idempotency import ClaimTakenOver, holding
-from chalicelib.store.models import IDEMPOTENCY_SK, IdempotencyItem, idempotency_pk
+from chalicelib.store.models import IDEMPOTENCY_SK, idempotency_pk
+from tests.fixtures.backends import current_items
 
 pytestmark = pytest.mark.ddb_local
 LEASE, TTL = 300, 86400
 
 
 def record(key_hash):
-    return IdempotencyItem.get(idempotency_pk(key_hash), IDEMPOTENCY_SK, consistent_read=True)
+    return current_items().idempotency.get(idempotency_pk(key_hash), IDEMPOTENCY_SK, consistent_read=True)
 
 
 def claim(ctx, clock, key_hash):

@@ -10,7 +10,8 @@ from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
-from chalicelib.store.models import PIPELINE_SK, PipelineItem, pipeline_pk
+from chalicelib.store.models import PIPELINE_SK, pipeline_pk
+from tests.fixtures.backends import items_of
 
 S = StageStatus
 
@@ -37,8 +38,9 @@ def test_counter_is_atomic_and_per_pipeline(any_ctx):
 
 def test_paused_pipeline_refuses_a_counter(any_ctx):
     any_ctx.stores.pipelines.claim_counter("web")[0]
-    item = PipelineItem.get(pipeline_pk("web"), PIPELINE_SK)
-    item.update(actions=[PipelineItem.paused.set(True)])
+    model = items_of(any_ctx).pipeline
+    item = model.get(pipeline_pk("web"), PIPELINE_SK)
+    item.update(actions=[model.paused.set(True)])
     with pytest.raises(PipelinePaused):
         any_ctx.stores.pipelines.claim_counter("web")[0]
 
@@ -101,14 +103,12 @@ def test_list_runs_pages_newest_first(any_ctx):
 
 
 def test_sparse_active_index_holds_only_active_stages(any_ctx, clock):
-    from chalicelib.store.models import StageItem
-
     aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD", {"type": "OTHER", "timeoutSeconds": 60}])
     build, prod, other = (s.id for s in aggregate.stages)
     runs.patch_stage(any_ctx, build, PatchStageIn(status=S.IN_PROGRESS))
     runs.patch_stage(any_ctx, other, PatchStageIn(status=S.IN_PROGRESS))
     runs.patch_stage(any_ctx, build, PatchStageIn(status=S.SUCCESS))
-    connection = StageItem._get_connection()
+    connection = items_of(any_ctx).stage._get_connection()
     indexed = [item for shard in range(4)
                for item in connection.query(f"ACTIVE#{shard}", index_name="activeStages")["Items"]]
     assert [item["stage_id"]["S"] for item in indexed] == [other]
