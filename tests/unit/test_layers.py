@@ -8,6 +8,9 @@ store -> service.ports (the store implements the ports the services use).
   never store;
 - store imports domain, ``service.ports``, the settings and itself only;
 - adapters never import store;
+- outside store/, only the wiring imports a store module, and only the assemblies
+  (``store.dynamo``, ``store.memory``): every other caller gets the stores as ports on its
+  ``ServiceContext``;
 - no import cycles among our modules, function-level imports included.
 Every import counts, wherever it is written (a function-level import is still an import)."""
 from __future__ import annotations
@@ -133,6 +136,34 @@ def test_the_rules_catch_a_violation(layer, name, allowed):
     the test above too)."""
     path = PACKAGE / layer / "probe.py"
     assert (layer_violations(layer, path, {name}) == []) == allowed
+
+
+ASSEMBLERS = {"chalicelib.wiring": ("chalicelib.store.dynamo", "chalicelib.store.memory")}
+
+
+def store_reach(module: str, names: set[str]) -> list[str]:
+    """The store modules ``module`` (outside store/) imports that it may not."""
+    allowed = ASSEMBLERS.get(module, ())
+    return sorted(n for n in _ours(names) if _within(n, ("chalicelib.store",))
+                  and n != "chalicelib.store" and not _within(n, allowed))
+
+
+def test_only_the_wiring_reaches_the_store_and_only_its_assemblies():
+    wrong = [f"{_module_name(p)} imports {n}" for p in PACKAGE.rglob("*.py")
+             if not _within(_module_name(p), ("chalicelib.store",))
+             for n in store_reach(_module_name(p), imports_of(p))]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("module, name, allowed", [
+    ("chalicelib.wiring", "chalicelib.store.dynamo", True),
+    ("chalicelib.wiring", "chalicelib.store.memory.build_stores", True),
+    ("chalicelib.wiring", "chalicelib.store.tokens", False),
+    ("chalicelib.integrations.github", "chalicelib.store.stream", False),
+    ("chalicelib.commands", "chalicelib.store.dynamo", False),
+])
+def test_the_store_reach_rule_catches_a_violation(module, name, allowed):
+    assert (store_reach(module, {name}) == []) == allowed
 
 
 def _module_name(path: Path) -> str:
