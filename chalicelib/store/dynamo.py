@@ -32,7 +32,7 @@ def build_stores(settings: Settings) -> Stores:
     runs = Repository(items, writer, codec)
     return Stores(
         runs=runs, links=RunLinks(items, runs), pipelines=PipelineStore(items, writer),
-        dialects=DialectLookups(items), idempotency=IdempotencyStore(items),
+        dialects=DialectLookups(items), idempotency=IdempotencyStore(items, writer),
         tokens=TokenStore(items, writer), sources=SourceStore(items, writer),
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
         timers=ActiveTimers(items),

@@ -28,23 +28,24 @@ from . import models
 from .models import IDEMPOTENCY_SK as SK
 from .models import IdempotencyItem, ItemModels
 from .models import idempotency_pk as _pk
-from .repository import _is_condition_failure
-from .repository import holding_claim as holding
+from .repository import Writer, _is_condition_failure
 
 assert (models.IDEM_PENDING, models.IDEM_COMMITTED, models.IDEM_DONE) == (PENDING, COMMITTED, DONE)
 
-__all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record", "holding"]
+__all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record"]
 
 
 class IdempotencyStore:
     """The DynamoDB ``IdempotencyStore`` (service/ports.py) on the table of ``items``."""
 
-    def __init__(self, items: ItemModels) -> None:
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
         self._model = items.idempotency
+        self._writer = writer
 
     def holding(self, key_hash: str, token: str):
-        """The claim's commit rides on the next change's first transaction (repository.py)."""
-        return holding(key_hash, token)
+        """The claim's commit rides on the next change's first transaction sent by the stores
+        of this context (``Writer.holding``, repository.py)."""
+        return self._writer.holding(key_hash, token)
 
     def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
               ttl_seconds: int) -> str | Record:

@@ -32,7 +32,7 @@ classes bound to their table (``models.ItemModels``), the ``Writer`` that sends 
 transactions, the cursor codec. Nothing here reaches a table through module state.
 
 Idempotency-Key (api/idempotency.py): while the request being handled holds a claim
-(``holding_claim``), the first transaction of its change carries one more item, the key's record
+(``Writer.holding``), the first transaction of its change carries one more item, the key's record
 set COMMITTED with what was written (``effect``, e.g. ``{"run": "web:7"}``), on condition the
 claim is still this request's. The effect and "this key took effect" are one atomic write, so a
 retry after a crash finds the record committed and never writes the effect a second time. For a
@@ -202,28 +202,6 @@ class HeldClaim:
     committed: bool = False
 
 
-_held_claim: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
-    "stagetrack_idempotency_claim", default=None)
-
-
-@contextmanager
-def holding_claim(key_hash: str, token: str) -> Iterator[HeldClaim]:
-    """While this block runs, transactions carry the commit of this claim (see ``transaction``)."""
-    held = HeldClaim(key_hash, token)
-    reset = _held_claim.set(held)
-    try:
-        yield held
-    finally:
-        _held_claim.reset(reset)
-
-
-def carries_claim() -> bool:
-    """Whether the next transaction would carry a claim's commit: single-item writes (PutItem,
-    UpdateItem) become a transaction only then, so requests without a key cost what they did."""
-    held = _held_claim.get()
-    return held is not None and not held.committed
-
-
 class _Collected:
     """The items of a ``transaction`` block, as PynamoDB's TransactWrite takes them."""
 
@@ -301,11 +279,32 @@ def tx_check(model: type[BaseItem], pk: str, sk: str, condition, *, tag: str | N
 
 
 class Writer:
-    """Sends the writes of one table's stores that may carry an Idempotency-Key claim's commit:
-    every TransactWriteItems, and the single-item writes that become one while a claim is held."""
+    """Sends the writes of one context's stores (one table) that may carry an Idempotency-Key
+    claim's commit: every TransactWriteItems, and the single-item writes that become one while a
+    claim is held. The held claim is this writer's (per request: a context variable), so a
+    claim made on one table never rides on another table's writes."""
 
     def __init__(self, items: ItemModels) -> None:
         self._items = items
+        self._held: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
+            f"stagetrack_idempotency_claim_{id(self)}", default=None)
+
+    @contextmanager
+    def holding(self, key_hash: str, token: str) -> Iterator[HeldClaim]:
+        """While this block runs, this writer's first transaction of each change carries the
+        commit of this claim (see ``transact_write``)."""
+        held = HeldClaim(key_hash, token)
+        reset = self._held.set(held)
+        try:
+            yield held
+        finally:
+            self._held.reset(reset)
+
+    def carries_claim(self) -> bool:
+        """Whether the next transaction would carry a claim's commit: single-item writes (PutItem,
+        UpdateItem) become a transaction only then, so requests without a key cost what they did."""
+        held = self._held.get()
+        return held is not None and not held.committed
 
     @contextmanager
     def transaction(self, effect: dict) -> Iterator[_Collected]:
@@ -321,7 +320,7 @@ class Writer:
         """One conditional PutItem, or, while a claim is carried, the same put in ``transaction``.
         A failed condition raises PutError or TransactWriteError; ``_is_condition_failure`` reads
         both."""
-        if not carries_claim():
+        if not self.carries_claim():
             item.save(condition=condition)
             return
         with self.transaction(effect) as write:
@@ -331,7 +330,7 @@ class Writer:
         """One conditional UpdateItem (the item's attributes come back, ALL_NEW), or, while a
         claim is carried, the same update in ``transaction`` (nothing comes back: returns False,
         and the caller reads the item if it needs it). Errors as ``put_item``."""
-        if not carries_claim():
+        if not self.carries_claim():
             item.update(actions=actions, condition=condition)
             return True
         with self.transaction(effect) as write:
@@ -344,7 +343,7 @@ class Writer:
         the key's record joins as the last item, set COMMITTED with ``effect`` on condition the
         claim is still this request's; if only that condition fails, the claim was taken over
         after its lease ran out and this raises ``ClaimTakenOver`` (409), nothing written."""
-        held = _held_claim.get()
+        held = self._held.get()
         carry = held if effect is not None and held is not None and not held.committed else None
         if carry is not None:
             items = [*items, self._claim_commit(carry, effect or {})]
@@ -658,7 +657,7 @@ class Repository:
         flags = ([_flag(self.items.stage, pk, sk) for sk in sorted(change.unflagged - written)]
                  if change.after_big else [])
         items = [*change.extra, run_op, *stage_ops, *flags]
-        claim = 1 if change.effect is not None and carries_claim() else 0  # the key's record
+        claim = 1 if change.effect is not None and self.writer.carries_claim() else 0  # the key's record
         if len(items) + claim <= MAX_TRANSACTION_ITEMS:
             self.writer.transact_write(items, effect=change.effect)
             return

@@ -234,7 +234,7 @@ def test_a_claim_taken_over_after_its_lease_cannot_be_committed_by_the_first(cli
     def stalled(self, aggregate, layout=None):
         clock.advance(LEASE)
         (record,) = idem_records()
-        takeover.append(IdempotencyStore(self.items).claim(
+        takeover.append(IdempotencyStore(self.items, self.writer).claim(
             record.pk[len("IDEM#"):], record.fingerprint, int(clock.now().timestamp()),
             lease_seconds=LEASE, ttl_seconds=idempotency.TTL_SECONDS))
         return original(self, aggregate, layout)

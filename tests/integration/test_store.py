@@ -189,3 +189,22 @@ def test_the_same_table_name_on_two_endpoints_are_two_tables(aws, ddb_local_endp
         write_everything(contexts[key], key)
     assert seen(contexts["a"]) == only("a")
     assert seen(contexts["b"]) == only("b")
+
+
+def test_a_claim_held_on_one_table_rides_only_on_that_tables_writes(aws, clock):
+    """A held Idempotency-Key claim belongs to the stores that made it: a write through another
+    context (another table) neither carries it nor fails on it, and the claim stays for its own
+    table's next write."""
+    contexts = {}
+    for name in "ab":
+        settings = Settings(table_name=f"stagetrack-claims-{name}", region="us-east-1")
+        create_table(settings)
+        contexts[name] = wiring.dynamo_context(settings, clock)
+    a, b = contexts["a"], contexts["b"]
+    token = a.stores.idempotency.claim("k", "fp", 0, lease_seconds=30, ttl_seconds=60)
+    with a.stores.idempotency.holding("k", token):
+        create(b, pipeline="web")  # another table's write: not this claim's effect
+        assert b.stores.runs.load_run("web:1") is not None
+        create(a, pipeline="api")
+    held = a.stores.idempotency.claim("k", "fp", 1, lease_seconds=30, ttl_seconds=60)
+    assert (held.state, held.effect) == ("COMMITTED", {"run": "api:1"})
