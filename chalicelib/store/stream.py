@@ -135,3 +135,10 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         new_status=new_status if isinstance(new_status, str) else None,
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
     )
+
+
+class StreamDecoder:
+    """The ``ChangeStream`` port of the DynamoDB store: its records are the table's own stream."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        return state_change(record, now)

@@ -15,8 +15,9 @@ from chalicelib.domain.status import StageStatus as S
 from chalicelib.integrations import github, gitlab
 from chalicelib.service import ingest, operations, runs, timers
 from chalicelib.store import repository
-from chalicelib.store.models import BaseItem, RunItem, StageItem, run_pk
+from chalicelib.store.models import RunItem, StageItem, run_pk
 from tests.fixtures import load, make_source, post_gitlab
+from tests.fixtures.backends import current_items, items_of
 
 PIPELINE = "gitlab-org.gitlab-test"
 RUN = f"{PIPELINE}:1"
@@ -76,7 +77,7 @@ def token(client):
 def stored(run_id: str = RUN) -> tuple[RunItem | None, dict[str, StageItem]]:
     """What the table holds right now, without applying anything (no repository read)."""
     run, stages = None, {}
-    for item in BaseItem.query(run_pk(run_id), consistent_read=True):
+    for item in current_items().base.query(run_pk(run_id), consistent_read=True):
         if isinstance(item, RunItem):
             run = item
         else:
@@ -279,7 +280,7 @@ def test_a_writer_never_overwrites_a_pending_change(ctx, monkeypatch):
 
 def test_a_query_that_raced_a_writer_reads_again(ctx, ddb_calls):
     run_id = big_run(ctx, jobs=3)
-    item = StageItem.get(run_pk(run_id), "STAGE#0002")
+    item = items_of(ctx).stage.get(run_pk(run_id), "STAGE#0002")
     item.update(actions=[StageItem.run_version.set(99)])  # a stage newer than its run item
     ddb_calls.clear()
     with pytest.raises(repository.ConcurrentModification):
@@ -303,11 +304,12 @@ def test_the_largest_run_with_a_pending_change_of_every_stage_fits_in_one_item(c
     intent = repository.Intent(
         id="x" * 32,
         puts=[
-            repository._written_form(repository.stage_to_item(s, big_run=True, run_version=2))
+            repository._written_form(
+                repository.stage_to_item(items_of(ctx).stage, s, big_run=True, run_version=2))
             for s in aggregate.stages
         ],
     )
-    item = repository.run_to_item(aggregate.run)
+    item = repository.run_to_item(items_of(ctx).run, aggregate.run)
     item.intent_id, item.intent = intent.id, intent.encode()
     size = repository.item_bytes(item.serialize())
     assert size < 300_000 < repository.MAX_RUN_ITEM_BYTES < 400 * 1024, size

@@ -306,11 +306,13 @@ def test_history_offsets_count_run_numbers_so_pages_never_overlap(client):
 
 def test_a_run_stored_without_a_stage_summary_still_shows_its_stages(client, ctx, ddb_calls):
     """Runs written before run items carried a summary: history reads their stages once."""
-    from chalicelib.store.models import RunItem, run_pk
+    from chalicelib.store.models import run_pk
+    from tests.fixtures.backends import items_of
 
     create(client, "p", [{"type": "BUILD", "name": "s"}, "DEPLOY_PROD"])
-    item = RunItem.get(run_pk("p:1"), "#RUN")
-    item.update(actions=[RunItem.stage_summary.remove()])
+    run_model = items_of(ctx).run
+    item = run_model.get(run_pk("p:1"), "#RUN")
+    item.update(actions=[run_model.stage_summary.remove()])
     ddb_calls.clear()
     body = client.get("/go/api/pipelines/p/history").json
     assert [s["name"] for s in body["pipelines"][0]["stages"]] == ["s", "DEPLOY_PROD"]

@@ -446,7 +446,7 @@ class ProcessDied(BaseException):
 ])
 def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_again(
         lam, ctx, clock, monkeypatch, action, message):
-    """The action's write carries the delivery's claim (store/repository.py transact_write):
+    """The action's write carries the delivery's claim (store/repository.py Writer.transact_write):
     a redelivery after the process died between the write and keeping the answer, even after
     the lease, answers from what was written and applies nothing again."""
     from chalicelib.events import messages as wire

@@ -20,6 +20,7 @@ from chalicelib.service.ports import (
     PENDING,
     ClaimTakenOver,
     DeliveryAttempt,
+    DueTimer,
     Record,
     StoredSource,
     StoredSubscription,
@@ -137,14 +138,17 @@ def test_counters_pause_and_layout(ctx):
     with pytest.raises(Conflict):
         ctx.stores.pipelines.set_paused("web", False)
     assert ctx.stores.pipelines.claim_counter("web")[0] == 6
+    found = ctx.stores.pipelines.get("web")
+    assert (found.name, found.counter, found.paused, found.layout) == ("web", 6, False, {"stages": ["x"]})
 
 
 def test_dialect_lookups(ctx):
     for _ in range(3):
         make_run(ctx)
-    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
-    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
-    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
+    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
+    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
+    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
+    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", 2, 3)] == [3, 2]
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", -5, 1)] == [1]
     assert ctx.stores.dialects.runs_between("web", 3, 2) == []
@@ -214,6 +218,34 @@ def test_a_claim_taken_over_writes_nothing(ctx):
     with store.holding("k1", token), pytest.raises(ClaimTakenOver):
         ctx.stores.runs.insert_run(new_run("web", counter, SPECS, ctx.clock.now()))
     assert ctx.stores.runs.load_run("web:1") is None
+
+
+def test_every_first_write_of_a_change_carries_the_held_claim(ctx):
+    """Not only runs: a pipeline's pause, a link's run, a token issued or revoked, a source, a
+    subscription each commit the held claim with what they wrote (``IdempotencyStore.holding``)."""
+    store = ctx.stores.idempotency
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    linked = new_run("web", counter, SPECS, ctx.clock.now())
+    source = StoredSource(name="gh", type="github", sealed_secret="s", created_at="2026-01-01T00:00:00.000Z")
+    writes = [
+        ("k-link", lambda: ctx.stores.links.insert_linked_run(linked, "github", "r-1", "x"),
+         {"run": "web:1"}),
+        ("k-pause", lambda: ctx.stores.pipelines.set_paused("web", True, at=ctx.clock.now()),
+         {"pipeline": "web"}),
+        ("k-token", lambda: ctx.stores.tokens.insert(token("t1"), "hash1", 100), {"token": "t1"}),
+        ("k-revoke", lambda: ctx.stores.tokens.delete("t1"), {"token": "t1", "deleted": True}),
+        ("k-source", lambda: ctx.stores.sources.insert_source(source), {"source": "gh"}),
+        ("k-sub", lambda: ctx.stores.subscriptions.insert(subscription("sub_a", "x")),
+         {"subscription": "sub_a"}),
+    ]
+    for key, write, effect in writes:
+        held = claim(ctx, key=key)
+        with store.holding(key, held):
+            write()
+        assert claim(ctx, key=key, now=1010) == Record(state=COMMITTED, fingerprint="fp", effect=effect), key
+    assert ctx.stores.links.linked_run("github", "r-1") == "web:1" and ctx.stores.pipelines.get("web").paused
+    assert ctx.stores.tokens.list_all() == [] and ctx.stores.sources.get_source("gh") == source
+    assert ctx.stores.subscriptions.get("sub_a") is not None
 
 
 # ---- tokens ------------------------------------------------------------------------------------
@@ -322,6 +354,35 @@ def test_due_timers_are_the_active_stages_past_their_moment(ctx):
     due = timers.due_timers(_iso(ctx.clock.now() + timedelta(seconds=60)))
     assert [(t.stage_id, t.attempt) for t in due.timers] == [("web:1:1", 1)] and not due.truncated
     assert timers.armed_timer({"eventName": "REMOVE"}) is None
+
+
+def test_due_timers_stop_at_the_limit_and_say_so(ctx):
+    make_run(ctx)
+    aggregate = ctx.stores.runs.load_run("web:1")
+    before = aggregate.snapshot()
+    for stage in aggregate.stages:
+        stage.timeout_seconds = 60
+        change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, aggregate)
+    moment = _iso(ctx.clock.now() + timedelta(seconds=60))
+    first = ctx.stores.timers.due_timers(moment, limit=1)
+    assert len(first.timers) == 1 and first.truncated
+    every = ctx.stores.timers.due_timers(moment, limit=5)
+    assert sorted(t.stage_id for t in every.timers) == ["web:1:1", "web:1:2"] and not every.truncated
+
+
+def test_a_stream_record_of_a_stage_entering_a_timer_arms_it(ctx):
+    def record(event, new, old=None):
+        images = {"NewImage": new} | ({"OldImage": old} if old else {})
+        return {"eventName": event, "dynamodb": images}
+
+    started = {"kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "2"},
+               "due_at": {"S": "2026-01-01T00:01:00.000Z"}}
+    timers = ctx.stores.timers
+    assert timers.armed_timer(record("MODIFY", started)) == DueTimer(
+        stage_id="web:1:1", attempt=2, due_at="2026-01-01T00:01:00.000Z")
+    assert timers.armed_timer(record("MODIFY", started, old=started)) is None  # nothing new
+    assert timers.armed_timer(record("INSERT", {**started, "kind": {"S": "run"}})) is None
 
 
 def _iso(moment):

@@ -13,6 +13,9 @@ store -> service.ports (the store implements the ports the services use).
 - integrations (one module per outside system's wire format) import domain and themselves
   only (plus the settings and logging setup); the domain never imports them;
 - adapters never import store;
+- outside store/, only the wiring imports a store module, and only the assemblies
+  (``store.dynamo``, ``store.memory``): every other caller gets the stores as ports on its
+  ``ServiceContext``;
 - no import cycles among our modules, function-level imports included;
 - an import of our own modules inside a function is there for the cold start (a Lambda that
   never needs a client or a store does not load it) and says so in ``DEFERRED_IMPORTS``; it
@@ -208,6 +211,34 @@ def test_wire_modules_are_pure(path):
 ])
 def test_the_wire_rule_catches_a_violation(name, allowed):
     assert (wire_violations(PACKAGE / "api" / "probe_wire.py", {name}) == []) == allowed
+
+
+ASSEMBLERS = {"chalicelib.wiring": ("chalicelib.store.dynamo", "chalicelib.store.memory")}
+
+
+def store_reach(module: str, names: set[str]) -> list[str]:
+    """The store modules ``module`` (outside store/) imports that it may not."""
+    allowed = ASSEMBLERS.get(module, ())
+    return sorted(n for n in _ours(names) if _within(n, ("chalicelib.store",))
+                  and n != "chalicelib.store" and not _within(n, allowed))
+
+
+def test_only_the_wiring_reaches_the_store_and_only_its_assemblies():
+    wrong = [f"{_module_name(p)} imports {n}" for p in PACKAGE.rglob("*.py")
+             if not _within(_module_name(p), ("chalicelib.store",))
+             for n in store_reach(_module_name(p), imports_of(p))]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("module, name, allowed", [
+    ("chalicelib.wiring", "chalicelib.store.dynamo", True),
+    ("chalicelib.wiring", "chalicelib.store.memory.build_stores", True),
+    ("chalicelib.wiring", "chalicelib.store.tokens", False),
+    ("chalicelib.integrations.github", "chalicelib.store.stream", False),
+    ("chalicelib.commands", "chalicelib.store.dynamo", False),
+])
+def test_the_store_reach_rule_catches_a_violation(module, name, allowed):
+    assert (store_reach(module, {name}) == []) == allowed
 
 
 def _module_name(path: Path) -> str:
