@@ -39,7 +39,7 @@ from .parsing import base_url, parse_body
 from .routing import route
 from .security import authenticated_principal, current_actor
 
-buddy = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 PATH = "/workspaces/{domain}/projects/{project_name}/pipelines/{pipeline_id}/executions/{execution_id}"
 
@@ -120,12 +120,12 @@ def _command(body: buddy_wire.BuddyOperationIn, run_id: str) -> commands.Command
         VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables or ()))
 
 
-@route(buddy, PATH, methods=["PATCH"], dialect="buddy", render_error=render_error,
+@route(routes, PATH, methods=["PATCH"], dialect="buddy", render_error=render_error,
        acts_on=resolved_by(_pipeline_of), openapi=OPENAPI,
        summary="Buddy: cancel, retry or approve an execution")
 def operate_execution(domain, project_name, pipeline_id, execution_id):
     ctx = wiring.context()
-    request = buddy.current_request
+    request = routes.current_request
     body = parse_body(request, buddy_wire.BuddyOperationIn, ctx.settings.max_body_bytes)
     number = buddy_wire.parse_buddy_id(pipeline_id)
     if number is None:

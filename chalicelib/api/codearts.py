@@ -30,7 +30,7 @@ from .parsing import json_body_fields, parse_body
 from .routing import route
 from .security import authenticated_principal, current_actor
 
-codearts = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 _JOB_ID = re.compile(codearts_wire.JOB_ID_PATTERN)
 
@@ -92,12 +92,12 @@ def _stopped(effect: dict | None = None) -> Response:
     return Response(body={"result": True}, status_code=200, headers={"Content-Type": "application/json"})
 
 
-@route(codearts, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
+@route(routes, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
        acts_on=resolved_by(_pipeline_of), replay=_stopped, openapi=OPENAPI,
        summary="CodeArts: stop a build (a run)")
 def stop_build():
     ctx = wiring.context()
-    body = parse_body(codearts.current_request, codearts_wire.CodeArtsStopIn, ctx.settings.max_body_bytes)
+    body = parse_body(routes.current_request, codearts_wire.CodeArtsStopIn, ctx.settings.max_body_bytes)
     _stop_build(ctx, body.job_id, body.build_no)
     return _stopped()
 
@@ -178,11 +178,11 @@ OPENAPI_V3_PATH = {
 }
 
 
-@route(codearts, "/v1/job/{job_id}/stop", methods=["POST"], dialect="codearts", render_error=render_error,
+@route(routes, "/v1/job/{job_id}/stop", methods=["POST"], dialect="codearts", render_error=render_error,
        acts_on=resolved_by(_pipeline_of_path), replay=lambda effect, **_: _stopped_v1(), openapi=OPENAPI_V1,
        summary="CodeArts (v1): stop a build (a run)")
 def stop_build_v1(job_id):
-    _stop(job_id, _v1_build_no(codearts.current_request))
+    _stop(job_id, _v1_build_no(routes.current_request))
     return _stopped_v1()
 
 
@@ -190,12 +190,12 @@ def _stopped_v1() -> Response:
     return Response(body={"status": "success"}, status_code=200, headers={"Content-Type": "application/json"})
 
 
-@route(codearts, "/v3/jobs/{job_id}/{build_no}/stop", methods=["POST"], dialect="codearts",
+@route(routes, "/v3/jobs/{job_id}/{build_no}/stop", methods=["POST"], dialect="codearts",
        render_error=render_error, acts_on=resolved_by(_pipeline_of_path),
        replay=lambda effect, **_: _stopped_in_path(), openapi=OPENAPI_V3_PATH,
        summary="CodeArts: stop a build (a run) named in the path")
 def stop_build_in_path(job_id, build_no):
-    request = codearts.current_request
+    request = routes.current_request
     if request.raw_body:  # the SDK sends none; anything sent must at least be an empty object
         parse_body(request, codearts_wire.CodeArtsEmptyIn, wiring.context().settings.max_body_bytes)
     _stop(job_id, build_no)

@@ -50,7 +50,7 @@ from .parsing import base_url, parse_body, parse_query
 from .routing import route
 from .security import current_actor, current_principal
 
-gocd = Blueprint(__name__)
+routes = Blueprint(__name__)
 # GoCD's clients send form data (17.1, e.g. `curl -d`) or JSON (the current API); nothing else.
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded"]
 
@@ -275,7 +275,7 @@ _SCHEDULE_JSON = {"type": "object", "additionalProperties": False, "properties":
 # ---- request helpers --------------------------------------------------------------------------
 
 def _request():
-    return gocd.current_request
+    return routes.current_request
 
 
 def _require_confirm() -> None:
@@ -420,7 +420,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 # ---- stages -----------------------------------------------------------------------------------
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/cancel",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -445,7 +445,7 @@ def _cancelled() -> Response:
     return _text("Stage cancelled successfully.")
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
+@route(routes, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
        methods=["GET"], dialect="gocd", acts_on=_PIPELINE, render_error=json_error(),
        openapi=_json_doc(numbers=("pipeline_counter", "stage_counter")),
        summary="GoCD: a stage instance (stage_counter: the stage's attempt)")
@@ -473,13 +473,14 @@ def _stage_history(pipeline: str, stage: str, offset: str | None) -> Response:
     return _json({"stages": entries, "pagination": gocd_wire.pagination(start, found.counter)})
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
-       render_error=json_error(), openapi=_json_doc(), summary="GoCD: stage history, newest first")
+@route(routes, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE, render_error=json_error(), openapi=_json_doc(),
+       summary="GoCD: stage history, newest first")
 def stage_history(pipeline, stage):
     return _stage_history(pipeline, stage, None)
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: stage history from an offset")
@@ -496,7 +497,7 @@ def _run_counter(value: str) -> int:
     return _counter(value, "pipeline counter")
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
+@route(routes, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
        dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
        openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter"), read=True),
        summary="GoCD v3: a stage instance by pipeline counter ({stage}), stage name and stage counter")
@@ -514,7 +515,7 @@ def stage_instance_current(pipeline, stage, stage_name, stage_counter):
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -540,7 +541,7 @@ def _cancelled_current() -> Response:
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/{stage_name}/run",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -569,7 +570,7 @@ def _stage_scheduled(pipeline: str, counter: int, stage_name: str) -> Response:
 
 # ---- pipelines --------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("counter",)),
        summary="GoCD: a pipeline instance")
@@ -593,13 +594,13 @@ def _pipeline_history(pipeline: str, offset: str | None) -> Response:
     })
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
+@route(routes, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: pipeline history, newest first")
 def pipeline_history(pipeline):
     return _pipeline_history(pipeline, None)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: pipeline history from an offset")
@@ -607,7 +608,7 @@ def pipeline_history_page(pipeline, offset):
     return _pipeline_history(pipeline, offset)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
+@route(routes, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: paused, locked, schedulable")
 def pipeline_status(pipeline):
     _accept_json()
@@ -616,7 +617,7 @@ def pipeline_status(pipeline):
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/pause",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -645,7 +646,7 @@ def pause_pipeline(pipeline):
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/unpause",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -672,7 +673,7 @@ def unpause_pipeline(pipeline):
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/releaseLock",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -696,7 +697,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/unlock",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -724,7 +725,7 @@ def _schedule_current(pipeline: str) -> Response:
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/schedule",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -773,7 +774,7 @@ def _unpaused(pipeline: str) -> Response:
 
 # ---- server -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
+@route(routes, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
        render_error=json_error(V1_JSON), openapi=_json_doc("application/vnd.go.cd.v1+json", public=True),
        summary="GoCD: the GoCD API version these endpoints implement (public, like /health)")
 def version():

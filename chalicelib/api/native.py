@@ -14,14 +14,14 @@ from .responses import json_response
 from .routing import route
 from .security import current_actor
 
-native = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 _RUN = auth.acts_on(path={"run_id": auth.RUN})
 _STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
 
 
 def _request():
-    return native.current_request
+    return routes.current_request
 
 
 def _max_body() -> int:
@@ -37,7 +37,7 @@ def created_run(effect: dict, status: int = 201) -> Response:
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["POST"], acts_on=auth.acts_on(body={"pipeline": auth.PIPELINE}),
+@route(routes, "/api/runs", methods=["POST"], acts_on=auth.acts_on(body={"pipeline": auth.PIPELINE}),
        replay=created_run)
 def create_run():
     ctx = wiring.context()
@@ -47,7 +47,7 @@ def create_run():
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
+@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
 def list_runs():
     ctx = wiring.context()
     query = parse_query(_request().query_params, ListRunsQuery)
@@ -56,19 +56,19 @@ def list_runs():
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 
 
-@route(native, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
 def get_run(run_id):
     ctx = wiring.context()
     return json_response(run_view(runs.get_run(ctx, run_id), ctx.clock.now()))
 
 
-@route(native, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
 def delete_run(run_id):
     ctx = wiring.context()
     return json_response(run_view(runs.delete_run(ctx, run_id), ctx.clock.now()))
 
 
-@route(native, "/api/stages", methods=["GET"], acts_on=auth.acts_on(query={"runId": auth.RUN}))
+@route(routes, "/api/stages", methods=["GET"], acts_on=auth.acts_on(query={"runId": auth.RUN}))
 def list_stages():
     ctx = wiring.context()
     params = dict(_request().query_params or {})
@@ -80,13 +80,13 @@ def list_stages():
     return json_response([stage_view(stage, now) for stage in aggregate.stages])
 
 
-@route(native, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
 def get_stage(stage_id):
     ctx = wiring.context()
     return json_response(stage_view(runs.get_stage(ctx, stage_id), ctx.clock.now()))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)
 def patch_stage(stage_id):
     ctx = wiring.context()
     patch = parse_body(_request(), PatchStageIn, _max_body())
@@ -94,7 +94,7 @@ def patch_stage(stage_id):
     return json_response(stage_view(stage, ctx.clock.now()))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)
 def delete_stage(stage_id):
     ctx = wiring.context()
     return json_response(stage_view(runs.delete_stage(ctx, stage_id), ctx.clock.now()))

@@ -25,7 +25,7 @@ from ..domain.status import StageStatus
 from .responses import json_response
 from .routing import declared_routes, route
 
-meta = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -232,13 +232,13 @@ RATE_HEADERS = {
 }
 
 
-@route(meta, "/openapi.json", methods=["GET"], scope="public",
+@route(routes, "/openapi.json", methods=["GET"], scope="public",
        summary="This document (OpenAPI 3.1)")
 def openapi_document():
-    return json_response(build_document(meta.current_app))
+    return json_response(build_document(routes.current_app))
 
 
-@route(meta, "/health", methods=["GET"], scope="public", response=HealthOut,
+@route(routes, "/health", methods=["GET"], scope="public", response=HealthOut,
        summary="Liveness: the function runs (reads nothing)")
 def health():
     return json_response({"status": "ok"})
@@ -252,13 +252,13 @@ def build_document(app) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _build(routes: tuple) -> dict:
+def _build(views: tuple) -> dict:
     components: dict[str, dict] = {}
     paths: dict[str, dict] = {}
-    for path, method, view in routes:
+    for path, method, view in views:
         spec = getattr(view, "route_spec", None)
         paths.setdefault(path, {})[method.lower()] = _operation(path, method, spec, components)
-    _links(routes, paths)
+    _links(views, paths)
     for name, extra in REFINEMENTS.items():
         if name in components:
             components[name].update(extra)
@@ -375,14 +375,14 @@ def _operation(path: str, method: str, spec, components: dict) -> dict:
     return operation
 
 
-def _links(routes: tuple, paths: dict) -> None:
+def _links(views: tuple, paths: dict) -> None:
     """Links from a created run to every operation addressed by its ids (for clients and for
     schemathesis' stateful phase)."""
     created = paths.get("/api/runs", {}).get("post")
     if created is None:
         return
     links = {}
-    for path, method, _view in routes:
+    for path, method, _view in views:
         params = _path_params(path)
         if params and set(params) <= set(RUN_LINKS):
             operation = paths[path][method.lower()]

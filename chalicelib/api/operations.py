@@ -29,7 +29,7 @@ from .parsing import parse_body
 from .responses import json_response
 from .routing import route
 
-ops = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 _RUN = auth.acts_on(path={"run_id": auth.RUN})
 _STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
@@ -37,7 +37,7 @@ _PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})
 
 
 def _request():
-    return ops.current_request
+    return routes.current_request
 
 
 def _actor() -> str:
@@ -85,21 +85,20 @@ def _scheduled_run(effect: dict, pipeline: str) -> Response:
 
 # ---- cancel / stop ---------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
+@route(routes, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def cancel_run(run_id):
     body = _optional_body(CancelIn)
     return json_response(_run(_execute(commands.CancelRun(run_id, body.reason))))
 
 
-@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def cancel_stage(stage_id):
     body = _optional_body(CancelIn)
     return json_response(_stage(_execute(commands.CancelStage(stage_id, body.reason))))
 
 
-@route(
-    ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now
-)
+@route(routes, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE,
+       replay=_run_now)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
     return json_response(_run(_execute(commands.StopRun(pipeline, counter, body.reason))))
@@ -107,13 +106,13 @@ def stop_run(pipeline, counter):
 
 # ---- retry -----------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN, replay=_run_now)
+@route(routes, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def retry_run(run_id):
     body = _optional_body(RetryRunIn)
     return json_response(_run(_execute(commands.RetryRun(run_id, body.scope))))
 
 
-@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def retry_stage(stage_id):
     _optional_body(EmptyIn)
     return json_response(_stage(_execute(commands.RetryStage(stage_id))))
@@ -121,13 +120,13 @@ def retry_stage(stage_id):
 
 # ---- approval gates --------------------------------------------------------------------------
 
-@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.APPROVED, body.comment))))
 
 
-@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
     return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.REJECTED, body.comment))))
@@ -135,7 +134,7 @@ def reject_stage(stage_id):
 
 # ---- variables -------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
 def apply_variables(run_id):
     ctx = wiring.context()
     body = parse_body(_request(), ApplyVariablesIn, ctx.settings.max_body_bytes)
@@ -145,24 +144,25 @@ def apply_variables(run_id):
 
 # ---- pipelines -------------------------------------------------------------------------------
 
-@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
+@route(routes, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
 def pipeline_status(pipeline):
     return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
+@route(routes, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def pause_pipeline(pipeline):
     body = _optional_body(PauseIn)
     return json_response(pipeline_status_view(_execute(commands.PausePipeline(pipeline, body.cause))))
 
 
-@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
+@route(routes, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
     return json_response(pipeline_status_view(_execute(commands.UnpausePipeline(pipeline))))
 
 
-@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE, replay=_scheduled_run)
+@route(routes, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE,
+       replay=_scheduled_run)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
     aggregate = _execute(commands.SchedulePipeline(pipeline, variables=body.variables))

@@ -39,7 +39,7 @@ from .responses import json_response
 from .routing import route
 from .security import current_actor
 
-webhooks = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 # Every media type some webhook integration takes (GitHub JSON or form-encoded `payload=`,
 # GitLab JSON, CloudEvents in binary or structured mode, text and octet-stream that reach the
@@ -85,7 +85,7 @@ class WebhookOut(Out):
 
 
 def _request():
-    return webhooks.current_request
+    return routes.current_request
 
 
 def _source() -> str | None:
@@ -126,7 +126,7 @@ def receive(integration: Integration):
 def _register(integration: Integration) -> None:
     spec = integration.webhook
     assert spec is not None, f"webhook integration {integration.name} needs its route"
-    route(webhooks, spec.path, methods=["POST"], scope="public", idempotency_key=False,
+    route(routes, spec.path, methods=["POST"], scope="public", idempotency_key=False,
           max_body=_webhook_body_limit, query=SourceQuery, response=WebhookOut, summary=spec.summary,
           openapi={"responses": _responses()}, content_types=CONTENT_TYPES)(receive(integration))
 
@@ -164,7 +164,7 @@ def source_view(source: StoredSource) -> dict:
 _SOURCES = auth.ACTS_ON_NO_SINGLE_PIPELINE
 
 
-@route(webhooks, "/api/sources", methods=["POST"], scope="admin", acts_on=_SOURCES,
+@route(routes, "/api/sources", methods=["POST"], scope="admin", acts_on=_SOURCES,
        body=ingest.CreateSourceIn,
        response=SourceCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/sources/{effect['source']}"),
@@ -178,13 +178,13 @@ def create_source():
     return json_response(view, 201, {"Location": f"/api/sources/{source.name}", "Cache-Control": "no-store"})
 
 
-@route(webhooks, "/api/sources", methods=["GET"], scope="admin", acts_on=_SOURCES, response=SourceListOut,
+@route(routes, "/api/sources", methods=["GET"], scope="admin", acts_on=_SOURCES, response=SourceListOut,
        summary="List webhook sources (never their secrets)")
 def list_sources():
     return json_response({"items": [source_view(s) for s in ingest.list_sources(wiring.context())]})
 
 
-@route(webhooks, "/api/sources/{name}", methods=["DELETE"], scope="admin", acts_on=_SOURCES,
+@route(routes, "/api/sources/{name}", methods=["DELETE"], scope="admin", acts_on=_SOURCES,
        response=SourceOut,
        summary="Delete a webhook source; its webhooks are refused from now on")
 def delete_source(name):

@@ -42,7 +42,7 @@ INGEST_TOPIC_ARN = os.environ.get(
 # The rule's pattern: what every event integration (chalicelib/integrations/) parses.
 AWS_CI_PATTERN = integrations.event_pattern()
 
-inbound = Blueprint(__name__)
+handlers = Blueprint(__name__)
 
 
 def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
@@ -63,7 +63,7 @@ def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
     return True
 
 
-@inbound.on_cw_event(AWS_CI_PATTERN, name="aws_ci_events")
+@handlers.on_cw_event(AWS_CI_PATTERN, name="aws_ci_events")
 def aws_ci_events(event):
     from ..service import ingest
 
@@ -81,7 +81,7 @@ def aws_ci_events(event):
     return {**outcome.as_dict(), "replayed": replayed}
 
 
-@inbound.on_sqs_message(queue_arn=INGEST_QUEUE_ARN, batch_size=10, name="ingest_queue")
+@handlers.on_sqs_message(queue_arn=INGEST_QUEUE_ARN, batch_size=10, name="ingest_queue")
 def ingest_queue(event):
     from ..service import ingest
     from . import messages
@@ -106,7 +106,7 @@ def ingest_queue(event):
     return {"batchItemFailures": failures}
 
 
-@inbound.on_sns_message(topic=INGEST_TOPIC_ARN, name="ingest_topic")
+@handlers.on_sns_message(topic=INGEST_TOPIC_ARN, name="ingest_topic")
 def ingest_topic(event):
     from ..service import ingest
     from . import messages
