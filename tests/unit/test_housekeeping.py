@@ -84,7 +84,7 @@ def test_every_chalicelib_package_is_a_regular_package():
 
 # ---- one naming convention for blueprints ---------------------------------------------------------
 
-BLUEPRINT_NAMES = {"api": "routes", "events": "handlers"}  # an HTTP module's routes; an event module's handlers
+BLUEPRINT_NAMES = {"api": "routes", "events": "handlers"}  # HTTP routes; event handlers
 
 
 def blueprints(tree: ast.Module) -> list[str]:
