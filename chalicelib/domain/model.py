@@ -7,13 +7,13 @@ disagree with its stages.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from . import ids
 from .clock import format_iso, millis_between, parse_iso
 from .errors import IllegalTransition, NotFound
-from .status import ACTIVE, APPROVAL_ONLY, FINAL, StageStatus, derive_run_status, is_legal
+from .status import ACTIVE, APPROVAL_ONLY, FINAL, StageStatus, is_legal, run_status_from_counts
 
 S = StageStatus
 
@@ -86,9 +86,16 @@ class Run:
     cancellation: dict | None = None  # the latest cancel: by, at, reason, stageId (operations)
     # Every stage in brief (``stage_summary``), kept on the run item by ``refresh`` so that run
     # listings (GoCD's pipeline and stage history) need no read of the stages. None: not known
-    # (a run stored before this field existed).
-    stage_summary: list[dict] | None = None
+    # (the stores keep it no longer: listings read it from the stage items, service/pipelines.py).
+    stage_summary: list[dict] | None = field(default=None, compare=False)
     version: int | None = None
+    # The run's change counter as read (store/repository.py): every write of the run or of one
+    # of its stages adds one, so a change of the whole run can be conditioned on no stage having
+    # changed since it read them. None: not known (a run stored in the layout before counters).
+    seq: int | None = field(default=None, compare=False)
+    # Store-private: the derived fields (status, bounds) as the stored item holds them, which
+    # may lag what the stages make; a write sets those that differ (store/repository.py).
+    stored: dict | None = field(default=None, compare=False)
 
     def elapsed_ms(self, now: datetime) -> int | None:
         if self.started_at is None:
@@ -123,6 +130,15 @@ class RunAggregate:
 
     def refresh(self, now: datetime) -> None:
         """Re-derive the run's status and timing from its stages; always bumps updatedAt."""
+        self.rederive(now)
+        self.run.updated_at = now
+        self.run.stage_summary = [stage_summary(s) for s in sorted(self.stages, key=lambda s: s.position)]
+
+    def rederive(self, now: datetime | None = None) -> None:
+        """The run's status, start, end and duration as its stages make them: the status from
+        ``status_counts`` (the same function the store's counters feed), the start the earliest
+        start of any attempt, the end the latest end once the run is final (``now`` if no stage
+        has one; without ``now`` the end already known is kept)."""
         run = self.run
         run.status = run_status_of(self.stages)
         starts = [s.started_at for s in self.stages if s.started_at is not None]
@@ -131,15 +147,14 @@ class RunAggregate:
         run.started_at = min(starts) if starts else None
         if run.status in FINAL:
             ends = [s.ended_at for s in self.stages if s.ended_at is not None]
-            run.ended_at = max(ends) if ends else now
+            run.ended_at = max(ends) if ends else (now or run.ended_at)
             run.duration_ms = (
-                millis_between(run.started_at, run.ended_at) if run.started_at is not None else None
+                millis_between(run.started_at, run.ended_at)
+                if run.started_at is not None and run.ended_at is not None else None
             )
         else:
             run.ended_at = None
             run.duration_ms = None
-        run.updated_at = now
-        run.stage_summary = [stage_summary(s) for s in sorted(self.stages, key=lambda s: s.position)]
 
     def remove_stage(self, stage_id: str) -> Stage:
         stage = self.stage(stage_id)
@@ -148,10 +163,47 @@ class RunAggregate:
 
 
 def run_status_of(stages: list[Stage]) -> StageStatus:
-    """The run status its stages make (``derive_run_status``), a stage allowed to fail
-    counting as passed when it failed: GitLab's own pipeline status does the same."""
-    return derive_run_status([S.SUCCESS if stage.allow_failure and stage.status == S.FAILURE else stage.status
-                              for stage in stages])
+    """The run status its stages make (``run_status_from_counts`` of ``status_counts``)."""
+    return run_status_from_counts(status_counts(stages))
+
+
+def counted_status(stage: Stage) -> StageStatus:
+    """The status a stage counts as for its run's status: a stage allowed to fail counts as
+    passed when it failed (GitLab's own pipeline status does the same)."""
+    return S.SUCCESS if stage.allow_failure and stage.status == S.FAILURE else stage.status
+
+
+def status_counts(stages: list[Stage]) -> dict[StageStatus, int]:
+    """How many stages count as each status (``counted_status``): the multiset the run's status
+    is derived from, and what the store keeps as per-status counters on the run item."""
+    counts: dict[StageStatus, int] = {}
+    for stage in stages:
+        counted = counted_status(stage)
+        counts[counted] = counts.get(counted, 0) + 1
+    return counts
+
+
+# The run's own fields: a change that leaves them (and every stage but one) as they were is a
+# change of that one stage (``single_stage_change``). The others are derived from the stages.
+_DERIVED_RUN_FIELDS = frozenset({"status", "updated_at", "started_at", "ended_at", "duration_ms",
+                                 "stage_summary", "version", "seq", "stored"})
+
+
+def single_stage_change(before: RunAggregate, after: RunAggregate) -> tuple[Stage, Stage] | None:
+    """(old, new) of the one stage ``after`` changed, when that is all it changed: the same
+    stages (none added or removed), exactly one of them different, the run's own fields (not the
+    ones derived from its stages) untouched. None otherwise (several stages, or the run itself).
+    Such a change can be written without rewriting the run: only its summary follows."""
+    if [s.id for s in before.stages] != [s.id for s in after.stages]:
+        return None
+    changed = [(old, new) for old, new in zip(before.stages, after.stages, strict=True)
+               if asdict(old) != asdict(new)]
+    if len(changed) != 1:
+        return None
+    old_run, new_run_ = asdict(before.run), asdict(after.run)
+    if any(old_run[name] != new_run_[name] for name in old_run if name not in _DERIVED_RUN_FIELDS):
+        return None
+    return changed[0]
 
 
 def stage_summary(stage: Stage) -> dict:

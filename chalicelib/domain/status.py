@@ -1,6 +1,7 @@
 """Stage statuses, the one table of legal transitions, and the run status derived from stages."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 
@@ -62,14 +63,26 @@ def is_legal(current: StageStatus, target: StageStatus) -> bool:
 
 
 def derive_run_status(statuses: list[StageStatus]) -> StageStatus:
+    """The run status of these stage statuses (``run_status_from_counts`` of their multiset)."""
+    counts: dict[StageStatus, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return run_status_from_counts(counts)
+
+
+def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:
     """A run is as busy as its busiest stage and as failed as its worst finished one.
+
+    Takes how many stages are in each status (a multiset: absent or zero means none), so the
+    store can keep the run's status exact from per-status counters that concurrent writers
+    update atomically, and the read path derives it the same way from the stages it read.
 
     Order of precedence: anything running, then anything waiting for approval, then the worst
     failure (CANCELLED over TIMED_OUT over FAILURE: a cancel is the operator's last word), then
     IDLE if nothing started, IN_PROGRESS while some stages are done and others still idle,
     SKIPPED if every stage was skipped, else SUCCESS. A run without stages is IDLE.
     """
-    present = set(statuses)
+    present = {status for status, count in counts.items() if count > 0}
     if not present:
         return S.IDLE
     for status in (S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED, S.TIMED_OUT, S.FAILURE):

@@ -40,6 +40,7 @@ from ..domain.errors import (
 )
 from ..domain.events import ExternalUpdate, Ignored, SourceName
 from ..domain.model import RunAggregate, Stage, new_run
+from ..domain.status import FINAL
 from ..domain.operations import Pipeline
 from ..domain.schemas import StrictModel
 from . import ServiceContext, commands, pipelines, runs
@@ -111,7 +112,8 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
         return holder[0].changed
 
     try:
-        mutate_run(ctx, run_id, change)
+        # closing the run reads every stage; an update of named stages reads only those
+        mutate_run(ctx, run_id, change, local=update.run_status not in FINAL)
     except NotFound:
         return Outcome(result="ignored", run_id=run_id, summary=update.summary,
                        notes=[f"run {run_id} was deleted in stagetrack; the sender's updates are ignored"])

@@ -141,7 +141,8 @@ class SecretUnreadable(Exception):
 class RunStore(Protocol):
     """Runs and their stages. Every write is conditional on the versions read: a lost race
     raises ``ConcurrentModification`` and writes nothing; a successful write bumps the
-    ``version`` of the run and of every stage it wrote, in the objects passed in."""
+    ``version`` of every stage it wrote, in the objects passed in, and that of the run unless
+    it was a change of one stage alone (``save(local=True)``)."""
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
         """Run and stages appear together or not at all; ``layout`` (when given) is stored on
@@ -152,9 +153,14 @@ class RunStore(Protocol):
 
     def get_stage(self, stage_id: str) -> Stage | None: ...
 
-    def save(self, before: RunAggregate, after: RunAggregate) -> None:
+    def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False) -> None:
         """Write what changed between ``before`` and ``after`` (stages added, changed, removed)
-        and the run, conditioned on the versions read."""
+        and the run, conditioned on the versions read and on no stage having changed since.
+
+        With ``local`` (the change was decided from the one stage it changes) a change of
+        exactly one stage and nothing of the run's own is written as that stage, conditioned
+        on its version and on the run's version (which only changes of the whole run bump), and
+        the run's summary: changes of different stages of one run then never conflict."""
 
     def delete_run(self, aggregate: RunAggregate) -> None: ...
 

@@ -94,7 +94,8 @@ def run_id_of_stage(stage_id: str) -> str:
 
 
 def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate], bool], *,
-               guard_stage: str | None = None, missing: str | None = None) -> RunAggregate:
+               guard_stage: str | None = None, missing: str | None = None,
+               local: bool = False) -> RunAggregate:
     """Load, change in memory, write back conditionally; reload and reapply on a lost race.
 
     A race lost to a change of another stage of the same run is retried transparently (both
@@ -102,6 +103,12 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     stage it meant to change is no longer the one it saw, so it gets a 409 instead of silently
     overwriting. ``change`` returns False when there is nothing to write (no round trip).
     ``missing`` is the 404 message when the run does not exist (e.g. naming the stage asked for).
+
+    ``local``: ``change`` decides from the stage it changes alone, never from its siblings (a
+    status change is; a rename, which checks the other names, is not). A change that then turns
+    out to touch one stage and nothing of the run is written as that stage and the run's
+    summary (``RunStore.save``): writers of different stages of one run do not conflict. The
+    run driver reads every stage, so an ``autoAdvance`` run's changes are never local.
     """
     guard_version = None
     for attempt in range(MAX_WRITE_ATTEMPTS):
@@ -119,7 +126,7 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
         aggregate.refresh(ctx.clock.now())
         try:
-            ctx.stores.runs.save(before, aggregate)
+            ctx.stores.runs.save(before, aggregate, local=local and not aggregate.run.auto_advance)
             return aggregate
         except ConcurrentModification:
             backoff(attempt)
@@ -147,7 +154,9 @@ def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stag
         stage.updated_at = now
         return True
 
-    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, guard_stage=stage_id)
+    # a rename reads the other stages' names: a change of the run, not of this stage alone
+    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, guard_stage=stage_id,
+                           local=patch.name is None)
     return aggregate.stage(stage_id)
 
 

@@ -54,7 +54,7 @@ def expire_stage(ctx: ServiceContext, stage_id: str, attempt: int) -> StageStatu
         return True
 
     try:
-        mutate_run(ctx, parsed[0], change)
+        mutate_run(ctx, parsed[0], change, local=True)  # the due stage's own timer
     except NotFound:
         return None
     return outcome[0] if outcome else None

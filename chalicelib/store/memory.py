@@ -27,7 +27,7 @@ from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.events import StateChange
-from ..domain.model import Run, RunAggregate, Stage
+from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_summary
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -153,7 +153,11 @@ class MemoryRunStore:
             stage = next((s for s in found.stages if s.id == stage_id), None) if found else None
             return copy.deepcopy(stage)
 
-    def save(self, before: RunAggregate, after: RunAggregate) -> None:
+    def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False) -> None:
+        single = single_stage_change(before, after) if local else None
+        if single is not None:
+            self._save_stage(after, single[1])
+            return
         old = {stage.id: stage for stage in before.stages}
         new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
@@ -161,16 +165,33 @@ class MemoryRunStore:
         with self.db.lock:
             stored = self.db.runs.get(after.run.id)
             current = {s.id: s for s in stored.stages} if stored else {}
+            # as the DynamoDB store's change counter: no stage changed since ``before`` was read
             if (stored is None or stored.run.version != after.run.version
-                    or any(_stored_version(current, s) != s.version for s in changed)
-                    or any(_stored_version(current, s) != s.version for s in removed)):
+                    or {s.id: s.version for s in stored.stages} != {s.id: s.version for s in before.stages}):
                 raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": after.run.id})()
             _bump(after.run, changed)
             written = {s.id: s for s in changed}
-            # the run's version matched, so every stage not written is stored as ``before`` had it
             stages = [written[s.id] if s.id in written else current[s.id] for s in after.stages]
             self.db.runs[after.run.id] = copy.deepcopy(RunAggregate(run=after.run, stages=stages))
+
+    def _save_stage(self, after: RunAggregate, stage: Stage) -> None:
+        """A change of one stage alone: conditioned on its version and the run's (not on its
+        siblings'); the run's derived fields follow from the stages as stored."""
+        with self.db.lock:
+            stored = self.db.runs.get(after.run.id)
+            current = next((s for s in stored.stages if s.id == stage.id), None) if stored else None
+            if stored is None or current is None or stored.run.version != after.run.version \
+                    or current.version != stage.version:
+                raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
+            self.db.commit_claim({"run": after.run.id})()
+            stage.version = (stage.version or 0) + 1
+            kept = copy.deepcopy(stored)
+            kept.stages = [copy.deepcopy(stage) if s.id == stage.id else s for s in kept.stages]
+            kept.rederive(stage.updated_at)
+            kept.run.updated_at = max(kept.run.updated_at, stage.updated_at)
+            kept.run.stage_summary = [stage_summary(s) for s in sorted(kept.stages, key=lambda s: s.position)]
+            self.db.runs[after.run.id] = kept
 
     def delete_run(self, aggregate: RunAggregate) -> None:
         with self.db.lock:
@@ -188,11 +209,6 @@ class MemoryRunStore:
                     if a.run.pipeline == pipeline and (status is None or a.run.status == status)]
         runs.sort(key=lambda r: r.counter, reverse=True)
         return _page(runs, limit, lambda r: r.counter, self.db.codec, scope, cursor)
-
-
-def _stored_version(current: dict[str, Stage], stage: Stage) -> int | None:
-    found = current.get(stage.id)
-    return None if found is None else found.version
 
 
 def _bump(run: Run, stages: list[Stage]) -> None:

@@ -165,7 +165,23 @@ class RunItem(BaseItem, discriminator="run"):
     auto_advance = BooleanAttribute(null=True)
     secrets = UnicodeAttribute(null=True)  # JSON: key -> keyed hash of a secret variable
     cancellation = UnicodeAttribute(null=True)  # JSON: latest cancel (by, at, reason, stageId)
-    stage_summary = UnicodeAttribute(null=True)  # JSON: every stage in brief (model.stage_summary)
+    # The previous layout's JSON list of every stage in brief (model.stage_summary): read while a
+    # run stored that way is not written again, removed by its next write (repository.py,
+    # "Layouts"). Listings now take the summary from the stage items.
+    stage_summary = UnicodeAttribute(null=True)
+    # The run's summary, kept by atomic updates so that writers of different stages never
+    # conflict (repository.py, "One stage's change"): how many stages count as each status
+    # (model.status_counts), a change counter every write adds one to, the latest stage end.
+    n_idle = NumberAttribute(null=True, attr_name="n_IDLE")
+    n_in_progress = NumberAttribute(null=True, attr_name="n_IN_PROGRESS")
+    n_waiting_for_approval = NumberAttribute(null=True, attr_name="n_WAITING_FOR_APPROVAL")
+    n_success = NumberAttribute(null=True, attr_name="n_SUCCESS")
+    n_failure = NumberAttribute(null=True, attr_name="n_FAILURE")
+    n_cancelled = NumberAttribute(null=True, attr_name="n_CANCELLED")
+    n_timed_out = NumberAttribute(null=True, attr_name="n_TIMED_OUT")
+    n_skipped = NumberAttribute(null=True, attr_name="n_SKIPPED")
+    seq = NumberAttribute(null=True)
+    last_end = UnicodeAttribute(null=True)
     # A change too big for one transaction, committed here first and then written to its stage
     # items in chunks (repository.py, "big runs"): readers apply it, writers complete it first.
     intent_id = UnicodeAttribute(null=True)

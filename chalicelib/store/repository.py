@@ -44,21 +44,24 @@ import base64
 import contextvars
 import json
 import logging
+import random
+import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import ITEM, RESPONSES
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
 from ..domain import cursors, ids
-from ..domain.clock import format_iso, parse_iso
+from ..domain.clock import format_iso, millis_between, parse_iso
 from ..domain.errors import BadRequest, ConcurrentModification, ValidationFailed
-from ..domain.model import Run, RunAggregate, Stage
-from ..domain.status import StageStatus
+from ..domain.model import Run, RunAggregate, Stage, counted_status, single_stage_change, status_counts
+from ..domain.status import FINAL, StageStatus, run_status_from_counts
 from ..domain.timers import next_due
 from ..service.ports import ClaimTakenOver
 from . import models
@@ -89,6 +92,15 @@ BIG_RUN_STAGES = 64  # above this many stages, stage items carry big_run (see th
 MAX_RUN_ITEM_BYTES = 390_000
 INTENT_GRACE_SECONDS = 60  # a pending intent is due for the sweeper this long after its change
 LOAD_ATTEMPTS = 5
+CONFLICT_ATTEMPTS = 10  # sends of one stage's change cancelled only by DynamoDB's item locking
+SETTLE_ATTEMPTS = 8  # reads of the run's summary by one writer settling its status
+CONFLICT_PAUSE_SECONDS = 0.005
+
+
+def jittered_pause(attempt: int) -> None:
+    """Full jitter, doubling per attempt (5 ms .. 1.28 s): writers bunched on one run item spread
+    out instead of colliding again."""
+    time.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * (2 ** min(attempt, 8))))
 
 
 class RunTooLarge(ValidationFailed):
@@ -121,9 +133,22 @@ def _version(version: int | None) -> dict:
     return {} if version is None else {"version": version}
 
 
-def run_to_item(model: type[RunItem], run: Run) -> RunItem:
-    """``run`` as an item of ``model`` (the run class bound to a table: ``ItemModels.run``)."""
-    return model(
+def status_counter(status: StageStatus) -> NumberAttribute:
+    """The run item's counter of the stages that count as ``status`` (model.counted_status)."""
+    return getattr(RunItem, f"n_{status.value.lower()}")
+
+
+def counts_of(item: RunItem) -> dict[StageStatus, int] | None:
+    """The run item's per-status counters; None for a run stored in the previous layout."""
+    if item.seq is None:
+        return None
+    return {status: int(getattr(item, f"n_{status.value.lower()}") or 0) for status in StageStatus}
+
+
+def run_to_item(model: type[RunItem], run: Run, stages: Sequence[Stage] = ()) -> RunItem:
+    """``run`` as an item of ``model`` (the run class bound to a table: ``ItemModels.run``),
+    with the summary of ``stages`` (its counters and latest end) and the next change number."""
+    item = model(
         pk=run_pk(run.id), sk=models.RUN_SK, run_id=run.id, pipeline=run.pipeline,
         counter=run.counter, pipeline_status=f"{run.pipeline}#{run.status.value}",
         status=run.status.value, created_at=format_iso(run.created_at),
@@ -131,10 +156,14 @@ def run_to_item(model: type[RunItem], run: Run) -> RunItem:
         ended_at=format_iso(run.ended_at), duration_ms=run.duration_ms,
         commit=_dumps(run.commit), trigger=run.trigger, variables=_dumps(run.variables),
         secrets=_dumps(run.secrets) if run.secrets else None, cancellation=_dumps(run.cancellation),
-        stage_summary=_dumps(run.stage_summary),
         timeout_seconds=run.timeout_seconds, auto_advance=run.auto_advance or None,
+        seq=(run.seq or 0) + 1,
+        last_end=format_iso(max((s.ended_at for s in stages if s.ended_at is not None), default=None)),
         **_version(run.version),
     )
+    for status, count in status_counts(list(stages)).items():
+        setattr(item, f"n_{status.value.lower()}", count)
+    return item
 
 
 def run_from_item(item: RunItem) -> Run:
@@ -146,11 +175,19 @@ def run_from_item(item: RunItem) -> Run:
         duration_ms=None if item.duration_ms is None else int(item.duration_ms),
         commit=_loads(item.commit), trigger=item.trigger, variables=_loads(item.variables, {}),
         secrets=_loads(item.secrets, {}), cancellation=_loads(item.cancellation),
-        stage_summary=_loads(item.stage_summary),
+        stage_summary=_loads(item.stage_summary),  # the previous layout's; now None
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         auto_advance=bool(item.auto_advance),
         version=None if item.version is None else int(item.version),
+        seq=None if item.seq is None else int(item.seq), stored=_stored_derived(item),
     )
+
+
+def _stored_derived(item: RunItem) -> dict:
+    return {"status": item.status, "pipeline_status": item.pipeline_status,
+            "started_at": item.started_at, "ended_at": item.ended_at,
+            "duration_ms": None if item.duration_ms is None else int(item.duration_ms),
+            "last_end": item.last_end}
 
 
 def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False,
@@ -483,10 +520,13 @@ def _flag(model: type[StageItem], pk: str, sk: str) -> TxItem:
 class Repository:
     """The DynamoDB ``RunStore`` (service/ports.py) on the table of ``items``."""
 
-    def __init__(self, items: ItemModels, writer: Writer, codec: cursors.CursorCodec) -> None:
+    def __init__(self, items: ItemModels, writer: Writer, codec: cursors.CursorCodec,
+                 pause: Callable[[int], None] = jittered_pause) -> None:
         self.items = items
         self.writer = writer
         self.cursors = codec
+        self.pause = pause  # between sends of a transaction cancelled by a conflict (tests: none)
+        self.conflicts = 0  # how many were (bench/ and tests read it)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -515,7 +555,8 @@ class Repository:
         run_version = (aggregate.run.version or 0) + 1
         big = len(aggregate.stages) > BIG_RUN_STAGES
         self._commit(_Change(
-            run=run_to_item(self.items.run, aggregate.run), run_condition=RunItem.pk.does_not_exist(),
+            run=run_to_item(self.items.run, aggregate.run, aggregate.stages),
+            run_condition=RunItem.pk.does_not_exist(),
             puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
                   for s in aggregate.stages],
             put_condition=StageItem.pk.does_not_exist(), after_big=big, extra=extra,
@@ -546,7 +587,12 @@ class Repository:
                     return None
                 intent.apply(stage_items, self.items.stage)
             stages = [stage_from_item(stage_items[sk]) for sk in sorted(stage_items)]
-            return RunAggregate(run=run_from_item(run_item), stages=stages)
+            aggregate = RunAggregate(run=run_from_item(run_item), stages=stages)
+            # Status and bounds as the stages read make them (the stored ones may lag a change of
+            # one stage by its settle step); updatedAt is the latest change of the run or a stage.
+            aggregate.rederive()
+            aggregate.run.updated_at = max([aggregate.run.updated_at, *(s.updated_at for s in stages)])
+            return aggregate
         raise ConcurrentModification(f"run {run_id!r} is changing too fast to be read; retry")
 
     def get_stage(self, stage_id: str) -> Stage | None:
@@ -579,10 +625,116 @@ class Repository:
             item = stages.get(sk)
         return None if item is None else stage_from_item(item)
 
-    def save(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
-        """Write what changed in one transaction; the run is always written so that concurrent
-        changes to sibling stages serialize on its version and its derived status stays true.
-        A change too big for one transaction goes through an intent (module docstring)."""
+    def save(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem] = (), *,
+             local: bool = False) -> None:
+        """Write what changed. With ``local`` (the caller's change read nothing of the run but
+        the stage it changed) a change of one stage is written as that stage and the run's
+        summary only (``_save_stage``); any other change rewrites the run (``_save_run``)."""
+        if local and after.run.seq is not None:
+            single = single_stage_change(before, after)
+            if single is not None:
+                self._save_stage(after, *single, extra=extra)
+                return
+        self._save_run(before, after, extra)
+
+    def _save_stage(self, after: RunAggregate, old: Stage, new: Stage, extra: Sequence[TxItem]) -> None:
+        """One transaction: the stage item, conditioned on its own version, and an update of the
+        run's summary by atomic actions only (per-status counters ADD, change counter ADD),
+        conditioned on the run's version (bumped only by changes of the whole run) and on no
+        intent pending. Writers of other stages touch neither condition, so they never fail
+        each other; DynamoDB's own item lock may cancel overlapping transactions
+        (TransactionConflict), which are sent again after a jittered pause.
+
+        The run's derived fields (status and its index key, start, end) are set in the same
+        transaction when nothing changed since the read (condition: the change counter read),
+        the common case: one round trip. Otherwise the change is sent without them and
+        ``_settle`` sets them from the counters after the commit."""
+        run = after.run
+        big = len(after.stages) > BIG_RUN_STAGES
+        stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
+                          StageItem.pk.exists())
+        actions = [RunItem.seq.add(1)]
+        was, now_counted = counted_status(old), counted_status(new)
+        if was != now_counted:
+            actions += [status_counter(was).add(-1), status_counter(now_counted).add(1)]
+        condition = ((RunItem.version == run.version) & RunItem.seq.exists()
+                     & RunItem.intent_id.does_not_exist())
+        pk = run_pk(run.id)
+        derived = _updates(run.stored or {}, _derived_of(after))
+        if derived:
+            derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
+        exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
+                          condition & (RunItem.seq == run.seq))
+        try:
+            self._send([*extra, stage_op, exact], effect={"run": run.id}, run_id=run.id)
+            run.seq, run.stored = (run.seq or 0) + 1, {**(run.stored or {}), **_derived_of(after)}
+        except ConcurrentModification:
+            # the run changed since the read (or this stage did: then this fails again)
+            started = new.started_at if new.started_at != old.started_at else None
+            if started is not None:
+                actions.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
+            plain = tx_update(self.items.run, pk, models.RUN_SK, actions, condition)
+            self._send([*extra, stage_op, plain], effect={"run": run.id}, run_id=run.id)
+            self._settle(run.id, new.updated_at, started,
+                         new.ended_at if new.ended_at != old.ended_at else None)
+            run.seq = run.stored = None  # no longer known exactly
+        new.version = (new.version or 0) + 1
+
+    def _send(self, items: list[TxItem], effect: dict, run_id: str) -> None:
+        """One transaction, sent again (bounded, jittered) while DynamoDB cancels it only for
+        another transaction in flight on one of its items; a failed condition is the caller's
+        ``ConcurrentModification`` (reload)."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                self.writer.transact_write(items, effect=effect)
+                return
+            except TransactWriteError as error:
+                if attempt + 1 < CONFLICT_ATTEMPTS and _only_transaction_conflicts(error):
+                    self.conflicts += 1
+                    self.pause(attempt)
+                    continue
+                if _is_condition_failure(error):
+                    raise ConcurrentModification(
+                        f"run {run_id!r} was changed by someone else; retry") from None
+                raise
+
+    def _settle(self, run_id: str, now, started, ended) -> None:
+        """After a change of one stage: read the run's summary (one GetItem) and set what
+        derives from it -- status, the ``pipeline#status`` index key, end and duration once
+        final, the earliest start and latest end -- where it differs, conditioned on the change
+        counter read. A writer that lost that condition reads again (bounded); every writer
+        settles after its own commit, so the last one to commit leaves the stored status equal
+        to what the counters (and so the stages) imply. Only the indexed copy can lag, between
+        a commit and its settle: the run view derives status from the stages it reads."""
+        model, pk = self.items.run, run_pk(run_id)
+        for _ in range(SETTLE_ATTEMPTS):
+            try:
+                item = model.get(pk, models.RUN_SK, consistent_read=True)
+            except model.DoesNotExist:
+                return
+            counts = counts_of(item)
+            if counts is None or item.intent_id:
+                return  # a change of the whole run is under way: it writes all of these
+            actions = _settle_actions(item, run_status_from_counts(counts), started, ended)
+            if not actions:
+                return
+            actions.append(RunItem.updated_at.set(format_iso(now)))
+            try:
+                model._get_connection().update_item(
+                    pk, models.RUN_SK, actions=actions, condition=RunItem.seq == int(item.seq))
+                return
+            except UpdateError as error:
+                if not _is_condition_failure(error):
+                    raise
+        log.info("run %s: settling its status lost %d races; a later writer settles it",
+                 run_id, SETTLE_ATTEMPTS)
+
+    def _save_run(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem]) -> None:
+        """Write what changed in one transaction with the whole run item, conditioned on the
+        run's version and change counter as read, so that it fails if any stage changed since
+        (a change of the whole run is decided on all of them); the run item is written in the
+        current layout (an item of the previous layout is upgraded here). A change too big for
+        one transaction goes through an intent (module docstring)."""
         old = {stage.id: stage for stage in before.stages}
         new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
@@ -593,7 +745,8 @@ class Repository:
                      if len(before.stages) <= BIG_RUN_STAGES else set())
         try:
             self._commit(_Change(
-                run=run_to_item(self.items.run, after.run), run_condition=RunItem.intent_id.does_not_exist(),
+                run=run_to_item(self.items.run, after.run, after.stages),
+                run_condition=RunItem.intent_id.does_not_exist() & _seq_is(after.run.seq),
                 puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
                       for s in changed],
                 deletes=[stage_to_item(self.items.stage, s) for s in removed], unflagged=unflagged,
@@ -606,11 +759,12 @@ class Repository:
                 ) from None
             raise
         _bump_versions(after.run, changed)
+        after.run.seq = (after.run.seq or 0) + 1
 
     def delete_run(self, aggregate: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
         try:
             self._commit(_Change(
-                run=run_to_item(self.items.run, aggregate.run),
+                run=run_to_item(self.items.run, aggregate.run, aggregate.stages),
                 run_condition=RunItem.intent_id.does_not_exist(),
                 deletes=[stage_to_item(self.items.stage, s) for s in aggregate.stages], drop_run=True,
                 extra=extra,
@@ -732,6 +886,53 @@ class Repository:
             log.warning("run %s: completing its pending change failed; will be retried", run_id,
                         exc_info=True)
             return False
+
+
+def _seq_is(seq: int | None):
+    """The run item's change counter is still ``seq`` (absent: a run of the previous layout)."""
+    return RunItem.seq.does_not_exist() if seq is None else RunItem.seq == seq
+
+
+def _earliest(stored: str | None, candidate: datetime | None) -> str | None:
+    values = [v for v in (stored, format_iso(candidate)) if v is not None]
+    return min(values) if values else None  # ISO-8601 UTC with a fixed width sorts as time
+
+
+def _latest(stored: str | None, candidate: datetime | None) -> str | None:
+    values = [v for v in (stored, format_iso(candidate)) if v is not None]
+    return max(values) if values else None
+
+
+def _derived_of(aggregate: RunAggregate) -> dict:
+    """The run item's derived fields as the aggregate's stages make them (``rederive`` ran)."""
+    run = aggregate.run
+    ends = [s.ended_at for s in aggregate.stages if s.ended_at is not None]
+    return {"status": run.status.value, "pipeline_status": f"{run.pipeline}#{run.status.value}",
+            "started_at": format_iso(run.started_at), "ended_at": format_iso(run.ended_at),
+            "duration_ms": run.duration_ms, "last_end": format_iso(max(ends, default=None))}
+
+
+def _updates(stored: dict, wanted: dict) -> list:
+    """SET (or REMOVE) each attribute whose wanted value differs from the stored one."""
+    actions = []
+    for name, value in wanted.items():
+        if stored.get(name) == value:
+            continue
+        attribute = getattr(RunItem, name)
+        actions.append(attribute.remove() if value is None else attribute.set(value))
+    return actions
+
+
+def _settle_actions(item: RunItem, status: StageStatus, started: datetime | None,
+                    ended: datetime | None) -> list:
+    """The updates that bring the run item's derived fields in line with its summary."""
+    start, last_end = _earliest(item.started_at, started), _latest(item.last_end, ended)
+    end = (last_end or item.ended_at) if status in FINAL else None
+    duration = (millis_between(parse_iso(start), parse_iso(end))
+                if start is not None and end is not None else None)
+    return _updates(_stored_derived(item), {
+        "status": status.value, "pipeline_status": f"{item.pipeline}#{status.value}",
+        "started_at": start, "last_end": last_end, "ended_at": end, "duration_ms": duration})
 
 
 def _bump_versions(run: Run, stages: list[Stage]) -> None:
