@@ -40,9 +40,9 @@ from ..domain.errors import (
 )
 from ..domain.events import ExternalUpdate, Ignored, SourceName
 from ..domain.model import RunAggregate, Stage, new_run
-from ..domain.status import FINAL
 from ..domain.operations import Pipeline
 from ..domain.schemas import StrictModel
+from ..domain.status import FINAL
 from . import ServiceContext, commands, pipelines, runs
 from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..domain import dialect_ids, ids
 from ..domain.errors import NotFound
-from ..domain.model import Run, RunAggregate, new_run, stage_summary
+from ..domain.model import Run, RunAggregate, new_run
 from ..domain.operations import Pipeline, VariableChange, apply_variables, specs_of
 from . import ServiceContext
 
@@ -90,14 +90,8 @@ def history(ctx: ServiceContext, pipeline: str, offset: int,
     """GoCD's history pages (``page_size`` is GoCD's, api/gocd_wire.py): the pipeline (its
     counter is the total) and the runs numbered ``counter - offset - page_size + 1 .. counter -
     offset``, newest first, each with its
-    stage summary. Two round trips (GetItem, Query); a run stored before runs carried a stage
-    summary costs one more Query, once."""
+    stage summary. Three round trips (GetItem, a Query of the runs, a Query of their stages'
+    summaries on an index)."""
     found = status(ctx, pipeline)
     high = found.counter - offset
-    runs = ctx.stores.dialects.runs_between(found.name, high - page_size + 1, high)
-    for run in runs:
-        if run.stage_summary is None:
-            aggregate = ctx.stores.runs.load_run(run.id)
-            stages = sorted(aggregate.stages, key=lambda s: s.position) if aggregate else []
-            run.stage_summary = [stage_summary(stage) for stage in stages]
-    return found, runs
+    return found, ctx.stores.dialects.runs_between(found.name, high - page_size + 1, high, with_stages=True)

@@ -202,8 +202,9 @@ class DialectLookups(Protocol):
 
     def pipeline_by_buddy_key(self, key: str) -> Pipeline | None: ...
 
-    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
-        """Runs numbered low..high (inclusive), newest first."""
+    def runs_between(self, pipeline: str, low: int, high: int, *, with_stages: bool = False) -> list[Run]:
+        """Runs numbered low..high (inclusive), newest first; ``with_stages``: each with its
+        ``stage_summary`` (one more read for all of them)."""
 
 
 class IdempotencyStore(Protocol):

@@ -6,16 +6,18 @@
   consistent: a pipeline whose first run number was claimed a moment ago may not be found yet.
 - Runs of a pipeline by a range of counters, newest first: GoCD's offset pagination. Offsets
   count run numbers, so a page is the key range [newest - offset - 9, newest - offset]: one
-  Query, never a Scan, and pages never overlap even where runs were deleted.
+  Query, never a Scan, and pages never overlap even where runs were deleted. With their stage
+  summaries: one more Query, on the stagesByPipeline index over the same range of counters
+  (a run item no longer carries a copy of them, which every stage change would rewrite).
 """
 from __future__ import annotations
 
 from ..domain.errors import Conflict
 from ..domain.model import Run
 from ..domain.operations import Pipeline
-from .models import ItemModels, RunItem
+from .models import STAGE_SLOTS, ItemModels, RunItem, StageItem
 from .pipelines import pipeline_from_item
-from .repository import run_from_item
+from .repository import run_from_item, summary_from_item
 
 
 def _single(results, what: str) -> Pipeline | None:
@@ -32,6 +34,7 @@ class DialectLookups:
     def __init__(self, items: ItemModels) -> None:
         self._pipeline = items.pipeline
         self._run = items.run
+        self._stage = items.stage
 
     def pipeline_by_codearts_key(self, key: str) -> Pipeline | None:
         return _single(self._pipeline.by_codearts_job.query(key, limit=2), "this CodeArts job_id")
@@ -39,11 +42,24 @@ class DialectLookups:
     def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
         return _single(self._pipeline.by_buddy_id.query(key, limit=2), "this Buddy pipeline_id")
 
-    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
-        """Runs numbered low..high (inclusive), newest first: one Query on byPipeline."""
+    def runs_between(self, pipeline: str, low: int, high: int, *, with_stages: bool = False) -> list[Run]:
+        """Runs numbered low..high (inclusive), newest first: one Query on byPipeline; with their
+        stage summaries, one more on stagesByPipeline (a run stored in the previous layout
+        carries its own)."""
         if high < 1 or high < low:
             return []
         results = self._run.by_pipeline.query(
             pipeline, RunItem.counter.between(max(low, 1), high), scan_index_forward=False,
         )
-        return [run_from_item(item) for item in results]
+        runs = [run_from_item(item) for item in results]
+        missing = [run for run in runs if run.stage_summary is None]
+        if with_stages and missing:
+            summaries: dict[str, list[dict]] = {run.id: [] for run in missing}
+            counters = [run.counter for run in missing]
+            for item in self._stage.by_pipeline.query(pipeline, StageItem.listed_at.between(
+                    min(counters) * STAGE_SLOTS, max(counters) * STAGE_SLOTS + STAGE_SLOTS - 1)):
+                if item.run_id in summaries:
+                    summaries[item.run_id].append(summary_from_item(item))
+            for run in missing:
+                run.stage_summary = sorted(summaries[run.id], key=lambda entry: entry["position"])
+        return runs

@@ -159,9 +159,7 @@ class MemoryRunStore:
             self._save_stage(after, single[1])
             return
         old = {stage.id: stage for stage in before.stages}
-        new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
-        removed = [s for s in before.stages if s.id not in new_ids]
         with self.db.lock:
             stored = self.db.runs.get(after.run.id)
             current = {s.id: s for s in stored.stages} if stored else {}
@@ -297,7 +295,8 @@ class MemoryDialectLookups:
     def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
         return self._single(dialect_ids.buddy_key, key, "this Buddy pipeline_id")
 
-    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
+    def runs_between(self, pipeline: str, low: int, high: int, *, with_stages: bool = False) -> list[Run]:
+        # a run kept here carries its stage summary (RunAggregate.refresh) either way
         if high < 1 or high < low:
             return []
         with self.db.lock:

@@ -43,7 +43,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import MetaModel, Model
 
 RUN_SK = "#RUN"
@@ -76,6 +76,24 @@ def stage_sk(position: int) -> str:
     return f"{STAGE_SK_PREFIX}{position:04d}"
 
 
+# What the byPipeline and byPipelineStatus indexes hold besides their keys: what a run listing
+# shows (store/repository.run_from_item) and what a dialect's pipeline lookup reads (PipelineItem).
+# Not the run's summary (counters, change counter, latest end), its intent, version or secrets'
+# salt: a change of one stage updates only those, so it writes no index entry (issue 12).
+LISTED_ATTRIBUTES = [
+    "kind", "run_id", "pipeline", "pipeline_status", "status", "created_at", "updated_at",
+    "started_at", "ended_at", "duration_ms", "commit", "trigger", "variables", "timeout_seconds",
+    "auto_advance", "secrets", "cancellation", "stage_summary",
+    "name", "paused", "pause_cause", "paused_by", "paused_at", "layout",
+]
+# What the stagesByPipeline index holds of a stage item: its summary in a run listing
+# (model.stage_summary), for GoCD's pipeline and stage histories.
+SUMMARY_ATTRIBUTES = ["kind", "run_id", "position", "name", "type", "status", "attempt", "approval",
+                      "approval_decision", "started_at", "ended_at"]
+# A stage's place in that index: its run's counter * STAGE_SLOTS + its position.
+STAGE_SLOTS = 1000
+
+
 class BaseItem(Model):
     class Meta:
         table_name: str | None = None  # schema only: see item_models()
@@ -92,7 +110,7 @@ class PipelinesByCodeArtsJob(GlobalSecondaryIndex):
 
     class Meta:
         index_name = "byPipeline"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     codearts_key = UnicodeAttribute(hash_key=True, attr_name="pipeline")
     counter = NumberAttribute(range_key=True)
@@ -103,7 +121,7 @@ class PipelinesByBuddyId(GlobalSecondaryIndex):
 
     class Meta:
         index_name = "byPipelineStatus"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     buddy_key = UnicodeAttribute(hash_key=True, attr_name="pipeline_status")
     counter = NumberAttribute(range_key=True)
@@ -132,7 +150,7 @@ class PipelineItem(BaseItem, discriminator="pipeline"):
 class RunsByPipeline(GlobalSecondaryIndex):
     class Meta:
         index_name = "byPipeline"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     pipeline = UnicodeAttribute(hash_key=True)
     counter = NumberAttribute(range_key=True)
@@ -141,7 +159,7 @@ class RunsByPipeline(GlobalSecondaryIndex):
 class RunsByPipelineStatus(GlobalSecondaryIndex):
     class Meta:
         index_name = "byPipelineStatus"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     pipeline_status = UnicodeAttribute(hash_key=True)
     counter = NumberAttribute(range_key=True)
@@ -207,6 +225,19 @@ class ActiveStages(GlobalSecondaryIndex):
     due_at = UnicodeAttribute(range_key=True)
 
 
+class StagesByPipeline(GlobalSecondaryIndex):
+    """Every stage of a pipeline's runs in brief, by (run counter, position): one Query gives the
+    stage summaries of a page of runs (GoCD's histories) without a copy of them on the run item,
+    which every change of a stage would have to rewrite."""
+
+    class Meta:
+        index_name = "stagesByPipeline"
+        projection = IncludeProjection(SUMMARY_ATTRIBUTES)
+
+    listed_pipeline = UnicodeAttribute(hash_key=True)
+    listed_at = NumberAttribute(range_key=True)
+
+
 class StageItem(BaseItem, discriminator="stage"):
     stage_id = UnicodeAttribute()
     run_id = UnicodeAttribute()
@@ -235,9 +266,13 @@ class StageItem(BaseItem, discriminator="stage"):
     # The run version whose write produced this item: a Query that reads a stage newer than the
     # run item it read first raced a writer and reads again (repository.load_run).
     run_version = NumberAttribute(null=True)
+    # Its place in the stagesByPipeline index: pipeline, run counter * STAGE_SLOTS + position.
+    listed_pipeline = UnicodeAttribute(null=True)
+    listed_at = NumberAttribute(null=True)
     version = VersionAttribute()
 
     active = ActiveStages()
+    by_pipeline = StagesByPipeline()
 
 
 class TokenItem(BaseItem, discriminator="token"):

@@ -51,7 +51,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import ITEM, RESPONSES
@@ -60,7 +60,15 @@ from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 from ..domain import cursors, ids
 from ..domain.clock import format_iso, millis_between, parse_iso
 from ..domain.errors import BadRequest, ConcurrentModification, ValidationFailed
-from ..domain.model import Run, RunAggregate, Stage, counted_status, single_stage_change, status_counts
+from ..domain.model import (
+    Run,
+    RunAggregate,
+    Stage,
+    counted_status,
+    single_stage_change,
+    stage_summary,
+    status_counts,
+)
 from ..domain.status import FINAL, StageStatus, run_status_from_counts
 from ..domain.timers import next_due
 from ..service.ports import ClaimTakenOver
@@ -203,12 +211,35 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         attempts=_dumps(stage.attempts) if stage.attempts else None,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
-        run_version=run_version, **_version(stage.version),
+        run_version=run_version, **_version(stage.version), **_listed(stage),
     )
     if stage.is_active:
         item.active_shard = active_shard(stage.id)
         item.due_at = format_iso(next_due(stage)) or NO_DEADLINE
     return item
+
+
+def _listed(stage: Stage) -> dict:
+    """The stage's keys in the stagesByPipeline index (models.StagesByPipeline)."""
+    parsed = ids.parse_run_id(stage.run_id)
+    if parsed is None or stage.position >= models.STAGE_SLOTS:
+        return {}
+    return {"listed_pipeline": parsed[0], "listed_at": parsed[1] * models.STAGE_SLOTS + stage.position}
+
+
+def summary_from_item(item: StageItem) -> dict:
+    """A stage's summary (model.stage_summary) from its stagesByPipeline index entry, which
+    holds only what the summary shows (models.SUMMARY_ATTRIBUTES)."""
+    return stage_summary(Stage(
+        id=ids.stage_id(item.run_id, int(item.position)), run_id=item.run_id,
+        position=int(item.position), type=item.type, name=item.name,
+        status=StageStatus(item.status), created_at=_UNLISTED, updated_at=_UNLISTED,
+        started_at=parse_iso(item.started_at), ended_at=parse_iso(item.ended_at),
+        approval=item.approval, attempt=int(item.attempt),
+        approval_decision=_loads(item.approval_decision)))
+
+
+_UNLISTED = datetime(1970, 1, 1, tzinfo=UTC)  # not in the index, and not in a summary either
 
 
 def stage_from_item(item: StageItem) -> Stage:
@@ -737,7 +768,8 @@ class Repository:
         one transaction goes through an intent (module docstring)."""
         old = {stage.id: stage for stage in before.stages}
         new_ids = {stage.id for stage in after.stages}
-        changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
+        changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])
+                   or after.run.seq is None]  # upgrading a run of the previous layout: every stage
         removed = [s for s in before.stages if s.id not in new_ids]
         run_version = (after.run.version or 0) + 1
         big = len(after.stages) > BIG_RUN_STAGES

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from ..settings import Settings
+from .models import LISTED_ATTRIBUTES, SUMMARY_ATTRIBUTES
 
 TTL_ATTRIBUTE = "expires_at"
 
@@ -21,6 +22,8 @@ def table_definition(table_name: str) -> dict:
             {"AttributeName": "pipeline_status", "AttributeType": "S"},
             {"AttributeName": "active_shard", "AttributeType": "S"},
             {"AttributeName": "due_at", "AttributeType": "S"},
+            {"AttributeName": "listed_pipeline", "AttributeType": "S"},
+            {"AttributeName": "listed_at", "AttributeType": "N"},
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -33,7 +36,8 @@ def table_definition(table_name: str) -> dict:
                     {"AttributeName": "pipeline", "KeyType": "HASH"},
                     {"AttributeName": "counter", "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {"ProjectionType": "INCLUDE",
+                               "NonKeyAttributes": [a for a in LISTED_ATTRIBUTES if a != "pipeline"]},
             },
             {
                 "IndexName": "byPipelineStatus",
@@ -41,7 +45,8 @@ def table_definition(table_name: str) -> dict:
                     {"AttributeName": "pipeline_status", "KeyType": "HASH"},
                     {"AttributeName": "counter", "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": {"ProjectionType": "INCLUDE",
+                               "NonKeyAttributes": [a for a in LISTED_ATTRIBUTES if a != "pipeline_status"]},
             },
             {
                 "IndexName": "activeStages",
@@ -53,6 +58,14 @@ def table_definition(table_name: str) -> dict:
                     "ProjectionType": "INCLUDE",
                     "NonKeyAttributes": ["status", "attempt", "stage_id"],
                 },
+            },
+            {
+                "IndexName": "stagesByPipeline",
+                "KeySchema": [
+                    {"AttributeName": "listed_pipeline", "KeyType": "HASH"},
+                    {"AttributeName": "listed_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(SUMMARY_ATTRIBUTES)},
             },
         ],
         "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
