@@ -100,6 +100,8 @@ BIG_RUN_STAGES = 64  # above this many stages, stage items carry big_run (see th
 MAX_RUN_ITEM_BYTES = 390_000
 INTENT_GRACE_SECONDS = 60  # a pending intent is due for the sweeper this long after its change
 LOAD_ATTEMPTS = 5
+CONTENDED_RUNS = 256  # runs this process remembers as contended (``Repository._contended``)
+CONTENDED_SKIPS = 8  # changes of such a run sent without first trying the exact derived fields
 CONFLICT_ATTEMPTS = 10  # sends of one stage's change cancelled only by DynamoDB's item locking
 SETTLE_ATTEMPTS = 8  # reads of the run's summary by one writer settling its status
 CONFLICT_PAUSE_SECONDS = 0.005
@@ -558,6 +560,7 @@ class Repository:
         self.cursors = codec
         self.pause = pause  # between sends of a transaction cancelled by a conflict (tests: none)
         self.conflicts = 0  # how many were (bench/ and tests read it)
+        self._contended: dict[str, int] = {}  # run id -> changes left to send without exact fields
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -670,46 +673,72 @@ class Repository:
 
     def _save_stage(self, after: RunAggregate, old: Stage, new: Stage, extra: Sequence[TxItem]) -> None:
         """One transaction: the stage item, conditioned on its own version, and an update of the
-        run's summary by atomic actions only (per-status counters ADD, change counter ADD),
-        conditioned on the run's version (bumped only by changes of the whole run) and on no
-        intent pending. Writers of other stages touch neither condition, so they never fail
-        each other; DynamoDB's own item lock may cancel overlapping transactions
-        (TransactionConflict), which are sent again after a jittered pause.
+        run's summary by atomic actions only (per-status counters ADD, change counter + 1, the
+        first start set if absent, the latest end), conditioned on the run's version (bumped
+        only by changes of the whole run) and on no intent pending. Writers of other stages
+        touch neither condition, so they never fail each other; DynamoDB's own item lock may
+        cancel overlapping transactions (TransactionConflict), sent again after a jittered pause.
 
-        The run's derived fields (status and its index key, start, end) are set in the same
-        transaction when nothing changed since the read (condition: the change counter read),
-        the common case: one round trip. Otherwise the change is sent without them and
-        ``_settle`` sets them from the counters after the commit."""
+        The run's derived fields (status and its ``pipeline#status`` index key, end, duration)
+        are set where they change:
+        - in the same transaction when nothing changed since the read (condition: the change
+          counter read) -- the common case, one round trip; after such a condition failed on a
+          run, this process skips that attempt for its next few changes (``_contended``);
+        - in the same transaction, without condition, when this stage alone decides them (it is
+          now IN_PROGRESS, which a run's status puts first);
+        - else by ``_settle`` after the commit.
+        A change that moves no counter and no bound (a new timeout, say) sets none of them."""
         run = after.run
+        pk = run_pk(run.id)
         big = len(after.stages) > BIG_RUN_STAGES
         stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                           StageItem.pk.exists())
-        actions = [RunItem.seq.add(1)]
-        was, now_counted = counted_status(old), counted_status(new)
-        if was != now_counted:
-            actions += [status_counter(was).add(-1), status_counter(now_counted).add(1)]
+        actions = [RunItem.seq.set(RunItem.seq + 1)]
+        was, counted = counted_status(old), counted_status(new)
+        if was != counted:
+            actions += [status_counter(was).add(-1), status_counter(counted).add(1)]
+        started = new.started_at if new.started_at != old.started_at else None
+        ended = new.ended_at if new.ended_at != old.ended_at else None
+        bounds = []  # without the exact derived fields (which hold them)
+        if started is not None:
+            bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
+        if ended is not None:
+            bounds.append(RunItem.last_end.set(format_iso(ended)))
         condition = ((RunItem.version == run.version) & RunItem.seq.exists()
                      & RunItem.intent_id.does_not_exist())
-        pk = run_pk(run.id)
-        derived = _updates(run.stored or {}, _derived_of(after))
-        if derived:
+        effect = {"run": run.id}
+        moves = was != counted or started is not None or ended is not None
+        derived = _updates(run.stored or {}, _derived_of(after)) if moves else []
+        if derived and self._contended.get(run.id, 0) <= 0:
             derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
-        exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
-                          condition & (RunItem.seq == run.seq))
-        try:
-            self._send([*extra, stage_op, exact], effect={"run": run.id}, run_id=run.id)
-            run.seq, run.stored = (run.seq or 0) + 1, {**(run.stored or {}), **_derived_of(after)}
-        except ConcurrentModification:
-            # the run changed since the read (or this stage did: then this fails again)
-            started = new.started_at if new.started_at != old.started_at else None
-            if started is not None:
-                actions.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
-            plain = tx_update(self.items.run, pk, models.RUN_SK, actions, condition)
-            self._send([*extra, stage_op, plain], effect={"run": run.id}, run_id=run.id)
-            self._settle(run.id, new.updated_at, started,
-                         new.ended_at if new.ended_at != old.ended_at else None)
-            run.seq = run.stored = None  # no longer known exactly
+            exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
+                              condition & (RunItem.seq == run.seq))
+            try:
+                self._send([*extra, stage_op, exact], effect=effect, run_id=run.id)
+                run.seq, run.stored = (run.seq or 0) + 1, {**(run.stored or {}), **_derived_of(after)}
+                new.version = (new.version or 0) + 1
+                return
+            except ConcurrentModification:  # the run changed since the read (or this stage did)
+                self._mark_contended(run.id)
+        else:
+            self._contended[run.id] = self._contended.get(run.id, 0) - 1
+        actions += bounds
+        decided = counted == StageStatus.IN_PROGRESS
+        if decided:
+            value = StageStatus.IN_PROGRESS.value
+            actions += [RunItem.status.set(value), RunItem.pipeline_status.set(f"{run.pipeline}#{value}"),
+                        RunItem.ended_at.remove(), RunItem.duration_ms.remove()]
+        plain = tx_update(self.items.run, pk, models.RUN_SK, actions, condition)
+        self._send([*extra, stage_op, plain], effect=effect, run_id=run.id)
+        run.seq = run.stored = None  # no longer known exactly
         new.version = (new.version or 0) + 1
+        if moves and not decided:
+            self._settle(run.id, new.updated_at, started, ended)
+
+    def _mark_contended(self, run_id: str) -> None:
+        if len(self._contended) >= CONTENDED_RUNS:
+            self._contended.pop(next(iter(self._contended)), None)
+        self._contended[run_id] = CONTENDED_SKIPS
 
     def _send(self, items: list[TxItem], effect: dict, run_id: str) -> None:
         """One transaction, sent again (bounded, jittered) while DynamoDB cancels it only for
@@ -729,15 +758,24 @@ class Repository:
                         f"run {run_id!r} was changed by someone else; retry") from None
                 raise
 
-    def _settle(self, run_id: str, now, started, ended) -> None:
-        """After a change of one stage: read the run's summary (one GetItem) and set what
-        derives from it -- status, the ``pipeline#status`` index key, end and duration once
-        final, the earliest start and latest end -- where it differs, conditioned on the change
-        counter read. A writer that lost that condition reads again (bounded); every writer
-        settles after its own commit, so the last one to commit leaves the stored status equal
-        to what the counters (and so the stages) imply. Only the indexed copy can lag, between
-        a commit and its settle: the run view derives status from the stages it reads."""
+    def _settle(self, run_id: str, now: datetime, started: datetime | None, ended: datetime | None) -> None:
+        """After a change of one stage whose derived fields were not set with it: read the run's
+        summary (one GetItem) and set what derives from it -- status, the ``pipeline#status``
+        index key, end and duration once final -- where it differs, conditioned on the change
+        counter read and on the bounds read. Every writer that moved a counter or a bound
+        settles after its own commit (or set the fields in it), so the last one to commit
+        reads every change and its condition holds: the stored status ends equal to what the
+        counters, and so the stages, imply. A writer whose condition failed because another
+        change committed leaves it to that one; only bounds moved meanwhile make it read again.
+
+        Bounds: the first start is set in the transaction if absent and the latest end is the
+        last committed one's; a writer whose own start is earlier (or end later) than the
+        stored one, which clock skew between writers can cause, moves it by a monotone
+        conditional update (min/max) that no other writer can make wrong. Between a commit and
+        its settle only the stored copy (so the status index) can lag: the run view derives
+        status from the stages it reads."""
         model, pk = self.items.run, run_pk(run_id)
+        connection = model._get_connection()
         for _ in range(SETTLE_ATTEMPTS):
             try:
                 item = model.get(pk, models.RUN_SK, consistent_read=True)
@@ -746,19 +784,27 @@ class Repository:
             counts = counts_of(item)
             if counts is None or item.intent_id:
                 return  # a change of the whole run is under way: it writes all of these
-            actions = _settle_actions(item, run_status_from_counts(counts), started, ended)
+            if _monotone(connection, pk, item, started, ended):
+                continue  # a bound moved: read it back
+            actions = _settle_actions(item, run_status_from_counts(counts))
             if not actions:
                 return
             actions.append(RunItem.updated_at.set(format_iso(now)))
             try:
-                model._get_connection().update_item(
-                    pk, models.RUN_SK, actions=actions, condition=RunItem.seq == int(item.seq))
+                connection.update_item(pk, models.RUN_SK, actions=actions, condition=(
+                    (RunItem.seq == int(item.seq)) & _equals(RunItem.started_at, item.started_at)
+                    & _equals(RunItem.last_end, item.last_end)))
                 return
             except UpdateError as error:
                 if not _is_condition_failure(error):
                     raise
-        log.info("run %s: settling its status lost %d races; a later writer settles it",
-                 run_id, SETTLE_ATTEMPTS)
+            try:
+                again = model.get(pk, models.RUN_SK, consistent_read=True)
+            except model.DoesNotExist:
+                return
+            if again.seq != item.seq:
+                return  # a later change committed: its writer settles
+        log.info("run %s: its bounds kept moving; a later writer settles it", run_id)
 
     def _save_run(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem]) -> None:
         """Write what changed in one transaction with the whole run item, conditioned on the
@@ -955,16 +1001,38 @@ def _updates(stored: dict, wanted: dict) -> list:
     return actions
 
 
-def _settle_actions(item: RunItem, status: StageStatus, started: datetime | None,
-                    ended: datetime | None) -> list:
-    """The updates that bring the run item's derived fields in line with its summary."""
-    start, last_end = _earliest(item.started_at, started), _latest(item.last_end, ended)
-    end = (last_end or item.ended_at) if status in FINAL else None
-    duration = (millis_between(parse_iso(start), parse_iso(end))
-                if start is not None and end is not None else None)
+def _settle_actions(item: RunItem, status: StageStatus) -> list:
+    """The updates that bring the run item's derived fields in line with its counters and bounds."""
+    end = (item.last_end or item.ended_at) if status in FINAL else None
+    duration = (millis_between(parse_iso(item.started_at), parse_iso(end))
+                if item.started_at is not None and end is not None else None)
     return _updates(_stored_derived(item), {
         "status": status.value, "pipeline_status": f"{item.pipeline}#{status.value}",
-        "started_at": start, "last_end": last_end, "ended_at": end, "duration_ms": duration})
+        "ended_at": end, "duration_ms": duration})
+
+
+def _equals(attribute, value):
+    return attribute.does_not_exist() if value is None else attribute == value
+
+
+def _monotone(connection, pk: str, item: RunItem, started: datetime | None, ended: datetime | None) -> bool:
+    """Move the run's first start earlier / latest end later to this writer's own, where they
+    are (min/max by a conditional update: cannot make a bound wrong). True if one moved."""
+    moved = False
+    for attribute, mine, better in ((RunItem.started_at, format_iso(started), lambda a, b: a < b),
+                                    (RunItem.last_end, format_iso(ended), lambda a, b: a > b)):
+        stored = getattr(item, attribute.attr_name)
+        if mine is None or (stored is not None and not better(mine, stored)):
+            continue
+        condition = attribute.does_not_exist() | (attribute > mine if attribute is RunItem.started_at
+                                                   else attribute < mine)
+        try:
+            connection.update_item(pk, models.RUN_SK, actions=[attribute.set(mine)], condition=condition)
+            moved = True
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+    return moved
 
 
 def _bump_versions(run: Run, stages: list[Stage]) -> None:
