@@ -118,6 +118,10 @@ class StageSpec:
 class RunAggregate:
     run: Run
     stages: list[Stage]
+    # Only some stages were read (a change of one stage: RunStore.load_stage): the run's derived
+    # fields are as stored, and ``refresh`` leaves them to the store, which keeps them from its
+    # per-status counters.
+    partial: bool = field(default=False, compare=False)
 
     def stage(self, stage_id: str) -> Stage:
         for stage in self.stages:
@@ -130,8 +134,10 @@ class RunAggregate:
 
     def refresh(self, now: datetime) -> None:
         """Re-derive the run's status and timing from its stages; always bumps updatedAt."""
-        self.rederive(now)
         self.run.updated_at = now
+        if self.partial:
+            return
+        self.rederive(now)
         self.run.stage_summary = [stage_summary(s) for s in sorted(self.stages, key=lambda s: s.position)]
 
     def rederive(self, now: datetime | None = None) -> None:

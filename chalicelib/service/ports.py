@@ -151,6 +151,11 @@ class RunStore(Protocol):
     def load_run(self, run_id: str) -> RunAggregate | None:
         """The run with its stages in position order (strongly consistent); None if unknown."""
 
+    def load_stage(self, stage_id: str) -> RunAggregate | None:
+        """The run with only this stage (``partial``; no stages if the run has no such stage),
+        strongly consistent, for a change of that stage alone; None if the run is unknown. Its
+        run's derived fields are as stored. A store may return the whole run instead."""
+
     def get_stage(self, stage_id: str) -> Stage | None: ...
 
     def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False) -> None:

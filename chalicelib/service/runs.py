@@ -111,9 +111,9 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     run driver reads every stage, so an ``autoAdvance`` run's changes are never local.
     """
     guard_version = None
+    missing = missing or (guard_stage and f"stage {guard_stage!r} not found")
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        aggregate = get_run(ctx, run_id,
-                            missing=missing or (guard_stage and f"stage {guard_stage!r} not found"))
+        aggregate = _load(ctx, run_id, guard_stage if local else None, missing)
         if guard_stage is not None:
             current = aggregate.stage(guard_stage).version
             if attempt == 0:
@@ -131,6 +131,19 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         except ConcurrentModification:
             backoff(attempt)
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
+
+
+def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | None) -> RunAggregate:
+    """The run to change: only stage ``only`` when the change reads nothing else (one read
+    whatever the run's size), the whole run otherwise -- and always for an ``autoAdvance`` run,
+    whose driver reads every stage."""
+    if only is not None and ids.parse_stage_id(only) is not None:
+        aggregate = ctx.stores.runs.load_stage(only)
+        if aggregate is None:
+            raise NotFound(missing or f"run {run_id!r} not found")
+        if not (aggregate.partial and aggregate.run.auto_advance):
+            return aggregate
+    return get_run(ctx, run_id, missing=missing)
 
 
 def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stage:

@@ -144,6 +144,15 @@ class MemoryRunStore:
         aggregate.stages.sort(key=lambda s: s.position)
         return aggregate
 
+    def load_stage(self, stage_id: str) -> RunAggregate | None:
+        parsed = ids.parse_stage_id(stage_id)
+        aggregate = self.load_run(parsed[0]) if parsed else None
+        if aggregate is None:
+            return None
+        aggregate.stages = [s for s in aggregate.stages if s.id == stage_id]
+        aggregate.partial = True
+        return aggregate
+
     def get_stage(self, stage_id: str) -> Stage | None:
         parsed = ids.parse_stage_id(stage_id)
         if parsed is None:
@@ -158,6 +167,8 @@ class MemoryRunStore:
         if single is not None:
             self._save_stage(after, single[1])
             return
+        if after.partial:
+            raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
         old = {stage.id: stage for stage in before.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
         with self.db.lock:

@@ -194,7 +194,7 @@ def run_from_item(item: RunItem) -> Run:
 
 
 def _stored_derived(item: RunItem) -> dict:
-    return {"status": item.status, "pipeline_status": item.pipeline_status,
+    return {"counts": counts_of(item), "status": item.status, "pipeline_status": item.pipeline_status,
             "started_at": item.started_at, "ended_at": item.ended_at,
             "duration_ms": None if item.duration_ms is None else int(item.duration_ms),
             "last_end": item.last_end}
@@ -629,6 +629,28 @@ class Repository:
             return aggregate
         raise ConcurrentModification(f"run {run_id!r} is changing too fast to be read; retry")
 
+    def load_stage(self, stage_id: str) -> RunAggregate | None:
+        """The run with only this stage (``partial``), for a change of that stage alone: one
+        strongly consistent BatchGetItem of the run item and the stage item, whatever the run's
+        size (the stage's own version guards the write, so the two need not be read at one
+        instant; the run's derived fields are written only on condition nothing changed). A run with
+        a pending intent, or stored in the previous layout, is loaded whole (``load_run``)."""
+        parsed = ids.parse_stage_id(stage_id)
+        if parsed is None:
+            return None
+        run_id, position = parsed
+        pk = run_pk(run_id)
+        found = list(self.items.base.batch_get([(pk, models.RUN_SK), (pk, stage_sk(position))],
+                                               consistent_read=True))
+        run_item = next((item for item in found if isinstance(item, RunItem)), None)
+        stage_item = next((item for item in found if isinstance(item, StageItem)), None)
+        if run_item is None:
+            return None
+        if run_item.intent_id or run_item.seq is None:
+            return self.load_run(run_id)
+        stages = [stage_from_item(stage_item)] if stage_item is not None else []
+        return RunAggregate(run=run_from_item(run_item), stages=stages, partial=True)
+
     def get_stage(self, stage_id: str) -> Stage | None:
         """One GetItem; for a stage of a big run (or none at all) the run item is read with it
         (one TransactGetItems), since a pending intent there may hold its newest version."""
@@ -669,6 +691,8 @@ class Repository:
             if single is not None:
                 self._save_stage(after, *single, extra=extra)
                 return
+        if after.partial:
+            raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
         self._save_run(before, after, extra)
 
     def _save_stage(self, after: RunAggregate, old: Stage, new: Stage, extra: Sequence[TxItem]) -> None:
@@ -690,7 +714,8 @@ class Repository:
         A change that moves no counter and no bound (a new timeout, say) sets none of them."""
         run = after.run
         pk = run_pk(run.id)
-        big = len(after.stages) > BIG_RUN_STAGES
+        counts = (run.stored or {}).get("counts")  # the run's stage count, also when read in part
+        big = (sum(counts.values()) if counts else len(after.stages)) > BIG_RUN_STAGES
         stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                           StageItem.pk.exists())
         actions = [RunItem.seq.set(RunItem.seq + 1)]
@@ -708,14 +733,16 @@ class Repository:
                      & RunItem.intent_id.does_not_exist())
         effect = {"run": run.id}
         moves = was != counted or started is not None or ended is not None
-        derived = _updates(run.stored or {}, _derived_of(after)) if moves else []
-        if derived and self._contended.get(run.id, 0) <= 0:
+        wanted = _derived_after(run, old, new)
+        derived = _updates(run.stored or {}, wanted) if moves else []
+        decided = counted == StageStatus.IN_PROGRESS
+        if derived and not decided and self._contended.get(run.id, 0) <= 0:
             derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
             exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
                               condition & (RunItem.seq == run.seq))
             try:
                 self._send([*extra, stage_op, exact], effect=effect, run_id=run.id)
-                run.seq, run.stored = (run.seq or 0) + 1, {**(run.stored or {}), **_derived_of(after)}
+                run.seq, run.stored = (run.seq or 0) + 1, None
                 new.version = (new.version or 0) + 1
                 return
             except ConcurrentModification:  # the run changed since the read (or this stage did)
@@ -723,7 +750,6 @@ class Repository:
         else:
             self._contended[run.id] = self._contended.get(run.id, 0) - 1
         actions += bounds
-        decided = counted == StageStatus.IN_PROGRESS
         if decided:
             value = StageStatus.IN_PROGRESS.value
             actions += [RunItem.status.set(value), RunItem.pipeline_status.set(f"{run.pipeline}#{value}"),
@@ -981,13 +1007,22 @@ def _latest(stored: str | None, candidate: datetime | None) -> str | None:
     return max(values) if values else None
 
 
-def _derived_of(aggregate: RunAggregate) -> dict:
-    """The run item's derived fields as the aggregate's stages make them (``rederive`` ran)."""
-    run = aggregate.run
-    ends = [s.ended_at for s in aggregate.stages if s.ended_at is not None]
-    return {"status": run.status.value, "pipeline_status": f"{run.pipeline}#{run.status.value}",
-            "started_at": format_iso(run.started_at), "ended_at": format_iso(run.ended_at),
-            "duration_ms": run.duration_ms, "last_end": format_iso(max(ends, default=None))}
+def _derived_after(run: Run, old: Stage, new: Stage) -> dict:
+    """The run item's derived fields after ``old`` became ``new``, from the stored counters and
+    bounds (``run.stored``, as read) -- exact when nothing else changed since the read, which
+    the transaction that writes them is conditioned on. Needs no other stage."""
+    stored = run.stored or {}
+    counts = dict(stored.get("counts") or {})
+    counts[counted_status(old)] = counts.get(counted_status(old), 0) - 1
+    counts[counted_status(new)] = counts.get(counted_status(new), 0) + 1
+    status = run_status_from_counts(counts)
+    start = _earliest(stored.get("started_at"), new.started_at)
+    last_end = _latest(stored.get("last_end"), new.ended_at)
+    end = last_end if status in FINAL else None
+    duration = (millis_between(parse_iso(start), parse_iso(end))
+                if start is not None and end is not None else None)
+    return {"status": status.value, "pipeline_status": f"{run.pipeline}#{status.value}",
+            "started_at": start, "ended_at": end, "duration_ms": duration, "last_end": last_end}
 
 
 def _updates(stored: dict, wanted: dict) -> list:
