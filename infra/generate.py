@@ -44,8 +44,8 @@ DEFAULT_STACK = "stagetrack"
 TABLE = "StagetrackTable"
 ALL_INDEXES = "*"
 LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
-ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                   "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
+ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
+                   "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 
 
 class Arns:

@@ -32,9 +32,11 @@ MAX_RECEIVES = 5
 
 # What applying an external event does to the table: the delivery claim (PutItem, then
 # UpdateItem; DeleteItem to release it; GetItem to replay it), the link (GetItem), a run number
-# (UpdateItem), a run with its link (TransactWrite of Puts), load and save a run (Query, Puts).
+# (UpdateItem), a run with its link (TransactWrite of Puts), load and save a run (Query, Puts),
+# a change of one stage (BatchGetItem of it and its run item; GetItem/UpdateItem to settle).
 APPLY = [
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",

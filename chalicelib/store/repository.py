@@ -736,8 +736,9 @@ class Repository:
         wanted = _derived_after(run, old, new)
         derived = _updates(run.stored or {}, wanted) if moves else []
         decided = counted == StageStatus.IN_PROGRESS
-        if derived and not decided and self._contended.get(run.id, 0) <= 0:
-            derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
+        if moves and not decided and self._contended.get(run.id, 0) <= 0:
+            if derived:
+                derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
             exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
                               condition & (RunItem.seq == run.seq))
             try:
@@ -747,8 +748,8 @@ class Repository:
                 return
             except ConcurrentModification:  # the run changed since the read (or this stage did)
                 self._mark_contended(run.id)
-        else:
-            self._contended[run.id] = self._contended.get(run.id, 0) - 1
+        elif moves and not decided:
+            self._contended[run.id] -= 1
         actions += bounds
         if decided:
             value = StageStatus.IN_PROGRESS.value

@@ -124,6 +124,10 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
             _attr(new, "version") if new else None,
         )
     )
+    if kind == "run" and (_attr(old, "seq") is not None or _attr(new, "seq") is not None):
+        # a run's status now also changes without its version (a change of one stage moves it:
+        # store/repository.py), at one change number each (``seq``) -- so the status names it
+        identity += f"|{_attr(old, 'seq')}|{_attr(new, 'seq')}|{old_status}|{new_status}"
     return StateChange(
         id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
         type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,

@@ -260,7 +260,8 @@ def test_patch_stage_through_its_life(client, clock, ddb_calls):
     ddb_calls.clear()
     started = client.patch(f"/api/stages/{stage_id}", {"status": "IN_PROGRESS"})
     assert started.status_code == 200
-    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1}
+    # issue 12: the stage and its run item (one BatchGetItem), not the whole run (a Query)
+    assert dict(ddb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
     assert started.json["status"] == "IN_PROGRESS"
     assert started.json["startedAt"] == "2026-03-20T17:17:13.760Z" and started.json["duration"] == 0
     clock.advance(30)
@@ -326,7 +327,7 @@ def test_patch_to_the_same_status_is_an_idempotent_no_write(client, ddb_calls):
     ddb_calls.clear()
     again = client.patch(f"/api/stages/{stage_id}", {"status": "IN_PROGRESS"})
     assert again.status_code == 200 and again.json == first
-    assert dict(ddb_calls) == {"Query": 1}
+    assert dict(ddb_calls) == {"BatchGetItem": 1}  # the stage and its run item
 
 
 def test_patch_other_mutable_fields(client):

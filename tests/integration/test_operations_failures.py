@@ -51,13 +51,13 @@ def test_cancel_whose_last_item_loses_its_condition_writes_nothing(any_ctx, monk
     real_save = ctx.stores.runs.save
     attempts = []
 
-    def concurrent_writer_first(old, new):
+    def concurrent_writer_first(old, new, **options):
         # someone bumps the last stage between our read and our write, every time
         # (PynamoDB adds "version + 1" to any update of a read item; the value set is unchanged)
         item = items_of(ctx).stage.get(run_pk(last.run_id), stage_sk(last.position), consistent_read=True)
         item.update(actions=[StageItem.name.set(last.name)])
         attempts.append(len(new.stages))
-        return real_save(old, new)
+        return real_save(old, new, **options)
 
     monkeypatch.setattr(ctx.stores.runs, "save", concurrent_writer_first)
     monkeypatch.setattr(runs, "backoff", lambda attempt: None, raising=False)  # no sleeping in tests
@@ -125,8 +125,8 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
     before = ctx.stores.runs.load_run(aggregate.run.id)
     real = repository.run_to_item
 
-    def oversized_run(model, run):
-        item = real(model, run)
+    def oversized_run(model, run, stages=()):
+        item = real(model, run, stages)
         item.trigger = "x" * 410_000
         return item
 

@@ -69,17 +69,17 @@ def test_stale_write_is_refused_and_leaves_everything_as_it_was(any_ctx, clock):
 def test_patch_retries_a_race_lost_to_a_sibling_stage(any_ctx, monkeypatch):
     aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD"])
     first, second = (s.id for s in aggregate.stages)
-    real_load = any_ctx.stores.runs.load_run
+    real_load = any_ctx.stores.runs.load_stage  # what a PATCH of a status reads (issue 12)
     interfered = []
 
-    def load_then_interfere(run_id):
-        loaded = real_load(run_id)
+    def load_then_interfere(stage_id):
+        loaded = real_load(stage_id)
         if not interfered:
             interfered.append(True)
             runs.patch_stage(any_ctx, second, PatchStageIn(status=S.IN_PROGRESS))
         return loaded
 
-    monkeypatch.setattr(any_ctx.stores.runs, "load_run", load_then_interfere)
+    monkeypatch.setattr(any_ctx.stores.runs, "load_stage", load_then_interfere)
     stage = runs.patch_stage(any_ctx, first, PatchStageIn(status=S.IN_PROGRESS))
     assert stage.status == S.IN_PROGRESS
     monkeypatch.undo()
