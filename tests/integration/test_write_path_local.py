@@ -183,3 +183,71 @@ def test_a_run_of_the_previous_layout_reads_lists_and_is_upgraded_by_its_next_wr
     patch(ctx, aggregate.stages[1].id, status="IN_PROGRESS")  # now a change of one stage alone
     stored = _stored_run(ctx, aggregate.run.id)
     assert (stored.version, stored.seq, stored.n_in_progress) == (version, 2, 2)
+
+
+# ---- serialization against changes of the whole run, and the settle step ----------------------------
+
+def test_a_change_of_the_whole_run_read_before_a_stage_changed_is_refused(any_ctx):
+    """No write skew on DynamoDB either: the run-wide write is conditioned on the change counter."""
+    from chalicelib.domain.errors import ConcurrentModification
+    from chalicelib.domain.model import change_status
+
+    ctx = any_ctx
+    aggregate = create(ctx, "skew", 3)
+    whole = ctx.stores.runs.load_run(aggregate.run.id)
+    patch(ctx, aggregate.stages[2].id, status="IN_PROGRESS")  # a change of one stage, meanwhile
+    before = whole.snapshot()
+    change_status(whole.stages[0], S.SKIPPED, ctx.clock.now())
+    whole.refresh(ctx.clock.now())
+    with pytest.raises(ConcurrentModification):
+        ctx.stores.runs.save(before, whole)
+    final = ctx.stores.runs.load_run(aggregate.run.id)
+    assert [s.status for s in final.stages] == [S.IDLE, S.IDLE, S.IN_PROGRESS]
+
+
+def test_a_writer_lost_between_its_commit_and_its_settle_leaves_only_the_index_behind(local_ctx, monkeypatch):
+    """The guarantee, precisely: the run view is exact at once; the stored status (the
+    ``pipeline#status`` index key) may lag a change whose writer died before settling, until the
+    next change of the run that moves a counter settles it."""
+    ctx = local_ctx
+    repository = ctx.stores.runs
+    aggregate = create(ctx, "lost", 3)
+    first, second, third = (s.id for s in aggregate.stages)
+    patch(ctx, first, status="IN_PROGRESS")
+    patch(ctx, second, status="IN_PROGRESS")
+    repository._contended[aggregate.run.id] = 99  # as under contention: commit first, settle after
+    monkeypatch.setattr(repository, "_settle", lambda *args: None)  # the writer dies right there
+    patch(ctx, first, status="SUCCESS")
+    patch(ctx, second, status="FAILURE")
+    assert _stored_run(ctx, aggregate.run.id).status == "IN_PROGRESS"  # behind
+    assert ctx.stores.runs.load_run(aggregate.run.id).run.status == S.FAILURE  # the view is exact
+    monkeypatch.undo()
+    patch(ctx, second, timeoutSeconds=5)
+    assert _stored_run(ctx, aggregate.run.id).status == "IN_PROGRESS", "a change that moves nothing"
+    patch(ctx, third, status="SKIPPED")  # moves a counter: its writer settles (and sees it all)
+    stored = _stored_run(ctx, aggregate.run.id)
+    assert (stored.status, stored.pipeline_status) == ("FAILURE", "lost#FAILURE")
+    listed, _ = ctx.stores.runs.list_runs("lost", S.FAILURE, 10, None)
+    assert [run.id for run in listed] == [aggregate.run.id]
+
+
+def test_each_change_of_a_runs_status_is_its_own_event(local_ctx):
+    """A run's status now changes without its version: the stream's event ids tell them apart."""
+    from chalicelib.store.stream import state_change
+
+    ctx = local_ctx
+    aggregate = create(ctx, "events", 2)
+    base = {"kind": {"S": "run"}, "pk": {"S": run_pk(aggregate.run.id)}, "sk": {"S": RUN_SK},
+            "run_id": {"S": aggregate.run.id}, "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+            "version": {"N": "1"}, "updated_at": {"S": "2026-01-01T00:00:00.000Z"}}
+
+    def record(old_status, new_status, old_seq, new_seq):
+        return {"eventName": "MODIFY", "dynamodb": {
+            "OldImage": {**base, "status": {"S": old_status}, "seq": {"N": str(old_seq)}},
+            "NewImage": {**base, "status": {"S": new_status}, "seq": {"N": str(new_seq)}}}}
+
+    now = ctx.clock.now()
+    started = state_change(record("IDLE", "IN_PROGRESS", 1, 2), now)
+    finished = state_change(record("IN_PROGRESS", "SUCCESS", 3, 3), now)  # a settle at one number
+    assert started.id != finished.id
+    assert state_change(record("IDLE", "IN_PROGRESS", 1, 2), now).id == started.id  # read twice
