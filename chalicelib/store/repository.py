@@ -56,6 +56,7 @@ from datetime import UTC, datetime, timedelta
 from pynamodb.attributes import NumberAttribute
 from pynamodb.constants import ITEM, RESPONSES
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
 
 from ..domain import cursors, ids
 from ..domain.clock import format_iso, millis_between, parse_iso
@@ -718,13 +719,13 @@ class Repository:
         big = (sum(counts.values()) if counts else len(after.stages)) > BIG_RUN_STAGES
         stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                           StageItem.pk.exists())
-        actions = [RunItem.seq.set(RunItem.seq + 1)]
+        actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
         was, counted = counted_status(old), counted_status(new)
         if was != counted:
             actions += [status_counter(was).add(-1), status_counter(counted).add(1)]
         started = new.started_at if new.started_at != old.started_at else None
         ended = new.ended_at if new.ended_at != old.ended_at else None
-        bounds = []  # without the exact derived fields (which hold them)
+        bounds: list[Action] = []  # without the exact derived fields (which hold them)
         if started is not None:
             bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
         if ended is not None:
