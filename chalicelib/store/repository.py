@@ -45,6 +45,7 @@ import contextvars
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 import zlib
@@ -562,6 +563,7 @@ class Repository:
         self.pause = pause  # between sends of a transaction cancelled by a conflict (tests: none)
         self.conflicts = 0  # how many were (bench/ and tests read it)
         self._contended: dict[str, int] = {}  # run id -> changes left to send without exact fields
+        self._contention = threading.Lock()  # writers of one process share the repository
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -750,7 +752,8 @@ class Repository:
             except ConcurrentModification:  # the run changed since the read (or this stage did)
                 self._mark_contended(run.id)
         elif moves and not decided:
-            self._contended[run.id] -= 1
+            with self._contention:
+                self._contended[run.id] = self._contended.get(run.id, 1) - 1
         actions += bounds
         if decided:
             value = StageStatus.IN_PROGRESS.value
@@ -764,9 +767,10 @@ class Repository:
             self._settle(run.id, new.updated_at, started, ended)
 
     def _mark_contended(self, run_id: str) -> None:
-        if len(self._contended) >= CONTENDED_RUNS:
-            self._contended.pop(next(iter(self._contended)), None)
-        self._contended[run_id] = CONTENDED_SKIPS
+        with self._contention:
+            if len(self._contended) >= CONTENDED_RUNS:
+                self._contended.pop(next(iter(self._contended)), None)  # the oldest
+            self._contended[run_id] = CONTENDED_SKIPS
 
     def _send(self, items: list[TxItem], effect: dict, run_id: str) -> None:
         """One transaction, sent again (bounded, jittered) while DynamoDB cancels it only for
