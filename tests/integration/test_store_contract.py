@@ -145,10 +145,10 @@ def test_counters_pause_and_layout(ctx):
 def test_dialect_lookups(ctx):
     for _ in range(3):
         make_run(ctx)
-    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
-    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
-    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
-    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", 2, 3)] == [3, 2]
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", -5, 1)] == [1]
     assert ctx.stores.dialects.runs_between("web", 3, 2) == []
