@@ -12,7 +12,7 @@ from .operations import Pipeline, masked_variables
 def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) -> dict:
     """The stage; ``attempts`` (its ended attempts, oldest first) only when they were asked for
     (``?include=attempts``): by default a stage shows its current attempt and their count."""
-    body = {
+    body: dict[str, object] = {
         "id": stage.id,
         "createdAt": format_iso(stage.created_at),
         "updatedAt": format_iso(stage.updated_at),

@@ -399,7 +399,8 @@ def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
 
     items = ItemModels(
         table_name=table_name, base=base, pipeline=bound(PipelineItem), run=bound(RunItem),
-        stage=bound(StageItem), attempt=bound(AttemptItem), token=bound(TokenItem), token_entry=bound(TokenEntryItem),
+        stage=bound(StageItem), attempt=bound(AttemptItem), token=bound(TokenItem),
+        token_entry=bound(TokenEntryItem),
         idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
         subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
     )

@@ -64,12 +64,11 @@ from ..service.ports import ClaimTakenOver
 from . import models
 from .models import (
     ACTIVE_SHARDS,
-    ATTEMPT_SK_PREFIX,
     IDEM_COMMITTED,
     IDEM_PENDING,
     IDEMPOTENCY_SK,
-    BaseItem,
     AttemptItem,
+    BaseItem,
     IdempotencyItem,
     ItemModels,
     PipelineItem,

@@ -214,7 +214,8 @@ def test_retry_run_failed_scope_is_the_default(client, clock):
     # the run view shows the current attempt and a count; the history only when asked for
     assert build["attemptCount"] == 2 and "attempts" not in build
     history = client.get(f"/api/runs/{run_id}?include=attempts").json["stages"]
-    assert history[1]["attempts"] == [{"attempt": 1, "status": "FAILURE", "startedAt": "2026-03-20T17:17:14.760Z",
+    assert history[1]["attempts"] == [{"attempt": 1, "status": "FAILURE",
+                                       "startedAt": "2026-03-20T17:17:14.760Z",
                                        "endedAt": "2026-03-20T17:17:16.760Z", "duration": 2,
                                        "approvalDecision": None}]
     assert history[2]["attempts"][0]["status"] == "SKIPPED" and history[0]["attempts"] == []

@@ -165,7 +165,8 @@ def test_attempts_page_newest_first_with_cursors_scoped_to_the_stage(ctx):
         ctx.stores.runs.list_attempts(build, 2, "forged.cursor")
     assert [a["attempt"] for a in ctx.stores.runs.attempts_of([build])[build.id]] == [1, 2, 3, 4, 5]
     # a stage as read before a later retry: its history is what it had then
-    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(replace(build, attempt=3), 10, None)[0]] == [2, 1]
+    as_read = replace(build, attempt=3)
+    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(as_read, 10, None)[0]] == [2, 1]
 
 
 def test_a_lost_race_stores_no_attempt(ctx):
