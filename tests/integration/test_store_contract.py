@@ -479,6 +479,12 @@ def test_a_stream_record_of_a_stage_entering_a_timer_arms_it(ctx):
         stage_id="web:1:1", attempt=2, due_at="2026-01-01T00:01:00.000Z")
     assert timers.armed_timer(record("MODIFY", started, old=started)) is None  # nothing new
     assert timers.armed_timer(record("INSERT", {**started, "kind": {"S": "run"}})) is None
+    # an attempt item (written when an attempt ends) is history: no state change, no timer
+    ended = {"kind": {"S": "attempt"}, "pk": {"S": "ATTEMPTS#web:1:1"}, "sk": {"S": "ATTEMPT#0001"},
+             "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"}, "record": {"S": "{}"}}
+    assert timers.armed_timer(record("INSERT", ended)) is None
+    assert ctx.stores.changes.state_change(record("INSERT", ended), ctx.clock.now()) is None
+    assert ctx.stores.changes.state_change(record("REMOVE", {}, old=ended), ctx.clock.now()) is None
 
 
 def _iso(moment):
