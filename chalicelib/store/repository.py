@@ -7,6 +7,15 @@ Round trips per use (asserted by tests, printed by bench/):
   (a change of more items than one transaction holds: see "Big runs" below)
 - next run number of a pipeline: 1 UpdateItem (ADD), conditioned on the pipeline not paused
 - list runs of a pipeline: 1 Query on a GSI per page
+- a stage's ended attempts (``list_attempts``): 1 strongly consistent Query per page of the stage's
+  own partition ``ATTEMPTS#<stage id>`` (none for a stage never retried); one ended attempt
+  (``get_attempt``): 1 GetItem; every stage's (``attempts_of``): 1 Query per retried stage. Loading a
+  run never reads them: they are not in its partition.
+
+Attempt items are written once, with the change that ends the attempt (``_Change.attempt_puts``: the
+ended attempts its stages carry, including the inline history of a stage item of the previous
+layout, which its next write moves out), and deleted with their stage or run by computed keys
+(``first_attempt`` .. ``attempt - 1``: no read). A big change carries them in its intent.
 
 Big runs (more stages than one TransactWriteItems holds, 100 items). A change whose items do not
 fit in one transaction is written with a write-ahead intent:
