@@ -41,9 +41,9 @@ from .. import wiring
 from ..domain import auth
 from ..domain.auth import REALM, Forbidden
 from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
-from ..domain.model import stage_summary
+from ..domain.model import Stage, stage_summary
 from ..domain.operations import specs_of
-from ..service import commands, operations, pipelines, runs
+from ..service import ServiceContext, commands, operations, pipelines, runs
 from . import gocd_wire
 from .openapi import RATE_HEADERS
 from .parsing import base_url, parse_body, parse_query
@@ -455,10 +455,18 @@ def stage_instance(pipeline, stage, pipeline_counter, stage_counter):
     ctx = wiring.context()
     aggregate = runs.get_run(ctx, operations.run_id_by_counter(pipeline, counter))
     found = next((s for s in aggregate.stages if s.name == stage), None)
-    attempt = gocd_wire.attempt_of(found, _counter(stage_counter, "stage counter")) if found else None
+    attempt = _attempt(ctx, found, _counter(stage_counter, "stage counter"))
     if attempt is None:
         raise NotFound(f"stage {stage!r} counter {stage_counter} of {pipeline}/{counter} not found")
     return _json(gocd_wire.gocd_stage_instance(aggregate.run, found, int(stage_counter), attempt))
+
+
+def _attempt(ctx: ServiceContext, stage: Stage | None, number: int) -> dict | None:
+    """Attempt ``number`` of a stage of a loaded run: the current one is on the stage, an ended
+    one is one attempt item read by key (the run's load reads no history)."""
+    if stage is None:
+        return None
+    return gocd_wire.attempt_of(stage, number, runs.ended_attempt(ctx, stage, number))
 
 
 def _stage_history(pipeline: str, stage: str, offset: str | None) -> Response:
@@ -504,9 +512,10 @@ def _run_counter(value: str) -> int:
 def stage_instance_current(pipeline, stage, stage_name, stage_counter):
     _current_api(STAGE_INSTANCE, only=True)
     counter = _run_counter(stage)
-    aggregate = runs.get_run(wiring.context(), operations.run_id_by_counter(pipeline, counter))
+    ctx = wiring.context()
+    aggregate = runs.get_run(ctx, operations.run_id_by_counter(pipeline, counter))
     found = next((s for s in aggregate.stages if s.name == stage_name), None)
-    attempt = gocd_wire.attempt_of(found, _counter(stage_counter, "stage counter")) if found else None
+    attempt = _attempt(ctx, found, _counter(stage_counter, "stage counter"))
     if attempt is None:
         raise NotFound(f"Stage '{stage_name}' with counter '{stage_counter}' not found. Please make "
                        "sure specified stage or stage run with specified counter exists.")

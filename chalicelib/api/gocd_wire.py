@@ -287,19 +287,19 @@ def pagination(offset: int, total: int) -> dict:
     return {"offset": offset, "total": total, "page_size": GOCD_PAGE_SIZE}
 
 
-def attempt_of(stage: Stage, counter: int) -> dict | None:
-    """One attempt of a stage (GoCD's stage counter): the current one or an archived one."""
+def attempt_of(stage: Stage, counter: int, ended: dict | None) -> dict | None:
+    """One attempt of a stage (GoCD's stage counter): the current one, or ``ended`` (the ended
+    attempt of that number, read by key: ``runs.ended_attempt``)."""
     if counter == stage.attempt:
         decision = stage.approval_decision or {}
         return {"status": stage.status.value, "startedAt": format_iso(stage.started_at),
                 "endedAt": format_iso(stage.ended_at), "waitingSince": format_iso(stage.waiting_since),
                 "approvedBy": decision.get("by") if decision.get("decision") == "APPROVED" else None}
-    for entry in stage.attempts:
-        if entry.get("attempt") == counter:
-            decision = entry.get("approvalDecision") or {}
-            return {"status": entry["status"], "startedAt": entry.get("startedAt"),
-                    "endedAt": entry.get("endedAt"), "waitingSince": None,
-                    "approvedBy": decision.get("by") if decision.get("decision") == "APPROVED" else None}
+    if ended is not None and ended.get("attempt") == counter:
+        decision = ended.get("approvalDecision") or {}
+        return {"status": ended["status"], "startedAt": ended.get("startedAt"),
+                "endedAt": ended.get("endedAt"), "waitingSince": None,
+                "approvedBy": decision.get("by") if decision.get("decision") == "APPROVED" else None}
     return None
 
 

@@ -6,8 +6,8 @@ from chalice import Blueprint, Response
 from .. import wiring
 from ..domain import auth
 from ..domain.errors import BadRequest
-from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
-from ..domain.views import run_summary_view, run_view, stage_view
+from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, ListRunsQuery, PatchStageIn
+from ..domain.views import attempt_view, run_summary_view, run_view, stage_view
 from ..service import commands, runs
 from .parsing import parse_body, parse_query
 from .responses import json_response
@@ -56,10 +56,19 @@ def list_runs():
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 
 
+def _include_attempts() -> bool:
+    return parse_query(_request().query_params, IncludeQuery).include == "attempts"
+
+
 @route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
 def get_run(run_id):
+    """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
+    attempt history too (one Query per such stage)."""
     ctx = wiring.context()
-    return json_response(run_view(runs.get_run(ctx, run_id), ctx.clock.now()))
+    include = _include_attempts()
+    aggregate = runs.get_run(ctx, run_id)
+    attempts = runs.attempts_of_run(ctx, aggregate) if include else None
+    return json_response(run_view(aggregate, ctx.clock.now(), attempts))
 
 
 @route(routes, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
@@ -83,7 +92,19 @@ def list_stages():
 @route(routes, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
 def get_stage(stage_id):
     ctx = wiring.context()
-    return json_response(stage_view(runs.get_stage(ctx, stage_id), ctx.clock.now()))
+    include = _include_attempts()
+    stage = runs.get_stage(ctx, stage_id)
+    attempts = runs.attempts_of_stages(ctx, [stage])[stage.id] if include else None
+    return json_response(stage_view(stage, ctx.clock.now(), attempts))
+
+
+@route(routes, "/api/stages/{stage_id}/attempts", methods=["GET"], acts_on=_STAGE)
+def list_attempts(stage_id):
+    """The stage's ended attempts, newest first, paged with a signed cursor."""
+    ctx = wiring.context()
+    query = parse_query(_request().query_params, AttemptsQuery)
+    items, cursor = runs.stage_attempts(ctx, stage_id, query.limit, query.cursor)
+    return json_response({"items": [attempt_view(entry) for entry in items], "nextCursor": cursor})
 
 
 @route(routes, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)

@@ -41,6 +41,23 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="allow", defer_build=True)
 
 
+class AttemptOut(Out):
+    """One ended attempt of a stage (kept as its own record, read only when asked for)."""
+
+    attempt: int
+    status: StageStatus
+    startedAt: Timestamp | None
+    endedAt: Timestamp | None
+    duration: float | None = Field(description="seconds")
+    approvalDecision: dict[str, Any] | None = Field(
+        description="its gate's approve/reject (decision, by, at, comment, attempt), or null")
+
+
+class AttemptListOut(Out):
+    items: list[AttemptOut] = Field(description="newest first")
+    nextCursor: str | None
+
+
 class StageOut(Out):
     id: str
     createdAt: Timestamp
@@ -55,8 +72,10 @@ class StageOut(Out):
     position: int
     approval: str
     timeoutSeconds: int | None
-    attempt: int
-    attempts: list[dict[str, Any]]
+    attempt: int = Field(description="the current attempt's number (GoCD's stage counter)")
+    attemptCount: int = Field(description="attempts of this stage so far, the current one included")
+    attempts: list[AttemptOut] | None = Field(
+        None, description="only with ?include=attempts: the ended attempts, oldest first")
     expectedSeconds: int | None = Field(description="how long the run driver lets it run (autoAdvance)")
     timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
     approvalDecision: dict[str, Any] | None = Field(
@@ -162,10 +181,11 @@ def _model(name: str):
 KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/runs"): {"body": "CreateRunIn", "response": RunOut, "status": 201},
     ("GET", "/api/runs"): {"query": "ListRunsQuery", "response": RunListOut},
-    ("GET", "/api/runs/{run_id}"): {"response": RunOut},
+    ("GET", "/api/runs/{run_id}"): {"query": "IncludeQuery", "response": RunOut},
     ("DELETE", "/api/runs/{run_id}"): {"response": RunOut},
     ("GET", "/api/stages"): {"query": StagesQuery, "response": StageListOut},
-    ("GET", "/api/stages/{stage_id}"): {"response": StageOut},
+    ("GET", "/api/stages/{stage_id}"): {"query": "IncludeQuery", "response": StageOut},
+    ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},

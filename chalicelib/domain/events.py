@@ -197,7 +197,7 @@ def append_stage(aggregate: RunAggregate, name: str, stage_type: str, now: datet
     position = max((s.position for s in aggregate.stages), default=0) + 1
     stage = Stage(id=ids.stage_id(aggregate.run.id, position), run_id=aggregate.run.id,
                   position=position, type=stage_type, name=name, status=S.IDLE, created_at=now,
-                  updated_at=now, attempt=max(1, attempt))
+                  updated_at=now, attempt=max(1, attempt), first_attempt=max(1, attempt))
     aggregate.stages.append(stage)
     return stage
 

@@ -156,7 +156,7 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
     def change(aggregate: RunAggregate) -> bool:
         stage = _named_stage(aggregate, stage_name, pipeline)
         found[:] = [stage]
-        known = attempt == stage.attempt or any(e.get("attempt") == attempt for e in stage.attempts)
+        known = stage.has_attempt(attempt)
         if not known:
             raise NotFound(f"stage {stage_name!r} with counter {attempt} not found in run {counter} "
                            f"of pipeline {pipeline!r}")

@@ -142,7 +142,16 @@ class RunStore(Protocol):
     """Runs and their stages. Every write is conditional on the versions read: a lost race
     raises ``ConcurrentModification`` and writes nothing; a successful write bumps the
     ``version`` of every stage it wrote, in the objects passed in, and that of the run unless
-    it was a change of one stage alone (``save(local=True)``)."""
+    it was a change of one stage alone (``save(local=True)``).
+
+    Attempt history: a stage's ended attempts (``Stage.attempts`` of a stage written) are stored
+    with the change that wrote the stage, one record each, and the list is emptied in the objects
+    passed in. They are never read with the run or the stage (``load_run`` and ``get_stage``
+    leave ``Stage.attempts`` empty), only by ``list_attempts``, ``get_attempt`` and
+    ``attempts_of``; deleting a stage or a run deletes its attempts in the same change. An
+    attempt record is the dict ``operations.new_attempt`` made (``attempt``, ``status``,
+    ``startedAt``, ``endedAt``, ``duration``, and ``approvalDecision`` if its gate was decided).
+    """
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
         """Run and stages appear together or not at all; ``layout`` (when given) is stored on
@@ -174,6 +183,19 @@ class RunStore(Protocol):
         """Newest first (by counter), ``limit`` per page; the next page's signed cursor, valid
         only for the same (pipeline, status) listing, or None after the last page. A cursor
         that does not open raises ``BadRequest``."""
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        """The ended attempts of ``stage`` (as ``get_stage`` or ``load_run`` returned it), newest
+        first, ``limit`` per page; the next page's signed cursor, valid for this stage only, or
+        None after the last page. A cursor that does not open raises ``BadRequest``."""
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        """One ended attempt of ``stage`` by its number (one read by key), or None."""
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        """The ended attempts of each stage (stage id -> oldest first); a stage that was never
+        retried costs no read."""
 
 
 class RunLinks(Protocol):

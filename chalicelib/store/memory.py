@@ -63,6 +63,7 @@ class MemoryDatabase:
         self.codec = codec
         self.lock = threading.RLock()
         self.runs: dict[str, RunAggregate] = {}
+        self.attempts: dict[str, dict[int, dict]] = {}  # stage id -> number -> ended attempt
         self.pipelines: dict[str, Pipeline] = {}
         self.links: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, dict] = {}
@@ -133,7 +134,15 @@ class MemoryRunStore:
             )
             pipeline.layout = copy.deepcopy(layout)
         _bump(aggregate.run, aggregate.stages)
+        for stage in aggregate.stages:
+            self._store_attempts(stage)
         self.db.runs[aggregate.run.id] = copy.deepcopy(aggregate)
+
+    def _store_attempts(self, stage: Stage) -> None:
+        """Its ended attempts become records of their own (the stage keeps none inline)."""
+        for entry in stage.attempts:
+            self.db.attempts.setdefault(stage.id, {})[int(entry["attempt"])] = copy.deepcopy(entry)
+        stage.attempts = []
 
     def load_run(self, run_id: str) -> RunAggregate | None:
         with self.db.lock:
@@ -170,7 +179,9 @@ class MemoryRunStore:
         if after.partial:
             raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
         old = {stage.id: stage for stage in before.stages}
+        new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
+        removed = [s for s in before.stages if s.id not in new_ids]
         with self.db.lock:
             stored = self.db.runs.get(after.run.id)
             current = {s.id: s for s in stored.stages} if stored else {}
@@ -180,6 +191,10 @@ class MemoryRunStore:
                 raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": after.run.id})()
             _bump(after.run, changed)
+            for stage in changed:
+                self._store_attempts(stage)
+            for stage in removed:
+                self.db.attempts.pop(stage.id, None)
             written = {s.id: s for s in changed}
             stages = [written[s.id] if s.id in written else current[s.id] for s in after.stages]
             self.db.runs[after.run.id] = copy.deepcopy(RunAggregate(run=after.run, stages=stages))
@@ -195,6 +210,7 @@ class MemoryRunStore:
                 raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": after.run.id})()
             stage.version = (stage.version or 0) + 1
+            self._store_attempts(stage)
             kept = copy.deepcopy(stored)
             kept.stages = [copy.deepcopy(stage) if s.id == stage.id else s for s in kept.stages]
             kept.rederive(stage.updated_at)
@@ -208,7 +224,8 @@ class MemoryRunStore:
             if stored is None or stored.run.version != aggregate.run.version:
                 raise ConcurrentModification(f"run {aggregate.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": aggregate.run.id, "deleted": True})()
-            del self.db.runs[aggregate.run.id]
+            for stage in self.db.runs.pop(aggregate.run.id).stages:
+                self.db.attempts.pop(stage.id, None)
 
     def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
                   cursor: str | None) -> tuple[list[Run], str | None]:
@@ -218,6 +235,30 @@ class MemoryRunStore:
                     if a.run.pipeline == pipeline and (status is None or a.run.status == status)]
         runs.sort(key=lambda r: r.counter, reverse=True)
         return _page(runs, limit, lambda r: r.counter, self.db.codec, scope, cursor)
+
+    def _attempts(self, stage: Stage) -> dict[int, dict]:
+        with self.db.lock:
+            found = copy.deepcopy(self.db.attempts.get(stage.id, {}))
+        found.update({int(entry["attempt"]): copy.deepcopy(entry) for entry in stage.attempts})
+        # only the ended attempts of the stage as it was read (a newer retry is not its history)
+        return {number: entry for number, entry in found.items() if number < stage.attempt}
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        found = self._attempts(stage)
+        entries = [found[number] for number in sorted(found, reverse=True)]
+        return _page(entries, limit, lambda entry: int(entry["attempt"]), self.db.codec,
+                     f"attempts/{stage.id}", cursor)
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        return self._attempts(stage).get(number)
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        result = {}
+        for stage in stages:
+            found = self._attempts(stage) if stage.attempt_count > 1 or stage.attempts else {}
+            result[stage.id] = [found[number] for number in sorted(found)]
+        return result
 
 
 def _bump(run: Run, stages: list[Stage]) -> None:

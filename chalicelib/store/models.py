@@ -7,6 +7,7 @@ One table, keyed ``pk``/``sk``:
 | pipeline  | ``PIPE#<name>``    | ``#PIPELINE``   | run counter (atomic ADD), pause, layout |
 | run       | ``RUN#<run id>``   | ``#RUN``        | indexed by pipeline/counter (GSIs)      |
 | stage     | ``RUN#<run id>``   | ``STAGE#0001``  | same partition: run + stages = 1 Query  |
+| attempt   | ``ATTEMPTS#<stage id>``| ``ATTEMPT#0001``| one ended attempt; never read with the run |
 | idem. key | ``IDEM#<hash>``    | ``#IDEM``       | Idempotency-Key claim, TTL 24 h         |
 | source    | ``SOURCES``        | ``SOURCE#<name>``| webhook source, secret sealed (AES-GCM) |
 | ext. link | ``LINK#<hash>``    | ``#LINK``       | sender's run (GitHub run ...) -> run id |
@@ -92,6 +93,18 @@ SUMMARY_ATTRIBUTES = ["kind", "run_id", "position", "name", "type", "status", "a
                       "approval_decision", "started_at", "ended_at"]
 # A stage's place in that index: its run's counter * STAGE_SLOTS + its position.
 STAGE_SLOTS = 1000
+
+ATTEMPT_SK_PREFIX = "ATTEMPT#"
+
+
+def attempts_pk(stage_id: str) -> str:
+    """A stage's ended attempts have a partition of their own: the run's Query (run + stages)
+    never reads them, and a stage's history is one Query, one attempt one GetItem."""
+    return f"ATTEMPTS#{stage_id}"
+
+
+def attempt_sk(number: int) -> str:
+    return f"{ATTEMPT_SK_PREFIX}{number:04d}"
 
 
 class BaseItem(Model):
@@ -254,7 +267,10 @@ class StageItem(BaseItem, discriminator="stage"):
     expected_seconds = NumberAttribute(null=True)
     approval = UnicodeAttribute(default="AUTO")
     attempt = NumberAttribute(default=1)
-    attempts = UnicodeAttribute(null=True)  # JSON list
+    # The previous layout kept ended attempts here (JSON list); read, and moved to attempt items
+    # on the stage's next write (repository.stage_to_item). Never written any more.
+    attempts = UnicodeAttribute(null=True)
+    first_attempt = NumberAttribute(null=True)  # always written; absent: an item of the previous layout
     waiting_since = UnicodeAttribute(null=True)
     approval_decision = UnicodeAttribute(null=True)  # JSON: this attempt's approve/reject
     allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
@@ -273,6 +289,15 @@ class StageItem(BaseItem, discriminator="stage"):
 
     active = ActiveStages()
     by_pipeline = StagesByPipeline()
+
+
+class AttemptItem(BaseItem, discriminator="attempt"):
+    """One ended attempt of a stage, written once with the change that ended it (the stage's
+    retry), deleted with its stage or run; not versioned (it never changes)."""
+
+    stage_id = UnicodeAttribute()
+    attempt = NumberAttribute()
+    record = UnicodeAttribute()  # JSON: the attempt as the API shows it (operations.new_attempt)
 
 
 class TokenItem(BaseItem, discriminator="token"):
@@ -376,6 +401,7 @@ class ItemModels:
     pipeline: type[PipelineItem]
     run: type[RunItem]
     stage: type[StageItem]
+    attempt: type[AttemptItem]
     token: type[TokenItem]
     token_entry: type[TokenEntryItem]
     idempotency: type[IdempotencyItem]
@@ -423,12 +449,13 @@ def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
 
     items = ItemModels(
         table_name=table_name, base=base, pipeline=bound(PipelineItem), run=bound(RunItem),
-        stage=bound(StageItem), token=bound(TokenItem), token_entry=bound(TokenEntryItem),
+        stage=bound(StageItem), attempt=bound(AttemptItem), token=bound(TokenItem),
+        token_entry=bound(TokenEntryItem),
         idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
         subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
     )
     shared: Connection | None = None
-    for model in (base, items.pipeline, items.run, items.stage, items.token, items.token_entry,
+    for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,
                   items.idempotency, items.source, items.link, items.subscription, items.delivery):
         table_connection = model._get_connection()
         if shared is None:

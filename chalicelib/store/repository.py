@@ -7,6 +7,15 @@ Round trips per use (asserted by tests, printed by bench/):
   (a change of more items than one transaction holds: see "Big runs" below)
 - next run number of a pipeline: 1 UpdateItem (ADD), conditioned on the pipeline not paused
 - list runs of a pipeline: 1 Query on a GSI per page
+- a stage's ended attempts (``list_attempts``): 1 strongly consistent Query per page of the stage's
+  own partition ``ATTEMPTS#<stage id>`` (none for a stage never retried); one ended attempt
+  (``get_attempt``): 1 GetItem; every stage's (``attempts_of``): 1 Query per retried stage. Loading a
+  run never reads them: they are not in its partition.
+
+Attempt items are written once, with the change that ends the attempt (``_Change.attempt_puts``: the
+ended attempts its stages carry, including the inline history of a stage item of the previous
+layout, which its next write moves out), and deleted with their stage or run by computed keys
+(``first_attempt`` .. ``attempt - 1``: no read). A big change carries them in its intent.
 
 Big runs (more stages than one TransactWriteItems holds, 100 items). A change whose items do not
 fit in one transaction is written with a write-ahead intent:
@@ -80,12 +89,15 @@ from .models import (
     IDEM_COMMITTED,
     IDEM_PENDING,
     IDEMPOTENCY_SK,
+    AttemptItem,
     BaseItem,
     IdempotencyItem,
     ItemModels,
     PipelineItem,
     RunItem,
     StageItem,
+    attempt_sk,
+    attempts_pk,
     idempotency_pk,
     pipeline_pk,
     run_pk,
@@ -211,8 +223,7 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         updated_at=format_iso(stage.updated_at), started_at=format_iso(stage.started_at),
         ended_at=format_iso(stage.ended_at), duration_ms=stage.duration_ms,
         timeout_seconds=stage.timeout_seconds, expected_seconds=stage.expected_seconds,
-        approval=stage.approval, attempt=stage.attempt,
-        attempts=_dumps(stage.attempts) if stage.attempts else None,
+        approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
         run_version=run_version, **_version(stage.version), **_listed(stage),
@@ -256,10 +267,46 @@ def stage_from_item(item: StageItem) -> Stage:
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         expected_seconds=None if item.expected_seconds is None else int(item.expected_seconds),
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
+        first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
         waiting_since=parse_iso(item.waiting_since),
         version=None if item.version is None else int(item.version),
     )
+
+
+def _first_attempt(item: StageItem) -> int:
+    """An item of the previous layout has no ``first_attempt``: its inline attempts say it."""
+    if item.first_attempt is not None:
+        return int(item.first_attempt)
+    inline = _loads(item.attempts, [])
+    return min([int(entry["attempt"]) for entry in inline] + [int(item.attempt)])
+
+
+def attempt_to_item(model: type[AttemptItem], stage_id: str, entry: dict) -> AttemptItem:
+    number = int(entry["attempt"])
+    return model(pk=attempts_pk(stage_id), sk=attempt_sk(number), stage_id=stage_id, attempt=number,
+                 record=_dump(entry))
+
+
+def attempt_from_item(item: AttemptItem) -> dict:
+    return json.loads(item.record)
+
+
+def _ended_attempts(model: type[AttemptItem], stages: Sequence[Stage]) -> list[AttemptItem]:
+    """The attempt items a change writes: the ended attempts its stages carry (new ones, or the
+    inline history of a stage item of the previous layout, moved out with this write)."""
+    return [attempt_to_item(model, stage.id, entry) for stage in stages for entry in stage.attempts]
+
+
+def _history_of(stages: Sequence[Stage]) -> list[tuple[str, int, int]]:
+    """(stage id, first, last): the attempt items a deletion of these stages deletes."""
+    return [(stage.id, stage.first_attempt, stage.attempt - 1) for stage in stages
+            if stage.attempt_count > 1]
+
+
+def _stored(stages: Sequence[Stage]) -> None:
+    for stage in stages:
+        stage.attempts = []
 
 
 # ---- transactions, and the Idempotency-Key claim they carry ----------------------------------
@@ -483,9 +530,14 @@ class Intent:
     puts: list[dict] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     drop_run: bool = False
+    # Attempt items (their own partitions: readers of the run never apply these): the items to
+    # put, as written, and the (stage id, first, last) ranges to delete.
+    attempt_puts: list[dict] = field(default_factory=list)
+    attempt_deletes: list[list] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        body = {"puts": self.puts, "deletes": self.deletes, "dropRun": self.drop_run}
+        body = {"puts": self.puts, "deletes": self.deletes, "dropRun": self.drop_run,
+                "attemptPuts": self.attempt_puts, "attemptDeletes": self.attempt_deletes}
         return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
 
     @classmethod
@@ -494,7 +546,8 @@ class Intent:
             return None
         body = json.loads(zlib.decompress(item.intent or b"").decode() or "{}")
         return cls(id=item.intent_id, puts=body.get("puts", []), deletes=body.get("deletes", []),
-                   drop_run=bool(body.get("dropRun")))
+                   drop_run=bool(body.get("dropRun")), attempt_puts=body.get("attemptPuts", []),
+                   attempt_deletes=body.get("attemptDeletes", []))
 
     def stage_items(self, model: type[StageItem]) -> dict[str, StageItem]:
         return {raw["sk"]["S"]: model.from_raw_data(raw) for raw in self.puts}
@@ -546,6 +599,8 @@ class _Change:
     drop_run: bool = False
     extra: Sequence[TxItem] = ()
     effect: dict | None = None  # what an Idempotency-Key record carried by it records
+    attempt_puts: list[AttemptItem] = field(default_factory=list)  # ended attempts, written once
+    attempt_deletes: list[tuple[str, int, int]] = field(default_factory=list)  # (stage, first, last)
 
 
 def _flag(model: type[StageItem], pk: str, sk: str) -> TxItem:
@@ -585,6 +640,7 @@ class Repository:
                     continue
                 raise
         _bump_versions(aggregate.run, aggregate.stages)
+        aggregate.run.seq = (aggregate.run.seq or 0) + 1  # as run_to_item wrote it: a later save holds
 
     def write_new_run(self, aggregate: RunAggregate, extra: Sequence[TxItem]) -> None:
         """Run + stages + ``extra``, each conditioned on not existing yet (raises
@@ -598,7 +654,9 @@ class Repository:
                   for s in aggregate.stages],
             put_condition=StageItem.pk.does_not_exist(), after_big=big, extra=extra,
             effect={"run": aggregate.run.id},
+            attempt_puts=_ended_attempts(self.items.attempt, aggregate.stages),
         ))
+        _stored(aggregate.stages)
 
     def load_run(self, run_id: str) -> RunAggregate | None:
         """One Query (more pages only for a partition over 1 MB). A pending intent is applied and
@@ -691,12 +749,18 @@ class Repository:
         summary only (``_save_stage``); any other change rewrites the run (``_save_run``)."""
         if local and after.run.seq is not None:
             single = single_stage_change(before, after)
-            if single is not None:
+            if single is not None and self._fits_one_transaction(single[1], extra):
                 self._save_stage(after, *single, extra=extra)
                 return
         if after.partial:
             raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
         self._save_run(before, after, extra)
+
+    def _fits_one_transaction(self, stage: Stage, extra: Sequence[TxItem]) -> bool:
+        """The stage, its ended attempts, the run's update, ``extra`` and a held claim fit in one
+        TransactWriteItems (a sender that jumps many attempts at once may not: whole-run path)."""
+        claim = 1 if self.writer.carries_claim() else 0
+        return len(extra) + 2 + len(stage.attempts) + claim <= MAX_TRANSACTION_ITEMS
 
     def _save_stage(self, after: RunAggregate, old: Stage, new: Stage, extra: Sequence[TxItem]) -> None:
         """One transaction: the stage item, conditioned on its own version, and an update of the
@@ -721,6 +785,7 @@ class Repository:
         big = (sum(counts.values()) if counts else len(after.stages)) > BIG_RUN_STAGES
         stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                           StageItem.pk.exists())
+        extra = [*extra, *(tx_put(a) for a in _ended_attempts(self.items.attempt, [new]))]
         actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
         was, counted = counted_status(old), counted_status(new)
         if was != counted:
@@ -748,6 +813,7 @@ class Repository:
                 self._send([*extra, stage_op, exact], effect=effect, run_id=run.id)
                 run.seq, run.stored = (run.seq or 0) + 1, None
                 new.version = (new.version or 0) + 1
+                _stored([new])
                 return
             except ConcurrentModification:  # the run changed since the read (or this stage did)
                 self._mark_contended(run.id)
@@ -763,6 +829,7 @@ class Repository:
         self._send([*extra, stage_op, plain], effect=effect, run_id=run.id)
         run.seq = run.stored = None  # no longer known exactly
         new.version = (new.version or 0) + 1
+        _stored([new])
         if moves and not decided:
             self._settle(run.id, new.updated_at, started, ended)
 
@@ -861,6 +928,8 @@ class Repository:
                       for s in changed],
                 deletes=[stage_to_item(self.items.stage, s) for s in removed], unflagged=unflagged,
                 after_big=big, extra=extra, effect={"run": after.run.id},
+                attempt_puts=_ended_attempts(self.items.attempt, changed),
+                attempt_deletes=_history_of(removed),
             ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
@@ -870,6 +939,7 @@ class Repository:
             raise
         _bump_versions(after.run, changed)
         after.run.seq = (after.run.seq or 0) + 1
+        _stored(changed)
 
     def delete_run(self, aggregate: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
         try:
@@ -881,6 +951,7 @@ class Repository:
                 effect={"run": aggregate.run.id, "deleted": True},
                 unflagged=({stage_sk(s.position) for s in aggregate.stages}
                            if len(aggregate.stages) <= BIG_RUN_STAGES else set()),
+                attempt_deletes=_history_of(aggregate.stages),
             ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
@@ -908,6 +979,66 @@ class Repository:
         runs = [run_from_item(item) for item in results]
         return runs, self.cursors.seal(scope, results.last_evaluated_key)
 
+    # -- attempt history: read only when asked for -----------------------------------------
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        """Newest first: one strongly consistent Query of the stage's attempt partition per page
+        (none for a stage never retried). The cursor holds the last attempt number returned."""
+        scope = f"attempts/{stage.id}"
+        below = stage.attempt  # only the ended attempts of the stage as it was read
+        if cursor:
+            below = min(below, _attempt_cursor(self.cursors.open(scope, cursor)))
+        if stage.attempts:  # an item of the previous layout: its history is inline
+            entries = sorted((e for e in stage.attempts if int(e["attempt"]) < below),
+                             key=lambda e: int(e["attempt"]), reverse=True)
+        elif stage.attempt_count <= 1 or below <= stage.first_attempt:
+            entries = []
+        else:
+            entries = self._query_attempts(stage, below, limit + 1)
+            if cursor is None and int(entries[0]["attempt"] if entries else 0) != stage.attempt - 1:
+                # A big run's change still pending (its intent holds the newest attempt item):
+                # loading the run completes it, then the history is whole.
+                self.load_run(stage.run_id)
+                entries = self._query_attempts(stage, below, limit + 1)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return page, self.cursors.seal(scope, {"after": int(page[-1]["attempt"])}) if more and page else None
+
+    def _query_attempts(self, stage: Stage, below: int, limit: int) -> list[dict]:
+        model = self.items.attempt
+        results = model.query(attempts_pk(stage.id), model.sk.between(
+            attempt_sk(stage.first_attempt), attempt_sk(below - 1)), scan_index_forward=False,
+            consistent_read=True, limit=limit, page_size=limit)
+        return [attempt_from_item(item) for item in results]
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        """One GetItem by key (none for a number the stage never had ended)."""
+        if not stage.first_attempt <= number < stage.attempt:
+            return None
+        if stage.attempts:
+            return next((dict(e) for e in stage.attempts if int(e["attempt"]) == number), None)
+        for _ in range(2):
+            try:
+                item = self.items.attempt.get(attempts_pk(stage.id), attempt_sk(number), consistent_read=True)
+                return attempt_from_item(item)
+            except self.items.attempt.DoesNotExist:
+                self.load_run(stage.run_id)  # a pending big-run change may hold it: complete it
+        return None
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        """One Query per stage that has ended attempts (at most 99 items each: MAX_ATTEMPTS)."""
+        result: dict[str, list[dict]] = {}
+        for stage in stages:
+            if stage.attempts:
+                found = [dict(e) for e in stage.attempts]
+            elif stage.attempt_count > 1:
+                found = self._query_attempts(stage, stage.attempt, stage.attempt_count)
+            else:
+                found = []
+            result[stage.id] = sorted(found, key=lambda e: int(e["attempt"]))
+        return result
+
     # -- one change, in one transaction or through an intent ----------------------------------
 
     def _commit(self, change: _Change) -> None:
@@ -917,6 +1048,8 @@ class Repository:
                   else tx_put(run, change.run_condition))
         stage_ops = [tx_put(s, change.put_condition) for s in change.puts]
         stage_ops += [tx_delete(s) for s in change.deletes]
+        stage_ops += [tx_put(a) for a in change.attempt_puts]
+        stage_ops += [self._attempt_delete(*key) for key in _attempt_keys(change.attempt_deletes)]
         written = {s.sk for s in change.puts} | {s.sk for s in change.deletes}
         flags = ([_flag(self.items.stage, pk, sk) for sk in sorted(change.unflagged - written)]
                  if change.after_big else [])
@@ -926,7 +1059,9 @@ class Repository:
             self.writer.transact_write(items, effect=change.effect)
             return
         intent = Intent(id=uuid.uuid4().hex, puts=[_written_form(s) for s in change.puts],
-                        deletes=sorted(s.sk for s in change.deletes), drop_run=change.drop_run)
+                        deletes=sorted(s.sk for s in change.deletes), drop_run=change.drop_run,
+                        attempt_puts=[a.serialize() for a in change.attempt_puts],
+                        attempt_deletes=[list(key) for key in change.attempt_deletes])
         blob = intent.encode()
         due = format_iso(parse_iso(run.updated_at) + timedelta(seconds=INTENT_GRACE_SECONDS))
         marks = [RunItem.intent_id.set(intent.id), RunItem.intent.set(blob),
@@ -964,6 +1099,8 @@ class Repository:
         ops = [TxItem(PUT, {"TableName": table, "Item": raw}) for raw in intent.puts]
         ops += [TxItem(DELETE, self.items.stage.get_operation_kwargs_from_class(pk, range_key=sk))
                 for sk in intent.deletes]
+        ops += [TxItem(PUT, {"TableName": table, "Item": raw}) for raw in intent.attempt_puts]
+        ops += [self._attempt_delete(*key) for key in _attempt_keys(intent.attempt_deletes)]
         size = MAX_TRANSACTION_ITEMS - 1
         for start in range(0, len(ops), size):
             self.writer.transact_write([guard, *ops[start:start + size]])
@@ -979,6 +1116,10 @@ class Repository:
         except (UpdateError, DeleteError) as error:
             if not _is_condition_failure(error):
                 raise
+
+    def _attempt_delete(self, stage_id: str, number: int) -> TxItem:
+        return TxItem(DELETE, self.items.attempt.get_operation_kwargs_from_class(
+            attempts_pk(stage_id), range_key=attempt_sk(number)))
 
     def _roll_forward(self, run_id: str, intent: Intent) -> bool:
         """Complete a pending intent found by a reader. Best effort: False if that failed for
@@ -1074,6 +1215,19 @@ def _monotone(connection, pk: str, item: RunItem, started: datetime | None, ende
             if not _is_condition_failure(error):
                 raise
     return moved
+
+
+def _attempt_cursor(payload: dict) -> int:
+    after = payload.get("after") if isinstance(payload, dict) else None
+    if set(payload) != {"after"} or type(after) is not int or not 1 <= after <= 9999:
+        raise BadRequest(cursors.INVALID)
+    return after
+
+
+def _attempt_keys(ranges: Sequence[Sequence]) -> list[tuple[str, int]]:
+    """Every (stage id, attempt number) of the (stage id, first, last) ranges."""
+    return [(str(stage_id), number) for stage_id, first, last in ranges
+            for number in range(int(first), int(last) + 1)]
 
 
 def _bump_versions(run: Run, stages: list[Stage]) -> None:

@@ -15,7 +15,7 @@ from chalicelib.domain.status import StageStatus as S
 from chalicelib.integrations import github, gitlab
 from chalicelib.service import ingest, operations, runs, timers
 from chalicelib.store import repository
-from chalicelib.store.models import RunItem, StageItem, run_pk
+from chalicelib.store.models import RunItem, StageItem, attempts_pk, run_pk
 from tests.fixtures import load, make_source, post_gitlab
 from tests.fixtures.backends import current_items, items_of
 
@@ -195,6 +195,7 @@ def test_cancel_retry_close_and_delete_of_a_256_stage_run(client, ctx, ddb_calls
     retried = client.post(f"/api/runs/{run_id}/retry", {})
     assert retried.status_code == 200, retried.json
     assert {(s["status"], s["attempt"]) for s in retried.json["stages"]} == {("IDLE", 2)}
+    assert [i.attempt for i in current_items().attempt.query(attempts_pk(f"{run_id}:{JOBS}"))] == [1]
 
     closed = ingest.apply_update(ctx, gitlab.parse(
         "Pipeline Hook", gitlab_hook(status="failed", job_status="running"), "gitlab-main"),
@@ -206,10 +207,13 @@ def test_cancel_retry_close_and_delete_of_a_256_stage_run(client, ctx, ddb_calls
     ddb_calls.clear()
     deleted = client.delete(f"/api/runs/{run_id}")
     assert deleted.status_code == 200
-    # the run item takes the intent, the stages go in chunks, then the run item itself
-    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1 + CHUNKS, "DeleteItem": 1}
+    # the run item takes the intent, the stages and their ended attempts (one each: the retry
+    # above) go in chunks, then the run item itself
+    attempt_chunks = math.ceil(2 * JOBS / (repository.MAX_TRANSACTION_ITEMS - 1))
+    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1 + attempt_chunks, "DeleteItem": 1}
     assert client.get(f"/api/runs/{run_id}").status_code == 404
     assert stored(run_id) == (None, {})
+    assert list(current_items().attempt.query(attempts_pk(f"{run_id}:{JOBS}"))) == []
 
 
 def test_native_runs_keep_their_cap_of_50_stages(client):
@@ -242,6 +246,25 @@ def test_a_cancel_interrupted_mid_way_is_seen_whole_and_completed_by_the_next_wr
     item, stages = stored(run_id)
     assert item.intent_id is None and item.active_shard is None
     assert {s.status for s in stages.values()} == {"CANCELLED"} and stages["STAGE#0001"].name == "renamed"
+
+
+@pytest.mark.parametrize("crash_at", [2, 5], ids=["after-transaction-1", "after-a-middle-chunk"])
+def test_a_retry_interrupted_mid_way_shows_the_whole_history_and_completes_it(client, ctx, monkeypatch,
+                                                                             crash_at):
+    run_id = big_run(ctx)
+    assert client.post(f"/api/runs/{run_id}/cancel", {}).status_code == 200
+    restore = fail_transaction(monkeypatch, crash_at)
+    assert client.post(f"/api/runs/{run_id}/retry", {}).status_code == 200  # committed with transaction 1
+    restore()
+    last = f"{run_id}:{JOBS}"
+    assert stored(run_id)[0].intent_id is not None
+    assert list(current_items().attempt.query(attempts_pk(last))) == []  # not written yet
+    # the history read sees the change whole: it completes the pending change first
+    history = client.get(f"/api/stages/{last}/attempts").json
+    assert [(a["attempt"], a["status"]) for a in history["items"]] == [(1, "CANCELLED")]
+    assert stored(run_id)[0].intent_id is None
+    assert [i.attempt for i in current_items().attempt.query(attempts_pk(last))] == [1]
+    assert client.get(f"/go/api/stages/{PIPELINE}/rspec-{JOBS}/instance/1/1").json["counter"] == 1
 
 
 def test_a_big_run_creation_interrupted_mid_way_is_visible_whole_and_the_sweeper_completes_it(ctx, clock,

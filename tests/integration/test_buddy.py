@@ -149,7 +149,7 @@ def test_retry_starts_the_failed_actions_again(client, execution):
     assert response.status_code == 200
     assert response.json["status"] == "ENQUEUED"
     assert [a["status"] for a in response.json["action_executions"]] == ["ENQUEUED", "ENQUEUED"]
-    stage = client.get("/api/stages/dev:1:1").json
+    stage = client.get("/api/stages/dev:1:1?include=attempts").json
     assert (stage["attempt"], stage["attempts"][0]["status"]) == (2, "FAILURE")
     # nothing failed any more: Buddy's RETRY does not apply, 409, nothing changed
     assert_buddy_error(patch(client, execution, {"operation": "RETRY"}, token), 409)

@@ -5,6 +5,7 @@ writes (and that they write nothing), versions, the Idempotency-Key claim carrie
 paging with signed cursors, ordering."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from chalicelib import wiring
 from chalicelib.domain import dialect_ids
 from chalicelib.domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.operations import new_attempt, retry_stage
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.service.ports import (
     COMMITTED,
@@ -115,6 +117,122 @@ def test_list_runs_pages_newest_first_with_scoped_cursors(ctx):
     assert [r.counter for r in ctx.stores.runs.list_runs("web", S.IDLE, 10, None)[0]] == [5, 4, 3, 2, 1]
 
 
+# ---- attempt history ---------------------------------------------------------------------------
+
+def run_and_retry(ctx, stage_index, times, pipeline="web"):
+    """A run whose stage ``stage_index`` ran and was retried ``times`` times, one save each."""
+    aggregate = make_run(ctx, pipeline)
+    stage_id = aggregate.stages[stage_index].id
+    for _ in range(times):
+        aggregate = ctx.stores.runs.load_run(aggregate.run.id)
+        before = aggregate.snapshot()
+        stage = aggregate.stage(stage_id)
+        change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+        change_status(stage, S.FAILURE, ctx.clock.now())
+        retry_stage(aggregate, stage_id, ctx.clock.now())
+        aggregate.refresh(ctx.clock.now())
+        ctx.stores.runs.save(before, aggregate)
+        assert aggregate.stage(stage_id).attempts == []  # stored: the objects passed in hold none
+    return ctx.stores.runs.load_run(aggregate.run.id)
+
+
+def test_ended_attempts_are_stored_apart_and_read_only_when_asked_for(ctx):
+    aggregate = run_and_retry(ctx, 0, 1)
+    build, deploy = aggregate.stages
+    assert (build.attempt, build.attempt_count, build.attempts) == (2, 2, [])  # not read with the run
+    assert ctx.stores.runs.get_stage(build.id).attempts == []
+    ended = {"attempt": 1, "status": "FAILURE", "startedAt": _iso(ctx.clock.now()),
+             "endedAt": _iso(ctx.clock.now()), "duration": 0}
+    assert ctx.stores.runs.list_attempts(build, 10, None) == ([ended], None)
+    assert ctx.stores.runs.get_attempt(build, 1) == ended
+    assert [ctx.stores.runs.get_attempt(build, n) for n in (0, 2, 3)] == [None, None, None]
+    assert ctx.stores.runs.attempts_of(aggregate.stages) == {build.id: [ended], deploy.id: []}
+    assert ctx.stores.runs.list_attempts(deploy, 10, None) == ([], None)
+
+
+def test_attempts_page_newest_first_with_cursors_scoped_to_the_stage(ctx):
+    build = run_and_retry(ctx, 0, 5).stages[0]
+    page, cursor = ctx.stores.runs.list_attempts(build, 2, None)
+    assert [a["attempt"] for a in page] == [5, 4] and cursor
+    page, cursor = ctx.stores.runs.list_attempts(build, 2, cursor)
+    assert [a["attempt"] for a in page] == [3, 2] and cursor
+    page, last = ctx.stores.runs.list_attempts(build, 2, cursor)
+    assert [a["attempt"] for a in page] == [1] and last is None
+    other = run_and_retry(ctx, 1, 2).stages[1]
+    with pytest.raises(BadRequest):  # a cursor of another stage's history
+        ctx.stores.runs.list_attempts(other, 2, cursor)
+    with pytest.raises(BadRequest):
+        ctx.stores.runs.list_attempts(build, 2, "forged.cursor")
+    assert [a["attempt"] for a in ctx.stores.runs.attempts_of([build])[build.id]] == [1, 2, 3, 4, 5]
+    # a stage as read before a later retry: its history is what it had then
+    as_read = replace(build, attempt=3)
+    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(as_read, 10, None)[0]] == [2, 1]
+
+
+def test_a_lost_race_stores_no_attempt(ctx):
+    make_run(ctx)
+    mine, theirs = ctx.stores.runs.load_run("web:1"), ctx.stores.runs.load_run("web:1")
+    before = mine.snapshot()
+    change_status(mine.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, mine)
+    stale = theirs.snapshot()
+    change_status(theirs.stages[1], S.IN_PROGRESS, ctx.clock.now())
+    change_status(theirs.stages[1], S.SUCCESS, ctx.clock.now())
+    retry_stage(theirs, theirs.stages[1].id, ctx.clock.now())
+    with pytest.raises(ConcurrentModification):
+        ctx.stores.runs.save(stale, theirs)
+    assert ctx.stores.runs.attempts_of([replace(theirs.stages[1], attempts=[])]) == {"web:1:2": []}
+
+
+def test_a_change_of_one_stage_alone_stores_the_attempts_it_ended(ctx):
+    """The stage-local write (``save(local=True)``, issue 12) carries the attempts the change ended
+    as the whole-run write does: a sender's rerun read in part keeps its history."""
+    make_run(ctx)
+    read = ctx.stores.runs.load_stage("web:1:1")
+    before = read.snapshot()
+    stage = read.stage("web:1:1")
+    change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+    change_status(stage, S.FAILURE, ctx.clock.now())
+    ctx.stores.runs.save(before, read, local=True)
+    read = ctx.stores.runs.load_stage("web:1:1")
+    before = read.snapshot()
+    stage = read.stage("web:1:1")
+    new_attempt(stage, ctx.clock.now())  # the sender's attempt 2
+    change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, read, local=True)
+    stored = ctx.stores.runs.get_stage("web:1:1")
+    history = ctx.stores.runs.list_attempts(stored, 10, None)[0]
+    assert (stored.attempt, stored.attempt_count, stored.attempts) == (2, 2, [])
+    assert [(a["attempt"], a["status"]) for a in history] == [(1, "FAILURE")]
+
+
+def test_a_new_run_stores_the_attempts_its_stages_ended_already(ctx):
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    aggregate = new_run("web", counter, SPECS, ctx.clock.now())
+    build = aggregate.stages[0]
+    build.attempt = build.first_attempt = 3  # a sender's attempt 3, the first we hear of
+    new_attempt(build, ctx.clock.now())  # ... and at once its attempt 4
+    ctx.stores.runs.insert_run(aggregate)
+    stored = ctx.stores.runs.load_run(aggregate.run.id).stages[0]
+    assert (stored.attempt, stored.first_attempt, stored.attempt_count) == (4, 3, 2)
+    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(stored, 10, None)[0]] == [3]
+
+
+def test_deleting_a_stage_or_a_run_deletes_its_attempts(ctx):
+    aggregate = run_and_retry(ctx, 1, 3)
+    deploy = aggregate.stages[1]
+    before = aggregate.snapshot()
+    aggregate.remove_stage(deploy.id)
+    ctx.stores.runs.save(before, aggregate)
+    assert ctx.stores.runs.list_attempts(deploy, 10, None) == ([], None)  # same id, history gone
+
+    aggregate = run_and_retry(ctx, 0, 2)
+    build = aggregate.stages[0]
+    ctx.stores.runs.delete_run(aggregate)
+    assert ctx.stores.runs.list_attempts(build, 10, None) == ([], None)
+    assert ctx.stores.runs.get_attempt(build, 1) is None
+
+
 # ---- pipelines and dialect lookups -------------------------------------------------------------
 
 def test_counters_pause_and_layout(ctx):
@@ -145,10 +263,10 @@ def test_counters_pause_and_layout(ctx):
 def test_dialect_lookups(ctx):
     for _ in range(3):
         make_run(ctx)
-    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
-    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
-    assert ctx.stores.dialect_ids.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
-    assert ctx.stores.dialect_ids.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", 2, 3)] == [3, 2]
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", -5, 1)] == [1]
     assert ctx.stores.dialects.runs_between("web", 3, 2) == []
@@ -383,6 +501,12 @@ def test_a_stream_record_of_a_stage_entering_a_timer_arms_it(ctx):
         stage_id="web:1:1", attempt=2, due_at="2026-01-01T00:01:00.000Z")
     assert timers.armed_timer(record("MODIFY", started, old=started)) is None  # nothing new
     assert timers.armed_timer(record("INSERT", {**started, "kind": {"S": "run"}})) is None
+    # an attempt item (written when an attempt ends) is history: no state change, no timer
+    ended = {"kind": {"S": "attempt"}, "pk": {"S": "ATTEMPTS#web:1:1"}, "sk": {"S": "ATTEMPT#0001"},
+             "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"}, "record": {"S": "{}"}}
+    assert timers.armed_timer(record("INSERT", ended)) is None
+    assert ctx.stores.changes.state_change(record("INSERT", ended), ctx.clock.now()) is None
+    assert ctx.stores.changes.state_change(record("REMOVE", {}, old=ended), ctx.clock.now()) is None
 
 
 def _iso(moment):
