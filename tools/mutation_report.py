@@ -73,7 +73,8 @@ def read_scores(modules: list[str], work_dir: Path = WORK_DIR) -> list[Score]:
 
 def report(scores: list[Score], floor: float = FLOOR) -> tuple[str, bool]:
     """The table, and whether every module reached the floor (a module without mutants passes)."""
-    lines = [f"{'module':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'score':>7}"]
+    lines = [f"{'module':<36} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'not run':>7} "
+             f"{'score':>7}"]
     ok = True
     for s in scores:
         if s.missing:
@@ -82,11 +83,11 @@ def report(scores: list[Score], floor: float = FLOOR) -> tuple[str, bool]:
             continue
         below = s.percent < floor or s.not_checked > 0
         ok = ok and not below
-        lines.append(f"{s.module:<36} {s.total:>7} {s.killed:>6} {s.survived:>8} {s.no_tests:>8} "
+        lines.append(f"{s.module:<36} {s.total:>7} {s.killed:>6} {s.survived:>8} {s.no_tests:>8} {s.not_checked:>7} "
                      f"{s.percent:>6.1f}%" + ("  BELOW FLOOR" if below else ""))
     total = sum(s.total for s in scores)
     killed = sum(s.killed for s in scores)
-    lines.append(f"{'all':<36} {total:>7} {killed:>6} {'':>8} {'':>8} "
+    lines.append(f"{'all':<36} {total:>7} {killed:>6} {'':>8} {'':>8} {'':>7} "
                  f"{(100.0 * killed / total if total else 100.0):>6.1f}%")
     lines.append(f"floor {floor:.0f}% per module: " + ("met" if ok else "NOT met") +
                  " (`.venv/bin/python -m mutmut results` lists the survivors, `mutmut show NAME` one)")
