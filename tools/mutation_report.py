@@ -83,8 +83,8 @@ def report(scores: list[Score], floor: float = FLOOR) -> tuple[str, bool]:
             continue
         below = s.percent < floor or s.not_checked > 0
         ok = ok and not below
-        lines.append(f"{s.module:<36} {s.total:>7} {s.killed:>6} {s.survived:>8} {s.no_tests:>8} {s.not_checked:>7} "
-                     f"{s.percent:>6.1f}%" + ("  BELOW FLOOR" if below else ""))
+        lines.append(f"{s.module:<36} {s.total:>7} {s.killed:>6} {s.survived:>8} {s.no_tests:>8} "
+                     f"{s.not_checked:>7} {s.percent:>6.1f}%" + ("  BELOW FLOOR" if below else ""))
     total = sum(s.total for s in scores)
     killed = sum(s.killed for s in scores)
     lines.append(f"{'all':<36} {total:>7} {killed:>6} {'':>8} {'':>8} {'':>7} "

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from chalicelib.domain import auth
 from chalicelib.domain.auth import (
-    Credentials,
     CreateTokenIn,
+    Credentials,
     Forbidden,
     PipelineRef,
     Principal,
@@ -41,7 +41,8 @@ def refused(headers) -> Unauthorized:
 
 # ---- schemes ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scheme", ["Digest", "Token", "Negotiate", "Basically", "Bearerx", "AWS4-HMAC-SHA256"])
+@pytest.mark.parametrize("scheme", ["Digest", "Token", "Negotiate", "Basically", "Bearerx",
+                                    "AWS4-HMAC-SHA256"])
 def test_an_unknown_scheme_is_401_even_with_a_readable_basic_payload(scheme):
     error = refused({"authorization": f"{scheme} {b64('alice:' + TOKEN)}"})
     assert error.message == "use Authorization: Bearer <token>, Basic auth, SDK-HMAC-SHA256 or X-Auth-Token"
@@ -54,7 +55,8 @@ def test_the_bearer_scheme_is_case_insensitive(scheme):
 
 @pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC"])
 def test_the_basic_scheme_is_case_insensitive(scheme):
-    assert parse_credentials({"authorization": f"{scheme} {b64('bob:' + TOKEN)}"}) == Credentials(TOKEN, "bob", "basic")
+    assert parse_credentials({"authorization": f"{scheme} {b64('bob:' + TOKEN)}"}) == Credentials(
+        TOKEN, "bob", "basic")
 
 
 @pytest.mark.parametrize("value", [
@@ -117,7 +119,8 @@ def test_a_basic_user_of_the_maximum_length_is_read_and_one_longer_is_401():
 
 
 def test_a_non_printable_credential_is_401():
-    assert refused({"authorization": "Bearer st_\u200babc"}).message == "the credential is not a stagetrack token"
+    assert refused({"authorization": "Bearer st_\u200babc"}).message == (
+        "the credential is not a stagetrack token")
 
 
 def test_authorization_and_x_auth_token_agreeing_is_one_credential():
@@ -148,7 +151,8 @@ def test_new_token_ids_and_secrets_have_their_documented_shape():
     assert auth.looks_like_token(auth.new_token_secret())
 
 
-@pytest.mark.parametrize("count, ok", [(auth.MAX_TOKEN_PIPELINES, True), (auth.MAX_TOKEN_PIPELINES + 1, False)])
+@pytest.mark.parametrize("count, ok", [(auth.MAX_TOKEN_PIPELINES, True),
+                                       (auth.MAX_TOKEN_PIPELINES + 1, False)])
 def test_a_token_names_at_most_the_maximum_number_of_pipelines(count, ok):
     body = {"name": "ci", "scopes": ["read"], "pipelines": [f"p{i}" for i in range(count)]}
     if ok:
@@ -161,7 +165,8 @@ def test_a_token_names_at_most_the_maximum_number_of_pipelines(count, ok):
 def test_a_token_name_that_looks_like_a_token_is_refused():
     with pytest.raises(ValidationError, match="must not look like a token"):
         CreateTokenIn.model_validate({"name": "st_" + "a" * 20, "scopes": ["read"]})
-    assert CreateTokenIn.model_validate({"name": "st_" + "a" * 19, "scopes": ["read"]}).name == "st_" + "a" * 19
+    short = "st_" + "a" * 19
+    assert CreateTokenIn.model_validate({"name": short, "scopes": ["read"]}).name == short
 
 
 @pytest.mark.parametrize("field, value", [("scopes", ["read", "read"]), ("pipelines", ["web", "web"])])
@@ -207,7 +212,8 @@ def test_every_named_pipeline_must_be_covered():
     limited = principal("operate", pipelines={"web"})
     auth.authorize(limited, "operate", [PipelineRef("web", "")])
     with pytest.raises(NotFound) as raised:
-        auth.authorize(limited, "operate", [PipelineRef("web", ""), PipelineRef("api", "pipeline 'api' not found")])
+        auth.authorize(limited, "operate", [PipelineRef("web", ""),
+                                                PipelineRef("api", "pipeline 'api' not found")])
     assert raised.value.message == "pipeline 'api' not found"
     with pytest.raises(NotFound):
         auth.authorize(limited, "operate", [PipelineRef(None, "run 'x' not found")])
@@ -242,7 +248,8 @@ def test_an_unlimited_caller_grants_up_to_its_own_level():
 
 # ---- rate windows ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("used, exceeded, remaining", [(0, False, 3), (2, False, 1), (3, False, 0), (4, True, 0),
+@pytest.mark.parametrize("used, exceeded, remaining", [(0, False, 3), (2, False, 1), (3, False, 0),
+                                                       (4, True, 0),
                                                        (9, True, 0)])
 def test_a_rate_limit_allows_exactly_its_limit(used, exceeded, remaining):
     state = RateState(limit=3, used=used)

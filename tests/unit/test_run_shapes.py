@@ -40,8 +40,9 @@ def test_a_new_run_and_its_stages_on_the_wire():
         "cancellation": None, "version": None,
     }
     assert stages == [
-        {"id": "web:7:1", "createdAt": T0, "updatedAt": T0, "type": "BUILD", "startedAt": None, "endedAt": None,
-         "duration": None, "status": "IDLE", "runId": "web:7", "name": "build", "position": 1,
+        {"id": "web:7:1", "createdAt": T0, "updatedAt": T0, "type": "BUILD", "startedAt": None,
+         "endedAt": None, "duration": None, "status": "IDLE", "runId": "web:7", "name": "build",
+         "position": 1,
          "approval": "AUTO", "timeoutSeconds": 30, "expectedSeconds": 10, "timesOutAt": None, "attempt": 1,
          "attempts": [], "approvalDecision": None, "allowFailure": False, "version": None},
         {"id": "web:7:2", "createdAt": T0, "updatedAt": T0, "type": "DEPLOY_PROD", "startedAt": None,
@@ -74,7 +75,8 @@ def test_a_running_stage_shows_its_live_duration_and_deadline_then_freezes_when_
 def test_secret_variables_are_listed_by_name_and_masked():
     clock = FakeClock()
     aggregate = _run(clock)
-    apply_variables(aggregate, [VariableChange("TOKEN", "hunter2", secret=True), VariableChange("B", "2")], "pep")
+    apply_variables(aggregate, [VariableChange("TOKEN", "hunter2", secret=True),
+                                VariableChange("B", "2")], "pep")
     view = run_summary_view(aggregate.run, clock.now())
     assert view["secretVariables"] == ["TOKEN"]
     assert view["variables"]["A"] == "1" and view["variables"]["B"] == "2"
@@ -151,7 +153,8 @@ def test_a_run_that_ends_without_any_stage_end_ends_when_written():
         change_status(stage, S.SKIPPED, clock.now())
         stage.ended_at = None
     aggregate.refresh(clock.advance(3))
-    assert (aggregate.run.status, aggregate.run.ended_at, aggregate.run.duration_ms) == (S.SKIPPED, clock.now(), None)
+    run = aggregate.run
+    assert (run.status, run.ended_at, run.duration_ms) == (S.SKIPPED, clock.now(), None)
 
 
 def test_stage_summary_names_the_approver_only_of_an_approval():
@@ -228,7 +231,8 @@ def test_the_system_clock_is_utc_to_the_millisecond():
 
 def test_domain_errors_carry_a_safe_message_and_details():
     error = DomainError("bad thing", details={"field": "x"})
-    assert (str(error), error.message, error.details, error.code) == ("bad thing", "bad thing", {"field": "x"}, "error")
+    assert (str(error), error.message, error.details, error.code) == (
+        "bad thing", "bad thing", {"field": "x"}, "error")
     assert DomainError("plain").details is None
     not_allowed = MethodNotAllowed("no PUT here", allow="GET, POST")
     assert (not_allowed.message, not_allowed.headers, not_allowed.code) == (

@@ -83,7 +83,8 @@ def test_auto_advance_looks_at_stages_in_position_order():
 
 def test_an_approval_gate_times_out_its_timeout_after_it_started_waiting():
     clock = FakeClock()
-    gate = _run(clock, StageSpec(type="APPROVAL", name="gate", approval="MANUAL", timeout_seconds=60)).stages[0]
+    spec = StageSpec(type="APPROVAL", name="gate", approval="MANUAL", timeout_seconds=60)
+    gate = _run(clock, spec).stages[0]
     change_status(gate, S.IN_PROGRESS, clock.advance(5))
     assert gate.status == S.WAITING_FOR_APPROVAL
     waiting_since = clock.now()
@@ -127,7 +128,8 @@ def test_a_late_timeout_ends_the_stage_and_the_run_at_the_deadline():
     deadline = started + timedelta(seconds=10)
     assert (stage.ended_at, stage.duration_ms, stage.updated_at) == (deadline, 10_000, written)
     run = aggregate.run
-    assert (run.status, run.ended_at, run.duration_ms, run.updated_at) == (S.TIMED_OUT, deadline, 10_000, written)
+    assert (run.status, run.ended_at, run.duration_ms, run.updated_at) == (
+        S.TIMED_OUT, deadline, 10_000, written)
 
 
 def test_a_late_expected_end_completes_the_stage_at_its_expected_moment():
@@ -140,7 +142,8 @@ def test_a_late_expected_end_completes_the_stage_at_its_expected_moment():
     written = clock.advance(500)
     assert fire(stage, written) is True
     aggregate.refresh(written)
-    assert (stage.status, stage.ended_at, stage.duration_ms) == (S.SUCCESS, started + timedelta(seconds=20), 20_000)
+    assert (stage.status, stage.ended_at, stage.duration_ms) == (
+        S.SUCCESS, started + timedelta(seconds=20), 20_000)
     assert aggregate.run.ended_at == started + timedelta(seconds=20)
 
 
