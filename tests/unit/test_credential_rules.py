@@ -270,3 +270,13 @@ def test_retry_after_is_whole_seconds_to_the_window_end_at_least_one(second, mic
 def test_rate_limited_carries_retry_after():
     error = auth.RateLimited("slow down", retry_after=7)
     assert (error.headers, error.details) == ({"Retry-After": "7"}, {"retryAfter": 7})
+
+
+def test_a_rejected_access_key_signature_is_401_with_its_reason():
+    error = refused({"authorization": "SDK-HMAC-SHA256 garbage"})
+    assert error.message == (
+        "Authorization must be 'SDK-HMAC-SHA256 Access=<AK>, SignedHeaders=<a;b>, Signature=<hex>'")
+
+
+def test_rate_limited_says_why():
+    assert auth.RateLimited("too many requests", retry_after=3).message == "too many requests"

@@ -229,3 +229,29 @@ def test_the_longest_cursor_opens_and_a_longer_valid_one_is_400():
         codec.open("x", longer)
     with pytest.raises(BadRequest):
         codec.open("x", None)  # type: ignore[arg-type]
+
+
+def test_a_cursor_is_the_compact_json_body_and_a_tag_under_a_key_for_cursors_only():
+    # The documented format (domain/cursors.py): base64url(JSON, compact, sorted keys) "." the
+    # first 16 bytes of HMAC-SHA256 over scope NUL body, under a key derived from the secret for
+    # this one purpose; both parts unpadded. Checked for payloads of every length mod 3.
+    import hashlib
+    import hmac
+
+    key = hmac.new(b"s", b"stagetrack/cursor/v1", hashlib.sha256).digest()
+    codec = CursorCodec("s")
+    for n in range(70):
+        payload = {"k": "x" * n, "a": n}
+        cursor = codec.seal("runs:web", payload)
+        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        tag = hmac.new(key, b"runs:web\x00" + body.rstrip(b"="), hashlib.sha256).digest()[:16]
+        assert cursor == body.decode().rstrip("=") + "." + base64.urlsafe_b64encode(tag).decode().rstrip("=")
+        assert codec.open("runs:web", cursor) == payload
+
+
+def test_a_validly_tagged_body_outside_the_alphabet_is_still_400():
+    codec = CursorCodec("s")
+    body = base64.urlsafe_b64encode(b'{"a":1}').decode()  # keeps its "=" padding
+    assert "=" in body
+    with pytest.raises(BadRequest, match="cursor is not valid"):
+        codec.open("x", f"{body}.{codec._tag('x', body)}")

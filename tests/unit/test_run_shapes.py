@@ -237,3 +237,18 @@ def test_domain_errors_carry_a_safe_message_and_details():
     not_allowed = MethodNotAllowed("no PUT here", allow="GET, POST")
     assert (not_allowed.message, not_allowed.headers, not_allowed.code) == (
         "no PUT here", {"Allow": "GET, POST"}, "method_not_allowed")
+
+
+def test_a_finished_run_on_the_wire_and_a_live_one_counts_to_now():
+    clock = FakeClock()
+    aggregate = _run(clock)
+    build, ship = aggregate.stages
+    change_status(build, S.IN_PROGRESS, clock.now())
+    aggregate.refresh(clock.now())
+    live = run_view(aggregate, clock.advance(4))
+    assert (live["duration"], live["stages"][0]["duration"]) == (4, 4)
+    change_status(build, S.SUCCESS, clock.now())
+    change_status(ship, S.SKIPPED, clock.now())
+    aggregate.refresh(clock.now())
+    done = run_summary_view(aggregate.run, clock.advance(60))
+    assert (done["status"], done["endedAt"], done["duration"]) == ("SUCCESS", "2026-01-01T00:00:04.000Z", 4)

@@ -177,3 +177,12 @@ def test_a_gate_approved_later_counts_its_timeout_from_the_start_not_the_wait():
     change_status(gate, S.IN_PROGRESS, clock.advance(50), via_approval=True)
     assert gate.status == S.IN_PROGRESS
     assert next_due(gate) == clock.now() + timedelta(seconds=60)
+
+
+def test_the_run_driver_starts_nothing_once_every_stage_has_passed():
+    clock = FakeClock()
+    aggregate = _run(clock)
+    for stage in aggregate.stages:
+        change_status(stage, S.IN_PROGRESS, clock.now())
+        change_status(stage, S.SUCCESS, clock.now())
+    assert drive(aggregate, clock.now()) is False
