@@ -280,3 +280,81 @@ def test_a_rejected_access_key_signature_is_401_with_its_reason():
 
 def test_rate_limited_says_why():
     assert auth.RateLimited("too many requests", retry_after=3).message == "too many requests"
+
+
+# ---- route declarations and the refs they yield ------------------------------------------------
+
+def test_a_declaration_describes_where_the_pipeline_is_named():
+    declared = auth.acts_on(path={"runId": "run"}, query={"pipeline": "pipeline"},
+                            body={"pipelines": "pipelines"})
+    assert declared.describe() == "path runId (run), query pipeline (pipeline), body pipelines (pipelines)"
+    assert auth.ACTS_ON_OWN_RECORDS.describe() == "own records"
+    assert auth.resolved_by(lambda request: None).describe() == "resolved"
+
+
+def test_bad_declarations_say_what_is_wrong():
+    with pytest.raises(ValueError, match=r"^acts_on\(\) needs a path parameter, query parameter or body"):
+        auth.acts_on()
+    with pytest.raises(ValueError, match=r"^query p: kind 'pipelines' is not one of"):
+        auth.acts_on(query={"p": "pipelines"})
+    with pytest.raises(ValueError, match=r"^resolved_by\(\) takes a callable$"):
+        auth.resolved_by("not callable")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^unknown scope 'root'$"):
+        auth.required_scope("GET", "/x", "root")
+
+
+def test_a_resolved_declaration_keeps_its_resolver():
+    def resolver(request):
+        return None
+
+    declared = auth.resolved_by(resolver)
+    assert (declared.rule, declared.resolver) == (auth.RESOLVED, resolver)
+    assert auth.acts_on(path={"id": "run"}).rule == auth.NAMED
+
+
+@pytest.mark.parametrize("kind, value, ref", [
+    ("pipelines", 5, PipelineRef(None, "pipeline 5 not found")),
+    ("run", None, PipelineRef(None, "run None not found")),
+    ("pipeline", "Bad name!", PipelineRef(None, "pipeline 'Bad name!' not found")),
+    ("pipelines", "web", PipelineRef("web", "pipeline 'web' not found")),
+    ("stage", "web:1:2", PipelineRef("web", "stage 'web:1:2' not found")),
+])
+def test_each_value_names_one_pipeline_or_none(kind, value, ref):
+    assert auth.ref_of(kind, value) == ref
+
+
+@pytest.mark.parametrize("length", [39, 40, 41])
+def test_a_value_that_is_no_name_is_shown_short(length):
+    value = ["x" * (length - 4)]  # repr: ['xxx...'] is length characters long
+    text = repr(value)
+    assert len(text) == length
+    message = auth.ref_of("run", value).missing
+    if length <= 40:
+        assert message == f"run {text} not found"
+    else:
+        assert message == f"run {text[:37]}... not found"
+
+
+def test_named_refs_read_each_kind_and_say_what_is_missing():
+    declared = auth.acts_on(query={"run": "run"}, body={"pipeline": "pipeline"})
+    refs = auth.named_refs(declared, {}, {"run": ["web:1"]}, [("pipeline", ["web"])])
+    assert refs == [PipelineRef("web", "run 'web:1' not found"),
+                    PipelineRef(None, "pipeline ['web'] not found")]
+    with pytest.raises(Forbidden) as raised:
+        auth.named_refs(declared, {}, {}, [("pipeline", "web")])
+    assert raised.value.message == "this token is limited to some pipelines: query parameter run is required"
+    with pytest.raises(Forbidden) as raised:
+        auth.named_refs(declared, {}, {"run": ["web:1"]}, None)
+    assert raised.value.message == (
+        "this token is limited to some pipelines: the body must name them in pipeline")
+
+
+def test_limited_tokens_are_told_why_they_are_refused():
+    limited = principal("admin", pipelines={"web"})
+    with pytest.raises(Forbidden) as raised:
+        auth.authorize(limited, "read", [])
+    assert raised.value.message == "this token is limited to some pipelines; this request names none"
+    with pytest.raises(Forbidden) as raised:
+        auth.check_grant(limited, ("read",), None)
+    assert raised.value.message == (
+        "this token is limited to some pipelines: name pipelines, all of them its own")

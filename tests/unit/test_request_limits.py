@@ -255,3 +255,12 @@ def test_a_validly_tagged_body_outside_the_alphabet_is_still_400():
     assert "=" in body
     with pytest.raises(BadRequest, match="cursor is not valid"):
         codec.open("x", f"{body}.{codec._tag('x', body)}")
+
+
+def test_variables_are_strict_in_either_shape():
+    with pytest.raises(ValidationError):
+        parse(schemas.CreateRunIn, {"pipeline": "web", "variables": [{"key": "K", "value": "v", "secret": 1}]}
+              )
+    variables = [{"key": "K", "value": "v", "secret": True}]
+    ok = parse(schemas.CreateRunIn, {"pipeline": "web", "variables": variables})
+    assert ok.variables is not None and ok.variables[0].secret is True
