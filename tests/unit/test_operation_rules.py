@@ -188,3 +188,19 @@ def test_a_secret_is_kept_as_its_keyed_hash():
     expected = hmac.new(b"pepper", b"hunter2", hashlib.sha256).hexdigest()
     assert seal_secret("hunter2", "pepper") == f"hmac-sha256:{expected}"
     assert seal_secret("hunter2", "other") != seal_secret("hunter2", "pepper")
+
+
+def test_every_stage_an_operation_touches_is_stamped_with_its_time():
+    clock = FakeClock()
+    aggregate = _run(clock)
+    a, b, c, d = aggregate.stages
+    change_status(a, S.IN_PROGRESS, clock.now())
+    cancel_stage(aggregate, a.id, clock.advance(2), actor="alice")
+    assert [(s.status, s.ended_at) for s in (b, c, d)] == [(S.SKIPPED, clock.now())] * 3
+    retry_run(aggregate, "FAILED", clock.advance(3))
+    assert [s.updated_at for s in (a, b, c, d)] == [clock.now()] * 4
+    gate_run, gate = _gate(clock)
+    decide(gate_run, gate.id, "REJECTED", clock.advance(1), actor="bob")
+    assert (gate.status, gate.ended_at, gate.updated_at) == (S.FAILURE, clock.now(), clock.now())
+    retry_stage(gate_run, gate.id, clock.advance(1))
+    assert (gate.updated_at, gate.attempt) == (clock.now(), 2)

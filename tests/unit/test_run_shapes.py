@@ -252,3 +252,66 @@ def test_a_finished_run_on_the_wire_and_a_live_one_counts_to_now():
     aggregate.refresh(clock.now())
     done = run_summary_view(aggregate.run, clock.advance(60))
     assert (done["status"], done["endedAt"], done["duration"]) == ("SUCCESS", "2026-01-01T00:00:04.000Z", 4)
+
+
+def test_a_finished_gate_has_no_deadline_and_a_stage_just_started_has_run_zero_ms():
+    clock = FakeClock()
+    aggregate = _run(clock)
+    gate = aggregate.stages[1]
+    gate.timeout_seconds = 60
+    change_status(gate, S.IN_PROGRESS, clock.now())
+    assert gate.status == S.WAITING_FOR_APPROVAL
+    change_status(gate, S.FAILURE, clock.advance(5))
+    assert gate.deadline() is None  # waiting_since is still set, but it no longer waits
+    build = aggregate.stages[0]
+    change_status(build, S.IN_PROGRESS, clock.now())
+    aggregate.refresh(clock.now())
+    assert (build.elapsed_ms(clock.now()), aggregate.run.elapsed_ms(clock.now())) == (0, 0)
+
+
+def test_the_run_keeps_a_summary_of_every_stage_in_position_order():
+    clock = FakeClock()
+    aggregate = _run(clock)
+    build, ship = aggregate.stages
+    change_status(build, S.IN_PROGRESS, clock.advance(1))
+    change_status(build, S.SUCCESS, clock.advance(1))
+    aggregate.stages.reverse()
+    aggregate.refresh(clock.now())
+    assert aggregate.run.stage_summary == [
+        {"position": 1, "name": "build", "type": "BUILD", "status": "SUCCESS", "attempt": 1,
+         "approval": "AUTO",
+         "approvedBy": None, "startedAt": "2026-01-01T00:00:01.000Z", "endedAt": "2026-01-01T00:00:02.000Z"},
+        stage_summary(ship)]
+
+
+def test_a_new_run_does_not_advance_by_itself_unless_asked():
+    clock = FakeClock()
+    assert new_run("web", 1, [], clock.now()).run.auto_advance is False
+
+
+def test_an_illegal_change_says_from_where_to_where():
+    from chalicelib.domain.errors import IllegalTransition
+
+    clock = FakeClock()
+    stage = _run(clock).stages[0]
+    change_status(stage, S.SKIPPED, clock.now())
+    with pytest.raises(IllegalTransition) as raised:
+        change_status(stage, S.IN_PROGRESS, clock.now())
+    assert raised.value.message == "stage 'web:7:1' cannot go from SKIPPED to IN_PROGRESS"
+    assert raised.value.details == {"from": "SKIPPED", "to": "IN_PROGRESS"}
+
+
+def test_times_are_utc_whatever_the_machines_time_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=2)))
+        assert format_iso(moment) == "2026-03-04T03:06:07.000Z"
+        assert parse_iso("2026-03-04T05:06:07+02:00") == datetime(2026, 3, 4, 3, 6, 7, tzinfo=UTC)
+        assert parse_iso("2026-03-04T03:06:07").utcoffset() == timedelta(0)
+        assert parse_iso("2026-03-04T03:06:07") == datetime(2026, 3, 4, 3, 6, 7, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
