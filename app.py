@@ -2,35 +2,35 @@
 from chalice import Chalice
 
 from chalicelib import logging_setup
-from chalicelib.api import fallbacks
-from chalicelib.api.buddy import buddy
-from chalicelib.api.codearts import codearts
-from chalicelib.api.gocd import gocd
-from chalicelib.api.native import native
-from chalicelib.api.openapi import meta
-from chalicelib.api.operations import ops
-from chalicelib.api.subscriptions import subscription_api
-from chalicelib.api.tokens import token_api
-from chalicelib.api.webhooks import webhooks
-from chalicelib.events.inbound import inbound
-from chalicelib.events.outbound import outbound
-from chalicelib.events.timers import timers
+from chalicelib.api import (
+    buddy,
+    codearts,
+    fallbacks,
+    gocd,
+    native,
+    openapi,
+    operations,
+    subscriptions,
+    tokens,
+    webhooks,
+)
+from chalicelib.events import inbound, outbound, timers
 from chalicelib.settings import Settings
 
 app = Chalice(app_name="stagetrack")
 logging_setup.configure(app.log)  # JSON lines with request ids, secrets scrubbed
-app.register_blueprint(native)
-app.register_blueprint(token_api)
-app.register_blueprint(meta)
-app.register_blueprint(ops)
-app.register_blueprint(gocd)  # compatibility endpoints: GoCD, CodeArts, Buddy
-app.register_blueprint(codearts)
-app.register_blueprint(buddy)
-app.register_blueprint(timers)
-app.register_blueprint(webhooks)
-app.register_blueprint(subscription_api)
-app.register_blueprint(inbound)
-app.register_blueprint(outbound)
+app.register_blueprint(native.routes)
+app.register_blueprint(tokens.routes)
+app.register_blueprint(openapi.routes)
+app.register_blueprint(operations.routes)
+app.register_blueprint(gocd.routes)  # compatibility endpoints: GoCD, CodeArts, Buddy
+app.register_blueprint(codearts.routes)
+app.register_blueprint(buddy.routes)
+app.register_blueprint(timers.handlers)
+app.register_blueprint(webhooks.routes)
+app.register_blueprint(subscriptions.routes)
+app.register_blueprint(inbound.handlers)
+app.register_blueprint(outbound.handlers)
 fallbacks.install(app)  # after every route: 405 with Allow / OPTIONS for the methods a path lacks
 
 _settings = Settings.from_env()

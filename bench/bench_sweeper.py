@@ -41,6 +41,7 @@ def main() -> None:
             sweep(warm_ctx)
         print(f"{'finished stages':>15} {'table items':>11} {'queries':>7} {'items read':>10} "
               f"{'sweep firing 3':>14} {'idle sweep (median)':>19} {'a Scan would read':>17}")
+        from chalicelib.store.models import item_models
         from tests.fixtures.history import write_finished_history
 
         for size in SIZES:
@@ -49,7 +50,8 @@ def main() -> None:
             ensure_tables(settings)
             clock = FakeClock()
             ctx = wiring.dynamo_context(settings, clock)
-            write_finished_history(clock, size)
+            items = item_models(settings.table_name, settings.region, settings.dynamodb_endpoint)
+            write_finished_history(items, clock, size)
 
             body = {"pipeline": "live", "stages": [
                 {"type": "OTHER", "name": f"live{i}", "timeoutSeconds": 10 if i < 3 else 3600}

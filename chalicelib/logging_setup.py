@@ -1,13 +1,14 @@
 """Structured logs: one JSON object per line, with the request id, and no secrets.
 
-The route helper (api/__init__.py) writes one ``request`` line per HTTP request with requestId
+The route helper (api/security.py) writes one ``request`` line per HTTP request with requestId
 (API Gateway's request id, or a generated one locally; also sent back as X-Request-Id),
 method, path, status, latencyMs, tokenId and actor. Nothing logs headers, bodies or query
 strings. As a second line of defence every line is scrubbed before it is written: anything
 shaped like a stagetrack token or a webhook secret (``whsec_``), the value after Bearer/Basic,
-the value of a credential-named field (``secret=``, ``"password":``, ``access_token=`` ...), and
-every exact value registered with ``add_secret`` (the bootstrap admin token, the secret keys)
-become "[REDACTED]".
+the value of a credential header (the API's own, and every header an integration lists in its
+``redact_headers``: chalicelib/integrations/__init__.py), the value of a credential-named
+field (``secret=``, ``"password":``, ``access_token=`` ...), and every exact value registered
+with ``add_secret`` (the bootstrap admin token, the secret keys) become "[REDACTED]".
 
 ``configure`` puts the one JSON, scrubbed handler on every logger the service writes through:
 ``stagetrack`` (Chalice's app.log) and ``chalicelib`` (the modules that log under their own
@@ -15,6 +16,7 @@ become "[REDACTED]".
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,29 +24,43 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from . import integrations
+
 LOGGER = "stagetrack"
 SERVICE_LOGGERS = (LOGGER, "chalicelib")
 REDACTED = "[REDACTED]"
-_PATTERNS = [
-    re.compile(r"(?<![A-Za-z0-9])st_[A-Za-z0-9_-]{20,}"),  # not inside words such as test_...
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)(x-auth-token|authorization|x-hub-signature-256|x-gitlab-token)(\"?\s*[:=]\s*\"?)[^\s\",}]+"),
-    re.compile(r"whsec_[A-Za-z0-9_-]{8,}"),
-    # key=value, key: value, "key": "value" where the key names a credential
-    re.compile(r"(?i)\b([\w-]*(?:secret|password|passwd|api[_-]?key|token|pepper)(?:[_-]?keys?)?"
-               r"\\?[\"']?\s*[:=]\s*\\?[\"']?)(?!\[REDACTED\])([^\s\"'&,;}\\]+)"),
-]
+_TOKEN = re.compile(r"(?<![A-Za-z0-9])st_[A-Za-z0-9_-]{20,}")  # not inside words such as test_...
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9_-]{8,}")
+# key=value, key: value, "key": "value" where the key names a credential
+_CREDENTIAL_FIELD = re.compile(r"(?i)\b([\w-]*(?:secret|password|passwd|api[_-]?key|token|pepper)"
+                               r"(?:[_-]?keys?)?\\?[\"']?\s*[:=]\s*\\?[\"']?)(?!\[REDACTED\])([^\s\"'&,;}\\]+)")
 _extra_secrets: set[str] = set()
+# Headers carrying credentials of our own API and its dialects; the integrations add theirs.
+API_CREDENTIAL_HEADERS = ("x-auth-token", "authorization")
+
+
+def credential_headers() -> tuple[str, ...]:
+    """Every header whose value is scrubbed: the API's, then each integration's (read afresh,
+    so an integration registered later is covered)."""
+    return tuple(dict.fromkeys((*API_CREDENTIAL_HEADERS, *integrations.redact_headers())))
+
+
+@functools.lru_cache(maxsize=8)
+def _header_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """``<header>: value``, ``<header>=value``, ``"<header>": "value"`` for any of ``names``."""
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"(?i)({alternatives})(\"?\s*[:=]\s*\"?)[^\s\",}}]+")
 
 
 def redact(text: str) -> str:
     for secret in _extra_secrets:
         text = text.replace(secret, REDACTED)
-    text = _PATTERNS[0].sub(REDACTED, text)
-    text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _PATTERNS[3].sub(REDACTED, text)
-    return _PATTERNS[4].sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _TOKEN.sub(REDACTED, text)
+    text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _header_pattern(credential_headers()).sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _WEBHOOK_SECRET.sub(REDACTED, text)
+    return _CREDENTIAL_FIELD.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 
 def _redact_value(value):

@@ -7,6 +7,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from . import wiring
+from .service.timers import sweep
+
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +55,5 @@ def start_local(interval: float) -> Ticker:
     """Start the process's one ticker (idempotent), sweeping with the wired service context."""
     global _ticker
     if _ticker is None or not _ticker.alive:
-        from . import wiring
-        from .service.timers import sweep
-
         _ticker = Ticker(lambda: sweep(wiring.context()), interval).start()
     return _ticker

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from chalicelib.api import error_body
+from chalicelib.api.responses import error_body
 from chalicelib.domain.auth import REALM
 
 FUNCTIONS: list = []

@@ -5,12 +5,12 @@
 are what the official SDK (huaweicloudsdkcodeartsbuild) calls.
 
 Translation only. ``X-Auth-Token`` carries a stagetrack token, or the SDK signs the request
-with an access key pair (``SDK-HMAC-SHA256``, domain/aksk.py); any stagetrack credential works.
+with an access key pair (``SDK-HMAC-SHA256``, api/aksk.py); any stagetrack credential works.
 ``job_id`` names a pipeline by its CodeArts job id (the MD5 of its name, shown by the native
-pipeline status; domain/dialects.py) and ``build_no`` a run by its number. Stopping is the
+pipeline status; domain/dialect_ids.py) and ``build_no`` a run by its number. Stopping is the
 native stop: the run is cancelled where it stands, and stopping a finished build is a
 successful no-op. Every error is CodeArts' shape ``{"error_code", "error_msg"}`` with a
-CB.000004xx/5xx code (dialects.CODEARTS_ERROR_CODES). A request that fails validation is 400,
+CB.000004xx/5xx code (codearts_wire.CODEARTS_ERROR_CODES). A request that fails validation is 400,
 as the CodeArts reference lists no 422.
 """
 from __future__ import annotations
@@ -20,22 +20,25 @@ import re
 from chalice import Blueprint, Response
 
 from .. import wiring
-from ..domain import dialects
 from ..domain.auth import PipelineRef, resolved_by
+from ..domain.dialect_ids import codearts_job_id
 from ..domain.errors import DomainError, ValidationFailed
-from ..service import operations, pipelines
-from . import authenticated_principal, current_actor, json_body_fields, parse_body, route
+from ..service import commands, pipelines
+from . import codearts_wire
 from .openapi import RATE_HEADERS
+from .parsing import json_body_fields, parse_body
+from .routing import route
+from .security import authenticated_principal, current_actor
 
-codearts = Blueprint(__name__)
+routes = Blueprint(__name__)
 
-_JOB_ID = re.compile(dialects.JOB_ID_PATTERN)
+_JOB_ID = re.compile(codearts_wire.JOB_ID_PATTERN)
 
 
 def render_error(error: DomainError, status: int) -> Response:
     if isinstance(error, ValidationFailed):
         status = 400
-    return Response(body=dialects.codearts_error(status, error.message), status_code=status,
+    return Response(body=codearts_wire.codearts_error(status, error.message), status_code=status,
                     headers={"Content-Type": "application/json"})
 
 
@@ -57,7 +60,7 @@ def _job_refs(job_ids: list[object]) -> list[PipelineRef] | None:
     if not job_ids or len(well_formed) != len(job_ids):
         return None
     principal = authenticated_principal()
-    by_job = {dialects.codearts_job_id(name): name for name in sorted(principal.pipelines or ())}
+    by_job = {codearts_job_id(name): name for name in sorted(principal.pipelines or ())}
     return [PipelineRef(by_job.get(job_id), f"build task {job_id!r} not found") for job_id in well_formed]
 
 
@@ -70,7 +73,7 @@ _ERRORS = {400: "malformed JSON or a body that fails validation", 401: "missing 
 OPENAPI = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["job_id", "build_no"], "additionalProperties": False,
-        "properties": {"job_id": {"type": "string", "pattern": dialects.JOB_ID_PATTERN},
+        "properties": {"job_id": {"type": "string", "pattern": codearts_wire.JOB_ID_PATTERN},
                        "build_no": {"type": "string", "pattern": r"^[1-9][0-9]{0,11}$"}}}}}},
     "responses": {
         "200": {"description": "stopped (also: the build had already finished)", "headers": RATE_HEADERS,
@@ -89,14 +92,13 @@ def _stopped(effect: dict | None = None) -> Response:
     return Response(body={"result": True}, status_code=200, headers={"Content-Type": "application/json"})
 
 
-@route(codearts, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
+@route(routes, "/v3/jobs/stop", methods=["POST"], dialect="codearts", render_error=render_error,
        acts_on=resolved_by(_pipeline_of), replay=_stopped, openapi=OPENAPI,
        summary="CodeArts: stop a build (a run)")
 def stop_build():
     ctx = wiring.context()
-    body = parse_body(codearts.current_request, dialects.CodeArtsStopIn, ctx.settings.max_body_bytes)
-    pipeline = pipelines.by_codearts_job(ctx, body.job_id)
-    operations.stop_run(ctx, pipeline.name, body.build_no, actor=current_actor() or "anonymous")
+    body = parse_body(routes.current_request, codearts_wire.CodeArtsStopIn, ctx.settings.max_body_bytes)
+    _stop_build(ctx, body.job_id, body.build_no)
     return _stopped()
 
 
@@ -109,9 +111,12 @@ def _stop(job_id: str, build_no: str) -> None:
         raise ValidationFailed(f"job_id must be 32 letters and digits, not {job_id!r}")
     if not _BUILD_NO.fullmatch(build_no):
         raise ValidationFailed(f"build_no must be a build number (1, 2, ...), not {build_no!r}")
-    ctx = wiring.context()
+    _stop_build(wiring.context(), job_id, build_no)
+
+
+def _stop_build(ctx, job_id: str, build_no: str) -> None:
     pipeline = pipelines.by_codearts_job(ctx, job_id)
-    operations.stop_run(ctx, pipeline.name, build_no, actor=current_actor() or "anonymous")
+    commands.execute(ctx, commands.StopRun(pipeline.name, build_no), actor=current_actor() or "anonymous")
 
 
 def _v1_build_no(request) -> str:
@@ -123,7 +128,7 @@ def _v1_build_no(request) -> str:
     from_query = values[0] if values else None
     from_body = None
     if request.raw_body:
-        body = parse_body(request, dialects.CodeArtsStopV1In, wiring.context().settings.max_body_bytes)
+        body = parse_body(request, codearts_wire.CodeArtsStopV1In, wiring.context().settings.max_body_bytes)
         from_body = None if body.build_no is None else str(body.build_no)
     if from_query is not None and from_body is not None and from_query != from_body:
         raise ValidationFailed("build_no in the query and in the body disagree")
@@ -135,7 +140,7 @@ def _v1_build_no(request) -> str:
 
 _PATH_PARAMS = {
     "job_id": {"name": "job_id", "in": "path", "required": True,
-               "schema": {"type": "string", "pattern": dialects.JOB_ID_PATTERN}},
+               "schema": {"type": "string", "pattern": codearts_wire.JOB_ID_PATTERN}},
     "build_no": {"name": "build_no", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": _BUILD_NO.pattern}},
 }
@@ -173,11 +178,11 @@ OPENAPI_V3_PATH = {
 }
 
 
-@route(codearts, "/v1/job/{job_id}/stop", methods=["POST"], dialect="codearts", render_error=render_error,
+@route(routes, "/v1/job/{job_id}/stop", methods=["POST"], dialect="codearts", render_error=render_error,
        acts_on=resolved_by(_pipeline_of_path), replay=lambda effect, **_: _stopped_v1(), openapi=OPENAPI_V1,
        summary="CodeArts (v1): stop a build (a run)")
 def stop_build_v1(job_id):
-    _stop(job_id, _v1_build_no(codearts.current_request))
+    _stop(job_id, _v1_build_no(routes.current_request))
     return _stopped_v1()
 
 
@@ -185,14 +190,14 @@ def _stopped_v1() -> Response:
     return Response(body={"status": "success"}, status_code=200, headers={"Content-Type": "application/json"})
 
 
-@route(codearts, "/v3/jobs/{job_id}/{build_no}/stop", methods=["POST"], dialect="codearts",
+@route(routes, "/v3/jobs/{job_id}/{build_no}/stop", methods=["POST"], dialect="codearts",
        render_error=render_error, acts_on=resolved_by(_pipeline_of_path),
        replay=lambda effect, **_: _stopped_in_path(), openapi=OPENAPI_V3_PATH,
        summary="CodeArts: stop a build (a run) named in the path")
 def stop_build_in_path(job_id, build_no):
-    request = codearts.current_request
+    request = routes.current_request
     if request.raw_body:  # the SDK sends none; anything sent must at least be an empty object
-        parse_body(request, dialects.CodeArtsEmptyIn, wiring.context().settings.max_body_bytes)
+        parse_body(request, codearts_wire.CodeArtsEmptyIn, wiring.context().settings.max_body_bytes)
     _stop(job_id, build_no)
     return _stopped_in_path()
 

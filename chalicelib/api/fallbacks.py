@@ -18,7 +18,8 @@ from chalice import Chalice, Response
 
 from ..domain import auth
 from ..domain.errors import MethodNotAllowed
-from . import ALL_METHODS, RouteSpec, _secure, error_response
+from .responses import error_response
+from .routing import ALL_METHODS, RouteSpec, secure
 
 
 def install(app: Chalice) -> None:
@@ -32,7 +33,7 @@ def install(app: Chalice) -> None:
         spec = RouteSpec(path=path, methods=(), scope=auth.PUBLIC, acts_on=None, dialect=dialect)
         missing = [m for m in ALL_METHODS if m not in entries]
         if missing:
-            view = _secure(_fallback(app, path, allow, render), app, spec, render)
+            view = secure(_fallback(app, path, allow, render), app, spec, render)
             app.route(path, methods=missing, content_types=["*/*"])(view)
 
 

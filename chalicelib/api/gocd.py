@@ -1,7 +1,7 @@
 """GoCD's API under /go/api, for GoCD clients and scripts: translation only.
 
 Stage cancel, stage instance and history; pipeline instance, history and status; pause,
-unpause, releaseLock, schedule; version. Shapes and status names are in domain/dialects.py;
+unpause, releaseLock, schedule; version. Shapes and status names are in api/gocd_wire.py;
 every change is a call to the same service functions the native API uses.
 
 What the GoCD references say, and what these endpoints do (README "Compatibility endpoints"):
@@ -38,16 +38,19 @@ from urllib.parse import parse_qsl
 from chalice import Blueprint, Response
 
 from .. import wiring
-from ..domain import auth, dialects
+from ..domain import auth
 from ..domain.auth import REALM, Forbidden
 from ..domain.errors import BadRequest, Conflict, DomainError, NotFound
-from ..domain.model import stage_summary
+from ..domain.model import Stage, stage_summary
 from ..domain.operations import specs_of
-from ..service import operations, pipelines, runs
-from . import base_url, current_actor, current_principal, parse_body, parse_query, route
+from ..service import ServiceContext, commands, operations, pipelines, runs
+from . import gocd_wire
 from .openapi import RATE_HEADERS
+from .parsing import base_url, parse_body, parse_query
+from .routing import route
+from .security import current_actor, current_principal
 
-gocd = Blueprint(__name__)
+routes = Blueprint(__name__)
 # GoCD's clients send form data (17.1, e.g. `curl -d`) or JSON (the current API); nothing else.
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded"]
 
@@ -124,7 +127,7 @@ def text_error(error: DomainError, status: int) -> Response:
 def json_error(content_type: str = JSON, *, forbidden: int = 401):
     def render(error: DomainError, status: int) -> Response:
         status = _status(error, status, forbidden=forbidden)
-        return Response(body=dialects.gocd_error(error.message), status_code=status,
+        return Response(body=gocd_wire.gocd_error(error.message), status_code=status,
                         headers=_headers(error, status, content_type))
 
     return render
@@ -256,15 +259,15 @@ def _both_doc(success: int, form: dict | None, body: dict | None, version: int) 
 _PAUSE_JSON = {"type": "object", "additionalProperties": False,
                "properties": {"pause_cause": {"type": "string", "maxLength": 1000}}}
 _SCHEDULE_JSON = {"type": "object", "additionalProperties": False, "properties": {
-    "environment_variables": {"type": "array", "maxItems": dialects.MAX_VARIABLES, "items": {
+    "environment_variables": {"type": "array", "maxItems": gocd_wire.MAX_VARIABLES, "items": {
         "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
             "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"},
             "value": {"type": "string", "maxLength": 4096},
             "encrypted_value": {"type": "string", "maxLength": 4096},
             "secure": {"type": "boolean"}}}},
-    "materials": {"type": "array", "maxItems": dialects.MAX_VARIABLES, "items": {
+    "materials": {"type": "array", "maxItems": gocd_wire.MAX_VARIABLES, "items": {
         "type": "object", "required": ["fingerprint", "revision"], "additionalProperties": False,
-        "properties": {"fingerprint": {"type": "string", "pattern": dialects.GOCD_FINGERPRINT},
+        "properties": {"fingerprint": {"type": "string", "pattern": gocd_wire.GOCD_FINGERPRINT},
                        "revision": {"type": "string", "minLength": 1, "maxLength": 1024}}}},
     "update_materials_before_scheduling": {"type": "boolean"}}}
 
@@ -272,7 +275,7 @@ _SCHEDULE_JSON = {"type": "object", "additionalProperties": False, "properties":
 # ---- request helpers --------------------------------------------------------------------------
 
 def _request():
-    return gocd.current_request
+    return routes.current_request
 
 
 def _require_confirm() -> None:
@@ -348,7 +351,7 @@ def _current_body(model):
 
 
 def _message(text: str, version: int, status: int = 200) -> Response:
-    return Response(body=dialects.gocd_error(text), status_code=status,
+    return Response(body=gocd_wire.gocd_error(text), status_code=status,
                     headers={"Content-Type": vendor_json(version)})
 
 
@@ -388,6 +391,10 @@ def _actor() -> str:
     return current_actor() or "anonymous"
 
 
+def _execute(command: commands.Command) -> object:
+    return commands.execute(wiring.context(), command, actor=_actor())
+
+
 def _offset(value: str | None) -> int:
     if value is None:
         return 0
@@ -413,7 +420,7 @@ def _json(body: object, content_type: str = JSON) -> Response:
 # ---- stages -----------------------------------------------------------------------------------
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/cancel",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -427,8 +434,8 @@ def _json(body: object, content_type: str = JSON) -> Response:
 def cancel_stage(pipeline, stage):
     """The stage of that name in the pipeline's latest run; 200 also when it was not active."""
     _require_confirm()
-    _form(dialects.GoCDEmptyForm, _form_pairs())
-    operations.cancel_stage_by_name(wiring.context(), pipeline, stage, actor=_actor())
+    _form(gocd_wire.GoCDEmptyForm, _form_pairs())
+    _execute(commands.CancelStageByName(pipeline, stage))
     return _cancelled()
 
 
@@ -438,7 +445,7 @@ def _cancelled() -> Response:
     return _text("Stage cancelled successfully.")
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
+@route(routes, "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
        methods=["GET"], dialect="gocd", acts_on=_PIPELINE, render_error=json_error(),
        openapi=_json_doc(numbers=("pipeline_counter", "stage_counter")),
        summary="GoCD: a stage instance (stage_counter: the stage's attempt)")
@@ -448,31 +455,40 @@ def stage_instance(pipeline, stage, pipeline_counter, stage_counter):
     ctx = wiring.context()
     aggregate = runs.get_run(ctx, operations.run_id_by_counter(pipeline, counter))
     found = next((s for s in aggregate.stages if s.name == stage), None)
-    attempt = dialects.attempt_of(found, _counter(stage_counter, "stage counter")) if found else None
+    attempt = _attempt(ctx, found, _counter(stage_counter, "stage counter"))
     if attempt is None:
         raise NotFound(f"stage {stage!r} counter {stage_counter} of {pipeline}/{counter} not found")
-    return _json(dialects.gocd_stage_instance(aggregate.run, found, int(stage_counter), attempt))
+    return _json(gocd_wire.gocd_stage_instance(aggregate.run, found, int(stage_counter), attempt))
+
+
+def _attempt(ctx: ServiceContext, stage: Stage | None, number: int) -> dict | None:
+    """Attempt ``number`` of a stage of a loaded run: the current one is on the stage, an ended
+    one is one attempt item read by key (the run's load reads no history)."""
+    if stage is None:
+        return None
+    return gocd_wire.attempt_of(stage, number, runs.ended_attempt(ctx, stage, number))
 
 
 def _stage_history(pipeline: str, stage: str, offset: str | None) -> Response:
     _accept_json()
     start = _offset(offset)
-    found, page = pipelines.history(wiring.context(), pipeline, start)
-    entries = [dialects.gocd_stage_history_entry(run, entry)
+    found, page = pipelines.history(wiring.context(), pipeline, start, gocd_wire.GOCD_PAGE_SIZE)
+    entries = [gocd_wire.gocd_stage_history_entry(run, entry)
                for run in page for entry in run.stage_summary or [] if entry["name"] == stage]
     known = {spec.name for spec in specs_of(found.layout)[0]} if found.layout else set()
     if not entries and stage not in known:
         raise NotFound(f"stage {stage!r} of pipeline {pipeline!r} not found")
-    return _json({"stages": entries, "pagination": dialects.pagination(start, found.counter)})
+    return _json({"stages": entries, "pagination": gocd_wire.pagination(start, found.counter)})
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
-       render_error=json_error(), openapi=_json_doc(), summary="GoCD: stage history, newest first")
+@route(routes, "/go/api/stages/{pipeline}/{stage}/history", methods=["GET"], dialect="gocd",
+       acts_on=_PIPELINE, render_error=json_error(), openapi=_json_doc(),
+       summary="GoCD: stage history, newest first")
 def stage_history(pipeline, stage):
     return _stage_history(pipeline, stage, None)
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/stages/{pipeline}/{stage}/history/{offset}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: stage history from an offset")
@@ -489,25 +505,26 @@ def _run_counter(value: str) -> int:
     return _counter(value, "pipeline counter")
 
 
-@route(gocd, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
+@route(routes, "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}", methods=["GET"],
        dialect="gocd", acts_on=_PIPELINE, render_error=current_error(STAGE_INSTANCE),
        openapi=_current_doc(STAGE_INSTANCE, numbers=("stage", "stage_counter"), read=True),
        summary="GoCD v3: a stage instance by pipeline counter ({stage}), stage name and stage counter")
 def stage_instance_current(pipeline, stage, stage_name, stage_counter):
     _current_api(STAGE_INSTANCE, only=True)
     counter = _run_counter(stage)
-    aggregate = runs.get_run(wiring.context(), operations.run_id_by_counter(pipeline, counter))
+    ctx = wiring.context()
+    aggregate = runs.get_run(ctx, operations.run_id_by_counter(pipeline, counter))
     found = next((s for s in aggregate.stages if s.name == stage_name), None)
-    attempt = dialects.attempt_of(found, _counter(stage_counter, "stage counter")) if found else None
+    attempt = _attempt(ctx, found, _counter(stage_counter, "stage counter"))
     if attempt is None:
         raise NotFound(f"Stage '{stage_name}' with counter '{stage_counter}' not found. Please make "
                        "sure specified stage or stage run with specified counter exists.")
-    return _json(dialects.gocd_stage_v3(aggregate.run, found, int(stage_counter), attempt),
+    return _json(gocd_wire.gocd_stage_v3(aggregate.run, found, int(stage_counter), attempt),
                  vendor_json(STAGE_INSTANCE))
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/{stage_name}/{stage_counter}/cancel",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -522,9 +539,9 @@ def cancel_stage_current(pipeline, stage, stage_name, stage_counter):
     """200 also when that stage run is not active (finished, or an earlier counter), as the 17.1
     cancel; an unknown run, stage or stage counter is a 404."""
     _current_api(STAGE_INSTANCE, only=True)
-    _current_body(dialects.GoCDEmptyForm)
-    operations.cancel_stage_attempt(wiring.context(), pipeline, _run_counter(stage), stage_name,
-                                    _counter(stage_counter, "stage counter"), actor=_actor())
+    _current_body(gocd_wire.GoCDEmptyForm)
+    _execute(commands.CancelStageAttempt(pipeline, _run_counter(stage), stage_name,
+                                         _counter(stage_counter, "stage counter")))
     return _cancelled_current()
 
 
@@ -533,7 +550,7 @@ def _cancelled_current() -> Response:
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/stages/{pipeline}/{stage}/{stage_name}/run",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -549,9 +566,9 @@ def run_stage_current(pipeline, stage, stage_name):
     """The native stage retry: a new attempt of a stage that has run (409 while it is active or
     before it ran)."""
     _current_api(STAGE_OPERATIONS, only=True)
-    _current_body(dialects.GoCDEmptyForm)
+    _current_body(gocd_wire.GoCDEmptyForm)
     counter = _run_counter(stage)
-    operations.rerun_stage_by_name(wiring.context(), pipeline, counter, stage_name)
+    _execute(commands.RerunStageByName(pipeline, counter, stage_name))
     return _stage_scheduled(pipeline, counter, stage_name)
 
 
@@ -562,7 +579,7 @@ def _stage_scheduled(pipeline: str, counter: int, stage_name: str) -> Response:
 
 # ---- pipelines --------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/pipelines/{pipeline}/instance/{counter}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("counter",)),
        summary="GoCD: a pipeline instance")
@@ -571,28 +588,28 @@ def pipeline_instance(pipeline, counter):
     run_id = operations.run_id_by_counter(pipeline, _counter(counter, "counter"))
     aggregate = runs.get_run(wiring.context(), run_id)
     summary = [stage_summary(s) for s in sorted(aggregate.stages, key=lambda s: s.position)]
-    return _json(dialects.gocd_pipeline_instance(aggregate.run, summary, operate=_operate()))
+    return _json(gocd_wire.gocd_pipeline_instance(aggregate.run, summary, operate=_operate()))
 
 
 def _pipeline_history(pipeline: str, offset: str | None) -> Response:
     _accept_json()
     start = _offset(offset)
-    found, page = pipelines.history(wiring.context(), pipeline, start)
+    found, page = pipelines.history(wiring.context(), pipeline, start, gocd_wire.GOCD_PAGE_SIZE)
     operate = _operate()
     return _json({
-        "pipelines": [dialects.gocd_pipeline_instance(run, run.stage_summary or [], operate=operate)
+        "pipelines": [gocd_wire.gocd_pipeline_instance(run, run.stage_summary or [], operate=operate)
                       for run in page],
-        "pagination": dialects.pagination(start, found.counter),
+        "pagination": gocd_wire.pagination(start, found.counter),
     })
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
+@route(routes, "/go/api/pipelines/{pipeline}/history", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: pipeline history, newest first")
 def pipeline_history(pipeline):
     return _pipeline_history(pipeline, None)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
+@route(routes, "/go/api/pipelines/{pipeline}/history/{offset}", methods=["GET"], dialect="gocd",
        acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(numbers=("offset",)),
        summary="GoCD: pipeline history from an offset")
@@ -600,16 +617,16 @@ def pipeline_history_page(pipeline, offset):
     return _pipeline_history(pipeline, offset)
 
 
-@route(gocd, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
+@route(routes, "/go/api/pipelines/{pipeline}/status", methods=["GET"], dialect="gocd", acts_on=_PIPELINE,
        render_error=json_error(), openapi=_json_doc(), summary="GoCD: paused, locked, schedulable")
 def pipeline_status(pipeline):
     _accept_json()
     found = pipelines.status(wiring.context(), pipeline)
-    return _json(dialects.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
+    return _json(gocd_wire.gocd_pipeline_status(found.paused, found.locked, found.schedulable))
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/pause",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -624,21 +641,21 @@ def pipeline_status(pipeline):
 )
 def pause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
-        body = _current_body(dialects.GoCDPauseIn)
+        body = _current_body(gocd_wire.GoCDPauseIn)
         try:
-            pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.pause_cause or None)
+            _execute(commands.PausePipeline(pipeline, body.pause_cause or None))
         except Conflict:
             raise Conflict(f"Failed to pause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already paused.") from None
         return _paused(pipeline)
     _require_confirm()
-    form = _form(dialects.GoCDPauseForm, _form_pairs())
-    pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=form.pauseCause or None)
+    form = _form(gocd_wire.GoCDPauseForm, _form_pairs())
+    _execute(commands.PausePipeline(pipeline, form.pauseCause or None))
     return _paused(pipeline)
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/unpause",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -651,21 +668,21 @@ def pause_pipeline(pipeline):
 )
 def unpause_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
-        _current_body(dialects.GoCDEmptyForm)
+        _current_body(gocd_wire.GoCDEmptyForm)
         try:
-            pipelines.unpause(wiring.context(), pipeline)
+            _execute(commands.UnpausePipeline(pipeline))
         except Conflict:
             raise Conflict(f"Failed to unpause pipeline '{pipeline}'. "
                            f"Pipeline '{pipeline}' is already unpaused.") from None
         return _unpaused(pipeline)
     _require_confirm()
-    _form(dialects.GoCDEmptyForm, _form_pairs())
-    pipelines.unpause(wiring.context(), pipeline)
+    _form(gocd_wire.GoCDEmptyForm, _form_pairs())
+    _execute(commands.UnpausePipeline(pipeline))
     return _unpaused(pipeline)
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/releaseLock",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -679,7 +696,7 @@ def release_lock(pipeline):
     """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
     keep: a known pipeline always answers as GoCD does once its lock is released."""
     _require_confirm()
-    _form(dialects.GoCDEmptyForm, _form_pairs())
+    _form(gocd_wire.GoCDEmptyForm, _form_pairs())
     pipelines.status(wiring.context(), pipeline)
     return _text(f"pipeline lock released for {pipeline}")
 
@@ -689,7 +706,7 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/unlock",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -702,22 +719,22 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
 def unlock_pipeline(pipeline):
     """As releaseLock: stagetrack never locks a pipeline, so a known one is always unlocked."""
     _current_api(PIPELINE_OPERATIONS, only=True)
-    _current_body(dialects.GoCDEmptyForm)
+    _current_body(gocd_wire.GoCDEmptyForm)
     pipelines.status(wiring.context(), pipeline)
     return _message(f"Pipeline lock released for {pipeline}", PIPELINE_OPERATIONS)
 
 
 def _schedule_current(pipeline: str) -> Response:
-    body = _current_body(dialects.GoCDScheduleIn)
+    body = _current_body(gocd_wire.GoCDScheduleIn)
     variables = {v.name: v.text for v in body.environment_variables if not v.is_secret}
     secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
-    pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=variables or None,
-                       secret_variables=secrets or None, commit=body.commit_for(pipeline))
+    _execute(commands.SchedulePipeline(pipeline, variables=variables or None,
+                                       secret_variables=secrets or None, commit=body.commit_for(pipeline)))
     return _scheduled(pipeline)
 
 
 @route(
-    gocd,
+    routes,
     "/go/api/pipelines/{pipeline}/schedule",
     methods=["POST"],
     content_types=BODY_TYPES,
@@ -733,12 +750,12 @@ def schedule_pipeline(pipeline):
     if _current_api(PIPELINE_OPERATIONS):
         return _schedule_current(pipeline)
     _require_confirm()
-    form = _form(dialects.GoCDScheduleForm, _form_pairs(), lists=True)
-    if len(form.variables) + len(form.secure_variables) > dialects.MAX_VARIABLES:
-        raise BadRequest(f"at most {dialects.MAX_VARIABLES} variables and secure_variables together",
+    form = _form(gocd_wire.GoCDScheduleForm, _form_pairs(), lists=True)
+    if len(form.variables) + len(form.secure_variables) > gocd_wire.MAX_VARIABLES:
+        raise BadRequest(f"at most {gocd_wire.MAX_VARIABLES} variables and secure_variables together",
                          details=[{"field": "variables"}])
-    pipelines.schedule(wiring.context(), pipeline, actor=_actor(), variables=form.variables or None,
-                       secret_variables=form.secure_variables or None)
+    _execute(commands.SchedulePipeline(pipeline, variables=form.variables or None,
+                                       secret_variables=form.secure_variables or None))
     return _scheduled(pipeline)
 
 
@@ -766,11 +783,11 @@ def _unpaused(pipeline: str) -> Response:
 
 # ---- server -----------------------------------------------------------------------------------
 
-@route(gocd, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
+@route(routes, "/go/api/version", methods=["GET"], scope="public", dialect="gocd",
        render_error=json_error(V1_JSON), openapi=_json_doc("application/vnd.go.cd.v1+json", public=True),
        summary="GoCD: the GoCD API version these endpoints implement (public, like /health)")
 def version():
     """Public, as the reference's example calls it without credentials: it answers a constant
     (the API level implemented) and reveals nothing about any pipeline."""
     _accept_json()
-    return _json(dialects.gocd_version(f"{base_url(_request())}/go/api/version"), V1_JSON)
+    return _json(gocd_wire.gocd_version(f"{base_url(_request())}/go/api/version"), V1_JSON)

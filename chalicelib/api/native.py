@@ -6,19 +6,22 @@ from chalice import Blueprint, Response
 from .. import wiring
 from ..domain import auth
 from ..domain.errors import BadRequest
-from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
-from ..domain.views import run_summary_view, run_view, stage_view
-from ..service import runs
-from . import json_response, parse_body, parse_query, route
+from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, ListRunsQuery, PatchStageIn
+from ..domain.views import attempt_view, run_summary_view, run_view, stage_view
+from ..service import commands, runs
+from .parsing import parse_body, parse_query
+from .responses import json_response
+from .routing import route
+from .security import current_actor
 
-native = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 _RUN = auth.acts_on(path={"run_id": auth.RUN})
 _STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
 
 
 def _request():
-    return native.current_request
+    return routes.current_request
 
 
 def _max_body() -> int:
@@ -34,17 +37,17 @@ def created_run(effect: dict, status: int = 201) -> Response:
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["POST"], acts_on=auth.acts_on(body={"pipeline": auth.PIPELINE}),
+@route(routes, "/api/runs", methods=["POST"], acts_on=auth.acts_on(body={"pipeline": auth.PIPELINE}),
        replay=created_run)
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())
-    aggregate = runs.create_run(ctx, body)
+    aggregate = commands.execute(ctx, commands.CreateRun(body), actor=current_actor() or "anonymous")
     return json_response(run_view(aggregate, ctx.clock.now()), 201,
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(native, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
+@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
 def list_runs():
     ctx = wiring.context()
     query = parse_query(_request().query_params, ListRunsQuery)
@@ -53,19 +56,28 @@ def list_runs():
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 
 
-@route(native, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
+def _include_attempts() -> bool:
+    return parse_query(_request().query_params, IncludeQuery).include == "attempts"
+
+
+@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
 def get_run(run_id):
+    """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
+    attempt history too (one Query per such stage)."""
     ctx = wiring.context()
-    return json_response(run_view(runs.get_run(ctx, run_id), ctx.clock.now()))
+    include = _include_attempts()
+    aggregate = runs.get_run(ctx, run_id)
+    attempts = runs.attempts_of_run(ctx, aggregate) if include else None
+    return json_response(run_view(aggregate, ctx.clock.now(), attempts))
 
 
-@route(native, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)
 def delete_run(run_id):
     ctx = wiring.context()
     return json_response(run_view(runs.delete_run(ctx, run_id), ctx.clock.now()))
 
 
-@route(native, "/api/stages", methods=["GET"], acts_on=auth.acts_on(query={"runId": auth.RUN}))
+@route(routes, "/api/stages", methods=["GET"], acts_on=auth.acts_on(query={"runId": auth.RUN}))
 def list_stages():
     ctx = wiring.context()
     params = dict(_request().query_params or {})
@@ -77,20 +89,33 @@ def list_stages():
     return json_response([stage_view(stage, now) for stage in aggregate.stages])
 
 
-@route(native, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}", methods=["GET"], acts_on=_STAGE)
 def get_stage(stage_id):
     ctx = wiring.context()
-    return json_response(stage_view(runs.get_stage(ctx, stage_id), ctx.clock.now()))
+    include = _include_attempts()
+    stage = runs.get_stage(ctx, stage_id)
+    attempts = runs.attempts_of_stages(ctx, [stage])[stage.id] if include else None
+    return json_response(stage_view(stage, ctx.clock.now(), attempts))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}/attempts", methods=["GET"], acts_on=_STAGE)
+def list_attempts(stage_id):
+    """The stage's ended attempts, newest first, paged with a signed cursor."""
+    ctx = wiring.context()
+    query = parse_query(_request().query_params, AttemptsQuery)
+    items, cursor = runs.stage_attempts(ctx, stage_id, query.limit, query.cursor)
+    return json_response({"items": [attempt_view(entry) for entry in items], "nextCursor": cursor})
+
+
+@route(routes, "/api/stages/{stage_id}", methods=["PATCH"], acts_on=_STAGE)
 def patch_stage(stage_id):
     ctx = wiring.context()
     patch = parse_body(_request(), PatchStageIn, _max_body())
-    return json_response(stage_view(runs.patch_stage(ctx, stage_id, patch), ctx.clock.now()))
+    stage = commands.execute(ctx, commands.PatchStage(stage_id, patch), actor=current_actor() or "anonymous")
+    return json_response(stage_view(stage, ctx.clock.now()))
 
 
-@route(native, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)
+@route(routes, "/api/stages/{stage_id}", methods=["DELETE"], acts_on=_STAGE)
 def delete_stage(stage_id):
     ctx = wiring.context()
     return json_response(stage_view(runs.delete_stage(ctx, stage_id), ctx.clock.now()))

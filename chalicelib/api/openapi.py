@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..domain import auth
 from ..domain import schemas as request_models
 from ..domain.status import StageStatus
-from . import declared_routes, json_response, route
+from .responses import json_response
+from .routing import declared_routes, route
 
-meta = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -38,6 +39,23 @@ class Out(BaseModel):
     (``defer_build``), not on every cold start."""
 
     model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class AttemptOut(Out):
+    """One ended attempt of a stage (kept as its own record, read only when asked for)."""
+
+    attempt: int
+    status: StageStatus
+    startedAt: Timestamp | None
+    endedAt: Timestamp | None
+    duration: float | None = Field(description="seconds")
+    approvalDecision: dict[str, Any] | None = Field(
+        description="its gate's approve/reject (decision, by, at, comment, attempt), or null")
+
+
+class AttemptListOut(Out):
+    items: list[AttemptOut] = Field(description="newest first")
+    nextCursor: str | None
 
 
 class StageOut(Out):
@@ -54,8 +72,10 @@ class StageOut(Out):
     position: int
     approval: str
     timeoutSeconds: int | None
-    attempt: int
-    attempts: list[dict[str, Any]]
+    attempt: int = Field(description="the current attempt's number (GoCD's stage counter)")
+    attemptCount: int = Field(description="attempts of this stage so far, the current one included")
+    attempts: list[AttemptOut] | None = Field(
+        None, description="only with ?include=attempts: the ended attempts, oldest first")
     expectedSeconds: int | None = Field(description="how long the run driver lets it run (autoAdvance)")
     timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
     approvalDecision: dict[str, Any] | None = Field(
@@ -161,10 +181,11 @@ def _model(name: str):
 KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/runs"): {"body": "CreateRunIn", "response": RunOut, "status": 201},
     ("GET", "/api/runs"): {"query": "ListRunsQuery", "response": RunListOut},
-    ("GET", "/api/runs/{run_id}"): {"response": RunOut},
+    ("GET", "/api/runs/{run_id}"): {"query": "IncludeQuery", "response": RunOut},
     ("DELETE", "/api/runs/{run_id}"): {"response": RunOut},
     ("GET", "/api/stages"): {"query": StagesQuery, "response": StageListOut},
-    ("GET", "/api/stages/{stage_id}"): {"response": StageOut},
+    ("GET", "/api/stages/{stage_id}"): {"query": "IncludeQuery", "response": StageOut},
+    ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
@@ -231,13 +252,13 @@ RATE_HEADERS = {
 }
 
 
-@route(meta, "/openapi.json", methods=["GET"], scope="public",
+@route(routes, "/openapi.json", methods=["GET"], scope="public",
        summary="This document (OpenAPI 3.1)")
 def openapi_document():
-    return json_response(build_document(meta.current_app))
+    return json_response(build_document(routes.current_app))
 
 
-@route(meta, "/health", methods=["GET"], scope="public", response=HealthOut,
+@route(routes, "/health", methods=["GET"], scope="public", response=HealthOut,
        summary="Liveness: the function runs (reads nothing)")
 def health():
     return json_response({"status": "ok"})
@@ -251,13 +272,13 @@ def build_document(app) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _build(routes: tuple) -> dict:
+def _build(views: tuple) -> dict:
     components: dict[str, dict] = {}
     paths: dict[str, dict] = {}
-    for path, method, view in routes:
+    for path, method, view in views:
         spec = getattr(view, "route_spec", None)
         paths.setdefault(path, {})[method.lower()] = _operation(path, method, spec, components)
-    _links(routes, paths)
+    _links(views, paths)
     for name, extra in REFINEMENTS.items():
         if name in components:
             components[name].update(extra)
@@ -374,14 +395,14 @@ def _operation(path: str, method: str, spec, components: dict) -> dict:
     return operation
 
 
-def _links(routes: tuple, paths: dict) -> None:
+def _links(views: tuple, paths: dict) -> None:
     """Links from a created run to every operation addressed by its ids (for clients and for
     schemathesis' stateful phase)."""
     created = paths.get("/api/runs", {}).get("post")
     if created is None:
         return
     links = {}
-    for path, method, _view in routes:
+    for path, method, _view in views:
         params = _path_params(path)
         if params and set(params) <= set(RUN_LINKS):
             operation = paths[path][method.lower()]

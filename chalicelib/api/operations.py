@@ -1,7 +1,7 @@
 """Operations on the native API: cancel, stop, retry, approve/reject, variables, pipelines.
 
-Translation only: parse the body, name the caller, call service/operations.py or
-service/pipelines.py, answer with the run, stage or pipeline view. Every POST here also accepts
+Translation only: parse the body, name the caller, run the command (service/commands.py),
+answer with the run, stage or pipeline view. Every POST here also accepts
 an Idempotency-Key (handled once, in ``route``).
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from chalice import Blueprint, Response
 
 from .. import wiring
 from ..domain import auth
+from ..domain import operations as rules
 from ..domain.operations import VariableChange
 from ..domain.schemas import (
     ApplyVariablesIn,
@@ -21,12 +22,14 @@ from ..domain.schemas import (
     ScheduleIn,
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
-from ..service import operations, pipelines, runs
-from . import json_response, parse_body, route
+from ..service import commands, pipelines, runs
 from .idempotency import actor
 from .native import created_run
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
 
-ops = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 _RUN = auth.acts_on(path={"run_id": auth.RUN})
 _STAGE = auth.acts_on(path={"stage_id": auth.STAGE})
@@ -34,7 +37,7 @@ _PIPELINE = auth.acts_on(path={"pipeline": auth.PIPELINE})
 
 
 def _request():
-    return ops.current_request
+    return routes.current_request
 
 
 def _actor() -> str:
@@ -47,6 +50,10 @@ def _optional_body(model):
     if not (request.raw_body or b"").strip():
         return model()
     return parse_body(request, model, wiring.context().settings.max_body_bytes)
+
+
+def _execute(command: commands.Command[commands.R]) -> commands.R:
+    return commands.execute(wiring.context(), command, actor=_actor())
 
 
 def _run(aggregate) -> dict:
@@ -78,93 +85,85 @@ def _scheduled_run(effect: dict, pipeline: str) -> Response:
 
 # ---- cancel / stop ---------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
+@route(routes, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def cancel_run(run_id):
     body = _optional_body(CancelIn)
-    ctx = wiring.context()
-    return json_response(_run(operations.cancel_run(ctx, run_id, actor=_actor(), reason=body.reason)))
+    return json_response(_run(_execute(commands.CancelRun(run_id, body.reason))))
 
 
-@route(ops, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def cancel_stage(stage_id):
     body = _optional_body(CancelIn)
-    ctx = wiring.context()
-    return json_response(_stage(operations.cancel_stage(ctx, stage_id, actor=_actor(), reason=body.reason)))
+    return json_response(_stage(_execute(commands.CancelStage(stage_id, body.reason))))
 
 
-@route(
-    ops, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE, replay=_run_now
-)
+@route(routes, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE,
+       replay=_run_now)
 def stop_run(pipeline, counter):
     body = _optional_body(CancelIn)
-    ctx = wiring.context()
-    return json_response(_run(operations.stop_run(ctx, pipeline, counter, actor=_actor(),
-                                                  reason=body.reason)))
+    return json_response(_run(_execute(commands.StopRun(pipeline, counter, body.reason))))
 
 
 # ---- retry -----------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN, replay=_run_now)
+@route(routes, "/api/runs/{run_id}/retry", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def retry_run(run_id):
     body = _optional_body(RetryRunIn)
-    return json_response(_run(operations.retry_run(wiring.context(), run_id, body.scope)))
+    return json_response(_run(_execute(commands.RetryRun(run_id, body.scope))))
 
 
-@route(ops, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/retry", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def retry_stage(stage_id):
     _optional_body(EmptyIn)
-    return json_response(_stage(operations.retry_stage(wiring.context(), stage_id)))
+    return json_response(_stage(_execute(commands.RetryStage(stage_id))))
 
 
 # ---- approval gates --------------------------------------------------------------------------
 
-@route(ops, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
-    return json_response(_stage(operations.approve_stage(wiring.context(), stage_id, actor=_actor(),
-                                                         comment=body.comment)))
+    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.APPROVED, body.comment))))
 
 
-@route(ops, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
+@route(routes, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
-    return json_response(_stage(operations.reject_stage(wiring.context(), stage_id, actor=_actor(),
-                                                        comment=body.comment)))
+    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.REJECTED, body.comment))))
 
 
 # ---- variables -------------------------------------------------------------------------------
 
-@route(ops, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}/variables", methods=["PUT"], acts_on=_RUN)
 def apply_variables(run_id):
     ctx = wiring.context()
     body = parse_body(_request(), ApplyVariablesIn, ctx.settings.max_body_bytes)
-    changes = [VariableChange(key=v.key, value=v.value, secret=v.secret) for v in body.variables]
-    return json_response(_run(operations.apply_variables(ctx, run_id, changes)))
+    changes = tuple(VariableChange(key=v.key, value=v.value, secret=v.secret) for v in body.variables)
+    return json_response(_run(_execute(commands.ApplyVariables(run_id, changes))))
 
 
 # ---- pipelines -------------------------------------------------------------------------------
 
-@route(ops, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
+@route(routes, "/api/pipelines/{pipeline}/status", methods=["GET"], acts_on=_PIPELINE)
 def pipeline_status(pipeline):
     return json_response(pipeline_status_view(pipelines.status(wiring.context(), pipeline)))
 
 
-@route(ops, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
+@route(routes, "/api/pipelines/{pipeline}/pause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def pause_pipeline(pipeline):
     body = _optional_body(PauseIn)
-    return json_response(pipeline_status_view(
-        pipelines.pause(wiring.context(), pipeline, actor=_actor(), cause=body.cause)))
+    return json_response(pipeline_status_view(_execute(commands.PausePipeline(pipeline, body.cause))))
 
 
-@route(ops, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
+@route(routes, "/api/pipelines/{pipeline}/unpause", methods=["POST"], acts_on=_PIPELINE, replay=_pipeline_now)
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
-    return json_response(pipeline_status_view(pipelines.unpause(wiring.context(), pipeline)))
+    return json_response(pipeline_status_view(_execute(commands.UnpausePipeline(pipeline))))
 
 
-@route(ops, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE, replay=_scheduled_run)
+@route(routes, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE,
+       replay=_scheduled_run)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
-    ctx = wiring.context()
-    aggregate = pipelines.schedule(ctx, pipeline, actor=_actor(), variables=body.variables)
+    aggregate = _execute(commands.SchedulePipeline(pipeline, variables=body.variables))
     return json_response(_run(aggregate), 202, {"Location": f"/api/runs/{aggregate.run.id}"})

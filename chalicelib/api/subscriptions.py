@@ -21,11 +21,14 @@ from ..domain import auth
 from ..domain.events import CreateSubscriptionIn, SubscriptionFormat
 from ..service import subscriptions
 from ..service.ports import DeliveryAttempt, StoredSubscription
-from . import current_principal, json_response, parse_body, parse_query, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
+from .parsing import parse_body, parse_query
+from .responses import json_response
+from .routing import route
+from .security import current_principal
 
-subscription_api = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 
 class SubscriptionOut(Out):
@@ -93,13 +96,13 @@ def delivery_view(attempt: DeliveryAttempt) -> dict:
 
 
 def _request():
-    return subscription_api.current_request
+    return routes.current_request
 
 
 _OWN = auth.ACTS_ON_OWN_RECORDS
 
 
-@route(subscription_api, "/api/subscriptions", methods=["POST"], body=CreateSubscriptionIn,
+@route(routes, "/api/subscriptions", methods=["POST"], body=CreateSubscriptionIn,
        acts_on=auth.acts_on(body={"pipelines": auth.PIPELINES}),
        response=SubscriptionCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/subscriptions/{effect['subscription']}"),
@@ -114,14 +117,14 @@ def create_subscription():
                                      "Cache-Control": "no-store"})
 
 
-@route(subscription_api, "/api/subscriptions", methods=["GET"], acts_on=_OWN, response=SubscriptionListOut,
+@route(routes, "/api/subscriptions", methods=["GET"], acts_on=_OWN, response=SubscriptionListOut,
        summary="List subscriptions (never their secrets)")
 def list_subscriptions():
     items = subscriptions.visible_to(wiring.context(), current_principal())
     return json_response({"items": [subscription_view(s) for s in items]})
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["GET"], acts_on=_OWN,
+@route(routes, "/api/subscriptions/{subscription_id}", methods=["GET"], acts_on=_OWN,
        response=SubscriptionOut,
        summary="One subscription")
 def get_subscription(subscription_id):
@@ -129,7 +132,7 @@ def get_subscription(subscription_id):
     return json_response(subscription_view(found))
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}", methods=["DELETE"], acts_on=_OWN,
+@route(routes, "/api/subscriptions/{subscription_id}", methods=["DELETE"], acts_on=_OWN,
        response=SubscriptionOut,
        summary="Delete a subscription; deliveries still queued for it are dropped")
 def delete_subscription(subscription_id):
@@ -137,7 +140,7 @@ def delete_subscription(subscription_id):
     return json_response(subscription_view(deleted))
 
 
-@route(subscription_api, "/api/subscriptions/{subscription_id}/deliveries", methods=["GET"], acts_on=_OWN,
+@route(routes, "/api/subscriptions/{subscription_id}/deliveries", methods=["GET"], acts_on=_OWN,
        query=DeliveriesQuery, response=DeliveryListOut,
        summary="Delivery attempts of a subscription, newest first (kept 14 days)")
 def list_deliveries(subscription_id):

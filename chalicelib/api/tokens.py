@@ -16,11 +16,14 @@ from ..domain import auth
 from ..domain.auth import CreateTokenIn
 from ..service import tokens
 from ..service.ports import StoredToken
-from . import current_principal, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import TokenCreatedOut, TokenListOut, TokenOut
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
+from .security import current_principal
 
-token_api = Blueprint(__name__)
+routes = Blueprint(__name__)
 
 
 def token_view(token: StoredToken) -> dict:
@@ -38,14 +41,14 @@ def token_view(token: StoredToken) -> dict:
     return view
 
 
-@route(token_api, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
+@route(routes, "/api/tokens", methods=["POST"], scope="admin", body=CreateTokenIn,
        acts_on=auth.acts_on(body={"pipelines": auth.PIPELINES}),
        response=TokenCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/tokens/{effect['token']}"),
        summary="Issue a token; its secret is in this response only")
 def create_token():
     ctx = wiring.context()
-    body = parse_body(token_api.current_request, CreateTokenIn, ctx.settings.max_body_bytes)
+    body = parse_body(routes.current_request, CreateTokenIn, ctx.settings.max_body_bytes)
     token, secret = tokens.issue_token(ctx, body, current_principal())
     view = token_view(token)
     view["secretKey" if token.access_key else "token"] = secret
@@ -54,14 +57,14 @@ def create_token():
     )
 
 
-@route(token_api, "/api/tokens", methods=["GET"], scope="admin", acts_on=auth.ACTS_ON_OWN_RECORDS,
+@route(routes, "/api/tokens", methods=["GET"], scope="admin", acts_on=auth.ACTS_ON_OWN_RECORDS,
        response=TokenListOut, summary="List tokens no broader than the caller (never their secrets)")
 def list_tokens():
     items = tokens.list_tokens(wiring.context(), current_principal())
     return json_response({"items": [token_view(t) for t in items]})
 
 
-@route(token_api, "/api/tokens/{token_id}", methods=["DELETE"], scope="admin",
+@route(routes, "/api/tokens/{token_id}", methods=["DELETE"], scope="admin",
        acts_on=auth.ACTS_ON_OWN_RECORDS, response=TokenOut,
        summary="Revoke a token no broader than the caller; it stops working at once")
 def revoke_token(token_id):

@@ -1,4 +1,5 @@
-"""Webhooks in (GitHub, GitLab, CDEvents) and the admin API of their sources.
+"""Webhooks in (one route per webhook integration of chalicelib/integrations/) and the admin
+API of their sources.
 
 Addressing: ``POST /api/webhooks/<type>?source=<name>``; the source (created with
 ``POST /api/sources``) holds the secret the request is verified with. These routes take no
@@ -12,37 +13,38 @@ Every answer is JSON:
 - 400 malformed JSON or headers, 403 bad signature/token, 404 no such source, 409 the same
   delivery still being processed (or the pipeline is paused), 413 larger than
   STAGETRACK_WEBHOOK_MAX_BODY_BYTES (2 MiB by default: a GitLab Pipeline Hook of ~2000 jobs;
-  the other routes keep STAGETRACK_MAX_BODY_BYTES), 415 a body in a media type not in
-  CONTENT_TYPES, 422 a payload that is not what the sender documents (the details name the field).
-Translation only: verification and parsing are in domain/events.py, applying in service/ingest.py.
+  the other routes keep STAGETRACK_MAX_BODY_BYTES), 415 a body in a media type no webhook
+  integration takes, 422 a payload that is not what the sender documents (the details name the
+  field).
+Translation only: the integration verifies and parses (its ``verify``/``receive``),
+service/ingest.py applies.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated
-from urllib.parse import parse_qs
 
 from chalice import Blueprint
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from .. import wiring
-from ..domain import auth, events
+from .. import integrations, wiring
+from ..domain import auth
 from ..domain.auth import Forbidden
-from ..domain.errors import BadRequest
+from ..integrations import Integration, Reply
 from ..service import ingest
 from ..service.ports import StoredSource
-from . import current_actor, json_response, parse_body, route
 from .idempotency import shown_once
 from .openapi import Out, Timestamp
+from .parsing import parse_body
+from .responses import json_response
+from .routing import route
+from .security import current_actor
 
-webhooks = Blueprint(__name__)
+routes = Blueprint(__name__)
 
-# What senders really send: GitHub JSON or form-encoded `payload=`, GitLab JSON, CloudEvents in
-# binary (any type; JSON here) or structured mode. Text and octet-stream reach the view, which
-# answers in the sender's terms (a CloudEvent that is not JSON is its 400), not a bare 415.
-CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain",
-                 "application/octet-stream", events.CLOUDEVENTS_JSON, events.CLOUDEVENTS_BATCH]
+# Every media type some webhook integration takes (GitHub JSON or form-encoded `payload=`,
+# GitLab JSON, CloudEvents in binary or structured mode, text and octet-stream that reach the
+# view, which answers in the sender's terms), accepted by every webhook route.
+CONTENT_TYPES = integrations.webhook_content_types()
 
 
 class SignatureRefused(Forbidden):
@@ -83,7 +85,7 @@ class WebhookOut(Out):
 
 
 def _request():
-    return webhooks.current_request
+    return routes.current_request
 
 
 def _source() -> str | None:
@@ -100,78 +102,37 @@ def _webhook_body_limit(settings) -> int:
     return settings.webhook_max_body_bytes
 
 
-def _webhook(path: str, summary: str):
-    return route(webhooks, path, methods=["POST"], scope="public",
-                 idempotency_key=False, max_body=_webhook_body_limit,
-                 query=SourceQuery, response=WebhookOut, summary=summary,
-                 openapi={"responses": _responses()}, content_types=CONTENT_TYPES)
+def receive(integration: Integration):
+    """The view of one webhook integration: its source's secret (400 without ``source``, 404 for
+    no such source of this type), the integration's check of the request (403), then its parse;
+    applied once per delivery id."""
+    def view():
+        request, ctx, name = _request(), wiring.context(), _source()
+        secret = ingest.source_secret(ctx, integration.name, name)
+        raw = request.raw_body or b""
+        if not integration.verify(secret, request.headers, raw):
+            raise SignatureRefused(integration.refusal)
+        received = integration.receive(request.headers, raw, name)
+        if isinstance(received, Reply):
+            return json_response(received.body, received.status)
+        return _answer(*ingest.ingest_webhook(ctx, received.update, namespace=f"{integration.name}:{name}",
+                                              delivery_id=received.delivery_id, raw=received.fingerprint,
+                                              actor=f"{integration.name}:{name}"))
+
+    view.__name__ = view.__qualname__ = integration.name  # Chalice names the route after its view
+    return view
 
 
-@_webhook("/api/webhooks/github", "GitHub Actions workflow_run / workflow_job (X-Hub-Signature-256)")
-def github():
-    request, ctx, name = _request(), wiring.context(), _source()
-    secret = ingest.source_secret(ctx, "github", name)
-    raw = request.raw_body or b""
-    if not events.verify_github_signature(secret, raw, request.headers.get("x-hub-signature-256")):
-        raise SignatureRefused("X-Hub-Signature-256 is missing or does not match this source's secret")
-    event = request.headers.get("x-github-event")
-    if event == "ping":
-        return json_response({"result": "pong"})
-    parsed = events.payloads().parse_github(event, _github_payload(request, raw), name)
-    delivery = request.headers.get("x-github-delivery")
-    if not delivery and not isinstance(parsed, events.Ignored):
-        raise BadRequest("X-GitHub-Delivery header is required", details=[{"field": "X-GitHub-Delivery"}])
-    return _answer(*ingest.ingest_webhook(ctx, parsed, namespace=f"github:{name}", delivery_id=delivery or "",
-                                          raw=raw, actor=f"github:{name}"))
+def _register(integration: Integration) -> None:
+    spec = integration.webhook
+    assert spec is not None, f"webhook integration {integration.name} needs its route"
+    route(routes, spec.path, methods=["POST"], scope="public", idempotency_key=False,
+          max_body=_webhook_body_limit, query=SourceQuery, response=WebhookOut, summary=spec.summary,
+          openapi={"responses": _responses()}, content_types=CONTENT_TYPES)(receive(integration))
 
 
-def _github_payload(request, raw: bytes) -> object:
-    """GitHub sends JSON, or ``payload=<JSON>`` when the hook's content type is form-encoded."""
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            values = parse_qs(raw.decode("utf-8"), strict_parsing=True).get("payload")
-        except (UnicodeDecodeError, ValueError):
-            values = None
-        if not values:
-            raise BadRequest("a form-encoded GitHub webhook needs a payload field")
-        raw = values[0].encode("utf-8")
-    return events.payloads().load_json(raw)
-
-
-@_webhook("/api/webhooks/gitlab", "GitLab Pipeline Hook / Job Hook (X-Gitlab-Token)")
-def gitlab():
-    request, ctx, name = _request(), wiring.context(), _source()
-    secret = ingest.source_secret(ctx, "gitlab", name)
-    if not events.same_token(request.headers.get("x-gitlab-token"), secret):
-        raise SignatureRefused("X-Gitlab-Token is missing or is not this source's secret token")
-    raw = request.raw_body or b""
-    parsed = events.payloads().parse_gitlab(
-        request.headers.get("x-gitlab-event"), events.payloads().load_json(raw), name
-    )
-    # GitLab keeps Idempotency-Key (and X-Gitlab-Event-UUID) across its retries; a GitLab too
-    # old to send either is de-duplicated on the payload itself.
-    delivery = (request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
-                or "sha256:" + hashlib.sha256(raw).hexdigest())
-    return _answer(*ingest.ingest_webhook(ctx, parsed, namespace=f"gitlab:{name}", delivery_id=delivery,
-                                          raw=raw, actor=f"gitlab:{name}"))
-
-
-@_webhook("/api/webhooks/cdevents", "CDEvents over the CloudEvents HTTP binding (Authorization: Bearer)")
-def cdevents():
-    request, ctx, name = _request(), wiring.context(), _source()
-    secret = ingest.source_secret(ctx, "cdevents", name)
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not events.same_token(token.strip(), secret):
-        raise SignatureRefused("send Authorization: Bearer <this source's secret>")
-    raw = request.raw_body or b""
-    cloudevent = events.payloads().parse_cloudevent(request.headers, raw)
-    parsed = events.payloads().parse_cdevent(cloudevent, name)
-    # the event, not its encoding: a retry in the other content mode is still the same event
-    canonical = json.dumps([cloudevent.type, cloudevent.data], sort_keys=True, separators=(",", ":")).encode()
-    return _answer(*ingest.ingest_webhook(ctx, parsed, namespace=f"cdevents:{name}",
-                                          delivery_id=json.dumps([cloudevent.source, cloudevent.id]),
-                                          raw=canonical, actor=f"cdevents:{name}"))
+for _integration in integrations.of_kind(integrations.WEBHOOK):
+    _register(_integration)
 
 
 # ---- sources (admin) -----------------------------------------------------------------------------
@@ -203,27 +164,27 @@ def source_view(source: StoredSource) -> dict:
 _SOURCES = auth.ACTS_ON_NO_SINGLE_PIPELINE
 
 
-@route(webhooks, "/api/sources", methods=["POST"], scope="admin", acts_on=_SOURCES,
-       body=events.CreateSourceIn,
+@route(routes, "/api/sources", methods=["POST"], scope="admin", acts_on=_SOURCES,
+       body=ingest.CreateSourceIn,
        response=SourceCreatedOut, status=201,
        replay=shown_once(lambda effect: f"/api/sources/{effect['source']}"),
        summary="Create a webhook source; its secret is in this response only")
 def create_source():
     ctx = wiring.context()
-    body = parse_body(_request(), events.CreateSourceIn, ctx.settings.max_body_bytes)
+    body = parse_body(_request(), ingest.CreateSourceIn, ctx.settings.max_body_bytes)
     source, secret = ingest.create_source(ctx, body, current_actor())
     view = source_view(source)
     view["secret"] = secret
     return json_response(view, 201, {"Location": f"/api/sources/{source.name}", "Cache-Control": "no-store"})
 
 
-@route(webhooks, "/api/sources", methods=["GET"], scope="admin", acts_on=_SOURCES, response=SourceListOut,
+@route(routes, "/api/sources", methods=["GET"], scope="admin", acts_on=_SOURCES, response=SourceListOut,
        summary="List webhook sources (never their secrets)")
 def list_sources():
     return json_response({"items": [source_view(s) for s in ingest.list_sources(wiring.context())]})
 
 
-@route(webhooks, "/api/sources/{name}", methods=["DELETE"], scope="admin", acts_on=_SOURCES,
+@route(routes, "/api/sources/{name}", methods=["DELETE"], scope="admin", acts_on=_SOURCES,
        response=SourceOut,
        summary="Delete a webhook source; its webhooks are refused from now on")
 def delete_source(name):

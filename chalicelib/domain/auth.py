@@ -1,7 +1,8 @@
-"""Who may do what: scopes, credentials read from headers, and the permission decision.
+"""Who may do what: scopes, tokens and access keys, and the permission decision.
 
-Pure: no I/O. The route helper (api/__init__.py) runs these rules once for every route, so a
-route cannot forget them; the service looks tokens up (service/tokens.py).
+Pure: no I/O. The API's security layer (api/security.py) runs these rules once for every route,
+so a route cannot forget them; it reads the credentials from the headers (api/credentials.py)
+and the service looks tokens up (service/tokens.py).
 
 - Scopes are cumulative: admin ⊇ operate ⊇ read. GET/HEAD need read, other methods operate,
   token and subscription management admin; a route may declare its own.
@@ -20,7 +21,6 @@ route cannot forget them; the service looks tokens up (service/tokens.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -28,11 +28,11 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, StringConstraints, field_validator
 
-from . import aksk, ids
+from . import ids
 from .errors import DomainError, NotFound
 from .ids import PIPELINE_PATTERN
 from .schemas import StrictModel
@@ -47,9 +47,6 @@ ADMIN_PREFIXES = ("/api/tokens", "/api/subscriptions", "/api/sources")
 TOKEN_PREFIX = "st_"
 _TOKEN = re.compile(r"^st_[A-Za-z0-9_-]{43}$")
 _TOKEN_INSIDE = re.compile(r"st_[A-Za-z0-9_-]{20,}")  # also what the log scrubber removes
-MAX_CREDENTIAL_CHARS = 1024  # longer is refused before any lookup
-MAX_USER_CHARS = 100
-_USER = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,99}$")  # printable ASCII, no leading space
 REALM = 'Bearer realm="stagetrack", Basic realm="stagetrack"'
 RATE_WINDOW_SECONDS = 60
 
@@ -104,70 +101,49 @@ def level_of(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> str:
 
 
 # ---- credentials -----------------------------------------------------------------------------
+# How a request presents a credential (Bearer, Basic, X-Auth-Token, an AK/SK signature) is HTTP:
+# api/credentials.py reads the headers into ``Credentials``; the service checks them.
+
+class SignatureProof(Protocol):
+    """A request signed with an access key pair's SK (api/aksk.py: Huawei's SDK-HMAC-SHA256), as
+    the service checks it without knowing the format. Both checks raise Unauthorized."""
+
+    @property
+    def access_key(self) -> str: ...
+
+    def check_date(self, now: datetime) -> None:
+        """The signing time is within the replay window (checked before any lookup)."""
+
+    def verify(self, secret_key: str, now: datetime) -> None:
+        """``secret_key`` signed this very request."""
+
 
 @dataclass(frozen=True)
 class Credentials:
     secret: str = field(repr=False)  # never printed, so never logged by accident
     user: str | None  # the Basic auth user name, recorded as the actor
     scheme: str  # "bearer" | "basic" | "x-auth-token" | ACCESS_KEY_SCHEME
-    signed: aksk.SignedAuthorization | None = field(default=None, repr=False)  # AK/SK only
+    signed: SignatureProof | None = field(default=None, repr=False)  # AK/SK only
 
 
-ACCESS_KEY_SCHEME = "sdk-hmac-sha256"  # secret: the AK; the SK never travels (domain/aksk.py)
+ACCESS_KEY_SCHEME = "sdk-hmac-sha256"  # secret: the AK; the SK never travels (api/aksk.py)
+
+# Access key pairs are stagetrack's own credentials, in Huawei's shape (the AK 20 characters).
+ACCESS_KEY_PREFIX = "STAK"
+_ACCESS_KEY = re.compile(r"^STAK[A-Z2-7]{16}$")
+SECRET_KEY_PREFIX = "st_sk_"  # "st_..." so the log scrubber removes it wherever it appears
 
 
-def parse_credentials(headers: Mapping[str, str]) -> Credentials | None:
-    """Read ``Authorization: Bearer``, ``Authorization: Basic`` (user:token, as GoCD clients
-    send), ``Authorization: SDK-HMAC-SHA256`` (an access key signature, as Huawei's SDKs send)
-    or ``X-Auth-Token`` (as CodeArts clients send). None if there are none; 401 if they
-    are unreadable or two different ones are sent (which one would a proxy have meant?)."""
-    found: list[Credentials] = []
-    authorization = (headers.get("authorization") or "").strip()
-    if authorization:
-        found.append(_parse_authorization(authorization))
-    x_auth = (headers.get("x-auth-token") or "").strip()
-    if x_auth:
-        found.append(Credentials(_bounded(x_auth), None, "x-auth-token"))
-    if not found:
-        return None
-    if len({c.secret for c in found}) > 1:
-        raise Unauthorized("send one credential: Authorization and X-Auth-Token disagree")
-    return found[0]
+def new_access_key() -> str:
+    return ACCESS_KEY_PREFIX + base64.b32encode(secrets.token_bytes(10)).decode("ascii")
 
 
-def _bounded(secret: str) -> str:
-    if len(secret) > MAX_CREDENTIAL_CHARS or not secret.isprintable():
-        raise Unauthorized("the credential is not a stagetrack token")
-    return secret
+def new_secret_key() -> str:
+    return SECRET_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _parse_authorization(value: str) -> Credentials:
-    scheme, _, rest = value.partition(" ")
-    scheme, rest = scheme.lower(), rest.strip()
-    if scheme == "bearer" and rest:
-        return Credentials(_bounded(rest), None, "bearer")
-    if scheme == "basic" and rest:
-        if len(rest) > MAX_CREDENTIAL_CHARS * 2:
-            raise Unauthorized("the credential is not a stagetrack token")
-        try:
-            decoded = base64.b64decode(rest, validate=True).decode()
-        except (binascii.Error, ValueError):
-            raise Unauthorized("Basic credentials must be base64 of user:token") from None
-        user, sep, password = decoded.partition(":")
-        if not sep or not password:
-            raise Unauthorized("Basic credentials must be user:token, the token as password")
-        if user and not _USER.fullmatch(user):
-            raise Unauthorized(
-                f"the Basic user name must be printable ASCII, at most {MAX_USER_CHARS} characters"
-            )
-        return Credentials(_bounded(password), user or None, "basic")
-    if aksk.is_signature_scheme(value):
-        try:
-            signed = aksk.parse_authorization(value)
-        except aksk.SignatureRejected as error:
-            raise Unauthorized(str(error)) from None
-        return Credentials(signed.access_key, None, ACCESS_KEY_SCHEME, signed)
-    raise Unauthorized("use Authorization: Bearer <token>, Basic auth, SDK-HMAC-SHA256 or X-Auth-Token")
+def looks_like_access_key(value: str) -> bool:
+    return bool(_ACCESS_KEY.match(value))
 
 
 # ---- principals and decisions ----------------------------------------------------------------
@@ -418,7 +394,7 @@ _UNIQUE = {"uniqueItems": True}
 
 
 class CreateTokenIn(StrictModel):
-    kind: Literal["token", "access-key"] = "token"  # access-key: an AK/SK pair (domain/aksk.py)
+    kind: Literal["token", "access-key"] = "token"  # access-key: an AK/SK pair (api/aksk.py)
     name: TokenName
     scopes: Annotated[list[Literal["read", "operate", "admin"]],
                       Field(min_length=1, max_length=3, json_schema_extra=_UNIQUE)]

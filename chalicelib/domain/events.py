@@ -1,10 +1,10 @@
 """Events in and out, as pure rules: what other CI systems tell us, what we tell others.
 
 In: each sender's payload (GitHub ``workflow_run``/``workflow_job``, GitLab pipeline and job
-hooks, CDEvents, CodePipeline and CodeBuild EventBridge events) is parsed (domain/payloads.py,
-loaded only when a payload arrives) into one ``ExternalUpdate``: which of the sender's runs it is
-about (``namespace`` + ``run_key``), the pipeline name it maps to, the stages it reports and the
-run's final status if it has one.
+hooks, CDEvents, CodePipeline and CodeBuild EventBridge events) is parsed by its integration
+(chalicelib/integrations/, loaded only when a payload arrives) into one ``ExternalUpdate``:
+which of the sender's runs it is about (``namespace`` + ``run_key``), the pipeline name it maps
+to, the stages it reports and the run's final status if it has one.
 ``apply_update`` applies it to a loaded run by the transition table, so the same rules hold for
 every sender:
 - a stage is found by name (the sender's job/stage/task name, sanitised) and added when new;
@@ -27,31 +27,29 @@ every sender:
 Unknown event types are ``Ignored`` (the webhook answers 202); payloads that are not what the
 sender documents are ``ValidationFailed`` (422) naming the field.
 
-Out: a committed change of a run or stage (one DynamoDB stream record) becomes at most one
-``StateChange``; its id is derived from the item and its versions, so a stream record read
-twice gives the same event id (consumers de-duplicate on it).
+Out: a committed change of a run or stage becomes at most one ``StateChange`` (decoded from
+its stream record by the store, store/stream.py); its id is derived from the item and its
+versions, so a record read twice gives the same event id (consumers de-duplicate on it).
 
-Also here: signatures (GitHub's ``X-Hub-Signature-256``, our own delivery signature), the
-delivery backoff, the subscriber URL policy and the request models of sources/subscriptions.
+Also here: webhook secrets, the delivery backoff, the subscriber URL policy and the request
+models of subscriptions. Signatures and wire formats are the integrations' (chalicelib/integrations/).
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import ipaddress
 import json
 import re
 import secrets as random_secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
 
 from . import ids
-from .clock import format_iso, parse_iso
+from .clock import parse_iso
 from .errors import ValidationFailed
 from .model import RunAggregate, Stage, change_status
 from .operations import cancel_run, new_attempt, record_cancellation
@@ -115,57 +113,14 @@ def parse_time(value: object) -> datetime | None:
         return None
 
 
-# ---- secrets and signatures --------------------------------------------------------------------
+# ---- secrets and backoff --------------------------------------------------------------------
 
 SOURCE_SECRET_PREFIX = "whsec_"
-SIGNATURE_VERSION = "v1"
-SIGNATURE_TOLERANCE_SECONDS = 300
 
 
 def new_secret() -> str:
     """256 random bits, URL-safe: fits GitHub's secret, GitLab's token and a Bearer token."""
     return SOURCE_SECRET_PREFIX + random_secrets.token_urlsafe(32)
-
-
-def github_signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def verify_github_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """``X-Hub-Signature-256`` is HMAC-SHA256 of the raw body; compared in constant time."""
-    if not header:
-        return False
-    return hmac.compare_digest(
-        github_signature(secret, body).encode(), header.strip().encode("utf-8", "replace")
-    )
-
-
-def same_token(presented: str | None, expected: str) -> bool:
-    """Constant time whatever the lengths: compares SHA-256 digests of both."""
-    if not presented:
-        return False
-    return hmac.compare_digest(hashlib.sha256(presented.encode("utf-8", "replace")).digest(),
-                               hashlib.sha256(expected.encode("utf-8")).digest())
-
-
-def delivery_signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``X-Stagetrack-Signature``: ``v1=`` + hex HMAC-SHA256 over ``<timestamp>.<body>``."""
-    message = str(timestamp).encode() + b"." + body
-    return f"{SIGNATURE_VERSION}=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
-
-
-def verify_delivery(secret: str, body: bytes, timestamp_header: str | None, signature_header: str | None,
-                    now: datetime, tolerance: int = SIGNATURE_TOLERANCE_SECONDS) -> bool:
-    """What a subscriber does (README shows the same in a few lines): recompute the signature
-    over the exact bytes received, compare in constant time, refuse stale timestamps."""
-    if not timestamp_header or not signature_header or not timestamp_header.isdigit():
-        return False
-    timestamp = int(timestamp_header)
-    if abs(now.timestamp() - timestamp) > tolerance:
-        return False
-    expected = delivery_signature(secret, timestamp, body).encode()
-    return any(hmac.compare_digest(expected, part.strip().encode("utf-8", "replace"))
-               for part in signature_header.split(","))
 
 
 BACKOFF_BASE_SECONDS = 30
@@ -242,7 +197,7 @@ def append_stage(aggregate: RunAggregate, name: str, stage_type: str, now: datet
     position = max((s.position for s in aggregate.stages), default=0) + 1
     stage = Stage(id=ids.stage_id(aggregate.run.id, position), run_id=aggregate.run.id,
                   position=position, type=stage_type, name=name, status=S.IDLE, created_at=now,
-                  updated_at=now, attempt=max(1, attempt))
+                  updated_at=now, attempt=max(1, attempt), first_attempt=max(1, attempt))
     aggregate.stages.append(stage)
     return stage
 
@@ -369,32 +324,12 @@ def commit_of(sha: object, message: object = None, committer: object = None) -> 
     return commit
 
 
-def _trigger(*parts: object) -> str | None:
+def trigger_of(*parts: object) -> str | None:
     text = ":".join(str(p) for p in parts if p not in (None, ""))
     return text[:100] or None
 
 
-# ---- what senders send (parsed in domain/payloads.py, loaded on first use) ----------------------
-
-def payloads():
-    """domain/payloads.py, imported on the first payload to parse: most of the domain's pydantic
-    models are there, and a cold start that never parses a payload need not build them."""
-    from . import payloads as module
-
-    return module
-
-
-CODEPIPELINE_DETAIL_TYPES = (
-    "CodePipeline Pipeline Execution State Change",
-    "CodePipeline Stage Execution State Change",
-    "CodePipeline Action Execution State Change",
-)
-CODEBUILD_DETAIL_TYPES = ("CodeBuild Build State Change",)
-CLOUDEVENTS_JSON = "application/cloudevents+json"
-CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
-
-
-# ---- out: state changes from stream records ------------------------------------------------------
+# ---- out: state changes (decoded from stream records by store/stream.py) -----------------------
 
 RUN_CHANGED = "run.status-changed"
 STAGE_CHANGED = "stage.status-changed"
@@ -430,96 +365,6 @@ class StateChange:
         return json.dumps(self.as_dict(), separators=(",", ":"))
 
 
-def _attr(image: Mapping, name: str) -> object:
-    value = image.get(name)
-    if not isinstance(value, dict):
-        return None
-    if "S" in value:
-        return value["S"]
-    if "N" in value:
-        try:
-            return int(value["N"])
-        except ValueError:
-            return None
-    return None
-
-
-def _str_attr(image: Mapping, name: str) -> str | None:
-    value = _attr(image, name)
-    return value if isinstance(value, str) else None
-
-
-def _int_attr(image: Mapping, name: str) -> int | None:
-    value = _attr(image, name)
-    return value if isinstance(value, int) else None
-
-
-def state_change(record: Mapping, now: datetime) -> StateChange | None:
-    """The event one stream record stands for, or None (not a run/stage, or no status change).
-
-    - run inserted: old status null; run removed: new status null; run modified: only when its
-      status changed (every write rewrites the run item, usually with the same status);
-    - stage modified: when its status or attempt changed; stage inserted: only when it is born
-      already moving (a sender's stage seen running), since every new run's stages start IDLE
-      and the run's own event says the run exists; stage removed: new status null.
-    """
-    event_name = record.get("eventName")
-    images = record.get("dynamodb") or {}
-    new = images.get("NewImage") or {}
-    old = images.get("OldImage") or {}
-    current = new or old
-    kind = _attr(current, "kind")
-    if kind not in ("run", "stage") or event_name not in ("INSERT", "MODIFY", "REMOVE"):
-        return None
-    old_status = _attr(old, "status") if old else None
-    new_status = _attr(new, "status") if new else None
-    old_attempt = _int_attr(old, "attempt") if old else None
-    new_attempt = _int_attr(new, "attempt") if new else None
-    if kind == "run":
-        if event_name == "MODIFY" and old_status == new_status:
-            return None
-    else:
-        if event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
-            return None
-        if event_name == "INSERT" and new_status == S.IDLE.value:
-            return None
-    run_id = _attr(current, "run_id")
-    if not isinstance(run_id, str):
-        return None
-    stage_id = _str_attr(current, "stage_id") if kind == "stage" else None
-    if kind == "stage" and stage_id is None:
-        return None  # not one of our stage items: every stage event names its stage
-    parsed = ids.parse_run_id(run_id)
-    pipeline = _attr(current, "pipeline") or (parsed[0] if parsed else None)
-    if new:
-        moment = _attr(new, "updated_at")
-    else:
-        approximate = images.get("ApproximateCreationDateTime")
-        moment = (format_iso(datetime.fromtimestamp(float(approximate), UTC))
-                  if isinstance(approximate, (int, float)) else format_iso(now))
-    identity = "|".join(
-        str(x)
-        for x in (
-            _attr(current, "pk"),
-            _attr(current, "sk"),
-            _attr(current, "created_at"),
-            _attr(old, "version") if old else None,
-            _attr(new, "version") if new else None,
-        )
-    )
-    return StateChange(
-        id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
-        type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,
-        time=moment if isinstance(moment, str) else format_iso(now),
-        pipeline=str(pipeline), run_id=run_id,
-        stage_id=stage_id,
-        stage_name=_str_attr(current, "name") if kind == "stage" else None,
-        old_status=old_status if isinstance(old_status, str) else None,
-        new_status=new_status if isinstance(new_status, str) else None,
-        attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
-    )
-
-
 def delivery_id(event_id: str, subscription_id: str) -> str:
     """The same event to the same subscriber always has the same delivery id (dedupe key)."""
     return "dlv_" + hashlib.sha256(f"{event_id}|{subscription_id}".encode()).hexdigest()[:24]
@@ -528,18 +373,12 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 # ---- subscriptions and sources: request models and policy ----------------------------------------
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
-SOURCE_TYPES = ("github", "gitlab", "cdevents")
 EventFilter = Literal["run.status-changed", "stage.status-changed", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
-FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (domain/cdevents.py)
+FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)
 SubscriptionFormat = Literal["stagetrack", "cdevents"]
 SUBSCRIPTION_FORMATS = (FORMAT_STAGETRACK, FORMAT_CDEVENTS)
-
-
-class CreateSourceIn(StrictModel):
-    type: Literal["github", "gitlab", "cdevents"]
-    name: SourceName
 
 
 class CreateSubscriptionIn(StrictModel):

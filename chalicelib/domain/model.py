@@ -35,7 +35,15 @@ class Stage:
     expected_seconds: int | None = None  # self-driven stages: completed by the timer (timers.py)
     approval: str = "AUTO"
     attempt: int = 1
+    # Ended attempts not stored yet: each one that ``operations.new_attempt`` archives lands
+    # here, and the store writes them as attempt items of their own with the stage's change
+    # (then empties this list). Loading a run reads no attempt history, so this is empty on a
+    # loaded stage, except for a stage item of the previous layout, which kept its history
+    # inline: those are moved out on the stage's next write.
     attempts: list[dict] = field(default_factory=list)
+    # The attempt this stage was first seen at (a sender may report its job's attempt 3 first):
+    # its ended attempts are numbered first_attempt .. attempt - 1, one item each.
+    first_attempt: int = 1
     waiting_since: datetime | None = None
     approval_decision: dict | None = None  # this attempt's approve/reject (operations.decide)
     # The sender lets this stage fail without failing the run (GitLab ``allow_failure``): its
@@ -46,6 +54,15 @@ class Stage:
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def attempt_count(self) -> int:
+        """How many attempts this stage has had that stagetrack saw, the current one included."""
+        return self.attempt - self.first_attempt + 1
+
+    def has_attempt(self, number: int) -> bool:
+        """Whether ``number`` is one of this stage's attempts (current or ended)."""
+        return self.first_attempt <= number <= self.attempt
 
     def deadline(self) -> datetime | None:
         """When a timer should time this stage out: its timeout counted from entering its state."""
@@ -128,6 +145,10 @@ class RunAggregate:
         starts = [s.started_at for s in self.stages if s.started_at is not None]
         starts += [parse_iso(a["startedAt"]) for s in self.stages for a in s.attempts
                    if a.get("startedAt")]
+        # Ended attempts are not loaded with the run (their items are read only when asked
+        # for), so a run that started keeps its start: a retry cannot make it later.
+        if run.started_at is not None:
+            starts.append(run.started_at)
         run.started_at = min(starts) if starts else None
         if run.status in FINAL:
             ends = [s.ended_at for s in self.stages if s.ended_at is not None]

@@ -27,7 +27,8 @@ S = StageStatus
 RETRYABLE_FAILURES = frozenset({S.FAILURE, S.TIMED_OUT, S.CANCELLED})
 SCOPE_FAILED = "FAILED"
 SCOPE_ALL = "ALL"
-# A stage keeps every earlier attempt; the cap keeps a stage item far below DynamoDB's 400 KB.
+# A stage keeps every earlier attempt, one attempt item each (read only when asked for); the
+# cap bounds how many a stage has and what deleting its run must delete.
 MAX_ATTEMPTS = 100
 # Keys and values of a run's variables together (a run item must stay far below 400 KB).
 MAX_VARIABLES_BYTES = 64 * 1024
@@ -98,7 +99,8 @@ def cancel_stage(aggregate: RunAggregate, stage_id: str, now: datetime, *, actor
 # ---- retry -----------------------------------------------------------------------------------
 
 def new_attempt(stage: Stage, now: datetime) -> None:
-    """Archive the finished attempt in ``attempts`` and start the next one at IDLE."""
+    """Archive the finished attempt (``stage.attempts``: the store writes it as an attempt item
+    with this change) and start the next one at IDLE."""
     if stage.attempt >= MAX_ATTEMPTS:
         raise Conflict(f"stage {stage.id!r} has reached {MAX_ATTEMPTS} attempts; start a new run")
     entry: dict[str, object] = {

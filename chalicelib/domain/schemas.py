@@ -125,6 +125,22 @@ class ListRunsQuery(StrictModel):
     cursor: Annotated[str, StringConstraints(max_length=2048)] | None = None
 
 
+class IncludeQuery(BaseModel):
+    """``?include=attempts`` on a run or a stage: its stages' ended attempts too. Other query
+    parameters are ignored, as they always were on these routes."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    include: Literal["attempts"] | None = None
+
+
+class AttemptsQuery(StrictModel):
+    """``GET /api/stages/{id}/attempts``: newest first, ``limit`` per page."""
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
 # ---- operations (domain/operations.py) --------------------------------------------------------
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000)]

@@ -4,13 +4,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from .clock import format_iso, seconds_from_millis
-from .dialects import buddy_pipeline_id, codearts_job_id
+from .dialect_ids import buddy_pipeline_id, codearts_job_id
 from .model import Run, RunAggregate, Stage
 from .operations import Pipeline, masked_variables
 
 
-def stage_view(stage: Stage, now: datetime) -> dict:
-    return {
+def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) -> dict:
+    """The stage; ``attempts`` (its ended attempts, oldest first) only when they were asked for
+    (``?include=attempts``): by default a stage shows its current attempt and their count."""
+    body: dict[str, object] = {
         "id": stage.id,
         "createdAt": format_iso(stage.created_at),
         "updatedAt": format_iso(stage.updated_at),
@@ -27,11 +29,21 @@ def stage_view(stage: Stage, now: datetime) -> dict:
         "expectedSeconds": stage.expected_seconds,
         "timesOutAt": format_iso(stage.deadline()),
         "attempt": stage.attempt,
-        "attempts": list(stage.attempts),
+        "attemptCount": stage.attempt_count,
         "approvalDecision": stage.approval_decision,
         "allowFailure": stage.allow_failure,
         "version": stage.version,
     }
+    if attempts is not None:
+        body["attempts"] = [attempt_view(entry) for entry in attempts]
+    return body
+
+
+def attempt_view(entry: dict) -> dict:
+    """One ended attempt (as ``operations.new_attempt`` recorded it), every field present."""
+    return {"attempt": entry["attempt"], "status": entry["status"], "startedAt": entry.get("startedAt"),
+            "endedAt": entry.get("endedAt"), "duration": entry.get("duration"),
+            "approvalDecision": entry.get("approvalDecision")}
 
 
 def run_summary_view(run: Run, now: datetime) -> dict:
@@ -56,9 +68,13 @@ def run_summary_view(run: Run, now: datetime) -> dict:
     }
 
 
-def run_view(aggregate: RunAggregate, now: datetime) -> dict:
+def run_view(aggregate: RunAggregate, now: datetime,
+             attempts: dict[str, list[dict]] | None = None) -> dict:
+    """The run with its stages; with ``attempts`` (stage id -> ended attempts, oldest first:
+    ``?include=attempts``) every stage carries its ``attempts``."""
     body = run_summary_view(aggregate.run, now)
-    body["stages"] = [stage_view(stage, now) for stage in aggregate.stages]
+    body["stages"] = [stage_view(stage, now, None if attempts is None else attempts.get(stage.id, []))
+                      for stage in aggregate.stages]
     return body
 
 
@@ -72,7 +88,7 @@ def pipeline_status_view(pipeline: Pipeline) -> dict:
         "pausedAt": format_iso(pipeline.paused_at),
         "locked": pipeline.locked,
         "schedulable": pipeline.schedulable,
-        # how the compatibility endpoints address it (domain/dialects.py)
+        # how the compatibility endpoints address it (domain/dialect_ids.py)
         "codeartsJobId": codearts_job_id(pipeline.name),
         "buddyPipelineId": buddy_pipeline_id(pipeline.name),
     }

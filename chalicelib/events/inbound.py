@@ -3,7 +3,7 @@
 - ``aws_ci_events``  EventBridge rule: CodePipeline pipeline/stage/action execution state
   changes and CodeBuild build state changes
 - ``ingest_queue``   SQS queue of update messages (the API's own operations, one JSON message
-  each: {"action": "create_run"|"patch_stage"|"cancel_run"|..., ...}, see README)
+  each: {"action": "create_run"|"patch_stage"|"cancel_run"|..., ...}, events/messages.py)
 - ``ingest_topic``   SNS topic of the same messages
 
 Every message is applied once (idempotent on the event id / message id / idempotencyKey) and
@@ -24,8 +24,8 @@ import os
 
 from chalice import Blueprint
 
-from .. import wiring
-from ..domain.events import CODEBUILD_DETAIL_TYPES, CODEPIPELINE_DETAIL_TYPES
+from .. import integrations, wiring
+from ..domain.clock import format_iso
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,15 @@ INGEST_TOPIC = "stagetrack-ingest"
 INGEST_TOPIC_ARN = os.environ.get(
     "STAGETRACK_INGEST_TOPIC_ARN", f"arn:aws:sns:us-east-1:123456789012:{INGEST_TOPIC}",
 )
-AWS_CI_PATTERN = {
-    "source": ["aws.codepipeline", "aws.codebuild"],
-    "detail-type": list(CODEPIPELINE_DETAIL_TYPES + CODEBUILD_DETAIL_TYPES),
-}
+# The rule's pattern: what every event integration (chalicelib/integrations/) parses.
+AWS_CI_PATTERN = integrations.event_pattern()
 
-inbound = Blueprint(__name__)
+handlers = Blueprint(__name__)
 
 
 def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
     """Send an unusable message to the ingest DLQ with why; False if there is no DLQ."""
     from ..adapters import clients
-    from ..domain.clock import format_iso
 
     queue = clients.queue(ctx.settings.ingest_dlq_url)
     if queue is None:
@@ -66,7 +63,7 @@ def _dead_letter(ctx, origin: str, payload: str, error: Exception) -> bool:
     return True
 
 
-@inbound.on_cw_event(AWS_CI_PATTERN, name="aws_ci_events")
+@handlers.on_cw_event(AWS_CI_PATTERN, name="aws_ci_events")
 def aws_ci_events(event):
     from ..service import ingest
 
@@ -84,9 +81,10 @@ def aws_ci_events(event):
     return {**outcome.as_dict(), "replayed": replayed}
 
 
-@inbound.on_sqs_message(queue_arn=INGEST_QUEUE_ARN, batch_size=10, name="ingest_queue")
+@handlers.on_sqs_message(queue_arn=INGEST_QUEUE_ARN, batch_size=10, name="ingest_queue")
 def ingest_queue(event):
     from ..service import ingest
+    from . import messages
 
     ctx = wiring.context()
     failures = []
@@ -95,11 +93,12 @@ def ingest_queue(event):
         message_id = raw.get("messageId", "")
         queue_name = raw.get("eventSourceARN", "").rsplit(":", 1)[-1] or INGEST_QUEUE
         try:
-            answer, replayed = ingest.ingest_message(ctx, record.body, transport_id=f"sqs:{message_id}",
-                                                     actor=f"sqs:{queue_name}")
+            answer, replayed = messages.ingest_message(ctx, record.body, transport_id=f"sqs:{message_id}",
+                                                       actor=f"sqs:{queue_name}")
             log.info("sqs message %s: %s%s", message_id, answer, " (replayed)" if replayed else "")
         except Exception as error:  # noqa: BLE001 - one message's failure stays its own
-            if ingest.is_permanent(error) and _dead_letter(ctx, f"sqs:{queue_name}", record.body, error):
+            if ingest.is_permanent(error) and _dead_letter(ctx, f"sqs:{queue_name}",
+                                                           messages.redacted(record.body), error):
                 continue
             if not ingest.is_permanent(error):
                 log.warning("sqs message %s will be retried: %s", message_id, error)
@@ -107,9 +106,10 @@ def ingest_queue(event):
     return {"batchItemFailures": failures}
 
 
-@inbound.on_sns_message(topic=INGEST_TOPIC_ARN, name="ingest_topic")
+@handlers.on_sns_message(topic=INGEST_TOPIC_ARN, name="ingest_topic")
 def ingest_topic(event):
     from ..service import ingest
+    from . import messages
 
     ctx = wiring.context()
     results = []
@@ -118,10 +118,11 @@ def ingest_topic(event):
         topic = str(sns.get("TopicArn", INGEST_TOPIC)).rsplit(":", 1)[-1]
         body = sns.get("Message") or ""
         try:
-            answer, replayed = ingest.ingest_message(ctx, body, transport_id=f"sns:{sns.get('MessageId')}",
-                                                     actor=f"sns:{topic}")
+            answer, replayed = messages.ingest_message(ctx, body, transport_id=f"sns:{sns.get('MessageId')}",
+                                                       actor=f"sns:{topic}")
         except Exception as error:
-            if ingest.is_permanent(error) and _dead_letter(ctx, f"sns:{topic}", body, error):
+            if ingest.is_permanent(error) and _dead_letter(ctx, f"sns:{topic}", messages.redacted(body),
+                                                           error):
                 results.append({"result": "dead-lettered"})
                 continue
             raise

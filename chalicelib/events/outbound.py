@@ -29,10 +29,10 @@ DELIVERY_QUEUE_ARN = os.environ.get(
 )
 DELIVERY_BATCH = 5  # sequential POSTs of at most 5 s each: well inside the 60 s function timeout
 
-outbound = Blueprint(__name__)
+handlers = Blueprint(__name__)
 
 
-@outbound.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON",
+@handlers.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON",
                              name="outbox_publisher")
 def outbox_publisher(event):
     """A failure raises: Lambda retries the batch (bisecting it), so no committed change is
@@ -49,7 +49,7 @@ def outbox_publisher(event):
             "deliveries": report.deliveries}
 
 
-@outbound.on_sqs_message(queue_arn=DELIVERY_QUEUE_ARN, batch_size=DELIVERY_BATCH, name="deliver_webhooks")
+@handlers.on_sqs_message(queue_arn=DELIVERY_QUEUE_ARN, batch_size=DELIVERY_BATCH, name="deliver_webhooks")
 def deliver_webhooks(event):
     """Partial batch response: only messages whose attempt could not be recorded or re-queued
     are returned to the queue (ReportBatchItemFailures); a malformed one is dead-lettered."""

@@ -31,10 +31,10 @@ TIMER_QUEUE_ARN = os.environ.get(
     "STAGETRACK_TIMER_QUEUE_ARN", f"arn:aws:sqs:us-east-1:123456789012:{TIMER_QUEUE}",
 )
 
-timers = Blueprint(__name__)
+handlers = Blueprint(__name__)
 
 
-@timers.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON")
+@handlers.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON")
 def timer_armer(event):
     from ..adapters import stepfunctions
     from ..service.timers import arm_timers
@@ -44,7 +44,7 @@ def timer_armer(event):
     log.info("armed %d stage timer(s)", armed)
 
 
-@timers.on_sqs_message(queue_arn=TIMER_QUEUE_ARN, batch_size=10)
+@handlers.on_sqs_message(queue_arn=TIMER_QUEUE_ARN, batch_size=10)
 def timer_fired(event):
     """Malformed messages are dropped (logged); a lost write race raises so SQS redelivers the
     batch, which is safe because expire_stage is idempotent."""
@@ -65,7 +65,7 @@ def timer_fired(event):
                  status.value if status else "stale, nothing to do")
 
 
-@timers.schedule(Rate(1, unit=Rate.MINUTES))
+@handlers.schedule(Rate(1, unit=Rate.MINUTES))
 def timer_sweeper(event):
     from ..service.timers import sweep
 

@@ -5,8 +5,9 @@
   the update already applied and its link, in one transaction (store/sources.py); later updates
   go through ``mutate_run`` (1 Query + 1 conditional transaction, retried on a lost race),
   like every other change. Nothing is ever half-applied.
-- ``apply_message``: the API's own updates arriving on the SQS queue or SNS topic, dispatched
-  to the very service functions the HTTP views call (create_run, patch_stage, cancel ...).
+- ``ingest_command``: the API's own updates arriving on the SQS queue or SNS topic, turned into
+  commands by events/messages.py and run through the command table (service/commands.py) that
+  the HTTP views use too.
 - ``once``: idempotency on the sender's delivery id (GitHub ``X-GitHub-Delivery``, GitLab
   ``Idempotency-Key``/``X-Gitlab-Event-UUID``, CloudEvents ``id`` + ``source``, SQS/SNS
   message ids, EventBridge event ids). It reuses the Idempotency-Key claims of the API
@@ -24,7 +25,9 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from .. import integrations
 from ..domain import events
 from ..domain.clock import format_iso
 from ..domain.errors import (
@@ -35,9 +38,11 @@ from ..domain.errors import (
     NotFound,
     ValidationFailed,
 )
-from ..domain.events import CreateSourceIn, ExternalUpdate, Ignored
-from ..domain.model import new_run
-from . import ServiceContext, operations, runs
+from ..domain.events import ExternalUpdate, Ignored, SourceName
+from ..domain.model import RunAggregate, Stage, new_run
+from ..domain.operations import Pipeline
+from ..domain.schemas import StrictModel
+from . import ServiceContext, commands, pipelines, runs
 from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run
 
@@ -135,9 +140,18 @@ def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, nam
     return 200, answer, replayed
 
 
+def parse_event(event: dict) -> ExternalUpdate | Ignored:
+    """An EventBridge event, parsed by the event integration whose rule pattern names its
+    source (integrations/__init__.py); a source none names is ignored."""
+    integration = integrations.for_event(event)
+    if integration is None:
+        return Ignored(f"{event.get('source')} {event.get('detail-type')!r} events are not handled")
+    return integration.parse(event)
+
+
 def ingest_aws_event(ctx: ServiceContext, event: dict) -> tuple[Outcome, bool]:
     """An EventBridge event (CodePipeline/CodeBuild), once per event id."""
-    parsed = events.payloads().parse_aws_event(event)
+    parsed = parse_event(event)
     if isinstance(parsed, Ignored):
         return ignored(parsed.reason), False
     fingerprint = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -154,56 +168,47 @@ def _outcome_fields(answer: dict) -> dict:
 
 # ---- the API's own updates on a queue or topic -----------------------------------------------------
 
-def apply_message(ctx: ServiceContext, message, *, actor: str) -> dict:
-    """One parsed message (``domain.payloads.parse_message``) through the matching use case."""
-    action = message.action
-    if action == "create_run":
-        aggregate = runs.create_run(ctx, message.run)
-        return {"result": "applied", "action": action, "runId": aggregate.run.id,
-                "status": aggregate.run.status.value}
-    if action == "patch_stage":
-        stage = runs.patch_stage(ctx, message.stage_id, message.patch)
-        return {"result": "applied", "action": action, "stageId": stage.id, "status": stage.status.value}
-    if action in ("cancel_run", "retry_run"):
-        aggregate = (operations.cancel_run(ctx, message.run_id, actor=actor, reason=message.reason)
-                     if action == "cancel_run" else operations.retry_run(ctx, message.run_id, message.scope))
-        return {"result": "applied", "action": action, "runId": aggregate.run.id,
-                "status": aggregate.run.status.value}
-    if action == "cancel_stage":
-        stage = operations.cancel_stage(ctx, message.stage_id, actor=actor, reason=message.reason)
-    elif action == "retry_stage":
-        stage = operations.retry_stage(ctx, message.stage_id)
-    elif action == "approve_stage":
-        stage = operations.approve_stage(ctx, message.stage_id, actor=actor, comment=message.comment)
-    else:
-        stage = operations.reject_stage(ctx, message.stage_id, actor=actor, comment=message.comment)
-    return {"result": "applied", "action": action, "stageId": stage.id, "status": stage.status.value}
+def ingest_command(ctx: ServiceContext, action: str, command: commands.Command, *, key: str,
+                   payload: bytes, actor: str) -> tuple[dict, bool]:
+    """A queue/topic message's command (events/messages.py), applied once per ``key``:
+    ``payload`` is the message's canonical form, ``action`` its name in the answer."""
+    return once(ctx, "messages", key, payload, lambda: apply_command(ctx, action, command, actor=actor),
+                committed=lambda effect: _applied_before(ctx, action, command, effect))
 
 
-def ingest_message(ctx: ServiceContext, body: str, *, transport_id: str, actor: str) -> tuple[dict, bool]:
-    """A queue/topic message, once: keyed by its ``idempotencyKey`` when it has one (so the same
-    message sent to the queue and the topic applies once), else by the transport's message id
-    (SQS redelivers with the same id)."""
-    message = events.payloads().parse_message(body)
-    key = f"key:{message.idempotency_key}" if message.idempotency_key else f"id:{transport_id}"
-    canonical = message.model_dump_json(by_alias=True, exclude={"idempotency_key"}).encode()
-    return once(ctx, "messages", key, canonical, lambda: apply_message(ctx, message, actor=actor),
-                committed=lambda effect: _applied_before(ctx, message, effect))
+def apply_command(ctx: ServiceContext, action: str, command: commands.Command, *, actor: str) -> dict:
+    """The command through the command table; the answer names what it changed, as it is now."""
+    return {"result": "applied", "action": action, **_described(commands.execute(ctx, command, actor=actor))}
 
 
-def _applied_before(ctx: ServiceContext, message, effect: dict) -> dict:
+def _described(changed: object) -> dict:
+    if isinstance(changed, RunAggregate):
+        return {"runId": changed.run.id, "status": changed.run.status.value}
+    if isinstance(changed, Stage):
+        return {"stageId": changed.id, "status": changed.status.value}
+    if isinstance(changed, Pipeline):
+        return {"pipeline": changed.name, "paused": changed.paused}
+    raise TypeError(f"a command answered with {type(changed).__name__}")
+
+
+def _applied_before(ctx: ServiceContext, action: str, command: commands.Command, effect: dict) -> dict:
     """The answer to a message whose action was written but whose answer was never kept (the
     process died in between): what it changed, as it is now; nothing is applied again."""
-    answer = {"result": "applied", "action": message.action, "replayedFromEffect": True}
-    stage_id = getattr(message, "stage_id", None)
-    run_id = effect.get("run") or getattr(message, "run_id", None)
+    answer = {"result": "applied", "action": action, "replayedFromEffect": True}
+    stage_id = getattr(command, "stage_id", None)
+    run_id = effect.get("run") or getattr(command, "run_id", None)
+    pipeline = effect.get("pipeline") or getattr(command, "pipeline", None)
     try:
         if stage_id:
-            return {**answer, "stageId": stage_id, "status": runs.get_stage(ctx, stage_id).status.value}
-        if not isinstance(run_id, str):
-            raise NotFound("the effect names no run")
-        return {**answer, "runId": run_id, "status": runs.get_run(ctx, run_id).run.status.value}
+            return {**answer, **_described(runs.get_stage(ctx, stage_id))}
+        if isinstance(run_id, str):
+            return {**answer, **_described(runs.get_run(ctx, run_id))}
+        if isinstance(pipeline, str):
+            return {**answer, **_described(pipelines.status(ctx, pipeline))}
+        raise NotFound("the effect names no run")
     except NotFound:  # deleted since: it was applied all the same
+        if not stage_id and not isinstance(run_id, str) and isinstance(pipeline, str):
+            return {**answer, "pipeline": pipeline, "paused": None}
         return {**answer, "runId": run_id, "stageId": stage_id, "status": None}
 
 
@@ -263,6 +268,12 @@ def once(ctx: ServiceContext, namespace: str, delivery_id: str, payload: bytes,
 
 
 # ---- webhook sources -----------------------------------------------------------------------------
+
+# POST /api/sources. No docstring: it would become the schema's description in /openapi.json.
+class CreateSourceIn(StrictModel):
+    type: Literal[integrations.webhook_names()]  # type: ignore[valid-type]  # a webhook integration's name
+    name: SourceName
+
 
 def _context(name: str) -> str:
     return f"source:{name}"

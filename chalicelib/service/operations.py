@@ -3,8 +3,9 @@
 Each is one ``mutate_run``: load the run with its stages (1 Query), apply the pure rule from
 domain/operations.py, write every changed item in one conditional transaction, re-apply on a
 lost race. So an operation is all-or-nothing, and one that finds nothing to change (cancelling a
-finished run, approving twice) writes nothing. The native API and the dialect endpoints (GoCD,
-CodeArts, Buddy) call these same functions. ``actor`` is whoever the API says is calling.
+finished run, approving twice) writes nothing. Every entry point (native API, GoCD, CodeArts,
+Buddy, the ingest queue and topic) reaches these through the command table (commands.py).
+``actor`` is whoever the entry point says is calling.
 """
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
     def change(aggregate: RunAggregate) -> bool:
         stage = _named_stage(aggregate, stage_name, pipeline)
         found[:] = [stage]
-        known = attempt == stage.attempt or any(e.get("attempt") == attempt for e in stage.attempts)
+        known = stage.has_attempt(attempt)
         if not known:
             raise NotFound(f"stage {stage_name!r} with counter {attempt} not found in run {counter} "
                            f"of pipeline {pipeline!r}")

@@ -14,7 +14,7 @@ records it, and either is done, queues the next attempt with an exponential dela
 DelaySeconds), or after the last attempt moves the message to the dead-letter queue.
 
 A subscription's ``format`` decides the body: our event JSON, or (``cdevents``) the CDEvent of
-the change (domain/cdevents.py), sent with the CloudEvents binary-mode ``ce-*`` headers; a
+the change (integrations/cdevents.py), sent with the CloudEvents binary-mode ``ce-*`` headers; a
 change CDEvents has no word for is not delivered to such a subscription at all.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from ..domain import cdevents
 from ..domain.clock import format_iso
 from ..domain.events import (
     FORMAT_CDEVENTS,
@@ -35,9 +34,8 @@ from ..domain.events import (
     StateChange,
     backoff_seconds,
     delivery_id,
-    delivery_signature,
-    state_change,
 )
+from ..integrations import cdevents, signed_delivery
 from . import ServiceContext, subscriptions
 from .ports import DeliveryAttempt, StoredSubscription
 
@@ -74,7 +72,8 @@ class PublishReport:
 
 def changes_of(records: Iterable[dict], ctx: ServiceContext) -> list[StateChange]:
     now = ctx.clock.now()
-    return [change for change in (state_change(record, now) for record in records) if change is not None]
+    decode = ctx.stores.changes.state_change
+    return [change for change in (decode(record, now) for record in records) if change is not None]
 
 
 def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher | None,
@@ -172,14 +171,9 @@ class DeliveryOutcome:
 def signed_headers(secret: str, message: dict, timestamp: int) -> dict[str, str]:
     """Our headers (the signature covers the exact body bytes) and, for a CDEvent, the
     CloudEvents binary-mode ``ce-*`` attributes taken from its context."""
-    headers = {
-        "Content-Type": "application/json",
-        "X-Stagetrack-Event": message["eventType"],
-        "X-Stagetrack-Delivery": message["deliveryId"],
-        "X-Stagetrack-Attempt": str(message["attempt"]),
-        "X-Stagetrack-Timestamp": str(timestamp),
-        "X-Stagetrack-Signature": delivery_signature(secret, timestamp, message["payload"].encode()),
-    }
+    headers = signed_delivery.signed_headers(
+        secret, event_type=message["eventType"], delivery_id=message["deliveryId"],
+        attempt=message["attempt"], timestamp=timestamp, body=message["payload"].encode())
     if message.get("format") == FORMAT_CDEVENTS:
         headers.update(cdevents.cloudevent_headers(message["payload"]))
     return headers

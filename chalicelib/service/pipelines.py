@@ -6,7 +6,7 @@ false and GoCD's releaseLock has nothing to release.
 """
 from __future__ import annotations
 
-from ..domain import dialects, ids
+from ..domain import dialect_ids, ids
 from ..domain.errors import NotFound
 from ..domain.model import Run, RunAggregate, new_run, stage_summary
 from ..domain.operations import Pipeline, VariableChange, apply_variables, specs_of
@@ -65,7 +65,7 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
 
 def by_codearts_job(ctx: ServiceContext, job_id: str) -> Pipeline:
     """The pipeline a CodeArts ``job_id`` names (the MD5 of its name): one Query."""
-    found = ctx.stores.dialects.pipeline_by_codearts_key(dialects.CODEARTS_KEY_PREFIX + job_id)
+    found = ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.CODEARTS_KEY_PREFIX + job_id)
     if found is None:
         raise NotFound(f"build task {job_id!r} not found")
     return found
@@ -73,7 +73,7 @@ def by_codearts_job(ctx: ServiceContext, job_id: str) -> Pipeline:
 
 def by_buddy_id(ctx: ServiceContext, pipeline_id: int) -> Pipeline:
     """The pipeline a Buddy numeric ``pipeline_id`` names: one Query."""
-    found = ctx.stores.dialects.pipeline_by_buddy_key(f"{dialects.BUDDY_KEY_PREFIX}{pipeline_id}")
+    found = ctx.stores.dialects.pipeline_by_buddy_key(f"{dialect_ids.BUDDY_KEY_PREFIX}{pipeline_id}")
     if found is None:
         raise NotFound(f"pipeline {pipeline_id} not found")
     return found
@@ -86,9 +86,10 @@ def latest_run(ctx: ServiceContext, pipeline: str) -> Run | None:
 
 
 def history(ctx: ServiceContext, pipeline: str, offset: int,
-            page_size: int = dialects.GOCD_PAGE_SIZE) -> tuple[Pipeline, list[Run]]:
-    """GoCD's history pages: the pipeline (its counter is the total) and the runs numbered
-    ``counter - offset - page_size + 1 .. counter - offset``, newest first, each with its
+            page_size: int) -> tuple[Pipeline, list[Run]]:
+    """GoCD's history pages (``page_size`` is GoCD's, api/gocd_wire.py): the pipeline (its
+    counter is the total) and the runs numbered ``counter - offset - page_size + 1 .. counter -
+    offset``, newest first, each with its
     stage summary. Two round trips (GetItem, Query); a run stored before runs carried a stage
     summary costs one more Query, once."""
     found = status(ctx, pipeline)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..domain.errors import Conflict
-from ..domain.events import FORMAT_STAGETRACK
+from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
@@ -141,7 +141,16 @@ class SecretUnreadable(Exception):
 class RunStore(Protocol):
     """Runs and their stages. Every write is conditional on the versions read: a lost race
     raises ``ConcurrentModification`` and writes nothing; a successful write bumps the
-    ``version`` of the run and of every stage it wrote, in the objects passed in."""
+    ``version`` of the run and of every stage it wrote, in the objects passed in.
+
+    Attempt history: a stage's ended attempts (``Stage.attempts`` of a stage written) are stored
+    with the change that wrote the stage, one record each, and the list is emptied in the objects
+    passed in. They are never read with the run or the stage (``load_run`` and ``get_stage``
+    leave ``Stage.attempts`` empty), only by ``list_attempts``, ``get_attempt`` and
+    ``attempts_of``; deleting a stage or a run deletes its attempts in the same change. An
+    attempt record is the dict ``operations.new_attempt`` made (``attempt``, ``status``,
+    ``startedAt``, ``endedAt``, ``duration``, and ``approvalDecision`` if its gate was decided).
+    """
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None = None) -> None:
         """Run and stages appear together or not at all; ``layout`` (when given) is stored on
@@ -163,6 +172,19 @@ class RunStore(Protocol):
         """Newest first (by counter), ``limit`` per page; the next page's signed cursor, valid
         only for the same (pipeline, status) listing, or None after the last page. A cursor
         that does not open raises ``BadRequest``."""
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        """The ended attempts of ``stage`` (as ``get_stage`` or ``load_run`` returned it), newest
+        first, ``limit`` per page; the next page's signed cursor, valid for this stage only, or
+        None after the last page. A cursor that does not open raises ``BadRequest``."""
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        """One ended attempt of ``stage`` by its number (one read by key), or None."""
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        """The ended attempts of each stage (stage id -> oldest first); a stage that was never
+        retried costs no read."""
 
 
 class RunLinks(Protocol):
@@ -277,6 +299,13 @@ class ActiveTimers(Protocol):
         """The timer a change record of the store's stream asks for, if any."""
 
 
+class ChangeStream(Protocol):
+    """The store's change records (the table's stream), read as domain events."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        """The state change a record stands for, or None (not a run or stage, or no change)."""
+
+
 @dataclass
 class Stores:
     runs: RunStore
@@ -289,6 +318,7 @@ class Stores:
     subscriptions: SubscriptionStore
     deliveries: DeliveryLog
     timers: ActiveTimers
+    changes: ChangeStream
 
 
 class SecretBox(Protocol):

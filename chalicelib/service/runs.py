@@ -86,6 +86,29 @@ def get_stage(ctx: ServiceContext, stage_id: str) -> Stage:
     return stage
 
 
+def stage_attempts(ctx: ServiceContext, stage_id: str, limit: int,
+                   cursor: str | None) -> tuple[list[dict], str | None]:
+    """A stage's ended attempts, newest first, paged (404 for an unknown stage)."""
+    return ctx.stores.runs.list_attempts(get_stage(ctx, stage_id), limit, cursor)
+
+
+def attempts_of_run(ctx: ServiceContext, aggregate: RunAggregate) -> dict[str, list[dict]]:
+    """Every stage's ended attempts (stage id -> oldest first): ``?include=attempts``."""
+    return attempts_of_stages(ctx, aggregate.stages)
+
+
+def attempts_of_stages(ctx: ServiceContext, stages: list[Stage]) -> dict[str, list[dict]]:
+    return ctx.stores.runs.attempts_of(stages)
+
+
+def ended_attempt(ctx: ServiceContext, stage: Stage, number: int) -> dict | None:
+    """Ended attempt ``number`` of a loaded stage (one read by key; none for a number that is
+    not one of its ended attempts, the current one included), or None."""
+    if not stage.has_attempt(number) or number == stage.attempt:
+        return None
+    return ctx.stores.runs.get_attempt(stage, number)
+
+
 def run_id_of_stage(stage_id: str) -> str:
     parsed = ids.parse_stage_id(stage_id)
     if parsed is None:

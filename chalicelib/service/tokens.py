@@ -8,7 +8,7 @@ rate-counted in one UpdateItem (store/tokens.py).
 
 Access key pairs (``"kind": "access-key"``) are tokens in every respect (name, scopes,
 pipelines, rate limit, listing, revocation) except how a request proves it holds one: it is
-signed with the SK (domain/aksk.py) instead of carrying a secret. Checking that needs the SK
+signed with the SK (api/aksk.py) instead of carrying a secret. Checking that needs the SK
 itself, so it is stored sealed with the deployment key (adapters/secretbox.py), bound to its AK.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from .. import logging_setup
-from ..domain import aksk, auth
+from ..domain import auth
 from ..domain.auth import Credentials, Principal, RateLimited, RateState, Unauthorized
 from ..domain.clock import format_iso
 from ..domain.errors import NotFound
@@ -44,7 +44,7 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal
     )
     window = auth.rate_window(ctx.clock.now())
     if body.kind == "access-key":
-        access_key, secret_key = aksk.new_access_key(), aksk.new_secret_key()
+        access_key, secret_key = auth.new_access_key(), auth.new_secret_key()
         sealed = ctx.box().seal(secret_key, _sealing_context(access_key))
         token = StoredToken(**common, access_key=access_key, sealed_secret_key=sealed)
         ctx.stores.tokens.insert(token, None, window)
@@ -72,16 +72,15 @@ def revoke_token(ctx: ServiceContext, token_id: str, revoker: Principal) -> Stor
     return token
 
 
-def authenticate(ctx: ServiceContext, credentials: Credentials | None,
-                 signed_request: aksk.SignedRequest | None = None) -> tuple[Principal, RateState | None]:
-    """Who is calling and how much of their rate budget is left; 401 or 429 otherwise.
-    ``signed_request`` is the request itself, needed (only) to check an AK/SK signature."""
+def authenticate(ctx: ServiceContext, credentials: Credentials | None) -> tuple[Principal, RateState | None]:
+    """Who is calling and how much of their rate budget is left; 401 or 429 otherwise. An AK/SK
+    signature (``credentials.signed``) checks itself against the SK looked up here."""
     if credentials is None:
         raise Unauthorized(
             "authentication required: send Authorization: Bearer <token>, Basic auth or X-Auth-Token"
         )
     if credentials.scheme == auth.ACCESS_KEY_SCHEME:
-        return _authenticate_signed(ctx, credentials, signed_request)
+        return _authenticate_signed(ctx, credentials)
     settings = ctx.settings
     presented = auth.hash_token(credentials.secret)
     if auth.same_secret(presented, _bootstrap_hash(settings)):
@@ -98,21 +97,17 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None,
     return _admit(ctx, token, credentials, now)
 
 
-def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
-                         request: aksk.SignedRequest | None) -> tuple[Principal, RateState]:
+def _authenticate_signed(ctx: ServiceContext, credentials: Credentials) -> tuple[Principal, RateState]:
     """An AK/SK signature: the cheap checks first (shape, date window), then one read for the
     sealed SK, the signature, and only then the rate count, so requests nobody signed never
     spend the pair's budget (the AK alone is no secret: it travels in every request)."""
     signed, now = credentials.signed, ctx.clock.now()
-    if signed is None or request is None:
+    if signed is None:
         raise Unauthorized("an SDK-HMAC-SHA256 signature needs the request it signs")
-    try:
-        aksk.signed_at(request.headers, now)
-    except aksk.SignatureRejected as error:
-        raise Unauthorized(str(error)) from None
+    signed.check_date(now)
     stored = (
         ctx.stores.tokens.get_access_key(signed.access_key)
-        if aksk.looks_like_access_key(signed.access_key)
+        if auth.looks_like_access_key(signed.access_key)
         else None
     )
     if stored is None or stored.sealed_secret_key is None:
@@ -122,10 +117,7 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials,
     except SecretUnreadable as error:
         log.error("access key %s (%s): %s", stored.token_id, signed.access_key, error)
         raise Unauthorized("the access key cannot be checked: ask an admin to issue a new one") from None
-    try:
-        aksk.verify(request, signed, secret_key, now)
-    except aksk.SignatureRejected as error:
-        raise Unauthorized(str(error)) from None
+    signed.verify(secret_key, now)
     token = ctx.stores.tokens.hit_access_key(signed.access_key, auth.rate_window(now))
     if token is None:  # revoked since it was read
         raise Unauthorized("the access key is unknown or revoked")

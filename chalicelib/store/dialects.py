@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..domain.errors import Conflict
 from ..domain.model import Run
 from ..domain.operations import Pipeline
-from .models import PipelineItem, RunItem
+from .models import ItemModels, RunItem
 from .pipelines import pipeline_from_item
 from .repository import run_from_item
 
@@ -26,19 +26,24 @@ def _single(results, what: str) -> Pipeline | None:
     return found[0] if found else None
 
 
-def pipeline_by_codearts_key(key: str) -> Pipeline | None:
-    return _single(PipelineItem.by_codearts_job.query(key, limit=2), "this CodeArts job_id")
+class DialectLookups:
+    """The DynamoDB ``DialectLookups`` (service/ports.py) on the table of ``items``."""
 
+    def __init__(self, items: ItemModels) -> None:
+        self._pipeline = items.pipeline
+        self._run = items.run
 
-def pipeline_by_buddy_key(key: str) -> Pipeline | None:
-    return _single(PipelineItem.by_buddy_id.query(key, limit=2), "this Buddy pipeline_id")
+    def pipeline_by_codearts_key(self, key: str) -> Pipeline | None:
+        return _single(self._pipeline.by_codearts_job.query(key, limit=2), "this CodeArts job_id")
 
+    def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
+        return _single(self._pipeline.by_buddy_id.query(key, limit=2), "this Buddy pipeline_id")
 
-def runs_between(pipeline: str, low: int, high: int) -> list[Run]:
-    """Runs numbered low..high (inclusive), newest first: one Query on byPipeline."""
-    if high < 1 or high < low:
-        return []
-    results = RunItem.by_pipeline.query(
-        pipeline, RunItem.counter.between(max(low, 1), high), scan_index_forward=False,
-    )
-    return [run_from_item(item) for item in results]
+    def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
+        """Runs numbered low..high (inclusive), newest first: one Query on byPipeline."""
+        if high < 1 or high < low:
+            return []
+        results = self._run.by_pipeline.query(
+            pipeline, RunItem.counter.between(max(low, 1), high), scan_index_forward=False,
+        )
+        return [run_from_item(item) for item in results]

@@ -1,126 +1,40 @@
-"""The DynamoDB implementation of every port (service/ports.py), assembled once per container.
+"""The DynamoDB implementation of every port (service/ports.py), assembled once per context.
 
-Each class is the port's face over the module that holds its DynamoDB code (item keys,
-conditions, round trips documented there). ``build_stores`` binds the PynamoDB models to the
-configured table once, the only global state the store keeps.
+Assembly only: each store class lives in the module that holds its DynamoDB code (item keys,
+conditions, round trips documented there) and gets what it needs here, as instance state: the
+item classes bound to the configured table and endpoint (``models.item_models``, cached per
+table/region/endpoint with one botocore client), the ``Writer`` that sends the transactions an
+Idempotency-Key claim may ride on, and the cursor codec. Nothing is bound globally, so contexts on
+different tables coexist in one process.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..domain.cursors import CursorCodec
-from ..domain.model import RunAggregate
-from ..service.ports import (
-    DeliveryAttempt,
-    DueQuery,
-    DueTimer,
-    StoredSource,
-    StoredSubscription,
-    StoredToken,
-    Stores,
-)
+from ..service.ports import Stores
 from ..settings import Settings
-from . import active, deliveries, dialects, models, sources, subscriptions, tokens
+from .active import ActiveTimers
+from .deliveries import DeliveryLog
+from .dialects import DialectLookups
 from .idempotency import IdempotencyStore
+from .models import item_models
 from .pipelines import PipelineStore
-from .repository import Repository
-
-
-class DynamoRunLinks:
-    def __init__(self, runs: Repository) -> None:
-        self._runs = runs
-
-    def linked_run(self, namespace: str, key: str) -> str | None:
-        return sources.linked_run(namespace, key)
-
-    def insert_linked_run(self, aggregate: RunAggregate, namespace: str, key: str, created_at: str) -> bool:
-        return sources.insert_linked_run(self._runs, aggregate, namespace, key, created_at)
-
-
-class DynamoDialectLookups:
-    pipeline_by_codearts_key = staticmethod(dialects.pipeline_by_codearts_key)
-    pipeline_by_buddy_key = staticmethod(dialects.pipeline_by_buddy_key)
-    runs_between = staticmethod(dialects.runs_between)
-
-
-class DynamoTokenStore:
-    def insert(self, token: StoredToken, token_hash: str | None, window: int) -> None:
-        tokens.insert(token, token_hash, window)
-
-    def list_all(self) -> list[StoredToken]:
-        return tokens.list_all()
-
-    def delete(self, token_id: str,
-               allowed: Callable[[StoredToken], bool] = lambda _t: True) -> StoredToken | None:
-        return tokens.delete(token_id, allowed)
-
-    def get_access_key(self, access_key: str) -> StoredToken | None:
-        return tokens.get_access_key(access_key)
-
-    def hit(self, token_hash: str, window: int) -> StoredToken | None:
-        return tokens.hit(token_hash, window)
-
-    def hit_access_key(self, access_key: str, window: int) -> StoredToken | None:
-        return tokens.hit_access_key(access_key, window)
-
-
-class DynamoSourceStore:
-    def insert_source(self, source: StoredSource) -> bool:
-        return sources.insert_source(source)
-
-    def get_source(self, name: str) -> StoredSource | None:
-        return sources.get_source(name)
-
-    def list_sources(self) -> list[StoredSource]:
-        return sources.list_sources()
-
-    def delete_source(self, name: str) -> StoredSource | None:
-        return sources.delete_source(name)
-
-
-class DynamoSubscriptionStore:
-    def insert(self, subscription: StoredSubscription) -> None:
-        subscriptions.insert(subscription)
-
-    def get(self, subscription_id: str) -> StoredSubscription | None:
-        return subscriptions.get(subscription_id)
-
-    def list_all(self) -> list[StoredSubscription]:
-        return subscriptions.list_all()
-
-    def delete(self, subscription_id: str,
-               allowed: Callable[[StoredSubscription], bool] = lambda _s: True) -> StoredSubscription | None:
-        return subscriptions.delete(subscription_id, allowed)
-
-
-class DynamoDeliveryLog:
-    def __init__(self, codec: CursorCodec) -> None:
-        self._codec = codec
-
-    def record(self, attempt: DeliveryAttempt, epoch_now: int) -> None:
-        deliveries.record(attempt, epoch_now)
-
-    def list_attempts(self, subscription_id: str, limit: int,
-                      cursor: str | None) -> tuple[list[DeliveryAttempt], str | None]:
-        return deliveries.list_attempts(subscription_id, limit, cursor, self._codec)
-
-
-class DynamoActiveTimers:
-    def due_timers(self, now_iso: str, limit: int = 1000) -> DueQuery:
-        return active.due_timers(now_iso, limit)
-
-    def armed_timer(self, record: dict) -> DueTimer | None:
-        return active.armed_timer(record)
+from .repository import Repository, Writer
+from .sources import RunLinks, SourceStore
+from .stream import StreamDecoder
+from .subscriptions import SubscriptionStore
+from .tokens import TokenStore
 
 
 def build_stores(settings: Settings) -> Stores:
-    """Every port on the table ``settings`` name (binding the models to it)."""
-    models.bind(settings.table_name, settings.region, settings.dynamodb_endpoint)
+    """Every port on the table ``settings`` names, at its region and endpoint."""
+    items = item_models(settings.table_name, settings.region, settings.dynamodb_endpoint)
+    writer = Writer(items)
     codec = CursorCodec(settings.secret_key)
-    runs = Repository(codec)
+    runs = Repository(items, writer, codec)
     return Stores(
-        runs=runs, links=DynamoRunLinks(runs), pipelines=PipelineStore(), dialects=DynamoDialectLookups(),
-        idempotency=IdempotencyStore(), tokens=DynamoTokenStore(), sources=DynamoSourceStore(),
-        subscriptions=DynamoSubscriptionStore(), deliveries=DynamoDeliveryLog(codec),
-        timers=DynamoActiveTimers(),
+        runs=runs, links=RunLinks(items, runs), pipelines=PipelineStore(items, writer),
+        dialects=DialectLookups(items), idempotency=IdempotencyStore(items, writer),
+        tokens=TokenStore(items, writer), sources=SourceStore(items, writer),
+        subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
+        timers=ActiveTimers(items), changes=StreamDecoder(),
     )

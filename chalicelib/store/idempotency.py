@@ -7,7 +7,7 @@ writing anything). Only a refused claim costs one more read (strongly consistent
 replay or explain.
 
 A record goes PENDING -> COMMITTED -> DONE. COMMITTED is set by the request's own effect
-transaction (store/repository.py ``transaction``, while ``holding`` is active), conditioned on
+transaction (store/repository.py ``Writer.transaction``, while ``holding`` is active), conditioned on
 the claim token, so "the effect happened" and "the key took effect" are one atomic write. A
 COMMITTED record is never claimed again before it expires, whatever its lease says: a request
 that died after its effect committed, before its response was stored, leaves a record that a
@@ -26,27 +26,33 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ..service.ports import COMMITTED, DONE, PENDING, ClaimTakenOver, Record
 from . import models
 from .models import IDEMPOTENCY_SK as SK
-from .models import IdempotencyItem
+from .models import IdempotencyItem, ItemModels
 from .models import idempotency_pk as _pk
-from .repository import _is_condition_failure
-from .repository import holding_claim as holding
+from .repository import Writer, _is_condition_failure
 
 assert (models.IDEM_PENDING, models.IDEM_COMMITTED, models.IDEM_DONE) == (PENDING, COMMITTED, DONE)
 
-__all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record", "holding"]
+__all__ = ["COMMITTED", "DONE", "PENDING", "ClaimTakenOver", "IdempotencyStore", "Record"]
 
 
 class IdempotencyStore:
+    """The DynamoDB ``IdempotencyStore`` (service/ports.py) on the table of ``items``."""
+
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
+        self._model = items.idempotency
+        self._writer = writer
+
     def holding(self, key_hash: str, token: str):
-        """The claim's commit rides on the next change's first transaction (repository.py)."""
-        return holding(key_hash, token)
+        """The claim's commit rides on the next change's first transaction sent by the stores
+        of this context (``Writer.holding``, repository.py)."""
+        return self._writer.holding(key_hash, token)
 
     def claim(self, key_hash: str, fingerprint: str, now: int, *, lease_seconds: int,
               ttl_seconds: int) -> str | Record:
         """Returns a claim token (go ahead) or the record that holds the key."""
         for _ in range(2):
             token = uuid.uuid4().hex
-            item = IdempotencyItem(
+            item = self._model(
                 pk=_pk(key_hash), sk=SK, state=PENDING, fingerprint=fingerprint, token=token,
                 lease_until=now + lease_seconds, expires_at=now + ttl_seconds,
             )
@@ -62,8 +68,8 @@ class IdempotencyStore:
                 if not _is_condition_failure(error):
                     raise
             try:
-                held = IdempotencyItem.get(_pk(key_hash), SK, consistent_read=True)
-            except IdempotencyItem.DoesNotExist:
+                held = self._model.get(_pk(key_hash), SK, consistent_read=True)
+            except self._model.DoesNotExist:
                 continue  # deleted (TTL) between our two calls: claim again
             return Record(
                 state=held.state, fingerprint=held.fingerprint,
@@ -83,7 +89,7 @@ class IdempotencyStore:
         if packed is not None and len(packed) > max_stored:
             self.release(key_hash, token)
             return "too_large"
-        item = IdempotencyItem(pk=_pk(key_hash), sk=SK)
+        item = self._model(pk=_pk(key_hash), sk=SK)
         try:
             item.update(
                 actions=[
@@ -104,7 +110,7 @@ class IdempotencyStore:
     def release(self, key_hash: str, token: str) -> None:
         """Forget a claim whose request changed nothing (it failed), so the key can be reused.
         A COMMITTED record stays: its effect was written, whatever happened afterwards."""
-        item = IdempotencyItem(pk=_pk(key_hash), sk=SK)
+        item = self._model(pk=_pk(key_hash), sk=SK)
         try:
             item.delete(condition=(IdempotencyItem.token == token) & (IdempotencyItem.state == PENDING))
         except DeleteError as error:

@@ -20,11 +20,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 
-from ..domain import dialects, ids
-from ..domain.clock import format_iso
+from ..domain import dialect_ids, ids
+from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
+from ..domain.events import StateChange
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
@@ -44,7 +46,7 @@ from ..service.ports import (
     Stores,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer
+from .stream import NO_DEADLINE, armed_timer, state_change
 
 
 @dataclass
@@ -61,6 +63,7 @@ class MemoryDatabase:
         self.codec = codec
         self.lock = threading.RLock()
         self.runs: dict[str, RunAggregate] = {}
+        self.attempts: dict[str, dict[int, dict]] = {}  # stage id -> number -> ended attempt
         self.pipelines: dict[str, Pipeline] = {}
         self.links: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, dict] = {}
@@ -131,7 +134,15 @@ class MemoryRunStore:
             )
             pipeline.layout = copy.deepcopy(layout)
         _bump(aggregate.run, aggregate.stages)
+        for stage in aggregate.stages:
+            self._store_attempts(stage)
         self.db.runs[aggregate.run.id] = copy.deepcopy(aggregate)
+
+    def _store_attempts(self, stage: Stage) -> None:
+        """Its ended attempts become records of their own (the stage keeps none inline)."""
+        for entry in stage.attempts:
+            self.db.attempts.setdefault(stage.id, {})[int(entry["attempt"])] = copy.deepcopy(entry)
+        stage.attempts = []
 
     def load_run(self, run_id: str) -> RunAggregate | None:
         with self.db.lock:
@@ -165,6 +176,10 @@ class MemoryRunStore:
                 raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": after.run.id})()
             _bump(after.run, changed)
+            for stage in changed:
+                self._store_attempts(stage)
+            for stage in removed:
+                self.db.attempts.pop(stage.id, None)
             written = {s.id: s for s in changed}
             # the run's version matched, so every stage not written is stored as ``before`` had it
             stages = [written[s.id] if s.id in written else current[s.id] for s in after.stages]
@@ -176,7 +191,8 @@ class MemoryRunStore:
             if stored is None or stored.run.version != aggregate.run.version:
                 raise ConcurrentModification(f"run {aggregate.run.id!r} was changed by someone else; retry")
             self.db.commit_claim({"run": aggregate.run.id, "deleted": True})()
-            del self.db.runs[aggregate.run.id]
+            for stage in self.db.runs.pop(aggregate.run.id).stages:
+                self.db.attempts.pop(stage.id, None)
 
     def list_runs(self, pipeline: str, status: StageStatus | None, limit: int,
                   cursor: str | None) -> tuple[list[Run], str | None]:
@@ -186,6 +202,30 @@ class MemoryRunStore:
                     if a.run.pipeline == pipeline and (status is None or a.run.status == status)]
         runs.sort(key=lambda r: r.counter, reverse=True)
         return _page(runs, limit, lambda r: r.counter, self.db.codec, scope, cursor)
+
+    def _attempts(self, stage: Stage) -> dict[int, dict]:
+        with self.db.lock:
+            found = copy.deepcopy(self.db.attempts.get(stage.id, {}))
+        found.update({int(entry["attempt"]): copy.deepcopy(entry) for entry in stage.attempts})
+        # only the ended attempts of the stage as it was read (a newer retry is not its history)
+        return {number: entry for number, entry in found.items() if number < stage.attempt}
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        found = self._attempts(stage)
+        entries = [found[number] for number in sorted(found, reverse=True)]
+        return _page(entries, limit, lambda entry: int(entry["attempt"]), self.db.codec,
+                     f"attempts/{stage.id}", cursor)
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        return self._attempts(stage).get(number)
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        result = {}
+        for stage in stages:
+            found = self._attempts(stage) if stage.attempt_count > 1 or stage.attempts else {}
+            result[stage.id] = [found[number] for number in sorted(found)]
+        return result
 
 
 def _stored_version(current: dict[str, Stage], stage: Stage) -> int | None:
@@ -256,8 +296,6 @@ class MemoryPipelineStore:
 
 def _millis(moment):
     """Stored as ISO text with milliseconds, as DynamoDB keeps it."""
-    from ..domain.clock import parse_iso
-
     return None if moment is None else parse_iso(format_iso(moment))
 
 
@@ -276,10 +314,10 @@ class MemoryDialectLookups:
         return found[0] if found else None
 
     def pipeline_by_codearts_key(self, key: str) -> Pipeline | None:
-        return self._single(dialects.codearts_key, key, "this CodeArts job_id")
+        return self._single(dialect_ids.codearts_key, key, "this CodeArts job_id")
 
     def pipeline_by_buddy_key(self, key: str) -> Pipeline | None:
-        return self._single(dialects.buddy_key, key, "this Buddy pipeline_id")
+        return self._single(dialect_ids.buddy_key, key, "this Buddy pipeline_id")
 
     def runs_between(self, pipeline: str, low: int, high: int) -> list[Run]:
         if high < 1 or high < low:
@@ -505,6 +543,13 @@ class MemoryActiveTimers:
         return armed_timer(record)
 
 
+class MemoryChangeStream:
+    """Reads change records shaped as the table's stream delivers them, as the DynamoDB store does."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        return state_change(record, now)
+
+
 def build_stores(settings: Settings) -> Stores:
     db = MemoryDatabase(CursorCodec(settings.secret_key))
     runs = MemoryRunStore(db)
@@ -513,5 +558,5 @@ def build_stores(settings: Settings) -> Stores:
         dialects=MemoryDialectLookups(db), idempotency=MemoryIdempotencyStore(db),
         tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
-        timers=MemoryActiveTimers(db),
+        timers=MemoryActiveTimers(db), changes=MemoryChangeStream(),
     )

@@ -7,6 +7,7 @@ One table, keyed ``pk``/``sk``:
 | pipeline  | ``PIPE#<name>``    | ``#PIPELINE``   | run counter (atomic ADD), pause, layout |
 | run       | ``RUN#<run id>``   | ``#RUN``        | indexed by pipeline/counter (GSIs)      |
 | stage     | ``RUN#<run id>``   | ``STAGE#0001``  | same partition: run + stages = 1 Query  |
+| attempt   | ``ATTEMPTS#<stage id>``| ``ATTEMPT#0001``| one ended attempt; never read with the run |
 | idem. key | ``IDEM#<hash>``    | ``#IDEM``       | Idempotency-Key claim, TTL 24 h         |
 | source    | ``SOURCES``        | ``SOURCE#<name>``| webhook source, secret sealed (AES-GCM) |
 | ext. link | ``LINK#<hash>``    | ``#LINK``       | sender's run (GitHub run ...) -> run id |
@@ -15,10 +16,24 @@ One table, keyed ``pk``/``sk``:
 | token     | ``TOKEN#<sha256>`` | ``#TOKEN``      | looked up and rate-counted in 1 update  |
 | token ref | ``TOKENS``         | ``TOKEN#<id>``  | the admin listing of tokens (1 Query)   |
 
-Connection settings (table, region, endpoint) are applied by ``bind()`` before first use, so the
-same classes serve moto, DynamoDB Local and AWS in one process.
+The classes below are the schema only: they name no table, and using one directly for I/O fails
+(PynamoDB: "Models must have a table_name"). ``item_models(table, region, host)`` makes a copy of
+the whole hierarchy bound to one table and endpoint (``ItemModels``: every class a subclass of its
+schema class here, so ``isinstance`` and typing still hold), cached per (table, region, endpoint)
+and sharing one botocore client. ``store/dynamo.py``'s ``build_stores`` hands it to every store, so
+two contexts on two tables (or endpoints) coexist in one process.
+
+Why a copy of the hierarchy and not subclasses of each class alone: PynamoDB binds table and
+host in a model's ``Meta`` at class definition time, and the ``kind`` discriminator maps each
+stored value ("run", "stage", ...) to exactly one class. A bound hierarchy gets its own base
+class with its own ``kind`` attribute, so a Query on one table's base class builds that table's
+classes. Making one costs about a millisecond (no I/O: the client is created on first use).
 """
 from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -30,7 +45,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
-from pynamodb.models import Model
+from pynamodb.models import MetaModel, Model
 
 RUN_SK = "#RUN"
 PIPELINE_SK = "#PIPELINE"
@@ -62,9 +77,22 @@ def stage_sk(position: int) -> str:
     return f"{STAGE_SK_PREFIX}{position:04d}"
 
 
+ATTEMPT_SK_PREFIX = "ATTEMPT#"
+
+
+def attempts_pk(stage_id: str) -> str:
+    """A stage's ended attempts have a partition of their own: the run's Query (run + stages)
+    never reads them, and a stage's history is one Query, one attempt one GetItem."""
+    return f"ATTEMPTS#{stage_id}"
+
+
+def attempt_sk(number: int) -> str:
+    return f"{ATTEMPT_SK_PREFIX}{number:04d}"
+
+
 class BaseItem(Model):
     class Meta:
-        table_name = "stagetrack"
+        table_name: str | None = None  # schema only: see item_models()
         region = "us-east-1"
         host: str | None = None
 
@@ -104,7 +132,7 @@ class PipelineItem(BaseItem, discriminator="pipeline"):
     paused_at = UnicodeAttribute(null=True)
     layout = UnicodeAttribute(null=True)  # JSON: stage layout of the latest run (operations.layout_of)
     # The ids the dialects address the pipeline by ("#codearts:<job_id>", "#buddy:<pipeline_id>",
-    # domain/dialects.py), set with every run number claimed. They live in the attributes the
+    # domain/dialect_ids.py), set with every run number claimed. They live in the attributes the
     # byPipeline and byPipelineStatus indexes are keyed on (an overloaded index: no run's key
     # starts with '#'), so an id is found back by one Query and needs no item of its own.
     codearts_key = UnicodeAttribute(null=True, attr_name="pipeline")
@@ -193,7 +221,10 @@ class StageItem(BaseItem, discriminator="stage"):
     expected_seconds = NumberAttribute(null=True)
     approval = UnicodeAttribute(default="AUTO")
     attempt = NumberAttribute(default=1)
-    attempts = UnicodeAttribute(null=True)  # JSON list
+    # The previous layout kept ended attempts here (JSON list); read, and moved to attempt items
+    # on the stage's next write (repository.stage_to_item). Never written any more.
+    attempts = UnicodeAttribute(null=True)
+    first_attempt = NumberAttribute(null=True)  # always written; absent: an item of the previous layout
     waiting_since = UnicodeAttribute(null=True)
     approval_decision = UnicodeAttribute(null=True)  # JSON: this attempt's approve/reject
     allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
@@ -208,6 +239,15 @@ class StageItem(BaseItem, discriminator="stage"):
     version = VersionAttribute()
 
     active = ActiveStages()
+
+
+class AttemptItem(BaseItem, discriminator="attempt"):
+    """One ended attempt of a stage, written once with the change that ended it (the stage's
+    retry), deleted with its stage or run; not versioned (it never changes)."""
+
+    stage_id = UnicodeAttribute()
+    attempt = NumberAttribute()
+    record = UnicodeAttribute()  # JSON: the attempt as the API shows it (operations.new_attempt)
 
 
 class TokenItem(BaseItem, discriminator="token"):
@@ -302,32 +342,74 @@ class DeliveryItem(BaseItem, discriminator="delivery"):
     expires_at = NumberAttribute()
 
 
-ALL_MODELS = (BaseItem, PipelineItem, RunItem, StageItem, TokenItem, TokenEntryItem, IdempotencyItem,
-              SourceItem, LinkItem, SubscriptionItem, DeliveryItem)
+@dataclass(frozen=True)
+class ItemModels:
+    """Every item class, bound to one table and endpoint (``item_models``)."""
+
+    table_name: str
+    base: type[BaseItem]
+    pipeline: type[PipelineItem]
+    run: type[RunItem]
+    stage: type[StageItem]
+    attempt: type[AttemptItem]
+    token: type[TokenItem]
+    token_entry: type[TokenEntryItem]
+    idempotency: type[IdempotencyItem]
+    source: type[SourceItem]
+    link: type[LinkItem]
+    subscription: type[SubscriptionItem]
+    delivery: type[DeliveryItem]
+
+    def connection(self) -> Connection:
+        """The low-level connection every class of this table shares."""
+        return self.base._get_connection().connection
 
 
-_bound: tuple | None = None
+_Item = TypeVar("_Item", bound=BaseItem)
+_bound: dict[tuple[str, str, str | None], ItemModels] = {}
+_binding = threading.Lock()
 
 
-def bind(table_name: str, region: str, host: str | None) -> None:
-    """Point every item class at one table and endpoint, sharing one botocore client.
+def item_models(table_name: str, region: str, host: str | None) -> ItemModels:
+    """The item classes bound to this table and endpoint: made on first use, then the same ones
+    (and the same botocore client) for every later caller in the process."""
+    key = (table_name, region, host)
+    with _binding:
+        if key not in _bound:
+            _bound[key] = _bind(table_name, region, host)
+        return _bound[key]
+
+
+def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
+    """A copy of the hierarchy: a base class with its own Meta and ``kind`` discriminator, and
+    each item class as a subclass of (that base, its schema class) registered on it.
 
     PynamoDB gives each model class its own connection and so its own botocore client (about
-    70 ms each to create); sharing one keeps a Lambda cold start to a single client. Binding
-    again to the same target keeps the existing client.
-    """
-    global _bound
-    if _bound == (table_name, region, host):
-        return
-    BaseItem.Meta.table_name = table_name
-    BaseItem.Meta.region = region
-    BaseItem.Meta.host = host
+    70 ms each to create); all classes of one table share one, so a Lambda cold start creates a
+    single client."""
+    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
+    base = cast("type[BaseItem]", MetaModel(
+        "BaseItem", (BaseItem,), {"__module__": __name__, "_connection": None, "Meta": meta,
+                                  "kind": DiscriminatorAttribute()}))
+
+    def bound(schema: type[_Item]) -> type[_Item]:
+        return cast("type[_Item]", MetaModel(
+            schema.__name__, (base, schema), {"__module__": __name__, "_connection": None},
+            discriminator=BaseItem.kind.get_discriminator(schema)))
+
+    items = ItemModels(
+        table_name=table_name, base=base, pipeline=bound(PipelineItem), run=bound(RunItem),
+        stage=bound(StageItem), attempt=bound(AttemptItem), token=bound(TokenItem),
+        token_entry=bound(TokenEntryItem),
+        idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
+        subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
+    )
     shared: Connection | None = None
-    for model in ALL_MODELS:
-        model._connection = None
+    for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,
+                  items.idempotency, items.source, items.link, items.subscription, items.delivery):
         table_connection = model._get_connection()
         if shared is None:
             shared = table_connection.connection
         else:
             table_connection.connection = shared
-    _bound = (table_name, region, host)
+    return items

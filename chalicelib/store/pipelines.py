@@ -11,13 +11,13 @@ import json
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
 
-from ..domain import dialects
+from ..domain import dialect_ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.operations import Pipeline
 from . import models
-from .models import PipelineItem, pipeline_pk
-from .repository import _is_condition_failure, _only_transaction_conflicts, update_item
+from .models import ItemModels, PipelineItem, pipeline_pk
+from .repository import Writer, _is_condition_failure, _only_transaction_conflicts
 
 # A plain UpdateItem that meets a transaction in flight on the same item is refused with
 # TransactionConflictException (botocore does not retry it); the update is safe to repeat.
@@ -33,10 +33,6 @@ def pipeline_from_item(item: PipelineItem) -> Pipeline:
     )
 
 
-def _key(pipeline: str) -> PipelineItem:
-    return PipelineItem(pk=pipeline_pk(pipeline), sk=models.PIPELINE_SK)
-
-
 def _not_paused():
     return PipelineItem.paused.does_not_exist() | (PipelineItem.paused == False)  # noqa: E712
 
@@ -46,12 +42,21 @@ def _is_transaction_conflict(error: Exception) -> bool:
 
 
 class PipelineStore:
+    """The DynamoDB ``PipelineStore`` (service/ports.py) on the table of ``items``."""
+
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
+        self._model = items.pipeline
+        self._writer = writer
+
     def get(self, pipeline: str) -> Pipeline | None:
         try:
-            item = PipelineItem.get(pipeline_pk(pipeline), models.PIPELINE_SK, consistent_read=True)
-        except PipelineItem.DoesNotExist:
+            item = self._model.get(pipeline_pk(pipeline), models.PIPELINE_SK, consistent_read=True)
+        except self._model.DoesNotExist:
             return None
         return pipeline_from_item(item)
+
+    def _key(self, pipeline: str) -> PipelineItem:
+        return self._model(pk=pipeline_pk(pipeline), sk=models.PIPELINE_SK)
 
     def _update(self, item: PipelineItem, actions: list, condition, effect: dict | None = None) -> bool:
         """True when ``item`` now holds the updated attributes. With ``effect``, the update is
@@ -63,7 +68,7 @@ class PipelineStore:
                 if effect is None:
                     item.update(actions=actions, condition=condition)
                     return True
-                return update_item(item, actions, condition, effect)
+                return self._writer.update_item(item, actions, condition, effect)
             except UpdateError as error:
                 if not _is_transaction_conflict(error):
                     raise
@@ -78,18 +83,18 @@ class PipelineStore:
         With ``require_layout`` the pipeline must already have run: a pipeline without a layout
         is left untouched (no item created, no number used) and reported as unknown.
         """
-        item = _key(pipeline)
+        item = self._key(pipeline)
         condition = _not_paused()
         if require_layout:
             condition = condition & PipelineItem.layout.exists()
         actions = [
             PipelineItem.counter.add(1),
             PipelineItem.name.set(pipeline),
-            PipelineItem.kind.set(PipelineItem),
+            self._model.kind.set(self._model),
             # the dialects' ids of this pipeline (store/dialects.py): set with every number
             # claimed, so a pipeline has them from its first run on, at no extra round trip
-            PipelineItem.codearts_key.set(dialects.codearts_key(pipeline)),
-            PipelineItem.buddy_key.set(dialects.buddy_key(pipeline)),
+            PipelineItem.codearts_key.set(dialect_ids.codearts_key(pipeline)),
+            PipelineItem.buddy_key.set(dialect_ids.buddy_key(pipeline)),
         ]
         try:
             self._update(item, actions, condition)
@@ -107,7 +112,7 @@ class PipelineStore:
                    by: str | None = None, at=None) -> Pipeline:
         """Pause (with cause, who and when) or unpause; refused when already in that state (409,
         as GoCD) or when the pipeline is unknown (404). Pausing does not touch running runs."""
-        item = _key(pipeline)
+        item = self._key(pipeline)
         if paused:
             condition = PipelineItem.pk.exists() & _not_paused()
             actions = [PipelineItem.paused.set(True), PipelineItem.paused_at.set(format_iso(at))]

@@ -7,6 +7,15 @@ Round trips per use (asserted by tests, printed by bench/):
   (a change of more items than one transaction holds: see "Big runs" below)
 - next run number of a pipeline: 1 UpdateItem (ADD), conditioned on the pipeline not paused
 - list runs of a pipeline: 1 Query on a GSI per page
+- a stage's ended attempts (``list_attempts``): 1 strongly consistent Query per page of the stage's
+  own partition ``ATTEMPTS#<stage id>`` (none for a stage never retried); one ended attempt
+  (``get_attempt``): 1 GetItem; every stage's (``attempts_of``): 1 Query per retried stage. Loading a
+  run never reads them: they are not in its partition.
+
+Attempt items are written once, with the change that ends the attempt (``_Change.attempt_puts``: the
+ended attempts its stages carry, including the inline history of a stage item of the previous
+layout, which its next write moves out), and deleted with their stage or run by computed keys
+(``first_attempt`` .. ``attempt - 1``: no read). A big change carries them in its intent.
 
 Big runs (more stages than one TransactWriteItems holds, 100 items). A change whose items do not
 fit in one transaction is written with a write-ahead intent:
@@ -24,11 +33,15 @@ condition their run item on carrying no intent, so a pending one is never overwr
 at any point leaves either nothing (step 1 failed) or a committed intent that the next reader,
 writer or sweep finishes. Stage items of big runs carry ``big_run`` so that ``get_stage``
 knows to read the run item with them (one TransactGetItems; small runs keep one GetItem).
-Every transaction, whatever its size, is built and sent by ``transact_write`` (one place for
-items that must join a change's first transaction, e.g. an idempotency record: ``extra``).
+Every transaction, whatever its size, is built and sent by ``Writer.transact_write`` (one place
+for items that must join a change's first transaction, e.g. an idempotency record: ``extra``).
+
+The classes here hold what they need as instance state, passed in by ``store/dynamo.py``: the item
+classes bound to their table (``models.ItemModels``), the ``Writer`` that sends their
+transactions, the cursor codec. Nothing here reaches a table through module state.
 
 Idempotency-Key (api/idempotency.py): while the request being handled holds a claim
-(``holding_claim``), the first transaction of its change carries one more item, the key's record
+(``Writer.holding``), the first transaction of its change carries one more item, the key's record
 set COMMITTED with what was written (``effect``, e.g. ``{"run": "web:7"}``), on condition the
 claim is still this request's. The effect and "this key took effect" are one atomic write, so a
 retry after a crash finds the record committed and never writes the effect a second time. For a
@@ -47,7 +60,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from pynamodb.connection import Connection
 from pynamodb.constants import ITEM, RESPONSES
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
@@ -64,11 +76,15 @@ from .models import (
     IDEM_COMMITTED,
     IDEM_PENDING,
     IDEMPOTENCY_SK,
+    AttemptItem,
     BaseItem,
     IdempotencyItem,
+    ItemModels,
     PipelineItem,
     RunItem,
     StageItem,
+    attempt_sk,
+    attempts_pk,
     idempotency_pk,
     pipeline_pk,
     run_pk,
@@ -117,8 +133,9 @@ def _version(version: int | None) -> dict:
     return {} if version is None else {"version": version}
 
 
-def run_to_item(run: Run) -> RunItem:
-    return RunItem(
+def run_to_item(model: type[RunItem], run: Run) -> RunItem:
+    """``run`` as an item of ``model`` (the run class bound to a table: ``ItemModels.run``)."""
+    return model(
         pk=run_pk(run.id), sk=models.RUN_SK, run_id=run.id, pipeline=run.pipeline,
         counter=run.counter, pipeline_status=f"{run.pipeline}#{run.status.value}",
         status=run.status.value, created_at=format_iso(run.created_at),
@@ -148,16 +165,16 @@ def run_from_item(item: RunItem) -> Run:
     )
 
 
-def stage_to_item(stage: Stage, *, big_run: bool = False, run_version: int | None = None) -> StageItem:
-    item = StageItem(
+def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False,
+                  run_version: int | None = None) -> StageItem:
+    item = model(
         pk=run_pk(stage.run_id), sk=stage_sk(stage.position), stage_id=stage.id,
         run_id=stage.run_id, position=stage.position, type=stage.type, name=stage.name,
         status=stage.status.value, created_at=format_iso(stage.created_at),
         updated_at=format_iso(stage.updated_at), started_at=format_iso(stage.started_at),
         ended_at=format_iso(stage.ended_at), duration_ms=stage.duration_ms,
         timeout_seconds=stage.timeout_seconds, expected_seconds=stage.expected_seconds,
-        approval=stage.approval, attempt=stage.attempt,
-        attempts=_dumps(stage.attempts) if stage.attempts else None,
+        approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
         run_version=run_version, **_version(stage.version),
@@ -178,10 +195,46 @@ def stage_from_item(item: StageItem) -> Stage:
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         expected_seconds=None if item.expected_seconds is None else int(item.expected_seconds),
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
+        first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
         waiting_since=parse_iso(item.waiting_since),
         version=None if item.version is None else int(item.version),
     )
+
+
+def _first_attempt(item: StageItem) -> int:
+    """An item of the previous layout has no ``first_attempt``: its inline attempts say it."""
+    if item.first_attempt is not None:
+        return int(item.first_attempt)
+    inline = _loads(item.attempts, [])
+    return min([int(entry["attempt"]) for entry in inline] + [int(item.attempt)])
+
+
+def attempt_to_item(model: type[AttemptItem], stage_id: str, entry: dict) -> AttemptItem:
+    number = int(entry["attempt"])
+    return model(pk=attempts_pk(stage_id), sk=attempt_sk(number), stage_id=stage_id, attempt=number,
+                 record=_dump(entry))
+
+
+def attempt_from_item(item: AttemptItem) -> dict:
+    return json.loads(item.record)
+
+
+def _ended_attempts(model: type[AttemptItem], stages: Sequence[Stage]) -> list[AttemptItem]:
+    """The attempt items a change writes: the ended attempts its stages carry (new ones, or the
+    inline history of a stage item of the previous layout, moved out with this write)."""
+    return [attempt_to_item(model, stage.id, entry) for stage in stages for entry in stage.attempts]
+
+
+def _history_of(stages: Sequence[Stage]) -> list[tuple[str, int, int]]:
+    """(stage id, first, last): the attempt items a deletion of these stages deletes."""
+    return [(stage.id, stage.first_attempt, stage.attempt - 1) for stage in stages
+            if stage.attempt_count > 1]
+
+
+def _stored(stages: Sequence[Stage]) -> None:
+    for stage in stages:
+        stage.attempts = []
 
 
 # ---- transactions, and the Idempotency-Key claim they carry ----------------------------------
@@ -194,28 +247,6 @@ class HeldClaim:
     key_hash: str
     token: str
     committed: bool = False
-
-
-_held_claim: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
-    "stagetrack_idempotency_claim", default=None)
-
-
-@contextmanager
-def holding_claim(key_hash: str, token: str) -> Iterator[HeldClaim]:
-    """While this block runs, transactions carry the commit of this claim (see ``transaction``)."""
-    held = HeldClaim(key_hash, token)
-    reset = _held_claim.set(held)
-    try:
-        yield held
-    finally:
-        _held_claim.reset(reset)
-
-
-def carries_claim() -> bool:
-    """Whether the next transaction would carry a claim's commit: single-item writes (PutItem,
-    UpdateItem) become a transaction only then, so requests without a key cost what they did."""
-    held = _held_claim.get()
-    return held is not None and not held.committed
 
 
 class _Collected:
@@ -232,40 +263,6 @@ class _Collected:
 
     def update(self, item: BaseItem, actions: list, condition=None) -> None:
         self.items.append(tx_update(type(item), item.pk, item.sk, actions, condition))
-
-
-@contextmanager
-def transaction(effect: dict) -> Iterator[_Collected]:
-    """A transaction of a few items that are not a run's (tokens, sources, subscriptions...):
-    fill it in the block (``save``/``update``/``delete``), it is sent on exit through
-    ``transact_write`` (nothing is written if the block raises). ``effect`` names what it writes,
-    for the Idempotency-Key record it may carry."""
-    collected = _Collected()
-    yield collected
-    transact_write(collected.items, effect=effect)
-
-
-def put_item(item: BaseItem, condition, effect: dict) -> None:
-    """One conditional PutItem, or, while a claim is carried, the same put in ``transaction``.
-    A failed condition raises PutError or TransactWriteError; ``_is_condition_failure`` reads
-    both."""
-    if not carries_claim():
-        item.save(condition=condition)
-        return
-    with transaction(effect) as write:
-        write.save(item, condition=condition)
-
-
-def update_item(item: BaseItem, actions: list, condition, effect: dict) -> bool:
-    """One conditional UpdateItem (the item's attributes come back, ALL_NEW), or, while a claim
-    is carried, the same update in ``transaction`` (nothing comes back: returns False, and the
-    caller reads the item if it needs it). Errors as ``put_item``."""
-    if not carries_claim():
-        item.update(actions=actions, condition=condition)
-        return True
-    with transaction(effect) as write:
-        write.update(item, actions=actions, condition=condition)
-    return False
 
 
 # ---- cursors ---------------------------------------------------------------------------------
@@ -328,38 +325,100 @@ def tx_check(model: type[BaseItem], pk: str, sk: str, condition, *, tag: str | N
     return TxItem(CHECK, model.get_operation_kwargs_from_class(pk, range_key=sk, condition=condition), tag)
 
 
-def transact_write(items: Sequence[TxItem], effect: dict | None = None) -> None:
-    """Send one TransactWriteItems: the only place stagetrack does. With ``effect`` (the first
-    transaction of a change) and an Idempotency-Key claim held and not yet committed, the key's
-    record joins as the last item, set COMMITTED with ``effect`` on condition the claim is still
-    this request's; if only that condition fails, the claim was taken over after its lease ran
-    out and this raises ``ClaimTakenOver`` (409), nothing written."""
-    held = _held_claim.get()
-    carry = held if effect is not None and held is not None and not held.committed else None
-    if carry is not None:
-        items = [*items, tx_update(
-            IdempotencyItem, idempotency_pk(carry.key_hash), IDEMPOTENCY_SK,
+class Writer:
+    """Sends the writes of one context's stores (one table) that may carry an Idempotency-Key
+    claim's commit: every TransactWriteItems, and the single-item writes that become one while a
+    claim is held. The held claim is this writer's (per request: a context variable), so a
+    claim made on one table never rides on another table's writes."""
+
+    def __init__(self, items: ItemModels) -> None:
+        self._items = items
+        self._held: contextvars.ContextVar[HeldClaim | None] = contextvars.ContextVar(
+            f"stagetrack_idempotency_claim_{id(self)}", default=None)
+
+    @contextmanager
+    def holding(self, key_hash: str, token: str) -> Iterator[HeldClaim]:
+        """While this block runs, this writer's first transaction of each change carries the
+        commit of this claim (see ``transact_write``)."""
+        held = HeldClaim(key_hash, token)
+        reset = self._held.set(held)
+        try:
+            yield held
+        finally:
+            self._held.reset(reset)
+
+    def carries_claim(self) -> bool:
+        """Whether the next transaction would carry a claim's commit: single-item writes (PutItem,
+        UpdateItem) become a transaction only then, so requests without a key cost what they did."""
+        held = self._held.get()
+        return held is not None and not held.committed
+
+    @contextmanager
+    def transaction(self, effect: dict) -> Iterator[_Collected]:
+        """A transaction of a few items that are not a run's (tokens, sources, subscriptions...):
+        fill it in the block (``save``/``update``/``delete``), it is sent on exit through
+        ``transact_write`` (nothing is written if the block raises). ``effect`` names what it
+        writes, for the Idempotency-Key record it may carry."""
+        collected = _Collected()
+        yield collected
+        self.transact_write(collected.items, effect=effect)
+
+    def put_item(self, item: BaseItem, condition, effect: dict) -> None:
+        """One conditional PutItem, or, while a claim is carried, the same put in ``transaction``.
+        A failed condition raises PutError or TransactWriteError; ``_is_condition_failure`` reads
+        both."""
+        if not self.carries_claim():
+            item.save(condition=condition)
+            return
+        with self.transaction(effect) as write:
+            write.save(item, condition=condition)
+
+    def update_item(self, item: BaseItem, actions: list, condition, effect: dict) -> bool:
+        """One conditional UpdateItem (the item's attributes come back, ALL_NEW), or, while a
+        claim is carried, the same update in ``transaction`` (nothing comes back: returns False,
+        and the caller reads the item if it needs it). Errors as ``put_item``."""
+        if not self.carries_claim():
+            item.update(actions=actions, condition=condition)
+            return True
+        with self.transaction(effect) as write:
+            write.update(item, actions=actions, condition=condition)
+        return False
+
+    def transact_write(self, items: Sequence[TxItem], effect: dict | None = None) -> None:
+        """Send one TransactWriteItems: the only place stagetrack does. With ``effect`` (the
+        first transaction of a change) and an Idempotency-Key claim held and not yet committed,
+        the key's record joins as the last item, set COMMITTED with ``effect`` on condition the
+        claim is still this request's; if only that condition fails, the claim was taken over
+        after its lease ran out and this raises ``ClaimTakenOver`` (409), nothing written."""
+        held = self._held.get()
+        carry = held if effect is not None and held is not None and not held.committed else None
+        if carry is not None:
+            items = [*items, self._claim_commit(carry, effect or {})]
+        if len(items) > MAX_TRANSACTION_ITEMS:
+            raise ValueError(f"{len(items)} items do not fit in one transaction")
+        grouped = {kind: [item.request for item in items if item.kind == kind] for kind in _SENT_ORDER}
+        try:
+            self._items.connection().transact_write_items(
+                condition_check_items=grouped[CHECK], delete_items=grouped[DELETE],
+                put_items=grouped[PUT], update_items=grouped[UPDATE],
+            )
+        except TransactWriteError as error:
+            failed = TransactionFailed(error, sorted(items, key=lambda item: _SENT_ORDER.index(item.kind)))
+            if carry is not None and _only_claim_failed(failed):
+                raise ClaimTakenOver(
+                    "the Idempotency-Key of this request was claimed by another request after this "
+                    "one outlived its lease; nothing was written") from None
+            raise failed from error
+        if carry is not None:
+            carry.committed = True
+
+    def _claim_commit(self, carry: HeldClaim, effect: dict) -> TxItem:
+        return tx_update(
+            self._items.idempotency, idempotency_pk(carry.key_hash), IDEMPOTENCY_SK,
             [IdempotencyItem.state.set(IDEM_COMMITTED),
              IdempotencyItem.effect.set(json.dumps(effect, separators=(",", ":")))],
             (IdempotencyItem.token == carry.token) & (IdempotencyItem.state == IDEM_PENDING),
-            tag=CLAIM_TAG)]
-    if len(items) > MAX_TRANSACTION_ITEMS:
-        raise ValueError(f"{len(items)} items do not fit in one transaction")
-    grouped = {kind: [item.request for item in items if item.kind == kind] for kind in _SENT_ORDER}
-    try:
-        BaseItem._get_connection().connection.transact_write_items(
-            condition_check_items=grouped[CHECK], delete_items=grouped[DELETE], put_items=grouped[PUT],
-            update_items=grouped[UPDATE],
-        )
-    except TransactWriteError as error:
-        failed = TransactionFailed(error, sorted(items, key=lambda item: _SENT_ORDER.index(item.kind)))
-        if carry is not None and _only_claim_failed(failed):
-            raise ClaimTakenOver(
-                "the Idempotency-Key of this request was claimed by another request after this "
-                "one outlived its lease; nothing was written") from None
-        raise failed from error
-    if carry is not None:
-        carry.committed = True
+            tag=CLAIM_TAG)
 
 
 class TransactionFailed(TransactWriteError):
@@ -399,9 +458,14 @@ class Intent:
     puts: list[dict] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     drop_run: bool = False
+    # Attempt items (their own partitions: readers of the run never apply these): the items to
+    # put, as written, and the (stage id, first, last) ranges to delete.
+    attempt_puts: list[dict] = field(default_factory=list)
+    attempt_deletes: list[list] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        body = {"puts": self.puts, "deletes": self.deletes, "dropRun": self.drop_run}
+        body = {"puts": self.puts, "deletes": self.deletes, "dropRun": self.drop_run,
+                "attemptPuts": self.attempt_puts, "attemptDeletes": self.attempt_deletes}
         return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
 
     @classmethod
@@ -410,16 +474,17 @@ class Intent:
             return None
         body = json.loads(zlib.decompress(item.intent or b"").decode() or "{}")
         return cls(id=item.intent_id, puts=body.get("puts", []), deletes=body.get("deletes", []),
-                   drop_run=bool(body.get("dropRun")))
+                   drop_run=bool(body.get("dropRun")), attempt_puts=body.get("attemptPuts", []),
+                   attempt_deletes=body.get("attemptDeletes", []))
 
-    def stage_items(self) -> dict[str, StageItem]:
-        return {raw["sk"]["S"]: StageItem.from_raw_data(raw) for raw in self.puts}
+    def stage_items(self, model: type[StageItem]) -> dict[str, StageItem]:
+        return {raw["sk"]["S"]: model.from_raw_data(raw) for raw in self.puts}
 
-    def apply(self, stages: dict[str, StageItem]) -> None:
-        """What readers see: the stage items as the intent leaves them."""
+    def apply(self, stages: dict[str, StageItem], model: type[StageItem]) -> None:
+        """What readers see: the stage items (of ``model``) as the intent leaves them."""
         for sk in self.deletes:
             stages.pop(sk, None)
-        stages.update(self.stage_items())
+        stages.update(self.stage_items(model))
 
 
 def _written_form(item: StageItem) -> dict:
@@ -462,17 +527,20 @@ class _Change:
     drop_run: bool = False
     extra: Sequence[TxItem] = ()
     effect: dict | None = None  # what an Idempotency-Key record carried by it records
+    attempt_puts: list[AttemptItem] = field(default_factory=list)  # ended attempts, written once
+    attempt_deletes: list[tuple[str, int, int]] = field(default_factory=list)  # (stage, first, last)
 
 
-def _flag(pk: str, sk: str) -> TxItem:
-    return tx_update(StageItem, pk, sk, [StageItem.big_run.set(True)], StageItem.pk.exists())
+def _flag(model: type[StageItem], pk: str, sk: str) -> TxItem:
+    return tx_update(model, pk, sk, [StageItem.big_run.set(True)], StageItem.pk.exists())
 
 
 class Repository:
-    """The DynamoDB ``RunStore`` (service/ports.py). The PynamoDB models must be bound
-    (``models.bind``, done once by ``store/dynamo.py``)."""
+    """The DynamoDB ``RunStore`` (service/ports.py) on the table of ``items``."""
 
-    def __init__(self, codec: cursors.CursorCodec) -> None:
+    def __init__(self, items: ItemModels, writer: Writer, codec: cursors.CursorCodec) -> None:
+        self.items = items
+        self.writer = writer
         self.cursors = codec
 
     # -- runs -------------------------------------------------------------------------------
@@ -484,8 +552,8 @@ class Repository:
         collides with a pipeline counter update in flight wrote nothing and is sent again."""
         items = list(extra)
         if layout is not None:
-            items.append(tx_update(PipelineItem, pipeline_pk(aggregate.run.pipeline), models.PIPELINE_SK,
-                                   [PipelineItem.layout.set(_dump(layout))]))
+            items.append(tx_update(self.items.pipeline, pipeline_pk(aggregate.run.pipeline),
+                                   models.PIPELINE_SK, [PipelineItem.layout.set(_dump(layout))]))
         for attempt in range(INSERT_ATTEMPTS):
             try:
                 self.write_new_run(aggregate, items)
@@ -502,11 +570,14 @@ class Repository:
         run_version = (aggregate.run.version or 0) + 1
         big = len(aggregate.stages) > BIG_RUN_STAGES
         self._commit(_Change(
-            run=run_to_item(aggregate.run), run_condition=RunItem.pk.does_not_exist(),
-            puts=[stage_to_item(s, big_run=big, run_version=run_version) for s in aggregate.stages],
+            run=run_to_item(self.items.run, aggregate.run), run_condition=RunItem.pk.does_not_exist(),
+            puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
+                  for s in aggregate.stages],
             put_condition=StageItem.pk.does_not_exist(), after_big=big, extra=extra,
             effect={"run": aggregate.run.id},
+            attempt_puts=_ended_attempts(self.items.attempt, aggregate.stages),
         ))
+        _stored(aggregate.stages)
 
     def load_run(self, run_id: str) -> RunAggregate | None:
         """One Query (more pages only for a partition over 1 MB). A pending intent is applied and
@@ -515,7 +586,7 @@ class Repository:
         for _ in range(LOAD_ATTEMPTS):
             run_item: RunItem | None = None
             stage_items: dict[str, StageItem] = {}
-            for item in BaseItem.query(run_pk(run_id), consistent_read=True):
+            for item in self.items.base.query(run_pk(run_id), consistent_read=True):
                 if isinstance(item, RunItem):
                     run_item = item
                 elif isinstance(item, StageItem):
@@ -530,7 +601,7 @@ class Repository:
                 self._roll_forward(run_id, intent)
                 if intent.drop_run:
                     return None
-                intent.apply(stage_items)
+                intent.apply(stage_items, self.items.stage)
             stages = [stage_from_item(stage_items[sk]) for sk in sorted(stage_items)]
             return RunAggregate(run=run_from_item(run_item), stages=stages)
         raise ConcurrentModification(f"run {run_id!r} is changing too fast to be read; retry")
@@ -543,24 +614,25 @@ class Repository:
             return None
         run_id, position = parsed
         pk, sk = run_pk(run_id), stage_sk(position)
+        stage_model, run_model = self.items.stage, self.items.run
         try:
-            item = StageItem.get(pk, sk, consistent_read=True)
-        except StageItem.DoesNotExist:
+            item = stage_model.get(pk, sk, consistent_read=True)
+        except stage_model.DoesNotExist:
             item = None
         if item is not None and not item.big_run:
             return stage_from_item(item)
-        response = BaseItem._get_connection().connection.transact_get_items(get_items=[
-            RunItem.get_operation_kwargs_from_class(pk, range_key=models.RUN_SK),
-            StageItem.get_operation_kwargs_from_class(pk, range_key=sk),
+        response = self.items.connection().transact_get_items(get_items=[
+            run_model.get_operation_kwargs_from_class(pk, range_key=models.RUN_SK),
+            stage_model.get_operation_kwargs_from_class(pk, range_key=sk),
         ])
         raw_run, raw_stage = (entry.get(ITEM) for entry in response[RESPONSES])
-        item = StageItem.from_raw_data(raw_stage) if raw_stage else None
-        intent = Intent.of(RunItem.from_raw_data(raw_run)) if raw_run else None
+        item = stage_model.from_raw_data(raw_stage) if raw_stage else None
+        intent = Intent.of(run_model.from_raw_data(raw_run)) if raw_run else None
         if intent is not None:
             if intent.drop_run:
                 return None
             stages = {sk: item} if item is not None else {}
-            intent.apply(stages)
+            intent.apply(stages, stage_model)
             item = stages.get(sk)
         return None if item is None else stage_from_item(item)
 
@@ -578,10 +650,13 @@ class Repository:
                      if len(before.stages) <= BIG_RUN_STAGES else set())
         try:
             self._commit(_Change(
-                run=run_to_item(after.run), run_condition=RunItem.intent_id.does_not_exist(),
-                puts=[stage_to_item(s, big_run=big, run_version=run_version) for s in changed],
-                deletes=[stage_to_item(s) for s in removed], unflagged=unflagged, after_big=big,
-                extra=extra, effect={"run": after.run.id},
+                run=run_to_item(self.items.run, after.run), run_condition=RunItem.intent_id.does_not_exist(),
+                puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
+                      for s in changed],
+                deletes=[stage_to_item(self.items.stage, s) for s in removed], unflagged=unflagged,
+                after_big=big, extra=extra, effect={"run": after.run.id},
+                attempt_puts=_ended_attempts(self.items.attempt, changed),
+                attempt_deletes=_history_of(removed),
             ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
@@ -590,15 +665,19 @@ class Repository:
                 ) from None
             raise
         _bump_versions(after.run, changed)
+        _stored(changed)
 
     def delete_run(self, aggregate: RunAggregate, extra: Sequence[TxItem] = ()) -> None:
         try:
             self._commit(_Change(
-                run=run_to_item(aggregate.run), run_condition=RunItem.intent_id.does_not_exist(),
-                deletes=[stage_to_item(s) for s in aggregate.stages], drop_run=True, extra=extra,
+                run=run_to_item(self.items.run, aggregate.run),
+                run_condition=RunItem.intent_id.does_not_exist(),
+                deletes=[stage_to_item(self.items.stage, s) for s in aggregate.stages], drop_run=True,
+                extra=extra,
                 effect={"run": aggregate.run.id, "deleted": True},
                 unflagged=({stage_sk(s.position) for s in aggregate.stages}
                            if len(aggregate.stages) <= BIG_RUN_STAGES else set()),
+                attempt_deletes=_history_of(aggregate.stages),
             ))
         except TransactWriteError as error:
             if _is_condition_failure(error):
@@ -614,17 +693,77 @@ class Repository:
             key_from_cursor_payload(self.cursors.open(scope, cursor), _RUN_CURSOR_KEYS) if cursor else None
         )
         if status is None:
-            results = RunItem.by_pipeline.query(
+            results = self.items.run.by_pipeline.query(
                 pipeline, scan_index_forward=False, limit=limit, last_evaluated_key=start,
                 page_size=limit,
             )
         else:
-            results = RunItem.by_pipeline_status.query(
+            results = self.items.run.by_pipeline_status.query(
                 f"{pipeline}#{status.value}", scan_index_forward=False, limit=limit,
                 last_evaluated_key=start, page_size=limit,
             )
         runs = [run_from_item(item) for item in results]
         return runs, self.cursors.seal(scope, results.last_evaluated_key)
+
+    # -- attempt history: read only when asked for -----------------------------------------
+
+    def list_attempts(self, stage: Stage, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+        """Newest first: one strongly consistent Query of the stage's attempt partition per page
+        (none for a stage never retried). The cursor holds the last attempt number returned."""
+        scope = f"attempts/{stage.id}"
+        below = stage.attempt  # only the ended attempts of the stage as it was read
+        if cursor:
+            below = min(below, _attempt_cursor(self.cursors.open(scope, cursor)))
+        if stage.attempts:  # an item of the previous layout: its history is inline
+            entries = sorted((e for e in stage.attempts if int(e["attempt"]) < below),
+                             key=lambda e: int(e["attempt"]), reverse=True)
+        elif stage.attempt_count <= 1 or below <= stage.first_attempt:
+            entries = []
+        else:
+            entries = self._query_attempts(stage, below, limit + 1)
+            if cursor is None and int(entries[0]["attempt"] if entries else 0) != stage.attempt - 1:
+                # A big run's change still pending (its intent holds the newest attempt item):
+                # loading the run completes it, then the history is whole.
+                self.load_run(stage.run_id)
+                entries = self._query_attempts(stage, below, limit + 1)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return page, self.cursors.seal(scope, {"after": int(page[-1]["attempt"])}) if more and page else None
+
+    def _query_attempts(self, stage: Stage, below: int, limit: int) -> list[dict]:
+        model = self.items.attempt
+        results = model.query(attempts_pk(stage.id), model.sk.between(
+            attempt_sk(stage.first_attempt), attempt_sk(below - 1)), scan_index_forward=False,
+            consistent_read=True, limit=limit, page_size=limit)
+        return [attempt_from_item(item) for item in results]
+
+    def get_attempt(self, stage: Stage, number: int) -> dict | None:
+        """One GetItem by key (none for a number the stage never had ended)."""
+        if not stage.first_attempt <= number < stage.attempt:
+            return None
+        if stage.attempts:
+            return next((dict(e) for e in stage.attempts if int(e["attempt"]) == number), None)
+        for _ in range(2):
+            try:
+                item = self.items.attempt.get(attempts_pk(stage.id), attempt_sk(number), consistent_read=True)
+                return attempt_from_item(item)
+            except self.items.attempt.DoesNotExist:
+                self.load_run(stage.run_id)  # a pending big-run change may hold it: complete it
+        return None
+
+    def attempts_of(self, stages: list[Stage]) -> dict[str, list[dict]]:
+        """One Query per stage that has ended attempts (at most 99 items each: MAX_ATTEMPTS)."""
+        result: dict[str, list[dict]] = {}
+        for stage in stages:
+            if stage.attempts:
+                found = [dict(e) for e in stage.attempts]
+            elif stage.attempt_count > 1:
+                found = self._query_attempts(stage, stage.attempt, stage.attempt_count)
+            else:
+                found = []
+            result[stage.id] = sorted(found, key=lambda e: int(e["attempt"]))
+        return result
 
     # -- one change, in one transaction or through an intent ----------------------------------
 
@@ -635,23 +774,27 @@ class Repository:
                   else tx_put(run, change.run_condition))
         stage_ops = [tx_put(s, change.put_condition) for s in change.puts]
         stage_ops += [tx_delete(s) for s in change.deletes]
+        stage_ops += [tx_put(a) for a in change.attempt_puts]
+        stage_ops += [self._attempt_delete(*key) for key in _attempt_keys(change.attempt_deletes)]
         written = {s.sk for s in change.puts} | {s.sk for s in change.deletes}
-        flags = ([_flag(pk, sk) for sk in sorted(change.unflagged - written)]
+        flags = ([_flag(self.items.stage, pk, sk) for sk in sorted(change.unflagged - written)]
                  if change.after_big else [])
         items = [*change.extra, run_op, *stage_ops, *flags]
-        claim = 1 if change.effect is not None and carries_claim() else 0  # the key's record
+        claim = 1 if change.effect is not None and self.writer.carries_claim() else 0  # the key's record
         if len(items) + claim <= MAX_TRANSACTION_ITEMS:
-            transact_write(items, effect=change.effect)
+            self.writer.transact_write(items, effect=change.effect)
             return
         intent = Intent(id=uuid.uuid4().hex, puts=[_written_form(s) for s in change.puts],
-                        deletes=sorted(s.sk for s in change.deletes), drop_run=change.drop_run)
+                        deletes=sorted(s.sk for s in change.deletes), drop_run=change.drop_run,
+                        attempt_puts=[a.serialize() for a in change.attempt_puts],
+                        attempt_deletes=[list(key) for key in change.attempt_deletes])
         blob = intent.encode()
         due = format_iso(parse_iso(run.updated_at) + timedelta(seconds=INTENT_GRACE_SECONDS))
         marks = [RunItem.intent_id.set(intent.id), RunItem.intent.set(blob),
                  RunItem.active_shard.set(active_shard(run.run_id)), RunItem.due_at.set(due)]
         if change.drop_run:  # the run item stays (with the intent) until its stages are gone
             version = int(run.version or 0)
-            run_op = tx_update(RunItem, pk, models.RUN_SK, [*marks, RunItem.version.set(version + 1)],
+            run_op = tx_update(self.items.run, pk, models.RUN_SK, [*marks, RunItem.version.set(version + 1)],
                                (RunItem.version == version) & change.run_condition)
             size = item_bytes(run.serialize()) + len(blob) + 200
         else:
@@ -664,8 +807,9 @@ class Repository:
                               f"in one DynamoDB item ({size} bytes); nothing was changed")
         # Stored stage items that may lack big_run are marked in the first transaction, so that
         # get_stage knows to look at the intent for them while it is pending.
-        first = [*change.extra, run_op, *(_flag(pk, sk) for sk in sorted(change.unflagged))]
-        transact_write(first, effect=change.effect)
+        flags = [_flag(self.items.stage, pk, sk) for sk in sorted(change.unflagged)]
+        first = [*change.extra, run_op, *flags]
+        self.writer.transact_write(first, effect=change.effect)
         try:
             self._complete(run.run_id, intent)
         except Exception:  # noqa: BLE001 - committed already: the next reader, writer or sweep completes it
@@ -676,15 +820,17 @@ class Repository:
         """Write the intent's stage items in chunks, each guarded by the intent still being
         there, then remove the intent (or the run). Idempotent: run it as often as you like."""
         pk = run_pk(run_id)
-        guard = tx_check(RunItem, pk, models.RUN_SK, RunItem.intent_id == intent.id)
-        table = BaseItem.Meta.table_name
+        guard = tx_check(self.items.run, pk, models.RUN_SK, RunItem.intent_id == intent.id)
+        table = self.items.table_name
         ops = [TxItem(PUT, {"TableName": table, "Item": raw}) for raw in intent.puts]
-        ops += [TxItem(DELETE, StageItem.get_operation_kwargs_from_class(pk, range_key=sk))
+        ops += [TxItem(DELETE, self.items.stage.get_operation_kwargs_from_class(pk, range_key=sk))
                 for sk in intent.deletes]
+        ops += [TxItem(PUT, {"TableName": table, "Item": raw}) for raw in intent.attempt_puts]
+        ops += [self._attempt_delete(*key) for key in _attempt_keys(intent.attempt_deletes)]
         size = MAX_TRANSACTION_ITEMS - 1
         for start in range(0, len(ops), size):
-            transact_write([guard, *ops[start:start + size]])
-        connection = RunItem._get_connection()
+            self.writer.transact_write([guard, *ops[start:start + size]])
+        connection = self.items.run._get_connection()
         done = RunItem.intent_id == intent.id
         try:
             if intent.drop_run:
@@ -696,6 +842,10 @@ class Repository:
         except (UpdateError, DeleteError) as error:
             if not _is_condition_failure(error):
                 raise
+
+    def _attempt_delete(self, stage_id: str, number: int) -> TxItem:
+        return TxItem(DELETE, self.items.attempt.get_operation_kwargs_from_class(
+            attempts_pk(stage_id), range_key=attempt_sk(number)))
 
     def _roll_forward(self, run_id: str, intent: Intent) -> bool:
         """Complete a pending intent found by a reader. Best effort: False if that failed for
@@ -714,10 +864,18 @@ class Repository:
                         exc_info=True)
             return False
 
-    # -- plumbing ---------------------------------------------------------------------------
 
-    def _connection(self) -> Connection:
-        return BaseItem._get_connection().connection
+def _attempt_cursor(payload: dict) -> int:
+    after = payload.get("after") if isinstance(payload, dict) else None
+    if set(payload) != {"after"} or type(after) is not int or not 1 <= after <= 9999:
+        raise BadRequest(cursors.INVALID)
+    return after
+
+
+def _attempt_keys(ranges: Sequence[Sequence]) -> list[tuple[str, int]]:
+    """Every (stage id, attempt number) of the (stage id, first, last) ranges."""
+    return [(str(stage_id), number) for stage_id, first, last in ranges
+            for number in range(int(first), int(last) + 1)]
 
 
 def _bump_versions(run: Run, stages: list[Stage]) -> None:

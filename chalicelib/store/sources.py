@@ -18,11 +18,10 @@ from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
 
 from ..domain.model import RunAggregate
 from ..service.ports import StoredSource
-from .models import LinkItem, SourceItem
-from .repository import Repository, TxItem, _is_condition_failure, failed_tags, put_item, tx_put
+from .models import ItemModels, LinkItem, SourceItem
+from .repository import Repository, TxItem, Writer, _is_condition_failure, failed_tags, tx_put
 
-__all__ = ["StoredSource", "insert_source", "get_source", "list_sources", "delete_source",
-           "linked_run", "insert_linked_run"]
+__all__ = ["StoredSource", "SourceStore", "RunLinks"]
 
 SOURCES_PK = "SOURCES"
 LINK_SK = "#LINK"
@@ -37,42 +36,46 @@ def _from_item(item: SourceItem) -> StoredSource:
                         created_at=item.created_at, created_by=item.created_by)
 
 
-def insert_source(source: StoredSource) -> bool:
-    """False if a source of that name exists already."""
-    item = SourceItem(pk=SOURCES_PK, sk=_source_sk(source.name), name=source.name,
-                      source_type=source.type, secret=source.sealed_secret,
-                      created_at=source.created_at, created_by=source.created_by)
-    try:
-        put_item(item, SourceItem.pk.does_not_exist(), {"source": source.name})
-    except (PutError, TransactWriteError) as error:
-        if _is_condition_failure(error):
-            return False
-        raise
-    return True
+class SourceStore:
+    """The DynamoDB ``SourceStore`` (service/ports.py) on the table of ``items``."""
 
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
+        self._model = items.source
+        self._writer = writer
 
-def get_source(name: str) -> StoredSource | None:
-    try:
-        return _from_item(SourceItem.get(SOURCES_PK, _source_sk(name), consistent_read=True))
-    except SourceItem.DoesNotExist:
-        return None
-
-
-def list_sources() -> list[StoredSource]:
-    return [_from_item(item) for item in SourceItem.query(SOURCES_PK, consistent_read=True)]
-
-
-def delete_source(name: str) -> StoredSource | None:
-    """1 GetItem + 1 DeleteItem (admin only); None if there is no such source."""
-    source = get_source(name)
-    if source is None:
-        return None
-    try:
-        SourceItem(pk=SOURCES_PK, sk=_source_sk(name)).delete(condition=SourceItem.pk.exists())
-    except DeleteError as error:
-        if not _is_condition_failure(error):
+    def insert_source(self, source: StoredSource) -> bool:
+        """False if a source of that name exists already."""
+        item = self._model(pk=SOURCES_PK, sk=_source_sk(source.name), name=source.name,
+                           source_type=source.type, secret=source.sealed_secret,
+                           created_at=source.created_at, created_by=source.created_by)
+        try:
+            self._writer.put_item(item, SourceItem.pk.does_not_exist(), {"source": source.name})
+        except (PutError, TransactWriteError) as error:
+            if _is_condition_failure(error):
+                return False
             raise
-    return source
+        return True
+
+    def get_source(self, name: str) -> StoredSource | None:
+        try:
+            return _from_item(self._model.get(SOURCES_PK, _source_sk(name), consistent_read=True))
+        except self._model.DoesNotExist:
+            return None
+
+    def list_sources(self) -> list[StoredSource]:
+        return [_from_item(item) for item in self._model.query(SOURCES_PK, consistent_read=True)]
+
+    def delete_source(self, name: str) -> StoredSource | None:
+        """1 GetItem + 1 DeleteItem (admin only); None if there is no such source."""
+        source = self.get_source(name)
+        if source is None:
+            return None
+        try:
+            self._model(pk=SOURCES_PK, sk=_source_sk(name)).delete(condition=SourceItem.pk.exists())
+        except DeleteError as error:
+            if not _is_condition_failure(error):
+                raise
+        return source
 
 
 # ---- links: a sender's run -> our run ---------------------------------------------------------
@@ -82,25 +85,32 @@ def _link_pk(namespace: str, key: str) -> str:
     return "LINK#" + hashlib.sha256(f"{namespace}\n{key}".encode()).hexdigest()[:40]
 
 
-def linked_run(namespace: str, key: str) -> str | None:
-    try:
-        return LinkItem.get(_link_pk(namespace, key), LINK_SK, consistent_read=True).run_id
-    except LinkItem.DoesNotExist:
-        return None
+class RunLinks:
+    """The DynamoDB ``RunLinks`` (service/ports.py): links on the table of ``items``, each new
+    one written in the transaction of its run (through ``runs``)."""
 
+    def __init__(self, items: ItemModels, runs: Repository) -> None:
+        self._model = items.link
+        self._runs = runs
 
-def insert_linked_run(repo: Repository, aggregate: RunAggregate, namespace: str, key: str, created_at: str,
-                      extra: Sequence[TxItem] = ()) -> bool:
-    """Run + stages + link, all or nothing (one transaction, or for a big run the first one of
-    an intent: store/repository.py). False: the link exists (another delivery made the run
-    first); nothing was written."""
-    link = LinkItem(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
-                    external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
-    first = [tx_put(link, LinkItem.pk.does_not_exist(), tag="link"), *extra]
-    try:
-        repo.write_new_run(aggregate, first)
-    except TransactWriteError as error:
-        if "link" in failed_tags(error):
-            return False
-        raise
-    return True
+    def linked_run(self, namespace: str, key: str) -> str | None:
+        try:
+            return self._model.get(_link_pk(namespace, key), LINK_SK, consistent_read=True).run_id
+        except self._model.DoesNotExist:
+            return None
+
+    def insert_linked_run(self, aggregate: RunAggregate, namespace: str, key: str, created_at: str,
+                          extra: Sequence[TxItem] = ()) -> bool:
+        """Run + stages + link, all or nothing (one transaction, or for a big run the first one
+        of an intent: store/repository.py). False: the link exists (another delivery made the
+        run first); nothing was written."""
+        link = self._model(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
+                           external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
+        first = [tx_put(link, LinkItem.pk.does_not_exist(), tag="link"), *extra]
+        try:
+            self._runs.write_new_run(aggregate, first)
+        except TransactWriteError as error:
+            if "link" in failed_tags(error):
+                return False
+            raise
+        return True

@@ -1,7 +1,21 @@
 """Decoding the table's stream records (DynamoDB JSON images): no PynamoDB, so the in-memory
-store (store/memory.py) reads the same records the same way."""
+store (store/memory.py) reads the same records the same way. Only the store knows the item
+attributes (``kind``, ``pk``/``sk``, ``status``, ``version`` ...) these images carry.
+
+- ``armed_timer``: the timer a record asks for (service/timers.py, through ``ActiveTimers``);
+- ``state_change``: the ``StateChange`` a record stands for (service/outbox.py, through
+  ``ChangeStream``).
+"""
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from ..domain import ids
+from ..domain.clock import format_iso
+from ..domain.events import RUN_CHANGED, STAGE_CHANGED, StateChange
+from ..domain.status import StageStatus
 from ..service.ports import DueTimer
 
 NO_DEADLINE = "9999-12-31T23:59:59.999Z"  # an active stage's due_at when no timer ever fires
@@ -20,29 +34,111 @@ def armed_timer(record: dict) -> DueTimer | None:
         return None
     images = record.get("dynamodb") or {}
     new = images.get("NewImage") or {}
-    if _text(new, "kind") != "stage":
+    if _str_attr(new, "kind") != "stage":
         return None
-    due_at = _text(new, "due_at")
-    stage_id = _text(new, "stage_id")
-    attempt = _number(new, "attempt")
+    due_at = _str_attr(new, "due_at")
+    stage_id = _str_attr(new, "stage_id")
+    attempt = _int_attr(new, "attempt")
     if due_at is None or due_at == NO_DEADLINE or stage_id is None or attempt is None:
         return None
     old = images.get("OldImage") or {}
-    if _text(old, "due_at") == due_at and _number(old, "attempt") == attempt:
+    if _str_attr(old, "due_at") == due_at and _int_attr(old, "attempt") == attempt:
         return None
     return DueTimer(stage_id=stage_id, attempt=attempt, due_at=due_at)
 
 
-def _text(image: dict, name: str) -> str | None:
+def _attr(image: Mapping, name: str) -> object:
     value = image.get(name)
-    return value.get("S") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    if "S" in value:
+        return value["S"]
+    if "N" in value:
+        try:
+            return int(value["N"])
+        except ValueError:
+            return None
+    return None
 
 
-def _number(image: dict, name: str) -> int | None:
-    value = image.get(name)
-    if not isinstance(value, dict) or "N" not in value:
+def _str_attr(image: Mapping, name: str) -> str | None:
+    value = _attr(image, name)
+    return value if isinstance(value, str) else None
+
+
+def _int_attr(image: Mapping, name: str) -> int | None:
+    value = _attr(image, name)
+    return value if isinstance(value, int) else None
+
+
+def state_change(record: Mapping, now: datetime) -> StateChange | None:
+    """The event one stream record stands for, or None (not a run/stage, or no status change).
+
+    - run inserted: old status null; run removed: new status null; run modified: only when its
+      status changed (every write rewrites the run item, usually with the same status);
+    - stage modified: when its status or attempt changed; stage inserted: only when it is born
+      already moving (a sender's stage seen running), since every new run's stages start IDLE
+      and the run's own event says the run exists; stage removed: new status null.
+    """
+    event_name = record.get("eventName")
+    images = record.get("dynamodb") or {}
+    new = images.get("NewImage") or {}
+    old = images.get("OldImage") or {}
+    current = new or old
+    kind = _attr(current, "kind")
+    if kind not in ("run", "stage") or event_name not in ("INSERT", "MODIFY", "REMOVE"):
         return None
-    try:
-        return int(value["N"])
-    except ValueError:
+    old_status = _attr(old, "status") if old else None
+    new_status = _attr(new, "status") if new else None
+    old_attempt = _int_attr(old, "attempt") if old else None
+    new_attempt = _int_attr(new, "attempt") if new else None
+    if kind == "run":
+        if event_name == "MODIFY" and old_status == new_status:
+            return None
+    else:
+        if event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
+            return None
+        if event_name == "INSERT" and new_status == StageStatus.IDLE.value:
+            return None
+    run_id = _attr(current, "run_id")
+    if not isinstance(run_id, str):
         return None
+    stage_id = _str_attr(current, "stage_id") if kind == "stage" else None
+    if kind == "stage" and stage_id is None:
+        return None  # not one of our stage items: every stage event names its stage
+    parsed = ids.parse_run_id(run_id)
+    pipeline = _attr(current, "pipeline") or (parsed[0] if parsed else None)
+    if new:
+        moment = _attr(new, "updated_at")
+    else:
+        approximate = images.get("ApproximateCreationDateTime")
+        moment = (format_iso(datetime.fromtimestamp(float(approximate), UTC))
+                  if isinstance(approximate, (int, float)) else format_iso(now))
+    identity = "|".join(
+        str(x)
+        for x in (
+            _attr(current, "pk"),
+            _attr(current, "sk"),
+            _attr(current, "created_at"),
+            _attr(old, "version") if old else None,
+            _attr(new, "version") if new else None,
+        )
+    )
+    return StateChange(
+        id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
+        type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,
+        time=moment if isinstance(moment, str) else format_iso(now),
+        pipeline=str(pipeline), run_id=run_id,
+        stage_id=stage_id,
+        stage_name=_str_attr(current, "name") if kind == "stage" else None,
+        old_status=old_status if isinstance(old_status, str) else None,
+        new_status=new_status if isinstance(new_status, str) else None,
+        attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
+    )
+
+
+class StreamDecoder:
+    """The ``ChangeStream`` port of the DynamoDB store: its records are the table's own stream."""
+
+    def state_change(self, record: dict, now: datetime) -> StateChange | None:
+        return state_change(record, now)

@@ -14,10 +14,10 @@ from pynamodb.exceptions import DeleteError
 
 from ..domain.events import FORMAT_STAGETRACK
 from ..service.ports import StoredSubscription
-from .models import SubscriptionItem
-from .repository import _is_condition_failure, put_item
+from .models import ItemModels, SubscriptionItem
+from .repository import Writer, _is_condition_failure
 
-__all__ = ["StoredSubscription", "insert", "get", "list_all", "delete"]
+__all__ = ["StoredSubscription", "SubscriptionStore"]
 
 SUBSCRIPTIONS_PK = "SUBSCRIPTIONS"
 
@@ -39,43 +39,48 @@ def _from_item(item: SubscriptionItem) -> StoredSubscription:
     )
 
 
-def insert(subscription: StoredSubscription) -> None:
-    item = SubscriptionItem(
-        pk=SUBSCRIPTIONS_PK, sk=_sk(subscription.subscription_id),
-        subscription_id=subscription.subscription_id, url=subscription.url,
-        events=json.dumps(list(subscription.events)),
-        pipelines=None if subscription.pipelines is None else json.dumps(list(subscription.pipelines)),
-        statuses=None if subscription.statuses is None else json.dumps(list(subscription.statuses)),
-        secret=subscription.sealed_secret, description=subscription.description,
-        created_at=subscription.created_at, created_by=subscription.created_by,
-        payload_format=subscription.format,
-    )
-    put_item(item, SubscriptionItem.pk.does_not_exist(), {"subscription": subscription.subscription_id})
+class SubscriptionStore:
+    """The DynamoDB ``SubscriptionStore`` (service/ports.py) on the table of ``items``."""
 
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
+        self._model = items.subscription
+        self._writer = writer
 
-def get(subscription_id: str) -> StoredSubscription | None:
-    try:
-        return _from_item(SubscriptionItem.get(SUBSCRIPTIONS_PK, _sk(subscription_id), consistent_read=True))
-    except SubscriptionItem.DoesNotExist:
-        return None
+    def insert(self, subscription: StoredSubscription) -> None:
+        item = self._model(
+            pk=SUBSCRIPTIONS_PK, sk=_sk(subscription.subscription_id),
+            subscription_id=subscription.subscription_id, url=subscription.url,
+            events=json.dumps(list(subscription.events)),
+            pipelines=None if subscription.pipelines is None else json.dumps(list(subscription.pipelines)),
+            statuses=None if subscription.statuses is None else json.dumps(list(subscription.statuses)),
+            secret=subscription.sealed_secret, description=subscription.description,
+            created_at=subscription.created_at, created_by=subscription.created_by,
+            payload_format=subscription.format,
+        )
+        self._writer.put_item(item, SubscriptionItem.pk.does_not_exist(),
+                              {"subscription": subscription.subscription_id})
 
+    def get(self, subscription_id: str) -> StoredSubscription | None:
+        try:
+            return _from_item(self._model.get(SUBSCRIPTIONS_PK, _sk(subscription_id), consistent_read=True))
+        except self._model.DoesNotExist:
+            return None
 
-def list_all() -> list[StoredSubscription]:
-    items = [_from_item(item) for item in SubscriptionItem.query(SUBSCRIPTIONS_PK, consistent_read=True)]
-    return sorted(items, key=lambda s: (s.created_at, s.subscription_id))
+    def list_all(self) -> list[StoredSubscription]:
+        items = [_from_item(item) for item in self._model.query(SUBSCRIPTIONS_PK, consistent_read=True)]
+        return sorted(items, key=lambda s: (s.created_at, s.subscription_id))
 
-
-def delete(subscription_id: str,
-           allowed: Callable[[StoredSubscription], bool] = lambda _s: True) -> StoredSubscription | None:
-    """Delete it if ``allowed(subscription)`` (read first, strongly consistent); None if there
-    is none or it is not allowed. Subscriptions never change, so the check still holds."""
-    subscription = get(subscription_id)
-    if subscription is None or not allowed(subscription):
-        return None
-    try:
-        SubscriptionItem(pk=SUBSCRIPTIONS_PK, sk=_sk(subscription_id)).delete(
-            condition=SubscriptionItem.pk.exists())
-    except DeleteError as error:
-        if not _is_condition_failure(error):
-            raise
-    return subscription
+    def delete(self, subscription_id: str,
+               allowed: Callable[[StoredSubscription], bool] = lambda _s: True) -> StoredSubscription | None:
+        """Delete it if ``allowed(subscription)`` (read first, strongly consistent); None if there
+        is none or it is not allowed. Subscriptions never change, so the check still holds."""
+        subscription = self.get(subscription_id)
+        if subscription is None or not allowed(subscription):
+            return None
+        try:
+            self._model(pk=SUBSCRIPTIONS_PK, sk=_sk(subscription_id)).delete(
+                condition=SubscriptionItem.pk.exists())
+        except DeleteError as error:
+            if not _is_condition_failure(error):
+                raise
+        return subscription

@@ -23,10 +23,10 @@ from typing import TypedDict
 from botocore.exceptions import ClientError
 
 from ..service.ports import StoredToken
-from .models import BaseItem, TokenEntryItem, TokenItem
-from .repository import transaction
+from .models import ItemModels, TokenEntryItem, TokenItem
+from .repository import Writer
 
-__all__ = ["StoredToken", "insert", "list_all", "delete", "get_access_key", "hit", "hit_access_key"]
+__all__ = ["StoredToken", "TokenStore"]
 
 TOKEN_SK = "#TOKEN"
 LISTING_PK = "TOKENS"
@@ -55,119 +55,123 @@ class _Common(TypedDict):
     created_at: str
 
 
-def insert(token: StoredToken, token_hash: str | None, window: int) -> None:
-    """The token (or access key pair, keyed by its AK) and its listing entry appear together;
-    a key collision would be refused. The counter starts in the current window, so even the
-    first request costs one call."""
-    pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
-    common = _Common(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
-                     pipelines=pipelines, created_at=token.created_at)
-    if token.access_key:
-        pk = access_key_pk(token.access_key)
-    else:
-        assert token_hash is not None, "a token without an access key is found by its hash"
-        pk = token_pk(token_hash)
-    with transaction({"token": token.token_id}) as write:
-        write.save(TokenItem(pk=pk, sk=TOKEN_SK, window=window, hits=0,
-                             secret_key=token.sealed_secret_key, **common),
-                   condition=TokenItem.pk.does_not_exist())
-        write.save(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token.token_id),
-                                  created_by=token.created_by, token_hash=token_hash,
-                                  access_key=token.access_key, **common),
-                   condition=TokenEntryItem.pk.does_not_exist())
+class TokenStore:
+    """The DynamoDB ``TokenStore`` (service/ports.py) on the table of ``items``."""
 
+    def __init__(self, items: ItemModels, writer: Writer) -> None:
+        self._token = items.token
+        self._entry = items.token_entry
+        self._table_name = items.table_name
+        self._connection = items.connection
+        self._writer = writer
 
-def list_all() -> list[StoredToken]:
-    """Oldest first (ids are random, so sort by creation time)."""
-    entries = [_from_entry(item) for item in TokenEntryItem.query(LISTING_PK, consistent_read=True)]
-    return sorted(entries, key=lambda t: (t.created_at, t.token_id))
+    def insert(self, token: StoredToken, token_hash: str | None, window: int) -> None:
+        """The token (or access key pair, keyed by its AK) and its listing entry appear together;
+        a key collision would be refused. The counter starts in the current window, so even the
+        first request costs one call."""
+        pipelines = None if token.pipelines is None else json.dumps(token.pipelines)
+        common = _Common(token_id=token.token_id, name=token.name, scopes=json.dumps(token.scopes),
+                         pipelines=pipelines, created_at=token.created_at)
+        if token.access_key:
+            pk = access_key_pk(token.access_key)
+        else:
+            assert token_hash is not None, "a token without an access key is found by its hash"
+            pk = token_pk(token_hash)
+        with self._writer.transaction({"token": token.token_id}) as write:
+            write.save(self._token(pk=pk, sk=TOKEN_SK, window=window, hits=0,
+                                   secret_key=token.sealed_secret_key, **common),
+                       condition=TokenItem.pk.does_not_exist())
+            write.save(self._entry(pk=LISTING_PK, sk=entry_sk(token.token_id),
+                                   created_by=token.created_by, token_hash=token_hash,
+                                   access_key=token.access_key, **common),
+                       condition=TokenEntryItem.pk.does_not_exist())
 
+    def list_all(self) -> list[StoredToken]:
+        """Oldest first (ids are random, so sort by creation time)."""
+        entries = [_from_entry(item) for item in self._entry.query(LISTING_PK, consistent_read=True)]
+        return sorted(entries, key=lambda t: (t.created_at, t.token_id))
 
-def delete(token_id: str, allowed: Callable[[StoredToken], bool] = lambda _token: True) -> StoredToken | None:
-    """Delete the token if ``allowed(token)`` (read first, strongly consistent); None if there
-    is no such token or it is not allowed. Tokens never change, so the check still holds."""
-    try:
-        entry = TokenEntryItem.get(LISTING_PK, entry_sk(token_id), consistent_read=True)
-    except TokenEntryItem.DoesNotExist:
-        return None
-    if not allowed(_from_entry(entry)):
-        return None
-    with transaction({"token": token_id, "deleted": True}) as write:
-        write.delete(TokenEntryItem(pk=LISTING_PK, sk=entry_sk(token_id)))
-        pk = access_key_pk(entry.access_key) if entry.access_key else token_pk(entry.token_hash)
-        write.delete(TokenItem(pk=pk, sk=TOKEN_SK))
-    return _from_entry(entry)
-
-
-def get_access_key(access_key: str) -> StoredToken | None:
-    """The access key pair with this AK, its SK still sealed; None if there is none (1 read)."""
-    try:
-        item = TokenItem.get(access_key_pk(access_key), TOKEN_SK, consistent_read=True)
-    except TokenItem.DoesNotExist:
-        return None
-    return StoredToken(
-        token_id=item.token_id, name=item.name, scopes=json.loads(item.scopes),
-        pipelines=None if item.pipelines is None else json.loads(item.pipelines),
-        created_at=item.created_at, window=int(item.window), hits=int(item.hits),
-        access_key=access_key, sealed_secret_key=item.secret_key,
-    )
-
-
-def hit(token_hash: str, window: int) -> StoredToken | None:
-    """Look the token up and count one request in ``window``; None if there is no such token.
-
-    A request whose clock is behind the stored window counts in the stored (newer) one rather
-    than moving the window back.
-    """
-    return _hit(token_pk(token_hash), window)
-
-
-def hit_access_key(access_key: str, window: int) -> StoredToken | None:
-    """``hit`` for an access key pair (None if it was revoked since it was read)."""
-    return _hit(access_key_pk(access_key), window)
-
-
-def _hit(pk: str, window: int) -> StoredToken | None:
-    key = {"pk": {"S": pk}, "sk": {"S": TOKEN_SK}}
-    names = {"#w": "window", "#h": "hits"}
-    target = window
-    for _ in range(MAX_HIT_CALLS):
-        item, old = _update(
-            key, "ADD #h :one", "#w = :w", names, {":one": {"N": "1"}, ":w": {"N": str(target)}}
-        )
-        if item is not None:
-            return _from_raw(item)
-        if old is None:
+    def delete(self, token_id: str,
+               allowed: Callable[[StoredToken], bool] = lambda _token: True) -> StoredToken | None:
+        """Delete the token if ``allowed(token)`` (read first, strongly consistent); None if there
+        is no such token or it is not allowed. Tokens never change, so the check still holds."""
+        try:
+            entry = self._entry.get(LISTING_PK, entry_sk(token_id), consistent_read=True)
+        except self._entry.DoesNotExist:
             return None
-        stored = int(old["window"]["N"])
-        if stored >= target:
-            target = stored
-            continue
-        item, old = _update(key, "SET #w = :w, #h = :one", "#w < :w", names,
-                            {":one": {"N": "1"}, ":w": {"N": str(target)}})
-        if item is not None:
-            return _from_raw(item)
-        if old is None:  # revoked meanwhile
+        if not allowed(_from_entry(entry)):
             return None
-        target = max(target, int(old["window"]["N"]))  # another request started it first
-    raise RuntimeError("token counter kept changing; giving up")  # a bug or a storm: a 500
+        with self._writer.transaction({"token": token_id, "deleted": True}) as write:
+            write.delete(self._entry(pk=LISTING_PK, sk=entry_sk(token_id)))
+            pk = access_key_pk(entry.access_key) if entry.access_key else token_pk(entry.token_hash)
+            write.delete(self._token(pk=pk, sk=TOKEN_SK))
+        return _from_entry(entry)
 
-
-def _update(key: dict, expression: str, condition: str, names: dict, values: dict):
-    """One UpdateItem: (new item, None) on success, (None, old item or None) if the condition
-    failed. Raw botocore, because PynamoDB drops the item that ALL_OLD returns on failure."""
-    try:
-        response = _client().update_item(
-            TableName=BaseItem.Meta.table_name, Key=key, UpdateExpression=expression,
-            ConditionExpression=condition, ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+    def get_access_key(self, access_key: str) -> StoredToken | None:
+        """The access key pair with this AK, its SK still sealed; None if there is none (1 read)."""
+        try:
+            item = self._token.get(access_key_pk(access_key), TOKEN_SK, consistent_read=True)
+        except self._token.DoesNotExist:
+            return None
+        return StoredToken(
+            token_id=item.token_id, name=item.name, scopes=json.loads(item.scopes),
+            pipelines=None if item.pipelines is None else json.loads(item.pipelines),
+            created_at=item.created_at, window=int(item.window), hits=int(item.hits),
+            access_key=access_key, sealed_secret_key=item.secret_key,
         )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return None, error.response.get("Item")
-        raise
-    return response["Attributes"], None
+
+    def hit(self, token_hash: str, window: int) -> StoredToken | None:
+        """Look the token up and count one request in ``window``; None if there is no such token.
+
+        A request whose clock is behind the stored window counts in the stored (newer) one rather
+        than moving the window back.
+        """
+        return self._hit(token_pk(token_hash), window)
+
+    def hit_access_key(self, access_key: str, window: int) -> StoredToken | None:
+        """``hit`` for an access key pair (None if it was revoked since it was read)."""
+        return self._hit(access_key_pk(access_key), window)
+
+    def _hit(self, pk: str, window: int) -> StoredToken | None:
+        key = {"pk": {"S": pk}, "sk": {"S": TOKEN_SK}}
+        names = {"#w": "window", "#h": "hits"}
+        target = window
+        for _ in range(MAX_HIT_CALLS):
+            item, old = self._update(
+                key, "ADD #h :one", "#w = :w", names, {":one": {"N": "1"}, ":w": {"N": str(target)}}
+            )
+            if item is not None:
+                return _from_raw(item)
+            if old is None:
+                return None
+            stored = int(old["window"]["N"])
+            if stored >= target:
+                target = stored
+                continue
+            item, old = self._update(key, "SET #w = :w, #h = :one", "#w < :w", names,
+                                     {":one": {"N": "1"}, ":w": {"N": str(target)}})
+            if item is not None:
+                return _from_raw(item)
+            if old is None:  # revoked meanwhile
+                return None
+            target = max(target, int(old["window"]["N"]))  # another request started it first
+        raise RuntimeError("token counter kept changing; giving up")  # a bug or a storm: a 500
+
+    def _update(self, key: dict, expression: str, condition: str, names: dict, values: dict):
+        """One UpdateItem: (new item, None) on success, (None, old item or None) if the condition
+        failed. Raw botocore, because PynamoDB drops the item that ALL_OLD returns on failure."""
+        try:
+            response = self._connection().client.update_item(
+                TableName=self._table_name, Key=key, UpdateExpression=expression,
+                ConditionExpression=condition, ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None, error.response.get("Item")
+            raise
+        return response["Attributes"], None
 
 
 def _from_raw(item: dict) -> StoredToken:
@@ -186,11 +190,3 @@ def _from_entry(item: TokenEntryItem) -> StoredToken:
         pipelines=None if item.pipelines is None else json.loads(item.pipelines),
         created_at=item.created_at, created_by=item.created_by, access_key=item.access_key,
     )
-
-
-def _connection():
-    return BaseItem._get_connection().connection
-
-
-def _client():
-    return _connection().client

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from app import app
-from chalicelib.api import ALL_METHODS, declared_routes
+from chalicelib.api.routing import ALL_METHODS, declared_routes
 from chalicelib.domain import auth
 from tests.fixtures.dialects import error_message
 

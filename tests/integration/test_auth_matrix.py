@@ -12,8 +12,9 @@ import json
 import pytest
 
 from app import app
-from chalicelib.api import declared_routes, gocd
+from chalicelib.api import gocd
 from chalicelib.api.openapi import build_document
+from chalicelib.api.routing import declared_routes
 from chalicelib.domain import auth
 from tests.fixtures.dialects import error_message
 

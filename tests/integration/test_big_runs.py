@@ -12,10 +12,12 @@ import pytest
 
 from chalicelib.domain import events
 from chalicelib.domain.status import StageStatus as S
+from chalicelib.integrations import github, gitlab
 from chalicelib.service import ingest, operations, runs, timers
 from chalicelib.store import repository
-from chalicelib.store.models import BaseItem, RunItem, StageItem, run_pk
+from chalicelib.store.models import RunItem, StageItem, attempts_pk, run_pk
 from tests.fixtures import load, make_source, post_gitlab
+from tests.fixtures.backends import current_items, items_of
 
 PIPELINE = "gitlab-org.gitlab-test"
 RUN = f"{PIPELINE}:1"
@@ -75,7 +77,7 @@ def token(client):
 def stored(run_id: str = RUN) -> tuple[RunItem | None, dict[str, StageItem]]:
     """What the table holds right now, without applying anything (no repository read)."""
     run, stages = None, {}
-    for item in BaseItem.query(run_pk(run_id), consistent_read=True):
+    for item in current_items().base.query(run_pk(run_id), consistent_read=True):
         if isinstance(item, RunItem):
             run = item
         else:
@@ -84,7 +86,7 @@ def stored(run_id: str = RUN) -> tuple[RunItem | None, dict[str, StageItem]]:
 
 
 def big_run(ctx, jobs: int = JOBS, job_status: str = "running") -> str:
-    parsed = events.payloads().parse_gitlab(
+    parsed = gitlab.parse(
         "Pipeline Hook", gitlab_hook(jobs, job_status=job_status), "gitlab-main"
     )
     outcome = ingest.apply_update(ctx, parsed, actor="gitlab:gitlab-main")
@@ -166,7 +168,7 @@ def test_a_github_run_grown_to_256_jobs_by_workflow_job_events_can_be_cancelled(
     job = load("github_workflow_job_in_progress")
     for n in range(1, JOBS + 1):
         job["workflow_job"].update(id=9000 + n, name=f"matrix ({n})")
-        update = events.payloads().parse_github("workflow_job", job, "github-main")
+        update = github.parse("workflow_job", job, "github-main")
         assert ingest.apply_update(ctx, update, actor="github:github-main").result == "applied"
     run_id = ctx.stores.links.linked_run("github:github-main", str(job["workflow_job"]["run_id"]))
     ddb_calls.clear()
@@ -193,8 +195,9 @@ def test_cancel_retry_close_and_delete_of_a_256_stage_run(client, ctx, ddb_calls
     retried = client.post(f"/api/runs/{run_id}/retry", {})
     assert retried.status_code == 200, retried.json
     assert {(s["status"], s["attempt"]) for s in retried.json["stages"]} == {("IDLE", 2)}
+    assert [i.attempt for i in current_items().attempt.query(attempts_pk(f"{run_id}:{JOBS}"))] == [1]
 
-    closed = ingest.apply_update(ctx, events.payloads().parse_gitlab(
+    closed = ingest.apply_update(ctx, gitlab.parse(
         "Pipeline Hook", gitlab_hook(status="failed", job_status="running"), "gitlab-main"),
         actor="gitlab:gitlab-main")
     assert closed.result == "applied"
@@ -204,10 +207,13 @@ def test_cancel_retry_close_and_delete_of_a_256_stage_run(client, ctx, ddb_calls
     ddb_calls.clear()
     deleted = client.delete(f"/api/runs/{run_id}")
     assert deleted.status_code == 200
-    # the run item takes the intent, the stages go in chunks, then the run item itself
-    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1 + CHUNKS, "DeleteItem": 1}
+    # the run item takes the intent, the stages and their ended attempts (one each: the retry
+    # above) go in chunks, then the run item itself
+    attempt_chunks = math.ceil(2 * JOBS / (repository.MAX_TRANSACTION_ITEMS - 1))
+    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1 + attempt_chunks, "DeleteItem": 1}
     assert client.get(f"/api/runs/{run_id}").status_code == 404
     assert stored(run_id) == (None, {})
+    assert list(current_items().attempt.query(attempts_pk(f"{run_id}:{JOBS}"))) == []
 
 
 def test_native_runs_keep_their_cap_of_50_stages(client):
@@ -240,6 +246,25 @@ def test_a_cancel_interrupted_mid_way_is_seen_whole_and_completed_by_the_next_wr
     item, stages = stored(run_id)
     assert item.intent_id is None and item.active_shard is None
     assert {s.status for s in stages.values()} == {"CANCELLED"} and stages["STAGE#0001"].name == "renamed"
+
+
+@pytest.mark.parametrize("crash_at", [2, 5], ids=["after-transaction-1", "after-a-middle-chunk"])
+def test_a_retry_interrupted_mid_way_shows_the_whole_history_and_completes_it(client, ctx, monkeypatch,
+                                                                             crash_at):
+    run_id = big_run(ctx)
+    assert client.post(f"/api/runs/{run_id}/cancel", {}).status_code == 200
+    restore = fail_transaction(monkeypatch, crash_at)
+    assert client.post(f"/api/runs/{run_id}/retry", {}).status_code == 200  # committed with transaction 1
+    restore()
+    last = f"{run_id}:{JOBS}"
+    assert stored(run_id)[0].intent_id is not None
+    assert list(current_items().attempt.query(attempts_pk(last))) == []  # not written yet
+    # the history read sees the change whole: it completes the pending change first
+    history = client.get(f"/api/stages/{last}/attempts").json
+    assert [(a["attempt"], a["status"]) for a in history["items"]] == [(1, "CANCELLED")]
+    assert stored(run_id)[0].intent_id is None
+    assert [i.attempt for i in current_items().attempt.query(attempts_pk(last))] == [1]
+    assert client.get(f"/go/api/stages/{PIPELINE}/rspec-{JOBS}/instance/1/1").json["counter"] == 1
 
 
 def test_a_big_run_creation_interrupted_mid_way_is_visible_whole_and_the_sweeper_completes_it(ctx, clock,
@@ -278,7 +303,7 @@ def test_a_writer_never_overwrites_a_pending_change(ctx, monkeypatch):
 
 def test_a_query_that_raced_a_writer_reads_again(ctx, ddb_calls):
     run_id = big_run(ctx, jobs=3)
-    item = StageItem.get(run_pk(run_id), "STAGE#0002")
+    item = items_of(ctx).stage.get(run_pk(run_id), "STAGE#0002")
     item.update(actions=[StageItem.run_version.set(99)])  # a stage newer than its run item
     ddb_calls.clear()
     with pytest.raises(repository.ConcurrentModification):
@@ -302,11 +327,12 @@ def test_the_largest_run_with_a_pending_change_of_every_stage_fits_in_one_item(c
     intent = repository.Intent(
         id="x" * 32,
         puts=[
-            repository._written_form(repository.stage_to_item(s, big_run=True, run_version=2))
+            repository._written_form(
+                repository.stage_to_item(items_of(ctx).stage, s, big_run=True, run_version=2))
             for s in aggregate.stages
         ],
     )
-    item = repository.run_to_item(aggregate.run)
+    item = repository.run_to_item(items_of(ctx).run, aggregate.run)
     item.intent_id, item.intent = intent.id, intent.encode()
     size = repository.item_bytes(item.serialize())
     assert size < 300_000 < repository.MAX_RUN_ITEM_BYTES < 400 * 1024, size

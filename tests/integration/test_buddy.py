@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from chalicelib.domain import dialects
+from chalicelib.api import buddy_wire
+from chalicelib.domain import dialect_ids
 from chalicelib.domain.status import StageStatus
 from tests.fixtures.dialects import assert_shape, reference
 
@@ -82,7 +83,7 @@ def test_apply_variables_replays_the_reference_example(client, execution, ddb_ca
     assert int(response.headers["X-Rate-Limit-Remaining"]) == 599  # this token's first request
     body = response.json
     assert_shape(reference("buddy_execution"), body, nullable=NULLABLE)
-    pipeline_id = dialects.buddy_pipeline_id("dev")
+    pipeline_id = dialect_ids.buddy_pipeline_id("dev")
     base = f"http://api.buddy.example/workspaces/buddy/projects/company-website/pipelines/{pipeline_id}"
     assert body["url"] == f"{base}/executions/1"
     assert body["html_url"] == "http://api.buddy.example/api/runs/dev:1"
@@ -148,7 +149,7 @@ def test_retry_starts_the_failed_actions_again(client, execution):
     assert response.status_code == 200
     assert response.json["status"] == "ENQUEUED"
     assert [a["status"] for a in response.json["action_executions"]] == ["ENQUEUED", "ENQUEUED"]
-    stage = client.get("/api/stages/dev:1:1").json
+    stage = client.get("/api/stages/dev:1:1?include=attempts").json
     assert (stage["attempt"], stage["attempts"][0]["status"]) == (2, "FAILURE")
     # nothing failed any more: Buddy's RETRY does not apply, 409, nothing changed
     assert_buddy_error(patch(client, execution, {"operation": "RETRY"}, token), 409)
@@ -222,16 +223,16 @@ def test_progress_follows_expected_seconds(client, clock):
     client.post("/api/runs", {"pipeline": "sim", "stages": [{"type": "BUILD", "expectedSeconds": 100}]})
     client.patch("/api/stages/sim:1:1", {"status": "IN_PROGRESS"})
     clock.advance(40)
-    path = f"/workspaces/w/projects/p/pipelines/{dialects.buddy_pipeline_id('sim')}/executions/1"
+    path = f"/workspaces/w/projects/p/pipelines/{dialect_ids.buddy_pipeline_id('sim')}/executions/1"
     body = patch(client, path, {"operation": "APPLY_VARIABLES", "variables": [{"key": "A", "value": "1"}]},
                  issue(client, ["operate"])).json
     assert body["action_executions"][0]["progress"] == 40
 
 
 def test_every_status_has_a_buddy_status():
-    assert set(dialects.BUDDY_STATUS) == set(StageStatus)
+    assert set(buddy_wire.BUDDY_STATUS) == set(StageStatus)
     named = {"INPROGRESS", "SUCCESSFUL", "FAILED", "TERMINATED", "WAITING_FOR_APPLY"}  # the reference's
-    assert named <= set(dialects.BUDDY_STATUS.values())
+    assert named <= set(buddy_wire.BUDDY_STATUS.values())
 
 
 # ---- Buddy's whole Variable object (issue 10) --------------------------------------------------

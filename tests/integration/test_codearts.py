@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from chalicelib.domain import dialects
+from chalicelib.api import codearts_wire
+from chalicelib.domain import dialect_ids
 from tests.fixtures.dialects import basic
 
 # The reference's example request body, verbatim.
@@ -37,7 +38,7 @@ def assert_codearts_error(response, status):
     assert response.status_code == status, response.json
     assert response.headers["Content-Type"] == "application/json"
     assert set(response.json) == {"error_code", "error_msg"}
-    assert response.json["error_code"] == dialects.CODEARTS_ERROR_CODES[status]
+    assert response.json["error_code"] == codearts_wire.CODEARTS_ERROR_CODES[status]
     assert response.json["error_msg"]
 
 
@@ -58,7 +59,7 @@ def builds(client):
 
 def test_the_job_id_is_the_md5_of_the_pipeline_name_shown_in_the_native_status(client, builds):
     """printf %s build-task | md5sum"""
-    assert builds == dialects.codearts_job_id("build-task") == hashlib.md5(b"build-task").hexdigest()
+    assert builds == dialect_ids.codearts_job_id("build-task") == hashlib.md5(b"build-task").hexdigest()
     assert len(builds) == 32 and builds.isalnum()
 
 
@@ -135,10 +136,10 @@ def test_a_token_limited_to_pipelines_is_checked_against_job_ids_without_a_read(
 
 def test_every_job_id_of_a_body_that_repeats_it_is_checked(client, builds):
     """Whichever job_id a parser keeps, a token must cover every one the body names."""
-    from chalicelib.domain import dialects
+    from chalicelib.domain import dialect_ids
 
     limited = issue(client, ["operate"], ["build-task"])
-    foreign = dialects.codearts_job_id("other")
+    foreign = dialect_ids.codearts_job_id("other")
     for raw in (f'{{"job_id": "{foreign}", "job_id": "{builds}", "build_no": "2"}}',
                 f'{{"job_id": "{builds}", "job_id": "{foreign}", "build_no": "2"}}'):
         response = client.request(

@@ -23,7 +23,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.signer import signer as sdk_signer
 
-from chalicelib.domain import dialects
+from chalicelib.api import codearts_wire
 from chalicelib.settings import Settings
 from tests.fixtures.dialects import basic
 from tests.integration.test_codearts import make_builds
@@ -127,7 +127,7 @@ def sdk_error(call, client_sdk, status):
         call(client_sdk)
     error = caught.value
     assert error.status_code == status
-    assert error.error_code == dialects.CODEARTS_ERROR_CODES[status], error.error_msg
+    assert error.error_code == codearts_wire.CODEARTS_ERROR_CODES[status], error.error_msg
     assert error.error_msg
     return error
 

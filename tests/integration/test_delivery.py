@@ -11,7 +11,8 @@ from chalice.test import Client
 
 from chalicelib.adapters import clients
 from chalicelib.adapters.http import WebhookSender
-from chalicelib.domain.events import backoff_seconds, verify_delivery
+from chalicelib.domain.events import backoff_seconds
+from chalicelib.integrations.signed_delivery import verify_delivery
 from chalicelib.settings import Settings
 from tests.fixtures import (
     StreamReader,

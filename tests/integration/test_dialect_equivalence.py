@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from chalicelib.domain import dialects
+from chalicelib.api import gocd_wire
+from chalicelib.domain import dialect_ids
 from tests.fixtures.dialects import basic
 
 NATIVE, DIALECT = "alpha", "bravo"
@@ -33,7 +34,8 @@ def normalized(value, pipeline: str):
             return [scrub(v) for v in node]
         if isinstance(node, str):
             node = re.sub(r"^scheduled by .*", "scheduled by <actor>", node)
-            ids = (dialects.codearts_job_id(pipeline), str(dialects.buddy_pipeline_id(pipeline)), pipeline)
+            ids = (dialect_ids.codearts_job_id(pipeline), str(dialect_ids.buddy_pipeline_id(pipeline)),
+                   pipeline)
             for name in ids:
                 node = node.replace(name, "<pipeline>")
         return node
@@ -70,7 +72,7 @@ def codearts(client, body):
 
 
 def buddy(client, pipeline, body, counter=1):
-    path = (f"/workspaces/ws/projects/proj/pipelines/{dialects.buddy_pipeline_id(pipeline)}"
+    path = (f"/workspaces/ws/projects/proj/pipelines/{dialect_ids.buddy_pipeline_id(pipeline)}"
             f"/executions/{counter}")
     return client.patch(path, body)
 
@@ -106,7 +108,7 @@ CASES = {
     "codearts stop = native stop": (
         setup_running,
         lambda c, p: c.post(f"/api/pipelines/{p}/runs/1/stop"),
-        lambda c, p: codearts(c, {"job_id": dialects.codearts_job_id(p), "build_no": "1"}),
+        lambda c, p: codearts(c, {"job_id": dialect_ids.codearts_job_id(p), "build_no": "1"}),
     ),
     "buddy CANCEL = native run cancel": (
         setup_running,
@@ -218,15 +220,15 @@ def test_dialect_ids_and_history_ranges_on_moto_and_dynamodb_local(any_ctx):
     for pipeline in ("web", "api", "web"):
         body = json.dumps({"pipeline": pipeline, "stages": ["BUILD"]})
         runs.create_run(any_ctx, CreateRunIn.model_validate_json(body))
-    assert pipelines.by_codearts_job(any_ctx, dialects.codearts_job_id("web")).name == "web"
-    assert pipelines.by_buddy_id(any_ctx, dialects.buddy_pipeline_id("api")).name == "api"
+    assert pipelines.by_codearts_job(any_ctx, dialect_ids.codearts_job_id("web")).name == "web"
+    assert pipelines.by_buddy_id(any_ctx, dialect_ids.buddy_pipeline_id("api")).name == "api"
     with pytest.raises(NotFound):
-        pipelines.by_codearts_job(any_ctx, dialects.codearts_job_id("nope"))
-    found, page = pipelines.history(any_ctx, "web", 0)
+        pipelines.by_codearts_job(any_ctx, dialect_ids.codearts_job_id("nope"))
+    found, page = pipelines.history(any_ctx, "web", 0, gocd_wire.GOCD_PAGE_SIZE)
     assert found.counter == 2
     assert [(r.counter, r.stage_summary[0]["name"]) for r in page] == [(2, "BUILD"), (1, "BUILD")]
-    assert [r.counter for r in pipelines.history(any_ctx, "web", 1)[1]] == [1]
-    assert pipelines.history(any_ctx, "web", 2)[1] == []
+    assert [r.counter for r in pipelines.history(any_ctx, "web", 1, gocd_wire.GOCD_PAGE_SIZE)[1]] == [1]
+    assert pipelines.history(any_ctx, "web", 2, gocd_wire.GOCD_PAGE_SIZE)[1] == []
     # the run listing by pipeline still holds runs only
     listed, _ = runs.list_runs(any_ctx, runs.ListRunsQuery(pipeline="web"))
     assert [r.id for r in listed] == ["web:2", "web:1"]

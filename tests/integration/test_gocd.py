@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.domain import dialects
+from chalicelib.api import gocd_wire
 from chalicelib.domain.status import StageStatus
 from chalicelib.settings import Settings
 from tests.fixtures.dialects import assert_shape, basic, reference
@@ -234,7 +234,7 @@ def test_stage_instance_replays_the_reference_example(client, operator, clock):
     job = body["jobs"][0]
     assert (job["name"], job["result"], job["state"], job["rerun"]) == \
         ("myStages", "Passed", "Completed", False)
-    started = dialects.millis(clock.now()) - 100_000
+    started = gocd_wire.millis(clock.now()) - 100_000
     assert [(t["state"], t["state_change_time"]) for t in job["job_state_transitions"]] == [
         ("Scheduled", started), ("Building", started), ("Completed", started + 100_000)]
 
@@ -306,11 +306,13 @@ def test_history_offsets_count_run_numbers_so_pages_never_overlap(client):
 
 def test_a_run_stored_without_a_stage_summary_still_shows_its_stages(client, ctx, ddb_calls):
     """Runs written before run items carried a summary: history reads their stages once."""
-    from chalicelib.store.models import RunItem, run_pk
+    from chalicelib.store.models import run_pk
+    from tests.fixtures.backends import items_of
 
     create(client, "p", [{"type": "BUILD", "name": "s"}, "DEPLOY_PROD"])
-    item = RunItem.get(run_pk("p:1"), "#RUN")
-    item.update(actions=[RunItem.stage_summary.remove()])
+    run_model = items_of(ctx).run
+    item = run_model.get(run_pk("p:1"), "#RUN")
+    item.update(actions=[run_model.stage_summary.remove()])
     ddb_calls.clear()
     body = client.get("/go/api/pipelines/p/history").json
     assert [s["name"] for s in body["pipelines"][0]["stages"]] == ["s", "DEPLOY_PROD"]
@@ -480,7 +482,7 @@ def test_version_replays_the_reference_example(client):
     assert response.headers["Content-Type"] == "application/vnd.go.cd.v1+json; charset=utf-8"
     assert_shape(reference("gocd_version"), response.json)
     assert response.json["_links"]["self"]["href"] == "http://ci.example.com/go/api/version"
-    assert response.json["version"] == dialects.GOCD_API_VERSION
+    assert response.json["version"] == gocd_wire.GOCD_API_VERSION
 
 
 @pytest.mark.parametrize("accept", [None, "application/vnd.go.cd.v4+json", "*/*", "application/json",
@@ -515,9 +517,9 @@ def test_json_endpoints_answer_errors_as_gocd_json(client):
 # ---- mapping tables ---------------------------------------------------------------------------
 
 def test_every_status_has_a_gocd_result_and_job_state():
-    assert set(dialects.GOCD_RESULT) == set(StageStatus) == set(dialects.GOCD_JOB_STATE)
-    assert set(dialects.GOCD_RESULT.values()) == {"Passed", "Failed", "Cancelled", "Unknown"}
-    assert set(dialects.GOCD_JOB_STATE.values()) <= {"Scheduled", "Assigned", "Preparing", "Building",
+    assert set(gocd_wire.GOCD_RESULT) == set(StageStatus) == set(gocd_wire.GOCD_JOB_STATE)
+    assert set(gocd_wire.GOCD_RESULT.values()) == {"Passed", "Failed", "Cancelled", "Unknown"}
+    assert set(gocd_wire.GOCD_JOB_STATE.values()) <= {"Scheduled", "Assigned", "Preparing", "Building",
                                                      "Completing", "Completed", "Discontinued", "Waiting"}
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from chalicelib import wiring
 from chalicelib.domain.cursors import CursorCodec
 from chalicelib.domain.errors import BadRequest
-from chalicelib.store import deliveries
-from chalicelib.store.deliveries import DeliveryAttempt
+from chalicelib.service.ports import DeliveryAttempt
 from tests.integration.test_api_runs import assert_error
 
 URL = "https://hooks.example.com/stagetrack"
@@ -124,7 +124,7 @@ def test_a_signed_cursor_that_is_not_a_plain_key_is_still_400(client, ctx, web_c
 def delivery_cursor(client, clock):
     subscription = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json
     for attempt in range(1, 4):
-        deliveries.record(DeliveryAttempt(
+        wiring.context().stores.deliveries.record(DeliveryAttempt(
             subscription_id=subscription["id"], delivery_id="dlv_1", event_id="evt_1",
             event_type="stage.status-changed", attempt=attempt, outcome="retrying",
             at=f"2026-03-20T17:1{attempt}:00.000Z", status_code=500, error="HTTP 500", duration_ms=3,

@@ -18,6 +18,7 @@ from chalicelib.store import repository
 from chalicelib.store.idempotency import IdempotencyStore
 from chalicelib.store.models import IdempotencyItem
 from chalicelib.store.repository import Repository
+from tests.fixtures.backends import current_items
 from tests.integration.test_operations_api import assert_error, create
 
 LEASE = idempotency.LEASE_SECONDS
@@ -36,7 +37,7 @@ def runs_of(client, pipeline="web"):
 
 
 def idem_records():
-    return [item for item in IdempotencyItem.scan() if isinstance(item, IdempotencyItem)]
+    return [item for item in current_items().idempotency.scan() if isinstance(item, IdempotencyItem)]
 
 
 @pytest.fixture
@@ -183,9 +184,9 @@ def test_dialect_posts_are_replayed_in_their_own_shapes(client, clock, dying):
     again = client.post("/go/api/pipelines/web/schedule", raw="", headers={**key("g"), "Confirm": "true"})
     assert (again.status_code, again.body) == (202, b"Request to schedule pipeline web accepted")
     assert runs_of(client) == [2, 1]
-    from chalicelib.domain import dialects
+    from chalicelib.domain import dialect_ids
 
-    stop = {"job_id": dialects.codearts_job_id("web"), "build_no": "1"}
+    stop = {"job_id": dialect_ids.codearts_job_id("web"), "build_no": "1"}
     crash(client, dying, IdempotencyStore, "complete", "POST", "/v3/jobs/stop", stop, headers=key("h"))
     clock.advance(LEASE)
     again = client.post("/v3/jobs/stop", stop, headers=key("h"))
@@ -200,11 +201,11 @@ def test_dialect_posts_are_replayed_in_their_own_shapes(client, clock, dying):
 # ---- claims that fail, and claims taken over --------------------------------------------------
 
 def test_a_transaction_that_fails_leaves_the_claim_droppable(client, monkeypatch):
-    def refused(items, effect=None):
+    def refused(self, items, effect=None):
         raise TransactWriteError("DynamoDB said no")
 
     with monkeypatch.context() as patch:
-        patch.setattr(repository, "transact_write", refused)
+        patch.setattr(repository.Writer, "transact_write", refused)
         assert_error(client.post("/api/runs", {"pipeline": "web"}, headers=key("k")), 500, "internal_error")
     assert idem_records() == []  # released: the request wrote nothing
     again = client.post("/api/runs", {"pipeline": "web"}, headers=key("k"))
@@ -233,7 +234,7 @@ def test_a_claim_taken_over_after_its_lease_cannot_be_committed_by_the_first(cli
     def stalled(self, aggregate, layout=None):
         clock.advance(LEASE)
         (record,) = idem_records()
-        takeover.append(IdempotencyStore().claim(
+        takeover.append(IdempotencyStore(self.items, self.writer).claim(
             record.pk[len("IDEM#"):], record.fingerprint, int(clock.now().timestamp()),
             lease_seconds=LEASE, ttl_seconds=idempotency.TTL_SECONDS))
         return original(self, aggregate, layout)

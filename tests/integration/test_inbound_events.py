@@ -201,7 +201,7 @@ def test_an_unreadable_build_start_time_falls_back_to_the_phases_then_the_event_
     ("Feb 29, 2023 1:00:00 AM", None), ("Sep 1, 2017 0:12:29 PM", None), ("", None), (None, None),
 ])
 def test_codebuild_times_are_read_exactly_as_utc(text, expected):
-    from chalicelib.domain.payloads import parse_codebuild_time
+    from chalicelib.integrations.aws import parse_codebuild_time
 
     assert format_iso(parse_codebuild_time(text)) == expected
 
@@ -402,6 +402,39 @@ def test_the_inbound_functions_call_only_what_their_policies_allow(lam, ctx, mon
     assert actions <= allowed_actions("ingest_topic")
 
 
+def test_variables_and_pause_messages_apply_through_the_queue_handler(lam, ctx):
+    """apply_variables, pause_pipeline and unpause_pipeline on the real queue handler and store:
+    applied as the HTTP routes apply them, the actor being the queue; a message past the
+    routes' limits is dead-lettered naming the field and changes nothing."""
+    runs.create_run(ctx, runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
+    variables = {"action": "apply_variables", "runId": "web:1",
+                 "variables": [{"key": "REGION", "value": "eu"},
+                               {"key": "TOKEN", "value": "s3cret", "secret": True}]}
+    too_many = {"action": "apply_variables", "runId": "web:1",
+                "variables": [{"key": "PASSWORD", "value": "hunter2-long", "secret": True},
+                              *({"key": f"K{i}", "value": "v"} for i in range(100))]}
+    pause = {"action": "pause_pipeline", "pipeline": "web", "cause": "release freeze"}
+    answer = invoke(lam, "ingest_queue", queue_event(lam, messages(variables, too_many, pause)))
+    assert answer == {"batchItemFailures": []}
+    run = ctx.stores.runs.load_run("web:1").run
+    assert run.variables == {"REGION": "eu"} and list(run.secrets) == ["TOKEN"]
+    assert "s3cret" not in run.secrets["TOKEN"]
+    pipeline = ctx.stores.pipelines.get("web")
+    assert (pipeline.paused, pipeline.pause_cause, pipeline.paused_by) == (
+        True, "release freeze", "sqs:stagetrack-ingest")
+    [letter] = dead_letters()
+    assert letter["error"]["code"] == "validation_failed"
+    assert letter["error"]["details"][0]["field"] == "apply_variables.variables"
+    assert "hunter2-long" not in json.dumps(letter)  # a secret is never kept in clear, applied or not
+    assert json.loads(letter["message"])["variables"][0] == {"key": "PASSWORD", "value": "[REDACTED]",
+                                                             "secret": True}
+    assert json.loads(letter["message"])["variables"][1] == {"key": "K0", "value": "v"}
+    answer = invoke(lam, "ingest_queue", queue_event(lam, messages(
+        {"action": "unpause_pipeline", "pipeline": "web"}), ["m-unpause"]))
+    assert answer == {"batchItemFailures": []}
+    assert ctx.stores.pipelines.get("web").paused is False
+
+
 class ProcessDied(BaseException):
     """The Lambda was killed here: nothing after this point runs, cleanup included."""
 
@@ -409,17 +442,20 @@ class ProcessDied(BaseException):
 @pytest.mark.parametrize("action, message", [
     ("create_run", {"action": "create_run", "run": {"pipeline": "web", "stages": ["BUILD"]}}),
     ("retry_stage", {"action": "retry_stage", "stageId": "web:1:1"}),
+    ("pause_pipeline", {"action": "pause_pipeline", "pipeline": "web", "cause": "freeze"}),
 ])
 def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_again(
         lam, ctx, clock, monkeypatch, action, message):
-    """The action's write carries the delivery's claim (store/repository.py transact_write):
+    """The action's write carries the delivery's claim (store/repository.py Writer.transact_write):
     a redelivery after the process died between the write and keeping the answer, even after
     the lease, answers from what was written and applies nothing again."""
+    from chalicelib.events import messages as wire
     from chalicelib.service import ingest
     from chalicelib.store.idempotency import IdempotencyStore
 
-    if action == "retry_stage":
+    if action != "create_run":
         runs.create_run(ctx, runs.CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'))
+    if action == "retry_stage":
         runs.patch_stage(ctx, "web:1:1", runs.PatchStageIn.model_validate_json('{"status": "IN_PROGRESS"}'))
         runs.patch_stage(ctx, "web:1:1", runs.PatchStageIn.model_validate_json('{"status": "FAILURE"}'))
     body = messages({**message, "idempotencyKey": "k-1"})
@@ -431,12 +467,15 @@ def test_a_message_whose_write_committed_before_the_process_died_is_not_applied_
         # a dead process cleans nothing
         patch.setattr(IdempotencyStore, "release", lambda self, *a, **k: None)
         with pytest.raises(ProcessDied):
-            ingest.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
+            wire.ingest_message(ctx, body[0], transport_id="m-1", actor="queue")
     clock.advance(seconds=ingest.RECEIPT_LEASE_SECONDS + 1)
-    answer, replayed = ingest.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
+    answer, replayed = wire.ingest_message(ctx, body[0], transport_id="m-2", actor="queue")
     assert replayed and answer["replayedFromEffect"] and answer["action"] == action
     if action == "create_run":
         assert answer["runId"] == "web:1" and ctx.stores.runs.load_run("web:2") is None
+    elif action == "pause_pipeline":  # a second pause would be a 409: it was not applied again
+        assert (answer["pipeline"], answer["paused"]) == ("web", True)
+        assert ctx.stores.pipelines.get("web").pause_cause == "freeze"
     else:
         assert answer["stageId"] == "web:1:1"
         assert [s.attempt for s in ctx.stores.runs.load_run("web:1").stages] == [2]  # one retry, not two

@@ -385,7 +385,7 @@ def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ct
 
 
 def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
-    """CDEvents carry `url` (domain/cdevents.py) from STAGETRACK_PUBLIC_URL: every function of
+    """CDEvents carry `url` (integrations/cdevents.py) from STAGETRACK_PUBLIC_URL: every function of
     the stack gets it from one optional, validated parameter (empty: origin-relative links)."""
     template = json.loads(packaged.read_text())
     parameter = template["Parameters"]["PublicUrl"]

@@ -6,10 +6,9 @@ import json
 import pytest
 
 from app import app
-from chalicelib.api import declared_routes
+from chalicelib.api.routing import declared_routes
 from chalicelib.domain import auth
 from chalicelib.settings import Settings
-from chalicelib.store import tokens as token_store
 from tests.fixtures.dialects import error_message
 
 LIMIT = 3
@@ -81,6 +80,7 @@ def test_a_request_with_a_clock_behind_counts_in_the_newer_window(client, ctx, c
     token = issue(client)
     digest = auth.hash_token(token)
     window = auth.rate_window(clock.now())
+    token_store = ctx.stores.tokens
     assert token_store.hit(digest, window + 1).hits == 1  # a container already in the next minute
     behind = token_store.hit(digest, window)
     assert (behind.window, behind.hits) == (window + 1, 2)
@@ -90,6 +90,7 @@ def test_two_requests_starting_a_window_at_once_both_count(client, ctx, clock, m
     token = issue(client)
     digest = auth.hash_token(token)
     window = auth.rate_window(clock.now()) + 1
+    token_store = ctx.stores.tokens
     original = token_store._update
     raced = []
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from chalicelib.domain.events import github_signature
+from chalicelib.integrations.github import signature as github_signature
 from chalicelib.store.schema import dynamodb_client
 from tests.fixtures import make_source
 from tests.integration.test_operations_api import create
@@ -39,7 +39,7 @@ PATH_VALUES = {
 
 def _writing_routes():
     from app import app
-    from chalicelib.api import declared_routes
+    from chalicelib.api.routing import declared_routes
 
     # the routes' own methods: the 405 fallbacks (api/fallbacks.py) never read a body
     return sorted((method, path) for path, method in declared_routes(app)

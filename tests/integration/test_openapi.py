@@ -8,7 +8,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from app import app
-from chalicelib.api import declared_routes
+from chalicelib.api.routing import declared_routes
 from chalicelib.domain import auth
 from chalicelib.domain.schemas import CreateRunIn
 
@@ -136,7 +136,14 @@ def test_documented_shapes_list_every_field_the_views_send(client, document):
     schemas = document["components"]["schemas"]
     run = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]}).json
     client.post("/api/pipelines/web/pause", {"cause": "docs"})
-    answers = {"RunOut": run, "StageOut": run["stages"][0],
+    stage_id = run["stages"][0]["id"]
+    for status in ("IN_PROGRESS", "SUCCESS"):
+        assert client.patch(f"/api/stages/{stage_id}", {"status": status}).status_code == 200
+    assert client.post(f"/api/stages/{stage_id}/retry").status_code == 200
+    attempts = client.get(f"/api/stages/{stage_id}/attempts").json
+    # ``attempts`` is sent only with ?include=attempts
+    answers = {"RunOut": run, "StageOut": client.get(f"/api/stages/{stage_id}?include=attempts").json,
+               "AttemptListOut": attempts, "AttemptOut": attempts["items"][0],
                "RunSummaryOut": client.get("/api/runs?pipeline=web").json["items"][0],
                "PipelineStatusOut": client.get("/api/pipelines/web/status").json}
     for name, answer in answers.items():

@@ -19,6 +19,7 @@ from chalicelib.domain.status import StageStatus as S
 from chalicelib.service import operations, runs
 from chalicelib.store import repository
 from chalicelib.store.models import StageItem, run_pk, stage_sk
+from tests.fixtures.backends import items_of
 
 
 def new_run(ctx, stages, pipeline="web"):
@@ -53,7 +54,7 @@ def test_cancel_whose_last_item_loses_its_condition_writes_nothing(any_ctx, monk
     def concurrent_writer_first(old, new):
         # someone bumps the last stage between our read and our write, every time
         # (PynamoDB adds "version + 1" to any update of a read item; the value set is unchanged)
-        item = StageItem.get(run_pk(last.run_id), stage_sk(last.position), consistent_read=True)
+        item = items_of(ctx).stage.get(run_pk(last.run_id), stage_sk(last.position), consistent_read=True)
         item.update(actions=[StageItem.name.set(last.name)])
         attempts.append(len(new.stages))
         return real_save(old, new)
@@ -74,8 +75,8 @@ def test_cancel_with_one_item_refused_by_dynamodb_writes_nothing(any_ctx, monkey
     before = started_run(ctx)
     real = repository.stage_to_item
 
-    def oversized_last_stage(stage):
-        item = real(stage)
+    def oversized_last_stage(model, stage, **kwargs):
+        item = real(model, stage, **kwargs)
         if stage.position == len(before.stages):
             item.name = "x" * 410_000  # over DynamoDB's 400 KB item limit: the whole transaction fails
         return item
@@ -124,8 +125,8 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
     before = ctx.stores.runs.load_run(aggregate.run.id)
     real = repository.run_to_item
 
-    def oversized_run(run):
-        item = real(run)
+    def oversized_run(model, run):
+        item = real(model, run)
         item.trigger = "x" * 410_000
         return item
 

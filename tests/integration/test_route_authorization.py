@@ -16,12 +16,12 @@ from chalice import Blueprint
 from chalice.app import MultiDict
 
 from app import app
-from chalicelib import api
-from chalicelib.domain import auth, dialects
+from chalicelib.api import routing, security
+from chalicelib.domain import auth, dialect_ids
 from chalicelib.domain.auth import Principal
 from chalicelib.domain.errors import DomainError
 
-ROUTES = api.declared_routes(app)  # each GET route also answers HEAD with the same spec
+ROUTES = routing.declared_routes(app)  # each GET route also answers HEAD with the same spec
 IDS = [f"{m} {p}" for p, m in ROUTES]
 
 
@@ -73,7 +73,7 @@ def test_the_declarations_of_the_routes_that_manage_access():
 def test_a_route_without_a_sound_declaration_cannot_be_registered(path, kwargs):
     blueprint = Blueprint("t")
     with pytest.raises(ValueError):
-        api.route(blueprint, path, methods=["GET"], **kwargs)
+        routing.route(blueprint, path, methods=["GET"], **kwargs)
     assert blueprint._deferred_registrations == []
 
 
@@ -105,29 +105,29 @@ def sample_request(path, spec, pipeline="A"):
     """A request that names ``pipeline`` in every place the route declares (and, for the
     dialect resolvers, by that dialect's own ids)."""
     declared = spec.acts_on
-    uri = {name: "1" for name in api._PATH_PARAM.findall(path)}
+    uri = {name: "1" for name in routing._PATH_PARAM.findall(path)}
     uri.update({name: fill(SAMPLES[kind], pipeline) for name, kind in declared.path})
     query = {name: [fill(SAMPLES[kind], pipeline)] for name, kind in declared.query}
     body = {name: fill(SAMPLES[kind], pipeline) for name, kind in declared.body} or None
     if "pipeline_id" in uri:  # Buddy
-        uri["pipeline_id"] = str(dialects.buddy_pipeline_id(pipeline))
+        uri["pipeline_id"] = str(dialect_ids.buddy_pipeline_id(pipeline))
     if "job_id" in uri:  # CodeArts' path forms
-        uri["job_id"] = dialects.codearts_job_id(pipeline)
+        uri["job_id"] = dialect_ids.codearts_job_id(pipeline)
     if spec.dialect == "codearts":
-        body = {"job_id": dialects.codearts_job_id(pipeline), "build_no": "1"}
+        body = {"job_id": dialect_ids.codearts_job_id(pipeline), "build_no": "1"}
     return uri, query, body
 
 
 def decision(spec, request, principal):
-    token = api._principal.set(principal)
+    token = security._principal.set(principal)
     try:
         auth.check_scope(principal, spec.scope)
-        auth.authorize(principal, spec.scope, api._pipeline_refs(request, spec, principal))
+        auth.authorize(principal, spec.scope, security.pipeline_refs(request, spec.acts_on, principal))
         return "allowed"
     except DomainError as error:
         return f"{type(error).__name__}: {error.message}"
     finally:
-        api._principal.reset(token)
+        security._principal.reset(token)
 
 
 LIMITED = {name: Principal(f"tok_{name}", name, (auth.ADMIN,), frozenset(pipelines))

@@ -13,10 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_cold_start_does_not_build_what_it_may_never_use():
-    """Vendor payload parsers (most of the domain's pydantic models) load on the first webhook
-    or ingest message, not when a Lambda container imports app.py (bench/bench_import.py)."""
-    probe = ("import sys, app; lazy = [m for m in ('chalicelib.domain.payloads',) if m in sys.modules]; "
-             "print(','.join(lazy))")
+    """Vendor payload parsers (each integration's pydantic models) and the queue message models
+    load on the first webhook, event or ingest message, not when a Lambda container imports
+    app.py (bench/bench_import.py): the registry names its modules without importing them."""
+    probe = ("import sys, app; from chalicelib import integrations; "
+             "modules = ['chalicelib.events.messages', 'chalicelib.integrations.common'] "
+             "+ [i._qualified for i in integrations.INTEGRATIONS if i.kind != 'outbound']; "
+             "assert len(modules) == 6, modules; "
+             "print(','.join(m for m in modules if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "STAGETRACK_LOCAL_TICKER": ""})
     assert done.returncode == 0, done.stderr

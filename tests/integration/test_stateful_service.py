@@ -62,6 +62,7 @@ def test_operations_through_the_service(request, store, examples, clock):
                 args["i"] %= len(self.shadow.stages)
             stage_id = self.shadow.stages[args["i"]].id if "i" in args else None
             stored_before = ctx.stores.runs.load_run(run_id)
+            history_before = ctx.stores.runs.attempts_of(stored_before.stages)
             changed, expected_error = apply_pure(self.shadow, operation, clock.now(), args)
             try:
                 service_call(operation, stage_id, args)
@@ -70,16 +71,19 @@ def test_operations_through_the_service(request, store, examples, clock):
                 error = type(raised)
             assert error == expected_error, (operation, error, expected_error)
             stored = ctx.stores.runs.load_run(run_id)
-            check_invariants(stored)
-            check_transitions(stored_before, stored, operation)
+            history = ctx.stores.runs.attempts_of(stored.stages)  # kept apart, read when asked for
+            check_invariants(stored, history)
+            check_transitions(stored_before, stored, operation, history)
             expect_outcome(operation, stored_before, stored, changed, args)
             if not changed:
                 assert stored == stored_before, f"{operation} wrote although nothing changed"
-            # the store holds exactly what the pure rules decided
+            # the store holds exactly what the pure rules decided (the shadow, loaded like the
+            # store's run, carries only the attempts this step ended)
             for mine, theirs in zip(stored.stages, self.shadow.stages, strict=True):
-                assert (mine.status, mine.attempt, mine.attempts, mine.started_at, mine.ended_at,
+                assert (mine.status, mine.attempt, history[mine.id], mine.started_at, mine.ended_at,
                         mine.duration_ms, mine.approval_decision) == \
-                       (theirs.status, theirs.attempt, theirs.attempts, theirs.started_at,
+                       (theirs.status, theirs.attempt, history_before[theirs.id] + theirs.attempts,
+                        theirs.started_at,
                         theirs.ended_at, theirs.duration_ms, theirs.approval_decision)
             assert (stored.run.status, stored.run.started_at, stored.run.ended_at,
                     stored.run.cancellation) == (self.shadow.run.status, self.shadow.run.started_at,

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
+from chalicelib import wiring
 from chalicelib.domain.errors import ConcurrentModification, PipelinePaused
 from chalicelib.domain.model import StageSpec, change_status, new_run
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
-from chalicelib.store.models import PIPELINE_SK, PipelineItem, pipeline_pk
+from chalicelib.service.ports import DeliveryAttempt, StoredSource, StoredToken
+from chalicelib.settings import Settings
+from chalicelib.store.models import PIPELINE_SK, pipeline_pk
+from tests.fixtures.backends import create_table, items_of
 
 S = StageStatus
 
@@ -37,8 +42,9 @@ def test_counter_is_atomic_and_per_pipeline(any_ctx):
 
 def test_paused_pipeline_refuses_a_counter(any_ctx):
     any_ctx.stores.pipelines.claim_counter("web")[0]
-    item = PipelineItem.get(pipeline_pk("web"), PIPELINE_SK)
-    item.update(actions=[PipelineItem.paused.set(True)])
+    model = items_of(any_ctx).pipeline
+    item = model.get(pipeline_pk("web"), PIPELINE_SK)
+    item.update(actions=[model.paused.set(True)])
     with pytest.raises(PipelinePaused):
         any_ctx.stores.pipelines.claim_counter("web")[0]
 
@@ -101,14 +107,12 @@ def test_list_runs_pages_newest_first(any_ctx):
 
 
 def test_sparse_active_index_holds_only_active_stages(any_ctx, clock):
-    from chalicelib.store.models import StageItem
-
     aggregate = create(any_ctx, stages=["BUILD", "DEPLOY_PROD", {"type": "OTHER", "timeoutSeconds": 60}])
     build, prod, other = (s.id for s in aggregate.stages)
     runs.patch_stage(any_ctx, build, PatchStageIn(status=S.IN_PROGRESS))
     runs.patch_stage(any_ctx, other, PatchStageIn(status=S.IN_PROGRESS))
     runs.patch_stage(any_ctx, build, PatchStageIn(status=S.SUCCESS))
-    connection = StageItem._get_connection()
+    connection = items_of(any_ctx).stage._get_connection()
     indexed = [item for shard in range(4)
                for item in connection.query(f"ACTIVE#{shard}", index_name="activeStages")["Items"]]
     assert [item["stage_id"]["S"] for item in indexed] == [other]
@@ -120,3 +124,87 @@ def test_new_run_on_local_is_one_transaction_of_run_and_stages(any_ctx, clock):
     aggregate = new_run("big", any_ctx.stores.pipelines.claim_counter("big")[0], specs, clock.now())
     any_ctx.stores.runs.insert_run(aggregate)
     assert len(any_ctx.stores.runs.load_run(aggregate.run.id).stages) == 50
+
+
+# ---- contexts on different tables or endpoints, in one process -----------------------------------
+
+def write_everything(ctx, name):
+    """One write through every store of ``ctx`` (names it by ``name``)."""
+    create(ctx, pipeline=name, stages=[{"type": "BUILD", "timeoutSeconds": 60}])
+    runs.patch_stage(ctx, f"{name}:1:1", PatchStageIn(status=S.IN_PROGRESS))
+    ctx.stores.tokens.insert(StoredToken(token_id=name, name=name, scopes=["read"], pipelines=None,
+                                         created_at="2026-01-01T00:00:00.000Z"), f"hash-{name}", 1)
+    ctx.stores.sources.insert_source(StoredSource(name=name, type="github", sealed_secret="s",
+                                                  created_at="2026-01-01T00:00:00.000Z"))
+    ctx.stores.deliveries.record(DeliveryAttempt(subscription_id="sub", delivery_id=name, event_id="e",
+                                                 event_type="t", attempt=1, outcome="delivered",
+                                                 at="2026-01-01T00:00:00.000Z"), 0)
+    assert isinstance(ctx.stores.idempotency.claim(name, "fp", 0, lease_seconds=30, ttl_seconds=60), str)
+
+
+def seen(ctx):
+    """What ``ctx`` reads back of both contexts' writes ("a" and "b")."""
+    due = ctx.stores.timers.due_timers("9999-12-31T00:00:00.000Z").timers
+    return {
+        "runs": [n for n in "ab" if ctx.stores.runs.load_run(f"{n}:1")],
+        "pipelines": [n for n in "ab" if ctx.stores.pipelines.get(n)],
+        "tokens": [t.token_id for t in ctx.stores.tokens.list_all()],
+        "sources": [s.name for s in ctx.stores.sources.list_sources()],
+        "deliveries": sorted(a.delivery_id for a in ctx.stores.deliveries.list_attempts("sub", 10, None)[0]),
+        "timers": sorted(t.stage_id for t in due),
+        "claims": [n for n in "ab" if not isinstance(
+            ctx.stores.idempotency.claim(n, "fp", 1, lease_seconds=30, ttl_seconds=60), str)],
+    }
+
+
+def only(name):
+    return {"runs": [name], "pipelines": [name], "tokens": [name], "sources": [name], "deliveries": [name],
+            "timers": [f"{name}:1:1"], "claims": [name]}
+
+
+def test_two_contexts_on_two_tables_coexist_in_one_process(aws, clock):
+    """Nothing binds the store to one table process-wide: a context built later on another table
+    leaves an earlier one on its own, and a write through one is invisible through the other."""
+    contexts = {}
+    for name in "ab":
+        settings = Settings(table_name=f"stagetrack-{name}", region="us-east-1")
+        create_table(settings)
+        contexts[name] = wiring.dynamo_context(settings, clock)
+    for name in "ab":
+        write_everything(contexts[name], name)
+    assert seen(contexts["a"]) == only("a")
+    assert seen(contexts["b"]) == only("b")
+
+
+@pytest.mark.ddb_local
+def test_the_same_table_name_on_two_endpoints_are_two_tables(aws, ddb_local_endpoint, clock):
+    """moto (no endpoint) and DynamoDB Local, one table name: the endpoint is part of the binding."""
+    name = f"stagetrack-{uuid.uuid4().hex[:8]}"
+    contexts = {}
+    for key, endpoint in (("a", None), ("b", ddb_local_endpoint)):
+        settings = Settings(table_name=name, region="us-east-1", dynamodb_endpoint=endpoint)
+        create_table(settings)
+        contexts[key] = wiring.dynamo_context(settings, clock)
+    for key in "ab":
+        write_everything(contexts[key], key)
+    assert seen(contexts["a"]) == only("a")
+    assert seen(contexts["b"]) == only("b")
+
+
+def test_a_claim_held_on_one_table_rides_only_on_that_tables_writes(aws, clock):
+    """A held Idempotency-Key claim belongs to the stores that made it: a write through another
+    context (another table) neither carries it nor fails on it, and the claim stays for its own
+    table's next write."""
+    contexts = {}
+    for name in "ab":
+        settings = Settings(table_name=f"stagetrack-claims-{name}", region="us-east-1")
+        create_table(settings)
+        contexts[name] = wiring.dynamo_context(settings, clock)
+    a, b = contexts["a"], contexts["b"]
+    token = a.stores.idempotency.claim("k", "fp", 0, lease_seconds=30, ttl_seconds=60)
+    with a.stores.idempotency.holding("k", token):
+        create(b, pipeline="web")  # another table's write: not this claim's effect
+        assert b.stores.runs.load_run("web:1") is not None
+        create(a, pipeline="api")
+    held = a.stores.idempotency.claim("k", "fp", 1, lease_seconds=30, ttl_seconds=60)
+    assert (held.state, held.effect) == ("COMMITTED", {"run": "api:1"})

@@ -5,14 +5,16 @@ writes (and that they write nothing), versions, the Idempotency-Key claim carrie
 paging with signed cursors, ordering."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from chalicelib import wiring
-from chalicelib.domain import dialects
+from chalicelib.domain import dialect_ids
 from chalicelib.domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.operations import new_attempt, retry_stage
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.service.ports import (
     COMMITTED,
@@ -20,6 +22,7 @@ from chalicelib.service.ports import (
     PENDING,
     ClaimTakenOver,
     DeliveryAttempt,
+    DueTimer,
     Record,
     StoredSource,
     StoredSubscription,
@@ -114,6 +117,100 @@ def test_list_runs_pages_newest_first_with_scoped_cursors(ctx):
     assert [r.counter for r in ctx.stores.runs.list_runs("web", S.IDLE, 10, None)[0]] == [5, 4, 3, 2, 1]
 
 
+# ---- attempt history ---------------------------------------------------------------------------
+
+def run_and_retry(ctx, stage_index, times, pipeline="web"):
+    """A run whose stage ``stage_index`` ran and was retried ``times`` times, one save each."""
+    aggregate = make_run(ctx, pipeline)
+    stage_id = aggregate.stages[stage_index].id
+    for _ in range(times):
+        aggregate = ctx.stores.runs.load_run(aggregate.run.id)
+        before = aggregate.snapshot()
+        stage = aggregate.stage(stage_id)
+        change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+        change_status(stage, S.FAILURE, ctx.clock.now())
+        retry_stage(aggregate, stage_id, ctx.clock.now())
+        aggregate.refresh(ctx.clock.now())
+        ctx.stores.runs.save(before, aggregate)
+        assert aggregate.stage(stage_id).attempts == []  # stored: the objects passed in hold none
+    return ctx.stores.runs.load_run(aggregate.run.id)
+
+
+def test_ended_attempts_are_stored_apart_and_read_only_when_asked_for(ctx):
+    aggregate = run_and_retry(ctx, 0, 1)
+    build, deploy = aggregate.stages
+    assert (build.attempt, build.attempt_count, build.attempts) == (2, 2, [])  # not read with the run
+    assert ctx.stores.runs.get_stage(build.id).attempts == []
+    ended = {"attempt": 1, "status": "FAILURE", "startedAt": _iso(ctx.clock.now()),
+             "endedAt": _iso(ctx.clock.now()), "duration": 0}
+    assert ctx.stores.runs.list_attempts(build, 10, None) == ([ended], None)
+    assert ctx.stores.runs.get_attempt(build, 1) == ended
+    assert [ctx.stores.runs.get_attempt(build, n) for n in (0, 2, 3)] == [None, None, None]
+    assert ctx.stores.runs.attempts_of(aggregate.stages) == {build.id: [ended], deploy.id: []}
+    assert ctx.stores.runs.list_attempts(deploy, 10, None) == ([], None)
+
+
+def test_attempts_page_newest_first_with_cursors_scoped_to_the_stage(ctx):
+    build = run_and_retry(ctx, 0, 5).stages[0]
+    page, cursor = ctx.stores.runs.list_attempts(build, 2, None)
+    assert [a["attempt"] for a in page] == [5, 4] and cursor
+    page, cursor = ctx.stores.runs.list_attempts(build, 2, cursor)
+    assert [a["attempt"] for a in page] == [3, 2] and cursor
+    page, last = ctx.stores.runs.list_attempts(build, 2, cursor)
+    assert [a["attempt"] for a in page] == [1] and last is None
+    other = run_and_retry(ctx, 1, 2).stages[1]
+    with pytest.raises(BadRequest):  # a cursor of another stage's history
+        ctx.stores.runs.list_attempts(other, 2, cursor)
+    with pytest.raises(BadRequest):
+        ctx.stores.runs.list_attempts(build, 2, "forged.cursor")
+    assert [a["attempt"] for a in ctx.stores.runs.attempts_of([build])[build.id]] == [1, 2, 3, 4, 5]
+    # a stage as read before a later retry: its history is what it had then
+    as_read = replace(build, attempt=3)
+    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(as_read, 10, None)[0]] == [2, 1]
+
+
+def test_a_lost_race_stores_no_attempt(ctx):
+    make_run(ctx)
+    mine, theirs = ctx.stores.runs.load_run("web:1"), ctx.stores.runs.load_run("web:1")
+    before = mine.snapshot()
+    change_status(mine.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, mine)
+    stale = theirs.snapshot()
+    change_status(theirs.stages[1], S.IN_PROGRESS, ctx.clock.now())
+    change_status(theirs.stages[1], S.SUCCESS, ctx.clock.now())
+    retry_stage(theirs, theirs.stages[1].id, ctx.clock.now())
+    with pytest.raises(ConcurrentModification):
+        ctx.stores.runs.save(stale, theirs)
+    assert ctx.stores.runs.attempts_of([replace(theirs.stages[1], attempts=[])]) == {"web:1:2": []}
+
+
+def test_a_new_run_stores_the_attempts_its_stages_ended_already(ctx):
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    aggregate = new_run("web", counter, SPECS, ctx.clock.now())
+    build = aggregate.stages[0]
+    build.attempt = build.first_attempt = 3  # a sender's attempt 3, the first we hear of
+    new_attempt(build, ctx.clock.now())  # ... and at once its attempt 4
+    ctx.stores.runs.insert_run(aggregate)
+    stored = ctx.stores.runs.load_run(aggregate.run.id).stages[0]
+    assert (stored.attempt, stored.first_attempt, stored.attempt_count) == (4, 3, 2)
+    assert [a["attempt"] for a in ctx.stores.runs.list_attempts(stored, 10, None)[0]] == [3]
+
+
+def test_deleting_a_stage_or_a_run_deletes_its_attempts(ctx):
+    aggregate = run_and_retry(ctx, 1, 3)
+    deploy = aggregate.stages[1]
+    before = aggregate.snapshot()
+    aggregate.remove_stage(deploy.id)
+    ctx.stores.runs.save(before, aggregate)
+    assert ctx.stores.runs.list_attempts(deploy, 10, None) == ([], None)  # same id, history gone
+
+    aggregate = run_and_retry(ctx, 0, 2)
+    build = aggregate.stages[0]
+    ctx.stores.runs.delete_run(aggregate)
+    assert ctx.stores.runs.list_attempts(build, 10, None) == ([], None)
+    assert ctx.stores.runs.get_attempt(build, 1) is None
+
+
 # ---- pipelines and dialect lookups -------------------------------------------------------------
 
 def test_counters_pause_and_layout(ctx):
@@ -137,14 +234,17 @@ def test_counters_pause_and_layout(ctx):
     with pytest.raises(Conflict):
         ctx.stores.pipelines.set_paused("web", False)
     assert ctx.stores.pipelines.claim_counter("web")[0] == 6
+    found = ctx.stores.pipelines.get("web")
+    assert (found.name, found.counter, found.paused, found.layout) == ("web", 6, False, {"stages": ["x"]})
 
 
 def test_dialect_lookups(ctx):
     for _ in range(3):
         make_run(ctx)
-    assert ctx.stores.dialects.pipeline_by_codearts_key(dialects.codearts_key("web")).name == "web"
-    assert ctx.stores.dialects.pipeline_by_buddy_key(dialects.buddy_key("web")).name == "web"
-    assert ctx.stores.dialects.pipeline_by_codearts_key(dialects.codearts_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("web")).name == "web"
+    assert ctx.stores.dialects.pipeline_by_codearts_key(dialect_ids.codearts_key("api")) is None
+    assert ctx.stores.dialects.pipeline_by_buddy_key(dialect_ids.buddy_key("api")) is None
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", 2, 3)] == [3, 2]
     assert [r.counter for r in ctx.stores.dialects.runs_between("web", -5, 1)] == [1]
     assert ctx.stores.dialects.runs_between("web", 3, 2) == []
@@ -214,6 +314,34 @@ def test_a_claim_taken_over_writes_nothing(ctx):
     with store.holding("k1", token), pytest.raises(ClaimTakenOver):
         ctx.stores.runs.insert_run(new_run("web", counter, SPECS, ctx.clock.now()))
     assert ctx.stores.runs.load_run("web:1") is None
+
+
+def test_every_first_write_of_a_change_carries_the_held_claim(ctx):
+    """Not only runs: a pipeline's pause, a link's run, a token issued or revoked, a source, a
+    subscription each commit the held claim with what they wrote (``IdempotencyStore.holding``)."""
+    store = ctx.stores.idempotency
+    counter, _ = ctx.stores.pipelines.claim_counter("web")
+    linked = new_run("web", counter, SPECS, ctx.clock.now())
+    source = StoredSource(name="gh", type="github", sealed_secret="s", created_at="2026-01-01T00:00:00.000Z")
+    writes = [
+        ("k-link", lambda: ctx.stores.links.insert_linked_run(linked, "github", "r-1", "x"),
+         {"run": "web:1"}),
+        ("k-pause", lambda: ctx.stores.pipelines.set_paused("web", True, at=ctx.clock.now()),
+         {"pipeline": "web"}),
+        ("k-token", lambda: ctx.stores.tokens.insert(token("t1"), "hash1", 100), {"token": "t1"}),
+        ("k-revoke", lambda: ctx.stores.tokens.delete("t1"), {"token": "t1", "deleted": True}),
+        ("k-source", lambda: ctx.stores.sources.insert_source(source), {"source": "gh"}),
+        ("k-sub", lambda: ctx.stores.subscriptions.insert(subscription("sub_a", "x")),
+         {"subscription": "sub_a"}),
+    ]
+    for key, write, effect in writes:
+        held = claim(ctx, key=key)
+        with store.holding(key, held):
+            write()
+        assert claim(ctx, key=key, now=1010) == Record(state=COMMITTED, fingerprint="fp", effect=effect), key
+    assert ctx.stores.links.linked_run("github", "r-1") == "web:1" and ctx.stores.pipelines.get("web").paused
+    assert ctx.stores.tokens.list_all() == [] and ctx.stores.sources.get_source("gh") == source
+    assert ctx.stores.subscriptions.get("sub_a") is not None
 
 
 # ---- tokens ------------------------------------------------------------------------------------
@@ -322,6 +450,41 @@ def test_due_timers_are_the_active_stages_past_their_moment(ctx):
     due = timers.due_timers(_iso(ctx.clock.now() + timedelta(seconds=60)))
     assert [(t.stage_id, t.attempt) for t in due.timers] == [("web:1:1", 1)] and not due.truncated
     assert timers.armed_timer({"eventName": "REMOVE"}) is None
+
+
+def test_due_timers_stop_at_the_limit_and_say_so(ctx):
+    make_run(ctx)
+    aggregate = ctx.stores.runs.load_run("web:1")
+    before = aggregate.snapshot()
+    for stage in aggregate.stages:
+        stage.timeout_seconds = 60
+        change_status(stage, S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, aggregate)
+    moment = _iso(ctx.clock.now() + timedelta(seconds=60))
+    first = ctx.stores.timers.due_timers(moment, limit=1)
+    assert len(first.timers) == 1 and first.truncated
+    every = ctx.stores.timers.due_timers(moment, limit=5)
+    assert sorted(t.stage_id for t in every.timers) == ["web:1:1", "web:1:2"] and not every.truncated
+
+
+def test_a_stream_record_of_a_stage_entering_a_timer_arms_it(ctx):
+    def record(event, new, old=None):
+        images = {"NewImage": new} | ({"OldImage": old} if old else {})
+        return {"eventName": event, "dynamodb": images}
+
+    started = {"kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "2"},
+               "due_at": {"S": "2026-01-01T00:01:00.000Z"}}
+    timers = ctx.stores.timers
+    assert timers.armed_timer(record("MODIFY", started)) == DueTimer(
+        stage_id="web:1:1", attempt=2, due_at="2026-01-01T00:01:00.000Z")
+    assert timers.armed_timer(record("MODIFY", started, old=started)) is None  # nothing new
+    assert timers.armed_timer(record("INSERT", {**started, "kind": {"S": "run"}})) is None
+    # an attempt item (written when an attempt ends) is history: no state change, no timer
+    ended = {"kind": {"S": "attempt"}, "pk": {"S": "ATTEMPTS#web:1:1"}, "sk": {"S": "ATTEMPT#0001"},
+             "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"}, "record": {"S": "{}"}}
+    assert timers.armed_timer(record("INSERT", ended)) is None
+    assert ctx.stores.changes.state_change(record("INSERT", ended), ctx.clock.now()) is None
+    assert ctx.stores.changes.state_change(record("REMOVE", {}, old=ended), ctx.clock.now()) is None
 
 
 def _iso(moment):

@@ -6,10 +6,9 @@ import pytest
 from chalicelib.adapters.secretbox import SecretBox, SecretUnreadable
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.events import check_subscriber_url
+from chalicelib.service.ports import DeliveryAttempt
 from chalicelib.settings import Settings
-from chalicelib.store import deliveries
-from chalicelib.store.deliveries import DeliveryAttempt
-from chalicelib.store.models import SubscriptionItem
+from tests.fixtures.backends import current_items
 
 URL = "https://hooks.example.com/stagetrack"
 
@@ -28,7 +27,7 @@ def test_create_shows_the_secret_once_and_stores_it_sealed(client, capsys):
     shown = client.get(f"/api/subscriptions/{body['id']}").json
     assert "secret" not in shown and shown["description"] == "chat notifications"
     assert [s["id"] for s in client.get("/api/subscriptions").json["items"]] == [body["id"]]
-    stored = SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{body['id']}")
+    stored = current_items().subscription.get("SUBSCRIPTIONS", f"SUB#{body['id']}")
     assert stored.secret.startswith("v1.") and body["secret"] not in stored.secret
     assert body["secret"] not in capsys.readouterr().out
 
@@ -44,15 +43,15 @@ def test_the_format_is_stagetrack_unless_cdevents_is_asked_for_and_shown_in_ever
     assert client.get(f"/api/subscriptions/{plain['id']}").json["format"] == "stagetrack"
     listed = {s["id"]: s["format"] for s in client.get("/api/subscriptions").json["items"]}
     assert listed == {plain["id"]: "stagetrack", cd["id"]: "cdevents", explicit["id"]: "stagetrack"}
-    assert SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{cd['id']}").payload_format == "cdevents"
+    assert current_items().subscription.get("SUBSCRIPTIONS", f"SUB#{cd['id']}").payload_format == "cdevents"
     assert client.delete(f"/api/subscriptions/{cd['id']}").json["format"] == "cdevents"
 
 
 def test_a_subscription_stored_before_formats_existed_is_a_stagetrack_one(client):
     body = client.post("/api/subscriptions", {"url": URL, "events": ["*"], "format": "cdevents"}).json
-    item = SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{body['id']}")
-    item.update(actions=[SubscriptionItem.payload_format.remove()])
-    assert SubscriptionItem.get("SUBSCRIPTIONS", f"SUB#{body['id']}").payload_format is None
+    item = current_items().subscription.get("SUBSCRIPTIONS", f"SUB#{body['id']}")
+    item.update(actions=[current_items().subscription.payload_format.remove()])
+    assert current_items().subscription.get("SUBSCRIPTIONS", f"SUB#{body['id']}").payload_format is None
     assert client.get(f"/api/subscriptions/{body['id']}").json["format"] == "stagetrack"
 
 
@@ -120,7 +119,7 @@ def test_local_subscribers_only_with_the_local_setting():
 def test_deliveries_are_listed_newest_first_in_pages(client, ctx, clock):
     subscription = client.post("/api/subscriptions", {"url": URL, "events": ["*"]}).json
     for attempt in range(1, 6):
-        deliveries.record(DeliveryAttempt(
+        ctx.stores.deliveries.record(DeliveryAttempt(
             subscription_id=subscription["id"], delivery_id="dlv_1", event_id="evt_1",
             event_type="stage.status-changed", attempt=attempt, outcome="retrying",
             at=f"2026-03-20T17:1{attempt}:00.000Z", status_code=500, error="HTTP 500", duration_ms=3,

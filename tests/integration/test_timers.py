@@ -12,6 +12,7 @@ from chalicelib.domain.status import StageStatus
 from chalicelib.service import runs
 from chalicelib.service.timers import expire_stage, sweep
 from chalicelib.store.models import ACTIVE_SHARDS
+from tests.fixtures.backends import items_of
 from tests.fixtures.history import write_finished_history
 
 S = StageStatus
@@ -324,7 +325,7 @@ def test_sweeper_reads_only_active_items_however_long_the_history(local_ctx, clo
     """On DynamoDB Local: its ScannedCount is a real engine's, and moto copies the whole table
     on every transaction, which makes 10,000 items too slow there."""
     ctx = local_ctx
-    write_finished_history(clock, history, threads=8)
+    write_finished_history(items_of(ctx), clock, history, threads=8)
     queries, items_read, due, calls = _sweep_reads(ctx, clock, ddb_calls)
     assert (queries, items_read, due) == (ACTIVE_SHARDS, 2, 2)
     assert "Scan" not in calls

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from chalicelib.store.models import BaseItem
+from tests.fixtures.backends import items_of
 
 TOKEN_SHAPE = re.compile(r"^st_[A-Za-z0-9_-]{43}$")
 
@@ -24,7 +24,7 @@ def issue(client, scopes=("operate",), pipelines=None, name="ci-bot"):
 
 def raw_table_dump(ctx) -> str:
     """Every attribute of every item, as DynamoDB holds it."""
-    client = BaseItem._get_connection().connection.client
+    client = items_of(ctx).connection().client
     items = client.scan(TableName=ctx.settings.table_name)["Items"]
     return json.dumps(items)
 
@@ -268,9 +268,10 @@ def test_an_unknown_token_creates_no_item(client, ctx):
 def test_token_store_round_trip_on_both_backends(any_ctx):
     """ReturnValuesOnConditionCheckFailure and the conditional counter on real DynamoDB too."""
     from chalicelib.domain import auth
-    from chalicelib.store import tokens as store
+    from chalicelib.service.ports import StoredToken
 
-    token = store.StoredToken(token_id="tok_1", name="ci", scopes=["read"], pipelines=["web"],
+    store = any_ctx.stores.tokens
+    token = StoredToken(token_id="tok_1", name="ci", scopes=["read"], pipelines=["web"],
                               created_at="2026-03-20T17:17:13.760Z", created_by="ops")
     digest = auth.hash_token("st_" + "r" * 43)
     store.insert(token, digest, window=100)

@@ -8,10 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from chalicelib.domain.events import github_signature
-from chalicelib.store import sources as source_store
-from chalicelib.store.models import SourceItem
+from chalicelib.integrations.github import signature as github_signature
 from tests.fixtures import load, make_source, post_github, variant
+from tests.fixtures.backends import items_of
 
 PIPELINE = "octo-org.example-workflow.Greeting-Actions"
 RUN = f"{PIPELINE}:1"
@@ -40,7 +39,7 @@ def test_a_source_shows_its_secret_once_and_keeps_it_sealed(client, ctx, capsys)
 
     listed = client.get("/api/sources").json["items"]
     assert [s["name"] for s in listed] == ["github-main"] and "secret" not in listed[0]
-    stored = SourceItem.get("SOURCES", "SOURCE#github-main")
+    stored = items_of(ctx).source.get("SOURCES", "SOURCE#github-main")
     assert stored.secret.startswith("v1.") and secret not in stored.secret
     assert secret not in capsys.readouterr().out  # never logged
 
@@ -182,7 +181,8 @@ def test_a_rerun_of_a_failed_job_is_a_new_attempt_of_its_stage(client, secret):
         "IN_PROGRESS",
         "2021-06-15T19:30:00.000Z",
     )
-    assert [a["status"] for a in stage["attempts"]] == ["FAILURE"]
+    history = client.get(f"/api/stages/{STAGE}/attempts").json["items"]
+    assert stage["attemptCount"] == 2 and [a["status"] for a in history] == ["FAILURE"]
     old = post_github(
         client, "workflow_job", load("github_workflow_job_completed"), secret=secret, delivery="d-3"
     )
@@ -291,14 +291,15 @@ def test_a_failed_delivery_can_be_redelivered(client, secret, ctx):
 def test_two_deliveries_racing_to_create_a_run_make_one(client, ctx, secret, monkeypatch):
     """The loser of the creation race finds the link taken and applies to the winner's run."""
     post_github(client, "workflow_job", load("github_workflow_job_queued"), secret=secret, delivery="d-1")
-    real = source_store.linked_run
+    links = ctx.stores.links
+    real = links.linked_run
     calls = []
 
     def not_yet_committed(namespace, key):  # the winner's transaction lands after our first read
         calls.append(key)
         return None if len(calls) == 1 else real(namespace, key)
 
-    monkeypatch.setattr(source_store, "linked_run", not_yet_committed)
+    monkeypatch.setattr(links, "linked_run", not_yet_committed)
     response = post_github(client, "workflow_job", load("github_workflow_job_in_progress"), secret=secret,
                            delivery="d-2")
     assert response.json["runId"] == RUN and response.json["runCreated"] is False

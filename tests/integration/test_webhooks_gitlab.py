@@ -74,7 +74,7 @@ def test_a_retried_job_is_a_new_attempt(client, token):
                       build_finished_at=None, build_started_at="2016-08-12T15:30:00.000Z")
     post_gitlab(client, "Job Hook", retried, token=token, uuid="u-2")
     assert stages(client) == [("test", "IN_PROGRESS", 2)]
-    assert client.get(f"/api/stages/{RUN}:1").json["attempts"][0]["status"] == "FAILURE"
+    assert client.get(f"/api/stages/{RUN}:1?include=attempts").json["attempts"][0]["status"] == "FAILURE"
 
 
 def test_a_cancelled_pipeline_cancels_the_run(client, token):
@@ -173,7 +173,7 @@ def test_a_manual_job_played_after_its_pipeline_finished_ends_as_it_really_ran(c
                                production={"status": "success", "started_at": "2016-08-12 16:00:00 UTC",
                                            "finished_at": "2016-08-12 16:01:30 UTC"})
     post_gitlab(client, "Pipeline Hook", second_end, token=token, uuid="u-7")
-    production = client.get(f"/api/stages/{RUN}:3").json
+    production = client.get(f"/api/stages/{RUN}:3?include=attempts").json
     assert (production["status"], production["attempt"], production["attempts"]) == ("SUCCESS", 1, [])
     assert (production["startedAt"], production["endedAt"], production["duration"]) == (
         "2016-08-12T16:00:00.000Z", "2016-08-12T16:01:30.000Z", 90)

@@ -1,9 +1,9 @@
-"""The SDK-HMAC-SHA256 verifier (domain/aksk.py) against signatures the official Huawei Cloud SDK
+"""The SDK-HMAC-SHA256 verifier (api/aksk.py) against signatures the official Huawei Cloud SDK
 signer (huaweicloudsdkcore, test-only dependency) makes: canonical URI and query edge cases,
 headers, bodies, the replay window and every way a signature must be refused."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -11,8 +11,10 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
-from chalicelib.domain import aksk
-from chalicelib.domain.auth import ACCESS_KEY_SCHEME, Unauthorized, parse_credentials
+from chalicelib.api import aksk
+from chalicelib.api.credentials import parse_credentials
+from chalicelib.domain import auth
+from chalicelib.domain.auth import ACCESS_KEY_SCHEME, Unauthorized
 
 AK = "STAKABCDEFGHIJKLMNOP"
 SK = "st_sk_" + "s" * 43
@@ -188,14 +190,31 @@ def test_credentials_carry_the_access_key_and_never_show_the_signature():
     value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date, Signature={SIG}"
     credentials = parse_credentials({"authorization": value})
     assert credentials.scheme == ACCESS_KEY_SCHEME and credentials.secret == AK
-    assert credentials.signed.signed_headers == ("host", "x-sdk-date")
+    assert credentials.signed.authorization.signed_headers == ("host", "x-sdk-date")
     assert SIG not in repr(credentials)
     with pytest.raises(Unauthorized, match="disagree"):  # and a token beside it: which one?
         parse_credentials({"authorization": value, "x-auth-token": "st_" + "x" * 43})
 
 
 def test_new_keys_have_their_documented_shapes():
-    assert aksk.looks_like_access_key(aksk.new_access_key())
-    assert aksk.new_access_key() != aksk.new_access_key()
-    secret = aksk.new_secret_key()
+    assert auth.looks_like_access_key(auth.new_access_key())
+    assert auth.new_access_key() != auth.new_access_key()
+    secret = auth.new_secret_key()
     assert secret.startswith("st_sk_") and len(secret) == 49
+
+
+def test_a_signature_checks_itself_as_the_service_asks_and_answers_401():
+    """api/aksk.Signature is what the service sees of an AK/SK request (domain/auth.py
+    SignatureProof): every rejection is a 401, and without the request nothing verifies."""
+    received, authorization = sdk_sign(body="{}")
+    signature = aksk.Signature(authorization, received)
+    assert signature.access_key == AK
+    signature.check_date(NOW)
+    signature.verify(SK, NOW)
+    with pytest.raises(Unauthorized, match="15 minutes"):
+        signature.check_date(NOW + timedelta(minutes=16))
+    with pytest.raises(Unauthorized, match="does not match"):
+        signature.verify("st_sk_" + "x" * 43, NOW)
+    for check in (lambda s: s.check_date(NOW), lambda s: s.verify(SK, NOW)):
+        with pytest.raises(Unauthorized, match="needs the request it signs"):
+            check(aksk.Signature(authorization, None))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chalicelib.api.credentials import parse_credentials
 from chalicelib.domain import auth
 from chalicelib.domain.auth import (
     Credentials,
@@ -15,7 +16,6 @@ from chalicelib.domain.auth import (
     RateState,
     Unauthorized,
     authorize,
-    parse_credentials,
     required_scope,
 )
 from chalicelib.domain.errors import NotFound

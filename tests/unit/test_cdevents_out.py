@@ -1,4 +1,4 @@
-"""domain/cdevents.py: our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
+"""integrations/cdevents.py (out): our state changes as CDEvents (spec v0.4.1), pure — every mapping row,
 the exact events, every event validated against the official v0.4.1 JSON schemas (vendored in
 tests/fixtures/cdevents-schemas/0.4.1, $refs resolved there only), the CloudEvents headers,
 and what our own inbound parser makes of them."""
@@ -13,9 +13,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
-from chalicelib.domain import cdevents
 from chalicelib.domain.events import RUN_CHANGED, STAGE_CHANGED, ExternalUpdate, StateChange
-from chalicelib.domain.payloads import parse_cdevent, parse_cloudevent
+from chalicelib.integrations import cdevents
+from chalicelib.integrations.cdevents import parse as parse_cdevent
+from chalicelib.integrations.cdevents import parse_cloudevent
 
 TIME = "2026-03-20T17:17:15.760Z"
 QUEUED, STARTED = cdevents.PIPELINERUN_QUEUED, cdevents.PIPELINERUN_STARTED

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from chalicelib.api import credentials
+from chalicelib.api.credentials import parse_credentials
 from chalicelib.domain import auth
 from chalicelib.domain.auth import (
     CreateTokenIn,
@@ -18,7 +20,6 @@ from chalicelib.domain.auth import (
     Principal,
     RateState,
     Unauthorized,
-    parse_credentials,
 )
 from chalicelib.domain.errors import NotFound
 
@@ -90,7 +91,7 @@ def test_a_scheme_without_a_value_is_401():
 
 @pytest.mark.parametrize("header", ["authorization", "x-auth-token"])
 def test_a_credential_of_the_maximum_length_is_read_and_one_longer_is_401(header):
-    at_limit = "a" * auth.MAX_CREDENTIAL_CHARS
+    at_limit = "a" * credentials.MAX_CREDENTIAL_CHARS
     prefix = "Bearer " if header == "authorization" else ""
     assert parse_credentials({header: prefix + at_limit}).secret == at_limit
     error = refused({header: prefix + at_limit + "a"})
@@ -98,8 +99,8 @@ def test_a_credential_of_the_maximum_length_is_read_and_one_longer_is_401(header
 
 
 def test_a_basic_password_of_the_maximum_length_is_read_and_one_longer_is_401():
-    at_limit = "a" * auth.MAX_CREDENTIAL_CHARS
-    user = "u" * auth.MAX_USER_CHARS
+    at_limit = "a" * credentials.MAX_CREDENTIAL_CHARS
+    user = "u" * credentials.MAX_USER_CHARS
     assert parse_credentials({"authorization": "Basic " + b64(f"{user}:{at_limit}")}) == Credentials(
         at_limit, user, "basic")
     assert refused({"authorization": "Basic " + b64(f"{user}:{at_limit}a")}).message == (
@@ -107,12 +108,12 @@ def test_a_basic_password_of_the_maximum_length_is_read_and_one_longer_is_401():
 
 
 def test_an_oversized_basic_value_is_refused_before_decoding():
-    error = refused({"authorization": "Basic " + "A" * (auth.MAX_CREDENTIAL_CHARS * 2 + 4)})
+    error = refused({"authorization": "Basic " + "A" * (credentials.MAX_CREDENTIAL_CHARS * 2 + 4)})
     assert error.message == "the credential is not a stagetrack token"
 
 
 def test_a_basic_user_of_the_maximum_length_is_read_and_one_longer_is_401():
-    user = "u" * auth.MAX_USER_CHARS
+    user = "u" * credentials.MAX_USER_CHARS
     assert parse_credentials({"authorization": "Basic " + b64(f"{user}:{TOKEN}")}).user == user
     error = refused({"authorization": "Basic " + b64(f"{user}u:{TOKEN}")})
     assert error.message == "the Basic user name must be printable ASCII, at most 100 characters"

@@ -80,3 +80,30 @@ def test_every_chalicelib_package_is_a_regular_package():
                if folder.is_dir() and "__pycache__" not in folder.parts
                and any(folder.glob("*.py")) and not (folder / "__init__.py").is_file()]
     assert missing == []
+
+
+# ---- one naming convention for blueprints ---------------------------------------------------------
+
+BLUEPRINT_NAMES = {"api": "routes", "events": "handlers"}  # HTTP routes; event handlers
+
+
+def blueprints(tree: ast.Module) -> list[str]:
+    """The names a module binds to ``Blueprint(...)`` at its top level."""
+    return [target.id for node in tree.body if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "Blueprint"
+            for target in node.targets if isinstance(target, ast.Name)]
+
+
+def test_each_blueprint_is_named_for_its_layer_and_app_registers_them_all():
+    """``routes`` in api/, ``handlers`` in events/: app.py reads ``gocd.routes``, ``timers.handlers``,
+    so a module's blueprint is found without knowing a per-module name."""
+    registered = {ast.unparse(node.args[0]) for node in ast.walk(ast.parse((ROOT / "app.py").read_text()))
+                  if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "register_blueprint"}
+    expected = set()
+    for layer, name in BLUEPRINT_NAMES.items():
+        for path in sorted((ROOT / "chalicelib" / layer).glob("*.py")):
+            found = blueprints(ast.parse(path.read_text()))
+            assert found in ([], [name]), f"{path.name} names its blueprint {found}, not {name!r}"
+            expected |= {f"{path.stem}.{name}"} if found else set()
+    assert len(expected) == 12
+    assert registered == expected

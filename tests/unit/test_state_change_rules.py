@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib.domain.events import RUN_CHANGED, STAGE_CHANGED, state_change
+from chalicelib.domain.events import RUN_CHANGED, STAGE_CHANGED
+from chalicelib.store.stream import state_change
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

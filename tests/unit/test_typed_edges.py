@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.api import idempotency
-from chalicelib.domain import cdevents, events
+from chalicelib.domain import events
+from chalicelib.integrations import cdevents
 from chalicelib.service.ports import DONE, Record
+from chalicelib.store.stream import state_change
 
 NOW = datetime(2026, 3, 20, 17, 17, 15, tzinfo=UTC)
 
@@ -26,7 +28,7 @@ def modified(old: dict, new: dict) -> dict:
 
 
 def test_a_stage_record_names_its_stage_in_its_event():
-    change = events.state_change(modified(stage_image("IDLE", stage_id={"S": "web:1:2"}),
+    change = state_change(modified(stage_image("IDLE", stage_id={"S": "web:1:2"}),
                                           stage_image("IN_PROGRESS", stage_id={"S": "web:1:2"})), NOW)
     assert change is not None
     assert (change.type, change.stage_id, change.attempt) == (events.STAGE_CHANGED, "web:1:2", 1)
@@ -38,12 +40,12 @@ def test_a_stage_record_without_a_stage_id_is_no_event(stage_id):
     # before: a stage event with stage_id None (or 2), which to_cdevent could not render
     extra = {} if stage_id is None else {"stage_id": stage_id}
     record = modified(stage_image("IDLE", **extra), stage_image("IN_PROGRESS", **extra))
-    assert events.state_change(record, NOW) is None
+    assert state_change(record, NOW) is None
 
 
 def test_an_attempt_that_is_not_a_number_is_none():
     new = stage_image("IN_PROGRESS", stage_id={"S": "web:1:2"}, attempt={"S": "2"})
-    change = events.state_change(modified(stage_image("IDLE", stage_id={"S": "web:1:2"}), new), NOW)
+    change = state_change(modified(stage_image("IDLE", stage_id={"S": "web:1:2"}), new), NOW)
     assert change is not None and change.attempt is None
 
 

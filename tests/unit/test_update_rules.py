@@ -15,6 +15,7 @@ from chalicelib.domain import events
 from chalicelib.domain.events import ExternalUpdate, StageUpdate, apply_update, status_path
 from chalicelib.domain.model import new_run
 from chalicelib.domain.status import StageStatus
+from chalicelib.integrations import common, github, signed_delivery
 from tests.fixtures.clock import FakeClock
 
 S = StageStatus
@@ -435,35 +436,35 @@ def test_a_commit_needs_a_hex_sha_and_keeps_bounded_text():
 
 def test_github_signatures_are_hmac_sha256_of_the_raw_body():
     expected = "sha256=" + hmac.new(b"s3", b"{}", hashlib.sha256).hexdigest()
-    assert events.github_signature("s3", b"{}") == expected
-    assert events.verify_github_signature("s3", b"{}", expected + " ")
-    assert not events.verify_github_signature("s3", b"{ }", expected)
-    assert not events.verify_github_signature("s3", b"{}", None)
-    assert not events.verify_github_signature("s3", b"{}", "")
+    assert github.signature("s3", b"{}") == expected
+    assert github.verify_signature("s3", b"{}", expected + " ")
+    assert not github.verify_signature("s3", b"{ }", expected)
+    assert not github.verify_signature("s3", b"{}", None)
+    assert not github.verify_signature("s3", b"{}", "")
 
 
 def test_same_token_is_exact():
-    assert events.same_token("abc", "abc")
+    assert common.same_token("abc", "abc")
     assert (
-        not events.same_token("abc", "abcd")
-        and not events.same_token(None, "")
-        and not events.same_token("", "")
+        not common.same_token("abc", "abcd")
+        and not common.same_token(None, "")
+        and not common.same_token("", "")
     )
 
 
 def test_delivery_signatures_verify_within_the_tolerance_only():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ts = int(now.timestamp())
-    signature = events.delivery_signature("k", ts, b"body")
+    signature = signed_delivery.delivery_signature("k", ts, b"body")
     assert signature == "v1=" + hmac.new(b"k", f"{ts}.body".encode(), hashlib.sha256).hexdigest()
-    assert events.verify_delivery("k", b"body", str(ts), "v1=old, " + signature, now)
-    assert events.verify_delivery("k", b"body", str(ts), signature, now + timedelta(seconds=300))
-    assert not events.verify_delivery("k", b"body", str(ts), signature, now + timedelta(seconds=301))
-    assert not events.verify_delivery("k", b"body", str(ts), signature, now - timedelta(seconds=301))
-    assert not events.verify_delivery("k", b"bodY", str(ts), signature, now)
-    assert not events.verify_delivery("k", b"body", "-1", signature, now)
-    assert not events.verify_delivery("k", b"body", None, signature, now)
-    assert not events.verify_delivery("k", b"body", str(ts), None, now)
+    assert signed_delivery.verify_delivery("k", b"body", str(ts), "v1=old, " + signature, now)
+    assert signed_delivery.verify_delivery("k", b"body", str(ts), signature, now + timedelta(seconds=300))
+    assert not signed_delivery.verify_delivery("k", b"body", str(ts), signature, now + timedelta(seconds=301))
+    assert not signed_delivery.verify_delivery("k", b"body", str(ts), signature, now - timedelta(seconds=301))
+    assert not signed_delivery.verify_delivery("k", b"bodY", str(ts), signature, now)
+    assert not signed_delivery.verify_delivery("k", b"body", "-1", signature, now)
+    assert not signed_delivery.verify_delivery("k", b"body", None, signature, now)
+    assert not signed_delivery.verify_delivery("k", b"body", str(ts), None, now)
 
 
 @pytest.mark.parametrize(

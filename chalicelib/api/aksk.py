@@ -1,7 +1,13 @@
 """Huawei Cloud's AK/SK request signature (``SDK-HMAC-SHA256``), verified as its API gateway does.
 
-Pure: no I/O. Written from the behaviour of the official SDK's signer (huaweicloudsdkcore) and
-tested against signatures that SDK produces (tests/unit/test_aksk.py); no code is taken from it.
+Pure: no I/O, no chalice. The API's security layer (api/security.py) reads the Authorization
+header with it (api/credentials.py) and hands the service a ``Signature``: the service looks up
+the pair's SK and asks the signature whether that SK signed the request, without knowing the
+format (domain/auth.py ``SignatureProof``). The pairs' own formats (``STAK...`` access keys,
+``st_sk_...`` secret keys) are stagetrack's, in domain/auth.py.
+
+Written from the behaviour of the official SDK's signer (huaweicloudsdkcore) and tested against
+signatures that SDK produces (tests/unit/test_aksk.py); no code is taken from it.
 
 A signed request carries ``X-Sdk-Date: YYYYMMDDTHHMMSSZ`` and
 ``Authorization: SDK-HMAC-SHA256 Access=<AK>, SignedHeaders=<a;b;c>, Signature=<hex>``, where the
@@ -26,15 +32,15 @@ are compared in constant time.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
+
+from ..domain.auth import Unauthorized
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "x-sdk-date"
@@ -44,9 +50,6 @@ MAX_SKEW_SECONDS = 15 * 60  # as Huawei's gateway: a signed request is good for 
 REQUIRED_SIGNED = ("host", DATE_HEADER)
 EMPTY_BODY_HASH = hashlib.sha256(b"").hexdigest()
 
-ACCESS_KEY_PREFIX = "STAK"
-_ACCESS_KEY = re.compile(r"^STAK[A-Z2-7]{16}$")  # 20 characters, like Huawei's AKs
-SECRET_KEY_PREFIX = "st_sk_"  # "st_..." so the log scrubber removes it wherever it appears
 _AUTHORIZATION = re.compile(
     r"^SDK-HMAC-SHA256\s+Access=([^,\s]{1,128}),\s*SignedHeaders=([^,\s]{1,1024}),\s*Signature=([0-9a-fA-F]{64})$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^`|~0-9a-z-]{1,64}$")  # lower-case RFC 9110 token
@@ -76,18 +79,6 @@ class SignedRequest:
     query: tuple[tuple[str, str], ...]
     headers: Mapping[str, str]
     body: bytes
-
-
-def new_access_key() -> str:
-    return ACCESS_KEY_PREFIX + base64.b32encode(secrets.token_bytes(10)).decode("ascii")
-
-
-def new_secret_key() -> str:
-    return SECRET_KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def looks_like_access_key(value: str) -> bool:
-    return bool(_ACCESS_KEY.match(value))
 
 
 def is_signature_scheme(authorization: str) -> bool:
@@ -195,3 +186,35 @@ def verify(
     if not hmac.compare_digest(expected.encode("ascii"), authorization.signature.encode("ascii")):
         raise SignatureRejected("the signature does not match the request (wrong SK, or the request "
                                 "was changed after signing)")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An AK/SK-signed request as the service checks it (domain/auth.py ``SignatureProof``): the
+    Authorization header read, and the request it signs (None: not given, nothing verifies).
+    Every rejection is a 401 whose message says why, never anything secret."""
+
+    authorization: SignedAuthorization
+    request: SignedRequest | None = field(default=None, repr=False)
+
+    @property
+    def access_key(self) -> str:
+        return self.authorization.access_key
+
+    def check_date(self, now: datetime) -> None:
+        """The cheap check, before any lookup: the signing time is within the replay window."""
+        try:
+            signed_at(self._request().headers, now)
+        except SignatureRejected as error:
+            raise Unauthorized(str(error)) from None
+
+    def verify(self, secret_key: str, now: datetime) -> None:
+        try:
+            verify(self._request(), self.authorization, secret_key, now)
+        except SignatureRejected as error:
+            raise Unauthorized(str(error)) from None
+
+    def _request(self) -> SignedRequest:
+        if self.request is None:
+            raise Unauthorized("an SDK-HMAC-SHA256 signature needs the request it signs")
+        return self.request
