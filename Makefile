@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest -q $(XDIST)
 DDB_LOCAL := $(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e bench docs clean package deploy
+.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e mutate bench docs clean package deploy
 
 help: ## list the targets (this text)
 	@echo "stagetrack -- make <target>:"
@@ -69,6 +69,16 @@ test-integration: venv ddb-local ## integration tier: the store on moto and Dyna
 test-e2e: venv ddb-local ## e2e tier: HTTP against chalice local + DynamoDB Local, schemathesis
 	@echo "==> e2e tier (tests/e2e)"
 	$(PYTEST) tests/e2e
+
+# Mutation testing (mutmut, [tool.mutmut] in pyproject.toml: the list of mutated modules is there)
+# against the unit tier, from scratch each time (mutants/ is its work directory), then the score
+# of each module; exits non-zero when one is below its floor (tools/mutation_report.py). Not part
+# of `make test`: it runs the unit tests once per mutant (about 10 minutes on 2 cores).
+MUTATE_JOBS ?= 2
+mutate: venv ## mutation testing of the domain rules and auth against the unit tier; fails below 90% a module
+	rm -rf mutants
+	$(PY) -m mutmut run --max-children $(MUTATE_JOBS)
+	$(PY) -m tools.mutation_report
 
 # The site from docs/ (mkdocs.yml); --strict: a broken link or anchor fails. The suite builds it
 # too (tests/e2e/test_docs_examples.py), so `make test` fails on what this target would.

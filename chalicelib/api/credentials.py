@@ -59,7 +59,7 @@ def _parse_authorization(value: str, signed_request: RequestOf | None) -> Creden
         if len(rest) > MAX_CREDENTIAL_CHARS * 2:
             raise Unauthorized("the credential is not a stagetrack token")
         try:
-            decoded = base64.b64decode(rest, validate=True).decode("utf-8")
+            decoded = base64.b64decode(rest, validate=True).decode()
         except (binascii.Error, ValueError):
             raise Unauthorized("Basic credentials must be base64 of user:token") from None
         user, sep, password = decoded.partition(":")

@@ -70,9 +70,11 @@ def _variables_adapter(shape: str) -> TypeAdapter:
 def _map_or_list(value, _handler):
     """Either shape, validated as that shape alone: errors then name the field as they would
     without the choice (``variables.K``, ``variables.0.value``), not the union's branches."""
-    return _variables_adapter("list" if isinstance(value, list) else "map").validate_python(
-        value, strict=True
-    )
+    # "map" is only the cache key of the other shape (any value but "list" means map)
+    shape = "list" if isinstance(value, list) else "map"  # pragma: no mutate
+    # pragma below: strict=None/omitted keep the models' own strict config, and from JSON the map
+    # shape has nothing lax mode would coerce; strict=False (which would coerce) is tested.
+    return _variables_adapter(shape).validate_python(value, strict=True)  # pragma: no mutate
 
 
 class CreateRunIn(StrictModel):

@@ -60,3 +60,12 @@ def test_make_lint_checks_the_tests_too():
     checked = {(ROOT / line).resolve() for line in shown.stdout.splitlines()}
     tests = set((ROOT / "tests").rglob("*.py"))
     assert tests and not tests - checked, sorted(str(p.relative_to(ROOT)) for p in tests - checked)
+
+
+def test_make_mutate_runs_mutmut_from_scratch_then_the_per_module_verdict_and_is_not_in_make_test():
+    steps = make("-n", "mutate").stdout.splitlines()
+    commands = [s for s in steps if "mutmut run" in s or "mutation_report" in s or s.startswith("rm -rf")]
+    assert [c.split(" -m ")[-1] if " -m " in c else c for c in commands] == [
+        "rm -rf mutants", "mutmut run --max-children 2", "tools.mutation_report"]
+    assert "mutmut" not in make("-n", "test").stdout
+    assert "mutants/" in (ROOT / ".gitignore").read_text().splitlines()
