@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 from common import ROOT, dynamodb_local
-from floor import Floor, Snapshot, timed
+
+from bench.floor import Floor, Snapshot, timed  # common put the repository on sys.path
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 WRITER_ROUNDS = 3
@@ -42,7 +44,7 @@ class Rows:
     """Capacity (first round) and latencies (later rounds) of each row, printed in order."""
 
     def __init__(self) -> None:
-        self.capacity: dict[tuple, object] = {}
+        self.capacity: dict[tuple, Any] = {}  # tests.fixtures.capacity.Capacity
         self.floor_text: dict[tuple, str] = {}
         self.op: dict[tuple, list[float]] = {}
         self.bare: dict[tuple, list[float]] = {}
@@ -225,8 +227,8 @@ def main() -> None:
                         ended = s.attempts[on_twin(stage_id)][-1]
                         return lambda: floor.stage_change(s, on_twin(stage_id), ended)
 
-                    history.run(("retry stage", level), lambda stage_id=stage_id: operations.retry_stage(
-                        ctx, stage_id), ended_floor, "2 / 3", index == 1)
+                    history.run(("retry stage", level), partial(operations.retry_stage, ctx, stage_id),
+                                ended_floor, "2 / 3", index == 1)
 
             label = retries if retries == base else f"{retries} ({base} → {retries})"
             floor.plant(snap())
@@ -260,8 +262,8 @@ def main() -> None:
                 if index == 0:
                     patch(stage_id, status="IN_PROGRESS")
                     continue
-                history.run(("PATCH status", retries), lambda stage_id=stage_id: patch(
-                    stage_id, status="IN_PROGRESS"), patched_floor, "2 / 2", index == 1)
+                history.run(("PATCH status", retries), partial(patch, stage_id, status="IN_PROGRESS"),
+                            patched_floor, "2 / 2", index == 1)
             if retries == base:
                 retry_each(retries)  # every stage is running (the PATCH rows)
 

@@ -65,7 +65,7 @@ class Floor:
     """Reads snapshots and sends the bare calls of each operation's floor on a twin run."""
 
     def __init__(self, endpoint: str, table: str) -> None:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         self.client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
         self.table = table
