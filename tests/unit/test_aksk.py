@@ -265,3 +265,34 @@ def test_a_tab_after_the_scheme_is_not_a_signature():
     value = f"SDK-HMAC-SHA256\tAccess={AK}, SignedHeaders=host;x-sdk-date, Signature={SIG}"
     with pytest.raises(Unauthorized, match="use Authorization: Bearer"):
         parse_credentials({"authorization": value})
+
+
+@pytest.mark.parametrize("signed_headers, message", [
+    ("content-type;x-sdk-date", "SignedHeaders must include host"),
+    ("host;content-type", "SignedHeaders must include x-sdk-date"),
+    ("content-type", "SignedHeaders must include host and x-sdk-date"),
+    ("host;x-sdk-date;host", "SignedHeaders names a header twice"),
+    ("Host;x-sdk-date", "SignedHeaders must be lower-case header names separated by ';'"),
+])
+def test_the_signed_headers_refusals_say_exactly_what_is_wrong(signed_headers, message):
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={signed_headers}, Signature={SIG}"
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        aksk.parse_authorization(value)
+    assert str(refused.value) == message
+
+
+def test_up_to_32_signed_headers_are_read_and_no_more():
+    names = ["host", "x-sdk-date"] + [f"x-h{i}" for i in range(30)]
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={';'.join(names)}, Signature={SIG}"
+    assert aksk.parse_authorization(value).signed_headers == tuple(names)
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={';'.join([*names, 'x-h30'])}, Signature={SIG}"
+    with pytest.raises(aksk.SignatureRejected, match="lower-case header names"):
+        aksk.parse_authorization(value)
+
+
+def test_a_wrong_signature_is_refused_with_a_message_that_says_why():
+    received, authorization = sdk_sign(sk="st_sk_" + "w" * 43)
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        check(received, authorization)
+    assert str(refused.value) == (
+        "the signature does not match the request (wrong SK, or the request was changed after signing)")
