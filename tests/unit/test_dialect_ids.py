@@ -57,3 +57,17 @@ def test_the_lookup_keys_are_prefixed_so_they_never_collide_with_a_pipeline_name
     assert dialect_ids.codearts_key("web") == "#codearts:" + WEB_JOB_ID
     assert dialect_ids.buddy_key("web") == f"#buddy:{WEB_BUDDY_ID}"
     assert dialect_ids.codearts_key("web") != dialect_ids.buddy_key("web")
+
+
+def test_the_codearts_job_id_is_computed_on_a_fips_build(monkeypatch):
+    """MD5 names a job here, it protects nothing: the call says so, which a FIPS-mode Python
+    (where MD5 for security raises) requires. Simulated: an md5 that refuses any other use."""
+    real_md5 = hashlib.md5
+
+    def fips_md5(data, **kwargs):
+        if kwargs.get("usedforsecurity") is not False:
+            raise ValueError("[digital envelope routines] unsupported (FIPS mode)")
+        return real_md5(data, **kwargs)
+
+    monkeypatch.setattr(dialect_ids.hashlib, "md5", fips_md5)
+    assert dialect_ids.codearts_job_id("web") == WEB_JOB_ID
