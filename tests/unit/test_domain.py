@@ -228,3 +228,13 @@ def test_an_illegal_transition_names_both_statuses_in_its_details():
     with pytest.raises(IllegalTransition) as refused:
         change_status(stage, S.SUCCESS, clock.now())
     assert refused.value.details == {"from": "IDLE", "to": "SUCCESS"}
+
+
+def test_starting_a_stage_at_its_gate_without_approval_names_both_statuses_in_its_details():
+    clock = FakeClock("2026-01-01T00:00:00.000Z")
+    stage = new_run("web", 1, [StageSpec("BUILD", "a", approval="MANUAL")], clock.now()).stages[0]
+    change_status(stage, S.IN_PROGRESS, clock.now())
+    assert stage.status == S.WAITING_FOR_APPROVAL
+    with pytest.raises(IllegalTransition, match="approve it to start it") as refused:
+        change_status(stage, S.IN_PROGRESS, clock.now())
+    assert refused.value.details == {"from": "WAITING_FOR_APPROVAL", "to": "IN_PROGRESS"}
