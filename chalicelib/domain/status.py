@@ -1,6 +1,7 @@
 """Stage statuses, the one table of legal transitions, and the run status derived from stages."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from enum import Enum
 
@@ -64,10 +65,7 @@ def is_legal(current: StageStatus, target: StageStatus) -> bool:
 
 def derive_run_status(statuses: list[StageStatus]) -> StageStatus:
     """The run status of these stage statuses (``run_status_from_counts`` of their multiset)."""
-    counts: dict[StageStatus, int] = {}
-    for status in statuses:
-        counts[status] = counts.get(status, 0) + 1
-    return run_status_from_counts(counts)
+    return run_status_from_counts(Counter(statuses))
 
 
 def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:

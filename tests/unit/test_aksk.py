@@ -3,6 +3,7 @@ signer (huaweicloudsdkcore, test-only dependency) makes: canonical URI and query
 headers, bodies, the replay window and every way a signature must be refused."""
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -218,3 +219,80 @@ def test_a_signature_checks_itself_as_the_service_asks_and_answers_401():
     for check in (lambda s: s.check_date(NOW), lambda s: s.verify(SK, NOW)):
         with pytest.raises(Unauthorized, match="needs the request it signs"):
             check(aksk.Signature(authorization, None))
+
+
+# ---- what a client is told, and the edges of the scheme ----------------------------------------
+
+def test_a_content_hash_header_is_compared_whatever_the_case_of_its_hex():
+    """A client may send X-Sdk-Content-Sha256 in upper-case hex: it is the same hash."""
+    body = b'{"job_id": "x", "build_no": "1"}'
+    received, authorization = sdk_sign(body=body)
+    digest = hashlib.sha256(body).hexdigest()
+    for claimed in (digest, digest.upper(), f" {digest.upper()} "):
+        headers = {**received.headers, "x-sdk-content-sha256": claimed}
+        check(_changed(received, headers=headers), authorization)
+
+
+def test_the_date_refusals_say_exactly_what_to_send():
+    received, authorization = sdk_sign()
+    no_date = {k: v for k, v in received.headers.items() if k != "x-sdk-date"}
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        check(_changed(received, headers=no_date), authorization)
+    assert str(refused.value) == "X-Sdk-Date must be the signing time as YYYYMMDDTHHMMSSZ (UTC)"
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        check(received, authorization, now=NOW + timedelta(minutes=16))
+    assert str(refused.value) == (
+        "X-Sdk-Date is more than 15 minutes from the server's clock: sign the request again")
+
+
+def test_a_signature_without_its_request_is_refused_with_a_message_that_says_so():
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;x-sdk-date, Signature={SIG}"
+    with pytest.raises(Unauthorized) as refused:
+        aksk.Signature(aksk.parse_authorization(value), None).verify(SK, NOW)
+    assert str(refused.value) == "an SDK-HMAC-SHA256 signature needs the request it signs"
+
+
+def test_the_scheme_is_the_first_space_separated_word_in_any_case():
+    assert aksk.is_signature_scheme(f"SDK-HMAC-SHA256 Access={AK}")
+    assert aksk.is_signature_scheme(f"sdk-hmac-sha256 Access={AK}")
+    assert not aksk.is_signature_scheme(f"SDK-HMAC-SHA1 Access={AK}")
+    assert not aksk.is_signature_scheme("Bearer st_token")
+    # HTTP separates the scheme from its parameters by a space (RFC 9110), as Bearer and Basic
+    assert not aksk.is_signature_scheme(f"SDK-HMAC-SHA256\tAccess={AK}")
+
+
+def test_a_tab_after_the_scheme_is_not_a_signature():
+    value = f"SDK-HMAC-SHA256\tAccess={AK}, SignedHeaders=host;x-sdk-date, Signature={SIG}"
+    with pytest.raises(Unauthorized, match="use Authorization: Bearer"):
+        parse_credentials({"authorization": value})
+
+
+@pytest.mark.parametrize("signed_headers, message", [
+    ("content-type;x-sdk-date", "SignedHeaders must include host"),
+    ("host;content-type", "SignedHeaders must include x-sdk-date"),
+    ("content-type", "SignedHeaders must include host and x-sdk-date"),
+    ("host;x-sdk-date;host", "SignedHeaders names a header twice"),
+    ("Host;x-sdk-date", "SignedHeaders must be lower-case header names separated by ';'"),
+])
+def test_the_signed_headers_refusals_say_exactly_what_is_wrong(signed_headers, message):
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={signed_headers}, Signature={SIG}"
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        aksk.parse_authorization(value)
+    assert str(refused.value) == message
+
+
+def test_up_to_32_signed_headers_are_read_and_no_more():
+    names = ["host", "x-sdk-date"] + [f"x-h{i}" for i in range(30)]
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={';'.join(names)}, Signature={SIG}"
+    assert aksk.parse_authorization(value).signed_headers == tuple(names)
+    value = f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders={';'.join([*names, 'x-h30'])}, Signature={SIG}"
+    with pytest.raises(aksk.SignatureRejected, match="lower-case header names"):
+        aksk.parse_authorization(value)
+
+
+def test_a_wrong_signature_is_refused_with_a_message_that_says_why():
+    received, authorization = sdk_sign(sk="st_sk_" + "w" * 43)
+    with pytest.raises(aksk.SignatureRejected) as refused:
+        check(received, authorization)
+    assert str(refused.value) == (
+        "the signature does not match the request (wrong SK, or the request was changed after signing)")

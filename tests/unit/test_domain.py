@@ -8,7 +8,7 @@ import pytest
 from chalicelib.domain import ids
 from chalicelib.domain.clock import format_iso, parse_iso, seconds_from_millis
 from chalicelib.domain.errors import IllegalTransition
-from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.model import StageSpec, change_status, new_run, status_counts
 from chalicelib.domain.status import (
     ACTIVE,
     FINAL,
@@ -206,3 +206,35 @@ def test_stage_ids(value, parsed):
     assert ids.parse_stage_id(value) == parsed
     if parsed:
         assert ids.stage_id(*parsed) == value
+
+
+def test_the_per_status_counters_count_every_stage_once():
+    """What the store keeps on the run item: exact counts, a stage allowed to fail as SUCCESS."""
+    clock = FakeClock("2026-01-01T00:00:00.000Z")
+    specs = [StageSpec("BUILD", "a"), StageSpec("BUILD", "b"), StageSpec("BUILD", "c"),
+             StageSpec("BUILD", "d"), StageSpec("BUILD", "e")]
+    stages = new_run("web", 1, specs, clock.now()).stages
+    stages[3].allow_failure = True
+    for stage, target in zip(stages, [S.SUCCESS, S.SUCCESS, S.FAILURE, S.FAILURE], strict=False):
+        change_status(stage, S.IN_PROGRESS, clock.now())
+        change_status(stage, target, clock.now())
+    assert status_counts(stages) == {S.SUCCESS: 3, S.FAILURE: 1, S.IDLE: 1}
+    assert status_counts([]) == {}
+
+
+def test_an_illegal_transition_names_both_statuses_in_its_details():
+    clock = FakeClock("2026-01-01T00:00:00.000Z")
+    stage = new_run("web", 1, [StageSpec("BUILD", "a")], clock.now()).stages[0]
+    with pytest.raises(IllegalTransition) as refused:
+        change_status(stage, S.SUCCESS, clock.now())
+    assert refused.value.details == {"from": "IDLE", "to": "SUCCESS"}
+
+
+def test_starting_a_stage_at_its_gate_without_approval_names_both_statuses_in_its_details():
+    clock = FakeClock("2026-01-01T00:00:00.000Z")
+    stage = new_run("web", 1, [StageSpec("BUILD", "a", approval="MANUAL")], clock.now()).stages[0]
+    change_status(stage, S.IN_PROGRESS, clock.now())
+    assert stage.status == S.WAITING_FOR_APPROVAL
+    with pytest.raises(IllegalTransition, match="approve it to start it") as refused:
+        change_status(stage, S.IN_PROGRESS, clock.now())
+    assert refused.value.details == {"from": "WAITING_FOR_APPROVAL", "to": "IN_PROGRESS"}
