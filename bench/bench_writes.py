@@ -83,14 +83,15 @@ class Rows:
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     from chalicelib import wiring
-    from chalicelib.domain.model import StageSpec, change_status, new_run
-    from chalicelib.domain.operations import MAX_ATTEMPTS, retry_run
+    from chalicelib.domain.model import StageSpec, new_run
+    from chalicelib.domain.operations import MAX_ATTEMPTS
     from chalicelib.domain.schemas import PatchStageIn
     from chalicelib.domain.status import StageStatus
     from chalicelib.service import operations, runs
     from chalicelib.settings import Settings
     from chalicelib.store.schema import ensure_tables
     from tests.fixtures.clock import FakeClock
+    from tests.fixtures.history import retried_run
 
     with dynamodb_local() as endpoint:
         settings = Settings(table_name=TABLE, region="us-east-1", dynamodb_endpoint=endpoint)
@@ -181,29 +182,10 @@ def main() -> None:
         # ---- retry history: a 6-stage run whose stages were each retried N times -------------
         history = Rows()
 
-        def retried_run(pipeline: str, retries: int):
-            """Each stage ran and ended ``retries`` times, each time followed by a retry of the
-            whole run (setup through the domain and the store, not timed)."""
-            counter, _ = ctx.stores.pipelines.claim_counter(pipeline)
-            aggregate = new_run(pipeline, counter, [StageSpec(type="BUILD", name=f"s{n}")
-                                                    for n in range(RETRIED_STAGES)], clock.now())
-            ctx.stores.runs.insert_run(aggregate)
-            for _ in range(retries):
-                before = aggregate.snapshot()
-                for stage in aggregate.stages:
-                    change_status(stage, StageStatus.IN_PROGRESS, clock.now())
-                    change_status(stage, StageStatus.FAILURE, clock.now())
-                aggregate.refresh(clock.now())
-                ctx.stores.runs.save(before, aggregate)
-                before = aggregate.snapshot()
-                retry_run(aggregate, "ALL", clock.now())
-                aggregate.refresh(clock.now())
-                ctx.stores.runs.save(before, aggregate)
-            return ctx.stores.runs.load_run(aggregate.run.id)
-
         def history_rows(retries: int) -> None:
             base = min(retries, MAX_ATTEMPTS - 2)  # a stage at attempt 100 can no longer be retried
-            aggregate = retried_run(f"retried{retries}", base)
+            aggregate = retried_run(ctx, clock, stages=RETRIED_STAGES, retries=base,
+                                    pipeline=f"retried{retries}", outcome=StageStatus.FAILURE)
             run_id, stage_ids = aggregate.run.id, [s.id for s in aggregate.stages]
             twin = floor.twin_id()
 

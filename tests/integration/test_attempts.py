@@ -14,6 +14,7 @@ from chalicelib.domain.operations import MAX_ATTEMPTS, decide, new_attempt
 from chalicelib.store import repository
 from chalicelib.store.models import AttemptItem, StageItem, attempts_pk, run_pk, stage_sk
 from tests.fixtures.backends import current_items
+from tests.fixtures.history import retried_run
 
 
 def create(client, stages=("BUILD", "DEPLOY_PROD"), pipeline="web"):
@@ -171,37 +172,12 @@ def test_deleting_a_run_or_a_stage_deletes_its_attempts(client, clock):
 
 def test_deleting_a_run_with_more_attempts_than_one_transaction_holds_deletes_them_all(client, ctx, clock):
     """6 stages retried 20 times: 120 attempt items, so the delete goes through the intent."""
-    aggregate = _retried_run(ctx, clock, stages=6, retries=20)
+    aggregate = retried_run(ctx, clock, stages=6, retries=20)
     assert sum(len(attempt_items(s.id)) for s in aggregate.stages) == 120
     assert client.delete(f"/api/runs/{aggregate.run.id}").status_code == 200
     assert client.get(f"/api/runs/{aggregate.run.id}").status_code == 404
     assert [attempt_items(s.id) for s in aggregate.stages] == [[]] * 6
     assert list(current_items().base.query(run_pk(aggregate.run.id))) == []
-
-
-def _retried_run(ctx, clock, *, stages, retries, pipeline="web"):
-    """A run of ``stages`` stages, each of which ran and was retried ``retries`` times (one
-    retry of the whole run per round, as ``POST /api/runs/{id}/retry`` scope ALL does)."""
-    from chalicelib.domain.model import change_status
-    from chalicelib.domain.operations import retry_run
-    from chalicelib.domain.status import StageStatus as S
-
-    counter, _ = ctx.stores.pipelines.claim_counter(pipeline)
-    aggregate = new_run(pipeline, counter, [StageSpec(type="BUILD", name=f"s{n}") for n in range(stages)],
-                        clock.now())
-    ctx.stores.runs.insert_run(aggregate)
-    for _ in range(retries):
-        before = aggregate.snapshot()
-        for stage in aggregate.stages:
-            change_status(stage, S.IN_PROGRESS, clock.now())
-            change_status(stage, S.SUCCESS, clock.now())
-        aggregate.refresh(clock.now())
-        ctx.stores.runs.save(before, aggregate)
-        before = aggregate.snapshot()
-        retry_run(aggregate, "ALL", clock.now())
-        aggregate.refresh(clock.now())
-        ctx.stores.runs.save(before, aggregate)
-    return ctx.stores.runs.load_run(aggregate.run.id)
 
 
 # ---- items of the previous layout: read both, move on the next write ------------------------------
@@ -328,7 +304,7 @@ def test_reading_a_run_costs_the_same_whatever_its_retry_history_on_dynamodb_loc
     from app import app
     from tests.fixtures.api import ApiClient
 
-    runs = {retries: _retried_run(local_ctx, clock, stages=6, retries=retries, pipeline=f"r{retries}")
+    runs = {retries: retried_run(local_ctx, clock, stages=6, retries=retries, pipeline=f"r{retries}")
             for retries in (0, 10, MAX_ATTEMPTS - 1)}
     units = {}
     with Client(app) as http:
