@@ -40,6 +40,22 @@ def test_every_entry_names_a_module_with_the_functions_of_its_kind():
         assert (integration.webhook is not None) == (integration.kind == integrations.WEBHOOK)
 
 
+# The credential header each module reads or writes, and the registry line that scrubs it: the
+# registry cannot import the modules (cold start), so the two names are checked against each other.
+CREDENTIAL_HEADERS = {"github": "SIGNATURE_HEADER", "gitlab": "TOKEN_HEADER",
+                      "signed_delivery": "SIGNATURE_HEADER"}
+
+
+def test_the_header_a_module_reads_its_credential_from_is_the_one_its_registry_line_scrubs():
+    for integration in integrations.INTEGRATIONS:
+        constant = CREDENTIAL_HEADERS.get(integration.module)
+        if constant is None:
+            continue
+        module = importlib.import_module(f"chalicelib.integrations.{integration.module}")
+        assert getattr(module, constant).lower() in integration.redact_headers, integration.name
+    assert set(CREDENTIAL_HEADERS) <= {i.module for i in integrations.INTEGRATIONS}
+
+
 def test_webhook_routes_and_source_types_come_from_the_registry():
     assert integrations.webhook_names() == ("github", "gitlab", "cdevents")
     assert [i.webhook.path for i in integrations.of_kind(integrations.WEBHOOK) if i.webhook] == [
