@@ -772,6 +772,11 @@ class Repository:
 
         The run's derived fields (status and its ``pipeline#status`` index key, end, duration)
         are set where they change:
+        - in the same transaction, conditioned on the counters rather than on the change
+          counter, when the run stays busy after the change (``_busy_guard``: still running or
+          waiting for approval, which the counters alone decide) -- so that many writers ending
+          stages of one running run (a matrix) each land in one round trip, whatever order they
+          commit in; the bounds are kept exact by conditions (``_send_busy``);
         - in the same transaction when nothing changed since the read (condition: the change
           counter read) -- the common case, one round trip; after such a condition failed on a
           run, this process skips that attempt for its next few changes (``_contended``);
@@ -804,7 +809,14 @@ class Repository:
         wanted = _derived_after(run, old, new)
         derived = _updates(run.stored or {}, wanted) if moves else []
         decided = counted == StageStatus.IN_PROGRESS
-        if moves and not decided and self._contended.get(run.id, 0) <= 0:
+        busy = _busy_guard(run, was, counted) if moves and not decided else None
+        if busy is not None:
+            if self._send_busy([*extra, stage_op], actions, condition, busy, run, new.updated_at,
+                               started, ended):
+                new.version = (new.version or 0) + 1
+                _stored([new])
+                return
+        elif moves and not decided and self._contended.get(run.id, 0) <= 0:
             if derived:
                 derived.append(RunItem.updated_at.set(format_iso(new.updated_at)))
             exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
@@ -817,7 +829,7 @@ class Repository:
                 return
             except ConcurrentModification:  # the run changed since the read (or this stage did)
                 self._mark_contended(run.id)
-        elif moves and not decided:
+        elif moves and not decided and busy is None:
             with self._contention:
                 self._contended[run.id] = self._contended.get(run.id, 1) - 1
         actions += bounds
@@ -832,6 +844,54 @@ class Repository:
         _stored([new])
         if moves and not decided:
             self._settle(run.id, new.updated_at, started, ended)
+
+    def _send_busy(self, items: list[TxItem], actions: list[Action], condition, busy: tuple,
+                   run: Run, now: datetime, started: datetime | None, ended: datetime | None) -> bool:
+        """Send a change that leaves the run busy (``_busy_guard``) with its derived fields and
+        bounds exact, conditioned on the counters that decide the status instead of on the
+        change counter. The latest end is set where this end is later than the stored one
+        (condition: still later or absent) and else only checked (still not earlier): writers
+        commit in another order than their clocks read, so a failed first try is sent once
+        more with the other form. False when the counters no longer keep the run busy (the
+        caller then writes it the plain way and settles)."""
+        status, guard = busy
+        stored = run.stored or {}
+        wanted = {"status": status.value, "pipeline_status": f"{run.pipeline}#{status.value}",
+                  "ended_at": None, "duration_ms": None}
+        derived = _updates(stored, wanted)
+        kept = [name for name in wanted if stored.get(name) == wanted[name]]
+        base = condition & guard
+        for name in kept:  # fields left as read must still be so
+            base &= _equals(getattr(RunItem, name), stored.get(name))
+        fixed = list(actions) + derived
+        if derived:
+            fixed.append(RunItem.updated_at.set(format_iso(now)))
+        if started is not None:
+            mine = format_iso(started)
+            fixed.append(RunItem.started_at.set(RunItem.started_at | mine))
+            base &= RunItem.started_at.does_not_exist() | (RunItem.started_at <= mine)
+        forms: list[tuple[bool, object] | None] = [None]
+        if ended is not None:
+            end = format_iso(ended)
+            later = RunItem.last_end.does_not_exist() | (RunItem.last_end <= end)
+            forms = [(True, later), (False, RunItem.last_end >= end)]
+            if stored.get("last_end") is not None and stored["last_end"] > end:
+                forms.reverse()
+        for form in forms:
+            update, check = list(fixed), base
+            if form is not None:
+                moves_end, bound = form
+                if moves_end:
+                    update.append(RunItem.last_end.set(end))
+                check &= bound
+            op = tx_update(self.items.run, run_pk(run.id), models.RUN_SK, update, check)
+            try:
+                self._send([*items, op], effect={"run": run.id}, run_id=run.id)
+            except ConcurrentModification:
+                continue
+            run.seq = run.stored = None  # no longer known exactly
+            return True
+        return False
 
     def _mark_contended(self, run_id: str) -> None:
         with self._contention:
@@ -1170,6 +1230,37 @@ def _derived_after(run: Run, old: Stage, new: Stage) -> dict:
                 if start is not None and end is not None else None)
     return {"status": status.value, "pipeline_status": f"{run.pipeline}#{status.value}",
             "started_at": start, "ended_at": end, "duration_ms": duration, "last_end": last_end}
+
+
+BUSY = (StageStatus.IN_PROGRESS, StageStatus.WAITING_FOR_APPROVAL)  # a run's status by precedence, not final
+
+
+def _busy_guard(run: Run, was: StageStatus, counted: StageStatus) -> tuple | None:
+    """(status, condition) when, by the counters read, the run stays busy after a stage counted
+    as ``was`` counts as ``counted``: it still has a stage running (or, with none running, one
+    waiting for approval). The condition states that on the live counters, so any writer whose
+    condition holds at its commit knows the run's status without knowing the other changes;
+    None when the run may end or go idle (the exact or settle path decides then)."""
+    counts = dict((run.stored or {}).get("counts") or {})
+    if not counts:
+        return None
+    after = dict(counts)
+    after[was] = after.get(was, 0) - 1
+    after[counted] = after.get(counted, 0) + 1
+    status = run_status_from_counts(after)
+    if status not in BUSY or after.get(status, 0) < 1:
+        return None
+
+    def delta(s: StageStatus) -> int:
+        return int(s == counted) - int(s == was)
+
+    need = 1 - delta(status)
+    condition = status_counter(status) >= need if need > 0 else RunItem.seq.exists()
+    for higher in BUSY[:BUSY.index(status)]:  # none of those after the change
+        left = -delta(higher)
+        counter = status_counter(higher)
+        condition &= (counter.does_not_exist() | (counter == 0)) if left == 0 else (counter == left)
+    return status, condition
 
 
 def _updates(stored: dict, wanted: dict) -> list:
