@@ -121,6 +121,10 @@ class Settings:
     # Public base URL of this API (e.g. https://ci.example.com/prod): the ``url`` of runs and
     # stages in outgoing CDEvents. None: those URLs are origin-relative (``/api/runs/<id>``).
     public_url: str | None = None
+    # CloudWatch namespace of the service's counts (adapters/metrics.py, embedded metric format
+    # lines on stdout); None: no metric lines (`make run`, tests). The template sets
+    # Stagetrack/<stack>.
+    metrics_namespace: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +168,7 @@ class Settings:
             ),
             allow_local_subscribers=env_bool(env, "STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", False),
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
+            metrics_namespace=metrics_namespace(env.get("STAGETRACK_METRICS_NAMESPACE")),
         )
 
 
@@ -177,3 +182,18 @@ def public_url(value: str | None) -> str | None:
         raise SettingsError("STAGETRACK_PUBLIC_URL must be an http(s) URL without query or fragment, "
                             f"e.g. https://ci.example.com/prod; got {_shown(value)}")
     return value.strip().rstrip("/")
+
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9.\-_/#:]{1,255}")  # CloudWatch's rule for namespaces
+
+
+def metrics_namespace(value: str | None) -> str | None:
+    """``STAGETRACK_METRICS_NAMESPACE``: a CloudWatch namespace (not under ``AWS/``, which is
+    AWS's own); empty or unset: no metrics."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not _NAMESPACE.fullmatch(value) or value.upper().startswith("AWS/"):
+        raise SettingsError("STAGETRACK_METRICS_NAMESPACE must be a CloudWatch namespace: 1 to 255 of "
+                            f"A-Z a-z 0-9 . - _ / # :, not starting with AWS/; got {_shown(value)}")
+    return value

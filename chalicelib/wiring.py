@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .domain.clock import Clock, SystemClock
 from .service import ServiceContext
-from .service.ports import SecretBox
+from .service.ports import Metrics, NoMetrics, SecretBox
 from .settings import Settings
 
 _context: ServiceContext | None = None
@@ -16,11 +16,21 @@ def secret_box(settings: Settings) -> SecretBox:
     return secretbox.from_settings(settings)
 
 
+def metrics(settings: Settings, clock: Clock) -> Metrics:
+    """Embedded metric format lines when the settings name a namespace (the deployed stack)."""
+    if settings.metrics_namespace is None:
+        return NoMetrics()
+    from .adapters.metrics import EmfMetrics
+
+    return EmfMetrics(settings.metrics_namespace, clock)
+
+
 def dynamo_context(settings: Settings, clock: Clock) -> ServiceContext:
     """The stores on DynamoDB (the table ``settings`` name)."""
     from .store.dynamo import build_stores
 
-    return ServiceContext(stores=build_stores(settings), clock=clock, settings=settings, secrets=secret_box)
+    return ServiceContext(stores=build_stores(settings), clock=clock, settings=settings, secrets=secret_box,
+                          metrics=metrics(settings, clock))
 
 
 def memory_context(settings: Settings, clock: Clock) -> ServiceContext:

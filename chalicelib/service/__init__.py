@@ -2,24 +2,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..domain.clock import Clock
 from ..domain.cursors import CursorCodec
 from ..settings import Settings
-from .ports import SecretBox, Stores
+from .ports import Metrics, NoMetrics, SecretBox, Stores
 
 
 @dataclass
 class ServiceContext:
     """What every use case runs with. ``stores`` are the storage ports (service/ports.py),
     built by ``chalicelib/wiring.py`` on DynamoDB or in memory; ``secrets`` makes the secret box
-    for the settings (wiring passes one that loads the cipher on first use)."""
+    for the settings (wiring passes one that loads the cipher on first use); ``metrics`` counts
+    what the use cases do (runs finished, timers fired, deliveries failed: docs/runbook.md)."""
 
     stores: Stores
     clock: Clock
     settings: Settings
     secrets: Callable[[Settings], SecretBox] | None = None
+    metrics: Metrics = field(default_factory=NoMetrics)
 
     def box(self) -> SecretBox:
         if self.secrets is None:

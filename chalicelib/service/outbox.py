@@ -30,11 +30,13 @@ from ..domain.clock import format_iso
 from ..domain.events import (
     FORMAT_CDEVENTS,
     FORMAT_STAGETRACK,
+    RUN_CHANGED,
     SUBSCRIPTION_FORMATS,
     StateChange,
     backoff_seconds,
     delivery_id,
 )
+from ..domain.status import FINAL
 from ..integrations import cdevents, signed_delivery
 from . import ServiceContext, subscriptions
 from .ports import DeliveryAttempt, StoredSubscription
@@ -42,6 +44,7 @@ from .ports import DeliveryAttempt, StoredSubscription
 log = logging.getLogger(__name__)
 
 MESSAGE_VERSION = 1
+FINAL_VALUES = frozenset(status.value for status in FINAL)
 
 
 class EventPublisher(Protocol):
@@ -84,6 +87,7 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
     records = list(records)
     changes = changes_of(records, ctx)
     report = PublishReport(records=len(records), changes=len(changes))
+    count_finished_runs(ctx, changes)
     if not changes:
         return report
     if bus is not None:
@@ -95,6 +99,18 @@ def publish(ctx: ServiceContext, records: Iterable[dict], *, bus: EventPublisher
         else:
             report.deliveries = deliveries.send_batch(messages)
     return report
+
+
+def count_finished_runs(ctx: ServiceContext, changes: list[StateChange]) -> None:
+    """``RunsFinished`` by final status, once per committed change that ends a run (a retried
+    run that ends again counts again). Counted here, from the stream, so every writer (API,
+    dialects, webhooks, timers) is counted alike and an aborted write never is; a batch Lambda
+    retries is counted again (rare: metrics are not a ledger)."""
+    for change in changes:
+        if change.type != RUN_CHANGED or change.new_status is None:
+            continue
+        if change.new_status in FINAL_VALUES and change.old_status not in FINAL_VALUES:
+            ctx.metrics.count("RunsFinished", dimensions={"Status": change.new_status})
 
 
 def delivery_messages(changes: list[StateChange], subscribed: list[StoredSubscription], *,
@@ -201,6 +217,10 @@ def deliver(ctx: ServiceContext, body: str, *, sender: DeliverySender, retries: 
         outcome, retry_in = "retrying", backoff_seconds(attempt, message["deliveryId"])
     else:
         outcome = "dead-lettered"
+    if outcome != "delivered":
+        ctx.metrics.count("DeliveriesFailed")  # this attempt; DeliveriesDeadLettered: the last one
+        if outcome == "dead-lettered":
+            ctx.metrics.count("DeliveriesDeadLettered")
     ctx.stores.deliveries.record(DeliveryAttempt(
         subscription_id=subscription.subscription_id, delivery_id=message["deliveryId"],
         event_id=message["eventId"], event_type=message["eventType"], attempt=attempt, outcome=outcome,

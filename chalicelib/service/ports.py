@@ -340,3 +340,20 @@ class SecretBox(Protocol):
 
     def open(self, sealed: str, context: str) -> str:
         """Raises ``SecretUnreadable``."""
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+class Metrics(Protocol):
+    """Counts of what happened, for dashboards and alarms (adapters/metrics.py writes them as
+    CloudWatch embedded metric format lines). ``dimensions`` split one metric (e.g. by status);
+    keep their values few: each combination is one metric CloudWatch bills for."""
+
+    def count(self, name: str, value: int = 1, dimensions: dict[str, str] | None = None) -> None: ...
+
+
+class NoMetrics:
+    """The default: counts go nowhere (unit tests, `make run`, a deployment without a namespace)."""
+
+    def count(self, name: str, value: int = 1, dimensions: dict[str, str] | None = None) -> None:
+        return None

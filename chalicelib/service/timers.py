@@ -35,7 +35,8 @@ def expire_stage(ctx: ServiceContext, stage_id: str, attempt: int) -> StageStatu
     Writes (one transaction, via mutate_run, conditioned on the versions read) only if the stage
     still exists, is still active, is still ``attempt``, and its due moment has passed by the
     clock; otherwise it writes nothing and returns None (a stale timer: older attempt, already
-    final, deadline moved later, run deleted). The run's status follows by derivation, and the
+    final, deadline moved later, run deleted). Counts ``TimersFired`` (by the status it set) or
+    ``TimersStale``. The run's status follows by derivation, and the
     run driver may start the next stage in the same transaction.
     """
     parsed = ids.parse_stage_id(stage_id)
@@ -56,8 +57,12 @@ def expire_stage(ctx: ServiceContext, stage_id: str, attempt: int) -> StageStatu
     try:
         mutate_run(ctx, parsed[0], change, local=True)  # the due stage's own timer
     except NotFound:
+        outcome.clear()
+    if not outcome:
+        ctx.metrics.count("TimersStale")
         return None
-    return outcome[0] if outcome else None
+    ctx.metrics.count("TimersFired", dimensions={"Status": outcome[0].value})
+    return outcome[0]
 
 
 @dataclass
