@@ -16,8 +16,9 @@
 
 Features add their resources and functions in ``infra/part_<feature>.py`` (see part_timers.py):
 ``FUNCTIONS`` (a list of ``Function``) and ``resources(arns) -> dict`` (merged, so it may also
-add to a function defined elsewhere, e.g. the API's environment), optionally ``parameters()``
-and ``outputs()``.
+add to a function defined elsewhere, e.g. the API's environment), optionally ``parameters()``,
+``conditions()`` and ``outputs()``, and ``finish(resources)``, which runs once everything else
+is assembled and may derive from it (part_watch.py: an alarm for every failure queue...).
 Every function gets only the actions its code uses (tests record the calls it makes and check
 them against its statements) plus writing to its own log group.
 """
@@ -43,7 +44,11 @@ CHALICE_DIR = ROOT / ".chalice"
 DEFAULT_STACK = "stagetrack"
 TABLE = "StagetrackTable"
 ALL_INDEXES = "*"
-LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+# Log groups are created by the template (infra/part_watch.py), with a retention: a function
+# may write to its own group but never create one (a group Lambda creates is kept forever).
+LOGS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+# X-Ray active tracing (part_watch.py); X-Ray has no resource-level permissions, hence "*".
+XRAY = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 
@@ -77,10 +82,11 @@ class Arns:
                          f"arn:aws:{service}:*:*:{kind}{self.stack}-{suffix}")
 
     def log_group(self, suffix: str):
+        """The function's own log group, /stagetrack/<stack>/<suffix> (part_watch.py)."""
         return self.pick(
             {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
-                        ":log-group:/aws/lambda/${AWS::StackName}-%s:*" % suffix},
-            f"arn:aws:logs:*:*:log-group:/aws/lambda/{self.stack}-{suffix}:*")
+                        ":log-group:/stagetrack/${AWS::StackName}/%s:*" % suffix},
+            f"arn:aws:logs:*:*:log-group:/stagetrack/{self.stack}/{suffix}:*")
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ def functions() -> list[Function]:
 def policy_document(function: Function, arns: Arns) -> dict:
     logs = {"Sid": "OwnLogs", "Effect": "Allow", "Action": LOGS,
             "Resource": arns.log_group(function.log_suffix or function.suffix)}
-    return {"Version": "2012-10-17", "Statement": function.statements(arns) + [logs]}
+    tracing = {"Sid": "Tracing", "Effect": "Allow", "Action": XRAY, "Resource": "*"}
+    return {"Version": "2012-10-17", "Statement": function.statements(arns) + [logs, tracing]}
 
 
 def table_resource() -> dict:
@@ -178,10 +185,12 @@ def _merge(into: dict, extra: dict) -> dict:
 def resources_template() -> dict:
     arns = Arns(pinned=True)
     parameters = dict(PARAMETERS)
+    conditions: dict = {}
     resources: dict = {TABLE: table_resource()}
     outputs: dict = {"TableName": {"Value": {"Ref": TABLE}}}
     for part in parts():
         parameters.update(getattr(part, "parameters", dict)())
+        conditions.update(getattr(part, "conditions", dict)())
         _merge(resources, part.resources(arns))
         outputs.update(getattr(part, "outputs", dict)())
     for function in functions():
@@ -193,7 +202,12 @@ def resources_template() -> dict:
         resources[function.role] = {"Properties": {"Policies": [{
             "PolicyName": f"{function.role}Policy",
             "PolicyDocument": policy_document(function, arns)}]}}
-    return {"Parameters": parameters, "Resources": resources, "Outputs": outputs}
+    for part in parts():  # what is derived from the whole template (alarms of every queue...)
+        getattr(part, "finish", lambda resources: None)(resources)
+    template = {"Parameters": parameters, "Resources": resources, "Outputs": outputs}
+    if conditions:
+        template["Conditions"] = conditions
+    return template
 
 
 def rendered_files() -> dict[Path, str]:

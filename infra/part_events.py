@@ -230,7 +230,7 @@ def resources(arns: Arns) -> dict:
         },
         INGEST_DLQ: _sqs("ingest-dlq", **keep),
         INGEST_QUEUE: _sqs(
-            "ingest", VisibilityTimeout=VISIBILITY_TIMEOUT, RedrivePolicy=_redrive(INGEST_DLQ)
+            "ingest", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep, RedrivePolicy=_redrive(INGEST_DLQ)
         ),
         INGEST_TOPIC: {
             "Type": "AWS::SNS::Topic",

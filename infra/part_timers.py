@@ -107,6 +107,9 @@ def resources(arns: Arns) -> dict:
         QUEUE: {"Type": "AWS::SQS::Queue", "Properties": {
             "QueueName": {"Fn::Sub": "${AWS::StackName}-timers"},
             "VisibilityTimeout": 360,  # six times the handler's 60 s timeout, as Lambda advises
+            # four days (SQS's default, stated): a timer message is useful only until the sweeper,
+            # every minute, has fired its stage anyway
+            "MessageRetentionPeriod": 345600,
             "SqsManagedSseEnabled": True,
             "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [DLQ, "Arn"]}, "maxReceiveCount": 5}}},
         STATE_MACHINE_ROLE: {"Type": "AWS::IAM::Role", "Properties": {

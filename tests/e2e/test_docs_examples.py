@@ -45,6 +45,7 @@ NO_RUN = {
         "make run    # DynamoDB Local (data kept in .data/) + tables + API on http://127.0.0.1:8000",
     ),
     ("docs/deploy.md", "export AWS_DEFAULT_REGION=eu-west-1"),
+    ("docs/runbook.md", "TOPIC=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (
         "docs/deploy.md",
         ".venv/bin/python -m infra.generate --check      # infra/ and .chalice/policy-*.json are current",
