@@ -1,6 +1,7 @@
 """Builds the service context once per Lambda container (or per test, via override)."""
 from __future__ import annotations
 
+from . import logging_setup
 from .domain.clock import Clock, SystemClock
 from .service import ServiceContext
 from .service.ports import Metrics, NoMetrics, SecretBox
@@ -43,7 +44,9 @@ def memory_context(settings: Settings, clock: Clock) -> ServiceContext:
 def context() -> ServiceContext:
     global _context
     if _context is None:
-        _context = dynamo_context(Settings.from_env(), SystemClock())
+        settings = Settings.from_env()
+        logging_setup.scrub_settings(settings)  # event Lambdas never import app.py, which also does
+        _context = dynamo_context(settings, SystemClock())
     return _context
 
 

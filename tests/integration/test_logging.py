@@ -10,6 +10,7 @@ import pytest
 from app import app
 from chalicelib.logging_setup import REDACTED, redact
 from chalicelib.service import runs, tokens
+from tests.integration.test_infra import ROOT
 
 
 def access_lines(text: str) -> list[dict]:
@@ -138,3 +139,42 @@ def test_the_local_default_admin_token_is_a_loud_warning_against_real_dynamodb(c
 ])
 def test_redaction(text, leaked):
     assert leaked not in redact(text) and REDACTED in redact(text)
+
+
+# ---- the event functions log as the API does ----------------------------------------------------
+
+# What a Lambda of an event function runs: the runtime puts its plain-text handler on the root
+# logger, then imports the handler module named in the template (never app.py), which builds its
+# context and logs. Run in a fresh interpreter, where nothing has imported app.py.
+LAMBDA_PROBE = r"""
+import logging, sys
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="[%(levelname)s] %(message)s")
+import importlib
+module = importlib.import_module(sys.argv[1])
+from chalicelib import wiring
+wiring.context()
+logging.getLogger(module.__name__).warning("handler line with pepper=%s", sys.argv[2])
+logging.getLogger("botocore.example").warning("library line %s", sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("module", ["chalicelib.events.timers", "chalicelib.events.inbound",
+                                    "chalicelib.events.outbound"])
+def test_event_function_logs_are_scrubbed_json_lines_like_the_apis(module):
+    import os
+    import subprocess
+    import sys
+
+    secret = "event-lambda-pepper-0123456789abcdef0123"
+    env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "stagetrack-x", "STAGETRACK_SECRET_PEPPER": secret,
+           "AWS_DEFAULT_REGION": "us-east-1", "STAGETRACK_LOCAL_TICKER": "0"}
+    done = subprocess.run([sys.executable, "-c", LAMBDA_PROBE, module, secret], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=str(ROOT))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is JSON (pynamodb's too)
+    assert [(e["logger"], e["level"], e["message"]) for e in entries if e["level"] == "WARNING"] == [
+        (module, "WARNING", f"handler line with pepper={REDACTED}"),
+        ("botocore.example", "WARNING", f"library line {REDACTED}"),
+    ]
+    assert secret not in done.stdout + done.stderr
