@@ -174,3 +174,17 @@ def test_a_patch_racing_the_retry_of_a_skipped_stage_after_it_both_land(any_ctx,
     assert [(s.status, s.attempt) for s in final.stages] == (
         [(S.IDLE, 1), (S.IDLE, 2)] + [(S.IDLE, 2)] * skipped + [(S.IDLE, 1)] * (3 - skipped)
         + [(S.SKIPPED, 1)])
+
+
+@pytest.mark.ddb_local
+def test_a_retry_of_more_skipped_stages_than_one_transaction_holds_is_all_or_nothing(local_ctx):
+    """60 SKIPPED stages after it: 61 stages and 61 attempt items to write, more than one
+    transaction holds, so the run is read whole and written through the big-run intent."""
+    ctx = local_ctx
+    aggregate = failed_at(ctx, "many", 100, 0, skipped=60)
+    with measure() as capacity:
+        operations.retry_stage(ctx, aggregate.stages[0].id)
+    assert capacity.calls["Query"] == 1 and capacity.calls["TransactWriteItems"] >= 2
+    final = _exact(ctx, aggregate.run.id, "many")
+    assert [(s.status, s.attempt) for s in final.stages] == [(S.IDLE, 2)] * 61 + [(S.IDLE, 1)] * 39
+    assert final.run.status == S.IDLE
