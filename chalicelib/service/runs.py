@@ -175,6 +175,13 @@ def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | Non
 
 
 def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stage:
+    """A status or timeout change reads the stage and the run's summary only (``local``). A
+    rename reads the whole run (one Query) because names are unique in a run, and writes the
+    stage and the run item conditioned on the change counter read (so two renames to one name
+    cannot both land; no index entry moves). Kept so on purpose: making the check O(1) needs the names
+    somewhere keyed -- a marker item per name (one more write per stage on every create, and
+    items every run Query reads), or a name set on the run item (bytes on every read of it) --
+    which would tax every run for a rare, administrative change (docs/performance.md)."""
     fields = patch.model_fields_set
 
     def change(aggregate: RunAggregate) -> bool:
