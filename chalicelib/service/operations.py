@@ -16,7 +16,7 @@ from ..domain.errors import IllegalTransition, NotFound
 from ..domain.model import RunAggregate, Stage
 from ..domain.status import StageStatus
 from . import ServiceContext, pipelines
-from .runs import mutate_run, run_id_of_stage
+from .runs import get_run, mutate_run, run_id_of_stage
 
 
 def _stage_missing(stage_id: str) -> str:
@@ -182,17 +182,12 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
 
 def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str) -> Stage:
     """GoCD's run stage: a new attempt of the named stage of run ``counter`` (the native stage
-    retry: 409 while it is active or before it ran). One Query, one transaction."""
-    found: list[Stage] = []
-
-    def change(aggregate: RunAggregate) -> bool:
-        stage = _named_stage(aggregate, stage_name, pipeline)
-        found[:] = [stage]
-        rules.retry_stage(aggregate, stage.id, ctx.clock.now())
-        return True
-
-    aggregate = mutate_run(ctx, run_id_by_counter(pipeline, counter), change)
-    return aggregate.stage(found[0].id)
+    retry: 409 while it is active or before it ran). The name is found in the run (one Query),
+    then the stage is retried as the native retry does it (``retry_stage``: what it restarts,
+    the run's version left as it is), so both end in the same stored run. A rename between the
+    two commutes with the retry: the stage is the one that had the name when it was read."""
+    aggregate = get_run(ctx, run_id_by_counter(pipeline, counter))
+    return retry_stage(ctx, _named_stage(aggregate, stage_name, pipeline).id)
 
 
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
