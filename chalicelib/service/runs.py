@@ -166,7 +166,8 @@ def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | Non
     when the change reads nothing else (one read whatever the run's size), the whole run
     otherwise -- and always for an ``autoAdvance`` run, whose driver reads every stage."""
     if only is not None and ids.parse_stage_id(only) is not None:
-        aggregate = ctx.stores.runs.load_stage(only, following)
+        store = ctx.stores.runs
+        aggregate = store.load_stage(only) if following is None else store.load_stage(only, following)
         if aggregate is None:
             raise NotFound(missing or f"run {run_id!r} not found")
         if not (aggregate.partial and aggregate.run.auto_advance):
