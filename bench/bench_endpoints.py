@@ -104,6 +104,12 @@ def main() -> None:
                     failed,
                     None,
                 ),
+                "POST /api/stages/{id}/retry": (
+                    lambda run: ("POST", f"/api/stages/{run}:1/retry", None),
+                    None,
+                    failed,
+                    None,
+                ),
                 "POST /api/stages/{id}/approve": (
                     lambda run: ("POST", f"/api/stages/{run}:2/approve", None),
                     gate,

@@ -221,16 +221,20 @@ def single_stage_change(before: RunAggregate, after: RunAggregate) -> tuple[Stag
     stages (none added or removed), exactly one of them different, the run's own fields (not the
     ones derived from its stages) untouched. None otherwise (several stages, or the run itself).
     Such a change can be written without rewriting the run: only its summary follows."""
+    changed = stage_changes(before, after)
+    return changed[0] if changed is not None and len(changed) == 1 else None
+
+
+def stage_changes(before: RunAggregate, after: RunAggregate) -> list[tuple[Stage, Stage]] | None:
+    """(old, new) of every stage ``after`` changed, when the change is of stages only: the same
+    stages (none added or removed), the run's own fields untouched. None otherwise."""
     if [s.id for s in before.stages] != [s.id for s in after.stages]:
-        return None
-    changed = [(old, new) for old, new in zip(before.stages, after.stages, strict=True)
-               if asdict(old) != asdict(new)]
-    if len(changed) != 1:
         return None
     old_run, new_run_ = asdict(before.run), asdict(after.run)
     if any(old_run[name] != new_run_[name] for name in old_run if name not in _DERIVED_RUN_FIELDS):
         return None
-    return changed[0]
+    return [(old, new) for old, new in zip(before.stages, after.stages, strict=True)
+            if asdict(old) != asdict(new)]
 
 
 def stage_summary(stage: Stage) -> dict:

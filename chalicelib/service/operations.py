@@ -1,6 +1,7 @@
 """Operations on runs and stages (cancel, stop, retry, approve/reject, variables) as use cases.
 
-Each is one ``mutate_run``: load the run with its stages (1 Query), apply the pure rule from
+Each is one ``mutate_run``: load the run with its stages (1 Query; a stage retry reads only
+what it restarts: ``retry_stage``), apply the pure rule from
 domain/operations.py, write every changed item in one conditional transaction, re-apply on a
 lost race. So an operation is all-or-nothing, and one that finds nothing to change (cancelling a
 finished run, approving twice) writes nothing. Every entry point (native API, GoCD, CodeArts,
@@ -15,7 +16,7 @@ from ..domain.errors import IllegalTransition, NotFound
 from ..domain.model import RunAggregate, Stage
 from ..domain.status import StageStatus
 from . import ServiceContext, pipelines
-from .runs import mutate_run, run_id_of_stage
+from .runs import get_run, mutate_run, run_id_of_stage
 
 
 def _stage_missing(stage_id: str) -> str:
@@ -66,11 +67,22 @@ def retry_run(ctx: ServiceContext, run_id: str, scope: str = rules.SCOPE_FAILED)
 
 
 def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
+    """A new attempt of the stage and of the SKIPPED stages after it, costing what it changes:
+    it reads the stage and the run's summary (one BatchGetItem) and, only when the run's
+    counters hold a SKIPPED stage, the stages after it (one Query bounded by its position); it
+    writes the stages it restarts, their ended attempts and the run's summary in one
+    transaction, each stage conditioned on its own version (``mutate_run(local=True)``).
+
+    Why nothing else need be read: the rule decides from this stage and the SKIPPED stages
+    after it. Another stage turning SKIPPED concurrently (a PATCH, itself a change of that
+    stage alone) commutes with the retry: the outcome is that of the retry first, then it.
+    A change of the whole run bumps the run's version, which the write is conditioned on."""
     def change(aggregate: RunAggregate) -> bool:
         rules.retry_stage(aggregate, stage_id, ctx.clock.now())
         return True
 
-    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, missing=_stage_missing(stage_id))
+    aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, missing=_stage_missing(stage_id),
+                           local=True, stage=stage_id, following=StageStatus.SKIPPED)
     return aggregate.stage(stage_id)
 
 
@@ -170,17 +182,12 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
 
 def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str) -> Stage:
     """GoCD's run stage: a new attempt of the named stage of run ``counter`` (the native stage
-    retry: 409 while it is active or before it ran). One Query, one transaction."""
-    found: list[Stage] = []
-
-    def change(aggregate: RunAggregate) -> bool:
-        stage = _named_stage(aggregate, stage_name, pipeline)
-        found[:] = [stage]
-        rules.retry_stage(aggregate, stage.id, ctx.clock.now())
-        return True
-
-    aggregate = mutate_run(ctx, run_id_by_counter(pipeline, counter), change)
-    return aggregate.stage(found[0].id)
+    retry: 409 while it is active or before it ran). The name is found in the run (one Query),
+    then the stage is retried as the native retry does it (``retry_stage``: what it restarts,
+    the run's version left as it is), so both end in the same stored run. A rename between the
+    two commutes with the retry: the stage is the one that had the name when it was read."""
+    aggregate = get_run(ctx, run_id_by_counter(pipeline, counter))
+    return retry_stage(ctx, _named_stage(aggregate, stage_name, pipeline).id)
 
 
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,

@@ -160,10 +160,13 @@ class RunStore(Protocol):
     def load_run(self, run_id: str) -> RunAggregate | None:
         """The run with its stages in position order (strongly consistent); None if unknown."""
 
-    def load_stage(self, stage_id: str) -> RunAggregate | None:
+    def load_stage(self, stage_id: str, following: StageStatus | None = None) -> RunAggregate | None:
         """The run with only this stage (``partial``; no stages if the run has no such stage),
         strongly consistent, for a change of that stage alone; None if the run is unknown. Its
-        run's derived fields are as stored. A store may return the whole run instead."""
+        run's derived fields are as stored. A store may return the whole run instead.
+
+        With ``following``: also every stage after this one when the run has any stage in that
+        status (a stage retry restarts the SKIPPED stages after it), read in one bounded read."""
 
     def get_stage(self, stage_id: str) -> Stage | None: ...
 
@@ -174,7 +177,9 @@ class RunStore(Protocol):
         With ``local`` (the change was decided from the one stage it changes) a change of
         exactly one stage and nothing of the run's own is written as that stage, conditioned
         on its version and on the run's version (which only changes of the whole run bump), and
-        the run's summary: changes of different stages of one run then never conflict."""
+        the run's summary: changes of different stages of one run then never conflict. A run
+        read in part (``load_stage``) whose change touched several of the stages read is
+        written the same way, each stage conditioned on its own version, all or none."""
 
     def delete_run(self, aggregate: RunAggregate) -> None: ...
 

@@ -11,7 +11,7 @@ from ..domain.errors import ConcurrentModification, Conflict, NotFound
 from ..domain.model import Run, RunAggregate, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
-from ..domain.status import DEFAULT_STAGE_TYPES, StageType
+from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
 from ..domain.timers import drive
 from . import ServiceContext
 
@@ -118,7 +118,8 @@ def run_id_of_stage(stage_id: str) -> str:
 
 def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate], bool], *,
                guard_stage: str | None = None, missing: str | None = None,
-               local: bool = False) -> RunAggregate:
+               local: bool = False, stage: str | None = None,
+               following: StageStatus | None = None) -> RunAggregate:
     """Load, change in memory, write back conditionally; reload and reapply on a lost race.
 
     A race lost to a change of another stage of the same run is retried transparently (both
@@ -132,11 +133,14 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     out to touch one stage and nothing of the run is written as that stage and the run's
     summary (``RunStore.save``): writers of different stages of one run do not conflict. The
     run driver reads every stage, so an ``autoAdvance`` run's changes are never local.
+    ``stage`` is the stage a local change reads (default ``guard_stage``), and ``following``
+    a status that makes it read the stages after it too, when the run has a stage in it
+    (``RunStore.load_stage``): ``change`` then decides from those alone.
     """
     guard_version = None
     missing = missing or (guard_stage and f"stage {guard_stage!r} not found")
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        aggregate = _load(ctx, run_id, guard_stage if local else None, missing)
+        aggregate = _load(ctx, run_id, (stage or guard_stage) if local else None, missing, following)
         if guard_stage is not None:
             current = aggregate.stage(guard_stage).version
             if attempt == 0:
@@ -156,12 +160,14 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
 
 
-def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | None) -> RunAggregate:
-    """The run to change: only stage ``only`` when the change reads nothing else (one read
-    whatever the run's size), the whole run otherwise -- and always for an ``autoAdvance`` run,
-    whose driver reads every stage."""
+def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | None,
+          following: StageStatus | None = None) -> RunAggregate:
+    """The run to change: only stage ``only`` (and the stages after it, with ``following``)
+    when the change reads nothing else (one read whatever the run's size), the whole run
+    otherwise -- and always for an ``autoAdvance`` run, whose driver reads every stage."""
     if only is not None and ids.parse_stage_id(only) is not None:
-        aggregate = ctx.stores.runs.load_stage(only)
+        store = ctx.stores.runs
+        aggregate = store.load_stage(only) if following is None else store.load_stage(only, following)
         if aggregate is None:
             raise NotFound(missing or f"run {run_id!r} not found")
         if not (aggregate.partial and aggregate.run.auto_advance):
@@ -170,6 +176,13 @@ def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | Non
 
 
 def patch_stage(ctx: ServiceContext, stage_id: str, patch: PatchStageIn) -> Stage:
+    """A status or timeout change reads the stage and the run's summary only (``local``). A
+    rename reads the whole run (one Query) because names are unique in a run, and writes the
+    stage and the run item conditioned on the change counter read (so two renames to one name
+    cannot both land; no index entry moves). Kept so on purpose: making the check O(1) needs the names
+    somewhere keyed -- a marker item per name (one more write per stage on every create, and
+    items every run Query reads), or a name set on the run item (bytes on every read of it) --
+    which would tax every run for a rare, administrative change (docs/performance.md)."""
     fields = patch.model_fields_set
 
     def change(aggregate: RunAggregate) -> bool:

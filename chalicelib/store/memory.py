@@ -27,7 +27,7 @@ from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.events import StateChange
-from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_summary
+from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -153,12 +153,16 @@ class MemoryRunStore:
         aggregate.stages.sort(key=lambda s: s.position)
         return aggregate
 
-    def load_stage(self, stage_id: str) -> RunAggregate | None:
+    def load_stage(self, stage_id: str, following: StageStatus | None = None) -> RunAggregate | None:
         parsed = ids.parse_stage_id(stage_id)
         aggregate = self.load_run(parsed[0]) if parsed else None
         if aggregate is None:
             return None
-        aggregate.stages = [s for s in aggregate.stages if s.id == stage_id]
+        stage = next((s for s in aggregate.stages if s.id == stage_id), None)
+        after = (following is not None and stage is not None
+                 and any(s.status == following for s in aggregate.stages))
+        aggregate.stages = [s for s in aggregate.stages
+                            if s is stage or (after and stage is not None and s.position > stage.position)]
         aggregate.partial = True
         return aggregate
 
@@ -176,8 +180,12 @@ class MemoryRunStore:
         if single is not None:
             self._save_stage(after, single[1])
             return
+        several = stage_changes(before, after) if local and after.partial else None
+        if several:
+            self._save_stages(after, [new for _, new in several])
+            return
         if after.partial:
-            raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
+            raise ValueError("a run read in part (load_stage) is written only as a change of its stages")
         old = {stage.id: stage for stage in before.stages}
         new_ids = {stage.id for stage in after.stages}
         changed = [s for s in after.stages if s.id not in old or asdict(s) != asdict(old[s.id])]
@@ -198,6 +206,28 @@ class MemoryRunStore:
             written = {s.id: s for s in changed}
             stages = [written[s.id] if s.id in written else current[s.id] for s in after.stages]
             self.db.runs[after.run.id] = copy.deepcopy(RunAggregate(run=after.run, stages=stages))
+
+    def _save_stages(self, after: RunAggregate, stages: list[Stage]) -> None:
+        """Several stages read in part (a stage retry with the SKIPPED stages after it): each
+        conditioned on its version and the run's, all or none."""
+        with self.db.lock:
+            stored = self.db.runs.get(after.run.id)
+            current = {s.id: s.version for s in stored.stages} if stored else {}
+            if stored is None or stored.run.version != after.run.version or any(
+                    s.id not in current or current[s.id] != s.version for s in stages):
+                raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
+            self.db.commit_claim({"run": after.run.id})()
+            for stage in stages:
+                stage.version = (stage.version or 0) + 1
+                self._store_attempts(stage)
+            written = {s.id: copy.deepcopy(s) for s in stages}
+            kept = copy.deepcopy(stored)
+            kept.stages = [written.get(s.id, s) for s in kept.stages]
+            now = max(s.updated_at for s in stages)
+            kept.rederive(now)
+            kept.run.updated_at = max(kept.run.updated_at, now)
+            kept.run.stage_summary = [stage_summary(s) for s in sorted(kept.stages, key=lambda s: s.position)]
+            self.db.runs[after.run.id] = kept
 
     def _save_stage(self, after: RunAggregate, stage: Stage) -> None:
         """A change of one stage alone: conditioned on its version and the run's (not on its

@@ -77,6 +77,7 @@ from ..domain.model import (
     Stage,
     counted_status,
     single_stage_change,
+    stage_changes,
     stage_summary,
     status_counts,
 )
@@ -119,6 +120,10 @@ CONTENDED_SKIPS = 8  # changes of such a run sent without first trying the exact
 CONFLICT_ATTEMPTS = 10  # sends of one stage's change cancelled only by DynamoDB's item locking
 SETTLE_ATTEMPTS = 8  # reads of the run's summary by one writer settling its status
 CONFLICT_PAUSE_SECONDS = 0.005
+# stages read after the one changed (``load_stage(following=...)``): each is written with one
+# ended attempt, so this many, the stage, the run and an extra item or claim fit one transaction
+MAX_FOLLOWING = (MAX_TRANSACTION_ITEMS - 4) // 2 - 1
+STAGE_SK_END = models.STAGE_SK_PREFIX + "~"  # after every stage_sk ("~" sorts after the digits)
 
 
 def jittered_pause(attempt: int) -> None:
@@ -690,12 +695,19 @@ class Repository:
             return aggregate
         raise ConcurrentModification(f"run {run_id!r} is changing too fast to be read; retry")
 
-    def load_stage(self, stage_id: str) -> RunAggregate | None:
+    def load_stage(self, stage_id: str, following: StageStatus | None = None) -> RunAggregate | None:
         """The run with only this stage (``partial``), for a change of that stage alone: one
         strongly consistent BatchGetItem of the run item and the stage item, whatever the run's
         size (the stage's own version guards the write, so the two need not be read at one
         instant; the run's derived fields are written only on condition nothing changed). A run with
-        a pending intent, or stored in the previous layout, is loaded whole (``load_run``)."""
+        a pending intent, or stored in the previous layout, is loaded whole (``load_run``).
+
+        ``following`` (a stage retry: SKIPPED): when the run's counter of that status is not
+        zero, the stages after this one are read too, with one strongly consistent Query bounded
+        by the sort key from its position (each is then guarded by its own version, and the
+        run's derived fields by the change counter read). More of them than one transaction of
+        a change of each (stage + ended attempt) holds: the run is loaded whole, whose write
+        goes through the big-run intent."""
         parsed = ids.parse_stage_id(stage_id)
         if parsed is None:
             return None
@@ -710,6 +722,14 @@ class Repository:
         if run_item.intent_id or run_item.seq is None:
             return self.load_run(run_id)
         stages = [stage_from_item(stage_item)] if stage_item is not None else []
+        counts = counts_of(run_item) or {}
+        counted = 0 if following is None or stage_item is None else counts.get(following, 0)
+        if counted > MAX_FOLLOWING:
+            return self.load_run(run_id)
+        if counted:
+            stages += [stage_from_item(item) for item in self.items.stage.query(
+                pk, self.items.stage.sk.between(stage_sk(position + 1), STAGE_SK_END),
+                consistent_read=True)]
         return RunAggregate(run=run_from_item(run_item), stages=stages, partial=True)
 
     def get_stage(self, stage_id: str) -> Stage | None:
@@ -752,6 +772,10 @@ class Repository:
             if single is not None and self._fits_one_transaction(single[1], extra):
                 self._save_stage(after, *single, extra=extra)
                 return
+            several = stage_changes(before, after) if single is None and after.partial else None
+            if several and self._fits_one_transaction_all([new for _, new in several], extra):
+                self._save_stages(after, several, extra=extra)
+                return
         if after.partial:
             raise ValueError("a run read in part (load_stage) is written only as a change of one stage")
         self._save_run(before, after, extra)
@@ -761,6 +785,77 @@ class Repository:
         TransactWriteItems (a sender that jumps many attempts at once may not: whole-run path)."""
         claim = 1 if self.writer.carries_claim() else 0
         return len(extra) + 2 + len(stage.attempts) + claim <= MAX_TRANSACTION_ITEMS
+
+    def _fits_one_transaction_all(self, stages: Sequence[Stage], extra: Sequence[TxItem]) -> bool:
+        claim = 1 if self.writer.carries_claim() else 0
+        return (len(extra) + 1 + sum(1 + len(s.attempts) for s in stages) + claim
+                <= MAX_TRANSACTION_ITEMS)
+
+    def _save_stages(self, after: RunAggregate, changes: list[tuple[Stage, Stage]],
+                     extra: Sequence[TxItem]) -> None:
+        """A change of several stages read in part (a stage retry that restarts the SKIPPED
+        stages after it): one transaction of each stage item, conditioned on its own version,
+        their ended attempts, and an update of the run's summary by atomic actions (counters
+        ADD, change counter + 1, bounds), conditioned on the run's version and no intent
+        pending, as ``_save_stage`` writes one stage. The derived fields are set in the same
+        transaction when nothing changed since the read (condition: the change counter read),
+        else by ``_settle`` after the commit, so a writer of another stage never fails it."""
+        run = after.run
+        pk = run_pk(run.id)
+        counts = dict((run.stored or {}).get("counts") or {})
+        big = sum(counts.values()) > BIG_RUN_STAGES
+        items = list(extra)
+        for _, new in changes:
+            items.append(tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
+                                StageItem.pk.exists()))
+            items += [tx_put(a) for a in _ended_attempts(self.items.attempt, [new])]
+        delta: dict[StageStatus, int] = {}
+        for old, new in changes:
+            delta[counted_status(old)] = delta.get(counted_status(old), 0) - 1
+            delta[counted_status(new)] = delta.get(counted_status(new), 0) + 1
+        actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
+        actions += [status_counter(status).add(n) for status, n in delta.items() if n]
+        starts = [new.started_at for old, new in changes
+                  if new.started_at is not None and new.started_at != old.started_at]
+        ends = [new.ended_at for old, new in changes
+                if new.ended_at is not None and new.ended_at != old.ended_at]
+        started, ended = min(starts, default=None), max(ends, default=None)
+        bounds: list[Action] = []
+        if started is not None:
+            bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
+        if ended is not None:
+            bounds.append(RunItem.last_end.set(format_iso(ended)))
+        condition = ((RunItem.version == run.version) & RunItem.seq.exists()
+                     & RunItem.intent_id.does_not_exist())
+        effect = {"run": run.id}
+        now = max(new.updated_at for _, new in changes)
+        stored = run.stored or {}
+        for status, n in delta.items():
+            counts[status] = counts.get(status, 0) + n
+        status = run_status_from_counts(counts)
+        start = _earliest(stored.get("started_at"), started)
+        last_end = _latest(stored.get("last_end"), ended)
+        end = last_end if status in FINAL else None
+        derived = _updates(stored, {
+            "status": status.value, "pipeline_status": f"{run.pipeline}#{status.value}",
+            "started_at": start, "ended_at": end, "last_end": last_end,
+            "duration_ms": (millis_between(parse_iso(start), parse_iso(end))
+                            if start is not None and end is not None else None)})
+        if derived:
+            derived.append(RunItem.updated_at.set(format_iso(now)))
+        exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
+                          condition & (RunItem.seq == run.seq))
+        try:
+            self._send([*items, exact], effect=effect, run_id=run.id)
+            run.seq, run.stored = (run.seq or 0) + 1, None
+        except ConcurrentModification:  # the run changed since the read (or one of the stages did)
+            plain = tx_update(self.items.run, pk, models.RUN_SK, actions + bounds, condition)
+            self._send([*items, plain], effect=effect, run_id=run.id)
+            run.seq = run.stored = None  # no longer known exactly
+            self._settle(run.id, now, started, ended)
+        for _, new in changes:
+            new.version = (new.version or 0) + 1
+        _stored([new for _, new in changes])
 
     def _save_stage(self, after: RunAggregate, old: Stage, new: Stage, extra: Sequence[TxItem]) -> None:
         """One transaction: the stage item, conditioned on its own version, and an update of the
