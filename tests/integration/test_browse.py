@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.browse_cases import *  # noqa: F403  (the shared test cases)
-from tests.fixtures.browse_cases import runs  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
