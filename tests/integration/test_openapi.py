@@ -69,8 +69,11 @@ def test_request_bodies_come_from_the_pydantic_models(document):
         document["components"]["schemas"]["CreateRunIn"]["properties"]["stages"]["anyOf"][0]["maxItems"] == 50
     )
     query = {p["name"]: p for p in document["paths"]["/api/runs"]["get"]["parameters"]}
-    assert query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
-                                                                           "type": "integer"}
+    # a search across pipelines since issue 13: pipeline is one filter among others
+    assert not query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
+                                                                               "type": "integer"}
+    filters = {"status", "branch", "actor", "commit", "source", "createdFrom", "createdTo", "cursor"}
+    assert filters <= set(query)
 
 
 def test_real_responses_conform_to_the_document(client, clock, document):
@@ -148,3 +151,29 @@ def test_documented_shapes_list_every_field_the_views_send(client, document):
                "PipelineStatusOut": client.get("/api/pipelines/web/status").json}
     for name, answer in answers.items():
         assert set(answer) == set(schemas[name]["properties"]), name
+
+
+def test_the_finding_answers_list_every_field_their_documented_shapes_do(client, document):
+    """GET /api/pipelines and GET /api/approvals (issue 13): the key sets of real answers are
+    those of their schemas, down to a recent run, its stages and an approval's run."""
+    schemas = document["components"]["schemas"]
+    created = client.post("/api/runs", {"pipeline": "web", "stages": [
+        "BUILD", {"type": "DEPLOY_PROD", "name": "gate", "approval": "MANUAL"}]}).json
+    gate = created["stages"][1]["id"]
+    assert client.patch(f"/api/stages/{gate}", {"status": "IN_PROGRESS"}).status_code == 200
+    pipelines = client.get("/api/pipelines").json
+    approvals = client.get("/api/approvals").json
+    answers = {"PipelineListOut": pipelines, "PipelineOverviewOut": pipelines["items"][0],
+               "RecentRunOut": pipelines["items"][0]["recentRuns"][0],
+               "RecentStageOut": pipelines["items"][0]["recentRuns"][0]["stages"][0],
+               "ApprovalListOut": approvals, "ApprovalOut": approvals["items"][0],
+               "ApprovalRunOut": approvals["items"][0]["run"], "StageOut": approvals["items"][0]["stage"],
+               "RunOut": created}
+    for name, answer in answers.items():
+        optional = {"attempts"} if name == "StageOut" else set()  # only with ?include=attempts
+        assert set(answer) == set(schemas[name]["properties"]) - optional, name
+    operations = document["paths"]
+    assert operations["/api/pipelines"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] \
+        == {"$ref": "#/components/schemas/PipelineListOut"}
+    parameters = {p["name"] for p in operations["/api/pipelines"]["get"]["parameters"]}
+    assert parameters >= {"limit", "runs", "cursor"}
