@@ -6,6 +6,7 @@ the clock and sleep of ``runs watch``) is a parameter of ``main``, so the tests 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -175,11 +176,15 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
                 if ctx.json:
                     ctx.emit(run, render.run_details)
                 return RUN_FAILED if status in render.FAILED else OK
-        if args.timeout is not None and ctx.clock() - started >= args.timeout:
-            raise CliError(f"run {args.run} is still {last_shape[0] if last_shape else 'unknown'} "
-                           f"after {args.timeout:g} s", WATCH_TIMEOUT,
-                           "watch again, or raise --timeout", code="watch_timeout")
-        ctx.sleep(args.interval)
+        pause = args.interval
+        if args.timeout is not None:
+            left = args.timeout - (ctx.clock() - started)
+            if left <= 0:
+                raise CliError(f"run {args.run} is still {last_shape[0] if last_shape else 'unknown'} "
+                               f"after {args.timeout:g} s", WATCH_TIMEOUT,
+                               "watch again, or raise --timeout", code="watch_timeout")
+            pause = min(pause, left)  # one last look at the deadline, not an interval after it
+        ctx.sleep(pause)
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -557,7 +562,8 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     try:
-        args = parser().parse_args(argv)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version (0) or a usage error (2), already printed
         return int(e.code or 0) if isinstance(e.code, int) else USAGE
     ctx = Ctx(args, dict(os.environ) if env is None else env, stdin or sys.stdin, stdout, stderr, transport,

@@ -2,6 +2,7 @@
 `make run` starts it), as its users run it: the console script that `pip install .` writes, run
 by a Python without site-packages (`python -S`), so the test fails if the CLI needs anything but
 the standard library and its own package (no chalice, boto3, pynamodb, pydantic, requests)."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,26 @@ def installed_cli(tmp_path_factory) -> tuple[Path, Path]:
     target = tmp_path_factory.mktemp("cli-install")
     build = tmp_path_factory.mktemp("cli-build")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(ROOT)],
-        capture_output=True, text=True, timeout=180, cwd=build,
-        env={**os.environ, "TMPDIR": str(build)})
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=build,
+        env={**os.environ, "TMPDIR": str(build)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     script = target / "bin" / "stagetrack"
     assert script.exists(), sorted(p.name for p in (target / "bin").iterdir())
@@ -47,17 +64,33 @@ def cli(installed_cli, chalice_local, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
 
-    def run(*args: str, token: str | None = admin_token, input: str | None = None, env: dict | None = None,
-            url: str | None = base) -> subprocess.CompletedProcess:
-        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-                       "PYTHONPATH": str(target), "LANG": "C.UTF-8"}
+    def run(
+        *args: str,
+        token: str | None = admin_token,
+        input: str | None = None,
+        env: dict | None = None,
+        url: str | None = base,
+    ) -> subprocess.CompletedProcess:
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "PYTHONPATH": str(target),
+            "LANG": "C.UTF-8",
+        }
         if url:
             environment["STAGETRACK_URL"] = url
         if token:
             environment["STAGETRACK_TOKEN"] = token
         environment.update(env or {})
-        return subprocess.run([sys.executable, "-S", str(script), *args], capture_output=True, text=True,
-                              input=input, env=environment, cwd=tmp_path, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-S", str(script), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=environment,
+            cwd=tmp_path,
+            timeout=60,
+        )
 
     run.base, run.admin, run.home = base, admin_token, home  # type: ignore[attr-defined]
     return run
@@ -74,9 +107,24 @@ def ok(result: subprocess.CompletedProcess) -> str:
 
 def test_drives_a_run_from_create_to_success(cli):
     name = pipeline()
-    run_id = ok(cli("run", "create", name, "--stage", "BUILD", "--stage", "tests=UNIT_TEST",
-                    "--commit", "0123456789abcdef", "--message", "fix the build",
-                    "--var", "ENV=prod", "-q")).strip()
+    run_id = ok(
+        cli(
+            "run",
+            "create",
+            name,
+            "--stage",
+            "BUILD",
+            "--stage",
+            "tests=UNIT_TEST",
+            "--commit",
+            "0123456789abcdef",
+            "--message",
+            "fix the build",
+            "--var",
+            "ENV=prod",
+            "-q",
+        )
+    ).strip()
     assert run_id == f"{name}:1"
     ok(cli("stage", "start", run_id, "BUILD"))
     ok(cli("stage", "succeed", run_id, "BUILD"))
@@ -84,12 +132,23 @@ def test_drives_a_run_from_create_to_success(cli):
     tests_id = next(s["id"] for s in shown["stages"] if s["name"] == "tests")
     ok(cli("stage", "start", run_id, tests_id))  # a stage by its id as well as by its name
     table = ok(cli("stage", "succeed", run_id, "tests"))
-    assert table.splitlines()[0].split() == ["STAGE", "ID", "TYPE", "STATUS", "ATTEMPT", "STARTED", "DURATION"]
+    assert table.splitlines()[0].split() == [
+        "STAGE",
+        "ID",
+        "TYPE",
+        "STATUS",
+        "ATTEMPT",
+        "STARTED",
+        "DURATION",
+    ]
     assert table.splitlines()[1].split()[:4] == ["tests", tests_id, "UNIT_TEST", "SUCCESS"]
 
     run = json.loads(ok(cli("runs", "show", run_id, "-o", "json")))
     assert (run["id"], run["status"], [s["status"] for s in run["stages"]]) == (
-        run_id, "SUCCESS", ["SUCCESS", "SUCCESS"])
+        run_id,
+        "SUCCESS",
+        ["SUCCESS", "SUCCESS"],
+    )
     assert run["commit"]["hash"] == "0123456789abcdef" and run["variables"] == {"ENV": "prod"}
 
     watched = cli("runs", "watch", run_id)
@@ -97,7 +156,9 @@ def test_drives_a_run_from_create_to_success(cli):
     lines = watched.stdout.splitlines()
     assert lines[0].startswith(f"run {run_id}  SUCCESS")
     assert [line.split()[:2] for line in lines if line.startswith(("BUILD ", "tests "))] == [
-        ["BUILD", "SUCCESS"], ["tests", "SUCCESS"]]
+        ["BUILD", "SUCCESS"],
+        ["tests", "SUCCESS"],
+    ]
 
     listed = ok(cli("runs", "list", "--pipeline", name))
     assert [line.split()[:2] for line in listed.splitlines()] == [["RUN", "STATUS"], [run_id, "SUCCESS"]]
@@ -123,10 +184,20 @@ def test_watch_follows_a_live_run_until_it_ends(cli, installed_cli, chalice_loca
     run_id = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()
     ok(cli("stage", "start", run_id, "BUILD"))
     script, target = installed_cli
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cli.home), "PYTHONPATH": str(target),
-           "STAGETRACK_URL": cli.base, "STAGETRACK_TOKEN": cli.admin}
-    watch = subprocess.Popen([sys.executable, "-S", str(script), "runs", "watch", run_id, "--interval", "0.2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(cli.home),
+        "PYTHONPATH": str(target),
+        "STAGETRACK_URL": cli.base,
+        "STAGETRACK_TOKEN": cli.admin,
+    }
+    watch = subprocess.Popen(
+        [sys.executable, "-S", str(script), "runs", "watch", run_id, "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     guard = threading.Timer(60, watch.kill)  # a watch that never ends fails the test, not the suite
     guard.start()
     try:
@@ -144,13 +215,18 @@ def test_watch_follows_a_live_run_until_it_ends(cli, installed_cli, chalice_loca
     assert watch.returncode == 0, err
     assert f"run {run_id}  SUCCESS" in rest
     assert [line.split()[:2] for line in (first + rest).splitlines() if line.startswith("BUILD ")] == [
-        ["BUILD", "IN_PROGRESS"], ["BUILD", "SUCCESS"]]
+        ["BUILD", "IN_PROGRESS"],
+        ["BUILD", "SUCCESS"],
+    ]
 
 
 def test_approve_a_gate_and_cancel_and_retry_and_stop(cli):
     name = pipeline()
-    run_id = ok(cli("run", "create", name, "--stage", "BUILD", "--stage", "prod=DEPLOY_PROD",
-                    "--manual", "prod", "-q")).strip()
+    run_id = ok(
+        cli(
+            "run", "create", name, "--stage", "BUILD", "--stage", "prod=DEPLOY_PROD", "--manual", "prod", "-q"
+        )
+    ).strip()
     ok(cli("stage", "start", run_id, "BUILD"))
     ok(cli("stage", "succeed", run_id, "BUILD"))
     waiting = json.loads(ok(cli("stage", "start", run_id, "prod", "-o", "json")))
@@ -182,8 +258,12 @@ def test_errors_exit_with_their_code_and_say_what_to_do(cli):
     assert bad.returncode == 3 and bad.stdout == ""
     assert "401" in bad.stderr and "stagetrack login" in bad.stderr
 
-    reader = requests.post(f"{cli.base}/api/tokens", headers={"Authorization": f"Bearer {cli.admin}"},
-                           json={"name": "cli-reader", "scopes": ["read"]}, timeout=10).json()["token"]
+    reader = requests.post(
+        f"{cli.base}/api/tokens",
+        headers={"Authorization": f"Bearer {cli.admin}"},
+        json={"name": "cli-reader", "scopes": ["read"]},
+        timeout=10,
+    ).json()["token"]
     ok(cli("runs", "show", run_id, token=reader))
     refused = cli("cancel", run_id, token=reader, env={})
     assert refused.returncode == 3 and "403" in refused.stderr and "scope" in refused.stderr
@@ -208,19 +288,34 @@ def test_login_saves_the_token_0600_and_later_commands_use_it(cli, tmp_path):
     name = pipeline()
     run_id = ok(cli("run", "create", name, "-q")).strip()
     config_home = tmp_path / "xdg"
-    refused = cli("login", "--url", cli.base, token=None, url=None, input="st_wrong\n",
-                  env={"XDG_CONFIG_HOME": str(config_home)})
+    refused = cli(
+        "login",
+        "--url",
+        cli.base,
+        token=None,
+        url=None,
+        input="st_wrong\n",
+        env={"XDG_CONFIG_HOME": str(config_home)},
+    )
     assert refused.returncode == 3 and not (config_home / "stagetrack" / "config.json").exists()
 
-    logged = cli("login", "--url", cli.base, token=None, url=None, input=cli.admin + "\n",
-                 env={"XDG_CONFIG_HOME": str(config_home)})
+    logged = cli(
+        "login",
+        "--url",
+        cli.base,
+        token=None,
+        url=None,
+        input=cli.admin + "\n",
+        env={"XDG_CONFIG_HOME": str(config_home)},
+    )
     assert logged.returncode == 0, logged.stderr
     assert cli.admin not in logged.stdout + logged.stderr
     path = config_home / "stagetrack" / "config.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    shown = cli("runs", "show", run_id, "-o", "json", token=None, url=None,
-                env={"XDG_CONFIG_HOME": str(config_home)})
+    shown = cli(
+        "runs", "show", run_id, "-o", "json", token=None, url=None, env={"XDG_CONFIG_HOME": str(config_home)}
+    )
     assert json.loads(ok(shown))["id"] == run_id
 
     path.chmod(0o644)
