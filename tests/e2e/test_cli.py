@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures.cli import install_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.ddb_local
@@ -26,32 +28,7 @@ pytestmark = pytest.mark.ddb_local
 def installed_cli(tmp_path_factory) -> tuple[Path, Path]:
     """`pip install .` into a folder of its own: (the console script, the folder)."""
     target = tmp_path_factory.mktemp("cli-install")
-    build = tmp_path_factory.mktemp("cli-build")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=build,
-        env={**os.environ, "TMPDIR": str(build)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    script = target / "bin" / "stagetrack"
-    assert script.exists(), sorted(p.name for p in (target / "bin").iterdir())
-    return script, target
+    return install_cli(target, tmp_path_factory.mktemp("cli-build")), target
 
 
 @pytest.fixture
