@@ -136,10 +136,11 @@ def _failure(method: str, path: str, status: int, headers: dict[str, str], paylo
                         INVALID, "fix the arguments named above (`stagetrack COMMAND --help`)",
                         status, code or "bad_request", body)
     if status == 429:
-        wait = headers.get("retry-after")
+        wait = headers.get("retry-after", "")
+        seconds = float(wait) if wait.isdigit() else None  # delta-seconds, as the API sends it
         return CliError(f"{what} rate limited", UNAVAILABLE,
-                        f"try again in {wait} s" if wait else "try again in a minute", status,
-                        code or "rate_limited", body)
+                        f"try again in {int(seconds)} s" if seconds is not None else "try again in a minute",
+                        status, code or "rate_limited", body, retry_after=seconds)
     if 300 <= status < 400:
         return CliError(f"{what} the server answered with a redirect "
                         "(not followed: it would carry the token)", UNAVAILABLE,

@@ -17,7 +17,7 @@ class CliError(Exception):
     answered, its status and error body."""
 
     def __init__(self, message: str, exit_code: int, hint: str = "", status: int | None = None,
-                 code: str | None = None, body: dict | None = None) -> None:
+                 code: str | None = None, body: dict | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
@@ -25,6 +25,7 @@ class CliError(Exception):
         self.status = status
         self.code = code
         self.body = body
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
 
     def as_json(self) -> dict:
         """The server's error body when there is one, else one in the API's shape."""

@@ -31,6 +31,7 @@ from stagetrack_cli.errors import (
 
 STAGE_ACTIONS = {"start": "IN_PROGRESS", "succeed": "SUCCESS", "fail": "FAILURE", "skip": "SKIPPED"}
 WATCH_RETRIES = 5  # consecutive failed polls `runs watch` rides out before giving up
+MAX_BACKOFF_SECONDS = 60.0  # the longest Retry-After `runs watch` waits for
 
 
 @dataclass
@@ -135,7 +136,7 @@ def _expect_page(page: object, path: str) -> None:
 
 def _more(ctx: Ctx, page: dict, command: str) -> None:
     if page.get("nextCursor"):
-        ctx.note(f"more: stagetrack {command} --cursor {page['nextCursor']}  (or --all)")
+        ctx.note(f"more: stagetrack {command} --cursor {render.clean(page['nextCursor'], 2000)}  (or --all)")
 
 
 def cmd_runs_show(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -155,6 +156,7 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
     unicode = (getattr(ctx.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
     started, failures, last_shape = ctx.clock(), 0, None
     while True:
+        backoff = 0.0
         try:
             run = api.call("GET", path)
             failures = 0
@@ -162,7 +164,9 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
             failures += 1
             if e.exit_code != UNAVAILABLE or failures > WATCH_RETRIES:
                 raise
-            ctx.stderr.write(f"stagetrack: {e.message}; retrying ({failures}/{WATCH_RETRIES})\n")
+            ctx.stderr.write(f"stagetrack: {render.clean(e.message, 500)}; "
+                             f"retrying ({failures}/{WATCH_RETRIES})\n")
+            backoff = min(e.retry_after or 0.0, MAX_BACKOFF_SECONDS)
             run = None
         if run is not None:
             status = run.get("status")
@@ -176,7 +180,7 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
                 if ctx.json:
                     ctx.emit(run, render.run_details)
                 return RUN_FAILED if status in render.FAILED else OK
-        pause = args.interval
+        pause = max(args.interval, backoff)  # a 429's Retry-After is honoured
         if args.timeout is not None:
             left = args.timeout - (ctx.clock() - started)
             if left <= 0:
@@ -297,7 +301,7 @@ def cmd_run_create(ctx: Ctx, args: argparse.Namespace) -> int:
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     run = ctx.api().call("POST", "/api/runs", body=body, headers=headers)
     if args.quiet and not ctx.json:
-        ctx.stdout.write(f"{run['id']}\n")
+        ctx.stdout.write(f"{render.clean(run.get('id'))}\n")
     else:
         ctx.emit(run, render.run_details)
     return OK

@@ -539,6 +539,16 @@ def test_watch_gives_up_at_its_timeout():
     assert code == 8 and slept == [2.0, 2.0, 1.0] and "still WAITING_FOR_APPROVAL after 5 s" in err
 
 
+def test_watch_waits_as_long_as_a_429_says():
+    slept = []
+    api = watch_api((429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "17"}),
+                    (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "9999"}),
+                    (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "soon"}),
+                    run("SUCCESS"))
+    code, _, _ = run_cli(["runs", "watch", "web:1", "--interval", "2"], api, sleep=slept.append)
+    assert code == 0 and slept == [17.0, 60.0, 2.0]
+
+
 def test_watch_rides_out_a_few_failed_polls_but_not_a_refusal():
     api = watch_api(
         (503, {"error": {"code": "unavailable", "message": "x"}}),
