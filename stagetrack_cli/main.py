@@ -581,6 +581,12 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
         if e.hint:
             stderr.write(f"  {e.hint}\n")
         return e.exit_code
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # an answer without the API's shape (another server, a proxy's page): no traceback
+        stderr.write(f"stagetrack: error: the server's answer does not have the API's shape "
+                     f"({type(e).__name__}: {render.clean(e, 200)})\n"
+                     "  check that STAGETRACK_URL is the stagetrack API and that it is up to date\n")
+        return UNAVAILABLE
     except KeyboardInterrupt:
         stderr.write("\n")
         return 130

@@ -177,6 +177,20 @@ def test_an_answer_that_is_not_json_is_not_a_success():
     assert (code, out) == (7, "") and "not JSON" in err and "STAGETRACK_URL" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "answer"),
+    [
+        (["runs", "list"], {"items": [1, "x"], "nextCursor": None}),
+        (["stop", "web:1"], {"id": "web:1"}),
+        (["stage", "start", "web:1", "b"], {"stages": [{"name": "b"}]}),
+    ],
+)
+def test_an_answer_of_another_shape_is_exit_7_not_a_traceback(argv, answer):
+    api = FakeApi({("GET", "/api/runs"): [answer], ("GET", "/api/runs/web:1"): [answer]})
+    code, _, err = run_cli(argv, api)
+    assert code == 7 and "does not have the API's shape" in err and "Traceback" not in err
+
+
 def test_ids_stay_one_path_segment():
     api = FakeApi({})
     code, _, _ = run_cli(["runs", "show", "../tokens?x=1#"], api)
