@@ -158,7 +158,7 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
     while True:
         backoff = 0.0
         try:
-            run = api.call("GET", path)
+            run = api.call("GET", path, {"include": "attempts"} if args.attempts else None)
             failures = 0
         except CliError as e:
             failures += 1
@@ -173,6 +173,8 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
             shape = (status, tuple((s.get("status"), s.get("attempt")) for s in run.get("stages") or []))
             if not ctx.json and (tty or shape != last_shape):
                 frame = render.timeline(run, unicode)
+                if tty:
+                    frame += (f"\nevery {args.interval:g} s; Ctrl-C stops watching (not the run)\n")
                 ctx.stdout.write(("\x1b[H\x1b[2J" if tty else "\n" if last_shape else "") + frame)
                 ctx.stdout.flush()
             last_shape = shape
@@ -473,6 +475,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--interval", type=_positive, default=2.0, help="seconds between polls (default 2)")
     p.add_argument("--timeout", type=_positive, help="give up (exit 8) after this many seconds")
+    p.add_argument("--attempts", action="store_true",
+                   help="draw earlier attempts of retried stages too (one more read per retried stage)")
     p.set_defaults(func=cmd_runs_watch)
 
     pipelines = commands.add_parser("pipelines", help="list pipelines").add_subparsers(

@@ -102,39 +102,53 @@ def run_details(run: dict) -> str:
 BAR_WIDTH = 40
 
 
+def _span(origin: datetime | None, item: dict) -> tuple[float, float] | None:
+    """(start, end) in seconds from the run's start; a running stage ends at start + live duration."""
+    start = parse_time(item.get("startedAt"))
+    if origin is None or start is None:
+        return None
+    seconds = item.get("duration")
+    offset = (start - origin).total_seconds()
+    return offset, offset + (float(seconds) if isinstance(seconds, int | float) else 0.0)
+
+
 def timeline(run: dict, unicode: bool = True) -> str:
-    """The run's stages as bars on one time axis, from the run's start to the latest stage end
-    (a running stage's end is its start plus its live duration, so its bar grows)."""
-    full, part, tick = ("█", "▌", "┆") if unicode else ("#", ">", ":")
+    """The run's stages as bars on one time axis, from the run's start to the latest end (a
+    running stage's bar grows with its live duration; its timeout deadline is marked when it falls
+    on the axis). A stage's ended attempts, when the run was read with ``?include=attempts``, are
+    lighter bars on its row."""
+    full, part, old, tick = ("█", "▌", "░", "┆") if unicode else ("#", ">", "-", ":")
     stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
-    spans: list[tuple[float, float] | None] = []
     origin = parse_time(run.get("startedAt"))
-    for s in stages:
-        start = parse_time(s.get("startedAt"))
-        if origin is None or start is None:
-            spans.append(None)
-            continue
-        seconds = s.get("duration")
-        offset = (start - origin).total_seconds()
-        spans.append((offset, offset + (float(seconds) if isinstance(seconds, int | float) else 0.0)))
-    horizon = max([end for span in spans if span for _, end in [span]] + [1.0])
+    current = [_span(origin, s) for s in stages]
+    earlier = [[span for a in s.get("attempts") or [] if isinstance(a, dict) and (span := _span(origin, a))]
+               for s in stages]
+    horizon = max([end for span in current if span for end in span[1:]]
+                  + [span[1] for spans in earlier for span in spans] + [1.0])
     names = [clean(s.get("name"), 24) for s in stages]
     name_width = max([len(n) for n in names] + [5])
     lines = [run_header(run).rstrip("\n"), "",
              f"{'STAGE'.ljust(name_width)}  {'STATUS'.ljust(20)}  {'TIME'.rjust(7)}  "
              f"0s{' ' * (BAR_WIDTH - 2 - len(duration(horizon)))}{duration(horizon)}"]
-    for s, name, span in zip(stages, names, spans, strict=True):
+
+    def columns(span: tuple[float, float]) -> range:
+        first = min(int(span[0] / horizon * BAR_WIDTH), BAR_WIDTH - 1)
+        return range(first, max(first + 1, min(round(span[1] / horizon * BAR_WIDTH), BAR_WIDTH)))
+
+    for s, name, span, ended in zip(stages, names, current, earlier, strict=True):
         status = clean(s.get("status"), 20)
-        if s.get("attemptCount", 1) and isinstance(s.get("attempt"), int) and s["attempt"] > 1:
+        if isinstance(s.get("attempt"), int) and s["attempt"] > 1:
             status = clean(f"{s.get('status')} #{s['attempt']}", 20)
         bar = [" "] * BAR_WIDTH
+        for attempt in ended:
+            for i in columns(attempt):
+                bar[i] = old
         if span:
-            first = min(int(span[0] / horizon * BAR_WIDTH), BAR_WIDTH - 1)
-            last = max(first + 1, min(round(span[1] / horizon * BAR_WIDTH), BAR_WIDTH))
-            for i in range(first, last):
+            cells = columns(span)
+            for i in cells:
                 bar[i] = full
             if s.get("status") == "IN_PROGRESS":
-                bar[last - 1] = part
+                bar[cells[-1]] = part
             deadline = parse_time(s.get("timesOutAt"))
             if deadline is not None and origin is not None:
                 mark = int((deadline - origin).total_seconds() / horizon * BAR_WIDTH)

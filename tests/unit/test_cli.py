@@ -555,10 +555,12 @@ def test_watch_gives_up_at_its_timeout():
 
 def test_watch_waits_as_long_as_a_429_says():
     slept = []
-    api = watch_api((429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "17"}),
-                    (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "9999"}),
-                    (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "soon"}),
-                    run("SUCCESS"))
+    api = watch_api(
+        (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "17"}),
+        (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "9999"}),
+        (429, {"error": {"code": "rate_limited", "message": "x"}}, {"retry-after": "soon"}),
+        run("SUCCESS"),
+    )
     code, _, _ = run_cli(["runs", "watch", "web:1", "--interval", "2"], api, sleep=slept.append)
     assert code == 0 and slept == [17.0, 60.0, 2.0]
 
@@ -634,6 +636,29 @@ def test_timeline_puts_stages_on_one_time_axis():
     assert bars["test"] == " " * 10 + "#" * 29 + ">"  # from 10 s to 40 s, still growing
     assert bars["prod"] == " " * 40
     assert "0s" in text and "40s" in text
+
+
+def test_timeline_draws_earlier_attempts_as_lighter_bars():
+    build = stage(
+        "build",
+        "SUCCESS",
+        startedAt="2026-03-20T17:00:20.000Z",
+        duration=20,
+        attempt=2,
+        attempts=[
+            {"attempt": 1, "status": "FAILURE", "startedAt": "2026-03-20T17:00:00.000Z", "duration": 10}
+        ],
+    )
+    text = render.timeline(run("SUCCESS", build, duration=40), unicode=False)
+    row = next(line for line in text.splitlines() if line.startswith("build"))
+    assert row.split()[1:3] == ["SUCCESS", "#2"]
+    assert row[row.index("|") + 1 : row.rindex("|")] == "-" * 10 + " " * 10 + "#" * 20
+
+
+def test_watch_attempts_asks_for_them():
+    api = watch_api(run("SUCCESS"))
+    assert run_cli(["runs", "watch", "web:1", "--attempts"], api)[0] == 0
+    assert api.requests[0]["query"] == "include=attempts"
 
 
 def test_clean_and_duration():
