@@ -129,7 +129,7 @@ def timeline(run: dict, unicode: bool = True) -> str:
     name_width = max([len(n) for n in names] + [5])
     lines = [run_header(run).rstrip("\n"), "",
              f"{'STAGE'.ljust(name_width)}  {'STATUS'.ljust(20)}  {'TIME'.rjust(7)}  "
-             f"0s{' ' * (BAR_WIDTH - 2 - len(duration(horizon)))}{duration(horizon)}"]
+             f" 0s{' ' * (BAR_WIDTH - 2 - len(duration(horizon)))}{duration(horizon)}"]
 
     def columns(span: tuple[float, float]) -> range:
         first = min(int(span[0] / horizon * BAR_WIDTH), BAR_WIDTH - 1)
