@@ -728,7 +728,7 @@ def _schedule_current(pipeline: str) -> Response:
     body = _current_body(gocd_wire.GoCDScheduleIn)
     variables = {v.name: v.text for v in body.environment_variables if not v.is_secret}
     secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
-    _execute(commands.SchedulePipeline(pipeline, variables=variables or None,
+    _execute(commands.SchedulePipeline(pipeline, source="gocd", variables=variables or None,
                                        secret_variables=secrets or None, commit=body.commit_for(pipeline)))
     return _scheduled(pipeline)
 
@@ -754,7 +754,7 @@ def schedule_pipeline(pipeline):
     if len(form.variables) + len(form.secure_variables) > gocd_wire.MAX_VARIABLES:
         raise BadRequest(f"at most {gocd_wire.MAX_VARIABLES} variables and secure_variables together",
                          details=[{"field": "variables"}])
-    _execute(commands.SchedulePipeline(pipeline, variables=form.variables or None,
+    _execute(commands.SchedulePipeline(pipeline, source="gocd", variables=form.variables or None,
                                        secret_variables=form.secure_variables or None))
     return _scheduled(pipeline)
 

@@ -6,13 +6,13 @@ from chalice import Blueprint, Response
 from .. import wiring
 from ..domain import auth
 from ..domain.errors import BadRequest
-from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, ListRunsQuery, PatchStageIn
+from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, PatchStageIn, SearchRunsQuery
 from ..domain.views import attempt_view, run_summary_view, run_view, stage_view
-from ..service import commands, runs
+from ..service import browse, commands, runs
 from .parsing import parse_body, parse_query
 from .responses import json_response
 from .routing import route
-from .security import current_actor
+from .security import authenticated_principal, current_actor
 
 routes = Blueprint(__name__)
 
@@ -47,11 +47,14 @@ def create_run():
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
+@route(routes, "/api/runs", methods=["GET"],
+       acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}, optional=True))
 def list_runs():
+    """Runs newest first, by any of the filters; without ``pipeline``, across every pipeline the
+    token may see (service/browse.py; which index serves which filter: store/finder.py)."""
     ctx = wiring.context()
-    query = parse_query(_request().query_params, ListRunsQuery)
-    items, cursor = runs.list_runs(ctx, query)
+    query = parse_query(_request().query_params, SearchRunsQuery)
+    items, cursor = browse.search_runs(ctx, authenticated_principal().pipelines, query)
     now = ctx.clock.now()
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 

@@ -162,6 +162,11 @@ class ExternalUpdate:
     commit: dict | None = None
     trigger: str | None = None
     summary: str = ""  # for logs and the webhook's answer, e.g. "workflow_job completed"
+    # Where the sender's run comes from (model.RunMetadata), recorded when it creates our run.
+    branch: str | None = None
+    sender: str | None = None  # the sender's user who started it: the run's actor
+    source_url: str | None = None  # the run in the sender's own UI
+    environment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,7 @@ class SchedulePipeline(Command[RunAggregate]):
     variables: Mapping[str, str] | None = None
     secret_variables: Mapping[str, str] | None = None
     commit: Mapping[str, Any] | None = None
+    source: str = "native"  # the entry point that scheduled it (GoCD's schedule: "gocd")
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def execute(ctx: ServiceContext, command: Command[R], *, actor: str) -> R:
 
 @handles(CreateRun)
 def _create_run(ctx: ServiceContext, command: CreateRun, actor: str) -> RunAggregate:
-    return runs.create_run(ctx, command.body)
+    return runs.create_run(ctx, command.body, actor=actor)
 
 
 @handles(PatchStage)
@@ -252,5 +253,5 @@ def _schedule_pipeline(ctx: ServiceContext, command: SchedulePipeline, actor: st
         ctx, command.pipeline, actor=actor,
         variables=None if command.variables is None else dict(command.variables),
         secret_variables=None if command.secret_variables is None else dict(command.secret_variables),
-        commit=None if command.commit is None else dict(command.commit),
+        commit=None if command.commit is None else dict(command.commit), source=command.source,
     )
