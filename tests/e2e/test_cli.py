@@ -93,6 +93,8 @@ def test_drives_a_run_from_create_to_success(cli):
             "BUILD",
             "--stage",
             "tests=UNIT_TEST",
+            "--branch",
+            "main",
             "--commit",
             "0123456789abcdef",
             "--message",
@@ -127,6 +129,7 @@ def test_drives_a_run_from_create_to_success(cli):
         ["SUCCESS", "SUCCESS"],
     )
     assert run["commit"]["hash"] == "0123456789abcdef" and run["variables"] == {"ENV": "prod"}
+    assert (run["branch"], run["source"]) == ("main", "native")
 
     watched = cli("runs", "watch", run_id)
     assert watched.returncode == 0, watched.stderr
@@ -298,3 +301,61 @@ def test_login_saves_the_token_0600_and_later_commands_use_it(cli, tmp_path):
     path.chmod(0o644)
     readable = cli("runs", "show", run_id, token=None, url=None, env={"XDG_CONFIG_HOME": str(config_home)})
     assert readable.returncode == 3 and "chmod 600" in readable.stderr
+
+
+def test_finding_runs_across_pipelines_pipelines_and_the_approvals_inbox(cli):
+    """The browsing endpoints of issue 13 (GET /api/runs without pipeline, GET /api/pipelines,
+    GET /api/approvals) through the CLI."""
+    branch = f"feature/{uuid.uuid4().hex[:8]}"
+    first, second = pipeline(), pipeline()
+    a = ok(cli("run", "create", first, "--stage", "BUILD", "--branch", branch, "-q")).strip()
+    b = ok(
+        cli(
+            "run",
+            "create",
+            second,
+            "--stage",
+            "BUILD",
+            "--stage",
+            "prod=DEPLOY_PROD",
+            "--manual",
+            "prod",
+            "--branch",
+            branch,
+            "-q",
+        )
+    ).strip()
+    ok(cli("run", "create", second, "--stage", "BUILD", "--branch", "other", "-q"))
+
+    found = json.loads(ok(cli("runs", "list", "--branch", branch, "--all", "-o", "json")))
+    assert [r["id"] for r in found["items"]] == [b, a]  # newest first, across pipelines
+    assert found["nextCursor"] is None
+    table = ok(cli("runs", "list", "--branch", branch))
+    assert [line.split()[:3] for line in table.splitlines()] == [
+        ["RUN", "STATUS", "BRANCH"],
+        [b, "IDLE", branch],
+        [a, "IDLE", branch],
+    ]
+
+    pipelines = json.loads(ok(cli("pipelines", "list", "--all", "--runs", "1", "-o", "json")))["items"]
+    mine = {p["name"]: p for p in pipelines if p["name"] in (first, second)}
+    assert mine[second]["runCount"] == 2 and [r["counter"] for r in mine[second]["recentRuns"]] == [2]
+    assert mine[first]["paused"] is False
+    assert [p["name"] for p in pipelines].index(second) < [p["name"] for p in pipelines].index(first)
+    rows = {line.split()[0]: line.split() for line in ok(cli("pipelines", "list", "--all")).splitlines()}
+    assert rows[second][1:3] == ["-", "2"] and rows[second][-2:] == ["#2:IDLE", "#1:IDLE"]
+
+    ok(cli("stage", "start", b, "BUILD"))
+    ok(cli("stage", "succeed", b, "BUILD"))
+    ok(cli("stage", "start", b, "prod"))
+    inbox = json.loads(ok(cli("approvals", "--all", "-o", "json")))["items"]
+    waiting = [i for i in inbox if i["run"]["id"] == b]
+    assert [(i["stage"]["name"], i["stage"]["status"], i["run"]["branch"]) for i in waiting] == [
+        ("prod", "WAITING_FOR_APPROVAL", branch)
+    ]
+    listed = cli("approvals", "--all")
+    assert [b, "prod", branch] in [line.split()[:3] for line in ok(listed).splitlines()]
+    assert "stagetrack approve RUN STAGE" in listed.stderr
+    ok(cli("approve", b))
+    inbox = json.loads(ok(cli("approvals", "--all", "-o", "json")))["items"]
+    assert [i for i in inbox if i["run"]["id"] == b] == []
