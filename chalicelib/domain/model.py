@@ -163,6 +163,19 @@ class RunMetadata:
     environment: str | None = None
 
 
+def fill_metadata(run: Run, metadata: RunMetadata) -> bool:
+    """Record what ``metadata`` knows and the run does not (a sender's later event may say what
+    its first did not: GitHub's job event before its run's); a value recorded is never changed.
+    True if anything was filled."""
+    filled = False
+    for name in ("branch", "actor", "source_url", "source", "environment"):
+        value = getattr(metadata, name)
+        if value is not None and getattr(run, name) is None:
+            setattr(run, name, value)
+            filled = True
+    return filled
+
+
 @dataclass
 class RunAggregate:
     run: Run

@@ -39,7 +39,7 @@ from ..domain.errors import (
     ValidationFailed,
 )
 from ..domain.events import ExternalUpdate, Ignored, SourceName
-from ..domain.model import SOURCES, RunAggregate, RunMetadata, Stage, new_run
+from ..domain.model import SOURCES, RunAggregate, RunMetadata, Stage, fill_metadata, new_run
 from ..domain.operations import Pipeline
 from ..domain.schemas import StrictModel
 from ..domain.status import FINAL
@@ -110,7 +110,8 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
 
     def change(aggregate) -> bool:
         holder[:] = [events.apply_update(aggregate, update, ctx.clock.now(), actor=actor)]
-        return holder[0].changed
+        filled = fill_metadata(aggregate.run, metadata_of(update))
+        return holder[0].changed or filled
 
     try:
         # closing the run reads every stage; an update of named stages reads only those
