@@ -79,7 +79,8 @@ def run_header(run: dict) -> str:
     commit = run.get("commit") if isinstance(run.get("commit"), dict) else {}
     lines = [f"run {clean(run.get('id'))}  {clean(run.get('status'))}  {duration(run.get('duration'))}",
              f"  pipeline {clean(run.get('pipeline'))}  branch {clean(run.get('branch'))}  "
-             f"actor {clean(run.get('actor'))}  source {clean(run.get('source'))}"]
+             f"actor {clean(run.get('actor'))}  source {clean(run.get('source'))}"
+             + (f"  environment {clean(run.get('environment'))}" if run.get("environment") else "")]
     if commit:
         lines.append(f"  commit {clean(commit.get('hash'), 40)}  {clean(commit.get('message'), 60)}")
     if run.get("sourceUrl"):

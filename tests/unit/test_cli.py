@@ -673,3 +673,22 @@ def test_clean_and_duration():
         "1h02m",
         "-",
     ]
+
+
+def test_run_header_shows_where_the_run_came_from():
+    text = render.run_details(
+        run(
+            "SUCCESS",
+            branch="main",
+            actor="octocat",
+            source="github",
+            environment="production",
+            sourceUrl="https://github.com/o/r/actions/runs/1",
+            commit={"hash": "abc1234", "message": "m"},
+        )
+    )
+    assert text.splitlines()[1:4] == [
+        "  pipeline web  branch main  actor octocat  source github  environment production",
+        "  commit abc1234  m",
+        "  https://github.com/o/r/actions/runs/1",
+    ]
