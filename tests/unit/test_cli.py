@@ -692,3 +692,16 @@ def test_run_header_shows_where_the_run_came_from():
         "  commit abc1234  m",
         "  https://github.com/o/r/actions/runs/1",
     ]
+
+
+def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
+    path = tmp_path / "elsewhere.json"
+    api = FakeApi({("GET", "/api/runs"): [{"items": [], "nextCursor": None}]})
+    env = {"STAGETRACK_CONFIG": str(path), "STAGETRACK_URL": None, "STAGETRACK_TOKEN": None}
+    assert run_cli(["login", "--url", BASE], api, env=env, stdin="st_t\n")[0] == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert run_cli(["runs", "list"], api, env=env)[0] == 0
+    assert api.requests[-1]["headers"]["Authorization"] == "Bearer st_t"
+    code, _, err = run_cli(["logout"], api, env=env)
+    assert code == 0 and not path.exists() and "revokes" in err
+    assert run_cli(["runs", "list"], api, env=env)[0] == 2  # nothing configured any more
