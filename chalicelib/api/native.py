@@ -12,7 +12,7 @@ from ..service import browse, commands, runs
 from .parsing import parse_body, parse_query
 from .responses import json_response
 from .routing import route
-from .security import authenticated_principal, current_actor
+from .security import authenticated_principal, current_actor, current_token_name
 
 routes = Blueprint(__name__)
 
@@ -42,7 +42,8 @@ def created_run(effect: dict, status: int = 201) -> Response:
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())
-    aggregate = commands.execute(ctx, commands.CreateRun(body), actor=current_actor() or "anonymous")
+    aggregate = commands.execute(ctx, commands.CreateRun(body, creator=current_token_name()),
+                                 actor=current_actor() or "anonymous")
     return json_response(run_view(aggregate, ctx.clock.now()), 201,
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 

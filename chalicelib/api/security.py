@@ -44,6 +44,13 @@ def authenticated_principal() -> Principal:
     return principal
 
 
+def current_token_name() -> str | None:
+    """The name of the token that authenticated this request (never the Basic auth user name,
+    which the client chooses): whose the runs it creates are."""
+    principal = _principal.get()
+    return None if principal is None else principal.name
+
+
 def current_actor() -> str | None:
     """The name to record as who did something: the Basic auth user, else the token's name."""
     principal = _principal.get()

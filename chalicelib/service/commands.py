@@ -34,6 +34,10 @@ class Command(Generic[R]):
 @dataclass(frozen=True)
 class CreateRun(Command[RunAggregate]):
     body: CreateRunIn
+    # Whose run it is (the run's ``actor``): the authenticated token's name, which the client
+    # cannot choose (the ``actor`` of ``execute`` may be a Basic auth user name it can). None:
+    # the entry point's actor (a queue message: ``sqs:<queue>``).
+    creator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class SchedulePipeline(Command[RunAggregate]):
     secret_variables: Mapping[str, str] | None = None
     commit: Mapping[str, Any] | None = None
     source: str = "native"  # the entry point that scheduled it (GoCD's schedule: "gocd")
+    creator: str | None = None  # as CreateRun's
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ def execute(ctx: ServiceContext, command: Command[R], *, actor: str) -> R:
 
 @handles(CreateRun)
 def _create_run(ctx: ServiceContext, command: CreateRun, actor: str) -> RunAggregate:
-    return runs.create_run(ctx, command.body, actor=actor)
+    return runs.create_run(ctx, command.body, actor=command.creator or actor)
 
 
 @handles(PatchStage)
@@ -254,4 +259,5 @@ def _schedule_pipeline(ctx: ServiceContext, command: SchedulePipeline, actor: st
         variables=None if command.variables is None else dict(command.variables),
         secret_variables=None if command.secret_variables is None else dict(command.secret_variables),
         commit=None if command.commit is None else dict(command.commit), source=command.source,
+        creator=command.creator,
     )

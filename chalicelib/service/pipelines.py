@@ -41,7 +41,8 @@ def unpause(ctx: ServiceContext, pipeline: str) -> Pipeline:
 def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
              variables: dict[str, str] | None = None,
              secret_variables: dict[str, str] | None = None,
-             commit: dict | None = None, source: str = "native") -> RunAggregate:
+             commit: dict | None = None, source: str = "native",
+             creator: str | None = None) -> RunAggregate:
     """A new run with the stage layout (and run options) of the pipeline's latest run.
 
     Two round trips, like creating a run: claiming the run number returns the stored layout in
@@ -54,7 +55,7 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     specs, options = specs_of(layout)
     aggregate = new_run(pipeline, counter, specs, now, commit=commit,
                         trigger=f"scheduled by {actor}"[:100], variables=variables,
-                        metadata=RunMetadata(actor=actor, source=source), **options)
+                        metadata=RunMetadata(actor=creator or actor, source=source), **options)
     if secret_variables:  # GoCD's secure_variables: kept like native secrets, as a keyed hash only
         apply_variables(aggregate, [VariableChange(key, value, secret=True)
                                     for key, value in secret_variables.items()],
