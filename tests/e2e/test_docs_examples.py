@@ -44,6 +44,7 @@ NO_RUN = {
         "README.md",
         "make run    # DynamoDB Local (data kept in .data/) + tables + API on http://127.0.0.1:8000",
     ),
+    ("docs/cli.md", "pip install .     # the `stagetrack` console script (stagetrack_cli/, pyproject.toml)"),
     ("docs/deploy.md", "export AWS_DEFAULT_REGION=eu-west-1"),
     ("docs/runbook.md", "TOPIC=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (
@@ -221,8 +222,8 @@ def test_fences_are_run_or_listed():
 
 
 def test_every_page_has_examples_or_none_by_choice():
-    assert {"README.md", "docs/api.md", "docs/operations.md", "docs/dialects.md", "docs/integrations.md",
-            "docs/security.md"} <= set(RUNNABLE)
+    assert {"README.md", "docs/api.md", "docs/cli.md", "docs/operations.md", "docs/dialects.md",
+            "docs/integrations.md", "docs/security.md"} <= set(RUNNABLE)
 
 
 # ---- the examples, against one stack ----
@@ -238,19 +239,31 @@ def docs_stack(start_chalice_local):
         yield base, log_path
 
 
+@pytest.fixture(scope="module")
+def cli_on_path(tmp_path_factory):
+    """The `stagetrack` CLI as `pip install .` installs it (docs/cli.md): (its bin folder, the
+    folder to put on PYTHONPATH)."""
+    from tests.fixtures.cli import install_cli
+
+    target = tmp_path_factory.mktemp("docs-cli")
+    return install_cli(target, tmp_path_factory.mktemp("docs-cli-build")).parent, target
+
+
 @pytest.mark.ddb_local
-def test_examples_run_as_written(docs_stack, tmp_path):
+def test_examples_run_as_written(docs_stack, cli_on_path, tmp_path):
     """Every page's examples, README first, one page after the other on one stack (pages may use
     the same pipelines; none expects another page to have run)."""
     base, log_path = docs_stack
     problems = []
     for name in RUNNABLE:
-        problems += run_page(name, base, tmp_path / name.replace("/", "_"))
+        problems += run_page(name, base, tmp_path / name.replace("/", "_"), cli_on_path)
     assert not problems, "\n".join(problems) + f"\n(server log: {log_path})"
 
 
-def run_page(name: str, base: str, tmp_path: Path) -> list[str]:
-    """Runs a page's sh blocks in one bash; the problems found, each with its place."""
+def run_page(name: str, base: str, tmp_path: Path, cli: tuple[Path, Path] | None = None) -> list[str]:
+    """Runs a page's sh blocks in one bash; the problems found, each with its place. ``cli``: the
+    installed `stagetrack` CLI (bin folder, its PYTHONPATH), put on PATH. HOME is the page's own
+    folder, so nothing an example writes there (`stagetrack login`) reaches the real one."""
     out_dir, work = tmp_path / "out", tmp_path / "work"
     out_dir.mkdir(parents=True)
     work.mkdir()
@@ -260,7 +273,11 @@ def run_page(name: str, base: str, tmp_path: Path) -> list[str]:
         return [f"{name}: runs examples but shows (#>) none of their output"]
     (tmp_path / "script.sh").write_text(script)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAGETRACK_")}
-    env.update({"ST": base, "CURL_HOME": str(tmp_path), "RECEIVER_PORT": str(_free_port())})
+    env.update({"ST": base, "CURL_HOME": str(tmp_path), "RECEIVER_PORT": str(_free_port()),
+                "HOME": str(tmp_path)})
+    env.pop("XDG_CONFIG_HOME", None)
+    if cli:
+        env.update({"PATH": f"{cli[0]}:{env.get('PATH', '')}", "PYTHONPATH": str(cli[1])})
     proc = subprocess.Popen(["bash", str(tmp_path / "script.sh")], cwd=work, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

@@ -1,0 +1,160 @@
+"""Human output: tables and the run timeline. Every string that comes from the server is shown
+through ``clean``: a branch name, a commit message or a stage name set by a webhook sender must not
+move the cursor, retitle the terminal or hide lines with escape sequences."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+FINAL = {"SUCCESS", "FAILURE", "CANCELLED", "TIMED_OUT", "SKIPPED"}
+FAILED = {"FAILURE", "CANCELLED", "TIMED_OUT"}
+
+
+def clean(value: object, width: int = 0) -> str:
+    """One line of printable text: control characters (escape sequences, bidi overrides, line
+    breaks) become '?'; cut to ``width`` characters with '…' when given."""
+    text = "-" if value is None else str(value)
+    text = _CONTROL.sub("?", text)
+    if width and len(text) > width:
+        text = text[: max(width - 1, 0)] + "…"
+    return text
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], max_width: int = 48) -> str:
+    cells = [[clean(c, max_width) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    total = int(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def short_commit(commit: object) -> str:
+    if isinstance(commit, dict) and isinstance(commit.get("hash"), str):
+        return commit["hash"][:10]
+    return "-"
+
+
+def run_rows(runs: Iterable[dict]) -> str:
+    return table(
+        ["RUN", "STATUS", "BRANCH", "COMMIT", "ACTOR", "CREATED", "DURATION"],
+        [[r.get("id"), r.get("status"), r.get("branch"), short_commit(r.get("commit")), r.get("actor"),
+          r.get("createdAt"), duration(r.get("duration"))] for r in runs])
+
+
+def stage_rows(stages: Iterable[dict]) -> str:
+    return table(
+        ["STAGE", "ID", "TYPE", "STATUS", "ATTEMPT", "STARTED", "DURATION"],
+        [[s.get("name"), s.get("id"), s.get("type"), s.get("status"), s.get("attempt"), s.get("startedAt"),
+          duration(s.get("duration"))] for s in stages])
+
+
+def run_header(run: dict) -> str:
+    commit = run.get("commit") if isinstance(run.get("commit"), dict) else {}
+    lines = [f"run {clean(run.get('id'))}  {clean(run.get('status'))}  {duration(run.get('duration'))}",
+             f"  pipeline {clean(run.get('pipeline'))}  branch {clean(run.get('branch'))}  "
+             f"actor {clean(run.get('actor'))}  source {clean(run.get('source'))}"
+             + (f"  environment {clean(run.get('environment'))}" if run.get("environment") else "")]
+    if commit:
+        lines.append(f"  commit {clean(commit.get('hash'), 40)}  {clean(commit.get('message'), 60)}")
+    if run.get("sourceUrl"):
+        lines.append(f"  {clean(run.get('sourceUrl'), 200)}")
+    cancellation = run.get("cancellation")
+    if isinstance(cancellation, dict):
+        lines.append(f"  cancelled by {clean(cancellation.get('by'))}: "
+                     f"{clean(cancellation.get('reason'), 80)}")
+    return "\n".join(lines) + "\n"
+
+
+def run_details(run: dict) -> str:
+    text = run_header(run) + "\n" + stage_rows(run.get("stages") or [])
+    variables = run.get("variables")
+    if isinstance(variables, dict) and variables:
+        text += "\n" + table(["VARIABLE", "VALUE"], sorted(variables.items()), max_width=60)
+    return text
+
+
+BAR_WIDTH = 40
+
+
+def _span(origin: datetime | None, item: dict) -> tuple[float, float] | None:
+    """(start, end) in seconds from the run's start; a running stage ends at start + live duration."""
+    start = parse_time(item.get("startedAt"))
+    if origin is None or start is None:
+        return None
+    seconds = item.get("duration")
+    offset = (start - origin).total_seconds()
+    return offset, offset + (float(seconds) if isinstance(seconds, int | float) else 0.0)
+
+
+def timeline(run: dict, unicode: bool = True) -> str:
+    """The run's stages as bars on one time axis, from the run's start to the latest end (a
+    running stage's bar grows with its live duration; its timeout deadline is marked when it falls
+    on the axis). A stage's ended attempts, when the run was read with ``?include=attempts``, are
+    lighter bars on its row."""
+    full, part, old, tick = ("█", "▌", "░", "┆") if unicode else ("#", ">", "-", ":")
+    stages = [s for s in run.get("stages") or [] if isinstance(s, dict)]
+    origin = parse_time(run.get("startedAt"))
+    current = [_span(origin, s) for s in stages]
+    earlier = [[span for a in s.get("attempts") or [] if isinstance(a, dict) and (span := _span(origin, a))]
+               for s in stages]
+    horizon = max([end for span in current if span for end in span[1:]]
+                  + [span[1] for spans in earlier for span in spans] + [1.0])
+    names = [clean(s.get("name"), 24) for s in stages]
+    name_width = max([len(n) for n in names] + [5])
+    lines = [run_header(run).rstrip("\n"), "",
+             f"{'STAGE'.ljust(name_width)}  {'STATUS'.ljust(20)}  {'TIME'.rjust(7)}  "
+             f" 0s{' ' * (BAR_WIDTH - 2 - len(duration(horizon)))}{duration(horizon)}"]
+
+    def columns(span: tuple[float, float]) -> range:
+        first = min(int(span[0] / horizon * BAR_WIDTH), BAR_WIDTH - 1)
+        return range(first, max(first + 1, min(round(span[1] / horizon * BAR_WIDTH), BAR_WIDTH)))
+
+    for s, name, span, ended in zip(stages, names, current, earlier, strict=True):
+        status = clean(s.get("status"), 20)
+        if isinstance(s.get("attempt"), int) and s["attempt"] > 1:
+            status = clean(f"{s.get('status')} #{s['attempt']}", 20)
+        bar = [" "] * BAR_WIDTH
+        for attempt in ended:
+            for i in columns(attempt):
+                bar[i] = old
+        if span:
+            cells = columns(span)
+            for i in cells:
+                bar[i] = full
+            if s.get("status") == "IN_PROGRESS":
+                bar[cells[-1]] = part
+            deadline = parse_time(s.get("timesOutAt"))
+            if deadline is not None and origin is not None:
+                mark = int((deadline - origin).total_seconds() / horizon * BAR_WIDTH)
+                if 0 <= mark < BAR_WIDTH and bar[mark] == " ":
+                    bar[mark] = tick
+        lines.append(f"{name.ljust(name_width)}  {status.ljust(20)}  {duration(s.get('duration')).rjust(7)}  "
+                     f"|{''.join(bar)}|")
+    return "\n".join(lines) + "\n"
