@@ -10,6 +10,7 @@ from chalicelib.api import (
     native,
     openapi,
     operations,
+    session,
     subscriptions,
     tokens,
     webhooks,
@@ -21,6 +22,7 @@ app = Chalice(app_name="stagetrack")
 logging_setup.configure(app.log)  # JSON lines with request ids, secrets scrubbed
 app.register_blueprint(native.routes)
 app.register_blueprint(tokens.routes)
+app.register_blueprint(session.routes)  # the dashboard's browser session
 app.register_blueprint(openapi.routes)
 app.register_blueprint(operations.routes)
 app.register_blueprint(gocd.routes)  # compatibility endpoints: GoCD, CodeArts, Buddy
