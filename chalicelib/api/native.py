@@ -47,7 +47,8 @@ def create_run():
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}))
+@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}),
+       etag=True)
 def list_runs():
     ctx = wiring.context()
     query = parse_query(_request().query_params, ListRunsQuery)
@@ -60,7 +61,7 @@ def _include_attempts() -> bool:
     return parse_query(_request().query_params, IncludeQuery).include == "attempts"
 
 
-@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN, etag=True)
 def get_run(run_id):
     """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
     attempt history too (one Query per such stage)."""

@@ -172,3 +172,31 @@ def test_neither_the_token_nor_the_session_id_reaches_a_log(api, caplog, capsys)
     logs = caplog.text + "\n".join(capsys.readouterr())
     for secret in (token, session_id, body["csrfToken"]):
         assert secret not in logs
+
+
+# ---- what the pages poll: ETag and If-None-Match ------------------------------------------------
+
+def test_a_polled_run_answers_304_while_unchanged_and_200_once_it_changes(api, clock):
+    api.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "UNIT_TEST"]})
+    first = api.get("/api/runs/web:1?include=attempts")
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and re.fullmatch(r'"[0-9a-f]{32}"', tag)
+    assert first.headers["Cache-Control"] == "private, no-cache"
+
+    same = api.get("/api/runs/web:1?include=attempts", headers={"If-None-Match": tag})
+    assert same.status_code == 304 and same.body == b"" and same.headers["ETag"] == tag
+    assert api.get("/api/runs/web:1?include=attempts",
+                   headers={"If-None-Match": f"\"other\", W/{tag}"}).status_code == 304
+
+    api.patch("/api/stages/web:1:1", {"status": "IN_PROGRESS"})
+    changed = api.get("/api/runs/web:1?include=attempts", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    clock.advance(1)  # a running stage's duration grows: the answer changes with it
+    later = api.get("/api/runs/web:1?include=attempts", headers={"If-None-Match": changed.headers["ETag"]})
+    assert later.status_code == 200 and later.json["stages"][0]["duration"] == 1
+
+
+def test_errors_and_other_routes_carry_no_etag(api):
+    missing = api.get("/api/runs/web:9", headers={"If-None-Match": "*"})
+    assert missing.status_code == 404 and "ETag" not in missing.headers
+    assert "ETag" not in api.get("/api/tokens").headers
