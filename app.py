@@ -13,6 +13,7 @@ from chalicelib.api import (
     session,
     subscriptions,
     tokens,
+    web,
     webhooks,
 )
 from chalicelib.events import inbound, outbound, timers
@@ -31,6 +32,7 @@ app.register_blueprint(buddy.routes)
 app.register_blueprint(timers.handlers)
 app.register_blueprint(webhooks.routes)
 app.register_blueprint(subscriptions.routes)
+app.register_blueprint(web.routes)  # the dashboard's pages at /
 app.register_blueprint(inbound.handlers)
 app.register_blueprint(outbound.handlers)
 fallbacks.install(app)  # after every route: 405 with Allow / OPTIONS for the methods a path lacks

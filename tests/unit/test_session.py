@@ -200,3 +200,36 @@ def test_errors_and_other_routes_carry_no_etag(api):
     missing = api.get("/api/runs/web:9", headers={"If-None-Match": "*"})
     assert missing.status_code == 404 and "ETag" not in missing.headers
     assert "ETag" not in api.get("/api/tokens").headers
+
+
+# ---- the dashboard's pages (api/web.py) ---------------------------------------------------------
+
+@pytest.mark.parametrize("path, media_type, marker", [
+    ("/", "text/html; charset=utf-8", b'<script type="module" src="web/app.js"></script>'),
+    ("/web/app.js", "text/javascript; charset=utf-8", b"function drawGantt("),
+    ("/web/app.css", "text/css; charset=utf-8", b"prefers-color-scheme: dark"),
+])
+def test_the_pages_are_served_here_with_a_strict_policy_and_revalidated(api, path, media_type, marker):
+    response = api.get(path, auth=None)  # a signed-out visitor: the page, never a 403
+    assert response.status_code == 200 and marker in response.body
+    headers = response.headers
+    assert headers["Content-Type"] == media_type
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "http" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    assert headers["Cache-Control"] == "private, no-cache"
+    again = api.get(path, auth=None, headers={"If-None-Match": headers["ETag"]})
+    assert again.status_code == 304 and again.body == b""
+
+
+def test_the_page_has_no_inline_script_or_style_and_no_outside_host():
+    from chalicelib.api.web import WEB_DIR
+
+    html = (WEB_DIR / "index.html").read_text()
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="web/app.js">']
+    assert "<style" not in html and " style=" not in html and " on" + "click=" not in html
+    for name in ("index.html", "app.js", "app.css"):
+        text = (WEB_DIR / name).read_text()
+        assert not re.search(r"https?://", text), name  # every asset and call is this origin's
+        assert "innerHTML" not in text and "eval(" not in text, name
