@@ -204,3 +204,16 @@ def test_a_read_only_token_sees_no_buttons_and_the_api_refuses_it(stack, page):
     after = page.evaluate("async () => (await fetch('api/session')).status")
     assert after == 401
     assert not re.search(r"st_[A-Za-z0-9_-]{43}", page.url)  # the token never went in a URL
+
+
+def test_without_chromium_ci_fails_and_a_developer_is_told_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(globals(), "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"CI=true and .*apt-get install -y chromium"):
+        _chromium_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium"):
+        _chromium_or_skip()
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert re.search(r'"\$\{CI:-\}" = "true" \] && \[ ! -x /usr/bin/chromium \]', ci)
+    assert "apt-get install -y -q --no-install-recommends chromium" in ci
