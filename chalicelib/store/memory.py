@@ -40,9 +40,9 @@ from ..service.ports import (
     DueQuery,
     DueTimer,
     Record,
+    StoredSession,
     StoredSource,
     StoredSubscription,
-    StoredSession,
     StoredToken,
     Stores,
 )

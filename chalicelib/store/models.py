@@ -468,7 +468,8 @@ def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
     )
     shared: Connection | None = None
     for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,
-                  items.session, items.idempotency, items.source, items.link, items.subscription, items.delivery):
+                  items.session, items.idempotency, items.source, items.link, items.subscription,
+                  items.delivery):
         table_connection = model._get_connection()
         if shared is None:
             shared = table_connection.connection
