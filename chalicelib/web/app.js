@@ -50,9 +50,10 @@ function label(status) {
 }
 
 function safeUrl(value) {
-  // Only http(s) links from the API are followed: never javascript: or data:.
+  // Only absolute http(s) links from the API are followed: never javascript:, data: or relative.
+  if (typeof value !== "string" || !/^https?:\/\//i.test(value)) return null;
   try {
-    const url = new URL(value, location.href);
+    const url = new URL(value);
     return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
   } catch {
     return null;
@@ -420,7 +421,7 @@ function stagesTable(run) {
     h("td", { text: seconds(s.duration) }),
     h("td", { text: s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1) }),
     h("td", { text: s.environment || "—" }),
-    h("td", { text: [decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval ? "needs approval" : "—") }),
+    h("td", { text: [decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
     h("td", {}, stageActions(s))));
   return h("div", { class: "scroll" }, h("table", { id: "stages" },
     h("thead", {}, h("tr", {}, ["Stage", "Status", "Duration", "Attempt", "Environment", "Approval", ""].map((t) =>

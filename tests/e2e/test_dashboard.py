@@ -134,6 +134,8 @@ def test_sign_in_see_a_pipeline_open_a_run_watch_it_move_and_approve_a_gate(stac
     expect(page.locator("#gantt .g-bar.g-live")).to_have_count(1)
     expect(page.locator("#gantt .g-deadline")).to_have_count(1)  # BUILD's timeout, marked
     expect(page.get_by_text("Fix the login page")).to_be_visible()
+    expect(page.locator("dl.meta a[href*='undefined']")).to_have_count(0)  # no source: no link
+    expect(page.locator("#stages tr[data-stage='BUILD']")).not_to_contain_text("needs approval")
     page.evaluate("window.__notReloaded = true")
     _shot(page, "run-running")
 
