@@ -39,6 +39,24 @@ _SESSION_OUT = {
 }
 
 
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+_COOKIE_HEADER = {"Set-Cookie": {"description": "the session cookie (HttpOnly; Secure; SameSite=Strict)",
+                                 "schema": {"type": "string"}}}
+
+
+def _responses(success: dict, *errors: int) -> dict:
+    described = {400: "malformed request", 401: "no session, or an unknown or revoked token",
+                 403: "a live session without its X-CSRF-Token", 413: "body over 4 KB",
+                 415: "not JSON", 422: "no token field", 429: "the token's rate limit"}
+    return {"responses": {**success, **{str(code): {"description": described[code], **_ERROR}
+                                        for code in errors}}}
+
+
+def _session_answer() -> dict:
+    return {"200": {"description": "the session", "headers": _COOKIE_HEADER,
+                    "content": {"application/json": {"schema": _SESSION_OUT}}}}
+
+
 def set_cookie(session_id: str, max_age: int) -> str:
     return f"{SESSION_COOKIE}={session_id}; {_ATTRIBUTES}; Max-Age={max_age}"
 
@@ -55,6 +73,7 @@ def session_view(session: tokens.Session) -> dict:
 
 @route(routes, "/api/session", methods=["POST"], scope="public", body=SignInIn, response=_SESSION_OUT,
        max_body=SIGN_IN_MAX_BODY, idempotency_key=False,
+       openapi=_responses(_session_answer(), 400, 401, 413, 415, 422, 429),
        summary="Sign a browser in with a token: a session cookie and its CSRF token")
 def sign_in():
     ctx = wiring.context()
@@ -66,6 +85,7 @@ def sign_in():
 
 
 @route(routes, "/api/session", methods=["GET"], scope="public", response=_SESSION_OUT,
+       openapi=_responses(_session_answer(), 401, 429),
        summary="The signed-in browser's token name, scopes, pipelines and CSRF token (401: none)")
 def get_session():
     session_id = session_cookie(routes.current_request.headers)
@@ -76,6 +96,8 @@ def get_session():
 
 
 @route(routes, "/api/session", methods=["DELETE"], scope="public", status=204,
+       openapi=_responses({"204": {"description": "signed out; the cookie cleared", "headers": _COOKIE_HEADER}},
+                          403, 429),
        summary="Sign out: the session stops working at once and its cookie is cleared")
 def sign_out():
     """A live session needs its CSRF token (another site cannot sign a visitor out); without a
