@@ -3,6 +3,7 @@ from chalice import Chalice
 
 from chalicelib import logging_setup
 from chalicelib.api import (
+    browse,
     buddy,
     codearts,
     fallbacks,
@@ -22,6 +23,7 @@ from chalicelib.settings import Settings
 app = Chalice(app_name="stagetrack")
 logging_setup.configure(app.log)  # JSON lines with request ids, secrets scrubbed
 app.register_blueprint(native.routes)
+app.register_blueprint(browse.routes)
 app.register_blueprint(tokens.routes)
 app.register_blueprint(session.routes)  # the dashboard's browser session
 app.register_blueprint(openapi.routes)

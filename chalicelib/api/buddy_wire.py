@@ -139,8 +139,23 @@ def _buddy_revision(commit: dict | None) -> dict | None:
     person = {"url": None, "html_url": None, "id": None, "name": commit.get("committer") or "",
               "avatar_url": None}
     return {"url": None, "html_url": None, "revision": commit["hash"], "author_date": None,
-            "commit_date": None, "message": commit.get("message") or "", "committer": person,
-            "author": dict(person)}
+            "commit_date": commit.get("committedAt"), "message": commit.get("message") or "",
+            "committer": person, "author": dict(person)}
+
+
+def _buddy_branch(branch: str | None) -> dict | None:
+    """The run's branch as Buddy's branch object (no repository here to link to, nor to say
+    whether it is the default branch: false)."""
+    if branch is None:
+        return None
+    return {"url": None, "html_url": None, "name": branch, "default": False}
+
+
+def _buddy_creator(actor: str | None) -> dict | None:
+    """Who created the run (its ``actor``) as Buddy's member object: the name only."""
+    if actor is None:
+        return None
+    return {"url": None, "html_url": None, "id": None, "name": actor, "avatar_url": None}
 
 
 def buddy_execution(aggregate: RunAggregate, *, api_base: str, native_base: str, domain: str,
@@ -164,10 +179,10 @@ def buddy_execution(aggregate: RunAggregate, *, api_base: str, native_base: str,
         "refresh": False,
         "status": BUDDY_STATUS[run.status],
         "comment": run.trigger or "",
-        "branch": None,
+        "branch": _buddy_branch(run.branch),
         "from_revision": revision,
         "to_revision": revision,
-        "creator": None,
+        "creator": _buddy_creator(run.actor),
         "pipeline": {
             "url": pipeline_url,
             "html_url": f"{native_base}/api/pipelines/{run.pipeline}/status",

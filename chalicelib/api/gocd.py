@@ -48,7 +48,7 @@ from . import gocd_wire
 from .openapi import RATE_HEADERS
 from .parsing import base_url, parse_body, parse_query
 from .routing import route
-from .security import current_actor, current_principal
+from .security import current_actor, current_principal, current_token_name
 
 routes = Blueprint(__name__)
 # GoCD's clients send form data (17.1, e.g. `curl -d`) or JSON (the current API); nothing else.
@@ -728,8 +728,9 @@ def _schedule_current(pipeline: str) -> Response:
     body = _current_body(gocd_wire.GoCDScheduleIn)
     variables = {v.name: v.text for v in body.environment_variables if not v.is_secret}
     secrets = {v.name: v.text for v in body.environment_variables if v.is_secret}
-    _execute(commands.SchedulePipeline(pipeline, variables=variables or None,
-                                       secret_variables=secrets or None, commit=body.commit_for(pipeline)))
+    _execute(commands.SchedulePipeline(
+        pipeline, source="gocd", creator=current_token_name(), variables=variables or None,
+        secret_variables=secrets or None, commit=body.commit_for(pipeline)))
     return _scheduled(pipeline)
 
 
@@ -754,8 +755,9 @@ def schedule_pipeline(pipeline):
     if len(form.variables) + len(form.secure_variables) > gocd_wire.MAX_VARIABLES:
         raise BadRequest(f"at most {gocd_wire.MAX_VARIABLES} variables and secure_variables together",
                          details=[{"field": "variables"}])
-    _execute(commands.SchedulePipeline(pipeline, variables=form.variables or None,
-                                       secret_variables=form.secure_variables or None))
+    _execute(commands.SchedulePipeline(
+        pipeline, source="gocd", creator=current_token_name(), variables=form.variables or None,
+        secret_variables=form.secure_variables or None))
     return _scheduled(pipeline)
 
 

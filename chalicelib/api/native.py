@@ -6,13 +6,13 @@ from chalice import Blueprint, Response
 from .. import wiring
 from ..domain import auth
 from ..domain.errors import BadRequest
-from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, ListRunsQuery, PatchStageIn
+from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, PatchStageIn, SearchRunsQuery
 from ..domain.views import attempt_view, run_summary_view, run_view, stage_view
-from ..service import commands, runs
+from ..service import browse, commands, runs
 from .parsing import parse_body, parse_query
 from .responses import json_response
 from .routing import route
-from .security import current_actor
+from .security import authenticated_principal, current_actor, current_token_name
 
 routes = Blueprint(__name__)
 
@@ -42,17 +42,20 @@ def created_run(effect: dict, status: int = 201) -> Response:
 def create_run():
     ctx = wiring.context()
     body = parse_body(_request(), CreateRunIn, _max_body())
-    aggregate = commands.execute(ctx, commands.CreateRun(body), actor=current_actor() or "anonymous")
+    aggregate = commands.execute(ctx, commands.CreateRun(body, creator=current_token_name()),
+                                 actor=current_actor() or "anonymous")
     return json_response(run_view(aggregate, ctx.clock.now()), 201,
                          {"Location": f"/api/runs/{aggregate.run.id}"})
 
 
-@route(routes, "/api/runs", methods=["GET"], acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}),
-       etag=True)
+@route(routes, "/api/runs", methods=["GET"],
+       acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}, optional=True), etag=True)
 def list_runs():
+    """Runs newest first, by any of the filters; without ``pipeline``, across every pipeline the
+    token may see (service/browse.py; which index serves which filter: store/finder.py)."""
     ctx = wiring.context()
-    query = parse_query(_request().query_params, ListRunsQuery)
-    items, cursor = runs.list_runs(ctx, query)
+    query = parse_query(_request().query_params, SearchRunsQuery)
+    items, cursor = browse.search_runs(ctx, authenticated_principal().pipelines, query)
     now = ctx.clock.now()
     return json_response({"items": [run_summary_view(r, now) for r in items], "nextCursor": cursor})
 

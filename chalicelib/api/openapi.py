@@ -82,6 +82,8 @@ class StageOut(Out):
         description="this attempt's approve/reject: decision, by, at, comment, attempt")
     allowFailure: bool = Field(description="the sender lets it fail without failing the run (GitLab "
                                            "allow_failure): a FAILURE here counts as passed for the run")
+    environment: str | None = Field(description="where it deploys; DEPLOY_PROD: production, "
+                                                "DEPLOY_STAGING: staging unless set; else null")
     version: int | None
 
 
@@ -95,8 +97,14 @@ class RunSummaryOut(Out):
     startedAt: Timestamp | None
     endedAt: Timestamp | None
     duration: float | None
-    commit: dict[str, Any] | None
+    commit: dict[str, Any] | None = Field(description="hash, message, committer, committedAt (null: unknown)")
     trigger: str | None
+    branch: str | None
+    actor: str | None = Field(description="who created it: the token's name, or the sender's user")
+    sourceUrl: str | None = Field(description="the run in the system it came from")
+    source: Literal["native", "github", "gitlab", "cdevents", "codepipeline", "codebuild", "buddy", "gocd",
+                    "codearts"] | None
+    environment: str | None
     variables: dict[str, str] = Field(description="secret values show as ******")
     secretVariables: list[str]
     timeoutSeconds: int | None
@@ -111,6 +119,52 @@ class RunOut(RunSummaryOut):
 
 class RunListOut(Out):
     items: list[RunSummaryOut]
+    nextCursor: str | None
+
+
+class RecentStageOut(Out):
+    name: str
+    status: StageStatus
+
+
+class RecentRunOut(Out):
+    id: str
+    counter: int
+    status: StageStatus
+    createdAt: Timestamp
+    branch: str | None
+    stages: list[RecentStageOut] = Field(description="in pipeline order")
+
+
+class PipelineOverviewOut(Out):
+    name: str
+    paused: bool
+    lastActivityAt: Timestamp | None = Field(description="when its latest run was created")
+    runCount: int = Field(description="run numbers claimed so far (its latest run's counter)")
+    recentRuns: list[RecentRunOut] = Field(description="newest first, at most ?runs= (default 5)")
+
+
+class PipelineListOut(Out):
+    items: list[PipelineOverviewOut] = Field(description="most recently active first")
+    nextCursor: str | None
+
+
+class ApprovalRunOut(Out):
+    id: str
+    pipeline: str
+    counter: int
+    branch: str | None
+    actor: str | None
+
+
+class ApprovalOut(Out):
+    stage: StageOut
+    run: ApprovalRunOut
+    waitingSince: Timestamp
+
+
+class ApprovalListOut(Out):
+    items: list[ApprovalOut] = Field(description="waiting longest first")
     nextCursor: str | None
 
 
@@ -180,7 +234,9 @@ def _model(name: str):
 # (method, path) -> documentation for routes declared without it.
 KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/runs"): {"body": "CreateRunIn", "response": RunOut, "status": 201},
-    ("GET", "/api/runs"): {"query": "ListRunsQuery", "response": RunListOut},
+    ("GET", "/api/runs"): {"query": "SearchRunsQuery", "response": RunListOut},
+    ("GET", "/api/pipelines"): {"query": "PipelinesQuery", "response": PipelineListOut},
+    ("GET", "/api/approvals"): {"query": "ApprovalsQuery", "response": ApprovalListOut},
     ("GET", "/api/runs/{run_id}"): {"query": "IncludeQuery", "response": RunOut},
     ("DELETE", "/api/runs/{run_id}"): {"response": RunOut},
     ("GET", "/api/stages"): {"query": StagesQuery, "response": StageListOut},

@@ -28,6 +28,7 @@ from .native import created_run
 from .parsing import parse_body
 from .responses import json_response
 from .routing import route
+from .security import current_token_name
 
 routes = Blueprint(__name__)
 
@@ -165,5 +166,6 @@ def unpause_pipeline(pipeline):
        replay=_scheduled_run)
 def schedule_pipeline(pipeline):
     body = _optional_body(ScheduleIn)
-    aggregate = _execute(commands.SchedulePipeline(pipeline, variables=body.variables))
+    aggregate = _execute(commands.SchedulePipeline(pipeline, variables=body.variables,
+                                                           creator=current_token_name()))
     return json_response(_run(aggregate), 202, {"Location": f"/api/runs/{aggregate.run.id}"})

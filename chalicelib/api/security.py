@@ -44,6 +44,13 @@ def authenticated_principal() -> Principal:
     return principal
 
 
+def current_token_name() -> str | None:
+    """The name of the token that authenticated this request (never the Basic auth user name,
+    which the client chooses): whose the runs it creates are."""
+    principal = _principal.get()
+    return None if principal is None else principal.name
+
+
 def current_actor() -> str | None:
     """The name to record as who did something: the Basic auth user, else the token's name."""
     principal = _principal.get()
@@ -109,6 +116,15 @@ def signed_request(request) -> aksk.SignedRequest:
                               query=pairs, headers=request.headers, body=request.raw_body or b"")
 
 
+def _values(query, name: str) -> list[str]:
+    """Every value of query parameter ``name``; none when it is absent (chalice's MultiDict
+    raises KeyError then, even when other parameters are present)."""
+    try:
+        return list(query.getlist(name)) if query else []
+    except KeyError:
+        return []
+
+
 def pipeline_refs(request, declared: auth.ActsOn | None,
                   principal: Principal) -> list[auth.PipelineRef] | None:
     """The pipelines this request acts on, read only from the places its route declared; only
@@ -127,9 +143,12 @@ def pipeline_refs(request, declared: auth.ActsOn | None,
         return [n if isinstance(n, auth.PipelineRef) else auth.PipelineRef(n, f"pipeline {n!r} not found")
                 for n in names]
     query = request.query_params
-    values = {name: list(query.getlist(name)) if query else [] for name, _kind in declared.query}
+    values = {name: _values(query, name) for name, _kind in declared.query}
     body = json_body_fields(request) if declared.body else None
-    return auth.named_refs(declared, request.uri_params or {}, values, body)
+    refs = auth.named_refs(declared, request.uri_params or {}, values, body)
+    if not refs and declared.optional:
+        return None  # nothing named: the service shows the caller only its own pipelines
+    return refs
 
 
 # ---- request id, rate headers and the access log ---------------------------------------------

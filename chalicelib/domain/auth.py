@@ -262,18 +262,25 @@ class ActsOn:
     body: tuple[tuple[str, str], ...] = ()  # (top-level JSON body field, kind)
     # RESOLVED: resolver(request) -> name | PipelineRef | [..] | None (the request: the web layer's)
     resolver: Callable[[Any], Any] | None = None
+    # The declared query parameters may be left out, even by a limited token: the listing then
+    # covers every pipeline the caller may see, which the service works out (a search, not a
+    # pipeline's listing). Given, they are checked as always (another pipeline: 404).
+    optional: bool = False
 
     def describe(self) -> str:
         if self.rule != NAMED:
             return self.rule
         parts = [f"{where} {name} ({kind})" for where, pairs in
                  (("path", self.path), ("query", self.query), ("body", self.body)) for name, kind in pairs]
-        return ", ".join(parts)
+        return ", ".join(parts) + (" or own records" if self.optional else "")
 
 
 def acts_on(*, path: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None,
-            body: Mapping[str, str] | None = None) -> ActsOn:
-    """The places that name the pipeline / run / stage a route acts on; ``{name: kind}`` each."""
+            body: Mapping[str, str] | None = None, optional: bool = False) -> ActsOn:
+    """The places that name the pipeline / run / stage a route acts on; ``{name: kind}`` each.
+    ``optional`` (query parameters only): without them the route shows the caller its own."""
+    if optional and (path or body or not query):
+        raise ValueError("acts_on(optional=True) is for query parameters only")
     declared = {"path": dict(path or {}), "query": dict(query or {}), "body": dict(body or {})}
     if not any(declared.values()):
         raise ValueError("acts_on() needs a path parameter, query parameter or body field")
@@ -282,7 +289,7 @@ def acts_on(*, path: Mapping[str, str] | None = None, query: Mapping[str, str] |
             if kind not in KINDS or (kind == PIPELINES and where != "body"):
                 raise ValueError(f"{where} {name}: kind {kind!r} is not one of {KINDS} (lists: body only)")
     return ActsOn(NAMED, path=tuple(declared["path"].items()), query=tuple(declared["query"].items()),
-                  body=tuple(declared["body"].items()))
+                  body=tuple(declared["body"].items()), optional=optional)
 
 
 def resolved_by(resolver: Callable[[Any], Any]) -> ActsOn:
@@ -333,6 +340,8 @@ def named_refs(declared: ActsOn, path: Mapping[str, str], query: Mapping[str, li
         refs.append(ref_of(kind, path.get(name)))
     for name, kind in declared.query:
         values = list(query.get(name) or ())
+        if not values and declared.optional:
+            continue
         if not values:
             raise Forbidden(f"this token is limited to some pipelines: query parameter {name} is required")
         refs += [ref_of(kind, value) for value in values]

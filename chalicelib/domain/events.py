@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, StringConstraints
 
 from . import ids
-from .clock import parse_iso
+from .clock import format_iso, parse_iso
 from .errors import ValidationFailed
 from .model import RunAggregate, Stage, change_status
 from .operations import cancel_run, new_attempt, record_cancellation
@@ -162,6 +162,11 @@ class ExternalUpdate:
     commit: dict | None = None
     trigger: str | None = None
     summary: str = ""  # for logs and the webhook's answer, e.g. "workflow_job completed"
+    # Where the sender's run comes from (model.RunMetadata), recorded when it creates our run.
+    branch: str | None = None
+    sender: str | None = None  # the sender's user who started it: the run's actor
+    source_url: str | None = None  # the run in the sender's own UI
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -312,7 +317,8 @@ def _close_run(aggregate: RunAggregate, final: StageStatus, at: datetime, now: d
     return changed
 
 
-def commit_of(sha: object, message: object = None, committer: object = None) -> dict | None:
+def commit_of(sha: object, message: object = None, committer: object = None,
+              committed_at: datetime | None = None) -> dict | None:
     """A run's commit as the native API stores it (``CommitIn``), or None if unusable."""
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
         return None
@@ -321,6 +327,8 @@ def commit_of(sha: object, message: object = None, committer: object = None) -> 
         commit["message"] = message[:4000]
     if isinstance(committer, str) and committer:
         commit["committer"] = committer[:200]
+    if committed_at is not None:
+        commit["committedAt"] = format_iso(committed_at)
     return commit
 
 

@@ -49,6 +49,7 @@ class Stage:
     # The sender lets this stage fail without failing the run (GitLab ``allow_failure``): its
     # FAILURE shows on the stage, and the run's status counts it as passed (run_status_of).
     allow_failure: bool = False
+    environment: str | None = None  # where a deploy stage deploys to (DEPLOY_PROD: "production")
     version: int | None = None
 
     @property
@@ -101,6 +102,13 @@ class Run:
     auto_advance: bool = False  # the run driver (timers.drive) starts the next stage itself
     secrets: dict = field(default_factory=dict)  # key -> keyed hash, never the value (operations)
     cancellation: dict | None = None  # the latest cancel: by, at, reason, stageId (operations)
+    # Where the run comes from, recorded at create and never changed (``RunMetadata``): what
+    # people search runs by (GET /api/runs) besides the pipeline and status.
+    branch: str | None = None
+    actor: str | None = None  # the creating token's name, or the sender's user (webhooks)
+    source_url: str | None = None  # the run in the system it came from
+    source: str | None = None  # SOURCES: native, github, gitlab, cdevents, ...
+    environment: str | None = None
     # Every stage in brief (``stage_summary``), kept on the run item by ``refresh`` so that run
     # listings (GoCD's pipeline and stage history) need no read of the stages. None: not known
     # (the stores keep it no longer: listings read it from the stage items, service/pipelines.py).
@@ -129,6 +137,43 @@ class StageSpec:
     timeout_seconds: int | None = None
     approval: str = "AUTO"
     expected_seconds: int | None = None
+    environment: str | None = None  # None: the type's default (DEFAULT_ENVIRONMENTS)
+
+
+# What a run's ``source`` may be: where it was created (the native API, or the integration whose
+# sender's run it mirrors, or a dialect endpoint that schedules one).
+SOURCES = ("native", "github", "gitlab", "cdevents", "codepipeline", "codebuild", "buddy", "gocd",
+           "codearts")
+# The environment a deploy stage deploys to unless its spec names one.
+DEFAULT_ENVIRONMENTS = {"DEPLOY_PROD": "production", "DEPLOY_STAGING": "staging"}
+
+
+def stage_environment(stage_type: str, environment: str | None = None) -> str | None:
+    return environment if environment is not None else DEFAULT_ENVIRONMENTS.get(stage_type)
+
+
+@dataclass(frozen=True)
+class RunMetadata:
+    """Where a run comes from (``new_run``); every field None when unknown."""
+
+    branch: str | None = None
+    actor: str | None = None
+    source_url: str | None = None
+    source: str | None = None
+    environment: str | None = None
+
+
+def fill_metadata(run: Run, metadata: RunMetadata) -> bool:
+    """Record what ``metadata`` knows and the run does not (a sender's later event may say what
+    its first did not: GitHub's job event before its run's); a value recorded is never changed.
+    True if anything was filled."""
+    filled = False
+    for name in ("branch", "actor", "source_url", "source", "environment"):
+        value = getattr(metadata, name)
+        if value is not None and getattr(run, name) is None:
+            setattr(run, name, value)
+            filled = True
+    return filled
 
 
 @dataclass
@@ -248,16 +293,20 @@ def stage_summary(stage: Stage) -> dict:
 def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, *,
             commit: dict | None = None, trigger: str | None = None,
             variables: dict | None = None, timeout_seconds: int | None = None,
-            auto_advance: bool = False) -> RunAggregate:
+            auto_advance: bool = False, metadata: RunMetadata | None = None) -> RunAggregate:
     rid = ids.run_id(pipeline, counter)
+    meta = metadata or RunMetadata()
     run = Run(id=rid, pipeline=pipeline, counter=counter, status=S.IDLE, created_at=now,
               updated_at=now, commit=commit, trigger=trigger, variables=dict(variables or {}),
-              timeout_seconds=timeout_seconds, auto_advance=auto_advance)
+              timeout_seconds=timeout_seconds, auto_advance=auto_advance, branch=meta.branch,
+              actor=meta.actor, source_url=meta.source_url, source=meta.source,
+              environment=meta.environment)
     stages = [
         Stage(id=ids.stage_id(rid, position), run_id=rid, position=position, type=spec.type,
               name=spec.name, status=S.IDLE, created_at=now, updated_at=now,
               timeout_seconds=spec.timeout_seconds if spec.timeout_seconds is not None else timeout_seconds,
-              approval=spec.approval, expected_seconds=spec.expected_seconds)
+              approval=spec.approval, expected_seconds=spec.expected_seconds,
+              environment=stage_environment(spec.type, spec.environment))
         for position, spec in enumerate(specs, start=1)
     ]
     aggregate = RunAggregate(run=run, stages=stages)

@@ -275,6 +275,7 @@ class Pipeline:
     paused_at: datetime | None = None
     layout: dict | None = None
     counter: int = 0  # the latest run number claimed (GoCD's history total)
+    last_activity: datetime | None = None  # when its latest run was created (GET /api/pipelines)
 
     @property
     def locked(self) -> bool:

@@ -7,10 +7,13 @@ instead of having it silently coerced.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -19,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from .clock import format_iso
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
 
@@ -32,6 +36,20 @@ VariableKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\
 VariableValue = Annotated[str, StringConstraints(max_length=4096)]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)]
 Approval = Literal["AUTO", "MANUAL"]
+# Run metadata (what people search runs by): printable text, bounded; a URL only http(s), so a
+# link shown to people can never be a javascript: or data: one.
+Branch = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
+Environment = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,99}$")]
+SourceUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s\x00-\x1f\x7f]{1,2040}$")]
+
+
+def _unset(value: object) -> bool:
+    """Fields added to a body later are left out of its dump while unset, so a message's
+    canonical form (the hash its queue claim is keyed on: events/messages.py) stays the same."""
+    return value is None
+
+
+CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{7,64}$")]
 
 
 class StrictModel(BaseModel):
@@ -43,9 +61,17 @@ class StrictModel(BaseModel):
 
 
 class CommitIn(StrictModel):
-    hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{7,64}$")]
+    hash: CommitSha
     message: Annotated[str, StringConstraints(max_length=4000)] | None = None
     committer: Annotated[str, StringConstraints(max_length=200)] | None = None
+    committed_at: AwareDatetime | None = Field(default=None, alias="committedAt", exclude_if=_unset)
+
+    def recorded(self) -> dict:
+        """The commit as a run records it (``committedAt`` as ISO-8601 UTC with milliseconds)."""
+        commit = self.model_dump(exclude_none=True, exclude={"committed_at"})
+        if self.committed_at is not None:
+            commit["committedAt"] = format_iso(self.committed_at)
+        return commit
 
 
 class StageSpecIn(StrictModel):
@@ -56,6 +82,7 @@ class StageSpecIn(StrictModel):
     # A stage driven by the tracker itself: its timer completes it with SUCCESS this long after
     # it started (unless its timeout comes first). See domain/timers.py.
     expected_seconds: TimeoutSeconds | None = Field(default=None, alias="expectedSeconds")
+    environment: Environment | None = Field(default=None, exclude_if=_unset)
 
 
 VariableMap = Annotated[dict[VariableKey, VariableValue], Field(max_length=MAX_VARIABLES)]
@@ -87,6 +114,9 @@ class CreateRunIn(StrictModel):
     timeout_seconds: TimeoutSeconds | None = Field(default=None, alias="timeoutSeconds")
     # The run driver: when a stage succeeds, the next stage starts by itself.
     auto_advance: bool = Field(default=False, alias="autoAdvance")
+    branch: Branch | None = Field(default=None, exclude_if=_unset)
+    source_url: SourceUrl | None = Field(default=None, alias="sourceUrl", exclude_if=_unset)
+    environment: Environment | None = Field(default=None, exclude_if=_unset)
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> CreateRunIn:
@@ -123,6 +153,59 @@ class ListRunsQuery(StrictModel):
     status: StageStatus | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     cursor: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})")
+
+
+def _iso_text(value: object) -> object:
+    """A query's instant must be written as ISO-8601 with its offset (not an epoch number)."""
+    if not isinstance(value, str) or not _ISO_INSTANT.fullmatch(value):
+        raise ValueError("an ISO-8601 date-time with a time zone, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+Cursor = Annotated[str, StringConstraints(max_length=2048)]
+Actor = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")]
+
+
+class SearchRunsQuery(StrictModel):
+    """``GET /api/runs``: every filter optional (the pipelines the token may see without
+    ``pipeline``), newest first, ``limit`` per page; ``createdFrom`` / ``createdTo`` inclusive."""
+
+    pipeline: PipelineName | None = None
+    status: StageStatus | None = None
+    branch: Branch | None = None
+    actor: Actor | None = None
+    commit: CommitSha | None = None
+    source: Literal["native", "github", "gitlab", "cdevents", "codepipeline", "codebuild", "buddy",
+                    "gocd", "codearts"] | None = None
+    created_from: Instant | None = Field(default=None, alias="createdFrom")
+    created_to: Instant | None = Field(default=None, alias="createdTo")
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Cursor | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRunsQuery:
+        if self.created_from and self.created_to and self.created_from > self.created_to:
+            raise ValueError("createdFrom must not be after createdTo")
+        return self
+
+
+class PipelinesQuery(StrictModel):
+    """``GET /api/pipelines``: most recently active first; ``runs`` newest runs of each."""
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    runs: Annotated[int, Field(ge=0, le=20)] = 5
+    cursor: Cursor | None = None
+
+
+class ApprovalsQuery(StrictModel):
+    """``GET /api/approvals``: waiting longest first."""
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Cursor | None = None
 
 
 class IncludeQuery(BaseModel):

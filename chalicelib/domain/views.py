@@ -32,6 +32,7 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "attemptCount": stage.attempt_count,
         "approvalDecision": stage.approval_decision,
         "allowFailure": stage.allow_failure,
+        "environment": stage.environment,
         "version": stage.version,
     }
     if attempts is not None:
@@ -57,8 +58,13 @@ def run_summary_view(run: Run, now: datetime) -> dict:
         "startedAt": format_iso(run.started_at),
         "endedAt": format_iso(run.ended_at),
         "duration": seconds_from_millis(run.elapsed_ms(now)),
-        "commit": run.commit,
+        "commit": commit_view(run.commit),
         "trigger": run.trigger,
+        "branch": run.branch,
+        "actor": run.actor,
+        "sourceUrl": run.source_url,
+        "source": run.source,
+        "environment": run.environment,
         "variables": masked_variables(run),
         "secretVariables": sorted(run.secrets),
         "timeoutSeconds": run.timeout_seconds,
@@ -66,6 +72,13 @@ def run_summary_view(run: Run, now: datetime) -> dict:
         "cancellation": run.cancellation,
         "version": run.version,
     }
+
+
+def commit_view(commit: dict | None) -> dict | None:
+    """The commit as recorded, with ``committedAt`` always present (null when unknown)."""
+    if commit is None:
+        return None
+    return {**commit, "committedAt": commit.get("committedAt")}
 
 
 def run_view(aggregate: RunAggregate, now: datetime,
@@ -91,4 +104,31 @@ def pipeline_status_view(pipeline: Pipeline) -> dict:
         # how the compatibility endpoints address it (domain/dialect_ids.py)
         "codeartsJobId": codearts_job_id(pipeline.name),
         "buddyPipelineId": buddy_pipeline_id(pipeline.name),
+    }
+
+
+def pipeline_overview_view(pipeline: Pipeline, recent_runs: list[Run]) -> dict:
+    """A pipeline in GET /api/pipelines: its state and its newest runs' stages in brief (a
+    status matrix: runs x stages)."""
+    return {
+        "name": pipeline.name,
+        "paused": pipeline.paused,
+        "lastActivityAt": format_iso(pipeline.last_activity),
+        "runCount": pipeline.counter,
+        "recentRuns": [{
+            "id": run.id, "counter": run.counter, "status": run.status.value,
+            "createdAt": format_iso(run.created_at), "branch": run.branch,
+            "stages": [{"name": entry["name"], "status": entry["status"]}
+                       for entry in run.stage_summary or []],
+        } for run in recent_runs],
+    }
+
+
+def approval_view(stage: Stage, run: Run, now: datetime) -> dict:
+    """A stage waiting for approval in GET /api/approvals, with what its run says of itself."""
+    return {
+        "stage": stage_view(stage, now),
+        "run": {"id": run.id, "pipeline": run.pipeline, "counter": run.counter, "branch": run.branch,
+                "actor": run.actor},
+        "waitingSince": format_iso(stage.waiting_since or stage.updated_at),
     }

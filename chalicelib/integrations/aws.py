@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from pydantic import ConfigDict, Field
 
@@ -127,6 +128,21 @@ class CbDetail(Vendor):
     additional_information: CbAdditional = Field(default_factory=CbAdditional, alias="additional-information")
 
 
+def _console_url(region: str | None, *parts: str | None) -> str | None:
+    """The execution or build in the AWS console (a link for people; its parts URL-quoted)."""
+    if not region or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region) or not all(parts):
+        return None
+    path = "/".join(quote(str(part), safe="") for part in parts)
+    return f"https://{region}.console.aws.amazon.com/codesuite/{path}?region={region}"
+
+
+def _principal_name(detail: object) -> str | None:
+    """Who started an execution: the last part of an ARN (``.../Admin/my-user``), or the text."""
+    if not isinstance(detail, str) or not detail:
+        return None
+    return detail.rsplit("/", 1)[-1] if detail.startswith("arn:") else detail
+
+
 def parse(event: object) -> ExternalUpdate | Ignored:
     """An EventBridge event from aws.codepipeline or aws.codebuild.
 
@@ -146,11 +162,15 @@ def parse(event: object) -> ExternalUpdate | Ignored:
         base: dict[str, Any] = dict(namespace="aws.codepipeline",
                     run_key=f"{envelope.account}/{envelope.region}/{detail.pipeline}/{detail.execution_id}",
                     pipeline=sanitize_name(detail.pipeline), time=moment,
-                    summary=f"{envelope.detail_type}: {detail.state}")
+                    summary=f"{envelope.detail_type}: {detail.state}",
+                    source_url=_console_url(envelope.region, "codepipeline", "pipelines", detail.pipeline,
+                                            "executions", detail.execution_id, "timeline"))
         if envelope.detail_type.startswith("CodePipeline Pipeline"):
             if detail.state in ("STARTED", "RESUMED", "STOPPING"):
                 trigger = (detail.execution_trigger or {}).get("trigger-type")
-                return ExternalUpdate(**base, trigger=trigger_of("codepipeline", trigger))
+                who = (detail.execution_trigger or {}).get("trigger-detail")
+                return ExternalUpdate(**base, trigger=trigger_of("codepipeline", trigger),
+                                      sender=_principal_name(who))
             final = _CP_PIPELINE.get(detail.state)
             if final is None:
                 return Ignored(f"pipeline state {detail.state!r} changes nothing")
@@ -190,6 +210,9 @@ def parse(event: object) -> ExternalUpdate | Ignored:
             stages=(stage,), run_status=status if status in FINAL else None, time=moment,
             commit=commit_of(detail.additional_information.source_version),
             trigger=trigger_of("codebuild", initiator), summary=f"build {detail.build_status}",
+            sender=initiator or None,
+            source_url=_console_url(envelope.region, "codebuild", "projects", detail.project_name, "build",
+                                    detail.build_id.rsplit("/", 1)[-1]),
         )
     return Ignored(f"{envelope.source} {envelope.detail_type!r} events are not handled")
 

@@ -154,6 +154,7 @@ class CdPipelineRunRef(Vendor):
 
 class CdContent(Vendor):
     pipelineName: str | None = None
+    url: str | None = None  # the run (or task) in the system that sent it
     taskName: str | None = None
     outcome: str | None = None
     errors: str | None = None
@@ -209,7 +210,7 @@ def parse(event: CloudEvent, source: str) -> ExternalUpdate | Ignored:
         return ExternalUpdate(
             namespace=namespace, run_key=body.subject.id, pipeline=pipeline, time=moment,
             run_status=_cd_outcome(content) if predicate == "finished" else None,
-            trigger="cdevents", summary=f"pipelinerun {predicate}",
+            trigger="cdevents", summary=f"pipelinerun {predicate}", source_url=content.url,
         )
     if content.pipelineRun is None:
         raise ValidationFailed("a taskRun event needs subject.content.pipelineRun.id",

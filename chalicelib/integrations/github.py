@@ -86,6 +86,11 @@ _GH_CONCLUSIONS = {"success": S.SUCCESS, "neutral": S.SUCCESS, "failure": S.FAIL
 class GhRepository(Vendor):
     id: int | None = None
     full_name: Text
+    html_url: str | None = None
+
+
+class GhUser(Vendor):
+    login: str | None = None
 
 
 class GhAuthor(Vendor):
@@ -96,6 +101,7 @@ class GhHeadCommit(Vendor):
     id: str | None = None
     message: str | None = None
     author: GhAuthor | None = None
+    timestamp: str | None = None
 
 
 class GhWorkflow(Vendor):
@@ -115,6 +121,10 @@ class GhWorkflowRun(Vendor):
     updated_at: str | None = None
     run_started_at: str | None = None
     head_commit: GhHeadCommit | None = None
+    head_branch: str | None = None
+    html_url: str | None = None
+    actor: GhUser | None = None
+    triggering_actor: GhUser | None = None
 
 
 class GhWorkflowRunEvent(Vendor):
@@ -122,6 +132,7 @@ class GhWorkflowRunEvent(Vendor):
     workflow_run: GhWorkflowRun
     workflow: GhWorkflow | None = None
     repository: GhRepository
+    sender: GhUser | None = None
 
 
 class GhWorkflowJob(Vendor):
@@ -136,18 +147,25 @@ class GhWorkflowJob(Vendor):
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    head_branch: str | None = None
 
 
 class GhWorkflowJobEvent(Vendor):
     action: Text
     workflow_job: GhWorkflowJob
     repository: GhRepository
+    sender: GhUser | None = None
 
 
 def github_status(status: str | None, conclusion: str | None) -> StageStatus | None:
     if status == "completed":
         return _GH_CONCLUSIONS.get(conclusion or "")
     return _GH_PENDING.get(status or "")
+
+
+def _run_url(repository: GhRepository, run_id: int) -> str | None:
+    """The workflow run's page (a job's event names only the job's own page)."""
+    return f"{repository.html_url.rstrip('/')}/actions/runs/{run_id}" if repository.html_url else None
 
 
 def github_pipeline(repository: str, workflow: str | None) -> str:
@@ -168,6 +186,7 @@ def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | I
             if final is None:
                 return Ignored(f"workflow_run completed with unknown conclusion {run.conclusion!r}")
         head = run.head_commit
+        who = run.triggering_actor or run.actor or body.sender
         return ExternalUpdate(
             namespace=namespace,
             run_key=str(run.id),
@@ -178,9 +197,12 @@ def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | I
                 run.head_sha,
                 head.message if head else None,
                 head.author.name if head and head.author else None,
+                parse_time(head.timestamp) if head else None,
             ),
             trigger=trigger_of("github", run.event),
             summary=f"workflow_run {body.action}",
+            branch=run.head_branch, sender=who.login if who else None,
+            source_url=run.html_url or _run_url(body.repository, run.id),
         )
     if event == "workflow_job":
         body = validate_payload(GhWorkflowJobEvent, payload, "GitHub workflow_job")
@@ -196,7 +218,9 @@ def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | I
             namespace=namespace, run_key=str(job.run_id),
             pipeline=github_pipeline(body.repository.full_name, job.workflow_name),
             stages=(stage,), time=moment, commit=commit_of(job.head_sha), trigger="github",
-            summary=f"workflow_job {body.action}",
+            summary=f"workflow_job {body.action}", branch=job.head_branch,
+            sender=body.sender.login if body.sender else None,
+            source_url=_run_url(body.repository, job.run_id),
         )
     return Ignored(f"GitHub event {event!r} is not handled; send workflow_run and workflow_job")
 

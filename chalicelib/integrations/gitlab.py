@@ -75,6 +75,7 @@ class GlUser(Vendor):
 
 class GlPipelineAttributes(Vendor):
     id: int
+    url: str | None = None
     iid: int | None = None
     ref: str | None = None
     sha: str | None = None
@@ -89,6 +90,7 @@ class GlPipelineCommit(Vendor):
     id: str | None = None
     message: str | None = None
     author: GlAuthor | None = None
+    timestamp: str | None = None
 
 
 class GlBuild(Vendor):
@@ -136,6 +138,7 @@ class GlJobHook(Vendor):
     ref: str | None = None
     repository: GlRepository | None = None
     project: GlProject | None = None
+    user: GlUser | None = None
 
 
 def gitlab_pipeline(project: GlProject | None, repository: GlRepository | None = None,
@@ -156,6 +159,10 @@ def gitlab_pipeline(project: GlProject | None, repository: GlRepository | None =
 def _gitlab_status(value: str, what: str) -> StageStatus | Ignored:
     status = _GL_STATUS.get(value)
     return Ignored(f"{what} status {value!r} changes nothing") if status is None else status
+
+
+def _pipeline_url(project_url: str | None, pipeline_id: int) -> str | None:
+    return f"{project_url.rstrip('/')}/-/pipelines/{pipeline_id}" if project_url else None
 
 
 def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | Ignored:
@@ -194,8 +201,11 @@ def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | I
             stages=tuple(stages), run_status=status if status in FINAL else None,
             time=parse_time(attrs.finished_at) or parse_time(attrs.created_at),
             commit=commit_of(attrs.sha, commit.message if commit else None,
-                             commit.author.name if commit and commit.author else None),
+                             commit.author.name if commit and commit.author else None,
+                             parse_time(commit.timestamp) if commit else None),
             trigger=trigger_of("gitlab", attrs.source), summary=f"pipeline {attrs.status}",
+            branch=attrs.ref, sender=body.user.username if body.user else None,
+            source_url=attrs.url or _pipeline_url(body.project.web_url, attrs.id),
         )
     if event == "Job Hook":
         body = validate_payload(GlJobHook, payload, "GitLab job hook")
@@ -218,7 +228,10 @@ def parse(event: str | None, payload: object, source: str) -> ExternalUpdate | I
             namespace=namespace, run_key=str(body.pipeline_id),
             pipeline=gitlab_pipeline(body.project, body.repository, body.project_name, body.project_id),
             stages=(stage,), time=moment, commit=commit_of(body.sha), trigger="gitlab",
-            summary=f"job {body.build_status}",
+            summary=f"job {body.build_status}", branch=body.ref,
+            sender=body.user.username if body.user else None,
+            source_url=_pipeline_url(body.project.web_url if body.project else
+                                     body.repository.homepage if body.repository else None, body.pipeline_id),
         )
     return Ignored(f"GitLab event {event!r} is not handled; enable Pipeline events and Job events")
 

@@ -34,6 +34,10 @@ class Command(Generic[R]):
 @dataclass(frozen=True)
 class CreateRun(Command[RunAggregate]):
     body: CreateRunIn
+    # Whose run it is (the run's ``actor``): the authenticated token's name, which the client
+    # cannot choose (the ``actor`` of ``execute`` may be a Basic auth user name it can). None:
+    # the entry point's actor (a queue message: ``sqs:<queue>``).
+    creator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class SchedulePipeline(Command[RunAggregate]):
     variables: Mapping[str, str] | None = None
     secret_variables: Mapping[str, str] | None = None
     commit: Mapping[str, Any] | None = None
+    source: str = "native"  # the entry point that scheduled it (GoCD's schedule: "gocd")
+    creator: str | None = None  # as CreateRun's
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def execute(ctx: ServiceContext, command: Command[R], *, actor: str) -> R:
 
 @handles(CreateRun)
 def _create_run(ctx: ServiceContext, command: CreateRun, actor: str) -> RunAggregate:
-    return runs.create_run(ctx, command.body)
+    return runs.create_run(ctx, command.body, actor=command.creator or actor)
 
 
 @handles(PatchStage)
@@ -252,5 +258,6 @@ def _schedule_pipeline(ctx: ServiceContext, command: SchedulePipeline, actor: st
         ctx, command.pipeline, actor=actor,
         variables=None if command.variables is None else dict(command.variables),
         secret_variables=None if command.secret_variables is None else dict(command.secret_variables),
-        commit=None if command.commit is None else dict(command.commit),
+        commit=None if command.commit is None else dict(command.commit), source=command.source,
+        creator=command.creator,
     )

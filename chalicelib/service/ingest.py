@@ -39,7 +39,7 @@ from ..domain.errors import (
     ValidationFailed,
 )
 from ..domain.events import ExternalUpdate, Ignored, SourceName
-from ..domain.model import RunAggregate, Stage, new_run
+from ..domain.model import SOURCES, RunAggregate, RunMetadata, Stage, fill_metadata, new_run
 from ..domain.operations import Pipeline
 from ..domain.schemas import StrictModel
 from ..domain.status import FINAL
@@ -95,8 +95,9 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
     now = ctx.clock.now()
     run_id = ctx.stores.links.linked_run(update.namespace, update.run_key)
     if run_id is None:
-        counter = ctx.stores.pipelines.claim_counter(update.pipeline)[0]
-        aggregate = new_run(update.pipeline, counter, [], now, commit=update.commit, trigger=update.trigger)
+        counter = ctx.stores.pipelines.claim_counter(update.pipeline, at=now)[0]
+        aggregate = new_run(update.pipeline, counter, [], now, commit=update.commit, trigger=update.trigger,
+                            metadata=metadata_of(update))
         applied = events.apply_update(aggregate, update, now, actor=actor)
         aggregate.refresh(now)
         if ctx.stores.links.insert_linked_run(aggregate, update.namespace, update.run_key, format_iso(now)):
@@ -109,7 +110,8 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
 
     def change(aggregate) -> bool:
         holder[:] = [events.apply_update(aggregate, update, ctx.clock.now(), actor=actor)]
-        return holder[0].changed
+        filled = fill_metadata(aggregate.run, metadata_of(update))
+        return holder[0].changed or filled
 
     try:
         # closing the run reads every stage; an update of named stages reads only those
@@ -125,6 +127,34 @@ def apply_update(ctx: ServiceContext, update: ExternalUpdate, *, actor: str) -> 
         stages=_stages(applied.stages),
         notes=applied.notes,
     )
+
+
+def source_of(namespace: str) -> str | None:
+    """The run's ``source`` from the namespace of its sender's keys ("github:<source name>",
+    "aws.codepipeline", "cdevents:...")."""
+    name = namespace.split(":", 1)[0].removeprefix("aws.")
+    return name if name in SOURCES else None
+
+
+def metadata_of(update: ExternalUpdate) -> RunMetadata:
+    """What a sender says of its run, bounded as the API bounds it (an over-long or empty value,
+    or a link that is not http(s), is dropped rather than stored)."""
+    return RunMetadata(branch=_bounded(update.branch, 255), actor=_bounded(update.sender, 200),
+                       source_url=_link(update.source_url), source=source_of(update.namespace),
+                       environment=_bounded(update.environment, 100))
+
+
+def _bounded(value: str | None, most: int) -> str | None:
+    if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value[:most]
+
+
+def _link(url: str | None) -> str | None:
+    if not url or len(url) > 2048 or not url.startswith(("https://", "http://")) \
+            or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return None
+    return url
 
 
 def _stages(touched: list[tuple[str, str]]) -> list[dict]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..domain import dialect_ids, ids
 from ..domain.errors import NotFound
-from ..domain.model import Run, RunAggregate, new_run
+from ..domain.model import Run, RunAggregate, RunMetadata, new_run
 from ..domain.operations import Pipeline, VariableChange, apply_variables, specs_of
 from . import ServiceContext
 
@@ -41,18 +41,21 @@ def unpause(ctx: ServiceContext, pipeline: str) -> Pipeline:
 def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
              variables: dict[str, str] | None = None,
              secret_variables: dict[str, str] | None = None,
-             commit: dict | None = None) -> RunAggregate:
+             commit: dict | None = None, source: str = "native",
+             creator: str | None = None) -> RunAggregate:
     """A new run with the stage layout (and run options) of the pipeline's latest run.
 
     Two round trips, like creating a run: claiming the run number returns the stored layout in
     the same UpdateItem, then run and stages are inserted in one transaction. A pipeline that
     never ran has no layout: 404. A paused pipeline: 409.
     """
-    counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True)
+    now = ctx.clock.now()
+    counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True, at=now)
     assert layout is not None, "require_layout: a pipeline without a layout is NotFound"
     specs, options = specs_of(layout)
-    aggregate = new_run(pipeline, counter, specs, ctx.clock.now(), commit=commit,
-                        trigger=f"scheduled by {actor}"[:100], variables=variables, **options)
+    aggregate = new_run(pipeline, counter, specs, now, commit=commit,
+                        trigger=f"scheduled by {actor}"[:100], variables=variables,
+                        metadata=RunMetadata(actor=creator or actor, source=source), **options)
     if secret_variables:  # GoCD's secure_variables: kept like native secrets, as a keyed hash only
         apply_variables(aggregate, [VariableChange(key, value, secret=True)
                                     for key, value in secret_variables.items()],

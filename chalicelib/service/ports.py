@@ -10,12 +10,14 @@ the change it guards, paging with the signed cursor codec, ordering) holds for e
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from ..domain.clock import format_iso
 from ..domain.errors import Conflict
 from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.model import Run, RunAggregate, Stage
@@ -223,15 +225,83 @@ class RunLinks(Protocol):
 class PipelineStore(Protocol):
     def get(self, pipeline: str) -> Pipeline | None: ...
 
-    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False,
+                      at: datetime | None = None) -> tuple[int, dict | None]:
         """The next run number (1, 2, ...; atomic) and the stored layout. A paused pipeline
         raises ``PipelinePaused``; with ``require_layout`` a pipeline that never ran raises
-        ``NotFound`` and nothing is claimed."""
+        ``NotFound`` and nothing is claimed. ``at`` (the new run's creation time) becomes the
+        pipeline's ``last_activity``, which orders ``Finder.list_pipelines``."""
 
     def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
                    by: str | None = None, at: datetime | None = None) -> Pipeline:
         """Unknown pipeline: ``NotFound``; already in that state: ``Conflict``. The change
         carries the held Idempotency-Key claim's commit (see ``IdempotencyStore.holding``)."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What ``Finder.search_runs`` selects by; None: any. Instants as ISO-8601 UTC text with
+    milliseconds (``clock.format_iso``), both bounds inclusive."""
+
+    pipeline: str | None = None
+    status: StageStatus | None = None
+    branch: str | None = None
+    actor: str | None = None
+    commit: str | None = None  # a commit sha, lower case
+    source: str | None = None
+    created_from: str | None = None
+    created_to: str | None = None
+
+    def scope(self) -> str:
+        """What a search cursor is bound to: these very filters."""
+        values = [self.pipeline, self.status.value if self.status else None, self.branch, self.actor,
+                  self.commit, self.source, self.created_from, self.created_to]
+        return "search/" + json.dumps(values, separators=(",", ":"))
+
+    def matches(self, run: Run) -> bool:
+        created = format_iso(run.created_at)
+        commit = (run.commit or {}).get("hash")
+        return ((self.pipeline is None or run.pipeline == self.pipeline)
+                and (self.status is None or run.status == self.status)
+                and (self.branch is None or run.branch == self.branch)
+                and (self.actor is None or run.actor == self.actor)
+                and (self.commit is None or (commit or "").lower() == self.commit)
+                and (self.source is None or run.source == self.source)
+                and (self.created_from is None or created >= self.created_from)
+                and (self.created_to is None or created <= self.created_to))
+
+
+@dataclass(frozen=True)
+class WaitingStage:
+    """A stage waiting for approval, with its run (``Finder.waiting_approvals``)."""
+
+    stage: Stage
+    run: Run
+
+
+class Finder(Protocol):
+    """What people browse by: pipelines, runs across pipelines, approvals waiting. Each is a
+    Query on an index of its own (store/finder.py; no Scan). ``reach`` is the pipelines the
+    caller may see (None: every one): nothing of another pipeline is returned. Cursors are
+    signed and valid only for the listing (and filters) that issued them; one that does not
+    open raises ``BadRequest``."""
+
+    def list_pipelines(self, reach: frozenset[str] | None, limit: int,
+                       cursor: str | None) -> tuple[list[Pipeline], str | None]:
+        """Pipelines that have had a run, most recently active first."""
+
+    def recent_runs(self, pipeline: str, count: int) -> list[Run]:
+        """The ``count`` newest runs of ``pipeline``, newest first, each with its
+        ``stage_summary``."""
+
+    def waiting_approvals(self, reach: frozenset[str] | None, limit: int,
+                          cursor: str | None) -> tuple[list[WaitingStage], str | None]:
+        """Stages in WAITING_FOR_APPROVAL, waiting longest first."""
+
+    def search_runs(self, filters: RunFilter, reach: frozenset[str] | None, limit: int,
+                    cursor: str | None) -> tuple[list[Run], str | None]:
+        """Runs matching every filter, newest first. A page may hold fewer than ``limit`` runs
+        (even none) with a next cursor when the filters left out many of the runs read."""
 
 
 class DialectLookups(Protocol):
@@ -352,6 +422,7 @@ class Stores:
     deliveries: DeliveryLog
     timers: ActiveTimers
     changes: ChangeStream
+    finder: Finder
 
 
 class SecretBox(Protocol):

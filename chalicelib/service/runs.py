@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from ..domain import ids
 from ..domain.errors import ConcurrentModification, Conflict, NotFound
-from ..domain.model import Run, RunAggregate, Stage, StageSpec, change_status, new_run
+from ..domain.model import Run, RunAggregate, RunMetadata, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageType
@@ -36,22 +36,28 @@ def stage_specs(body: CreateRunIn) -> list[StageSpec]:
         else:
             specs.append(StageSpec(type=entry.type.value, name=entry.name or entry.type.value,
                                    timeout_seconds=entry.timeout_seconds, approval=entry.approval,
-                                   expected_seconds=entry.expected_seconds))
+                                   expected_seconds=entry.expected_seconds,
+                                   environment=entry.environment))
     return specs
 
 
-def create_run(ctx: ServiceContext, body: CreateRunIn) -> RunAggregate:
+def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = None) -> RunAggregate:
     """Two round trips: the pipeline's counter (one ADD, which also returns the stage layout
-    kept on the pipeline), then run + stages in one transaction, which also stores this run's
-    layout on the pipeline when it differs (``schedule`` repeats the latest layout)."""
-    counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline)
+    kept on the pipeline and records the pipeline's latest activity), then run + stages in one
+    transaction, which also stores this run's layout on the pipeline when it differs
+    (``schedule`` repeats the latest layout). ``actor`` (who creates it: the token's name) is
+    recorded on the run; a client cannot set it."""
+    now = ctx.clock.now()
+    counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline, at=now)
     specs = stage_specs(body)
     plain, secret = _variables_of(body)
     aggregate = new_run(
-        body.pipeline, counter, specs, ctx.clock.now(),
-        commit=body.commit.model_dump(exclude_none=True) if body.commit else None,
+        body.pipeline, counter, specs, now,
+        commit=body.commit.recorded() if body.commit else None,
         trigger=body.trigger, variables=plain,
         timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance,
+        metadata=RunMetadata(branch=body.branch, actor=actor, source_url=body.source_url,
+                             source="native", environment=body.environment),
     )
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
         apply_variables(aggregate, secret, ctx.settings.secret_pepper)

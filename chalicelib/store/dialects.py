@@ -52,14 +52,20 @@ class DialectLookups:
             pipeline, RunItem.counter.between(max(low, 1), high), scan_index_forward=False,
         )
         runs = [run_from_item(item) for item in results]
-        missing = [run for run in runs if run.stage_summary is None]
-        if with_stages and missing:
-            summaries: dict[str, list[dict]] = {run.id: [] for run in missing}
-            counters = [run.counter for run in missing]
-            for item in self._stage.by_pipeline.query(pipeline, StageItem.listed_at.between(
-                    min(counters) * STAGE_SLOTS, max(counters) * STAGE_SLOTS + STAGE_SLOTS - 1)):
-                if item.run_id in summaries:
-                    summaries[item.run_id].append(summary_from_item(item))
-            for run in missing:
-                run.stage_summary = sorted(summaries[run.id], key=lambda entry: entry["position"])
-        return runs
+        return with_summaries(self._stage, pipeline, runs) if with_stages else runs
+
+
+def with_summaries(stage_model: type[StageItem], pipeline: str, runs: list[Run]) -> list[Run]:
+    """``runs`` (of ``pipeline``) each with its stage summary: one Query on stagesByPipeline over
+    their range of counters (none when every run carries its own: the previous layout)."""
+    missing = [run for run in runs if run.stage_summary is None]
+    if missing:
+        summaries: dict[str, list[dict]] = {run.id: [] for run in missing}
+        counters = [run.counter for run in missing]
+        for item in stage_model.by_pipeline.query(pipeline, StageItem.listed_at.between(
+                min(counters) * STAGE_SLOTS, max(counters) * STAGE_SLOTS + STAGE_SLOTS - 1)):
+            if item.run_id in summaries:
+                summaries[item.run_id].append(summary_from_item(item))
+        for run in missing:
+            run.stage_summary = sorted(summaries[run.id], key=lambda entry: entry["position"])
+    return runs

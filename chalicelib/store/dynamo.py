@@ -15,6 +15,7 @@ from ..settings import Settings
 from .active import ActiveTimers
 from .deliveries import DeliveryLog
 from .dialects import DialectLookups
+from .finder import Finder
 from .idempotency import IdempotencyStore
 from .models import item_models
 from .pipelines import PipelineStore
@@ -36,5 +37,5 @@ def build_stores(settings: Settings) -> Stores:
         dialects=DialectLookups(items), idempotency=IdempotencyStore(items, writer),
         tokens=TokenStore(items, writer), sources=SourceStore(items, writer),
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
-        timers=ActiveTimers(items), changes=StreamDecoder(),
+        timers=ActiveTimers(items), changes=StreamDecoder(), finder=Finder(items, codec),
     )

@@ -40,11 +40,13 @@ from ..service.ports import (
     DueQuery,
     DueTimer,
     Record,
+    RunFilter,
     StoredSession,
     StoredSource,
     StoredSubscription,
     StoredToken,
     Stores,
+    WaitingStage,
 )
 from ..settings import Settings
 from .stream import NO_DEADLINE, armed_timer, state_change
@@ -296,7 +298,8 @@ class MemoryPipelineStore:
         with self.db.lock:
             return copy.deepcopy(self.db.pipelines.get(pipeline))
 
-    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False,
+                      at: datetime | None = None) -> tuple[int, dict | None]:
         with self.db.lock:
             found = self.db.pipelines.get(pipeline)
             if require_layout and (found is None or found.layout is None):
@@ -306,6 +309,8 @@ class MemoryPipelineStore:
             if found is None:
                 found = self.db.pipelines[pipeline] = Pipeline(name=pipeline)
             found.counter += 1
+            if at is not None:
+                found.last_activity = _millis(at)
             return found.counter, copy.deepcopy(found.layout)
 
     def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
@@ -357,6 +362,69 @@ class MemoryDialectLookups:
             runs = [copy.deepcopy(a.run) for a in self.db.runs.values()
                     if a.run.pipeline == pipeline and max(low, 1) <= a.run.counter <= high]
         return sorted(runs, key=lambda r: r.counter, reverse=True)
+
+
+def _after_key(items: list, limit: int, key: Callable[[object], str], codec: CursorCodec, scope: str,
+               cursor: str | None) -> tuple[list, str | None]:
+    """``items`` sorted oldest first (ascending ``key``); the cursor holds the last key returned."""
+    if cursor:
+        payload = codec.open(scope, cursor)
+        after = payload.get("after")
+        if set(payload) != {"after"} or not isinstance(after, str):
+            raise BadRequest(INVALID)
+        items = [item for item in items if key(item) > after]
+    page = items[:limit]
+    more = len(items) > limit
+    return page, codec.seal(scope, {"after": key(page[-1])}) if more and page else None
+
+
+class MemoryFinder:
+    """``Finder`` over the memory database: the same orders, filters, reach and cursor scopes."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def list_pipelines(self, reach: frozenset[str] | None, limit: int,
+                       cursor: str | None) -> tuple[list[Pipeline], str | None]:
+        with self.db.lock:
+            found = [copy.deepcopy(p) for p in self.db.pipelines.values()
+                     if p.last_activity is not None and (reach is None or p.name in reach)]
+
+        def key(pipeline) -> str:
+            return f"{format_iso(pipeline.last_activity)}#{pipeline.name}"
+        found.sort(key=key, reverse=True)
+        scope = "pipelines" if reach is None else "pipelines/within"
+        return _page(found, limit, key, self.db.codec, scope, cursor)
+
+    def recent_runs(self, pipeline: str, count: int) -> list[Run]:
+        with self.db.lock:
+            runs = [copy.deepcopy(a.run) for a in self.db.runs.values() if a.run.pipeline == pipeline]
+        return sorted(runs, key=lambda r: r.counter, reverse=True)[:count]
+
+    def waiting_approvals(self, reach: frozenset[str] | None, limit: int,
+                          cursor: str | None) -> tuple[list[WaitingStage], str | None]:
+        with self.db.lock:
+            found = [WaitingStage(copy.deepcopy(stage), copy.deepcopy(a.run))
+                     for a in self.db.runs.values() if reach is None or a.run.pipeline in reach
+                     for stage in a.stages if stage.status == StageStatus.WAITING_FOR_APPROVAL]
+
+        def key(entry) -> str:
+            return f"{format_iso(entry.stage.waiting_since)}#{entry.stage.id}"
+        found.sort(key=key)
+        scope = "approvals" if reach is None else "approvals/within"
+        return _after_key(found, limit, key, self.db.codec, scope, cursor)
+
+    def search_runs(self, filters: RunFilter, reach: frozenset[str] | None, limit: int,
+                    cursor: str | None) -> tuple[list[Run], str | None]:
+        with self.db.lock:
+            found = [copy.deepcopy(a.run) for a in self.db.runs.values()
+                     if (reach is None or a.run.pipeline in reach) and filters.matches(a.run)]
+
+        def key(run) -> str:
+            return f"{format_iso(run.created_at)}#{run.id}"
+        found.sort(key=key, reverse=True)
+        scope = f"{filters.scope()}/{'all' if reach is None else 'within'}"
+        return _page(found, limit, key, self.db.codec, scope, cursor)
 
 
 class MemoryIdempotencyStore:
@@ -603,5 +671,5 @@ def build_stores(settings: Settings) -> Stores:
         dialects=MemoryDialectLookups(db), idempotency=MemoryIdempotencyStore(db),
         tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
-        timers=MemoryActiveTimers(db), changes=MemoryChangeStream(),
+        timers=MemoryActiveTimers(db), changes=MemoryChangeStream(), finder=MemoryFinder(db),
     )

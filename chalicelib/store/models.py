@@ -87,7 +87,23 @@ LISTED_ATTRIBUTES = [
     "started_at", "ended_at", "duration_ms", "commit", "trigger", "variables", "timeout_seconds",
     "auto_advance", "secrets", "cancellation", "stage_summary",
     "name", "paused", "pause_cause", "paused_by", "paused_at", "layout",
+    # the run's metadata (issue 13): set at create, never changed, so never a write of its own
+    "branch", "actor", "source_url", "source", "environment",
 ]
+# The indexes people search runs by (store/finder.py): keys only, plus ``kind`` (PynamoDB reads an
+# item's class from it) -- a search reads the runs it keeps by key (BatchGetItem). Their keys are
+# set once, at create, on run items only (sparse), so no later change of a run or a stage writes
+# an entry in them; ``runsByTime`` also holds the run's status, so a search by status reads only
+# the runs it returns (a change of the run's status rewrites that one entry).
+SEARCH_INDEXES = {  # index name -> its hash key attribute (range: created_key)
+    "runsByTime": "run_feed", "runsByBranch": "branch", "runsByActor": "actor",
+    "runsByCommit": "commit_sha", "runsBySource": "source",
+}
+SEARCH_PROJECTION = {"runsByTime": ["kind", "status"]}  # the others: ["kind"]
+RUN_FEED = "RUNS"  # every run's run_feed: the runsByTime index is one time line
+PIPELINE_FEED = "PIPELINES"  # every pipeline's pipe_feed (pipelinesByActivity)
+PIPELINE_LISTED = ["kind", "name", "paused", "counter"]  # what GET /api/pipelines shows of one
+WAITING_FEED = "WAITING"  # a stage waiting for approval: its approval_feed (approvalsWaiting)
 # What the stagesByPipeline index holds of a stage item: its summary in a run listing
 # (model.stage_summary), for GoCD's pipeline and stage histories.
 SUMMARY_ATTRIBUTES = ["kind", "run_id", "position", "name", "type", "status", "attempt", "approval",
@@ -141,6 +157,60 @@ class PipelinesByBuddyId(GlobalSecondaryIndex):
     counter = NumberAttribute(range_key=True)
 
 
+class PipelinesByActivity(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "pipelinesByActivity"
+        projection = IncludeProjection(PIPELINE_LISTED)
+
+    pipe_feed = UnicodeAttribute(hash_key=True)
+    last_activity = UnicodeAttribute(range_key=True)
+
+
+class RunsByTime(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "runsByTime"
+        projection = IncludeProjection(SEARCH_PROJECTION["runsByTime"])
+
+    run_feed = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class RunsByBranch(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "runsByBranch"
+        projection = IncludeProjection(["kind"])
+
+    branch = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class RunsByActor(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "runsByActor"
+        projection = IncludeProjection(["kind"])
+
+    actor = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class RunsByCommit(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "runsByCommit"
+        projection = IncludeProjection(["kind"])
+
+    commit_sha = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class RunsBySource(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "runsBySource"
+        projection = IncludeProjection(["kind"])
+
+    source = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
 class PipelineItem(BaseItem, discriminator="pipeline"):
     name = UnicodeAttribute()
     counter = NumberAttribute(default=0)
@@ -156,8 +226,14 @@ class PipelineItem(BaseItem, discriminator="pipeline"):
     codearts_key = UnicodeAttribute(null=True, attr_name="pipeline")
     buddy_key = UnicodeAttribute(null=True, attr_name="pipeline_status")
 
+    # GET /api/pipelines: set with every run number claimed (the new run's creation time), so a
+    # pipeline moves to the top of the pipelinesByActivity index with each run, at no extra write.
+    pipe_feed = UnicodeAttribute(null=True)
+    last_activity = UnicodeAttribute(null=True)
+
     by_codearts_job = PipelinesByCodeArtsJob()
     by_buddy_id = PipelinesByBuddyId()
+    by_activity = PipelinesByActivity()
 
 
 
@@ -214,6 +290,16 @@ class RunItem(BaseItem, discriminator="run"):
     n_skipped = NumberAttribute(null=True, attr_name="n_SKIPPED")
     seq = NumberAttribute(null=True)
     last_end = UnicodeAttribute(null=True)
+    # Where the run comes from (model.RunMetadata), and its keys in the search indexes
+    # (SEARCH_INDEXES): written once, with the run.
+    branch = UnicodeAttribute(null=True)
+    actor = UnicodeAttribute(null=True)
+    source_url = UnicodeAttribute(null=True)
+    source = UnicodeAttribute(null=True)
+    environment = UnicodeAttribute(null=True)
+    commit_sha = UnicodeAttribute(null=True)  # the commit's hash, lower case
+    run_feed = UnicodeAttribute(null=True)
+    created_key = UnicodeAttribute(null=True)  # "<created_at>#<run id>": newest first, unique
     # A change too big for one transaction, committed here first and then written to its stage
     # items in chunks (repository.py, "big runs"): readers apply it, writers complete it first.
     intent_id = UnicodeAttribute(null=True)
@@ -226,6 +312,11 @@ class RunItem(BaseItem, discriminator="run"):
 
     by_pipeline = RunsByPipeline()
     by_pipeline_status = RunsByPipelineStatus()
+    by_time = RunsByTime()
+    by_branch = RunsByBranch()
+    by_actor = RunsByActor()
+    by_commit = RunsByCommit()
+    by_source = RunsBySource()
 
 
 class ActiveStages(GlobalSecondaryIndex):
@@ -237,6 +328,17 @@ class ActiveStages(GlobalSecondaryIndex):
 
     active_shard = UnicodeAttribute(hash_key=True)
     due_at = UnicodeAttribute(range_key=True)
+
+
+class ApprovalsWaiting(GlobalSecondaryIndex):
+    """Sparse: only a stage in WAITING_FOR_APPROVAL carries these keys; oldest first."""
+
+    class Meta:
+        index_name = "approvalsWaiting"
+        projection = IncludeProjection(["kind"])
+
+    approval_feed = UnicodeAttribute(hash_key=True)
+    waiting_key = UnicodeAttribute(range_key=True)  # "<waiting_since>#<stage id>"
 
 
 class StagesByPipeline(GlobalSecondaryIndex):
@@ -286,10 +388,15 @@ class StageItem(BaseItem, discriminator="stage"):
     # Its place in the stagesByPipeline index: pipeline, run counter * STAGE_SLOTS + position.
     listed_pipeline = UnicodeAttribute(null=True)
     listed_at = NumberAttribute(null=True)
+    environment = UnicodeAttribute(null=True)
+    # Its place in the approvalsWaiting index, only while it waits for approval.
+    approval_feed = UnicodeAttribute(null=True)
+    waiting_key = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     active = ActiveStages()
     by_pipeline = StagesByPipeline()
+    waiting = ApprovalsWaiting()
 
 
 class AttemptItem(BaseItem, discriminator="attempt"):

@@ -29,7 +29,7 @@ def pipeline_from_item(item: PipelineItem) -> Pipeline:
         name=item.name, paused=bool(item.paused), pause_cause=item.pause_cause,
         paused_by=item.paused_by, paused_at=parse_iso(item.paused_at),
         layout=None if item.layout is None else json.loads(item.layout),
-        counter=int(item.counter or 0),
+        counter=int(item.counter or 0), last_activity=parse_iso(item.last_activity),
     )
 
 
@@ -77,7 +77,8 @@ class PipelineStore:
                     raise
         raise ConcurrentModification(f"pipeline {item.name or item.pk!r} is busy; retry")
 
-    def claim_counter(self, pipeline: str, *, require_layout: bool = False) -> tuple[int, dict | None]:
+    def claim_counter(self, pipeline: str, *, require_layout: bool = False,
+                      at=None) -> tuple[int, dict | None]:
         """The next run number (one atomic ADD, refused while paused) and the stored layout.
 
         With ``require_layout`` the pipeline must already have run: a pipeline without a layout
@@ -96,6 +97,9 @@ class PipelineStore:
             PipelineItem.codearts_key.set(dialect_ids.codearts_key(pipeline)),
             PipelineItem.buddy_key.set(dialect_ids.buddy_key(pipeline)),
         ]
+        if at is not None:  # its place in pipelinesByActivity (GET /api/pipelines), same write
+            actions += [PipelineItem.pipe_feed.set(models.PIPELINE_FEED),
+                        PipelineItem.last_activity.set(format_iso(at))]
         try:
             self._update(item, actions, condition)
         except UpdateError as error:

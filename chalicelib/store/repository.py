@@ -183,11 +183,28 @@ def run_to_item(model: type[RunItem], run: Run, stages: Sequence[Stage] = ()) ->
         timeout_seconds=run.timeout_seconds, auto_advance=run.auto_advance or None,
         seq=(run.seq or 0) + 1,
         last_end=format_iso(max((s.ended_at for s in stages if s.ended_at is not None), default=None)),
-        **_version(run.version),
+        **_metadata(run), **_version(run.version),
     )
     for status, count in status_counts(list(stages)).items():
         setattr(item, f"n_{status.value.lower()}", count)
     return item
+
+
+def _metadata(run: Run) -> dict:
+    """The run's metadata and its keys in the search indexes (models.SEARCH_INDEXES). An empty
+    text is no value: DynamoDB refuses an empty index key."""
+    commit = (run.commit or {}).get("hash")
+    return {
+        "branch": run.branch or None, "actor": run.actor or None, "source_url": run.source_url or None,
+        "source": run.source or None, "environment": run.environment or None,
+        "commit_sha": commit.lower() if isinstance(commit, str) and commit else None,
+        "run_feed": models.RUN_FEED, "created_key": created_key(run),
+    }
+
+
+def created_key(run: Run) -> str:
+    """A run's range key in the search indexes: newest first, and unique."""
+    return f"{format_iso(run.created_at)}#{run.id}"
 
 
 def run_from_item(item: RunItem) -> Run:
@@ -201,7 +218,8 @@ def run_from_item(item: RunItem) -> Run:
         secrets=_loads(item.secrets, {}), cancellation=_loads(item.cancellation),
         stage_summary=_loads(item.stage_summary),  # the previous layout's; now None
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
-        auto_advance=bool(item.auto_advance),
+        auto_advance=bool(item.auto_advance), branch=item.branch, actor=item.actor,
+        source_url=item.source_url, source=item.source, environment=item.environment,
         version=None if item.version is None else int(item.version),
         seq=None if item.seq is None else int(item.seq), stored=_stored_derived(item),
     )
@@ -226,12 +244,21 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
-        run_version=run_version, **_version(stage.version), **_listed(stage),
+        run_version=run_version, environment=stage.environment, **_version(stage.version),
+        **_listed(stage),
     )
     if stage.is_active:
         item.active_shard = active_shard(stage.id)
         item.due_at = format_iso(next_due(stage)) or NO_DEADLINE
+    if stage.status == StageStatus.WAITING_FOR_APPROVAL:
+        item.approval_feed = models.WAITING_FEED
+        item.waiting_key = waiting_key(stage)
     return item
+
+
+def waiting_key(stage: Stage) -> str:
+    """A waiting stage's range key in the approvalsWaiting index: waiting longest first."""
+    return f"{format_iso(stage.waiting_since or stage.updated_at)}#{stage.id}"
 
 
 def _listed(stage: Stage) -> dict:
@@ -269,7 +296,7 @@ def stage_from_item(item: StageItem) -> Stage:
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
         first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
-        waiting_since=parse_iso(item.waiting_since),
+        waiting_since=parse_iso(item.waiting_since), environment=item.environment,
         version=None if item.version is None else int(item.version),
     )
 

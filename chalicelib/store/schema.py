@@ -4,7 +4,13 @@ from __future__ import annotations
 import time
 
 from ..settings import Settings
-from .models import LISTED_ATTRIBUTES, SUMMARY_ATTRIBUTES
+from .models import (
+    LISTED_ATTRIBUTES,
+    PIPELINE_LISTED,
+    SEARCH_INDEXES,
+    SEARCH_PROJECTION,
+    SUMMARY_ATTRIBUTES,
+)
 
 TTL_ATTRIBUTE = "expires_at"
 
@@ -24,6 +30,9 @@ def table_definition(table_name: str) -> dict:
             {"AttributeName": "due_at", "AttributeType": "S"},
             {"AttributeName": "listed_pipeline", "AttributeType": "S"},
             {"AttributeName": "listed_at", "AttributeType": "N"},
+            *({"AttributeName": name, "AttributeType": "S"} for name in (
+                *SEARCH_INDEXES.values(), "created_key", "pipe_feed", "last_activity",
+                "approval_feed", "waiting_key")),
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -67,6 +76,26 @@ def table_definition(table_name: str) -> dict:
                 ],
                 "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(SUMMARY_ATTRIBUTES)},
             },
+            # issue 13: what people browse by (store/finder.py); keys set sparsely (models.py)
+            *({
+                "IndexName": index,
+                "KeySchema": [{"AttributeName": key, "KeyType": "HASH"},
+                              {"AttributeName": "created_key", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "INCLUDE",
+                               "NonKeyAttributes": SEARCH_PROJECTION.get(index, ["kind"])},
+            } for index, key in SEARCH_INDEXES.items()),
+            {
+                "IndexName": "pipelinesByActivity",
+                "KeySchema": [{"AttributeName": "pipe_feed", "KeyType": "HASH"},
+                              {"AttributeName": "last_activity", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(PIPELINE_LISTED)},
+            },
+            {
+                "IndexName": "approvalsWaiting",
+                "KeySchema": [{"AttributeName": "approval_feed", "KeyType": "HASH"},
+                              {"AttributeName": "waiting_key", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["kind"]},
+            },
         ],
         "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     }
@@ -82,21 +111,44 @@ def dynamodb_client(settings: Settings):
 
 
 def ensure_tables(settings: Settings, client=None) -> bool:
-    """Create the table (and its TTL setting) if missing. Returns True if it was created."""
+    """Create the table (and its TTL setting) if missing, or add the indexes a table made by an
+    earlier version lacks (one UpdateTable each, as DynamoDB allows; items written before get
+    their keys in them with their next write). Returns True if the table was created."""
     client = client or dynamodb_client(settings)
     try:
-        client.describe_table(TableName=settings.table_name)
-        return False
+        existing = client.describe_table(TableName=settings.table_name)["Table"]
     except client.exceptions.ResourceNotFoundException:
-        pass
+        existing = None
+    if existing is not None:
+        _add_missing_indexes(client, settings.table_name, existing)
+        return False
     client.create_table(**table_definition(settings.table_name))
-    for _ in range(600):
-        status = client.describe_table(TableName=settings.table_name)["Table"]["TableStatus"]
-        if status == "ACTIVE":
-            break
-        time.sleep(0.1)
+    _wait_active(client, settings.table_name)
     client.update_time_to_live(
         TableName=settings.table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
     )
     return True
+
+
+def _wait_active(client, table_name: str) -> None:
+    for _ in range(600):
+        table = client.describe_table(TableName=table_name)["Table"]
+        if table["TableStatus"] == "ACTIVE" and all(
+                index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+                for index in table.get("GlobalSecondaryIndexes", [])):
+            return
+        time.sleep(0.1)
+
+
+def _add_missing_indexes(client, table_name: str, existing: dict) -> None:
+    definition = table_definition(table_name)
+    present = {index["IndexName"] for index in existing.get("GlobalSecondaryIndexes", [])}
+    types = {a["AttributeName"]: a for a in definition["AttributeDefinitions"]}
+    for index in definition["GlobalSecondaryIndexes"]:
+        if index["IndexName"] in present:
+            continue
+        keys = [types[k["AttributeName"]] for k in index["KeySchema"]]
+        client.update_table(TableName=table_name, AttributeDefinitions=keys,
+                            GlobalSecondaryIndexUpdates=[{"Create": index}])
+        _wait_active(client, table_name)

@@ -87,6 +87,8 @@ def expected_for(identity, path, method, names_pipeline):
             return 403 if path in gocd.CURRENT_ONLY else 401
         return 403
     if identity == "operate on another pipeline" and spec.acts_on.rule != auth.OWN_RECORDS:
+        if not names_pipeline and spec.acts_on.optional:
+            return "ok"  # a search across the pipelines it may see (tests/integration/test_browse.py)
         return 404 if names_pipeline else 403
     return "ok"
 
@@ -191,7 +193,7 @@ def test_matrix_covers_the_native_routes_with_known_answers():
         ("PATCH", "/api/stages/{stage_id}"): ("operate", 404),
         ("GET", "/api/stages"): ("read", 404),
         ("POST", "/api/runs"): ("operate", 404),
-        ("GET", "/api/runs"): ("read", 404),
+        ("GET", "/api/runs"): ("read", "ok"),  # pipeline is optional: ?pipeline=other is 404
         ("POST", "/api/tokens"): ("admin", 403),
         ("GET", "/api/tokens"): ("admin", 403),
         ("DELETE", "/api/tokens/{token_id}"): ("admin", 403),

@@ -17,7 +17,10 @@ NULLABLE = {"$.branch", "$.creator", "$.from_revision.url", "$.from_revision.htm
             "$.from_revision.author_date", "$.from_revision.commit_date", "$.to_revision.url",
             "$.to_revision.html_url", "$.to_revision.author_date", "$.to_revision.commit_date",
             *(f"$.{rev}.{who}.{field}" for rev in ("from_revision", "to_revision")
-              for who in ("committer", "author") for field in ("url", "html_url", "id", "avatar_url"))}
+              for who in ("committer", "author") for field in ("url", "html_url", "id", "avatar_url")),
+            # issue 13: a run's branch and creator, with what stagetrack does not know of them
+            "$.branch.url", "$.branch.html_url", "$.creator.url", "$.creator.html_url", "$.creator.id",
+            "$.creator.avatar_url"}
 
 # The reference's example body, verbatim.
 APPLY_VARIABLES = '''{
@@ -54,9 +57,9 @@ def patch(client, path, body, token):
 def execution(client):
     """Pipeline "dev" (with a commit) run 1: "Upload files to dev" running, then a manual gate."""
     created = client.post("/api/runs", {
-        "pipeline": "dev",
+        "pipeline": "dev", "branch": "master",
         "commit": {"hash": "506a3963507943d6908154f4bc9646e829128a08", "message": "init repo\n",
-                   "committer": "Mike Benson"},
+                   "committer": "Mike Benson", "committedAt": "2016-01-19T12:36:33Z"},
         "stages": [{"type": "BUILD", "name": "Upload-files-to-dev"},
                    {"type": "DEPLOY_PROD", "name": "deploy", "approval": "MANUAL"}]})
     assert created.status_code == 201
@@ -91,6 +94,11 @@ def test_apply_variables_replays_the_reference_example(client, execution, ddb_ca
         (1, "INPROGRESS", "CLICK", False)
     assert body["start_date"] == "2026-03-20T17:17:13.760Z" and body["finish_date"] is None
     assert body["to_revision"]["revision"] == "506a3963507943d6908154f4bc9646e829128a08"
+    assert body["to_revision"]["commit_date"] == "2016-01-19T12:36:33.000Z"
+    # the run's branch and creator (issue 13; null before)
+    assert body["branch"] == {"url": None, "html_url": None, "name": "master", "default": False}
+    assert body["creator"] == {"url": None, "html_url": None, "id": None, "name": "bootstrap admin",
+                               "avatar_url": None}
     assert body["pipeline"] == {
         "url": base, "html_url": "http://api.buddy.example/api/pipelines/dev/status", "id": pipeline_id,
         "name": "dev", "on": "CLICK", "refs": [], "last_execution_status": "INPROGRESS",

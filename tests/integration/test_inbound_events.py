@@ -89,6 +89,22 @@ def test_a_codepipeline_execution_becomes_a_run(lam, ctx):
     )
 
 
+def test_codepipeline_and_codebuild_runs_record_who_started_them_and_their_console_page(lam, ctx):
+    """Issue 13: the official example events' initiator and execution, as the run's metadata."""
+    invoke(lam, "aws_ci_events", load("codepipeline_pipeline_started"))
+    run = runs.get_run(ctx, PIPELINE_RUN).run
+    assert (run.source, run.actor, run.source_url) == (
+        "codepipeline", "my-user",
+        "https://us-east-1.console.aws.amazon.com/codesuite/codepipeline/pipelines/myPipeline/executions/"
+        "12345678-1234-5678-abcd-12345678abcd/timeline?region=us-east-1")
+    invoke(lam, "aws_ci_events", load("codebuild_build_state_change"))
+    build = runs.get_run(ctx, "my-sample-project:1").run
+    assert (build.source, build.actor, build.source_url) == (
+        "codebuild", "MyCodeBuildDemoUser",
+        "https://us-west-2.console.aws.amazon.com/codesuite/codebuild/projects/my-sample-project/build/"
+        "my-sample-project%3A8745a7a9-c340-456a-9166-edf953571bEX?region=us-west-2")
+
+
 def test_a_rejected_approval_fails_the_run(lam, ctx):
     invoke(lam, "aws_ci_events", load("codepipeline_action_approval_started"))
     invoke(lam, "aws_ci_events", codepipeline("codepipeline_action_approval_started", "e-2", state="FAILED"))

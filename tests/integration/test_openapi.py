@@ -71,8 +71,11 @@ def test_request_bodies_come_from_the_pydantic_models(document):
         document["components"]["schemas"]["CreateRunIn"]["properties"]["stages"]["anyOf"][0]["maxItems"] == 50
     )
     query = {p["name"]: p for p in document["paths"]["/api/runs"]["get"]["parameters"]}
-    assert query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
-                                                                           "type": "integer"}
+    # a search across pipelines since issue 13: pipeline is one filter among others
+    assert not query["pipeline"]["required"] and query["limit"]["schema"] == {"maximum": 100, "minimum": 1,
+                                                                               "type": "integer"}
+    filters = {"status", "branch", "actor", "commit", "source", "createdFrom", "createdTo", "cursor"}
+    assert filters <= set(query)
 
 
 def test_real_responses_conform_to_the_document(client, clock, document):

@@ -142,3 +142,18 @@ def test_a_context_type_that_contradicts_the_cloudevent_is_422(client, token):
     response = post_cdevent(client, payload, token=token,
                             headers={"ce-type": "dev.cdevents.pipelinerun.started.0.2.0"})
     assert response.status_code == 422
+
+
+def test_the_pipeline_runs_url_is_recorded_as_its_source(client, token):
+    """Issue 13: a pipelineRun's ``url`` (the run in the sender's system) is the run's sourceUrl."""
+    post_cdevent(client, load("cdevents_pipelinerun_queued"), token=token, mode="binary")
+    run = client.get(f"/api/runs/{RUN}").json
+    assert (run["sourceUrl"], run["source"], run["actor"], run["branch"]) == (
+        "https://www.example.com/mySubject123", "cdevents", None, None)
+
+
+def test_a_url_that_is_no_web_link_is_not_recorded(client, token):
+    event = load("cdevents_pipelinerun_queued")
+    event["subject"]["content"]["url"] = "javascript:alert(document.cookie)"
+    assert post_cdevent(client, event, token=token, mode="binary").status_code == 200
+    assert client.get(f"/api/runs/{RUN}").json["sourceUrl"] is None

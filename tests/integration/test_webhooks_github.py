@@ -80,8 +80,14 @@ def test_a_workflow_run_and_its_job_become_a_run_and_a_stage(client, secret, clo
         "hash": "e3103f8eb03e1ad7f2331c5446b23c070fc54055",
         "message": "Update README.md",
         "committer": "Octo Cat",
+        "committedAt": "2021-06-15T19:22:14.000Z",  # head_commit.timestamp
     }
     assert run["trigger"] == "github:push"
+    # issue 13: what the sender says of its run (the official example payload's values)
+    assert {key: run[key] for key in ("branch", "actor", "sourceUrl", "source")} == {
+        "branch": "main", "actor": "octocat",
+        "sourceUrl": "https://github.com/octo-org/example-workflow/actions/runs/940463255",
+        "source": "github"}
 
     for delivery, name in (("d-2", "queued"), ("d-3", "in_progress"), ("d-4", "completed")):
         response = post_github(client, "workflow_job", load(f"github_workflow_job_{name}"), secret=secret,
@@ -367,3 +373,19 @@ def test_a_long_workflow_name_still_makes_a_valid_pipeline_name(client, secret):
     assert len(pipeline) == 100 and pipeline.startswith("octo-org.example-workflow.Build-Test-Build-Test")
     assert client.get(f"/api/runs/{response.json['runId']}").status_code == 200
 
+
+
+def test_a_run_made_by_a_job_event_gets_what_its_run_event_says_later_and_keeps_it(client, secret):
+    """Issue 13: metadata a first event did not carry is recorded by a later one, never changed."""
+    job = variant("github_workflow_job_queued", **{"workflow_job.head_branch": None, "sender": None})
+    assert post_github(client, "workflow_job", job, secret=secret, delivery="j-1").json["runCreated"] is True
+    before = client.get(f"/api/runs/{RUN}").json
+    assert (before["branch"], before["actor"], before["source"]) == (None, None, "github")
+    assert before["sourceUrl"] == "https://github.com/octo-org/example-workflow/actions/runs/940463255"
+    post_github(client, "workflow_run", load("github_workflow_run_requested"), secret=secret, delivery="r-1")
+    after = client.get(f"/api/runs/{RUN}").json
+    assert (after["branch"], after["actor"]) == ("main", "octocat")
+    later = variant("github_workflow_run_completed", **{"workflow_run.head_branch": "other"})
+    post_github(client, "workflow_run", later, secret=secret, delivery="r-2")
+    assert client.get(f"/api/runs/{RUN}").json["branch"] == "main"
+    assert [r["id"] for r in client.get("/api/runs?branch=main&source=github").json["items"]] == [RUN]

@@ -293,3 +293,22 @@ def test_payloads_gitlab_would_not_send_are_422(client, token, event, change, fi
     assert response.status_code == 422
     assert any(d["field"] == field for d in response.json["error"]["details"])
     assert client.get(f"/api/runs?pipeline={PIPELINE}").json["items"] == []
+
+
+def test_the_run_records_what_gitlab_says_of_its_pipeline(client, token):
+    """Issue 13: branch (ref), actor (the user), the pipeline's page, the commit's time, source."""
+    post_gitlab(client, "Pipeline Hook", load("gitlab_pipeline_hook"), token=token)
+    run = client.get(f"/api/runs/{RUN}").json
+    assert {key: run[key] for key in ("branch", "actor", "sourceUrl", "source")} == {
+        "branch": "master", "actor": "root", "source": "gitlab",
+        "sourceUrl": "http://example.com/gitlab-org/gitlab-test/-/pipelines/2366"}
+    assert run["commit"]["committedAt"] == "2016-08-12T15:23:21.000Z"
+    assert [r["id"] for r in client.get("/api/runs?source=gitlab&branch=master").json["items"]] == [RUN]
+
+
+def test_a_job_hook_first_records_its_pipeline_from_the_job(client, token):
+    response = post_gitlab(client, "Job Hook", load("gitlab_job_hook"), token=token)
+    run = client.get(f"/api/runs/{response.json['runId']}").json
+    assert {key: run[key] for key in ("branch", "actor", "sourceUrl", "source")} == {
+        "branch": "gitlab-script-trigger", "actor": "user", "source": "gitlab",
+        "sourceUrl": "http://192.168.64.1:3005/gitlab-org/gitlab-test/-/pipelines/2366"}

@@ -22,12 +22,13 @@ from chalicelib.domain.model import run_status_of, stage_summary
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.service import pipelines, runs
-from chalicelib.store.models import RUN_SK, run_pk, stage_sk
+from chalicelib.store.models import RUN_SK, SEARCH_INDEXES, run_pk, stage_sk
 from tests.fixtures.backends import items_of
 from tests.fixtures.capacity import measure
 
 pytestmark = pytest.mark.ddb_local
-RUN_INDEXES = ("byPipeline", "byPipelineStatus")
+# the run's own indexes, issue 13's search indexes included (tests/integration/test_browse_local.py)
+RUN_INDEXES = ("byPipeline", "byPipelineStatus", *SEARCH_INDEXES)
 
 
 def create(ctx, pipeline: str, stages: int):

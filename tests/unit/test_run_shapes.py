@@ -35,7 +35,9 @@ def test_a_new_run_and_its_stages_on_the_wire():
     stages = view.pop("stages")
     assert view == {
         "id": "web:7", "pipeline": "web", "counter": 7, "status": "IDLE", "createdAt": T0, "updatedAt": T0,
-        "startedAt": None, "endedAt": None, "duration": None, "commit": {"sha": "abc"}, "trigger": "push",
+        "startedAt": None, "endedAt": None, "duration": None, "commit": {"sha": "abc", "committedAt": None},
+        "trigger": "push", "branch": None, "actor": None, "sourceUrl": None, "source": None,
+        "environment": None,
         "variables": {"A": "1"}, "secretVariables": [], "timeoutSeconds": 600, "autoAdvance": True,
         "cancellation": None, "version": None,
     }
@@ -44,11 +46,13 @@ def test_a_new_run_and_its_stages_on_the_wire():
          "endedAt": None, "duration": None, "status": "IDLE", "runId": "web:7", "name": "build",
          "position": 1,
          "approval": "AUTO", "timeoutSeconds": 30, "expectedSeconds": 10, "timesOutAt": None, "attempt": 1,
-         "attemptCount": 1, "approvalDecision": None, "allowFailure": False, "version": None},
+         "attemptCount": 1, "approvalDecision": None, "allowFailure": False, "environment": None,
+         "version": None},
         {"id": "web:7:2", "createdAt": T0, "updatedAt": T0, "type": "DEPLOY_PROD", "startedAt": None,
          "endedAt": None, "duration": None, "status": "IDLE", "runId": "web:7", "name": "ship", "position": 2,
          "approval": "MANUAL", "timeoutSeconds": 600, "expectedSeconds": None, "timesOutAt": None,
-         "attempt": 1, "attemptCount": 1, "approvalDecision": None, "allowFailure": False, "version": None},
+         "attempt": 1, "attemptCount": 1, "approvalDecision": None, "allowFailure": False,
+         "environment": "production", "version": None},
     ]
 
 
