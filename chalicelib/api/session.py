@@ -96,8 +96,8 @@ def get_session():
 
 
 @route(routes, "/api/session", methods=["DELETE"], scope="public", status=204,
-       openapi=_responses({"204": {"description": "signed out; the cookie cleared", "headers": _COOKIE_HEADER}},
-                          403, 429),
+       openapi=_responses({"204": {"description": "signed out; the cookie cleared",
+                                   "headers": _COOKIE_HEADER}}, 403, 429),
        summary="Sign out: the session stops working at once and its cookie is cleared")
 def sign_out():
     """A live session needs its CSRF token (another site cannot sign a visitor out); without a

@@ -83,8 +83,9 @@ def _sign_in(page, base: str, token: str) -> None:
 
 def _run(http, base: str, pipeline: str) -> dict:
     created = http.post(f"{base}/api/runs", json={
-        "pipeline": pipeline,
-        "commit": {"hash": "9fceb02d0ae598e95dc970b74767f19372d61af8", "message": "Fix the login page"},
+        "pipeline": pipeline, "branch": "main", "sourceUrl": "https://ci.example.com/web/builds/1",
+        "commit": {"hash": "9fceb02d0ae598e95dc970b74767f19372d61af8", "message": "Fix the login page",
+                   "committedAt": "2026-03-20T17:00:00.000Z"},
         "stages": [{"type": "BUILD", "timeoutSeconds": 600},
                    {"type": "DEPLOY_PROD", "approval": "MANUAL"}],
         "variables": {"REGION": "eu-west-1"},
@@ -134,7 +135,8 @@ def test_sign_in_see_a_pipeline_open_a_run_watch_it_move_and_approve_a_gate(stac
     expect(page.locator("#gantt .g-bar.g-live")).to_have_count(1)
     expect(page.locator("#gantt .g-deadline")).to_have_count(1)  # BUILD's timeout, marked
     expect(page.get_by_text("Fix the login page")).to_be_visible()
-    expect(page.locator("dl.meta a[href*='undefined']")).to_have_count(0)  # no source: no link
+    expect(page.locator("dl.meta a[href='https://ci.example.com/web/builds/1']")).to_have_count(1)
+    expect(page.locator("dl.meta")).to_contain_text("bootstrap admin")  # the actor
     expect(page.locator("#stages tr[data-stage='BUILD']")).not_to_contain_text("needs approval")
     page.evaluate("window.__notReloaded = true")
     _shot(page, "run-running")

@@ -109,7 +109,7 @@ def test_a_cookie_authenticated_write_needs_the_sessions_csrf_token(api):
     assert api.get("/api/runs?pipeline=web").json["items"] == []  # nothing was written
     created = api.post("/api/runs", create, headers=as_browser(session_id, body["csrfToken"]), auth=None)
     assert created.status_code == 201, created.json
-    assert created.json["pipeline"] == "web"
+    assert created.json["pipeline"] == "web" and created.json["actor"] == "dash"  # the token's name
     # reads need no CSRF token; bearer clients never do
     assert api.get("/api/runs/web:1", headers=as_browser(session_id), auth=None).status_code == 200
     assert api.post("/api/runs", create).status_code == 201
