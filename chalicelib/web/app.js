@@ -485,7 +485,8 @@ function drawGantt(el, run, receivedAt) {
   });
   const axis = h("div", { class: "g-axis" });
   for (let i = 0; i <= 4; i += 1) {
-    const tick = h("span", { class: "g-tick", text: `+${seconds((total * i) / 4000)}` });
+    const at = (total * i) / 4000;
+    const tick = h("span", { class: "g-tick", text: total < 10000 ? `+${at.toFixed(1)}s` : `+${seconds(at)}` });
     tick.style.left = `${i * 25}%`;
     axis.append(tick);
   }

@@ -221,3 +221,38 @@ def test_without_chromium_ci_fails_and_a_developer_is_told_how_to_get_it(monkeyp
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert re.search(r'"\$\{CI:-\}" = "true" \] && \[ ! -x /usr/bin/chromium \]', ci)
     assert "apt-get install -y -q --no-install-recommends chromium" in ci
+
+
+def test_keyboard_only_on_a_phone_in_the_dark(stack, browser):
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    run = _run(http, base, "dash-phone")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(base + "/")
+        expect(page.get_by_label("Token")).to_be_focused(timeout=WAIT_MS)  # focus starts in the field
+        page.keyboard.type(token)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
+        page.goto(f"{base}/#/runs/{run['id']}")
+        expect(page.locator("#stages tr[data-stage='BUILD']")).to_contain_text("idle", timeout=WAIT_MS)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(13, 17, 23)"  # the dark palette
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0  # nothing wider than the phone: wide tables scroll inside themselves
+        _shot(page, "run-phone-dark")
+
+        # the Cancel run dialog opens, takes focus and closes with Escape, without a write
+        page.get_by_role("button", name="Cancel run").focus()
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.get_by_label("Reason (optional)")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert http.get(f"{base}/api/runs/{run['id']}").json()["status"] != "CANCELLED"
+    finally:
+        context.close()
