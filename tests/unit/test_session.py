@@ -233,3 +233,14 @@ def test_the_page_has_no_inline_script_or_style_and_no_outside_host():
         text = (WEB_DIR / name).read_text()
         assert not re.search(r"https?://", text), name  # every asset and call is this origin's
         assert "innerHTML" not in text and "eval(" not in text, name
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_another_site_cannot_sign_a_browser_in_with_a_form(api, memory_ctx, content_type):
+    """A cross-site form or no-cors fetch can only send these media types: login CSRF is a 415."""
+    response = api.post("/api/session", raw=json.dumps({"token": api.admin_token}), auth=None,
+                        headers={"Content-Type": content_type})
+    assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_media_type"
+    assert "Set-Cookie" not in response.headers
+    assert memory_ctx.stores.tokens.db.sessions == {}  # type: ignore[attr-defined]
