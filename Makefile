@@ -66,8 +66,9 @@ test-integration: venv ddb-local ## integration tier: the store on moto and Dyna
 	@echo "==> integration tier (tests/integration)"
 	$(PYTEST) tests/integration
 
-test-e2e: venv ddb-local ## e2e tier: HTTP against chalice local + DynamoDB Local, schemathesis
+test-e2e: venv ddb-local ## e2e tier: HTTP against chalice local + DynamoDB Local, schemathesis, browser
 	@echo "==> e2e tier (tests/e2e)"
+	@test -x /usr/bin/chromium || echo "==> NOTE: /usr/bin/chromium is missing, so the dashboard's browser tests are skipped; install it with: sudo apt-get install -y chromium"
 	$(PYTEST) tests/e2e
 
 # Mutation testing (mutmut, [tool.mutmut] in pyproject.toml: the list of mutated modules is there)

@@ -11,8 +11,10 @@ from chalicelib.api import (
     native,
     openapi,
     operations,
+    session,
     subscriptions,
     tokens,
+    web,
     webhooks,
 )
 from chalicelib.events import inbound, outbound, timers
@@ -23,6 +25,7 @@ logging_setup.configure(app.log)  # JSON lines with request ids, secrets scrubbe
 app.register_blueprint(native.routes)
 app.register_blueprint(browse.routes)
 app.register_blueprint(tokens.routes)
+app.register_blueprint(session.routes)  # the dashboard's browser session
 app.register_blueprint(openapi.routes)
 app.register_blueprint(operations.routes)
 app.register_blueprint(gocd.routes)  # compatibility endpoints: GoCD, CodeArts, Buddy
@@ -31,6 +34,7 @@ app.register_blueprint(buddy.routes)
 app.register_blueprint(timers.handlers)
 app.register_blueprint(webhooks.routes)
 app.register_blueprint(subscriptions.routes)
+app.register_blueprint(web.routes)  # the dashboard's pages at /
 app.register_blueprint(inbound.handlers)
 app.register_blueprint(outbound.handlers)
 fallbacks.install(app)  # after every route: 405 with Allow / OPTIONS for the methods a path lacks

@@ -22,7 +22,7 @@ def _query(model):
     return parse_query(routes.current_request.query_params, model)
 
 
-@route(routes, "/api/pipelines", methods=["GET"], acts_on=auth.ACTS_ON_OWN_RECORDS,
+@route(routes, "/api/pipelines", methods=["GET"], acts_on=auth.ACTS_ON_OWN_RECORDS, etag=True,
        summary="Every pipeline the token may see, most recently active first, with its newest runs")
 def list_pipelines():
     ctx = wiring.context()
@@ -32,7 +32,7 @@ def list_pipelines():
                                     for entry in found], "nextCursor": cursor})
 
 
-@route(routes, "/api/approvals", methods=["GET"], acts_on=auth.ACTS_ON_OWN_RECORDS,
+@route(routes, "/api/approvals", methods=["GET"], acts_on=auth.ACTS_ON_OWN_RECORDS, etag=True,
        summary="Stages waiting for approval that the token may decide, waiting longest first")
 def list_approvals():
     ctx = wiring.context()

@@ -44,6 +44,23 @@ def parse_credentials(headers: Mapping[str, str],
     return found[0]
 
 
+SESSION_COOKIE = "stagetrack_session"  # the dashboard's session (api/session.py)
+_MAX_COOKIE_HEADER = 8192
+
+
+def session_cookie(headers: Mapping[str, str]) -> str | None:
+    """The value of the ``stagetrack_session`` cookie (the first one, as the browser orders
+    them), or None when there is none. Its shape is checked where it is looked up."""
+    raw = headers.get("cookie") or ""
+    if not raw or len(raw) > _MAX_COOKIE_HEADER:
+        return None
+    for part in raw.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name.strip() == SESSION_COOKIE:
+            return value.strip().strip('"')
+    return None
+
+
 def _bounded(secret: str) -> str:
     if len(secret) > MAX_CREDENTIAL_CHARS or not secret.isprintable():
         raise Unauthorized("the credential is not a stagetrack token")

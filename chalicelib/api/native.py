@@ -49,7 +49,7 @@ def create_run():
 
 
 @route(routes, "/api/runs", methods=["GET"],
-       acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}, optional=True))
+       acts_on=auth.acts_on(query={"pipeline": auth.PIPELINE}, optional=True), etag=True)
 def list_runs():
     """Runs newest first, by any of the filters; without ``pipeline``, across every pipeline the
     token may see (service/browse.py; which index serves which filter: store/finder.py)."""
@@ -64,7 +64,7 @@ def _include_attempts() -> bool:
     return parse_query(_request().query_params, IncludeQuery).include == "attempts"
 
 
-@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN)
+@route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN, etag=True)
 def get_run(run_id):
     """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
     attempt history too (one Query per such stage)."""

@@ -7,6 +7,7 @@ dialect's own), and keeps what the route declares (``RouteSpec``) on the handler
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import time
@@ -35,7 +36,7 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
           body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
           response: type[BaseModel] | dict | None = None, status: int | None = None,
           summary: str | None = None, max_body: int | Callable | None = None, idempotency_key: bool = True,
-          dialect: str | None = None, openapi: dict | None = None,
+          dialect: str | None = None, openapi: dict | None = None, etag: bool = False,
           replay: Callable[..., Response] | None = None, **options) -> Callable:
     """Register a view whose domain errors become JSON errors and whose bugs never leak a trace.
 
@@ -62,6 +63,9 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
     - ``replay(effect, **path_params) -> Response``: the answer to a repeated key whose first
       request committed its effect (``effect``, e.g. ``{"run": id}``) but died before its
       response was stored; re-rendered from current state, never by running the view again.
+    - ``etag``: a 200 answer to GET carries an ``ETag`` (a hash of its body) and ``Cache-Control:
+      private, no-cache``; a request whose ``If-None-Match`` names it gets 304 without a body
+      (what the dashboard polls: an unchanged answer costs a few bytes, not the whole view).
     - ``body``/``query``/``response``/``status``/``summary``: documentation for /openapi.json.
     - ``content_types``: the media types a request body may have (default ACCEPTED_CONTENT_TYPES);
       a body in any other is 415 ``unsupported_media_type`` (in the route's error shape).
@@ -73,7 +77,7 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], scope: str | N
                      acts_on=_checked_declaration(path, auth.required_scope(methods[0], path, scope),
                                                   acts_on),
                      body=body, query=query, response=response, status=status, summary=summary,
-                     max_body=max_body, dialect=dialect, openapi=openapi, accepts=accepts)
+                     max_body=max_body, dialect=dialect, openapi=openapi, accepts=accepts, etag=etag)
     served = list(spec.methods) + (["HEAD"] if "GET" in spec.methods and "HEAD" not in spec.methods else [])
     if len({auth.required_scope(m, path, scope) for m in methods}) > 1:
         raise ValueError(f"{path}: methods needing different scopes need separate routes")
@@ -140,6 +144,7 @@ class RouteSpec:
     dialect: str | None = None
     openapi: dict | None = None
     accepts: tuple[str, ...] = ()  # request body media types; () = any (api/fallbacks.py)
+    etag: bool = False  # GET answers carry an ETag and honour If-None-Match (304)
 
 
 class SecuredView:
@@ -184,6 +189,8 @@ def secure(handler: Callable, blueprint: Blueprint | Chalice, spec: RouteSpec,
                 response = handler(*args, **kwargs)
                 if not isinstance(response, Response):
                     response = Response(body=response)
+        if spec.etag:
+            conditional(request, response)
         security.stamp(response, caller, request_id)
         if request.method == "HEAD":  # GET's status and headers; no body (API Gateway would drop it)
             response.body = ""
@@ -191,6 +198,25 @@ def secure(handler: Callable, blueprint: Blueprint | Chalice, spec: RouteSpec,
         return response
 
     return SecuredView(secured, spec, render)
+
+
+def conditional(request, response: Response) -> None:
+    """ETag and 304 for a 200 answer to GET/HEAD: the tag is a hash of the body, so two answers
+    share one exactly when their bytes do (a running stage's growing duration changes it)."""
+    if request.method not in ("GET", "HEAD") or response.status_code != 200:
+        return
+    body = response.body if isinstance(response.body, bytes) else str(response.body or "").encode()
+    tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = response.headers if response.headers is not None else {}
+    response.headers = headers
+    headers["ETag"] = tag
+    headers["Cache-Control"] = "private, no-cache"
+    presented = (request.headers.get("if-none-match") or "")[:2048]
+    tags = {t.strip().removeprefix("W/") for t in presented.split(",")}
+    if tag in tags or "*" in tags:
+        response.status_code = 304
+        response.body = ""
+        headers.pop("Content-Type", None)
 
 
 def declared_routes(app) -> list[tuple[str, str]]:

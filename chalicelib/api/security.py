@@ -23,7 +23,7 @@ from ..domain import auth
 from ..domain.auth import Forbidden, Principal, RateState, Unauthorized
 from ..service import tokens
 from . import aksk
-from .credentials import parse_credentials
+from .credentials import parse_credentials, session_cookie
 from .parsing import json_body_fields
 
 access_log = logging.getLogger("stagetrack.access")
@@ -92,7 +92,17 @@ def admit(request, scope: str, declared: auth.ActsOn | None, caller: Caller) -> 
 
 
 def authenticate(request) -> tuple[Principal, RateState | None]:
+    """The credentials in the headers; without any, the dashboard's session cookie, which must
+    come with its CSRF token on every write (403 ``csrf_failed``). A request carrying a token is
+    never read as a session: clients with tokens are unaffected by cookies."""
     credentials = parse_credentials(request.headers, lambda: signed_request(request))
+    if credentials is None:
+        session_id = session_cookie(request.headers)
+        if session_id is not None:
+            session, rate = tokens.resume_session(wiring.context(), session_id)
+            if request.method.upper() not in auth.READ_METHODS:
+                auth.check_csrf(request.headers.get("x-csrf-token"), session.csrf_token)
+            return session.principal, rate
     return tokens.authenticate(wiring.context(), credentials)
 
 

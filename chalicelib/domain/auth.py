@@ -64,6 +64,12 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+class CsrfFailed(Forbidden):
+    """403: a write authenticated by the browser session cookie without its X-CSRF-Token."""
+
+    code = "csrf_failed"
+
+
 class RateLimited(DomainError):
     code = "rate_limited"
 
@@ -93,6 +99,34 @@ def looks_like_token(secret: str) -> bool:
 def same_secret(presented_hash: str, expected_hash: str) -> bool:
     """Constant time, on hashes of equal length, so timing says nothing about the secret."""
     return hmac.compare_digest(presented_hash.encode(), expected_hash.encode())
+
+
+# ---- browser sessions (service/tokens.py sign_in) ----------------------------------------------
+# A session id is what the dashboard's cookie holds instead of the token: "st_sess_" + 256 random
+# bits, stored only as its SHA-256 (like a token), so the log scrubber removes it as it does
+# tokens. Its CSRF token is random too and travels in a header the page sends on every write.
+SESSION_PREFIX = "st_sess_"
+_SESSION = re.compile(r"^st_sess_[A-Za-z0-9_-]{43}$")
+SESSION_SECONDS = 12 * 3600  # a session ends 12 hours after sign-in, whatever is done with it
+
+
+def new_session_id() -> str:
+    return SESSION_PREFIX + secrets.token_urlsafe(32)  # pragma: no mutate
+
+
+def new_csrf_token() -> str:
+    return "st_csrf_" + secrets.token_urlsafe(32)  # pragma: no mutate
+
+
+def looks_like_session(value: str) -> bool:
+    return bool(_SESSION.fullmatch(value))
+
+
+def check_csrf(presented: str | None, expected: str) -> None:
+    """A cookie-authenticated write must echo its session's CSRF token (constant time)."""
+    if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise CsrfFailed("a request authenticated by the session cookie must send its session's "
+                         "X-CSRF-Token header on every write (GET /api/session gives it)")
 
 
 def level_of(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> str:
@@ -400,6 +434,12 @@ PipelineName = Annotated[str, StringConstraints(pattern=PIPELINE_PATTERN)]
 TokenName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99}$")]
 MAX_TOKEN_PIPELINES = 50
 _UNIQUE = {"uniqueItems": True}
+
+
+class SignInIn(StrictModel):
+    """``POST /api/session``: the token a browser signs in with (never in a URL)."""
+
+    token: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class CreateTokenIn(StrictModel):

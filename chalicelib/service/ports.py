@@ -42,6 +42,18 @@ class StoredToken:
 
 
 @dataclass(frozen=True)
+class StoredSession:
+    """A browser session (service/tokens.py sign_in): found by the SHA-256 of its id, holding
+    the SHA-256 of the token it stands for (never the token), its CSRF token and its end."""
+
+    session_hash: str
+    token_hash: str = field(repr=False)
+    csrf_token: str = field(repr=False)
+    expires_at: int  # epoch seconds; DynamoDB's TTL removes the item some time after
+    created_at: str
+
+
+@dataclass(frozen=True)
 class StoredSource:
     name: str
     type: str
@@ -344,6 +356,15 @@ class TokenStore(Protocol):
         """Look up and count one request in ``window`` (a newer stored window wins)."""
 
     def hit_access_key(self, access_key: str, window: int) -> StoredToken | None: ...
+
+    def put_session(self, session: StoredSession) -> None:
+        """A new browser session (its id is random: a collision is refused)."""
+
+    def get_session(self, session_hash: str) -> StoredSession | None:
+        """The session with this id's hash, expired or not (the caller checks ``expires_at``)."""
+
+    def delete_session(self, session_hash: str) -> None:
+        """Sign-out: the session stops working at once (nothing happens if there is none)."""
 
 
 class SourceStore(Protocol):

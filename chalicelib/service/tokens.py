@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import logging_setup
@@ -24,7 +25,7 @@ from ..domain.clock import format_iso
 from ..domain.errors import NotFound
 from ..settings import Settings
 from . import ServiceContext
-from .ports import SecretUnreadable, StoredToken
+from .ports import SecretUnreadable, StoredSession, StoredToken
 
 log = logging.getLogger("stagetrack.auth")
 
@@ -81,20 +82,74 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None) -> tuple[
         )
     if credentials.scheme == auth.ACCESS_KEY_SCHEME:
         return _authenticate_signed(ctx, credentials)
-    settings = ctx.settings
     presented = auth.hash_token(credentials.secret)
-    if auth.same_secret(presented, _bootstrap_hash(settings)):
-        principal = Principal(BOOTSTRAP_ID, "bootstrap admin", (auth.ADMIN,), None,
-                              user=credentials.user, bootstrap=True)
-        return principal, None
+    if auth.same_secret(presented, _bootstrap_hash(ctx.settings)):
+        return _bootstrap(credentials.user), None
     if not auth.looks_like_token(credentials.secret):
         raise Unauthorized("the credential is not a valid token")
+    return _authenticate_hash(ctx, presented, credentials.user)
+
+
+def _bootstrap(user: str | None) -> Principal:
+    return Principal(BOOTSTRAP_ID, "bootstrap admin", (auth.ADMIN,), None, user=user, bootstrap=True)
+
+
+def _authenticate_hash(ctx: ServiceContext, token_hash: str,
+                       user: str | None) -> tuple[Principal, RateState]:
+    """The token with this hash, counted in the current rate window; 401 if there is none."""
     now = ctx.clock.now()
-    window = auth.rate_window(now)
-    token = ctx.stores.tokens.hit(presented, window)
+    token = ctx.stores.tokens.hit(token_hash, auth.rate_window(now))
     if token is None:
         raise Unauthorized("the token is unknown or revoked")
-    return _admit(ctx, token, credentials, now)
+    return _admit(ctx, token, user, now)
+
+
+# ---- browser sessions (the dashboard, api/session.py) -------------------------------------------
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser: its id goes in an HttpOnly cookie, its CSRF token to the page."""
+
+    session_id: str = field(repr=False)
+    csrf_token: str = field(repr=False)
+    principal: Principal
+    expires_at: int  # epoch seconds
+
+
+def sign_in(ctx: ServiceContext, secret: str) -> Session:
+    """Check the token exactly as a request bearing it is checked (401, 429), then start a
+    session standing for it: the session keeps the token's hash, so it has exactly the token's
+    scopes and pipelines, and stops working when the token is revoked."""
+    principal, _rate = authenticate(ctx, Credentials(secret, None, "bearer"))
+    now = ctx.clock.now()
+    session_id, csrf = auth.new_session_id(), auth.new_csrf_token()
+    expires_at = int(now.timestamp()) + auth.SESSION_SECONDS
+    ctx.stores.tokens.put_session(StoredSession(
+        session_hash=auth.hash_token(session_id), token_hash=auth.hash_token(secret), csrf_token=csrf,
+        expires_at=expires_at, created_at=format_iso(now)))
+    return Session(session_id, csrf, principal, expires_at)
+
+
+def resume_session(ctx: ServiceContext, session_id: str) -> tuple[Session, RateState | None]:
+    """The session a cookie names, its token checked and counted as a bearer's would be; 401 for
+    one that is malformed, unknown, signed out, expired, or whose token was revoked."""
+    stored = (ctx.stores.tokens.get_session(auth.hash_token(session_id))
+              if auth.looks_like_session(session_id) else None)
+    now = ctx.clock.now()
+    if stored is None or stored.expires_at <= int(now.timestamp()):
+        raise Unauthorized("the session has ended or was signed out: sign in again")
+    principal: Principal
+    rate: RateState | None
+    if auth.same_secret(stored.token_hash, _bootstrap_hash(ctx.settings)):
+        principal, rate = _bootstrap(None), None
+    else:
+        principal, rate = _authenticate_hash(ctx, stored.token_hash, None)
+    return Session(session_id, stored.csrf_token, principal, stored.expires_at), rate
+
+
+def sign_out(ctx: ServiceContext, session_id: str) -> None:
+    if auth.looks_like_session(session_id):
+        ctx.stores.tokens.delete_session(auth.hash_token(session_id))
 
 
 def _authenticate_signed(ctx: ServiceContext, credentials: Credentials) -> tuple[Principal, RateState]:
@@ -121,7 +176,7 @@ def _authenticate_signed(ctx: ServiceContext, credentials: Credentials) -> tuple
     token = ctx.stores.tokens.hit_access_key(signed.access_key, auth.rate_window(now))
     if token is None:  # revoked since it was read
         raise Unauthorized("the access key is unknown or revoked")
-    return _admit(ctx, token, credentials, now)
+    return _admit(ctx, token, credentials.user, now)
 
 
 def _sealing_context(access_key: str) -> str:
@@ -130,13 +185,13 @@ def _sealing_context(access_key: str) -> str:
 
 
 def _admit(
-    ctx: ServiceContext, token: StoredToken, credentials: Credentials, now
+    ctx: ServiceContext, token: StoredToken, user: str | None, now
 ) -> tuple[Principal, RateState]:
     """The principal of a known token or access key, or 429 past the rate limit."""
     settings = ctx.settings
     principal = Principal(
         token.token_id, token.name, tuple(token.scopes),
-        None if token.pipelines is None else frozenset(token.pipelines), user=credentials.user,
+        None if token.pipelines is None else frozenset(token.pipelines), user=user,
     )
     rate = RateState(limit=settings.rate_limit_per_minute, used=token.hits)
     if rate.exceeded:

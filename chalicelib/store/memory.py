@@ -41,6 +41,7 @@ from ..service.ports import (
     DueTimer,
     Record,
     RunFilter,
+    StoredSession,
     StoredSource,
     StoredSubscription,
     StoredToken,
@@ -71,6 +72,7 @@ class MemoryDatabase:
         self.idempotency: dict[str, dict] = {}
         self.tokens: dict[str, dict] = {}  # by token hash or "AK:" + access key
         self.token_entries: dict[str, StoredToken] = {}
+        self.sessions: dict[str, StoredSession] = {}  # by the session id's hash
         self.sources: dict[str, StoredSource] = {}
         self.subscriptions: dict[str, StoredSubscription] = {}
         self.deliveries: dict[str, dict[str, DeliveryAttempt]] = {}
@@ -569,6 +571,20 @@ class MemoryTokenStore:
             else:
                 item["window"], item["hits"] = window, 1
             return self._view(item)
+
+    def put_session(self, session: StoredSession) -> None:
+        with self.db.lock:
+            if session.session_hash in self.db.sessions:
+                raise Conflict("a session with this id exists already")
+            self.db.sessions[session.session_hash] = session
+
+    def get_session(self, session_hash: str) -> StoredSession | None:
+        with self.db.lock:
+            return self.db.sessions.get(session_hash)
+
+    def delete_session(self, session_hash: str) -> None:
+        with self.db.lock:
+            self.db.sessions.pop(session_hash, None)
 
     @staticmethod
     def _view(item: dict, access_key: str | None = None) -> StoredToken:

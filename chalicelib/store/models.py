@@ -15,6 +15,7 @@ One table, keyed ``pk``/``sk``:
 | delivery  | ``DELIV#<sub id>`` | ``<time>#<id>#<n>``| one delivery attempt, TTL 14 days    |
 | token     | ``TOKEN#<sha256>`` | ``#TOKEN``      | looked up and rate-counted in 1 update  |
 | token ref | ``TOKENS``         | ``TOKEN#<id>``  | the admin listing of tokens (1 Query)   |
+| session   | ``SESSION#<sha256>``| ``#SESSION``   | browser session: token hash, CSRF, TTL  |
 
 The classes below are the schema only: they name no table, and using one directly for I/O fails
 (PynamoDB: "Models must have a table_name"). ``item_models(table, region, host)`` makes a copy of
@@ -437,6 +438,16 @@ class TokenEntryItem(BaseItem, discriminator="token_entry"):
     access_key = UnicodeAttribute(null=True)  # an access key pair's AK (its item's key) instead
 
 
+class SessionItem(BaseItem, discriminator="session"):
+    """A dashboard session (store/tokens.py), keyed by the SHA-256 of its id: it holds the
+    SHA-256 of its token (never the token) and ends at ``expires_at`` (also the table's TTL)."""
+
+    token_hash = UnicodeAttribute()
+    csrf_token = UnicodeAttribute()
+    expires_at = NumberAttribute()
+    created_at = UnicodeAttribute()
+
+
 class IdempotencyItem(BaseItem, discriminator="idempotency"):
     """One Idempotency-Key claim (store/idempotency.py); DynamoDB's TTL deletes it after 24 h."""
 
@@ -511,6 +522,7 @@ class ItemModels:
     attempt: type[AttemptItem]
     token: type[TokenItem]
     token_entry: type[TokenEntryItem]
+    session: type[SessionItem]
     idempotency: type[IdempotencyItem]
     source: type[SourceItem]
     link: type[LinkItem]
@@ -557,13 +569,14 @@ def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
     items = ItemModels(
         table_name=table_name, base=base, pipeline=bound(PipelineItem), run=bound(RunItem),
         stage=bound(StageItem), attempt=bound(AttemptItem), token=bound(TokenItem),
-        token_entry=bound(TokenEntryItem),
+        token_entry=bound(TokenEntryItem), session=bound(SessionItem),
         idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
         subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
     )
     shared: Connection | None = None
     for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,
-                  items.idempotency, items.source, items.link, items.subscription, items.delivery):
+                  items.session, items.idempotency, items.source, items.link, items.subscription,
+                  items.delivery):
         table_connection = model._get_connection()
         if shared is None:
             shared = table_connection.connection

@@ -22,19 +22,24 @@ from typing import TypedDict
 
 from botocore.exceptions import ClientError
 
-from ..service.ports import StoredToken
-from .models import ItemModels, TokenEntryItem, TokenItem
+from ..service.ports import StoredSession, StoredToken
+from .models import ItemModels, SessionItem, TokenEntryItem, TokenItem
 from .repository import Writer
 
 __all__ = ["StoredToken", "TokenStore"]
 
 TOKEN_SK = "#TOKEN"
+SESSION_SK = "#SESSION"
 LISTING_PK = "TOKENS"
 MAX_HIT_CALLS = 4
 
 
 def token_pk(token_hash: str) -> str:
     return f"TOKEN#{token_hash}"
+
+
+def session_pk(session_hash: str) -> str:
+    return f"SESSION#{session_hash}"
 
 
 def access_key_pk(access_key: str) -> str:
@@ -61,6 +66,7 @@ class TokenStore:
     def __init__(self, items: ItemModels, writer: Writer) -> None:
         self._token = items.token
         self._entry = items.token_entry
+        self._session = items.session
         self._table_name = items.table_name
         self._connection = items.connection
         self._writer = writer
@@ -156,6 +162,23 @@ class TokenStore:
                 return None
             target = max(target, int(old["window"]["N"]))  # another request started it first
         raise RuntimeError("token counter kept changing; giving up")  # a bug or a storm: a 500
+
+    def put_session(self, session: StoredSession) -> None:
+        self._session(pk=session_pk(session.session_hash), sk=SESSION_SK, token_hash=session.token_hash,
+                      csrf_token=session.csrf_token, expires_at=session.expires_at,
+                      created_at=session.created_at).save(condition=SessionItem.pk.does_not_exist())
+
+    def get_session(self, session_hash: str) -> StoredSession | None:
+        try:
+            item = self._session.get(session_pk(session_hash), SESSION_SK, consistent_read=True)
+        except self._session.DoesNotExist:
+            return None
+        return StoredSession(session_hash=session_hash, token_hash=item.token_hash,
+                             csrf_token=item.csrf_token, expires_at=int(item.expires_at),
+                             created_at=item.created_at)
+
+    def delete_session(self, session_hash: str) -> None:
+        self._session(pk=session_pk(session_hash), sk=SESSION_SK).delete()
 
     def _update(self, key: dict, expression: str, condition: str, names: dict, values: dict):
         """One UpdateItem: (new item, None) on success, (None, old item or None) if the condition

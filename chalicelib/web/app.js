@@ -1,0 +1,572 @@
+// stagetrack dashboard: one ES module, no build step, no third-party code.
+// Every page is drawn from the public HTTP API with the session cookie (HttpOnly: this script
+// never sees it); writes send the session's CSRF token. Text from the API is only ever set as
+// textContent or attribute values, never parsed as HTML. Pages poll with If-None-Match.
+
+const POLL_MS = 2000; // one conditional GET per open page every 2 s (docs/dashboard.md)
+const OPERATE = new Set(["operate", "admin"]);
+const ACTIVE = new Set(["IN_PROGRESS", "WAITING_FOR_APPROVAL"]);
+
+const state = { session: null, timer: null, ticker: null, etags: new Map(), bodies: new Map(), view: 0 };
+
+// ---- DOM helpers ------------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "text") el.textContent = value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function main() {
+  return $("main");
+}
+
+function show(...nodes) {
+  main().replaceChildren(...nodes);
+}
+
+function toast(text) {
+  $("toast").textContent = text;
+  setTimeout(() => { if ($("toast").textContent === text) $("toast").textContent = ""; }, 5000);
+}
+
+function badge(status, text) {
+  return h("span", { class: `badge s-${status}`, text: text || label(status) });
+}
+
+function label(status) {
+  return String(status || "—").replaceAll("_", " ").toLowerCase();
+}
+
+function safeUrl(value) {
+  // Only absolute http(s) links from the API are followed: never javascript:, data: or relative.
+  if (typeof value !== "string" || !/^https?:\/\//i.test(value)) return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function when(iso) {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+function seconds(value) {
+  if (value === null || value === undefined) return "—";
+  const s = Math.round(value);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
+function canOperate() {
+  return Boolean(state.session && state.session.scopes.some((s) => OPERATE.has(s)));
+}
+
+// ---- the API ----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code;
+  }
+}
+
+async function call(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = state.session ? state.session.csrfToken : "";
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin", cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (response.status === 401 && path !== "api/session") signedOut();
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// A GET that answers from the last body when the server says 304 (If-None-Match).
+async function poll(path) {
+  const headers = { Accept: "application/json" };
+  const tag = state.etags.get(path);
+  if (tag) headers["If-None-Match"] = tag;
+  const response = await fetch(path, { headers, credentials: "same-origin", cache: "no-store" });
+  if (response.status === 304 && state.bodies.has(path)) return { changed: false, data: state.bodies.get(path) };
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (response.status === 401) signedOut();
+  if (!response.ok) throw new ApiError(response.status, data);
+  const etag = response.headers.get("ETag");
+  if (etag) state.etags.set(path, etag);
+  state.bodies.set(path, data);
+  return { changed: true, data };
+}
+
+// Poll ``path`` while the page that started it is shown; ``draw(data)`` on each change.
+function live(path, draw) {
+  const view = state.view;
+  const tick = async () => {
+    if (view !== state.view) return;
+    try {
+      const { changed, data } = await poll(path);
+      if (view !== state.view) return;
+      if (changed) draw(data);
+    } catch (error) {
+      if (view === state.view) showError(error);
+    }
+    if (view === state.view && !document.hidden) state.timer = setTimeout(tick, POLL_MS);
+    else if (view === state.view) state.timer = null;
+  };
+  state.resume = () => { if (view === state.view && state.timer === null) tick(); };
+  return tick();
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && state.resume) state.resume(); // hidden tabs stop polling
+});
+
+function stopPolling() {
+  state.view += 1;
+  clearTimeout(state.timer);
+  clearInterval(state.ticker);
+  state.timer = null;
+  state.ticker = null;
+  state.resume = null;
+}
+
+function showError(error) {
+  const existing = main().querySelector(".load-error");
+  const text = error instanceof ApiError ? `${error.message} (${error.status})` : String(error.message || error);
+  if (existing) existing.textContent = text;
+  else main().prepend(h("p", { class: "error load-error", role: "alert", text }));
+}
+
+// ---- session ----------------------------------------------------------------------------------
+
+function signedOut() {
+  state.session = null;
+  stopPolling();
+  $("top").hidden = true;
+  renderSignIn();
+}
+
+function renderSignIn(message) {
+  const error = h("p", { class: "error", role: "alert", id: "signin-error", text: message || "" });
+  const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off",
+                             required: true, spellcheck: "false" });
+  const form = h("form", { class: "signin", onsubmit: async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      state.session = await call("POST", "api/session", { token: input.value.trim() });
+      input.value = "";
+      signedIn();
+    } catch (e) {
+      error.textContent = e.status === 401 ? "That token is unknown or revoked." : e.message;
+      input.focus();
+    }
+  } },
+  h("h1", { text: "Sign in to stagetrack" }),
+  h("label", { for: "token", text: "Token" }), input,
+  h("button", { type: "submit", text: "Sign in" }),
+  error,
+  h("p", { class: "muted", text: "Your token is exchanged for a session cookie; it is not kept by this page." }));
+  show(form);
+  document.title = "Sign in · stagetrack";
+  input.focus();
+}
+
+function signedIn() {
+  const s = state.session;
+  $("top").hidden = false;
+  const scope = s.scopes.join(", ");
+  const limit = s.pipelines ? ` · ${s.pipelines.join(", ")}` : "";
+  $("who").textContent = `${s.name} (${scope}${limit})`;
+  route();
+}
+
+$("sign-out").addEventListener("click", async () => {
+  try {
+    await call("DELETE", "api/session");
+  } finally {
+    signedOut();
+    location.hash = "#/";
+  }
+});
+
+// ---- routing ----------------------------------------------------------------------------------
+
+function route() {
+  if (!state.session) return;
+  stopPolling();
+  const path = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
+  for (const link of document.querySelectorAll(".top nav a")) link.removeAttribute("aria-current");
+  let match;
+  if ((match = path.match(/^\/runs\/(.+)$/))) return runPage(match[1]);
+  if ((match = path.match(/^\/pipelines\/(.+)$/))) return pipelinePage(match[1]);
+  if (path === "/approvals") {
+    $("nav-approvals").setAttribute("aria-current", "page");
+    return approvalsPage();
+  }
+  $("nav-pipelines").setAttribute("aria-current", "page");
+  return overviewPage();
+}
+
+window.addEventListener("hashchange", route);
+
+// ---- pipelines overview: a status matrix of runs x stages per pipeline -------------------------
+
+function matrix(runs, caption) {
+  const names = [];
+  for (const run of runs) for (const stage of run.stages || []) if (!names.includes(stage.name)) names.push(stage.name);
+  const head = h("tr", {}, h("th", { scope: "col", text: "Run" }), h("th", { scope: "col", text: "Status" }),
+    h("th", { scope: "col", text: "Branch" }), names.map((n) => h("th", { scope: "col", text: n })));
+  const rows = runs.map((run) => {
+    const byName = new Map((run.stages || []).map((s) => [s.name, s]));
+    return h("tr", {},
+      h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(run.id)}`, text: `#${run.counter}` })),
+      h("td", {}, badge(run.status)),
+      h("td", { text: run.branch || "—" }),
+      names.map((n) => {
+        const stage = byName.get(n);
+        if (!stage) return h("td", { class: "cell" });
+        return h("td", { class: "cell" }, h("span", { class: `dot s-${stage.status}`, role: "img",
+          title: `${n}: ${label(stage.status)}`, "aria-label": `${n}: ${label(stage.status)}` }));
+      }));
+  });
+  return h("div", { class: "scroll" }, h("table", {}, h("caption", { class: "muted", text: caption }),
+    h("thead", {}, head), h("tbody", {}, rows)));
+}
+
+function overviewPage() {
+  document.title = "Pipelines · stagetrack";
+  const filter = h("input", { id: "filter", type: "search", placeholder: "pipeline or branch" });
+  const status = h("select", { id: "status-filter" },
+    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "SUCCESS"].map((s) =>
+      h("option", { value: s, text: s ? label(s) : "any status" })),
+    h("option", { value: "paused", text: "paused" }));
+  const list = h("div", { id: "pipelines" }, h("p", { class: "muted", text: "Loading…" }));
+  let items = [];
+  const draw = () => {
+    const text = filter.value.trim().toLowerCase();
+    const wanted = status.value;
+    const shown = items.filter((p) => {
+      const runs = p.recentRuns || [];
+      const textOk = !text || p.name.toLowerCase().includes(text) ||
+        runs.some((r) => (r.branch || "").toLowerCase().includes(text));
+      const statusOk = !wanted || (wanted === "paused" ? p.paused : runs.length && runs[0].status === wanted);
+      return textOk && statusOk;
+    });
+    list.replaceChildren(...(shown.length ? shown.map(pipelineCard)
+      : [h("p", { class: "muted", text: items.length ? "No pipeline matches the filter." : "No pipelines yet." })]));
+  };
+  filter.addEventListener("input", draw);
+  status.addEventListener("change", draw);
+  show(h("h1", { text: "Pipelines" }),
+    h("div", { class: "toolbar", role: "search" },
+      h("label", { for: "filter", text: "Filter" }), filter,
+      h("label", { for: "status-filter", text: "Last run" }), status),
+    list);
+  return live("api/pipelines?runs=5", (data) => { items = data.items || []; draw(); });
+}
+
+function pipelineCard(p) {
+  const runs = p.recentRuns || [];
+  return h("section", { class: "card", "aria-label": p.name },
+    h("header", {},
+      h("h2", {}, h("a", { href: `#/pipelines/${encodeURIComponent(p.name)}`, text: p.name })),
+      p.paused ? h("span", { class: "badge paused", text: "paused" }) : null,
+      h("span", { class: "muted", text: `${p.runCount} run${p.runCount === 1 ? "" : "s"} · last activity ${when(p.lastActivityAt)}` })),
+    runs.length ? matrix(runs, `Last ${runs.length} runs of ${p.name}, newest first`)
+      : h("p", { class: "muted", text: "No runs yet." }));
+}
+
+function pipelinePage(name) {
+  document.title = `${name} · stagetrack`;
+  const body = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
+  const paused = h("span", {});
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, paused), body);
+  call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
+    if (st && st.paused) paused.replaceChildren(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
+  }).catch(() => {});
+  return live(`api/runs?pipeline=${encodeURIComponent(name)}&limit=25`, (data) => {
+    const runs = data.items || [];
+    body.replaceChildren(runs.length ? matrix(runs, `Runs of ${name}, newest first`)
+      : h("p", { class: "muted", text: "No runs yet." }));
+  });
+}
+
+// ---- run page: metadata, Gantt timeline, stages, variables, actions ----------------------------
+
+function runPage(id) {
+  document.title = `Run ${id} · stagetrack`;
+  const gantt = h("div", { class: "gantt", id: "gantt", role: "group", "aria-label": "Stage timeline" });
+  const holder = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), holder);
+  let last = null;
+  let receivedAt = 0;
+  state.ticker = setInterval(() => { if (last) drawGantt(gantt, last, receivedAt); }, 1000);
+  return live(`api/runs/${encodeURIComponent(id)}?include=attempts`, (run) => {
+    last = run;
+    receivedAt = Date.now();
+    drawGantt(gantt, run, receivedAt);
+    holder.replaceChildren(...runDetails(run, gantt));
+  });
+}
+
+function runDetails(run, gantt) {
+  document.title = `${run.pipeline} #${run.counter} · stagetrack`;
+  const commit = run.commit || {};
+  const source = safeUrl(run.sourceUrl);
+  const meta = [
+    ["Status", badge(run.status)],
+    ["Pipeline", h("a", { href: `#/pipelines/${encodeURIComponent(run.pipeline)}`, text: run.pipeline })],
+    ["Branch", run.branch || "—"],
+    ["Actor", run.actor || "—"],
+    ["Commit", commit.hash ? h("span", {}, h("code", { title: commit.hash, text: String(commit.hash).slice(0, 12) }),
+      commit.message ? ` ${commit.message}` : "", commit.committer ? ` (${commit.committer})` : "") : "—"],
+    ["Committed", when(commit.committedAt)],
+    ["Source", source ? h("a", { href: source, rel: "noopener noreferrer", target: "_blank",
+      text: run.source || source }) : (run.source || "—")],
+    ["Environment", run.environment || "—"],
+    ["Created", when(run.createdAt)],
+    ["Duration", h("span", { id: "run-duration", text: seconds(run.duration) })],
+  ];
+  if (run.cancellation) meta.push(["Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
+  return [
+    h("h1", {}, `${run.pipeline} #${run.counter}`, badge(run.status)),
+    runActions(run),
+    h("dl", { class: "meta" }, meta.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)])),
+    h("h2", { text: "Timeline" }), gantt,
+    h("h2", { text: "Stages" }), stagesTable(run),
+    variablesTable(run),
+  ];
+}
+
+function runActions(run) {
+  if (!canOperate()) return null; // read-only tokens see no buttons (and the API refuses them)
+  const buttons = [];
+  const active = run.stages.some((s) => ACTIVE.has(s.status) || s.status === "IDLE");
+  const ended = !active || ["SUCCESS", "FAILURE", "CANCELLED", "TIMED_OUT"].includes(run.status);
+  if (!ended) {
+    buttons.push(h("button", { type: "button", class: "danger", text: "Cancel run", onclick: () =>
+      confirmThen({ title: `Cancel ${run.pipeline} #${run.counter}?`, text: "Every stage that has not ended is cancelled.",
+        ok: "Cancel run", danger: true, comment: "Reason (optional)" },
+      (reason) => call("POST", `api/runs/${encodeURIComponent(run.id)}/cancel`, reason ? { reason } : {})) }));
+    buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
+      confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "The run is stopped where it is (GoCD's stop).",
+        ok: "Stop run", danger: true, comment: "Reason (optional)" },
+      (reason) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`, reason ? { reason } : {})) }));
+  }
+  if (run.stages.some((s) => ["FAILURE", "CANCELLED", "TIMED_OUT"].includes(s.status))) {
+    buttons.push(h("button", { type: "button", text: "Retry failed stages", onclick: () =>
+      confirmThen({ title: `Retry ${run.pipeline} #${run.counter}?`, text: "Failed, cancelled and timed-out stages run again.",
+        ok: "Retry" }, () => call("POST", `api/runs/${encodeURIComponent(run.id)}/retry`, { scope: "FAILED" })) }));
+  }
+  return buttons.length ? h("div", { class: "actions", role: "group", "aria-label": "Run actions" }, buttons) : null;
+}
+
+function stageActions(stage) {
+  if (!canOperate()) return null;
+  const path = `api/stages/${encodeURIComponent(stage.id)}`;
+  const out = [];
+  if (stage.status === "WAITING_FOR_APPROVAL") {
+    out.push(h("button", { type: "button", text: "Approve", "aria-label": `Approve ${stage.name}`, onclick: () =>
+      confirmThen({ title: `Approve ${stage.name}?`, text: "The stage starts.", ok: "Approve", comment: "Comment (optional)" },
+        (comment) => call("POST", `${path}/approve`, comment ? { comment } : {})) }));
+    out.push(h("button", { type: "button", class: "danger", text: "Reject", "aria-label": `Reject ${stage.name}`, onclick: () =>
+      confirmThen({ title: `Reject ${stage.name}?`, text: "The stage fails.", ok: "Reject", danger: true, comment: "Comment (optional)" },
+        (comment) => call("POST", `${path}/reject`, comment ? { comment } : {})) }));
+  } else if (stage.status === "IN_PROGRESS" || stage.status === "IDLE") {
+    out.push(h("button", { type: "button", class: "quiet", text: "Cancel", "aria-label": `Cancel ${stage.name}`, onclick: () =>
+      confirmThen({ title: `Cancel ${stage.name}?`, text: "The stage is cancelled.", ok: "Cancel stage", danger: true, comment: "Reason (optional)" },
+        (reason) => call("POST", `${path}/cancel`, reason ? { reason } : {})) }));
+  } else if (["FAILURE", "CANCELLED", "TIMED_OUT"].includes(stage.status)) {
+    out.push(h("button", { type: "button", class: "quiet", text: "Retry", "aria-label": `Retry ${stage.name}`, onclick: () =>
+      confirmThen({ title: `Retry ${stage.name}?`, text: "The stage runs again as a new attempt.", ok: "Retry" },
+        () => call("POST", `${path}/retry`, {})) }));
+  }
+  return out;
+}
+
+function decisionText(decision) {
+  if (!decision) return null;
+  const comment = decision.comment ? `: “${decision.comment}”` : "";
+  return `${decision.decision.toLowerCase()} by ${decision.by || "?"} ${when(decision.at)}${comment}`;
+}
+
+function stagesTable(run) {
+  const rows = run.stages.map((s) => h("tr", { "data-stage": s.name },
+    h("th", { scope: "row", text: s.name }),
+    h("td", {}, badge(s.status)),
+    h("td", { text: seconds(s.duration) }),
+    h("td", { text: s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1) }),
+    h("td", { text: s.environment || "—" }),
+    h("td", { text: [decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
+    h("td", {}, stageActions(s))));
+  return h("div", { class: "scroll" }, h("table", { id: "stages" },
+    h("thead", {}, h("tr", {}, ["Stage", "Status", "Duration", "Attempt", "Environment", "Approval", ""].map((t) =>
+      h("th", { scope: "col", text: t })))),
+    h("tbody", {}, rows)));
+}
+
+function variablesTable(run) {
+  const names = Object.keys(run.variables || {}).sort();
+  if (!names.length) return null;
+  const secret = new Set(run.secretVariables || []);
+  return h("section", {}, h("h2", { text: "Variables" }), h("div", { class: "scroll" }, h("table", {},
+    h("tbody", {}, names.map((n) => h("tr", {}, h("th", { scope: "row" }, h("code", { text: n })),
+      h("td", {}, secret.has(n) ? h("span", { class: "muted", text: "•••••• (secret)" }) : h("code", { text: run.variables[n] }))))))));
+}
+
+// The Gantt chart: every stage a row, each ended attempt a thin bar and the current one a full
+// bar on one time axis; a running bar grows every second from the last answer's duration (no
+// clock skew: it extrapolates from what the server measured); a running stage's timeout is a line.
+function drawGantt(el, run, receivedAt) {
+  const since = Date.now() - receivedAt;
+  const ms = (iso) => (iso ? new Date(iso).getTime() : null);
+  const spans = [];
+  let start = ms(run.createdAt);
+  let end = start;
+  for (const stage of run.stages) {
+    const bars = [];
+    for (const a of stage.attempts || []) {
+      if (a.startedAt) bars.push({ from: ms(a.startedAt), to: ms(a.endedAt) || ms(a.startedAt), status: a.status, old: true, attempt: a.attempt });
+    }
+    if (stage.startedAt) {
+      const from = ms(stage.startedAt);
+      const running = !stage.endedAt && stage.duration !== null;
+      const to = stage.endedAt ? ms(stage.endedAt) : from + (stage.duration || 0) * 1000 + (running ? since : 0);
+      bars.push({ from, to, status: stage.status, live: running, attempt: stage.attempt });
+    }
+    const deadline = !stage.endedAt && stage.timesOutAt ? ms(stage.timesOutAt) : null;
+    for (const b of bars) { start = Math.min(start, b.from); end = Math.max(end, b.to); }
+    if (deadline) end = Math.max(end, deadline);
+    spans.push({ stage, bars, deadline });
+  }
+  const total = Math.max(end - start, 1000);
+  const pct = (t) => `${(((t - start) / total) * 100).toFixed(3)}%`;
+  const rows = spans.map(({ stage, bars, deadline }) => {
+    const track = h("div", { class: "g-track" });
+    for (const b of bars) {
+      const text = `${stage.name} attempt ${b.attempt}: ${label(b.status)}, ${seconds((b.to - b.from) / 1000)}`;
+      const bar = h("div", { class: `g-bar s-${b.status}${b.old ? " g-old" : ""}${b.live ? " g-live" : ""}`,
+        title: text, role: "img", "aria-label": text });
+      bar.style.left = pct(b.from); // CSSOM, not a style attribute: allowed by the CSP
+      bar.style.width = `${Math.max(((b.to - b.from) / total) * 100, 0.5).toFixed(3)}%`;
+      track.append(bar);
+    }
+    if (deadline) {
+      const line = h("div", { class: "g-deadline", title: `${stage.name} times out at ${when(stage.timesOutAt)}`,
+        role: "img", "aria-label": `${stage.name} times out at ${when(stage.timesOutAt)}` });
+      line.style.left = pct(deadline);
+      track.append(line);
+    }
+    return h("div", { class: "g-row" }, h("span", { class: "g-label", title: stage.name, text: stage.name }), track);
+  });
+  const axis = h("div", { class: "g-axis" });
+  for (let i = 0; i <= 4; i += 1) {
+    const at = (total * i) / 4000;
+    const tick = h("span", { class: "g-tick", text: total < 10000 ? `+${at.toFixed(1)}s` : `+${seconds(at)}` });
+    tick.style.left = `${i * 25}%`;
+    axis.append(tick);
+  }
+  el.replaceChildren(...rows, h("div", { class: "g-row" }, h("span", {}), axis),
+    h("p", { class: "g-legend", text: "Thick bars: current attempts; thin bars: earlier attempts; orange line: timeout deadline." }));
+  const duration = $("run-duration");
+  if (duration && run.duration !== null && !run.endedAt) duration.textContent = seconds(run.duration + since / 1000);
+}
+
+// ---- approvals inbox --------------------------------------------------------------------------
+
+function approvalsPage() {
+  document.title = "Approvals · stagetrack";
+  const list = h("div", { id: "approvals" }, h("p", { class: "muted", text: "Loading…" }));
+  show(h("h1", { text: "Waiting for approval" }), list);
+  return live("api/approvals", (data) => {
+    const items = data.items || [];
+    if (!items.length) {
+      list.replaceChildren(h("p", { class: "muted", text: "Nothing is waiting for you." }));
+      return;
+    }
+    list.replaceChildren(h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Run", "Stage", "Branch", "Started by", "Waiting since", ""].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, items.map((item) => h("tr", {},
+        h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(item.run.id)}`, text: `${item.run.pipeline} #${item.run.counter}` })),
+        h("td", { text: item.stage.name }),
+        h("td", { text: item.run.branch || "—" }),
+        h("td", { text: item.run.actor || "—" }),
+        h("td", { text: when(item.waitingSince) }),
+        h("td", {}, stageActions(item.stage))))))));
+  });
+}
+
+// ---- confirmation dialog ----------------------------------------------------------------------
+
+function confirmThen(options, action) {
+  const dialog = $("confirm");
+  $("confirm-title").textContent = options.title;
+  $("confirm-text").textContent = options.text || "";
+  const comment = $("confirm-comment");
+  comment.value = "";
+  comment.hidden = !options.comment;
+  $("confirm-comment-label").hidden = !options.comment;
+  $("confirm-comment-label").textContent = options.comment || "";
+  const ok = $("confirm-ok");
+  ok.textContent = options.ok;
+  ok.className = options.danger ? "danger" : "";
+  $("confirm-form").onsubmit = async (event) => {
+    event.preventDefault();
+    ok.disabled = true;
+    try {
+      await action(comment.value.trim() || null);
+      dialog.close();
+      toast(`${options.ok}: done`);
+      refresh();
+    } catch (error) {
+      dialog.close();
+      toast(`${options.ok} failed: ${error.message}`);
+    } finally {
+      ok.disabled = false;
+    }
+  };
+  $("confirm-cancel").onclick = () => dialog.close();
+  dialog.showModal();
+  (options.comment ? comment : ok).focus();
+}
+
+function refresh() {
+  route(); // the page's poll starts again at once with its ETag
+}
+
+// ---- start ------------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    state.session = await call("GET", "api/session");
+    signedIn();
+  } catch {
+    signedOut();
+  }
+}
+
+start();

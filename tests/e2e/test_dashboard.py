@@ -1,0 +1,258 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright for Python,
+against `chalice local` over DynamoDB Local as `make run` starts them.
+
+A developer machine without /usr/bin/chromium skips these tests with a message saying how to get
+it; under CI=true a missing browser fails them (.ci/run installs it first), so CI never skips.
+Screenshots of the main pages are written to $STAGETRACK_SCREENSHOTS when it names a folder
+(`STAGETRACK_SCREENSHOTS=docs/img make test-e2e` refreshes the ones in docs/dashboard.md).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The page polls every 2 s; an expectation waits for the change it looks for, up to this long.
+WAIT_MS = 15_000
+
+
+def _chromium_or_skip() -> None:
+    if CHROMIUM.exists():
+        return
+    message = (f"the browser tests need Debian's chromium at {CHROMIUM}: "
+               "`sudo apt-get install -y chromium` (Playwright's own download is not used)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI=true and " + message + "; .ci/run installs it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    opened.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+              if msg.type == "error" and "401" not in msg.text else None)
+    opened.problems = problems  # type: ignore[attr-defined]
+    yield opened
+    context.close()
+
+
+@pytest.fixture
+def stack(chalice_local):
+    base, admin_token, _log = chalice_local
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {admin_token}"
+    return base, admin_token, http
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("STAGETRACK_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def _sign_in(page, base: str, token: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(base + "/")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=WAIT_MS)
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
+
+
+def _run(http, base: str, pipeline: str) -> dict:
+    created = http.post(f"{base}/api/runs", json={
+        "pipeline": pipeline, "branch": "main", "sourceUrl": "https://ci.example.com/web/builds/1",
+        "commit": {"hash": "9fceb02d0ae598e95dc970b74767f19372d61af8", "message": "Fix the login page",
+                   "committedAt": "2026-03-20T17:00:00.000Z"},
+        "stages": [{"type": "BUILD", "timeoutSeconds": 600},
+                   {"type": "DEPLOY_PROD", "approval": "MANUAL"}],
+        "variables": {"REGION": "eu-west-1"},
+    })
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def _patch(http, base: str, stage_id: str, status: str) -> None:
+    response = http.patch(f"{base}/api/stages/{stage_id}", json={"status": status})
+    assert response.status_code == 200, response.text
+
+
+def test_a_signed_out_visitor_sees_the_sign_in_page_never_a_403(stack, page):
+    from playwright.sync_api import expect
+
+    base, _token, _http = stack
+    response = page.goto(base + "/")
+    assert response is not None and response.status == 200
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    expect(page.get_by_label("Token")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    _shot(page, "sign-in")
+    page.get_by_label("Token").fill("st_" + "x" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("That token is unknown or revoked.", timeout=WAIT_MS)
+    assert page.problems == []  # no CSP violation, no script error
+
+
+def test_sign_in_see_a_pipeline_open_a_run_watch_it_move_and_approve_a_gate(stack, page):
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    run = _run(http, base, "dash-web")
+    build, deploy = (s["id"] for s in run["stages"])
+    _patch(http, base, build, "IN_PROGRESS")
+
+    _sign_in(page, base, token)
+    card = page.get_by_role("region", name="dash-web")
+    expect(card).to_be_visible(timeout=WAIT_MS)
+    expect(card.get_by_role("link", name=f"#{run['counter']}")).to_be_visible()
+    _shot(page, "pipelines")
+
+    card.get_by_role("link", name=f"#{run['counter']}").click()
+    build_row = page.locator("#stages tr[data-stage='BUILD']")
+    expect(build_row).to_contain_text("in progress", timeout=WAIT_MS)
+    expect(page.locator("#gantt .g-bar.g-live")).to_have_count(1)
+    expect(page.locator("#gantt .g-deadline")).to_have_count(1)  # BUILD's timeout, marked
+    expect(page.get_by_text("Fix the login page")).to_be_visible()
+    expect(page.locator("dl.meta a[href='https://ci.example.com/web/builds/1']")).to_have_count(1)
+    expect(page.locator("dl.meta")).to_contain_text("bootstrap admin")  # the actor
+    expect(page.locator("#stages tr[data-stage='BUILD']")).not_to_contain_text("needs approval")
+    page.evaluate("window.__notReloaded = true")
+    _shot(page, "run-running")
+
+    _patch(http, base, build, "SUCCESS")  # elsewhere: the page sees it on its next poll
+    expect(build_row).to_contain_text("success", timeout=WAIT_MS)
+    expect(page.locator("#gantt .g-bar.g-live")).to_have_count(0)
+    assert page.evaluate("window.__notReloaded") is True  # updated in place, not reloaded
+
+    _patch(http, base, deploy, "IN_PROGRESS")  # a MANUAL gate: it waits for approval
+    deploy_row = page.locator("#stages tr[data-stage='DEPLOY_PROD']")
+    expect(deploy_row).to_contain_text("waiting for approval", timeout=WAIT_MS)
+
+    page.get_by_role("link", name="Approvals").click()
+    expect(page.get_by_role("button", name="Approve DEPLOY_PROD")).to_be_visible(timeout=WAIT_MS)
+    _shot(page, "approvals")
+    page.get_by_role("link", name=f"dash-web #{run['counter']}").click()
+
+    deploy_row.get_by_role("button", name="Approve DEPLOY_PROD").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Comment (optional)").fill("ship it")
+    dialog.get_by_role("button", name="Approve").click()
+    expect(deploy_row).to_contain_text("in progress", timeout=WAIT_MS)
+    expect(deploy_row).to_contain_text("approved by bootstrap admin")
+    expect(deploy_row).to_contain_text("ship it")
+    _shot(page, "run-approved")
+
+    stage = http.get(f"{base}/api/stages/{deploy}").json()
+    assert stage["status"] == "IN_PROGRESS"
+    assert stage["approvalDecision"]["decision"] == "APPROVED"
+    assert stage["approvalDecision"]["comment"] == "ship it"
+    assert page.problems == []
+
+
+def test_a_read_only_token_sees_no_buttons_and_the_api_refuses_it(stack, page):
+    from playwright.sync_api import expect
+
+    base, _admin, http = stack
+    run = _run(http, base, "dash-ro")
+    build, deploy = (s["id"] for s in run["stages"])
+    _patch(http, base, build, "IN_PROGRESS")
+    _patch(http, base, build, "SUCCESS")
+    _patch(http, base, deploy, "IN_PROGRESS")  # waiting for approval: an operator would see buttons
+    issued = http.post(f"{base}/api/tokens", json={"name": "viewer", "scopes": ["read"]})
+    assert issued.status_code == 201, issued.text
+
+    _sign_in(page, base, issued.json()["token"])
+    page.goto(f"{base}/#/runs/{run['id']}")
+    deploy_row = page.locator("#stages tr[data-stage='DEPLOY_PROD']")
+    expect(deploy_row).to_contain_text("waiting for approval", timeout=WAIT_MS)
+    expect(page.get_by_role("button")).to_have_count(1)  # only "Sign out"
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    # what a page script could do with the session: the API refuses the write (403, not 401)
+    answer = page.evaluate("""async (id) => {
+        const session = await (await fetch("api/session")).json();
+        const response = await fetch(`api/stages/${encodeURIComponent(id)}/approve`, {
+            method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": session.csrfToken},
+            body: "{}"});
+        return {status: response.status, body: await response.json(), cookie: document.cookie};
+    }""", deploy)
+    assert answer["status"] == 403 and answer["body"]["error"]["code"] == "forbidden"
+    assert "stagetrack_session" not in answer["cookie"]  # HttpOnly: scripts never see it
+    assert http.get(f"{base}/api/stages/{deploy}").json()["status"] == "WAITING_FOR_APPROVAL"
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Token")).to_be_visible(timeout=WAIT_MS)
+    after = page.evaluate("async () => (await fetch('api/session')).status")
+    assert after == 401
+    assert not re.search(r"st_[A-Za-z0-9_-]{43}", page.url)  # the token never went in a URL
+
+
+def test_without_chromium_ci_fails_and_a_developer_is_told_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(globals(), "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"CI=true and .*apt-get install -y chromium"):
+        _chromium_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium"):
+        _chromium_or_skip()
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert re.search(r'"\$\{CI:-\}" = "true" \] && \[ ! -x /usr/bin/chromium \]', ci)
+    assert "apt-get install -y -q --no-install-recommends chromium" in ci
+
+
+def test_keyboard_only_on_a_phone_in_the_dark(stack, browser):
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    run = _run(http, base, "dash-phone")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(base + "/")
+        expect(page.get_by_label("Token")).to_be_focused(timeout=WAIT_MS)  # focus starts in the field
+        page.keyboard.type(token)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
+        page.goto(f"{base}/#/runs/{run['id']}")
+        expect(page.locator("#stages tr[data-stage='BUILD']")).to_contain_text("idle", timeout=WAIT_MS)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(13, 17, 23)"  # the dark palette
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0  # nothing wider than the phone: wide tables scroll inside themselves
+        _shot(page, "run-phone-dark")
+
+        # the Cancel run dialog opens, takes focus and closes with Escape, without a write
+        page.get_by_role("button", name="Cancel run").focus()
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.get_by_label("Reason (optional)")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert http.get(f"{base}/api/runs/{run['id']}").json()["status"] != "CANCELLED"
+    finally:
+        context.close()
