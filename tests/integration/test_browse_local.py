@@ -6,6 +6,7 @@ and the reads of a search page."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from chalice.test import Client
@@ -110,13 +111,13 @@ def test_a_search_page_reads_its_index_and_the_runs_it_keeps(local_ctx):
                       "limited": dict(limited.read)}))
 
 
-def test_a_table_made_before_issue_13_gets_the_new_indexes_and_keeps_its_items(ddb_local_endpoint):
+def test_a_table_made_before_issue_13_gets_the_new_indexes_and_keeps_its_items(ddb_local_endpoint, request):
     """``ensure_tables`` on a table of the previous definition adds each index it lacks (one
     UpdateTable each), so `make run` on kept data serves the new listings; its items stay."""
     from chalicelib.settings import Settings
     from chalicelib.store.schema import dynamodb_client, ensure_tables, table_definition
 
-    settings = Settings(table_name="stagetrack-before-13", region="us-east-1",
+    settings = Settings(table_name=f"stagetrack-before-13-{uuid.uuid4().hex[:8]}", region="us-east-1",
                         dynamodb_endpoint=ddb_local_endpoint)
     client = dynamodb_client(settings)
     old = table_definition(settings.table_name)
@@ -126,6 +127,7 @@ def test_a_table_made_before_issue_13_gets_the_new_indexes_and_keeps_its_items(d
     used = {key["AttributeName"] for index in kept for key in index["KeySchema"]} | {"pk", "sk"}
     old["AttributeDefinitions"] = [a for a in old["AttributeDefinitions"] if a["AttributeName"] in used]
     client.create_table(**old)
+    request.addfinalizer(lambda: client.delete_table(TableName=settings.table_name))
     client.put_item(TableName=settings.table_name, Item={"pk": {"S": "KEEP"}, "sk": {"S": "ME"}})
     assert ensure_tables(settings, client) is False
     table = client.describe_table(TableName=settings.table_name)["Table"]
@@ -134,4 +136,3 @@ def test_a_table_made_before_issue_13_gets_the_new_indexes_and_keeps_its_items(d
     key = {"pk": {"S": "KEEP"}, "sk": {"S": "ME"}}
     assert "Item" in client.get_item(TableName=settings.table_name, Key=key)
     assert ensure_tables(settings, client) is False  # nothing left to add: no call that changes anything
-    client.delete_table(TableName=settings.table_name)
