@@ -131,13 +131,20 @@ def ensure_tables(settings: Settings, client=None) -> bool:
     return True
 
 
+WAIT_ACTIVE_SECONDS = 600  # a new index backfills the items already in the table first
+
+
 def _wait_active(client, table_name: str) -> None:
-    for _ in range(600):
+    """Until the table and every index are ACTIVE (DynamoDB takes one index change at a time)."""
+    deadline = time.monotonic() + WAIT_ACTIVE_SECONDS
+    while True:
         table = client.describe_table(TableName=table_name)["Table"]
         if table["TableStatus"] == "ACTIVE" and all(
                 index.get("IndexStatus", "ACTIVE") == "ACTIVE"
                 for index in table.get("GlobalSecondaryIndexes", [])):
             return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"table {table_name} is not ACTIVE after {WAIT_ACTIVE_SECONDS} s")
         time.sleep(0.1)
 
 
