@@ -296,7 +296,7 @@ function pipelineCard(p) {
       h("h2", {}, h("a", { href: `#/pipelines/${encodeURIComponent(p.name)}`, text: p.name })),
       p.paused ? h("span", { class: "badge paused", text: "paused" }) : null,
       h("span", { class: "muted", text: `${p.runCount} run${p.runCount === 1 ? "" : "s"} · last activity ${when(p.lastActivityAt)}` })),
-    runs.length ? matrix(runs, `Last ${runs.length} runs of ${p.name}, newest first`)
+    runs.length ? matrix(runs, runs.length === 1 ? `The last run of ${p.name}` : `Last ${runs.length} runs of ${p.name}, newest first`)
       : h("p", { class: "muted", text: "No runs yet." }));
 }
 
