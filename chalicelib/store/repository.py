@@ -836,38 +836,11 @@ class Repository:
             items.append(tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                                 StageItem.pk.exists()))
             items += [tx_put(a) for a in _ended_attempts(self.items.attempt, [new])]
-        delta: dict[StageStatus, int] = {}
-        for old, new in changes:
-            delta[counted_status(old)] = delta.get(counted_status(old), 0) - 1
-            delta[counted_status(new)] = delta.get(counted_status(new), 0) + 1
-        actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
-        actions += [status_counter(status).add(n) for status, n in delta.items() if n]
-        starts = [new.started_at for old, new in changes
-                  if new.started_at is not None and new.started_at != old.started_at]
-        ends = [new.ended_at for old, new in changes
-                if new.ended_at is not None and new.ended_at != old.ended_at]
-        started, ended = min(starts, default=None), max(ends, default=None)
-        bounds: list[Action] = []
-        if started is not None:
-            bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
-        if ended is not None:
-            bounds.append(RunItem.last_end.set(format_iso(ended)))
-        condition = ((RunItem.version == run.version) & RunItem.seq.exists()
-                     & RunItem.intent_id.does_not_exist())
+        actions, bounds, started, ended = _summary_change(changes)
+        condition = _summary_condition(run)
         effect = {"run": run.id}
         now = max(new.updated_at for _, new in changes)
-        stored = run.stored or {}
-        for status, n in delta.items():
-            counts[status] = counts.get(status, 0) + n
-        status = run_status_from_counts(counts)
-        start = _earliest(stored.get("started_at"), started)
-        last_end = _latest(stored.get("last_end"), ended)
-        end = last_end if status in FINAL else None
-        derived = _updates(stored, {
-            "status": status.value, "pipeline_status": f"{run.pipeline}#{status.value}",
-            "started_at": start, "ended_at": end, "last_end": last_end,
-            "duration_ms": (millis_between(parse_iso(start), parse_iso(end))
-                            if start is not None and end is not None else None)})
+        derived = _updates(run.stored or {}, _derived_after(run, changes))
         if derived:
             derived.append(RunItem.updated_at.set(format_iso(now)))
         exact = tx_update(self.items.run, pk, models.RUN_SK, [*actions, *derived],
@@ -913,22 +886,12 @@ class Repository:
         stage_op = tx_put(stage_to_item(self.items.stage, new, big_run=big, run_version=run.version),
                           StageItem.pk.exists())
         extra = [*extra, *(tx_put(a) for a in _ended_attempts(self.items.attempt, [new]))]
-        actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
+        actions, bounds, started, ended = _summary_change([(old, new)])
         was, counted = counted_status(old), counted_status(new)
-        if was != counted:
-            actions += [status_counter(was).add(-1), status_counter(counted).add(1)]
-        started = new.started_at if new.started_at != old.started_at else None
-        ended = new.ended_at if new.ended_at != old.ended_at else None
-        bounds: list[Action] = []  # without the exact derived fields (which hold them)
-        if started is not None:
-            bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
-        if ended is not None:
-            bounds.append(RunItem.last_end.set(format_iso(ended)))
-        condition = ((RunItem.version == run.version) & RunItem.seq.exists()
-                     & RunItem.intent_id.does_not_exist())
+        condition = _summary_condition(run)
         effect = {"run": run.id}
         moves = was != counted or started is not None or ended is not None
-        wanted = _derived_after(run, old, new)
+        wanted = _derived_after(run, [(old, new)])
         derived = _updates(run.stored or {}, wanted) if moves else []
         decided = counted == StageStatus.IN_PROGRESS
         busy = _busy_guard(run, was, counted) if moves and not decided else None
@@ -1336,17 +1299,51 @@ def _latest(stored: str | None, candidate: datetime | None) -> str | None:
     return max(values) if values else None
 
 
-def _derived_after(run: Run, old: Stage, new: Stage) -> dict:
-    """The run item's derived fields after ``old`` became ``new``, from the stored counters and
-    bounds (``run.stored``, as read) -- exact when nothing else changed since the read, which
-    the transaction that writes them is conditioned on. Needs no other stage."""
+def _summary_change(changes: Sequence[tuple[Stage, Stage]]
+                    ) -> tuple[list[Action], list[Action], datetime | None, datetime | None]:
+    """The run summary's atomic actions for stages changed from old to new (per-status counters
+    ADD, change counter + 1), apart from the bounds (first start if absent, latest end: for a
+    write without the exact derived fields, which hold them); and the earliest start and
+    latest end the change sets (None where it sets none)."""
+    delta: dict[StageStatus, int] = {}
+    for old, new in changes:
+        delta[counted_status(old)] = delta.get(counted_status(old), 0) - 1
+        delta[counted_status(new)] = delta.get(counted_status(new), 0) + 1
+    actions: list[Action] = [RunItem.seq.set(RunItem.seq + 1)]
+    actions += [status_counter(status).add(n) for status, n in delta.items() if n]
+    started = min((new.started_at for old, new in changes
+                   if new.started_at is not None and new.started_at != old.started_at), default=None)
+    ended = max((new.ended_at for old, new in changes
+                 if new.ended_at is not None and new.ended_at != old.ended_at), default=None)
+    bounds: list[Action] = []
+    if started is not None:
+        bounds.append(RunItem.started_at.set(RunItem.started_at | format_iso(started)))
+    if ended is not None:
+        bounds.append(RunItem.last_end.set(format_iso(ended)))
+    return actions, bounds, started, ended
+
+
+def _summary_condition(run: Run):
+    """What every write of stages read in part holds the run item to: the run's version (bumped
+    only by changes of the whole run), the current layout, no intent pending."""
+    return ((RunItem.version == run.version) & RunItem.seq.exists()
+            & RunItem.intent_id.does_not_exist())
+
+
+def _derived_after(run: Run, changes: Sequence[tuple[Stage, Stage]]) -> dict:
+    """The run item's derived fields after each ``old`` became its ``new``, from the stored
+    counters and bounds (``run.stored``, as read) -- exact when nothing else changed since the
+    read, which the transaction that writes them is conditioned on. Needs no other stage."""
     stored = run.stored or {}
     counts = dict(stored.get("counts") or {})
-    counts[counted_status(old)] = counts.get(counted_status(old), 0) - 1
-    counts[counted_status(new)] = counts.get(counted_status(new), 0) + 1
+    for old, new in changes:
+        counts[counted_status(old)] = counts.get(counted_status(old), 0) - 1
+        counts[counted_status(new)] = counts.get(counted_status(new), 0) + 1
     status = run_status_from_counts(counts)
-    start = _earliest(stored.get("started_at"), new.started_at)
-    last_end = _latest(stored.get("last_end"), new.ended_at)
+    start = stored.get("started_at")
+    last_end = stored.get("last_end")
+    for _, new in changes:
+        start, last_end = _earliest(start, new.started_at), _latest(last_end, new.ended_at)
     end = last_end if status in FINAL else None
     duration = (millis_between(parse_iso(start), parse_iso(end))
                 if start is not None and end is not None else None)
