@@ -152,7 +152,8 @@ class Settings:
                 env, "STAGETRACK_DYNAMODB_CONNECT_TIMEOUT", cls.dynamodb_connect_timeout_seconds, 0.1, 10),
             dynamodb_read_timeout_seconds=env_float(
                 env, "STAGETRACK_DYNAMODB_READ_TIMEOUT", cls.dynamodb_read_timeout_seconds, 0.1, 30),
-            dynamodb_max_retries=env_int(env, "STAGETRACK_DYNAMODB_MAX_RETRIES", cls.dynamodb_max_retries, 0, 10),
+            dynamodb_max_retries=env_int(
+                env, "STAGETRACK_DYNAMODB_MAX_RETRIES", cls.dynamodb_max_retries, 0, 10),
             max_body_bytes=env_int(
                 env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024
             ),

@@ -29,10 +29,10 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from .part_watch import RETENTION, api_stage
-
 from chalicelib.api.responses import error_body
 from chalicelib.domain.auth import REALM
+
+from .part_watch import RETENTION, api_stage
 
 FUNCTIONS: list = []
 REST_API = "RestAPI"  # chalice's logical id of the API Gateway REST API (AWS::Serverless::Api)

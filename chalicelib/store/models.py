@@ -560,7 +560,8 @@ def item_models(table_name: str, region: str, host: str | None,
         return _bound[key]
 
 
-def _bind(table_name: str, region: str, host: str | None, limits: ClientLimits = ClientLimits()) -> ItemModels:
+def _bind(table_name: str, region: str, host: str | None,
+          limits: ClientLimits = ClientLimits()) -> ItemModels:
     """A copy of the hierarchy: a base class with its own Meta and ``kind`` discriminator, and
     each item class as a subclass of (that base, its schema class) registered on it.
 

@@ -37,8 +37,8 @@ def _api(template) -> dict:
 def test_the_stage_throttles_every_method_and_sign_in_more_tightly(template):
     settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in _api(template)["MethodSettings"]}
     stage = settings[("/*", "*")]
-    rate, burst = _default(template, stage["ThrottlingRateLimit"]), _default(template, stage["ThrottlingBurstLimit"])
-    assert (rate, burst) == (50, 100)
+    assert (_default(template, stage["ThrottlingRateLimit"]),
+            _default(template, stage["ThrottlingBurstLimit"])) == (50, 100)
     sign_in = settings[("/~1api~1session", "POST")]
     assert (_default(template, sign_in["ThrottlingRateLimit"]),
             _default(template, sign_in["ThrottlingBurstLimit"])) == (2, 5)
@@ -55,7 +55,8 @@ def test_access_logs_are_json_lines_in_a_retained_group_and_carry_no_credential(
     # not under /stagetrack/<stack>/, which the API function's log permission covers
     assert group["Properties"]["LogGroupName"] == {"Fn::Sub": "/stagetrack-access/${AWS::StackName}"}
     fields = json.loads(setting["Format"])  # one JSON object per request
-    assert {"requestId", "ip", "method", "path", "status", "latencyMs", "errorType", "wafStatus"} <= set(fields)
+    assert {"requestId", "ip", "method", "path", "status", "latencyMs", "errorType",
+            "wafStatus"} <= set(fields)
     assert all(re.fullmatch(r"\$context\.[A-Za-z.]+", value) for value in fields.values()), fields
     lowered = setting["Format"].lower()
     for leak in ("authorization", "token", "cookie", "$input", "$method", "header", "querystring",
@@ -76,7 +77,8 @@ def test_a_web_acl_is_associated_only_when_one_is_given(template):
         "Fn::Not": [{"Fn::Equals": [{"Ref": "WebAclArn"}, ""]}]}
     assert association["Properties"]["WebACLArn"] == {"Ref": "WebAclArn"}
     stage = _api(template)["StageName"]
-    assert association["Properties"]["ResourceArn"]["Fn::Sub"].endswith("/restapis/${RestAPI}/stages/" + stage)
+    arn = association["Properties"]["ResourceArn"]["Fn::Sub"]
+    assert arn.endswith("/restapis/${RestAPI}/stages/" + stage)
     assert association["DependsOn"] == [f"RestAPI{stage}Stage"]  # SAM's stage of the API
 
 
