@@ -85,6 +85,12 @@ class Settings:
     table_name: str = "stagetrack"
     region: str = "us-east-1"
     dynamodb_endpoint: str | None = None
+    # The DynamoDB client's limits (store/models.py), sized so that a stalled call fails inside
+    # the API function's 25 s (API Gateway gives up at 29 s): see ``dynamodb_call_budget`` and
+    # docs/deploy.md "Timeout budget". botocore's defaults are 60 s/60 s, PynamoDB's 15 s/30 s.
+    dynamodb_connect_timeout_seconds: float = 1.0
+    dynamodb_read_timeout_seconds: float = 2.0
+    dynamodb_max_retries: int = 2  # retries after the first attempt (3 attempts in all)
     max_body_bytes: int = 64 * 1024
     # Webhook routes only: a GitLab Pipeline Hook lists every job (about 0.7-1 KB each), so a
     # 256-job pipeline sends ~250 KB and a 500-job one ~500 KB. API Gateway takes 10 MB and a
@@ -126,6 +132,15 @@ class Settings:
     # Stagetrack/<stack>.
     metrics_namespace: str | None = None
 
+    def dynamodb_call_budget(self) -> float:
+        """Seconds one DynamoDB call may take at worst before it fails: every attempt stalls for
+        its connect and read timeouts, and botocore's standard retry mode waits before each retry
+        at most 2**(n-1) s (throttling backoff, base 1 s; 0.025 s scale otherwise)."""
+        attempts = 1 + self.dynamodb_max_retries
+        stalls = attempts * (self.dynamodb_connect_timeout_seconds + self.dynamodb_read_timeout_seconds)
+        backoff = sum(min(2.0 ** n, 20.0) for n in range(self.dynamodb_max_retries))
+        return stalls + backoff
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env: Mapping[str, str] = os.environ if environ is None else environ
@@ -133,6 +148,12 @@ class Settings:
             table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
+            dynamodb_connect_timeout_seconds=env_float(
+                env, "STAGETRACK_DYNAMODB_CONNECT_TIMEOUT", cls.dynamodb_connect_timeout_seconds, 0.1, 10),
+            dynamodb_read_timeout_seconds=env_float(
+                env, "STAGETRACK_DYNAMODB_READ_TIMEOUT", cls.dynamodb_read_timeout_seconds, 0.1, 30),
+            dynamodb_max_retries=env_int(
+                env, "STAGETRACK_DYNAMODB_MAX_RETRIES", cls.dynamodb_max_retries, 0, 10),
             max_body_bytes=env_int(
                 env, "STAGETRACK_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 10 * 1024 * 1024
             ),

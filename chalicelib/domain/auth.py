@@ -80,8 +80,34 @@ class RateLimited(DomainError):
 
 # ---- tokens ----------------------------------------------------------------------------------
 
-def new_token_secret() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)  # pragma: no mutate (None is 32 bytes too)
+# A token issued with a check key ends in a keyed check of its random part: 32 characters of
+# randomness (24 bytes), then 11 of HMAC-SHA256(check key, random part) (8 bytes), so it has the
+# same shape as a token without one ("st_" + 43). A credential whose check does not hold was not
+# issued under this key: a guess, or a token from before checks (or from before a change of the
+# key), which is looked up before anything is written (service/tokens.py).
+_CHECKED_RANDOM_CHARS = 32
+_CHECK_CONTEXT = b"stagetrack token check\x00"
+
+
+def _token_check(random_part: str, check_key: str) -> str:
+    digest = hmac.new(check_key.encode(), _CHECK_CONTEXT + random_part.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:8]).decode("ascii").rstrip("=")
+
+
+def new_token_secret(check_key: str | None = None) -> str:
+    """A new token; with ``check_key``, one that ``token_check_holds`` recognises offline."""
+    if check_key is None:
+        return TOKEN_PREFIX + secrets.token_urlsafe(32)  # pragma: no mutate (None is 32 bytes too)
+    random_part = secrets.token_urlsafe(24)
+    return TOKEN_PREFIX + random_part + _token_check(random_part, check_key)
+
+
+def token_check_holds(secret: str, check_key: str) -> bool:
+    """Whether a well-formed token (``looks_like_token``) ends in its check under ``check_key``;
+    compared in constant time."""
+    body = secret[len(TOKEN_PREFIX):]
+    random_part, check = body[:_CHECKED_RANDOM_CHARS], body[_CHECKED_RANDOM_CHARS:]
+    return hmac.compare_digest(check.encode(), _token_check(random_part, check_key).encode())
 
 
 def new_token_id() -> str:

@@ -355,6 +355,9 @@ class TokenStore(Protocol):
     def hit(self, token_hash: str, window: int) -> StoredToken | None:
         """Look up and count one request in ``window`` (a newer stored window wins)."""
 
+    def known(self, token_hash: str) -> bool:
+        """Whether a token with this hash exists: one read, nothing written."""
+
     def hit_access_key(self, access_key: str, window: int) -> StoredToken | None: ...
 
     def put_session(self, session: StoredSession) -> None:

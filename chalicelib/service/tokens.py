@@ -6,6 +6,13 @@ break-glass credential for issuing real tokens, not something clients should run
 it out of DynamoDB means it works before any token exists. Issued tokens are looked up and
 rate-counted in one UpdateItem (store/tokens.py).
 
+What a credential that is not ours costs: one of the wrong shape (prefix, length, alphabet)
+nothing; a well-formed one whose keyed check (domain/auth.py, keyed with the pepper) does not
+hold, one read of its key and no write; only a token that carries a valid check, which only
+this deployment can make, goes straight to the counting UpdateItem (a revoked one fails its
+condition there). Tokens issued before checks existed still work: they pass the read, then
+are counted (one read more per request than a checked token; re-issue them to save it).
+
 Access key pairs (``"kind": "access-key"``) are tokens in every respect (name, scopes,
 pipelines, rate limit, listing, revocation) except how a request proves it holds one: it is
 signed with the SK (api/aksk.py) instead of carrying a secret. Checking that needs the SK
@@ -31,6 +38,7 @@ log = logging.getLogger("stagetrack.auth")
 
 LOCAL_DEFAULT_ADMIN_TOKEN = "stagetrack-local-admin"
 BOOTSTRAP_ID = "bootstrap"
+UNKNOWN_TOKEN = "the token is unknown or revoked"  # the same words whichever way it was found out
 
 
 def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal) -> tuple[StoredToken, str]:
@@ -50,7 +58,7 @@ def issue_token(ctx: ServiceContext, body: auth.CreateTokenIn, issuer: Principal
         token = StoredToken(**common, access_key=access_key, sealed_secret_key=sealed)
         ctx.stores.tokens.insert(token, None, window)
         return token, secret_key
-    secret = auth.new_token_secret()
+    secret = auth.new_token_secret(ctx.settings.secret_pepper)
     token = StoredToken(**common)
     ctx.stores.tokens.insert(token, auth.hash_token(secret), window)
     return token, secret
@@ -86,7 +94,12 @@ def authenticate(ctx: ServiceContext, credentials: Credentials | None) -> tuple[
     if auth.same_secret(presented, _bootstrap_hash(ctx.settings)):
         return _bootstrap(credentials.user), None
     if not auth.looks_like_token(credentials.secret):
-        raise Unauthorized("the credential is not a valid token")
+        raise Unauthorized("the credential is not a valid token")  # no round trip
+    if not auth.token_check_holds(credentials.secret, ctx.settings.secret_pepper):
+        # Not issued under this pepper: a guess, or a token from before checks. One read, and
+        # nothing written (nor billed as a write) unless the token exists.
+        if not ctx.stores.tokens.known(presented):
+            raise Unauthorized(UNKNOWN_TOKEN)
     return _authenticate_hash(ctx, presented, credentials.user)
 
 
@@ -100,7 +113,7 @@ def _authenticate_hash(ctx: ServiceContext, token_hash: str,
     now = ctx.clock.now()
     token = ctx.stores.tokens.hit(token_hash, auth.rate_window(now))
     if token is None:
-        raise Unauthorized("the token is unknown or revoked")
+        raise Unauthorized(UNKNOWN_TOKEN)
     return _admit(ctx, token, user, now)
 
 

@@ -17,7 +17,7 @@ from .deliveries import DeliveryLog
 from .dialects import DialectLookups
 from .finder import Finder
 from .idempotency import IdempotencyStore
-from .models import item_models
+from .models import ClientLimits, item_models
 from .pipelines import PipelineStore
 from .repository import Repository, Writer
 from .sources import RunLinks, SourceStore
@@ -26,9 +26,16 @@ from .subscriptions import SubscriptionStore
 from .tokens import TokenStore
 
 
+def client_limits(settings: Settings) -> ClientLimits:
+    return ClientLimits(connect_timeout_seconds=settings.dynamodb_connect_timeout_seconds,
+                        read_timeout_seconds=settings.dynamodb_read_timeout_seconds,
+                        max_retries=settings.dynamodb_max_retries)
+
+
 def build_stores(settings: Settings) -> Stores:
     """Every port on the table ``settings`` names, at its region and endpoint."""
-    items = item_models(settings.table_name, settings.region, settings.dynamodb_endpoint)
+    items = item_models(settings.table_name, settings.region, settings.dynamodb_endpoint,
+                        client_limits(settings))
     writer = Writer(items)
     codec = CursorCodec(settings.secret_key)
     runs = Repository(items, writer, codec)

@@ -558,6 +558,10 @@ class MemoryTokenStore:
     def hit(self, token_hash: str, window: int) -> StoredToken | None:
         return self._hit(self._key(token_hash, None), window)
 
+    def known(self, token_hash: str) -> bool:
+        with self.db.lock:
+            return self._key(token_hash, None) in self.db.tokens
+
     def hit_access_key(self, access_key: str, window: int) -> StoredToken | None:
         return self._hit(self._key(None, access_key), window)
 

@@ -535,28 +535,43 @@ class ItemModels:
 
 
 _Item = TypeVar("_Item", bound=BaseItem)
-_bound: dict[tuple[str, str, str | None], ItemModels] = {}
+@dataclass(frozen=True)
+class ClientLimits:
+    """The botocore client's connect/read timeouts and retries (PynamoDB's Meta settings, which
+    it turns into a botocore ``Config``: standard retry mode, 1 + ``max_retries`` attempts)."""
+
+    connect_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = 2.0
+    max_retries: int = 2
+
+
+_bound: dict[tuple[str, str, str | None, ClientLimits], ItemModels] = {}
 _binding = threading.Lock()
 
 
-def item_models(table_name: str, region: str, host: str | None) -> ItemModels:
+def item_models(table_name: str, region: str, host: str | None,
+                limits: ClientLimits = ClientLimits()) -> ItemModels:
     """The item classes bound to this table and endpoint: made on first use, then the same ones
     (and the same botocore client) for every later caller in the process."""
-    key = (table_name, region, host)
+    key = (table_name, region, host, limits)
     with _binding:
         if key not in _bound:
-            _bound[key] = _bind(table_name, region, host)
+            _bound[key] = _bind(table_name, region, host, limits)
         return _bound[key]
 
 
-def _bind(table_name: str, region: str, host: str | None) -> ItemModels:
+def _bind(table_name: str, region: str, host: str | None,
+          limits: ClientLimits = ClientLimits()) -> ItemModels:
     """A copy of the hierarchy: a base class with its own Meta and ``kind`` discriminator, and
     each item class as a subclass of (that base, its schema class) registered on it.
 
     PynamoDB gives each model class its own connection and so its own botocore client (about
     70 ms each to create); all classes of one table share one, so a Lambda cold start creates a
     single client."""
-    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
+    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host,
+                             "connect_timeout_seconds": limits.connect_timeout_seconds,
+                             "read_timeout_seconds": limits.read_timeout_seconds,
+                             "max_retry_attempts": limits.max_retries})
     base = cast("type[BaseItem]", MetaModel(
         "BaseItem", (BaseItem,), {"__module__": __name__, "_connection": None, "Meta": meta,
                                   "kind": DiscriminatorAttribute()}))

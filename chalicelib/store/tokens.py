@@ -6,7 +6,10 @@ Round trips:
   item (ALL_NEW) — lookup and count in one call. When the window has moved on, the condition
   fails and ReturnValuesOnConditionCheckFailure=ALL_OLD shows the item, so a second UpdateItem
   starts the new window (once per token per minute). An unknown token fails the same condition
-  with no item: 1 call, nothing written.
+  with no item: 1 call, nothing written (but a failed conditional write is billed as a write),
+  which is why service/tokens.py calls ``hit`` only for a token whose keyed check holds.
+- ``known``: 1 eventually consistent GetItem of the key alone (half a read unit), for a
+  well-formed token without a valid check (a guess, or one issued before checks).
 - issue: 1 TransactWrite (token item + listing entry); list: 1 Query per page of the listing
   partition; revoke: 1 GetItem + 1 TransactWrite.
 - access key pairs (AK/SK) live in the same items, keyed ``ACCESSKEY#<AK>`` (a namespace no token
@@ -133,6 +136,14 @@ class TokenStore:
         than moving the window back.
         """
         return self._hit(token_pk(token_hash), window)
+
+    def known(self, token_hash: str) -> bool:
+        """Whether a token with this hash exists (1 GetItem of its key, nothing written)."""
+        try:
+            self._token.get(token_pk(token_hash), TOKEN_SK, attributes_to_get=["pk"])
+        except self._token.DoesNotExist:
+            return False
+        return True
 
     def hit_access_key(self, access_key: str, window: int) -> StoredToken | None:
         """``hit`` for an access key pair (None if it was revoked since it was read)."""

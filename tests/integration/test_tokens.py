@@ -236,7 +236,8 @@ def test_limited_tokens_see_nothing_of_other_pipelines(client):
 
 def test_round_trips_auth_adds(client, clock, ddb_calls):
     """Issued token: 1 UpdateItem per request (lookup and rate count together), 2 on the first
-    request of a new minute; bootstrap admin and malformed credentials: 0; unknown token: 1."""
+    request of a new minute; bootstrap admin and malformed credentials: 0; a well-formed token
+    that was not issued here (its keyed check fails): 1 GetItem, no write (issue 16)."""
     token = issue(client, scopes=["read"])["token"]
     client.post("/api/runs", {"pipeline": "web"})
 
@@ -251,10 +252,38 @@ def test_round_trips_auth_adds(client, clock, ddb_calls):
     clock.advance(60)
     assert calls(auth=token) == (200, {"UpdateItem": 2, "Query": 1})  # a new window starts
     assert calls(auth=token) == (200, {"UpdateItem": 1, "Query": 1})
-    assert calls(auth="st_" + "z" * 43) == (401, {"UpdateItem": 1})  # unknown: nothing written
+    assert calls(auth="st_" + "z" * 43) == (401, {"GetItem": 1})  # unknown: one read, no write
     assert calls(auth="not-a-token") == (401, {})
     assert calls(auth=None) == (401, {})
     assert calls(headers={"Authorization": "Basic %%%"}) == (401, {})
+
+
+def test_a_token_from_before_checks_costs_one_read_more_and_still_works(client, ctx, clock, ddb_calls):
+    """A token issued without a keyed check (before issue 16) is read, then counted."""
+    from chalicelib.domain import auth
+    from chalicelib.service.ports import StoredToken
+
+    legacy = auth.new_token_secret()  # no check
+    assert not auth.token_check_holds(legacy, ctx.settings.secret_pepper)
+    ctx.stores.tokens.insert(StoredToken(token_id="tok_legacy", name="old", scopes=["read"],
+                                         pipelines=None, created_at="2026-03-20T17:17:13.760Z",
+                                         created_by="ops"), auth.hash_token(legacy),
+                             auth.rate_window(clock.now()))
+    client.post("/api/runs", {"pipeline": "web"})
+    ddb_calls.clear()
+    response = client.get("/api/runs/web:1", auth=legacy)
+    assert (response.status_code, dict(ddb_calls)) == (200, {"GetItem": 1, "UpdateItem": 1, "Query": 1})
+
+
+def test_a_revoked_checked_token_is_refused_like_an_unknown_one(client, ddb_calls):
+    issued = issue(client, scopes=["read"])
+    assert client.delete(f"/api/tokens/{issued['id']}").status_code == 200
+    ddb_calls.clear()
+    revoked = client.get("/api/runs?pipeline=web", auth=issued["token"])
+    assert (revoked.status_code, dict(ddb_calls)) == (401, {"UpdateItem": 1})  # nothing written
+    unknown = client.get("/api/runs?pipeline=web", auth="st_" + "z" * 43)
+    assert revoked.json == unknown.json == {"error": {"code": "unauthorized",
+                                                      "message": "the token is unknown or revoked"}}
 
 
 def test_an_unknown_token_creates_no_item(client, ctx):

@@ -202,7 +202,9 @@ def test_every_log_group_has_a_retention_and_every_function_logs_json_to_its_own
             name == "APIHandler" and arn.endswith(":log-group:/stagetrack/${AWS::StackName}/*:*"))
         variables = function["Properties"]["Environment"]["Variables"]
         assert variables["STAGETRACK_METRICS_NAMESPACE"] == {"Fn::Sub": "Stagetrack/${AWS::StackName}"}
-    assert sorted(used) == sorted(groups)  # one group per function, none unused
+    # one group per function, and the API stage's access log (test_front_door_template.py)
+    access = resources["RestAPI"]["Properties"]["AccessLogSetting"]["DestinationArn"]["Fn::GetAtt"][0]
+    assert sorted(used + [access]) == sorted(groups)  # none unused
 
 
 # ---- cfn-lint: informational checks and the serverless rules ------------------------------------
