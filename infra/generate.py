@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from chalicelib.store.models import PARTITIONS  # noqa: E402
 from chalicelib.store.schema import TTL_ATTRIBUTE, table_definition  # noqa: E402
 
 RESOURCES_PATH = ROOT / "infra" / "resources.json"
@@ -99,6 +100,14 @@ class Function:
     statements: Callable[[Arns], list[dict]]
     properties: Callable[[], dict] = field(default=lambda: {})  # extra Properties to merge
     log_suffix: str | None = None  # log groups it may write (default: its own)
+    # The table partitions (keys of store.models.PARTITIONS) its code reaches: its statements on
+    # the table's items allow only those (``dynamodb:LeadingKeys``). None: any item (the API).
+    partitions: tuple[str, ...] | None = None
+    secrets: tuple[str, ...] = ()  # the secrets it reads (SECRETS), by logical id
+
+
+# What a run's change reaches: the run and its stages, its pipeline, ended attempts.
+RUN_PARTITIONS = ("runs", "pipelines", "attempts")
 
 
 def _api_statements(arns: Arns) -> list[dict]:
@@ -145,11 +154,37 @@ def functions() -> list[Function]:
     return [API] + [f for part in parts() for f in part.FUNCTIONS]
 
 
+def leading_keys(function: Function) -> dict | None:
+    """The IAM condition limiting item access to the function's partitions (None: unlimited).
+    ForAllValues: every item a call reaches (a transaction's, a batch's) must match."""
+    if function.partitions is None:
+        return None
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [PARTITIONS[p] for p in function.partitions]}}
+
+
+def _limited(statements: list[dict], function: Function, arns: Arns) -> list[dict]:
+    """Each statement on the table's items gets the function's partition condition; a statement
+    naming the table with other resources would have to be split first."""
+    condition = leading_keys(function)
+    if condition is None:
+        return statements
+    table = arns.table()
+    for statement in statements:
+        resource_ = statement["Resource"]
+        targets = resource_ if isinstance(resource_, list) else [resource_]
+        if table in targets:
+            if len(targets) != 1:
+                raise ValueError(f"{function.name}: {statement['Sid']} names the table with other resources")
+            statement["Condition"] = copy.deepcopy(condition)
+    return statements
+
+
 def policy_document(function: Function, arns: Arns) -> dict:
     logs = {"Sid": "OwnLogs", "Effect": "Allow", "Action": LOGS,
             "Resource": arns.log_group(function.log_suffix or function.suffix)}
     tracing = {"Sid": "Tracing", "Effect": "Allow", "Action": XRAY, "Resource": "*"}
-    return {"Version": "2012-10-17", "Statement": function.statements(arns) + [logs, tracing]}
+    statements = _limited(function.statements(arns), function, arns)
+    return {"Version": "2012-10-17", "Statement": statements + [logs, tracing]}
 
 
 def table_resource() -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from .generate import Arns, Function
+from .generate import RUN_PARTITIONS, Arns, Function
 
 BUS = "StagetrackEventBus"
 INGEST_QUEUE = "IngestMessageQueue"
@@ -187,15 +187,20 @@ def _deliver_properties() -> dict:
 
 FUNCTIONS = [
     Function("aws_ci_events", "AwsCiEvents", "AwsCiEventsRole", "aws-ci-events",
-             "policy-aws-ci-events.json", _aws_ci_events, _aws_ci_properties),
+             "policy-aws-ci-events.json", _aws_ci_events, _aws_ci_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links")),
     Function("ingest_queue", "IngestQueue", "IngestQueueRole", "ingest-queue",
-             "policy-ingest-queue.json", _ingest_queue, _ingest_queue_properties),
+             "policy-ingest-queue.json", _ingest_queue, _ingest_queue_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links")),
     Function("ingest_topic", "IngestTopic", "IngestTopicRole", "ingest-topic",
-             "policy-ingest-topic.json", _ingest_topic, _ingest_topic_properties),
+             "policy-ingest-topic.json", _ingest_topic, _ingest_topic_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links")),
     Function("outbox_publisher", "OutboxPublisher", "OutboxPublisherRole", "outbox-publisher",
-             "policy-outbox-publisher.json", _outbox, _outbox_properties),
+             "policy-outbox-publisher.json", _outbox, _outbox_properties,
+             partitions=("subscriptions",)),
     Function("deliver_webhooks", "DeliverWebhooks", "DeliverWebhooksRole", "deliver-webhooks",
-             "policy-deliver-webhooks.json", _deliver, _deliver_properties),
+             "policy-deliver-webhooks.json", _deliver, _deliver_properties,
+             partitions=("subscriptions", "deliveries")),
 ]
 
 

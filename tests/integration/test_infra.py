@@ -21,6 +21,7 @@ from chalicelib.service import runs
 from chalicelib.settings import Settings
 from chalicelib.store.schema import TTL_ATTRIBUTE, ensure_tables, table_definition
 from infra import generate, part_timers
+from tests.fixtures import Recorded, assert_items_allowed, dynamodb_calls, policy_allows
 from tools import package
 
 S = StageStatus
@@ -227,12 +228,14 @@ def test_every_packaged_policy_names_only_this_stacks_resources(packaged):
 @pytest.fixture
 def iam_actions(monkeypatch):
     """The IAM actions (service:Action) of every AWS call made, with the DynamoDB index used."""
-    actions: set[str] = set()
+    actions = Recorded()
     indexes: set[str] = set()
     original = botocore.client.BaseClient._make_api_call
 
     def recording(self, operation, params):
         service = self.meta.service_model.signing_name
+        if service == "dynamodb":
+            actions.calls.extend(dynamodb_calls(operation, params))
         if operation == "TransactWriteItems":
             for entry in params["TransactItems"]:
                 kind = next(iter(entry))
@@ -279,6 +282,7 @@ def test_api_calls_stay_within_the_api_policy(client, iam_actions):
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"} <= dynamodb
     assert dynamodb <= _allowed("api_handler")
+    assert assert_items_allowed(actions, "api_handler") == {"RUN#", "PIPE#"}
 
 
 def test_timeout_handler_calls_stay_within_its_policy(ctx, clock, iam_actions):
@@ -290,6 +294,7 @@ def test_timeout_handler_calls_stay_within_its_policy(ctx, clock, iam_actions):
     actions.clear()
     assert expire_stage(ctx, stage_id, 1) == S.TIMED_OUT
     assert actions and actions <= _allowed("timer_fired")
+    assert assert_items_allowed(actions, "timer_fired") == {"RUN#"}
 
 
 def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
@@ -303,6 +308,7 @@ def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
     assert sweep(ctx).fired == {"TIMED_OUT": 1}
     assert actions <= _allowed("timer_sweeper")
     assert indexes == {part_timers.ACTIVE_INDEX}
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#"}
 
 
 def test_armer_only_starts_executions(ctx, clock, iam_actions):
@@ -387,6 +393,10 @@ def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ct
     assert sweep(ctx).completed == 1
     assert {"dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:UpdateItem"} <= actions
     assert actions <= _allowed("timer_sweeper") and actions <= _allowed("timer_fired")
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#"}
+    table_only = Recorded()
+    table_only.calls = [call for call in actions.calls if call[1] is None]  # timer_fired queries no index
+    assert assert_items_allowed(table_only, "timer_fired") == {"RUN#"}
 
 
 def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
@@ -405,3 +415,48 @@ def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
     for name, resource in functions.items():
         variables = resource["Properties"]["Environment"]["Variables"]
         assert variables["STAGETRACK_PUBLIC_URL"] == {"Ref": "PublicUrl"}, name
+
+
+# ---- least privilege by partition (dynamodb:LeadingKeys, issue 16 item 6) ----------------------
+
+TOKEN_ITEMS = ["TOKEN#" + "a" * 64, "TOKENS", "SESSION#" + "b" * 64, "ACCESSKEY#AKSTAGETRACK0001"]
+ITEM_WRITES = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+
+
+def test_only_the_api_may_reach_token_items():
+    """A compromised delivery, timer, outbox or ingest function cannot mint, change or read a
+    token, session or access key item: its statements on the table name its partitions only."""
+    for function in generate.functions():
+        for partition in TOKEN_ITEMS:
+            for action in [*ITEM_WRITES, "dynamodb:GetItem", "dynamodb:Query"]:
+                allowed = policy_allows(function.name, action, None, partition)
+                if function is generate.API:
+                    continue
+                assert not allowed, (function.name, action, partition)
+    api = generate.API.name
+    assert policy_allows(api, "dynamodb:PutItem", None, TOKEN_ITEMS[0])  # issuing a token
+
+
+def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
+    """Each role's statements on the table's items carry the condition, in the packaged template
+    too (pinned ARNs); a run's functions get no subscription, delivery or source item."""
+    resources = json.loads(packaged.read_text())["Resources"]
+    for function in generate.functions():
+        if function is generate.API:
+            assert function.partitions is None
+            continue
+        assert function.partitions is not None, function.name
+        document = resources[function.role]["Properties"]["Policies"][0]["PolicyDocument"]
+        for statement in document["Statement"]:
+            resource_ = statement["Resource"]
+            targets = resource_ if isinstance(resource_, list) else [resource_]
+            if {"Fn::GetAtt": [generate.TABLE, "Arn"]} in targets:
+                assert statement["Condition"] == generate.leading_keys(function), function.name
+    for name in ("timer_fired", "timer_sweeper", "aws_ci_events", "ingest_queue", "ingest_topic"):
+        for partition in ("SUBSCRIPTIONS", "DELIV#s1", "SOURCES"):
+            assert not policy_allows(name, "dynamodb:PutItem", None, partition), (name, partition)
+    assert not policy_allows("deliver_webhooks", "dynamodb:PutItem", None, "RUN#web:1")
+    for name in ("timer_fired", "timer_sweeper"):  # they create no run, so no pipeline counter
+        assert not policy_allows(name, "dynamodb:UpdateItem", None, "PIPE#web")
+        assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
+    assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")
