@@ -339,14 +339,107 @@ def test_chalice_config_gives_each_function_its_policy_file():
             assert config["lambda_functions"][function.name]["iam_policy_file"] == function.policy_file
 
 
-def test_template_asks_for_the_deployment_secrets_without_echo():
-    parameters = json.loads(generate.RESOURCES_PATH.read_text())["Parameters"]
-    local_defaults = {"AdminToken": Settings.admin_token, "SecretPepper": Settings.secret_pepper,
-                      "SecretKey": Settings.secret_key}
-    for name, local_default in local_defaults.items():
-        assert parameters[name]["NoEcho"] is True
-        # CloudFormation itself refuses the documented local defaults
-        assert len(local_default) < parameters[name]["MinLength"] >= 32
+SECRET_VARIABLES = {"STAGETRACK_ADMIN_TOKEN", "STAGETRACK_SECRET_PEPPER", "STAGETRACK_SECRET_KEY",
+                    "STAGETRACK_PREVIOUS_SECRET_KEYS"}
+
+
+def _refs(value) -> list[str]:
+    """Every Ref and GetAtt target, and every ${Name} of a Sub, inside a template value."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                found.append(inner)
+            elif key == "Fn::GetAtt":
+                found.append(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found += [name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)]
+                found += _refs(inner)
+            else:
+                found += _refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found += _refs(inner)
+    return found
+
+
+def _environments(template: dict):
+    for name, resource in template["Resources"].items():
+        variables = resource.get("Properties", {}).get("Environment", {}).get("Variables")
+        if variables is not None:
+            yield name, variables
+    globals_ = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables")
+    if globals_ is not None:
+        yield "Globals", globals_
+
+
+def test_no_secret_value_lands_in_any_environment_block(packaged):
+    """The packaged template asks for no secret (no NoEcho parameter) and no Environment block
+    holds one: a function gets only the ids (ARNs) of the Secrets Manager secrets it reads."""
+    template = json.loads(packaged.read_text())
+    parameters = template.get("Parameters", {})
+    assert [name for name, p in parameters.items() if p.get("NoEcho")] == []
+    secrets = {name for name, r in template["Resources"].items()
+               if r["Type"] == "AWS::SecretsManager::Secret"}
+    assert secrets == set(generate.SECRETS)
+    environments = dict(_environments(template))
+    assert len(environments) >= len(generate.functions())
+    for owner, variables in environments.items():
+        assert not SECRET_VARIABLES & set(variables), owner
+        text = json.dumps(variables)
+        assert "resolve:secretsmanager" not in text and "resolve:ssm-secure" not in text, owner
+        for variable, value in variables.items():
+            refs = set(_refs(value))
+            assert not any(parameters.get(ref, {}).get("NoEcho") for ref in refs), (owner, variable)
+            if refs & secrets:  # a secret is named, never dereferenced
+                order = sorted(refs & secrets, key=list(generate.SECRETS).index)
+                assert variable == "STAGETRACK_SECRET_IDS"
+                assert value == {"Fn::Join": [",", [{"Ref": logical} for logical in order]]}
+
+
+def test_each_function_may_read_only_the_secrets_it_is_given(packaged):
+    resources = json.loads(packaged.read_text())["Resources"]
+    for function in generate.functions():
+        variables = resources[function.logical_id]["Properties"]["Environment"]["Variables"]
+        statements = resources[function.role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        readable = [s["Resource"] for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
+        if not function.secrets:
+            assert "STAGETRACK_SECRET_IDS" not in variables and readable == [], function.name
+            continue
+        named = variables["STAGETRACK_SECRET_IDS"]["Fn::Join"][1]
+        assert readable == [named] == [[{"Ref": logical} for logical in function.secrets]], function.name
+    assert generate.API.secrets == (generate.ADMIN_SECRET, generate.PEPPER_SECRET, generate.KEY_SECRET)
+    others = [f for f in generate.functions() if f is not generate.API]
+    assert all(generate.ADMIN_SECRET not in f.secrets for f in others)  # the admin token: API only
+    by_name = {f.name: f.secrets for f in others}
+    assert by_name["deliver_webhooks"] == (generate.KEY_SECRET,)
+    assert by_name["timer_fired"] == by_name["outbox_publisher"] == ()
+
+
+def test_the_stack_generates_its_secrets_and_keeps_the_keys():
+    resources = generate.resources_template()["Resources"]
+    for logical, suffix in generate.SECRETS.items():
+        properties = resources[logical]["Properties"]
+        assert properties["Name"] == {"Fn::Sub": "${AWS::StackName}/" + suffix}
+        generated = properties["GenerateSecretString"]
+        assert generated["PasswordLength"] >= 48 and generated["ExcludePunctuation"] is True
+        assert generated["GenerateStringKey"] in secrets_fields()
+    for logical in (generate.PEPPER_SECRET, generate.KEY_SECRET):  # losing them loses data
+        assert resources[logical]["DeletionPolicy"] == resources[logical]["UpdateReplacePolicy"] == "Retain"
+
+
+def secrets_fields() -> set[str]:
+    from chalicelib.adapters.secrets import FIELDS
+
+    return set(FIELDS)
+
+
+def test_make_deploy_passes_no_secret_on_the_command_line():
+    makefile = (ROOT / "Makefile").read_text()
+    deploy = makefile[makefile.index("\ndeploy:"):makefile.index("\nclean:")]
+    for word in ("ADMIN_TOKEN", "PEPPER", "SECRET_KEY", "AdminToken", "SecretPepper", "SecretKey"):
+        assert word not in deploy
 
 
 def test_the_environment_chooses_the_table_even_through_chalice(aws, monkeypatch):
