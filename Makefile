@@ -98,17 +98,13 @@ package: venv ## the SAM template + code package in build/sam (README "Deploy")
 	$(PY) -m infra.generate --check
 	$(PY) -m tools.package $(SAM)
 
-# Secrets come from the environment (first deploy: all three required; later: omit to keep them).
+# No secret passes here: the stack generates its secrets in Secrets Manager (docs/deploy.md "Secrets").
 deploy: package ## package, upload and deploy: BUCKET=<s3 bucket> [STACK=stagetrack] [PARAMS=...]
 	@test -n "$(BUCKET)" || { echo "usage: make deploy BUCKET=<s3 bucket for the code> [STACK=$(STACK)]"; exit 2; }
 	aws cloudformation package --template-file $(SAM)/sam.json --s3-bucket $(BUCKET) \
 	  --output-template-file $(SAM)/packaged.yaml
-	set -- $(PARAMS); \
-	[ -z "$$STAGETRACK_ADMIN_TOKEN" ] || set -- "$$@" "AdminToken=$$STAGETRACK_ADMIN_TOKEN"; \
-	[ -z "$$STAGETRACK_SECRET_PEPPER" ] || set -- "$$@" "SecretPepper=$$STAGETRACK_SECRET_PEPPER"; \
-	[ -z "$$STAGETRACK_SECRET_KEY" ] || set -- "$$@" "SecretKey=$$STAGETRACK_SECRET_KEY"; \
 	aws cloudformation deploy --template-file $(SAM)/packaged.yaml --stack-name $(STACK) \
-	  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND $${1:+--parameter-overrides "$$@"}
+	  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND $(if $(PARAMS),--parameter-overrides $(PARAMS))
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
 clean: ## remove .venv, .local (DynamoDB Local), .data (local database), caches

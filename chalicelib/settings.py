@@ -131,6 +131,10 @@ class Settings:
     # lines on stdout); None: no metric lines (`make run`, tests). The template sets
     # Stagetrack/<stack>.
     metrics_namespace: str | None = None
+    # Secrets Manager secrets (ids or ARNs) the secrets above are read from, once per container
+    # (adapters/secrets.py, called by the wiring): the deployed stack sets only these ids, never
+    # a secret value, in a function's environment. Empty: the values above (env or local default).
+    secret_ids: tuple[str, ...] = ()
 
     def dynamodb_call_budget(self) -> float:
         """Seconds one DynamoDB call may take at worst before it fails: every attempt stalls for
@@ -190,6 +194,7 @@ class Settings:
             allow_local_subscribers=env_bool(env, "STAGETRACK_ALLOW_LOCAL_SUBSCRIBERS", False),
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
             metrics_namespace=metrics_namespace(env.get("STAGETRACK_METRICS_NAMESPACE")),
+            secret_ids=tuple(s.strip() for s in env.get("STAGETRACK_SECRET_IDS", "").split(",") if s.strip()),
         )
 
 

@@ -45,6 +45,10 @@ def context() -> ServiceContext:
     global _context
     if _context is None:
         settings = Settings.from_env()
+        if settings.secret_ids:  # a deployed function: the secrets' values, once per container
+            from .adapters import secrets
+
+            settings = secrets.resolve(settings)
         logging_setup.scrub_settings(settings)  # event Lambdas never import app.py, which also does
         _context = dynamo_context(settings, SystemClock())
     return _context

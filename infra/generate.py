@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from chalicelib.store.models import PARTITIONS  # noqa: E402
 from chalicelib.store.schema import TTL_ATTRIBUTE, table_definition  # noqa: E402
 
 RESOURCES_PATH = ROOT / "infra" / "resources.json"
@@ -49,6 +50,11 @@ ALL_INDEXES = "*"
 LOGS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 # X-Ray active tracing (part_watch.py); X-Ray has no resource-level permissions, hence "*".
 XRAY = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+# The stack's secrets (infra/part_secrets.py): logical id -> name suffix (<stack>/<suffix>). A
+# function reads those listed in its ``secrets``: their ids reach it in STAGETRACK_SECRET_IDS, and
+# its policy allows GetSecretValue on them only. No secret value is in any template.
+ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET = "AdminTokenSecret", "PepperSecret", "SealingKeySecret"
+SECRETS = {ADMIN_SECRET: "admin-token", PEPPER_SECRET: "pepper", KEY_SECRET: "sealing-key"}
 ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 
@@ -81,6 +87,12 @@ class Arns:
         return self.pick({"Fn::GetAtt": [logical, attribute]} if attribute else {"Ref": logical},
                          f"arn:aws:{service}:*:*:{kind}{self.stack}-{suffix}")
 
+    def secret(self, logical: str):
+        """A secret of this stack (part_secrets.py), named ``<stack>/<suffix>``; Secrets Manager
+        appends 6 random characters to a secret's name in its ARN."""
+        named = f"arn:aws:secretsmanager:*:*:secret:{self.stack}/{SECRETS[logical]}-*"
+        return self.pick({"Ref": logical}, named)
+
     def log_group(self, suffix: str):
         """The function's own log group, /stagetrack/<stack>/<suffix> (part_watch.py)."""
         return self.pick(
@@ -99,6 +111,14 @@ class Function:
     statements: Callable[[Arns], list[dict]]
     properties: Callable[[], dict] = field(default=lambda: {})  # extra Properties to merge
     log_suffix: str | None = None  # log groups it may write (default: its own)
+    # The table partitions (keys of store.models.PARTITIONS) its code reaches: its statements on
+    # the table's items allow only those (``dynamodb:LeadingKeys``). None: any item (the API).
+    partitions: tuple[str, ...] | None = None
+    secrets: tuple[str, ...] = ()  # the secrets it reads (SECRETS), by logical id
+
+
+# What a run's change reaches: the run and its stages, its pipeline, ended attempts.
+RUN_PARTITIONS = ("runs", "pipelines", "attempts")
 
 
 def _api_statements(arns: Arns) -> list[dict]:
@@ -109,25 +129,14 @@ def _api_statements(arns: Arns) -> list[dict]:
     ]
 
 
-def _api_properties() -> dict:
-    return {"Environment": {"Variables": {"STAGETRACK_ADMIN_TOKEN": {"Ref": "AdminToken"},
-                                          "STAGETRACK_SECRET_PEPPER": {"Ref": "SecretPepper"}}}}
-
-
 # The API handler's policy is chalice's default (top-level iam_policy_file), so it also covers
 # any function that has no policy of its own: those may log to any of this stack's groups.
 API = Function("api_handler", "APIHandler", "ApiHandlerRole", "api", "policy-api.json",
-               _api_statements, _api_properties, log_suffix="*")
+               _api_statements, log_suffix="*", secrets=(ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET))
 
-# Secrets the deployment must be given (the local defaults are refused outside DynamoDB Local).
-# NoEcho parameters: CloudFormation never shows them; they reach the functions as environment
-# variables, which Lambda encrypts at rest.
+# The secrets are not parameters: the stack generates them in Secrets Manager (part_secrets.py),
+# so no secret value is ever on a command line, in a parameter, or in an Environment block.
 PARAMETERS = {
-    "AdminToken": {"Type": "String", "NoEcho": True, "MinLength": 32,
-                   "Description": "Bootstrap admin bearer token (STAGETRACK_ADMIN_TOKEN)"},
-    "SecretPepper": {"Type": "String", "NoEcho": True, "MinLength": 32,
-                     "Description": "Key of the HMACs kept for tokens and secret variables "
-                                    "(STAGETRACK_SECRET_PEPPER); never change it once in use"},
     # Not a secret: where clients reach the API (a custom domain, or the stage URL), for the
     # absolute links some events carry (CDEvents `url`); empty: origin-relative links.
     "PublicUrl": {"Type": "String", "Default": "", "AllowedPattern": r"^(https?://[^\s?#]+)?$",
@@ -145,11 +154,40 @@ def functions() -> list[Function]:
     return [API] + [f for part in parts() for f in part.FUNCTIONS]
 
 
+def leading_keys(function: Function) -> dict | None:
+    """The IAM condition limiting item access to the function's partitions (None: unlimited).
+    ForAllValues: every item a call reaches (a transaction's, a batch's) must match."""
+    if function.partitions is None:
+        return None
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [PARTITIONS[p] for p in function.partitions]}}
+
+
+def _limited(statements: list[dict], function: Function, arns: Arns) -> list[dict]:
+    """Each statement on the table's items gets the function's partition condition; a statement
+    naming the table with other resources would have to be split first."""
+    condition = leading_keys(function)
+    if condition is None:
+        return statements
+    table = arns.table()
+    for statement in statements:
+        resource_ = statement["Resource"]
+        targets = resource_ if isinstance(resource_, list) else [resource_]
+        if table in targets:
+            if len(targets) != 1:
+                raise ValueError(f"{function.name}: {statement['Sid']} names the table with other resources")
+            statement["Condition"] = copy.deepcopy(condition)
+    return statements
+
+
 def policy_document(function: Function, arns: Arns) -> dict:
     logs = {"Sid": "OwnLogs", "Effect": "Allow", "Action": LOGS,
             "Resource": arns.log_group(function.log_suffix or function.suffix)}
     tracing = {"Sid": "Tracing", "Effect": "Allow", "Action": XRAY, "Resource": "*"}
-    return {"Version": "2012-10-17", "Statement": function.statements(arns) + [logs, tracing]}
+    statements = _limited(function.statements(arns), function, arns)
+    if function.secrets:
+        statements.append({"Sid": "Secrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                           "Resource": [arns.secret(logical) for logical in function.secrets]})
+    return {"Version": "2012-10-17", "Statement": statements + [logs, tracing]}
 
 
 def table_resource() -> dict:
@@ -194,9 +232,12 @@ def resources_template() -> dict:
         _merge(resources, part.resources(arns))
         outputs.update(getattr(part, "outputs", dict)())
     for function in functions():
+        variables: dict = {"STAGETRACK_TABLE": {"Ref": TABLE}, "STAGETRACK_PUBLIC_URL": {"Ref": "PublicUrl"}}
+        if function.secrets:  # their ids only: each function reads the values itself, once
+            variables["STAGETRACK_SECRET_IDS"] = {
+                "Fn::Join": [",", [{"Ref": logical} for logical in function.secrets]]}
         patch = {"FunctionName": {"Fn::Sub": "${AWS::StackName}-%s" % function.suffix},
-                 "Environment": {"Variables": {"STAGETRACK_TABLE": {"Ref": TABLE},
-                                               "STAGETRACK_PUBLIC_URL": {"Ref": "PublicUrl"}}}}
+                 "Environment": {"Variables": variables}}
         _merge(resources.setdefault(function.logical_id, {}),
                {"Properties": _merge(patch, function.properties())})
         resources[function.role] = {"Properties": {"Policies": [{

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from .generate import Arns, Function
+from .generate import KEY_SECRET, PEPPER_SECRET, RUN_PARTITIONS, Arns, Function
 
 BUS = "StagetrackEventBus"
 INGEST_QUEUE = "IngestMessageQueue"
@@ -119,8 +119,7 @@ def _deliver(arns: Arns) -> list[dict]:
 
 
 def _pepper() -> dict:
-    return {"STAGETRACK_SECRET_PEPPER": {"Ref": "SecretPepper"},
-            "STAGETRACK_INGEST_DLQ_URL": {"Ref": INGEST_DLQ}}
+    return {"STAGETRACK_INGEST_DLQ_URL": {"Ref": INGEST_DLQ}}
 
 
 def _async_failures() -> dict:
@@ -176,8 +175,7 @@ def _outbox_properties() -> dict:
 
 def _deliver_properties() -> dict:
     return {
-        "Environment": {"Variables": {"STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"},
-                                      "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE},
+        "Environment": {"Variables": {"STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE},
                                       "STAGETRACK_DELIVERY_DLQ_URL": {"Ref": DELIVERY_DLQ}}},
         "Events": {"DeliverWebhooksSqsEventSource": {"Properties": {
             "Queue": {"Fn::GetAtt": [DELIVERY_QUEUE, "Arn"]},
@@ -187,23 +185,21 @@ def _deliver_properties() -> dict:
 
 FUNCTIONS = [
     Function("aws_ci_events", "AwsCiEvents", "AwsCiEventsRole", "aws-ci-events",
-             "policy-aws-ci-events.json", _aws_ci_events, _aws_ci_properties),
+             "policy-aws-ci-events.json", _aws_ci_events, _aws_ci_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links"), secrets=(PEPPER_SECRET,)),
     Function("ingest_queue", "IngestQueue", "IngestQueueRole", "ingest-queue",
-             "policy-ingest-queue.json", _ingest_queue, _ingest_queue_properties),
+             "policy-ingest-queue.json", _ingest_queue, _ingest_queue_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links"), secrets=(PEPPER_SECRET,)),
     Function("ingest_topic", "IngestTopic", "IngestTopicRole", "ingest-topic",
-             "policy-ingest-topic.json", _ingest_topic, _ingest_topic_properties),
+             "policy-ingest-topic.json", _ingest_topic, _ingest_topic_properties,
+             partitions=(*RUN_PARTITIONS, "idempotency", "links"), secrets=(PEPPER_SECRET,)),
     Function("outbox_publisher", "OutboxPublisher", "OutboxPublisherRole", "outbox-publisher",
-             "policy-outbox-publisher.json", _outbox, _outbox_properties),
+             "policy-outbox-publisher.json", _outbox, _outbox_properties,
+             partitions=("subscriptions",)),
     Function("deliver_webhooks", "DeliverWebhooks", "DeliverWebhooksRole", "deliver-webhooks",
-             "policy-deliver-webhooks.json", _deliver, _deliver_properties),
+             "policy-deliver-webhooks.json", _deliver, _deliver_properties,
+             partitions=("subscriptions", "deliveries"), secrets=(KEY_SECRET,)),
 ]
-
-
-def parameters() -> dict:
-    return {"SecretKey": {"Type": "String", "NoEcho": True, "MinLength": 32,
-                          "Description": "Key that webhook source and subscriber secrets are sealed "
-                                         "with (AES-GCM; STAGETRACK_SECRET_KEY). To rotate, pass the "
-                                         "old one in STAGETRACK_PREVIOUS_SECRET_KEYS"}}
 
 
 def _sqs(suffix: str, **properties) -> dict:
@@ -244,10 +240,6 @@ def resources(arns: Arns) -> dict:
             "deliveries", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep, RedrivePolicy=_redrive(DELIVERY_DLQ)
         ),
         OUTBOX_FAILURES: _sqs("outbox-failures", **keep),
-        # the API seals and opens webhook source and subscription secrets
-        "APIHandler": {
-            "Properties": {"Environment": {"Variables": {"STAGETRACK_SECRET_KEY": {"Ref": "SecretKey"}}}}
-        },
     }
 
 

@@ -46,6 +46,11 @@ def render_definition(queue_url: str) -> str:
     return ASL_PATH.read_text().replace("${TimerQueueUrl}", queue_url)
 
 
+# A timer ends or times out a stage of an existing run (and so may end an attempt): it creates no
+# run, so it never touches a pipeline item (only creating a run does: its counter).
+TIMER_PARTITIONS = ("runs", "attempts")
+
+
 def _armer(arns: Arns) -> list[dict]:
     return [
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
@@ -91,11 +96,11 @@ def _fired_properties() -> dict:
 
 FUNCTIONS = [
     Function("timer_armer", "TimerArmer", "TimerArmerRole", "timer-armer",
-             "policy-timer-armer.json", _armer, _armer_properties),
+             "policy-timer-armer.json", _armer, _armer_properties, partitions=()),
     Function("timer_fired", "TimerFired", "TimerFiredRole", "timer-fired",
-             "policy-timer-fired.json", _fired, _fired_properties),
+             "policy-timer-fired.json", _fired, _fired_properties, partitions=TIMER_PARTITIONS),
     Function("timer_sweeper", "TimerSweeper", "TimerSweeperRole", "timer-sweeper",
-             "policy-timer-sweeper.json", _sweeper),
+             "policy-timer-sweeper.json", _sweeper, partitions=TIMER_PARTITIONS),
 ]
 
 

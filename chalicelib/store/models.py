@@ -124,6 +124,26 @@ def attempt_sk(number: int) -> str:
     return f"{ATTEMPT_SK_PREFIX}{number:04d}"
 
 
+# The partitions of the table, as IAM's ``dynamodb:LeadingKeys`` condition names them (StringLike):
+# infra/generate.py lets each non-API function reach only the families its code uses, so e.g. a
+# compromised delivery or timer function cannot write a token item. A new partition family goes
+# here, and into the ``partitions`` of each function that reaches it.
+PARTITIONS = {
+    "runs": "RUN#*",                 # a run and its stages
+    "pipelines": "PIPE#*",
+    "attempts": "ATTEMPTS#*",        # a stage's ended attempts
+    "idempotency": "IDEM#*",         # Idempotency-Key claims, webhook delivery ids
+    "links": "LINK#*",               # sender's run -> run id
+    "sources": "SOURCES",            # webhook sources (secrets sealed)
+    "subscriptions": "SUBSCRIPTIONS",
+    "deliveries": "DELIV#*",
+    "tokens": "TOKEN#*",             # store/tokens.py: tokens, sessions, access keys, the listing
+    "token_listing": "TOKENS",
+    "sessions": "SESSION#*",
+    "access_keys": "ACCESSKEY#*",
+}
+
+
 class BaseItem(Model):
     class Meta:
         table_name: str | None = None  # schema only: see item_models()

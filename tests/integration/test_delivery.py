@@ -15,8 +15,10 @@ from chalicelib.domain.events import backoff_seconds
 from chalicelib.integrations.signed_delivery import verify_delivery
 from chalicelib.settings import Settings
 from tests.fixtures import (
+    Recorded,
     StreamReader,
     allowed_actions,
+    assert_items_allowed,
     delete_done,
     iam_actions,
     make_queue,
@@ -326,17 +328,19 @@ def test_the_delivery_worker_calls_only_what_its_policy_allows(lam, client, cloc
     with receiver([500]) as hook:
         subscribe(client, hook.url)
         one_stage_starts(client, lam)
-        actions: set[str] = set()
+        actions = Recorded()
         for _ in range(MAX_ATTEMPTS):  # retry, retry, dead letter
             batch = receive(DELIVERIES)
             with iam_actions(monkeypatch) as made:
                 lam.lambda_.invoke("deliver_webhooks", sqs_event(batch, lam.queue_arn))
             actions |= made
+            actions.calls += made.calls
             delete_done(DELIVERIES, batch, [])
             clock.advance(200)
         assert len(hook.requests) == MAX_ATTEMPTS and receive(DLQ)
     assert actions == {"dynamodb:GetItem", "dynamodb:PutItem", "sqs:SendMessage"}
     assert actions <= allowed_actions("deliver_webhooks")
+    assert assert_items_allowed(actions, "deliver_webhooks") == {"SUBSCRIPTIONS", "DELIV#"}
 
 
 # ---- `make run`: the same outbox on a thread, over the local stream ------------------------------

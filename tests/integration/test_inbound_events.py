@@ -13,6 +13,7 @@ from chalicelib.service import runs
 from chalicelib.settings import Settings
 from tests.fixtures import (
     allowed_actions,
+    assert_items_allowed,
     aws_client,
     delete_done,
     iam_actions,
@@ -408,14 +409,17 @@ def test_the_inbound_functions_call_only_what_their_policies_allow(lam, ctx, mon
         invoke(lam, "aws_ci_events", variant("codepipeline_stage_started", detail={}))  # dead-lettered
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"} <= actions
     assert actions <= allowed_actions("aws_ci_events")
+    assert assert_items_allowed(actions, "aws_ci_events") == {"RUN#", "PIPE#", "IDEM#", "LINK#"}
     with iam_actions(monkeypatch) as actions:
         invoke(lam, "ingest_queue", queue_event(lam, messages(body, "{bad", {
             "action": "patch_stage", "stageId": "web:1:1", "patch": {"status": "IN_PROGRESS"}},
             {"action": "cancel_run", "runId": "web:1"}, {"action": "retry_run", "runId": "web:1"})))
     assert actions <= allowed_actions("ingest_queue")
+    assert assert_items_allowed(actions, "ingest_queue") == {"RUN#", "PIPE#", "IDEM#", "ATTEMPTS#"}
     with iam_actions(monkeypatch) as actions:
         invoke(lam, "ingest_topic", lam.events.generate_sns_event(body))
     assert actions <= allowed_actions("ingest_topic")
+    assert assert_items_allowed(actions, "ingest_topic") == {"RUN#", "PIPE#", "IDEM#"}
 
 
 def test_variables_and_pause_messages_apply_through_the_queue_handler(lam, ctx):

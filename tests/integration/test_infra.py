@@ -21,6 +21,7 @@ from chalicelib.service import runs
 from chalicelib.settings import Settings
 from chalicelib.store.schema import TTL_ATTRIBUTE, ensure_tables, table_definition
 from infra import generate, part_timers
+from tests.fixtures import Recorded, assert_items_allowed, dynamodb_calls, policy_allows
 from tools import package
 
 S = StageStatus
@@ -227,12 +228,14 @@ def test_every_packaged_policy_names_only_this_stacks_resources(packaged):
 @pytest.fixture
 def iam_actions(monkeypatch):
     """The IAM actions (service:Action) of every AWS call made, with the DynamoDB index used."""
-    actions: set[str] = set()
+    actions = Recorded()
     indexes: set[str] = set()
     original = botocore.client.BaseClient._make_api_call
 
     def recording(self, operation, params):
         service = self.meta.service_model.signing_name
+        if service == "dynamodb":
+            actions.calls.extend(dynamodb_calls(operation, params))
         if operation == "TransactWriteItems":
             for entry in params["TransactItems"]:
                 kind = next(iter(entry))
@@ -279,6 +282,7 @@ def test_api_calls_stay_within_the_api_policy(client, iam_actions):
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"} <= dynamodb
     assert dynamodb <= _allowed("api_handler")
+    assert assert_items_allowed(actions, "api_handler") == {"RUN#", "PIPE#"}
 
 
 def test_timeout_handler_calls_stay_within_its_policy(ctx, clock, iam_actions):
@@ -290,6 +294,7 @@ def test_timeout_handler_calls_stay_within_its_policy(ctx, clock, iam_actions):
     actions.clear()
     assert expire_stage(ctx, stage_id, 1) == S.TIMED_OUT
     assert actions and actions <= _allowed("timer_fired")
+    assert assert_items_allowed(actions, "timer_fired") == {"RUN#"}
 
 
 def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
@@ -303,6 +308,7 @@ def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
     assert sweep(ctx).fired == {"TIMED_OUT": 1}
     assert actions <= _allowed("timer_sweeper")
     assert indexes == {part_timers.ACTIVE_INDEX}
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#"}
 
 
 def test_armer_only_starts_executions(ctx, clock, iam_actions):
@@ -333,14 +339,107 @@ def test_chalice_config_gives_each_function_its_policy_file():
             assert config["lambda_functions"][function.name]["iam_policy_file"] == function.policy_file
 
 
-def test_template_asks_for_the_deployment_secrets_without_echo():
-    parameters = json.loads(generate.RESOURCES_PATH.read_text())["Parameters"]
-    local_defaults = {"AdminToken": Settings.admin_token, "SecretPepper": Settings.secret_pepper,
-                      "SecretKey": Settings.secret_key}
-    for name, local_default in local_defaults.items():
-        assert parameters[name]["NoEcho"] is True
-        # CloudFormation itself refuses the documented local defaults
-        assert len(local_default) < parameters[name]["MinLength"] >= 32
+SECRET_VARIABLES = {"STAGETRACK_ADMIN_TOKEN", "STAGETRACK_SECRET_PEPPER", "STAGETRACK_SECRET_KEY",
+                    "STAGETRACK_PREVIOUS_SECRET_KEYS"}
+
+
+def _refs(value) -> list[str]:
+    """Every Ref and GetAtt target, and every ${Name} of a Sub, inside a template value."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                found.append(inner)
+            elif key == "Fn::GetAtt":
+                found.append(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found += [name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)]
+                found += _refs(inner)
+            else:
+                found += _refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found += _refs(inner)
+    return found
+
+
+def _environments(template: dict):
+    for name, resource in template["Resources"].items():
+        variables = resource.get("Properties", {}).get("Environment", {}).get("Variables")
+        if variables is not None:
+            yield name, variables
+    globals_ = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables")
+    if globals_ is not None:
+        yield "Globals", globals_
+
+
+def test_no_secret_value_lands_in_any_environment_block(packaged):
+    """The packaged template asks for no secret (no NoEcho parameter) and no Environment block
+    holds one: a function gets only the ids (ARNs) of the Secrets Manager secrets it reads."""
+    template = json.loads(packaged.read_text())
+    parameters = template.get("Parameters", {})
+    assert [name for name, p in parameters.items() if p.get("NoEcho")] == []
+    secrets = {name for name, r in template["Resources"].items()
+               if r["Type"] == "AWS::SecretsManager::Secret"}
+    assert secrets == set(generate.SECRETS)
+    environments = dict(_environments(template))
+    assert len(environments) >= len(generate.functions())
+    for owner, variables in environments.items():
+        assert not SECRET_VARIABLES & set(variables), owner
+        text = json.dumps(variables)
+        assert "resolve:secretsmanager" not in text and "resolve:ssm-secure" not in text, owner
+        for variable, value in variables.items():
+            refs = set(_refs(value))
+            assert not any(parameters.get(ref, {}).get("NoEcho") for ref in refs), (owner, variable)
+            if refs & secrets:  # a secret is named, never dereferenced
+                order = sorted(refs & secrets, key=list(generate.SECRETS).index)
+                assert variable == "STAGETRACK_SECRET_IDS"
+                assert value == {"Fn::Join": [",", [{"Ref": logical} for logical in order]]}
+
+
+def test_each_function_may_read_only_the_secrets_it_is_given(packaged):
+    resources = json.loads(packaged.read_text())["Resources"]
+    for function in generate.functions():
+        variables = resources[function.logical_id]["Properties"]["Environment"]["Variables"]
+        statements = resources[function.role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        readable = [s["Resource"] for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
+        if not function.secrets:
+            assert "STAGETRACK_SECRET_IDS" not in variables and readable == [], function.name
+            continue
+        named = variables["STAGETRACK_SECRET_IDS"]["Fn::Join"][1]
+        assert readable == [named] == [[{"Ref": logical} for logical in function.secrets]], function.name
+    assert generate.API.secrets == (generate.ADMIN_SECRET, generate.PEPPER_SECRET, generate.KEY_SECRET)
+    others = [f for f in generate.functions() if f is not generate.API]
+    assert all(generate.ADMIN_SECRET not in f.secrets for f in others)  # the admin token: API only
+    by_name = {f.name: f.secrets for f in others}
+    assert by_name["deliver_webhooks"] == (generate.KEY_SECRET,)
+    assert by_name["timer_fired"] == by_name["outbox_publisher"] == ()
+
+
+def test_the_stack_generates_its_secrets_and_keeps_the_keys():
+    resources = generate.resources_template()["Resources"]
+    for logical, suffix in generate.SECRETS.items():
+        properties = resources[logical]["Properties"]
+        assert properties["Name"] == {"Fn::Sub": "${AWS::StackName}/" + suffix}
+        generated = properties["GenerateSecretString"]
+        assert generated["PasswordLength"] >= 48 and generated["ExcludePunctuation"] is True
+        assert generated["GenerateStringKey"] in secrets_fields()
+    for logical in (generate.PEPPER_SECRET, generate.KEY_SECRET):  # losing them loses data
+        assert resources[logical]["DeletionPolicy"] == resources[logical]["UpdateReplacePolicy"] == "Retain"
+
+
+def secrets_fields() -> set[str]:
+    from chalicelib.adapters.secrets import FIELDS
+
+    return set(FIELDS)
+
+
+def test_make_deploy_passes_no_secret_on_the_command_line():
+    makefile = (ROOT / "Makefile").read_text()
+    deploy = makefile[makefile.index("\ndeploy:"):makefile.index("\nclean:")]
+    for word in ("ADMIN_TOKEN", "PEPPER", "SECRET_KEY", "AdminToken", "SecretPepper", "SecretKey"):
+        assert word not in deploy
 
 
 def test_the_environment_chooses_the_table_even_through_chalice(aws, monkeypatch):
@@ -387,6 +486,10 @@ def test_sweeper_completing_a_big_runs_pending_change_stays_within_its_policy(ct
     assert sweep(ctx).completed == 1
     assert {"dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:UpdateItem"} <= actions
     assert actions <= _allowed("timer_sweeper") and actions <= _allowed("timer_fired")
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#"}
+    table_only = Recorded()
+    table_only.calls = [call for call in actions.calls if call[1] is None]  # timer_fired queries no index
+    assert assert_items_allowed(table_only, "timer_fired") == {"RUN#"}
 
 
 def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
@@ -405,3 +508,48 @@ def test_every_function_gets_the_public_url_and_it_is_optional(packaged):
     for name, resource in functions.items():
         variables = resource["Properties"]["Environment"]["Variables"]
         assert variables["STAGETRACK_PUBLIC_URL"] == {"Ref": "PublicUrl"}, name
+
+
+# ---- least privilege by partition (dynamodb:LeadingKeys, issue 16 item 6) ----------------------
+
+TOKEN_ITEMS = ["TOKEN#" + "a" * 64, "TOKENS", "SESSION#" + "b" * 64, "ACCESSKEY#AKSTAGETRACK0001"]
+ITEM_WRITES = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+
+
+def test_only_the_api_may_reach_token_items():
+    """A compromised delivery, timer, outbox or ingest function cannot mint, change or read a
+    token, session or access key item: its statements on the table name its partitions only."""
+    for function in generate.functions():
+        for partition in TOKEN_ITEMS:
+            for action in [*ITEM_WRITES, "dynamodb:GetItem", "dynamodb:Query"]:
+                allowed = policy_allows(function.name, action, None, partition)
+                if function is generate.API:
+                    continue
+                assert not allowed, (function.name, action, partition)
+    api = generate.API.name
+    assert policy_allows(api, "dynamodb:PutItem", None, TOKEN_ITEMS[0])  # issuing a token
+
+
+def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
+    """Each role's statements on the table's items carry the condition, in the packaged template
+    too (pinned ARNs); a run's functions get no subscription, delivery or source item."""
+    resources = json.loads(packaged.read_text())["Resources"]
+    for function in generate.functions():
+        if function is generate.API:
+            assert function.partitions is None
+            continue
+        assert function.partitions is not None, function.name
+        document = resources[function.role]["Properties"]["Policies"][0]["PolicyDocument"]
+        for statement in document["Statement"]:
+            resource_ = statement["Resource"]
+            targets = resource_ if isinstance(resource_, list) else [resource_]
+            if {"Fn::GetAtt": [generate.TABLE, "Arn"]} in targets:
+                assert statement["Condition"] == generate.leading_keys(function), function.name
+    for name in ("timer_fired", "timer_sweeper", "aws_ci_events", "ingest_queue", "ingest_topic"):
+        for partition in ("SUBSCRIPTIONS", "DELIV#s1", "SOURCES"):
+            assert not policy_allows(name, "dynamodb:PutItem", None, partition), (name, partition)
+    assert not policy_allows("deliver_webhooks", "dynamodb:PutItem", None, "RUN#web:1")
+    for name in ("timer_fired", "timer_sweeper"):  # they create no run, so no pipeline counter
+        assert not policy_allows(name, "dynamodb:UpdateItem", None, "PIPE#web")
+        assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
+    assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")

@@ -14,6 +14,7 @@ from chalicelib.settings import Settings
 from tests.fixtures import (
     StreamReader,
     allowed_actions,
+    assert_items_allowed,
     event_bus_to_queue,
     iam_actions,
     load,
@@ -185,6 +186,7 @@ def test_the_publisher_calls_only_what_its_policy_allows(lam, client, monkeypatc
         lam.lambda_.invoke("outbox_publisher", event)
     assert actions == {"dynamodb:Query", "events:PutEvents", "sqs:SendMessage"}
     assert actions <= allowed_actions("outbox_publisher")
+    assert assert_items_allowed(actions, "outbox_publisher") == {"SUBSCRIPTIONS"}
 
 
 # ---- subscriptions in format "cdevents" -----------------------------------------------------------

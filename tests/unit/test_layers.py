@@ -319,6 +319,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.events.timers", "chalicelib.service.timers"): _LAMBDA_COLD_START,
     ("chalicelib.wiring", "chalicelib.adapters.metrics"): "only a stack with a metrics namespace writes them",
     ("chalicelib.wiring", "chalicelib.adapters.secretbox"): "the cipher loads only to seal or open",
+    ("chalicelib.wiring", "chalicelib.adapters.secrets"): "botocore loads only where secrets are named",
     ("chalicelib.wiring", "chalicelib.store.dynamo"): "PynamoDB loads only where the stores are DynamoDB",
     ("chalicelib.wiring", "chalicelib.store.memory"): "the in-memory stores never load in Lambda",
 }
