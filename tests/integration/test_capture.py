@@ -69,7 +69,7 @@ def test_the_timer_armer_reports_partial_failures_and_every_queue_consumer_does(
 def test_every_rule_target_has_a_dead_letter_queue_and_a_retry_policy(template):
     targets = [(f, p) for f, _, kind, p in _events(template) if kind in RULES]
     assert {f for f, _ in targets} == {"AwsCiEvents", "TimerSweeper"}
-    for function, properties in targets:
+    for _, properties in targets:
         assert properties["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventRuleDeadLetterQueue", "Arn"]}}
         assert properties["RetryPolicy"] == {"MaximumRetryAttempts": 20, "MaximumEventAgeInSeconds": 3600}
     policy = template["Resources"]["EventRuleDeadLetterQueuePolicy"]["Properties"]
