@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest -q $(XDIST)
 DDB_LOCAL := $(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e mutate bench docs clean package deploy
+.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e mutate bench docs clean package deploy replay
 
 help: ## list the targets (this text)
 	@echo "stagetrack -- make <target>:"
@@ -106,6 +106,11 @@ deploy: package ## package, upload and deploy: BUCKET=<s3 bucket> [STACK=stagetr
 	aws cloudformation deploy --template-file $(SAM)/packaged.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND $(if $(PARAMS),--parameter-overrides $(PARAMS))
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
+# SOURCE: ingest-dlq, deliveries-dlq, timers-dlq, rules-dlq or stream-failures (docs/runbook.md)
+replay: venv ## replay a failure queue or the stream failure bucket: SOURCE=<source> [STACK=stagetrack] [ARGS=--dry-run]
+	@test -n "$(SOURCE)" || { echo "usage: make replay SOURCE=ingest-dlq|deliveries-dlq|timers-dlq|rules-dlq|stream-failures [STACK=$(STACK)] [ARGS=--dry-run]"; exit 2; }
+	$(PY) -m tools.replay $(SOURCE) --stack $(STACK) $(ARGS)
 
 clean: ## remove .venv, .local (DynamoDB Local), .data (local database), caches
 	rm -rf $(VENV) .local .data .pytest_cache .hypothesis build dist

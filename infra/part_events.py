@@ -9,7 +9,8 @@ delivery worker seal and open webhook secrets with.
 - ingest_topic      the ingest topic; same writes
 - outbox_publisher  the table's stream (second consumer, filtered to runs and stages); reads the
                     subscriptions, puts events on the bus, queues deliveries; a batch failing
-                    after its retries is recorded in the outbox failure queue
+                    after its retries is kept whole in the stream failure bucket
+                    (part_capture.py)
 - deliver_webhooks  the delivery queue (ReportBatchItemFailures); reads its subscription,
                     records the attempt, queues the retry or dead-letters it
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 
 from .generate import KEY_SECRET, PEPPER_SECRET, RUN_PARTITIONS, Arns, Function
+from .part_capture import async_failures, bucket_statement, stream_failure_destination
 
 BUS = "StagetrackEventBus"
 INGEST_QUEUE = "IngestMessageQueue"
@@ -25,7 +27,6 @@ INGEST_TOPIC = "IngestMessageTopic"
 INGEST_DLQ = "IngestDeadLetterQueue"
 DELIVERY_QUEUE = "DeliveryQueue"
 DELIVERY_DLQ = "DeliveryDeadLetterQueue"
-OUTBOX_FAILURES = "OutboxFailureQueue"
 FUNCTION_TIMEOUT = 60  # .chalice/config.json lambda_timeout of the queue consumers
 VISIBILITY_TIMEOUT = 6 * FUNCTION_TIMEOUT  # as Lambda advises for SQS event sources
 MAX_RECEIVES = 5
@@ -91,11 +92,9 @@ def _outbox(arns: Arns) -> list[dict]:
             "Sid": "QueueDeliveries",
             "Effect": "Allow",
             "Action": SEND,
-            "Resource": [
-                _queue(arns, DELIVERY_QUEUE, "deliveries"),
-                _queue(arns, OUTBOX_FAILURES, "outbox-failures"),
-            ],
+            "Resource": [_queue(arns, DELIVERY_QUEUE, "deliveries")],
         },
+        bucket_statement(arns),
     ]
 
 
@@ -123,8 +122,9 @@ def _pepper() -> dict:
 
 
 def _async_failures() -> dict:
-    """SNS and EventBridge invoke asynchronously: after Lambda's retries, the event is kept."""
-    return {"DeadLetterQueue": {"Type": "SQS", "TargetArn": {"Fn::GetAtt": [INGEST_DLQ, "Arn"]}}}
+    """SNS and EventBridge invoke asynchronously: after Lambda's retries, the event is kept
+    (an on-failure destination: the request payload with the error, python -m tools.replay)."""
+    return async_failures(INGEST_DLQ)
 
 
 def _aws_ci_properties() -> dict:
@@ -164,9 +164,9 @@ def _outbox_properties() -> dict:
                     "FilterCriteria": {
                         "Filters": [{"Pattern": kind_is("NewImage")}, {"Pattern": kind_is("OldImage")}]
                     },
-                    "DestinationConfig": {
-                        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": [OUTBOX_FAILURES, "Arn"]}}
-                    },
+                    # no ReportBatchItemFailures: a failure here is the bus or the queue refusing
+                    # the whole batch (events/outbound.py), so the batch is retried, bisected
+                    "DestinationConfig": stream_failure_destination(),
                 }
             }
         },
@@ -239,7 +239,6 @@ def resources(arns: Arns) -> dict:
         DELIVERY_QUEUE: _sqs(
             "deliveries", VisibilityTimeout=VISIBILITY_TIMEOUT, **keep, RedrivePolicy=_redrive(DELIVERY_DLQ)
         ),
-        OUTBOX_FAILURES: _sqs("outbox-failures", **keep),
     }
 
 
@@ -250,5 +249,4 @@ def outputs() -> dict:
         "IngestTopicArn": {"Value": {"Ref": INGEST_TOPIC}},
         "IngestDeadLetterQueueUrl": {"Value": {"Ref": INGEST_DLQ}},
         "DeliveryDeadLetterQueueUrl": {"Value": {"Ref": DELIVERY_DLQ}},
-        "OutboxFailureQueueUrl": {"Value": {"Ref": OUTBOX_FAILURES}},
     }

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .generate import Arns, Function
+from .part_capture import async_failures, bucket_statement, stream_failure_destination
 
 ASL_PATH = Path(__file__).resolve().parent / "timer_state_machine.asl.json"
 QUEUE = "TimerQueue"
@@ -56,6 +57,7 @@ def _armer(arns: Arns) -> list[dict]:
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
         {"Sid": "StartTimers", "Effect": "Allow", "Action": ["states:StartExecution"],
          "Resource": [state_machine_arn(arns)]},
+        bucket_statement(arns),
     ]
 
 
@@ -71,6 +73,9 @@ def _sweeper(arns: Arns) -> list[dict]:
         {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "ActiveIndex", "Effect": "Allow", "Action": ["dynamodb:Query"],
          "Resource": [arns.index(ACTIVE_INDEX)]},
+        # the schedule's failed invocations are kept there (EventInvokeConfig, Lambda sends them)
+        {"Sid": "FailedSweeps", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+         "Resource": [arns.named("sqs", DLQ, "timers-dlq")]},
     ]
 
 
@@ -81,6 +86,9 @@ def _armer_properties() -> dict:
             "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
             "MaximumRetryAttempts": 10,
             "BisectBatchOnFunctionError": True,
+            # the handler reports the first record it could not arm; Lambda retries from it
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "DestinationConfig": stream_failure_destination(),
             "FilterCriteria": {"Filters": [{"Pattern": json.dumps({
                 "eventName": ["INSERT", "MODIFY"],
                 "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}},
@@ -91,7 +99,12 @@ def _armer_properties() -> dict:
 
 def _fired_properties() -> dict:
     return {"Events": {"TimerFiredSqsEventSource": {"Properties": {
-        "Queue": {"Fn::GetAtt": [QUEUE, "Arn"]}}}}}
+        "Queue": {"Fn::GetAtt": [QUEUE, "Arn"]}, "FunctionResponseTypes": ["ReportBatchItemFailures"]}}}}
+
+
+def _sweeper_properties() -> dict:
+    # no retry: the next minute's sweep does the same work; a failed one is kept to be looked at
+    return async_failures(DLQ, retries=0)
 
 
 FUNCTIONS = [
@@ -100,7 +113,7 @@ FUNCTIONS = [
     Function("timer_fired", "TimerFired", "TimerFiredRole", "timer-fired",
              "policy-timer-fired.json", _fired, _fired_properties, partitions=TIMER_PARTITIONS),
     Function("timer_sweeper", "TimerSweeper", "TimerSweeperRole", "timer-sweeper",
-             "policy-timer-sweeper.json", _sweeper, partitions=TIMER_PARTITIONS),
+             "policy-timer-sweeper.json", _sweeper, _sweeper_properties, partitions=TIMER_PARTITIONS),
 ]
 
 

@@ -34,6 +34,7 @@ INGEST_QUEUE_ARN = os.environ.get(
     "STAGETRACK_INGEST_QUEUE_ARN", f"arn:aws:sqs:us-east-1:123456789012:{INGEST_QUEUE}",
 )
 INGEST_TOPIC = "stagetrack-ingest"
+REPLAY_OF = "stagetrackReplayOf"  # SQS message attribute set by tools/replay.py
 # Placeholders, as ARN strings so that the packaged template (infra/part_events.py) replaces
 # them whole with references to the queue and topic it creates.
 INGEST_TOPIC_ARN = os.environ.get(
@@ -92,8 +93,12 @@ def ingest_queue(event):
         raw = record.to_dict()
         message_id = raw.get("messageId", "")
         queue_name = raw.get("eventSourceARN", "").rsplit(":", 1)[-1] or INGEST_QUEUE
+        # a message replayed from the DLQ (tools/replay.py) keeps the id it was first delivered
+        # with, so one that was applied before its failure is not applied again
+        first_id = ((raw.get("messageAttributes") or {}).get(REPLAY_OF) or {}).get("stringValue")
+        transport_id = f"sqs:{first_id or message_id}"
         try:
-            answer, replayed = messages.ingest_message(ctx, record.body, transport_id=f"sqs:{message_id}",
+            answer, replayed = messages.ingest_message(ctx, record.body, transport_id=transport_id,
                                                        actor=f"sqs:{queue_name}")
             log.info("sqs message %s: %s%s", message_id, answer, " (replayed)" if replayed else "")
         except Exception as error:  # noqa: BLE001 - one message's failure stays its own

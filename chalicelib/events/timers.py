@@ -36,22 +36,40 @@ handlers = Blueprint(__name__)
 
 @handlers.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, starting_position="TRIM_HORIZON")
 def timer_armer(event):
+    """Records are armed in stream order; the first one that fails is reported in
+    ``batchItemFailures`` (ReportBatchItemFailures on the event source mapping), so Lambda
+    retries from that record on and the ones before it are not armed again. After its retries
+    the batch goes to the stream failure bucket whole (infra/part_capture.py)."""
     from ..adapters import stepfunctions
     from ..service.timers import arm_timers
 
-    armed = arm_timers(wiring.context(), (record.to_dict() for record in event),
-                       stepfunctions.scheduler())
+    ctx = wiring.context()
+    scheduler = stepfunctions.scheduler()
+    armed = 0
+    for record in event:
+        raw = record.to_dict()
+        try:
+            armed += arm_timers(ctx, [raw], scheduler)
+        except Exception:  # noqa: BLE001 - this record and those after it are retried
+            sequence = (raw.get("dynamodb") or {}).get("SequenceNumber", "")
+            log.exception("arming the timer of stream record %s failed; Lambda retries from it", sequence)
+            log.info("armed %d stage timer(s)", armed)
+            return {"batchItemFailures": [{"itemIdentifier": sequence}]}
     log.info("armed %d stage timer(s)", armed)
+    return {"batchItemFailures": []}
 
 
 @handlers.on_sqs_message(queue_arn=TIMER_QUEUE_ARN, batch_size=10)
 def timer_fired(event):
-    """Malformed messages are dropped (logged); a lost write race raises so SQS redelivers the
-    batch, which is safe because expire_stage is idempotent."""
+    """Malformed messages are dropped (logged); a message whose expiry fails (a lost write race,
+    throttling) is reported alone in ``batchItemFailures`` so SQS redelivers only it, which is
+    safe because expire_stage is idempotent."""
     from ..service.timers import expire_stage
 
     ctx = wiring.context()
+    failures = []
     for record in event:
+        message_id = record.to_dict().get("messageId", "")
         try:
             body = json.loads(record.body)
             stage_id, attempt = body["stageId"], body["attempt"]
@@ -60,9 +78,15 @@ def timer_fired(event):
         except (ValueError, KeyError, TypeError, RecursionError) as error:  # nested too deep
             log.warning("dropping malformed timer message: %s", type(error).__name__)
             continue
-        status = expire_stage(ctx, stage_id, attempt)
+        try:
+            status = expire_stage(ctx, stage_id, attempt)
+        except Exception:  # noqa: BLE001 - this message goes back to the queue, the others go on
+            log.exception("timer message %s failed; SQS will redeliver it", message_id)
+            failures.append({"itemIdentifier": message_id})
+            continue
         log.info("timer of stage %s attempt %d: %s", stage_id, attempt,
                  status.value if status else "stale, nothing to do")
+    return {"batchItemFailures": failures}
 
 
 @handlers.schedule(Rate(1, unit=Rate.MINUTES))

@@ -25,7 +25,7 @@ from tests.integration.test_infra import packaged  # noqa: F401 - the module's f
 ROOT = Path(__file__).resolve().parents[2]
 LINT = Path(sys.executable).with_name("cfn-lint")
 FAILURE_QUEUES = {"IngestDeadLetterQueue", "DeliveryDeadLetterQueue", "TimerDeadLetterQueue",
-                  "OutboxFailureQueue"}
+                  "StreamFailureQueue", "EventRuleDeadLetterQueue"}  # issue 16 item 5
 
 
 @pytest.fixture(scope="module")
