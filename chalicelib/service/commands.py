@@ -75,6 +75,9 @@ class DecideStage(Command[Stage]):
     stage_id: str
     decision: str
     comment: str | None = None
+    # Who decides under an approval policy: the authenticated token's name, which the client
+    # cannot choose (the ``actor`` may be a Basic auth user name it can). None: the actor.
+    approver: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class ApproveWaiting(Command[RunAggregate]):
     """Approve the run's stage that waits for approval (Buddy's APPLY)."""
     run_id: str
     comment: str | None = None
+    approver: str | None = None  # as DecideStage's
 
 
 # ---- pipelines ---------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def _retry_stage(ctx: ServiceContext, command: RetryStage, actor: str) -> Stage:
 @handles(DecideStage)
 def _decide_stage(ctx: ServiceContext, command: DecideStage, actor: str) -> Stage:
     return operations.decide_stage(ctx, command.stage_id, command.decision, actor=actor,
-                                   comment=command.comment)
+                                   comment=command.comment, approver=command.approver)
 
 
 @handles(ApplyVariables)
@@ -239,7 +243,8 @@ def _rerun_stage_by_name(ctx: ServiceContext, command: RerunStageByName, actor: 
 
 @handles(ApproveWaiting)
 def _approve_waiting(ctx: ServiceContext, command: ApproveWaiting, actor: str) -> RunAggregate:
-    return operations.approve_waiting(ctx, command.run_id, actor=actor, comment=command.comment)
+    return operations.approve_waiting(ctx, command.run_id, actor=actor, comment=command.comment,
+                                      approver=command.approver)
 
 
 @handles(PausePipeline)

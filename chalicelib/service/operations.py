@@ -87,11 +87,13 @@ def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
 
 
 def decide_stage(ctx: ServiceContext, stage_id: str, decision: str, *, actor: str,
-                 comment: str | None = None) -> Stage:
+                 comment: str | None = None, approver: str | None = None) -> Stage:
+    """Approve or reject a gate. Two approvers racing both count: each write is conditioned on
+    the versions read, and the loser reloads and applies its decision again (``mutate_run``)."""
     aggregate = mutate_run(
         ctx, run_id_of_stage(stage_id),
         lambda aggregate: rules.decide(aggregate, stage_id, decision, ctx.clock.now(), actor=actor,
-                                       comment=comment),
+                                       comment=comment, approver=approver),
         missing=_stage_missing(stage_id),
     )
     return aggregate.stage(stage_id)
@@ -191,7 +193,7 @@ def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_
 
 
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
-                    comment: str | None = None) -> RunAggregate:
+                    comment: str | None = None, approver: str | None = None) -> RunAggregate:
     """Buddy's APPLY: approve the run's stage that waits for approval (the first, if several).
     A run with no stage waiting is a 409 and changes nothing."""
     def change(aggregate: RunAggregate) -> bool:
@@ -202,6 +204,6 @@ def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
                 f"run {run_id!r} has no stage waiting for approval (run status "
                 f"{aggregate.run.status.value})", details={"runStatus": aggregate.run.status.value})
         return rules.decide(aggregate, waiting[0].id, rules.APPROVED, ctx.clock.now(), actor=actor,
-                            comment=comment)
+                            comment=comment, approver=approver)
 
     return mutate_run(ctx, run_id, change)
