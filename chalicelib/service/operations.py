@@ -88,13 +88,15 @@ def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
 
 def decide_stage(ctx: ServiceContext, stage_id: str, decision: str, *, actor: str,
                  comment: str | None = None, approver: str | None = None) -> Stage:
-    """Approve or reject a gate. Two approvers racing both count: each write is conditioned on
-    the versions read, and the loser reloads and applies its decision again (``mutate_run``)."""
+    """Approve or reject a gate: a change of that stage alone (``local``: the stage and the run
+    item, whose ``actor`` self-approval is checked against). Two approvers racing both count:
+    each write is conditioned on the stage's version, and the loser reloads and applies its
+    decision again (``mutate_run``), where it may find the gate already decided (409)."""
     aggregate = mutate_run(
         ctx, run_id_of_stage(stage_id),
         lambda aggregate: rules.decide(aggregate, stage_id, decision, ctx.clock.now(), actor=actor,
                                        comment=comment, approver=approver),
-        missing=_stage_missing(stage_id),
+        missing=_stage_missing(stage_id), local=True, stage=stage_id,
     )
     return aggregate.stage(stage_id)
 
