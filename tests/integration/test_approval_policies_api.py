@@ -152,3 +152,34 @@ def test_buddy_apply_follows_the_same_rules(client, people):
     status, body = apply("bob")
     assert status == 200 and body["status"] == "INPROGRESS"
     assert client.get(f"/api/stages/{prod}").json["approvalDecision"]["by"] == "bob"
+
+
+# ---- the timer: the reminder goes out on the change stream, onTimeout ---------------------------
+
+def test_the_reminder_is_one_event_on_the_stream_and_the_timeout_applies_on_timeout(client, ctx, clock, people):
+    from chalicelib.domain.events import APPROVAL_REMINDER
+    from chalicelib.service.timers import expire_stage
+    from chalicelib.store.stream import armed_timer, state_change
+    from tests.fixtures import StreamReader
+
+    stream = StreamReader(ctx.settings.table_name)
+    _, prod = gated(client, people, gate={**GATE, "remindAfterSeconds": 30, "timeoutSeconds": 120,
+                                          "onTimeout": "REJECT"})
+    armed = [t for t in (armed_timer(r) for r in stream.read()) if t is not None and t.stage_id == prod]
+    assert [t.due_at for t in armed] == ["2026-03-20T17:17:43.760Z"]  # the reminder comes first
+    clock.advance(29)
+    assert expire_stage(ctx, prod, 1) is None  # not yet
+    clock.advance(2)
+    assert expire_stage(ctx, prod, 1).value == "WAITING_FOR_APPROVAL"
+    records = stream.read()
+    changes = [c for c in (state_change(r, clock.now()) for r in records) if c is not None]
+    assert [(c.type, c.stage_id, c.old_status, c.new_status) for c in changes] == [
+        (APPROVAL_REMINDER, prod, "WAITING_FOR_APPROVAL", "WAITING_FOR_APPROVAL")]
+    assert [t.due_at for t in (armed_timer(r) for r in records) if t is not None] == [
+        "2026-03-20T17:19:13.760Z"]  # then the timeout
+    assert expire_stage(ctx, prod, 1) is None  # once per wait
+    clock.advance(120)
+    assert expire_stage(ctx, prod, 1).value == "FAILURE"
+    decision = client.get(f"/api/stages/{prod}").json["approvalDecision"]
+    assert (decision["decision"], decision["by"], decision["at"]) == (
+        "REJECTED", "stagetrack:timeout", "2026-03-20T17:19:13.760Z")
