@@ -63,7 +63,8 @@ class ApprovalPolicy:
     @classmethod
     def from_dict(cls, data: dict) -> ApprovalPolicy:
         return cls(approvers=tuple(data.get("approvers") or ()),
-                   groups=tuple((name, tuple(members)) for name, members in (data.get("groups") or {}).items()),
+                   groups=tuple((name, tuple(members))
+                                for name, members in (data.get("groups") or {}).items()),
                    required=int(data.get("required") or 1),
                    prevent_self_approval=bool(data.get("preventSelfApproval")),
                    on_timeout=data.get("onTimeout") or "TIMED_OUT",
@@ -145,7 +146,8 @@ def decide_with_policy(stage: Stage, policy: ApprovalPolicy, decision: str, now:
     (IN_PROGRESS) once ``required`` distinct approvers approved, fail it (FAILURE) on a rejection.
     A stage that does not wait (any more) is a 409, as is a second decision by the same approver."""
     check_approver(stage, policy, who, run_actor)
-    earlier = next((d for d in stage.approvals if d.get("by") == who and d.get("attempt") == stage.attempt), None)
+    earlier = next((d for d in stage.approvals
+                    if d.get("by") == who and d.get("attempt") == stage.attempt), None)
     if earlier is not None:
         raise AlreadyDecided(
             f"{who!r} already {earlier['decision'].lower()} stage {stage.id!r} at {earlier['at']}",

@@ -15,7 +15,10 @@ import inspect
 from dataclasses import dataclass
 from datetime import datetime
 
-from .approvals import APPROVED, REJECTED, AlreadyDecided, decide_with_policy, policy_of
+from .approvals import APPROVED as APPROVED  # the decisions and their 409, named here as before
+from .approvals import REJECTED as REJECTED
+from .approvals import AlreadyDecided as AlreadyDecided
+from .approvals import decide_with_policy, policy_of
 from .clock import format_iso, seconds_from_millis
 from .errors import Conflict, IllegalTransition, ValidationFailed
 from .model import RunAggregate, Stage, StageSpec, change_status, new_run, run_status_of

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from ..domain import ids
+from ..domain.approvals import check_policy, policy_from_spec
 from ..domain.errors import ConcurrentModification, Conflict, NotFound, ValidationFailed
 from ..domain.model import Run, RunAggregate, RunMetadata, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
-from ..domain.approvals import check_policy, policy_from_spec
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
 from ..domain.timers import drive

@@ -56,7 +56,8 @@ def test_the_gate_opens_on_the_second_distinct_approval_and_shows_who(client, cl
     first = approve(client, prod, "alice", people, "lgtm")
     assert first.status_code == 200, first.json
     assert first.json["status"] == "WAITING_FOR_APPROVAL" and first.json["approvalDecision"] is None
-    assert first.json["approvals"] == [{"decision": "APPROVED", "by": "alice", "at": "2026-03-20T17:17:18.760Z",
+    assert first.json["approvals"] == [{"decision": "APPROVED", "by": "alice",
+                                        "at": "2026-03-20T17:17:18.760Z",
                                         "comment": "lgtm", "attempt": 1}]
     second = approve(client, prod, "carol", people)
     assert second.status_code == 200
@@ -156,7 +157,8 @@ def test_buddy_apply_follows_the_same_rules(client, people):
 
 # ---- the timer: the reminder goes out on the change stream, onTimeout ---------------------------
 
-def test_the_reminder_is_one_event_on_the_stream_and_the_timeout_applies_on_timeout(client, ctx, clock, people):
+def test_the_reminder_is_one_event_on_the_stream_and_the_timeout_applies_on_timeout(
+        client, ctx, clock, people):
     from chalicelib.domain.events import APPROVAL_REMINDER
     from chalicelib.service.timers import expire_stage
     from chalicelib.store.stream import armed_timer, state_change

@@ -53,7 +53,8 @@ def test_two_of_three_approvals_open_the_gate_and_each_is_recorded():
     assert decide(aggregate, clock, "carol") is True
     assert stage.status == S.IN_PROGRESS
     assert [d["by"] for d in stage.approvals] == ["alice", "carol"]
-    assert stage.approval_decision == {"decision": "APPROVED", "by": "carol", "at": "2026-03-20T17:00:02.000Z",
+    assert stage.approval_decision == {"decision": "APPROVED", "by": "carol",
+                                       "at": "2026-03-20T17:00:02.000Z",
                                        "comment": None, "attempt": 1}
 
 
@@ -74,14 +75,16 @@ def test_a_token_that_is_not_an_approver_is_refused_with_the_reason_and_nothing_
     with pytest.raises(NotAnApprover) as caught:
         decide(aggregate, clock, "mallory")
     assert isinstance(caught.value, Forbidden)
-    assert caught.value.message == "'mallory' is not an allowed approver of stage 'web:1:1' (approvers: group:release)"
+    assert caught.value.message == (
+        "'mallory' is not an allowed approver of stage 'web:1:1' (approvers: group:release)")
     assert aggregate == before
 
 
 def test_the_approver_is_the_token_not_the_basic_user_name_the_client_chose():
     aggregate, clock = gate(approvers=["alice"])
     with pytest.raises(NotAnApprover):
-        ops.decide(aggregate, aggregate.stages[0].id, ops.APPROVED, clock.now(), actor="alice", approver="mallory")
+        ops.decide(aggregate, aggregate.stages[0].id, ops.APPROVED, clock.now(), actor="alice",
+                   approver="mallory")
 
 
 def test_self_approval_is_refused_when_the_policy_prevents_it():

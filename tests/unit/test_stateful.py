@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chalicelib.domain import operations as ops
+from chalicelib.domain.approvals import TIMER_ACTOR, policy_from_spec
 from chalicelib.domain.clock import millis_between
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.approvals import TIMER_ACTOR, policy_from_spec
 from chalicelib.domain.model import RunMetadata, StageSpec, change_status, new_run
 from chalicelib.domain.status import ACTIVE, FINAL, derive_run_status, is_legal
 from chalicelib.domain.status import StageStatus as S
@@ -237,7 +237,8 @@ class ApprovalPolicyMachine(OperationsMachine):
         policy = policy_from_spec(["group:release", "carol", "creator"], required, True, on_timeout, 30,
                                   {"release": ["alice", "bob"]}).as_dict()
         specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a, timeout_seconds=90,
-                           approval_policy=policy if a == "MANUAL" else None) for i, a in enumerate(approvals)]
+                           approval_policy=policy if a == "MANUAL" else None)
+                 for i, a in enumerate(approvals)]
         self.aggregate = new_run("web", 1, specs, self.clock.now(), metadata=RunMetadata(actor="creator"))
 
     @rule(i=positions, who=st.sampled_from(PEOPLE))
