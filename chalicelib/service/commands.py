@@ -115,10 +115,12 @@ class CancelStageAttempt(Command[Stage]):
 
 @dataclass(frozen=True)
 class RerunStageByName(Command[Stage]):
-    """A new attempt of the named stage of run ``counter`` (GoCD's run stage)."""
+    """A new attempt of the named stage of run ``counter`` (GoCD's run stage); a stage waiting
+    for approval is approved instead (GoCD's trigger of a manual stage), by ``approver``."""
     pipeline: str
     counter: int
     stage_name: str
+    approver: str | None = None  # as DecideStage's
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,8 @@ def _cancel_stage_attempt(ctx: ServiceContext, command: CancelStageAttempt, acto
 
 @handles(RerunStageByName)
 def _rerun_stage_by_name(ctx: ServiceContext, command: RerunStageByName, actor: str) -> Stage:
-    return operations.rerun_stage_by_name(ctx, command.pipeline, command.counter, command.stage_name)
+    return operations.rerun_stage_by_name(ctx, command.pipeline, command.counter, command.stage_name,
+                                          actor=actor, approver=command.approver)
 
 
 @handles(ApproveWaiting)

@@ -184,14 +184,20 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
     return aggregate.stage(found[0].id)
 
 
-def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str) -> Stage:
+def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str, *,
+                        actor: str = "gocd", approver: str | None = None) -> Stage:
     """GoCD's run stage: a new attempt of the named stage of run ``counter`` (the native stage
     retry: 409 while it is active or before it ran). The name is found in the run (one Query),
     then the stage is retried as the native retry does it (``retry_stage``: what it restarts,
     the run's version left as it is), so both end in the same stored run. A rename between the
-    two commutes with the retry: the stage is the one that had the name when it was read."""
+    two commutes with the retry: the stage is the one that had the name when it was read.
+    A stage waiting for approval is approved instead, as GoCD's run of a manual stage is its
+    approval: under the same rules as the native approve (``decide_stage``)."""
     aggregate = get_run(ctx, run_id_by_counter(pipeline, counter))
-    return retry_stage(ctx, _named_stage(aggregate, stage_name, pipeline).id)
+    stage = _named_stage(aggregate, stage_name, pipeline)
+    if stage.status == StageStatus.WAITING_FOR_APPROVAL:
+        return decide_stage(ctx, stage.id, rules.APPROVED, actor=actor, approver=approver)
+    return retry_stage(ctx, stage.id)
 
 
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
