@@ -275,7 +275,7 @@ def cmd_decide(ctx: Ctx, args: argparse.Namespace) -> int:
     stage = find_stage(run, args.stage) if args.stage is not None else _waiting_stage(run)
     body = {"comment": args.comment} if args.comment is not None else None
     result = api.call("POST", f"/api/stages/{segment(str(stage['id']))}/{args.command}", body=body)
-    ctx.emit(result, lambda s: render.stage_rows([s]))
+    ctx.emit(result, render.decided_stage)
     return OK
 
 

@@ -75,6 +75,30 @@ def stage_rows(stages: Iterable[dict]) -> str:
           duration(s.get("duration"))] for s in stages])
 
 
+def approvals(stage: dict) -> str:
+    """A gate with an approval policy: "1 of 2 approvals (alice)" and each decision on its own
+    line (who, when, comment); empty for a stage without one."""
+    policy = stage.get("approvalPolicy")
+    if not isinstance(policy, dict):
+        return ""
+    decisions = [d for d in stage.get("approvals") or [] if isinstance(d, dict)]
+    approved = [clean(d.get("by")) for d in decisions if d.get("decision") == "APPROVED"]
+    lines = [f"{len(approved)} of {clean(policy.get('required'))} approvals"
+             + (f" ({', '.join(approved)})" if approved else "")]
+    for d in decisions:
+        comment = f": {clean(d.get('comment'), 80)}" if d.get("comment") else ""
+        lines.append(f"  {clean(d.get('decision')).lower()} by {clean(d.get('by'))} at {clean(d.get('at'))}"
+                     f"{comment}")
+    return "\n".join(lines) + "\n"
+
+
+def decided_stage(stage: dict) -> str:
+    """What ``approve`` / ``reject`` print: the stage, and where its gate stands."""
+    text = stage_rows([stage])
+    progress = approvals(stage)
+    return text + ("\n" + progress if progress else "")
+
+
 def run_header(run: dict) -> str:
     commit = run.get("commit") if isinstance(run.get("commit"), dict) else {}
     lines = [f"run {clean(run.get('id'))}  {clean(run.get('status'))}  {duration(run.get('duration'))}",

@@ -37,7 +37,7 @@ from . import buddy_wire
 from .openapi import RATE_HEADERS
 from .parsing import base_url, parse_body
 from .routing import route
-from .security import authenticated_principal, current_actor
+from .security import authenticated_principal, current_actor, current_token_name
 
 routes = Blueprint(__name__)
 
@@ -115,7 +115,7 @@ def _command(body: buddy_wire.BuddyOperationIn, run_id: str) -> commands.Command
     if body.operation == "RETRY":
         return commands.RetryRun(run_id, SCOPE_FAILED)
     if body.operation == "APPLY":
-        return commands.ApproveWaiting(run_id, body.comment or None)
+        return commands.ApproveWaiting(run_id, body.comment or None, approver=current_token_name())
     return commands.ApplyVariables(run_id, tuple(
         VariableChange(key=v.key, value=v.value, secret=v.encrypted) for v in body.variables or ()))
 

@@ -568,7 +568,7 @@ def run_stage_current(pipeline, stage, stage_name):
     _current_api(STAGE_OPERATIONS, only=True)
     _current_body(gocd_wire.GoCDEmptyForm)
     counter = _run_counter(stage)
-    _execute(commands.RerunStageByName(pipeline, counter, stage_name))
+    _execute(commands.RerunStageByName(pipeline, counter, stage_name, approver=current_token_name()))
     return _stage_scheduled(pipeline, counter, stage_name)
 
 

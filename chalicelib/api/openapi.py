@@ -53,6 +53,25 @@ class AttemptOut(Out):
         description="its gate's approve/reject (decision, by, at, comment, attempt), or null")
 
 
+class ApprovalPolicyOut(Out):
+    approvers: list[str] = Field(description="token names and group:<name> references; empty: any "
+                                             "operate token")
+    groups: dict[str, list[str]] = Field(description="the token names of each group approvers name")
+    required: int = Field(description="distinct approvals that open the gate (N of M)")
+    preventSelfApproval: bool = Field(description="the run's actor (its creator) may not decide")
+    onTimeout: str = Field(description="TIMED_OUT, FAILURE, APPROVE or REJECT when timeoutSeconds pass")
+    remindAfterSeconds: int | None = Field(description="a stage.approval-reminder event this long "
+                                                       "after it began to wait")
+
+
+class DecisionOut(Out):
+    decision: str = Field(description="APPROVED or REJECTED")
+    by: str
+    at: Timestamp
+    comment: str | None
+    attempt: int
+
+
 class AttemptListOut(Out):
     items: list[AttemptOut] = Field(description="newest first")
     nextCursor: str | None
@@ -80,6 +99,10 @@ class StageOut(Out):
     timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
     approvalDecision: dict[str, Any] | None = Field(
         description="this attempt's approve/reject: decision, by, at, comment, attempt")
+    approvalPolicy: ApprovalPolicyOut | None = Field(
+        description="a MANUAL stage's approval policy (approvers, required N of M, ...), or null")
+    approvals: list[DecisionOut] = Field(
+        description="every approve/reject of this attempt, in order (who, when, comment)")
     allowFailure: bool = Field(description="the sender lets it fail without failing the run (GitLab "
                                            "allow_failure): a FAILURE here counts as passed for the run")
     environment: str | None = Field(description="where it deploys; DEPLOY_PROD: production, "

@@ -124,13 +124,15 @@ def retry_stage(stage_id):
 @route(routes, "/api/stages/{stage_id}/approve", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def approve_stage(stage_id):
     body = _optional_body(DecisionIn)
-    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.APPROVED, body.comment))))
+    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.APPROVED, body.comment,
+                                                                   approver=current_token_name()))))
 
 
 @route(routes, "/api/stages/{stage_id}/reject", methods=["POST"], acts_on=_STAGE, replay=_stage_now)
 def reject_stage(stage_id):
     body = _optional_body(DecisionIn)
-    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.REJECTED, body.comment))))
+    return json_response(_stage(_execute(commands.DecideStage(stage_id, rules.REJECTED, body.comment,
+                                                                   approver=current_token_name()))))
 
 
 # ---- variables -------------------------------------------------------------------------------

@@ -341,7 +341,10 @@ def trigger_of(*parts: object) -> str | None:
 
 RUN_CHANGED = "run.status-changed"
 STAGE_CHANGED = "stage.status-changed"
-EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED)
+# A stage still waiting for approval ``remindAfterSeconds`` after it began to wait (its approval
+# policy: domain/approvals.py); old and new status are both WAITING_FOR_APPROVAL.
+APPROVAL_REMINDER = "stage.approval-reminder"
+EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -381,7 +384,7 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 # ---- subscriptions and sources: request models and policy ----------------------------------------
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
-EventFilter = Literal["run.status-changed", "stage.status-changed", "*"]
+EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)
@@ -391,7 +394,7 @@ SUBSCRIPTION_FORMATS = (FORMAT_STAGETRACK, FORMAT_CDEVENTS)
 
 class CreateSubscriptionIn(StrictModel):
     url: Annotated[str, StringConstraints(min_length=10, max_length=2048)]
-    events: Annotated[list[EventFilter], Field(min_length=1, max_length=3)]
+    events: Annotated[list[EventFilter], Field(min_length=1, max_length=4)]
     pipelines: Annotated[list[PipelineName], Field(min_length=1, max_length=50)] | None = None
     statuses: Annotated[list[StageStatus], Field(min_length=1, max_length=len(StageStatus))] | None = None
     secret: (

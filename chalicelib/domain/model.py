@@ -46,6 +46,12 @@ class Stage:
     first_attempt: int = 1
     waiting_since: datetime | None = None
     approval_decision: dict | None = None  # this attempt's approve/reject (operations.decide)
+    # A MANUAL stage's approval policy (domain/approvals.py: ApprovalPolicy.as_dict), None: one
+    # decision by any operate token opens or fails the gate. ``approvals``: every decision of
+    # the current attempt; ``reminded_at``: when its reminder went out during this wait.
+    approval_policy: dict | None = None
+    approvals: list[dict] = field(default_factory=list)
+    reminded_at: datetime | None = None
     # The sender lets this stage fail without failing the run (GitLab ``allow_failure``): its
     # FAILURE shows on the stage, and the run's status counts it as passed (run_status_of).
     allow_failure: bool = False
@@ -138,6 +144,7 @@ class StageSpec:
     approval: str = "AUTO"
     expected_seconds: int | None = None
     environment: str | None = None  # None: the type's default (DEFAULT_ENVIRONMENTS)
+    approval_policy: dict | None = None  # a MANUAL stage's policy (domain/approvals.py)
 
 
 # What a run's ``source`` may be: where it was created (the native API, or the integration whose
@@ -310,7 +317,8 @@ def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, 
               name=spec.name, status=S.IDLE, created_at=now, updated_at=now,
               timeout_seconds=spec.timeout_seconds if spec.timeout_seconds is not None else timeout_seconds,
               approval=spec.approval, expected_seconds=spec.expected_seconds,
-              environment=stage_environment(spec.type, spec.environment))
+              environment=stage_environment(spec.type, spec.environment),
+              approval_policy=dict(spec.approval_policy) if spec.approval_policy is not None else None)
         for position, spec in enumerate(specs, start=1)
     ]
     aggregate = RunAggregate(run=run, stages=stages)
@@ -344,6 +352,8 @@ def change_status(stage: Stage, target: StageStatus, now: datetime, *,
     stage.updated_at = now
     if target == S.WAITING_FOR_APPROVAL:
         stage.waiting_since = now
+        stage.reminded_at = None
+        stage.approvals = []
     elif target == S.IN_PROGRESS:
         stage.started_at = now
         stage.ended_at = None

@@ -15,6 +15,10 @@ import inspect
 from dataclasses import dataclass
 from datetime import datetime
 
+from .approvals import APPROVED as APPROVED  # the decisions and their 409, named here as before
+from .approvals import REJECTED as REJECTED
+from .approvals import AlreadyDecided as AlreadyDecided
+from .approvals import decide_with_policy, policy_of
 from .clock import format_iso, seconds_from_millis
 from .errors import Conflict, IllegalTransition, ValidationFailed
 from .model import RunAggregate, Stage, StageSpec, change_status, new_run, run_status_of
@@ -33,16 +37,10 @@ MAX_ATTEMPTS = 100
 # Keys and values of a run's variables together (a run item must stay far below 400 KB).
 MAX_VARIABLES_BYTES = 64 * 1024
 SECRET_MASK = "******"
-APPROVED = "APPROVED"
-REJECTED = "REJECTED"
 
 
 class NothingToRetry(Conflict):
     code = "nothing_to_retry"
-
-
-class AlreadyDecided(Conflict):
-    code = "already_decided"
 
 
 # ---- cancel ----------------------------------------------------------------------------------
@@ -112,6 +110,8 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     }
     if stage.approval_decision is not None:
         entry["approvalDecision"] = dict(stage.approval_decision)
+    if stage.approvals:
+        entry["approvals"] = [dict(d) for d in stage.approvals]
     stage.attempts.append(entry)
     stage.attempt += 1
     stage.status = S.IDLE
@@ -120,6 +120,8 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     stage.duration_ms = None
     stage.waiting_since = None
     stage.approval_decision = None
+    stage.approvals = []
+    stage.reminded_at = None
     stage.updated_at = now
 
 
@@ -174,14 +176,21 @@ def retry_stage(aggregate: RunAggregate, stage_id: str, now: datetime) -> list[S
 # ---- approval gates --------------------------------------------------------------------------
 
 def decide(aggregate: RunAggregate, stage_id: str, decision: str, now: datetime, *, actor: str,
-           comment: str | None = None) -> bool:
+           comment: str | None = None, approver: str | None = None) -> bool:
     """Approve (gate opens: IN_PROGRESS) or reject (FAILURE) a stage waiting for approval.
 
     A rejected gate is a failed gate, as in CodePipeline: the run fails and a FAILED-scope retry
-    asks for a new approval. Repeating the decision already taken on this attempt is a no-op;
-    the opposite decision, or a decision on a stage that is not waiting, is a 409.
+    asks for a new approval. Without a policy, repeating the decision already taken on this
+    attempt is a no-op; the opposite decision, or a decision on a stage that is not waiting, is
+    a 409. With one (domain/approvals.py), each allowed approver decides once (again: 409),
+    ``approver`` -- the authenticated token's name, never a name the client chose (a Basic auth
+    user) -- is who decides, and the gate opens when enough distinct approvers approved.
     """
     stage = aggregate.stage(stage_id)
+    policy = policy_of(stage)
+    if policy is not None:
+        return decide_with_policy(stage, policy, decision, now, who=approver or actor,
+                                  run_actor=aggregate.run.actor, comment=comment)
     record = stage.approval_decision
     if record is not None and record.get("attempt") == stage.attempt:
         if record["decision"] == decision:

@@ -36,6 +36,14 @@ VariableKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\
 VariableValue = Annotated[str, StringConstraints(max_length=4096)]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)]
 Approval = Literal["AUTO", "MANUAL"]
+# Approval policies (domain/approvals.py): a token name, or ``group:<name>`` of ``approverGroups``.
+MAX_APPROVERS = 50
+MAX_APPROVER_GROUPS = 20
+ApproverName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99}$")]
+GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
+ApproverRef = Annotated[str, StringConstraints(
+    pattern=r"^(group:[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}|[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99})$")]
+OnTimeout = Literal["TIMED_OUT", "FAILURE", "APPROVE", "REJECT"]
 # Run metadata (what people search runs by): printable text, bounded; a URL only http(s), so a
 # link shown to people can never be a javascript: or data: one.
 Branch = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
@@ -83,6 +91,25 @@ class StageSpecIn(StrictModel):
     # it started (unless its timeout comes first). See domain/timers.py.
     expected_seconds: TimeoutSeconds | None = Field(default=None, alias="expectedSeconds")
     environment: Environment | None = Field(default=None, exclude_if=_unset)
+    # A MANUAL stage's approval policy (domain/approvals.py); every field unset: none.
+    approvers: Annotated[list[ApproverRef], Field(min_length=1, max_length=MAX_APPROVERS)] | None = Field(
+        default=None, exclude_if=_unset)
+    required: Annotated[int, Field(ge=1, le=MAX_APPROVERS)] | None = Field(default=None, exclude_if=_unset)
+    prevent_self_approval: bool | None = Field(default=None, alias="preventSelfApproval", exclude_if=_unset)
+    on_timeout: OnTimeout | None = Field(default=None, alias="onTimeout", exclude_if=_unset)
+    remind_after_seconds: TimeoutSeconds | None = Field(default=None, alias="remindAfterSeconds",
+                                                        exclude_if=_unset)
+
+    def has_policy(self) -> bool:
+        return any(value is not None for value in (self.approvers, self.required, self.prevent_self_approval,
+                                                   self.on_timeout, self.remind_after_seconds))
+
+    @model_validator(mode="after")
+    def _policy_needs_manual(self) -> StageSpecIn:
+        if self.has_policy() and self.approval != "MANUAL":
+            raise ValueError("approvers, required, preventSelfApproval, onTimeout and remindAfterSeconds "
+                             "need approval MANUAL")
+        return self
 
 
 VariableMap = Annotated[dict[VariableKey, VariableValue], Field(max_length=MAX_VARIABLES)]
@@ -117,6 +144,10 @@ class CreateRunIn(StrictModel):
     branch: Branch | None = Field(default=None, exclude_if=_unset)
     source_url: SourceUrl | None = Field(default=None, alias="sourceUrl", exclude_if=_unset)
     environment: Environment | None = Field(default=None, exclude_if=_unset)
+    # Groups of token names that stage ``approvers`` name as ``group:<name>``.
+    approver_groups: Annotated[dict[GroupName, Annotated[list[ApproverName], Field(
+        min_length=1, max_length=MAX_APPROVERS)]], Field(max_length=MAX_APPROVER_GROUPS)] | None = Field(
+        default=None, alias="approverGroups", exclude_if=_unset)
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> CreateRunIn:
@@ -130,6 +161,7 @@ class CreateRunIn(StrictModel):
         if isinstance(self.variables, list):
             _refuse_repeated_keys(self.variables)
         return self
+
 
 
 class PatchStageIn(StrictModel):

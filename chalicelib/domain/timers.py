@@ -4,7 +4,10 @@ A stage has at most one pending timer, due at the earlier of
 - its timeout: ``timeoutSeconds`` after it entered IN_PROGRESS or WAITING_FOR_APPROVAL
   (``Stage.deadline()``), which moves it to TIMED_OUT; and
 - its expected end: ``expectedSeconds`` after it started, for stages the tracker drives
-  itself (a simulated pipeline), which completes it with SUCCESS.
+  itself (a simulated pipeline), which completes it with SUCCESS;
+- its approval reminder: ``remindAfterSeconds`` after it began to wait (domain/approvals.py),
+  which records ``reminded_at`` once per wait. A waiting stage's timeout does what its approval
+  policy's ``onTimeout`` says (TIMED_OUT without one).
 
 The run driver (``drive``) is the rule that makes an ``autoAdvance`` run go on by itself: once a
 stage succeeds, the next IDLE stage is started in the same transaction (a MANUAL stage goes to
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .approvals import expire_waiting, reminder_due
 from .model import RunAggregate, Stage, change_status
 from .status import FINAL, StageStatus
 
@@ -33,7 +37,7 @@ def expected_end(stage: Stage) -> datetime | None:
 
 def next_due(stage: Stage) -> datetime | None:
     """The moment this stage's timer must fire (None: no timer while in this state)."""
-    moments = [m for m in (stage.deadline(), expected_end(stage)) if m is not None]
+    moments = [m for m in (stage.deadline(), expected_end(stage), reminder_due(stage)) if m is not None]
     return min(moments) if moments else None
 
 
@@ -65,9 +69,17 @@ def fire(stage: Stage, now: datetime) -> bool:
     """
     outcome = due_outcome(stage, now)
     if outcome is None:
-        return False
+        remind = reminder_due(stage)
+        if remind is None or remind > now:
+            return False
+        stage.reminded_at = remind  # the change stream carries the reminder out (an event)
+        stage.updated_at = now
+        return True
     status, moment = outcome
-    change_status(stage, status, moment)
+    if stage.status == S.WAITING_FOR_APPROVAL and status == S.TIMED_OUT:
+        expire_waiting(stage, moment)  # by the approval policy's onTimeout
+    else:
+        change_status(stage, status, moment)
     stage.updated_at = now
     return True
 

@@ -31,6 +31,8 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "attempt": stage.attempt,
         "attemptCount": stage.attempt_count,
         "approvalDecision": stage.approval_decision,
+        "approvalPolicy": stage.approval_policy,
+        "approvals": [dict(d) for d in stage.approvals],
         "allowFailure": stage.allow_failure,
         "environment": stage.environment,
         "version": stage.version,

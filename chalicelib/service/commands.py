@@ -75,6 +75,9 @@ class DecideStage(Command[Stage]):
     stage_id: str
     decision: str
     comment: str | None = None
+    # Who decides under an approval policy: the authenticated token's name, which the client
+    # cannot choose (the ``actor`` may be a Basic auth user name it can). None: the actor.
+    approver: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,12 @@ class CancelStageAttempt(Command[Stage]):
 
 @dataclass(frozen=True)
 class RerunStageByName(Command[Stage]):
-    """A new attempt of the named stage of run ``counter`` (GoCD's run stage)."""
+    """A new attempt of the named stage of run ``counter`` (GoCD's run stage); a stage waiting
+    for approval is approved instead (GoCD's trigger of a manual stage), by ``approver``."""
     pipeline: str
     counter: int
     stage_name: str
+    approver: str | None = None  # as DecideStage's
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class ApproveWaiting(Command[RunAggregate]):
     """Approve the run's stage that waits for approval (Buddy's APPLY)."""
     run_id: str
     comment: str | None = None
+    approver: str | None = None  # as DecideStage's
 
 
 # ---- pipelines ---------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ def _retry_stage(ctx: ServiceContext, command: RetryStage, actor: str) -> Stage:
 @handles(DecideStage)
 def _decide_stage(ctx: ServiceContext, command: DecideStage, actor: str) -> Stage:
     return operations.decide_stage(ctx, command.stage_id, command.decision, actor=actor,
-                                   comment=command.comment)
+                                   comment=command.comment, approver=command.approver)
 
 
 @handles(ApplyVariables)
@@ -234,12 +240,14 @@ def _cancel_stage_attempt(ctx: ServiceContext, command: CancelStageAttempt, acto
 
 @handles(RerunStageByName)
 def _rerun_stage_by_name(ctx: ServiceContext, command: RerunStageByName, actor: str) -> Stage:
-    return operations.rerun_stage_by_name(ctx, command.pipeline, command.counter, command.stage_name)
+    return operations.rerun_stage_by_name(ctx, command.pipeline, command.counter, command.stage_name,
+                                          actor=actor, approver=command.approver)
 
 
 @handles(ApproveWaiting)
 def _approve_waiting(ctx: ServiceContext, command: ApproveWaiting, actor: str) -> RunAggregate:
-    return operations.approve_waiting(ctx, command.run_id, actor=actor, comment=command.comment)
+    return operations.approve_waiting(ctx, command.run_id, actor=actor, comment=command.comment,
+                                      approver=command.approver)
 
 
 @handles(PausePipeline)

@@ -87,12 +87,16 @@ def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
 
 
 def decide_stage(ctx: ServiceContext, stage_id: str, decision: str, *, actor: str,
-                 comment: str | None = None) -> Stage:
+                 comment: str | None = None, approver: str | None = None) -> Stage:
+    """Approve or reject a gate: a change of that stage alone (``local``: the stage and the run
+    item, whose ``actor`` self-approval is checked against). Two approvers racing both count:
+    each write is conditioned on the stage's version, and the loser reloads and applies its
+    decision again (``mutate_run``), where it may find the gate already decided (409)."""
     aggregate = mutate_run(
         ctx, run_id_of_stage(stage_id),
         lambda aggregate: rules.decide(aggregate, stage_id, decision, ctx.clock.now(), actor=actor,
-                                       comment=comment),
-        missing=_stage_missing(stage_id),
+                                       comment=comment, approver=approver),
+        missing=_stage_missing(stage_id), local=True, stage=stage_id,
     )
     return aggregate.stage(stage_id)
 
@@ -180,18 +184,24 @@ def cancel_stage_attempt(ctx: ServiceContext, pipeline: str, counter: int, stage
     return aggregate.stage(found[0].id)
 
 
-def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str) -> Stage:
+def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_name: str, *,
+                        actor: str = "gocd", approver: str | None = None) -> Stage:
     """GoCD's run stage: a new attempt of the named stage of run ``counter`` (the native stage
     retry: 409 while it is active or before it ran). The name is found in the run (one Query),
     then the stage is retried as the native retry does it (``retry_stage``: what it restarts,
     the run's version left as it is), so both end in the same stored run. A rename between the
-    two commutes with the retry: the stage is the one that had the name when it was read."""
+    two commutes with the retry: the stage is the one that had the name when it was read.
+    A stage waiting for approval is approved instead, as GoCD's run of a manual stage is its
+    approval: under the same rules as the native approve (``decide_stage``)."""
     aggregate = get_run(ctx, run_id_by_counter(pipeline, counter))
-    return retry_stage(ctx, _named_stage(aggregate, stage_name, pipeline).id)
+    stage = _named_stage(aggregate, stage_name, pipeline)
+    if stage.status == StageStatus.WAITING_FOR_APPROVAL:
+        return decide_stage(ctx, stage.id, rules.APPROVED, actor=actor, approver=approver)
+    return retry_stage(ctx, stage.id)
 
 
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
-                    comment: str | None = None) -> RunAggregate:
+                    comment: str | None = None, approver: str | None = None) -> RunAggregate:
     """Buddy's APPLY: approve the run's stage that waits for approval (the first, if several).
     A run with no stage waiting is a 409 and changes nothing."""
     def change(aggregate: RunAggregate) -> bool:
@@ -202,6 +212,6 @@ def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
                 f"run {run_id!r} has no stage waiting for approval (run status "
                 f"{aggregate.run.status.value})", details={"runStatus": aggregate.run.status.value})
         return rules.decide(aggregate, waiting[0].id, rules.APPROVED, ctx.clock.now(), actor=actor,
-                            comment=comment)
+                            comment=comment, approver=approver)
 
     return mutate_run(ctx, run_id, change)

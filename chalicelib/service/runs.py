@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from ..domain import ids
-from ..domain.errors import ConcurrentModification, Conflict, NotFound
+from ..domain.approvals import check_policy, policy_from_spec
+from ..domain.errors import ConcurrentModification, Conflict, NotFound, ValidationFailed
 from ..domain.model import Run, RunAggregate, RunMetadata, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
-from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn
+from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
 from ..domain.timers import drive
 from . import ServiceContext
@@ -30,15 +31,31 @@ def stage_specs(body: CreateRunIn) -> list[StageSpec]:
     if body.stages is None:
         return [StageSpec(type=t.value, name=t.value) for t in DEFAULT_STAGE_TYPES]
     specs = []
-    for entry in body.stages:
+    for index, entry in enumerate(body.stages):
         if isinstance(entry, StageType):
             specs.append(StageSpec(type=entry.value, name=entry.value))
         else:
             specs.append(StageSpec(type=entry.type.value, name=entry.name or entry.type.value,
                                    timeout_seconds=entry.timeout_seconds, approval=entry.approval,
                                    expected_seconds=entry.expected_seconds,
-                                   environment=entry.environment))
+                                   environment=entry.environment,
+                                   approval_policy=_policy(entry, index, body.approver_groups)))
     return specs
+
+
+def _policy(entry: StageSpecIn, index: int, groups: dict[str, list[str]] | None) -> dict | None:
+    """A stage's approval policy as declared (None: it declares none); 422 if it cannot be met
+    (a group its approvers name is not in ``approverGroups``, more required than approvers)."""
+    if not entry.has_policy():
+        return None
+    policy = policy_from_spec(entry.approvers, entry.required, entry.prevent_self_approval,
+                              entry.on_timeout, entry.remind_after_seconds, groups)
+    problems = check_policy(policy)
+    if problems:
+        raise ValidationFailed(
+            f"stage {entry.name or entry.type.value}: {'; '.join(problems)}",
+            details=[{"field": f"stages.{index}.approvers", "message": problem} for problem in problems])
+    return policy.as_dict()
 
 
 def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = None) -> RunAggregate:
@@ -48,8 +65,8 @@ def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = No
     (``schedule`` repeats the latest layout). ``actor`` (who creates it: the token's name) is
     recorded on the run; a client cannot set it."""
     now = ctx.clock.now()
+    specs = stage_specs(body)  # first: a policy that cannot be met is a 422 that claims no number
     counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline, at=now)
-    specs = stage_specs(body)
     plain, secret = _variables_of(body)
     aggregate = new_run(
         body.pipeline, counter, specs, now,

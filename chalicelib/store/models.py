@@ -396,6 +396,9 @@ class StageItem(BaseItem, discriminator="stage"):
     first_attempt = NumberAttribute(null=True)  # always written; absent: an item of the previous layout
     waiting_since = UnicodeAttribute(null=True)
     approval_decision = UnicodeAttribute(null=True)  # JSON: this attempt's approve/reject
+    approval_policy = UnicodeAttribute(null=True)  # JSON: a MANUAL stage's policy (domain/approvals.py)
+    approvals = UnicodeAttribute(null=True)  # JSON list: every decision of this attempt (policy gates)
+    reminded_at = UnicodeAttribute(null=True)  # when this wait's approval reminder went out
     allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)

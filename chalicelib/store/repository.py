@@ -248,6 +248,8 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         timeout_seconds=stage.timeout_seconds, expected_seconds=stage.expected_seconds,
         approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
+        approval_policy=_dumps(stage.approval_policy), approvals=_dumps(stage.approvals or None),
+        reminded_at=format_iso(stage.reminded_at),
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
         run_version=run_version, environment=stage.environment, **_version(stage.version),
         **_listed(stage),
@@ -301,6 +303,8 @@ def stage_from_item(item: StageItem) -> Stage:
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
         first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
+        approval_policy=_loads(item.approval_policy), approvals=_loads(item.approvals, []),
+        reminded_at=parse_iso(item.reminded_at),
         waiting_since=parse_iso(item.waiting_since), environment=item.environment,
         version=None if item.version is None else int(item.version),
     )

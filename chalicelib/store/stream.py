@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from ..domain import ids
 from ..domain.clock import format_iso
-from ..domain.events import RUN_CHANGED, STAGE_CHANGED, StateChange
+from ..domain.events import APPROVAL_REMINDER, RUN_CHANGED, STAGE_CHANGED, StateChange
 from ..domain.status import StageStatus
 from ..service.ports import DueTimer
 
@@ -78,7 +78,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
       status changed (every write rewrites the run item, usually with the same status);
     - stage modified: when its status or attempt changed; stage inserted: only when it is born
       already moving (a sender's stage seen running), since every new run's stages start IDLE
-      and the run's own event says the run exists; stage removed: new status null.
+      and the run's own event says the run exists; stage removed: new status null;
+    - stage modified with the same status and attempt but a reminder newly recorded
+      (``reminded_at``, by the stage timer: domain/approvals.py): an approval reminder.
     """
     event_name = record.get("eventName")
     images = record.get("dynamodb") or {}
@@ -95,9 +97,12 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     if kind == "run":
         if event_name == "MODIFY" and old_status == new_status:
             return None
-    else:
-        if event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
+    reminder = False
+    if kind == "stage" and event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
+        reminder = _str_attr(new, "reminded_at") is not None and _str_attr(old, "reminded_at") is None
+        if not reminder:
             return None
+    elif kind == "stage":
         if event_name == "INSERT" and new_status == StageStatus.IDLE.value:
             return None
     run_id = _attr(current, "run_id")
@@ -130,7 +135,7 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         identity += f"|{_attr(old, 'seq')}|{_attr(new, 'seq')}|{old_status}|{new_status}"
     return StateChange(
         id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
-        type=RUN_CHANGED if kind == "run" else STAGE_CHANGED,
+        type=RUN_CHANGED if kind == "run" else APPROVAL_REMINDER if reminder else STAGE_CHANGED,
         time=moment if isinstance(moment, str) else format_iso(now),
         pipeline=str(pipeline), run_id=run_id,
         stage_id=stage_id,

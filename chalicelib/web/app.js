@@ -408,6 +408,15 @@ function stageActions(stage) {
   return out;
 }
 
+// A gate with an approval policy: "1 of 2 approvals (alice)" -- who approved so far, by name.
+function approvalProgress(stage) {
+  const policy = stage.approvalPolicy;
+  if (!policy) return null;
+  const approved = (stage.approvals || []).filter((d) => d.decision === "APPROVED").map((d) => d.by);
+  const who = approved.length ? ` (${approved.join(", ")})` : "";
+  return `${approved.length} of ${policy.required} approvals${who}`;
+}
+
 function decisionText(decision) {
   if (!decision) return null;
   const comment = decision.comment ? `: “${decision.comment}”` : "";
@@ -421,7 +430,7 @@ function stagesTable(run) {
     h("td", { text: seconds(s.duration) }),
     h("td", { text: s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1) }),
     h("td", { text: s.environment || "—" }),
-    h("td", { text: [decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
+    h("td", { text: [approvalProgress(s), decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
     h("td", {}, stageActions(s))));
   return h("div", { class: "scroll" }, h("table", { id: "stages" },
     h("thead", {}, h("tr", {}, ["Stage", "Status", "Duration", "Attempt", "Environment", "Approval", ""].map((t) =>
@@ -512,7 +521,7 @@ function approvalsPage() {
       h("thead", {}, h("tr", {}, ["Run", "Stage", "Branch", "Started by", "Waiting since", ""].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, items.map((item) => h("tr", {},
         h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(item.run.id)}`, text: `${item.run.pipeline} #${item.run.counter}` })),
-        h("td", { text: item.stage.name }),
+        h("td", { text: [item.stage.name, approvalProgress(item.stage)].filter(Boolean).join(" · ") }),
         h("td", { text: item.run.branch || "—" }),
         h("td", { text: item.run.actor || "—" }),
         h("td", { text: when(item.waitingSince) }),

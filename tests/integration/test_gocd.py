@@ -778,6 +778,27 @@ def test_current_run_stage(client, operator):
     assert curl(client, "POST", "/go/api/stages/myPipeline/1/myStage/run", headers=headers).status_code == 409
 
 
+def test_running_a_manual_stage_approves_it_under_its_approval_policy(client, operator):
+    """GoCD's run of a manual stage is its approval: the token decides (not the Basic user
+    name), under the stage's policy -- 403 for a token that is not an approver, 409 again."""
+    run = create(client, "gated", [{"type": "BUILD", "name": "build"},
+                                   {"type": "DEPLOY_PROD", "name": "prod", "approval": "MANUAL",
+                                    "approvers": ["release-manager"]}])
+    finish(client, f"{run['id']}:1", "SUCCESS")
+    start(client, f"{run['id']}:2")
+    accept = {"Accept": "application/vnd.go.cd.v2+json", "X-GoCD-Confirm": "true"}
+    path = "/go/api/stages/gated/1/prod/run"
+    refused = curl(client, "POST", path, headers={**operator, **accept})  # token "gocd-user"
+    assert refused.status_code == 403 and "not an allowed approver" in refused.json["message"]
+    manager = {"Authorization": basic("someone", issue(client, ["operate"], name="release-manager"))}
+    response = curl(client, "POST", path, headers={**manager, **accept})
+    assert response.status_code == 202, response.json
+    stage = client.get(f"/api/stages/{run['id']}:2").json
+    assert (stage["status"], stage["attempt"], stage["approvalDecision"]["by"]) == \
+        ("IN_PROGRESS", 1, "release-manager")
+    assert curl(client, "POST", path, headers={**manager, **accept}).status_code == 409
+
+
 def test_current_api_answers_403_for_a_missing_permission(client):
     """GoCD's current controllers answer 403 (their ...And403 checks), the 17.1 pages 401."""
     create(client, "p", [{"type": "BUILD", "name": "s"}])

@@ -162,3 +162,33 @@ def test_many_concurrent_cancels_write_once(local_ctx):
     final = ctx.stores.runs.load_run(initial.run.id)
     assert [s.status for s in final.stages] == [S.CANCELLED, S.CANCELLED, S.SKIPPED]
     assert final.run.version == initial.run.version + 1, "the first cancel wrote; the others were no-ops"
+
+
+def policy_gate(ctx, required: int, approvers: list[str]):
+    """A run whose one stage waits at a gate that ``required`` of ``approvers`` must approve."""
+    body = {"pipeline": "race", "stages": [{"type": "DEPLOY_PROD", "name": "G", "approval": "MANUAL",
+                                            "approvers": approvers, "required": required}]}
+    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)), actor="creator")
+    gate = aggregate.stages[0].id
+    runs.patch_stage(ctx, gate, PatchStageIn(status=S.IN_PROGRESS))
+    return gate
+
+
+@pytest.mark.parametrize("required", [4, 2])
+def test_concurrent_approvals_by_different_approvers_all_count(local_ctx, required):
+    """Four approvers deciding at the same moment: no decision is lost. With 4 of 4 every one is
+    recorded and the gate opens; with 2 of 4 the first two open it and the others find it no
+    longer waiting (409), never a gate opened with a decision missing."""
+    ctx = local_ctx
+    people = ["p1", "p2", "p3", "p4"]
+    for _ in range(ROUNDS // 2):
+        gate = policy_gate(ctx, required, people)
+        outcomes = run_threads({who: partial(operations.approve_stage, ctx, gate, actor=who, comment=who)
+                                for who in people})
+        stage = ctx.stores.runs.load_stage(gate).stage(gate)
+        ok = sorted(who for who, result in outcomes.items() if result == "ok")
+        assert stage.status == S.IN_PROGRESS
+        assert sorted(d["by"] for d in stage.approvals) == ok and len(ok) == required, outcomes
+        assert all(result == ("conflict", "illegal_transition") for who, result in outcomes.items()
+                   if who not in ok), outcomes
+        assert stage.approval_decision["by"] == stage.approvals[-1]["by"]

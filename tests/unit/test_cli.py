@@ -705,3 +705,17 @@ def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
     code, _, err = run_cli(["logout"], api, env=env)
     assert code == 0 and not path.exists() and "revokes" in err
     assert run_cli(["runs", "list"], api, env=env)[0] == 2  # nothing configured any more
+
+
+def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
+    decided = stage("prod", "WAITING_FOR_APPROVAL",
+                    approvalPolicy={"required": 2, "approvers": ["group:release"]},
+                    approvals=[{"decision": "APPROVED", "by": "alice", "at": "2026-03-20T17:00:01.000Z",
+                                "comment": "lgtm\x1b[2J", "attempt": 1}])
+    waiting = run("WAITING_FOR_APPROVAL", stage("prod", "WAITING_FOR_APPROVAL"))
+    api = FakeApi({("GET", "/api/runs/web:1"): [waiting],
+                   ("POST", "/api/stages/web:1:prod/approve"): [decided]})
+    code, out, _ = run_cli(["approve", "web:1", "prod"], api)
+    assert code == 0
+    assert out.endswith(
+        "\n1 of 2 approvals (alice)\n  approved by alice at 2026-03-20T17:00:01.000Z: lgtm?[2J\n")

@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chalicelib.domain import operations as ops
+from chalicelib.domain.approvals import TIMER_ACTOR, policy_from_spec
 from chalicelib.domain.clock import millis_between
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.model import StageSpec, change_status, new_run
+from chalicelib.domain.model import RunMetadata, StageSpec, change_status, new_run
 from chalicelib.domain.status import ACTIVE, FINAL, derive_run_status, is_legal
 from chalicelib.domain.status import StageStatus as S
+from chalicelib.domain.timers import fire
 from tests.fixtures.clock import FakeClock
 
 STATUSES = list(S)
@@ -77,7 +79,7 @@ def check_transitions(before, after, operation: str, history: dict | None = None
             continue
         assert is_legal(old.status, new.status), (operation, old.status, new.status)
         if (old.status, new.status) == (S.WAITING_FOR_APPROVAL, S.IN_PROGRESS):
-            assert operation == "approve"
+            assert operation in ("approve", "approve_as", "timer")  # timer: a policy's onTimeout APPROVE
 
 
 def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
@@ -97,6 +99,12 @@ def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
     if operation in ("approve", "reject"):
         decision = ops.APPROVED if operation == "approve" else ops.REJECTED
         return ops.decide(aggregate, aggregate.stages[args["i"]].id, decision, now, actor="h")
+    if operation in ("approve_as", "reject_as"):  # under an approval policy: the token decides
+        decision = ops.APPROVED if operation == "approve_as" else ops.REJECTED
+        return ops.decide(aggregate, aggregate.stages[args["i"]].id, decision, now,
+                          actor=f"basic:{args['who']}", approver=args["who"])
+    if operation == "timer":
+        return fire(aggregate.stages[args["i"]], now)
     raise AssertionError(operation)
 
 
@@ -207,6 +215,70 @@ OperationsMachine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=30, deadline=None, derandomize=True, database=None,
 )
 test_operations_on_the_pure_domain = OperationsMachine.TestCase
+
+
+# ---- approval policies: N of M distinct approvers, self-approval, onTimeout (domain/approvals.py) --
+
+PEOPLE = ["alice", "bob", "carol", "dave", "creator"]
+ELIGIBLE = {"alice", "bob", "carol", "creator"}  # group:release + carol + creator
+
+
+class ApprovalPolicyMachine(OperationsMachine):
+    """The operations above, plus decisions by named approvers and the stage timers, on runs
+    whose MANUAL stages carry a policy: the gate opens only with ``required`` distinct allowed
+    approvals, never with the creator's (preventSelfApproval), each approver decides once per
+    attempt, and a rejection ends it."""
+
+    @initialize(approvals=stage_specs, required=st.integers(1, 3),
+                on_timeout=st.sampled_from(["TIMED_OUT", "FAILURE", "APPROVE", "REJECT"]))
+    def start(self, approvals, required=1, on_timeout="TIMED_OUT"):  # type: ignore[override]
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        self.required = required
+        policy = policy_from_spec(["group:release", "carol", "creator"], required, True, on_timeout, 30,
+                                  {"release": ["alice", "bob"]}).as_dict()
+        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a, timeout_seconds=90,
+                           approval_policy=policy if a == "MANUAL" else None)
+                 for i, a in enumerate(approvals)]
+        self.aggregate = new_run("web", 1, specs, self.clock.now(), metadata=RunMetadata(actor="creator"))
+
+    @rule(i=positions, who=st.sampled_from(PEOPLE))
+    def approve_as(self, i, who):
+        self._do("approve_as", i=i, who=who)
+
+    @rule(i=positions, who=st.sampled_from(PEOPLE))
+    def reject_as(self, i, who):
+        self._do("reject_as", i=i, who=who)
+
+    @rule(i=positions)
+    def timer(self, i):
+        self._do("timer", i=i)
+
+    @invariant()
+    def policy_holds(self):
+        if not hasattr(self, "aggregate"):
+            return
+        for stage in self.aggregate.stages:
+            if stage.approval_policy is None:
+                continue
+            people = [d["by"] for d in stage.approvals if d["by"] != TIMER_ACTOR]
+            assert len(people) == len(set(people))  # once per approver per attempt
+            assert set(people) <= ELIGIBLE - {"creator"}  # allowed, never the run's creator
+            assert all(d["attempt"] == stage.attempt for d in stage.approvals)
+            approved = [d for d in stage.approvals if d["decision"] == ops.APPROVED]
+            rejected = [d for d in stage.approvals if d["decision"] == ops.REJECTED]
+            if stage.status == S.WAITING_FOR_APPROVAL:
+                assert not rejected and len(approved) < self.required
+            if rejected:
+                assert len(rejected) == 1 and stage.approval_decision == rejected[0]
+            decided = stage.approval_decision
+            if decided is not None and decided["decision"] == ops.APPROVED and decided["by"] != TIMER_ACTOR:
+                assert len(approved) == self.required
+
+
+ApprovalPolicyMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+)
+test_approval_policies_on_the_pure_domain = ApprovalPolicyMachine.TestCase
 
 
 # ---- the same through the service and the store (moto) -----------------------------------------
