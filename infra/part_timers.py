@@ -3,7 +3,10 @@ state machine (timer_state_machine.asl.json) and its role, and the three timer f
 
 - timer_armer   reads the table's stream, starts executions of the state machine
 - timer_fired   consumes the timer queue; reads a run, writes it back (one transaction of Puts)
-- timer_sweeper every minute; queries the activeStages index, reads and writes runs
+- timer_sweeper every minute; queries the activeStages index, reads and writes runs; fires the
+                due schedules (their partition of the same index; service/schedules.py): reads
+                a schedule and its firing's link, claims a run number, writes run + link, and
+                moves the schedule to its next fire time
 - the state machine may only send to the timer queue
 """
 from __future__ import annotations
@@ -66,6 +69,7 @@ def _sweeper(arns: Arns) -> list[dict]:
         {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "ActiveIndex", "Effect": "Allow", "Action": ["dynamodb:Query"],
          "Resource": [arns.index(ACTIVE_INDEX)]},
+        {"Sid": "Schedules", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arns.table()]},
     ]
 
 
