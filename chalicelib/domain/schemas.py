@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import cron
 from .clock import format_iso
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
@@ -280,17 +281,13 @@ class EmptyIn(StrictModel):
 
 def _checked_cron(value: object) -> object:
     if isinstance(value, str):
-        from .cron import parse
-
-        parse(value)  # CronError is a ValueError: pydantic reports it on the field
+        cron.parse(value)  # CronError is a ValueError: pydantic reports it on the field
     return value
 
 
 def _checked_zone(value: object) -> object:
     if isinstance(value, str):
-        from .cron import zone
-
-        zone(value)
+        cron.zone(value)
     return value
 
 
