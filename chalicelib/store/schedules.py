@@ -43,7 +43,7 @@ class ScheduleStore:
 
     def _item(self, schedule: Schedule, version: int | None) -> ScheduleItem:
         due = schedule.next_fire_at if schedule.enabled else None
-        return self._model(
+        item = self._model(
             pk=schedules_pk(schedule.pipeline), sk=schedule_sk(schedule.id), schedule_id=schedule.id,
             pipeline=schedule.pipeline, cron=schedule.cron, time_zone=schedule.time_zone,
             enabled=schedule.enabled, variables=json.dumps(schedule.variables) if schedule.variables else None,
@@ -52,8 +52,10 @@ class ScheduleStore:
             last_fired_at=format_iso(schedule.last_fired_at), last_run_id=schedule.last_run_id,
             last_skipped=json.dumps(schedule.last_skipped) if schedule.last_skipped else None,
             active_shard=SCHEDULES_SHARD if due is not None else None, due_at=format_iso(due),
-            version=version,
         )
+        if version is not None:  # None: a new item (PynamoDB conditions the save on its absence)
+            item.version = version
+        return item
 
     def insert(self, schedule: Schedule) -> None:
         item = self._item(schedule, None)
