@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -74,7 +74,8 @@ def _value(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -
     if names and upper in names:
         return names.index(upper) + low
     if not text.isdigit():
-        raise CronError(f"{field}: {text!r} is not a number" + (f" or one of {'/'.join(names)}" if names else ""))
+        choices = f" or one of {'/'.join(names)}" if names else ""
+        raise CronError(f"{field}: {text!r} is not a number{choices}")
     number = int(text)
     if not low <= number <= high:
         raise CronError(f"{field}: {number} is out of range {low}-{high}")
@@ -113,11 +114,13 @@ def parse(expression: str) -> Cron:
     if len(parts) != 5:
         raise CronError(f"a cron expression has 5 fields (minute hour day-of-month month day-of-week); "
                         f"got {len(parts)}")
-    sets = [_field(part, name, low, high, names) for part, (name, low, high, names) in zip(parts, _FIELDS)]
+    sets = [_field(part, name, low, high, names)
+            for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in sets[4])
     cron = Cron(expression=" ".join(parts), minutes=tuple(sorted(sets[0])), hours=tuple(sorted(sets[1])),
                 days=frozenset(sets[2]), months=frozenset(sets[3]), weekdays=weekdays,
-                days_restricted=not parts[2].startswith("*"), weekdays_restricted=not parts[4].startswith("*"))
+                days_restricted=not parts[2].startswith("*"),
+                weekdays_restricted=not parts[4].startswith("*"))
     if not (cron.days_restricted and cron.weekdays_restricted) and not any(
             day <= _DAYS_IN_MONTH[month - 1] for month in cron.months for day in cron.days):
         raise CronError(f"{cron.expression!r} never fires: no month it names has such a day")
@@ -151,21 +154,21 @@ def _jump_instant(wall: datetime, tz: ZoneInfo) -> datetime:
             high = middle
         else:
             low = middle + 1
-    return datetime.fromtimestamp(low, timezone.utc)
+    return datetime.fromtimestamp(low, UTC)
 
 
 def instant_of(wall: datetime, tz: ZoneInfo) -> datetime:
     """The UTC instant a wall time fires at: its first occurrence, or the jump over a gap."""
     if _exists(wall, tz):
-        return wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+        return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     return _jump_instant(wall, tz)
 
 
 def next_fire(cron: Cron, tz: ZoneInfo, after: datetime) -> datetime:
     """The first instant strictly after ``after`` (aware) at which ``cron`` fires in ``tz`` (UTC)."""
-    after_utc = after.astimezone(timezone.utc)
+    after_utc = after.astimezone(UTC)
     # wall times before ``after``'s own map to instants before it; a margin of hours costs little
-    start = (after_utc.astimezone(tz).replace(tzinfo=None) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    start = after_utc.astimezone(tz).replace(tzinfo=None, second=0, microsecond=0) - timedelta(hours=3)
     day = start.date()
     for _ in range(SEARCH_DAYS):
         if cron.matches_day(day):

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from . import cron
+from . import cron as cron_rules
 from .clock import format_iso
 
 ID_PATTERN = re.compile(r"^sch_[0-9a-f]{20}$")
@@ -46,14 +46,14 @@ class Schedule:
     last_skipped: dict | None = None  # {"at", "reason", "message"}
     version: int = 0
 
-    def parsed(self) -> cron.Cron:
-        return cron.parse(self.cron)
+    def parsed(self) -> cron_rules.Cron:
+        return cron_rules.parse(self.cron)
 
     def following(self, after: datetime) -> datetime | None:
         """The next fire time after ``after``, or None while disabled."""
         if not self.enabled:
             return None
-        return cron.next_fire(self.parsed(), cron.zone(self.time_zone), after)
+        return cron_rules.next_fire(self.parsed(), cron_rules.zone(self.time_zone), after)
 
     def rescheduled(self, now: datetime) -> Schedule:
         """With ``next_fire_at`` computed from now (after a create or a change)."""

@@ -124,7 +124,9 @@ def fire_due(ctx: ServiceContext, now: datetime | None = None, *, limit: int = F
 def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime) -> str:
     """Fire one schedule if it is due by ``now``: at most one run per (schedule, fire time)."""
     schedule = ctx.stores.schedules.get(pipeline, schedule_id)
-    if schedule is None or not schedule.enabled or schedule.next_fire_at is None or schedule.next_fire_at > now:
+    if schedule is None or not schedule.enabled or schedule.next_fire_at is None:
+        return STALE
+    if schedule.next_fire_at > now:
         return STALE
     fire_at = schedule.next_fire_at
     key = rules.firing_key(schedule.id, fire_at)

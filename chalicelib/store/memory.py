@@ -737,7 +737,8 @@ class MemoryScheduleStore:
     def due(self, now_iso: str, limit: int) -> list[tuple[str, str]]:
         with self.db.lock:
             due = sorted((format_iso(s.next_fire_at), s.pipeline, s.id) for s in self.db.schedules.values()
-                         if s.enabled and s.next_fire_at is not None and format_iso(s.next_fire_at) <= now_iso)
+                         if s.enabled and s.next_fire_at is not None
+                         and format_iso(s.next_fire_at) <= now_iso)
         return [(pipeline, schedule_id) for _, pipeline, schedule_id in due[:limit]]
 
 

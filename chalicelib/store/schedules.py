@@ -1,7 +1,8 @@
 """Schedule items (domain/schedules.py): one per schedule, in its pipeline's partition.
 
 Round trips: create 1 conditional PutItem; get 1 GetItem (strongly consistent); a pipeline's list
-1 Query; change 1 PutItem conditioned on the version read; delete 1 GetItem + 1 DeleteItem; the due schedules 1 Query of the sparse activeStages index on its ``SCHEDULES`` partition
+1 Query; change 1 PutItem conditioned on the version read; delete 1 GetItem + 1 DeleteItem; the
+due schedules 1 Query of the sparse activeStages index on its ``SCHEDULES`` partition
 (``due_at <= now``), which holds enabled schedules only: its reads grow with the schedules due,
 never with the stages or runs of the table.
 """
@@ -46,7 +47,8 @@ class ScheduleStore:
         item = self._model(
             pk=schedules_pk(schedule.pipeline), sk=schedule_sk(schedule.id), schedule_id=schedule.id,
             pipeline=schedule.pipeline, cron=schedule.cron, time_zone=schedule.time_zone,
-            enabled=schedule.enabled, variables=json.dumps(schedule.variables) if schedule.variables else None,
+            enabled=schedule.enabled,
+            variables=json.dumps(schedule.variables) if schedule.variables else None,
             description=schedule.description, created_at=format_iso(schedule.created_at),
             created_by=schedule.created_by, updated_at=format_iso(schedule.updated_at),
             last_fired_at=format_iso(schedule.last_fired_at), last_run_id=schedule.last_run_id,

@@ -16,10 +16,17 @@ pytestmark = pytest.mark.ddb_local
 TICKERS = 6
 
 
+WEB = '{"pipeline": "web", "stages": ["BUILD"]}'
+
+
+def body(raw: str) -> CreateScheduleIn:
+    return body(raw)
+
+
 def test_concurrent_firings_of_one_fire_time_create_exactly_one_run(local_ctx, clock):
     ctx = local_ctx
-    runs.create_run(ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'), actor="a")
-    schedule = service.create(ctx, "web", CreateScheduleIn.model_validate_json('{"cron": "* * * * *"}'),
+    runs.create_run(ctx, CreateRunIn.model_validate_json(WEB), actor="a")
+    schedule = service.create(ctx, "web", body('{"cron": "* * * * *"}'),
                               actor="alice")
     clock.advance(90)
     now = clock.now()
@@ -57,10 +64,10 @@ def test_concurrent_firings_of_one_fire_time_create_exactly_one_run(local_ctx, c
 
 def test_due_reads_only_enabled_schedules_from_the_sparse_index(local_ctx, clock):
     ctx = local_ctx
-    runs.create_run(ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'), actor="a")
-    enabled = service.create(ctx, "web", CreateScheduleIn.model_validate_json('{"cron": "* * * * *"}'), actor="a")
-    service.create(ctx, "web", CreateScheduleIn.model_validate_json('{"cron": "* * * * *", "enabled": false}'),
-                   actor="a")
+    runs.create_run(ctx, CreateRunIn.model_validate_json(WEB), actor="a")
+    enabled = service.create(ctx, "web", body('{"cron": "* * * * *"}'), actor="a")
+    service.create(ctx, "web", body('{"cron": "* * * * *", "enabled": false}'), actor="a")
     clock.advance(3600)
-    assert ctx.stores.schedules.due(clock.now().isoformat().replace("+00:00", "Z"), 100) == [("web", enabled.id)]
+    now = clock.now().isoformat().replace("+00:00", "Z")
+    assert ctx.stores.schedules.due(now, 100) == [("web", enabled.id)]
     assert ctx.stores.timers.due_timers("9999").timers == []  # the stage sweep never sees them

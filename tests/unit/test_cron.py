@@ -55,7 +55,8 @@ def test_bad_expressions_say_what_is_wrong(text, message):
         parse(text)
 
 
-@pytest.mark.parametrize("name", ["Not/AZone", "../etc/passwd", "/etc/localtime", "", "a" * 65, "Europe/Paris\n"])
+@pytest.mark.parametrize("name", ["Not/AZone", "../etc/passwd", "/etc/localtime", "", "a" * 65,
+                                  "Europe/Paris\n"])
 def test_bad_time_zones(name):
     with pytest.raises(CronError, match="IANA time zone"):
         zone(name)

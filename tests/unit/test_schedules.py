@@ -113,7 +113,8 @@ def test_paused_pipeline_skips_with_a_note_and_resumes_after_unpause(ctx, clock,
     with caplog.at_level(logging.WARNING, logger="chalicelib.service.schedules"):
         assert service.fire_due(ctx).outcomes == {"skipped": 1}
     assert [r.getMessage() for r in caplog.records] == [
-        f"schedule {schedule.id} of pipeline web skipped its firing at 2026-03-20T10:05:00.000Z: pipeline_paused"]
+        f"schedule {schedule.id} of pipeline web skipped its firing at 2026-03-20T10:05:00.000Z: "
+        "pipeline_paused"]
     skipped = service.get(ctx, "web", schedule.id)
     assert skipped.last_skipped == {"at": "2026-03-20T10:05:00.000Z", "reason": "pipeline_paused",
                                     "message": "pipeline 'web' is paused; it accepts no new runs"}
@@ -131,7 +132,8 @@ def test_change_recomputes_and_deleted_schedules_never_fire(ctx, clock):
         '{"cron": "0 12 * * *", "timeZone": "Asia/Tokyo"}'))
     assert format_iso(changed.next_fire_at) == "2026-03-21T03:00:00.000Z"
     assert changed.version == schedule.version + 1
-    disabled = service.change(ctx, "web", schedule.id, PatchScheduleIn.model_validate_json('{"enabled": false}'))
+    off = PatchScheduleIn.model_validate_json('{"enabled": false}')
+    disabled = service.change(ctx, "web", schedule.id, off)
     assert disabled.next_fire_at is None and disabled.cron == "0 12 * * *"
     service.delete(ctx, "web", schedule.id)
     with pytest.raises(NotFound):
@@ -148,7 +150,8 @@ def test_a_change_from_a_stale_read_is_a_conflict(ctx):
 
 
 def test_a_schedule_id_is_found_only_in_its_own_pipeline(ctx):
-    runs.create_run(ctx, CreateRunIn.model_validate_json('{"pipeline": "api", "stages": ["BUILD"]}'), actor="a")
+    api = CreateRunIn.model_validate_json('{"pipeline": "api", "stages": ["BUILD"]}')
+    runs.create_run(ctx, api, actor="a")
     schedule = create(ctx)
     for pipeline, schedule_id in [("api", schedule.id), ("web", "sch_nope"), ("bad name!", schedule.id)]:
         with pytest.raises(NotFound):
