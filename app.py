@@ -11,6 +11,7 @@ from chalicelib.api import (
     native,
     openapi,
     operations,
+    schedules,
     session,
     subscriptions,
     tokens,
@@ -28,6 +29,7 @@ app.register_blueprint(tokens.routes)
 app.register_blueprint(session.routes)  # the dashboard's browser session
 app.register_blueprint(openapi.routes)
 app.register_blueprint(operations.routes)
+app.register_blueprint(schedules.routes)  # a pipeline's cron schedules (issue 15)
 app.register_blueprint(gocd.routes)  # compatibility endpoints: GoCD, CodeArts, Buddy
 app.register_blueprint(codearts.routes)
 app.register_blueprint(buddy.routes)

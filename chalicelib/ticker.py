@@ -1,6 +1,7 @@
 """The local timer: `make run` sweeps due timers on a daemon thread, since `chalice local` runs
 no schedules, streams or Step Functions. It calls the very same ``service.timers.sweep`` as the
-AWS sweeper, so timeouts, expectedSeconds and the run driver behave the same on a laptop."""
+AWS sweeper, so timeouts, expectedSeconds and the run driver behave the same on a laptop; and
+then fires the due schedules (``service.schedules.fire_due``), as the AWS sweeper does."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,8 @@ import threading
 from collections.abc import Callable
 
 from . import wiring
+from .service import ServiceContext
+from .service.schedules import fire_due
 from .service.timers import sweep
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,15 @@ class Ticker:
             self.tick_once()
 
 
+def minute_tick(ctx: ServiceContext) -> None:
+    """What the AWS sweeper does every minute: due stage timers, then due schedules (a failed
+    sweep does not hold the schedules back)."""
+    try:
+        sweep(ctx)
+    finally:
+        fire_due(ctx)
+
+
 _ticker: Ticker | None = None
 
 
@@ -55,5 +67,5 @@ def start_local(interval: float) -> Ticker:
     """Start the process's one ticker (idempotent), sweeping with the wired service context."""
     global _ticker
     if _ticker is None or not _ticker.alive:
-        _ticker = Ticker(lambda: sweep(wiring.context()), interval).start()
+        _ticker = Ticker(lambda: minute_tick(wiring.context()), interval).start()
     return _ticker

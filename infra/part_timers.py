@@ -3,7 +3,10 @@ state machine (timer_state_machine.asl.json) and its role, and the three timer f
 
 - timer_armer   reads the table's stream, starts executions of the state machine
 - timer_fired   consumes the timer queue; reads a run, writes it back (one transaction of Puts)
-- timer_sweeper every minute; queries the activeStages index, reads and writes runs
+- timer_sweeper every minute; queries the activeStages index, reads and writes runs; fires the
+                due schedules (their partition of the same index; service/schedules.py): reads
+                a schedule and its firing's link, claims a run number, writes run + link, and
+                moves the schedule to its next fire time
 - the state machine may only send to the timer queue
 """
 from __future__ import annotations
@@ -50,6 +53,8 @@ def render_definition(queue_url: str) -> str:
 # A timer ends or times out a stage of an existing run (and so may end an attempt): it creates no
 # run, so it never touches a pipeline item (only creating a run does: its counter).
 TIMER_PARTITIONS = ("runs", "attempts")
+# the sweeper's minute tick also fires due schedules, and a firing creates a run
+SWEEPER_PARTITIONS = (*TIMER_PARTITIONS, "pipelines", "links", "schedules")
 
 
 def _armer(arns: Arns) -> list[dict]:
@@ -76,6 +81,8 @@ def _sweeper(arns: Arns) -> list[dict]:
         # the schedule's failed invocations are kept there (EventInvokeConfig, Lambda sends them)
         {"Sid": "FailedSweeps", "Effect": "Allow", "Action": ["sqs:SendMessage"],
          "Resource": [arns.named("sqs", DLQ, "timers-dlq")]},
+        # a due schedule: read it and its link, start the run (pipeline counter, run, link), move it on
+        {"Sid": "Schedules", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arns.table()]},
     ]
 
 
@@ -113,7 +120,7 @@ FUNCTIONS = [
     Function("timer_fired", "TimerFired", "TimerFiredRole", "timer-fired",
              "policy-timer-fired.json", _fired, _fired_properties, partitions=TIMER_PARTITIONS),
     Function("timer_sweeper", "TimerSweeper", "TimerSweeperRole", "timer-sweeper",
-             "policy-timer-sweeper.json", _sweeper, _sweeper_properties, partitions=TIMER_PARTITIONS),
+             "policy-timer-sweeper.json", _sweeper, _sweeper_properties, partitions=SWEEPER_PARTITIONS),
 ]
 
 

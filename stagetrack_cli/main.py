@@ -298,6 +298,44 @@ def cmd_stage(ctx: Ctx, args: argparse.Namespace) -> int:
     return OK
 
 
+# ---- schedules ----
+
+def _schedule_rows(items: list) -> str:
+    return render.table(["ID", "CRON", "TIME ZONE", "ENABLED", "NEXT FIRE", "LAST RUN"],
+                        [[i.get("id"), i.get("cron"), i.get("timeZone"), "yes" if i.get("enabled") else "no",
+                          i.get("nextFireAt") or "-", i.get("lastRunId") or "-"] for i in items], max_width=80)
+
+
+def cmd_schedules_list(ctx: Ctx, args: argparse.Namespace) -> int:
+    page = ctx.api().call("GET", f"/api/pipelines/{segment(args.pipeline)}/schedules")
+    ctx.emit(page, lambda p: _schedule_rows(p["items"]))
+    return OK
+
+
+def cmd_schedules_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    body: dict = {"cron": args.cron, "timeZone": args.time_zone}
+    if args.disabled:
+        body["enabled"] = False
+    variables = {}
+    for item in args.var or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--var takes KEY=VALUE, got {item!r}", USAGE)
+        variables[key] = value
+    if variables:
+        body["variables"] = variables
+    created = ctx.api().call("POST", f"/api/pipelines/{segment(args.pipeline)}/schedules", body=body)
+    ctx.emit(created, lambda s: _schedule_rows([s]))
+    return OK
+
+
+def cmd_schedules_delete(ctx: Ctx, args: argparse.Namespace) -> int:
+    path = f"/api/pipelines/{segment(args.pipeline)}/schedules/{segment(args.schedule)}"
+    deleted = ctx.api().call("DELETE", path)
+    ctx.emit(deleted, lambda s: _schedule_rows([s]))
+    return OK
+
+
 def cmd_run_create(ctx: Ctx, args: argparse.Namespace) -> int:
     body = _create_body(ctx, args)
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
@@ -543,6 +581,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key")
     p.add_argument("-q", "--quiet", action="store_true", help="print the new run's id only")
     p.set_defaults(func=cmd_run_create)
+
+    schedules = commands.add_parser("schedules", help="a pipeline's cron schedules").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = schedules.add_parser("list", parents=[common], help="the pipeline's schedules")
+    p.add_argument("pipeline")
+    p.set_defaults(func=cmd_schedules_list)
+    p = schedules.add_parser("create", parents=[common], help="a cron schedule that starts runs")
+    p.add_argument("pipeline")
+    p.add_argument("cron", help="five fields, e.g. '0 9 * * MON-FRI' (quote it)")
+    p.add_argument("--time-zone", default="UTC", help="IANA time zone (default UTC)")
+    p.add_argument("--var", action="append", metavar="KEY=VALUE", help="a variable of each run (repeatable)")
+    p.add_argument("--disabled", action="store_true", help="create it disabled")
+    p.set_defaults(func=cmd_schedules_create)
+    p = schedules.add_parser("delete", parents=[common], help="delete a schedule")
+    p.add_argument("pipeline")
+    p.add_argument("schedule", help="its id (sch_...)")
+    p.set_defaults(func=cmd_schedules_delete)
 
     p = commands.add_parser("login", parents=[common],
                             help="save the server and a token (read from stdin or a prompt, "

@@ -303,11 +303,11 @@ KNOWN: dict[tuple[str, str], dict] = {
 }
 
 PATH_EXAMPLES = {"pipeline": "web", "pipeline_name": "web", "run_id": "web:1", "stage_id": "web:1:1",
-                 "counter": "1"}
+                 "counter": "1", "schedule_id": "sch_0123456789abcdef0123"}
 RUN_LINKS = {"run_id": "$response.body#/id", "stage_id": "$response.body#/stages/0/id",
              "pipeline": "$response.body#/pipeline", "counter": "$response.body#/counter"}
 # What a model's validators check beyond its JSON schema, stated in the document.
-REFINEMENTS = {"PatchStageIn": {"minProperties": 1}}
+REFINEMENTS = {"PatchStageIn": {"minProperties": 1}, "PatchScheduleIn": {"minProperties": 1}}
 
 ERROR_STATUSES = {
     400: "malformed request (JSON, query or header)",

@@ -150,7 +150,7 @@ class StageSpec:
 # What a run's ``source`` may be: where it was created (the native API, or the integration whose
 # sender's run it mirrors, or a dialect endpoint that schedules one).
 SOURCES = ("native", "github", "gitlab", "cdevents", "codepipeline", "codebuild", "buddy", "gocd",
-           "codearts")
+           "codearts", "schedule")
 # The environment a deploy stage deploys to unless its spec names one.
 DEFAULT_ENVIRONMENTS = {"DEPLOY_PROD": "production", "DEPLOY_STAGING": "staging"}
 

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import cron
 from .clock import format_iso
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
@@ -212,7 +213,7 @@ class SearchRunsQuery(StrictModel):
     actor: Actor | None = None
     commit: CommitSha | None = None
     source: Literal["native", "github", "gitlab", "cdevents", "codepipeline", "codebuild", "buddy",
-                    "gocd", "codearts"] | None = None
+                    "gocd", "codearts", "schedule"] | None = None
     created_from: Instant | None = Field(default=None, alias="createdFrom")
     created_to: Instant | None = Field(default=None, alias="createdTo")
     limit: Annotated[int, Field(ge=1, le=100)] = 20
@@ -305,3 +306,51 @@ class ScheduleIn(StrictModel):
 
 class EmptyIn(StrictModel):
     """An operation without parameters: no body, or ``{}``."""
+
+
+# ---- schedules (issue 15 item 4): cron and time zone checked here, so a bad one is a 422 naming
+# the field and the part of it at fault (domain/cron.py)
+
+def _checked_cron(value: object) -> object:
+    if isinstance(value, str):
+        cron.parse(value)  # CronError is a ValueError: pydantic reports it on the field
+    return value
+
+
+def _checked_zone(value: object) -> object:
+    if isinstance(value, str):
+        cron.zone(value)
+    return value
+
+
+CronText = Annotated[str, StringConstraints(min_length=1, max_length=100), BeforeValidator(_checked_cron)]
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), BeforeValidator(_checked_zone)]
+ScheduleVariables = Annotated[dict[VariableKey, VariableValue], Field(max_length=MAX_VARIABLES)]
+ScheduleDescription = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,255}$")]
+
+
+class CreateScheduleIn(StrictModel):
+    cron: CronText
+    time_zone: TimeZoneName = Field(default="UTC", alias="timeZone")
+    variables: ScheduleVariables | None = None
+    enabled: bool = True
+    description: ScheduleDescription | None = None
+
+
+class PatchScheduleIn(StrictModel):
+    """Only the fields given change; at least one."""
+
+    cron: CronText | None = None
+    time_zone: TimeZoneName | None = Field(default=None, alias="timeZone")
+    variables: ScheduleVariables | None = None
+    enabled: bool | None = None
+    description: ScheduleDescription | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PatchScheduleIn:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of cron, timeZone, variables, enabled, description")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self

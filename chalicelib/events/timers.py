@@ -2,7 +2,8 @@
 
 - ``timer_armer``   DynamoDB stream of the table -> start one timer workflow per started stage
 - ``timer_fired``   the timer queue (fed by the workflow's Task state) -> expire_stage
-- ``timer_sweeper`` every minute -> sweep (the safety net for any timer lost on the way)
+- ``timer_sweeper`` every minute -> sweep (the safety net for any timer lost on the way), then
+  fire the due schedules (service/schedules.py: the one minute tick schedules ride on)
 
 Resource names here are the defaults; the deployed ARNs are wired in by infra/ (the merged
 template replaces the stream and queue sources with references to the resources it creates).
@@ -91,7 +92,11 @@ def timer_fired(event):
 
 @handlers.schedule(Rate(1, unit=Rate.MINUTES))
 def timer_sweeper(event):
+    from ..service.schedules import fire_due
     from ..service.timers import sweep
 
-    report = sweep(wiring.context())
-    log.info("sweep: %s", report)
+    ctx = wiring.context()
+    try:
+        log.info("sweep: %s", sweep(ctx))
+    finally:  # a failed sweep does not hold the schedules back
+        log.info("schedules: %s", fire_due(ctx))

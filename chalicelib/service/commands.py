@@ -19,8 +19,9 @@ from typing import Any, Generic, TypeVar
 from ..domain import operations as rules
 from ..domain.model import RunAggregate, Stage
 from ..domain.operations import Pipeline, VariableChange
-from ..domain.schemas import CreateRunIn, PatchStageIn
-from . import ServiceContext, operations, pipelines, runs
+from ..domain.schedules import Schedule
+from ..domain.schemas import CreateRunIn, CreateScheduleIn, PatchScheduleIn, PatchStageIn
+from . import ServiceContext, operations, pipelines, runs, schedules
 
 R = TypeVar("R")
 
@@ -155,6 +156,27 @@ class SchedulePipeline(Command[RunAggregate]):
     creator: str | None = None  # as CreateRun's
 
 
+# ---- schedules (service/schedules.py; their firing is the minute tick's, not an entry point's) --
+
+@dataclass(frozen=True)
+class CreateSchedule(Command[Schedule]):
+    pipeline: str
+    body: CreateScheduleIn
+
+
+@dataclass(frozen=True)
+class ChangeSchedule(Command[Schedule]):
+    pipeline: str
+    schedule_id: str
+    patch: PatchScheduleIn
+
+
+@dataclass(frozen=True)
+class DeleteSchedule(Command[Schedule]):
+    pipeline: str
+    schedule_id: str
+
+
 # ---- the table ---------------------------------------------------------------------------------
 
 Handler = Callable[[ServiceContext, Any, str], Any]
@@ -269,3 +291,18 @@ def _schedule_pipeline(ctx: ServiceContext, command: SchedulePipeline, actor: st
         commit=None if command.commit is None else dict(command.commit), source=command.source,
         creator=command.creator,
     )
+
+
+@handles(CreateSchedule)
+def _create_schedule(ctx: ServiceContext, command: CreateSchedule, actor: str) -> Schedule:
+    return schedules.create(ctx, command.pipeline, command.body, actor=actor)
+
+
+@handles(ChangeSchedule)
+def _change_schedule(ctx: ServiceContext, command: ChangeSchedule, actor: str) -> Schedule:
+    return schedules.change(ctx, command.pipeline, command.schedule_id, command.patch)
+
+
+@handles(DeleteSchedule)
+def _delete_schedule(ctx: ServiceContext, command: DeleteSchedule, actor: str) -> Schedule:
+    return schedules.delete(ctx, command.pipeline, command.schedule_id)

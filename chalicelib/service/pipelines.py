@@ -51,16 +51,27 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     """
     now = ctx.clock.now()
     counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True, at=now)
+    aggregate = run_like_latest(ctx, pipeline, counter, layout, trigger=f"scheduled by {actor}"[:100],
+                                variables=variables, secret_variables=secret_variables, commit=commit,
+                                metadata=RunMetadata(actor=creator or actor, source=source))
+    ctx.stores.runs.insert_run(aggregate)
+    return aggregate
+
+
+def run_like_latest(ctx: ServiceContext, pipeline: str, counter: int, layout: dict | None, *,
+                    trigger: str, metadata: RunMetadata, variables: dict[str, str] | None = None,
+                    secret_variables: dict[str, str] | None = None,
+                    commit: dict | None = None) -> RunAggregate:
+    """Run number ``counter`` (claimed) with the stored ``layout`` of the pipeline's latest run;
+    not written yet (``schedule`` above, and a schedule's firing: service/schedules.py)."""
     assert layout is not None, "require_layout: a pipeline without a layout is NotFound"
     specs, options = specs_of(layout)
-    aggregate = new_run(pipeline, counter, specs, now, commit=commit,
-                        trigger=f"scheduled by {actor}"[:100], variables=variables,
-                        metadata=RunMetadata(actor=creator or actor, source=source), **options)
+    aggregate = new_run(pipeline, counter, specs, ctx.clock.now(), commit=commit, trigger=trigger,
+                        variables=variables, metadata=metadata, **options)
     if secret_variables:  # GoCD's secure_variables: kept like native secrets, as a keyed hash only
         apply_variables(aggregate, [VariableChange(key, value, secret=True)
                                     for key, value in secret_variables.items()],
                         ctx.settings.secret_pepper)
-    ctx.stores.runs.insert_run(aggregate)
     return aggregate
 
 

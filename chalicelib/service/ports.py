@@ -22,6 +22,7 @@ from ..domain.errors import Conflict
 from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
+from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 
 # ---- values the ports exchange -----------------------------------------------------------------
@@ -410,6 +411,31 @@ class ActiveTimers(Protocol):
         """The timer a change record of the store's stream asks for, if any."""
 
 
+class ScheduleStore(Protocol):
+    """A pipeline's schedules (domain/schedules.py). Every change is conditional on the version
+    read: a lost race raises ``ConcurrentModification`` and writes nothing."""
+
+    def insert(self, schedule: Schedule) -> None:
+        """A new schedule (its id is fresh); its ``version`` becomes 1."""
+
+    def get(self, pipeline: str, schedule_id: str) -> Schedule | None:
+        """Strongly consistent; None if unknown."""
+
+    def list_for(self, pipeline: str) -> list[Schedule]:
+        """Every schedule of the pipeline, oldest first (one Query)."""
+
+    def replace(self, schedule: Schedule) -> Schedule:
+        """Write ``schedule`` if its stored version is still ``schedule.version`` (then bumped);
+        ``NotFound`` if it was deleted, ``ConcurrentModification`` if it changed."""
+
+    def delete(self, pipeline: str, schedule_id: str) -> Schedule | None:
+        """The deleted schedule, or None if there was none."""
+
+    def due(self, now_iso: str, limit: int) -> list[tuple[str, str]]:
+        """(pipeline, schedule id) of enabled schedules whose next fire time is at or before
+        ``now_iso``, soonest first, at most ``limit``: a Query of a sparse index, never a Scan."""
+
+
 class ChangeStream(Protocol):
     """The store's change records (the table's stream), read as domain events."""
 
@@ -431,6 +457,7 @@ class Stores:
     timers: ActiveTimers
     changes: ChangeStream
     finder: Finder
+    schedules: ScheduleStore
 
 
 class SecretBox(Protocol):

@@ -29,6 +29,7 @@ from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFou
 from ..domain.events import StateChange
 from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
+from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
 from ..service.ports import (
@@ -76,6 +77,7 @@ class MemoryDatabase:
         self.sources: dict[str, StoredSource] = {}
         self.subscriptions: dict[str, StoredSubscription] = {}
         self.deliveries: dict[str, dict[str, DeliveryAttempt]] = {}
+        self.schedules: dict[tuple[str, str], Schedule] = {}  # (pipeline, id) -> schedule
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -697,6 +699,53 @@ class MemoryChangeStream:
         return state_change(record, now)
 
 
+class MemoryScheduleStore:
+    """``ScheduleStore`` in memory: the same version conditions and due order."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def insert(self, schedule: Schedule) -> None:
+        with self.db.lock:
+            key = (schedule.pipeline, schedule.id)
+            if key in self.db.schedules:
+                raise Conflict(f"schedule {schedule.id!r} exists already")
+            schedule.version = 1
+            self.db.schedules[key] = copy.deepcopy(schedule)
+
+    def get(self, pipeline: str, schedule_id: str) -> Schedule | None:
+        with self.db.lock:
+            return copy.deepcopy(self.db.schedules.get((pipeline, schedule_id)))
+
+    def list_for(self, pipeline: str) -> list[Schedule]:
+        with self.db.lock:
+            found = [copy.deepcopy(s) for (p, _), s in self.db.schedules.items() if p == pipeline]
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    def replace(self, schedule: Schedule) -> Schedule:
+        with self.db.lock:
+            key = (schedule.pipeline, schedule.id)
+            current = self.db.schedules.get(key)
+            if current is None:
+                raise NotFound(f"schedule {schedule.id!r} not found")
+            if current.version != schedule.version:
+                raise ConcurrentModification(f"schedule {schedule.id!r} was changed meanwhile; read it again")
+            schedule.version += 1
+            self.db.schedules[key] = copy.deepcopy(schedule)
+            return copy.deepcopy(schedule)
+
+    def delete(self, pipeline: str, schedule_id: str) -> Schedule | None:
+        with self.db.lock:
+            return self.db.schedules.pop((pipeline, schedule_id), None)
+
+    def due(self, now_iso: str, limit: int) -> list[tuple[str, str]]:
+        with self.db.lock:
+            due = sorted((format_iso(s.next_fire_at), s.pipeline, s.id) for s in self.db.schedules.values()
+                         if s.enabled and s.next_fire_at is not None
+                         and format_iso(s.next_fire_at) <= now_iso)
+        return [(pipeline, schedule_id) for _, pipeline, schedule_id in due[:limit]]
+
+
 def build_stores(settings: Settings) -> Stores:
     db = MemoryDatabase(CursorCodec(settings.secret_key))
     runs = MemoryRunStore(db)
@@ -706,4 +755,5 @@ def build_stores(settings: Settings) -> Stores:
         tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
         timers=MemoryActiveTimers(db), changes=MemoryChangeStream(), finder=MemoryFinder(db),
+        schedules=MemoryScheduleStore(db),
     )

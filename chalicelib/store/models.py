@@ -16,6 +16,7 @@ One table, keyed ``pk``/``sk``:
 | token     | ``TOKEN#<sha256>`` | ``#TOKEN``      | looked up and rate-counted in 1 update  |
 | token ref | ``TOKENS``         | ``TOKEN#<id>``  | the admin listing of tokens (1 Query)   |
 | session   | ``SESSION#<sha256>``| ``#SESSION``   | browser session: token hash, CSRF, TTL  |
+| schedule  | ``SCHEDULES#<pipeline>``| ``SCHEDULE#<id>``| cron schedule; in activeStages while enabled |
 
 The classes below are the schema only: they name no table, and using one directly for I/O fails
 (PynamoDB: "Models must have a table_name"). ``item_models(table, region, host)`` makes a copy of
@@ -141,6 +142,7 @@ PARTITIONS = {
     "token_listing": "TOKENS",
     "sessions": "SESSION#*",
     "access_keys": "ACCESSKEY#*",
+    "schedules": "SCHEDULES#*",      # a pipeline's cron schedules (store/schedules.py)
 }
 
 
@@ -533,6 +535,41 @@ class DeliveryItem(BaseItem, discriminator="delivery"):
     expires_at = NumberAttribute()
 
 
+SCHEDULES_SHARD = "SCHEDULES"  # the activeStages partition of enabled schedules (store/schedules.py)
+
+
+def schedules_pk(pipeline: str) -> str:
+    return f"SCHEDULES#{pipeline}"
+
+
+def schedule_sk(schedule_id: str) -> str:
+    return f"SCHEDULE#{schedule_id}"
+
+
+class ScheduleItem(BaseItem, discriminator="schedule"):
+    """A pipeline's cron schedule (domain/schedules.py). While enabled it carries
+    ``active_shard = SCHEDULES_SHARD`` and ``due_at`` = its next fire time, so it sits in the
+    sparse activeStages index in a partition of its own: the minute tick reads the due ones with
+    one Query (store/schedules.py), and the stage sweeps (ACTIVE#n) never see them."""
+
+    schedule_id = UnicodeAttribute()
+    pipeline = UnicodeAttribute()
+    cron = UnicodeAttribute()
+    time_zone = UnicodeAttribute()
+    enabled = BooleanAttribute()
+    variables = UnicodeAttribute(null=True)  # JSON
+    description = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    last_fired_at = UnicodeAttribute(null=True)
+    last_run_id = UnicodeAttribute(null=True)
+    last_skipped = UnicodeAttribute(null=True)  # JSON
+    active_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+
+
 @dataclass(frozen=True)
 class ItemModels:
     """Every item class, bound to one table and endpoint (``item_models``)."""
@@ -551,6 +588,7 @@ class ItemModels:
     link: type[LinkItem]
     subscription: type[SubscriptionItem]
     delivery: type[DeliveryItem]
+    schedule: type[ScheduleItem]
 
     def connection(self) -> Connection:
         """The low-level connection every class of this table shares."""
@@ -610,11 +648,12 @@ def _bind(table_name: str, region: str, host: str | None,
         token_entry=bound(TokenEntryItem), session=bound(SessionItem),
         idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
         subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
+        schedule=bound(ScheduleItem),
     )
     shared: Connection | None = None
     for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,
                   items.session, items.idempotency, items.source, items.link, items.subscription,
-                  items.delivery):
+                  items.delivery, items.schedule):
         table_connection = model._get_connection()
         if shared is None:
             shared = table_connection.connection

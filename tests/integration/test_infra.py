@@ -311,6 +311,22 @@ def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
     assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#"}
 
 
+def test_sweeper_firing_a_schedule_stays_within_its_policy(ctx, clock, iam_actions):
+    from chalicelib.ticker import minute_tick
+
+    from chalicelib.domain.schemas import CreateRunIn, CreateScheduleIn
+    from chalicelib.service import runs, schedules
+
+    actions, _indexes = iam_actions
+    runs.create_run(ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'), actor="a")
+    schedules.create(ctx, "web", CreateScheduleIn.model_validate_json('{"cron": "* * * * *"}'), actor="alice")
+    clock.advance(120)
+    actions.clear()
+    minute_tick(ctx)
+    assert actions <= _allowed("timer_sweeper")
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#", "PIPE#", "LINK#", "SCHEDULES#"}
+
+
 def test_armer_only_starts_executions(ctx, clock, iam_actions):
     import boto3
 
@@ -549,7 +565,10 @@ def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
         for partition in ("SUBSCRIPTIONS", "DELIV#s1", "SOURCES"):
             assert not policy_allows(name, "dynamodb:PutItem", None, partition), (name, partition)
     assert not policy_allows("deliver_webhooks", "dynamodb:PutItem", None, "RUN#web:1")
-    for name in ("timer_fired", "timer_sweeper"):  # they create no run, so no pipeline counter
-        assert not policy_allows(name, "dynamodb:UpdateItem", None, "PIPE#web")
+    # timer_fired creates no run, so no pipeline counter; the sweeper does, firing a schedule
+    assert not policy_allows("timer_fired", "dynamodb:UpdateItem", None, "PIPE#web")
+    assert policy_allows("timer_sweeper", "dynamodb:UpdateItem", None, "PIPE#web")
+    for name in ("timer_fired", "timer_sweeper"):
         assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
+    assert not policy_allows("timer_fired", "dynamodb:GetItem", None, "SCHEDULES#web")
     assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")

@@ -707,6 +707,7 @@ def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
     assert run_cli(["runs", "list"], api, env=env)[0] == 2  # nothing configured any more
 
 
+<<<<<<< ours
 def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
     decided = stage("prod", "WAITING_FOR_APPROVAL",
                     approvalPolicy={"required": 2, "approvers": ["group:release"]},
@@ -719,3 +720,33 @@ def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
     assert code == 0
     assert out.endswith(
         "\n1 of 2 approvals (alice)\n  approved by alice at 2026-03-20T17:00:01.000Z: lgtm?[2J\n")
+=======
+def test_schedules_create_sends_cron_zone_and_variables_and_prints_the_schedule():
+    created = {"id": "sch_1", "cron": "0 9 * * MON-FRI", "timeZone": "Europe/Berlin", "enabled": True,
+               "nextFireAt": "2026-12-01T08:00:00.000Z", "lastRunId": None}
+    api = FakeApi({("POST", "/api/pipelines/web/schedules"): [(201, created)]})
+    code, out, _ = run_cli(["schedules", "create", "web", "0 9 * * MON-FRI", "--time-zone", "Europe/Berlin",
+                            "--var", "TARGET=prod", "--var", "EMPTY="], api)
+    assert code == 0
+    assert api.requests[0]["body"] == {"cron": "0 9 * * MON-FRI", "timeZone": "Europe/Berlin",
+                                       "variables": {"TARGET": "prod", "EMPTY": ""}}
+    assert "sch_1" in out and "2026-12-01T08:00:00.000Z" in out and "yes" in out
+
+
+def test_schedules_create_rejects_a_variable_without_equals_before_any_request():
+    api = FakeApi({})
+    code, _, err = run_cli(["schedules", "create", "web", "* * * * *", "--var", "TARGET"], api)
+    assert code != 0 and "KEY=VALUE" in err
+    assert api.requests == []
+
+
+def test_schedules_list_and_delete_quote_the_path_segments():
+    row = {"id": "sch_1", "cron": "* * * * *", "timeZone": "UTC", "enabled": False, "nextFireAt": None,
+           "lastRunId": "a b:3"}
+    api = FakeApi({("GET", "/api/pipelines/a%20b/schedules"): [{"items": [row], "nextCursor": None}],
+                   ("DELETE", "/api/pipelines/a%20b/schedules/sch_1"): [row]})
+    code, out, _ = run_cli(["schedules", "list", "a b"], api)
+    assert code == 0 and "sch_1" in out and " no " in f" {out} ".replace("\n", " ")
+    code, _, _ = run_cli(["schedules", "delete", "a b", "sch_1"], api)
+    assert code == 0 and api.requests[-1]["method"] == "DELETE"
+>>>>>>> theirs

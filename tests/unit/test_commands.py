@@ -63,7 +63,7 @@ def _message(action: str, **extra) -> str:
 
 def test_every_command_has_exactly_one_handler_and_every_handler_a_command():
     assert set(commands.HANDLERS) == _command_classes()
-    assert len(_command_classes()) == 16
+    assert len(_command_classes()) == 19
 
 
 def test_a_second_handler_for_a_command_is_refused():
@@ -80,10 +80,15 @@ def test_a_command_without_a_handler_is_refused(memory_ctx):
         commands.execute(memory_ctx, Unknown(), actor="someone")
 
 
+# A pipeline's configuration (its cron schedules, issue 15), like tokens and subscriptions, is
+# changed through the API only: the queue and topic carry operations on runs and pipelines.
+CONFIGURATION = {commands.CreateSchedule, commands.ChangeSchedule, commands.DeleteSchedule}
+
+
 def test_every_command_is_reachable_from_the_queue_and_every_action_has_a_sample():
     assert set(SAMPLES) == set(messages.MESSAGE_ACTIONS)
     built = {type(messages.parse_message(_message(action)).command()) for action in SAMPLES}
-    assert built == set(commands.HANDLERS)
+    assert built == set(commands.HANDLERS) - CONFIGURATION
 
 
 # The canonical form of each message shape that existed before the command table: a message's
@@ -170,6 +175,12 @@ ROUTES = [
     ("native pause", "POST", "/api/pipelines/web/pause", None, None, False, 200, "PausePipeline"),
     ("native unpause", "POST", "/api/pipelines/web/unpause", None, None, True, 200, "UnpausePipeline"),
     ("native schedule", "POST", "/api/pipelines/web/schedule", None, None, False, 202, "SchedulePipeline"),
+    ("create cron schedule", "POST", "/api/pipelines/web/schedules", {"cron": "0 3 * * *"}, None, False, 201,
+     "CreateSchedule"),
+    ("change cron schedule", "PATCH", "/api/pipelines/web/schedules/sch_00000000000000000000",
+     {"enabled": False}, None, False, 404, "ChangeSchedule"),
+    ("delete cron schedule", "DELETE", "/api/pipelines/web/schedules/sch_00000000000000000000", None, None,
+     False, 404, "DeleteSchedule"),
     ("gocd cancel", "POST", "/go/api/stages/web/BUILD/cancel", None,
      lambda t: _gocd(t, Confirm="true"), False, 200, "CancelStageByName"),
     ("gocd v3 cancel", "POST", "/go/api/stages/web/2/BUILD/1/cancel", None,
