@@ -303,7 +303,8 @@ def cmd_stage(ctx: Ctx, args: argparse.Namespace) -> int:
 def _schedule_rows(items: list) -> str:
     return render.table(["ID", "CRON", "TIME ZONE", "ENABLED", "NEXT FIRE", "LAST RUN"],
                         [[i.get("id"), i.get("cron"), i.get("timeZone"), "yes" if i.get("enabled") else "no",
-                          i.get("nextFireAt") or "-", i.get("lastRunId") or "-"] for i in items], max_width=80)
+                          i.get("nextFireAt") or "-", i.get("lastRunId") or "-"] for i in items],
+                        max_width=80)
 
 
 def cmd_schedules_list(ctx: Ctx, args: argparse.Namespace) -> int:

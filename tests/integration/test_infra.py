@@ -312,13 +312,13 @@ def test_sweeper_calls_stay_within_its_policy(ctx, clock, iam_actions):
 
 
 def test_sweeper_firing_a_schedule_stays_within_its_policy(ctx, clock, iam_actions):
-    from chalicelib.ticker import minute_tick
-
     from chalicelib.domain.schemas import CreateRunIn, CreateScheduleIn
     from chalicelib.service import runs, schedules
+    from chalicelib.ticker import minute_tick
 
     actions, _indexes = iam_actions
-    runs.create_run(ctx, CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}'), actor="a")
+    web = CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}')
+    runs.create_run(ctx, web, actor="a")
     schedules.create(ctx, "web", CreateScheduleIn.model_validate_json('{"cron": "* * * * *"}'), actor="alice")
     clock.advance(120)
     actions.clear()

@@ -707,7 +707,6 @@ def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
     assert run_cli(["runs", "list"], api, env=env)[0] == 2  # nothing configured any more
 
 
-<<<<<<< ours
 def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
     decided = stage("prod", "WAITING_FOR_APPROVAL",
                     approvalPolicy={"required": 2, "approvers": ["group:release"]},
@@ -720,7 +719,8 @@ def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
     assert code == 0
     assert out.endswith(
         "\n1 of 2 approvals (alice)\n  approved by alice at 2026-03-20T17:00:01.000Z: lgtm?[2J\n")
-=======
+
+
 def test_schedules_create_sends_cron_zone_and_variables_and_prints_the_schedule():
     created = {"id": "sch_1", "cron": "0 9 * * MON-FRI", "timeZone": "Europe/Berlin", "enabled": True,
                "nextFireAt": "2026-12-01T08:00:00.000Z", "lastRunId": None}
@@ -749,4 +749,3 @@ def test_schedules_list_and_delete_quote_the_path_segments():
     assert code == 0 and "sch_1" in out and " no " in f" {out} ".replace("\n", " ")
     code, _, _ = run_cli(["schedules", "delete", "a b", "sch_1"], api)
     assert code == 0 and api.requests[-1]["method"] == "DELETE"
->>>>>>> theirs
