@@ -203,7 +203,9 @@ def rerun_stage_by_name(ctx: ServiceContext, pipeline: str, counter: int, stage_
 def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
                     comment: str | None = None, approver: str | None = None) -> RunAggregate:
     """Buddy's APPLY: approve the run's stage that waits for approval (the first, if several).
-    A run with no stage waiting is a 409 and changes nothing."""
+    A run with no stage waiting is a 409 and changes nothing. The stage is picked from the whole
+    run as read; the write is then the native approval's (``local``: that stage and the run's
+    summary, conditioned on the stage's version), so both store the same run and race alike."""
     def change(aggregate: RunAggregate) -> bool:
         waiting = sorted((s for s in aggregate.stages if s.status == StageStatus.WAITING_FOR_APPROVAL),
                          key=lambda s: s.position)
@@ -214,4 +216,4 @@ def approve_waiting(ctx: ServiceContext, run_id: str, *, actor: str,
         return rules.decide(aggregate, waiting[0].id, rules.APPROVED, ctx.clock.now(), actor=actor,
                             comment=comment, approver=approver)
 
-    return mutate_run(ctx, run_id, change)
+    return mutate_run(ctx, run_id, change, local=True)

@@ -31,6 +31,7 @@ PATH_VALUES = {
     "pipeline": "web",
     "run_id": "web:1",
     "stage_id": "web:1:1",
+    "schedule_id": "sch_0",
     "counter": "1",
     "stage": "BUILD",
     "stage_name": "BUILD",

@@ -130,7 +130,18 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
         item.trigger = "x" * 410_000
         return item
 
+    real_stage = repository.stage_to_item
+
+    def oversized_gate(model, stage, **kwargs):
+        item = real_stage(model, stage, **kwargs)
+        if stage.id == prod:
+            item.name = "x" * 410_000
+        return item
+
+    # an approval writes the gate and the run's summary only (no run item rewrite): the gate's
+    # item is the one made too big there; a retry rewrites the run item
     monkeypatch.setattr(repository, "run_to_item", oversized_run)
+    monkeypatch.setattr(repository, "stage_to_item", oversized_gate)
     # an item over DynamoDB's 400 KB limit fails the whole transaction (moto and DynamoDB Local)
     with pytest.raises(TransactWriteError):
         if operation == "retry":
@@ -138,4 +149,5 @@ def test_other_operations_are_all_or_nothing_too(any_ctx, monkeypatch, operation
         else:
             operations.approve_stage(ctx, prod, actor="carol")
     monkeypatch.setattr(repository, "run_to_item", real)
+    monkeypatch.setattr(repository, "stage_to_item", real_stage)
     assert comparable(ctx.stores.runs.load_run(aggregate.run.id)) == comparable(before)
