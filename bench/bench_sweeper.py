@@ -34,7 +34,7 @@ def main() -> None:
 
         bare = botocore.session.get_session().create_client(
             "dynamodb", region_name="us-east-1", endpoint_url=endpoint)
-        warm = Settings(table_name="bench-sweeper-warmup", region="us-east-1", dynamodb_endpoint=endpoint)
+        warm = Settings.on_local(endpoint, table_name="bench-sweeper-warmup", region="us-east-1")
         ensure_tables(warm)
         warm_ctx = wiring.dynamo_context(warm, FakeClock())
         for _ in range(200):  # let DynamoDB Local's JVM warm up before anything is timed
@@ -45,8 +45,7 @@ def main() -> None:
         from tests.fixtures.history import write_finished_history
 
         for size in SIZES:
-            settings = Settings(table_name=f"bench-sweeper-{size}", region="us-east-1",
-                                dynamodb_endpoint=endpoint)
+            settings = Settings.on_local(endpoint, table_name=f"bench-sweeper-{size}", region="us-east-1")
             ensure_tables(settings)
             clock = FakeClock()
             ctx = wiring.dynamo_context(settings, clock)

@@ -94,7 +94,7 @@ def main() -> None:
     from tests.fixtures.history import retried_run
 
     with dynamodb_local() as endpoint:
-        settings = Settings(table_name=TABLE, region="us-east-1", dynamodb_endpoint=endpoint)
+        settings = Settings.on_local(endpoint, table_name=TABLE, region="us-east-1")
         ensure_tables(settings)
         clock = FakeClock()
         ctx = wiring.dynamo_context(settings, clock)

@@ -91,6 +91,11 @@ class Settings:
     dynamodb_connect_timeout_seconds: float = 1.0
     dynamodb_read_timeout_seconds: float = 2.0
     dynamodb_max_retries: int = 2  # retries after the first attempt (3 attempts in all)
+    # With an endpoint (DynamoDB Local under `make run` and the tests): no API Gateway 29 s to fit
+    # in, and a JVM on a loaded 2-core machine (a CI box running the suite) stalls past 2 s now
+    # and then; a read timeout there would fail a write that was about to succeed.
+    LOCAL_CONNECT_TIMEOUT_SECONDS = 5.0
+    LOCAL_READ_TIMEOUT_SECONDS = 30.0
     max_body_bytes: int = 64 * 1024
     # Webhook routes only: a GitLab Pipeline Hook lists every job (about 0.7-1 KB each), so a
     # 256-job pipeline sends ~250 KB and a 500-job one ~500 KB. API Gateway takes 10 MB and a
@@ -146,16 +151,27 @@ class Settings:
         return stalls + backoff
 
     @classmethod
+    def on_local(cls, endpoint: str, **fields: object) -> Settings:
+        """Settings for a DynamoDB Local endpoint, with its longer client timeouts."""
+        fields.setdefault("dynamodb_connect_timeout_seconds", cls.LOCAL_CONNECT_TIMEOUT_SECONDS)
+        fields.setdefault("dynamodb_read_timeout_seconds", cls.LOCAL_READ_TIMEOUT_SECONDS)
+        return cls(dynamodb_endpoint=endpoint, **fields)  # type: ignore[arg-type]
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env: Mapping[str, str] = os.environ if environ is None else environ
+        local = bool(env.get("STAGETRACK_DYNAMODB_ENDPOINT"))
         return cls(
             table_name=env_table(env, "STAGETRACK_TABLE", cls.table_name),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
             dynamodb_endpoint=env.get("STAGETRACK_DYNAMODB_ENDPOINT") or None,
             dynamodb_connect_timeout_seconds=env_float(
-                env, "STAGETRACK_DYNAMODB_CONNECT_TIMEOUT", cls.dynamodb_connect_timeout_seconds, 0.1, 10),
+                env, "STAGETRACK_DYNAMODB_CONNECT_TIMEOUT",
+                cls.LOCAL_CONNECT_TIMEOUT_SECONDS if local else cls.dynamodb_connect_timeout_seconds,
+                0.1, 10),
             dynamodb_read_timeout_seconds=env_float(
-                env, "STAGETRACK_DYNAMODB_READ_TIMEOUT", cls.dynamodb_read_timeout_seconds, 0.1, 30),
+                env, "STAGETRACK_DYNAMODB_READ_TIMEOUT",
+                cls.LOCAL_READ_TIMEOUT_SECONDS if local else cls.dynamodb_read_timeout_seconds, 0.1, 30),
             dynamodb_max_retries=env_int(
                 env, "STAGETRACK_DYNAMODB_MAX_RETRIES", cls.dynamodb_max_retries, 0, 10),
             max_body_bytes=env_int(

@@ -121,7 +121,7 @@ def test_a_table_made_before_issue_13_gets_the_new_indexes_and_keeps_its_items()
     from tests.fixtures.ddb_local import DynamoDBLocal
 
     with DynamoDBLocal() as endpoint:
-        settings = Settings(table_name="stagetrack", region="us-east-1", dynamodb_endpoint=endpoint)
+        settings = Settings.on_local(endpoint, table_name="stagetrack", region="us-east-1")
         client = dynamodb_client(settings)
         old = table_definition(settings.table_name)
         new_indexes = {*SEARCH, *OTHER}

@@ -182,7 +182,7 @@ def test_the_same_table_name_on_two_endpoints_are_two_tables(aws, ddb_local_endp
     name = f"stagetrack-{uuid.uuid4().hex[:8]}"
     contexts = {}
     for key, endpoint in (("a", None), ("b", ddb_local_endpoint)):
-        settings = Settings(table_name=name, region="us-east-1", dynamodb_endpoint=endpoint)
+        settings = Settings.on_local(endpoint, table_name=name, region="us-east-1")
         create_table(settings)
         contexts[key] = wiring.dynamo_context(settings, clock)
     for key in "ab":

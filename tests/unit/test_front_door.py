@@ -137,6 +137,16 @@ def test_the_default_limits_fit_twice_inside_the_api_timeout():
     assert 2 * settings.dynamodb_call_budget() < API_TIMEOUT_SECONDS
 
 
+def test_with_a_local_endpoint_the_defaults_wait_longer_unless_set():
+    """DynamoDB Local on a loaded machine stalls past 2 s now and then; AWS is held to the budget."""
+    local = Settings.from_env({"STAGETRACK_DYNAMODB_ENDPOINT": "http://127.0.0.1:8001"})
+    assert (local.dynamodb_connect_timeout_seconds, local.dynamodb_read_timeout_seconds) == (5.0, 30.0)
+    assert Settings.from_env({}).dynamodb_read_timeout_seconds == 2.0
+    chosen = Settings.from_env({"STAGETRACK_DYNAMODB_ENDPOINT": "http://127.0.0.1:8001",
+                                "STAGETRACK_DYNAMODB_READ_TIMEOUT": "3"})
+    assert chosen.dynamodb_read_timeout_seconds == 3.0
+
+
 @pytest.mark.parametrize("name, value", [("STAGETRACK_DYNAMODB_CONNECT_TIMEOUT", "0"),
                                          ("STAGETRACK_DYNAMODB_READ_TIMEOUT", "31"),
                                          ("STAGETRACK_DYNAMODB_MAX_RETRIES", "-1")])
