@@ -103,11 +103,17 @@ DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600  # attempts are kept this long, then
 
 @dataclass(frozen=True)
 class DueTimer:
-    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC)."""
+    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC).
+
+    ``set_at``: when the item carrying this due moment was written (ISO), if the source knows
+    it (a stream image's ``updatedAt``); the timers' horizon rule measures from it
+    (service/timers.py: ``waits_on_workflow``). Not part of the timer's identity.
+    """
 
     stage_id: str
     attempt: int
     due_at: str
+    set_at: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -409,6 +415,10 @@ class ActiveTimers(Protocol):
 
     def armed_timer(self, record: dict) -> DueTimer | None:
         """The timer a change record of the store's stream asks for, if any."""
+
+    def disarmed_timer(self, record: dict) -> DueTimer | None:
+        """The timer a change record of the store's stream makes stale, if any: the one its old
+        image was due by, when the new image no longer is (ended, removed, deadline moved)."""
 
 
 class ScheduleStore(Protocol):

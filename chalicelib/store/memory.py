@@ -50,7 +50,7 @@ from ..service.ports import (
     WaitingStage,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer, state_change
+from .stream import NO_DEADLINE, armed_timer, disarmed_timer, state_change
 
 
 @dataclass
@@ -690,6 +690,9 @@ class MemoryActiveTimers:
 
     def armed_timer(self, record: dict) -> DueTimer | None:
         return armed_timer(record)
+
+    def disarmed_timer(self, record: dict) -> DueTimer | None:
+        return disarmed_timer(record)
 
 
 class MemoryChangeStream:

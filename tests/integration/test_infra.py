@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import botocore.client
@@ -327,7 +328,7 @@ def test_sweeper_firing_a_schedule_stays_within_its_policy(ctx, clock, iam_actio
     assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#", "PIPE#", "LINK#", "SCHEDULES#"}
 
 
-def test_armer_only_starts_executions(ctx, clock, iam_actions):
+def test_armer_only_starts_and_stops_executions_of_its_machine(ctx, clock, iam_actions):
     import boto3
 
     from chalicelib.adapters.stepfunctions import StepFunctionsScheduler
@@ -335,14 +336,36 @@ def test_armer_only_starts_executions(ctx, clock, iam_actions):
 
     actions, _ = iam_actions
     machine = boto3.client("stepfunctions").create_state_machine(
-        name="t", definition=part_timers.render_definition("https://sqs.example/q"),
+        name="stagetrack-timers", definition=part_timers.render_definition("https://sqs.example/q"),
         roleArn="arn:aws:iam::123456789012:role/t")["stateMachineArn"]
     actions.clear()
     due = format_iso(clock.now())
-    record = {"eventName": "INSERT", "dynamodb": {"NewImage": {
-        "kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"}, "due_at": {"S": due}}}}
-    assert arm_timers(ctx, [record], StepFunctionsScheduler(machine)) == 1
-    assert actions == {"states:StartExecution"} <= _allowed("timer_armer")
+    started = {"kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"},
+               "due_at": {"S": due}}
+    later = {**started, "due_at": {"S": format_iso(clock.now() + timedelta(seconds=30))}}
+    records = [{"eventName": "INSERT", "dynamodb": {"NewImage": started}},
+               {"eventName": "REMOVE", "dynamodb": {"OldImage": later}}]  # never started: no error
+    assert arm_timers(ctx, records, StepFunctionsScheduler(machine)) == 1
+    assert actions == {"states:StartExecution", "states:StopExecution"} <= _allowed("timer_armer")
+    armer = next(f for f in generate.functions() if f.name == "timer_armer")
+    statements = generate.policy_document(armer, generate.Arns(pinned=False))["Statement"]
+    statement = next(s for s in statements if s["Sid"] == "StopStaleTimers")
+    assert statement["Resource"] == ["arn:aws:states:*:*:execution:stagetrack-timers:*"]
+
+
+def test_armer_hears_of_every_stage_write_and_removal_and_knows_its_horizon():
+    armer = json.loads(generate.RESOURCES_PATH.read_text())["Resources"]["TimerArmer"]["Properties"]
+    source = armer["Events"]["TimerArmerDynamodbEventSource"]["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+    assert patterns == [
+        {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}}},
+        {"eventName": ["REMOVE"], "dynamodb": {"OldImage": {"kind": {"S": ["stage"]}}}},
+    ]
+    variables = armer["Environment"]["Variables"]
+    assert variables["STAGETRACK_TIMER_HORIZON_SECONDS"] == {"Ref": "TimerHorizonSeconds"}
+    horizon = json.loads(generate.RESOURCES_PATH.read_text())["Parameters"]["TimerHorizonSeconds"]
+    assert (horizon["Default"], horizon["MinValue"], horizon["MaxValue"]) == (
+        Settings.timer_horizon_seconds, 0, 86400)
 
 
 def test_chalice_config_gives_each_function_its_policy_file():
