@@ -595,3 +595,31 @@ def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
         assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
     assert not policy_allows("timer_fired", "dynamodb:GetItem", None, "SCHEDULES#web")
     assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")
+
+
+def test_every_function_runs_the_pinned_runtime_on_arm64_with_its_measured_memory(packaged):
+    """What chalice writes (the build machine's Python, x86_64, 128 MB) is replaced in the
+    packaged template: docs/performance.md "Memory and architecture" gives the measurement."""
+    resources = json.loads(packaged.read_text())["Resources"]
+    functions = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {f.logical_id for f in generate.functions()}
+    for function in generate.functions():
+        properties = functions[function.logical_id]
+        runtime = (properties["Runtime"], properties["Architectures"])
+        assert runtime == ("python3.12", ["arm64"]), function.name
+        assert properties["MemorySize"] == (1024 if function is generate.API else 512), function.name
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert config["lambda_architecture"] == "arm64"  # so chalice downloads aarch64 wheels
+    assert config["lambda_memory_size"] == generate.BACKGROUND_MEMORY_MB
+    assert config["lambda_functions"]["api_handler"]["lambda_memory_size"] == generate.API_MEMORY_MB
+
+
+def test_the_package_is_built_only_by_the_pinned_runtime(monkeypatch, capsys):
+    """The wheels chalice fetches and the bytecode are for the building Python."""
+    monkeypatch.setattr(sys, "version_info", (3, 11, 7, "final", 0))
+    message = package.runtime_mismatch()
+    assert message and "python3.12" in message and "python3.11" in message
+    assert package.main() == 2
+    assert "make package PYTHON=python3.12" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    assert package.runtime_mismatch() is None
