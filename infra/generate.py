@@ -216,6 +216,8 @@ def table_resource() -> dict:
         "StreamSpecification": {"StreamViewType": stream["StreamViewType"]},
         "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        # no DeleteTable by anyone, a stack deletion included, until this is turned off
+        "DeletionProtectionEnabled": True,
     }
     definition.pop("TableName")
     if definition:  # a new CreateTable parameter must be mapped here, not silently dropped

@@ -17,7 +17,7 @@ from ..domain import ids
 from ..domain.clock import format_iso
 from ..domain.events import APPROVAL_REMINDER, RUN_CHANGED, STAGE_CHANGED, StateChange
 from ..domain.status import StageStatus
-from ..service.ports import DueTimer
+from ..service.ports import DueTimer, RunRecord
 
 NO_DEADLINE = "9999-12-31T23:59:59.999Z"  # an active stage's due_at when no timer ever fires
 
@@ -68,6 +68,30 @@ def disarmed_timer(record: dict) -> DueTimer | None:
     if old is None or _same(old, _image_timer(images.get("NewImage") or {})):
         return None
     return old
+
+
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"  # a REMOVE made by the table's TTL names this service
+
+
+def run_record(record: Mapping) -> RunRecord | None:
+    """What a stream record says of a run item, for retention (store/retention.py): its status,
+    end and expiry as written, or that the table's TTL removed it. None: not a run item, or a
+    run removed by a writer (its deletion removed the rest with it)."""
+    images = record.get("dynamodb") or {}
+    event_name = record.get("eventName")
+    image = images.get("OldImage" if event_name == "REMOVE" else "NewImage") or {}
+    run_id = _str_attr(image, "run_id")
+    if _str_attr(image, "kind") != "run" or run_id is None:
+        return None
+    if event_name == "REMOVE":
+        identity = record.get("userIdentity") or {}
+        if identity.get("type") != "Service" or identity.get("principalId") != TTL_PRINCIPAL:
+            return None
+        return RunRecord(run_id=run_id, status=None, ended_at=None, expires_at=None, expired=True)
+    if event_name not in ("INSERT", "MODIFY"):
+        return None
+    return RunRecord(run_id=run_id, status=_str_attr(image, "status"), ended_at=_str_attr(image, "ended_at"),
+                     expires_at=_int_attr(image, "expires_at"))
 
 
 def _attr(image: Mapping, name: str) -> object:

@@ -623,3 +623,59 @@ def test_the_package_is_built_only_by_the_pinned_runtime(monkeypatch, capsys):
     assert "make package PYTHON=python3.12" in capsys.readouterr().err
     monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
     assert package.runtime_mismatch() is None
+
+
+def test_retention_calls_stay_within_its_policy_and_partitions(ctx, clock, iam_actions):
+    import boto3
+
+    from chalicelib.domain.schemas import PatchStageIn
+    from chalicelib.service.retention import apply_retention
+    from chalicelib.store.models import RUN_SK, run_pk
+
+    actions, indexes = iam_actions
+    _aggregate, stage_id = _running_stage(ctx, clock)
+    runs.patch_stage(ctx, stage_id, PatchStageIn(status=S.SUCCESS))
+    runs.patch_stage(ctx, _aggregate.stages[1].id, PatchStageIn(status=S.SKIPPED))
+    key = {"pk": {"S": run_pk(_aggregate.run.id)}, "sk": {"S": RUN_SK}}
+    image = boto3.client("dynamodb").get_item(TableName=ctx.settings.table_name, Key=key)["Item"]
+    boto3.client("dynamodb").delete_item(TableName=ctx.settings.table_name, Key=key)  # as the TTL does
+    actions.clear()
+    apply_retention(ctx, [{"eventName": "MODIFY", "dynamodb": {"NewImage": image}},
+                          {"eventName": "REMOVE", "userIdentity": {"type": "Service",
+                                                                   "principalId": "dynamodb.amazonaws.com"},
+                           "dynamodb": {"OldImage": image}}])
+    assert actions >= {"dynamodb:Query", "dynamodb:DeleteItem"}
+    assert actions <= _allowed("run_retention") and not indexes
+    assert assert_items_allowed(actions, "run_retention") == {"RUN#"}
+
+
+def test_the_table_is_protected_and_its_runs_expire_by_a_stated_retention():
+    template = json.loads(generate.RESOURCES_PATH.read_text())
+    table = template["Resources"]["StagetrackTable"]
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert table["Properties"]["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    parameter = template["Parameters"]["RunRetentionDays"]
+    assert (parameter["Default"], parameter["MinValue"]) == (Settings.run_retention_days, 0) == (400, 0)
+    function = template["Resources"]["RunRetention"]["Properties"]
+    variables = function["Environment"]["Variables"]
+    assert variables["STAGETRACK_RUN_RETENTION_DAYS"] == {"Ref": "RunRetentionDays"}
+    source = function["Events"]["RunRetentionDynamodbEventSource"]["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+    assert [p["eventName"] for p in patterns] == [["INSERT", "MODIFY"], ["MODIFY"], ["REMOVE"]]
+    assert patterns[2]["userIdentity"] == {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]}
+    bucket = {"Fn::GetAtt": ["StreamFailureBucket", "Arn"]}
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == bucket
+
+
+def test_no_index_projects_every_attribute():
+    """Each index carries what its readers read (listings, the sweeper, searches), so a change of
+    an attribute no index holds writes no index entry (docs/architecture.md)."""
+    indexes = table_definition("x")["GlobalSecondaryIndexes"]
+    assert indexes and all(i["Projection"]["ProjectionType"] == "INCLUDE" for i in indexes)
+    for index in indexes:
+        attributes = set(index["Projection"]["NonKeyAttributes"])
+        assert not attributes & {"intent", "seq", "expires_at", "version"} and not any(
+            a.startswith("n_") for a in attributes), index["IndexName"]
+    active = next(i for i in indexes if i["IndexName"] == "activeStages")
+    assert set(active["Projection"]["NonKeyAttributes"]) == {"status", "attempt", "stage_id"}
