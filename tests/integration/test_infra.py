@@ -366,6 +366,11 @@ def test_armer_hears_of_every_stage_write_and_removal_and_knows_its_horizon():
     horizon = json.loads(generate.RESOURCES_PATH.read_text())["Parameters"]["TimerHorizonSeconds"]
     assert (horizon["Default"], horizon["MinValue"], horizon["MaxValue"]) == (
         Settings.timer_horizon_seconds, 0, 86400)
+    # an execution outliving the longest horizon (plus the hand-over's retries) is a bug: it times out
+    retries = part_timers.state_machine_definition()["States"]["HandToTimeoutHandler"]["Retry"][0]
+    hand_over = sum(min(retries["IntervalSeconds"] * retries["BackoffRate"] ** n, retries["MaxDelaySeconds"])
+                    for n in range(retries["MaxAttempts"]))
+    assert horizon["MaxValue"] + hand_over < part_timers.state_machine_definition()["TimeoutSeconds"] <= 90000
 
 
 def test_chalice_config_gives_each_function_its_policy_file():

@@ -196,12 +196,16 @@ def test_arming_starts_within_the_horizon_leaves_later_ones_to_the_sweeper_and_s
     idle = _image(status="IDLE", due=None, updated=written)
     done = _image(status="SUCCESS", due=None, updated=written)
     scheduler = Recorder()
+    counted = []
+    ctx.metrics = type("Counted", (), {"count": lambda self, name, *a, **k: counted.append(name)})()
     assert arm_timers(ctx, [_record("MODIFY", soon, idle), _record("MODIFY", later, idle)], scheduler) == 1
     assert scheduler.started == [(DueTimer("web:1:1", 1, "2026-01-01T01:00:00.000Z"), 3600)]
+    assert counted == ["TimersLeftToSweeper"]
 
     clock.advance(60)
     assert arm_timers(ctx, [_record("MODIFY", done, soon), _record("MODIFY", done, later)], scheduler) == 0
     assert scheduler.stopped == [DueTimer("web:1:1", 1, "2026-01-01T01:00:00.000Z")]  # the sweeper's: none
+    assert counted == ["TimersLeftToSweeper", "TimersStopped"]
 
     # a deadline moved: the new one is started, the old one stopped, in one record
     scheduler = Recorder()
