@@ -684,3 +684,20 @@ def test_no_index_projects_every_attribute():
             a.startswith("n_") for a in attributes), index["IndexName"]
     active = next(i for i in indexes if i["IndexName"] == "activeStages")
     assert set(active["Projection"]["NonKeyAttributes"]) == {"status", "attempt", "stage_id"}
+
+
+# Checked against PyPI (2026-11-30): each has a cp312 (cryptography: abi3) manylinux2014 aarch64
+# wheel for its pinned version. Every other runtime requirement is pure Python.
+ARM64_WHEELS_CHECKED = {"pydantic-core", "cryptography", "cffi"}
+
+
+def test_the_runtime_requirements_that_are_not_pure_python_were_checked_for_arm64():
+    """A new compiled dependency must be checked for an aarch64 wheel before it ships on arm64
+    (docs/performance.md "Memory and architecture")."""
+    from importlib.metadata import distribution
+
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    pinned = [line.split("==")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")]
+    compiled = {name for name in pinned
+                if any(str(f).endswith((".so", ".pyd")) for f in distribution(name).files or ())}
+    assert compiled == ARM64_WHEELS_CHECKED
