@@ -697,7 +697,8 @@ def test_the_runtime_requirements_that_are_not_pure_python_were_checked_for_arm6
     from importlib.metadata import distribution
 
     lines = (ROOT / "requirements.txt").read_text().splitlines()
-    pinned = [line.split("==")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")]
+    pinned = [line.split("==")[0].strip().lower() for line in lines
+              if line.strip() and not line.startswith("#")]
     compiled = {name for name in pinned
                 if any(str(f).endswith((".so", ".pyd")) for f in distribution(name).files or ())}
     assert compiled == ARM64_WHEELS_CHECKED
