@@ -102,6 +102,14 @@ class Settings:
     # synchronous Lambda event 6 MB; 2 MiB leaves room for JSON escaping in the event.
     webhook_max_body_bytes: int = 2 * 1024 * 1024
     local_ticker: bool = False
+    # A stage timer due within this many seconds of the write that set it is waited on by a
+    # Step Functions execution (fires within seconds); a later one is left to the minute sweeper
+    # (fires within a minute). 0: the sweeper fires every timer. Bounds the open executions to
+    # the timers armed in one horizon (docs/deploy.md "Timers at scale").
+    timer_horizon_seconds: int = 3600
+    # Days a finished run (and its stages and ended attempts) is kept after it ended; then the
+    # table's TTL removes it (service/retention.py). 0: kept forever. docs/deploy.md "Retention".
+    run_retention_days: int = 400
     ticker_interval_seconds: float = 1.0
     # Key of the HMAC that secret variables are kept as (never their value). The default is for
     # local use only: set STAGETRACK_SECRET_PEPPER to a long random value in every deployment.
@@ -185,6 +193,10 @@ class Settings:
                 WEBHOOK_BODY_CEILING,
             ),
             local_ticker=env_bool(env, "STAGETRACK_LOCAL_TICKER", False),
+            timer_horizon_seconds=env_int(
+                env, "STAGETRACK_TIMER_HORIZON_SECONDS", cls.timer_horizon_seconds, 0, 86400),
+            run_retention_days=env_int(
+                env, "STAGETRACK_RUN_RETENTION_DAYS", cls.run_retention_days, 0, 36500),
             ticker_interval_seconds=env_float(
                 env, "STAGETRACK_TICKER_SECONDS", cls.ticker_interval_seconds, 0.01, 3600
             ),

@@ -55,6 +55,17 @@ XRAY = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 # its policy allows GetSecretValue on them only. No secret value is in any template.
 ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET = "AdminTokenSecret", "PepperSecret", "SealingKeySecret"
 SECRETS = {ADMIN_SECRET: "admin-token", PEPPER_SECRET: "pepper", KEY_SECRET: "sealing-key"}
+# The runtime every function runs, pinned (chalice would take the build machine's Python): the
+# package carries wheels and bytecode for the Python that builds it, so tools/package.py refuses
+# to build with another. python3.12: supported by chalice 1.34 and Lambda (to 2028), and every
+# wheel in requirements.txt exists for cp312 on manylinux aarch64 or is pure Python, so arm64
+# (20% less per GB-second than x86_64 at the same memory). Memory by measurement
+# (bench/bench_runtime.py, docs/performance.md "Memory and architecture"): the API at 1024 MB
+# (a cold start ~0.6 s instead of ~4.7 s at 128 MB), the background functions at 512 MB.
+RUNTIME = "python3.12"
+ARCHITECTURE = "arm64"
+API_MEMORY_MB = 1024
+BACKGROUND_MEMORY_MB = 512
 ITEM_READ_WRITE = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
 
@@ -115,6 +126,7 @@ class Function:
     # the table's items allow only those (``dynamodb:LeadingKeys``). None: any item (the API).
     partitions: tuple[str, ...] | None = None
     secrets: tuple[str, ...] = ()  # the secrets it reads (SECRETS), by logical id
+    memory_mb: int = BACKGROUND_MEMORY_MB
 
 
 # What a run's change reaches: the run and its stages, its pipeline, ended attempts.
@@ -132,7 +144,8 @@ def _api_statements(arns: Arns) -> list[dict]:
 # The API handler's policy is chalice's default (top-level iam_policy_file), so it also covers
 # any function that has no policy of its own: those may log to any of this stack's groups.
 API = Function("api_handler", "APIHandler", "ApiHandlerRole", "api", "policy-api.json",
-               _api_statements, log_suffix="*", secrets=(ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET))
+               _api_statements, log_suffix="*", secrets=(ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET),
+               memory_mb=API_MEMORY_MB)
 
 # The secrets are not parameters: the stack generates them in Secrets Manager (part_secrets.py),
 # so no secret value is ever on a command line, in a parameter, or in an Environment block.
@@ -203,6 +216,8 @@ def table_resource() -> dict:
         "StreamSpecification": {"StreamViewType": stream["StreamViewType"]},
         "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        # no DeleteTable by anyone, a stack deletion included, until this is turned off
+        "DeletionProtectionEnabled": True,
     }
     definition.pop("TableName")
     if definition:  # a new CreateTable parameter must be mapped here, not silently dropped
@@ -237,7 +252,8 @@ def resources_template() -> dict:
             variables["STAGETRACK_SECRET_IDS"] = {
                 "Fn::Join": [",", [{"Ref": logical} for logical in function.secrets]]}
         patch = {"FunctionName": {"Fn::Sub": "${AWS::StackName}-%s" % function.suffix},
-                 "Environment": {"Variables": variables}}
+                 "Environment": {"Variables": variables}, "Runtime": RUNTIME,
+                 "Architectures": [ARCHITECTURE], "MemorySize": function.memory_mb}
         _merge(resources.setdefault(function.logical_id, {}),
                {"Properties": _merge(patch, function.properties())})
         resources[function.role] = {"Properties": {"Policies": [{

@@ -1,7 +1,9 @@
 """Timers (chalicelib/events/timers.py): the timer queue and its dead-letter queue, the timer
 state machine (timer_state_machine.asl.json) and its role, and the three timer functions.
 
-- timer_armer   reads the table's stream, starts executions of the state machine
+- timer_armer   reads the table's stream, starts executions of the state machine for timers due
+                within the horizon (``TimerHorizonSeconds``; later ones are the sweeper's),
+                and stops the executions of timers a change made stale
 - timer_fired   consumes the timer queue; reads a run, writes it back (one transaction of Puts)
 - timer_sweeper every minute; queries the activeStages index, reads and writes runs; fires the
                 due schedules (their partition of the same index; service/schedules.py): reads
@@ -23,6 +25,7 @@ DLQ = "TimerDeadLetterQueue"
 STATE_MACHINE = "TimerStateMachine"
 STATE_MACHINE_ROLE = "TimerStateMachineRole"
 ACTIVE_INDEX = "activeStages"
+HORIZON = "TimerHorizonSeconds"
 
 # load_run + save (TransactWrite of Puts); completing a big run's pending change (its stage
 # chunks guarded by a ConditionCheck, deletes, then the intent's removal: store/repository.py)
@@ -39,6 +42,14 @@ def queue_arn(arns: Arns):
 
 def state_machine_arn(arns: Arns):
     return arns.named("states", STATE_MACHINE, "timers", attribute="", kind="stateMachine:")
+
+
+def executions_arn(arns: Arns):
+    """Every execution of the timer state machine (the armer stops stale ones by name)."""
+    return arns.pick(
+        {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:"
+                    "${%s.Name}:*" % STATE_MACHINE},
+        f"arn:aws:states:*:*:execution:{arns.stack}-timers:*")
 
 
 def state_machine_definition() -> dict:
@@ -62,6 +73,8 @@ def _armer(arns: Arns) -> list[dict]:
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
         {"Sid": "StartTimers", "Effect": "Allow", "Action": ["states:StartExecution"],
          "Resource": [state_machine_arn(arns)]},
+        {"Sid": "StopStaleTimers", "Effect": "Allow", "Action": ["states:StopExecution"],
+         "Resource": [executions_arn(arns)]},
         bucket_statement(arns),
     ]
 
@@ -88,7 +101,8 @@ def _sweeper(arns: Arns) -> list[dict]:
 
 def _armer_properties() -> dict:
     return {
-        "Environment": {"Variables": {"STAGETRACK_TIMER_STATE_MACHINE_ARN": {"Ref": STATE_MACHINE}}},
+        "Environment": {"Variables": {"STAGETRACK_TIMER_STATE_MACHINE_ARN": {"Ref": STATE_MACHINE},
+                                      "STAGETRACK_TIMER_HORIZON_SECONDS": {"Ref": HORIZON}}},
         "Events": {"TimerArmerDynamodbEventSource": {"Properties": {
             "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
             "MaximumRetryAttempts": 10,
@@ -96,12 +110,17 @@ def _armer_properties() -> dict:
             # the handler reports the first record it could not arm; Lambda retries from it
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
             "DestinationConfig": stream_failure_destination(),
-            "FilterCriteria": {"Filters": [{"Pattern": json.dumps({
-                "eventName": ["INSERT", "MODIFY"],
-                "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}},
-            }, separators=(",", ":"))}]},
+            # a stage written (it may need a timer, or make one stale) or removed (its timer is stale)
+            "FilterCriteria": {"Filters": [{"Pattern": json.dumps(pattern, separators=(",", ":"))}
+                                           for pattern in STAGE_RECORDS]},
         }}},
     }
+
+
+STAGE_RECORDS = (
+    {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}}},
+    {"eventName": ["REMOVE"], "dynamodb": {"OldImage": {"kind": {"S": ["stage"]}}}},
+)
 
 
 def _fired_properties() -> dict:
@@ -152,6 +171,15 @@ def resources(arns: Arns) -> dict:
             "DefinitionSubstitutions": {"TimerQueueUrl": {"Ref": QUEUE}},
             "RoleArn": {"Fn::GetAtt": [STATE_MACHINE_ROLE, "Arn"]}}},
     }
+
+
+def parameters() -> dict:
+    return {HORIZON: {
+        "Type": "Number", "Default": 3600, "MinValue": 0, "MaxValue": 86400,
+        "Description": "A stage timer due within this many seconds of its stage's write waits in a "
+                       "Step Functions execution (fires within seconds); a later one is fired by "
+                       "the minute sweeper (within a minute). 0: the sweeper fires all. "
+                       "docs/deploy.md, Timers at scale"}}
 
 
 def outputs() -> dict:

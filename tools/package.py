@@ -7,8 +7,9 @@ would compile app.py's whole import graph again: measured on this package, impor
 ~800 ms from sources against ~300 ms with bytecode. So the project is copied to build/src
 without caches, chalice packages the copy, and every .py in deployment.zip then gets its .pyc,
 compiled with ``--invalidation-mode unchecked-hash`` (valid whatever file times the zip keeps;
-nothing in a deployed package is ever edited). The bytecode is for this Python, which is also
-the runtime chalice picks for the functions (it uses the local Python's version).
+nothing in a deployed package is ever edited). The bytecode, and the wheels chalice downloads
+(for its local Python's version), are for the Python that builds: so it must be the runtime the
+template pins (``infra.generate.RUNTIME``), and ``main`` refuses any other.
 
 Run: .venv/bin/python -m tools.package [output dir, default build/sam]
 """
@@ -87,7 +88,24 @@ def chalice_package(project: Path, out: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+def runtime_mismatch() -> str | None:
+    """Why this Python cannot build the package (None: it can)."""
+    from infra.generate import RUNTIME
+
+    major, minor = sys.version_info[:2]
+    here = f"python{major}.{minor}"
+    if here == RUNTIME:
+        return None
+    return (f"the functions run {RUNTIME} (infra/generate.py RUNTIME), and the package carries wheels "
+            f"and bytecode for the Python that builds it, here {here}: build with {RUNTIME}, e.g. "
+            f"`make package PYTHON={RUNTIME} VENV=.venv-{RUNTIME[len('python'):]}`")
+
+
 def main() -> int:
+    mismatch = runtime_mismatch()
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+        return 2
     out = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "build" / "sam"
     if out.exists():
         shutil.rmtree(out)

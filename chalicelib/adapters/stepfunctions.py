@@ -19,6 +19,11 @@ def execution_name(timer: DueTimer) -> str:
     return f"{_UNSAFE.sub('_', timer.stage_id)[:48]}-a{timer.attempt}-{digest[:16]}"[:80]
 
 
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """arn:<partition>:states:<region>:<account>:execution:<machine name>:<execution name>."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
+
+
 def execution_input(timer: DueTimer, wait_seconds: int) -> dict:
     return {"stageId": timer.stage_id, "attempt": timer.attempt, "dueAt": timer.due_at,
             "waitSeconds": wait_seconds}
@@ -26,7 +31,8 @@ def execution_input(timer: DueTimer, wait_seconds: int) -> dict:
 
 class StepFunctionsScheduler:
     """One Standard workflow execution per armed timer: Wait ``waitSeconds``, then hand
-    ``{stageId, attempt}`` to the timeout handler through the timer queue."""
+    ``{stageId, attempt}`` to the timeout handler through the timer queue. A stale timer's
+    execution is found again by its name (``execution_name``) and stopped."""
 
     def __init__(self, state_machine_arn: str, client=None) -> None:
         self.state_machine_arn = state_machine_arn
@@ -50,6 +56,17 @@ class StepFunctionsScheduler:
             )
         except self.client.exceptions.ExecutionAlreadyExists:
             pass  # this timer was already started (a redelivered stream record)
+
+    def stop(self, timer: DueTimer) -> None:
+        """Stopping an execution that ended already changes nothing; one that was never
+        started (its record's retries ran out: the sweeper fired it) is no error either."""
+        try:
+            self.client.stop_execution(
+                executionArn=execution_arn(self.state_machine_arn, execution_name(timer)),
+                error="TimerStale", cause="the stage ended, was removed or got another deadline",
+            )
+        except self.client.exceptions.ExecutionDoesNotExist:
+            pass
 
 
 _scheduler: StepFunctionsScheduler | None = None

@@ -103,11 +103,17 @@ DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600  # attempts are kept this long, then
 
 @dataclass(frozen=True)
 class DueTimer:
-    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC)."""
+    """One stage attempt whose timer should fire at ``due_at`` (ISO-8601 UTC).
+
+    ``set_at``: when the item carrying this due moment was written (ISO), if the source knows
+    it (a stream image's ``updatedAt``); the timers' horizon rule measures from it
+    (service/timers.py: ``waits_on_workflow``). Not part of the timer's identity.
+    """
 
     stage_id: str
     attempt: int
     due_at: str
+    set_at: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -410,6 +416,36 @@ class ActiveTimers(Protocol):
     def armed_timer(self, record: dict) -> DueTimer | None:
         """The timer a change record of the store's stream asks for, if any."""
 
+    def disarmed_timer(self, record: dict) -> DueTimer | None:
+        """The timer a change record of the store's stream makes stale, if any: the one its old
+        image was due by, when the new image no longer is (ended, removed, deadline moved)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one change record of the store's stream says of a run item, for retention."""
+
+    run_id: str
+    status: str | None  # as written (None when removed)
+    ended_at: str | None
+    expires_at: int | None  # the item's TTL (epoch seconds), if it has one
+    expired: bool = False  # removed by the table's TTL, not by a writer
+
+
+class RunRetention(Protocol):
+    """Finished runs expire (service/retention.py): a TTL on the run item, the rest after it."""
+
+    def run_record(self, record: dict) -> RunRecord | None: ...
+
+    def set_expiry(self, run_id: str, status: str, ended_at: str, expires_at: int) -> bool:
+        """Only while the run is still ``status`` and ended at ``ended_at``; False otherwise."""
+
+    def clear_expiry(self, run_id: str, status: str) -> bool:
+        """Only while the run is still ``status``; False otherwise."""
+
+    def delete_remains(self, run_id: str) -> int:
+        """Delete the stages and ended attempts of a run whose item is gone; how many."""
+
 
 class ScheduleStore(Protocol):
     """A pipeline's schedules (domain/schedules.py). Every change is conditional on the version
@@ -458,6 +494,7 @@ class Stores:
     changes: ChangeStream
     finder: Finder
     schedules: ScheduleStore
+    retention: RunRetention
 
 
 class SecretBox(Protocol):

@@ -108,9 +108,12 @@ def sweep(ctx: ServiceContext, now: datetime | None = None, *, limit: int = SWEE
 
 
 class TimerScheduler(Protocol):
-    """Starts one durable timer (on AWS: a Step Functions execution)."""
+    """Starts and stops durable timers (on AWS: Step Functions executions, named by the timer)."""
 
     def start(self, timer: DueTimer, wait_seconds: int) -> None: ...
+
+    def stop(self, timer: DueTimer) -> None:
+        """Stop the timer started for ``timer`` if it still waits; nothing if there is none."""
 
 
 def wait_seconds(due_at: str, now: datetime) -> int:
@@ -119,18 +122,48 @@ def wait_seconds(due_at: str, now: datetime) -> int:
     return max(0, math.ceil(remaining))
 
 
+def waits_on_workflow(timer: DueTimer, horizon_seconds: int, now: datetime) -> bool:
+    """Whether ``timer`` gets a workflow (due within the horizon of the write that set it) or is
+    left to the minute sweeper (due later, or the horizon is 0).
+
+    Measured from ``set_at`` (the write), not from when the armer runs, so the armer decides
+    the same for the record that armed a timer and for the later one that makes it stale: a
+    stage's ``updatedAt`` only grows, so every execution that was started is also stopped
+    (``now`` stands in when the record does not say when it was written).
+    """
+    if horizon_seconds <= 0:
+        return False
+    written = parse_iso(timer.set_at) if timer.set_at else now
+    return (parse_iso(timer.due_at) - written).total_seconds() <= horizon_seconds
+
+
 def arm_timers(ctx: ServiceContext, records: Iterable[dict], scheduler: TimerScheduler) -> int:
-    """Start a timer for every stream record whose stage now needs one. Returns how many.
+    """Start a workflow for every stream record whose stage now needs a timer due within the
+    horizon (``Settings.timer_horizon_seconds``), and stop the one a record made stale. Returns
+    how many were started.
 
     Driven by the table's stream, so every committed change that starts a stage gets its timer
     even if the API call that made it died right after committing, and the API path never waits
-    on Step Functions.
+    on Step Functions. A timer due later is left to the sweeper (``TimersLeftToSweeper``). A
+    stale timer (the stage ended, was removed, or its deadline or attempt changed) is stopped
+    while it still waits (``TimersStopped``): a stopped execution costs no further transition
+    and frees its place under the open-executions quota; one already due is delivering and
+    finds nothing to do (``expire_stage``). Starting and stopping are both idempotent, so a
+    redelivered record does no harm.
     """
+    horizon = ctx.settings.timer_horizon_seconds
     armed = 0
     for record in records:
+        now = ctx.clock.now()
         timer = ctx.stores.timers.armed_timer(record)
-        if timer is None:
-            continue
-        scheduler.start(timer, wait_seconds(timer.due_at, ctx.clock.now()))
-        armed += 1
+        if timer is not None:
+            if waits_on_workflow(timer, horizon, now):
+                scheduler.start(timer, wait_seconds(timer.due_at, now))
+                armed += 1
+            else:
+                ctx.metrics.count("TimersLeftToSweeper")
+        stale = ctx.stores.timers.disarmed_timer(record)
+        if stale is not None and parse_iso(stale.due_at) > now and waits_on_workflow(stale, horizon, now):
+            scheduler.stop(stale)
+            ctx.metrics.count("TimersStopped")
     return armed

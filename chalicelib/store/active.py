@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..service.ports import DueQuery, DueTimer
 from .models import ACTIVE_SHARDS, ItemModels, StageItem
-from .stream import armed_timer
+from .stream import armed_timer, disarmed_timer
 
 __all__ = ["ActiveTimers", "DueQuery", "DueTimer", "shard_keys"]
 
@@ -64,3 +64,7 @@ class ActiveTimers:
     def armed_timer(self, record: dict) -> DueTimer | None:
         """The timer a stream record asks for (store/stream.py decodes it)."""
         return armed_timer(record)
+
+    def disarmed_timer(self, record: dict) -> DueTimer | None:
+        """The timer a stream record makes stale (store/stream.py decodes it)."""
+        return disarmed_timer(record)

@@ -20,6 +20,7 @@ from .idempotency import IdempotencyStore
 from .models import ClientLimits, item_models
 from .pipelines import PipelineStore
 from .repository import Repository, Writer
+from .retention import RunRetention
 from .schedules import ScheduleStore
 from .sources import RunLinks, SourceStore
 from .stream import StreamDecoder
@@ -46,5 +47,5 @@ def build_stores(settings: Settings) -> Stores:
         tokens=TokenStore(items, writer), sources=SourceStore(items, writer),
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
         timers=ActiveTimers(items), changes=StreamDecoder(), finder=Finder(items, codec),
-        schedules=ScheduleStore(items),
+        schedules=ScheduleStore(items), retention=RunRetention(items),
     )

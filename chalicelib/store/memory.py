@@ -42,6 +42,7 @@ from ..service.ports import (
     DueTimer,
     Record,
     RunFilter,
+    RunRecord,
     StoredSession,
     StoredSource,
     StoredSubscription,
@@ -50,7 +51,7 @@ from ..service.ports import (
     WaitingStage,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer, state_change
+from .stream import NO_DEADLINE, armed_timer, disarmed_timer, run_record, state_change
 
 
 @dataclass
@@ -78,6 +79,7 @@ class MemoryDatabase:
         self.subscriptions: dict[str, StoredSubscription] = {}
         self.deliveries: dict[str, dict[str, DeliveryAttempt]] = {}
         self.schedules: dict[tuple[str, str], Schedule] = {}  # (pipeline, id) -> schedule
+        self.expiries: dict[str, int] = {}  # run id -> its TTL (epoch seconds), as the table keeps it
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -691,6 +693,47 @@ class MemoryActiveTimers:
     def armed_timer(self, record: dict) -> DueTimer | None:
         return armed_timer(record)
 
+    def disarmed_timer(self, record: dict) -> DueTimer | None:
+        return disarmed_timer(record)
+
+
+class MemoryRunRetention:
+    """The retention twin: expiries kept beside the runs; no TTL ever removes one here, so
+    ``delete_remains`` only finds ended attempts of a run that is gone."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def run_record(self, record: dict) -> RunRecord | None:
+        return run_record(record)
+
+    def _is(self, run_id: str, status: str, ended_at: str | None = None, check_end: bool = False) -> bool:
+        aggregate = self.db.runs.get(run_id)
+        if aggregate is None or aggregate.run.status.value != status:
+            return False
+        return not check_end or format_iso(aggregate.run.ended_at) == ended_at
+
+    def set_expiry(self, run_id: str, status: str, ended_at: str, expires_at: int) -> bool:
+        with self.db.lock:
+            if not self._is(run_id, status, ended_at, check_end=True):
+                return False
+            self.db.expiries[run_id] = expires_at
+            return True
+
+    def clear_expiry(self, run_id: str, status: str) -> bool:
+        with self.db.lock:
+            if not self._is(run_id, status):
+                return False
+            self.db.expiries.pop(run_id, None)
+            return True
+
+    def delete_remains(self, run_id: str) -> int:
+        with self.db.lock:
+            if run_id in self.db.runs:
+                return 0
+            stages = [stage_id for stage_id in self.db.attempts if stage_id.startswith(run_id + ":")]
+            return sum(len(self.db.attempts.pop(stage_id)) for stage_id in stages)
+
 
 class MemoryChangeStream:
     """Reads change records shaped as the table's stream delivers them, as the DynamoDB store does."""
@@ -755,5 +798,5 @@ def build_stores(settings: Settings) -> Stores:
         tokens=MemoryTokenStore(db), sources=MemorySourceStore(db),
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
         timers=MemoryActiveTimers(db), changes=MemoryChangeStream(), finder=MemoryFinder(db),
-        schedules=MemoryScheduleStore(db),
+        schedules=MemoryScheduleStore(db), retention=MemoryRunRetention(db),
     )

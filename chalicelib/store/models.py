@@ -330,6 +330,10 @@ class RunItem(BaseItem, discriminator="run"):
     # later, so the sweeper completes a change whose writer died mid-way.
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
+    # Epoch seconds, the table's TTL: set on a finished run (its end + the retention), removed
+    # if it is re-opened, by the retention consumer of the stream (store/retention.py), never
+    # by the writers (a whole-run Put drops it; the consumer sets it again).
+    expires_at = NumberAttribute(null=True)
     version = VersionAttribute()
 
     by_pipeline = RunsByPipeline()

@@ -2,7 +2,8 @@
 store (store/memory.py) reads the same records the same way. Only the store knows the item
 attributes (``kind``, ``pk``/``sk``, ``status``, ``version`` ...) these images carry.
 
-- ``armed_timer``: the timer a record asks for (service/timers.py, through ``ActiveTimers``);
+- ``armed_timer`` / ``disarmed_timer``: the timer a record asks for, and the one it makes stale
+  (service/timers.py, through ``ActiveTimers``);
 - ``state_change``: the ``StateChange`` a record stands for (service/outbox.py, through
   ``ChangeStream``).
 """
@@ -16,9 +17,26 @@ from ..domain import ids
 from ..domain.clock import format_iso
 from ..domain.events import APPROVAL_REMINDER, RUN_CHANGED, STAGE_CHANGED, StateChange
 from ..domain.status import StageStatus
-from ..service.ports import DueTimer
+from ..service.ports import DueTimer, RunRecord
 
 NO_DEADLINE = "9999-12-31T23:59:59.999Z"  # an active stage's due_at when no timer ever fires
+
+
+def _image_timer(image: Mapping) -> DueTimer | None:
+    """The timer a stage image is due by: its ``due_at``, unless it has none or NO_DEADLINE."""
+    if _str_attr(image, "kind") != "stage":
+        return None
+    due_at = _str_attr(image, "due_at")
+    stage_id = _str_attr(image, "stage_id")
+    attempt = _int_attr(image, "attempt")
+    if due_at is None or due_at == NO_DEADLINE or stage_id is None or attempt is None:
+        return None
+    return DueTimer(stage_id=stage_id, attempt=attempt, due_at=due_at,
+                    set_at=_str_attr(image, "updated_at"))
+
+
+def _same(a: DueTimer | None, b: DueTimer | None) -> bool:
+    return a is not None and b is not None and (a.due_at, a.attempt) == (b.due_at, b.attempt)
 
 
 def armed_timer(record: dict) -> DueTimer | None:
@@ -33,18 +51,47 @@ def armed_timer(record: dict) -> DueTimer | None:
     if record.get("eventName") not in ("INSERT", "MODIFY"):
         return None
     images = record.get("dynamodb") or {}
-    new = images.get("NewImage") or {}
-    if _str_attr(new, "kind") != "stage":
+    new = _image_timer(images.get("NewImage") or {})
+    if new is None or _same(new, _image_timer(images.get("OldImage") or {})):
         return None
-    due_at = _str_attr(new, "due_at")
-    stage_id = _str_attr(new, "stage_id")
-    attempt = _int_attr(new, "attempt")
-    if due_at is None or due_at == NO_DEADLINE or stage_id is None or attempt is None:
+    return new
+
+
+def disarmed_timer(record: dict) -> DueTimer | None:
+    """The timer a DynamoDB stream record makes stale, if any: the old image's, when the stage
+    was removed, or its new image is no longer due at that moment for that attempt (it ended,
+    its deadline moved, a new attempt began). The armer stops its workflow (service/timers.py)."""
+    if record.get("eventName") not in ("MODIFY", "REMOVE"):
         return None
-    old = images.get("OldImage") or {}
-    if _str_attr(old, "due_at") == due_at and _int_attr(old, "attempt") == attempt:
+    images = record.get("dynamodb") or {}
+    old = _image_timer(images.get("OldImage") or {})
+    if old is None or _same(old, _image_timer(images.get("NewImage") or {})):
         return None
-    return DueTimer(stage_id=stage_id, attempt=attempt, due_at=due_at)
+    return old
+
+
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"  # a REMOVE made by the table's TTL names this service
+
+
+def run_record(record: Mapping) -> RunRecord | None:
+    """What a stream record says of a run item, for retention (store/retention.py): its status,
+    end and expiry as written, or that the table's TTL removed it. None: not a run item, or a
+    run removed by a writer (its deletion removed the rest with it)."""
+    images = record.get("dynamodb") or {}
+    event_name = record.get("eventName")
+    image = images.get("OldImage" if event_name == "REMOVE" else "NewImage") or {}
+    run_id = _str_attr(image, "run_id")
+    if _str_attr(image, "kind") != "run" or run_id is None:
+        return None
+    if event_name == "REMOVE":
+        identity = record.get("userIdentity") or {}
+        if identity.get("type") != "Service" or identity.get("principalId") != TTL_PRINCIPAL:
+            return None
+        return RunRecord(run_id=run_id, status=None, ended_at=None, expires_at=None, expired=True)
+    if event_name not in ("INSERT", "MODIFY"):
+        return None
+    return RunRecord(run_id=run_id, status=_str_attr(image, "status"), ended_at=_str_attr(image, "ended_at"),
+                     expires_at=_int_attr(image, "expires_at"))
 
 
 def _attr(image: Mapping, name: str) -> object:

@@ -118,3 +118,21 @@ def test_every_sqs_event_source_has_a_concurrency_cap(template):
     assert all(c == {"MaximumConcurrency": {"Ref": "QueueConsumerMaxConcurrency"}} for c in capped.values())
     parameter = template["Parameters"]["QueueConsumerMaxConcurrency"]
     assert (parameter["MinValue"], parameter["Default"]) == (2, 10)  # Lambda's minimum is 2
+
+
+def test_every_function_has_a_timeout_and_its_queue_outlasts_it_six_times(template):
+    """A consumer still working when its message becomes visible again would see it twice:
+    Lambda advises a queue visibility of six times the consumer's timeout. The API's 25 s is
+    checked above; every other function keeps a stated timeout within Lambda's 900 s."""
+    resources = template["Resources"]
+    functions = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    consumers = 0
+    for name, properties in functions.items():
+        assert isinstance(properties["Timeout"], int) and 1 <= properties["Timeout"] <= 900, name
+        for event in properties.get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            queue = resources[event["Properties"]["Queue"]["Fn::GetAtt"][0]]["Properties"]
+            assert queue["VisibilityTimeout"] >= 6 * properties["Timeout"], name
+            consumers += 1
+    assert consumers == 3

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import botocore.client
@@ -327,7 +328,7 @@ def test_sweeper_firing_a_schedule_stays_within_its_policy(ctx, clock, iam_actio
     assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#", "PIPE#", "LINK#", "SCHEDULES#"}
 
 
-def test_armer_only_starts_executions(ctx, clock, iam_actions):
+def test_armer_only_starts_and_stops_executions_of_its_machine(ctx, clock, iam_actions):
     import boto3
 
     from chalicelib.adapters.stepfunctions import StepFunctionsScheduler
@@ -335,14 +336,41 @@ def test_armer_only_starts_executions(ctx, clock, iam_actions):
 
     actions, _ = iam_actions
     machine = boto3.client("stepfunctions").create_state_machine(
-        name="t", definition=part_timers.render_definition("https://sqs.example/q"),
+        name="stagetrack-timers", definition=part_timers.render_definition("https://sqs.example/q"),
         roleArn="arn:aws:iam::123456789012:role/t")["stateMachineArn"]
     actions.clear()
     due = format_iso(clock.now())
-    record = {"eventName": "INSERT", "dynamodb": {"NewImage": {
-        "kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"}, "due_at": {"S": due}}}}
-    assert arm_timers(ctx, [record], StepFunctionsScheduler(machine)) == 1
-    assert actions == {"states:StartExecution"} <= _allowed("timer_armer")
+    started = {"kind": {"S": "stage"}, "stage_id": {"S": "web:1:1"}, "attempt": {"N": "1"},
+               "due_at": {"S": due}}
+    later = {**started, "due_at": {"S": format_iso(clock.now() + timedelta(seconds=30))}}
+    records = [{"eventName": "INSERT", "dynamodb": {"NewImage": started}},
+               {"eventName": "REMOVE", "dynamodb": {"OldImage": later}}]  # never started: no error
+    assert arm_timers(ctx, records, StepFunctionsScheduler(machine)) == 1
+    assert actions == {"states:StartExecution", "states:StopExecution"} <= _allowed("timer_armer")
+    armer = next(f for f in generate.functions() if f.name == "timer_armer")
+    statements = generate.policy_document(armer, generate.Arns(pinned=False))["Statement"]
+    statement = next(s for s in statements if s["Sid"] == "StopStaleTimers")
+    assert statement["Resource"] == ["arn:aws:states:*:*:execution:stagetrack-timers:*"]
+
+
+def test_armer_hears_of_every_stage_write_and_removal_and_knows_its_horizon():
+    armer = json.loads(generate.RESOURCES_PATH.read_text())["Resources"]["TimerArmer"]["Properties"]
+    source = armer["Events"]["TimerArmerDynamodbEventSource"]["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+    assert patterns == [
+        {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"kind": {"S": ["stage"]}}}},
+        {"eventName": ["REMOVE"], "dynamodb": {"OldImage": {"kind": {"S": ["stage"]}}}},
+    ]
+    variables = armer["Environment"]["Variables"]
+    assert variables["STAGETRACK_TIMER_HORIZON_SECONDS"] == {"Ref": "TimerHorizonSeconds"}
+    horizon = json.loads(generate.RESOURCES_PATH.read_text())["Parameters"]["TimerHorizonSeconds"]
+    assert (horizon["Default"], horizon["MinValue"], horizon["MaxValue"]) == (
+        Settings.timer_horizon_seconds, 0, 86400)
+    # an execution outliving the longest horizon (plus the hand-over's retries) is a bug: it times out
+    retries = part_timers.state_machine_definition()["States"]["HandToTimeoutHandler"]["Retry"][0]
+    hand_over = sum(min(retries["IntervalSeconds"] * retries["BackoffRate"] ** n, retries["MaxDelaySeconds"])
+                    for n in range(retries["MaxAttempts"]))
+    assert horizon["MaxValue"] + hand_over < part_timers.state_machine_definition()["TimeoutSeconds"] <= 90000
 
 
 def test_chalice_config_gives_each_function_its_policy_file():
@@ -572,3 +600,105 @@ def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
         assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
     assert not policy_allows("timer_fired", "dynamodb:GetItem", None, "SCHEDULES#web")
     assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")
+
+
+def test_every_function_runs_the_pinned_runtime_on_arm64_with_its_measured_memory(packaged):
+    """What chalice writes (the build machine's Python, x86_64, 128 MB) is replaced in the
+    packaged template: docs/performance.md "Memory and architecture" gives the measurement."""
+    resources = json.loads(packaged.read_text())["Resources"]
+    functions = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {f.logical_id for f in generate.functions()}
+    for function in generate.functions():
+        properties = functions[function.logical_id]
+        runtime = (properties["Runtime"], properties["Architectures"])
+        assert runtime == ("python3.12", ["arm64"]), function.name
+        assert properties["MemorySize"] == (1024 if function is generate.API else 512), function.name
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert config["lambda_architecture"] == "arm64"  # so chalice downloads aarch64 wheels
+    assert config["lambda_memory_size"] == generate.BACKGROUND_MEMORY_MB
+    assert config["lambda_functions"]["api_handler"]["lambda_memory_size"] == generate.API_MEMORY_MB
+
+
+def test_the_package_is_built_only_by_the_pinned_runtime(monkeypatch, capsys):
+    """The wheels chalice fetches and the bytecode are for the building Python."""
+    monkeypatch.setattr(sys, "version_info", (3, 11, 7, "final", 0))
+    message = package.runtime_mismatch()
+    assert message and "python3.12" in message and "python3.11" in message
+    assert package.main() == 2
+    assert "make package PYTHON=python3.12" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    assert package.runtime_mismatch() is None
+
+
+def test_retention_calls_stay_within_its_policy_and_partitions(ctx, clock, iam_actions):
+    import boto3
+
+    from chalicelib.domain.schemas import PatchStageIn
+    from chalicelib.service.retention import apply_retention
+    from chalicelib.store.models import RUN_SK, run_pk
+
+    actions, indexes = iam_actions
+    _aggregate, stage_id = _running_stage(ctx, clock)
+    runs.patch_stage(ctx, stage_id, PatchStageIn(status=S.SUCCESS))
+    runs.patch_stage(ctx, _aggregate.stages[1].id, PatchStageIn(status=S.SKIPPED))
+    key = {"pk": {"S": run_pk(_aggregate.run.id)}, "sk": {"S": RUN_SK}}
+    image = boto3.client("dynamodb").get_item(TableName=ctx.settings.table_name, Key=key)["Item"]
+    boto3.client("dynamodb").delete_item(TableName=ctx.settings.table_name, Key=key)  # as the TTL does
+    actions.clear()
+    apply_retention(ctx, [{"eventName": "MODIFY", "dynamodb": {"NewImage": image}},
+                          {"eventName": "REMOVE", "userIdentity": {"type": "Service",
+                                                                   "principalId": "dynamodb.amazonaws.com"},
+                           "dynamodb": {"OldImage": image}}])
+    assert actions >= {"dynamodb:Query", "dynamodb:DeleteItem"}
+    assert actions <= _allowed("run_retention") and not indexes
+    assert assert_items_allowed(actions, "run_retention") == {"RUN#"}
+
+
+def test_the_table_is_protected_and_its_runs_expire_by_a_stated_retention():
+    template = json.loads(generate.RESOURCES_PATH.read_text())
+    table = template["Resources"]["StagetrackTable"]
+    assert table["Properties"]["DeletionProtectionEnabled"] is True
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert table["Properties"]["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    parameter = template["Parameters"]["RunRetentionDays"]
+    assert (parameter["Default"], parameter["MinValue"]) == (Settings.run_retention_days, 0) == (400, 0)
+    function = template["Resources"]["RunRetention"]["Properties"]
+    variables = function["Environment"]["Variables"]
+    assert variables["STAGETRACK_RUN_RETENTION_DAYS"] == {"Ref": "RunRetentionDays"}
+    source = function["Events"]["RunRetentionDynamodbEventSource"]["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+    assert [p["eventName"] for p in patterns] == [["INSERT", "MODIFY"], ["MODIFY"], ["REMOVE"]]
+    assert patterns[2]["userIdentity"] == {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]}
+    bucket = {"Fn::GetAtt": ["StreamFailureBucket", "Arn"]}
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == bucket
+
+
+def test_no_index_projects_every_attribute():
+    """Each index carries what its readers read (listings, the sweeper, searches), so a change of
+    an attribute no index holds writes no index entry (docs/architecture.md)."""
+    indexes = table_definition("x")["GlobalSecondaryIndexes"]
+    assert indexes and all(i["Projection"]["ProjectionType"] == "INCLUDE" for i in indexes)
+    for index in indexes:
+        attributes = set(index["Projection"]["NonKeyAttributes"])
+        assert not attributes & {"intent", "seq", "expires_at", "version"} and not any(
+            a.startswith("n_") for a in attributes), index["IndexName"]
+    active = next(i for i in indexes if i["IndexName"] == "activeStages")
+    assert set(active["Projection"]["NonKeyAttributes"]) == {"status", "attempt", "stage_id"}
+
+
+# Checked against PyPI (2026-11-30): each has a cp312 (cryptography: abi3) manylinux2014 aarch64
+# wheel for its pinned version. Every other runtime requirement is pure Python.
+ARM64_WHEELS_CHECKED = {"pydantic-core", "cryptography", "cffi"}
+
+
+def test_the_runtime_requirements_that_are_not_pure_python_were_checked_for_arm64():
+    """A new compiled dependency must be checked for an aarch64 wheel before it ships on arm64
+    (docs/performance.md "Memory and architecture")."""
+    from importlib.metadata import distribution
+
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    pinned = [line.split("==")[0].strip().lower() for line in lines
+              if line.strip() and not line.startswith("#")]
+    compiled = {name for name in pinned
+                if any(str(f).endswith((".so", ".pyd")) for f in distribution(name).files or ())}
+    assert compiled == ARM64_WHEELS_CHECKED

@@ -169,3 +169,71 @@ def test_a_stale_workflow_changes_nothing_and_a_redelivered_record_starts_none(h
     assert harness.wait_for(execution["executionArn"])["status"] == "SUCCEEDED"
     assert harness.deliver_queue() == [{"stageId": build, "attempt": 1, "dueAt": "2026-03-20T17:17:14.760Z"}]
     assert ctx.stores.runs.get_stage(build) == done  # the late timer found it final: nothing written
+
+
+def test_a_stage_that_ends_early_stops_its_workflow_so_nothing_is_sent(harness, clock):
+    ctx = harness.ctx
+    aggregate = _run(ctx, {"type": "BUILD", "timeoutSeconds": 600})
+    build = aggregate.stages[0].id
+    runs.patch_stage(ctx, build, PatchStageIn(status=S.IN_PROGRESS))
+    harness.deliver_stream()
+    [execution] = harness.executions()
+    assert execution["status"] == "RUNNING"
+
+    clock.advance(60)
+    runs.patch_stage(ctx, build, PatchStageIn(status=S.SUCCESS))
+    harness.deliver_stream()  # the SUCCESS write makes the timer stale: its execution is stopped
+    assert harness.wait_for(execution["executionArn"])["status"] == "ABORTED"
+    assert harness.deliver_queue() == []
+    assert len(harness.executions()) == 1
+
+
+def test_a_new_deadline_stops_the_old_workflow_and_starts_one_for_the_new(harness, clock):
+    ctx = harness.ctx
+    aggregate = _run(ctx, {"type": "BUILD", "timeoutSeconds": 600})
+    build = aggregate.stages[0].id
+    runs.patch_stage(ctx, build, PatchStageIn(status=S.IN_PROGRESS))
+    harness.deliver_stream()
+    [first] = harness.executions()
+
+    runs.patch_stage(ctx, build, PatchStageIn.model_validate({"timeoutSeconds": 900}))
+    harness.deliver_stream()
+    harness.wait_for(first["executionArn"])
+    by_status = {e["status"]: e for e in harness.executions()}
+    assert set(by_status) == {"ABORTED", "RUNNING"}
+    assert by_status["ABORTED"]["executionArn"] == first["executionArn"]
+    second = harness.sfn.describe_execution(executionArn=by_status["RUNNING"]["executionArn"])
+    assert json.loads(second["input"])["waitSeconds"] == 900
+
+    runs.delete_run(ctx, aggregate.run.id)  # a removed stage's timer is stale too
+    harness.deliver_stream()
+    harness.wait_for(by_status["RUNNING"]["executionArn"])
+    assert {e["status"] for e in harness.executions()} == {"ABORTED"}
+    assert harness.deliver_queue() == []
+
+
+def test_a_deadline_past_the_horizon_starts_no_workflow_and_the_sweeper_fires_it(harness, clock):
+    from chalicelib.service.timers import sweep
+
+    ctx = harness.ctx
+    horizon = ctx.settings.timer_horizon_seconds
+    aggregate = _run(ctx, {"type": "BUILD", "timeoutSeconds": horizon + 1},
+                     {"type": "UNIT_TEST", "timeoutSeconds": horizon})
+    build, test = (s.id for s in aggregate.stages)
+    runs.patch_stage(ctx, build, PatchStageIn(status=S.IN_PROGRESS))
+    runs.patch_stage(ctx, test, PatchStageIn(status=S.IN_PROGRESS))
+    harness.deliver_stream()
+    [execution] = harness.executions()  # only the stage due within the horizon waits in one
+    assert json.loads(harness.sfn.describe_execution(executionArn=execution["executionArn"])["input"])[
+        "stageId"] == test
+    runs.patch_stage(ctx, test, PatchStageIn(status=S.SUCCESS))
+    harness.deliver_stream()
+    assert harness.wait_for(execution["executionArn"])["status"] == "ABORTED"
+
+    clock.advance(horizon)
+    assert sweep(ctx).fired == {}
+    clock.advance(1)
+    assert sweep(ctx).fired == {"TIMED_OUT": 1}  # within the minute the sweeper runs in
+    assert runs.get_run(ctx, aggregate.run.id).stages[0].status == S.TIMED_OUT
+    harness.deliver_stream()
+    assert len(harness.executions()) == 1

@@ -48,6 +48,8 @@ def test_table_name_default_and_valid_value():
     ("STAGETRACK_TICKER_SECONDS", "inf", "a number of seconds from 0.01 to 3600"),
     ("STAGETRACK_TICKER_SECONDS", "0", "a number of seconds from 0.01 to 3600"),
     ("STAGETRACK_DELIVERY_TIMEOUT_SECONDS", "five", "a number of seconds from 0.1 to 60"),
+    ("STAGETRACK_TIMER_HORIZON_SECONDS", "86401", "a whole number from 0 to 86400"),
+    ("STAGETRACK_TIMER_HORIZON_SECONDS", "1h", "a whole number from 0 to 86400"),
 ])
 def test_bad_numbers_name_the_variable_and_the_range(name, raw, message):
     with pytest.raises(SettingsError) as error:
@@ -64,8 +66,11 @@ def test_numbers_in_range_are_read():
             "STAGETRACK_TICKER_SECONDS": "0.5",
             "STAGETRACK_DELIVERY_MAX_ATTEMPTS": "3",
             "STAGETRACK_DELIVERY_TIMEOUT_SECONDS": "2.5",
+            "STAGETRACK_TIMER_HORIZON_SECONDS": "0",
         }
     )
+    assert settings.timer_horizon_seconds == 0
+    assert Settings.from_env({}).timer_horizon_seconds == 3600
     assert (settings.max_body_bytes, settings.rate_limit_per_minute, settings.ticker_interval_seconds,
             settings.delivery_max_attempts, settings.delivery_timeout_seconds) == (2048, 60, 0.5, 3, 2.5)
 
