@@ -57,12 +57,14 @@ ADMIN_SECRET, PEPPER_SECRET, KEY_SECRET = "AdminTokenSecret", "PepperSecret", "S
 SECRETS = {ADMIN_SECRET: "admin-token", PEPPER_SECRET: "pepper", KEY_SECRET: "sealing-key"}
 # The runtime every function runs, pinned (chalice would take the build machine's Python): the
 # package carries wheels and bytecode for the Python that builds it, so tools/package.py refuses
-# to build with another. python3.12: supported by chalice 1.34 and Lambda (to 2028), and every
-# wheel in requirements.txt exists for cp312 on manylinux aarch64 or is pure Python, so arm64
+# to build with another. python3.11: the Python the project is developed, tested and packaged
+# with (the Makefile's venv, CI), so `make deploy` needs no second interpreter; moving to a newer
+# runtime is this constant plus building with that Python. Every wheel in requirements.txt
+# exists for cp311 on manylinux aarch64 or is pure Python (checked with pip download), so arm64
 # (20% less per GB-second than x86_64 at the same memory). Memory by measurement
 # (bench/bench_runtime.py, docs/performance.md "Memory and architecture"): the API at 1024 MB
 # (a cold start ~0.6 s instead of ~4.7 s at 128 MB), the background functions at 512 MB.
-RUNTIME = "python3.12"
+RUNTIME = "python3.11"
 ARCHITECTURE = "arm64"
 API_MEMORY_MB = 1024
 BACKGROUND_MEMORY_MB = 512

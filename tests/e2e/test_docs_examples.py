@@ -49,7 +49,7 @@ NO_RUN = {
     ("docs/runbook.md", "TOPIC=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (
         "docs/deploy.md",
-        ".venv-3.12/bin/python -m infra.generate --check # infra/ and .chalice/policy-*.json are current",
+        ".venv/bin/python -m infra.generate --check # infra/ and .chalice/policy-*.json are current",
     ),
     ("docs/deploy.md", "ST=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     ("docs/integrations.md", "QUEUE=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),

@@ -611,7 +611,7 @@ def test_every_function_runs_the_pinned_runtime_on_arm64_with_its_measured_memor
     for function in generate.functions():
         properties = functions[function.logical_id]
         runtime = (properties["Runtime"], properties["Architectures"])
-        assert runtime == ("python3.12", ["arm64"]), function.name
+        assert runtime == ("python3.11", ["arm64"]), function.name
         assert properties["MemorySize"] == (1024 if function is generate.API else 512), function.name
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     assert config["lambda_architecture"] == "arm64"  # so chalice downloads aarch64 wheels
@@ -621,12 +621,12 @@ def test_every_function_runs_the_pinned_runtime_on_arm64_with_its_measured_memor
 
 def test_the_package_is_built_only_by_the_pinned_runtime(monkeypatch, capsys):
     """The wheels chalice fetches and the bytecode are for the building Python."""
-    monkeypatch.setattr(sys, "version_info", (3, 11, 7, "final", 0))
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
     message = package.runtime_mismatch()
     assert message and "python3.12" in message and "python3.11" in message
     assert package.main() == 2
-    assert "make package PYTHON=python3.12" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    assert "make package PYTHON=python3.11" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "version_info", (3, 11, 7, "final", 0))
     assert package.runtime_mismatch() is None
 
 
@@ -686,7 +686,8 @@ def test_no_index_projects_every_attribute():
     assert set(active["Projection"]["NonKeyAttributes"]) == {"status", "attempt", "stage_id"}
 
 
-# Checked against PyPI (2026-11-30): each has a cp312 (cryptography: abi3) manylinux2014 aarch64
+# Checked against PyPI (2026-11-30, pip download --platform manylinux2014_aarch64 --python-version
+# 3.11): each has a cp311 (cryptography: abi3) manylinux2014 aarch64
 # wheel for its pinned version. Every other runtime requirement is pure Python.
 ARM64_WHEELS_CHECKED = {"pydantic-core", "cryptography", "cffi"}
 
