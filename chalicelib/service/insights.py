@@ -1,0 +1,296 @@
+"""Insights: keep the day aggregates as work finishes, answer from them, rebuild them.
+
+- ``aggregate``: the stream consumer's step (events/outbound.py runs it on the outbox
+  publisher's batches, and `make run`'s local stream follower): every finished stage attempt and
+  run is added once into its day's aggregate items (domain/insights.py says what it adds).
+- ``answer``: ``GET /api/insights`` reads the day items of the range (one Query per pipeline, or
+  one for every pipeline together) and computes the figures; history is never read.
+- ``rebuild``: recompute every aggregate from the stored runs (``python -m
+  tools.rebuild_insights`` / ``make insights-rebuild``), for an upgrade or after a
+  bug; it replays the same rules in the order things finished, so it gives what the consumer
+  gave when the records arrived in that order.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+
+from ..domain import insights as rules
+from ..domain.clock import parse_iso
+from ..domain.errors import BadRequest, ConcurrentModification
+from ..domain.insights import (
+    FinishedAttempt,
+    FinishedRun,
+    PipelineState,
+    RetryRecorded,
+    Tally,
+)
+from ..domain.model import Run, RunAggregate
+from ..domain.schemas import InsightsQuery
+from ..domain.status import FINAL, StageStatus
+from . import ServiceContext
+from .ports import DaysRead, RunCounted, RunMarks
+
+log = logging.getLogger(__name__)
+
+RUN_RETRIES = 5  # a run's finish re-read and re-applied after a concurrent change of its pipeline
+DEFAULT_DAYS = 30
+
+
+# ---- the consumer ------------------------------------------------------------------------------------
+
+@dataclass
+class AggregateReport:
+    records: int = 0
+    attempts: int = 0
+    runs: int = 0
+    retries: int = 0
+    duplicates: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.records} records: {self.attempts} attempts, {self.runs} runs, {self.retries} "
+                f"retries added; {self.duplicates} applied before")
+
+
+def aggregate(ctx: ServiceContext, records: Iterable[dict]) -> AggregateReport:
+    """Add what the records finished. A batch's stage records go before its run records: a run
+    that finishes with its last stage (one transaction) counts that stage's deployment."""
+    report = AggregateReport()
+    found = []
+    for record in records:
+        report.records += 1
+        work = ctx.stores.changes.finished_work(record)
+        if work is not None:
+            found.append(work)
+    for work in sorted(found, key=lambda w: isinstance(w, FinishedRun)):  # stable: runs last
+        if isinstance(work, RetryRecorded):
+            ctx.stores.insights.record_retry(work)
+            report.retries += 1
+        elif isinstance(work, FinishedAttempt):
+            if add_attempt(ctx, work):
+                report.attempts += 1
+            else:
+                report.duplicates += 1
+        elif add_run(ctx, work):
+            report.runs += 1
+        else:
+            report.duplicates += 1
+    return report
+
+
+def _with_ready(attempt: FinishedAttempt, marks: RunMarks) -> FinishedAttempt:
+    recorded = marks.retries.get((attempt.position, attempt.attempt))
+    if recorded is None or attempt.queued_at is not None:
+        return attempt
+    return replace(attempt, queued_at=recorded)
+
+
+def add_attempt(ctx: ServiceContext, attempt: FinishedAttempt) -> bool:
+    """1 Query (the run's markers) + 1 TransactWrite (marker, the pipeline's and every pipeline's
+    stage day item); False if this attempt was applied before."""
+    marks = ctx.stores.insights.run_marks(attempt.run_id)
+    attempt = _with_ready(attempt, marks)
+    return ctx.stores.insights.add_attempt(attempt, rules.attempt_tally(attempt, marks.attempts))
+
+
+def _run_change(run: FinishedRun, marks: RunMarks, state: PipelineState
+                ) -> tuple[dict[str, Tally], dict[str, Tally], PipelineState]:
+    counted = rules.run_tallies(run, marks.attempts)
+    before = marks.counted.tallies if marks.counted is not None else {}
+    added = {day: rules.difference(counted.get(day, {}), before.get(day, {}))
+             for day in set(counted) | set(before)}
+    step = rules.advance(state, run, rules.deploys_of(run, marks.attempts))
+    for day, tally in step.tallies.items():
+        added[day] = rules.merge([added.get(day, {}), tally])
+    return counted, {day: tally for day, tally in added.items() if tally}, step.state
+
+
+def add_run(ctx: ServiceContext, run: FinishedRun) -> bool:
+    """1 Query (markers) + 1 GetItem (the pipeline's state) + 1 TransactWrite; a finish applied
+    before (its order or a later one is on the marker) adds nothing."""
+    store = ctx.stores.insights
+    for _ in range(RUN_RETRIES):
+        marks = store.run_marks(run.run_id)
+        if marks.counted is not None and marks.counted.order >= run.order:
+            return False
+        state = store.pipeline_state(run.pipeline)
+        counted, added, after = _run_change(run, marks, state)
+        try:
+            return store.add_run(run, marks.counted, counted, added, state, after)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"insights of run {run.run_id!r}: the pipeline kept changing; retry")
+
+
+# ---- the answer --------------------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    body: dict
+    read: DaysRead = field(default_factory=DaysRead)
+
+
+def answer(ctx: ServiceContext, reach: frozenset[str] | None, query: InsightsQuery) -> Answer:
+    """The figures of ``query``'s range from the day items alone: the one pipeline named, else
+    every pipeline the caller may see (``reach``; None: all, read from the every-pipeline items)."""
+    today = ctx.clock.now().date()
+    end = date.fromisoformat(query.to) if query.to else today
+    start = date.fromisoformat(query.from_) if query.from_ else end - timedelta(days=DEFAULT_DAYS - 1)
+    if start > end:
+        raise BadRequest("from must not be after to", details=[{"field": "from", "message": "after to"}])
+    if rules.days_between(start, end) > rules.MAX_DAYS:
+        raise BadRequest(f"at most {rules.MAX_DAYS} days per answer",
+                         details=[{"field": "from", "message": f"more than {rules.MAX_DAYS} days before to"}])
+    scopes: list[str | None]
+    if query.pipeline is not None:
+        scopes = [query.pipeline]
+    elif reach is None:
+        scopes = [None]
+    else:
+        scopes = [*sorted(reach)]
+    read = DaysRead()
+    for scope in scopes:
+        part = ctx.stores.insights.read_days(scope, start.isoformat(), end.isoformat())
+        read.items += part.items
+        read.queries += part.queries
+        read.items_read += part.items_read
+        read.capacity_units += part.capacity_units
+    body = rules.figures(read.items, start, end, query.granularity, query.stage)
+    return Answer(body=body, read=read)
+
+
+# ---- rebuild -----------------------------------------------------------------------------------------
+
+def _order(run: Run) -> int:
+    return run.seq if run.seq is not None else (run.version or 0)
+
+
+def finished_run(run: Run) -> FinishedRun | None:
+    if run.status not in FINAL or run.ended_at is None:
+        return None
+    committed = (run.commit or {}).get("committedAt")
+    try:
+        committed_at = parse_iso(committed) if isinstance(committed, str) else None
+    except ValueError:
+        committed_at = None
+    return FinishedRun(pipeline=run.pipeline, run_id=run.id, status=run.status, created_at=run.created_at,
+                       started_at=run.started_at, ended_at=run.ended_at, order=_order(run),
+                       environment=run.environment, committed_at=committed_at)
+
+
+def finished_attempts(aggregate: RunAggregate, ended: dict[str, list[dict]]) -> list[FinishedAttempt]:
+    """Every finished attempt of a stored run: each stage's ended attempts, then its current one."""
+    found = []
+    for stage in aggregate.stages:
+        current = FinishedAttempt(
+            pipeline=aggregate.run.pipeline, run_id=stage.run_id, position=stage.position, name=stage.name,
+            status=stage.status, attempt=stage.attempt, first_attempt=stage.first_attempt,
+            created_at=stage.created_at, started_at=stage.started_at,
+            ended_at=stage.ended_at or stage.updated_at, environment=stage.environment)
+        for entry in ended.get(stage.id, []):
+            end = parse_iso(entry.get("endedAt"))
+            status = entry.get("status")
+            if end is None or status not in {s.value for s in FINAL}:
+                continue
+            found.append(replace(current, status=StageStatus(status), attempt=int(entry["attempt"]),
+                                 started_at=parse_iso(entry.get("startedAt")), ended_at=end))
+        if stage.status in FINAL and stage.ended_at is not None:
+            found.append(current)
+    return found
+
+
+@dataclass
+class Rebuilt:
+    """What the consumer would have made of a pipeline's runs, taken in the order they ended."""
+
+    days: dict[tuple[str, str | None], Tally] = field(default_factory=dict)
+    state: PipelineState = field(default_factory=PipelineState)
+    marks: dict[str, RunMarks] = field(default_factory=dict)
+
+    def add(self, day: str, stage: str | None, tally: Tally) -> None:
+        if tally:
+            self.days[(day, stage)] = rules.merge([self.days.get((day, stage), {}), tally])
+
+
+def replay(runs: list[StoredRun]) -> Rebuilt:
+    """The aggregates of these runs (with their ended attempts and their recorded retries)."""
+    rebuilt = Rebuilt()
+    events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun]] = []
+    for aggregate, ended, recorded in runs:
+        rebuilt.marks[aggregate.run.id] = RunMarks(retries=dict(recorded.retries))
+        for attempt in finished_attempts(aggregate, ended):
+            events.append((attempt.ended_at, 0, aggregate.run.id, attempt))
+        run = finished_run(aggregate.run)
+        if run is not None:
+            events.append((run.ended_at, 1, aggregate.run.id, run))
+    events.sort(key=lambda e: (e[0], e[1], e[2], getattr(e[3], "position", 0), getattr(e[3], "attempt", 0)))
+    for _, _, run_id, work in events:
+        marks = rebuilt.marks[run_id]
+        if isinstance(work, FinishedAttempt):
+            attempt = _with_ready(work, marks)
+            tally = rules.attempt_tally(attempt, marks.attempts)
+            rebuilt.add(rules.day_of(attempt.ended_at), attempt.name, tally)
+            marks.attempts.append(rules.mark_of(attempt))
+        else:
+            counted, added, rebuilt.state = _run_change(work, marks, rebuilt.state)
+            for day, tally in added.items():
+                rebuilt.add(day, None, tally)
+            marks.counted = RunCounted(work.order, counted)
+    return rebuilt
+
+
+StoredRun = tuple[RunAggregate, dict[str, list[dict]], RunMarks]  # a run, its ended attempts, its markers
+
+
+def _runs_of(ctx: ServiceContext, pipeline: str) -> list[StoredRun]:
+    found, cursor = [], None
+    while True:
+        page, cursor = ctx.stores.runs.list_runs(pipeline, None, 100, cursor)
+        for listed in page:
+            aggregate = ctx.stores.runs.load_run(listed.id)
+            if aggregate is None:
+                continue
+            retried = [s for s in aggregate.stages if s.attempt > s.first_attempt]
+            ended = ctx.stores.runs.attempts_of(retried) if retried else {}
+            found.append((aggregate, ended, ctx.stores.insights.run_marks(listed.id)))
+        if not cursor:
+            return found
+
+
+def _pipelines(ctx: ServiceContext) -> list[str]:
+    names, cursor = [], None
+    while True:
+        page, cursor = ctx.stores.finder.list_pipelines(None, 100, cursor)
+        names += [p.name for p in page]
+        if not cursor:
+            return sorted(set(names))
+
+
+@dataclass
+class RebuildReport:
+    pipelines: int = 0
+    runs: int = 0
+    items: int = 0
+
+
+def rebuild(ctx: ServiceContext) -> RebuildReport:
+    """Recompute every pipeline's aggregates, state and markers, and the every-pipeline items,
+    from the stored runs (reads all history: an operator's command, not a request). Run it while
+    the consumer is caught up; records it applies meanwhile may be replaced by the rebuild."""
+    report = RebuildReport()
+    every: dict[tuple[str, str | None], Tally] = {}
+    for pipeline in _pipelines(ctx):
+        runs = _runs_of(ctx, pipeline)
+        rebuilt = replay(runs)
+        report.items += ctx.stores.insights.replace_pipeline(pipeline, rebuilt.days, rebuilt.state,
+                                                             rebuilt.marks)
+        for key, tally in rebuilt.days.items():
+            every[key] = rules.merge([every.get(key, {}), tally])
+        report.pipelines += 1
+        report.runs += len(runs)
+    report.items += ctx.stores.insights.replace_all_pipelines(every)
+    log.info("insights rebuilt: %s", report)
+    return report
+
