@@ -210,8 +210,12 @@ class Rebuilt:
     marks: dict[str, RunMarks] = field(default_factory=dict)
 
     def add(self, day: str, stage: str | None, tally: Tally) -> None:
-        if tally:
-            self.days[(day, stage)] = rules.merge([self.days.get((day, stage), {}), tally])
+        merged = rules.merge([self.days.get((day, stage), {}), tally])
+        merged = {key: value for key, value in merged.items() if value}
+        if merged:
+            self.days[(day, stage)] = merged
+        else:
+            self.days.pop((day, stage), None)
 
 
 def replay(runs: list[StoredRun]) -> Rebuilt:
