@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from .clock import millis_between
-from .status import StageStatus
+from .status import StageStatus, run_status_from_counts
 
 S = StageStatus
 GAMMA = 1.02
@@ -38,6 +38,7 @@ _LOG_GAMMA = math.log(GAMMA)
 PRODUCTION = "production"
 COUNTED = (S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT)  # SKIPPED did not run: not counted
 FAILED = (S.FAILURE, S.TIMED_OUT)
+FINAL_RUN = (S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED)
 MAX_DAYS = 366  # one answer covers at most a year (and a day, for a leap year)
 DAY, WEEK = "day", "week"
 
@@ -262,6 +263,71 @@ def run_tallies(run: FinishedRun, marks: Iterable[AttemptMark]) -> dict[str, Tal
         if deploy.lead_millis is not None:
             add_sample(tally, "l", deploy.lead_millis)
     return by_day
+
+
+@dataclass(frozen=True)
+class PastAttempt:
+    """One attempt of a stored stage, as the rebuild sees it: when it was asked for (a retry's
+    recorded moment, None for the first), started and ended, and how it ended."""
+
+    status: StageStatus
+    retried_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime
+
+
+def run_finishes(run: FinishedRun, stages: list[tuple[list[PastAttempt], bool]], *,
+                 final: bool = True) -> list[tuple[datetime, FinishedRun]]:
+    """Every time a stored run reached a final status, reconstructed from its stages' attempts
+    (each stage: its finished attempts in order, and whether it may fail), as the stream showed
+    them live: the run's status is the one of its stages' current statuses
+    (``run_status_from_counts``) after each start, end and retry; a finish is a change into a
+    final status, or of a final run's end (a retried stage ending again, the run still failed);
+    its end the latest end among the current attempts, its start the earliest
+    start so far. ``run`` gives the run's own fields; when it is ``final`` (stored with a final
+    status) the last finish is ``run`` itself (its status, bounds and order as stored). Each
+    comes with the moment it happened (the order of the stream), which is not always its end:
+    a retry of one stage moves a failed run's end back to its other stages' latest."""
+    events: list[tuple[datetime, int, int, int]] = []  # (moment, kind, stage, attempt)
+    for index, (attempts, _) in enumerate(stages):
+        for number, attempt in enumerate(attempts):
+            if number > 0:
+                retried = attempt.retried_at or attempt.started_at or attempt.ended_at
+                events.append((retried, 0, index, number))
+            if attempt.started_at is not None:
+                events.append((attempt.started_at, 1, index, number))
+            events.append((attempt.ended_at, 2, index, number))
+    current: list[tuple[StageStatus, int | None]] = [(S.IDLE, None) for _ in stages]
+    ends: list[datetime | None] = [None for _ in stages]
+    finishes: list[tuple[datetime, FinishedRun]] = []
+    status = S.IDLE
+    started: datetime | None = None
+    for moment, kind, index, number in sorted(events, key=lambda e: (e[0], e[1], e[2], e[3])):
+        attempts, may_fail = stages[index]
+        if kind == 0:
+            current[index], ends[index] = (S.IDLE, number), None
+        elif kind == 1:
+            current[index] = (S.IN_PROGRESS, number)
+            started = moment if started is None else min(started, moment)
+        else:
+            ended = attempts[number].status
+            current[index] = (S.SUCCESS if may_fail and ended == S.FAILURE else ended, number)
+            ends[index] = moment
+        counts: dict[StageStatus, int] = {}
+        for stage_status, _ in current:
+            counts[stage_status] = counts.get(stage_status, 0) + 1
+        after = run_status_from_counts(counts)
+        if after in FINAL_RUN:
+            end = max(e for e in ends if e is not None)
+            if after != status or (finishes and finishes[-1][1].ended_at != end):
+                finishes.append((moment, replace(run, status=after, started_at=started, ended_at=end,
+                                                 order=len(finishes))))
+        status = after
+    if not final:
+        return finishes
+    if finishes:
+        finishes[-1] = (finishes[-1][0], run)
+    return finishes or [(run.ended_at, run)]
 
 
 # ---- what follows from the order of runs (per pipeline) ---------------------------------------------

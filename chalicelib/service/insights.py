@@ -97,11 +97,17 @@ def add_attempt(ctx: ServiceContext, attempt: FinishedAttempt) -> bool:
 
 def _run_change(run: FinishedRun, marks: RunMarks, state: PipelineState
                 ) -> tuple[dict[str, Tally], dict[str, Tally], PipelineState]:
-    counted = rules.run_tallies(run, marks.attempts)
+    # only what had ended by the run's end: a batch applies its stage records before its run
+    # records, so an earlier finish of a retried run must not see the attempts after it
+    ended = [m for m in marks.attempts if m.ended_at <= run.ended_at]
+    counted = rules.run_tallies(run, ended)
     before = marks.counted.tallies if marks.counted is not None else {}
     added = {day: rules.difference(counted.get(day, {}), before.get(day, {}))
              for day in set(counted) | set(before)}
-    step = rules.advance(state, run, rules.deploys_of(run, marks.attempts))
+    # a run finishing again (after a retry) brings only the deployments since its last finish
+    seen = marks.counted.ended_at if marks.counted is not None else None
+    deploys = [d for d in rules.deploys_of(run, ended) if seen is None or d.ended_at > seen]
+    step = rules.advance(state, run, deploys)
     for day, tally in step.tallies.items():
         added[day] = rules.merge([added.get(day, {}), tally])
     return counted, {day: tally for day, tally in added.items() if tally}, step.state
@@ -167,17 +173,30 @@ def _order(run: Run) -> int:
     return run.seq if run.seq is not None else (run.version or 0)
 
 
-def finished_run(run: Run) -> FinishedRun | None:
-    if run.status not in FINAL or run.ended_at is None:
-        return None
+def finished_run(run: Run) -> FinishedRun:
+    """The run's own fields as a ``FinishedRun`` (as stored: its status may not be final)."""
     committed = (run.commit or {}).get("committedAt")
     try:
         committed_at = parse_iso(committed) if isinstance(committed, str) else None
     except ValueError:
         committed_at = None
     return FinishedRun(pipeline=run.pipeline, run_id=run.id, status=run.status, created_at=run.created_at,
-                       started_at=run.started_at, ended_at=run.ended_at, order=_order(run),
+                       started_at=run.started_at, ended_at=run.ended_at or run.updated_at, order=_order(run),
                        environment=run.environment, committed_at=committed_at)
+
+
+def run_finishes(aggregate: RunAggregate, attempts: list[FinishedAttempt],
+                 marks: RunMarks) -> list[tuple[datetime, FinishedRun]]:
+    """Every finish of a stored run (a retried run finished more than once), as the consumer saw
+    them live (domain/insights.py ``run_finishes``)."""
+    by_stage: dict[int, list[rules.PastAttempt]] = {}
+    for attempt in sorted(attempts, key=lambda a: (a.position, a.attempt)):
+        by_stage.setdefault(attempt.position, []).append(rules.PastAttempt(
+            status=attempt.status, retried_at=marks.retries.get((attempt.position, attempt.attempt)),
+            started_at=attempt.started_at, ended_at=attempt.ended_at))
+    stages = [(by_stage.get(stage.position, []), stage.allow_failure) for stage in aggregate.stages]
+    final = aggregate.run.status in FINAL and aggregate.run.ended_at is not None
+    return rules.run_finishes(finished_run(aggregate.run), stages, final=final)
 
 
 def finished_attempts(aggregate: RunAggregate, ended: dict[str, list[dict]]) -> list[FinishedAttempt]:
@@ -224,12 +243,13 @@ def replay(runs: list[StoredRun]) -> Rebuilt:
     events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun]] = []
     for aggregate, ended, recorded in runs:
         rebuilt.marks[aggregate.run.id] = RunMarks(retries=dict(recorded.retries))
-        for attempt in finished_attempts(aggregate, ended):
+        attempts = finished_attempts(aggregate, ended)
+        for attempt in attempts:
             events.append((attempt.ended_at, 0, aggregate.run.id, attempt))
-        run = finished_run(aggregate.run)
-        if run is not None:
-            events.append((run.ended_at, 1, aggregate.run.id, run))
-    events.sort(key=lambda e: (e[0], e[1], e[2], getattr(e[3], "position", 0), getattr(e[3], "attempt", 0)))
+        for moment, run in run_finishes(aggregate, attempts, recorded):
+            events.append((moment, 1, aggregate.run.id, run))
+    events.sort(key=lambda e: (e[0], e[1], e[2], getattr(e[3], "position", 0), getattr(e[3], "attempt", 0),
+                               getattr(e[3], "order", 0)))
     for _, _, run_id, work in events:
         marks = rebuilt.marks[run_id]
         if isinstance(work, FinishedAttempt):
@@ -241,7 +261,7 @@ def replay(runs: list[StoredRun]) -> Rebuilt:
             counted, added, rebuilt.state = _run_change(work, marks, rebuilt.state)
             for day, tally in added.items():
                 rebuilt.add(day, None, tally)
-            marks.counted = RunCounted(work.order, counted)
+            marks.counted = RunCounted(work.order, counted, work.ended_at)
     return rebuilt
 
 

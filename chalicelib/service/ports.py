@@ -501,6 +501,7 @@ class RunCounted:
 
     order: int
     tallies: dict[str, Tally]
+    ended_at: datetime | None = None  # that finish's end: deployments up to it were taken then
 
 
 @dataclass

@@ -117,8 +117,11 @@ def _attempt_mark_item(run_id: str, mark: AttemptMark) -> dict:
 
 
 def _run_mark_item(run_id: str, counted: RunCounted) -> dict:
-    return {"pk": _s(marks_pk(run_id)), "sk": _s(RUN_MARK_SK), "order": _n(counted.order),
+    item = {"pk": _s(marks_pk(run_id)), "sk": _s(RUN_MARK_SK), "order": _n(counted.order),
             "counted": _s(json.dumps(counted.tallies, sort_keys=True, separators=(",", ":")))}
+    if counted.ended_at is not None:
+        item["ended_at"] = _s(format_iso(counted.ended_at))
+    return item
 
 
 class InsightsStore:
@@ -149,7 +152,8 @@ class InsightsStore:
                 sk = raw["sk"]["S"]
                 if sk == RUN_MARK_SK:
                     marks.counted = RunCounted(order=int(raw["order"]["N"]),
-                                               tallies=json.loads(raw["counted"]["S"]))
+                                               tallies=json.loads(raw["counted"]["S"]),
+                                               ended_at=parse_iso(raw.get("ended_at", {}).get("S")))
                 elif sk.startswith("A#"):
                     _, position, attempt = sk.split("#")
                     marks.attempts.append(AttemptMark(
@@ -203,7 +207,7 @@ class InsightsStore:
         else:
             marker_condition = {"ConditionExpression": "#o = :o", "ExpressionAttributeNames": {"#o": "order"},
                                 "ExpressionAttributeValues": {":o": _n(counted_before.order)}}
-        marker = _run_mark_item(run.run_id, RunCounted(run.order, counted))
+        marker = _run_mark_item(run.run_id, RunCounted(run.order, counted, run.ended_at))
         items = [TxItem(PUT, {"TableName": self._table, **marker_condition, "Item": marker}, MARKER_TAG)]
         if after != before:
             state_condition: dict = (

@@ -766,7 +766,7 @@ class MemoryInsightsStore:
                 if self.db.insight_states.get(run.pipeline, PipelineState()).version != before.version:
                     raise ConcurrentModification(f"insights of pipeline {run.pipeline!r} changed meanwhile")
                 self.db.insight_states[run.pipeline] = replace(after, version=before.version + 1)
-            marks.counted = RunCounted(run.order, copy.deepcopy(counted))
+            marks.counted = RunCounted(run.order, copy.deepcopy(counted), run.ended_at)
             for day, tally in added.items():
                 self._add(run.pipeline, day, None, tally)
             return True

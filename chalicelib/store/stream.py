@@ -201,7 +201,8 @@ def finished_work(record: Mapping) -> FinishedAttempt | FinishedRun | RetryRecor
     if kind == "run":
         ended = _moment(new, "ended_at")
         created = _moment(new, "created_at")
-        if status not in _FINAL or (old_status == status and old) or ended is None or created is None:
+        same = bool(old) and old_status == status and _str_attr(old, "ended_at") == _str_attr(new, "ended_at")
+        if status not in _FINAL or same or ended is None or created is None:
             return None
         commit = _str_attr(new, "commit")
         committed_at = None

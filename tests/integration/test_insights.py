@@ -101,3 +101,115 @@ def test_the_consumer_reaches_only_its_partitions(lam, client, clock, monkeypatc
     assert report["insights"]["attempts"] == 3
     reached = assert_items_allowed(actions, "outbox_publisher")
     assert reached == {"SUBSCRIPTIONS", "INSIGHTS#", "INSIGHTS", "INSMARK#"}
+
+
+def issue(client, name, scopes, pipelines=None) -> str:
+    body = {"name": name, "scopes": scopes, **({"pipelines": pipelines} if pipelines else {})}
+    response = client.post("/api/tokens", body)
+    assert response.status_code == 201, response.json
+    return response.json["token"]
+
+
+def history_in_three_pipelines(lam, client, clock):
+    for pipeline, status in (("web", "SUCCESS"), ("api", "FAILURE"), ("db", "SUCCESS")):
+        client.post("/api/runs", {"pipeline": pipeline, "stages": ["BUILD"]})
+        finish(client, clock, f"{pipeline}:1:1", status)
+    consume(lam)
+
+
+RANGE = "from=2026-03-20&to=2026-03-20"
+
+
+def test_a_token_limited_to_some_pipelines_sees_only_those(lam, client, clock, ddb_calls):
+    history_in_three_pipelines(lam, client, clock)
+    both = issue(client, "web-and-api", ["read"], ["web", "api"])
+    ddb_calls.clear()
+    mine = insights(client, RANGE, auth=both)  # no pipeline: both of its own, one Query each
+    assert ddb_calls["Query"] == 2 and "Scan" not in ddb_calls
+    assert mine["runs"] == {"total": 2, "success": 1, "failure": 1, "cancelled": 0, "timedOut": 0}
+    assert insights(client, f"pipeline=api&{RANGE}", auth=both)["runs"]["failure"] == 1
+    hidden = client.get(f"/api/insights?pipeline=db&{RANGE}", auth=both)
+    assert hidden.status_code == 404 and hidden.json["error"]["code"] == "not_found"
+    ddb_calls.clear()
+    everything = insights(client, RANGE)  # the admin: the every-pipeline items, one Query
+    assert ddb_calls["Query"] == 1
+    assert everything["runs"]["total"] == 3
+    assert client.get(f"/api/insights?{RANGE}", auth=None).status_code == 401
+
+
+@pytest.mark.parametrize("query", [
+    "from=2026-03-21&to=2026-03-20",          # from after to
+    "from=2025-03-19&to=2026-03-20",          # 367 days: more than 366
+    "from=2026-02-30",                        # not a date
+    "from=20.3.2026",                         # not ISO-8601
+    "granularity=month",
+    "pipeline=no%20spaces",
+    "stage=" + "x" * 101,
+    "days=7",                                 # unknown parameter
+])
+def test_bad_queries_are_400_with_a_json_error(client, query):
+    response = client.get(f"/api/insights?{query}")
+    assert response.status_code == 400, (query, response.json)
+    assert set(response.json) == {"error"} and response.json["error"]["code"] == "bad_request"
+
+
+def test_the_default_range_is_the_last_30_days_and_weeks_start_on_monday(client, clock):
+    body = insights(client, "pipeline=web")
+    assert (body["from"], body["to"]) == ("2026-02-19", "2026-03-20")
+    weekly = insights(client, "pipeline=web&from=2026-03-01&to=2026-03-20&granularity=week")
+    assert [p["start"] for p in weekly["series"]] == ["2026-03-01", "2026-03-02", "2026-03-09", "2026-03-16"]
+
+
+def test_a_stage_filter_gives_that_stages_figures(lam, client, clock):
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "UNIT_TEST"]})
+    finish(client, clock, "web:1:1", seconds=100)
+    finish(client, clock, "web:1:2", "FAILURE", seconds=4)
+    consume(lam)
+    body = insights(client, f"pipeline=web&stage=UNIT_TEST&{RANGE}")
+    assert body["runs"] == {"total": 1, "success": 0, "failure": 1, "cancelled": 0, "timedOut": 0}
+    assert [s["name"] for s in body["stages"]] == ["UNIT_TEST"]
+    assert body["duration"]["mean"] == 4.0
+
+
+def test_an_answer_reads_only_the_day_items_of_its_range(lam, client, clock, ddb_calls):
+    """History outside the range, however long, is not read: one Query of the range's days."""
+    for day in range(5):
+        client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "UNIT_TEST"]})
+        finish(client, clock, f"web:{day + 1}:1")
+        finish(client, clock, f"web:{day + 1}:2")
+        clock.advance(86_400)
+    consume(lam)
+    ddb_calls.clear()
+    response = client.get("/api/insights?pipeline=web&from=2026-03-22&to=2026-03-23")
+    assert response.json["runs"]["total"] == 2
+    assert dict(ddb_calls) == {"Query": 1}
+    from chalicelib import wiring
+
+    read = wiring.context().stores.insights.read_days("web", "2026-03-22", "2026-03-23")
+    assert read.items_read == 2 * 3  # per day: the runs' item and one per stage name
+
+
+def test_the_rebuild_gives_the_live_figures(lam, client, clock, ctx):
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"],
+                              "commit": {"hash": "b" * 40, "committedAt": "2026-03-20T16:00:00.000Z"}})
+    finish(client, clock, "web:1:1", "FAILURE")
+    client.post("/api/stages/web:1:1/retry")
+    clock.advance(7)
+    finish(client, clock, "web:1:1", seconds=50)
+    finish(client, clock, "web:1:2", seconds=20)
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]})
+    finish(client, clock, "web:2:1", "FAILURE")
+    clock.advance(600)
+    client.post("/api/runs", {"pipeline": "api", "stages": ["BUILD"]})
+    finish(client, clock, "api:1:1", "TIMED_OUT")
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    finish(client, clock, "web:3:1")
+    consume(lam)
+    queries = [f"pipeline=web&{RANGE}", f"pipeline=api&{RANGE}", RANGE, f"pipeline=web&stage=BUILD&{RANGE}"]
+    live = [insights(client, q) for q in queries]
+    assert live[0]["dora"]["changeFailureRate"] == 1.0 and live[0]["mttrSeconds"] is not None
+    from chalicelib.service.insights import rebuild
+
+    report = rebuild(ctx)
+    assert (report.pipelines, report.runs) == (2, 4)
+    assert [insights(client, q) for q in queries] == live
