@@ -16,6 +16,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from common import dynamodb_local
@@ -33,7 +34,7 @@ def history(count: int, seed: int, start_counter: int = 1, spread_days: int = 36
     from chalicelib.domain.status import StageStatus as S
 
     rng = random.Random(seed)
-    events = []
+    events: list[tuple[datetime, object]] = []
     for number in range(start_counter, start_counter + count):
         run_id = f"web:{number}"
         created = NOW - timedelta(seconds=rng.uniform(0, spread_days * 86_400 - 7_200))
@@ -56,6 +57,20 @@ def history(count: int, seed: int, start_counter: int = 1, spread_days: int = 36
             pipeline="web", run_id=run_id, status=S.SUCCESS, created_at=created, started_at=start,
             ended_at=cursor, order=1, committed_at=created - timedelta(seconds=rng.uniform(60, 86_400)))))
     return [work for _, work in sorted(events, key=lambda e: e[0])]
+
+
+@dataclass
+class Cost:
+    count: int = 0
+    calls: Counter = field(default_factory=Counter)
+    wcu: float = 0.0
+    rcu: float = 0.0
+
+    def add(self, capacity) -> None:
+        self.count += 1
+        self.calls.update(capacity.calls)
+        self.wcu += capacity.wcu
+        self.rcu += capacity.rcu
 
 
 def apply(ctx, work) -> tuple[int, int]:
@@ -116,24 +131,21 @@ def main() -> None:
                 print(f"{size:>6} {span:>4} {sum(capacity.calls.values()):>5} {capacity.items_read:>10} "
                       f"{capacity.rcu:>6.1f} {statistics.median(samples) * 1000:>12.1f} ms")
             live = history(LIVE_RUNS, seed=size + 1, start_counter=size + 1, spread_days=1)
-            totals = {"stage": [0, Counter(), 0.0, 0.0], "run": [0, Counter(), 0.0, 0.0]}
+            totals = {"stage": Cost(), "run": Cost()}
             for item in live:
                 with measure() as capacity:
-                    kind = apply(ctx, [item])
-                key = "stage" if kind == (1, 0) else "run" if kind == (0, 1) else None
+                    applied = apply(ctx, [item])
+                key = "stage" if applied == (1, 0) else "run" if applied == (0, 1) else None
                 if key is not None:
-                    total = totals[key]
-                    total[0] += 1
-                    total[1].update(capacity.calls)
-                    total[2] += capacity.wcu
-                    total[3] += capacity.rcu
+                    totals[key].add(capacity)
             writes.append((size, totals))
         print(f"\n{'history':>7} {'finished':>9} {'count':>5} {'calls each':>30} {'WCU each':>8} "
               f"{'RCU each':>8}")
         for size, totals in writes:
-            for kind, (count, calls, wcu, rcu) in totals.items():
-                each = ", ".join(f"{op} {n / count:.2f}" for op, n in sorted(calls.items()))
-                print(f"{size:>7} {kind:>9} {count:>5} {each:>30} {wcu / count:>8.2f} {rcu / count:>8.2f}")
+            for kind, cost in totals.items():
+                each = ", ".join(f"{op} {n / cost.count:.2f}" for op, n in sorted(cost.calls.items()))
+                print(f"{size:>7} {kind:>9} {cost.count:>5} {each:>30} {cost.wcu / cost.count:>8.2f} "
+                      f"{cost.rcu / cost.count:>8.2f}")
 
 
 if __name__ == "__main__":
