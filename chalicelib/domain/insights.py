@@ -454,11 +454,10 @@ def figures(items: Iterable[DayItem], start: date, end: date, granularity: str,
     subject = stages_all if stage is not None else runs_all
     series = []
     points: dict[date, list[Mapping[str, int]]] = {}
-    day = start
-    while day <= end:
+    for offset in range(days_between(start, end)):  # never a day past ``end`` (9999-12-31 is one)
+        day = start + timedelta(days=offset)
         points.setdefault(period_start(day, granularity, start), []).extend(
             subject_days.get(day.isoformat(), []))
-        day += timedelta(days=1)
     for point_start, tallies in sorted(points.items()):
         point = merge(tallies)
         series.append({"start": point_start.isoformat(), "runs": point.get("n", 0),

@@ -143,7 +143,10 @@ def answer(ctx: ServiceContext, reach: frozenset[str] | None, query: InsightsQue
     every pipeline the caller may see (``reach``; None: all, read from the every-pipeline items)."""
     today = ctx.clock.now().date()
     end = date.fromisoformat(query.to) if query.to else today
-    start = date.fromisoformat(query.from_) if query.from_ else end - timedelta(days=DEFAULT_DAYS - 1)
+    if query.from_:
+        start = date.fromisoformat(query.from_)
+    else:
+        start = max(date.min, end - timedelta(days=min(DEFAULT_DAYS - 1, (end - date.min).days)))
     if start > end:
         raise BadRequest("from must not be after to", details=[{"field": "from", "message": "after to"}])
     if rules.days_between(start, end) > rules.MAX_DAYS:
