@@ -36,7 +36,16 @@ from ..domain.insights import (
 from ..domain.status import StageStatus
 from ..service.ports import DaysRead, RunCounted, RunMarks
 from .models import ItemModels
-from .repository import PUT, UPDATE, TxItem, Writer, failed_tags
+from .repository import (
+    CONFLICT_ATTEMPTS,
+    PUT,
+    UPDATE,
+    TxItem,
+    Writer,
+    _only_transaction_conflicts,
+    failed_tags,
+    jittered_pause,
+)
 
 ALL_PIPELINES = "INSIGHTS"
 STATE_SK = "STATE"
@@ -127,10 +136,24 @@ def _run_mark_item(run_id: str, counted: RunCounted) -> dict:
 class InsightsStore:
     """``InsightsStore`` on the table of ``items``; transactions go through the ``Writer``."""
 
-    def __init__(self, items: ItemModels, writer: Writer) -> None:
+    def __init__(self, items: ItemModels, writer: Writer, pause=jittered_pause) -> None:
         self._items = items
         self._writer = writer
         self._table = items.table_name
+        self._pause = pause
+
+    def _send(self, items: list[TxItem]) -> None:
+        """One transaction, sent again (bounded, jittered) while DynamoDB cancels it only for
+        another one in flight on the same item (the every-pipeline day item is shared)."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                self._writer.transact_write(items)
+                return
+            except Exception as error:
+                if attempt + 1 < CONFLICT_ATTEMPTS and _only_transaction_conflicts(error):
+                    self._pause(attempt)
+                    continue
+                raise
 
     @property
     def _client(self):
@@ -175,7 +198,7 @@ class InsightsStore:
         updates = [add_request(self._table, insights_pk(p), day_sk(day, attempt.name), tally)
                    for p in (attempt.pipeline, None)]
         try:
-            self._writer.transact_write([marker, *[TxItem(UPDATE, u) for u in updates if u is not None]])
+            self._send([marker, *[TxItem(UPDATE, u) for u in updates if u is not None]])
         except Exception as error:
             if MARKER_TAG in failed_tags(error):
                 return False
@@ -222,7 +245,7 @@ class InsightsStore:
                 if request is not None:
                     items.append(TxItem(UPDATE, request))
         try:
-            self._writer.transact_write(items)
+            self._send(items)
         except Exception as error:
             failed = failed_tags(error)
             if failed:

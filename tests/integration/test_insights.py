@@ -251,3 +251,41 @@ def test_make_runs_local_outbox_keeps_the_aggregates_current(local_ctx, clock):
         {"pipeline": "web", "from": day, "to": day})).body
     assert body["runs"]["total"] == 1 and body["dora"]["deploymentFrequency"] == 1.0
     assert body["duration"]["mean"] == 90.0 and [s["runs"] for s in body["stages"]] == [1, 1]
+
+
+@pytest.mark.ddb_local
+def test_consumers_racing_on_dynamodb_local_count_each_record_once(local_ctx, clock):
+    """Four consumers apply the same records at once (a redelivery overlapping the first
+    delivery, shards of one pipeline): the markers' conditions and the state's version keep every
+    count exact, and conflicting transactions are sent again."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import timedelta
+
+    from chalicelib.domain.insights import FinishedAttempt, FinishedRun
+    from chalicelib.domain.status import StageStatus as S
+    from chalicelib.service import insights as service
+
+    now = clock.now()
+    attempts = [FinishedAttempt(pipeline="web", run_id=f"web:{n}", position=1, name="build",
+                                status=S.FAILURE if n % 4 == 0 else S.SUCCESS, attempt=1, first_attempt=1,
+                                created_at=now, started_at=now, ended_at=now + timedelta(seconds=n))
+                for n in range(1, 21)]
+    finished = [FinishedRun(pipeline="web", run_id=a.run_id, status=a.status, created_at=now, started_at=now,
+                            ended_at=a.ended_at, order=2) for a in attempts]
+
+    def consume_all(_):
+        for attempt in attempts:
+            service.add_attempt(local_ctx, attempt)
+        for run in finished:
+            service.add_run(local_ctx, run)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(consume_all, range(4)))
+    day = now.date().isoformat()
+    read = local_ctx.stores.insights.read_days("web", day, day).items
+    runs = next(i.tally for i in read if i.stage is None)
+    build = next(i.tally for i in read if i.stage == "build")
+    assert (runs["n"], runs["SUCCESS"], runs["FAILURE"]) == (20, 15, 5)
+    assert (build["n"], build["SUCCESS"], build["FAILURE"]) == (20, 15, 5)
+    every = {i.stage: i.tally["n"] for i in local_ctx.stores.insights.read_days(None, day, day).items}
+    assert every == {None: 20, "build": 20}
