@@ -146,6 +146,7 @@ class AttemptMark:
     status: StageStatus
     ended_at: datetime
     environment: str | None = None
+    name: str | None = None  # the stage's name (for flakiness across runs of one commit)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class FinishedRun:
     order: int
     environment: str | None = None
     committed_at: datetime | None = None
+    commit: str | None = None  # the commit's hash, lower case
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class RetryRecorded:
 
 def mark_of(attempt: FinishedAttempt) -> AttemptMark:
     return AttemptMark(position=attempt.position, attempt=attempt.attempt, status=attempt.status,
-                       ended_at=attempt.ended_at, environment=attempt.environment)
+                       ended_at=attempt.ended_at, environment=attempt.environment, name=attempt.name)
 
 
 def ready_at(attempt: FinishedAttempt, marks: Iterable[AttemptMark]) -> datetime | None:
@@ -342,6 +344,9 @@ class PipelineState:
     pending_day: str | None = None
     pending_run: str | None = None
     failed_at: datetime | None = None
+    # (commit, stage name, run id) of the stages whose run ended with them failed on a commit,
+    # not yet followed by a success of that stage on that commit: the latest ones only
+    commit_failures: tuple[tuple[str, str, str], ...] = ()
     version: int = 0
 
 
@@ -392,6 +397,42 @@ def advance(state: PipelineState, run: FinishedRun, deploys: list[Deploy]) -> Ad
             current = replace(current, pending_day=None, pending_run=None)
     result.state = current
     return result
+
+
+MAX_COMMIT_FAILURES = 200  # the pipeline state keeps this many (commit, stage, run) failures
+
+
+def commit_flakiness(state: PipelineState, run: FinishedRun, marks: Iterable[AttemptMark]
+                     ) -> tuple[PipelineState, dict[tuple[str, str], Tally]]:
+    """Flakiness across runs of one commit, when ``run`` finishes: a stage whose latest attempt
+    in this run succeeded, that failed (or timed out) at the end of another run of the same
+    commit before, is flaky (once, on its success's day) -- unless this run already counted it
+    flaky (a failed attempt before it in the same run). A stage whose latest attempt failed is
+    kept as failed on the commit. Runs without a known commit add nothing."""
+    if run.commit is None:
+        return state, {}
+    latest: dict[int, AttemptMark] = {}
+    earlier_failed: set[int] = set()
+    for mark in sorted(marks, key=lambda m: (m.position, m.attempt)):
+        if mark.position in latest and latest[mark.position].status in FAILED:
+            earlier_failed.add(mark.position)
+        latest[mark.position] = mark
+    failures = list(state.commit_failures)
+    added: dict[tuple[str, str], Tally] = {}
+    for position, mark in sorted(latest.items()):
+        if mark.name is None:
+            continue
+        if mark.status in FAILED:
+            entry = (run.commit, mark.name, run.run_id)
+            if entry not in failures:
+                failures.append(entry)
+        elif mark.status == S.SUCCESS:
+            before = [f for f in failures if f[0] == run.commit and f[1] == mark.name]
+            if any(f[2] != run.run_id for f in before) and position not in earlier_failed:
+                added[(day_of(mark.ended_at), mark.name)] = {"flaky": 1}
+            failures = [f for f in failures if f not in before]
+    failures = failures[-MAX_COMMIT_FAILURES:]
+    return replace(state, commit_failures=tuple(failures)), added
 
 
 # ---- reading the figures -----------------------------------------------------------------------------

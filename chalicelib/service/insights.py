@@ -95,22 +95,28 @@ def add_attempt(ctx: ServiceContext, attempt: FinishedAttempt) -> bool:
     return ctx.stores.insights.add_attempt(attempt, rules.attempt_tally(attempt, marks.attempts))
 
 
+DayKey = tuple[str, str | None]  # (day, stage name or None: the runs' item)
+
+
 def _run_change(run: FinishedRun, marks: RunMarks, state: PipelineState
-                ) -> tuple[dict[str, Tally], dict[str, Tally], PipelineState]:
+                ) -> tuple[dict[str, Tally], dict[DayKey, Tally], PipelineState]:
     # only what had ended by the run's end: a batch applies its stage records before its run
     # records, so an earlier finish of a retried run must not see the attempts after it
     ended = [m for m in marks.attempts if m.ended_at <= run.ended_at]
     counted = rules.run_tallies(run, ended)
     before = marks.counted.tallies if marks.counted is not None else {}
-    added = {day: rules.difference(counted.get(day, {}), before.get(day, {}))
-             for day in set(counted) | set(before)}
+    added: dict[DayKey, Tally] = {(day, None): rules.difference(counted.get(day, {}), before.get(day, {}))
+                                  for day in set(counted) | set(before)}
     # a run finishing again (after a retry) brings only the deployments since its last finish
     seen = marks.counted.ended_at if marks.counted is not None else None
     deploys = [d for d in rules.deploys_of(run, ended) if seen is None or d.ended_at > seen]
     step = rules.advance(state, run, deploys)
     for day, tally in step.tallies.items():
-        added[day] = rules.merge([added.get(day, {}), tally])
-    return counted, {day: tally for day, tally in added.items() if tally}, step.state
+        added[(day, None)] = rules.merge([added.get((day, None), {}), tally])
+    after, flaky = rules.commit_flakiness(step.state, run, ended)
+    for (day, stage), tally in flaky.items():
+        added[(day, stage)] = rules.merge([added.get((day, stage), {}), tally])
+    return counted, {key: tally for key, tally in added.items() if tally}, after
 
 
 def add_run(ctx: ServiceContext, run: FinishedRun) -> bool:
@@ -183,9 +189,11 @@ def finished_run(run: Run) -> FinishedRun:
         committed_at = parse_iso(committed) if isinstance(committed, str) else None
     except ValueError:
         committed_at = None
+    sha = (run.commit or {}).get("hash")
     return FinishedRun(pipeline=run.pipeline, run_id=run.id, status=run.status, created_at=run.created_at,
                        started_at=run.started_at, ended_at=run.ended_at or run.updated_at, order=_order(run),
-                       environment=run.environment, committed_at=committed_at)
+                       environment=run.environment, committed_at=committed_at,
+                       commit=sha.lower() if isinstance(sha, str) and sha else None)
 
 
 def run_finishes(aggregate: RunAggregate, attempts: list[FinishedAttempt],
@@ -262,8 +270,8 @@ def replay(runs: list[StoredRun]) -> Rebuilt:
             marks.attempts.append(rules.mark_of(attempt))
         else:
             counted, added, rebuilt.state = _run_change(work, marks, rebuilt.state)
-            for day, tally in added.items():
-                rebuilt.add(day, None, tally)
+            for (day, stage), tally in added.items():
+                rebuilt.add(day, stage, tally)
             marks.counted = RunCounted(work.order, counted, work.ended_at)
     return rebuilt
 

@@ -475,9 +475,11 @@ class InsightsStore(Protocol):
     def pipeline_state(self, pipeline: str) -> PipelineState: ...
 
     def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
-                added: dict[str, Tally], before: PipelineState, after: PipelineState) -> bool:
+                added: dict[tuple[str, str | None], Tally], before: PipelineState,
+                after: PipelineState) -> bool:
         """In one transaction: the run's marker (``counted``: what it adds now, at ``run.order``),
-        conditioned on being still ``counted_before``; ``added`` (by day) into the runs' day items;
+        conditioned on being still ``counted_before``; ``added`` (by day and stage, None: the
+        runs) into those day items;
         the pipeline's state, conditioned on its version. False if the marker's order is already
         ``run.order`` or later (applied already); ``ConcurrentModification`` if the marker or the
         state changed since read (read them again)."""

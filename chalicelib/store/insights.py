@@ -114,6 +114,9 @@ def _state_item(pipeline: str, state: PipelineState, version: int) -> dict:
                         ("pending_run", state.pending_run), ("failed_at", format_iso(state.failed_at))):
         if value is not None:
             item[name] = _s(value)
+    if state.commit_failures:
+        failures = [list(f) for f in state.commit_failures]
+        item["commit_failures"] = _s(json.dumps(failures, separators=(",", ":")))
     return item
 
 
@@ -122,6 +125,8 @@ def _attempt_mark_item(run_id: str, mark: AttemptMark) -> dict:
             "status": _s(mark.status.value), "ended_at": _s(format_iso(mark.ended_at))}
     if mark.environment is not None:
         item["environment"] = _s(mark.environment)
+    if mark.name is not None:
+        item["name"] = _s(mark.name)
     return item
 
 
@@ -182,7 +187,7 @@ class InsightsStore:
                     marks.attempts.append(AttemptMark(
                         position=int(position), attempt=int(attempt), status=StageStatus(raw["status"]["S"]),
                         ended_at=parse_iso(raw["ended_at"]["S"]),
-                        environment=raw.get("environment", {}).get("S")))
+                        environment=raw.get("environment", {}).get("S"), name=raw.get("name", {}).get("S")))
                 elif sk.startswith("R#"):
                     _, position, attempt = sk.split("#")
                     marks.retries[(int(position), int(attempt))] = parse_iso(raw["at"]["S"])
@@ -219,12 +224,15 @@ class InsightsStore:
         def text(name: str) -> str | None:
             return raw.get(name, {}).get("S")
 
+        failures = tuple((str(c), str(n), str(r)) for c, n, r in json.loads(text("commit_failures") or "[]"))
         return PipelineState(red_since=parse_iso(text("red_since")), pending_day=text("pending_day"),
                              pending_run=text("pending_run"), failed_at=parse_iso(text("failed_at")),
+                             commit_failures=failures,
                              version=int(raw["version"]["N"]))
 
     def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
-                added: dict[str, Tally], before: PipelineState, after: PipelineState) -> bool:
+                added: dict[tuple[str, str | None], Tally], before: PipelineState,
+                after: PipelineState) -> bool:
         if counted_before is None:
             marker_condition: dict = {"ConditionExpression": "attribute_not_exists(pk)"}
         else:
@@ -239,9 +247,9 @@ class InsightsStore:
                  "ExpressionAttributeValues": {":v": _n(before.version)}})
             state = _state_item(run.pipeline, after, before.version + 1)
             items.append(TxItem(PUT, {"TableName": self._table, **state_condition, "Item": state}, STATE_TAG))
-        for day, tally in sorted(added.items()):
+        for (day, stage), tally in sorted(added.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             for pipeline in (run.pipeline, None):
-                request = add_request(self._table, insights_pk(pipeline), day_sk(day, None), tally)
+                request = add_request(self._table, insights_pk(pipeline), day_sk(day, stage), tally)
                 if request is not None:
                     items.append(TxItem(UPDATE, request))
         try:

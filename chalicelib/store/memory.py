@@ -757,7 +757,8 @@ class MemoryInsightsStore:
             return self.db.insight_states.get(pipeline, PipelineState())
 
     def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
-                added: dict[str, Tally], before: PipelineState, after: PipelineState) -> bool:
+                added: dict[tuple[str, str | None], Tally], before: PipelineState,
+                after: PipelineState) -> bool:
         with self.db.lock:
             marks = self.db.insight_marks.setdefault(run.run_id, RunMarks())
             if marks.counted != counted_before:
@@ -767,8 +768,8 @@ class MemoryInsightsStore:
                     raise ConcurrentModification(f"insights of pipeline {run.pipeline!r} changed meanwhile")
                 self.db.insight_states[run.pipeline] = replace(after, version=before.version + 1)
             marks.counted = RunCounted(run.order, copy.deepcopy(counted), run.ended_at)
-            for day, tally in added.items():
-                self._add(run.pipeline, day, None, tally)
+            for (day, stage), tally in added.items():
+                self._add(run.pipeline, day, stage, tally)
             return True
 
     def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:

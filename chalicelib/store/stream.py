@@ -216,7 +216,8 @@ def finished_work(record: Mapping) -> FinishedAttempt | FinishedRun | RetryRecor
         return FinishedRun(pipeline=pipeline, run_id=run_id, status=StageStatus(status),
                            created_at=created, started_at=_moment(new, "started_at"), ended_at=ended,
                            order=order if order is not None else (_int_attr(new, "version") or 0),
-                           environment=_str_attr(new, "environment"), committed_at=committed_at)
+                           environment=_str_attr(new, "environment"), committed_at=committed_at,
+                           commit=_str_attr(new, "commit_sha"))
     position = _int_attr(new, "position")
     attempt = _int_attr(new, "attempt") or 1
     old_attempt = _int_attr(old, "attempt")

@@ -289,3 +289,19 @@ def test_consumers_racing_on_dynamodb_local_count_each_record_once(local_ctx, cl
     assert (build["n"], build["SUCCESS"], build["FAILURE"]) == (20, 15, 5)
     every = {i.stage: i.tally["n"] for i in local_ctx.stores.insights.read_days(None, day, day).items}
     assert every == {None: 20, "build": 20}
+
+
+def test_a_stage_failing_then_passing_on_the_same_commit_is_flaky(lam, client, clock, ctx):
+    commit = {"hash": "C" * 40}
+    for counter, status in ((1, "FAILURE"), (2, "SUCCESS"), (3, "SUCCESS")):
+        client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"], "commit": commit})
+        finish(client, clock, f"web:{counter}:1", status)
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"], "commit": {"hash": "d" * 40}})
+    finish(client, clock, "web:4:1")
+    consume(lam)
+    build = insights(client, f"pipeline=web&{RANGE}")["stages"][0]
+    assert (build["runs"], build["flakyRate"]) == (4, 0.25)  # run 2 only: run 3 follows a success
+    from chalicelib.service.insights import rebuild
+
+    rebuild(ctx)
+    assert insights(client, f"pipeline=web&{RANGE}")["stages"][0] == build

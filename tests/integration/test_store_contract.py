@@ -539,8 +539,8 @@ def test_an_attempt_is_added_once_with_its_marker(ctx):
         ("s1", {"n": 1, "SUCCESS": 1})]
     assert insights.read_days("web", "2000-01-01", "2000-01-02").items == []
     marks = insights.run_marks("web:1")
-    assert [(m.position, m.attempt, m.status, m.environment) for m in marks.attempts] == [
-        (1, 1, S.SUCCESS, "production")]
+    assert [(m.position, m.attempt, m.status, m.environment, m.name) for m in marks.attempts] == [
+        (1, 1, S.SUCCESS, "production", "s1")]
     assert marks.counted is None and insights.run_marks("web:2").attempts == []
 
 
@@ -555,22 +555,25 @@ def test_a_run_replaces_its_earlier_finish_and_conditions_on_what_it_read(ctx):
                       ended_at=now, order=3)
     state = insights.pipeline_state("web")
     assert state == PipelineState()
-    red = PipelineState(red_since=now)
+    red = PipelineState(red_since=now, commit_failures=(("c0ffee", "s1", "web:1"),))
     first = {day: {"n": 1, "FAILURE": 1}}
-    assert insights.add_run(run, None, first, first, state, red)
+    added = {(day, None): first[day], (day, "s1"): {"flaky": 1}}
+    assert insights.add_run(run, None, first, added, state, red)
     assert insights.pipeline_state("web") == replace(red, version=1)
     counted = insights.run_marks("web:1").counted
     assert counted == RunCounted(3, {day: {"n": 1, "FAILURE": 1}}, now)
     with pytest.raises(ConcurrentModification):  # the marker moved on since "None" was read
-        insights.add_run(run, None, {}, {day: {"n": 5}}, insights.pipeline_state("web"), PipelineState())
+        insights.add_run(run, None, {}, {(day, None): {"n": 5}}, insights.pipeline_state("web"),
+                         PipelineState())
     with pytest.raises(ConcurrentModification):  # the state moved on since version 0 was read
         insights.add_run(replace(run, order=4), counted, {}, {}, state, PipelineState(pending_day=day))
     again = replace(run, status=S.SUCCESS, order=5)
     assert insights.add_run(again, counted, {day: {"n": 1, "SUCCESS": 1}},
-                            {day: {"FAILURE": -1, "SUCCESS": 1}},
+                            {(day, None): {"FAILURE": -1, "SUCCESS": 1}},
                             insights.pipeline_state("web"), PipelineState())
-    tally = {k: v for k, v in insights.read_days("web", day, day).items[0].tally.items() if v}
-    assert tally == {"n": 1, "SUCCESS": 1}
+    items = insights.read_days("web", day, day).items
+    tallies = {i.stage: {k: v for k, v in i.tally.items() if v} for i in items}
+    assert tallies == {None: {"n": 1, "SUCCESS": 1}, "s1": {"flaky": 1}}
     insights.record_retry(RetryRecorded("web", "web:1", 2, 2, now))
     insights.record_retry(RetryRecorded("web", "web:1", 2, 2, now))
     assert insights.run_marks("web:1").retries == {(2, 2): now}

@@ -57,6 +57,7 @@ class RawRun:
     created: datetime
     committed: datetime | None
     environment: str | None
+    commit: str | None = None
     stages: list[StageRun] = field(default_factory=list)
 
     @property
@@ -130,7 +131,8 @@ def histories(draw) -> list[RawRun]:
         created = BASE + timedelta(milliseconds=draw(st.integers(min_value=0, max_value=2 * 86_400_000)))
         committed = (created - timedelta(milliseconds=draw(millis))) if draw(st.booleans()) else None
         run = RawRun(pipeline, counters[pipeline], created, committed,
-                     "production" if draw(st.integers(0, 3)) == 0 else None)
+                     "production" if draw(st.integers(0, 3)) == 0 else None,
+                     draw(st.sampled_from(["c0ffee", "beef", None])))
         cursor = created
         for position, (name, environment) in enumerate(STAGES[:draw(st.integers(1, 3))], start=1):
             stage = StageRun(position, name, environment)
@@ -168,7 +170,7 @@ def work_of(runs: list[RawRun]) -> list:
             events.append((finish.moment, 2, FinishedRun(
                 pipeline=run.pipeline, run_id=run.id, status=finish.status, created_at=run.created,
                 started_at=run.start, ended_at=finish.end, order=order, environment=run.environment,
-                committed_at=run.committed)))
+                committed_at=run.committed, commit=run.commit)))
     return [work for _, _, work in sorted(events, key=lambda e: (e[0], e[1]))]
 
 
@@ -199,7 +201,8 @@ def stored(run: RawRun) -> insights.StoredRun:
         for attempt in stage.attempts:
             if attempt.retried_at is not None:
                 marks.retries[(stage.position, attempt.number)] = attempt.retried_at
-    commit = {"committedAt": format_iso(run.committed)} if run.committed else None
+    commit = {"committedAt": format_iso(run.committed)} if run.committed else {}
+    commit = {**commit, "hash": run.commit} if run.commit else commit or None
     aggregate = RunAggregate(run=Run(id=run.id, pipeline=run.pipeline, counter=run.counter, status=run.status,
                                      created_at=run.created, updated_at=run.end, started_at=run.start,
                                      ended_at=run.end, commit=commit, environment=run.environment, seq=1),
@@ -307,6 +310,31 @@ def pipeline_samples(runs: list[RawRun]) -> dict:
     return {"recover": recover, "failed": failed_changes, "restore": restore}
 
 
+def commit_flaky(runs: list[RawRun]) -> dict[tuple[date, str], int]:
+    """Flaky across runs of one commit, by its definition (docs), over a pipeline's finishes in
+    the order they happened: a stage whose latest attempt at a finish succeeded, after it had
+    failed at a finish of another run of the same commit (and was not flaky in its own run)."""
+    found: dict[tuple[date, str], int] = {}
+    failed: dict[tuple[str, str], set[str]] = {}
+    for finish in sorted((f for r in runs for f in r.finishes()), key=lambda f: f.moment):
+        run = finish.run
+        if run.commit is None:
+            continue
+        for stage in run.stages:
+            ended = [a for a in stage.attempts if a.end <= finish.end]
+            if not ended:
+                continue
+            latest, key = ended[-1], (run.commit, stage.name)
+            if latest.status in (S.FAILURE, S.TIMED_OUT):
+                failed.setdefault(key, set()).add(run.id)
+            elif latest.status == S.SUCCESS:
+                within = any(a.status in (S.FAILURE, S.TIMED_OUT) for a in ended[:-1])
+                if failed.get(key, set()) - {run.id} and not within:
+                    found[(latest.end.date(), stage.name)] = found.get((latest.end.date(), stage.name), 0) + 1
+                failed.pop(key, None)
+    return found
+
+
 def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> dict:
     finished = [r for r in runs if r.status in COUNTED and in_range(r.end, start, end)]
     statuses = [r.status for r in finished]
@@ -314,6 +342,11 @@ def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> di
     rows = [(run, stage, a, flaky) for run, stage, a, flaky in attempt_rows(runs)
             if a.status in COUNTED and in_range(a.end, start, end)]
     queue = [millis_between(a.ready, a.start) for _, _, a, _ in rows]
+    across: dict[str, int] = {}
+    for pipeline in sorted({r.pipeline for r in runs}):
+        for (day, name), count in commit_flaky([r for r in runs if r.pipeline == pipeline]).items():
+            if start <= day <= end:
+                across[name] = across.get(name, 0) + count
     stages = []
     for name in sorted({stage.name for _, stage, _, _ in rows}):
         mine = [(a, flaky) for _, stage, a, flaky in rows if stage.name == name]
@@ -321,7 +354,7 @@ def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> di
         stages.append({"name": name, "runs": len(mine),
                        "successRate": success_rate([a.status for a, _ in mine]),
                        "p50": nearest_rank(times, 50), "p95": nearest_rank(times, 95),
-                       "flakyRate": rate(sum(flaky for _, flaky in mine), len(mine)),
+                       "flakyRate": rate(sum(flaky for _, flaky in mine) + across.get(name, 0), len(mine)),
                        "retries": sum(a.number > 1 for a, _ in mine)})
     series = []
     day = start
