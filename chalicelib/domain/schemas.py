@@ -228,6 +228,9 @@ class SearchRunsQuery(StrictModel):
 
 
 IsoDate = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+# A stage's name as senders give it (a GitHub job "build (ubuntu-latest, 3.12)"), not only as the
+# native API allows: any printable text.
+AnyStageName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")]
 
 
 class InsightsQuery(StrictModel):
@@ -236,7 +239,7 @@ class InsightsQuery(StrictModel):
     ``insights.MAX_DAYS`` of them; ``stage``: that stage's figures."""
 
     pipeline: PipelineName | None = None
-    stage: StageName | None = None
+    stage: AnyStageName | None = None
     from_: IsoDate | None = Field(default=None, alias="from")
     to: IsoDate | None = None
     granularity: Literal["day", "week"] = "day"

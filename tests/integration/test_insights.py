@@ -144,7 +144,8 @@ def test_a_token_limited_to_some_pipelines_sees_only_those(lam, client, clock, d
     "from=20.3.2026",                         # not ISO-8601
     "granularity=month",
     "pipeline=no%20spaces",
-    "stage=" + "x" * 101,
+    "stage=" + "x" * 201,
+    "stage=a%0Ab",                            # a control character
     "days=7",                                 # unknown parameter
 ])
 def test_bad_queries_are_400_with_a_json_error(client, query):
@@ -164,6 +165,11 @@ def test_the_default_range_is_the_last_30_days_and_weeks_start_on_monday(client,
     assert (body["from"], body["to"]) == ("2026-02-19", "2026-03-20")
     weekly = insights(client, "pipeline=web&from=2026-03-01&to=2026-03-20&granularity=week")
     assert [p["start"] for p in weekly["series"]] == ["2026-03-01", "2026-03-02", "2026-03-09", "2026-03-16"]
+
+
+def test_a_senders_stage_name_can_be_asked_for(client):
+    body = insights(client, f"pipeline=web&stage=build%20(ubuntu-latest,%203.12)&{RANGE}")
+    assert body["stages"] == [] and body["runs"]["total"] == 0
 
 
 def test_a_stage_filter_gives_that_stages_figures(lam, client, clock):
