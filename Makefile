@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest -q $(XDIST)
 DDB_LOCAL := $(PY) -c 'from tools.dynamodb_local import ensure_installed; ensure_installed()'
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e mutate bench docs clean package deploy replay
+.PHONY: help venv ddb-local run lint typecheck test test-unit test-integration test-e2e mutate bench docs clean package deploy replay insights-rebuild
 
 help: ## list the targets (this text)
 	@echo "stagetrack -- make <target>:"
@@ -111,6 +111,10 @@ deploy: package ## package, upload and deploy: BUCKET=<s3 bucket> [STACK=stagetr
 replay: venv ## replay a failure queue or the stream failure bucket: SOURCE=<source> [STACK=stagetrack] [ARGS=--dry-run]
 	@test -n "$(SOURCE)" || { echo "usage: make replay SOURCE=ingest-dlq|deliveries-dlq|timers-dlq|rules-dlq|stream-failures [STACK=$(STACK)] [ARGS=--dry-run]"; exit 2; }
 	$(PY) -m tools.replay $(SOURCE) --stack $(STACK) $(ARGS)
+
+# The table the environment names (STAGETRACK_TABLE, STAGETRACK_DYNAMODB_ENDPOINT; `make run`'s by default).
+insights-rebuild: venv ## rebuild the insights aggregates from the stored runs (docs/insights.md)
+	$(PY) -m tools.rebuild_insights
 
 clean: ## remove .venv, .local (DynamoDB Local), .data (local database), caches
 	rm -rf $(VENV) .local .data .pytest_cache .hypothesis build dist

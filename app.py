@@ -8,6 +8,7 @@ from chalicelib.api import (
     codearts,
     fallbacks,
     gocd,
+    insights,
     native,
     openapi,
     operations,
@@ -25,6 +26,7 @@ app = Chalice(app_name="stagetrack")
 logging_setup.configure(app.log)  # JSON lines with request ids, secrets scrubbed
 app.register_blueprint(native.routes)
 app.register_blueprint(browse.routes)
+app.register_blueprint(insights.routes)  # GET /api/insights (issue 14)
 app.register_blueprint(tokens.routes)
 app.register_blueprint(session.routes)  # the dashboard's browser session
 app.register_blueprint(openapi.routes)

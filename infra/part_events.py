@@ -8,9 +8,11 @@ delivery worker seal and open webhook secrets with.
 - ingest_queue      the ingest queue (ReportBatchItemFailures); same writes
 - ingest_topic      the ingest topic; same writes
 - outbox_publisher  the table's stream (second consumer, filtered to runs and stages); reads the
-                    subscriptions, puts events on the bus, queues deliveries; a batch failing
-                    after its retries is kept whole in the stream failure bucket
-                    (part_capture.py)
+                    subscriptions, puts events on the bus, queues deliveries; then adds what
+                    finished to the insights aggregates (their day items, pipeline state and
+                    per-run markers: Query, GetItem, and a transaction of Puts and Updates);
+                    a batch failing after its retries is kept whole in the stream failure
+                    bucket (part_capture.py)
 - deliver_webhooks  the delivery queue (ReportBatchItemFailures); reads its subscription,
                     records the attempt, queues the retry or dead-letters it
 """
@@ -82,6 +84,10 @@ def _outbox(arns: Arns) -> list[dict]:
     return [
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
         {"Sid": "Subscriptions", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": [arns.table()]},
+        # the insights aggregates (store/insights.py): only their partitions (``partitions`` below)
+        {"Sid": "Insights", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem",
+                                                         "dynamodb:UpdateItem"],
+         "Resource": [arns.table()]},
         {
             "Sid": "PublishEvents",
             "Effect": "Allow",
@@ -195,7 +201,7 @@ FUNCTIONS = [
              partitions=(*RUN_PARTITIONS, "idempotency", "links"), secrets=(PEPPER_SECRET,)),
     Function("outbox_publisher", "OutboxPublisher", "OutboxPublisherRole", "outbox-publisher",
              "policy-outbox-publisher.json", _outbox, _outbox_properties,
-             partitions=("subscriptions",)),
+             partitions=("subscriptions", "insights", "insight_marks")),
     Function("deliver_webhooks", "DeliverWebhooks", "DeliverWebhooksRole", "deliver-webhooks",
              "policy-deliver-webhooks.json", _deliver, _deliver_properties,
              partitions=("subscriptions", "deliveries"), secrets=(KEY_SECRET,)),

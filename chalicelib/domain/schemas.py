@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -223,6 +224,34 @@ class SearchRunsQuery(StrictModel):
     def _ordered(self) -> SearchRunsQuery:
         if self.created_from and self.created_to and self.created_from > self.created_to:
             raise ValueError("createdFrom must not be after createdTo")
+        return self
+
+
+IsoDate = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+# A stage's name as senders give it (a GitHub job "build (ubuntu-latest, 3.12)"), not only as the
+# native API allows: any printable text.
+AnyStageName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")]
+
+
+class InsightsQuery(StrictModel):
+    """``GET /api/insights``: one pipeline, or every pipeline the token may see; ``from``/``to``
+    UTC days (ISO-8601 dates, both included; default the last 30 days up to today), at most
+    ``insights.MAX_DAYS`` of them; ``stage``: that stage's figures."""
+
+    pipeline: PipelineName | None = None
+    stage: AnyStageName | None = None
+    from_: IsoDate | None = Field(default=None, alias="from")
+    to: IsoDate | None = None
+    granularity: Literal["day", "week"] = "day"
+
+    @model_validator(mode="after")
+    def _real_dates(self) -> InsightsQuery:
+        for name, value in (("from", self.from_), ("to", self.to)):
+            if value is not None:
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(f"{name} is not a date (YYYY-MM-DD)") from None
         return self
 
 

@@ -9,6 +9,11 @@ being down can never hold back stage timers (nor a Step Functions hiccup hold ba
 each function also gets only its own permissions. Two readers per shard is what DynamoDB
 Streams supports without throttling, and these are the two. Both handlers stay a few lines.
 
+The insights aggregates (issue 14) ride on the outbox publisher's reader rather than a third one:
+its records (runs and stages) are exactly what they need, and every step on them is idempotent,
+so a batch retried for either reason is safe for both (events keep their ids; a record's
+aggregate marker makes it count once).
+
 Resource names here are defaults; infra/ wires the deployed ARNs (like events/timers.py).
 """
 from __future__ import annotations
@@ -36,17 +41,23 @@ handlers = Blueprint(__name__)
                              name="outbox_publisher")
 def outbox_publisher(event):
     """A failure raises: Lambda retries the batch (bisecting it), so no committed change is
-    skipped; events already published are sent again with the same ids."""
+    skipped; events already published are sent again with the same ids. Then the same records
+    feed the insights aggregates (service/insights.py), idempotent per record, so a retried
+    batch counts nothing twice: one reader of the stream serves both (see the module's note)."""
     from ..adapters import clients
-    from ..service import outbox
+    from ..service import insights, outbox
 
     ctx = wiring.context()
     settings = ctx.settings
-    report = outbox.publish(ctx, (record.to_dict() for record in event), bus=clients.event_bus(settings),
+    records = [record.to_dict() for record in event]
+    report = outbox.publish(ctx, records, bus=clients.event_bus(settings),
                             deliveries=clients.queue(settings.delivery_queue_url))
     log.info("outbox: %s", report)
+    added = insights.aggregate(ctx, records)
+    log.info("insights: %s", added)
     return {"records": report.records, "events": report.changes, "published": report.published,
-            "deliveries": report.deliveries}
+            "deliveries": report.deliveries, "insights": {"attempts": added.attempts, "runs": added.runs,
+                                                          "duplicates": added.duplicates}}
 
 
 @handlers.on_sqs_message(queue_arn=DELIVERY_QUEUE_ARN, batch_size=DELIVERY_BATCH, name="deliver_webhooks")
@@ -94,8 +105,9 @@ def deliver_webhooks(event):
 
 class LocalOutbox:
     """What the stream trigger and the delivery queue do in AWS, for `make run`: follow DynamoDB
-    Local's stream, publish (no bus locally unless STAGETRACK_EVENT_BUS is set), and make the
-    deliveries whose delay has passed. Dead letters are logged (and kept in ``dead_letters``)."""
+    Local's stream, publish (no bus locally unless STAGETRACK_EVENT_BUS is set), add to the
+    insights aggregates, and make the deliveries whose delay has passed. Dead letters are
+    logged (and kept in ``dead_letters``)."""
 
     RETRY_AFTER_ERROR_SECONDS = 5
 
@@ -111,7 +123,7 @@ class LocalOutbox:
 
     def tick(self) -> None:
         from ..adapters import clients
-        from ..service import outbox
+        from ..service import insights, outbox
 
         settings = self.ctx.settings
         if callable(self._tail):
@@ -119,6 +131,7 @@ class LocalOutbox:
         records = self._tail.read()
         if records:
             outbox.publish(self.ctx, records, bus=clients.event_bus(settings), deliveries=self.queue)
+            insights.aggregate(self.ctx, records)
         for body in self.queue.due():
             try:
                 result = outbox.deliver(

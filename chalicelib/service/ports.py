@@ -20,6 +20,15 @@ from typing import Protocol
 from ..domain.clock import format_iso
 from ..domain.errors import Conflict
 from ..domain.events import FORMAT_STAGETRACK, StateChange
+from ..domain.insights import (
+    AttemptMark,
+    DayItem,
+    FinishedAttempt,
+    FinishedRun,
+    PipelineState,
+    RetryRecorded,
+    Tally,
+)
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.schedules import Schedule
@@ -478,6 +487,75 @@ class ChangeStream(Protocol):
     def state_change(self, record: dict, now: datetime) -> StateChange | None:
         """The state change a record stands for, or None (not a run or stage, or no change)."""
 
+    def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
+        """What a record adds to the insights (a stage attempt or a run that finished, a
+        retry), or None."""
+
+
+class InsightsStore(Protocol):
+    """The aggregates of finished work (store/insights.py): day items of counters per pipeline
+    (and of every pipeline together, ``pipeline=None``) that the stream consumer adds to with
+    atomic ADDs, each record's marker written in the same transaction (a record applied twice
+    counts once), and a pipeline's state (domain/insights.py ``PipelineState``)."""
+
+    def run_marks(self, run_id: str) -> RunMarks:
+        """What was recorded of a run's finished attempts, retries and last finish (1 Query)."""
+
+    def add_attempt(self, attempt: FinishedAttempt, tally: Tally) -> bool:
+        """Record the attempt's marker and add ``tally`` to its stage's day, in one transaction;
+        False (nothing written) if its marker exists: the record was applied already."""
+
+    def record_retry(self, retry: RetryRecorded) -> None:
+        """Keep when a stage's new attempt became ready (a put: applying it twice is harmless)."""
+
+    def pipeline_state(self, pipeline: str) -> PipelineState: ...
+
+    def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
+                added: dict[tuple[str, str | None], Tally], before: PipelineState,
+                after: PipelineState) -> bool:
+        """In one transaction: the run's marker (``counted``: what it adds now, at ``run.order``),
+        conditioned on being still ``counted_before``; ``added`` (by day and stage, None: the
+        runs) into those day items;
+        the pipeline's state, conditioned on its version. False if the marker's order is already
+        ``run.order`` or later (applied already); ``ConcurrentModification`` if the marker or the
+        state changed since read (read them again)."""
+
+    def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
+        """The day items of [start, end] (ISO dates), of one pipeline or of all (``None``): one
+        Query (paged by DynamoDB's 1 MB), never a Scan."""
+
+    def replace_pipeline(self, pipeline: str, days: dict[tuple[str, str | None], Tally],
+                         state: PipelineState, marks: dict[str, RunMarks]) -> int:
+        """Rebuild: make the pipeline's day items exactly ``days`` ((day, stage or None) -> tally),
+        its state ``state`` and the runs' markers ``marks``; returns the items written."""
+
+    def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
+        """Rebuild the every-pipeline day items from the sum of every pipeline's."""
+
+
+@dataclass(frozen=True)
+class RunCounted:
+    """A run's marker: the finish (``order``) whose tallies (by day) the aggregates hold."""
+
+    order: int
+    tallies: dict[str, Tally]
+    ended_at: datetime | None = None  # that finish's end: deployments up to it were taken then
+
+
+@dataclass
+class RunMarks:
+    attempts: list[AttemptMark] = field(default_factory=list)
+    retries: dict[tuple[int, int], datetime] = field(default_factory=dict)  # (position, attempt) -> ready
+    counted: RunCounted | None = None
+
+
+@dataclass
+class DaysRead:
+    items: list[DayItem] = field(default_factory=list)
+    queries: int = 0
+    items_read: int = 0
+    capacity_units: float = 0.0
+
 
 @dataclass
 class Stores:
@@ -495,6 +573,7 @@ class Stores:
     finder: Finder
     schedules: ScheduleStore
     retention: RunRetention
+    insights: InsightsStore
 
 
 class SecretBox(Protocol):

@@ -17,6 +17,7 @@ from .deliveries import DeliveryLog
 from .dialects import DialectLookups
 from .finder import Finder
 from .idempotency import IdempotencyStore
+from .insights import InsightsStore
 from .models import ClientLimits, item_models
 from .pipelines import PipelineStore
 from .repository import Repository, Writer
@@ -48,4 +49,5 @@ def build_stores(settings: Settings) -> Stores:
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
         timers=ActiveTimers(items), changes=StreamDecoder(), finder=Finder(items, codec),
         schedules=ScheduleStore(items), retention=RunRetention(items),
+        insights=InsightsStore(items, writer),
     )

@@ -27,6 +27,16 @@ from ..domain.clock import format_iso, parse_iso
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.events import StateChange
+from ..domain.insights import (
+    DayItem,
+    FinishedAttempt,
+    FinishedRun,
+    PipelineState,
+    RetryRecorded,
+    Tally,
+    day_of,
+    mark_of,
+)
 from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
 from ..domain.schedules import Schedule
@@ -37,11 +47,14 @@ from ..service.ports import (
     DONE,
     PENDING,
     ClaimTakenOver,
+    DaysRead,
     DeliveryAttempt,
     DueQuery,
     DueTimer,
     Record,
+    RunCounted,
     RunFilter,
+    RunMarks,
     RunRecord,
     StoredSession,
     StoredSource,
@@ -51,7 +64,7 @@ from ..service.ports import (
     WaitingStage,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer, disarmed_timer, run_record, state_change
+from .stream import NO_DEADLINE, armed_timer, disarmed_timer, finished_work, run_record, state_change
 
 
 @dataclass
@@ -80,6 +93,11 @@ class MemoryDatabase:
         self.deliveries: dict[str, dict[str, DeliveryAttempt]] = {}
         self.schedules: dict[tuple[str, str], Schedule] = {}  # (pipeline, id) -> schedule
         self.expiries: dict[str, int] = {}  # run id -> its TTL (epoch seconds), as the table keeps it
+        # insights (store/insights.py): day items by (pipeline or None, day, stage or None),
+        # pipeline states, and per run what the consumer applied
+        self.insight_days: dict[tuple[str | None, str, str | None], dict[str, int]] = {}
+        self.insight_states: dict[str, PipelineState] = {}
+        self.insight_marks: dict[str, RunMarks] = {}
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -741,6 +759,91 @@ class MemoryChangeStream:
     def state_change(self, record: dict, now: datetime) -> StateChange | None:
         return state_change(record, now)
 
+    def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
+        return finished_work(record)
+
+
+class MemoryInsightsStore:
+    """``InsightsStore`` in memory: the same markers, conditions and ADDs, under the one lock.
+    ``read_days`` counts one query per call and the items it returns."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def _add(self, pipeline: str | None, day: str, stage: str | None, tally: Tally) -> None:
+        for key in (pipeline, None) if pipeline is not None else (None,):
+            counters = self.db.insight_days.setdefault((key, day, stage), {})
+            for name, value in tally.items():
+                counters[name] = counters.get(name, 0) + value
+
+    def run_marks(self, run_id: str) -> RunMarks:
+        with self.db.lock:
+            return copy.deepcopy(self.db.insight_marks.get(run_id, RunMarks()))
+
+    def add_attempt(self, attempt: FinishedAttempt, tally: Tally) -> bool:
+        with self.db.lock:
+            marks = self.db.insight_marks.setdefault(attempt.run_id, RunMarks())
+            key = (attempt.position, attempt.attempt)
+            if any((m.position, m.attempt) == key for m in marks.attempts):
+                return False
+            marks.attempts.append(mark_of(attempt))
+            self._add(attempt.pipeline, day_of(attempt.ended_at), attempt.name, tally)
+            return True
+
+    def record_retry(self, retry: RetryRecorded) -> None:
+        with self.db.lock:
+            marks = self.db.insight_marks.setdefault(retry.run_id, RunMarks())
+            marks.retries[(retry.position, retry.attempt)] = retry.at
+
+    def pipeline_state(self, pipeline: str) -> PipelineState:
+        with self.db.lock:
+            return self.db.insight_states.get(pipeline, PipelineState())
+
+    def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
+                added: dict[tuple[str, str | None], Tally], before: PipelineState,
+                after: PipelineState) -> bool:
+        with self.db.lock:
+            marks = self.db.insight_marks.setdefault(run.run_id, RunMarks())
+            if marks.counted != counted_before:
+                raise ConcurrentModification(f"insights of run {run.run_id!r} changed meanwhile")
+            if after != before:
+                if self.db.insight_states.get(run.pipeline, PipelineState()).version != before.version:
+                    raise ConcurrentModification(f"insights of pipeline {run.pipeline!r} changed meanwhile")
+                self.db.insight_states[run.pipeline] = replace(after, version=before.version + 1)
+            marks.counted = RunCounted(run.order, copy.deepcopy(counted), run.ended_at)
+            for (day, stage), tally in added.items():
+                self._add(run.pipeline, day, stage, tally)
+            return True
+
+    def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
+        with self.db.lock:
+            items = [DayItem(day=day, stage=stage, tally=dict(tally))
+                     for (key, day, stage), tally in sorted(self.db.insight_days.items(),
+                                                            key=lambda kv: (kv[0][1], kv[0][2] or ""))
+                     if key == pipeline and start <= day <= end]
+        return DaysRead(items=items, queries=1, items_read=len(items))
+
+    def replace_pipeline(self, pipeline: str, days: dict[tuple[str, str | None], Tally],
+                         state: PipelineState, marks: dict[str, RunMarks]) -> int:
+        with self.db.lock:
+            for key in [k for k in self.db.insight_days if k[0] == pipeline]:
+                del self.db.insight_days[key]
+            for (day, stage), tally in days.items():
+                self.db.insight_days[(pipeline, day, stage)] = {k: v for k, v in tally.items() if v}
+            version = self.db.insight_states.get(pipeline, PipelineState()).version + 1
+            self.db.insight_states[pipeline] = replace(state, version=version)
+            for run_id, run_marks in marks.items():
+                self.db.insight_marks[run_id] = copy.deepcopy(run_marks)
+            return len(days) + 1 + sum(len(m.attempts) + len(m.retries) + 1 for m in marks.values())
+
+    def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
+        with self.db.lock:
+            for key in [k for k in self.db.insight_days if k[0] is None]:
+                del self.db.insight_days[key]
+            for (day, stage), tally in days.items():
+                self.db.insight_days[(None, day, stage)] = {k: v for k, v in tally.items() if v}
+            return len(days)
+
 
 class MemoryScheduleStore:
     """``ScheduleStore`` in memory: the same version conditions and due order."""
@@ -799,4 +902,5 @@ def build_stores(settings: Settings) -> Stores:
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
         timers=MemoryActiveTimers(db), changes=MemoryChangeStream(), finder=MemoryFinder(db),
         schedules=MemoryScheduleStore(db), retention=MemoryRunRetention(db),
+        insights=MemoryInsightsStore(db),
     )

@@ -17,6 +17,8 @@ One table, keyed ``pk``/``sk``:
 | token ref | ``TOKENS``         | ``TOKEN#<id>``  | the admin listing of tokens (1 Query)   |
 | session   | ``SESSION#<sha256>``| ``#SESSION``   | browser session: token hash, CSRF, TTL  |
 | schedule  | ``SCHEDULES#<pipeline>``| ``SCHEDULE#<id>``| cron schedule; in activeStages while enabled |
+| insights  | ``INSIGHTS[#<pipeline>]``| ``DAY#<day>#...``, ``STATE``| day aggregates (store/insights.py) |
+| ins. mark | ``INSMARK#<run id>``| ``A#…``, ``R#…``, ``RUN``| what the insights consumer applied |
 
 The classes below are the schema only: they name no table, and using one directly for I/O fails
 (PynamoDB: "Models must have a table_name"). ``item_models(table, region, host)`` makes a copy of
@@ -143,6 +145,8 @@ PARTITIONS = {
     "sessions": "SESSION#*",
     "access_keys": "ACCESSKEY#*",
     "schedules": "SCHEDULES#*",      # a pipeline's cron schedules (store/schedules.py)
+    "insights": "INSIGHTS*",         # day aggregates and pipeline state (store/insights.py)
+    "insight_marks": "INSMARK#*",    # what the insights consumer applied, per run
 }
 
 

@@ -10,13 +10,15 @@ attributes (``kind``, ``pk``/``sk``, ``status``, ``version`` ...) these images c
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from ..domain import ids
-from ..domain.clock import format_iso
+from ..domain.clock import format_iso, parse_iso
 from ..domain.events import APPROVAL_REMINDER, RUN_CHANGED, STAGE_CHANGED, StateChange
-from ..domain.status import StageStatus
+from ..domain.insights import FinishedAttempt, FinishedRun, RetryRecorded
+from ..domain.status import FINAL, StageStatus
 from ..service.ports import DueTimer, RunRecord
 
 NO_DEADLINE = "9999-12-31T23:59:59.999Z"  # an active stage's due_at when no timer ever fires
@@ -198,3 +200,88 @@ class StreamDecoder:
 
     def state_change(self, record: dict, now: datetime) -> StateChange | None:
         return state_change(record, now)
+
+    def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
+        return finished_work(record)
+
+
+# ---- insights: what finished (service/insights.py) --------------------------------------------------
+
+_FINAL = {s.value for s in FINAL}
+
+
+def _moment(image: Mapping, name: str) -> datetime | None:
+    text = _str_attr(image, name)
+    if text is None:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return None
+
+
+def finished_work(record: Mapping) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
+    """What a stream record adds to the insights, or None.
+
+    - a stage whose attempt reached a final status (status newly final, or a new attempt born
+      final, as a sender may report it): ``FinishedAttempt``;
+    - a stage moved to a new attempt (a retry): ``RetryRecorded`` (its queue time starts there);
+    - a run whose status became final: ``FinishedRun``, ordered by its change counter ``seq``
+      (or its version, for a run item of the layout before counters).
+    Removals add nothing: what finished stays counted until the aggregates are rebuilt.
+    """
+    if record.get("eventName") not in ("INSERT", "MODIFY"):
+        return None
+    images = record.get("dynamodb") or {}
+    new = images.get("NewImage") or {}
+    old = images.get("OldImage") or {}
+    kind = _attr(new, "kind")
+    status = _str_attr(new, "status")
+    run_id = _str_attr(new, "run_id")
+    if kind not in ("run", "stage") or status is None or run_id is None:
+        return None
+    parsed = ids.parse_run_id(run_id)
+    if parsed is None:
+        return None
+    pipeline = _str_attr(new, "pipeline") or parsed[0]
+    old_status = _str_attr(old, "status")
+    if kind == "run":
+        ended = _moment(new, "ended_at")
+        created = _moment(new, "created_at")
+        same = bool(old) and old_status == status and _str_attr(old, "ended_at") == _str_attr(new, "ended_at")
+        if status not in _FINAL or same or ended is None or created is None:
+            return None
+        commit = _str_attr(new, "commit")
+        committed_at = None
+        if commit:
+            try:
+                value = json.loads(commit)
+                committed_at = parse_iso(value.get("committedAt")) if isinstance(value, dict) else None
+            except (ValueError, TypeError, AttributeError):
+                committed_at = None
+        order = _int_attr(new, "seq")
+        return FinishedRun(pipeline=pipeline, run_id=run_id, status=StageStatus(status),
+                           created_at=created, started_at=_moment(new, "started_at"), ended_at=ended,
+                           order=order if order is not None else (_int_attr(new, "version") or 0),
+                           environment=_str_attr(new, "environment"), committed_at=committed_at,
+                           commit=_str_attr(new, "commit_sha"))
+    position = _int_attr(new, "position")
+    attempt = _int_attr(new, "attempt") or 1
+    old_attempt = _int_attr(old, "attempt")
+    if position is None:
+        return None
+    newly_final = status in _FINAL and (old_status not in _FINAL or old_attempt != attempt or not old)
+    if not newly_final:
+        if old and old_attempt is not None and attempt > old_attempt:
+            at = _moment(new, "updated_at")
+            return RetryRecorded(pipeline, run_id, position, attempt, at) if at is not None else None
+        return None
+    ended = _moment(new, "ended_at")
+    created = _moment(new, "created_at")
+    name = _str_attr(new, "name")
+    if ended is None or created is None or name is None:
+        return None
+    return FinishedAttempt(
+        pipeline=pipeline, run_id=run_id, position=position, name=name, status=StageStatus(status),
+        attempt=attempt, first_attempt=_int_attr(new, "first_attempt") or 1, created_at=created,
+        started_at=_moment(new, "started_at"), ended_at=ended, environment=_str_attr(new, "environment"))

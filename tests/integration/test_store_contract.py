@@ -513,3 +513,86 @@ def _iso(moment):
     from chalicelib.domain.clock import format_iso
 
     return format_iso(moment)
+
+
+# ---- insights (store/insights.py) ------------------------------------------------------------
+
+def _finished(ctx, position=1, attempt=1, status=S.SUCCESS, run_id="web:1"):
+    from chalicelib.domain.insights import FinishedAttempt
+
+    now = ctx.clock.now()
+    return FinishedAttempt(pipeline="web", run_id=run_id, position=position, name=f"s{position}",
+                           status=status,
+                           attempt=attempt, first_attempt=1, created_at=now, started_at=now,
+                           ended_at=now + timedelta(seconds=3), environment="production")
+
+
+def test_an_attempt_is_added_once_with_its_marker(ctx):
+    insights = ctx.stores.insights
+    attempt = _finished(ctx)
+    assert insights.add_attempt(attempt, {"n": 1, "SUCCESS": 1}) is True
+    assert insights.add_attempt(attempt, {"n": 1, "SUCCESS": 1}) is False  # redelivered: nothing added
+    day = attempt.ended_at.date().isoformat()
+    read = insights.read_days("web", day, day)
+    assert [(i.day, i.stage, dict(i.tally)) for i in read.items] == [(day, "s1", {"n": 1, "SUCCESS": 1})]
+    assert [(i.stage, dict(i.tally)) for i in insights.read_days(None, day, day).items] == [
+        ("s1", {"n": 1, "SUCCESS": 1})]
+    assert insights.read_days("web", "2000-01-01", "2000-01-02").items == []
+    marks = insights.run_marks("web:1")
+    assert [(m.position, m.attempt, m.status, m.environment, m.name) for m in marks.attempts] == [
+        (1, 1, S.SUCCESS, "production", "s1")]
+    assert marks.counted is None and insights.run_marks("web:2").attempts == []
+
+
+def test_a_run_replaces_its_earlier_finish_and_conditions_on_what_it_read(ctx):
+    from chalicelib.domain.insights import FinishedRun, PipelineState, RetryRecorded
+    from chalicelib.service.ports import RunCounted
+
+    insights = ctx.stores.insights
+    now = ctx.clock.now()
+    day = now.date().isoformat()
+    run = FinishedRun(pipeline="web", run_id="web:1", status=S.FAILURE, created_at=now, started_at=now,
+                      ended_at=now, order=3)
+    state = insights.pipeline_state("web")
+    assert state == PipelineState()
+    red = PipelineState(red_since=now, commit_failures=(("c0ffee", "s1", "web:1"),))
+    first = {day: {"n": 1, "FAILURE": 1}}
+    added = {(day, None): first[day], (day, "s1"): {"flaky": 1}}
+    assert insights.add_run(run, None, first, added, state, red)
+    assert insights.pipeline_state("web") == replace(red, version=1)
+    counted = insights.run_marks("web:1").counted
+    assert counted == RunCounted(3, {day: {"n": 1, "FAILURE": 1}}, now)
+    with pytest.raises(ConcurrentModification):  # the marker moved on since "None" was read
+        insights.add_run(run, None, {}, {(day, None): {"n": 5}}, insights.pipeline_state("web"),
+                         PipelineState())
+    with pytest.raises(ConcurrentModification):  # the state moved on since version 0 was read
+        insights.add_run(replace(run, order=4), counted, {}, {}, state, PipelineState(pending_day=day))
+    again = replace(run, status=S.SUCCESS, order=5)
+    assert insights.add_run(again, counted, {day: {"n": 1, "SUCCESS": 1}},
+                            {(day, None): {"FAILURE": -1, "SUCCESS": 1}},
+                            insights.pipeline_state("web"), PipelineState())
+    items = insights.read_days("web", day, day).items
+    tallies = {i.stage: {k: v for k, v in i.tally.items() if v} for i in items}
+    assert tallies == {None: {"n": 1, "SUCCESS": 1}, "s1": {"flaky": 1}}
+    insights.record_retry(RetryRecorded("web", "web:1", 2, 2, now))
+    insights.record_retry(RetryRecorded("web", "web:1", 2, 2, now))
+    assert insights.run_marks("web:1").retries == {(2, 2): now}
+
+
+def test_a_rebuild_replaces_a_pipelines_items(ctx):
+    from chalicelib.domain.insights import PipelineState
+    from chalicelib.service.ports import RunMarks
+
+    insights = ctx.stores.insights
+    insights.add_attempt(_finished(ctx), {"n": 1})
+    day = ctx.clock.now().date().isoformat()
+    insights.replace_pipeline("web", {("2026-01-02", None): {"n": 2}},
+                              PipelineState(pending_day="2026-01-02"),
+                              {"web:1": RunMarks()})
+    insights.replace_all_pipelines({("2026-01-02", None): {"n": 2}})
+    for scope in ("web", None):
+        items = insights.read_days(scope, "2026-01-01", day).items
+        assert [(i.day, i.stage, dict(i.tally)) for i in items] == [
+            ("2026-01-02", None, {"n": 2})]
+    assert insights.pipeline_state("web").pending_day == "2026-01-02"
+    assert insights.run_marks("web:1").attempts == []
