@@ -298,6 +298,29 @@ def cmd_stage(ctx: Ctx, args: argparse.Namespace) -> int:
     return OK
 
 
+# ---- insights ----
+
+def cmd_insights(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`GET /api/insights`: figures read from the server's aggregates (one request, no history
+    scan). Dates are checked here first so a typo is a usage error (2), not a round trip."""
+    for option, value in (("--from", args.date_from), ("--to", args.date_to)):
+        if value is not None and render.parse_time(value) is None:
+            raise CliError(f"{option} {value!r} is not an ISO-8601 date or time", USAGE,
+                           f"e.g. {option} 2026-03-01 or {option} 2026-03-01T12:00:00Z")
+    query = {"pipeline": args.pipeline, "stage": args.stage, "from": args.date_from, "to": args.date_to,
+             "granularity": args.granularity}
+    answer = ctx.api().call("GET", "/api/insights", query)
+    if not (isinstance(answer, dict) and isinstance(answer.get("runs"), dict)):
+        raise CliError("GET /api/insights: the answer is not an insights answer", UNAVAILABLE,
+                       "check that STAGETRACK_URL is the stagetrack API and that it is up to date")
+    scope = f"pipeline {args.pipeline}" if args.pipeline else "every pipeline you see"
+    if args.stage:
+        scope += f", stage {args.stage}"
+    unicode = (getattr(ctx.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
+    ctx.emit(answer, lambda a: render.insights(a, scope, unicode))
+    return OK
+
+
 # ---- schedules ----
 
 def _schedule_rows(items: list) -> str:
@@ -582,6 +605,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key")
     p.add_argument("-q", "--quiet", action="store_true", help="print the new run's id only")
     p.set_defaults(func=cmd_run_create)
+
+    p = commands.add_parser("insights", parents=[common],
+                            help="success rate, durations, DORA, slowest and flakiest stages (GET /api/insights)")
+    p.add_argument("--pipeline", help="one pipeline (default: every pipeline the token sees)")
+    p.add_argument("--stage", help="one stage name")
+    p.add_argument("--from", dest="date_from", metavar="ISO", help="window start (default: 30 days ago)")
+    p.add_argument("--to", dest="date_to", metavar="ISO", help="window end (default: now)")
+    p.add_argument("--granularity", choices=["day", "week"], help="the series' bucket (default day)")
+    p.set_defaults(func=cmd_insights)
 
     schedules = commands.add_parser("schedules", help="a pipeline's cron schedules").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
