@@ -829,3 +829,11 @@ def test_insights_stage_names_from_the_server_cannot_write_escapes():
     answer["stages"][0]["name"] = "evil\x1b]0;pwned\x07"
     code, out, _ = run_cli(["insights"], FakeApi({("GET", "/api/insights"): [answer]}))
     assert code == 0 and "\x1b" not in out and "evil?]0;pwned?" in out
+
+
+def test_the_insights_example_in_docs_cli_is_what_the_cli_prints():
+    from tests.fixtures.insights import sample
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    shown = text.split("$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-04\n")[1].split("```")[0]
+    assert shown == render.insights(sample(), "pipeline web", unicode=True)
