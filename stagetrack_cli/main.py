@@ -607,7 +607,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run_create)
 
     p = commands.add_parser("insights", parents=[common],
-                            help="success rate, durations, DORA, slowest and flakiest stages (GET /api/insights)")
+                            help="success rate, durations, DORA, slowest and flakiest stages "
+                                 "(GET /api/insights)")
     p.add_argument("--pipeline", help="one pipeline (default: every pipeline the token sees)")
     p.add_argument("--stage", help="one stage name")
     p.add_argument("--from", dest="date_from", metavar="ISO", help="window start (default: 30 days ago)")

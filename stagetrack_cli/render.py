@@ -211,7 +211,7 @@ def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool 
     """`stagetrack insights`: the window, run counts, success rate, durations, queue, MTTR, DORA,
     the slowest stages (by p95) and the flakiest (by flaky rate, those with any), and the series as
     one line per bucket with a bar of its run count."""
-    runs = answer.get("runs") if isinstance(answer.get("runs"), dict) else {}
+    runs: dict = answer["runs"] if isinstance(answer.get("runs"), dict) else {}
     lines = [f"insights of {clean(scope, 120)}, {clean(answer.get('from'))} .. {clean(answer.get('to'))}", ""]
     lines.append(f"runs          {number(runs.get('total'))} total: {number(runs.get('success'))} success, "
                  f"{number(runs.get('failure'))} failure, {number(runs.get('cancelled'))} cancelled, "
@@ -219,7 +219,8 @@ def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool 
     lines.append(f"success rate  {rate(answer.get('successRate'))}  (success / runs not cancelled)")
     lines.append("duration      " + "  ".join(
         f"{k} {duration(_get(answer, 'duration', k))}" for k in ("p50", "p90", "p95", "mean")))
-    lines.append("queue         " + "  ".join(f"{k} {duration(_get(answer, 'queue', k))}" for k in ("p50", "p95")))
+    lines.append("queue         " + "  ".join(f"{k} {duration(_get(answer, 'queue', k))}" for k in ("p50",
+                                                                                                    "p95")))
     lines.append(f"MTTR          {duration(answer.get('mttrSeconds'))}  (a failure to the next success)")
     lines += ["", "DORA",
               f"  deployment frequency  {number(_get(answer, 'dora', 'deploymentFrequency'))} per day",
@@ -236,7 +237,8 @@ def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool 
         rows = [[s.get("name"), number(s.get("runs")), rate(s.get("successRate")),
                  duration(_get(s, "duration", "p50")), duration(_get(s, "duration", "p95")),
                  rate(s.get("flakyRate")), number(s.get("retries"))] for s in chosen]
-        return ["", title, table(["STAGE", "RUNS", "SUCCESS", "P50", "P95", "FLAKY", "RETRIES"], rows).rstrip("\n")]
+        return ["", title, table(["STAGE", "RUNS", "SUCCESS", "P50", "P95", "FLAKY", "RETRIES"],
+                                 rows).rstrip("\n")]
 
     if stages:
         lines += stage_table("slowest stages (by p95)", sorted(stages, key=p95, reverse=True)[:TOP_STAGES])
@@ -252,8 +254,10 @@ def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool 
         full = "█" if unicode else "#"
         rows = [[str(b.get("start"))[:10], number(b.get("runs")), rate(b.get("successRate")),
                  duration(b.get("p50")), duration(b.get("p95")),
-                 full * (round(b["runs"] / most * SPARK_WIDTH) if isinstance(b.get("runs"), int | float) else 0)]
+                 full * (round(b["runs"] / most * SPARK_WIDTH) if isinstance(b.get("runs"),
+                                                                             int | float) else 0)]
                 for b in series]
         lines += ["", f"series (per {clean(answer.get('granularity'))})",
-                  table(["START", "RUNS", "SUCCESS", "P50", "P95", ""], rows, max_width=SPARK_WIDTH).rstrip("\n")]
+                  table(["START", "RUNS", "SUCCESS", "P50", "P95", ""], rows,
+                        max_width=SPARK_WIDTH).rstrip("\n")]
     return "\n".join(lines) + "\n"

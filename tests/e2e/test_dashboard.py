@@ -337,7 +337,8 @@ def test_insights_page_draws_the_figures_plots_and_stage_tables(stack, page):
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"#/insights\?pipeline=dash-insights-web&stage=build&from=2026-03-01"
                                         r"&granularity=week$"), timeout=WAIT_MS)
-    expect(page.locator("#window")).to_contain_text("pipeline dash-insights-web, stage build", timeout=WAIT_MS)
+    expect(page.locator("#window")).to_contain_text("pipeline dash-insights-web, stage build",
+                                                    timeout=WAIT_MS)
     expect(page.locator("#window")).to_contain_text("2026-03-01 00:00 UTC – 2026-03-04 00:00 UTC · by day")
     assert parse_qs(urlsplit(asked[-1]).query) == {"pipeline": ["dash-insights-web"], "stage": ["build"],
                                                    "from": ["2026-03-01"], "granularity": ["week"]}
@@ -404,7 +405,8 @@ def test_insights_page_answers_from_the_real_route(stack, page):
     _sign_in(page, base, token)
     page.goto(f"{base}/#/insights?pipeline=dash-insights-real")
     expect(page.locator("#window")).to_contain_text("pipeline dash-insights-real", timeout=WAIT_MS)
-    tiles = dict(zip(page.locator(".tile-title").all_inner_texts(), page.locator(".tile-value").all_inner_texts(),
+    tiles = dict(zip(page.locator(".tile-title").all_inner_texts(),
+                     page.locator(".tile-value").all_inner_texts(),
                      strict=True))
     assert tiles["Runs"] == "3"
     rate = answer["successRate"]

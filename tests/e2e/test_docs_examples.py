@@ -45,6 +45,7 @@ NO_RUN = {
         "make run    # DynamoDB Local (data kept in .data/) + tables + API on http://127.0.0.1:8000",
     ),
     ("docs/cli.md", "pip install .     # the `stagetrack` console script (stagetrack_cli/, pyproject.toml)"),
+    ("docs/otel.md", "STAGETRACK_URL=https://ci.example.com/api STAGETRACK_TOKEN=$READ_TOKEN \\"),
     ("docs/deploy.md", "export AWS_DEFAULT_REGION=eu-west-1"),
     ("docs/runbook.md", "TOPIC=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (

@@ -766,7 +766,8 @@ def test_insights_asks_the_route_with_the_filters_and_prints_a_summary():
     assert parse_qs(api.requests[0]["query"]) == {
         "pipeline": ["web"], "stage": ["build"], "from": ["2026-03-01"], "to": ["2026-03-04T00:00:00Z"],
         "granularity": ["day"]}
-    assert out.startswith("insights of pipeline web, stage build, 2026-03-01T00:00:00Z .. 2026-03-04T00:00:00Z\n")
+    assert out.startswith("insights of pipeline web, stage build, "
+                          "2026-03-01T00:00:00Z .. 2026-03-04T00:00:00Z\n")
     assert "runs          40 total: 30 success, 6 failure, 2 cancelled, 2 timed out" in out
     assert "success rate  78.9%" in out  # 30 / (40 - 2)
     assert "duration      p50 4m10s  p90 10m10s  p95 12m22s  mean 5m01s" in out
@@ -775,7 +776,8 @@ def test_insights_asks_the_route_with_the_filters_and_prints_a_summary():
     assert "change failure rate   10.0%" in out and "time to restore p50   1h00m" in out
     slowest = out.split("slowest stages (by p95)\n")[1].split("\n\n")[0].splitlines()
     assert [line.split()[0] for line in slowest] == ["STAGE", "integration-tests", "build", "deploy"]
-    flakiest = out.split("flakiest stages (failed, then passed on a retry)\n")[1].split("\n\n")[0].splitlines()
+    flakiest = out.split("flakiest stages (failed, then passed on a retry)\n")[1]
+    flakiest = flakiest.split("\n\n")[0].splitlines()
     assert [line.split()[0] for line in flakiest] == ["STAGE", "integration-tests", "deploy"]  # build: 0
     assert "integration-tests  38    80.0%    2m20s  8m40s  12.5%  6" in flakiest
     series = out.split("series (per day)\n")[1].splitlines()
@@ -807,14 +809,17 @@ def test_insights_refuses_bad_arguments_before_asking(argv, hint):
     assert (code, out, api.requests) == (2, "", []) and hint in err
 
 
-@pytest.mark.parametrize(("status", "exit_code"), [(401, 3), (403, 3), (404, 4), (400, 6), (429, 7), (503, 7)])
+@pytest.mark.parametrize(("status", "exit_code"), [(401, 3), (403, 3), (404, 4), (400, 6), (429, 7), (503,
+                                                                                                      7)])
 def test_insights_refusals_have_the_documented_exit_codes(status, exit_code):
     api = FakeApi({("GET", "/api/insights"): [(status, {"error": {"code": "x", "message": "no"}})]})
     code, out, err = run_cli(["insights", "--pipeline", "secret-pipeline"], api)
-    assert (code, out) == (exit_code, "") and err.startswith(f"stagetrack: error: GET /api/insights: {status}")
+    assert (code, out) == (exit_code,
+                           "") and err.startswith(f"stagetrack: error: GET /api/insights: {status}")
 
 
-@pytest.mark.parametrize("answer", [{"items": []}, [1, 2], {"runs": {"total": "x"}, "stages": [{"duration": 3}]}])
+@pytest.mark.parametrize("answer", [{"items": []}, [1, 2], {"runs": {"total": "x"},
+                                                            "stages": [{"duration": 3}]}])
 def test_insights_answer_of_another_shape_is_exit_7_not_a_traceback(answer):
     code, out, err = run_cli(["insights"], FakeApi({("GET", "/api/insights"): [answer]}))
     assert code in (0, 7) and "Traceback" not in err
@@ -835,5 +840,6 @@ def test_the_insights_example_in_docs_cli_is_what_the_cli_prints():
     from tests.fixtures.insights import sample
 
     text = (ROOT / "docs" / "cli.md").read_text()
-    shown = text.split("$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-04\n")[1].split("```")[0]
+    command = "$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-04\n"
+    shown = text.split(command)[1].split("```")[0]
     assert shown == render.insights(sample(), "pipeline web", unicode=True)
