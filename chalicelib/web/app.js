@@ -665,7 +665,7 @@ function insightsBody(answer, query) {
         tile("Lead time p50", seconds((dora.leadTimeSeconds || {}).p50), "commit to deployed"),
         tile("Change failure rate", percent(dora.changeFailureRate)),
         tile("Time to restore p50", seconds((dora.timeToRestoreSeconds || {}).p50)))),
-    chartFigure("c-duration", "Duration trend", "p50 line, p50–p95 band, per bucket"),
+    chartFigure("c-duration", "Duration trend", "p50 line, p95 dashed, p50–p95 band, per bucket"),
     chartFigure("c-success", "Success rate", "success / runs not cancelled, per bucket"),
     chartFigure("c-throughput", "Throughput", "runs per bucket"),
     seriesTable(answer),
