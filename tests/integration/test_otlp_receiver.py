@@ -132,3 +132,17 @@ def test_export_once_from_the_command_line(receiver, monkeypatch, capsys):
     assert '"message":"otlp export"' in out  # the command logs as the service does (JSON, scrubbed)
     state.status = 500
     assert otlp.main(["--pipeline", "web"], env=env) == 1
+
+
+def test_the_exporter_runs_on_the_standard_library_alone():
+    """`python -m chalicelib.adapters.otlp` from a checkout needs no installed package (docs/otel.md):
+    imported by a Python without site-packages, it loads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-S", "-c",
+                             "import chalicelib.adapters.otlp as m; print(m.CONTENT_TYPE)"],
+                            capture_output=True, text=True, cwd=root, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "application/x-protobuf\n"), result.stderr
