@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import IO, Any
 
 from stagetrack_cli import __version__, config, render
@@ -304,9 +305,9 @@ def cmd_insights(ctx: Ctx, args: argparse.Namespace) -> int:
     """`GET /api/insights`: figures read from the server's aggregates (one request, no history
     scan). Dates are checked here first so a typo is a usage error (2), not a round trip."""
     for option, value in (("--from", args.date_from), ("--to", args.date_to)):
-        if value is not None and render.parse_time(value) is None:
-            raise CliError(f"{option} {value!r} is not an ISO-8601 date or time", USAGE,
-                           f"e.g. {option} 2026-03-01 or {option} 2026-03-01T12:00:00Z")
+        if value is not None and not _is_day(value):
+            raise CliError(f"{option} {value!r} is not an ISO-8601 date (YYYY-MM-DD)", USAGE,
+                           f"e.g. {option} 2026-03-01 (UTC days; --to is included)")
     query = {"pipeline": args.pipeline, "stage": args.stage, "from": args.date_from, "to": args.date_to,
              "granularity": args.granularity}
     answer = ctx.api().call("GET", "/api/insights", query)
@@ -319,6 +320,14 @@ def cmd_insights(ctx: Ctx, args: argparse.Namespace) -> int:
     unicode = (getattr(ctx.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
     ctx.emit(answer, lambda a: render.insights(a, scope, unicode))
     return OK
+
+
+def _is_day(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
 
 
 # ---- schedules ----
@@ -611,8 +620,9 @@ def parser() -> argparse.ArgumentParser:
                                  "(GET /api/insights)")
     p.add_argument("--pipeline", help="one pipeline (default: every pipeline the token sees)")
     p.add_argument("--stage", help="one stage name")
-    p.add_argument("--from", dest="date_from", metavar="ISO", help="window start (default: 30 days ago)")
-    p.add_argument("--to", dest="date_to", metavar="ISO", help="window end (default: now)")
+    p.add_argument("--from", dest="date_from", metavar="DAY",
+                   help="first day, YYYY-MM-DD (default: the 30 days ending --to)")
+    p.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: today, UTC)")
     p.add_argument("--granularity", choices=["day", "week"], help="the series' bucket (default day)")
     p.set_defaults(func=cmd_insights)
 

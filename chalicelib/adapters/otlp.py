@@ -10,8 +10,9 @@ those are gauges under ``stagetrack.`` (a vendor prefix, as the conventions ask)
 carries percentiles, not the durations, so the histogram has no buckets and no sum (both are
 optional in OTLP); its percentiles are the ``stagetrack.pipeline.run.duration.*`` gauges.
 
-Counts are CUMULATIVE points from the window's ``from`` (start time) to its ``to`` (time): "the
-total since from", which is what the answer says. Gauges are stamped at ``to``. A null figure
+Counts are CUMULATIVE points from the start of the window's ``from`` day (start time) to the
+end of its ``to`` day, which the answer includes, or now when that is sooner (time): "the total
+since from", which is what the answer says. Gauges are stamped at that same time. A null figure
 (nothing to divide, no run to take a percentile of) is left out, never sent as 0.
 
 The protobuf is written by the small encoder below (the wire format of opentelemetry-proto's
@@ -166,8 +167,16 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
-def window_of(answer: Mapping[str, Any]) -> Window:
-    return Window(_ns(parse_instant(answer.get("from"))), _ns(parse_instant(answer.get("to"))))
+def window_of(answer: Mapping[str, Any], now: datetime | None = None) -> Window:
+    """From the start of ``from`` to the end of ``to``: a day alone (the route's UTC days, ``to``
+    included) ends at the next midnight, an instant where it is; never later than ``now``, and
+    never before the start (a point's time must not precede its start time)."""
+    start = parse_instant(answer.get("from"))
+    end = parse_instant(answer.get("to"))
+    if isinstance(answer.get("to"), str) and len(answer["to"]) == 10:
+        end += timedelta(days=1)
+    end = min(end, now or datetime.now(UTC))
+    return Window(_ns(start), max(_ns(end), _ns(start) + 1))
 
 
 def insights_metrics(answer: Mapping[str, Any], pipeline: str | None = None) -> list[Metric]:
@@ -383,13 +392,16 @@ class OtlpExporter:
     """``export(answer, pipeline)``: one POST of the answer's metrics; an ExportResult, never an
     exception for a refused or failed POST (a schedule logs it and tries again next time)."""
 
-    def __init__(self, config: OtlpConfig, opener: urllib.request.OpenerDirector | None = None) -> None:
+    def __init__(self, config: OtlpConfig, opener: urllib.request.OpenerDirector | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
         self.opener = opener or _OPENER
+        self.clock = clock
 
     def export(self, answer: Mapping[str, Any], pipeline: str | None = None) -> ExportResult:
         metrics = insights_metrics(answer, pipeline)
-        body = encode_request(metrics, window_of(answer), {"service.name": self.config.service_name})
+        body = encode_request(metrics, window_of(answer, self.clock()),
+                              {"service.name": self.config.service_name})
         points = sum(len(m.points) for m in metrics)
         request = urllib.request.Request(self.config.endpoint, data=body, method="POST", headers={
             **self.config.headers, "Content-Type": CONTENT_TYPE, "User-Agent": "stagetrack-otlp/1"})
@@ -440,14 +452,11 @@ def export_once(fetch: Fetch, exporter: OtlpExporter, pipelines: Sequence[str], 
 
 
 def today_so_far(now: datetime) -> tuple[str, str]:
-    """The default window: from this UTC day's midnight to now, so the cumulative counts of
-    successive exports grow through the day and start again at midnight (a new start time)."""
-    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return _iso(midnight), _iso(max(now.astimezone(UTC), midnight + timedelta(seconds=1)))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The default window: this UTC day (from = to = today; the answer is the day so far), so the
+    cumulative counts of successive exports grow through the day and start again at midnight
+    (a new start time)."""
+    today = now.astimezone(UTC).date().isoformat()
+    return today, today
 
 
 def _http_fetch(base_url: str, token: str) -> Fetch:
@@ -461,14 +470,14 @@ def _http_fetch(base_url: str, token: str) -> Fetch:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Export once: the insights of today so far (or --from/--to) for each pipeline, read from the
+    """Export once: the insights of today so far (or --from/--to, UTC days) for each pipeline, read from the
     API at STAGETRACK_URL with STAGETRACK_TOKEN (a read token), to STAGETRACK_OTLP_ENDPOINT.
     Exit 0 when every POST was accepted, 1 when one failed, 2 for a configuration error."""
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python -m chalicelib.adapters.otlp", description=main.__doc__)
     parser.add_argument("--pipeline", action="append", default=[], help="a pipeline (repeat; default: all)")
-    parser.add_argument("--from", dest="date_from", metavar="ISO")
-    parser.add_argument("--to", dest="date_to", metavar="ISO")
+    parser.add_argument("--from", dest="date_from", metavar="DAY", help="first day (default: today, UTC)")
+    parser.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: today)")
     args = parser.parse_args(argv)
     try:
         config = OtlpConfig.from_env(env)

@@ -568,10 +568,11 @@ function day(iso) {
   return typeof iso === "string" ? iso.slice(0, 10) : "—";
 }
 
-// An instant of the API as "2026-03-01 00:00 UTC": the window's bounds are UTC days, so the
-// browser's time zone must not shift them.
+// The window's bounds as the API gives them: UTC days (YYYY-MM-DD, shown as they are: the
+// browser's time zone must not shift them), or an instant shown in UTC.
 function utc(iso) {
   if (typeof iso !== "string") return "—";
+  if (/^\d{4}-\d{2}-\d{2}$/.test(iso)) return iso;
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : `${date.toISOString().slice(0, 16).replace("T", " ")} UTC`;
 }

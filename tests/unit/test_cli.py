@@ -759,15 +759,14 @@ def test_insights_asks_the_route_with_the_filters_and_prints_a_summary():
 
     api = FakeApi({("GET", "/api/insights"): [sample()]})
     code, out, err = run_cli(["insights", "--pipeline", "web", "--stage", "build", "--from", "2026-03-01",
-                              "--to", "2026-03-04T00:00:00Z", "--granularity", "day"], api)
+                              "--to", "2026-03-03", "--granularity", "day"], api)
     assert (code, err) == (0, "")
     from urllib.parse import parse_qs
 
     assert parse_qs(api.requests[0]["query"]) == {
-        "pipeline": ["web"], "stage": ["build"], "from": ["2026-03-01"], "to": ["2026-03-04T00:00:00Z"],
+        "pipeline": ["web"], "stage": ["build"], "from": ["2026-03-01"], "to": ["2026-03-03"],
         "granularity": ["day"]}
-    assert out.startswith("insights of pipeline web, stage build, "
-                          "2026-03-01T00:00:00Z .. 2026-03-04T00:00:00Z\n")
+    assert out.startswith("insights of pipeline web, stage build, 2026-03-01 .. 2026-03-03\n")
     assert "runs          40 total: 30 success, 6 failure, 2 cancelled, 2 timed out" in out
     assert "success rate  78.9%" in out  # 30 / (40 - 2)
     assert "duration      p50 4m10s  p90 10m10s  p95 12m22s  mean 5m01s" in out
@@ -800,6 +799,7 @@ def test_insights_without_filters_sends_none_and_json_is_the_answer_as_is():
 
 @pytest.mark.parametrize(("argv", "hint"), [
     (["insights", "--from", "yesterday"], "--from 2026-03-01"),
+    (["insights", "--from", "2026-03-01T12:00:00Z"], "YYYY-MM-DD"),  # the route reads days
     (["insights", "--to", "2026-13-01"], "--to 2026-03-01"),
     (["insights", "--granularity", "month"], "invalid choice"),
 ])
@@ -840,6 +840,6 @@ def test_the_insights_example_in_docs_cli_is_what_the_cli_prints():
     from tests.fixtures.insights import sample
 
     text = (ROOT / "docs" / "cli.md").read_text()
-    command = "$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-04\n"
+    command = "$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-03\n"
     shown = text.split(command)[1].split("```")[0]
     assert shown == render.insights(sample(), "pipeline web", unicode=True)

@@ -22,9 +22,12 @@ FROM_NS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 10**9
 TO_NS = int(datetime(2026, 3, 4, tzinfo=UTC).timestamp()) * 10**9
 
 
+LATER = datetime(2026, 6, 1, tzinfo=UTC)
+
+
 def decode(answer: dict, pipeline: str | None = "web") -> dict:
     """The request for ``answer`` decoded by the official classes, as {metric name: metric}."""
-    body = otlp.encode_request(otlp.insights_metrics(answer, pipeline), otlp.window_of(answer),
+    body = otlp.encode_request(otlp.insights_metrics(answer, pipeline), otlp.window_of(answer, LATER),
                                {"service.name": "stagetrack"})
     request = ExportMetricsServiceRequest.FromString(body)
     assert len(request.resource_metrics) == 1
@@ -121,10 +124,20 @@ def test_an_answer_over_several_pipelines_has_no_pipeline_name():
             assert "cicd.pipeline.name" not in attrs(point)
 
 
+def test_the_window_runs_from_the_first_day_to_the_end_of_the_last_or_now():
+    answer = sample()  # 2026-03-01 .. 2026-03-03, the last day included
+    assert otlp.window_of(answer, LATER) == otlp.Window(FROM_NS, TO_NS)
+    during = datetime(2026, 3, 3, 9, 15, tzinfo=UTC)  # the last day is today: it ends now
+    assert otlp.window_of(answer, during).end_ns == int(during.timestamp()) * 10**9
+    answer["from"] = answer["to"] = "2026-03-03"
+    window = otlp.window_of(answer, datetime(2026, 3, 3, tzinfo=UTC))
+    assert window.end_ns == window.start_ns + 1  # a time never precedes its start time
+
+
 def test_windows_and_attribute_values_are_encoded_exactly():
     answer = sample()
     answer["from"], answer["to"] = "2026-03-01", "2026-03-01T12:30:00.250+02:00"
-    window = otlp.window_of(answer)
+    window = otlp.window_of(answer, LATER)
     assert window.start_ns == FROM_NS  # a date alone: its midnight UTC
     assert window.end_ns == int(datetime(2026, 3, 1, 10, 30, tzinfo=UTC).timestamp()) * 10**9 + 250_000_000
     answer["stages"][0]["name"] = "bauen ✓ \"quoted\""
@@ -225,10 +238,10 @@ def test_export_once_reads_every_pipeline_page_then_each_answer():
 
     opener = FakeOpener()
     exporter = otlp.OtlpExporter(otlp.OtlpConfig("https://otel.example.com/v1/metrics"), opener)  # type: ignore[arg-type]
-    results = otlp.export_once(fetch, exporter, [], ("2026-03-01T00:00:00Z", "2026-03-01T10:00:00Z"))
+    results = otlp.export_once(fetch, exporter, [], ("2026-03-01", "2026-03-01"))
     assert [name for name, r in results if r.ok] == ["web", "api"]
-    assert asked[2:] == [("/api/insights", {"pipeline": p, "from": "2026-03-01T00:00:00Z",
-                                            "to": "2026-03-01T10:00:00Z",
+    assert asked[2:] == [("/api/insights", {"pipeline": p, "from": "2026-03-01",
+                                            "to": "2026-03-01",
                                             "granularity": "day"}) for p in ("web", "api")]
     assert asked[1] == ("/api/pipelines", {"runs": "0", "limit": "100", "cursor": "c2"})
     names = [attrs(p)["cicd.pipeline.name"] for r, _ in opener.requests
@@ -238,10 +251,12 @@ def test_export_once_reads_every_pipeline_page_then_each_answer():
 
 
 def test_the_default_window_is_today_so_far_in_utc():
+    from datetime import timedelta, timezone
+
     now = datetime(2026, 3, 5, 1, 30, 5, tzinfo=UTC)
-    assert otlp.today_so_far(now) == ("2026-03-05T00:00:00Z", "2026-03-05T01:30:05Z")
-    midnight = datetime(2026, 3, 5, tzinfo=UTC)
-    assert otlp.today_so_far(midnight) == ("2026-03-05T00:00:00Z", "2026-03-05T00:00:01Z")  # never empty
+    assert otlp.today_so_far(now) == ("2026-03-05", "2026-03-05")
+    west = now.astimezone(timezone(timedelta(hours=-5)))  # still 4 March there: the UTC day counts
+    assert otlp.today_so_far(west) == ("2026-03-05", "2026-03-05")
 
 
 def test_main_refuses_to_start_without_its_settings(capsys):
