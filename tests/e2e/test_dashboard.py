@@ -376,40 +376,44 @@ def test_insights_page_on_a_phone_in_the_dark_with_an_empty_window(stack, browse
         context.close()
 
 
-def test_insights_page_answers_from_the_real_route(stack, page):
-    """Runs created through the API, the page reading the real `GET /api/insights`. Skips itself
-    while the route is absent (it lands with the aggregates, issue 14's other half): a 404 for
-    the path, not for the pipeline, which exists."""
+def test_insights_page_answers_from_the_real_route(stack, page, start_chalice_local):
+    """Runs created through the API, the page reading the real `GET /api/insights`, on a stack
+    with the local ticker and outbox threads as `make run` has them (the aggregates are fed from
+    the change stream). Skips itself while the route is absent (it lands with the aggregates,
+    issue 14's other half)."""
     import time
+    import uuid
 
+    import requests
     from playwright.sync_api import expect
 
     base, token, http = stack
-    for status in ("SUCCESS", "SUCCESS", "FAILURE"):
-        run = _run(http, base, "dash-insights-real")
-        build = run["stages"][0]["id"]
-        _patch(http, base, build, "IN_PROGRESS")
-        _patch(http, base, build, status)
-    probe = http.get(f"{base}/api/insights", params={"pipeline": "dash-insights-real"})
-    if probe.status_code == 404:
+    if http.get(f"{base}/api/insights").status_code == 404:
         pytest.skip("GET /api/insights answers 404: the route is not on this branch yet "
                     "(it lands with issue 14's aggregates; this test runs as soon as it does)")
-    assert probe.status_code == 200, probe.text
-    deadline = time.monotonic() + WAIT_MS / 1000
-    answer = probe.json()
-    while answer["runs"]["total"] < 3 and time.monotonic() < deadline:  # the stream consumer, within seconds
-        time.sleep(0.5)
-        answer = http.get(f"{base}/api/insights", params={"pipeline": "dash-insights-real"}).json()
-    assert answer["runs"]["total"] == 3 and answer["runs"]["failure"] == 1, answer
+    with start_chalice_local(STAGETRACK_ADMIN_TOKEN=token, STAGETRACK_LOCAL_TICKER="1",
+                             STAGETRACK_TABLE=f"insights-{uuid.uuid4().hex[:12]}") as (base, log_path):
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {token}"
+        for status in ("SUCCESS", "SUCCESS", "FAILURE"):
+            build = _run(http, base, "dash-insights-real")["stages"][0]["id"]
+            _patch(http, base, build, "IN_PROGRESS")
+            _patch(http, base, build, status)
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:  # the stream consumer adds finished runs within seconds
+            answer = http.get(f"{base}/api/insights", params={"pipeline": "dash-insights-real"}).json()
+            if answer["runs"]["total"] >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert answer["runs"]["total"] == 3 and answer["runs"]["failure"] == 1, (answer, log_path)
 
-    _sign_in(page, base, token)
-    page.goto(f"{base}/#/insights?pipeline=dash-insights-real")
-    expect(page.locator("#window")).to_contain_text("pipeline dash-insights-real", timeout=WAIT_MS)
-    tiles = dict(zip(page.locator(".tile-title").all_inner_texts(),
-                     page.locator(".tile-value").all_inner_texts(),
-                     strict=True))
-    assert tiles["Runs"] == "3"
-    rate = answer["successRate"]
-    assert tiles["Success rate"] == (f"{rate * 100:.1f}%" if rate is not None else "—")
-    expect(page.locator("#c-throughput svg")).to_have_count(1)
-    assert page.problems == []
+        _sign_in(page, base, token)
+        page.goto(f"{base}/#/insights?pipeline=dash-insights-real")
+        expect(page.locator("#window")).to_contain_text("pipeline dash-insights-real", timeout=WAIT_MS)
+        tiles = dict(zip(page.locator(".tile-title").all_inner_texts(),
+                         page.locator(".tile-value").all_inner_texts(), strict=True))
+        assert tiles["Runs"] == "3"
+        rate = answer["successRate"]
+        assert tiles["Success rate"] == (f"{rate * 100:.1f}%" if rate is not None else "—")
+        expect(page.locator("#c-throughput svg")).to_have_count(1)
+        assert page.problems == []
