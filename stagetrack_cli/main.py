@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import IO, Any
 
 from stagetrack_cli import __version__, config, render
@@ -296,6 +297,37 @@ def cmd_stage(ctx: Ctx, args: argparse.Namespace) -> int:
                       body={"status": STAGE_ACTIONS[args.action]})
     ctx.emit(result, lambda s: render.stage_rows([s]))
     return OK
+
+
+# ---- insights ----
+
+def cmd_insights(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`GET /api/insights`: figures read from the server's aggregates (one request, no history
+    scan). Dates are checked here first so a typo is a usage error (2), not a round trip."""
+    for option, value in (("--from", args.date_from), ("--to", args.date_to)):
+        if value is not None and not _is_day(value):
+            raise CliError(f"{option} {value!r} is not an ISO-8601 date (YYYY-MM-DD)", USAGE,
+                           f"e.g. {option} 2026-03-01 (UTC days; --to is included)")
+    query = {"pipeline": args.pipeline, "stage": args.stage, "from": args.date_from, "to": args.date_to,
+             "granularity": args.granularity}
+    answer = ctx.api().call("GET", "/api/insights", query)
+    if not (isinstance(answer, dict) and isinstance(answer.get("runs"), dict)):
+        raise CliError("GET /api/insights: the answer is not an insights answer", UNAVAILABLE,
+                       "check that STAGETRACK_URL is the stagetrack API and that it is up to date")
+    scope = f"pipeline {args.pipeline}" if args.pipeline else "every pipeline you see"
+    if args.stage:
+        scope += f", stage {args.stage}"
+    unicode = (getattr(ctx.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
+    ctx.emit(answer, lambda a: render.insights(a, scope, unicode))
+    return OK
+
+
+def _is_day(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
 
 
 # ---- schedules ----
@@ -582,6 +614,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key")
     p.add_argument("-q", "--quiet", action="store_true", help="print the new run's id only")
     p.set_defaults(func=cmd_run_create)
+
+    p = commands.add_parser("insights", parents=[common],
+                            help="success rate, durations, DORA, slowest and flakiest stages "
+                                 "(GET /api/insights)")
+    p.add_argument("--pipeline", help="one pipeline (default: every pipeline the token sees)")
+    p.add_argument("--stage", help="one stage name")
+    p.add_argument("--from", dest="date_from", metavar="DAY",
+                   help="first day, YYYY-MM-DD (default: the 30 days ending --to)")
+    p.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: today, UTC)")
+    p.add_argument("--granularity", choices=["day", "week"], help="the series' bucket (default day)")
+    p.set_defaults(func=cmd_insights)
 
     schedules = commands.add_parser("schedules", help="a pipeline's cron schedules").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)

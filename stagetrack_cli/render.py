@@ -182,3 +182,82 @@ def timeline(run: dict, unicode: bool = True) -> str:
         lines.append(f"{name.ljust(name_width)}  {status.ljust(20)}  {duration(s.get('duration')).rjust(7)}  "
                      f"|{''.join(bar)}|")
     return "\n".join(lines) + "\n"
+
+
+def rate(value: object) -> str:
+    """A fraction (0..1) as a percentage with one decimal; '-' for null (nothing to divide)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    return f"{value * 100:.1f}%"
+
+
+def number(value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _get(value: object, *keys: str) -> object:
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+SPARK_WIDTH = 30
+TOP_STAGES = 5
+
+
+def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool = True) -> str:
+    """`stagetrack insights`: the window, run counts, success rate, durations, queue, MTTR, DORA,
+    the slowest stages (by p95) and the flakiest (by flaky rate, those with any), and the series as
+    one line per bucket with a bar of its run count."""
+    runs: dict = answer["runs"] if isinstance(answer.get("runs"), dict) else {}
+    lines = [f"insights of {clean(scope, 120)}, {clean(answer.get('from'))} .. {clean(answer.get('to'))}", ""]
+    lines.append(f"runs          {number(runs.get('total'))} total: {number(runs.get('success'))} success, "
+                 f"{number(runs.get('failure'))} failure, {number(runs.get('cancelled'))} cancelled, "
+                 f"{number(runs.get('timedOut'))} timed out")
+    lines.append(f"success rate  {rate(answer.get('successRate'))}  (success / runs not cancelled)")
+    lines.append("duration      " + "  ".join(
+        f"{k} {duration(_get(answer, 'duration', k))}" for k in ("p50", "p90", "p95", "mean")))
+    lines.append("queue         " + "  ".join(f"{k} {duration(_get(answer, 'queue', k))}" for k in ("p50",
+                                                                                                    "p95")))
+    lines.append(f"MTTR          {duration(answer.get('mttrSeconds'))}  (a failure to the next success)")
+    lines += ["", "DORA",
+              f"  deployment frequency  {number(_get(answer, 'dora', 'deploymentFrequency'))} per day",
+              f"  lead time p50         {duration(_get(answer, 'dora', 'leadTimeSeconds', 'p50'))}",
+              f"  change failure rate   {rate(_get(answer, 'dora', 'changeFailureRate'))}",
+              f"  time to restore p50   {duration(_get(answer, 'dora', 'timeToRestoreSeconds', 'p50'))}"]
+    stages = [s for s in answer.get("stages") or [] if isinstance(s, dict)]
+
+    def p95(s: dict) -> float:
+        value = _get(s, "duration", "p95")
+        return float(value) if isinstance(value, int | float) else -1.0
+
+    def stage_table(title: str, chosen: list[dict]) -> list[str]:
+        rows = [[s.get("name"), number(s.get("runs")), rate(s.get("successRate")),
+                 duration(_get(s, "duration", "p50")), duration(_get(s, "duration", "p95")),
+                 rate(s.get("flakyRate")), number(s.get("retries"))] for s in chosen]
+        return ["", title, table(["STAGE", "RUNS", "SUCCESS", "P50", "P95", "FLAKY", "RETRIES"],
+                                 rows).rstrip("\n")]
+
+    if stages:
+        lines += stage_table("slowest stages (by p95)", sorted(stages, key=p95, reverse=True)[:TOP_STAGES])
+        flaky = [s for s in stages if isinstance(s.get("flakyRate"), int | float) and s["flakyRate"] > 0]
+        flaky.sort(key=lambda s: float(s["flakyRate"]), reverse=True)
+        lines += (stage_table("flakiest stages (failed, then passed on a retry)", flaky[:TOP_STAGES]) if flaky
+                  else ["", "flakiest stages: none (no stage failed and then passed on a retry)"])
+    else:
+        lines += ["", "stages: none in this window"]
+    series = [b for b in answer.get("series") or [] if isinstance(b, dict)]
+    if series:
+        most = max([b["runs"] for b in series if isinstance(b.get("runs"), int | float)] + [1])
+        full = "█" if unicode else "#"
+        rows = [[str(b.get("start"))[:10], number(b.get("runs")), rate(b.get("successRate")),
+                 duration(b.get("p50")), duration(b.get("p95")),
+                 full * (round(b["runs"] / most * SPARK_WIDTH) if isinstance(b.get("runs"),
+                                                                             int | float) else 0)]
+                for b in series]
+        lines += ["", f"series (per {clean(answer.get('granularity'))})",
+                  table(["START", "RUNS", "SUCCESS", "P50", "P95", ""], rows,
+                        max_width=SPARK_WIDTH).rstrip("\n")]
+    return "\n".join(lines) + "\n"

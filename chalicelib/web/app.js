@@ -151,6 +151,8 @@ function stopPolling() {
   state.timer = null;
   state.ticker = null;
   state.resume = null;
+  state.resize = null;
+  state.insights = null;
 }
 
 function showError(error) {
@@ -218,8 +220,13 @@ $("sign-out").addEventListener("click", async () => {
 function route() {
   if (!state.session) return;
   stopPolling();
-  const path = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
+  const raw = location.hash.replace(/^#/, "");
   for (const link of document.querySelectorAll(".top nav a")) link.removeAttribute("aria-current");
+  if (raw === "/insights" || raw.startsWith("/insights?")) {
+    $("nav-insights").setAttribute("aria-current", "page");
+    return insightsPage(new URLSearchParams(raw.slice("/insights".length + 1)));
+  }
+  const path = decodeURIComponent(raw) || "/";
   let match;
   if ((match = path.match(/^\/runs\/(.+)$/))) return runPage(match[1]);
   if ((match = path.match(/^\/pipelines\/(.+)$/))) return pipelinePage(match[1]);
@@ -527,6 +534,271 @@ function approvalsPage() {
         h("td", { text: when(item.waitingSince) }),
         h("td", {}, stageActions(item.stage))))))));
   });
+}
+
+// ---- insights: figures from GET /api/insights (the server's aggregates), drawn as SVG ----------
+
+const SVG = "http://www.w3.org/2000/svg";
+const INSIGHT_FILTERS = ["pipeline", "stage", "from", "to", "granularity"];
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function isNumber(value) {
+  return typeof value === "number" && Number.isFinite(value);
+}
+
+function percent(value) {
+  return isNumber(value) ? `${(value * 100).toFixed(1)}%` : "—";
+}
+
+function count(value) {
+  return isNumber(value) ? value.toLocaleString("en-US", { maximumFractionDigits: 2 }) : "—";
+}
+
+function day(iso) {
+  return typeof iso === "string" ? iso.slice(0, 10) : "—";
+}
+
+// The window's bounds as the API gives them: UTC days (YYYY-MM-DD, shown as they are: the
+// browser's time zone must not shift them), or an instant shown in UTC.
+function utc(iso) {
+  if (typeof iso !== "string") return "—";
+  if (/^\d{4}-\d{2}-\d{2}$/.test(iso)) return iso;
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : `${date.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+function insightsPage(params) {
+  document.title = "Insights · stagetrack";
+  const query = new URLSearchParams();
+  for (const key of INSIGHT_FILTERS) if (params.get(key)) query.set(key, params.get(key));
+  const view = state.view;
+  const body = h("div", { id: "insights", "aria-live": "polite" }, h("p", { class: "muted", text: "Loading…" }));
+  show(h("h1", { text: "Insights" }), insightsFilters(query), body);
+  call("GET", `api/insights${query.toString() ? `?${query}` : ""}`).then((answer) => {
+    if (view !== state.view) return;
+    body.replaceChildren(...insightsBody(answer, query));
+    drawInsightCharts(answer);
+  }).catch((error) => {
+    if (view !== state.view) return;
+    const text = error.status === 404 && !query.get("pipeline")
+      ? "Insights are not available on this server yet."
+      : error instanceof ApiError ? `${error.message} (${error.status})` : String(error.message || error);
+    body.replaceChildren(h("p", { class: "error load-error", role: "alert", text }));
+  });
+  state.resize = () => { if (view === state.view && state.insights) drawInsightCharts(state.insights); };
+}
+
+window.addEventListener("resize", () => { if (state.resize) state.resize(); });
+
+// The filters are a form whose submit rewrites the hash (#/insights?pipeline=…): the URL is the
+// state, so a view can be bookmarked or shared, and Back returns to the previous filters.
+function insightsFilters(query) {
+  const field = (id, text, control) => h("div", { class: "field" }, h("label", { for: id, text }), control);
+  const pipeline = h("select", { id: "f-pipeline", name: "pipeline" }, h("option", { value: "", text: "every pipeline" }));
+  if (query.get("pipeline")) pipeline.append(h("option", { value: query.get("pipeline"), text: query.get("pipeline"), selected: true }));
+  call("GET", "api/pipelines?runs=0&limit=100").then((page) => {
+    for (const item of (page && page.items) || []) {
+      if (item.name !== query.get("pipeline")) pipeline.append(h("option", { value: item.name, text: item.name }));
+    }
+  }).catch(() => {});
+  const stage = h("input", { id: "f-stage", name: "stage", type: "text", list: "f-stages", autocomplete: "off",
+                             value: query.get("stage") || "", placeholder: "every stage" });
+  const from = h("input", { id: "f-from", name: "from", type: "date", value: day(query.get("from") || "") });
+  const to = h("input", { id: "f-to", name: "to", type: "date", value: day(query.get("to") || "") });
+  const granularity = h("select", { id: "f-granularity", name: "granularity" },
+    ["day", "week"].map((g) => h("option", { value: g, text: g, selected: (query.get("granularity") || "day") === g })));
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Insights filters", onsubmit: (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    for (const [key, control] of [["pipeline", pipeline], ["stage", stage], ["from", from], ["to", to], ["granularity", granularity]]) {
+      if (control.value.trim()) next.set(key, control.value.trim());
+    }
+    const hash = `#/insights${next.toString() ? `?${next}` : ""}`;
+    if (location.hash === hash) route(); else location.hash = hash;
+  } },
+  field("f-pipeline", "Pipeline", pipeline), field("f-stage", "Stage", stage), h("datalist", { id: "f-stages" }),
+  field("f-from", "From", from), field("f-to", "To", to), field("f-granularity", "Granularity", granularity),
+  h("button", { type: "submit", text: "Show" }));
+  return form;
+}
+
+function tile(title, value, note) {
+  return h("div", { class: "tile" }, h("span", { class: "tile-title", text: title }),
+    h("span", { class: "tile-value", text: value }), note ? h("span", { class: "tile-note muted", text: note }) : null);
+}
+
+function insightsBody(answer, query) {
+  state.insights = answer;
+  const runs = answer.runs || {};
+  const duration = answer.duration || {};
+  const queue = answer.queue || {};
+  const dora = answer.dora || {};
+  const stages = (answer.stages || []).filter((x) => x && typeof x === "object");
+  const names = $("f-stages");
+  if (names) names.replaceChildren(...stages.map((x) => h("option", { value: x.name })));
+  const scope = [query.get("pipeline") ? `pipeline ${query.get("pipeline")}` : "every pipeline you see",
+    query.get("stage") ? `stage ${query.get("stage")}` : null].filter(Boolean).join(", ");
+  const slowest = [...stages].sort((a, b) => ((b.duration || {}).p95 ?? -1) - ((a.duration || {}).p95 ?? -1)).slice(0, 5);
+  const flakiest = stages.filter((x) => isNumber(x.flakyRate) && x.flakyRate > 0)
+    .sort((a, b) => b.flakyRate - a.flakyRate).slice(0, 5);
+  return [
+    h("p", { class: "muted", id: "window", text: `${scope} · ${utc(answer.from)} – ${utc(answer.to)} · by ${answer.granularity || "day"}` }),
+    h("section", { "aria-labelledby": "h-summary" }, h("h2", { id: "h-summary", text: "Runs" }),
+      h("div", { class: "tiles", id: "summary" },
+        tile("Runs", count(runs.total), `${count(runs.success)} success · ${count(runs.failure)} failure · ${count(runs.cancelled)} cancelled · ${count(runs.timedOut)} timed out`),
+        tile("Success rate", percent(answer.successRate), "success / runs not cancelled"),
+        tile("Duration p50", seconds(duration.p50), `p90 ${seconds(duration.p90)} · p95 ${seconds(duration.p95)} · mean ${seconds(duration.mean)}`),
+        tile("Queue p50", seconds(queue.p50), `p95 ${seconds(queue.p95)}`),
+        tile("MTTR", seconds(answer.mttrSeconds), "a failure to the next success"))),
+    h("section", { "aria-labelledby": "h-dora" }, h("h2", { id: "h-dora", text: "DORA" }),
+      h("div", { class: "tiles", id: "dora" },
+        tile("Deployment frequency", `${count(dora.deploymentFrequency)} / day`),
+        tile("Lead time p50", seconds((dora.leadTimeSeconds || {}).p50), "commit to deployed"),
+        tile("Change failure rate", percent(dora.changeFailureRate)),
+        tile("Time to restore p50", seconds((dora.timeToRestoreSeconds || {}).p50)))),
+    chartFigure("c-duration", "Duration trend", "p50 line, p95 dashed, p50–p95 band, per bucket"),
+    chartFigure("c-success", "Success rate", "success / runs not cancelled, per bucket"),
+    chartFigure("c-throughput", "Throughput", "runs per bucket"),
+    seriesTable(answer),
+    stageTable("slowest", "Slowest stages", "by p95", slowest),
+    stageTable("flakiest", "Flakiest stages", "failed, then passed on a retry", flakiest),
+  ];
+}
+
+function chartFigure(id, title, note) {
+  return h("figure", { class: "chart", id },
+    h("figcaption", {}, h("strong", { text: title }), h("span", { class: "muted", text: ` · ${note}` })),
+    h("div", { class: "plot" }));
+}
+
+function seriesTable(answer) {
+  const rows = (answer.series || []).map((b) => h("tr", {},
+    h("th", { scope: "row", text: day(b.start) }), h("td", { text: count(b.runs) }), h("td", { text: percent(b.successRate) }),
+    h("td", { text: seconds(b.p50) }), h("td", { text: seconds(b.p95) })));
+  return h("details", { class: "card" }, h("summary", { text: "The series as a table" }),
+    h("div", { class: "scroll" }, h("table", { id: "series" },
+      h("thead", {}, h("tr", {}, ["Start", "Runs", "Success rate", "p50", "p95"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows))));
+}
+
+function stageTable(id, title, note, stages) {
+  const most = Math.max(1, ...stages.map((x) => (id === "slowest" ? (x.duration || {}).p95 : x.flakyRate) || 0));
+  const rows = stages.map((x) => {
+    const value = id === "slowest" ? (x.duration || {}).p95 : x.flakyRate;
+    const bar = h("span", { class: `hbar ${id === "slowest" ? "hbar-time" : "hbar-flaky"}` });
+    bar.style.width = `${Math.max(((value || 0) / most) * 100, 1).toFixed(1)}%`; // CSSOM: allowed by the CSP
+    return h("tr", { "data-stage": x.name },
+      h("th", { scope: "row", text: x.name }),
+      h("td", { class: "bar-cell", "aria-hidden": "true" }, h("span", { class: "hbar-track" }, bar)),
+      h("td", { text: count(x.runs) }), h("td", { text: percent(x.successRate) }),
+      h("td", { text: seconds((x.duration || {}).p50) }), h("td", { text: seconds((x.duration || {}).p95) }),
+      h("td", { text: percent(x.flakyRate) }), h("td", { text: count(x.retries) }));
+  });
+  return h("section", { "aria-labelledby": `h-${id}` }, h("h2", { id: `h-${id}` }, title, h("span", { class: "muted", text: ` · ${note}` })),
+    rows.length ? h("div", { class: "scroll" }, h("table", { id },
+      h("thead", {}, h("tr", {}, ["Stage", "", "Runs", "Success", "p50", "p95", "Flaky", "Retries"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows)))
+      : h("p", { class: "muted", text: id === "flakiest" ? "No stage failed and then passed on a retry." : "No stage ran in this window." }));
+}
+
+// One SVG per chart, as wide as its box (redrawn on resize, so text keeps its size on a phone):
+// buckets on x, values on y from 0 to the largest; a bucket without data leaves a gap.
+function drawInsightCharts(answer) {
+  const series = (answer.series || []).filter((b) => b && typeof b === "object");
+  const label = (b) => day(b.start);
+  plot("c-duration", series, {
+    max: Math.max(0, ...series.map((b) => (isNumber(b.p95) ? b.p95 : isNumber(b.p50) ? b.p50 : 0))),
+    format: seconds, band: [(b) => b.p50, (b) => b.p95], line: (b) => b.p50,
+    describe: (b) => `${label(b)}: p50 ${seconds(b.p50)}, p95 ${seconds(b.p95)}, ${count(b.runs)} runs`,
+    summary: `Run duration per ${answer.granularity || "day"}: p50 ${seconds((answer.duration || {}).p50)}, p95 ${seconds((answer.duration || {}).p95)} over the window`,
+  });
+  plot("c-success", series, {
+    max: 1, format: percent, line: (b) => b.successRate,
+    describe: (b) => `${label(b)}: success rate ${percent(b.successRate)} of ${count(b.runs)} runs`,
+    summary: `Success rate per ${answer.granularity || "day"}: ${percent(answer.successRate)} over the window`,
+  });
+  plot("c-throughput", series, {
+    max: 2 * Math.ceil(Math.max(1, ...series.map((b) => (isNumber(b.runs) ? b.runs : 0))) / 2), // whole ticks
+    format: count, bars: (b) => b.runs,
+    describe: (b) => `${label(b)}: ${count(b.runs)} runs`,
+    summary: `Runs per ${answer.granularity || "day"}: ${count((answer.runs || {}).total)} in the window`,
+  });
+}
+
+function plot(id, series, opts) {
+  const figure = $(id);
+  if (!figure) return;
+  const box = figure.querySelector(".plot");
+  const width = Math.max(280, Math.round(box.clientWidth || 600));
+  const height = 180;
+  const pad = { left: 64, right: 12, top: 10, bottom: 28 };
+  const w = width - pad.left - pad.right;
+  const hgt = height - pad.top - pad.bottom;
+  const n = Math.max(series.length, 1);
+  const step = w / n;
+  const x = (i) => pad.left + step * i + step / 2;
+  const value = opts.line || opts.bars;
+  const empty = !(opts.max > 0) || !series.some((b) => isNumber(value(b)) && (opts.line || value(b) > 0));
+  const max = empty ? 1 : opts.max;
+  const y = (v) => pad.top + hgt - (v / max) * hgt;
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": opts.summary, class: "plot-svg" });
+  for (const frac of empty ? [0] : [0, 0.5, 1]) {
+    svg.append(s("line", { class: "grid", x1: pad.left, x2: width - pad.right, y1: y(max * frac), y2: y(max * frac) }),
+      s("text", { class: "tick", x: pad.left - 6, y: y(max * frac) + 4, "text-anchor": "end" }, opts.format(max * frac)));
+  }
+  const ticks = new Set([0, Math.floor((series.length - 1) / 2), series.length - 1]);
+  series.forEach((b, i) => {
+    if (ticks.has(i)) svg.append(s("text", { class: "tick", x: x(i), y: height - 8, "text-anchor": "middle" }, day(b.start)));
+  });
+  const runs = (points) => { // consecutive buckets with a value: one polyline each (gaps stay gaps)
+    const out = [];
+    let current = [];
+    for (const p of points) {
+      if (p) current.push(p); else if (current.length) { out.push(current); current = []; }
+    }
+    if (current.length) out.push(current);
+    return out;
+  };
+  if (opts.bars && !empty) {
+    series.forEach((b, i) => {
+      const v = opts.bars(b);
+      if (!isNumber(v)) return;
+      const bw = Math.max(step * 0.7, 2);
+      svg.append(s("rect", { class: "bar", x: x(i) - bw / 2, y: y(v), width: bw, height: Math.max(pad.top + hgt - y(v), 0) },
+        s("title", {}, opts.describe(b))));
+    });
+  }
+  if (opts.band) {
+    const [low, high] = opts.band;
+    const pts = series.map((b, i) => (isNumber(low(b)) && isNumber(high(b)) ? [x(i), y(low(b)), y(high(b))] : null));
+    for (const part of runs(pts)) {
+      const edge = part.length === 1 ? [[part[0][0] - step / 4, ...part[0].slice(1)], [part[0][0] + step / 4, ...part[0].slice(1)]] : part;
+      const d = edge.map((p) => `${p[0].toFixed(1)},${p[2].toFixed(1)}`).concat(
+        [...edge].reverse().map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`)).join(" ");
+      svg.append(s("polygon", { class: "band", points: d }));
+    }
+    const p95 = series.map((b, i) => (isNumber(high(b)) ? [x(i), y(high(b))] : null));
+    for (const part of runs(p95)) svg.append(s("polyline", { class: "line line-p95", points: part.map((p) => p.map((c) => c.toFixed(1)).join(",")).join(" ") }));
+  }
+  if (opts.line) {
+    const pts = series.map((b, i) => (isNumber(opts.line(b)) ? [x(i), y(opts.line(b))] : null));
+    for (const part of runs(pts)) svg.append(s("polyline", { class: "line", points: part.map((p) => p.map((c) => c.toFixed(1)).join(",")).join(" ") }));
+    series.forEach((b, i) => {
+      if (pts[i]) svg.append(s("circle", { class: "point", cx: pts[i][0], cy: pts[i][1], r: 3 }, s("title", {}, opts.describe(b))));
+    });
+  }
+  if (empty) svg.append(s("text", { class: "tick", x: width / 2, y: height / 2, "text-anchor": "middle" }, "no runs in this window"));
+  box.replaceChildren(svg);
 }
 
 // ---- confirmation dialog ----------------------------------------------------------------------

@@ -359,3 +359,34 @@ def test_finding_runs_across_pipelines_pipelines_and_the_approvals_inbox(cli):
     ok(cli("approve", b))
     inbox = json.loads(ok(cli("approvals", "--all", "-o", "json")))["items"]
     assert [i for i in inbox if i["run"]["id"] == b] == []
+
+
+def test_insights_against_the_real_route(cli, start_chalice_local):
+    """`stagetrack insights` over runs created here, against the real `GET /api/insights`, on a
+    stack with the local ticker and outbox threads (the aggregates are fed from the change
+    stream). Skips itself while the route answers 404 (it lands with issue 14's aggregates)."""
+    import time
+
+    probe = requests.get(f"{cli.base}/api/insights", headers={"Authorization": f"Bearer {cli.admin}"},
+                         timeout=30)
+    if probe.status_code == 404:
+        pytest.skip("GET /api/insights answers 404: the route is not on this branch yet "
+                    "(it lands with issue 14's aggregates; this test runs as soon as it does)")
+    with start_chalice_local(STAGETRACK_ADMIN_TOKEN=cli.admin, STAGETRACK_LOCAL_TICKER="1",
+                             STAGETRACK_TABLE=f"insights-{uuid.uuid4().hex[:12]}") as (base, _log):
+        name = pipeline()
+        for verb in ("succeed", "succeed", "fail"):
+            run_id = ok(cli("run", "create", name, "--stage", "BUILD", "-q", url=base)).strip()
+            ok(cli("stage", "start", run_id, "BUILD", url=base))
+            ok(cli("stage", verb, run_id, "BUILD", url=base))
+        deadline = time.monotonic() + 15
+        while True:  # the stream consumer adds finished runs within seconds
+            answer = json.loads(ok(cli("insights", "--pipeline", name, "-o", "json", url=base)))
+            if answer["runs"]["total"] >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (answer["runs"]["total"], answer["runs"]["success"], answer["runs"]["failure"]) == (3, 2, 1)
+        table = ok(cli("insights", "--pipeline", name, url=base))
+        assert table.startswith(f"insights of pipeline {name}, ")
+        assert "runs          3 total: 2 success, 1 failure, 0 cancelled, 0 timed out" in table
+        assert "success rate  66.7%" in table

@@ -46,6 +46,7 @@ NO_RUN = {
     ),
     ("docs/cli.md", "pip install .     # the `stagetrack` console script (stagetrack_cli/, pyproject.toml)"),
     ("docs/insights.md", "make insights-rebuild          # or: python -m tools.rebuild_insights"),
+    ("docs/otel.md", "STAGETRACK_URL=https://ci.example.com/api STAGETRACK_TOKEN=$READ_TOKEN \\"),
     ("docs/deploy.md", "export AWS_DEFAULT_REGION=eu-west-1"),
     ("docs/runbook.md", "TOPIC=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (

@@ -749,3 +749,97 @@ def test_schedules_list_and_delete_quote_the_path_segments():
     assert code == 0 and "sch_1" in out and " no " in f" {out} ".replace("\n", " ")
     code, _, _ = run_cli(["schedules", "delete", "a b", "sch_1"], api)
     assert code == 0 and api.requests[-1]["method"] == "DELETE"
+
+
+# ---- insights ----
+
+
+def test_insights_asks_the_route_with_the_filters_and_prints_a_summary():
+    from tests.fixtures.insights import sample
+
+    api = FakeApi({("GET", "/api/insights"): [sample()]})
+    code, out, err = run_cli(["insights", "--pipeline", "web", "--stage", "build", "--from", "2026-03-01",
+                              "--to", "2026-03-03", "--granularity", "day"], api)
+    assert (code, err) == (0, "")
+    from urllib.parse import parse_qs
+
+    assert parse_qs(api.requests[0]["query"]) == {
+        "pipeline": ["web"], "stage": ["build"], "from": ["2026-03-01"], "to": ["2026-03-03"],
+        "granularity": ["day"]}
+    assert out.startswith("insights of pipeline web, stage build, 2026-03-01 .. 2026-03-03\n")
+    assert "runs          40 total: 30 success, 6 failure, 2 cancelled, 2 timed out" in out
+    assert "success rate  78.9%" in out  # 30 / (40 - 2)
+    assert "duration      p50 4m10s  p90 10m10s  p95 12m22s  mean 5m01s" in out
+    assert "queue         p50 4s  p95 1m35s" in out and "MTTR          1h30m" in out
+    assert "deployment frequency  2.5 per day" in out and "lead time p50         2h00m" in out
+    assert "change failure rate   10.0%" in out and "time to restore p50   1h00m" in out
+    slowest = out.split("slowest stages (by p95)\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in slowest] == ["STAGE", "integration-tests", "build", "deploy"]
+    flakiest = out.split("flakiest stages (failed, then passed on a retry)\n")[1]
+    flakiest = flakiest.split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in flakiest] == ["STAGE", "integration-tests", "deploy"]  # build: 0
+    assert "integration-tests  38    80.0%    2m20s  8m40s  12.5%  6" in flakiest
+    series = out.split("series (per day)\n")[1].splitlines()
+    assert series[1].startswith("2026-03-01  25    80.0%    4m00s  11m40s  ") and series[1].endswith("#" * 30)
+    assert series[2].rstrip() == "2026-03-02  0     -        -      -"  # an empty day: no bar, no rate
+    assert series[3].endswith(" " + "#" * 18)  # 15 of 25 runs: 18 of 30 columns
+
+
+def test_insights_without_filters_sends_none_and_json_is_the_answer_as_is():
+    from tests.fixtures.insights import empty
+
+    api = FakeApi({("GET", "/api/insights"): [empty()]})
+    code, out, _ = run_cli(["insights", "-o", "json"], api)
+    assert code == 0 and api.requests[0]["query"] == "" and json.loads(out) == empty()
+    code, out, _ = run_cli(["insights"], api)
+    assert code == 0 and out.startswith("insights of every pipeline you see, ")
+    assert "success rate  -" in out and "stages: none in this window" in out
+    assert "lead time p50         -" in out and "deployment frequency  0 per day" in out
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["insights", "--from", "yesterday"], "--from 2026-03-01"),
+    (["insights", "--from", "2026-03-01T12:00:00Z"], "YYYY-MM-DD"),  # the route reads days
+    (["insights", "--to", "2026-13-01"], "--to 2026-03-01"),
+    (["insights", "--granularity", "month"], "invalid choice"),
+])
+def test_insights_refuses_bad_arguments_before_asking(argv, hint):
+    api = FakeApi({})
+    code, out, err = run_cli(argv, api)
+    assert (code, out, api.requests) == (2, "", []) and hint in err
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(401, 3), (403, 3), (404, 4), (400, 6), (429, 7), (503,
+                                                                                                      7)])
+def test_insights_refusals_have_the_documented_exit_codes(status, exit_code):
+    api = FakeApi({("GET", "/api/insights"): [(status, {"error": {"code": "x", "message": "no"}})]})
+    code, out, err = run_cli(["insights", "--pipeline", "secret-pipeline"], api)
+    assert (code, out) == (exit_code,
+                           "") and err.startswith(f"stagetrack: error: GET /api/insights: {status}")
+
+
+@pytest.mark.parametrize("answer", [{"items": []}, [1, 2], {"runs": {"total": "x"},
+                                                            "stages": [{"duration": 3}]}])
+def test_insights_answer_of_another_shape_is_exit_7_not_a_traceback(answer):
+    code, out, err = run_cli(["insights"], FakeApi({("GET", "/api/insights"): [answer]}))
+    assert code in (0, 7) and "Traceback" not in err
+    if not (isinstance(answer, dict) and isinstance(answer.get("runs"), dict)):
+        assert code == 7 and "not an insights answer" in err
+
+
+def test_insights_stage_names_from_the_server_cannot_write_escapes():
+    from tests.fixtures.insights import sample
+
+    answer = sample()
+    answer["stages"][0]["name"] = "evil\x1b]0;pwned\x07"
+    code, out, _ = run_cli(["insights"], FakeApi({("GET", "/api/insights"): [answer]}))
+    assert code == 0 and "\x1b" not in out and "evil?]0;pwned?" in out
+
+
+def test_the_insights_example_in_docs_cli_is_what_the_cli_prints():
+    from tests.fixtures.insights import sample
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    command = "$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-03\n"
+    shown = text.split(command)[1].split("```")[0]
+    assert shown == render.insights(sample(), "pipeline web", unicode=True)
