@@ -16,6 +16,7 @@ from .active import ActiveTimers
 from .deliveries import DeliveryLog
 from .dialects import DialectLookups
 from .finder import Finder
+from .groups import GroupStore
 from .idempotency import IdempotencyStore
 from .models import ClientLimits, item_models
 from .pipelines import PipelineStore
@@ -46,5 +47,5 @@ def build_stores(settings: Settings) -> Stores:
         tokens=TokenStore(items, writer), sources=SourceStore(items, writer),
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
         timers=ActiveTimers(items), changes=StreamDecoder(), finder=Finder(items, codec),
-        schedules=ScheduleStore(items),
+        schedules=ScheduleStore(items), groups=GroupStore(items, runs),
     )
