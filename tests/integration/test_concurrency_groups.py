@@ -1,0 +1,103 @@
+"""Concurrency groups on moto's DynamoDB: the service flows of the unit tier on the DynamoDB store
+(the group item, its conditions, the sparse index the sweeper reads), and the round trips each
+create and each end of a grouped run costs (docs/performance.md)."""
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import wiring
+from chalicelib.domain.concurrency import Mode
+from chalicelib.domain.schemas import PatchStageIn
+from chalicelib.domain.status import StageStatus as S
+from chalicelib.service import concurrency, runs
+from tests.integration.test_operations_api import create
+from tests.unit import test_concurrency as cases
+
+FLOWS = [
+    cases.test_queued_runs_wait_and_start_by_themselves_in_order,
+    cases.test_a_queued_run_refuses_to_start_a_stage_and_leaves_the_queue_when_cancelled,
+    cases.test_superseded_cancels_the_active_run_with_the_new_ones_creation,
+    cases.test_superseded_takes_a_group_whose_holder_already_ended_without_cancelling_it,
+    cases.test_a_run_group_key_serializes_only_its_own_group,
+    cases.test_a_finished_run_retried_takes_its_group_back_only_if_free,
+    cases.test_deleting_the_holder_promotes_the_next_run,
+    cases.test_release_lock_lets_the_holder_run_on_and_starts_the_next,
+    cases.test_schedule_like_the_latest_follows_the_pipelines_mode,
+]
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.__name__[5:])
+def test_the_service_flows_hold_on_dynamodb(ctx, flow):
+    flow(ctx)
+
+
+def test_the_sweeper_finds_a_lost_release_on_the_sparse_index(ctx, clock, monkeypatch):
+    cases.test_the_sweeper_frees_a_group_whose_holder_ended_without_releasing_it(ctx, clock, monkeypatch)
+
+
+def test_a_big_layout_is_refused_before_anything_is_written(ctx, clock):
+    cases.test_a_run_of_a_group_has_at_most_64_stages(ctx, clock)
+
+
+# ---- round trips -------------------------------------------------------------------------------
+
+def _setup(client, mode: str, group: str | None = None):
+    create(client, ["BUILD"])
+    body = {"mode": mode, **({"group": group} if group else {})}
+    assert client.put("/api/pipelines/web/concurrency", body).status_code == 200
+
+
+def test_a_parallel_create_costs_what_it_always_did(client, ddb_calls):
+    create(client, ["BUILD"])
+    ddb_calls.clear()
+    create(client, ["BUILD"])
+    assert dict(ddb_calls) == {"UpdateItem": 1, "TransactWriteItems": 1}
+
+
+@pytest.mark.parametrize("mode,expected_status", [("QUEUED", "QUEUED"), ("SUPERSEDED", "IDLE")])
+def test_a_grouped_create_reads_its_group_once(client, ddb_calls, mode, expected_status):
+    """Free group: 1 GetItem more. Held: QUEUED the same; SUPERSEDED 1 Query more (the run it
+    cancels, in the same transaction)."""
+    _setup(client, mode)
+    ddb_calls.clear()
+    assert create(client, ["BUILD"])["status"] == "IDLE"
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "TransactWriteItems": 1}
+    ddb_calls.clear()
+    assert create(client, ["BUILD"])["status"] == expected_status
+    more = {"Query": 1} if mode == "SUPERSEDED" else {}
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "TransactWriteItems": 1, **more}
+
+
+def test_ending_the_holder_promotes_the_next_run_in_one_more_transaction(ctx, ddb_calls):
+    """A stage change of a grouped run reads the whole run (its end is decided on every stage);
+    the change that ends it then frees the group: 1 GetItem (group) + 1 Query (the queued run)
+    + 1 TransactWriteItems (group + promoted run, conditioned on the ended run)."""
+    cases.configure(ctx, Mode.QUEUED)
+    cases.create(ctx)
+    cases.create(ctx)
+    runs.patch_stage(ctx, "web:2:1", PatchStageIn(status=S.IN_PROGRESS))
+    ddb_calls.clear()
+    runs.patch_stage(ctx, "web:2:1", PatchStageIn(status=S.SUCCESS))
+    assert dict(ddb_calls) == {"BatchGetItem": 1, "Query": 2, "TransactWriteItems": 2, "GetItem": 1}
+    assert cases.status(ctx, "web:3") == S.IDLE
+
+
+def test_the_status_of_a_grouped_pipeline_reads_its_default_group(client, ddb_calls):
+    _setup(client, "QUEUED", group="deploy")
+    create(client, ["BUILD"])
+    ddb_calls.clear()
+    body = client.get("/api/pipelines/web/status").json
+    assert (body["locked"], body["lockedBy"]) == (True, "web:2")
+    assert dict(ddb_calls) == {"GetItem": 2}
+
+
+def test_a_queued_run_is_listed_by_its_status(client):
+    _setup(client, "QUEUED")
+    create(client, ["BUILD"])
+    create(client, ["BUILD"])
+    listed = client.get("/api/runs?pipeline=web&status=QUEUED").json["items"]
+    assert [(run["id"], run["status"]) for run in listed] == [("web:3", "QUEUED")]
+    promoted = concurrency.release_lock(wiring.context(), "web")
+    assert promoted == "web:3"
+    assert client.get("/api/runs?pipeline=web&status=QUEUED").json["items"] == []
+    assert client.get("/api/runs?pipeline=web&status=IDLE").json["items"][0]["id"] == "web:3"
