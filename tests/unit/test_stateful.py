@@ -283,3 +283,156 @@ test_approval_policies_on_the_pure_domain = ApprovalPolicyMachine.TestCase
 
 # ---- the same through the service and the store (moto) -----------------------------------------
 
+
+
+# ---- concurrency groups (issue 15 item 2): many runs of one group, through the service ---------
+
+class ConcurrencyGroupMachine(RuleBasedStateMachine):
+    """Runs of one QUEUED or SUPERSEDED group created, started, ended, cancelled, retried and
+    deleted in any order, GoCD's releaseLock, and a holder's end whose release is lost (the
+    writer died after its commit) until the sweeper's pass. After every step:
+    - at most one run of the group is active (neither final nor QUEUED), the runs a releaseLock
+      let go aside (they run on by design), and it is the group's holder;
+    - the group's queue is exactly its QUEUED runs, oldest first, and a QUEUED run has only IDLE
+      stages; QUEUED runs exist only while the group is held (by a run that is active, or ended
+      with its release lost and not yet swept);
+    - a refused operation changes nothing.
+    ``ctx_factory`` builds the context (memory here; moto in tests/integration)."""
+
+    def ctx_factory(self, clock):
+        from chalicelib import wiring
+        from chalicelib.settings import Settings
+
+        return wiring.memory_context(Settings(table_name="stagetrack-test", region="us-east-1"), clock)
+
+    @initialize(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    def start(self, mode):
+        from chalicelib.domain.concurrency import Mode
+        from chalicelib.service import concurrency
+
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        self.ctx = self.ctx_factory(self.clock)
+        self.mode = Mode(mode)
+        self.counter = 1
+        self.released: set[str] = set()  # let go by releaseLock while active
+        self.lost = False  # a holder ended and its release was lost
+        self._create()  # web:1, before the setting: outside any group
+        concurrency.set_setting(self.ctx, "web", self.mode, None)
+
+    def _create(self):
+        from chalicelib.domain.schemas import CreateRunIn
+        from chalicelib.service import runs
+
+        body = CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]}')
+        self.counter = runs.create_run(self.ctx, body, actor="alice").run.counter
+
+    def _run(self, n):
+        return f"web:{(n % self.counter) + 1}"
+
+    def _all(self):
+        from chalicelib.service import runs
+
+        found = {}
+        for n in range(1, self.counter + 1):
+            try:
+                found[f"web:{n}"] = runs.get_run(self.ctx, f"web:{n}")
+            except DomainError:
+                continue
+        return found
+
+    def _try(self, action):
+        before = {k: (v.run.version, v.run.status) for k, v in self._all().items()}
+        try:
+            action()
+        except DomainError:
+            assert {k: (v.run.version, v.run.status) for k, v in self._all().items()} == before
+
+    @rule()
+    def create(self):
+        self._try(self._create)
+
+    @rule(n=st.integers(0, 20), status=st.sampled_from([S.IN_PROGRESS, S.SUCCESS, S.FAILURE]),
+          position=st.sampled_from([1, 2]))
+    def patch(self, n, status, position):
+        from chalicelib.domain.schemas import PatchStageIn
+        from chalicelib.service import runs
+
+        stage_id = f"{self._run(n)}:{position}"
+        self._try(lambda: runs.patch_stage(self.ctx, stage_id, PatchStageIn(status=status)))
+
+    @rule(n=st.integers(0, 20))
+    def cancel(self, n):
+        from chalicelib.service import operations
+
+        self._try(lambda: operations.cancel_run(self.ctx, self._run(n), actor="bob"))
+
+    @rule(n=st.integers(0, 20))
+    def retry(self, n):
+        from chalicelib.service import operations
+
+        self._try(lambda: operations.retry_run(self.ctx, self._run(n), ops.SCOPE_ALL))
+
+    @rule(n=st.integers(0, 20))
+    def delete(self, n):
+        from chalicelib.service import runs
+
+        self._try(lambda: runs.delete_run(self.ctx, self._run(n)))
+
+    @rule()
+    def release_lock(self):
+        from chalicelib.service import concurrency
+
+        group = self.ctx.stores.groups.get("web", "web")
+        holder = group.active if group else None
+        concurrency.release_lock(self.ctx, "web")
+        if holder is not None:
+            self.released.add(holder)
+
+    @rule(n=st.integers(0, 20))
+    def end_and_lose_the_release(self, n):
+        """The change that ends a run commits, and its writer dies before freeing the group."""
+        from chalicelib.domain.schemas import PatchStageIn
+        from chalicelib.service import concurrency, runs
+
+        real = concurrency.after_save
+        concurrency.after_save = lambda *args: None
+        try:
+            run_id = self._run(n)
+            self._try(lambda: runs.patch_stage(self.ctx, f"{run_id}:1", PatchStageIn(status=S.FAILURE)))
+        finally:
+            concurrency.after_save = real
+        self.lost = True
+
+    @rule()
+    def sweep(self):
+        from chalicelib.service import timers
+
+        self.clock.advance(61)
+        timers.sweep(self.ctx)
+        self.lost = False
+
+    @invariant()
+    def one_active_at_most(self):
+        if not hasattr(self, "ctx"):
+            return
+        found = self._all()
+        group = self.ctx.stores.groups.get("web", "web")
+        holder = group.active if group else None
+        queue = list(group.queue) if group else []
+        active = [k for k, a in found.items() if a.run.concurrency_group is not None
+                  and a.run.status not in FINAL and a.run.status != S.QUEUED and k not in self.released]
+        assert len(active) <= 1, {k: a.run.status for k, a in found.items()}
+        if active:
+            assert holder == active[0]
+        queued = [k for k, a in found.items() if a.run.status == S.QUEUED]
+        assert queue == queued == sorted(queued, key=lambda k: int(k.split(":")[1]))
+        for run_id in queued:
+            assert all(s.status == S.IDLE for s in found[run_id].stages)
+        if queued and not self.lost:  # a run waits only behind an active holder
+            assert holder is not None and holder in found and found[holder].run.status not in FINAL
+
+
+ConcurrencyGroupMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None, derandomize=True, database=None,
+)
+test_concurrency_groups_through_the_service = ConcurrencyGroupMachine.TestCase
