@@ -23,7 +23,6 @@ from datetime import datetime
 
 from ..domain.clock import format_iso
 from ..domain.concurrency import (
-    MAX_QUEUE,
     QUEUE,
     SUPERSEDE,
     Admission,
@@ -49,8 +48,6 @@ BACKOFF_SECONDS = 0.01
 # A run of a group is created in one transaction with its group (and, SUPERSEDED, the cancel of
 # the run it replaces): its stages must fit in it beside those (DynamoDB: 100 items).
 MAX_GROUP_RUN_STAGES = 64
-__all__ = ["MAX_QUEUE", "MAX_GROUP_RUN_STAGES", "insert_run", "save", "after_save", "release_lock",
-           "set_setting", "repair", "holder_of"]
 
 
 def _backoff(attempt: int) -> None:
@@ -63,8 +60,26 @@ def _group(ctx: ServiceContext, pipeline: str, name: str) -> Group:
     return ctx.stores.groups.get(pipeline, name) or Group(pipeline=pipeline, name=name)
 
 
+def insert_linked_run(ctx: ServiceContext, aggregate: RunAggregate, *, setting: dict | None,
+                      namespace: str, key: str, created_at: str, actor: str | None) -> bool:
+    """As ``RunLinks.insert_linked_run`` (run + link, all or nothing; False: the link exists, a
+    concurrent writer made its run first, nothing written), in the group the pipeline's setting
+    puts the run in: a schedule's firing (service/schedules.py) follows its pipeline's mode."""
+    if Setting.of(setting).mode == Mode.PARALLEL:
+        return ctx.stores.links.insert_linked_run(aggregate, namespace, key, created_at)
+    try:
+        insert_run(ctx, aggregate, layout=None, setting=setting, group=None, actor=actor,
+                   link=(namespace, key, created_at))
+    except ConcurrentModification:
+        if ctx.stores.links.linked_run(namespace, key) is not None:
+            return False
+        raise
+    return True
+
+
 def insert_run(ctx: ServiceContext, aggregate: RunAggregate, *, layout: dict | None,
-               setting: dict | None, group: str | None, actor: str | None) -> Admission | None:
+               setting: dict | None, group: str | None, actor: str | None,
+               link: tuple[str, str, str] | None = None) -> Admission | None:
     """Write a new run where its pipeline's setting (``setting``, as claimed with its number) and
     its own ``group`` put it. PARALLEL without a group: exactly ``RunStore.insert_run`` (no extra
     round trip). Else 1 GetItem of the group, then one transaction: the run and its stages, the
@@ -91,9 +106,11 @@ def insert_run(ctx: ServiceContext, aggregate: RunAggregate, *, layout: dict | N
         if admission.kind == SUPERSEDE:
             superseded = _superseding(ctx, admission, run, actor)
         try:
-            ctx.stores.groups.insert_run(aggregate, layout, admission.group, superseded)
+            ctx.stores.groups.insert_run(aggregate, layout, admission.group, superseded, link)
             return admission
         except ConcurrentModification:
+            if link is not None and ctx.stores.links.linked_run(*link[:2]) is not None:
+                raise  # the link is taken: the caller's answer, not a race to retry
             _backoff(attempt)
     raise ConcurrentModification(f"concurrency group {placement.group!r} is too busy; retry")
 

@@ -271,10 +271,12 @@ class GroupStore(Protocol):
         """The group (strongly consistent), or None if it was never written."""
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None) -> None:
+                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   link: tuple[str, str, str] | None = None) -> None:
         """The new run with its stages (as ``RunStore.insert_run``), ``group`` written as it is
-        to be (conditioned on the version it carries), and -- SUPERSEDED -- the change of the run
-        it replaces (before, after: its cancel), all in one write."""
+        to be (conditioned on the version it carries), -- SUPERSEDED -- the change of the run
+        it replaces (before, after: its cancel), and ``link`` (namespace, key, created at: as
+        ``RunLinks.insert_linked_run``, on condition it does not exist), all in one write."""
 
     def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
                  promoted: tuple[RunAggregate, RunAggregate] | None = None,

@@ -52,6 +52,7 @@ from .repository import (
     tx_put,
     tx_update,
 )
+from .sources import link_put
 
 # A group with waiting runs is due for the sweeper this long after its latest change: the holder
 # that ended normally released it within its own request long before.
@@ -124,8 +125,11 @@ class GroupStore:
         return items
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None) -> None:
+                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   link: tuple[str, str, str] | None = None) -> None:
         new_items = self._new_run_items(aggregate, layout)
+        if link is not None:
+            new_items.append(link_put(self._items.link, aggregate.run.id, *link))
         group_op = self._group_op(group, format_iso(aggregate.run.created_at))
         effect = {"run": aggregate.run.id}
         if superseded is None:

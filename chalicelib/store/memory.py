@@ -793,11 +793,16 @@ class MemoryGroupStore:
                                                      format_iso(now) or "")
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None) -> None:
+                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   link: tuple[str, str, str] | None = None) -> None:
         with self.db.lock:
             self._check_group(group)
             if superseded is not None:
                 self._check_run(superseded[0])
+            if link is not None:
+                if (link[0], link[1]) in self.db.links:
+                    raise ConcurrentModification("the link exists already; nothing was written")
+                self.db.links[(link[0], link[1])] = aggregate.run.id
             self.runs._insert(aggregate, layout, {"run": aggregate.run.id})
             if superseded is not None:
                 self.runs.save(*superseded)

@@ -35,6 +35,10 @@ def test_the_sweeper_finds_a_lost_release_on_the_sparse_index(ctx, clock, monkey
     cases.test_the_sweeper_frees_a_group_whose_holder_ended_without_releasing_it(ctx, clock, monkeypatch)
 
 
+def test_a_schedule_firing_in_a_group_writes_its_link_with_the_run(ctx, clock):
+    cases.test_a_schedule_firing_follows_the_pipelines_mode_once_per_fire_time(ctx, clock)
+
+
 def test_a_big_layout_is_refused_before_anything_is_written(ctx, clock):
     cases.test_a_run_of_a_group_has_at_most_64_stages(ctx, clock)
 

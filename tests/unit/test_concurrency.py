@@ -4,6 +4,7 @@ the round trips on moto (tests/integration/test_concurrency_groups_cost.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from chalice.test import Client
@@ -277,6 +278,29 @@ def test_schedule_like_the_latest_follows_the_pipelines_mode(memory_ctx):
     create(memory_ctx)
     scheduled = pipelines.schedule(memory_ctx, "web", actor="jez")
     assert scheduled.run.status == S.QUEUED and scheduled.run.concurrency_group == "web"
+
+
+def test_a_schedule_firing_follows_the_pipelines_mode_once_per_fire_time(memory_ctx, clock):
+    from chalicelib.domain.schemas import CreateScheduleIn
+    from chalicelib.service import schedules
+
+    configure(memory_ctx, Q)
+    create(memory_ctx)  # web:2 holds the group
+    schedule = schedules.create(memory_ctx, "web", CreateScheduleIn.model_validate_json(
+        '{"cron": "* * * * *"}'), actor="alice")
+    clock.advance(60)
+    stale = schedules.get(memory_ctx, "web", schedule.id)
+    assert schedules.fire(memory_ctx, "web", schedule.id, clock.now()) == schedules.CREATED
+    fired = runs.get_run(memory_ctx, "web:3")
+    assert (fired.run.status, fired.run.concurrency_group, fired.run.source) == (S.QUEUED, "web", "schedule")
+    assert memory_ctx.stores.groups.get("web", "web").queue == ("web:3",)
+    # a second ticker that read the schedule before the first advanced it finds the link
+    memory_ctx.stores.schedules.replace(replace(schedules.get(memory_ctx, "web", schedule.id),
+                                                next_fire_at=stale.next_fire_at))
+    assert schedules.fire(memory_ctx, "web", schedule.id, clock.now()) == schedules.DUPLICATE
+    assert memory_ctx.stores.groups.get("web", "web").queue == ("web:3",)
+    finish(memory_ctx, "web:2")
+    assert status(memory_ctx, "web:3") == S.IDLE
 
 
 # ---- the API ---------------------------------------------------------------------------------------
