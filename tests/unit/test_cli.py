@@ -697,7 +697,8 @@ def test_run_header_shows_where_the_run_came_from():
 def test_a_run_of_a_concurrency_group_says_so_and_whether_it_waits():
     assert "  concurrency group deploy  (waits for the run holding it)" in render.run_details(
         run("QUEUED", concurrencyGroup="deploy")).splitlines()
-    assert "  concurrency group deploy" in render.run_details(run("IDLE", concurrencyGroup="deploy")).splitlines()
+    idle = render.run_details(run("IDLE", concurrencyGroup="deploy"))
+    assert "  concurrency group deploy" in idle.splitlines()
     assert "concurrency group" not in render.run_details(run("IDLE"))
     api = FakeApi({("POST", "/api/runs"): [(201, run("QUEUED"))]})
     assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "-q"], api)[0] == 0
