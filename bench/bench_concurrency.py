@@ -51,7 +51,8 @@ def main() -> None:
             create("par")
 
         def measure(name: str, before, operation) -> None:
-            times, calls = [], Counter()
+            times: list[float] = []
+            calls: Counter[str] = Counter()
             for _ in range(N):
                 argument = before()
                 with record_calls() as recorded:
