@@ -144,7 +144,8 @@ def save(ctx: ServiceContext, before: RunAggregate, after: RunAggregate, *, loca
         ctx.stores.runs.save(before, after, local=local)
         return
     if before.run.queued:
-        moved = [b.status for b in before.stages] != [a.status for a in after.stages]
+        was = {stage.id: stage.status for stage in before.stages}
+        moved = any(stage.status != was.get(stage.id, stage.status) for stage in after.stages)
         if moved:
             if run_status_of(after.stages) not in FINAL:
                 raise RunQueued(f"run {run.id!r} waits in concurrency group {run.concurrency_group!r}; "

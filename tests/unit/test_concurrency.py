@@ -152,6 +152,10 @@ def test_a_queued_run_refuses_to_start_a_stage_and_leaves_the_queue_when_cancell
     assert status(memory_ctx, "web:3") == S.QUEUED
     # what does not start anything is allowed while it waits
     runs.patch_stage(memory_ctx, "web:3:1", PatchStageIn(timeout_seconds=30))
+    runs.patch_stage(memory_ctx, "web:3:1", PatchStageIn(name="compile"))
+    runs.delete_stage(memory_ctx, "web:3:2")
+    assert [s.name for s in runs.get_run(memory_ctx, "web:3").stages] == ["compile"]
+    assert status(memory_ctx, "web:3") == S.QUEUED
     cancelled = operations.cancel_run(memory_ctx, "web:3", actor="bob")
     assert cancelled.run.status == S.CANCELLED and not cancelled.run.queued
     assert memory_ctx.stores.groups.get("web", "web").queue == ()
