@@ -71,6 +71,8 @@ def _fired(arns: Arns) -> list[dict]:
     return [
         {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "TimerQueue", "Effect": "Allow", "Action": QUEUE_CONSUME, "Resource": [queue_arn(arns)]},
+        # a stage whose end ends its run frees the run's concurrency group: read the group item
+        {"Sid": "Groups", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arns.table()]},
     ]
 
 

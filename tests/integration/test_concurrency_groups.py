@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.test_infra import iam_actions  # noqa: F401 (a fixture)
+
 from chalicelib import wiring
 from chalicelib.domain.concurrency import Mode
 from chalicelib.domain.schemas import PatchStageIn
@@ -105,3 +107,37 @@ def test_a_queued_run_is_listed_by_its_status(client):
     assert promoted == "web:3"
     assert client.get("/api/runs?pipeline=web&status=QUEUED").json["items"] == []
     assert client.get("/api/runs?pipeline=web&status=IDLE").json["items"][0]["id"] == "web:3"
+
+
+# ---- least privilege: the functions that end runs may reach the group items ----------------------
+
+def test_a_timer_ending_a_holder_and_the_sweepers_repair_stay_within_their_policies(
+        ctx, clock, iam_actions):
+    from chalicelib.service.timers import expire_stage, sweep
+    from tests.fixtures import assert_items_allowed
+    from tests.integration.test_infra import _allowed
+
+    actions, _indexes = iam_actions
+    cases.configure(ctx, Mode.QUEUED)
+    cases.create(ctx, stages=[{"type": "BUILD", "timeoutSeconds": 5}])
+    cases.create(ctx)
+    runs.patch_stage(ctx, "web:2:1", PatchStageIn(status=S.IN_PROGRESS))
+    clock.advance(5)
+    actions.clear()
+    assert expire_stage(ctx, "web:2:1", 1) == S.TIMED_OUT  # the timer Lambda frees the group
+    assert actions <= _allowed("timer_fired")
+    assert assert_items_allowed(actions, "timer_fired") == {"RUN#", "GROUP#"}
+    assert cases.status(ctx, "web:3") == S.IDLE
+    # a lost release, repaired by the sweeper
+    cases.create(ctx)
+    real = concurrency.after_save
+    concurrency.after_save = lambda *args: None  # (not monkeypatch.undo: it would stop the recording)
+    try:
+        cases.finish(ctx, "web:3")
+    finally:
+        concurrency.after_save = real
+    clock.advance(61)
+    actions.clear()
+    assert sweep(ctx).groups_freed == 1
+    assert actions <= _allowed("timer_sweeper")
+    assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#", "GROUP#"}
