@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_infra import iam_actions  # noqa: F401 (a fixture)
-
 from chalicelib import wiring
 from chalicelib.domain.concurrency import Mode
 from chalicelib.domain.schemas import PatchStageIn
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.service import concurrency, runs
+from tests.integration.test_infra import iam_actions  # noqa: F401 (a fixture)
 from tests.integration.test_operations_api import create
 from tests.unit import test_concurrency as cases
 
