@@ -111,7 +111,7 @@ def test_a_queued_run_is_listed_by_its_status(client):
 # ---- least privilege: the functions that end runs may reach the group items ----------------------
 
 def test_a_timer_ending_a_holder_and_the_sweepers_repair_stay_within_their_policies(
-        ctx, clock, iam_actions):
+        ctx, clock, iam_actions):  # noqa: F811 (the fixture imported above)
     from chalicelib.service.timers import expire_stage, sweep
     from tests.fixtures import assert_items_allowed
     from tests.integration.test_infra import _allowed
