@@ -285,6 +285,104 @@ test_approval_policies_on_the_pure_domain = ApprovalPolicyMachine.TestCase
 
 
 
+# ---- concurrency groups (issue 15 item 2): the pure rules, then through the service -------------
+
+class GroupRulesMachine(RuleBasedStateMachine):
+    """``domain/concurrency.py`` alone: runs arrive under either mode (a group may be shared by
+    QUEUED and SUPERSEDED runs), end, are cancelled while they wait, come back (a retry). Each
+    run is "active", "queued" or "ended" here, as the service would write it from the rules'
+    answers. After every step: at most one run is active and it holds the group; every queued
+    run is in the queue, and the queue is in arrival order; a refused rule changes nothing."""
+
+    @initialize()
+    def start(self):
+        from chalicelib.domain.concurrency import Group
+
+        self.group = Group("web", "g")
+        self.state: dict[str, str] = {}
+        self.arrived: list[str] = []
+
+    @rule(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    def create(self, mode):
+        from chalicelib.domain.concurrency import QUEUE, SUPERSEDE, Mode, QueueFull, admit
+
+        run_id = f"web:{len(self.arrived) + 1}"
+        try:
+            admission = admit(self.group, run_id, Mode(mode))
+        except QueueFull:
+            assert len(self.group.queue) >= 50
+            return
+        if admission.kind == SUPERSEDE:
+            assert self.state[admission.superseded] == "active"
+            self.state[admission.superseded] = "ended"  # cancelled with the create
+        self.state[run_id] = "queued" if admission.kind == QUEUE else "active"
+        self.arrived.append(run_id)
+        self.group = admission.group
+
+    @rule(n=st.integers(0, 30))
+    def end(self, n):
+        from chalicelib.domain.concurrency import release
+
+        if not self.arrived:
+            return
+        run_id = self.arrived[n % len(self.arrived)]
+        if self.state[run_id] == "queued":  # cancelled while waiting: it leaves the queue
+            self.state[run_id] = "ended"
+            return
+        if self.state[run_id] != "active":
+            return
+        self.state[run_id] = "ended"
+        waiting = {r for r, s in self.state.items() if s == "queued"}
+        freed = release(self.group, run_id, waiting)
+        if freed is None:
+            assert self.group.active != run_id
+            return
+        if freed.promoted is not None:
+            assert self.state[freed.promoted] == "queued"
+            assert all(self.state[r] != "queued" for r in freed.dropped)  # only stale ids dropped
+            self.state[freed.promoted] = "active"
+        self.group = freed.group
+
+    @rule(n=st.integers(0, 30))
+    def retry(self, n):
+        from chalicelib.domain.concurrency import GroupBusy, reacquire
+
+        if not self.arrived:
+            return
+        run_id = self.arrived[n % len(self.arrived)]
+        if self.state[run_id] != "ended":
+            return
+        before = self.group
+        try:
+            taken = reacquire(self.group, run_id)
+        except GroupBusy:
+            assert self.group == before and self.group.active is not None
+            return
+        self.group = taken or self.group
+        self.state[run_id] = "active"
+
+    @invariant()
+    def one_active_holding_the_group(self):
+        if not hasattr(self, "group"):
+            return
+        active = [r for r, s in self.state.items() if s == "active"]
+        assert len(active) <= 1, self.state
+        assert self.group.active == (active[0] if active else self.group.active)
+        if self.group.active is not None and not active:
+            assert self.state[self.group.active] == "ended"  # held by a run that ended: released next
+        queued = [r for r, s in self.state.items() if s == "queued"]
+        assert set(queued) <= set(self.group.queue)
+        assert list(self.group.queue) == sorted(self.group.queue, key=self.arrived.index)
+        if queued:
+            assert self.group.active is not None  # nobody waits for a free group
+
+
+GroupRulesMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True, database=None,
+)
+test_concurrency_group_rules_on_the_pure_domain = GroupRulesMachine.TestCase
+
+
 # ---- concurrency groups (issue 15 item 2): many runs of one group, through the service ---------
 
 class ConcurrencyGroupMachine(RuleBasedStateMachine):
