@@ -214,7 +214,7 @@ def free(ctx: ServiceContext, pipeline: str, name: str, run_id: str, *, holder: 
             if again is not None and again.run.status not in FINAL:
                 return None  # active again (a retry took the group back): it still holds it
             holder = None if again is None else again.run
-        promoted, waiting = _next_waiting(ctx, group)
+        promoted = _next_waiting(ctx, group)
         freed = release(group, run_id, {promoted.run.id} if promoted else set())
         assert freed is not None
         promotion = None
@@ -231,15 +231,14 @@ def free(ctx: ServiceContext, pipeline: str, name: str, run_id: str, *, holder: 
     raise ConcurrentModification(f"concurrency group {name!r} is too busy; the sweeper frees it")
 
 
-def _next_waiting(ctx: ServiceContext, group: Group) -> tuple[RunAggregate | None, list[str]]:
-    """The oldest queued run that still waits (loaded whole), and the ids looked at before it."""
-    looked: list[str] = []
+def _next_waiting(ctx: ServiceContext, group: Group) -> RunAggregate | None:
+    """The oldest queued run that still waits, loaded whole (one cancelled or deleted meanwhile
+    is passed over: ``release`` drops it from the queue)."""
     for candidate in group.queue:
         aggregate = ctx.stores.runs.load_run(candidate)
         if aggregate is not None and aggregate.run.queued:
-            return aggregate, looked
-        looked.append(candidate)
-    return None, looked
+            return aggregate
+    return None
 
 
 def holder_of(ctx: ServiceContext, pipeline: str, setting: dict | None) -> str | None:
@@ -282,14 +281,12 @@ def repair(ctx: ServiceContext, now: datetime) -> int:
     freed = 0
     for pipeline, name in ctx.stores.groups.due_groups(format_iso(now) or ""):
         group = ctx.stores.groups.get(pipeline, name)
-        if group is None or not group.queue:
+        if group is None or not group.queue or group.active is None:
             continue
-        holder = ctx.stores.runs.load_run(group.active) if group.active else None
+        holder = ctx.stores.runs.load_run(group.active)
         if holder is not None and holder.run.status not in FINAL:
-            continue
+            continue  # still running: it frees the group when it ends
         try:
-            if group.active is None:
-                continue
             free(ctx, pipeline, name, group.active, holder=None if holder is None else holder.run, now=now)
             freed += 1
         except ConcurrentModification:
