@@ -170,8 +170,8 @@ def reacquire(group: Group, run_id: str) -> Group | None:
     runs of a group are never active at once."""
     if group.active == run_id:
         return None
-    if group.free:
-        return replace(group, active=run_id, queue=tuple(r for r in group.queue if r != run_id))
+    if group.free:  # a free group has an empty queue (``release`` empties it when it frees)
+        return replace(group, active=run_id)
     raise GroupBusy(f"run {group.active!r} holds concurrency group {group.name!r}; this run can "
                     f"become active again only once that one has ended",
                     details={"group": group.name, "active": group.active})

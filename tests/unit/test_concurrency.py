@@ -54,6 +54,7 @@ def test_place_chooses_the_group_and_the_mode(setting, run_group, expected):
 
 def test_setting_round_trips_and_defaults_to_parallel():
     assert Setting.of(None) == Setting() == Setting.of({})
+    assert Setting.of({"group": "g"}) == Setting(P, "g")
     assert Setting.of(Setting(X, "g").as_dict()) == Setting(X, "g")
     assert Setting().as_dict() == {"mode": "PARALLEL", "group": None}
 
@@ -75,7 +76,10 @@ def test_queued_appends_in_order_and_refuses_past_the_limit():
     assert group.queue == tuple(f"web:{c}" for c in range(2, 2 + MAX_QUEUE))
     with pytest.raises(QueueFull) as refused:
         admit(group, "web:99", Q)
-    assert refused.value.code == "concurrency_queue_full" and refused.value.details["active"] == "web:1"
+    assert refused.value.code == "concurrency_queue_full"
+    assert refused.value.details == {"group": "g", "active": "web:1"}
+    assert refused.value.message == (f"{MAX_QUEUE} runs already wait in concurrency group 'g' of pipeline "
+                                     "'web'; let some finish or cancel them")
 
 
 def test_superseded_takes_the_group_and_names_the_run_to_cancel_keeping_the_queue():
@@ -90,7 +94,8 @@ def test_release_promotes_the_oldest_run_still_waiting_and_drops_the_others():
     assert (freed.promoted, freed.group.active, freed.group.queue, freed.dropped) == (
         "web:3", "web:3", ("web:4",), ("web:2",))
     empty = release(Group("web", "g", active="web:1", queue=("web:2",)), "web:1", set())
-    assert (empty.promoted, empty.group.active, empty.group.queue) == (None, None, ())
+    assert (empty.promoted, empty.group.active, empty.group.queue, empty.dropped) == (
+        None, None, (), ("web:2",))
     assert release(group, "web:9", {"web:2"}) is None  # not the holder: nothing to write
 
 
