@@ -140,3 +140,23 @@ def test_a_timer_ending_a_holder_and_the_sweepers_repair_stay_within_their_polic
     assert sweep(ctx).groups_freed == 1
     assert actions <= _allowed("timer_sweeper")
     assert assert_items_allowed(actions, "timer_sweeper") == {"RUN#", "GROUP#"}
+
+
+# ---- the service state machine of tests/unit/test_stateful.py on the DynamoDB store -------------
+
+def test_the_concurrency_group_machine_holds_on_dynamodb(ctx):
+    """Fewer examples than in memory: each step is a few moto round trips."""
+    from hypothesis import HealthCheck, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from tests.unit.test_stateful import ConcurrencyGroupMachine
+
+    class OnDynamoDB(ConcurrencyGroupMachine):
+        def ctx_factory(self, clock):
+            from dataclasses import replace
+
+            return replace(ctx, clock=clock)  # the same table, the machine's own clock
+
+    run_state_machine_as_test(OnDynamoDB, settings=settings(
+        max_examples=5, stateful_step_count=15, deadline=None, derandomize=True, database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))

@@ -15,6 +15,9 @@ the invariants after every step:
 """
 from __future__ import annotations
 
+import itertools
+import json
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -397,6 +400,8 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
     - a refused operation changes nothing.
     ``ctx_factory`` builds the context (memory here; moto in tests/integration)."""
 
+    _pipelines = itertools.count(1)
+
     def ctx_factory(self, clock):
         from chalicelib import wiring
         from chalicelib.settings import Settings
@@ -410,22 +415,25 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
 
         self.clock = FakeClock("2026-03-20T17:17:13.760Z")
         self.ctx = self.ctx_factory(self.clock)
+        # a pipeline of its own per example: a context may be shared (tests/integration)
+        self.pipeline = f"web{next(ConcurrencyGroupMachine._pipelines)}"
         self.mode = Mode(mode)
         self.counter = 1
         self.released: set[str] = set()  # let go by releaseLock while active
         self.lost = False  # a holder ended and its release was lost
-        self._create()  # web:1, before the setting: outside any group
-        concurrency.set_setting(self.ctx, "web", self.mode, None)
+        self._create()  # run 1, before the setting: outside any group
+        concurrency.set_setting(self.ctx, self.pipeline, self.mode, None)
 
     def _create(self):
         from chalicelib.domain.schemas import CreateRunIn
         from chalicelib.service import runs
 
-        body = CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]}')
+        body = CreateRunIn.model_validate_json(json.dumps({"pipeline": self.pipeline,
+                                                           "stages": ["BUILD", "DEPLOY_PROD"]}))
         self.counter = runs.create_run(self.ctx, body, actor="alice").run.counter
 
     def _run(self, n):
-        return f"web:{(n % self.counter) + 1}"
+        return f"{self.pipeline}:{(n % self.counter) + 1}"
 
     def _all(self):
         from chalicelib.service import runs
@@ -433,7 +441,7 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
         found = {}
         for n in range(1, self.counter + 1):
             try:
-                found[f"web:{n}"] = runs.get_run(self.ctx, f"web:{n}")
+                found[f"{self.pipeline}:{n}"] = runs.get_run(self.ctx, f"{self.pipeline}:{n}")
             except DomainError:
                 continue
         return found
@@ -480,9 +488,9 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
     def release_lock(self):
         from chalicelib.service import concurrency
 
-        group = self.ctx.stores.groups.get("web", "web")
+        group = self.ctx.stores.groups.get(self.pipeline, self.pipeline)
         holder = group.active if group else None
-        concurrency.release_lock(self.ctx, "web")
+        concurrency.release_lock(self.ctx, self.pipeline)
         if holder is not None:
             self.released.add(holder)
 
@@ -514,7 +522,7 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
         if not hasattr(self, "ctx"):
             return
         found = self._all()
-        group = self.ctx.stores.groups.get("web", "web")
+        group = self.ctx.stores.groups.get(self.pipeline, self.pipeline)
         holder = group.active if group else None
         queue = list(group.queue) if group else []
         active = [k for k, a in found.items() if a.run.concurrency_group is not None
@@ -523,7 +531,7 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
         if active:
             assert holder == active[0]
         queued = [k for k, a in found.items() if a.run.status == S.QUEUED]
-        assert queue == queued == sorted(queued, key=lambda k: int(k.split(":")[1]))
+        assert queue == queued == sorted(queued, key=lambda k: int(k.rsplit(":", 1)[1]))
         for run_id in queued:
             assert all(s.status == S.IDLE for s in found[run_id].stages)
         if queued and not self.lost:  # a run waits only behind an active holder
