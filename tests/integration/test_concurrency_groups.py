@@ -102,9 +102,12 @@ def test_a_queued_run_is_listed_by_its_status(client):
     create(client, ["BUILD"])
     listed = client.get("/api/runs?pipeline=web&status=QUEUED").json["items"]
     assert [(run["id"], run["status"]) for run in listed] == [("web:3", "QUEUED")]
+    # across pipelines: the runsByTime index, whose entry holds the status
+    assert [run["id"] for run in client.get("/api/runs?status=QUEUED").json["items"]] == ["web:3"]
     promoted = concurrency.release_lock(wiring.context(), "web")
     assert promoted == "web:3"
     assert client.get("/api/runs?pipeline=web&status=QUEUED").json["items"] == []
+    assert client.get("/api/runs?status=QUEUED").json["items"] == []
     assert client.get("/api/runs?pipeline=web&status=IDLE").json["items"][0]["id"] == "web:3"
 
 

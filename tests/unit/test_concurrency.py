@@ -343,6 +343,8 @@ def test_put_concurrency_answers_the_pipeline_status(api):
     assert (seen["locked"], seen["lockedBy"]) == (True, "web:2")
     listed = api.get("/api/runs?pipeline=web&status=QUEUED").json
     assert [run["id"] for run in listed["items"]] == ["web:3"]
+    searched = api.get("/api/runs?status=QUEUED").json  # across pipelines (the finder's index)
+    assert [(run["id"], run["status"]) for run in searched["items"]] == [("web:3", "QUEUED")]
     refused = api.patch("/api/stages/web:3:1", {"status": "IN_PROGRESS"})
     assert refused.status_code == 409 and refused.json["error"]["code"] == "run_queued"
 
