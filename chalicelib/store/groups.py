@@ -135,19 +135,34 @@ class GroupStore:
         if superseded is None:
             self._send([*new_items, group_op], effect)
         else:
-            before, after = superseded
-            if len(new_items) + 1 + 1 + len(after.stages) + 1 > MAX_TRANSACTION_ITEMS:
-                raise ValidationFailed("the new run and the run it supersedes do not fit in one "
-                                       "transaction; give the new run fewer stages")
-            try:
-                self._runs._save_run(before, after, [*new_items, group_op], effect=effect)
-            except TransactWriteError as error:
-                if _only_transaction_conflicts(error):
-                    raise ConcurrentModification("the concurrency group is busy; retry") from None
-                raise
+            self._supersede(superseded, new_items, group, group_op, effect)
         _bump_versions(aggregate.run, aggregate.stages)
         aggregate.run.seq = (aggregate.run.seq or 0) + 1
         _stored(aggregate.stages)
+
+    def _supersede(self, superseded: tuple[RunAggregate, RunAggregate], new_items: list[TxItem],
+                   group: Group, group_op: TxItem, effect: dict) -> None:
+        """The superseded run's cancel and the new run in one transaction -- or, when their items
+        do not fit in one (two runs of about 50 stages), the cancel first, conditioned on the
+        group being as read, then the new run with the group. Never two active runs at once
+        either way: between the two writes the group is held by a run that has ended, and a
+        writer dying there leaves a group the next create takes (nothing to cancel; its
+        claimed run number is a gap, as after any failed create)."""
+        before, after = superseded
+        claim = 1 if self._runs.writer.carries_claim() else 0
+        needed = len(new_items) + 1 + 1 + sum(1 + len(s.attempts) for s in after.stages) + claim
+        try:
+            if needed <= MAX_TRANSACTION_ITEMS:
+                self._runs._save_run(before, after, [*new_items, group_op], effect=effect)
+                return
+            unchanged = tx_check(self._items.group, group_pk(group.pipeline), group_sk(group.name),
+                                 GroupItem.version == group.version)
+            self._runs._save_run(before, after, [unchanged], claim=False)
+        except TransactWriteError as error:
+            if _only_transaction_conflicts(error):
+                raise ConcurrentModification("the concurrency group is busy; retry") from None
+            raise
+        self._send([*new_items, group_op], effect)
 
     def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
                  promoted: tuple[RunAggregate, RunAggregate] | None = None,

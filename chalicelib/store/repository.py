@@ -1057,7 +1057,7 @@ class Repository:
         log.info("run %s: its bounds kept moving; a later writer settles it", run_id)
 
     def _save_run(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem],
-                  effect: dict | None = None) -> None:
+                  effect: dict | None = None, *, claim: bool = True) -> None:
         """Write what changed in one transaction with the whole run item, conditioned on the
         run's version and change counter as read, so that it fails if any stage changed since
         (a change of the whole run is decided on all of them); the run item is written in the
@@ -1079,7 +1079,7 @@ class Repository:
                 puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
                       for s in changed],
                 deletes=[stage_to_item(self.items.stage, s) for s in removed], unflagged=unflagged,
-                after_big=big, extra=extra, effect=effect or {"run": after.run.id},
+                after_big=big, extra=extra, effect=(effect or {"run": after.run.id}) if claim else None,
                 attempt_puts=_ended_attempts(self.items.attempt, changed),
                 attempt_deletes=_history_of(removed),
             ))

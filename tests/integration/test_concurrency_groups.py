@@ -44,6 +44,22 @@ def test_a_big_layout_is_refused_before_anything_is_written(ctx, clock):
     cases.test_a_run_of_a_group_has_at_most_64_stages(ctx, clock)
 
 
+def test_superseding_a_run_too_big_to_cancel_in_the_creating_transaction(client, ddb_calls):
+    """Two runs of 50 stages: the cancel (51 items) and the new run (52) exceed one transaction,
+    so the cancel goes first, conditioned on the group being as read, then the new run."""
+    stages = [{"type": "OTHER", "name": f"s{i}"} for i in range(50)]
+    _setup(client, "SUPERSEDED")
+    create(client, stages)
+    assert client.patch("/api/stages/web:2:1", {"status": "IN_PROGRESS"}).status_code == 200
+    ddb_calls.clear()
+    new = create(client, stages)
+    assert (new["id"], new["status"]) == ("web:3", "IDLE")
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "Query": 1, "TransactWriteItems": 2}
+    old = client.get("/api/runs/web:2").json
+    assert old["status"] == "CANCELLED" and old["cancellation"]["reason"] == "superseded by run web:3"
+    assert client.get("/api/pipelines/web/status").json["lockedBy"] == "web:3"
+
+
 # ---- round trips -------------------------------------------------------------------------------
 
 def _setup(client, mode: str, group: str | None = None):
