@@ -131,8 +131,9 @@ class Function:
     memory_mb: int = BACKGROUND_MEMORY_MB
 
 
-# What a run's change reaches: the run and its stages, its pipeline, ended attempts.
-RUN_PARTITIONS = ("runs", "pipelines", "attempts")
+# What a run's change reaches: the run and its stages, its pipeline, ended attempts, and the
+# concurrency group it frees when it ends (service/concurrency.py).
+RUN_PARTITIONS = ("runs", "pipelines", "attempts", "groups")
 
 
 def _api_statements(arns: Arns) -> list[dict]:

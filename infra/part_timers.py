@@ -62,8 +62,9 @@ def render_definition(queue_url: str) -> str:
 
 
 # A timer ends or times out a stage of an existing run (and so may end an attempt): it creates no
-# run, so it never touches a pipeline item (only creating a run does: its counter).
-TIMER_PARTITIONS = ("runs", "attempts")
+# run, so it never touches a pipeline item (only creating a run does: its counter). A stage that
+# ends its run frees the run's concurrency group (service/concurrency.py): the group items.
+TIMER_PARTITIONS = ("runs", "attempts", "groups")
 # the sweeper's minute tick also fires due schedules, and a firing creates a run
 SWEEPER_PARTITIONS = (*TIMER_PARTITIONS, "pipelines", "links", "schedules")
 
@@ -83,6 +84,8 @@ def _fired(arns: Arns) -> list[dict]:
     return [
         {"Sid": "Runs", "Effect": "Allow", "Action": RUN_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "TimerQueue", "Effect": "Allow", "Action": QUEUE_CONSUME, "Resource": [queue_arn(arns)]},
+        # a stage whose end ends its run frees the run's concurrency group: read the group item
+        {"Sid": "Groups", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arns.table()]},
     ]
 
 

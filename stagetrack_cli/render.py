@@ -109,6 +109,9 @@ def run_header(run: dict) -> str:
         lines.append(f"  commit {clean(commit.get('hash'), 40)}  {clean(commit.get('message'), 60)}")
     if run.get("sourceUrl"):
         lines.append(f"  {clean(run.get('sourceUrl'), 200)}")
+    if run.get("concurrencyGroup"):
+        waits = "  (waits for the run holding it)" if run.get("status") == "QUEUED" else ""
+        lines.append(f"  concurrency group {clean(run.get('concurrencyGroup'))}{waits}")
     cancellation = run.get("cancellation")
     if isinstance(cancellation, dict):
         lines.append(f"  cancelled by {clean(cancellation.get('by'))}: "

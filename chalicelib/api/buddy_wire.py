@@ -41,6 +41,7 @@ BUDDY_STATUS = {
     S.TIMED_OUT: "FAILED",
     S.CANCELLED: "TERMINATED",
     S.SKIPPED: "SKIPPED",
+    S.QUEUED: "ENQUEUED",  # a run waiting in its concurrency group
 }
 
 

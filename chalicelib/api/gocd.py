@@ -693,11 +693,13 @@ def unpause_pipeline(pipeline):
     summary="GoCD: release a pipeline lock",
 )
 def release_lock(pipeline):
-    """stagetrack never locks a pipeline (its runs may overlap), so there is never a lock to
-    keep: a known pipeline always answers as GoCD does once its lock is released."""
+    """The run holding the pipeline's default concurrency group (QUEUED or SUPERSEDED pipelines:
+    GoCD's lock) lets it go while it keeps running, and the oldest queued run starts, as GoCD
+    lets a new instance start without waiting for the locked one. A pipeline not locked answers
+    the same text (nothing to release)."""
     _require_confirm()
     _form(gocd_wire.GoCDEmptyForm, _form_pairs())
-    pipelines.status(wiring.context(), pipeline)
+    _execute(commands.ReleaseLock(pipeline))
     return _text(f"pipeline lock released for {pipeline}")
 
 
@@ -717,10 +719,10 @@ _SCHEDULE_FORM = {name: {"type": "string"} for name in
     summary="GoCD v1: release a pipeline lock (the current form of releaseLock)",
 )
 def unlock_pipeline(pipeline):
-    """As releaseLock: stagetrack never locks a pipeline, so a known one is always unlocked."""
+    """As releaseLock (its current form)."""
     _current_api(PIPELINE_OPERATIONS, only=True)
     _current_body(gocd_wire.GoCDEmptyForm)
-    pipelines.status(wiring.context(), pipeline)
+    _execute(commands.ReleaseLock(pipeline))
     return _message(f"Pipeline lock released for {pipeline}", PIPELINE_OPERATIONS)
 
 

@@ -137,6 +137,8 @@ class RunSummaryOut(Out):
 
 
 class RunOut(RunSummaryOut):
+    concurrencyGroup: str | None = Field(description="its concurrency group (null: none); while it "
+                                                     "waits there its status is QUEUED")
     stages: list[StageOut]
 
 
@@ -191,14 +193,23 @@ class ApprovalListOut(Out):
     nextCursor: str | None
 
 
+class ConcurrencyOut(Out):
+    mode: Literal["PARALLEL", "QUEUED", "SUPERSEDED"] = Field(
+        description="PARALLEL: runs overlap; QUEUED: a new run waits (status QUEUED) while its group "
+                    "holds an active run; SUPERSEDED: a new run cancels the group's active run")
+    group: str | None = Field(description="the default group (null: the pipeline's name)")
+
+
 class PipelineStatusOut(Out):
     name: str
     paused: bool
     pausedCause: str | None
     pausedBy: str | None
     pausedAt: Timestamp | None
-    locked: bool
+    locked: bool = Field(description="a run holds the default concurrency group (GoCD's lock)")
+    lockedBy: str | None = Field(description="the run holding it (null: not locked)")
     schedulable: bool
+    concurrency: ConcurrencyOut
     codeartsJobId: str = Field(description="job_id of this pipeline in the CodeArts endpoint")
     buddyPipelineId: int = Field(description="pipeline_id of this pipeline in the Buddy endpoint")
 
@@ -292,6 +303,10 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/pipelines/{pipeline}/unpause"): {
         "body": "EmptyIn",
         "optional": True,
+        "response": PipelineStatusOut,
+    },
+    ("PUT", "/api/pipelines/{pipeline}/concurrency"): {
+        "body": "ConcurrencyIn",
         "response": PipelineStatusOut,
     },
     ("POST", "/api/pipelines/{pipeline}/schedule"): {

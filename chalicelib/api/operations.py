@@ -15,6 +15,7 @@ from ..domain.operations import VariableChange
 from ..domain.schemas import (
     ApplyVariablesIn,
     CancelIn,
+    ConcurrencyIn,
     DecisionIn,
     EmptyIn,
     PauseIn,
@@ -162,6 +163,14 @@ def pause_pipeline(pipeline):
 def unpause_pipeline(pipeline):
     _optional_body(EmptyIn)
     return json_response(pipeline_status_view(_execute(commands.UnpausePipeline(pipeline))))
+
+
+@route(routes, "/api/pipelines/{pipeline}/concurrency", methods=["PUT"], acts_on=_PIPELINE,
+       replay=_pipeline_now)
+def set_concurrency(pipeline):
+    """The pipeline's concurrency mode and default group (docs/operations.md#concurrency-groups)."""
+    body = parse_body(_request(), ConcurrencyIn, wiring.context().settings.max_body_bytes)
+    return json_response(pipeline_status_view(_execute(commands.SetConcurrency(pipeline, body))))
 
 
 @route(routes, "/api/pipelines/{pipeline}/schedule", methods=["POST"], acts_on=_PIPELINE,

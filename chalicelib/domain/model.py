@@ -115,6 +115,11 @@ class Run:
     source_url: str | None = None  # the run in the system it came from
     source: str | None = None  # SOURCES: native, github, gitlab, cdevents, ...
     environment: str | None = None
+    # Its concurrency group (domain/concurrency.py; None: the run overlaps freely), chosen at
+    # create and never changed, and whether it still waits there: a queued run's status is QUEUED
+    # whatever its (all IDLE) stages say, until it is promoted or cancelled.
+    concurrency_group: str | None = None
+    queued: bool = False
     # Every stage in brief (``stage_summary``), kept on the run item by ``refresh`` so that run
     # listings (GoCD's pipeline and stage history) need no read of the stages. None: not known
     # (the stores keep it no longer: listings read it from the stage items, service/pipelines.py).
@@ -215,7 +220,7 @@ class RunAggregate:
         start of any attempt, the end the latest end once the run is final (``now`` if no stage
         has one; without ``now`` the end already known is kept)."""
         run = self.run
-        run.status = run_status_of(self.stages)
+        run.status = S.QUEUED if run.queued else run_status_of(self.stages)
         starts = [s.started_at for s in self.stages if s.started_at is not None]
         starts += [parse_iso(a["startedAt"]) for s in self.stages for a in s.attempts
                    if a.get("startedAt")]

@@ -285,11 +285,16 @@ class Pipeline:
     layout: dict | None = None
     counter: int = 0  # the latest run number claimed (GoCD's history total)
     last_activity: datetime | None = None  # when its latest run was created (GET /api/pipelines)
+    # Its concurrency setting as stored ({mode, group}: domain/concurrency.Setting; None:
+    # PARALLEL), and the run holding its default group when the service looked (GoCD's lock).
+    concurrency: dict | None = None
+    lock_holder: str | None = None
 
     @property
     def locked(self) -> bool:
-        """stagetrack never locks a pipeline (runs of one pipeline may overlap)."""
-        return False
+        """GoCD's lock: a run holds the pipeline's default concurrency group (QUEUED or
+        SUPERSEDED pipelines only; a PARALLEL pipeline is never locked)."""
+        return self.lock_holder is not None
 
     @property
     def schedulable(self) -> bool:

@@ -25,6 +25,7 @@ from pydantic import (
 
 from . import cron
 from .clock import format_iso
+from .concurrency import GROUP_PATTERN, Mode
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
 
@@ -43,6 +44,7 @@ MAX_APPROVERS = 50
 MAX_APPROVER_GROUPS = 20
 ApproverName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99}$")]
 GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
+ConcurrencyGroupName = Annotated[str, StringConstraints(pattern=GROUP_PATTERN)]
 ApproverRef = Annotated[str, StringConstraints(
     pattern=r"^(group:[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}|[A-Za-z0-9_][A-Za-z0-9 _.@\-]{0,99})$")]
 OnTimeout = Literal["TIMED_OUT", "FAILURE", "APPROVE", "REJECT"]
@@ -150,6 +152,9 @@ class CreateRunIn(StrictModel):
     approver_groups: Annotated[dict[GroupName, Annotated[list[ApproverName], Field(
         min_length=1, max_length=MAX_APPROVERS)]], Field(max_length=MAX_APPROVER_GROUPS)] | None = Field(
         default=None, alias="approverGroups", exclude_if=_unset)
+    # The concurrency group this run joins instead of its pipeline's default (domain/concurrency.py)
+    concurrency_group: ConcurrencyGroupName | None = Field(
+        default=None, alias="concurrencyGroup", exclude_if=_unset)
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> CreateRunIn:
@@ -335,6 +340,14 @@ class ScheduleIn(StrictModel):
 
 class EmptyIn(StrictModel):
     """An operation without parameters: no body, or ``{}``."""
+
+
+class ConcurrencyIn(StrictModel):
+    """``PUT /api/pipelines/{p}/concurrency``: the mode, and the default group (None: the
+    pipeline's name). Stored whole: a PUT replaces the setting."""
+
+    mode: Mode
+    group: ConcurrencyGroupName | None = None
 
 
 # ---- schedules (issue 15 item 4): cron and time zone checked here, so a bad one is a 422 naming

@@ -15,6 +15,9 @@ class StageStatus(str, Enum):
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
     SKIPPED = "SKIPPED"
+    # A run's status only, never a stage's: the run waits in its concurrency group
+    # (domain/concurrency.py); its stages are all IDLE and none may start until it is promoted.
+    QUEUED = "QUEUED"
 
 
 class StageType(str, Enum):
@@ -39,6 +42,8 @@ DEFAULT_STAGE_TYPES = (
 
 S = StageStatus
 ACTIVE = frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL})
+RUN_ONLY = frozenset({S.QUEUED})  # statuses a run may have and a stage never has
+STAGE_STATUSES = tuple(s for s in StageStatus if s not in RUN_ONLY)
 FINAL = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED})
 
 # Every legal change of a stage's status. Anything not listed is refused (409).
@@ -54,6 +59,7 @@ TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
     S.CANCELLED: frozenset(),
     S.TIMED_OUT: frozenset(),
     S.SKIPPED: frozenset(),
+    S.QUEUED: frozenset(),  # no stage is ever QUEUED, and none can be made so
 }
 
 APPROVAL_ONLY = frozenset({(S.WAITING_FOR_APPROVAL, S.IN_PROGRESS)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .clock import format_iso, seconds_from_millis
+from .concurrency import Setting
 from .dialect_ids import buddy_pipeline_id, codearts_job_id
 from .model import Run, RunAggregate, Stage
 from .operations import Pipeline, masked_variables
@@ -88,6 +89,8 @@ def run_view(aggregate: RunAggregate, now: datetime,
     """The run with its stages; with ``attempts`` (stage id -> ended attempts, oldest first:
     ``?include=attempts``) every stage carries its ``attempts``."""
     body = run_summary_view(aggregate.run, now)
+    # its concurrency group (null: none); not in listings, whose index does not hold it
+    body["concurrencyGroup"] = aggregate.run.concurrency_group
     body["stages"] = [stage_view(stage, now, None if attempts is None else attempts.get(stage.id, []))
                       for stage in aggregate.stages]
     return body
@@ -102,7 +105,9 @@ def pipeline_status_view(pipeline: Pipeline) -> dict:
         "pausedBy": pipeline.paused_by,
         "pausedAt": format_iso(pipeline.paused_at),
         "locked": pipeline.locked,
+        "lockedBy": pipeline.lock_holder,  # the run holding its default concurrency group
         "schedulable": pipeline.schedulable,
+        "concurrency": Setting.of(pipeline.concurrency).as_dict(),
         # how the compatibility endpoints address it (domain/dialect_ids.py)
         "codeartsJobId": codearts_job_id(pipeline.name),
         "buddyPipelineId": buddy_pipeline_id(pipeline.name),

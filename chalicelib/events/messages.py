@@ -138,6 +138,15 @@ class UnpausePipelineMessage(_Message):
         return commands.UnpausePipeline(self.pipeline)
 
 
+class ReleaseLockMessage(_Message):
+    """GoCD's releaseLock (``POST /go/api/pipelines/{pipeline}/releaseLock``)."""
+    action: Literal["release_lock"]
+    pipeline: PipelineName
+
+    def command(self) -> commands.Command:
+        return commands.ReleaseLock(self.pipeline)
+
+
 class SchedulePipelineMessage(_Message, ScheduleIn):
     """``POST /api/pipelines/{pipeline}/schedule``: ``variables`` as its body's."""
     action: Literal["schedule_pipeline"]
@@ -205,7 +214,7 @@ MESSAGE_TYPES: tuple[type[_Message], ...] = (
     CreateRunMessage, PatchStageMessage, CancelRunMessage, CancelStageMessage, RetryRunMessage,
     RetryStageMessage, DecideStageMessage, ApplyVariablesMessage, PausePipelineMessage,
     UnpausePipelineMessage, SchedulePipelineMessage, StopRunMessage, CancelStageByNameMessage,
-    CancelStageAttemptMessage, RerunStageByNameMessage, ApproveWaitingMessage,
+    CancelStageAttemptMessage, RerunStageByNameMessage, ApproveWaitingMessage, ReleaseLockMessage,
 )
 MESSAGE_ACTIONS = tuple(action for kind in MESSAGE_TYPES
                         for action in get_args(kind.model_fields["action"].annotation))

@@ -20,8 +20,8 @@ from ..domain import operations as rules
 from ..domain.model import RunAggregate, Stage
 from ..domain.operations import Pipeline, VariableChange
 from ..domain.schedules import Schedule
-from ..domain.schemas import CreateRunIn, CreateScheduleIn, PatchScheduleIn, PatchStageIn
-from . import ServiceContext, operations, pipelines, runs, schedules
+from ..domain.schemas import ConcurrencyIn, CreateRunIn, CreateScheduleIn, PatchScheduleIn, PatchStageIn
+from . import ServiceContext, concurrency, operations, pipelines, runs, schedules
 
 R = TypeVar("R")
 
@@ -156,6 +156,20 @@ class SchedulePipeline(Command[RunAggregate]):
     creator: str | None = None  # as CreateRun's
 
 
+@dataclass(frozen=True)
+class ReleaseLock(Command[Pipeline]):
+    """GoCD's releaseLock: the run holding the pipeline's default concurrency group lets it go
+    (it keeps running) and the oldest queued run starts (service/concurrency.py)."""
+    pipeline: str
+
+
+@dataclass(frozen=True)
+class SetConcurrency(Command[Pipeline]):
+    """A pipeline's concurrency setting (configuration, as its schedules: API only)."""
+    pipeline: str
+    body: ConcurrencyIn
+
+
 # ---- schedules (service/schedules.py; their firing is the minute tick's, not an entry point's) --
 
 @dataclass(frozen=True)
@@ -280,6 +294,19 @@ def _pause_pipeline(ctx: ServiceContext, command: PausePipeline, actor: str) -> 
 @handles(UnpausePipeline)
 def _unpause_pipeline(ctx: ServiceContext, command: UnpausePipeline, actor: str) -> Pipeline:
     return pipelines.unpause(ctx, command.pipeline)
+
+
+@handles(ReleaseLock)
+def _release_lock(ctx: ServiceContext, command: ReleaseLock, actor: str) -> Pipeline:
+    concurrency.release_lock(ctx, command.pipeline)
+    return pipelines.status(ctx, command.pipeline)
+
+
+@handles(SetConcurrency)
+def _set_concurrency(ctx: ServiceContext, command: SetConcurrency, actor: str) -> Pipeline:
+    concurrency.set_setting(ctx, pipelines.known_name(command.pipeline), command.body.mode,
+                            command.body.group)
+    return pipelines.status(ctx, command.pipeline)
 
 
 @handles(SchedulePipeline)

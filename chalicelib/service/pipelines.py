@@ -1,8 +1,8 @@
 """Pipelines: pause/unpause, status, and schedule a run like the latest one.
 
 A pipeline comes into existence with its first run; before that every operation here is a 404.
-stagetrack never locks a pipeline (runs of one pipeline may overlap), so ``locked`` is always
-false and GoCD's releaseLock has nothing to release.
+A pipeline is ``locked`` (GoCD) while a run holds its default concurrency group (QUEUED or
+SUPERSEDED pipelines: service/concurrency.py); GoCD's releaseLock lets that run go.
 """
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from ..domain import dialect_ids, ids
 from ..domain.errors import NotFound
 from ..domain.model import Run, RunAggregate, RunMetadata, new_run
 from ..domain.operations import Pipeline, VariableChange, apply_variables, specs_of
-from . import ServiceContext
+from . import ServiceContext, concurrency
+
+
+def known_name(pipeline: str) -> str:
+    """``pipeline`` if it is a pipeline name at all (else 404, as an unknown one)."""
+    return _known_name(pipeline)
 
 
 def _known_name(pipeline: str) -> str:
@@ -20,10 +25,12 @@ def _known_name(pipeline: str) -> str:
 
 
 def status(ctx: ServiceContext, pipeline: str) -> Pipeline:
-    """One GetItem."""
+    """One GetItem; one more (its default group: who holds the lock) for a QUEUED or SUPERSEDED
+    pipeline."""
     found = ctx.stores.pipelines.get(_known_name(pipeline))
     if found is None:
         raise NotFound(f"pipeline {pipeline!r} not found")
+    found.lock_holder = concurrency.holder_of(ctx, found.name, found.concurrency)
     return found
 
 
@@ -50,11 +57,13 @@ def schedule(ctx: ServiceContext, pipeline: str, *, actor: str,
     never ran has no layout: 404. A paused pipeline: 409.
     """
     now = ctx.clock.now()
-    counter, layout = ctx.stores.pipelines.claim_counter(_known_name(pipeline), require_layout=True, at=now)
-    aggregate = run_like_latest(ctx, pipeline, counter, layout, trigger=f"scheduled by {actor}"[:100],
+    claimed = ctx.stores.pipelines.claim(_known_name(pipeline), require_layout=True, at=now)
+    aggregate = run_like_latest(ctx, pipeline, claimed.counter, claimed.layout,
+                                trigger=f"scheduled by {actor}"[:100],
                                 variables=variables, secret_variables=secret_variables, commit=commit,
                                 metadata=RunMetadata(actor=creator or actor, source=source))
-    ctx.stores.runs.insert_run(aggregate)
+    concurrency.insert_run(ctx, aggregate, layout=None, setting=claimed.concurrency, group=None,
+                           actor=creator or actor)
     return aggregate
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..domain.clock import format_iso
+from ..domain.concurrency import Group
 from ..domain.errors import Conflict
 from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.insights import (
@@ -257,6 +258,55 @@ class PipelineStore(Protocol):
                    by: str | None = None, at: datetime | None = None) -> Pipeline:
         """Unknown pipeline: ``NotFound``; already in that state: ``Conflict``. The change
         carries the held Idempotency-Key claim's commit (see ``IdempotencyStore.holding``)."""
+
+    def claim(self, pipeline: str, *, require_layout: bool = False,
+              at: datetime | None = None) -> Claimed:
+        """As ``claim_counter``, with the pipeline's concurrency setting read by the same write."""
+
+    def set_concurrency(self, pipeline: str, setting: dict) -> Pipeline:
+        """Store ``setting`` ({mode, group}); unknown pipeline: ``NotFound``. Carries the held
+        Idempotency-Key claim's commit."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run number just claimed, with what the pipeline item holds that a create needs."""
+
+    counter: int
+    layout: dict | None
+    concurrency: dict | None
+
+
+class GroupStore(Protocol):
+    """Concurrency groups (domain/concurrency.Group) and the writes that change one together with
+    runs. Every write is one atomic write conditioned on the group's version as read (and on the
+    runs' versions as read): a lost race raises ``ConcurrentModification`` and writes nothing."""
+
+    def get(self, pipeline: str, name: str) -> Group | None:
+        """The group (strongly consistent), or None if it was never written."""
+
+    def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
+                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   link: tuple[str, str, str] | None = None) -> None:
+        """The new run with its stages (as ``RunStore.insert_run``), ``group`` written as it is
+        to be (conditioned on the version it carries), -- SUPERSEDED -- the change of the run
+        it replaces (before, after: its cancel), and ``link`` (namespace, key, created at: as
+        ``RunLinks.insert_linked_run``, on condition it does not exist), all in one write."""
+
+    def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
+                 promoted: tuple[RunAggregate, RunAggregate] | None = None,
+                 effect: dict | None = None) -> None:
+        """A change of the whole run ``after`` (as ``RunStore.save``) with ``group`` written as it
+        is to be, and the promotion of a queued run (before, after), all in one write."""
+
+    def write(self, group: Group, promoted: tuple[RunAggregate, RunAggregate] | None = None,
+              checked: Run | None = None, *, now: datetime) -> None:
+        """``group`` as it is to be, the promotion of a queued run, and a check that ``checked``
+        (a run read) is unchanged since it was read (absent if it was read absent), in one write."""
+
+    def due_groups(self, now_iso: str, limit: int = 100) -> list[tuple[str, str]]:
+        """(pipeline, name) of the groups with waiting runs whose latest change is older than a
+        grace time: one Query of a sparse index (the sweeper repairs them)."""
 
 
 @dataclass(frozen=True)
@@ -574,6 +624,7 @@ class Stores:
     schedules: ScheduleStore
     retention: RunRetention
     insights: InsightsStore
+    groups: GroupStore
 
 
 class SecretBox(Protocol):

@@ -14,7 +14,7 @@ from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
 from ..domain.timers import drive
-from . import ServiceContext
+from . import ServiceContext, concurrency
 
 MAX_WRITE_ATTEMPTS = 12
 BACKOFF_SECONDS = 0.01
@@ -63,10 +63,12 @@ def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = No
     kept on the pipeline and records the pipeline's latest activity), then run + stages in one
     transaction, which also stores this run's layout on the pipeline when it differs
     (``schedule`` repeats the latest layout). ``actor`` (who creates it: the token's name) is
-    recorded on the run; a client cannot set it."""
+    recorded on the run; a client cannot set it. A run of a concurrency group reads its group
+    first (1 GetItem; SUPERSEDED with a run to cancel, 1 Query more): ``concurrency.insert_run``."""
     now = ctx.clock.now()
     specs = stage_specs(body)  # first: a policy that cannot be met is a 422 that claims no number
-    counter, stored_layout = ctx.stores.pipelines.claim_counter(body.pipeline, at=now)
+    claimed = ctx.stores.pipelines.claim(body.pipeline, at=now)
+    counter, stored_layout = claimed.counter, claimed.layout
     plain, secret = _variables_of(body)
     aggregate = new_run(
         body.pipeline, counter, specs, now,
@@ -79,7 +81,8 @@ def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = No
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
         apply_variables(aggregate, secret, ctx.settings.secret_pepper)
     layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance)
-    ctx.stores.runs.insert_run(aggregate, layout=None if layout == stored_layout else layout)
+    concurrency.insert_run(ctx, aggregate, layout=None if layout == stored_layout else layout,
+                           setting=claimed.concurrency, group=body.concurrency_group, actor=actor)
     return aggregate
 
 
@@ -176,10 +179,13 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
         aggregate.refresh(ctx.clock.now())
         try:
-            ctx.stores.runs.save(before, aggregate, local=local and not aggregate.run.auto_advance)
-            return aggregate
+            # a run of a concurrency group: its queue and its group join the write (concurrency.py)
+            concurrency.save(ctx, before, aggregate, local=local and not aggregate.run.auto_advance)
         except ConcurrentModification:
             backoff(attempt)
+            continue
+        concurrency.after_save(ctx, before, aggregate)
+        return aggregate
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
 
 
@@ -193,7 +199,8 @@ def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | Non
         aggregate = store.load_stage(only) if following is None else store.load_stage(only, following)
         if aggregate is None:
             raise NotFound(missing or f"run {run_id!r} not found")
-        if not (aggregate.partial and aggregate.run.auto_advance):
+        # the driver of an autoAdvance run, and the group of a grouped run, read every stage
+        if not (aggregate.partial and (aggregate.run.auto_advance or aggregate.run.concurrency_group)):
             return aggregate
     return get_run(ctx, run_id, missing=missing)
 
@@ -249,7 +256,9 @@ def delete_run(ctx: ServiceContext, run_id: str) -> RunAggregate:
         aggregate = get_run(ctx, run_id)
         try:
             ctx.stores.runs.delete_run(aggregate)
-            return aggregate
         except ConcurrentModification:
             backoff(attempt)
+            continue
+        concurrency.after_delete(ctx, aggregate)
+        return aggregate
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")

@@ -25,7 +25,7 @@ from ..domain.errors import ConcurrentModification, Conflict, NotFound, Pipeline
 from ..domain.model import RunMetadata
 from ..domain.schedules import Schedule
 from ..domain.schemas import CreateScheduleIn, PatchScheduleIn
-from . import ServiceContext, pipelines
+from . import ServiceContext, concurrency, pipelines
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime) ->
     outcome, run_id, skipped = DUPLICATE, ctx.stores.links.linked_run(rules.LINK_NAMESPACE, key), None
     if run_id is None:
         try:
-            counter, layout = ctx.stores.pipelines.claim_counter(pipeline, require_layout=True, at=now)
+            claimed = ctx.stores.pipelines.claim(pipeline, require_layout=True, at=now)
         except PipelinePaused as paused:
             outcome, skipped = SKIPPED, {"at": format_iso(fire_at), "reason": "pipeline_paused",
                                          "message": paused.message}
@@ -142,10 +142,13 @@ def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime) ->
                                          "message": missing.message}
         else:
             aggregate = pipelines.run_like_latest(
-                ctx, pipeline, counter, layout, trigger=rules.trigger_of(schedule),
+                ctx, pipeline, claimed.counter, claimed.layout, trigger=rules.trigger_of(schedule),
                 variables=dict(schedule.variables) or None,
                 metadata=RunMetadata(actor=schedule.created_by, source=rules.SOURCE))
-            if ctx.stores.links.insert_linked_run(aggregate, rules.LINK_NAMESPACE, key, format_iso(now)):
+            # in the pipeline's concurrency group, if it has one (service/concurrency.py)
+            if concurrency.insert_linked_run(ctx, aggregate, setting=claimed.concurrency,
+                                             namespace=rules.LINK_NAMESPACE, key=key,
+                                             created_at=format_iso(now) or "", actor=schedule.created_by):
                 outcome, run_id = CREATED, aggregate.run.id
             else:  # a concurrent firing wrote the run first; its number claimed here stays a gap
                 run_id = ctx.stores.links.linked_run(rules.LINK_NAMESPACE, key)

@@ -20,7 +20,7 @@ from ..domain.errors import ConcurrentModification, NotFound
 from ..domain.model import RunAggregate
 from ..domain.status import StageStatus
 from ..domain.timers import fire
-from . import ServiceContext
+from . import ServiceContext, concurrency
 from .ports import DueTimer
 from .runs import mutate_run
 
@@ -75,6 +75,7 @@ class SweepReport:
     failed: int = 0
     truncated: bool = False
     completed: int = 0  # big runs whose pending change the sweep finished
+    groups_freed: int = 0  # concurrency groups held by an ended run, freed (service/concurrency.py)
 
 
 def sweep(ctx: ServiceContext, now: datetime | None = None, *, limit: int = SWEEP_LIMIT) -> SweepReport:
@@ -104,6 +105,8 @@ def sweep(ctx: ServiceContext, now: datetime | None = None, *, limit: int = SWEE
             report.stale += 1
         else:
             report.fired[status.value] = report.fired.get(status.value, 0) + 1
+    # a run that ended and whose writer died before freeing its group: promote the next one
+    report.groups_freed = concurrency.repair(ctx, now)
     return report
 
 

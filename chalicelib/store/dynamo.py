@@ -16,6 +16,7 @@ from .active import ActiveTimers
 from .deliveries import DeliveryLog
 from .dialects import DialectLookups
 from .finder import Finder
+from .groups import GroupStore
 from .idempotency import IdempotencyStore
 from .insights import InsightsStore
 from .models import ClientLimits, item_models
@@ -49,5 +50,5 @@ def build_stores(settings: Settings) -> Stores:
         subscriptions=SubscriptionStore(items, writer), deliveries=DeliveryLog(items, codec),
         timers=ActiveTimers(items), changes=StreamDecoder(), finder=Finder(items, codec),
         schedules=ScheduleStore(items), retention=RunRetention(items),
-        insights=InsightsStore(items, writer),
+        insights=InsightsStore(items, writer), groups=GroupStore(items, runs),
     )

@@ -20,10 +20,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..domain import dialect_ids, ids
 from ..domain.clock import format_iso, parse_iso
+from ..domain.concurrency import Group
 from ..domain.cursors import INVALID, CursorCodec
 from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.events import StateChange
@@ -46,6 +47,7 @@ from ..service.ports import (
     COMMITTED,
     DONE,
     PENDING,
+    Claimed,
     ClaimTakenOver,
     DaysRead,
     DeliveryAttempt,
@@ -352,6 +354,20 @@ class MemoryPipelineStore:
 
     def claim_counter(self, pipeline: str, *, require_layout: bool = False,
                       at: datetime | None = None) -> tuple[int, dict | None]:
+        claimed = self.claim(pipeline, require_layout=require_layout, at=at)
+        return claimed.counter, claimed.layout
+
+    def set_concurrency(self, pipeline: str, setting: dict) -> Pipeline:
+        with self.db.lock:
+            found = self.db.pipelines.get(pipeline)
+            if found is None:
+                raise NotFound(f"pipeline {pipeline!r} not found")
+            self.db.commit_claim({"pipeline": pipeline})()
+            found.concurrency = dict(setting)
+            return copy.deepcopy(found)
+
+    def claim(self, pipeline: str, *, require_layout: bool = False,
+              at: datetime | None = None) -> Claimed:
         with self.db.lock:
             found = self.db.pipelines.get(pipeline)
             if require_layout and (found is None or found.layout is None):
@@ -363,7 +379,7 @@ class MemoryPipelineStore:
             found.counter += 1
             if at is not None:
                 found.last_activity = _millis(at)
-            return found.counter, copy.deepcopy(found.layout)
+            return Claimed(found.counter, copy.deepcopy(found.layout), copy.deepcopy(found.concurrency))
 
     def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
                    by: str | None = None, at=None) -> Pipeline:
@@ -892,6 +908,87 @@ class MemoryScheduleStore:
         return [(pipeline, schedule_id) for _, pipeline, schedule_id in due[:limit]]
 
 
+class MemoryGroupStore:
+    """``GroupStore`` in memory: each write checks the group's version and the runs' as read,
+    all under the one lock, before writing anything."""
+
+    def __init__(self, db: MemoryDatabase, runs: MemoryRunStore) -> None:
+        self.db = db
+        self.runs = runs
+        self.groups: dict[tuple[str, str], tuple[Group, str]] = {}  # -> (group, changed at)
+
+    def get(self, pipeline: str, name: str) -> Group | None:
+        with self.db.lock:
+            found = self.groups.get((pipeline, name))
+            return None if found is None else found[0]
+
+    def _check_group(self, group: Group) -> None:
+        found = self.groups.get((group.pipeline, group.name))
+        stored = None if found is None else found[0].version
+        if stored != group.version:
+            raise ConcurrentModification(f"concurrency group {group.name!r} changed since it was read; retry")
+
+    def _check_run(self, before: RunAggregate) -> None:
+        stored = self.db.runs.get(before.run.id)
+        if (stored is None or stored.run.version != before.run.version
+                or {s.id: s.version for s in stored.stages} != {s.id: s.version for s in before.stages}):
+            raise ConcurrentModification(f"run {before.run.id!r} was changed by someone else; retry")
+
+    def _put_group(self, group: Group, now: datetime) -> None:
+        self.groups[(group.pipeline, group.name)] = (replace(group, version=(group.version or 0) + 1),
+                                                     format_iso(now) or "")
+
+    def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
+                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   link: tuple[str, str, str] | None = None) -> None:
+        with self.db.lock:
+            self._check_group(group)
+            if superseded is not None:
+                self._check_run(superseded[0])
+            if link is not None:
+                if (link[0], link[1]) in self.db.links:
+                    raise ConcurrentModification("the link exists already; nothing was written")
+                self.db.links[(link[0], link[1])] = aggregate.run.id
+            self.runs._insert(aggregate, layout, {"run": aggregate.run.id})
+            if superseded is not None:
+                self.runs.save(*superseded)
+            self._put_group(group, aggregate.run.created_at)
+
+    def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
+                 promoted: tuple[RunAggregate, RunAggregate] | None = None,
+                 effect: dict | None = None) -> None:
+        with self.db.lock:
+            self._check_group(group)
+            self._check_run(before)
+            if promoted is not None:
+                self._check_run(promoted[0])
+            self.db.commit_claim(effect or {"run": after.run.id})()
+            self.runs.save(before, after)
+            if promoted is not None:
+                self.runs.save(*promoted)
+            self._put_group(group, after.run.updated_at)
+
+    def write(self, group: Group, promoted: tuple[RunAggregate, RunAggregate] | None = None,
+              checked: Run | None = None, *, now: datetime) -> None:
+        with self.db.lock:
+            self._check_group(group)
+            if checked is not None:
+                stored = self.db.runs.get(checked.id)
+                if stored is None or stored.run.version != checked.version:
+                    raise ConcurrentModification(f"run {checked.id!r} changed since it was read; retry")
+            if promoted is not None:
+                self._check_run(promoted[0])
+                self.runs.save(*promoted)
+            self._put_group(group, now)
+
+    def due_groups(self, now_iso: str, limit: int = 100) -> list[tuple[str, str]]:
+        with self.db.lock:
+            due = sorted((at, key) for key, (group, at) in self.groups.items() if group.queue)
+        # the DynamoDB store's grace time: a group is due a minute after its latest change
+        grace = [key for at, key in due if format_iso(parse_iso(at) + timedelta(seconds=60)) <= now_iso]
+        return grace[:limit]
+
+
 def build_stores(settings: Settings) -> Stores:
     db = MemoryDatabase(CursorCodec(settings.secret_key))
     runs = MemoryRunStore(db)
@@ -902,5 +999,5 @@ def build_stores(settings: Settings) -> Stores:
         subscriptions=MemorySubscriptionStore(db), deliveries=MemoryDeliveryLog(db),
         timers=MemoryActiveTimers(db), changes=MemoryChangeStream(), finder=MemoryFinder(db),
         schedules=MemoryScheduleStore(db), retention=MemoryRunRetention(db),
-        insights=MemoryInsightsStore(db),
+        insights=MemoryInsightsStore(db), groups=MemoryGroupStore(db, runs),
     )

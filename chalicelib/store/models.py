@@ -19,6 +19,7 @@ One table, keyed ``pk``/``sk``:
 | schedule  | ``SCHEDULES#<pipeline>``| ``SCHEDULE#<id>``| cron schedule; in activeStages while enabled |
 | insights  | ``INSIGHTS[#<pipeline>]``| ``DAY#<day>#...``, ``STATE``| day aggregates (store/insights.py) |
 | ins. mark | ``INSMARK#<run id>``| ``A#…``, ``R#…``, ``RUN``| what the insights consumer applied |
+| group     | ``GROUP#<pipeline>``| ``GROUP#<name>``| concurrency group: holder + queue (store/groups.py) |
 
 The classes below are the schema only: they name no table, and using one directly for I/O fails
 (PynamoDB: "Models must have a table_name"). ``item_models(table, region, host)`` makes a copy of
@@ -147,6 +148,7 @@ PARTITIONS = {
     "schedules": "SCHEDULES#*",      # a pipeline's cron schedules (store/schedules.py)
     "insights": "INSIGHTS*",         # day aggregates and pipeline state (store/insights.py)
     "insight_marks": "INSMARK#*",    # what the insights consumer applied, per run
+    "groups": "GROUP#*",             # a pipeline's concurrency groups (store/groups.py)
 }
 
 
@@ -245,6 +247,7 @@ class PipelineItem(BaseItem, discriminator="pipeline"):
     paused_by = UnicodeAttribute(null=True)
     paused_at = UnicodeAttribute(null=True)
     layout = UnicodeAttribute(null=True)  # JSON: stage layout of the latest run (operations.layout_of)
+    concurrency = UnicodeAttribute(null=True)  # JSON: {mode, group} (domain/concurrency.Setting)
     # The ids the dialects address the pipeline by ("#codearts:<job_id>", "#buddy:<pipeline_id>",
     # domain/dialect_ids.py), set with every run number claimed. They live in the attributes the
     # byPipeline and byPipelineStatus indexes are keyed on (an overloaded index: no run's key
@@ -314,6 +317,7 @@ class RunItem(BaseItem, discriminator="run"):
     n_cancelled = NumberAttribute(null=True, attr_name="n_CANCELLED")
     n_timed_out = NumberAttribute(null=True, attr_name="n_TIMED_OUT")
     n_skipped = NumberAttribute(null=True, attr_name="n_SKIPPED")
+    n_queued = NumberAttribute(null=True, attr_name="n_QUEUED")  # always absent: no stage is QUEUED
     seq = NumberAttribute(null=True)
     last_end = UnicodeAttribute(null=True)
     # Where the run comes from (model.RunMetadata), and its keys in the search indexes
@@ -326,6 +330,10 @@ class RunItem(BaseItem, discriminator="run"):
     commit_sha = UnicodeAttribute(null=True)  # the commit's hash, lower case
     run_feed = UnicodeAttribute(null=True)
     created_key = UnicodeAttribute(null=True)  # "<created_at>#<run id>": newest first, unique
+    # Its concurrency group (domain/concurrency.py), set at create; ``queued`` while it waits
+    # there (its status is then QUEUED), removed by its promotion or its cancel.
+    concurrency_group = UnicodeAttribute(null=True)
+    queued = BooleanAttribute(null=True)
     # A change too big for one transaction, committed here first and then written to its stage
     # items in chunks (repository.py, "big runs"): readers apply it, writers complete it first.
     intent_id = UnicodeAttribute(null=True)
@@ -578,6 +586,34 @@ class ScheduleItem(BaseItem, discriminator="schedule"):
     version = VersionAttribute()
 
 
+GROUPS_SHARD = "GROUPS"  # the activeStages partition of groups with waiting runs (store/groups.py)
+
+
+def group_pk(pipeline: str) -> str:
+    return f"GROUP#{pipeline}"
+
+
+def group_sk(name: str) -> str:
+    return f"GROUP#{name}"
+
+
+class GroupItem(BaseItem, discriminator="group"):
+    """A concurrency group of a pipeline (domain/concurrency.Group): the run holding it and the
+    runs waiting for it, oldest first (JSON list). While runs wait it carries ``active_shard =
+    GROUPS_SHARD`` and ``due_at`` (its latest change + a grace time), so the sweeper finds a group
+    whose holder ended without releasing it (its writer died between the two) with one Query."""
+
+    # attribute names of their own: ``pipeline`` and ``name`` key other items' indexes
+    pipeline = UnicodeAttribute(attr_name="group_pipeline")
+    name = UnicodeAttribute(attr_name="group_name")
+    active = UnicodeAttribute(null=True)
+    queue = UnicodeAttribute(null=True)  # JSON list of run ids
+    updated_at = UnicodeAttribute(null=True)
+    active_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+
+
 @dataclass(frozen=True)
 class ItemModels:
     """Every item class, bound to one table and endpoint (``item_models``)."""
@@ -597,6 +633,7 @@ class ItemModels:
     subscription: type[SubscriptionItem]
     delivery: type[DeliveryItem]
     schedule: type[ScheduleItem]
+    group: type[GroupItem]
 
     def connection(self) -> Connection:
         """The low-level connection every class of this table shares."""
@@ -656,7 +693,7 @@ def _bind(table_name: str, region: str, host: str | None,
         token_entry=bound(TokenEntryItem), session=bound(SessionItem),
         idempotency=bound(IdempotencyItem), source=bound(SourceItem), link=bound(LinkItem),
         subscription=bound(SubscriptionItem), delivery=bound(DeliveryItem),
-        schedule=bound(ScheduleItem),
+        schedule=bound(ScheduleItem), group=bound(GroupItem),
     )
     shared: Connection | None = None
     for model in (base, items.pipeline, items.run, items.stage, items.attempt, items.token, items.token_entry,

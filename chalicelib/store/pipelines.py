@@ -15,6 +15,7 @@ from ..domain import dialect_ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification, Conflict, NotFound, PipelinePaused
 from ..domain.operations import Pipeline
+from ..service.ports import Claimed
 from . import models
 from .models import ItemModels, PipelineItem, pipeline_pk
 from .repository import Writer, _is_condition_failure, _only_transaction_conflicts
@@ -30,6 +31,7 @@ def pipeline_from_item(item: PipelineItem) -> Pipeline:
         paused_by=item.paused_by, paused_at=parse_iso(item.paused_at),
         layout=None if item.layout is None else json.loads(item.layout),
         counter=int(item.counter or 0), last_activity=parse_iso(item.last_activity),
+        concurrency=None if item.concurrency is None else json.loads(item.concurrency),
     )
 
 
@@ -79,7 +81,13 @@ class PipelineStore:
 
     def claim_counter(self, pipeline: str, *, require_layout: bool = False,
                       at=None) -> tuple[int, dict | None]:
-        """The next run number (one atomic ADD, refused while paused) and the stored layout.
+        """The next run number and the stored layout (``claim``)."""
+        claimed = self.claim(pipeline, require_layout=require_layout, at=at)
+        return claimed.counter, claimed.layout
+
+    def claim(self, pipeline: str, *, require_layout: bool = False, at=None) -> Claimed:
+        """The next run number (one atomic ADD, refused while paused), the stored layout and the
+        concurrency setting (the same UpdateItem returns them: no extra read).
 
         With ``require_layout`` the pipeline must already have run: a pipeline without a layout
         is left untouched (no item created, no number used) and reported as unknown.
@@ -110,7 +118,26 @@ class PipelineStore:
                 if current is None or current.layout is None:
                     raise NotFound(f"pipeline {pipeline!r} has never run; nothing to schedule from") from None
             raise PipelinePaused(f"pipeline {pipeline!r} is paused; it accepts no new runs") from None
-        return int(item.counter), None if item.layout is None else json.loads(item.layout)
+        return Claimed(int(item.counter), None if item.layout is None else json.loads(item.layout),
+                       None if item.concurrency is None else json.loads(item.concurrency))
+
+    def set_concurrency(self, pipeline: str, setting: dict) -> Pipeline:
+        """Store the pipeline's concurrency setting: one conditional UpdateItem (the pipeline
+        must exist: 404), carrying an Idempotency-Key's commit when one is held."""
+        item = self._key(pipeline)
+        actions = [PipelineItem.concurrency.set(json.dumps(setting, separators=(",", ":")))]
+        try:
+            updated = self._update(item, actions, PipelineItem.pk.exists(), effect={"pipeline": pipeline})
+        except (UpdateError, TransactWriteError) as error:
+            if not _is_condition_failure(error):
+                raise
+            raise NotFound(f"pipeline {pipeline!r} not found") from None
+        if updated:
+            return pipeline_from_item(item)
+        current = self.get(pipeline)
+        if current is None:
+            raise NotFound(f"pipeline {pipeline!r} not found")
+        return current
 
     def set_paused(self, pipeline: str, paused: bool, *, cause: str | None = None,
                    by: str | None = None, at=None) -> Pipeline:

@@ -186,6 +186,7 @@ def run_to_item(model: type[RunItem], run: Run, stages: Sequence[Stage] = ()) ->
         commit=_dumps(run.commit), trigger=run.trigger, variables=_dumps(run.variables),
         secrets=_dumps(run.secrets) if run.secrets else None, cancellation=_dumps(run.cancellation),
         timeout_seconds=run.timeout_seconds, auto_advance=run.auto_advance or None,
+        concurrency_group=run.concurrency_group, queued=run.queued or None,
         seq=(run.seq or 0) + 1,
         last_end=format_iso(max((s.ended_at for s in stages if s.ended_at is not None), default=None)),
         **_metadata(run), **_version(run.version),
@@ -225,6 +226,7 @@ def run_from_item(item: RunItem) -> Run:
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         auto_advance=bool(item.auto_advance), branch=item.branch, actor=item.actor,
         source_url=item.source_url, source=item.source, environment=item.environment,
+        concurrency_group=item.concurrency_group, queued=bool(item.queued),
         version=None if item.version is None else int(item.version),
         seq=None if item.seq is None else int(item.seq), stored=_stored_derived(item),
     )
@@ -1054,7 +1056,8 @@ class Repository:
                 return  # a later change committed: its writer settles
         log.info("run %s: its bounds kept moving; a later writer settles it", run_id)
 
-    def _save_run(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem]) -> None:
+    def _save_run(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem],
+                  effect: dict | None = None, *, claim: bool = True) -> None:
         """Write what changed in one transaction with the whole run item, conditioned on the
         run's version and change counter as read, so that it fails if any stage changed since
         (a change of the whole run is decided on all of them); the run item is written in the
@@ -1076,7 +1079,7 @@ class Repository:
                 puts=[stage_to_item(self.items.stage, s, big_run=big, run_version=run_version)
                       for s in changed],
                 deletes=[stage_to_item(self.items.stage, s) for s in removed], unflagged=unflagged,
-                after_big=big, extra=extra, effect={"run": after.run.id},
+                after_big=big, extra=extra, effect=(effect or {"run": after.run.id}) if claim else None,
                 attempt_puts=_ended_attempts(self.items.attempt, changed),
                 attempt_deletes=_history_of(removed),
             ))

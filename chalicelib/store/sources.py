@@ -85,6 +85,13 @@ def _link_pk(namespace: str, key: str) -> str:
     return "LINK#" + hashlib.sha256(f"{namespace}\n{key}".encode()).hexdigest()[:40]
 
 
+def link_put(model: type[LinkItem], run_id: str, namespace: str, key: str, created_at: str) -> TxItem:
+    """The new link (namespace, key) -> ``run_id``, on condition there is none yet (tag "link")."""
+    link = model(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
+                 external_key=key[:1024], run_id=run_id, created_at=created_at)
+    return tx_put(link, LinkItem.pk.does_not_exist(), tag="link")
+
+
 class RunLinks:
     """The DynamoDB ``RunLinks`` (service/ports.py): links on the table of ``items``, each new
     one written in the transaction of its run (through ``runs``)."""
@@ -104,9 +111,7 @@ class RunLinks:
         """Run + stages + link, all or nothing (one transaction, or for a big run the first one
         of an intent: store/repository.py). False: the link exists (another delivery made the
         run first); nothing was written."""
-        link = self._model(pk=_link_pk(namespace, key), sk=LINK_SK, namespace=namespace,
-                           external_key=key[:1024], run_id=aggregate.run.id, created_at=created_at)
-        first = [tx_put(link, LinkItem.pk.does_not_exist(), tag="link"), *extra]
+        first = [link_put(self._model, aggregate.run.id, namespace, key, created_at), *extra]
         try:
             self._runs.write_new_run(aggregate, first)
         except TransactWriteError as error:

@@ -268,7 +268,7 @@ function overviewPage() {
   document.title = "Pipelines · stagetrack";
   const filter = h("input", { id: "filter", type: "search", placeholder: "pipeline or branch" });
   const status = h("select", { id: "status-filter" },
-    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "SUCCESS"].map((s) =>
+    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "QUEUED", "SUCCESS"].map((s) =>
       h("option", { value: s, text: s ? label(s) : "any status" })),
     h("option", { value: "paused", text: "paused" }));
   const list = h("div", { id: "pipelines" }, h("p", { class: "muted", text: "Loading…" }));
@@ -358,6 +358,8 @@ function runDetails(run, gantt) {
     ["Created", when(run.createdAt)],
     ["Duration", h("span", { id: "run-duration", text: seconds(run.duration) })],
   ];
+  if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
+    ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
   if (run.cancellation) meta.push(["Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
   return [
     h("h1", {}, `${run.pipeline} #${run.counter}`, badge(run.status)),

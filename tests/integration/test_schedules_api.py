@@ -125,9 +125,10 @@ def test_the_minute_tick_fires_each_fire_time_once(client, web, clock, ddb_calls
     assert run["trigger"] == f"schedule {schedule['id']} (* * * * * UTC)"
     assert fired["lastFiredAt"] == schedule["nextFireAt"]
     assert fired["nextFireAt"] > clock.now().isoformat()[:16]
-    # sweep: one Query per stage shard; schedules: the due Query, GetItem schedule + GetItem link,
-    # the counter's UpdateItem, the run's transaction (run, stages, link), the schedule's PutItem
-    assert tick == {"Query": 4 + 1, "GetItem": 2, "UpdateItem": 1, "TransactWriteItems": 1, "PutItem": 1}
+    # sweep: one Query per stage shard and one of the concurrency groups with waiting runs;
+    # schedules: the due Query, GetItem schedule + GetItem link, the counter's UpdateItem, the run's
+    # transaction (run, stages, link), the schedule's PutItem
+    assert tick == {"Query": 4 + 1 + 1, "GetItem": 2, "UpdateItem": 1, "TransactWriteItems": 1, "PutItem": 1}
     ddb_calls.clear()
     assert service.fire_due(wiring.context()).due == 0  # a second tick in the same minute
     assert dict(ddb_calls) == {"Query": 1}

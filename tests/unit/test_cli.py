@@ -694,6 +694,17 @@ def test_run_header_shows_where_the_run_came_from():
     ]
 
 
+def test_a_run_of_a_concurrency_group_says_so_and_whether_it_waits():
+    assert "  concurrency group deploy  (waits for the run holding it)" in render.run_details(
+        run("QUEUED", concurrencyGroup="deploy")).splitlines()
+    idle = render.run_details(run("IDLE", concurrencyGroup="deploy"))
+    assert "  concurrency group deploy" in idle.splitlines()
+    assert "concurrency group" not in render.run_details(run("IDLE"))
+    api = FakeApi({("POST", "/api/runs"): [(201, run("QUEUED"))]})
+    assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "-q"], api)[0] == 0
+    assert api.requests[0]["body"] == {"pipeline": "web", "concurrencyGroup": "deploy"}
+
+
 def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
     path = tmp_path / "elsewhere.json"
     api = FakeApi({("GET", "/api/runs"): [{"items": [], "nextCursor": None}]})

@@ -46,6 +46,7 @@ SAMPLES = {
                                                         {"key": "TOKEN", "value": "s3cret", "secret": True}]},
     "pause_pipeline": {"pipeline": "web", "cause": "freeze"},
     "unpause_pipeline": {"pipeline": "web"},
+    "release_lock": {"pipeline": "web"},
     "schedule_pipeline": {"pipeline": "web", "variables": {"A": "1"}},
     "stop_run": {"pipeline": "web", "counter": 2},
     "cancel_stage_by_name": {"pipeline": "web", "stageName": "BUILD"},
@@ -63,7 +64,7 @@ def _message(action: str, **extra) -> str:
 
 def test_every_command_has_exactly_one_handler_and_every_handler_a_command():
     assert set(commands.HANDLERS) == _command_classes()
-    assert len(_command_classes()) == 19
+    assert len(_command_classes()) == 21
 
 
 def test_a_second_handler_for_a_command_is_refused():
@@ -82,7 +83,8 @@ def test_a_command_without_a_handler_is_refused(memory_ctx):
 
 # A pipeline's configuration (its cron schedules, issue 15), like tokens and subscriptions, is
 # changed through the API only: the queue and topic carry operations on runs and pipelines.
-CONFIGURATION = {commands.CreateSchedule, commands.ChangeSchedule, commands.DeleteSchedule}
+CONFIGURATION = {commands.CreateSchedule, commands.ChangeSchedule, commands.DeleteSchedule,
+                 commands.SetConcurrency}
 
 
 def test_every_command_is_reachable_from_the_queue_and_every_action_has_a_sample():
@@ -156,7 +158,7 @@ def _gocd(token: str, **headers) -> dict:
 
 JOB = dialect_ids.codearts_job_id("web")
 BUDDY = f"/workspaces/w/projects/p/pipelines/{dialect_ids.buddy_pipeline_id('web')}/executions/2"
-V2, V3 = "application/vnd.go.cd.v2+json", "application/vnd.go.cd.v3+json"
+V1, V2, V3 = "application/vnd.go.cd.v1+json", "application/vnd.go.cd.v2+json", "application/vnd.go.cd.v3+json"
 
 # (name, method, path, body, headers(token), paused before, status, command)
 ROUTES = [
@@ -191,6 +193,12 @@ ROUTES = [
      lambda t: _gocd(t, Confirm="true"), False, 200, "PausePipeline"),
     ("gocd unpause", "POST", "/go/api/pipelines/web/unpause", None,
      lambda t: _gocd(t, Confirm="true"), True, 200, "UnpausePipeline"),
+    ("native concurrency", "PUT", "/api/pipelines/web/concurrency", {"mode": "QUEUED"}, None, False, 200,
+     "SetConcurrency"),
+    ("gocd releaseLock", "POST", "/go/api/pipelines/web/releaseLock", None,
+     lambda t: _gocd(t, Confirm="true"), False, 200, "ReleaseLock"),
+    ("gocd v1 unlock", "POST", "/go/api/pipelines/web/unlock", None,
+     lambda t: _gocd(t, Accept=V1, **{"X-GoCD-Confirm": "true"}), False, 200, "ReleaseLock"),
     ("gocd schedule", "POST", "/go/api/pipelines/web/schedule", None,
      lambda t: _gocd(t, Confirm="true"), False, 202, "SchedulePipeline"),
     ("codearts stop", "POST", "/v3/jobs/stop", {"job_id": JOB, "build_no": "2"},
@@ -222,10 +230,8 @@ def test_each_route_writes_through_the_command_table(api, memory_ctx, spy, name,
 
 
 # Routes that write but run no command: deletes are native-only and no operation (nothing else
-# dispatches them); GoCD's releaseLock and unlock only read (stagetrack never locks a pipeline).
-NOT_COMMANDS = {("DELETE", "/api/runs/{run_id}"), ("DELETE", "/api/stages/{stage_id}"),
-                ("POST", "/go/api/pipelines/{pipeline}/releaseLock"),
-                ("POST", "/go/api/pipelines/{pipeline}/unlock")}
+# dispatches them).
+NOT_COMMANDS = {("DELETE", "/api/runs/{run_id}"), ("DELETE", "/api/stages/{stage_id}")}
 OPERATION_PATHS = ("/api/runs", "/api/stages", "/api/pipelines", "/go/", "/v1/", "/v3/", "/workspaces/")
 
 

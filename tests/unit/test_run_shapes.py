@@ -39,7 +39,7 @@ def test_a_new_run_and_its_stages_on_the_wire():
         "trigger": "push", "branch": None, "actor": None, "sourceUrl": None, "source": None,
         "environment": None,
         "variables": {"A": "1"}, "secretVariables": [], "timeoutSeconds": 600, "autoAdvance": True,
-        "cancellation": None, "version": None,
+        "cancellation": None, "version": None, "concurrencyGroup": None,
     }
     assert stages == [
         {"id": "web:7:1", "createdAt": T0, "updatedAt": T0, "type": "BUILD", "startedAt": None,
@@ -94,9 +94,14 @@ def test_pipeline_status_view():
                                          paused_at=paused_at))
     assert {k: v for k, v in view.items() if k not in ("codeartsJobId", "buddyPipelineId")} == {
         "name": "web", "paused": True, "pausedCause": "freeze", "pausedBy": "alice",
-        "pausedAt": "2026-01-02T00:00:00.000Z", "locked": False, "schedulable": False,
+        "pausedAt": "2026-01-02T00:00:00.000Z", "locked": False, "lockedBy": None, "schedulable": False,
+        "concurrency": {"mode": "PARALLEL", "group": None},
     }
     assert isinstance(view["codeartsJobId"], str) and isinstance(view["buddyPipelineId"], int)
+    locked = pipeline_status_view(Pipeline(name="web", layout={"stages": []}, lock_holder="web:3",
+                                           concurrency={"mode": "QUEUED", "group": "deploy"}))
+    assert (locked["locked"], locked["lockedBy"], locked["schedulable"], locked["concurrency"]) == (
+        True, "web:3", False, {"mode": "QUEUED", "group": "deploy"})
 
 
 # ---- the run's derived fields -----------------------------------------------------------------

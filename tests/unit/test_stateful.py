@@ -15,6 +15,9 @@ the invariants after every step:
 """
 from __future__ import annotations
 
+import itertools
+import json
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -283,3 +286,259 @@ test_approval_policies_on_the_pure_domain = ApprovalPolicyMachine.TestCase
 
 # ---- the same through the service and the store (moto) -----------------------------------------
 
+
+
+# ---- concurrency groups (issue 15 item 2): the pure rules, then through the service -------------
+
+class GroupRulesMachine(RuleBasedStateMachine):
+    """``domain/concurrency.py`` alone: runs arrive under either mode (a group may be shared by
+    QUEUED and SUPERSEDED runs), end, are cancelled while they wait, come back (a retry). Each
+    run is "active", "queued" or "ended" here, as the service would write it from the rules'
+    answers. After every step: at most one run is active and it holds the group; every queued
+    run is in the queue, and the queue is in arrival order; a refused rule changes nothing."""
+
+    @initialize()
+    def start(self):
+        from chalicelib.domain.concurrency import Group
+
+        self.group = Group("web", "g")
+        self.state: dict[str, str] = {}
+        self.arrived: list[str] = []
+
+    @rule(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    def create(self, mode):
+        from chalicelib.domain.concurrency import QUEUE, SUPERSEDE, Mode, QueueFull, admit
+
+        run_id = f"web:{len(self.arrived) + 1}"
+        try:
+            admission = admit(self.group, run_id, Mode(mode))
+        except QueueFull:
+            assert len(self.group.queue) >= 50
+            return
+        if admission.kind == SUPERSEDE:
+            assert self.state[admission.superseded] == "active"
+            self.state[admission.superseded] = "ended"  # cancelled with the create
+        self.state[run_id] = "queued" if admission.kind == QUEUE else "active"
+        self.arrived.append(run_id)
+        self.group = admission.group
+
+    @rule(n=st.integers(0, 30))
+    def end(self, n):
+        from chalicelib.domain.concurrency import release
+
+        if not self.arrived:
+            return
+        run_id = self.arrived[n % len(self.arrived)]
+        if self.state[run_id] == "queued":  # cancelled while waiting: it leaves the queue
+            self.state[run_id] = "ended"
+            return
+        if self.state[run_id] != "active":
+            return
+        self.state[run_id] = "ended"
+        waiting = {r for r, s in self.state.items() if s == "queued"}
+        freed = release(self.group, run_id, waiting)
+        if freed is None:
+            assert self.group.active != run_id
+            return
+        if freed.promoted is not None:
+            assert self.state[freed.promoted] == "queued"
+            assert all(self.state[r] != "queued" for r in freed.dropped)  # only stale ids dropped
+            self.state[freed.promoted] = "active"
+        self.group = freed.group
+
+    @rule(n=st.integers(0, 30))
+    def retry(self, n):
+        from chalicelib.domain.concurrency import GroupBusy, reacquire
+
+        if not self.arrived:
+            return
+        run_id = self.arrived[n % len(self.arrived)]
+        if self.state[run_id] != "ended":
+            return
+        before = self.group
+        try:
+            taken = reacquire(self.group, run_id)
+        except GroupBusy:
+            assert self.group == before and self.group.active is not None
+            return
+        self.group = taken or self.group
+        self.state[run_id] = "active"
+
+    @invariant()
+    def one_active_holding_the_group(self):
+        if not hasattr(self, "group"):
+            return
+        active = [r for r, s in self.state.items() if s == "active"]
+        assert len(active) <= 1, self.state
+        assert self.group.active == (active[0] if active else self.group.active)
+        if self.group.active is not None and not active:
+            assert self.state[self.group.active] == "ended"  # held by a run that ended: released next
+        queued = [r for r, s in self.state.items() if s == "queued"]
+        assert set(queued) <= set(self.group.queue)
+        assert list(self.group.queue) == sorted(self.group.queue, key=self.arrived.index)
+        if queued:
+            assert self.group.active is not None  # nobody waits for a free group
+
+
+GroupRulesMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True, database=None,
+)
+test_concurrency_group_rules_on_the_pure_domain = GroupRulesMachine.TestCase
+
+
+# ---- concurrency groups (issue 15 item 2): many runs of one group, through the service ---------
+
+class ConcurrencyGroupMachine(RuleBasedStateMachine):
+    """Runs of one QUEUED or SUPERSEDED group created, started, ended, cancelled, retried and
+    deleted in any order, GoCD's releaseLock, and a holder's end whose release is lost (the
+    writer died after its commit) until the sweeper's pass. After every step:
+    - at most one run of the group is active (neither final nor QUEUED), the runs a releaseLock
+      let go aside (they run on by design), and it is the group's holder;
+    - the group's queue is exactly its QUEUED runs, oldest first, and a QUEUED run has only IDLE
+      stages; QUEUED runs exist only while the group is held (by a run that is active, or ended
+      with its release lost and not yet swept);
+    - a refused operation changes nothing.
+    ``ctx_factory`` builds the context (memory here; moto in tests/integration)."""
+
+    _pipelines = itertools.count(1)
+
+    def ctx_factory(self, clock):
+        from chalicelib import wiring
+        from chalicelib.settings import Settings
+
+        return wiring.memory_context(Settings(table_name="stagetrack-test", region="us-east-1"), clock)
+
+    @initialize(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    def start(self, mode):
+        from chalicelib.domain.concurrency import Mode
+        from chalicelib.service import concurrency
+
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        self.ctx = self.ctx_factory(self.clock)
+        # a pipeline of its own per example: a context may be shared (tests/integration)
+        self.pipeline = f"web{next(ConcurrencyGroupMachine._pipelines)}"
+        self.mode = Mode(mode)
+        self.counter = 1
+        self.released: set[str] = set()  # let go by releaseLock while active
+        self.lost = False  # a holder ended and its release was lost
+        self._create()  # run 1, before the setting: outside any group
+        concurrency.set_setting(self.ctx, self.pipeline, self.mode, None)
+
+    def _create(self):
+        from chalicelib.domain.schemas import CreateRunIn
+        from chalicelib.service import runs
+
+        body = CreateRunIn.model_validate_json(json.dumps({"pipeline": self.pipeline,
+                                                           "stages": ["BUILD", "DEPLOY_PROD"]}))
+        self.counter = runs.create_run(self.ctx, body, actor="alice").run.counter
+
+    def _run(self, n):
+        return f"{self.pipeline}:{(n % self.counter) + 1}"
+
+    def _all(self):
+        from chalicelib.service import runs
+
+        found = {}
+        for n in range(1, self.counter + 1):
+            try:
+                found[f"{self.pipeline}:{n}"] = runs.get_run(self.ctx, f"{self.pipeline}:{n}")
+            except DomainError:
+                continue
+        return found
+
+    def _try(self, action):
+        before = {k: (v.run.version, v.run.status) for k, v in self._all().items()}
+        try:
+            action()
+        except DomainError:
+            assert {k: (v.run.version, v.run.status) for k, v in self._all().items()} == before
+
+    @rule()
+    def create(self):
+        self._try(self._create)
+
+    @rule(n=st.integers(0, 20), status=st.sampled_from([S.IN_PROGRESS, S.SUCCESS, S.FAILURE]),
+          position=st.sampled_from([1, 2]))
+    def patch(self, n, status, position):
+        from chalicelib.domain.schemas import PatchStageIn
+        from chalicelib.service import runs
+
+        stage_id = f"{self._run(n)}:{position}"
+        self._try(lambda: runs.patch_stage(self.ctx, stage_id, PatchStageIn(status=status)))
+
+    @rule(n=st.integers(0, 20))
+    def cancel(self, n):
+        from chalicelib.service import operations
+
+        self._try(lambda: operations.cancel_run(self.ctx, self._run(n), actor="bob"))
+
+    @rule(n=st.integers(0, 20))
+    def retry(self, n):
+        from chalicelib.service import operations
+
+        self._try(lambda: operations.retry_run(self.ctx, self._run(n), ops.SCOPE_ALL))
+
+    @rule(n=st.integers(0, 20))
+    def delete(self, n):
+        from chalicelib.service import runs
+
+        self._try(lambda: runs.delete_run(self.ctx, self._run(n)))
+
+    @rule()
+    def release_lock(self):
+        from chalicelib.service import concurrency
+
+        group = self.ctx.stores.groups.get(self.pipeline, self.pipeline)
+        holder = group.active if group else None
+        concurrency.release_lock(self.ctx, self.pipeline)
+        if holder is not None:
+            self.released.add(holder)
+
+    @rule(n=st.integers(0, 20))
+    def end_and_lose_the_release(self, n):
+        """The change that ends a run commits, and its writer dies before freeing the group."""
+        from chalicelib.domain.schemas import PatchStageIn
+        from chalicelib.service import concurrency, runs
+
+        real = concurrency.after_save
+        concurrency.after_save = lambda *args: None
+        try:
+            run_id = self._run(n)
+            self._try(lambda: runs.patch_stage(self.ctx, f"{run_id}:1", PatchStageIn(status=S.FAILURE)))
+        finally:
+            concurrency.after_save = real
+        self.lost = True
+
+    @rule()
+    def sweep(self):
+        from chalicelib.service import timers
+
+        self.clock.advance(61)
+        timers.sweep(self.ctx)
+        self.lost = False
+
+    @invariant()
+    def one_active_at_most(self):
+        if not hasattr(self, "ctx"):
+            return
+        found = self._all()
+        group = self.ctx.stores.groups.get(self.pipeline, self.pipeline)
+        holder = group.active if group else None
+        queue = list(group.queue) if group else []
+        active = [k for k, a in found.items() if a.run.concurrency_group is not None
+                  and a.run.status not in FINAL and a.run.status != S.QUEUED and k not in self.released]
+        assert len(active) <= 1, {k: a.run.status for k, a in found.items()}
+        if active:
+            assert holder == active[0]
+        queued = [k for k, a in found.items() if a.run.status == S.QUEUED]
+        assert queue == queued == sorted(queued, key=lambda k: int(k.rsplit(":", 1)[1]))
+        for run_id in queued:
+            assert all(s.status == S.IDLE for s in found[run_id].stages)
+        if queued and not self.lost:  # a run waits only behind an active holder
+            assert holder is not None and holder in found and found[holder].run.status not in FINAL
+
+
+ConcurrencyGroupMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None, derandomize=True, database=None,
+)
+test_concurrency_groups_through_the_service = ConcurrencyGroupMachine.TestCase
