@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from chalice import Blueprint
 
@@ -162,8 +163,19 @@ def start_local(interval: float):
 
         ctx = wiring.context()
         settings = ctx.settings
-        outbox_loop = LocalOutbox(ctx, lambda: StreamTail(settings.table_name, settings.region,
-                                                          settings.dynamodb_endpoint))
+
+        def follow() -> StreamTail:
+            return StreamTail(settings.table_name, settings.region, settings.dynamodb_endpoint)
+
+        # "From now on" must mean from before the first request is served: a tail first made on
+        # the first tick (a second later) missed the changes of a client that starts at once.
+        # Only while DynamoDB Local is not answering yet is it left to the first tick.
+        try:
+            tail: StreamTail | Callable[[], StreamTail] = follow()
+        except Exception:  # noqa: BLE001 - DynamoDB Local still starting: the first tick makes it
+            log.warning("local outbox: the stream is not readable yet; following it from the first tick")
+            tail = follow
+        outbox_loop = LocalOutbox(ctx, tail)
         def tick() -> None:
             try:
                 outbox_loop.tick()
