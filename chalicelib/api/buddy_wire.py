@@ -41,6 +41,7 @@ BUDDY_STATUS = {
     S.TIMED_OUT: "FAILED",
     S.CANCELLED: "TERMINATED",
     S.SKIPPED: "SKIPPED",
+    S.RETRY_PENDING: "ENQUEUED",  # a new attempt waits to start, as a queued one does
 }
 
 

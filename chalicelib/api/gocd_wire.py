@@ -33,6 +33,7 @@ GOCD_RESULT = {
     S.TIMED_OUT: "Cancelled",  # GoCD cancels a job that outlives its timeout
     S.CANCELLED: "Cancelled",
     S.SKIPPED: "Unknown",
+    S.RETRY_PENDING: "Unknown",
 }
 GOCD_JOB_STATE = {
     S.IDLE: "Scheduled",
@@ -43,6 +44,7 @@ GOCD_JOB_STATE = {
     S.TIMED_OUT: "Completed",
     S.CANCELLED: "Completed",
     S.SKIPPED: "Discontinued",
+    S.RETRY_PENDING: "Scheduled",  # GoCD's state of a job rescheduled, not yet assigned
 }
 
 
@@ -207,7 +209,7 @@ def gocd_pipeline_stage(run: Run, entry: dict, *, operate: bool) -> dict:
         "name": entry["name"],
         "approved_by": _approved_by(entry["approval"], entry.get("approvedBy")),
         "jobs": [_job(run, entry)],
-        "can_run": operate and (status in FINAL or status == S.WAITING_FOR_APPROVAL),
+        "can_run": operate and (status in FINAL or status in (S.WAITING_FOR_APPROVAL, S.RETRY_PENDING)),
         "result": GOCD_RESULT[status],
         "approval_type": _approval_type(entry["approval"]),
         "counter": str(entry["attempt"]),

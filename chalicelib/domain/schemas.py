@@ -83,6 +83,30 @@ class CommitIn(StrictModel):
         return commit
 
 
+# Automatic retries (domain/retries.py): bounded so one stage can never loop for long.
+MAX_RETRIES = 10
+MAX_BACKOFF_SECONDS = 3600
+RetryWhen = Literal["FAILURE", "TIMED_OUT"]
+RETRY_WHEN: tuple[RetryWhen, ...] = ("FAILURE", "TIMED_OUT")  # the default: both
+
+
+class RetryIn(StrictModel):
+    """A stage's ``retry``: ``max`` automatic retries on the statuses in ``when`` (default both),
+    the first after ``backoffSeconds`` (default 0), each next one twice as long, at most 3600 s."""
+
+    max: Annotated[int, Field(ge=1, le=MAX_RETRIES)]
+    when: Annotated[list[RetryWhen], Field(min_length=1, max_length=2)] = Field(
+        default_factory=lambda: list(RETRY_WHEN))
+    backoff_seconds: Annotated[int, Field(ge=0, le=MAX_BACKOFF_SECONDS)] = Field(
+        default=0, alias="backoffSeconds")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RetryIn:
+        if len(set(self.when)) != len(self.when):
+            raise ValueError("when lists each status once")
+        return self
+
+
 class StageSpecIn(StrictModel):
     type: StageType
     name: StageName | None = None
@@ -100,6 +124,17 @@ class StageSpecIn(StrictModel):
     on_timeout: OnTimeout | None = Field(default=None, alias="onTimeout", exclude_if=_unset)
     remind_after_seconds: TimeoutSeconds | None = Field(default=None, alias="remindAfterSeconds",
                                                         exclude_if=_unset)
+    # Automatic retries on FAILURE / TIMED_OUT (domain/retries.py); a number N is {"max": N}.
+    retry: Annotated[int, Field(ge=1, le=MAX_RETRIES)] | RetryIn | None = Field(
+        default=None, exclude_if=_unset)
+
+    def retry_policy(self) -> dict | None:
+        """The policy as stored on the stage (``RetryPolicy.as_dict``), None without one."""
+        if self.retry is None:
+            return None
+        declared = RetryIn(max=self.retry) if isinstance(self.retry, int) else self.retry
+        return {"max": declared.max, "when": sorted(declared.when, key=RETRY_WHEN.index),
+                "backoffSeconds": declared.backoff_seconds}
 
     def has_policy(self) -> bool:
         return any(value is not None for value in (self.approvers, self.required, self.prevent_self_approval,
