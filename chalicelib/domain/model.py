@@ -235,6 +235,10 @@ class RunAggregate:
         if run.status in FINAL:
             ends = [s.ended_at for s in self.stages if s.ended_at is not None]
             run.ended_at = max(ends) if ends else (now or run.ended_at)
+            # A run never ends before it starts: the stage that started it may be back at IDLE
+            # (a retry of a cancelled run's stage) while the run stays final by an earlier end.
+            if run.ended_at is not None and run.started_at is not None and run.ended_at < run.started_at:
+                run.ended_at = run.started_at
             run.duration_ms = (
                 millis_between(run.started_at, run.ended_at)
                 if run.started_at is not None and run.ended_at is not None else None
