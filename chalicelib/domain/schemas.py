@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -90,21 +91,26 @@ RetryWhen = Literal["FAILURE", "TIMED_OUT"]
 RETRY_WHEN: tuple[RetryWhen, ...] = ("FAILURE", "TIMED_OUT")  # the default: both
 
 
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("each status at most once")
+    return values
+
+
+def _number_is_max(value: object) -> object:
+    """``retry: 2`` is ``retry: {"max": 2}`` (GitLab's short form)."""
+    return {"max": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RetryIn(StrictModel):
     """A stage's ``retry``: ``max`` automatic retries on the statuses in ``when`` (default both),
     the first after ``backoffSeconds`` (default 0), each next one twice as long, at most 3600 s."""
 
     max: Annotated[int, Field(ge=1, le=MAX_RETRIES)]
-    when: Annotated[list[RetryWhen], Field(min_length=1, max_length=2)] = Field(
+    when: Annotated[list[RetryWhen], Field(min_length=1, max_length=2), AfterValidator(_distinct)] = Field(
         default_factory=lambda: list(RETRY_WHEN))
     backoff_seconds: Annotated[int, Field(ge=0, le=MAX_BACKOFF_SECONDS)] = Field(
         default=0, alias="backoffSeconds")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> RetryIn:
-        if len(set(self.when)) != len(self.when):
-            raise ValueError("when lists each status once")
-        return self
 
 
 class StageSpecIn(StrictModel):
@@ -125,16 +131,14 @@ class StageSpecIn(StrictModel):
     remind_after_seconds: TimeoutSeconds | None = Field(default=None, alias="remindAfterSeconds",
                                                         exclude_if=_unset)
     # Automatic retries on FAILURE / TIMED_OUT (domain/retries.py); a number N is {"max": N}.
-    retry: Annotated[int, Field(ge=1, le=MAX_RETRIES)] | RetryIn | None = Field(
-        default=None, exclude_if=_unset)
+    retry: Annotated[RetryIn | None, BeforeValidator(_number_is_max)] = Field(default=None, exclude_if=_unset)
 
     def retry_policy(self) -> dict | None:
         """The policy as stored on the stage (``RetryPolicy.as_dict``), None without one."""
         if self.retry is None:
             return None
-        declared = RetryIn(max=self.retry) if isinstance(self.retry, int) else self.retry
-        return {"max": declared.max, "when": sorted(declared.when, key=RETRY_WHEN.index),
-                "backoffSeconds": declared.backoff_seconds}
+        return {"max": self.retry.max, "when": sorted(self.retry.when, key=RETRY_WHEN.index),
+                "backoffSeconds": self.retry.backoff_seconds}
 
     def has_policy(self) -> bool:
         return any(value is not None for value in (self.approvers, self.required, self.prevent_self_approval,
