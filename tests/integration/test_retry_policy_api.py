@@ -16,7 +16,8 @@ BUILD = {"type": "BUILD", "timeoutSeconds": 60, "retry": {"max": 2, "when": ["FA
 
 
 def create(client, *stages, pipeline="web"):
-    created = client.post("/api/runs", {"pipeline": pipeline, "stages": list(stages or (BUILD, "DEPLOY_PROD"))})
+    body = {"pipeline": pipeline, "stages": list(stages or (BUILD, "DEPLOY_PROD"))}
+    created = client.post("/api/runs", body)
     assert created.status_code == 201, created.json
     return created.json["id"], [s["id"] for s in created.json["stages"]]
 
@@ -126,7 +127,8 @@ def test_a_cancel_wins_over_a_pending_retry(client, ctx, clock):
     clock.advance(3600)
     assert expire_stage(ctx, build, 2) is None
     shown = client.get(f"/api/runs/{run}").json
-    assert (shown["status"], [s["status"] for s in shown["stages"]]) == ("CANCELLED", ["CANCELLED", "SKIPPED"])
+    assert (shown["status"], [s["status"] for s in shown["stages"]]) == (
+        "CANCELLED", ["CANCELLED", "SKIPPED"])
 
 
 def test_a_manual_retry_takes_the_pending_retry(client, ctx, clock):
