@@ -21,6 +21,7 @@ from chalicelib.domain.retries import (
     backoff_seconds,
     retry_due,
     schedule_retries,
+    schedule_retry,
 )
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus as S
@@ -118,6 +119,27 @@ def test_max_retries_then_the_failure_stays_and_ends_the_run():
     stage = step(aggregate, clock, S.FAILURE)
     assert (stage.status, stage.attempt, stage.auto_retries) == (S.FAILURE, 3, 2)
     assert aggregate.run.status == S.FAILURE
+
+
+def test_the_rule_answers_which_stages_it_scheduled_and_schedules_nothing_else():
+    clock = FakeClock()
+    aggregate = run_of(clock, policy={"max": 1, "when": ["TIMED_OUT"], "backoffSeconds": 0})
+    for stage in aggregate.stages:
+        change_status(stage, S.IN_PROGRESS, clock.now())
+    before = aggregate.snapshot()
+    for stage in aggregate.stages:
+        change_status(stage, S.TIMED_OUT, clock.advance(1))
+    assert schedule_retries(before, aggregate, clock.now()) == [aggregate.stages[0]]  # ship: no policy
+    stage = aggregate.stages[0]
+    change_status(stage, S.IN_PROGRESS, clock.now())
+    change_status(stage, S.TIMED_OUT, clock.advance(1))
+    assert schedule_retry(stage, clock.now()) is False  # budget spent
+    assert (stage.status, stage.attempt) == (S.TIMED_OUT, 2)
+    other = run_of(clock, policy={"max": 1, "when": ["TIMED_OUT"], "backoffSeconds": 0}).stages[0]
+    change_status(other, S.IN_PROGRESS, clock.now())
+    change_status(other, S.FAILURE, clock.advance(1))
+    assert schedule_retry(other, clock.now()) is False  # FAILURE is not in when
+    assert (other.status, other.attempt, other.attempts) == (S.FAILURE, 1, [])
 
 
 @pytest.mark.parametrize("when, ending, retried", [
