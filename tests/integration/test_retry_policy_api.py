@@ -153,3 +153,18 @@ def test_the_dialects_show_a_pending_retry_as_scheduled(client):
     stage = history["pipelines"][0]["stages"][0]
     assert (stage["result"], stage["jobs"][0]["state"], stage["counter"], stage["can_run"]) == (
         "Unknown", "Scheduled", "2", True)
+
+
+def test_scheduling_and_starting_a_retry_cost_what_a_stage_change_costs(client, ctx, clock, ddb_calls):
+    """The failure that schedules the retry is the PATCH's own change of one stage (the ended
+    attempt's item joins its transaction); the timer's start costs what any timer does (the
+    run's Query, one transaction)."""
+    _, (build, _) = create(client)
+    status(client, build, "IN_PROGRESS")
+    ddb_calls.clear()
+    assert status(client, build, "FAILURE")["status"] == "RETRY_PENDING"
+    assert dict(ddb_calls) == {"BatchGetItem": 1, "TransactWriteItems": 1}
+    clock.advance(30)
+    ddb_calls.clear()
+    assert expire_stage(ctx, build, 2).value == "IN_PROGRESS"
+    assert dict(ddb_calls) == {"Query": 1, "TransactWriteItems": 1}
