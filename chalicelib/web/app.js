@@ -261,7 +261,7 @@ function overviewPage() {
   document.title = "Pipelines · stagetrack";
   const filter = h("input", { id: "filter", type: "search", placeholder: "pipeline or branch" });
   const status = h("select", { id: "status-filter" },
-    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "SUCCESS"].map((s) =>
+    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "RETRY_PENDING", "SUCCESS"].map((s) =>
       h("option", { value: s, text: s ? label(s) : "any status" })),
     h("option", { value: "paused", text: "paused" }));
   const list = h("div", { id: "pipelines" }, h("p", { class: "muted", text: "Loading…" }));
