@@ -248,8 +248,8 @@ def test_a_manual_retry_takes_the_pending_retry_and_makes_no_second_attempt(how)
     else:
         ops.retry_run(aggregate, how.split()[1], now)
     stage = aggregate.stages[0]
-    assert (stage.status, stage.attempt, stage.auto_retries, stage.next_retry_at, stage.attempts) == (
-        S.IDLE, 2, 1, None, [])
+    assert (stage.status, stage.attempt, stage.auto_retries, stage.next_retry_at, stage.retry_reason,
+            stage.attempts, stage.updated_at) == (S.IDLE, 2, 1, None, None, [], now)
     assert fire(stage, clock.advance(60)) is False
 
 
