@@ -69,10 +69,26 @@ def run_rows(runs: Iterable[dict]) -> str:
 
 
 def stage_rows(stages: Iterable[dict]) -> str:
-    return table(
+    stages = [s for s in stages if isinstance(s, dict)]
+    text = table(
         ["STAGE", "ID", "TYPE", "STATUS", "ATTEMPT", "STARTED", "DURATION"],
         [[s.get("name"), s.get("id"), s.get("type"), s.get("status"), s.get("attempt"), s.get("startedAt"),
           duration(s.get("duration"))] for s in stages])
+    notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages if (note := retry_note(s))]
+    return text + "".join(f"{line}\n" for line in notes)
+
+
+def retry_note(stage: dict) -> str:
+    """A stage's automatic retries: "retry 1 of 2 at <when> after FAILURE" while one is pending,
+    "1 of 2 automatic retries" once some were used; empty otherwise."""
+    policy = stage.get("retry")
+    if not isinstance(policy, dict):
+        return ""
+    used, most = stage.get("autoRetries"), policy.get("max")
+    if stage.get("nextRetryAt"):
+        return (f"retry {clean(used)} of {clean(most)} at {clean(stage.get('nextRetryAt'))} "
+                f"after {clean(stage.get('retryReason'))}")
+    return f"{clean(used)} of {clean(most)} automatic retries" if used else ""
 
 
 def approvals(stage: dict) -> str:
@@ -182,8 +198,9 @@ def timeline(run: dict, unicode: bool = True) -> str:
                 mark = int((deadline - origin).total_seconds() / horizon * BAR_WIDTH)
                 if 0 <= mark < BAR_WIDTH and bar[mark] == " ":
                     bar[mark] = tick
+        note = retry_note(s) if s.get("nextRetryAt") else ""
         lines.append(f"{name.ljust(name_width)}  {status.ljust(20)}  {duration(s.get('duration')).rjust(7)}  "
-                     f"|{''.join(bar)}|")
+                     f"|{''.join(bar)}|" + (f"  {note}" if note else ""))
     return "\n".join(lines) + "\n"
 
 

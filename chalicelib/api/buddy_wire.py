@@ -42,6 +42,7 @@ BUDDY_STATUS = {
     S.CANCELLED: "TERMINATED",
     S.SKIPPED: "SKIPPED",
     S.QUEUED: "ENQUEUED",  # a run waiting in its concurrency group
+    S.RETRY_PENDING: "ENQUEUED",  # a new attempt waits to start, as a queued one does
 }
 
 

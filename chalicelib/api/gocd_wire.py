@@ -34,6 +34,7 @@ GOCD_RESULT = {
     S.CANCELLED: "Cancelled",
     S.SKIPPED: "Unknown",
     S.QUEUED: "Unknown",  # a run waiting in its concurrency group (GoCD: waiting for its lock)
+    S.RETRY_PENDING: "Unknown",
 }
 GOCD_JOB_STATE = {
     S.IDLE: "Scheduled",
@@ -45,6 +46,7 @@ GOCD_JOB_STATE = {
     S.CANCELLED: "Completed",
     S.SKIPPED: "Discontinued",
     S.QUEUED: "Scheduled",
+    S.RETRY_PENDING: "Scheduled",  # GoCD's state of a job rescheduled, not yet assigned
 }
 
 
@@ -209,7 +211,7 @@ def gocd_pipeline_stage(run: Run, entry: dict, *, operate: bool) -> dict:
         "name": entry["name"],
         "approved_by": _approved_by(entry["approval"], entry.get("approvedBy")),
         "jobs": [_job(run, entry)],
-        "can_run": operate and (status in FINAL or status == S.WAITING_FOR_APPROVAL),
+        "can_run": operate and (status in FINAL or status in (S.WAITING_FOR_APPROVAL, S.RETRY_PENDING)),
         "result": GOCD_RESULT[status],
         "approval_type": _approval_type(entry["approval"]),
         "counter": str(entry["attempt"]),

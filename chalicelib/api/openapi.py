@@ -64,6 +64,14 @@ class ApprovalPolicyOut(Out):
                                                        "after it began to wait")
 
 
+class RetryPolicyOut(Out):
+    max: int = Field(description="automatic retries of the stage in its run (1-10)")
+    when: list[Literal["FAILURE", "TIMED_OUT"]] = Field(description="the endings of an attempt that ran "
+                                                                    "which are retried")
+    backoffSeconds: int = Field(description="wait before the first retry; each next one waits twice "
+                                            "as long, at most 3600 s")
+
+
 class DecisionOut(Out):
     decision: str = Field(description="APPROVED or REJECTED")
     by: str
@@ -107,6 +115,12 @@ class StageOut(Out):
                                            "allow_failure): a FAILURE here counts as passed for the run")
     environment: str | None = Field(description="where it deploys; DEPLOY_PROD: production, "
                                                 "DEPLOY_STAGING: staging unless set; else null")
+    retry: RetryPolicyOut | None = Field(description="its automatic retry policy, or null")
+    autoRetries: int = Field(description="automatic retries it has had in this run")
+    nextRetryAt: Timestamp | None = Field(description="while RETRY_PENDING: when its timer starts the "
+                                                      "attempt; else null")
+    retryReason: Literal["FAILURE", "TIMED_OUT"] | None = Field(
+        description="while RETRY_PENDING: how the attempt before it ended; else null")
     version: int | None
 
 

@@ -344,7 +344,13 @@ STAGE_CHANGED = "stage.status-changed"
 # A stage still waiting for approval ``remindAfterSeconds`` after it began to wait (its approval
 # policy: domain/approvals.py); old and new status are both WAITING_FOR_APPROVAL.
 APPROVAL_REMINDER = "stage.approval-reminder"
-EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER)
+# Automatic retries (domain/retries.py): an attempt that ran ended FAILURE or TIMED_OUT and the
+# stage's policy scheduled the next one (newStatus RETRY_PENDING, ``attempt`` the new one), and
+# that attempt starting (oldStatus RETRY_PENDING). Both carry ``retry``: which automatic retry of
+# how many, and for the scheduled one when it starts and what the attempt before it ended as.
+RETRY_SCHEDULED = "stage.retry-scheduled"
+RETRY_STARTED = "stage.retry-started"
+EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, RETRY_SCHEDULED, RETRY_STARTED)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -360,6 +366,7 @@ class StateChange:
     old_status: str | None
     new_status: str | None
     attempt: int | None
+    retry: dict | None = None  # the retry events' ``retry``; absent from other events' bodies
 
     @property
     def detail_type(self) -> str:
@@ -367,9 +374,13 @@ class StateChange:
         return f"{EVENT_SOURCE}.{self.type}"
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "type": self.type, "time": self.time, "pipeline": self.pipeline,
-                "runId": self.run_id, "stageId": self.stage_id, "stageName": self.stage_name,
-                "oldStatus": self.old_status, "newStatus": self.new_status, "attempt": self.attempt}
+        body: dict[str, object] = {
+            "id": self.id, "type": self.type, "time": self.time, "pipeline": self.pipeline,
+            "runId": self.run_id, "stageId": self.stage_id, "stageName": self.stage_name,
+            "oldStatus": self.old_status, "newStatus": self.new_status, "attempt": self.attempt}
+        if self.retry is not None:
+            body["retry"] = dict(self.retry)
+        return body
 
     def body(self) -> str:
         """The exact JSON subscribers receive (and sign over)."""
@@ -384,7 +395,8 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 # ---- subscriptions and sources: request models and policy ----------------------------------------
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
-EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder", "*"]
+EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder",
+                      "stage.retry-scheduled", "stage.retry-started", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)
@@ -394,7 +406,7 @@ SUBSCRIPTION_FORMATS = (FORMAT_STAGETRACK, FORMAT_CDEVENTS)
 
 class CreateSubscriptionIn(StrictModel):
     url: Annotated[str, StringConstraints(min_length=10, max_length=2048)]
-    events: Annotated[list[EventFilter], Field(min_length=1, max_length=4)]
+    events: Annotated[list[EventFilter], Field(min_length=1, max_length=len(EVENT_TYPES) + 1)]
     pipelines: Annotated[list[PipelineName], Field(min_length=1, max_length=50)] | None = None
     statuses: Annotated[list[StageStatus], Field(min_length=1, max_length=len(StageStatus))] | None = None
     secret: (

@@ -56,6 +56,13 @@ class Stage:
     # FAILURE shows on the stage, and the run's status counts it as passed (run_status_of).
     allow_failure: bool = False
     environment: str | None = None  # where a deploy stage deploys to (DEPLOY_PROD: "production")
+    # Its automatic retry policy (domain/retries.py: RetryPolicy.as_dict), None: none. How many
+    # automatic retries it has had in this run (never more than the policy's ``max``), and while
+    # one is pending (RETRY_PENDING): when it starts and the status the attempt before it ended.
+    retry_policy: dict | None = None
+    auto_retries: int = 0
+    next_retry_at: datetime | None = None
+    retry_reason: str | None = None
     version: int | None = None
 
     @property
@@ -150,6 +157,7 @@ class StageSpec:
     expected_seconds: int | None = None
     environment: str | None = None  # None: the type's default (DEFAULT_ENVIRONMENTS)
     approval_policy: dict | None = None  # a MANUAL stage's policy (domain/approvals.py)
+    retry_policy: dict | None = None  # its automatic retry policy (domain/retries.py)
 
 
 # What a run's ``source`` may be: where it was created (the native API, or the integration whose
@@ -232,6 +240,10 @@ class RunAggregate:
         if run.status in FINAL:
             ends = [s.ended_at for s in self.stages if s.ended_at is not None]
             run.ended_at = max(ends) if ends else (now or run.ended_at)
+            # A run never ends before it starts: the stage that started it may be back at IDLE
+            # (a retry of a cancelled run's stage) while the run stays final by an earlier end.
+            if run.ended_at is not None and run.started_at is not None and run.ended_at < run.started_at:
+                run.ended_at = run.started_at
             run.duration_ms = (
                 millis_between(run.started_at, run.ended_at)
                 if run.started_at is not None and run.ended_at is not None else None
@@ -323,7 +335,8 @@ def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, 
               timeout_seconds=spec.timeout_seconds if spec.timeout_seconds is not None else timeout_seconds,
               approval=spec.approval, expected_seconds=spec.expected_seconds,
               environment=stage_environment(spec.type, spec.environment),
-              approval_policy=dict(spec.approval_policy) if spec.approval_policy is not None else None)
+              approval_policy=dict(spec.approval_policy) if spec.approval_policy is not None else None,
+              retry_policy=dict(spec.retry_policy) if spec.retry_policy is not None else None)
         for position, spec in enumerate(specs, start=1)
     ]
     aggregate = RunAggregate(run=run, stages=stages)
@@ -336,10 +349,11 @@ def change_status(stage: Stage, target: StageStatus, now: datetime, *,
     """Apply one status change by the transition table. Returns False for a no-op.
 
     Asking an IDLE stage with MANUAL approval to start puts it at its gate
-    (WAITING_FOR_APPROVAL) instead; only the approve operation lets it through.
+    (WAITING_FOR_APPROVAL) instead; only the approve operation lets it through. So does the
+    start of a pending automatic retry: a new attempt of a gated stage asks for a new approval.
     """
     current = stage.status
-    if target == S.IN_PROGRESS and current == S.IDLE and stage.approval == "MANUAL":
+    if target == S.IN_PROGRESS and current in (S.IDLE, S.RETRY_PENDING) and stage.approval == "MANUAL":
         target = S.WAITING_FOR_APPROVAL
     if target == current:
         return False
@@ -355,6 +369,9 @@ def change_status(stage: Stage, target: StageStatus, now: datetime, *,
         )
     stage.status = target
     stage.updated_at = now
+    if current == S.RETRY_PENDING:  # started or cancelled: the pending retry is used up
+        stage.next_retry_at = None
+        stage.retry_reason = None
     if target == S.WAITING_FOR_APPROVAL:
         stage.waiting_since = now
         stage.reminded_at = None

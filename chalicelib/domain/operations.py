@@ -125,8 +125,26 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     stage.updated_at = now
 
 
+def take_pending_retry(stage: Stage, now: datetime) -> None:
+    """A manual retry of a stage whose automatic retry is pending (RETRY_PENDING, see
+    domain/retries.py) takes that retry: the pending attempt goes to IDLE now (already counted,
+    the attempt before it already recorded), so no second attempt is made and its timer later
+    finds nothing to start."""
+    stage.status = S.IDLE
+    stage.next_retry_at = None
+    stage.retry_reason = None
+    stage.updated_at = now
+
+
+def _restart(stage: Stage, now: datetime) -> None:
+    if stage.status == S.RETRY_PENDING:
+        take_pending_retry(stage, now)
+    else:
+        new_attempt(stage, now)
+
+
 def _refuse_active(stages: list[Stage], what: str) -> None:
-    active = [s for s in stages if s.is_active]
+    active = [s for s in stages if s.is_active and s.status != S.RETRY_PENDING]
     if active:
         raise IllegalTransition(
             f"cannot retry {what}: stage {active[0].id!r} is {active[0].status.value}; "
@@ -138,16 +156,18 @@ def _refuse_active(stages: list[Stage], what: str) -> None:
 def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]:
     """Start new attempts. FAILED: stages that failed, timed out or were cancelled, plus the
     SKIPPED stages after the first of them. ALL: every stage that has finished (stages that never
-    started have no attempt to archive and simply stay IDLE). Refused while any stage is active.
+    started have no attempt to archive and simply stay IDLE). Refused while any stage is active;
+    a stage whose automatic retry is pending is retried in both scopes by taking that retry
+    (``take_pending_retry``).
     """
     stages = sorted(aggregate.stages, key=lambda s: s.position)
     _refuse_active(stages, f"run {aggregate.run.id!r}")
     if scope == SCOPE_ALL:
-        targets = [s for s in stages if s.status in FINAL]
+        targets = [s for s in stages if s.status in FINAL or s.status == S.RETRY_PENDING]
     else:
-        failed = [s for s in stages if s.status in RETRYABLE_FAILURES]
+        failed = [s for s in stages if s.status in RETRYABLE_FAILURES or s.status == S.RETRY_PENDING]
         first = failed[0].position if failed else None
-        targets = [s for s in stages if s.status in RETRYABLE_FAILURES
+        targets = [s for s in stages if s.status in RETRYABLE_FAILURES or s.status == S.RETRY_PENDING
                    or (first is not None and s.status == S.SKIPPED and s.position > first)]
     if not targets:
         wanted = "finished" if scope == SCOPE_ALL else "failed, timed-out or cancelled"
@@ -156,12 +176,13 @@ def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]
             f"(run status {run_status_of(stages).value})"
         )
     for stage in targets:
-        new_attempt(stage, now)
+        _restart(stage, now)
     return targets
 
 
 def retry_stage(aggregate: RunAggregate, stage_id: str, now: datetime) -> list[Stage]:
-    """Start a new attempt of one finished stage, and of the SKIPPED stages after it."""
+    """Start a new attempt of one finished stage, and of the SKIPPED stages after it (of a stage
+    whose automatic retry is pending: take that retry, ``take_pending_retry``)."""
     stage = aggregate.stage(stage_id)
     _refuse_active([stage], f"stage {stage_id!r}")
     if stage.status == S.IDLE:
@@ -169,7 +190,7 @@ def retry_stage(aggregate: RunAggregate, stage_id: str, now: datetime) -> list[S
     targets = [stage] + [s for s in sorted(aggregate.stages, key=lambda s: s.position)
                          if s.position > stage.position and s.status == S.SKIPPED]
     for target in targets:
-        new_attempt(target, now)
+        _restart(target, now)
     return targets
 
 

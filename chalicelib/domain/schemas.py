@@ -12,6 +12,7 @@ from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -86,6 +87,35 @@ class CommitIn(StrictModel):
         return commit
 
 
+# Automatic retries (domain/retries.py): bounded so one stage can never loop for long.
+MAX_RETRIES = 10
+MAX_BACKOFF_SECONDS = 3600
+RetryWhen = Literal["FAILURE", "TIMED_OUT"]
+RETRY_WHEN: tuple[RetryWhen, ...] = ("FAILURE", "TIMED_OUT")  # the default: both
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("each status at most once")
+    return values
+
+
+def _number_is_max(value: object) -> object:
+    """``retry: 2`` is ``retry: {"max": 2}`` (GitLab's short form)."""
+    return {"max": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class RetryIn(StrictModel):
+    """A stage's ``retry``: ``max`` automatic retries on the statuses in ``when`` (default both),
+    the first after ``backoffSeconds`` (default 0), each next one twice as long, at most 3600 s."""
+
+    max: Annotated[int, Field(ge=1, le=MAX_RETRIES)]
+    when: Annotated[list[RetryWhen], Field(min_length=1, max_length=2), AfterValidator(_distinct)] = Field(
+        default_factory=lambda: list(RETRY_WHEN))
+    backoff_seconds: Annotated[int, Field(ge=0, le=MAX_BACKOFF_SECONDS)] = Field(
+        default=0, alias="backoffSeconds")
+
+
 class StageSpecIn(StrictModel):
     type: StageType
     name: StageName | None = None
@@ -103,6 +133,15 @@ class StageSpecIn(StrictModel):
     on_timeout: OnTimeout | None = Field(default=None, alias="onTimeout", exclude_if=_unset)
     remind_after_seconds: TimeoutSeconds | None = Field(default=None, alias="remindAfterSeconds",
                                                         exclude_if=_unset)
+    # Automatic retries on FAILURE / TIMED_OUT (domain/retries.py); a number N is {"max": N}.
+    retry: Annotated[RetryIn | None, BeforeValidator(_number_is_max)] = Field(default=None, exclude_if=_unset)
+
+    def retry_policy(self) -> dict | None:
+        """The policy as stored on the stage (``RetryPolicy.as_dict``), None without one."""
+        if self.retry is None:
+            return None
+        return {"max": self.retry.max, "when": sorted(self.retry.when, key=RETRY_WHEN.index),
+                "backoffSeconds": self.retry.backoff_seconds}
 
     def has_policy(self) -> bool:
         return any(value is not None for value in (self.approvers, self.required, self.prevent_self_approval,

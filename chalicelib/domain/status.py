@@ -18,6 +18,9 @@ class StageStatus(str, Enum):
     # A run's status only, never a stage's: the run waits in its concurrency group
     # (domain/concurrency.py); its stages are all IDLE and none may start until it is promoted.
     QUEUED = "QUEUED"
+    # An attempt ended FAILURE or TIMED_OUT and the stage's retry policy starts the next one by
+    # itself after a backoff (domain/retries.py): not final, and its timer starts the attempt.
+    RETRY_PENDING = "RETRY_PENDING"
 
 
 class StageType(str, Enum):
@@ -41,7 +44,7 @@ DEFAULT_STAGE_TYPES = (
 )
 
 S = StageStatus
-ACTIVE = frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL})
+ACTIVE = frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.RETRY_PENDING})
 RUN_ONLY = frozenset({S.QUEUED})  # statuses a run may have and a stage never has
 STAGE_STATUSES = tuple(s for s in StageStatus if s not in RUN_ONLY)
 FINAL = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED})
@@ -60,6 +63,9 @@ TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
     S.TIMED_OUT: frozenset(),
     S.SKIPPED: frozenset(),
     S.QUEUED: frozenset(),  # no stage is ever QUEUED, and none can be made so
+    # The pending attempt starts (its timer, or a sender reporting it running: either way the
+    # automatic retry is used), or a person cancels it (a cancel wins over a pending retry).
+    S.RETRY_PENDING: frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED}),
 }
 
 APPROVAL_ONLY = frozenset({(S.WAITING_FOR_APPROVAL, S.IN_PROGRESS)})
@@ -81,7 +87,8 @@ def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:
     store can keep the run's status exact from per-status counters that concurrent writers
     update atomically, and the read path derives it the same way from the stages it read.
 
-    Order of precedence: anything running, then anything waiting for approval, then the worst
+    Order of precedence: anything running, then anything waiting for approval, then a retry
+    pending (the run is not over while a stage will start again by itself), then the worst
     failure (CANCELLED over TIMED_OUT over FAILURE: a cancel is the operator's last word), then
     IDLE if nothing started, IN_PROGRESS while some stages are done and others still idle,
     SKIPPED if every stage was skipped, else SUCCESS. A run without stages is IDLE.
@@ -89,7 +96,8 @@ def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:
     present = {status for status, count in counts.items() if count > 0}
     if not present:
         return S.IDLE
-    for status in (S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED, S.TIMED_OUT, S.FAILURE):
+    for status in (S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.RETRY_PENDING, S.CANCELLED, S.TIMED_OUT,
+                   S.FAILURE):
         if status in present:
             return status
     if present == {S.IDLE}:

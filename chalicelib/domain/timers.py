@@ -7,7 +7,8 @@ A stage has at most one pending timer, due at the earlier of
   itself (a simulated pipeline), which completes it with SUCCESS;
 - its approval reminder: ``remindAfterSeconds`` after it began to wait (domain/approvals.py),
   which records ``reminded_at`` once per wait. A waiting stage's timeout does what its approval
-  policy's ``onTimeout`` says (TIMED_OUT without one).
+  policy's ``onTimeout`` says (TIMED_OUT without one);
+- its pending automatic retry: ``nextRetryAt`` (domain/retries.py), which starts the attempt.
 
 The run driver (``drive``) is the rule that makes an ``autoAdvance`` run go on by itself: once a
 stage succeeds, the next IDLE stage is started in the same transaction (a MANUAL stage goes to
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 
 from .approvals import expire_waiting, reminder_due
 from .model import RunAggregate, Stage, change_status
+from .retries import retry_due, start_due_retry
 from .status import FINAL, StageStatus
 
 S = StageStatus
@@ -37,7 +39,8 @@ def expected_end(stage: Stage) -> datetime | None:
 
 def next_due(stage: Stage) -> datetime | None:
     """The moment this stage's timer must fire (None: no timer while in this state)."""
-    moments = [m for m in (stage.deadline(), expected_end(stage), reminder_due(stage)) if m is not None]
+    moments = [m for m in (stage.deadline(), expected_end(stage), reminder_due(stage), retry_due(stage))
+               if m is not None]
     return min(moments) if moments else None
 
 
@@ -66,7 +69,10 @@ def fire(stage: Stage, now: datetime) -> bool:
 
     The stage ends at the moment it became due, not when the timer happened to run, so its
     duration is exact whatever the timer's latency; ``updatedAt`` is the real time of the write.
+    A pending automatic retry starts at ``now``, the moment its attempt really begins.
     """
+    if start_due_retry(stage, now):
+        return True
     outcome = due_outcome(stage, now)
     if outcome is None:
         remind = reminder_due(stage)

@@ -36,6 +36,10 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "approvals": [dict(d) for d in stage.approvals],
         "allowFailure": stage.allow_failure,
         "environment": stage.environment,
+        "retry": stage.retry_policy,
+        "autoRetries": stage.auto_retries,
+        "nextRetryAt": format_iso(stage.next_retry_at),
+        "retryReason": stage.retry_reason,
         "version": stage.version,
     }
     if attempts is not None:

@@ -20,6 +20,8 @@ own event shape. A run is a ``pipelineRun``, a stage a ``taskRun``:
 | run to a final status (also created already final)    | ``dev.cdevents.pipelinerun.finished.0.2.0`` |
 | stage to IN_PROGRESS                                  | ``dev.cdevents.taskrun.started.0.2.0``      |
 | stage to a final status                               | ``dev.cdevents.taskrun.finished.0.2.0``     |
+| stage's automatic retry scheduled (its attempt ended) | ``dev.cdevents.taskrun.finished.0.2.0``     |
+| stage's automatic retry started (to IN_PROGRESS)      | ``dev.cdevents.taskrun.started.0.2.0``      |
 | anything else (WAITING_FOR_APPROVAL, IDLE, deletions) | None: nothing is sent                       |
 
 Every event validates against the official v0.4.1 JSON schemas (vendored as test fixtures in
@@ -53,6 +55,8 @@ from pydantic import Field, StringConstraints
 
 from ..domain.errors import BadRequest, ValidationFailed
 from ..domain.events import (
+    RETRY_SCHEDULED,
+    RETRY_STARTED,
     RUN_CHANGED,
     STAGE_CHANGED,
     ExternalUpdate,
@@ -251,8 +255,10 @@ def cdevent_type(change: StateChange) -> str | None:
     """The CDEvent type a change stands for, or None when CDEvents has no word for it."""
     if change.type == RUN_CHANGED:
         return _run_event_type(change.old_status, change.new_status)
-    if change.type == STAGE_CHANGED:
+    if change.type in (STAGE_CHANGED, RETRY_STARTED):
         return _stage_event_type(change.new_status)
+    if change.type == RETRY_SCHEDULED:
+        return TASKRUN_FINISHED  # the attempt before it ended (``retry.reason``)
     return None
 
 
@@ -295,7 +301,8 @@ def to_cdevent(change: StateChange, base_url: str | None = None) -> dict | None:
                "timestamp": change.time}
     subject = _subject(change, source, base_url)
     if event_type in (PIPELINERUN_FINISHED, TASKRUN_FINISHED):  # only finished events have one
-        subject["content"].update(_outcome(change.new_status, _what(change)))
+        ended = (change.retry or {}).get("reason") if change.type == RETRY_SCHEDULED else change.new_status
+        subject["content"].update(_outcome(ended, _what(change)))
     return {"context": context, "subject": subject}
 
 

@@ -11,6 +11,7 @@ from ..domain.approvals import check_policy, policy_from_spec
 from ..domain.errors import ConcurrentModification, Conflict, NotFound, ValidationFailed
 from ..domain.model import Run, RunAggregate, RunMetadata, Stage, StageSpec, change_status, new_run
 from ..domain.operations import VariableChange, apply_variables, layout_of
+from ..domain.retries import schedule_retries
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
 from ..domain.timers import drive
@@ -39,7 +40,8 @@ def stage_specs(body: CreateRunIn) -> list[StageSpec]:
                                    timeout_seconds=entry.timeout_seconds, approval=entry.approval,
                                    expected_seconds=entry.expected_seconds,
                                    environment=entry.environment,
-                                   approval_policy=_policy(entry, index, body.approver_groups)))
+                                   approval_policy=_policy(entry, index, body.approver_groups),
+                                   retry_policy=entry.retry_policy()))
     return specs
 
 
@@ -162,6 +164,10 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     ``stage`` is the stage a local change reads (default ``guard_stage``), and ``following``
     a status that makes it read the stages after it too, when the run has a stage in it
     (``RunStore.load_stage``): ``change`` then decides from those alone.
+
+    After ``change``, two convergent rules complete every change the same way: an attempt that
+    ran and ended in a status its stage's retry policy names is retried automatically
+    (``schedule_retries``: RETRY_PENDING, a change of that stage alone), then the run driver.
     """
     guard_version = None
     missing = missing or (guard_stage and f"stage {guard_stage!r} not found")
@@ -176,6 +182,7 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         before = aggregate.snapshot()
         if not change(aggregate):
             return aggregate
+        schedule_retries(before, aggregate, ctx.clock.now())  # automatic retries (domain/retries.py)
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
         aggregate.refresh(ctx.clock.now())
         try:

@@ -30,7 +30,8 @@ SWEEP_LIMIT = 1000
 
 
 def expire_stage(ctx: ServiceContext, stage_id: str, attempt: int) -> StageStatus | None:
-    """Apply a stage's due timer: TIMED_OUT past its timeout, SUCCESS past its expected end.
+    """Apply a stage's due timer: TIMED_OUT past its timeout, SUCCESS past its expected end, the
+    pending attempt started past its ``nextRetryAt`` (an automatic retry: domain/retries.py).
 
     Writes (one transaction, via mutate_run, conditioned on the versions read) only if the stage
     still exists, is still active, is still ``attempt``, and its due moment has passed by the

@@ -1,9 +1,10 @@
 """The sparse ``activeStages`` index: which stage timers are due, and which ones a change armed.
 
-Only IN_PROGRESS / WAITING_FOR_APPROVAL stages carry ``active_shard``/``due_at`` (see
-``repository.stage_to_item``), so a Query on this index reads active stages only, however much
-finished history the table holds. ``due_at`` is the ISO moment the stage's timer fires (the
-earlier of its timeout and its expected end) or ``NO_DEADLINE`` (sorted last, never due).
+Only IN_PROGRESS / WAITING_FOR_APPROVAL / RETRY_PENDING stages carry ``active_shard``/``due_at``
+(see ``repository.stage_to_item``), so a Query on this index reads active stages only, however
+much finished history the table holds. ``due_at`` is the ISO moment the stage's timer fires
+(``domain.timers.next_due``: its timeout, expected end, reminder or pending retry, the earliest)
+or ``NO_DEADLINE`` (sorted last, never due).
 Stages are spread over ``ACTIVE_SHARDS`` partitions so one hot key never throttles the sweep.
 """
 from __future__ import annotations

@@ -318,6 +318,7 @@ class RunItem(BaseItem, discriminator="run"):
     n_timed_out = NumberAttribute(null=True, attr_name="n_TIMED_OUT")
     n_skipped = NumberAttribute(null=True, attr_name="n_SKIPPED")
     n_queued = NumberAttribute(null=True, attr_name="n_QUEUED")  # always absent: no stage is QUEUED
+    n_retry_pending = NumberAttribute(null=True, attr_name="n_RETRY_PENDING")
     seq = NumberAttribute(null=True)
     last_end = UnicodeAttribute(null=True)
     # Where the run comes from (model.RunMetadata), and its keys in the search indexes
@@ -358,7 +359,8 @@ class RunItem(BaseItem, discriminator="run"):
 
 
 class ActiveStages(GlobalSecondaryIndex):
-    """Sparse: only stages that are IN_PROGRESS or WAITING_FOR_APPROVAL carry these keys."""
+    """Sparse: only stages that are IN_PROGRESS, WAITING_FOR_APPROVAL or RETRY_PENDING carry
+    these keys."""
 
     class Meta:
         index_name = "activeStages"
@@ -418,6 +420,12 @@ class StageItem(BaseItem, discriminator="stage"):
     approvals = UnicodeAttribute(null=True)  # JSON list: every decision of this attempt (policy gates)
     reminded_at = UnicodeAttribute(null=True)  # when this wait's approval reminder went out
     allow_failure = BooleanAttribute(null=True)  # kept only when true (GitLab allow_failure)
+    # Automatic retries (domain/retries.py): the policy (JSON), how many it had, and while one
+    # is pending when it starts and the status the attempt before it ended with.
+    retry_policy = UnicodeAttribute(null=True)
+    auto_retries = NumberAttribute(null=True)  # kept only when not zero
+    next_retry_at = UnicodeAttribute(null=True)
+    retry_reason = UnicodeAttribute(null=True)
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     # Set on the stage items of big runs: a pending intent on the run item may hold a newer

@@ -251,7 +251,9 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         approval_policy=_dumps(stage.approval_policy), approvals=_dumps(stage.approvals or None),
-        reminded_at=format_iso(stage.reminded_at),
+        reminded_at=format_iso(stage.reminded_at), retry_policy=_dumps(stage.retry_policy),
+        auto_retries=stage.auto_retries or None, next_retry_at=format_iso(stage.next_retry_at),
+        retry_reason=stage.retry_reason,
         waiting_since=format_iso(stage.waiting_since), big_run=big_run or None,
         run_version=run_version, environment=stage.environment, **_version(stage.version),
         **_listed(stage),
@@ -306,7 +308,9 @@ def stage_from_item(item: StageItem) -> Stage:
         first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
         approval_policy=_loads(item.approval_policy), approvals=_loads(item.approvals, []),
-        reminded_at=parse_iso(item.reminded_at),
+        reminded_at=parse_iso(item.reminded_at), retry_policy=_loads(item.retry_policy),
+        auto_retries=int(item.auto_retries or 0), next_retry_at=parse_iso(item.next_retry_at),
+        retry_reason=item.retry_reason,
         waiting_since=parse_iso(item.waiting_since), environment=item.environment,
         version=None if item.version is None else int(item.version),
     )
@@ -874,10 +878,10 @@ class Repository:
         The run's derived fields (status and its ``pipeline#status`` index key, end, duration)
         are set where they change:
         - in the same transaction, conditioned on the counters rather than on the change
-          counter, when the run stays busy after the change (``_busy_guard``: still running or
-          waiting for approval, which the counters alone decide) -- so that many writers ending
-          stages of one running run (a matrix) each land in one round trip, whatever order they
-          commit in; the bounds are kept exact by conditions (``_send_busy``);
+          counter, when the run stays busy after the change (``_busy_guard``: still running,
+          waiting for approval or for an automatic retry, which the counters alone decide) --
+          so that many writers ending stages of one running run (a matrix) each land in one
+          round trip, whatever order they commit in; the bounds are kept exact by conditions (``_send_busy``);
         - in the same transaction when nothing changed since the read (condition: the change
           counter read) -- the common case, one round trip; after such a condition failed on a
           run, this process skips that attempt for its next few changes (``_contended``);
@@ -1358,7 +1362,8 @@ def _derived_after(run: Run, changes: Sequence[tuple[Stage, Stage]]) -> dict:
             "started_at": start, "ended_at": end, "duration_ms": duration, "last_end": last_end}
 
 
-BUSY = (StageStatus.IN_PROGRESS, StageStatus.WAITING_FOR_APPROVAL)  # a run's status by precedence, not final
+# a run's status by precedence, not final (status.run_status_from_counts)
+BUSY = (StageStatus.IN_PROGRESS, StageStatus.WAITING_FOR_APPROVAL, StageStatus.RETRY_PENDING)
 
 
 def _busy_guard(run: Run, was: StageStatus, counted: StageStatus) -> tuple | None:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 
 from ..domain import ids
 from ..domain.clock import format_iso, parse_iso
-from ..domain.events import APPROVAL_REMINDER, RUN_CHANGED, STAGE_CHANGED, StateChange
+from ..domain.events import (
+    APPROVAL_REMINDER,
+    RETRY_SCHEDULED,
+    RETRY_STARTED,
+    RUN_CHANGED,
+    STAGE_CHANGED,
+    StateChange,
+)
 from ..domain.insights import FinishedAttempt, FinishedRun, RetryRecorded
 from ..domain.status import FINAL, StageStatus
 from ..service.ports import DueTimer, RunRecord
@@ -129,7 +136,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
       already moving (a sender's stage seen running), since every new run's stages start IDLE
       and the run's own event says the run exists; stage removed: new status null;
     - stage modified with the same status and attempt but a reminder newly recorded
-      (``reminded_at``, by the stage timer: domain/approvals.py): an approval reminder.
+      (``reminded_at``, by the stage timer: domain/approvals.py): an approval reminder;
+    - stage modified to RETRY_PENDING (an automatic retry scheduled: domain/retries.py) or from
+      it to a start (the retry started): the retry events, with the retry's ``retry`` details.
     """
     event_name = record.get("eventName")
     images = record.get("dynamodb") or {}
@@ -182,9 +191,14 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         # a run's status now also changes without its version (a change of one stage moves it:
         # store/repository.py), at one change number each (``seq``) -- so the status names it
         identity += f"|{_attr(old, 'seq')}|{_attr(new, 'seq')}|{old_status}|{new_status}"
+    event_type, retry = RUN_CHANGED, None
+    if kind == "stage":
+        event_type = APPROVAL_REMINDER if reminder else STAGE_CHANGED
+        if event_name == "MODIFY":
+            event_type, retry = _retry_event(old, new) or (event_type, None)
     return StateChange(
         id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32],
-        type=RUN_CHANGED if kind == "run" else APPROVAL_REMINDER if reminder else STAGE_CHANGED,
+        type=event_type,
         time=moment if isinstance(moment, str) else format_iso(now),
         pipeline=str(pipeline), run_id=run_id,
         stage_id=stage_id,
@@ -192,7 +206,33 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         old_status=old_status if isinstance(old_status, str) else None,
         new_status=new_status if isinstance(new_status, str) else None,
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
+        retry=retry,
     )
+
+
+_PENDING = StageStatus.RETRY_PENDING.value
+_STARTS = (StageStatus.IN_PROGRESS.value, StageStatus.WAITING_FOR_APPROVAL.value)
+
+
+def _retry_event(old: Mapping, new: Mapping) -> tuple[str, dict] | None:
+    """(type, retry) when a stage's change schedules or starts an automatic retry, else None."""
+    old_status, new_status = _attr(old, "status"), _attr(new, "status")
+    if new_status == _PENDING and old_status != _PENDING:
+        return RETRY_SCHEDULED, {**_retry_count(new), "at": _str_attr(new, "next_retry_at"),
+                                 "reason": _str_attr(new, "retry_reason")}
+    if old_status == _PENDING and new_status in _STARTS:
+        return RETRY_STARTED, _retry_count(new)
+    return None
+
+
+def _retry_count(image: Mapping) -> dict:
+    """Which automatic retry this is, of how many its policy allows."""
+    try:
+        policy = json.loads(_str_attr(image, "retry_policy") or "null")
+    except ValueError:
+        policy = None
+    most = policy.get("max") if isinstance(policy, dict) else None
+    return {"number": _int_attr(image, "auto_retries"), "max": most if isinstance(most, int) else None}
 
 
 class StreamDecoder:

@@ -5,7 +5,7 @@
 
 const POLL_MS = 2000; // one conditional GET per open page every 2 s (docs/dashboard.md)
 const OPERATE = new Set(["operate", "admin"]);
-const ACTIVE = new Set(["IN_PROGRESS", "WAITING_FOR_APPROVAL"]);
+const ACTIVE = new Set(["IN_PROGRESS", "WAITING_FOR_APPROVAL", "RETRY_PENDING"]);
 
 const state = { session: null, timer: null, ticker: null, etags: new Map(), bodies: new Map(), view: 0 };
 
@@ -268,7 +268,7 @@ function overviewPage() {
   document.title = "Pipelines · stagetrack";
   const filter = h("input", { id: "filter", type: "search", placeholder: "pipeline or branch" });
   const status = h("select", { id: "status-filter" },
-    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "QUEUED", "SUCCESS"].map((s) =>
+    ["", "FAILURE", "IN_PROGRESS", "WAITING_FOR_APPROVAL", "RETRY_PENDING", "QUEUED", "SUCCESS"].map((s) =>
       h("option", { value: s, text: s ? label(s) : "any status" })),
     h("option", { value: "paused", text: "paused" }));
   const list = h("div", { id: "pipelines" }, h("p", { class: "muted", text: "Loading…" }));
@@ -405,6 +405,13 @@ function stageActions(stage) {
     out.push(h("button", { type: "button", class: "danger", text: "Reject", "aria-label": `Reject ${stage.name}`, onclick: () =>
       confirmThen({ title: `Reject ${stage.name}?`, text: "The stage fails.", ok: "Reject", danger: true, comment: "Comment (optional)" },
         (comment) => call("POST", `${path}/reject`, comment ? { comment } : {})) }));
+  } else if (stage.status === "RETRY_PENDING") {
+    out.push(h("button", { type: "button", class: "quiet", text: "Retry now", "aria-label": `Retry ${stage.name} now`, onclick: () =>
+      confirmThen({ title: `Retry ${stage.name} now?`, text: "The pending automatic retry is taken now: the attempt goes back to idle.", ok: "Retry now" },
+        () => call("POST", `${path}/retry`, {})) }));
+    out.push(h("button", { type: "button", class: "quiet", text: "Cancel", "aria-label": `Cancel ${stage.name}`, onclick: () =>
+      confirmThen({ title: `Cancel ${stage.name}?`, text: "The pending automatic retry is cancelled with the stage.", ok: "Cancel stage", danger: true, comment: "Reason (optional)" },
+        (reason) => call("POST", `${path}/cancel`, reason ? { reason } : {})) }));
   } else if (stage.status === "IN_PROGRESS" || stage.status === "IDLE") {
     out.push(h("button", { type: "button", class: "quiet", text: "Cancel", "aria-label": `Cancel ${stage.name}`, onclick: () =>
       confirmThen({ title: `Cancel ${stage.name}?`, text: "The stage is cancelled.", ok: "Cancel stage", danger: true, comment: "Reason (optional)" },
@@ -426,6 +433,17 @@ function approvalProgress(stage) {
   return `${approved.length} of ${policy.required} approvals${who}`;
 }
 
+// A stage's automatic retries: "retry 1 of 2 at <time> (after failure)" while one is pending,
+// "1 of 2 automatic retries" once some were used.
+function retryText(stage) {
+  const policy = stage.retry;
+  if (!policy) return null;
+  if (stage.nextRetryAt) {
+    return `retry ${stage.autoRetries} of ${policy.max} at ${when(stage.nextRetryAt)} (after ${label(stage.retryReason)})`;
+  }
+  return stage.autoRetries ? `${stage.autoRetries} of ${policy.max} automatic retries` : null;
+}
+
 function decisionText(decision) {
   if (!decision) return null;
   const comment = decision.comment ? `: “${decision.comment}”` : "";
@@ -437,7 +455,7 @@ function stagesTable(run) {
     h("th", { scope: "row", text: s.name }),
     h("td", {}, badge(s.status)),
     h("td", { text: seconds(s.duration) }),
-    h("td", { text: s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1) }),
+    h("td", { text: [s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1), retryText(s)].filter(Boolean).join(" · ") }),
     h("td", { text: s.environment || "—" }),
     h("td", { text: [approvalProgress(s), decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
     h("td", {}, stageActions(s))));

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import initialize, run_state_machine_as_test
+from hypothesis.stateful import initialize, rule, run_state_machine_as_test
 
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
@@ -16,6 +16,7 @@ from tests.unit.test_stateful import (
     check_invariants,
     check_transitions,
     expect_outcome,
+    positions,
     stage_specs,
 )
 
@@ -27,6 +28,7 @@ def test_operations_through_the_service(request, store, examples, clock):
     ctx = request.getfixturevalue("memory_ctx" if store == "memory" else "ctx")
     from chalicelib.service import operations as service_ops
     from chalicelib.service import runs
+    from chalicelib.service.timers import expire_stage
 
     def service_call(operation, stage_id, args):
         if operation == "patch":
@@ -43,6 +45,8 @@ def test_operations_through_the_service(request, store, examples, clock):
             service_ops.approve_stage(ctx, stage_id, actor="h")
         elif operation == "reject":
             service_ops.reject_stage(ctx, stage_id, actor="h")
+        elif operation == "timer":  # the stage's timer: a timeout, or a pending retry starting
+            expire_stage(ctx, stage_id, args["attempt"])
 
     run_id = None
 
@@ -50,17 +54,26 @@ def test_operations_through_the_service(request, store, examples, clock):
         @initialize(approvals=stage_specs)
         def start(self, approvals):
             nonlocal run_id
-            body = {"pipeline": "web", "stages": [{"type": "OTHER", "name": f"s{i}", "approval": a}
-                                                  for i, a in enumerate(approvals)]}
+            # every other stage retries automatically (domain/retries.py), and times out
+            body = {"pipeline": "web", "stages": [
+                {"type": "OTHER", "name": f"s{i}", "approval": a, "timeoutSeconds": 60,
+                 **({"retry": {"max": 2, "backoffSeconds": 5}} if i % 2 == 0 else {})}
+                for i, a in enumerate(approvals)]}
             created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
             run_id = created.run.id
             self.clock = clock
             self.shadow = ctx.stores.runs.load_run(run_id)
 
+        @rule(i=positions)
+        def timer(self, i):
+            self._do("timer", i=i)
+
         def _do(self, operation, **args):
             if "i" in args:
                 args["i"] %= len(self.shadow.stages)
             stage_id = self.shadow.stages[args["i"]].id if "i" in args else None
+            if operation == "timer":
+                args["attempt"] = self.shadow.stages[args["i"]].attempt
             stored_before = ctx.stores.runs.load_run(run_id)
             history_before = ctx.stores.runs.attempts_of(stored_before.stages)
             changed, expected_error = apply_pure(self.shadow, operation, clock.now(), args)
@@ -81,10 +94,12 @@ def test_operations_through_the_service(request, store, examples, clock):
             # store's run, carries only the attempts this step ended)
             for mine, theirs in zip(stored.stages, self.shadow.stages, strict=True):
                 assert (mine.status, mine.attempt, history[mine.id], mine.started_at, mine.ended_at,
-                        mine.duration_ms, mine.approval_decision) == \
+                        mine.duration_ms, mine.approval_decision, mine.auto_retries, mine.next_retry_at,
+                        mine.retry_reason) == \
                        (theirs.status, theirs.attempt, history_before[theirs.id] + theirs.attempts,
                         theirs.started_at,
-                        theirs.ended_at, theirs.duration_ms, theirs.approval_decision)
+                        theirs.ended_at, theirs.duration_ms, theirs.approval_decision, theirs.auto_retries,
+                        theirs.next_retry_at, theirs.retry_reason)
             assert (stored.run.status, stored.run.started_at, stored.run.ended_at,
                     stored.run.cancellation) == (self.shadow.run.status, self.shadow.run.started_at,
                                                  self.shadow.run.ended_at, self.shadow.run.cancellation)

@@ -344,3 +344,27 @@ def test_the_public_url_setting_is_read_without_its_trailing_slash():
     assert Settings.from_env({"STAGETRACK_PUBLIC_URL": "https://ci.example.com/prod/"}).public_url == \
         "https://ci.example.com/prod"
     assert Settings.from_env({}).public_url is None
+
+
+@pytest.mark.parametrize("reason", ["FAILURE", "TIMED_OUT"])
+def test_an_automatic_retry_is_the_ended_attempt_finished_then_the_new_one_started(reason):
+    """domain/retries.py: the attempt that failed is a finished task run (its own failure, though
+    the stage item went IN_PROGRESS -> RETRY_PENDING), the retry's start a started one."""
+    from chalicelib.domain.events import RETRY_SCHEDULED, RETRY_STARTED
+
+    scheduled = StateChange(id="evt_sch", type=RETRY_SCHEDULED, time=TIME, pipeline="web", run_id="web:1",
+                            stage_id="web:1:2", stage_name="deploy-prod", old_status="IN_PROGRESS",
+                            new_status="RETRY_PENDING", attempt=2,
+                            retry={"number": 1, "max": 2, "at": TIME, "reason": reason})
+    started = StateChange(id="evt_st", type=RETRY_STARTED, time=TIME, pipeline="web", run_id="web:1",
+                          stage_id="web:1:2", stage_name="deploy-prod", old_status="RETRY_PENDING",
+                          new_status="IN_PROGRESS", attempt=2, retry={"number": 1, "max": 2})
+    gated = StateChange(**{**started.__dict__, "new_status": "WAITING_FOR_APPROVAL"})
+    finished, begun = cdevents.to_cdevent(scheduled), cdevents.to_cdevent(started)
+    assert finished["context"]["type"] == TASK_FINISHED
+    assert (finished["subject"]["content"]["outcome"], finished["subject"]["content"]["errors"]) == (
+        "failure", f"stage deploy-prod of run web:1 ended {reason}")
+    assert begun["context"]["type"] == TASK_STARTED and "outcome" not in begun["subject"]["content"]
+    assert cdevents.to_cdevent(gated) is None  # at its gate again: not running yet
+    for event in (finished, begun):
+        assert not list(VALIDATORS[event["context"]["type"]].iter_errors(event))

@@ -854,3 +854,18 @@ def test_the_insights_example_in_docs_cli_is_what_the_cli_prints():
     command = "$ stagetrack insights --pipeline web --from 2026-03-01 --to 2026-03-03\n"
     shown = text.split(command)[1].split("```")[0]
     assert shown == render.insights(sample(), "pipeline web", unicode=True)
+
+
+def test_a_failure_retried_automatically_shows_when_the_retry_starts():
+    policy = {"max": 2, "when": ["FAILURE"], "backoffSeconds": 30}
+    pending = stage("build", "RETRY_PENDING", attempt=2, retry=policy, autoRetries=1,
+                    nextRetryAt="2026-03-20T17:00:30.000Z", retryReason="FAILURE")
+    running = run("IN_PROGRESS", stage("build", "IN_PROGRESS"))
+    api = FakeApi({("GET", "/api/runs/web:1"): [running], ("PATCH", "/api/stages/web:1:build"): [pending]})
+    code, out, err = run_cli(["stage", "fail", "web:1", "build"], api)
+    assert code == 0, err
+    assert out.endswith("\nbuild: retry 1 of 2 at 2026-03-20T17:00:30.000Z after FAILURE\n")
+    used = stage("build", "FAILURE", attempt=3, retry={"max": 2}, autoRetries=2)
+    api = FakeApi({("GET", "/api/runs/web:1"): [running], ("PATCH", "/api/stages/web:1:build"): [used]})
+    out = run_cli(["stage", "fail", "web:1", "build"], api)[1]
+    assert out.endswith("\nbuild: 2 of 2 automatic retries\n")

@@ -9,6 +9,7 @@ from chalicelib.domain import ids
 from chalicelib.domain.clock import format_iso, parse_iso, seconds_from_millis
 from chalicelib.domain.errors import IllegalTransition
 from chalicelib.domain.model import StageSpec, change_status, new_run, status_counts
+from chalicelib.domain.retries import schedule_retry
 from chalicelib.domain.status import (
     ACTIVE,
     FINAL,
@@ -31,6 +32,9 @@ LEGAL = {
     (S.WAITING_FOR_APPROVAL, S.SKIPPED),
     (S.IN_PROGRESS, S.SUCCESS), (S.IN_PROGRESS, S.FAILURE), (S.IN_PROGRESS, S.CANCELLED),
     (S.IN_PROGRESS, S.TIMED_OUT),
+    # a pending automatic retry starts (by its timer, or reported running), or is cancelled
+    (S.RETRY_PENDING, S.IN_PROGRESS), (S.RETRY_PENDING, S.WAITING_FOR_APPROVAL),
+    (S.RETRY_PENDING, S.CANCELLED),
 }
 
 
@@ -44,8 +48,14 @@ def test_transition_table_is_exactly_the_documented_one():
 
 def make_stage(status=S.IDLE, approval="AUTO", clock=None):
     clock = clock or FakeClock()
-    aggregate = new_run("web", 1, [StageSpec("BUILD", "BUILD", approval=approval)], clock.now())
+    aggregate = new_run("web", 1, [StageSpec("BUILD", "BUILD", approval=approval,
+                                              retry_policy={"max": 1, "when": ["FAILURE"]})], clock.now())
     stage = aggregate.stages[0]
+    if status == S.RETRY_PENDING:  # only the automatic retry rule puts a stage there
+        for step in (S.IN_PROGRESS, S.FAILURE):
+            change_status(stage, step, clock.now())
+        assert schedule_retry(stage, clock.advance(1)) and stage.status == S.RETRY_PENDING
+        return stage
     path = {
         S.IDLE: [], S.IN_PROGRESS: [S.IN_PROGRESS], S.WAITING_FOR_APPROVAL: [S.WAITING_FOR_APPROVAL],
         S.SUCCESS: [S.IN_PROGRESS, S.SUCCESS], S.FAILURE: [S.IN_PROGRESS, S.FAILURE],

@@ -47,13 +47,14 @@ def test_a_new_run_and_its_stages_on_the_wire():
          "position": 1,
          "approval": "AUTO", "timeoutSeconds": 30, "expectedSeconds": 10, "timesOutAt": None, "attempt": 1,
          "attemptCount": 1, "approvalDecision": None, "approvalPolicy": None, "approvals": [],
-         "allowFailure": False, "environment": None,
-         "version": None},
+         "allowFailure": False, "environment": None, "retry": None, "autoRetries": 0, "nextRetryAt": None,
+         "retryReason": None, "version": None},
         {"id": "web:7:2", "createdAt": T0, "updatedAt": T0, "type": "DEPLOY_PROD", "startedAt": None,
          "endedAt": None, "duration": None, "status": "IDLE", "runId": "web:7", "name": "ship", "position": 2,
          "approval": "MANUAL", "timeoutSeconds": 600, "expectedSeconds": None, "timesOutAt": None,
          "attempt": 1, "attemptCount": 1, "approvalDecision": None, "approvalPolicy": None,
-         "approvals": [], "allowFailure": False, "environment": "production", "version": None},
+         "approvals": [], "allowFailure": False, "environment": "production", "retry": None,
+         "autoRetries": 0, "nextRetryAt": None, "retryReason": None, "version": None},
     ]
 
 

@@ -11,6 +11,11 @@ the invariants after every step:
 - every status change is in TRANSITIONS, except the documented operation rules: retry moves a
   finished stage back to IDLE with a new attempt, and only approve opens a gate
   (WAITING_FOR_APPROVAL -> IN_PROGRESS);
+- automatic retries (domain/retries.py, applied after every change as ``mutate_run`` does): only
+  an attempt that ran and ended in a status its policy names moves to RETRY_PENDING, in exactly
+  one new attempt, never more than ``max`` times; a pending retry has its moment and reason and
+  nothing else does; it leaves RETRY_PENDING only to start (its timer or a report of it running),
+  to CANCELLED, or to IDLE by a manual retry that takes it (same attempt: no second one);
 - an operation that is refused changes nothing.
 """
 from __future__ import annotations
@@ -18,15 +23,16 @@ from __future__ import annotations
 import itertools
 import json
 
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from chalicelib.domain import operations as ops
 from chalicelib.domain.approvals import TIMER_ACTOR, policy_from_spec
 from chalicelib.domain.clock import millis_between
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.model import RunMetadata, StageSpec, change_status, new_run
+from chalicelib.domain.retries import schedule_retries
 from chalicelib.domain.status import ACTIVE, FINAL, derive_run_status, is_legal
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.domain.timers import fire
@@ -49,8 +55,9 @@ def check_invariants(aggregate, history: dict | None = None) -> None:
         assert [e["attempt"] for e in ended] == list(range(stage.first_attempt, stage.attempt))
         if stage.status == S.IN_PROGRESS:
             assert stage.started_at is not None and stage.ended_at is None and stage.duration_ms is None
-        if stage.status == S.IDLE:
+        if stage.status in (S.IDLE, S.RETRY_PENDING):
             assert stage.started_at is None and stage.ended_at is None and stage.duration_ms is None
+        check_retry(stage)
         if stage.status in FINAL:
             assert stage.ended_at is not None
         if stage.started_at is not None and stage.ended_at is not None:
@@ -70,9 +77,32 @@ def check_invariants(aggregate, history: dict | None = None) -> None:
         assert run.ended_at is None and run.duration_ms is None
 
 
+def check_retry(stage) -> None:
+    """A stage's automatic retry state agrees with its policy."""
+    policy = stage.retry_policy
+    if policy is None:
+        assert stage.auto_retries == 0 and stage.status != S.RETRY_PENDING
+        return
+    assert 0 <= stage.auto_retries <= policy["max"]
+    if stage.status == S.RETRY_PENDING:
+        assert stage.next_retry_at is not None and stage.retry_reason in policy["when"]
+        assert stage.auto_retries >= 1
+    else:
+        assert stage.next_retry_at is None and stage.retry_reason is None
+
+
 def check_transitions(before, after, operation: str, history: dict | None = None) -> None:
     for old, new in zip(before.stages, after.stages, strict=True):
         if old.status == new.status and old.attempt == new.attempt:
+            continue
+        if new.status == S.RETRY_PENDING and old.status != S.RETRY_PENDING:  # scheduled by the rule
+            assert old.status == S.IN_PROGRESS and new.attempt == old.attempt + 1, (operation, old, new)
+            assert new.auto_retries == old.auto_retries + 1
+            ended = new.attempts if history is None else history[new.id]
+            assert ended[-1]["status"] == new.retry_reason and ended[-1]["attempt"] == old.attempt
+            continue
+        if old.status == S.RETRY_PENDING and new.status == S.IDLE:  # a manual retry took it
+            assert operation in ("retry_run", "retry_stage") and new.attempt == old.attempt
             continue
         if new.attempt != old.attempt:
             assert operation in ("retry_run", "retry_stage"), operation
@@ -120,6 +150,7 @@ def apply_pure(aggregate, operation, now, args):
         assert aggregate == before, f"{operation} was refused but changed the run"
         return False, type(error)
     if changed:
+        schedule_retries(before, aggregate, now)  # as mutate_run does after every change
         aggregate.refresh(now)
     else:
         assert aggregate == before, f"{operation} reported no change but changed the run"
@@ -148,7 +179,9 @@ def expect_outcome(operation, before, after, changed, args) -> None:
             S.WAITING_FOR_APPROVAL,
         )
     if operation in ("retry_run", "retry_stage") and changed:
-        assert not any(s.status in ACTIVE for s in before.stages if operation == "retry_run")
+        # a pending automatic retry is taken, not refused (domain/retries.py)
+        assert not any(s.status in ACTIVE - {S.RETRY_PENDING} for s in before.stages
+                       if operation == "retry_run")
 
 
 class OperationRules(RuleBasedStateMachine):
@@ -282,6 +315,108 @@ ApprovalPolicyMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=30, deadline=None, derandomize=True, database=None,
 )
 test_approval_policies_on_the_pure_domain = ApprovalPolicyMachine.TestCase
+
+
+# ---- automatic retry policies (domain/retries.py) -------------------------------------------------
+
+retry_policies = st.fixed_dictionaries({  # the simplest draws (which come first) retry the most
+    "max": st.integers(0, 2).map(lambda n: 3 - n),
+    "when": st.sampled_from([["FAILURE", "TIMED_OUT"], ["FAILURE"], ["TIMED_OUT"]]),
+    "backoffSeconds": st.sampled_from([5, 0, 20]),
+})
+
+
+class RetryPolicyMachine(RuleBasedStateMachine):
+    """Runs whose stages carry random retry policies (one none), driven by what makes and meets
+    automatic retries: stages started and ending (by a report or their timeout), the stage
+    timers (a sweep), time passing, cancels, manual retries and approvals. Every ended attempt
+    that ran is retried exactly as its policy says, a pending retry starts only when due and in
+    its own attempt, a cancel wins and a manual retry takes it (the checks of ``_do``)."""
+
+    _do = OperationsMachine._do
+    consistent = OperationsMachine.consistent
+
+    @initialize(approvals=stage_specs, policies=st.lists(retry_policies, min_size=5, max_size=5),
+                bare=positions, timeout=st.sampled_from([None, 5, 60]))
+    def start(self, approvals, policies, bare, timeout):
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a, timeout_seconds=timeout,
+                           retry_policy=None if i == bare else policies[i]) for i, a in enumerate(approvals)]
+        self.aggregate = new_run("web", 1, specs, self.clock.now())
+        self._do("patch", i=0, status=S.IN_PROGRESS)  # under way: most steps then meet retries
+
+    @rule(seconds=seconds)
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule(i=positions)
+    def start_stage(self, i):
+        self._do("patch", i=i, status=S.IN_PROGRESS)
+
+    @rule(i=positions, ending=st.sampled_from([S.FAILURE, S.TIMED_OUT, S.SUCCESS]))
+    def end_stage(self, i, ending):
+        self._do("patch", i=i, status=ending)
+
+    @rule(ending=st.sampled_from([S.FAILURE, S.TIMED_OUT]))
+    def fail_running(self, ending):
+        running = [i for i, s in enumerate(self.aggregate.stages) if s.status == S.IN_PROGRESS]
+        if running:
+            self._do("patch", i=running[0], status=ending)
+
+    @rule(seconds=st.sampled_from([30, 0, 1, 5, 10, 90]))  # the first (simplest) lets any backoff pass
+    def timers(self, seconds):  # time passes, then every stage's timer, as a sweep does
+        self.clock.advance(seconds)
+        for i, stage in enumerate(self.aggregate.stages):
+            was, due = (stage.status, stage.attempt), stage.next_retry_at
+            self._do("timer", i=i)
+            now = self.aggregate.stages[i]
+            if was[0] == S.RETRY_PENDING:  # starts when due, never before, in its own attempt
+                assert (now.status != S.RETRY_PENDING) == (due <= self.clock.now())
+                assert now.attempt == was[1]
+
+    # people's operations, once a retry happened (earlier, they mostly end the run before any)
+    @precondition(lambda self: any(s.auto_retries for s in self.aggregate.stages))
+    @rule(i=positions)
+    def cancel_stage(self, i):
+        self._do("cancel_stage", i=i)
+
+    @precondition(lambda self: any(s.auto_retries for s in self.aggregate.stages))
+    @rule()
+    def cancel_run(self):
+        self._do("cancel_run")
+
+    @precondition(lambda self: any(s.auto_retries for s in self.aggregate.stages))
+    @rule(i=positions)
+    def retry_stage(self, i):
+        self._do("retry_stage", i=i)
+
+    @precondition(lambda self: any(s.auto_retries for s in self.aggregate.stages))
+    @rule(scope=st.sampled_from(["FAILED", "ALL"]))
+    def retry_run(self, scope):
+        self._do("retry_run", scope=scope)
+
+    @rule(i=positions)
+    def approve(self, i):
+        self._do("approve", i=i)
+
+    @invariant()
+    def ended_attempts_were_retried_as_the_policy_says(self):
+        if not hasattr(self, "aggregate"):
+            return
+        for stage in self.aggregate.stages:
+            policy = stage.retry_policy
+            if policy is None or stage.status not in (S.FAILURE, S.TIMED_OUT):
+                continue
+            if stage.status.value in policy["when"] and stage.started_at is not None:
+                # a failure that ran and was not retried: the budget is spent
+                assert stage.auto_retries == policy["max"] or stage.attempt >= ops.MAX_ATTEMPTS
+
+
+RetryPolicyMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None, derandomize=True, database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is reported unshrunk: fast
+)
+test_retry_policies_on_the_pure_domain = RetryPolicyMachine.TestCase
 
 
 # ---- the same through the service and the store (moto) -----------------------------------------
