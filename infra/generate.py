@@ -180,18 +180,28 @@ def leading_keys(function: Function) -> dict | None:
 
 def _limited(statements: list[dict], function: Function, arns: Arns) -> list[dict]:
     """Each statement on the table's items gets the function's partition condition; a statement
-    naming the table with other resources would have to be split first."""
+    naming the table with other resources would have to be split first. A statement carrying
+    ``Partitions`` (some of the function's) is limited to those instead: a function serving two
+    purposes (the outbox publisher also applies retention, part_retention.py) gives neither's
+    actions the other's items."""
     condition = leading_keys(function)
     if condition is None:
+        if any("Partitions" in statement for statement in statements):
+            raise ValueError(f"{function.name}: Partitions on a function whose items are not limited")
         return statements
     table = arns.table()
     for statement in statements:
         resource_ = statement["Resource"]
         targets = resource_ if isinstance(resource_, list) else [resource_]
+        own = statement.pop("Partitions", None)
+        if own is not None and not (table in targets and set(own) <= set(function.partitions or ())):
+            raise ValueError(f"{function.name}: {statement['Sid']}'s Partitions are not the table's "
+                             "items among the function's partitions")
         if table in targets:
             if len(targets) != 1:
                 raise ValueError(f"{function.name}: {statement['Sid']} names the table with other resources")
-            statement["Condition"] = copy.deepcopy(condition)
+            statement["Condition"] = copy.deepcopy(condition) if own is None else {
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [PARTITIONS[p] for p in own]}}
     return statements
 
 

@@ -7,10 +7,12 @@ delivery worker seal and open webhook secrets with.
                     changes; applies them (DynamoDB), dead-letters what can never apply
 - ingest_queue      the ingest queue (ReportBatchItemFailures); same writes
 - ingest_topic      the ingest topic; same writes
-- outbox_publisher  the table's stream (second consumer, filtered to runs and stages); reads the
-                    subscriptions, puts events on the bus, queues deliveries; then adds what
-                    finished to the insights aggregates (their day items, pipeline state and
-                    per-run markers: Query, GetItem, and a transaction of Puts and Updates);
+- outbox_publisher  the table's stream (second and last consumer, filtered to runs and
+                    stages); reads the subscriptions, puts events on the bus, queues
+                    deliveries; then adds what finished to the insights aggregates (their day
+                    items, pipeline state and per-run markers: Query, GetItem, and a
+                    transaction of Puts and Updates); then applies run retention
+                    (part_retention.py: its own statement, on run and attempt items only);
                     a batch failing after its retries is kept whole in the stream failure
                     bucket (part_capture.py)
 - deliver_webhooks  the delivery queue (ReportBatchItemFailures); reads its subscription,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 
+from . import part_retention
 from .generate import KEY_SECRET, PEPPER_SECRET, RUN_PARTITIONS, Arns, Function
 from .part_capture import async_failures, bucket_statement, stream_failure_destination
 
@@ -80,14 +83,20 @@ def _ingest_topic(arns: Arns) -> list[dict]:
     return _apply(arns)
 
 
+# What publishing and the insights reach; run retention's items are its statement's alone.
+OUTBOX_PARTITIONS = ("subscriptions", "insights", "insight_marks")
+
+
 def _outbox(arns: Arns) -> list[dict]:
     return [
         {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
-        {"Sid": "Subscriptions", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": [arns.table()]},
-        # the insights aggregates (store/insights.py): only their partitions (``partitions`` below)
+        {"Sid": "Subscriptions", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": [arns.table()],
+         "Partitions": OUTBOX_PARTITIONS},
+        # the insights aggregates (store/insights.py): only their partitions
         {"Sid": "Insights", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem",
                                                          "dynamodb:UpdateItem"],
-         "Resource": [arns.table()]},
+         "Resource": [arns.table()], "Partitions": OUTBOX_PARTITIONS},
+        part_retention.statement(arns),
         {
             "Sid": "PublishEvents",
             "Effect": "Allow",
@@ -158,6 +167,7 @@ def _outbox_properties() -> dict:
             "Variables": {
                 "STAGETRACK_EVENT_BUS": {"Ref": BUS},
                 "STAGETRACK_DELIVERY_QUEUE_URL": {"Ref": DELIVERY_QUEUE},
+                **part_retention.variables(),
             }
         },
         "Events": {
@@ -166,7 +176,9 @@ def _outbox_properties() -> dict:
                     "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
                     "MaximumRetryAttempts": 10,
                     "BisectBatchOnFunctionError": True,
-                    # runs and stages only: inserted/modified (new image) or removed (old image)
+                    # runs and stages only: inserted/modified (new image) or removed (old image);
+                    # this passes every run record retention needs (a finished run, a run with
+                    # an expiry, a run the TTL removed), so no narrower pattern may replace it
                     "FilterCriteria": {
                         "Filters": [{"Pattern": kind_is("NewImage")}, {"Pattern": kind_is("OldImage")}]
                     },
@@ -201,7 +213,7 @@ FUNCTIONS = [
              partitions=(*RUN_PARTITIONS, "idempotency", "links"), secrets=(PEPPER_SECRET,)),
     Function("outbox_publisher", "OutboxPublisher", "OutboxPublisherRole", "outbox-publisher",
              "policy-outbox-publisher.json", _outbox, _outbox_properties,
-             partitions=("subscriptions", "insights", "insight_marks")),
+             partitions=(*OUTBOX_PARTITIONS, *part_retention.RETENTION_PARTITIONS)),
     Function("deliver_webhooks", "DeliverWebhooks", "DeliverWebhooksRole", "deliver-webhooks",
              "policy-deliver-webhooks.json", _deliver, _deliver_properties,
              partitions=("subscriptions", "deliveries"), secrets=(KEY_SECRET,)),

@@ -1,35 +1,25 @@
-"""Retention of finished runs (chalicelib/events/retention.py, service/retention.py): the
-``RunRetentionDays`` parameter and the function that reads the table's stream.
+"""Retention of finished runs (service/retention.py): the ``RunRetentionDays`` parameter and what
+the function applying it needs. No function of its own: it rides on the outbox publisher's
+reader of the table's stream (part_events.py, chalicelib/events/outbound.py), because DynamoDB
+Streams throttles more than two readers of a shard, and the timer armer and the outbox publisher
+are those two. The outbox's filter (runs and stages, new or old image) already passes every
+record retention needs: a finished run written, a run carrying an expiry written (it may have
+been re-opened), a run removed by the table's TTL.
 
-- run_retention  run items only: a finished one gets ``expires_at`` (the table's TTL), a
-                 re-opened one loses it (UpdateItem on the run item); when the TTL removes a run
-                 item, its stage items and ended attempts are deleted (Query of the run's
-                 partition, DeleteItem). Its items: ``RUN#*`` and ``ATTEMPTS#*`` only.
+What retention does to the table: a finished run gets ``expires_at`` (the table's TTL), a
+re-opened one loses it (UpdateItem on the run item); when the TTL removes a run item, its stage
+items and ended attempts are deleted (Query of the run's partition, DeleteItem). Its items:
+``RUN#*`` and ``ATTEMPTS#*`` only, so its statement is limited to those partitions.
 """
 from __future__ import annotations
 
-import json
-
-from chalicelib.domain.status import FINAL
 from chalicelib.settings import Settings
-from chalicelib.store.stream import TTL_PRINCIPAL
 
-from .generate import Arns, Function
-from .part_capture import bucket_statement, stream_failure_destination
-from .part_timers import STREAM_READ
+from .generate import Arns
 
 RETENTION = "RunRetentionDays"
 RETENTION_ACTIONS = ["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
-# The records it needs, so Lambda invokes it for nothing else: a finished run written, a run
-# carrying an expiry written (it may have been re-opened), a run removed by the TTL.
-RUN_RECORDS = (
-    {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {
-        "kind": {"S": ["run"]}, "status": {"S": sorted(status.value for status in FINAL)}}}},
-    {"eventName": ["MODIFY"], "dynamodb": {"NewImage": {
-        "kind": {"S": ["run"]}, "expires_at": {"N": [{"exists": True}]}}}},
-    {"eventName": ["REMOVE"], "userIdentity": {"type": ["Service"], "principalId": [TTL_PRINCIPAL]},
-     "dynamodb": {"OldImage": {"kind": {"S": ["run"]}}}},
-)
+RETENTION_PARTITIONS = ("runs", "attempts")
 
 
 def parameters() -> dict:
@@ -39,32 +29,18 @@ def parameters() -> dict:
                        "0: forever. docs/deploy.md, Retention"}}
 
 
-def _statements(arns: Arns) -> list[dict]:
-    return [
-        {"Sid": "TableStream", "Effect": "Allow", "Action": STREAM_READ, "Resource": [arns.stream()]},
-        {"Sid": "Runs", "Effect": "Allow", "Action": RETENTION_ACTIONS, "Resource": [arns.table()]},
-        bucket_statement(arns),
-    ]
+def statement(arns: Arns) -> dict:
+    """The statement of the function applying retention; ``Partitions``: its own item limit
+    (generate.py turns it into the ``dynamodb:LeadingKeys`` condition)."""
+    return {"Sid": "RunRetention", "Effect": "Allow", "Action": RETENTION_ACTIONS,
+            "Resource": [arns.table()], "Partitions": RETENTION_PARTITIONS}
 
 
-def _properties() -> dict:
-    return {
-        "Environment": {"Variables": {"STAGETRACK_RUN_RETENTION_DAYS": {"Ref": RETENTION}}},
-        "Events": {"RunRetentionDynamodbEventSource": {"Properties": {
-            "Stream": {"Fn::GetAtt": ["StagetrackTable", "StreamArn"]},
-            "MaximumRetryAttempts": 10,
-            "BisectBatchOnFunctionError": True,
-            "DestinationConfig": stream_failure_destination(),
-            "FilterCriteria": {"Filters": [{"Pattern": json.dumps(pattern, separators=(",", ":"))}
-                                           for pattern in RUN_RECORDS]},
-        }}},
-    }
+def variables() -> dict:
+    return {"STAGETRACK_RUN_RETENTION_DAYS": {"Ref": RETENTION}}
 
 
-FUNCTIONS = [
-    Function("run_retention", "RunRetention", "RunRetentionRole", "run-retention",
-             "policy-run-retention.json", _statements, _properties, partitions=("runs", "attempts")),
-]
+FUNCTIONS: list = []
 
 
 def resources(arns: Arns) -> dict:

@@ -14,6 +14,13 @@ its records (runs and stages) are exactly what they need, and every step on them
 so a batch retried for either reason is safe for both (events keep their ids; a record's
 aggregate marker makes it count once).
 
+Run retention (finished runs expire: service/retention.py) rides on it too, for the same reason
+and because a third reader would be throttled: its records (a finished run, a run carrying an
+expiry, a run removed by the table's TTL) are run records the reader already receives, and each
+of its steps is conditioned on the item as read, so a retried batch does nothing twice. It runs
+last: publishing and aggregating read nothing it changes, and its own writes come back through
+the stream as ordinary run changes.
+
 Resource names here are defaults; infra/ wires the deployed ARNs (like events/timers.py).
 """
 from __future__ import annotations
@@ -44,9 +51,12 @@ def outbox_publisher(event):
     """A failure raises: Lambda retries the batch (bisecting it), so no committed change is
     skipped; events already published are sent again with the same ids. Then the same records
     feed the insights aggregates (service/insights.py), idempotent per record, so a retried
-    batch counts nothing twice: one reader of the stream serves both (see the module's note)."""
+    batch counts nothing twice; last, finished runs get their expiry and expired runs lose their
+    stages and attempts (service/retention.py, idempotent too): one reader of the stream serves
+    all three (see the module's note)."""
     from ..adapters import clients
     from ..service import insights, outbox
+    from ..service.retention import apply_retention
 
     ctx = wiring.context()
     settings = ctx.settings
@@ -56,9 +66,12 @@ def outbox_publisher(event):
     log.info("outbox: %s", report)
     added = insights.aggregate(ctx, records)
     log.info("insights: %s", added)
+    kept = apply_retention(ctx, records)
+    log.info("retention: %s", kept)
     return {"records": report.records, "events": report.changes, "published": report.published,
             "deliveries": report.deliveries, "insights": {"attempts": added.attempts, "runs": added.runs,
-                                                          "duplicates": added.duplicates}}
+                                                          "duplicates": added.duplicates},
+            "retention": {"expiring": kept.expiring, "kept": kept.kept, "purged": kept.purged}}
 
 
 @handlers.on_sqs_message(queue_arn=DELIVERY_QUEUE_ARN, batch_size=DELIVERY_BATCH, name="deliver_webhooks")
@@ -107,8 +120,8 @@ def deliver_webhooks(event):
 class LocalOutbox:
     """What the stream trigger and the delivery queue do in AWS, for `make run`: follow DynamoDB
     Local's stream, publish (no bus locally unless STAGETRACK_EVENT_BUS is set), add to the
-    insights aggregates, and make the deliveries whose delay has passed. Dead letters are
-    logged (and kept in ``dead_letters``)."""
+    insights aggregates, apply run retention, and make the deliveries whose delay has passed.
+    Dead letters are logged (and kept in ``dead_letters``)."""
 
     RETRY_AFTER_ERROR_SECONDS = 5
 
@@ -125,6 +138,7 @@ class LocalOutbox:
     def tick(self) -> None:
         from ..adapters import clients
         from ..service import insights, outbox
+        from ..service.retention import apply_retention
 
         settings = self.ctx.settings
         if callable(self._tail):
@@ -133,6 +147,7 @@ class LocalOutbox:
         if records:
             outbox.publish(self.ctx, records, bus=clients.event_bus(settings), deliveries=self.queue)
             insights.aggregate(self.ctx, records)
+            apply_retention(self.ctx, records)
         for body in self.queue.due():
             try:
                 result = outbox.deliver(

@@ -35,7 +35,7 @@ def _statements(template, function):
 
 def test_stream_failures_are_kept_whole_in_an_encrypted_private_expiring_bucket(template):
     streams = [(f, p) for f, _, kind, p in _events(template) if kind == "DynamoDB"]
-    assert {f for f, _ in streams} == {"OutboxPublisher", "TimerArmer", "RunRetention"}
+    assert {f for f, _ in streams} == {"OutboxPublisher", "TimerArmer"}
     for function, properties in streams:
         assert properties["DestinationConfig"]["OnFailure"] == {
             "Destination": {"Fn::GetAtt": ["StreamFailureBucket", "Arn"]}}, function

@@ -588,7 +588,9 @@ def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
             resource_ = statement["Resource"]
             targets = resource_ if isinstance(resource_, list) else [resource_]
             if {"Fn::GetAtt": [generate.TABLE, "Arn"]} in targets:
-                assert statement["Condition"] == generate.leading_keys(function), function.name
+                keys = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+                assert set(statement["Condition"]) == {"ForAllValues:StringLike"}, function.name
+                assert keys and set(keys) <= set(_leading_keys(function)), (function.name, statement["Sid"])
     for name in ("timer_fired", "timer_sweeper", "aws_ci_events", "ingest_queue", "ingest_topic"):
         for partition in ("SUBSCRIPTIONS", "DELIV#s1", "SOURCES"):
             assert not policy_allows(name, "dynamodb:PutItem", None, partition), (name, partition)
@@ -599,7 +601,18 @@ def test_every_function_but_the_api_names_the_partitions_it_reaches(packaged):
     for name in ("timer_fired", "timer_sweeper"):
         assert policy_allows(name, "dynamodb:PutItem", None, "ATTEMPTS#web:1:1")
     assert not policy_allows("timer_fired", "dynamodb:GetItem", None, "SCHEDULES#web")
-    assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "RUN#web:1")
+    # the outbox publisher also applies retention: each purpose's actions on its own items only
+    assert policy_allows("outbox_publisher", "dynamodb:DeleteItem", None, "RUN#web:1")
+    assert policy_allows("outbox_publisher", "dynamodb:UpdateItem", None, "INSIGHTS#web")
+    for action in ("dynamodb:PutItem", "dynamodb:GetItem"):
+        assert not policy_allows("outbox_publisher", action, None, "RUN#web:1"), action
+    for partition in ("SUBSCRIPTIONS", "INSIGHTS#web", "INSMARK#r1"):
+        assert not policy_allows("outbox_publisher", "dynamodb:DeleteItem", None, partition), partition
+    assert not policy_allows("outbox_publisher", "dynamodb:Query", None, "PIPE#web")
+
+
+def _leading_keys(function) -> list[str]:
+    return generate.leading_keys(function)["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
 
 
 def test_every_function_runs_the_pinned_runtime_on_arm64_with_its_measured_memory(packaged):
@@ -630,7 +643,8 @@ def test_the_package_is_built_only_by_the_pinned_runtime(monkeypatch, capsys):
     assert package.runtime_mismatch() is None
 
 
-def test_retention_calls_stay_within_its_policy_and_partitions(ctx, clock, iam_actions):
+def test_retention_calls_stay_within_the_outbox_publishers_policy_and_partitions(ctx, clock, iam_actions):
+    """Retention rides on the outbox publisher (events/outbound.py): its calls are that role's."""
     import boto3
 
     from chalicelib.domain.schemas import PatchStageIn
@@ -650,8 +664,8 @@ def test_retention_calls_stay_within_its_policy_and_partitions(ctx, clock, iam_a
                                                                    "principalId": "dynamodb.amazonaws.com"},
                            "dynamodb": {"OldImage": image}}])
     assert actions >= {"dynamodb:Query", "dynamodb:DeleteItem"}
-    assert actions <= _allowed("run_retention") and not indexes
-    assert assert_items_allowed(actions, "run_retention") == {"RUN#"}
+    assert actions <= _allowed("outbox_publisher") and not indexes
+    assert assert_items_allowed(actions, "outbox_publisher") == {"RUN#"}
 
 
 def test_the_table_is_protected_and_its_runs_expire_by_a_stated_retention():
@@ -662,15 +676,78 @@ def test_the_table_is_protected_and_its_runs_expire_by_a_stated_retention():
     assert table["Properties"]["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     parameter = template["Parameters"]["RunRetentionDays"]
     assert (parameter["Default"], parameter["MinValue"]) == (Settings.run_retention_days, 0) == (400, 0)
-    function = template["Resources"]["RunRetention"]["Properties"]
+    assert "RunRetention" not in template["Resources"]  # it rides on the outbox publisher
+    function = template["Resources"]["OutboxPublisher"]["Properties"]
     variables = function["Environment"]["Variables"]
     assert variables["STAGETRACK_RUN_RETENTION_DAYS"] == {"Ref": "RunRetentionDays"}
-    source = function["Events"]["RunRetentionDynamodbEventSource"]["Properties"]
-    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
-    assert [p["eventName"] for p in patterns] == [["INSERT", "MODIFY"], ["MODIFY"], ["REMOVE"]]
-    assert patterns[2]["userIdentity"] == {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]}
+    source = function["Events"]["OutboxPublisherDynamodbEventSource"]["Properties"]
     bucket = {"Fn::GetAtt": ["StreamFailureBucket", "Arn"]}
     assert source["DestinationConfig"]["OnFailure"]["Destination"] == bucket
+
+
+def _filter_passes(pattern, value) -> bool:
+    """Lambda's event filtering, for what the project's patterns use: nested keys, a list of
+    accepted values, ``{"exists": bool}``."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(_filter_passes(p, value.get(k)) for k, p in pattern.items())
+    for accepted in pattern:
+        if isinstance(accepted, dict):
+            assert set(accepted) == {"exists"}, accepted  # any other operator: teach this first
+            if (value is not None) is accepted["exists"]:
+                return True
+        elif value == accepted:
+            return True
+    return False
+
+
+def test_the_outbox_filter_passes_every_record_retention_acts_on():
+    """Retention reads the outbox publisher's batches: a narrower filter there would silently
+    stop runs from expiring (or leave an expired run's stages behind)."""
+    from chalicelib.store.stream import TTL_PRINCIPAL, run_record
+
+    source = json.loads(generate.RESOURCES_PATH.read_text())["Resources"]["OutboxPublisher"]["Properties"][
+        "Events"]["OutboxPublisherDynamodbEventSource"]["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+
+    def run(status: str, **more) -> dict:
+        return {"kind": {"S": "run"}, "run_id": {"S": "web:1"}, "status": {"S": status}, **more}
+
+    ended = {"ended_at": {"S": "2026-11-30T10:00:00Z"}}
+    needed = {
+        "finished run inserted": {"eventName": "INSERT", "dynamodb": {"NewImage": run("SUCCESS", **ended)}},
+        "run finishing": {"eventName": "MODIFY", "dynamodb": {"NewImage": run("FAILURE", **ended),
+                                                               "OldImage": run("RUNNING")}},
+        "re-opened run with an expiry": {"eventName": "MODIFY", "dynamodb": {
+            "NewImage": run("RUNNING", expires_at={"N": "1999999999"})}},
+        "run removed by the TTL": {"eventName": "REMOVE",
+                                   "userIdentity": {"type": "Service", "principalId": TTL_PRINCIPAL},
+                                   "dynamodb": {"OldImage": run("SUCCESS", **ended)}},
+    }
+    for what, record in needed.items():
+        assert run_record(record) is not None, what  # a record retention acts on
+        assert any(_filter_passes(p, record) for p in patterns), what
+    schedule = {"eventName": "MODIFY", "dynamodb": {"NewImage": {"kind": {"S": "schedule"}}}}
+    assert not any(_filter_passes(p, schedule) for p in patterns)  # the matcher can say no
+
+
+def test_the_tables_stream_has_at_most_two_readers(packaged):
+    """DynamoDB Streams throttles more than two processes reading one shard at once: a new
+    consumer of the stream rides on an existing reader (as the insights and retention ride on the
+    outbox publisher) instead of adding an event source mapping. docs/deploy.md, Retention."""
+    resources = json.loads(packaged.read_text())["Resources"]
+    stream = {"Fn::GetAtt": [generate.TABLE, "StreamArn"]}
+    readers = [(name, key) for name, resource in resources.items()
+               if resource["Type"] == "AWS::Serverless::Function"
+               for key, event in resource["Properties"].get("Events", {}).items()
+               if event["Type"] == "DynamoDB" and event["Properties"]["Stream"] == stream]
+    readers += [(name, None) for name, resource in resources.items()
+                if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+                and resource["Properties"].get("EventSourceArn") == stream]
+    assert len(readers) <= 2, readers
+    assert {name for name, _ in readers} == {"TimerArmer", "OutboxPublisher"}
+    every_stream = [e for r in resources.values() if r["Type"] == "AWS::Serverless::Function"
+                    for e in r["Properties"].get("Events", {}).values() if e["Type"] == "DynamoDB"]
+    assert len(every_stream) == len(readers)  # none reads the stream by another reference
 
 
 def test_no_index_projects_every_attribute():

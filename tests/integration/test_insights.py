@@ -100,7 +100,7 @@ def test_the_consumer_reaches_only_its_partitions(lam, client, clock, monkeypatc
         report = consume(lam, records)
     assert report["insights"]["attempts"] == 3
     reached = assert_items_allowed(actions, "outbox_publisher")
-    assert reached == {"SUBSCRIPTIONS", "INSIGHTS#", "INSIGHTS", "INSMARK#"}
+    assert reached == {"SUBSCRIPTIONS", "INSIGHTS#", "INSIGHTS", "INSMARK#", "RUN#"}  # RUN#: retention
 
 
 def issue(client, name, scopes, pipelines=None) -> str:
@@ -228,17 +228,21 @@ def test_the_rebuild_gives_the_live_figures(lam, client, clock, ctx):
 
 
 @pytest.mark.ddb_local
-def test_make_runs_local_outbox_keeps_the_aggregates_current(local_ctx, clock):
+def test_make_runs_local_outbox_keeps_the_aggregates_and_expiries_current(local_ctx, clock):
     """`make run`'s path: DynamoDB Local's stream read by StreamTail, one tick of the local
     outbox thread, and the answer has it (DynamoDB Local also checks the requests' syntax and
-    the transactions, which moto accepts more loosely)."""
+    the transactions, which moto accepts more loosely); the finished run got its expiry too."""
     import json
+
+    import boto3
 
     from chalicelib.adapters.local import MemoryQueue, StreamTail
     from chalicelib.domain.schemas import CreateRunIn, InsightsQuery, PatchStageIn
     from chalicelib.events.outbound import LocalOutbox
     from chalicelib.service import insights as service
     from chalicelib.service import runs
+    from chalicelib.service.retention import expiry_of
+    from chalicelib.store.models import RUN_SK, run_pk
 
     settings = local_ctx.settings
     tail = StreamTail(settings.table_name, settings.region, settings.dynamodb_endpoint)
@@ -257,6 +261,10 @@ def test_make_runs_local_outbox_keeps_the_aggregates_current(local_ctx, clock):
         {"pipeline": "web", "from": day, "to": day})).body
     assert body["runs"]["total"] == 1 and body["dora"]["deploymentFrequency"] == 1.0
     assert body["duration"]["mean"] == 90.0 and [s["runs"] for s in body["stages"]] == [1, 1]
+    table = boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint)
+    item = table.get_item(TableName=settings.table_name, Key={"pk": {"S": run_pk(run.run.id)},
+                                                              "sk": {"S": RUN_SK}})["Item"]
+    assert int(item["expires_at"]["N"]) == expiry_of(item["ended_at"]["S"], settings.run_retention_days)
 
 
 @pytest.mark.ddb_local

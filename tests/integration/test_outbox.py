@@ -145,8 +145,9 @@ def test_subscribers_get_one_delivery_per_matching_event(lam, client, ddb_calls)
     report = lam.lambda_.invoke("outbox_publisher", event).payload
     assert (report["events"], report["deliveries"]) == (5, 6)
     # the subscriptions, once for the whole batch; then the insights of what finished (one stage
-    # attempt: its run's markers + 1 transaction; the run: markers, its pipeline's state + 1)
-    assert ddb_calls == {"Query": 1 + 2, "GetItem": 1, "TransactWriteItems": 2}
+    # attempt: its run's markers + 1 transaction; the run: markers, its pipeline's state + 1);
+    # last, retention: the finished run's expiry (one conditional UpdateItem)
+    assert ddb_calls == {"Query": 1 + 2, "GetItem": 1, "TransactWriteItems": 2, "UpdateItem": 1}
     messages = [json.loads(m["Body"]) for m in receive(DELIVERIES)]
     mine = [m for m in messages if m["subscriptionId"] == failures["id"]]
     assert [json.loads(m["payload"])["newStatus"] for m in mine] == ["SUCCESS"]
@@ -189,6 +190,43 @@ def test_the_publisher_calls_only_what_its_policy_allows(lam, client, monkeypatc
     assert actions == {"dynamodb:Query", "events:PutEvents", "sqs:SendMessage"}
     assert actions <= allowed_actions("outbox_publisher")
     assert assert_items_allowed(actions, "outbox_publisher") == {"SUBSCRIPTIONS"}
+
+
+def test_the_publisher_also_applies_run_retention_after_publishing(lam, ctx, client, monkeypatch):
+    """Retention rides on this reader (DynamoDB Streams throttles a third): a finished run gets
+    its expiry, and when the table's TTL removes the run item, its stages go (events/outbound.py)."""
+    import boto3
+
+    from chalicelib.store.models import RUN_SK, run_pk
+    from chalicelib.store.stream import TTL_PRINCIPAL
+
+    client.post("/api/subscriptions", {"url": "https://hooks.example.com/a", "events": ["*"]})
+    run_id = client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]}).json["id"]
+    client.patch(f"/api/stages/{run_id}:1", {"status": "IN_PROGRESS"})
+    client.patch(f"/api/stages/{run_id}:1", {"status": "SUCCESS"})
+    with iam_actions(monkeypatch) as actions:
+        report = publish(lam)
+    assert report["events"] > 0 and report["retention"] == {"expiring": 1, "kept": 0, "purged": 0}
+    assert {"dynamodb:UpdateItem", "events:PutEvents"} <= actions
+    reached = assert_items_allowed(actions, "outbox_publisher")
+    assert reached == {"SUBSCRIPTIONS", "INSIGHTS#", "INSIGHTS", "INSMARK#", "RUN#"}  # RUN#: the expiry
+    table = boto3.client("dynamodb", region_name="us-east-1")
+    key = {"pk": {"S": run_pk(run_id)}, "sk": {"S": RUN_SK}}
+    assert "expires_at" in table.get_item(TableName=ctx.settings.table_name, Key=key)["Item"]
+    assert publish(lam)["retention"] == {"expiring": 0, "kept": 0, "purged": 0}  # the expiry's own record
+
+    table.delete_item(TableName=ctx.settings.table_name, Key=key)  # as the TTL does
+    event = lam.stream.event()
+    for record in event["Records"]:
+        record["userIdentity"] = {"type": "Service", "principalId": TTL_PRINCIPAL}
+    with iam_actions(monkeypatch) as actions:
+        report = lam.lambda_.invoke("outbox_publisher", event).payload
+    assert report["retention"]["purged"] == 1  # its one stage
+    assert assert_items_allowed(actions, "outbox_publisher") == {"SUBSCRIPTIONS", "RUN#"}
+    left = table.query(TableName=ctx.settings.table_name, KeyConditionExpression="pk = :pk",
+                       ExpressionAttributeValues={":pk": {"S": run_pk(run_id)}})["Items"]
+    assert left == []
+    assert lam.lambda_.invoke("outbox_publisher", event).payload["retention"]["purged"] == 0  # retried
 
 
 # ---- subscriptions in format "cdevents" -----------------------------------------------------------

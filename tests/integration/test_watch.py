@@ -102,7 +102,7 @@ def test_every_function_has_an_errors_and_a_throttles_alarm(template):
 def test_every_stream_consumer_has_an_iterator_age_alarm(template):
     consumers = {name for name, f in _of_type(template, "AWS::Serverless::Function").items()
                  if any(e["Type"] == "DynamoDB" for e in f["Properties"].get("Events", {}).values())}
-    assert consumers == {"TimerArmer", "OutboxPublisher", "RunRetention"}
+    assert consumers == {"TimerArmer", "OutboxPublisher"}
     watched = {d["Value"]["Ref"] for dims in _watched(template, "IteratorAge") for d in dims}
     assert watched == consumers
 

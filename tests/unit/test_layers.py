@@ -318,7 +318,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.events.outbound", "chalicelib.ticker"): "chalice local only, never in Lambda",
     ("chalicelib.events.timers", "chalicelib.adapters.stepfunctions"): _LAMBDA_COLD_START + " (botocore)",
     ("chalicelib.events.timers", "chalicelib.service.timers"): _LAMBDA_COLD_START,
-    ("chalicelib.events.retention", "chalicelib.service.retention"): _LAMBDA_COLD_START,
+    ("chalicelib.events.outbound", "chalicelib.service.retention"): _LAMBDA_COLD_START,
     ("chalicelib.events.timers", "chalicelib.service.schedules"): _LAMBDA_COLD_START,
     ("chalicelib.wiring", "chalicelib.adapters.metrics"): "only a stack with a metrics namespace writes them",
     ("chalicelib.wiring", "chalicelib.adapters.secretbox"): "the cipher loads only to seal or open",
