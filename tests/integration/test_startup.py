@@ -46,4 +46,5 @@ def test_app_starts_the_ticker_only_when_asked(flag, started):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(started)
+    # the last line: a started local outbox may log first that the table is not reachable here
+    assert out.stdout.strip().splitlines()[-1] == str(started)
