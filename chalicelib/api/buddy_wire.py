@@ -41,6 +41,7 @@ BUDDY_STATUS = {
     S.TIMED_OUT: "FAILED",
     S.CANCELLED: "TERMINATED",
     S.SKIPPED: "SKIPPED",
+    S.CANCELLING: "TERMINATING",  # a run being stopped, its running actions finishing
 }
 
 

@@ -33,6 +33,7 @@ GOCD_RESULT = {
     S.TIMED_OUT: "Cancelled",  # GoCD cancels a job that outlives its timeout
     S.CANCELLED: "Cancelled",
     S.SKIPPED: "Unknown",
+    S.CANCELLING: "Unknown",  # a run being stopped: not over yet
 }
 GOCD_JOB_STATE = {
     S.IDLE: "Scheduled",
@@ -43,6 +44,7 @@ GOCD_JOB_STATE = {
     S.TIMED_OUT: "Completed",
     S.CANCELLED: "Completed",
     S.SKIPPED: "Discontinued",
+    S.CANCELLING: "Completing",  # a run being stopped, its running jobs finishing
 }
 
 

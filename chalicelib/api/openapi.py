@@ -96,7 +96,8 @@ class StageOut(Out):
     attempts: list[AttemptOut] | None = Field(
         None, description="only with ?include=attempts: the ended attempts, oldest first")
     expectedSeconds: int | None = Field(description="how long the run driver lets it run (autoAdvance)")
-    timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
+    timesOutAt: Timestamp | None = Field(description="when its timeout (or its run's deadline) falls, "
+                                                     "while active")
     approvalDecision: dict[str, Any] | None = Field(
         description="this attempt's approve/reject: decision, by, at, comment, attempt")
     approvalPolicy: ApprovalPolicyOut | None = Field(
@@ -107,6 +108,11 @@ class StageOut(Out):
                                            "allow_failure): a FAILURE here counts as passed for the run")
     environment: str | None = Field(description="where it deploys; DEPLOY_PROD: production, "
                                                 "DEPLOY_STAGING: staging unless set; else null")
+    always: bool = Field(description="a finally stage: still runs after a failure, a stop or a cancel")
+    cancelsAt: Timestamp | None = Field(description="while active after a graceful stop: when its grace "
+                                                    "period ends and the timer cancels it")
+    runDeadline: Timestamp | None = Field(description="while active: when the run's timeoutSeconds, "
+                                                      "counted from its first start, times it out")
     version: int | None
 
 
@@ -133,6 +139,11 @@ class RunSummaryOut(Out):
     timeoutSeconds: int | None
     autoAdvance: bool
     cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
+    stopping: dict[str, Any] | None = Field(
+        description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
+                    "graceSeconds and graceUntil (STOP); the run is CANCELLING while a stage is active")
+    stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "
+                                                     "(null: the default, 600)")
     version: int | None
 
 
@@ -270,7 +281,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
     ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
-        "body": "CancelIn",
+        "body": "StopIn",
         "optional": True,
         "response": RunOut,
     },

@@ -35,6 +35,9 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "approvals": [dict(d) for d in stage.approvals],
         "allowFailure": stage.allow_failure,
         "environment": stage.environment,
+        "always": stage.always,
+        "cancelsAt": format_iso(stage.cancel_at) if stage.is_active else None,
+        "runDeadline": format_iso(stage.run_deadline) if stage.is_active else None,
         "version": stage.version,
     }
     if attempts is not None:
@@ -72,6 +75,8 @@ def run_summary_view(run: Run, now: datetime) -> dict:
         "timeoutSeconds": run.timeout_seconds,
         "autoAdvance": run.auto_advance,
         "cancellation": run.cancellation,
+        "stopping": run.stopping,
+        "stopGraceSeconds": run.stop_grace_seconds,
         "version": run.version,
     }
 

@@ -13,7 +13,7 @@ from ..domain.model import Run, RunAggregate, RunMetadata, Stage, StageSpec, cha
 from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
-from ..domain.timers import drive
+from ..domain.timers import drive, stamp_run_deadline
 from . import ServiceContext
 
 MAX_WRITE_ATTEMPTS = 12
@@ -39,7 +39,8 @@ def stage_specs(body: CreateRunIn) -> list[StageSpec]:
                                    timeout_seconds=entry.timeout_seconds, approval=entry.approval,
                                    expected_seconds=entry.expected_seconds,
                                    environment=entry.environment,
-                                   approval_policy=_policy(entry, index, body.approver_groups)))
+                                   approval_policy=_policy(entry, index, body.approver_groups),
+                                   always=bool(entry.always)))
     return specs
 
 
@@ -75,10 +76,12 @@ def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = No
         timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance,
         metadata=RunMetadata(branch=body.branch, actor=actor, source_url=body.source_url,
                              source="native", environment=body.environment),
+        stop_grace_seconds=body.stop_grace_seconds,
     )
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
         apply_variables(aggregate, secret, ctx.settings.secret_pepper)
-    layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance)
+    options = {"stop_grace_seconds": body.stop_grace_seconds} if body.stop_grace_seconds is not None else {}
+    layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance, **options)
     ctx.stores.runs.insert_run(aggregate, layout=None if layout == stored_layout else layout)
     return aggregate
 
@@ -174,6 +177,7 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         if not change(aggregate):
             return aggregate
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
+        stamp_run_deadline(aggregate, ctx.clock.now())  # the run's timeoutSeconds on what started
         aggregate.refresh(ctx.clock.now())
         try:
             ctx.stores.runs.save(before, aggregate, local=local and not aggregate.run.auto_advance)

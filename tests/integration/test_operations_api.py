@@ -162,17 +162,39 @@ def test_bad_cancel_bodies_change_nothing(client, raw, status, code):
 
 # ---- stop (by pipeline and counter) -----------------------------------------------------------
 
-def test_stop_by_pipeline_and_counter_is_a_cancel(client):
+def test_stop_by_pipeline_and_counter_lets_the_running_stage_finish(client):
     four_stages(client)
     run = four_stages(client)
     patch(client, run["stages"][0]["id"], "IN_PROGRESS")
-    response = client.post("/api/pipelines/web/runs/2/stop", {"reason": "superseded"},
+    response = client.post("/api/pipelines/web/runs/2/stop", {"reason": "superseded", "graceSeconds": 30},
                            headers=as_user(client, "ci-bot"))
     assert response.status_code == 200
-    assert response.json["id"] == run["id"] and response.json["status"] == "CANCELLED"
-    assert statuses(response.json) == ["CANCELLED", "SKIPPED", "SKIPPED", "SKIPPED"]
+    assert response.json["id"] == run["id"] and response.json["status"] == "CANCELLING"
+    assert statuses(response.json) == ["IN_PROGRESS", "SKIPPED", "SKIPPED", "SKIPPED"]
     assert response.json["cancellation"]["by"] == "ci-bot"
+    stopping = response.json["stopping"]
+    assert {k: stopping[k] for k in ("mode", "by", "reason", "graceSeconds")} == {
+        "mode": "STOP", "by": "ci-bot", "reason": "superseded", "graceSeconds": 30}
+    assert response.json["stages"][0]["cancelsAt"] == stopping["graceUntil"]
     assert client.get("/api/runs/web:1").json["status"] == "IDLE"  # the other run is untouched
+    # the stage finishes within its grace: the run ends CANCELLED all the same (a stop is final)
+    patch(client, run["stages"][0]["id"], "SUCCESS")
+    after = client.get(f"/api/runs/{run['id']}").json
+    assert after["status"] == "CANCELLED" and statuses(after)[0] == "SUCCESS"
+    assert after["stages"][0]["cancelsAt"] is None
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"graceSeconds": -1}, "graceSeconds"), ({"graceSeconds": 86401}, "graceSeconds"),
+    ({"graceSeconds": "30"}, "graceSeconds"), ({"grace": 30}, "grace"),
+])
+def test_bad_stop_bodies_change_nothing(client, body, field):
+    run = four_stages(client)
+    patch(client, run["stages"][0]["id"], "IN_PROGRESS")
+    before = client.get(f"/api/runs/{run['id']}").json
+    response = client.post("/api/pipelines/web/runs/1/stop", body)
+    assert response.status_code in (400, 422) and field in json.dumps(response.json["error"])
+    assert client.get(f"/api/runs/{run['id']}").json == before
 
 
 @pytest.mark.parametrize("path", ["/api/pipelines/web/runs/3/stop", "/api/pipelines/web/runs/abc/stop",
