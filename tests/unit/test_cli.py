@@ -749,3 +749,20 @@ def test_schedules_list_and_delete_quote_the_path_segments():
     assert code == 0 and "sch_1" in out and " no " in f" {out} ".replace("\n", " ")
     code, _, _ = run_cli(["schedules", "delete", "a b", "sch_1"], api)
     assert code == 0 and api.requests[-1]["method"] == "DELETE"
+
+
+# ---- stop: graceful, with its grace period ----
+
+
+@pytest.mark.parametrize(("argv", "sent"), [
+    (["stop", "web:1"], None),
+    (["stop", "web:1", "--reason", "superseded", "--grace", "30"], {"reason": "superseded", "graceSeconds": 30}),
+    (["stop", "web:1", "--grace", "0"], {"graceSeconds": 0}),
+])
+def test_stop_sends_the_grace_period_and_shows_until_when_stages_may_finish(argv, sent):
+    stopping = {"mode": "STOP", "graceSeconds": 30, "graceUntil": "2026-03-20T17:01:00.000Z"}
+    api = FakeApi({("GET", "/api/runs/web:1"): [run("IN_PROGRESS")],
+                   ("POST", "/api/pipelines/web/runs/1/stop"): [run("CANCELLING", stopping=stopping)]})
+    code, out, _ = run_cli(argv, api)
+    assert code == 0 and api.requests[-1]["body"] == sent
+    assert "CANCELLING" in out and "may finish until 2026-03-20T17:01:00.000Z" in out
