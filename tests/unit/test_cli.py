@@ -756,7 +756,8 @@ def test_schedules_list_and_delete_quote_the_path_segments():
 
 @pytest.mark.parametrize(("argv", "sent"), [
     (["stop", "web:1"], None),
-    (["stop", "web:1", "--reason", "superseded", "--grace", "30"], {"reason": "superseded", "graceSeconds": 30}),
+    (["stop", "web:1", "--reason", "superseded", "--grace", "30"],
+     {"reason": "superseded", "graceSeconds": 30}),
     (["stop", "web:1", "--grace", "0"], {"graceSeconds": 0}),
 ])
 def test_stop_sends_the_grace_period_and_shows_until_when_stages_may_finish(argv, sent):
