@@ -150,8 +150,10 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
 
     A race lost to a change of another stage of the same run is retried transparently (both
     writers win, serially). A race lost on ``guard_stage`` itself is the client's conflict: the
-    stage it meant to change is no longer the one it saw, so it gets a 409 instead of silently
-    overwriting. ``change`` returns False when there is nothing to write (no round trip).
+    stage it meant to change is no longer the one it saw (its status, attempt, name or timeout
+    moved: ``_as_seen``), so it gets a 409 instead of silently overwriting; a concurrent write
+    that left all of those (a stop's grace end stamped on the running stage, a reminder) is not.
+    ``change`` returns False when there is nothing to write (no round trip).
     ``missing`` is the 404 message when the run does not exist (e.g. naming the stage asked for).
 
     ``local``: ``change`` decides from the stage it changes alone, never from its siblings (a
@@ -163,15 +165,15 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     a status that makes it read the stages after it too, when the run has a stage in it
     (``RunStore.load_stage``): ``change`` then decides from those alone.
     """
-    guard_version = None
+    guard_seen = None
     missing = missing or (guard_stage and f"stage {guard_stage!r} not found")
     for attempt in range(MAX_WRITE_ATTEMPTS):
         aggregate = _load(ctx, run_id, (stage or guard_stage) if local else None, missing, following)
         if guard_stage is not None:
-            current = aggregate.stage(guard_stage).version
+            current = _as_seen(aggregate.stage(guard_stage))
             if attempt == 0:
-                guard_version = current
-            elif current != guard_version:
+                guard_seen = current
+            elif current != guard_seen:
                 raise Conflict(f"stage {guard_stage!r} was changed concurrently; read it again")
         before = aggregate.snapshot()
         if not change(aggregate):
@@ -185,6 +187,12 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         except ConcurrentModification:
             backoff(attempt)
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
+
+
+def _as_seen(stage: Stage) -> tuple:
+    """What a client that changes a stage saw of it: a concurrent change of any of these makes
+    its change a conflict (409), one of anything else is applied under it."""
+    return stage.status, stage.attempt, stage.name, stage.timeout_seconds
 
 
 def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | None,
