@@ -259,3 +259,15 @@ def test_the_run_deadline_ends_parallel_stages_and_a_waiting_gate_regardless_of_
     clock.advance(50)
     assert sweep(ctx).fired == {"TIMED_OUT": 2}
     assert state(ctx, aggregate.run.id) == ("TIMED_OUT", ["TIMED_OUT", "TIMED_OUT"])
+
+
+def test_a_scheduled_run_repeats_the_grace_period_and_the_finally_stages(memory_ctx):
+    ctx = memory_ctx
+    create(ctx, ["BUILD", {"type": "OTHER", "name": "cleanup", "always": True}], stopGraceSeconds=45)
+    again = commands.execute(ctx, commands.SchedulePipeline("web"), actor="ops")
+    assert again.run.stop_grace_seconds == 45
+    assert [s.always for s in again.stages] == [False, True]
+    # a layout without finally stages is stored as before they existed (no "always" key)
+    create(ctx, ["BUILD"])
+    layout = ctx.stores.pipelines.claim_counter("web", at=ctx.clock.now())[1]
+    assert all("always" not in entry for entry in layout["stages"])
