@@ -184,6 +184,35 @@ def test_stop_by_pipeline_and_counter_lets_the_running_stage_finish(client):
     assert after["stages"][0]["cancelsAt"] is None
 
 
+def test_the_grace_ends_on_the_timer_and_a_run_past_its_deadline_cannot_be_retried(client, clock):
+    from chalicelib import wiring
+    from chalicelib.service.timers import sweep
+
+    run = create(client, ["BUILD", {"type": "OTHER", "name": "notify", "always": True}], timeoutSeconds=120)
+    build = run["stages"][0]["id"]
+    started = patch(client, build, "IN_PROGRESS")
+    assert started["runDeadline"] == started["timesOutAt"]  # the run's 120 s, its own being the same
+    stopped = client.post(f"/api/pipelines/web/runs/{run['counter']}/stop", {"graceSeconds": 10}).json
+    assert statuses(stopped) == ["IN_PROGRESS", "IDLE"] and stopped["stages"][1]["always"] is True
+    assert stopped["stages"][0]["cancelsAt"] == stopped["stopping"]["graceUntil"]
+    clock.advance(10)
+    sweep(wiring.context())
+    body = client.get(f"/api/runs/{run['id']}").json
+    assert (body["status"], statuses(body)) == ("CANCELLED", ["CANCELLED", "IDLE"])
+    assert body["stages"][0]["duration"] == 10
+    clock.advance(200)  # past the run's deadline: a retry would only time out again
+    assert_error(client.post(f"/api/runs/{run['id']}/retry"), 409, "run_deadline_passed")
+    assert_error(client.post(f"/api/stages/{build}/retry"), 409, "run_deadline_passed")
+    assert client.get(f"/api/runs/{run['id']}").json == body  # refused: nothing changed
+
+
+def test_no_stage_can_be_patched_to_the_runs_cancelling_status(client):
+    run = four_stages(client)
+    patch(client, run["stages"][0]["id"], "IN_PROGRESS")
+    assert_error(client.patch(f"/api/stages/{run['stages'][0]['id']}", {"status": "CANCELLING"}), 409,
+                 "illegal_transition")
+
+
 @pytest.mark.parametrize("body, field", [
     ({"graceSeconds": -1}, "graceSeconds"), ({"graceSeconds": 86401}, "graceSeconds"),
     ({"graceSeconds": "30"}, "graceSeconds"), ({"grace": 30}, "grace"),
