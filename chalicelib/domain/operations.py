@@ -226,9 +226,9 @@ def _refuse_past_deadline(aggregate: RunAggregate, now: datetime) -> None:
             details={"runDeadline": format_iso(deadline)})
 
 
-def _resume(aggregate: RunAggregate) -> None:
-    """A retry takes the run up again: it is no longer stopping (its stop stays on record in
-    ``cancellation``)."""
+def resume(aggregate: RunAggregate) -> None:
+    """A retry (or a sender's new attempt: events.py) takes the run up again: it is no longer
+    stopping (its stop stays on record in ``cancellation``)."""
     aggregate.run.stopping = None
 
 
@@ -265,7 +265,7 @@ def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]
         )
     for stage in targets:
         new_attempt(stage, now)
-    _resume(aggregate)
+    resume(aggregate)
     return targets
 
 
@@ -283,7 +283,7 @@ def retry_stage(aggregate: RunAggregate, stage_id: str, now: datetime) -> list[S
                          if s.position > stage.position and s.status == S.SKIPPED]
     for target in targets:
         new_attempt(target, now)
-    _resume(aggregate)
+    resume(aggregate)
     return targets
 
 
