@@ -271,3 +271,70 @@ def test_a_scheduled_run_repeats_the_grace_period_and_the_finally_stages(memory_
     create(ctx, ["BUILD"])
     layout = ctx.stores.pipelines.claim_counter("web", at=ctx.clock.now())[1]
     assert all("always" not in entry for entry in layout["stages"])
+
+
+# ---- the rules at their edges (pure domain) ---------------------------------------------------------
+
+def _domain_run(clock, *specs, **options):
+    from chalicelib.domain.model import StageSpec, new_run
+
+    specs_ = [StageSpec(type="OTHER", name=n, **kw) for n, kw in specs]
+    return new_run("web", 1, specs_, clock.now(), **options)
+
+
+def test_a_cancel_records_who_when_and_why_as_the_runs_stopping(clock):
+    from chalicelib.domain import operations as rules
+    from chalicelib.domain.model import change_status
+
+    aggregate = _domain_run(clock, ("a", {}), ("b", {}))
+    change_status(aggregate.stages[0], S.IN_PROGRESS, clock.now())
+    clock.advance(3)
+    assert rules.cancel_run(aggregate, clock.now(), actor="ops", reason="why")
+    assert aggregate.run.stopping == {"mode": "CANCEL", "by": "ops", "at": format_iso(clock.now()),
+                                      "reason": "why"}
+
+
+def test_a_retry_is_refused_from_the_deadline_on_and_allowed_before_it(clock):
+    from chalicelib.domain import operations as rules
+    from chalicelib.domain.model import change_status
+
+    aggregate = _domain_run(clock, ("a", {}), timeout_seconds=100)
+    stage = aggregate.stages[0]
+    change_status(stage, S.IN_PROGRESS, clock.now())
+    change_status(stage, S.FAILURE, clock.advance(10))
+    aggregate.refresh(clock.now())
+    start = aggregate.run.started_at
+    assert rules.run_deadline(aggregate) == start + timedelta(seconds=100)
+    before = aggregate.snapshot()
+    assert rules.retry_stage(before, stage.id, start + timedelta(seconds=99.999))  # before it: allowed
+    with pytest.raises(RunDeadlinePassed) as refused:  # at it exactly: refused
+        rules.retry_run(aggregate, "FAILED", start + timedelta(seconds=100))
+    assert refused.value.details == {"runDeadline": format_iso(start + timedelta(seconds=100))}
+    assert "timeoutSeconds (100)" in refused.value.message
+
+
+def test_a_stage_retry_while_the_run_is_being_stopped_says_so(clock):
+    from chalicelib.domain import operations as rules
+    from chalicelib.domain.model import change_status
+
+    aggregate = _domain_run(clock, ("a", {}), ("b", {}))
+    change_status(aggregate.stages[0], S.IN_PROGRESS, clock.now())
+    rules.stop_run(aggregate, clock.now(), actor="ops", grace_seconds=60)
+    with pytest.raises(IllegalTransition, match="being stopped") as refused:
+        rules.retry_stage(aggregate, aggregate.stages[1].id, clock.now())
+    assert refused.value.details["stageId"] == aggregate.stages[0].id
+
+
+def test_a_gate_whose_own_timeout_falls_with_the_run_deadline_is_timed_out_by_the_run(clock):
+    from chalicelib.domain.approvals import policy_from_spec
+    from chalicelib.domain.model import change_status
+    from chalicelib.domain.timers import fire, stamp_run_deadline
+
+    policy = policy_from_spec(["alice"], 1, False, "APPROVE", None, None).as_dict()
+    aggregate = _domain_run(clock, ("gate", {"approval": "MANUAL", "timeout_seconds": 30,
+                                             "approval_policy": policy}), timeout_seconds=30)
+    gate = aggregate.stages[0]
+    change_status(gate, S.IN_PROGRESS, clock.now())  # to its gate
+    stamp_run_deadline(aggregate, clock.now())
+    assert gate.run_deadline == gate.own_deadline()
+    assert fire(gate, clock.advance(30)) and gate.status == S.TIMED_OUT  # not approved by onTimeout
