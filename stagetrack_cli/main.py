@@ -283,9 +283,11 @@ def cmd_decide(ctx: Ctx, args: argparse.Namespace) -> int:
 def cmd_stop(ctx: Ctx, args: argparse.Namespace) -> int:
     api = ctx.api()
     run = _get_run(api, args.run)
-    body = {"reason": args.reason} if args.reason is not None else None
+    body: dict[str, object] = {"reason": args.reason} if args.reason is not None else {}
+    if args.grace is not None:
+        body["graceSeconds"] = args.grace
     path = f"/api/pipelines/{segment(str(run['pipeline']))}/runs/{int(run['counter'])}/stop"
-    result = api.call("POST", path, body=body)
+    result = api.call("POST", path, body=body or None)
     ctx.emit(result, render.run_details)
     return OK
 
@@ -580,9 +582,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("stage", metavar="STAGE", nargs="?", help="default: the run's one waiting stage")
         p.add_argument("--comment")
         p.set_defaults(func=cmd_decide)
-    p = commands.add_parser("stop", parents=[common], help="stop a run (CodeArts' stop: a run cancel)")
+    p = commands.add_parser("stop", parents=[common],
+                            help="stop a run gracefully: running stages may finish, nothing new starts")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--reason")
+    p.add_argument("--grace", type=int, metavar="SECONDS",
+                   help="how long running stages may finish (default: the run's, else 600)")
     p.set_defaults(func=cmd_stop)
 
     stage = commands.add_parser("stage", help="report a stage's progress (what a CI job calls)")

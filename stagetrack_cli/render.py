@@ -132,6 +132,9 @@ def run_header(run: dict) -> str:
     if isinstance(cancellation, dict):
         lines.append(f"  cancelled by {clean(cancellation.get('by'))}: "
                      f"{clean(cancellation.get('reason'), 80)}")
+    stopping = run.get("stopping")
+    if isinstance(stopping, dict) and stopping.get("graceUntil") and run.get("status") == "CANCELLING":
+        lines.append(f"  stopping: running stages may finish until {clean(stopping.get('graceUntil'))}")
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,7 @@ BUDDY_STATUS = {
     S.SKIPPED: "SKIPPED",
     S.QUEUED: "ENQUEUED",  # a run waiting in its concurrency group
     S.RETRY_PENDING: "ENQUEUED",  # a new attempt waits to start, as a queued one does
+    S.CANCELLING: "TERMINATING",  # a run being stopped, its running actions finishing
 }
 
 

@@ -35,6 +35,7 @@ GOCD_RESULT = {
     S.SKIPPED: "Unknown",
     S.QUEUED: "Unknown",  # a run waiting in its concurrency group (GoCD: waiting for its lock)
     S.RETRY_PENDING: "Unknown",
+    S.CANCELLING: "Unknown",  # a run being stopped: not over yet
 }
 GOCD_JOB_STATE = {
     S.IDLE: "Scheduled",
@@ -47,6 +48,7 @@ GOCD_JOB_STATE = {
     S.SKIPPED: "Discontinued",
     S.QUEUED: "Scheduled",
     S.RETRY_PENDING: "Scheduled",  # GoCD's state of a job rescheduled, not yet assigned
+    S.CANCELLING: "Completing",  # a run being stopped, its running jobs finishing
 }
 
 

@@ -104,7 +104,8 @@ class StageOut(Out):
     attempts: list[AttemptOut] | None = Field(
         None, description="only with ?include=attempts: the ended attempts, oldest first")
     expectedSeconds: int | None = Field(description="how long the run driver lets it run (autoAdvance)")
-    timesOutAt: Timestamp | None = Field(description="when its timeout or expected end falls, while active")
+    timesOutAt: Timestamp | None = Field(description="when its timeout (or its run's deadline) falls, "
+                                                     "while active")
     approvalDecision: dict[str, Any] | None = Field(
         description="this attempt's approve/reject: decision, by, at, comment, attempt")
     approvalPolicy: ApprovalPolicyOut | None = Field(
@@ -121,6 +122,11 @@ class StageOut(Out):
                                                       "attempt; else null")
     retryReason: Literal["FAILURE", "TIMED_OUT"] | None = Field(
         description="while RETRY_PENDING: how the attempt before it ended; else null")
+    always: bool = Field(description="a finally stage: still runs after a failure, a stop or a cancel")
+    cancelsAt: Timestamp | None = Field(description="while active after a graceful stop: when its grace "
+                                                    "period ends and the timer cancels it")
+    runDeadline: Timestamp | None = Field(description="while active: when the run's timeoutSeconds, "
+                                                      "counted from its first start, times it out")
     version: int | None
 
 
@@ -147,6 +153,11 @@ class RunSummaryOut(Out):
     timeoutSeconds: int | None
     autoAdvance: bool
     cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
+    stopping: dict[str, Any] | None = Field(
+        description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
+                    "graceSeconds and graceUntil (STOP); the run is CANCELLING while a stage is active")
+    stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "
+                                                     "(null: the default, 600)")
     version: int | None
 
 
@@ -295,7 +306,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
     ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
-        "body": "CancelIn",
+        "body": "StopIn",
         "optional": True,
         "response": RunOut,
     },

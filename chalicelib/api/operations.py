@@ -21,6 +21,7 @@ from ..domain.schemas import (
     PauseIn,
     RetryRunIn,
     ScheduleIn,
+    StopIn,
 )
 from ..domain.views import pipeline_status_view, run_view, stage_view
 from ..service import commands, pipelines, runs
@@ -102,8 +103,8 @@ def cancel_stage(stage_id):
 @route(routes, "/api/pipelines/{pipeline}/runs/{counter}/stop", methods=["POST"], acts_on=_PIPELINE,
        replay=_run_now)
 def stop_run(pipeline, counter):
-    body = _optional_body(CancelIn)
-    return json_response(_run(_execute(commands.StopRun(pipeline, counter, body.reason))))
+    body = _optional_body(StopIn)
+    return json_response(_run(_execute(commands.StopRun(pipeline, counter, body.reason, body.grace_seconds))))
 
 
 # ---- retry -----------------------------------------------------------------------------------

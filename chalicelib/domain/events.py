@@ -52,7 +52,7 @@ from . import ids
 from .clock import format_iso, parse_iso
 from .errors import ValidationFailed
 from .model import RunAggregate, Stage, change_status
-from .operations import cancel_run, new_attempt, record_cancellation
+from .operations import cancel_run, new_attempt, record_cancellation, resume
 from .schemas import StrictModel
 from .status import FINAL, StageStatus, StageType, is_legal
 
@@ -251,6 +251,7 @@ def apply_update(aggregate: RunAggregate, update: ExternalUpdate, now: datetime,
             if stage.status not in FINAL:  # the sender moved on without telling us how it ended
                 change_status(stage, S.CANCELLED, at)
             new_attempt(stage, now)
+            resume(aggregate)  # the sender runs it again: no longer stopped or cancelled here
             result.changed = True
         if reported.allow_failure is not None and reported.allow_failure != stage.allow_failure:
             stage.allow_failure = reported.allow_failure

@@ -63,6 +63,16 @@ class Stage:
     auto_retries: int = 0
     next_retry_at: datetime | None = None
     retry_reason: str | None = None
+    # A finally stage (Tekton's ``finally``, GitHub's ``if: always()``): it still runs after a
+    # failure, a stop or a cancel, and neither a stop's grace period nor the run's deadline
+    # ends it (its own ``timeoutSeconds`` does). See operations.stop_run and timers.drive.
+    always: bool = False
+    # When a stop's grace period ends for this running stage: its timer then cancels it
+    # (operations.stop_run); None when no stop is pending on it.
+    cancel_at: datetime | None = None
+    # The run's whole deadline (its ``timeoutSeconds`` from its first start), stamped on the
+    # stage when it becomes active (timers.stamp_run_deadline): its timer times it out then.
+    run_deadline: datetime | None = None
     version: int | None = None
 
     @property
@@ -79,7 +89,15 @@ class Stage:
         return self.first_attempt <= number <= self.attempt
 
     def deadline(self) -> datetime | None:
-        """When a timer should time this stage out: its timeout counted from entering its state."""
+        """When a timer should time this stage out: the earlier of its own timeout, counted from
+        entering its state, and its run's deadline (``run_deadline``)."""
+        own = self.own_deadline()
+        if self.run_deadline is None or not self.is_active:
+            return own
+        return self.run_deadline if own is None else min(own, self.run_deadline)
+
+    def own_deadline(self) -> datetime | None:
+        """This stage's own timeout, counted from entering its state (None: it has none)."""
         if self.timeout_seconds is None:
             return None
         if self.status == S.IN_PROGRESS and self.started_at is not None:
@@ -115,6 +133,13 @@ class Run:
     auto_advance: bool = False  # the run driver (timers.drive) starts the next stage itself
     secrets: dict = field(default_factory=dict)  # key -> keyed hash, never the value (operations)
     cancellation: dict | None = None  # the latest cancel: by, at, reason, stageId (operations)
+    # The run was stopped (a graceful stop) or cancelled and not retried since: mode (STOP or
+    # CANCEL), by, at, reason and, for a stop, graceSeconds and graceUntil. Its status is then
+    # CANCELLING while a stage is active, else CANCELLED (status.run_status_from_counts).
+    stopping: dict | None = None
+    # How long a stop of this run lets running stages finish unless the stop says (seconds;
+    # None: operations.DEFAULT_STOP_GRACE_SECONDS). Kept in the pipeline's layout.
+    stop_grace_seconds: int | None = None
     # Where the run comes from, recorded at create and never changed (``RunMetadata``): what
     # people search runs by (GET /api/runs) besides the pipeline and status.
     branch: str | None = None
@@ -158,6 +183,7 @@ class StageSpec:
     environment: str | None = None  # None: the type's default (DEFAULT_ENVIRONMENTS)
     approval_policy: dict | None = None  # a MANUAL stage's policy (domain/approvals.py)
     retry_policy: dict | None = None  # its automatic retry policy (domain/retries.py)
+    always: bool = False  # a finally stage (Stage.always)
 
 
 # What a run's ``source`` may be: where it was created (the native API, or the integration whose
@@ -228,7 +254,7 @@ class RunAggregate:
         start of any attempt, the end the latest end once the run is final (``now`` if no stage
         has one; without ``now`` the end already known is kept)."""
         run = self.run
-        run.status = S.QUEUED if run.queued else run_status_of(self.stages)
+        run.status = S.QUEUED if run.queued else run_status_of(self.stages, stopping=run.stopping is not None)
         starts = [s.started_at for s in self.stages if s.started_at is not None]
         starts += [parse_iso(a["startedAt"]) for s in self.stages for a in s.attempts
                    if a.get("startedAt")]
@@ -258,9 +284,10 @@ class RunAggregate:
         return stage
 
 
-def run_status_of(stages: list[Stage]) -> StageStatus:
-    """The run status its stages make (``run_status_from_counts`` of ``status_counts``)."""
-    return run_status_from_counts(status_counts(stages))
+def run_status_of(stages: list[Stage], *, stopping: bool = False) -> StageStatus:
+    """The run status its stages make (``run_status_from_counts`` of ``status_counts``);
+    ``stopping``: the run's ``stopping`` is set."""
+    return run_status_from_counts(status_counts(stages), stopping=stopping)
 
 
 def counted_status(stage: Stage) -> StageStatus:
@@ -321,14 +348,15 @@ def stage_summary(stage: Stage) -> dict:
 def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, *,
             commit: dict | None = None, trigger: str | None = None,
             variables: dict | None = None, timeout_seconds: int | None = None,
-            auto_advance: bool = False, metadata: RunMetadata | None = None) -> RunAggregate:
+            auto_advance: bool = False, metadata: RunMetadata | None = None,
+            stop_grace_seconds: int | None = None) -> RunAggregate:
     rid = ids.run_id(pipeline, counter)
     meta = metadata or RunMetadata()
     run = Run(id=rid, pipeline=pipeline, counter=counter, status=S.IDLE, created_at=now,
               updated_at=now, commit=commit, trigger=trigger, variables=dict(variables or {}),
               timeout_seconds=timeout_seconds, auto_advance=auto_advance, branch=meta.branch,
               actor=meta.actor, source_url=meta.source_url, source=meta.source,
-              environment=meta.environment)
+              environment=meta.environment, stop_grace_seconds=stop_grace_seconds)
     stages = [
         Stage(id=ids.stage_id(rid, position), run_id=rid, position=position, type=spec.type,
               name=spec.name, status=S.IDLE, created_at=now, updated_at=now,
@@ -336,7 +364,8 @@ def new_run(pipeline: str, counter: int, specs: list[StageSpec], now: datetime, 
               approval=spec.approval, expected_seconds=spec.expected_seconds,
               environment=stage_environment(spec.type, spec.environment),
               approval_policy=dict(spec.approval_policy) if spec.approval_policy is not None else None,
-              retry_policy=dict(spec.retry_policy) if spec.retry_policy is not None else None)
+              retry_policy=dict(spec.retry_policy) if spec.retry_policy is not None else None,
+              always=spec.always)
         for position, spec in enumerate(specs, start=1)
     ]
     aggregate = RunAggregate(run=run, stages=stages)
@@ -381,6 +410,7 @@ def change_status(stage: Stage, target: StageStatus, now: datetime, *,
         stage.ended_at = None
         stage.duration_ms = None
     elif target in FINAL:
+        stage.cancel_at = None  # nothing left for a stop's timer to cancel
         stage.ended_at = now
         stage.duration_ms = (
             millis_between(stage.started_at, now) if stage.started_at is not None else None

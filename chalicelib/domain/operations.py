@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import inspect
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .approvals import APPROVED as APPROVED  # the decisions and their 409, named here as before
 from .approvals import REJECTED as REJECTED
@@ -43,7 +43,19 @@ class NothingToRetry(Conflict):
     code = "nothing_to_retry"
 
 
-# ---- cancel ----------------------------------------------------------------------------------
+class RunDeadlinePassed(Conflict):
+    code = "run_deadline_passed"
+
+
+# A stop lets running stages finish for this long unless the stop or the run says otherwise
+# (CodePipeline's "stop and wait" waits without bound; a bound keeps a stuck sender from holding
+# a run CANCELLING for ever, and the timer ends it). At most MAX_STOP_GRACE_SECONDS.
+DEFAULT_STOP_GRACE_SECONDS = 600
+MAX_STOP_GRACE_SECONDS = 24 * 3600
+STOP, CANCEL = "STOP", "CANCEL"
+
+
+# ---- cancel and stop -------------------------------------------------------------------------
 
 def record_cancellation(aggregate: RunAggregate, now: datetime, actor: str, reason: str | None,
                          stage_id: str | None) -> None:
@@ -52,21 +64,28 @@ def record_cancellation(aggregate: RunAggregate, now: datetime, actor: str, reas
     }
 
 
+def _run_status(aggregate: RunAggregate) -> StageStatus:
+    return run_status_of(aggregate.stages, stopping=aggregate.run.stopping is not None)
+
+
 def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
                reason: str | None = None) -> bool:
-    """Stop a run where it stands.
+    """Stop a run where it stands, at once (Argo's terminate, CodePipeline's stop and abandon).
 
-    Active stages become CANCELLED and stages not yet started become SKIPPED. A run caught
-    between stages (none active, some not started) has its next stage CANCELLED, the point
-    where it was stopped, and the rest SKIPPED; either way the derived run status is CANCELLED.
-    A run that is already finished (derived status final, including a FAILURE run that still
-    has never-started stages) is left alone: cancelling it is a successful no-op, as in GoCD.
+    Active stages become CANCELLED, ``always`` ones too (cancel is immediate), and stages not
+    yet started become SKIPPED, except ``always`` ones, which still run after it (cleanup). A
+    run caught between stages (none active, some not started) has its next stage CANCELLED, the
+    point where it was stopped, and the rest SKIPPED. The run is marked stopping (mode CANCEL),
+    so its status is CANCELLED, or CANCELLING while an ``always`` stage runs after it. A run
+    that is already finished (derived status final, including a FAILURE run that still has
+    never-started stages) is left alone: cancelling it is a successful no-op, as in GoCD. A run
+    being stopped (CANCELLING) is cancelled: its stages still running end now.
     """
     stages = aggregate.stages
-    if run_status_of(stages) in FINAL:
+    if _run_status(aggregate) in FINAL:
         return False
     active = [s for s in stages if s.is_active]
-    idle = [s for s in stages if s.status == S.IDLE]
+    idle = [s for s in sorted(stages, key=lambda s: s.position) if s.status == S.IDLE and not s.always]
     for stage in active:
         change_status(stage, S.CANCELLED, now)
     if not active and idle:
@@ -74,6 +93,66 @@ def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
     for stage in idle:
         change_status(stage, S.SKIPPED, now)
     record_cancellation(aggregate, now, actor, reason, None)
+    _mark_stopping(aggregate, CANCEL, now, actor, reason)
+    return True
+
+
+def _mark_stopping(aggregate: RunAggregate, mode: str, now: datetime, actor: str,
+                   reason: str | None, grace_seconds: int | None = None) -> None:
+    """Record the stop (or cancel) on the run; an earlier stop's record is kept as ``after``."""
+    record: dict[str, object] = {"mode": mode, "by": actor, "at": format_iso(now), "reason": reason}
+    if grace_seconds is not None:
+        record["graceSeconds"] = grace_seconds
+        record["graceUntil"] = format_iso(now + timedelta(seconds=grace_seconds))
+    earlier = aggregate.run.stopping
+    if earlier is not None and earlier.get("mode") == STOP and mode == CANCEL:
+        record["after"] = {k: v for k, v in earlier.items() if k != "after"}
+    aggregate.run.stopping = record
+
+
+def stop_grace(aggregate: RunAggregate, requested: int | None) -> int:
+    """The grace period of a stop: the stop's own, else the run's (``stopGraceSeconds`` at
+    create), else DEFAULT_STOP_GRACE_SECONDS."""
+    for value in (requested, aggregate.run.stop_grace_seconds):
+        if value is not None:
+            return value
+    return DEFAULT_STOP_GRACE_SECONDS
+
+
+def stop_run(aggregate: RunAggregate, now: datetime, *, actor: str, reason: str | None = None,
+             grace_seconds: int | None = None) -> bool:
+    """Stop a run gracefully (CodePipeline's "stop and wait", Tekton's StoppedRunFinally, Argo's
+    stop): no new stage starts, running stages may finish.
+
+    - running stages (IN_PROGRESS) keep running; each gets ``cancel_at``, the end of the grace
+      period, when its timer cancels it if it has not ended by then (``always`` stages excepted:
+      their own timeout bounds them);
+    - stages waiting for approval, or for an automatic retry (RETRY_PENDING), have no work under
+      way: CANCELLED at once (``always`` ones keep waiting);
+    - stages not started are SKIPPED, except ``always`` ones, which still run (cleanup);
+    - the run is marked stopping (mode STOP, with ``graceSeconds`` and ``graceUntil``): its
+      status is CANCELLING while a stage is active, then CANCELLED, whatever they ended as.
+    A run that is finished, or already stopping, is left alone (a successful no-op: the first
+    stop's grace period stands; ``cancel`` ends it at once). A run caught between stages, with
+    nothing running, ends CANCELLED at once, as a cancel would leave it.
+    """
+    if aggregate.run.stopping is not None or _run_status(aggregate) in FINAL:
+        return False
+    grace = stop_grace(aggregate, grace_seconds)
+    until = now + timedelta(seconds=grace)
+    stages = sorted(aggregate.stages, key=lambda s: s.position)
+    for stage in stages:
+        if stage.always:
+            continue
+        if stage.status == S.IN_PROGRESS:
+            stage.cancel_at = until
+            stage.updated_at = now
+        elif stage.status in (S.WAITING_FOR_APPROVAL, S.RETRY_PENDING):
+            change_status(stage, S.CANCELLED, now)
+        elif stage.status == S.IDLE:
+            change_status(stage, S.SKIPPED, now)
+    record_cancellation(aggregate, now, actor, reason, None)
+    _mark_stopping(aggregate, STOP, now, actor, reason, grace)
     return True
 
 
@@ -82,13 +161,14 @@ def cancel_stage(aggregate: RunAggregate, stage_id: str, now: datetime, *, actor
     """Cancel one active stage and skip the run's later stages that have not started.
 
     A stage that is not active (not started yet, or finished) is left alone: a successful no-op.
+    Later ``always`` stages are not skipped: they still run after it.
     """
     stage = aggregate.stage(stage_id)
     if not stage.is_active:
         return False
     change_status(stage, S.CANCELLED, now)
     for later in aggregate.stages:
-        if later.position > stage.position and later.status == S.IDLE:
+        if later.position > stage.position and later.status == S.IDLE and not later.always:
             change_status(later, S.SKIPPED, now)
     record_cancellation(aggregate, now, actor, reason, stage_id)
     return True
@@ -122,6 +202,8 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     stage.approval_decision = None
     stage.approvals = []
     stage.reminded_at = None
+    stage.cancel_at = None
+    stage.run_deadline = None  # stamped again when the new attempt becomes active
     stage.updated_at = now
 
 
@@ -141,6 +223,29 @@ def _restart(stage: Stage, now: datetime) -> None:
         take_pending_retry(stage, now)
     else:
         new_attempt(stage, now)
+def run_deadline(aggregate: RunAggregate) -> datetime | None:
+    """When the run's ``timeoutSeconds`` runs out: counted from its first start (None: no
+    whole-run timeout, or not started yet)."""
+    run = aggregate.run
+    if run.timeout_seconds is None or run.started_at is None:
+        return None
+    return run.started_at + timedelta(seconds=run.timeout_seconds)
+
+
+def _refuse_past_deadline(aggregate: RunAggregate, now: datetime) -> None:
+    """A retry after the run's deadline would only time out again at once: refused (409)."""
+    deadline = run_deadline(aggregate)
+    if deadline is not None and deadline <= now:
+        raise RunDeadlinePassed(
+            f"run {aggregate.run.id!r} ran out of its timeoutSeconds ({aggregate.run.timeout_seconds}) "
+            f"at {format_iso(deadline)}; start a new run",
+            details={"runDeadline": format_iso(deadline)})
+
+
+def resume(aggregate: RunAggregate) -> None:
+    """A retry (or a sender's new attempt: events.py) takes the run up again: it is no longer
+    stopping (its stop stays on record in ``cancellation``)."""
+    aggregate.run.stopping = None
 
 
 def _refuse_active(stages: list[Stage], what: str) -> None:
@@ -162,6 +267,7 @@ def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]
     """
     stages = sorted(aggregate.stages, key=lambda s: s.position)
     _refuse_active(stages, f"run {aggregate.run.id!r}")
+    _refuse_past_deadline(aggregate, now)
     if scope == SCOPE_ALL:
         targets = [s for s in stages if s.status in FINAL or s.status == S.RETRY_PENDING]
     else:
@@ -173,10 +279,11 @@ def retry_run(aggregate: RunAggregate, scope: str, now: datetime) -> list[Stage]
         wanted = "finished" if scope == SCOPE_ALL else "failed, timed-out or cancelled"
         raise NothingToRetry(
             f"nothing to retry: run {aggregate.run.id!r} has no {wanted} stage "
-            f"(run status {run_status_of(stages).value})"
+            f"(run status {_run_status(aggregate).value})"
         )
     for stage in targets:
         _restart(stage, now)
+    resume(aggregate)
     return targets
 
 
@@ -187,10 +294,15 @@ def retry_stage(aggregate: RunAggregate, stage_id: str, now: datetime) -> list[S
     _refuse_active([stage], f"stage {stage_id!r}")
     if stage.status == S.IDLE:
         raise NothingToRetry(f"nothing to retry: stage {stage_id!r} has not run yet (IDLE)")
+    if aggregate.run.stopping is not None:  # read whole (service.operations.retry_stage)
+        _refuse_active(aggregate.stages,
+                       f"stage {stage_id!r} while run {aggregate.run.id!r} is being stopped")
+    _refuse_past_deadline(aggregate, now)
     targets = [stage] + [s for s in sorted(aggregate.stages, key=lambda s: s.position)
                          if s.position > stage.position and s.status == S.SKIPPED]
     for target in targets:
         _restart(target, now)
+    resume(aggregate)
     return targets
 
 
@@ -325,7 +437,16 @@ class Pipeline:
 def layout_of(specs: list[StageSpec], **run_options) -> dict:
     """The stage layout of a run (stage specs plus run-level options such as timeoutSeconds),
     kept on its pipeline so ``schedule`` can start the next run like the last one."""
-    return {"stages": [dataclasses.asdict(spec) for spec in specs], "run": dict(run_options)}
+    return {"stages": [_spec_entry(spec) for spec in specs], "run": dict(run_options)}
+
+
+def _spec_entry(spec: StageSpec) -> dict:
+    """A spec in a layout; ``always`` only when set, so that layouts stored before it existed
+    still equal the same layout now (create writes a layout only when it changed)."""
+    entry = dataclasses.asdict(spec)
+    if not entry["always"]:
+        del entry["always"]
+    return entry
 
 
 def specs_of(layout: dict) -> tuple[list[StageSpec], dict]:

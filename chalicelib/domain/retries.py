@@ -98,7 +98,17 @@ def schedule_retry(stage: Stage, now: datetime) -> bool:
 
 def schedule_retries(before: RunAggregate, after: RunAggregate, now: datetime) -> list[Stage]:
     """After a change (``before`` -> ``after``): schedule the automatic retry of every stage
-    whose attempt was running before it and ended by it (a status the policy names)."""
+    whose attempt was running before it and ended by it (a status the policy names).
+
+    None while the run is stopping or cancelled (a stop is the operator's last word: nothing
+    starts again by itself), nor once the run's own ``timeoutSeconds`` has run out (the attempt
+    would only time out at once; a stage timed out by that deadline is not retried)."""
+    run = after.run
+    if run.stopping is not None:
+        return []
+    if run.timeout_seconds is not None and run.started_at is not None and \
+            run.started_at + timedelta(seconds=run.timeout_seconds) <= now:
+        return []
     old = {stage.id: stage for stage in before.stages}
     scheduled = []
     for stage in after.stages:

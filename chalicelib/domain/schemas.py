@@ -39,6 +39,9 @@ StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.
 VariableKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")]
 VariableValue = Annotated[str, StringConstraints(max_length=4096)]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)]
+# How long a stop lets running stages finish (domain/operations.py: stop_run); 0: cancel them at
+# the next timer. At most a day, as operations.MAX_STOP_GRACE_SECONDS says.
+GraceSeconds = Annotated[int, Field(ge=0, le=24 * 3600)]
 Approval = Literal["AUTO", "MANUAL"]
 # Approval policies (domain/approvals.py): a token name, or ``group:<name>`` of ``approverGroups``.
 MAX_APPROVERS = 50
@@ -142,6 +145,8 @@ class StageSpecIn(StrictModel):
             return None
         return {"max": self.retry.max, "when": sorted(self.retry.when, key=RETRY_WHEN.index),
                 "backoffSeconds": self.retry.backoff_seconds}
+    # A finally stage: still runs after a failure, a stop or a cancel (model.Stage.always).
+    always: bool | None = Field(default=None, exclude_if=_unset)
 
     def has_policy(self) -> bool:
         return any(value is not None for value in (self.approvers, self.required, self.prevent_self_approval,
@@ -194,6 +199,9 @@ class CreateRunIn(StrictModel):
     # The concurrency group this run joins instead of its pipeline's default (domain/concurrency.py)
     concurrency_group: ConcurrencyGroupName | None = Field(
         default=None, alias="concurrencyGroup", exclude_if=_unset)
+    # How long a stop of this run lets running stages finish (a stop may say otherwise).
+    stop_grace_seconds: GraceSeconds | None = Field(default=None, alias="stopGraceSeconds",
+                                                    exclude_if=_unset)
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> CreateRunIn:
@@ -337,6 +345,14 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 class CancelIn(StrictModel):
     reason: Reason | None = None
+
+
+class StopIn(StrictModel):
+    """A graceful stop: running stages may finish for ``graceSeconds`` (default: the run's
+    ``stopGraceSeconds``, else operations.DEFAULT_STOP_GRACE_SECONDS)."""
+
+    reason: Reason | None = None
+    grace_seconds: GraceSeconds | None = Field(default=None, alias="graceSeconds", exclude_if=_unset)
 
 
 class RetryRunIn(StrictModel):

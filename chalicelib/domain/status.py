@@ -21,6 +21,9 @@ class StageStatus(str, Enum):
     # An attempt ended FAILURE or TIMED_OUT and the stage's retry policy starts the next one by
     # itself after a backoff (domain/retries.py): not final, and its timer starts the attempt.
     RETRY_PENDING = "RETRY_PENDING"
+    # A run's status only, never a stage's: the run was stopped or cancelled and some of its
+    # stages are still running (a stop's grace period, or ``always`` stages: operations.py).
+    CANCELLING = "CANCELLING"
 
 
 class StageType(str, Enum):
@@ -45,9 +48,10 @@ DEFAULT_STAGE_TYPES = (
 
 S = StageStatus
 ACTIVE = frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.RETRY_PENDING})
-RUN_ONLY = frozenset({S.QUEUED})  # statuses a run may have and a stage never has
+RUN_ONLY = frozenset({S.QUEUED, S.CANCELLING})  # statuses a run may have and a stage never has
 STAGE_STATUSES = tuple(s for s in StageStatus if s not in RUN_ONLY)
 FINAL = frozenset({S.SUCCESS, S.FAILURE, S.CANCELLED, S.TIMED_OUT, S.SKIPPED})
+# Statuses only a run has; the statuses a stage may have (and the store counts) are the others.
 
 # Every legal change of a stage's status. Anything not listed is refused (409).
 # Final statuses have no way out here: only the retry operation starts a new attempt at IDLE.
@@ -65,7 +69,9 @@ TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
     S.QUEUED: frozenset(),  # no stage is ever QUEUED, and none can be made so
     # The pending attempt starts (its timer, or a sender reporting it running: either way the
     # automatic retry is used), or a person cancels it (a cancel wins over a pending retry).
-    S.RETRY_PENDING: frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED}),
+    # The run's own deadline (timeoutSeconds, domain/timers.py) may come first: TIMED_OUT.
+    S.RETRY_PENDING: frozenset({S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.CANCELLED, S.TIMED_OUT}),
+    S.CANCELLING: frozenset(),  # RUN_ONLY: no stage is ever in it, no change leads there
 }
 
 APPROVAL_ONLY = frozenset({(S.WAITING_FOR_APPROVAL, S.IN_PROGRESS)})
@@ -75,12 +81,12 @@ def is_legal(current: StageStatus, target: StageStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
-def derive_run_status(statuses: list[StageStatus]) -> StageStatus:
+def derive_run_status(statuses: list[StageStatus], *, stopping: bool = False) -> StageStatus:
     """The run status of these stage statuses (``run_status_from_counts`` of their multiset)."""
-    return run_status_from_counts(Counter(statuses))
+    return run_status_from_counts(Counter(statuses), stopping=stopping)
 
 
-def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:
+def run_status_from_counts(counts: Mapping[StageStatus, int], *, stopping: bool = False) -> StageStatus:
     """A run is as busy as its busiest stage and as failed as its worst finished one.
 
     Takes how many stages are in each status (a multiset: absent or zero means none), so the
@@ -92,8 +98,16 @@ def run_status_from_counts(counts: Mapping[StageStatus, int]) -> StageStatus:
     failure (CANCELLED over TIMED_OUT over FAILURE: a cancel is the operator's last word), then
     IDLE if nothing started, IN_PROGRESS while some stages are done and others still idle,
     SKIPPED if every stage was skipped, else SUCCESS. A run without stages is IDLE.
+
+    ``stopping``: the run was stopped or cancelled (``Run.stopping``, set by a change of the
+    whole run, so every writer of one stage knows it from the run's version it read). It is then
+    CANCELLING while a stage is still active (running out its grace period, or an ``always``
+    stage cleaning up) and CANCELLED once none is, whatever its stages ended as: a stop is the
+    operator's last word, as a cancel is.
     """
     present = {status for status, count in counts.items() if count > 0}
+    if stopping:
+        return S.CANCELLING if present & ACTIVE else S.CANCELLED
     if not present:
         return S.IDLE
     for status in (S.IN_PROGRESS, S.WAITING_FOR_APPROVAL, S.RETRY_PENDING, S.CANCELLED, S.TIMED_OUT,

@@ -40,6 +40,9 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "autoRetries": stage.auto_retries,
         "nextRetryAt": format_iso(stage.next_retry_at),
         "retryReason": stage.retry_reason,
+        "always": stage.always,
+        "cancelsAt": format_iso(stage.cancel_at) if stage.is_active else None,
+        "runDeadline": format_iso(stage.run_deadline) if stage.is_active else None,
         "version": stage.version,
     }
     if attempts is not None:
@@ -77,6 +80,8 @@ def run_summary_view(run: Run, now: datetime) -> dict:
         "timeoutSeconds": run.timeout_seconds,
         "autoAdvance": run.auto_advance,
         "cancellation": run.cancellation,
+        "stopping": run.stopping,
+        "stopGraceSeconds": run.stop_grace_seconds,
         "version": run.version,
     }
 

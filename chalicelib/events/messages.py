@@ -21,6 +21,7 @@ from ..domain.schemas import (
     ApplyVariablesIn,
     CreateRunIn,
     DecisionIn,
+    GraceSeconds,
     PatchStageIn,
     PauseIn,
     PipelineName,
@@ -162,9 +163,11 @@ class StopRunMessage(_Message):
     pipeline: PipelineName
     counter: Counter
     reason: Reason | None = None
+    grace_seconds: GraceSeconds | None = Field(default=None, alias="graceSeconds",
+                                                  exclude_if=lambda value: value is None)
 
     def command(self) -> commands.Command:
-        return commands.StopRun(self.pipeline, self.counter, self.reason)
+        return commands.StopRun(self.pipeline, self.counter, self.reason, self.grace_seconds)
 
 
 class CancelStageByNameMessage(_Message):

@@ -91,10 +91,12 @@ class ApplyVariables(Command[RunAggregate]):
 
 @dataclass(frozen=True)
 class StopRun(Command[RunAggregate]):
-    """Cancel the run numbered ``counter`` of ``pipeline`` (CodeArts' stop, the native stop)."""
+    """Stop the run numbered ``counter`` of ``pipeline`` gracefully (CodeArts' stop, the native
+    stop): running stages may finish for ``grace_seconds`` (None: the run's, else the default)."""
     pipeline: str
     counter: str | int
     reason: str | None = None
+    grace_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ def _apply_variables(ctx: ServiceContext, command: ApplyVariables, actor: str) -
 
 @handles(StopRun)
 def _stop_run(ctx: ServiceContext, command: StopRun, actor: str) -> RunAggregate:
-    return operations.stop_run(ctx, command.pipeline, command.counter, actor=actor, reason=command.reason)
+    return operations.stop_run(ctx, command.pipeline, command.counter, actor=actor, reason=command.reason,
+                               grace_seconds=command.grace_seconds)
 
 
 @handles(CancelStageByName)

@@ -38,11 +38,15 @@ def run_id_by_counter(pipeline: str, counter: str | int) -> str:
 
 
 def stop_run(ctx: ServiceContext, pipeline: str, counter: str | int, *, actor: str,
-             reason: str | None = None) -> RunAggregate:
-    """CodeArts' "stop a build": cancel, addressed by pipeline and run number."""
+             reason: str | None = None, grace_seconds: int | None = None) -> RunAggregate:
+    """A graceful stop (the native stop, CodeArts' "stop a build"), addressed by pipeline and run
+    number: running stages may finish within the grace period, nothing new starts but
+    ``always`` stages (domain/operations.py: stop_run). One whole-run transaction; the stage
+    timers armed from it cancel what still runs when the grace period ends."""
     return mutate_run(
         ctx, run_id_by_counter(pipeline, counter),
-        lambda aggregate: rules.cancel_run(aggregate, ctx.clock.now(), actor=actor, reason=reason),
+        lambda aggregate: rules.stop_run(aggregate, ctx.clock.now(), actor=actor, reason=reason,
+                                         grace_seconds=grace_seconds),
         missing=f"run {counter} of pipeline {pipeline!r} not found",
     )
 
@@ -76,13 +80,23 @@ def retry_stage(ctx: ServiceContext, stage_id: str) -> Stage:
     Why nothing else need be read: the rule decides from this stage and the SKIPPED stages
     after it. Another stage turning SKIPPED concurrently (a PATCH, itself a change of that
     stage alone) commutes with the retry: the outcome is that of the retry first, then it.
-    A change of the whole run bumps the run's version, which the write is conditioned on."""
+    A change of the whole run bumps the run's version, which the write is conditioned on.
+
+    A run that was stopped or cancelled is taken up again by the retry (its ``stopping`` is
+    cleared: a change of the run item), so there the retry reads and writes the whole run."""
+    stopped: list[bool] = []
+
     def change(aggregate: RunAggregate) -> bool:
+        if aggregate.partial and aggregate.run.stopping is not None:
+            stopped.append(True)
+            return False  # nothing written: done again below on the whole run
         rules.retry_stage(aggregate, stage_id, ctx.clock.now())
         return True
 
     aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, missing=_stage_missing(stage_id),
                            local=True, stage=stage_id, following=StageStatus.SKIPPED)
+    if stopped:
+        aggregate = mutate_run(ctx, run_id_of_stage(stage_id), change, missing=_stage_missing(stage_id))
     return aggregate.stage(stage_id)
 
 

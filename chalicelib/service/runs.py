@@ -14,7 +14,7 @@ from ..domain.operations import VariableChange, apply_variables, layout_of
 from ..domain.retries import schedule_retries
 from ..domain.schemas import CreateRunIn, ListRunsQuery, PatchStageIn, StageSpecIn
 from ..domain.status import DEFAULT_STAGE_TYPES, StageStatus, StageType
-from ..domain.timers import drive
+from ..domain.timers import drive, stamp_run_deadline
 from . import ServiceContext, concurrency
 
 MAX_WRITE_ATTEMPTS = 12
@@ -41,7 +41,8 @@ def stage_specs(body: CreateRunIn) -> list[StageSpec]:
                                    expected_seconds=entry.expected_seconds,
                                    environment=entry.environment,
                                    approval_policy=_policy(entry, index, body.approver_groups),
-                                   retry_policy=entry.retry_policy()))
+                                   retry_policy=entry.retry_policy(),
+                                   always=bool(entry.always)))
     return specs
 
 
@@ -79,10 +80,12 @@ def create_run(ctx: ServiceContext, body: CreateRunIn, *, actor: str | None = No
         timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance,
         metadata=RunMetadata(branch=body.branch, actor=actor, source_url=body.source_url,
                              source="native", environment=body.environment),
+        stop_grace_seconds=body.stop_grace_seconds,
     )
     if secret:  # kept as a keyed hash only, exactly as PUT /api/runs/{id}/variables does
         apply_variables(aggregate, secret, ctx.settings.secret_pepper)
-    layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance)
+    options = {"stop_grace_seconds": body.stop_grace_seconds} if body.stop_grace_seconds is not None else {}
+    layout = layout_of(specs, timeout_seconds=body.timeout_seconds, auto_advance=body.auto_advance, **options)
     concurrency.insert_run(ctx, aggregate, layout=None if layout == stored_layout else layout,
                            setting=claimed.concurrency, group=body.concurrency_group, actor=actor)
     return aggregate
@@ -152,8 +155,10 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
 
     A race lost to a change of another stage of the same run is retried transparently (both
     writers win, serially). A race lost on ``guard_stage`` itself is the client's conflict: the
-    stage it meant to change is no longer the one it saw, so it gets a 409 instead of silently
-    overwriting. ``change`` returns False when there is nothing to write (no round trip).
+    stage it meant to change is no longer the one it saw (its status, attempt, name or timeout
+    moved: ``_as_seen``), so it gets a 409 instead of silently overwriting; a concurrent write
+    that left all of those (a stop's grace end stamped on the running stage, a reminder) is not.
+    ``change`` returns False when there is nothing to write (no round trip).
     ``missing`` is the 404 message when the run does not exist (e.g. naming the stage asked for).
 
     ``local``: ``change`` decides from the stage it changes alone, never from its siblings (a
@@ -169,21 +174,22 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
     ran and ended in a status its stage's retry policy names is retried automatically
     (``schedule_retries``: RETRY_PENDING, a change of that stage alone), then the run driver.
     """
-    guard_version = None
+    guard_seen = None
     missing = missing or (guard_stage and f"stage {guard_stage!r} not found")
     for attempt in range(MAX_WRITE_ATTEMPTS):
         aggregate = _load(ctx, run_id, (stage or guard_stage) if local else None, missing, following)
         if guard_stage is not None:
-            current = aggregate.stage(guard_stage).version
+            current = _as_seen(aggregate.stage(guard_stage))
             if attempt == 0:
-                guard_version = current
-            elif current != guard_version:
+                guard_seen = current
+            elif current != guard_seen:
                 raise Conflict(f"stage {guard_stage!r} was changed concurrently; read it again")
         before = aggregate.snapshot()
         if not change(aggregate):
             return aggregate
         schedule_retries(before, aggregate, ctx.clock.now())  # automatic retries (domain/retries.py)
         drive(aggregate, ctx.clock.now())  # the run driver, for every kind of change
+        stamp_run_deadline(aggregate, ctx.clock.now())  # the run's timeoutSeconds on what started
         aggregate.refresh(ctx.clock.now())
         try:
             # a run of a concurrency group: its queue and its group join the write (concurrency.py)
@@ -194,6 +200,12 @@ def mutate_run(ctx: ServiceContext, run_id: str, change: Callable[[RunAggregate]
         concurrency.after_save(ctx, before, aggregate)
         return aggregate
     raise ConcurrentModification(f"run {run_id!r} is too busy; retry")
+
+
+def _as_seen(stage: Stage) -> tuple:
+    """What a client that changes a stage saw of it: a concurrent change of any of these makes
+    its change a conflict (409), one of anything else is applied under it."""
+    return stage.status, stage.attempt, stage.name, stage.timeout_seconds
 
 
 def _load(ctx: ServiceContext, run_id: str, only: str | None, missing: str | None,

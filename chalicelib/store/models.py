@@ -302,6 +302,10 @@ class RunItem(BaseItem, discriminator="run"):
     auto_advance = BooleanAttribute(null=True)
     secrets = UnicodeAttribute(null=True)  # JSON: key -> keyed hash of a secret variable
     cancellation = UnicodeAttribute(null=True)  # JSON: latest cancel (by, at, reason, stageId)
+    # JSON: the run's stop or cancel until a retry (model.Run.stopping): its status is derived with
+    # it (CANCELLING/CANCELLED); only changes of the whole run set or clear it, bumping ``version``.
+    stopping = UnicodeAttribute(null=True)
+    stop_grace_seconds = NumberAttribute(null=True)
     # The previous layout's JSON list of every stage in brief (model.stage_summary): read while a
     # run stored that way is not written again, removed by its next write (repository.py,
     # "Layouts"). Listings now take the summary from the stage items.
@@ -426,6 +430,9 @@ class StageItem(BaseItem, discriminator="stage"):
     auto_retries = NumberAttribute(null=True)  # kept only when not zero
     next_retry_at = UnicodeAttribute(null=True)
     retry_reason = UnicodeAttribute(null=True)
+    always = BooleanAttribute(null=True)  # kept only when true: a finally stage (model.Stage.always)
+    cancel_at = UnicodeAttribute(null=True)  # a stop's grace end for this running stage
+    run_deadline = UnicodeAttribute(null=True)  # the run's timeoutSeconds deadline, while active
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     # Set on the stage items of big runs: a pending intent on the run item may hold a newer

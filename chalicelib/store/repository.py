@@ -81,7 +81,7 @@ from ..domain.model import (
     stage_summary,
     status_counts,
 )
-from ..domain.status import FINAL, StageStatus, run_status_from_counts
+from ..domain.status import FINAL, STAGE_STATUSES, StageStatus, run_status_from_counts
 from ..domain.timers import next_due
 from ..service.ports import ClaimTakenOver
 from . import models
@@ -171,7 +171,7 @@ def counts_of(item: RunItem) -> dict[StageStatus, int] | None:
     """The run item's per-status counters; None for a run stored in the previous layout."""
     if item.seq is None:
         return None
-    return {status: int(getattr(item, f"n_{status.value.lower()}") or 0) for status in StageStatus}
+    return {status: int(getattr(item, f"n_{status.value.lower()}") or 0) for status in STAGE_STATUSES}
 
 
 def run_to_item(model: type[RunItem], run: Run, stages: Sequence[Stage] = ()) -> RunItem:
@@ -185,6 +185,7 @@ def run_to_item(model: type[RunItem], run: Run, stages: Sequence[Stage] = ()) ->
         ended_at=format_iso(run.ended_at), duration_ms=run.duration_ms,
         commit=_dumps(run.commit), trigger=run.trigger, variables=_dumps(run.variables),
         secrets=_dumps(run.secrets) if run.secrets else None, cancellation=_dumps(run.cancellation),
+        stopping=_dumps(run.stopping), stop_grace_seconds=run.stop_grace_seconds,
         timeout_seconds=run.timeout_seconds, auto_advance=run.auto_advance or None,
         concurrency_group=run.concurrency_group, queued=run.queued or None,
         seq=(run.seq or 0) + 1,
@@ -222,6 +223,8 @@ def run_from_item(item: RunItem) -> Run:
         duration_ms=None if item.duration_ms is None else int(item.duration_ms),
         commit=_loads(item.commit), trigger=item.trigger, variables=_loads(item.variables, {}),
         secrets=_loads(item.secrets, {}), cancellation=_loads(item.cancellation),
+        stopping=_loads(item.stopping),
+        stop_grace_seconds=None if item.stop_grace_seconds is None else int(item.stop_grace_seconds),
         stage_summary=_loads(item.stage_summary),  # the previous layout's; now None
         timeout_seconds=None if item.timeout_seconds is None else int(item.timeout_seconds),
         auto_advance=bool(item.auto_advance), branch=item.branch, actor=item.actor,
@@ -250,6 +253,8 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         timeout_seconds=stage.timeout_seconds, expected_seconds=stage.expected_seconds,
         approval=stage.approval, attempt=stage.attempt, first_attempt=stage.first_attempt,
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
+        always=stage.always or None, cancel_at=format_iso(stage.cancel_at),
+        run_deadline=format_iso(stage.run_deadline),
         approval_policy=_dumps(stage.approval_policy), approvals=_dumps(stage.approvals or None),
         reminded_at=format_iso(stage.reminded_at), retry_policy=_dumps(stage.retry_policy),
         auto_retries=stage.auto_retries or None, next_retry_at=format_iso(stage.next_retry_at),
@@ -307,6 +312,8 @@ def stage_from_item(item: StageItem) -> Stage:
         approval=item.approval, attempt=int(item.attempt), attempts=_loads(item.attempts, []),
         first_attempt=_first_attempt(item),
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
+        always=bool(item.always), cancel_at=parse_iso(item.cancel_at),
+        run_deadline=parse_iso(item.run_deadline),
         approval_policy=_loads(item.approval_policy), approvals=_loads(item.approvals, []),
         reminded_at=parse_iso(item.reminded_at), retry_policy=_loads(item.retry_policy),
         auto_retries=int(item.auto_retries or 0), next_retry_at=parse_iso(item.next_retry_at),
@@ -929,7 +936,7 @@ class Repository:
                 self._contended[run.id] = self._contended.get(run.id, 1) - 1
         actions += bounds
         if decided:
-            value = StageStatus.IN_PROGRESS.value
+            value = _busy_status(run, StageStatus.IN_PROGRESS).value
             actions += [RunItem.status.set(value), RunItem.pipeline_status.set(f"{run.pipeline}#{value}"),
                         RunItem.ended_at.remove(), RunItem.duration_ms.remove()]
         plain = tx_update(self.items.run, pk, models.RUN_SK, actions, condition)
@@ -1040,7 +1047,8 @@ class Repository:
                 return  # a change of the whole run is under way: it writes all of these
             if _monotone(connection, pk, item, started, ended):
                 continue  # a bound moved: read it back
-            actions = _settle_actions(item, run_status_from_counts(counts))
+            actions = _settle_actions(item, run_status_from_counts(
+                counts, stopping=item.stopping is not None))
             if not actions:
                 return
             actions.append(RunItem.updated_at.set(format_iso(now)))
@@ -1350,7 +1358,7 @@ def _derived_after(run: Run, changes: Sequence[tuple[Stage, Stage]]) -> dict:
     for old, new in changes:
         counts[counted_status(old)] = counts.get(counted_status(old), 0) - 1
         counts[counted_status(new)] = counts.get(counted_status(new), 0) + 1
-    status = run_status_from_counts(counts)
+    status = run_status_from_counts(counts, stopping=run.stopping is not None)
     start = stored.get("started_at")
     last_end = stored.get("last_end")
     for _, new in changes:
@@ -1391,7 +1399,13 @@ def _busy_guard(run: Run, was: StageStatus, counted: StageStatus) -> tuple | Non
         left = -delta(higher)
         counter = status_counter(higher)
         condition &= (counter.does_not_exist() | (counter == 0)) if left == 0 else (counter == left)
-    return status, condition
+    return _busy_status(run, status), condition
+
+
+def _busy_status(run: Run, status: StageStatus) -> StageStatus:
+    """The status of a busy run (``status``: its busiest stage's): CANCELLING while it is being
+    stopped (``Run.stopping``, fixed by the run's version every such write is conditioned on)."""
+    return StageStatus.CANCELLING if run.stopping is not None else status
 
 
 def _updates(stored: dict, wanted: dict) -> list:

@@ -361,6 +361,9 @@ function runDetails(run, gantt) {
   if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
     ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
   if (run.cancellation) meta.push(["Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
+  if (run.status === "CANCELLING" && run.stopping && run.stopping.graceUntil) {
+    meta.push(["Stopping", `running stages may finish until ${when(run.stopping.graceUntil)}`]);
+  }
   return [
     h("h1", {}, `${run.pipeline} #${run.counter}`, badge(run.status)),
     runActions(run),
@@ -378,13 +381,15 @@ function runActions(run) {
   const ended = !active || ["SUCCESS", "FAILURE", "CANCELLED", "TIMED_OUT"].includes(run.status);
   if (!ended) {
     buttons.push(h("button", { type: "button", class: "danger", text: "Cancel run", onclick: () =>
-      confirmThen({ title: `Cancel ${run.pipeline} #${run.counter}?`, text: "Every stage that has not ended is cancelled.",
+      confirmThen({ title: `Cancel ${run.pipeline} #${run.counter}?`, text: "Every running stage is cancelled now; stages marked always still run.",
         ok: "Cancel run", danger: true, comment: "Reason (optional)" },
       (reason) => call("POST", `api/runs/${encodeURIComponent(run.id)}/cancel`, reason ? { reason } : {})) }));
-    buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
-      confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "The run is stopped where it is (GoCD's stop).",
-        ok: "Stop run", danger: true, comment: "Reason (optional)" },
-      (reason) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`, reason ? { reason } : {})) }));
+    if (run.status !== "CANCELLING") { // already stopping: only a cancel ends it sooner
+      buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
+        confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "Running stages may finish within the grace period; nothing new starts but stages marked always.",
+          ok: "Stop run", danger: true, comment: "Reason (optional)" },
+        (reason) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`, reason ? { reason } : {})) }));
+    }
   }
   if (run.stages.some((s) => ["FAILURE", "CANCELLED", "TIMED_OUT"].includes(s.status))) {
     buttons.push(h("button", { type: "button", text: "Retry failed stages", onclick: () =>

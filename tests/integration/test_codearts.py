@@ -76,8 +76,10 @@ def test_reference_example_stops_build_20(client, ddb_calls):
     # token (UpdateItem), the job id (one Query on the index), the run (Query), one transaction
     assert dict(ddb_calls) == {"UpdateItem": 1, "Query": 2, "TransactWriteItems": 1}
     run = client.get("/api/runs/build-task:20").json
-    assert run["status"] == "CANCELLED"
-    assert [s["status"] for s in run["stages"]] == ["CANCELLED", "SKIPPED"]
+    # a graceful stop: the running build stage may finish (the default grace), nothing else starts
+    assert run["status"] == "CANCELLING" and run["stopping"]["graceSeconds"] == 600
+    assert [s["status"] for s in run["stages"]] == ["IN_PROGRESS", "SKIPPED"]
+    assert run["stages"][0]["cancelsAt"] == run["stopping"]["graceUntil"]
     assert run["cancellation"]["by"] == "codearts"
     assert client.get("/api/runs/build-task:19").json["status"] == "IDLE"  # only build 20
 
@@ -185,7 +187,7 @@ def post(client, path, token, body=b"", content_type="application/json"):
 def test_the_path_forms_stop_a_build(client, builds, path, body, expected):
     response = post(client, path.format(job=builds), issue(client, ["operate"]), body)
     assert response.status_code == 200 and response.json == expected
-    assert client.get("/api/runs/build-task:2").json["status"] == "CANCELLED"
+    assert client.get("/api/runs/build-task:2").json["status"] == "CANCELLING"
 
 
 @pytest.mark.parametrize("path, body", [

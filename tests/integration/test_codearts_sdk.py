@@ -177,7 +177,8 @@ def test_the_sdk_stops_a_build_with_each_api(client, builds, sdk_clock, ddb_call
     # the key (GetItem), its count (UpdateItem), the job id (Query), the run (Query), the cancel
     assert dict(ddb_calls) == {"GetItem": 1, "UpdateItem": 1, "Query": 2, "TransactWriteItems": 1}
     run = client.get("/api/runs/build-task:2").json
-    assert run["status"] == "CANCELLED" and run["cancellation"]["by"] == "codearts-sdk"
+    # a graceful stop: the running build stage may finish within the default grace period
+    assert run["status"] == "CANCELLING" and run["cancellation"]["by"] == "codearts-sdk"
     assert client.get("/api/runs/build-task:1").json["status"] == "IDLE"
     method, path, headers, _body = codearts.adapter.sent[-1]
     assert headers["Authorization"].startswith(f"SDK-HMAC-SHA256 Access={key['accessKey']}, SignedHeaders=")

@@ -179,3 +179,19 @@ def test_the_finding_answers_list_every_field_their_documented_shapes_do(client,
         == {"$ref": "#/components/schemas/PipelineListOut"}
     parameters = {p["name"] for p in operations["/api/pipelines"]["get"]["parameters"]}
     assert parameters >= {"limit", "runs", "cursor"}
+
+
+def test_the_graceful_stop_is_documented(document):
+    """Issue 15: the stop's body (graceSeconds), CANCELLING among the statuses, the run's stop
+    record and its stages' grace end and run deadline, finally stages at create."""
+    stop = document["paths"]["/api/pipelines/{pipeline}/runs/{counter}/stop"]["post"]
+    body = stop["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/StopIn"}
+    grace = document["components"]["schemas"]["StopIn"]["properties"]["graceSeconds"]
+    assert grace["anyOf"][0] == {"maximum": 86400, "minimum": 0, "type": "integer"}
+    schemas = document["components"]["schemas"]
+    assert "CANCELLING" in schemas["StageStatus"]["enum"]
+    assert {"stopping", "stopGraceSeconds"} <= set(schemas["RunOut"]["properties"])
+    assert {"always", "cancelsAt", "runDeadline"} <= set(schemas["StageOut"]["properties"])
+    assert "stopGraceSeconds" in schemas["CreateRunIn"]["properties"]
+    assert "always" in schemas["StageSpecIn"]["properties"]

@@ -162,17 +162,68 @@ def test_bad_cancel_bodies_change_nothing(client, raw, status, code):
 
 # ---- stop (by pipeline and counter) -----------------------------------------------------------
 
-def test_stop_by_pipeline_and_counter_is_a_cancel(client):
+def test_stop_by_pipeline_and_counter_lets_the_running_stage_finish(client):
     four_stages(client)
     run = four_stages(client)
     patch(client, run["stages"][0]["id"], "IN_PROGRESS")
-    response = client.post("/api/pipelines/web/runs/2/stop", {"reason": "superseded"},
+    response = client.post("/api/pipelines/web/runs/2/stop", {"reason": "superseded", "graceSeconds": 30},
                            headers=as_user(client, "ci-bot"))
     assert response.status_code == 200
-    assert response.json["id"] == run["id"] and response.json["status"] == "CANCELLED"
-    assert statuses(response.json) == ["CANCELLED", "SKIPPED", "SKIPPED", "SKIPPED"]
+    assert response.json["id"] == run["id"] and response.json["status"] == "CANCELLING"
+    assert statuses(response.json) == ["IN_PROGRESS", "SKIPPED", "SKIPPED", "SKIPPED"]
     assert response.json["cancellation"]["by"] == "ci-bot"
+    stopping = response.json["stopping"]
+    assert {k: stopping[k] for k in ("mode", "by", "reason", "graceSeconds")} == {
+        "mode": "STOP", "by": "ci-bot", "reason": "superseded", "graceSeconds": 30}
+    assert response.json["stages"][0]["cancelsAt"] == stopping["graceUntil"]
     assert client.get("/api/runs/web:1").json["status"] == "IDLE"  # the other run is untouched
+    # the stage finishes within its grace: the run ends CANCELLED all the same (a stop is final)
+    patch(client, run["stages"][0]["id"], "SUCCESS")
+    after = client.get(f"/api/runs/{run['id']}").json
+    assert after["status"] == "CANCELLED" and statuses(after)[0] == "SUCCESS"
+    assert after["stages"][0]["cancelsAt"] is None
+
+
+def test_the_grace_ends_on_the_timer_and_a_run_past_its_deadline_cannot_be_retried(client, clock):
+    from chalicelib import wiring
+    from chalicelib.service.timers import sweep
+
+    run = create(client, ["BUILD", {"type": "OTHER", "name": "notify", "always": True}], timeoutSeconds=120)
+    build = run["stages"][0]["id"]
+    started = patch(client, build, "IN_PROGRESS")
+    assert started["runDeadline"] == started["timesOutAt"]  # the run's 120 s, its own being the same
+    stopped = client.post(f"/api/pipelines/web/runs/{run['counter']}/stop", {"graceSeconds": 10}).json
+    assert statuses(stopped) == ["IN_PROGRESS", "IDLE"] and stopped["stages"][1]["always"] is True
+    assert stopped["stages"][0]["cancelsAt"] == stopped["stopping"]["graceUntil"]
+    clock.advance(10)
+    sweep(wiring.context())
+    body = client.get(f"/api/runs/{run['id']}").json
+    assert (body["status"], statuses(body)) == ("CANCELLED", ["CANCELLED", "IDLE"])
+    assert body["stages"][0]["duration"] == 10
+    clock.advance(200)  # past the run's deadline: a retry would only time out again
+    assert_error(client.post(f"/api/runs/{run['id']}/retry"), 409, "run_deadline_passed")
+    assert_error(client.post(f"/api/stages/{build}/retry"), 409, "run_deadline_passed")
+    assert client.get(f"/api/runs/{run['id']}").json == body  # refused: nothing changed
+
+
+def test_no_stage_can_be_patched_to_the_runs_cancelling_status(client):
+    run = four_stages(client)
+    patch(client, run["stages"][0]["id"], "IN_PROGRESS")
+    assert_error(client.patch(f"/api/stages/{run['stages'][0]['id']}", {"status": "CANCELLING"}), 409,
+                 "illegal_transition")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"graceSeconds": -1}, "graceSeconds"), ({"graceSeconds": 86401}, "graceSeconds"),
+    ({"graceSeconds": "30"}, "graceSeconds"), ({"grace": 30}, "grace"),
+])
+def test_bad_stop_bodies_change_nothing(client, body, field):
+    run = four_stages(client)
+    patch(client, run["stages"][0]["id"], "IN_PROGRESS")
+    before = client.get(f"/api/runs/{run['id']}").json
+    response = client.post("/api/pipelines/web/runs/1/stop", body)
+    assert response.status_code in (400, 422) and field in json.dumps(response.json["error"])
+    assert client.get(f"/api/runs/{run['id']}").json == before
 
 
 @pytest.mark.parametrize("path", ["/api/pipelines/web/runs/3/stop", "/api/pipelines/web/runs/abc/stop",

@@ -35,6 +35,9 @@ def test_operations_through_the_service(request, store, examples, clock):
             runs.patch_stage(ctx, stage_id, PatchStageIn(status=args["status"]))
         elif operation == "cancel_run":
             service_ops.cancel_run(ctx, run_id, actor="h")
+        elif operation == "stop":
+            pipeline, counter = run_id.split(":")
+            service_ops.stop_run(ctx, pipeline, counter, actor="h", grace_seconds=args["grace"])
         elif operation == "cancel_stage":
             service_ops.cancel_stage(ctx, stage_id, actor="h")
         elif operation == "retry_run":
@@ -101,8 +104,12 @@ def test_operations_through_the_service(request, store, examples, clock):
                         theirs.ended_at, theirs.duration_ms, theirs.approval_decision, theirs.auto_retries,
                         theirs.next_retry_at, theirs.retry_reason)
             assert (stored.run.status, stored.run.started_at, stored.run.ended_at,
-                    stored.run.cancellation) == (self.shadow.run.status, self.shadow.run.started_at,
-                                                 self.shadow.run.ended_at, self.shadow.run.cancellation)
+                    stored.run.cancellation, stored.run.stopping) == (
+                self.shadow.run.status, self.shadow.run.started_at, self.shadow.run.ended_at,
+                self.shadow.run.cancellation, self.shadow.run.stopping)
+            # the status the store keeps for listings (its counters) is the derived one
+            listed, _ = ctx.stores.runs.list_runs("web", stored.run.status, 100, None)
+            assert run_id in [run.id for run in listed]
             self.shadow = stored
 
 

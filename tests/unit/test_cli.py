@@ -869,3 +869,21 @@ def test_a_failure_retried_automatically_shows_when_the_retry_starts():
     api = FakeApi({("GET", "/api/runs/web:1"): [running], ("PATCH", "/api/stages/web:1:build"): [used]})
     out = run_cli(["stage", "fail", "web:1", "build"], api)[1]
     assert out.endswith("\nbuild: 2 of 2 automatic retries\n")
+
+
+# ---- stop: graceful, with its grace period ----
+
+
+@pytest.mark.parametrize(("argv", "sent"), [
+    (["stop", "web:1"], None),
+    (["stop", "web:1", "--reason", "superseded", "--grace", "30"],
+     {"reason": "superseded", "graceSeconds": 30}),
+    (["stop", "web:1", "--grace", "0"], {"graceSeconds": 0}),
+])
+def test_stop_sends_the_grace_period_and_shows_until_when_stages_may_finish(argv, sent):
+    stopping = {"mode": "STOP", "graceSeconds": 30, "graceUntil": "2026-03-20T17:01:00.000Z"}
+    api = FakeApi({("GET", "/api/runs/web:1"): [run("IN_PROGRESS")],
+                   ("POST", "/api/pipelines/web/runs/1/stop"): [run("CANCELLING", stopping=stopping)]})
+    code, out, _ = run_cli(argv, api)
+    assert code == 0 and api.requests[-1]["body"] == sent
+    assert "CANCELLING" in out and "may finish until 2026-03-20T17:01:00.000Z" in out

@@ -11,7 +11,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.domain import dialect_ids
-from chalicelib.domain.errors import Conflict, NotFound, ValidationFailed
+from chalicelib.domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from chalicelib.domain.operations import seal_secret
 from chalicelib.domain.schemas import MAX_VARIABLES
 from chalicelib.events import messages
@@ -419,3 +419,14 @@ def test_a_pause_whose_write_committed_before_the_process_died_answers_from_the_
 ])
 def test_the_dead_letter_copy_of_a_message_hides_its_secret_values(body, kept):
     assert messages.redacted(body) == kept
+
+
+def test_the_queue_stop_carries_its_grace_period_and_leaves_it_out_of_the_hash_when_unset():
+    command = messages.parse_message(_message("stop_run", graceSeconds=30, reason="superseded")).command()
+    assert command == commands.StopRun("web", 2, "superseded", 30)
+    unset = messages.parse_message(_message("stop_run"))
+    assert unset.command() == commands.StopRun("web", 2, None, None)
+    assert unset.model_dump_json(by_alias=True, exclude={"idempotency_key"}) == (
+        '{"action":"stop_run","pipeline":"web","counter":2,"reason":null}')  # as before graceSeconds
+    with pytest.raises(DomainError):
+        messages.parse_message(_message("stop_run", graceSeconds=86401))

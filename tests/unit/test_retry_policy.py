@@ -380,3 +380,59 @@ def test_the_policy_is_kept_in_the_pipeline_layout_for_the_next_scheduled_run(ct
     create(ctx, retry={"max": 2, "when": ["TIMED_OUT"], "backoffSeconds": 5})
     again = pipelines.schedule(ctx, "web", actor="alice")
     assert again.stages[0].retry_policy == {"max": 2, "when": ["TIMED_OUT"], "backoffSeconds": 5}
+
+
+# ---- with a graceful stop and the run's own deadline (domain/operations.stop_run, timers) --------
+
+def test_a_stop_cancels_a_pending_retry_at_once_and_the_run_ends_cancelled():
+    aggregate, clock = pending()
+    assert ops.stop_run(aggregate, clock.advance(1), actor="alice") is True
+    stage = aggregate.stages[0]
+    assert (stage.status, stage.next_retry_at) == (S.CANCELLED, None)
+    assert fire(stage, clock.advance(60)) is False  # the retry's timer finds nothing to start
+    aggregate.refresh(clock.now())
+    assert aggregate.run.status == S.CANCELLED
+
+
+def test_an_attempt_failing_in_a_stops_grace_period_is_not_retried():
+    clock = FakeClock("2026-03-20T17:00:00.000Z")
+    aggregate = run_of(clock)
+    step(aggregate, clock, S.IN_PROGRESS)
+    assert ops.stop_run(aggregate, clock.advance(1), actor="alice", grace_seconds=300) is True
+    aggregate.refresh(clock.now())
+    assert aggregate.run.status == S.CANCELLING  # the running build may finish
+    stage = step(aggregate, clock, S.FAILURE)
+    assert (stage.status, stage.attempt, stage.auto_retries) == (S.FAILURE, 1, 0)
+    assert aggregate.run.status == S.CANCELLED  # a stop is the operator's last word
+
+
+def test_a_stage_timed_out_by_the_runs_deadline_is_not_retried():
+    clock = FakeClock("2026-03-20T17:00:00.000Z")
+    specs = [StageSpec(type="BUILD", name="build", retry_policy=POLICY)]
+    aggregate = new_run("web", 1, specs, clock.now(), timeout_seconds=60)
+    step(aggregate, clock, S.IN_PROGRESS)
+    from chalicelib.domain.timers import stamp_run_deadline
+
+    stamp_run_deadline(aggregate, clock.now())
+    assert timer(aggregate, clock, 120) is True
+    stage = aggregate.stages[0]
+    assert (stage.status, stage.attempt, stage.auto_retries) == (S.TIMED_OUT, 1, 0)
+    assert aggregate.run.status == S.TIMED_OUT
+
+
+def test_a_retry_pending_when_the_runs_deadline_comes_times_out_then():
+    clock = FakeClock("2026-03-20T17:00:00.000Z")
+    policy = {"max": 2, "when": ["FAILURE"], "backoffSeconds": 600}
+    specs = [StageSpec(type="BUILD", name="build", retry_policy=policy)]
+    aggregate = new_run("web", 1, specs, clock.now(), timeout_seconds=300)
+    step(aggregate, clock, S.IN_PROGRESS)
+    stage = step(aggregate, clock, S.FAILURE)
+    assert stage.status == S.RETRY_PENDING
+    from chalicelib.domain.timers import stamp_run_deadline
+
+    stamp_run_deadline(aggregate, clock.now())
+    assert next_due(stage) == stage.run_deadline < stage.next_retry_at  # the deadline comes first
+    assert timer(aggregate, clock, 400) is True
+    assert (stage.status, stage.attempt) == (S.TIMED_OUT, 2)
+    aggregate.refresh(clock.now())
+    assert aggregate.run.status == S.TIMED_OUT

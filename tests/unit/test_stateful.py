@@ -16,7 +16,10 @@ the invariants after every step:
   one new attempt, never more than ``max`` times; a pending retry has its moment and reason and
   nothing else does; it leaves RETRY_PENDING only to start (its timer or a report of it running),
   to CANCELLED, or to IDLE by a manual retry that takes it (same attempt: no second one);
-- an operation that is refused changes nothing.
+- an operation that is refused changes nothing;
+- a stopped or cancelled run (``stopping``) is CANCELLING while a stage is active, else
+  CANCELLED; it has no stage left to start but ``always`` ones; only running stages carry a
+  stop's grace end (``StopMachine`` adds finally stages, timeouts and the timers).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from chalicelib.domain.model import RunMetadata, StageSpec, change_status, new_r
 from chalicelib.domain.retries import schedule_retries
 from chalicelib.domain.status import ACTIVE, FINAL, derive_run_status, is_legal
 from chalicelib.domain.status import StageStatus as S
-from chalicelib.domain.timers import fire
+from chalicelib.domain.timers import drive, fire, stamp_run_deadline
 from tests.fixtures.clock import FakeClock
 
 STATUSES = list(S)
@@ -48,7 +51,12 @@ def check_invariants(aggregate, history: dict | None = None) -> None:
     """``history``: each stage's ended attempts as stored apart (stage id -> oldest first);
     without it, the ones the pure domain carries on the stage."""
     run, stages = aggregate.run, aggregate.stages
-    assert run.status == derive_run_status([s.status for s in stages])
+    assert run.status == derive_run_status([s.status for s in stages], stopping=run.stopping is not None)
+    if run.stopping is not None:
+        assert run.status == (S.CANCELLING if any(s.status in ACTIVE for s in stages) else S.CANCELLED)
+        assert all(s.always for s in stages if s.status == S.IDLE), "a stopped run starts only always stages"
+    else:
+        assert run.status != S.CANCELLING
     for stage in stages:
         ended = stage.attempts if history is None else history[stage.id]
         assert stage.attempt == stage.first_attempt + len(ended) and stage.attempt_count == len(ended) + 1
@@ -60,6 +68,8 @@ def check_invariants(aggregate, history: dict | None = None) -> None:
         check_retry(stage)
         if stage.status in FINAL:
             assert stage.ended_at is not None
+        if stage.cancel_at is not None:  # a stop's grace end: only on stages it let run on
+            assert stage.status == S.IN_PROGRESS and not stage.always and run.stopping is not None
         if stage.started_at is not None and stage.ended_at is not None:
             assert stage.started_at <= stage.ended_at
             assert stage.duration_ms == millis_between(stage.started_at, stage.ended_at)
@@ -106,7 +116,10 @@ def check_transitions(before, after, operation: str, history: dict | None = None
             continue
         if new.attempt != old.attempt:
             assert operation in ("retry_run", "retry_stage"), operation
-            assert old.status in FINAL and new.status == S.IDLE and new.attempt == old.attempt + 1
+            # IDLE, or started at once by the driver of an autoAdvance run (a finally stage)
+            started = after.run.auto_advance and new.status in ACTIVE
+            assert old.status in FINAL and (new.status == S.IDLE or started)
+            assert new.attempt == old.attempt + 1
             ended = new.attempts if history is None else history[new.id]
             assert ended[-1]["status"] == old.status.value
             continue
@@ -121,6 +134,10 @@ def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
         return change_status(aggregate.stages[args["i"]], args["status"], now)
     if operation == "cancel_run":
         return ops.cancel_run(aggregate, now, actor="h", reason=None)
+    if operation == "stop":
+        return ops.stop_run(aggregate, now, actor="h", grace_seconds=args["grace"])
+    if operation == "timers":  # every due timer of the run, as a sweep fires them
+        return any([fire(stage, now) for stage in aggregate.stages])
     if operation == "cancel_stage":
         return ops.cancel_stage(aggregate, aggregate.stages[args["i"]].id, now, actor="h")
     if operation == "retry_run":
@@ -149,8 +166,10 @@ def apply_pure(aggregate, operation, now, args):
     except DomainError as error:
         assert aggregate == before, f"{operation} was refused but changed the run"
         return False, type(error)
-    if changed:
-        schedule_retries(before, aggregate, now)  # as mutate_run does after every change
+    if changed:  # as service.runs.mutate_run completes every change
+        schedule_retries(before, aggregate, now)
+        drive(aggregate, now)
+        stamp_run_deadline(aggregate, now)
         aggregate.refresh(now)
     else:
         assert aggregate == before, f"{operation} reported no change but changed the run"
@@ -160,11 +179,24 @@ def apply_pure(aggregate, operation, now, args):
 def expect_outcome(operation, before, after, changed, args) -> None:
     """What each operation promises, beyond the generic invariants."""
     if operation == "cancel_run":
-        if changed:
-            assert after.run.status == S.CANCELLED
-            assert not any(s.status in ACTIVE or s.status == S.IDLE for s in after.stages)
+        if changed:  # immediate: nothing left running or to start but finally stages after it
+            assert after.run.status == S.CANCELLED or (
+                after.run.status == S.CANCELLING and after.run.auto_advance)  # the driver started one
+            assert not any(s.status in ACTIVE or s.status == S.IDLE for s in after.stages if not s.always)
+            for old, new in zip(before.stages, after.stages, strict=True):
+                if old.status in ACTIVE:
+                    assert new.status == S.CANCELLED
         else:
             assert before.run.status in FINAL
+    if operation == "stop":
+        if changed:
+            assert after.run.status in (S.CANCELLING, S.CANCELLED) and after.run.stopping["mode"] == "STOP"
+            for old, new in zip(before.stages, after.stages, strict=True):
+                if old.status == S.IN_PROGRESS:  # a graceful stop lets running stages run on
+                    assert new.status == S.IN_PROGRESS
+                    assert (new.cancel_at is None) == new.always
+        else:
+            assert before.run.status in FINAL or before.run.stopping is not None
     if operation == "cancel_stage" and changed:
         assert after.stages[args["i"]].status == S.CANCELLED
     if operation == "approve" and changed:
@@ -177,6 +209,7 @@ def expect_outcome(operation, before, after, changed, args) -> None:
             S.TIMED_OUT,
             S.IN_PROGRESS,
             S.WAITING_FOR_APPROVAL,
+            S.CANCELLING,  # a stopped run whose finally stage the driver started
         )
     if operation in ("retry_run", "retry_stage") and changed:
         # a pending automatic retry is taken, not refused (domain/retries.py)
@@ -203,6 +236,10 @@ class OperationRules(RuleBasedStateMachine):
     @rule()
     def cancel_run(self):
         self._do("cancel_run")
+
+    @rule(grace=st.integers(min_value=0, max_value=90))
+    def stop(self, grace):
+        self._do("stop", grace=grace)
 
     @rule(i=positions)
     def cancel_stage(self, i):
@@ -417,6 +454,48 @@ RetryPolicyMachine.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is reported unshrunk: fast
 )
 test_retry_policies_on_the_pure_domain = RetryPolicyMachine.TestCase
+
+
+# ---- graceful stop, finally stages, the run's deadline (domain/operations.py, timers.py) ------------
+
+class StopMachine(OperationsMachine):
+    """The operations above on runs with ``always`` (finally) stages, stage timeouts and a whole-run
+    ``timeoutSeconds``, some driven by the run driver, plus the timers firing as a sweep does:
+    after a sweep no stage runs past a stop's grace end or the run's deadline (finally stages
+    excepted), and a finally stage is never skipped by a stop, a cancel or a failure."""
+
+    @initialize(approvals=stage_specs, always=st.lists(st.booleans(), min_size=5, max_size=5),
+                run_timeout=st.sampled_from([None, 60, 200]), auto_advance=st.booleans())
+    def start(self, approvals, always=(), run_timeout=None, auto_advance=False):  # type: ignore[override]
+        self.clock = FakeClock("2026-03-20T17:17:13.760Z")
+        specs = [StageSpec(type="OTHER", name=f"s{i}", approval=a, timeout_seconds=150, always=always[i])
+                 for i, a in enumerate(approvals)]
+        self.aggregate = new_run("web", 1, specs, self.clock.now(), timeout_seconds=run_timeout,
+                                 auto_advance=auto_advance)
+
+    @rule()
+    def timers(self):
+        self._do("timers")
+        now = self.clock.now()
+        for stage in self.aggregate.stages:
+            if stage.status in ACTIVE:
+                assert stage.cancel_at is None or stage.cancel_at > now
+                assert stage.deadline() is None or stage.deadline() > now
+                if not stage.always and self.aggregate.run.timeout_seconds is not None:
+                    assert stage.run_deadline is not None  # stamped when it became active
+
+    def _do(self, operation, **args):
+        before = self.aggregate.snapshot()
+        super()._do(operation, **args)
+        if operation != "patch":  # only its sender may skip a finally stage
+            for old, new in zip(before.stages, self.aggregate.stages, strict=True):
+                assert not (new.always and new.status == S.SKIPPED and old.status != S.SKIPPED), operation
+
+
+StopMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+)
+test_stop_finally_and_deadline_on_the_pure_domain = StopMachine.TestCase
 
 
 # ---- the same through the service and the store (moto) -----------------------------------------

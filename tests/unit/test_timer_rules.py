@@ -186,3 +186,62 @@ def test_the_run_driver_starts_nothing_once_every_stage_has_passed():
         change_status(stage, S.IN_PROGRESS, clock.now())
         change_status(stage, S.SUCCESS, clock.now())
     assert drive(aggregate, clock.now()) is False
+
+
+# ---- a stop's grace end and the run's deadline (issue 15) ------------------------------------------
+
+def _running(clock, **spec):
+    aggregate = _run(clock, StageSpec(type="OTHER", name="s", **spec), auto_advance=False)
+    stage = aggregate.stages[0]
+    change_status(stage, S.IN_PROGRESS, clock.now())
+    return stage
+
+
+@pytest.mark.parametrize(("cancel", "timeout", "finish", "outcome"), [
+    (10, 10, None, (S.CANCELLED, 10)),  # a tie: the stop's cancel wins
+    (11, 10, None, (S.TIMED_OUT, 10)),
+    (10, None, 10, (S.CANCELLED, 10)),  # a tie with the expected end: still the cancel
+    (10, None, 9, (S.SUCCESS, 9)),       # it finished before the grace ended
+    (10, 20, None, (S.CANCELLED, 10)),
+])
+def test_the_earliest_moment_that_passed_wins_a_cancel_first_on_a_tie(cancel, timeout, finish, outcome):
+    clock = FakeClock()
+    start = clock.now()
+    stage = _running(clock, timeout_seconds=timeout, expected_seconds=finish)
+    stage.cancel_at = start + timedelta(seconds=cancel)
+    assert next_due(stage) == start + timedelta(seconds=min(m for m in (cancel, timeout, finish) if m))
+    assert due_outcome(stage, start + timedelta(seconds=cancel - 0.001)) is None or outcome[1] < cancel
+    status, moment = due_outcome(stage, start + timedelta(seconds=60))
+    assert (status, moment) == (outcome[0], start + timedelta(seconds=outcome[1]))
+
+
+def test_the_run_deadline_is_the_stage_deadline_when_earlier_and_not_once_it_ended():
+    clock = FakeClock()
+    start = clock.now()
+    stage = _running(clock, timeout_seconds=100)
+    stage.run_deadline = start + timedelta(seconds=40)
+    assert stage.deadline() == start + timedelta(seconds=40)
+    assert stage.own_deadline() == start + timedelta(seconds=100)
+    stage.run_deadline = start + timedelta(seconds=400)
+    assert stage.deadline() == start + timedelta(seconds=100)
+    assert fire(stage, start + timedelta(seconds=500)) and stage.status == S.TIMED_OUT
+    assert stage.deadline() is None  # finished: neither deadline applies
+
+
+@pytest.mark.parametrize("on_timeout", ["APPROVE", "REJECT", "FAILURE"])
+def test_the_run_deadline_times_out_a_gate_whatever_its_on_timeout_and_its_own_does_not(on_timeout):
+    from chalicelib.domain.approvals import policy_from_spec
+
+    clock = FakeClock()
+    start = clock.now()
+    policy = policy_from_spec(["alice"], 1, False, on_timeout, None, None).as_dict()
+    for run_first in (True, False):
+        aggregate = _run(clock, StageSpec(type="OTHER", name="gate", approval="MANUAL", timeout_seconds=50,
+                                          approval_policy=policy), auto_advance=False)
+        gate = aggregate.stages[0]
+        change_status(gate, S.IN_PROGRESS, start)  # to its gate
+        gate.run_deadline = start + timedelta(seconds=30 if run_first else 90)
+        assert fire(gate, start + timedelta(seconds=100))
+        expected = S.TIMED_OUT if run_first else {"APPROVE": S.IN_PROGRESS, "REJECT": S.FAILURE,
+                                                   "FAILURE": S.FAILURE}[on_timeout]
+        assert gate.status == expected, (run_first, on_timeout)

@@ -481,3 +481,18 @@ def test_backoff_doubles_to_the_cap_with_at_most_ten_percent_jitter(attempt, bas
 def test_new_source_secrets_are_prefixed_and_random():
     first, second = events.new_secret(), events.new_secret()
     assert first.startswith("whsec_") and len(first) == 6 + 43 and first != second
+
+
+def test_a_sender_re_running_a_cancelled_run_takes_it_up_again():
+    """A cancel (the sender's or ours) marks the run stopping; the sender's next attempt clears it,
+    so the run's status follows its stages again instead of staying CANCELLED."""
+    clock = FakeClock(T0)
+    aggregate = _empty(clock)
+    _apply(aggregate, clock, StageUpdate("a", status=S.IN_PROGRESS, attempt=1))
+    _apply(aggregate, clock, run_status=S.CANCELLED)
+    aggregate.refresh(clock.now())
+    assert aggregate.run.stopping["mode"] == "CANCEL" and aggregate.run.status == S.CANCELLED
+    _apply(aggregate, clock, StageUpdate("a", status=S.IN_PROGRESS, attempt=2))
+    aggregate.refresh(clock.now())
+    assert aggregate.run.stopping is None and aggregate.run.status == S.IN_PROGRESS
+    assert aggregate.run.cancellation["reason"] == "cancelled in the sending system"  # kept on record

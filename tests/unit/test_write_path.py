@@ -11,8 +11,8 @@ from chalicelib import wiring
 from chalicelib.domain.errors import ConcurrentModification
 from chalicelib.domain.model import change_status, run_status_of, single_stage_change
 from chalicelib.domain.schemas import CreateRunIn
+from chalicelib.domain.status import STAGE_STATUSES, derive_run_status, run_status_from_counts
 from chalicelib.domain.status import StageStatus as S
-from chalicelib.domain.status import derive_run_status, run_status_from_counts
 from chalicelib.service import runs
 from chalicelib.settings import Settings
 from tests.fixtures.clock import FakeClock
@@ -20,8 +20,8 @@ from tests.fixtures.clock import FakeClock
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3])
 def test_the_run_status_of_counters_is_that_of_the_statuses_they_count(size):
-    for statuses in itertools.product(list(S), repeat=size):
-        counts = {status: statuses.count(status) for status in S}
+    for statuses in itertools.product(STAGE_STATUSES, repeat=size):
+        counts = {status: statuses.count(status) for status in STAGE_STATUSES}
         counts[S.SKIPPED] += 0  # zero counters (a status no stage has any more) count as absent
         assert run_status_from_counts(counts) == derive_run_status(list(statuses)), statuses
 
