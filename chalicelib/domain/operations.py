@@ -141,6 +141,9 @@ def stop_run(aggregate: RunAggregate, now: datetime, *, actor: str, reason: str 
     grace = stop_grace(aggregate, grace_seconds)
     until = now + timedelta(seconds=grace)
     stages = sorted(aggregate.stages, key=lambda s: s.position)
+    # caught between stages: the next one is CANCELLED, the point where it was stopped (as a
+    # cancel marks it), so the run has a stage a retry can take up again
+    between = not any(s.is_active for s in stages)
     for stage in stages:
         if stage.always:
             continue
@@ -150,7 +153,8 @@ def stop_run(aggregate: RunAggregate, now: datetime, *, actor: str, reason: str 
         elif stage.status in (S.WAITING_FOR_APPROVAL, S.RETRY_PENDING):
             change_status(stage, S.CANCELLED, now)
         elif stage.status == S.IDLE:
-            change_status(stage, S.SKIPPED, now)
+            change_status(stage, S.CANCELLED if between else S.SKIPPED, now)
+            between = False
     record_cancellation(aggregate, now, actor, reason, None)
     _mark_stopping(aggregate, STOP, now, actor, reason, grace)
     return True
