@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from functools import partial
 
 import pytest
@@ -21,31 +20,10 @@ from chalicelib.domain.model import change_status, run_status_of
 from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.service import operations, runs
+from tests.fixtures.threads import run_threads
 
 pytestmark = pytest.mark.ddb_local
 ROUNDS = 8
-
-
-def run_threads(targets: dict) -> dict:
-    barrier = threading.Barrier(len(targets))
-    outcomes: dict = {}
-
-    def worker(name, target):
-        barrier.wait()
-        try:
-            target()
-            outcomes[name] = "ok"
-        except Conflict as error:
-            outcomes[name] = ("conflict", error.code)
-        except Exception as error:  # noqa: BLE001 - any other failure fails the test below
-            outcomes[name] = ("error", repr(error))
-
-    threads = [threading.Thread(target=worker, args=item) for item in targets.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
 
 
 def prepared_run(ctx):
