@@ -85,16 +85,24 @@ def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
     if _run_status(aggregate) in FINAL:
         return False
     active = [s for s in stages if s.is_active]
-    idle = [s for s in sorted(stages, key=lambda s: s.position) if s.status == S.IDLE and not s.always]
     for stage in active:
         change_status(stage, S.CANCELLED, now)
-    if not active and idle:
-        change_status(idle.pop(0), S.CANCELLED, now)
-    for stage in idle:
-        change_status(stage, S.SKIPPED, now)
+    _close_not_started(stages, now, between=not active)
     record_cancellation(aggregate, now, actor, reason, None)
     _mark_stopping(aggregate, CANCEL, now, actor, reason)
     return True
+
+
+def _close_not_started(stages: list[Stage], now: datetime, *, between: bool) -> None:
+    """A cancel's or a stop's stages not started: SKIPPED (they never ran, so nothing was
+    interrupted), ``always`` ones excepted (they still run). A run caught ``between`` stages
+    (none active) has its next one CANCELLED instead, the point where it was stopped, so a
+    retry has a stage to take up."""
+    idle = [s for s in sorted(stages, key=lambda s: s.position) if s.status == S.IDLE and not s.always]
+    if between and idle:
+        change_status(idle.pop(0), S.CANCELLED, now)
+    for stage in idle:
+        change_status(stage, S.SKIPPED, now)
 
 
 def _mark_stopping(aggregate: RunAggregate, mode: str, now: datetime, actor: str,
@@ -140,9 +148,7 @@ def stop_run(aggregate: RunAggregate, now: datetime, *, actor: str, reason: str 
         return False
     grace = stop_grace(aggregate, grace_seconds)
     until = now + timedelta(seconds=grace)
-    stages = sorted(aggregate.stages, key=lambda s: s.position)
-    # caught between stages: the next one is CANCELLED, the point where it was stopped (as a
-    # cancel marks it), so the run has a stage a retry can take up again
+    stages = aggregate.stages
     between = not any(s.is_active for s in stages)
     for stage in stages:
         if stage.always:
@@ -152,9 +158,7 @@ def stop_run(aggregate: RunAggregate, now: datetime, *, actor: str, reason: str 
             stage.updated_at = now
         elif stage.status in (S.WAITING_FOR_APPROVAL, S.RETRY_PENDING):
             change_status(stage, S.CANCELLED, now)
-        elif stage.status == S.IDLE:
-            change_status(stage, S.CANCELLED if between else S.SKIPPED, now)
-            between = False
+    _close_not_started(stages, now, between=between)
     record_cancellation(aggregate, now, actor, reason, None)
     _mark_stopping(aggregate, STOP, now, actor, reason, grace)
     return True
