@@ -182,3 +182,79 @@ def next_fire(cron: Cron, tz: ZoneInfo, after: datetime) -> datetime:
                         return instant
         day += timedelta(days=1)
     raise CronError(f"{cron.expression!r} does not fire within {SEARCH_DAYS // 366} years")
+
+
+# ---- EventBridge Scheduler's six-field cron -----------------------------------------------------
+#
+# EventBridge Scheduler's ``cron(minutes hours day-of-month month day-of-week year)`` differs from
+# the five fields above: day of week is 1-7 (1 = Sunday), exactly one of the two day fields must
+# be ``?`` (it cannot say "this day of month OR this weekday"), and the day of week takes no
+# ``/STEP``. ``eventbridge_expressions`` writes a parsed expression in that dialect from the sets
+# it matches (not from its text), so names, macros, ``*/n``, ranges and lists all come out the
+# same way. Our engine (``next_fire``) stays the authority on fire times: an EventBridge schedule
+# only wakes the firing function, which fires what the stored schedule says is due.
+
+# EventBridge Scheduler's limit on ScheduleExpression. Never reached: consecutive values are
+# written as ranges, so a field is longest with every other value (0,2,...,58 for minutes) and
+# the longest expression is about 200 characters (tests/unit/test_cron_eventbridge.py).
+EVENTBRIDGE_MAX_EXPRESSION = 256
+
+
+def _eventbridge_field(values: frozenset[int] | tuple[int, ...], low: int, high: int, *,
+                       steps: bool = True, shift: int = 0) -> str:
+    """``*``, ``A/STEP`` (a progression from A to the field's end, when ``steps``), or a comma
+    list of ``N`` and ``A-B``; ``shift`` is added to every value written (day of week 0-6 -> 1-7)."""
+    ordered = sorted(values)
+    if ordered == list(range(low, high + 1)):
+        return "*"
+    if steps and len(ordered) >= 3:
+        step = ordered[1] - ordered[0]
+        if step > 1 and ordered == list(range(ordered[0], high + 1, step)):
+            return f"{ordered[0] + shift}/{step}"
+    parts: list[str] = []
+    start = previous = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == previous + 1:
+            previous = value
+            continue
+        parts.append(f"{start + shift}" if start == previous else f"{start + shift}-{previous + shift}")
+        if value is not None:
+            start = previous = value
+    return ",".join(parts)
+
+
+def _some_day_exists(cron: Cron) -> bool:
+    return any(day <= _DAYS_IN_MONTH[month - 1] for month in cron.months for day in cron.days)
+
+
+def eventbridge_expressions(cron: Cron) -> tuple[str, ...]:
+    """The EventBridge Scheduler ``cron(...)`` expressions whose fire times together are this
+    expression's wall times (in the same time zone); ``()`` when none can say it.
+
+    - one day field restricted (or neither): the other becomes ``?``; both days AND together
+      there, so when both sets are partial (``0 0 */2 * MON``: odd days that are Mondays)
+      EventBridge cannot say it: ``()``;
+    - both restricted: standard cron ORs them (``0 0 13 * FRI``: the 13th and every Friday), so
+      two expressions, one per day field, unless either matches every day (then ``*``). A day
+      of month no named month has (``31 2``) leaves only the weekday expression.
+    """
+    minutes = _eventbridge_field(cron.minutes, 0, 59)
+    hours = _eventbridge_field(cron.hours, 0, 23)
+    months = _eventbridge_field(cron.months, 1, 12)
+    every_day = cron.days == frozenset(range(1, 32))
+    every_weekday = cron.weekdays == frozenset(range(7))
+    days = _eventbridge_field(cron.days, 1, 31)
+    weekdays = "" if every_weekday else _eventbridge_field(cron.weekdays, 0, 6, steps=False, shift=1)
+    if cron.days_restricted and cron.weekdays_restricted:
+        if every_day or every_weekday:
+            pairs = [("*", "?")]
+        else:
+            pairs = [(days, "?")] if _some_day_exists(cron) else []
+            pairs.append(("?", weekdays))
+    elif every_weekday:
+        pairs = [(days, "?")]
+    elif every_day:
+        pairs = [("?", weekdays)]
+    else:
+        return ()
+    return tuple(f"cron({minutes} {hours} {dom} {months} {dow} *)" for dom, dow in pairs)
