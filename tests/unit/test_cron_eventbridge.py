@@ -183,7 +183,8 @@ def expressions(draw):
     return " ".join(parts)
 
 
-instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC))
+instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1),
+                        timezones=st.just(UTC))
 
 
 @settings(max_examples=300, deadline=None)
