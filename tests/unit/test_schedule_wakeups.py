@@ -173,3 +173,16 @@ def test_without_eventbridge_the_tick_fires_everything_on_time(ctx, clock):
 
 def test_the_grace_is_two_minutes():
     assert rules.BACKSTOP_GRACE == timedelta(minutes=2) and rules.WAKE_TOLERANCE == timedelta(seconds=5)
+
+
+def test_both_wakeups_of_a_two_expression_schedule_on_the_same_minute_make_one_run(ctx, clock, wakeups):
+    """Friday the 13th: the day-of-month and the weekday wake-ups both fire at midnight."""
+    schedule = create(ctx, cron="0 0 13 * FRI")
+    assert len(wakeups.wakeups) == 2
+    clock.set("2026-11-12T23:59:00.000Z")
+    schedule = patch(ctx, schedule, description="again")  # next fire time: Friday 13 November
+    assert schedule.next_fire_at == parse_iso("2026-11-13T00:00:00Z")
+    clock.set("2026-11-13T00:00:00.300Z")
+    payload = {"pipeline": "web", "scheduleId": schedule.id, "scheduledTime": "2026-11-13T00:00:00Z"}
+    outcomes = [schedule_fired(dict(payload), None)["outcome"] for _ in wakeups.wakeups]
+    assert outcomes == [service.CREATED, service.STALE] and len(scheduled_runs(ctx)) == 1
