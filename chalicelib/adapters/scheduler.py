@@ -19,6 +19,11 @@ SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"  # EventBridge puts the fire t
 # 15 minutes, then dead-letters it. Past the sweeper's 2 minute grace a retry usually finds the
 # firing done (stale, nothing happens); retrying longer than that only delays the dead letter.
 RETRY_POLICY = {"MaximumRetryAttempts": 10, "MaximumEventAgeInSeconds": 900}
+# The API calls EventBridge inside its 25 s (docs/deploy.md, Timeout budget): a stalled call
+# fails after 2 attempts x (1 s + 2 s) plus one backoff of at most 1 s, about 7 s, and the first
+# failure ends the schedule's follow-up (service/schedules.py), so one request waits on at most
+# one such call. botocore's defaults (60 s, 60 s, 3 attempts) would outlast API Gateway's 29 s.
+CLIENT_LIMITS = {"connect_timeout": 1.0, "read_timeout": 2.0, "max_attempts": 2}
 
 
 def wakeup_input(wakeup: WakeUp) -> str:
@@ -45,7 +50,7 @@ class EventBridgeWakeUps:
         if self._client is None:
             from .aws import client
 
-            self._client = client("scheduler", self.region)
+            self._client = client("scheduler", self.region, **CLIENT_LIMITS)
         return self._client
 
     def request(self, wakeup: WakeUp) -> dict:

@@ -102,3 +102,10 @@ def test_the_firing_handler_creates_one_run_however_often_invoked(client, web, s
     scheduled = [r for r in listed if r.get("source") == "schedule"]
     assert len(scheduled) == 1
     assert service.get(ctx, "web", schedule_id).last_fired_at == parse_iso(payload["scheduledTime"])
+
+
+def test_the_apis_eventbridge_calls_fit_its_time_budget(aws):
+    """1 s connect, 2 s read, 2 attempts in all (docs/deploy.md, Timeout budget)."""
+    config = EventBridgeWakeUps(GROUP, TARGET, ROLE, DLQ, "us-east-1").client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 2.0)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
