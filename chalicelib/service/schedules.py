@@ -64,7 +64,7 @@ def create(ctx: ServiceContext, pipeline: str, body: CreateScheduleIn, *, actor:
                         updated_at=now, variables=dict(body.variables or {}),
                         description=body.description).rescheduled(now)
     ctx.stores.schedules.insert(schedule)
-    _follow(ctx, schedule, new=True)
+    _follow(ctx, pipeline, schedule.id, schedule, new=True)
     return schedule
 
 
@@ -94,7 +94,7 @@ def change(ctx: ServiceContext, pipeline: str, schedule_id: str, patch: PatchSch
         updated_at=now,
     ).rescheduled(now)
     stored = ctx.stores.schedules.replace(changed)
-    _follow(ctx, stored)
+    _follow(ctx, pipeline, schedule_id, stored)
     return stored
 
 
@@ -103,15 +103,29 @@ def delete(ctx: ServiceContext, pipeline: str, schedule_id: str) -> Schedule:
     deleted = ctx.stores.schedules.delete(pipeline, schedule_id)
     if deleted is None:
         raise NotFound(f"schedule {schedule_id!r} of pipeline {pipeline!r} not found")
-    _follow(ctx, deleted, deleted=True)
+    _follow(ctx, pipeline, schedule_id, None)
     return deleted
 
 
-def _follow(ctx: ServiceContext, schedule: Schedule, *, new: bool = False, deleted: bool = False) -> None:
-    """Make the schedule's EventBridge wake-ups match what was just stored: put those its cron
-    needs (``domain.schedules.wakeups_of``, state following ``enabled``), remove the other
-    names of the two it may have. Both names are always written or removed, so a wake-up an
-    earlier failed call left behind is healed by the next change.
+FOLLOW_ROUNDS = 3  # EventBridge writes of one change chasing changes stored meanwhile
+
+
+def _wanted(schedule: Schedule | None) -> list[rules.WakeUp]:
+    return [] if schedule is None else rules.wakeups_of(schedule)
+
+
+def _follow(ctx: ServiceContext, pipeline: str, schedule_id: str, stored: Schedule | None, *,
+            new: bool = False) -> None:
+    """Make the schedule's EventBridge wake-ups match what was just stored (``None``: deleted):
+    put those its cron needs (``domain.schedules.wakeups_of``, state following ``enabled``),
+    remove the other names of the two it may have. Both names are always written or removed,
+    so a wake-up an earlier failed call left behind is healed by the next change.
+
+    Two changes racing (two PATCHes, a PATCH and a DELETE) may reach EventBridge in the other
+    order than the store. So after writing EventBridge a change reads the schedule again and,
+    if another change stored other wake-ups meanwhile, writes those: whichever change writes
+    EventBridge last has read the latest stored schedule after its write (one GetItem more per
+    change; a new schedule skips it, as no one else knows its id yet).
 
     Called after the store's write and never failing the request: a failing EventBridge call is
     logged (``ScheduleWakeUpsFailed`` metric) and the schedule still fires, from the sweeper,
@@ -119,18 +133,25 @@ def _follow(ctx: ServiceContext, schedule: Schedule, *, new: bool = False, delet
     firing checks the stored schedule)."""
     if not ctx.wakeups.fires:
         return
-    wanted = {} if deleted else {w.name: w for w in rules.wakeups_of(schedule)}
     try:
-        for name in rules.wakeup_names(schedule.pipeline, schedule.id):
-            if name in wanted:
-                ctx.wakeups.put(wanted[name], new=new)
-            elif not new:  # a new schedule has no wake-up to remove
-                ctx.wakeups.remove(name)
+        for _ in range(FOLLOW_ROUNDS):
+            wanted = {w.name: w for w in _wanted(stored)}
+            for name in rules.wakeup_names(pipeline, schedule_id):
+                if name in wanted:
+                    ctx.wakeups.put(wanted[name], new=new)
+                elif not new:  # a new schedule has no wake-up to remove
+                    ctx.wakeups.remove(name)
+            if new:
+                return
+            latest = ctx.stores.schedules.get(pipeline, schedule_id)
+            if _wanted(latest) == _wanted(stored):
+                return
+            stored = latest
     except Exception as error:  # noqa: BLE001 - the stored schedule stands; the sweeper backs it up
         log.warning("EventBridge schedules of schedule %s of pipeline %s were not updated (%s); the sweeper "
-                    "fires it", schedule.id, schedule.pipeline, type(error).__name__,
-                    extra={"event": "ScheduleWakeUpsFailed", "schedule": schedule.id,
-                           "pipeline": schedule.pipeline, "error": type(error).__name__})
+                    "fires it", schedule_id, pipeline, type(error).__name__,
+                    extra={"event": "ScheduleWakeUpsFailed", "schedule": schedule_id,
+                           "pipeline": pipeline, "error": type(error).__name__})
         ctx.metrics.count("ScheduleWakeUpsFailed")
 
 

@@ -186,3 +186,34 @@ def test_both_wakeups_of_a_two_expression_schedule_on_the_same_minute_make_one_r
     payload = {"pipeline": "web", "scheduleId": schedule.id, "scheduledTime": "2026-11-13T00:00:00Z"}
     outcomes = [schedule_fired(dict(payload), None)["outcome"] for _ in wakeups.wakeups]
     assert outcomes == [service.CREATED, service.STALE] and len(scheduled_runs(ctx)) == 1
+
+
+def test_a_change_whose_eventbridge_write_lost_a_race_writes_the_latest_stored_one(ctx, wakeups, monkeypatch):
+    """PATCH A stores, PATCH B stores and writes EventBridge, then A's EventBridge write lands:
+    A reads the schedule again and writes B's wake-ups; a DELETE meanwhile: A removes them."""
+    schedule = create(ctx, cron="*/5 * * * *")
+    first, _ = rules.wakeup_names("web", schedule.id)
+    original_put = wakeups.put
+    racing = {"done": False}
+
+    def put_after_b(wakeup, *, new):
+        if not racing["done"]:  # B's change is stored (and written to EventBridge) before A's lands
+            racing["done"] = True
+            patch(ctx, service.get(ctx, "web", schedule.id), cron="0 12 * * *")
+        original_put(wakeup, new=new)
+
+    monkeypatch.setattr(wakeups, "put", put_after_b)
+    patch(ctx, schedule, cron="0 6 * * *")  # A
+    assert service.get(ctx, "web", schedule.id).cron == "0 12 * * *"
+    assert wakeups.wakeups[first].expression == "cron(0 12 * * ? *)"
+
+    def put_after_delete(wakeup, *, new):
+        if not racing["done"]:  # the DELETE is stored and removes the wake-ups before A's put lands
+            racing["done"] = True
+            service.delete(ctx, "web", schedule.id)
+        original_put(wakeup, new=new)
+
+    racing["done"] = False
+    monkeypatch.setattr(wakeups, "put", put_after_delete)
+    patch(ctx, service.get(ctx, "web", schedule.id), cron="0 7 * * *")
+    assert wakeups.wakeups == {}  # A's late put was undone: the schedule is gone
