@@ -33,10 +33,11 @@ _FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, (
            ("month", 1, 12, MONTHS), ("day of week", 0, 7, WEEKDAYS))
 _ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
 MAX_EXPRESSION = 100
-# How far ahead a next fire time is searched: 29 February on a given weekday repeats within 28
-# years, but a restricted day of week ORs with the day of month, so 8 years covers every
-# expression that parses (a leap day at most 8 years apart, around 2100).
-SEARCH_DAYS = 366 * 8 + 2
+# How far ahead a next fire time is searched. The rarest expressions that parse AND a date with
+# one weekday (a day of week written with '*', such as '*/7', ANDs with the day of month): 29
+# February on a Sunday recurs every 28 years, and across 2100 (not a leap year) only after 40
+# (2088, then 2128); 14,609 days is the longest gap between two such days.
+SEARCH_DAYS = 366 * 40 + 2
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # leap year: the most a month has
 
 
