@@ -148,6 +148,13 @@ class Settings:
     # (adapters/secrets.py, called by the wiring): the deployed stack sets only these ids, never
     # a secret value, in a function's environment. Empty: the values above (env or local default).
     secret_ids: tuple[str, ...] = ()
+    # EventBridge Scheduler (infra/part_schedules.py): the schedule group a stagetrack schedule's
+    # wake-ups live in, the firing function they invoke, the role they invoke it with and their
+    # dead-letter queue. No group (`make run`, tests): the minute tick fires every schedule.
+    schedule_group: str | None = None
+    schedule_target_arn: str | None = None
+    schedule_role_arn: str | None = None
+    schedule_dlq_arn: str | None = None
 
     def dynamodb_call_budget(self) -> float:
         """Seconds one DynamoDB call may take at worst before it fails: every attempt stalls for
@@ -223,6 +230,10 @@ class Settings:
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
             metrics_namespace=metrics_namespace(env.get("STAGETRACK_METRICS_NAMESPACE")),
             secret_ids=tuple(s.strip() for s in env.get("STAGETRACK_SECRET_IDS", "").split(",") if s.strip()),
+            schedule_group=schedule_group(env.get("STAGETRACK_SCHEDULE_GROUP")),
+            schedule_target_arn=env.get("STAGETRACK_SCHEDULE_TARGET_ARN") or None,
+            schedule_role_arn=env.get("STAGETRACK_SCHEDULE_ROLE_ARN") or None,
+            schedule_dlq_arn=env.get("STAGETRACK_SCHEDULE_DLQ_ARN") or None,
         )
 
 
@@ -251,3 +262,17 @@ def metrics_namespace(value: str | None) -> str | None:
         raise SettingsError("STAGETRACK_METRICS_NAMESPACE must be a CloudWatch namespace: 1 to 255 of "
                             f"A-Z a-z 0-9 . - _ / # :, not starting with AWS/; got {_shown(value)}")
     return value
+
+
+_SCHEDULE_GROUP = re.compile(r"[0-9A-Za-z_.\-]{1,64}")  # EventBridge Scheduler's rule for group names
+
+
+def schedule_group(value: str | None) -> str | None:
+    """``STAGETRACK_SCHEDULE_GROUP``: an EventBridge Scheduler schedule group name; empty or
+    unset: no EventBridge schedules."""
+    if value is None or not value.strip():
+        return None
+    if not _SCHEDULE_GROUP.fullmatch(value.strip()):
+        raise SettingsError("STAGETRACK_SCHEDULE_GROUP must be a schedule group name: 1 to 64 of "
+                            f"A-Z a-z 0-9 _ . -; got {_shown(value)}")
+    return value.strip()

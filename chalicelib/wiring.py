@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import logging_setup
 from .domain.clock import Clock, SystemClock
 from .service import ServiceContext
-from .service.ports import Metrics, NoMetrics, SecretBox
+from .service.ports import Metrics, NoMetrics, NoWakeUps, ScheduleWakeUps, SecretBox
 from .settings import Settings
 
 _context: ServiceContext | None = None
@@ -26,12 +26,22 @@ def metrics(settings: Settings, clock: Clock) -> Metrics:
     return EmfMetrics(settings.metrics_namespace, clock)
 
 
+def wakeups(settings: Settings) -> ScheduleWakeUps:
+    """EventBridge Scheduler when the settings name a schedule group (the deployed stack);
+    otherwise none, and the minute tick fires every schedule (`make run`)."""
+    if not settings.schedule_group:
+        return NoWakeUps()
+    from .adapters import scheduler
+
+    return scheduler.from_settings(settings) or NoWakeUps()
+
+
 def dynamo_context(settings: Settings, clock: Clock) -> ServiceContext:
     """The stores on DynamoDB (the table ``settings`` name)."""
     from .store.dynamo import build_stores
 
     return ServiceContext(stores=build_stores(settings), clock=clock, settings=settings, secrets=secret_box,
-                          metrics=metrics(settings, clock))
+                          metrics=metrics(settings, clock), wakeups=wakeups(settings))
 
 
 def memory_context(settings: Settings, clock: Clock) -> ServiceContext:

@@ -33,10 +33,11 @@ _FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, (
            ("month", 1, 12, MONTHS), ("day of week", 0, 7, WEEKDAYS))
 _ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
 MAX_EXPRESSION = 100
-# How far ahead a next fire time is searched: 29 February on a given weekday repeats within 28
-# years, but a restricted day of week ORs with the day of month, so 8 years covers every
-# expression that parses (a leap day at most 8 years apart, around 2100).
-SEARCH_DAYS = 366 * 8 + 2
+# How far ahead a next fire time is searched. The rarest expressions that parse AND a date with
+# one weekday (a day of week written with '*', such as '*/7', ANDs with the day of month): 29
+# February on a Sunday recurs every 28 years, and across 2100 (not a leap year) only after 40
+# (2088, then 2128); 14,609 days is the longest gap between two such days.
+SEARCH_DAYS = 366 * 40 + 2
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # leap year: the most a month has
 
 
@@ -182,3 +183,79 @@ def next_fire(cron: Cron, tz: ZoneInfo, after: datetime) -> datetime:
                         return instant
         day += timedelta(days=1)
     raise CronError(f"{cron.expression!r} does not fire within {SEARCH_DAYS // 366} years")
+
+
+# ---- EventBridge Scheduler's six-field cron -----------------------------------------------------
+#
+# EventBridge Scheduler's ``cron(minutes hours day-of-month month day-of-week year)`` differs from
+# the five fields above: day of week is 1-7 (1 = Sunday), exactly one of the two day fields must
+# be ``?`` (it cannot say "this day of month OR this weekday"), and the day of week takes no
+# ``/STEP``. ``eventbridge_expressions`` writes a parsed expression in that dialect from the sets
+# it matches (not from its text), so names, macros, ``*/n``, ranges and lists all come out the
+# same way. Our engine (``next_fire``) stays the authority on fire times: an EventBridge schedule
+# only wakes the firing function, which fires what the stored schedule says is due.
+
+# EventBridge Scheduler's limit on ScheduleExpression. Never reached: consecutive values are
+# written as ranges, so a field is longest with every other value (0,2,...,58 for minutes) and
+# the longest expression is about 200 characters (tests/unit/test_cron_eventbridge.py).
+EVENTBRIDGE_MAX_EXPRESSION = 256
+
+
+def _eventbridge_field(values: frozenset[int] | tuple[int, ...], low: int, high: int, *,
+                       steps: bool = True, shift: int = 0) -> str:
+    """``*``, ``A/STEP`` (a progression from A to the field's end, when ``steps``), or a comma
+    list of ``N`` and ``A-B``; ``shift`` is added to every value written (day of week 0-6 -> 1-7)."""
+    ordered = sorted(values)
+    if ordered == list(range(low, high + 1)):
+        return "*"
+    if steps and len(ordered) >= 3:
+        step = ordered[1] - ordered[0]
+        if step > 1 and ordered == list(range(ordered[0], high + 1, step)):
+            return f"{ordered[0] + shift}/{step}"
+    parts: list[str] = []
+    start = previous = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == previous + 1:
+            previous = value
+            continue
+        parts.append(f"{start + shift}" if start == previous else f"{start + shift}-{previous + shift}")
+        if value is not None:
+            start = previous = value
+    return ",".join(parts)
+
+
+def _some_day_exists(cron: Cron) -> bool:
+    return any(day <= _DAYS_IN_MONTH[month - 1] for month in cron.months for day in cron.days)
+
+
+def eventbridge_expressions(cron: Cron) -> tuple[str, ...]:
+    """The EventBridge Scheduler ``cron(...)`` expressions whose fire times together are this
+    expression's wall times (in the same time zone); ``()`` when none can say it.
+
+    - one day field restricted (or neither): the other becomes ``?``; both days AND together
+      there, so when both sets are partial (``0 0 */2 * MON``: odd days that are Mondays)
+      EventBridge cannot say it: ``()``;
+    - both restricted: standard cron ORs them (``0 0 13 * FRI``: the 13th and every Friday), so
+      two expressions, one per day field, unless either matches every day (then ``*``). A day
+      of month no named month has (``31 2``) leaves only the weekday expression.
+    """
+    minutes = _eventbridge_field(cron.minutes, 0, 59)
+    hours = _eventbridge_field(cron.hours, 0, 23)
+    months = _eventbridge_field(cron.months, 1, 12)
+    every_day = cron.days == frozenset(range(1, 32))
+    every_weekday = cron.weekdays == frozenset(range(7))
+    days = _eventbridge_field(cron.days, 1, 31)
+    weekdays = "" if every_weekday else _eventbridge_field(cron.weekdays, 0, 6, steps=False, shift=1)
+    if cron.days_restricted and cron.weekdays_restricted:
+        if every_day or every_weekday:
+            pairs = [("*", "?")]
+        else:
+            pairs = [(days, "?")] if _some_day_exists(cron) else []
+            pairs.append(("?", weekdays))
+    elif every_weekday:
+        pairs = [(days, "?")]
+    elif every_day:
+        pairs = [("?", weekdays)]
+    else:
+        return ()
+    return tuple(f"cron({minutes} {hours} {dom} {months} {dow} *)" for dom, dow in pairs)

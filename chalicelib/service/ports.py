@@ -32,7 +32,7 @@ from ..domain.insights import (
 )
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
-from ..domain.schedules import Schedule
+from ..domain.schedules import Schedule, WakeUp
 from ..domain.status import StageStatus
 
 # ---- values the ports exchange -----------------------------------------------------------------
@@ -634,6 +634,37 @@ class SecretBox(Protocol):
 
     def open(self, sealed: str, context: str) -> str:
         """Raises ``SecretUnreadable``."""
+
+
+# ---- schedule wake-ups ---------------------------------------------------------------------------
+
+class ScheduleWakeUps(Protocol):
+    """The EventBridge Scheduler schedules that wake the firing function at a stagetrack
+    schedule's fire times (adapters/scheduler.py). The stored schedule stays the truth: these
+    follow it after each write, and a firing checks it (service/schedules.py)."""
+
+    @property
+    def fires(self) -> bool:
+        """True when these wake-ups fire schedules (AWS): the sweeper then fires a schedule they
+        cover only once it is ``BACKSTOP_GRACE`` late."""
+
+    def put(self, wakeup: WakeUp, *, new: bool) -> None:
+        """Create or replace the wake-up of that name (``new``: try creating first)."""
+
+    def remove(self, name: str) -> None:
+        """Delete the wake-up of that name; none by that name is not an error."""
+
+
+class NoWakeUps:
+    """No EventBridge (unit tests, `make run`): the minute tick fires every schedule on time."""
+
+    fires = False
+
+    def put(self, wakeup: WakeUp, *, new: bool) -> None:
+        return None
+
+    def remove(self, name: str) -> None:
+        return None
 
 
 # ---- metrics ------------------------------------------------------------------------------------

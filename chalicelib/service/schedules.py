@@ -1,13 +1,22 @@
 """Schedules: create, read, change and delete a pipeline's cron schedules, and fire the due ones.
 
-Firing (``fire_due``) runs on the minute tick: the AWS sweeper (events/timers.py, one rule every
-minute) and the local ticker under ``make run`` (chalicelib/ticker.py). Each firing creates
-exactly one run, whatever the number of ticks, Lambdas or processes that fire it: the run is
-written in one transaction with a link keyed by (schedule id, fire time), conditioned on the
-link not existing (store/sources.py ``insert_linked_run``); a duplicate or concurrent firing
-finds the link and creates nothing. Then the schedule moves to its next fire time (a write
-conditioned on its version). Missed fire times (a tick that did not run for an hour) collapse
-into one firing, at the latest one missed, as GitLab and Argo do by default.
+Two things fire schedules. On AWS, EventBridge Scheduler wakes the ``schedule_fired`` function
+at each fire time (events/schedules.py -> ``fire_woken``): every create, change and delete here
+writes the stored schedule first, then makes its EventBridge schedules (``ctx.wakeups``) match
+it (``_follow``). The minute tick (the AWS sweeper, events/timers.py; the local ticker under
+``make run``, chalicelib/ticker.py) runs ``fire_due``: with EventBridge on it fires a schedule
+EventBridge covers only once it is ``BACKSTOP_GRACE`` late (a missed or failed wake-up), and
+one EventBridge cannot express at once; locally it fires everything at once. The stored
+schedule is the truth: a wake-up at a time the schedule is not due (an EventBridge schedule
+that lags a change) fires nothing.
+
+Each firing creates exactly one run, whatever the number of ticks, wake-ups, Lambdas or
+processes that fire it: the run is written in one transaction with a link keyed by (schedule
+id, fire time), conditioned on the link not existing (store/sources.py ``insert_linked_run``); a
+duplicate or concurrent firing finds the link and creates nothing. Then the schedule moves to
+its next fire time (a write conditioned on its version). Missed fire times (a tick that did not
+run for an hour) collapse into one firing, at the latest one missed, as GitLab and Argo do by
+default.
 
 While the pipeline is paused a firing creates no run: it is skipped, with a note on the
 schedule (``lastSkipped``), a log line and a ``SchedulesSkipped`` metric.
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..domain import ids
 from ..domain import schedules as rules
@@ -55,6 +64,7 @@ def create(ctx: ServiceContext, pipeline: str, body: CreateScheduleIn, *, actor:
                         updated_at=now, variables=dict(body.variables or {}),
                         description=body.description).rescheduled(now)
     ctx.stores.schedules.insert(schedule)
+    _follow(ctx, pipeline, schedule.id, schedule, new=True)
     return schedule
 
 
@@ -83,7 +93,9 @@ def change(ctx: ServiceContext, pipeline: str, schedule_id: str, patch: PatchSch
         description=patch.description if "description" in given else current.description,
         updated_at=now,
     ).rescheduled(now)
-    return ctx.stores.schedules.replace(changed)
+    stored = ctx.stores.schedules.replace(changed)
+    _follow(ctx, pipeline, schedule_id, stored)
+    return stored
 
 
 def delete(ctx: ServiceContext, pipeline: str, schedule_id: str) -> Schedule:
@@ -91,12 +103,62 @@ def delete(ctx: ServiceContext, pipeline: str, schedule_id: str) -> Schedule:
     deleted = ctx.stores.schedules.delete(pipeline, schedule_id)
     if deleted is None:
         raise NotFound(f"schedule {schedule_id!r} of pipeline {pipeline!r} not found")
+    _follow(ctx, pipeline, schedule_id, None)
     return deleted
+
+
+FOLLOW_ROUNDS = 3  # EventBridge writes of one change chasing changes stored meanwhile
+
+
+def _wanted(schedule: Schedule | None) -> list[rules.WakeUp]:
+    return [] if schedule is None else rules.wakeups_of(schedule)
+
+
+def _follow(ctx: ServiceContext, pipeline: str, schedule_id: str, stored: Schedule | None, *,
+            new: bool = False) -> None:
+    """Make the schedule's EventBridge wake-ups match what was just stored (``None``: deleted):
+    put those its cron needs (``domain.schedules.wakeups_of``, state following ``enabled``),
+    remove the other names of the two it may have. Both names are always written or removed,
+    so a wake-up an earlier failed call left behind is healed by the next change.
+
+    Two changes racing (two PATCHes, a PATCH and a DELETE) may reach EventBridge in the other
+    order than the store. So after writing EventBridge a change reads the schedule again and,
+    if another change stored other wake-ups meanwhile, writes those: whichever change writes
+    EventBridge last has read the latest stored schedule after its write (one GetItem more per
+    change; a new schedule skips it, as no one else knows its id yet).
+
+    Called after the store's write and never failing the request: a failing EventBridge call is
+    logged (``ScheduleWakeUpsFailed`` metric) and the schedule still fires, from the sweeper,
+    ``BACKSTOP_GRACE`` late at worst; a wake-up left firing at old times fires nothing (the
+    firing checks the stored schedule)."""
+    if not ctx.wakeups.fires:
+        return
+    try:
+        for _ in range(FOLLOW_ROUNDS):
+            wanted = {w.name: w for w in _wanted(stored)}
+            for name in rules.wakeup_names(pipeline, schedule_id):
+                if name in wanted:
+                    ctx.wakeups.put(wanted[name], new=new)
+                elif not new:  # a new schedule has no wake-up to remove
+                    ctx.wakeups.remove(name)
+            if new:
+                return
+            latest = ctx.stores.schedules.get(pipeline, schedule_id)
+            if _wanted(latest) == _wanted(stored):
+                return
+            stored = latest
+    except Exception as error:  # noqa: BLE001 - the stored schedule stands; the sweeper backs it up
+        log.warning("EventBridge schedules of schedule %s of pipeline %s were not updated (%s); the sweeper "
+                    "fires it", schedule_id, pipeline, type(error).__name__,
+                    extra={"event": "ScheduleWakeUpsFailed", "schedule": schedule_id,
+                           "pipeline": pipeline, "error": type(error).__name__})
+        ctx.metrics.count("ScheduleWakeUpsFailed")
 
 
 # ---- firing ------------------------------------------------------------------------------------
 
 CREATED, DUPLICATE, SKIPPED, STALE = "created", "duplicate", "skipped", "stale"
+WAITING = "waiting"  # due, but EventBridge's wake-up still has the grace to fire it
 
 
 @dataclass
@@ -107,13 +169,16 @@ class FireReport:
 
 
 def fire_due(ctx: ServiceContext, now: datetime | None = None, *, limit: int = FIRE_LIMIT) -> FireReport:
-    """Fire every schedule due by ``now``: one Query of the sparse index, then each one."""
+    """Fire every schedule due by ``now``: one Query of the sparse index, then each one. With
+    EventBridge waking schedules (``ctx.wakeups.fires``) those it covers wait out the grace
+    (outcome ``waiting``: one GetItem, nothing written)."""
     now = now or ctx.clock.now()
+    grace = rules.BACKSTOP_GRACE if ctx.wakeups.fires else timedelta(0)
     due = ctx.stores.schedules.due(format_iso(now), limit)
     report = FireReport(due=len(due))
     for pipeline, schedule_id in due:
         try:
-            outcome = fire(ctx, pipeline, schedule_id, now)
+            outcome = fire(ctx, pipeline, schedule_id, now, grace=grace)
         except ConcurrentModification:
             report.failed += 1  # the next tick finds it again; its firing key keeps it single
             continue
@@ -121,14 +186,39 @@ def fire_due(ctx: ServiceContext, now: datetime | None = None, *, limit: int = F
     return report
 
 
-def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime) -> str:
-    """Fire one schedule if it is due by ``now``: at most one run per (schedule, fire time)."""
+def fire_woken(ctx: ServiceContext, pipeline: str, schedule_id: str, scheduled_at: datetime | None) -> str:
+    """A wake-up from EventBridge Scheduler (events/schedules.py): fire the schedule if the
+    stored schedule is due by our clock. ``scheduled_at`` (EventBridge's scheduled time) only
+    forgives clock skew: a wake-up up to ``WAKE_TOLERANCE`` before the fire time by our clock
+    fires it; any other wake-up at a time the schedule is not due (an EventBridge schedule that
+    lags a change, a late retry after the sweeper fired it) is ``stale`` and does nothing."""
+    if not (ids.is_pipeline_name(pipeline) and rules.is_id(schedule_id)):
+        return STALE
+    now = ctx.clock.now()
+    if scheduled_at is not None and now < scheduled_at <= now + rules.WAKE_TOLERANCE:
+        now = scheduled_at
+    return fire(ctx, pipeline, schedule_id, now)
+
+
+def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime, *,
+         grace: timedelta = timedelta(0)) -> str:
+    """Fire one schedule if it is due by ``now``: at most one run per (schedule, fire time).
+    ``grace`` (the sweeper with EventBridge on): a schedule EventBridge wakes is fired only once
+    it is that late, and then logged as a missed wake-up (``ScheduleWakeUpsMissed``)."""
     schedule = ctx.stores.schedules.get(pipeline, schedule_id)
     if schedule is None or not schedule.enabled or schedule.next_fire_at is None:
         return STALE
     if schedule.next_fire_at > now:
         return STALE
     fire_at = schedule.next_fire_at
+    if grace and rules.woken_by_eventbridge(schedule):
+        if fire_at > now - grace:
+            return WAITING
+        log.warning("schedule %s of pipeline %s was not woken by EventBridge at %s; the sweeper fires it",
+                    schedule.id, pipeline, format_iso(fire_at),
+                    extra={"event": "ScheduleWakeUpMissed", "schedule": schedule.id, "pipeline": pipeline,
+                           "fireAt": format_iso(fire_at)})
+        ctx.metrics.count("ScheduleWakeUpsMissed")
     key = rules.firing_key(schedule.id, fire_at)
     outcome, run_id, skipped = DUPLICATE, ctx.stores.links.linked_run(rules.LINK_NAMESPACE, key), None
     if run_id is None:

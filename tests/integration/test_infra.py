@@ -780,3 +780,72 @@ def test_the_runtime_requirements_that_are_not_pure_python_were_checked_for_arm6
     compiled = {name for name in pinned
                 if any(str(f).endswith((".so", ".pyd")) for f in distribution(name).files or ())}
     assert compiled == ARM64_WHEELS_CHECKED
+
+
+# ---- schedules on EventBridge Scheduler (infra/part_schedules.py) -------------------------------
+
+def test_the_api_keeps_wakeups_within_its_policy_and_the_firing_function_within_its_own(
+        client, ctx, clock, iam_actions):
+    import boto3
+
+    from chalicelib.adapters.scheduler import EventBridgeWakeUps
+    from chalicelib.events.schedules import schedule_fired
+    from chalicelib.service import schedules
+
+    actions, _ = iam_actions
+    scheduler = boto3.client("scheduler", region_name="us-east-1")
+    scheduler.create_schedule_group(Name="stagetrack-schedules")
+    ctx.wakeups = EventBridgeWakeUps("stagetrack-schedules",
+                                     "arn:aws:lambda:us-east-1:123456789012:function:f",
+                                     "arn:aws:iam::123456789012:role/r", None, "us-east-1", client=scheduler)
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    actions.clear()
+    made = client.post("/api/pipelines/web/schedules", {"cron": "*/5 * * * *"}).json
+    client.patch(f"/api/pipelines/web/schedules/{made['id']}", {"cron": "0 0 13 * FRI"})
+    client.patch(f"/api/pipelines/web/schedules/{made['id']}", {"cron": "0 0 */2 * MON"})
+    client.delete(f"/api/pipelines/web/schedules/{made['id']}")
+    assert {"scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:DeleteSchedule"} <= actions
+    assert actions <= _allowed("api_handler")
+
+    kept = client.post("/api/pipelines/web/schedules", {"cron": "*/5 * * * *"}).json
+    clock.set(schedules.get(ctx, "web", kept["id"]).next_fire_at)
+    actions.clear()
+    assert schedule_fired({"pipeline": "web", "scheduleId": kept["id"]}, None) == {"outcome": "created"}
+    assert actions and actions <= _allowed("schedule_fired")
+    assert assert_items_allowed(actions, "schedule_fired") == {"RUN#", "PIPE#", "LINK#", "SCHEDULES#"}
+
+
+def test_eventbridge_scheduler_may_only_invoke_the_firing_function_and_the_api_only_pass_its_role():
+    from infra import part_schedules
+
+    resources = json.loads(generate.RESOURCES_PATH.read_text())["Resources"]
+    assert resources["ScheduleGroup"] == {"Type": "AWS::Scheduler::ScheduleGroup",
+                                          "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-schedules"}}}
+    role = resources["ScheduleWakeUpRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
+    assert trust[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                                     "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ScheduleGroup", "Arn"]}}}
+    granted = [(s["Action"], s["Resource"])
+               for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert granted == [(["lambda:InvokeFunction"], [{"Fn::GetAtt": ["ScheduleFired", "Arn"]}]),
+                       (["sqs:SendMessage"], [{"Fn::GetAtt": ["ScheduleWakeUpDeadLetterQueue", "Arn"]}])]
+    api = {s["Sid"]: s for s in resources["ApiHandlerRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]}
+    assert api["ScheduleWakeUps"]["Resource"] == [{
+        "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}"
+                   ":schedule/${ScheduleGroup}/*"}]
+    assert api["PassWakeUpRole"] == {
+        "Sid": "PassWakeUpRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+        "Resource": [{"Fn::GetAtt": ["ScheduleWakeUpRole", "Arn"]}],
+        "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}}
+    variables = resources["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert variables["STAGETRACK_SCHEDULE_GROUP"] == {"Ref": "ScheduleGroup"}
+    assert variables["STAGETRACK_SCHEDULE_TARGET_ARN"] == {"Fn::GetAtt": ["ScheduleFired", "Arn"]}
+    assert variables["STAGETRACK_SCHEDULE_ROLE_ARN"] == {"Fn::GetAtt": ["ScheduleWakeUpRole", "Arn"]}
+    sweeper = resources["TimerSweeper"]["Properties"]["Environment"]["Variables"]
+    assert sweeper["STAGETRACK_SCHEDULE_GROUP"] == {"Ref": "ScheduleGroup"}  # it waits the grace
+    fired = resources["ScheduleFired"]["Properties"]["EventInvokeConfig"]
+    assert fired["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": [part_schedules.DLQ, "Arn"]}
+    assert "ScheduleWakeUpDeadLetterQueueDepthAlarm" in resources  # a failure queue: it pages

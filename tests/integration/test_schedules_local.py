@@ -71,3 +71,36 @@ def test_due_reads_only_enabled_schedules_from_the_sparse_index(local_ctx, clock
     now = clock.now().isoformat().replace("+00:00", "Z")
     assert ctx.stores.schedules.due(now, 100) == [("web", enabled.id)]
     assert ctx.stores.timers.due_timers("9999").timers == []  # the stage sweep never sees them
+
+
+def test_wakeups_racing_the_backstop_sweeper_create_exactly_one_run(local_ctx, clock):
+    """EventBridge's wake-up delivered late (its retries) and twice, at the moment the sweeper,
+    past its grace, backs it up: one run for the fire time."""
+    from chalicelib.adapters.scheduler import MemoryWakeUps
+    from chalicelib.events.schedules import schedule_fired
+    from tests.fixtures.threads import run_threads
+
+    ctx = local_ctx
+    ctx.wakeups = MemoryWakeUps()  # EventBridge on: the sweeper waits the grace, then fires
+    runs.create_run(ctx, CreateRunIn.model_validate_json(WEB), actor="a")
+    schedule = service.create(ctx, "web", body('{"cron": "*/5 * * * *"}'), actor="alice")
+    assert len(ctx.wakeups.wakeups) == 1
+    due = schedule.next_fire_at
+    clock.set(due + rules.BACKSTOP_GRACE)
+    clock.advance(1)
+    payload = {"pipeline": "web", "scheduleId": schedule.id,
+               "scheduledTime": due.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    results: dict = {}
+    outcomes = run_threads({
+        "wake-up": lambda: results.setdefault("wake-up", schedule_fired(payload, None)["outcome"]),
+        "retried wake-up": lambda: results.setdefault("retry", schedule_fired(payload, None)["outcome"]),
+        "sweeper": lambda: results.setdefault("sweeper", service.fire_due(ctx).outcomes),
+        "second sweeper": lambda: results.setdefault("sweeper 2", service.fire_due(ctx).outcomes),
+    })
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    created = [results["wake-up"], results["retry"]].count(service.CREATED) + sum(
+        results[s].get(service.CREATED, 0) for s in ("sweeper", "sweeper 2"))
+    assert created == 1, results
+    listed, _ = ctx.stores.runs.list_runs("web", None, 100, None)
+    assert len([r for r in listed if r.source == "schedule"]) == 1
+    assert service.get(ctx, "web", schedule.id).last_fired_at == due

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain import cron
+from chalicelib.domain.clock import parse_iso
 from chalicelib.domain.cron import CronError, next_fire, parse, zone
 
 
@@ -200,3 +201,13 @@ def test_in_utc_the_next_fire_is_the_first_matching_minute(text, after):
         moment += timedelta(minutes=1)
     if fired == moment:
         assert parsed.matches(fired.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(("text", "after", "expected"), [
+    ("0 0 29 2 */7", "2088-03-01T00:00:00Z", "2128-02-29T00:00:00Z"),  # Sunday 29 February, across 2100
+    ("* * 20 1 */7", "2019-01-21T00:00:00Z", "2030-01-20T00:00:00Z"),  # Sunday 20 January: 11 years
+])
+def test_the_rarest_and_of_a_date_and_a_weekday_is_found(text, after, expected):
+    """A day of week written with '*' ANDs with a day of month: every such expression that
+    parses fires, at worst 40 years on; the search reaches that far instead of failing."""
+    assert next_fire(parse(text), zone("UTC"), parse_iso(after)) == parse_iso(expected)
