@@ -10,7 +10,9 @@
                                after its retry policy, and a firing that failed after Lambda's two
                                asynchronous retries (alarmed by part_watch.py, docs/runbook.md)
 - ``schedule_fired``           the firing function: reads the schedule and its firing's link,
-                               claims a run number, writes run + link, moves the schedule on
+                               claims a run number, writes run + link, moves the schedule on;
+                               deletes the wake-ups of a deleted schedule (its delete's
+                               EventBridge call failed) when one of them wakes it
 - the API gets the group, the function's and the role's ARNs and the queue's ARN in its
   environment, and may pass the role to EventBridge Scheduler only; the sweeper gets the group
   (so it waits the grace before backing a wake-up up)
@@ -76,6 +78,9 @@ def _fired(arns: Arns) -> list[dict]:
         # a firing that fails after Lambda's asynchronous retries is kept there (EventInvokeConfig)
         {"Sid": "FailedFirings", "Effect": "Allow", "Action": ["sqs:SendMessage"],
          "Resource": [dlq_arn(arns)]},
+        # a wake-up of a deleted schedule (the delete's EventBridge call failed) removes itself
+        {"Sid": "RemoveOrphanWakeUps", "Effect": "Allow", "Action": ["scheduler:DeleteSchedule"],
+         "Resource": [schedules_arn(arns)]},
     ]
 
 
@@ -115,6 +120,8 @@ def resources(arns: Arns) -> dict:
             "STAGETRACK_SCHEDULE_ROLE_ARN": role_arn(arns),
             "STAGETRACK_SCHEDULE_DLQ_ARN": dlq_arn(arns)}}}},
         SWEEPER: {"Properties": {"Environment": {"Variables": {
+            "STAGETRACK_SCHEDULE_GROUP": {"Ref": GROUP}}}}},
+        FIRED: {"Properties": {"Environment": {"Variables": {
             "STAGETRACK_SCHEDULE_GROUP": {"Ref": GROUP}}}}},
     }
 

@@ -158,6 +158,7 @@ def _follow(ctx: ServiceContext, pipeline: str, schedule_id: str, stored: Schedu
 # ---- firing ------------------------------------------------------------------------------------
 
 CREATED, DUPLICATE, SKIPPED, STALE = "created", "duplicate", "skipped", "stale"
+GONE = "gone"  # no stored schedule of that id: deleted (its wake-ups are removed when one wakes)
 WAITING = "waiting"  # due, but EventBridge's wake-up still has the grace to fire it
 
 
@@ -191,13 +192,20 @@ def fire_woken(ctx: ServiceContext, pipeline: str, schedule_id: str, scheduled_a
     stored schedule is due by our clock. ``scheduled_at`` (EventBridge's scheduled time) only
     forgives clock skew: a wake-up up to ``WAKE_TOLERANCE`` before the fire time by our clock
     fires it; any other wake-up at a time the schedule is not due (an EventBridge schedule that
-    lags a change, a late retry after the sweeper fired it) is ``stale`` and does nothing."""
+    lags a change, a late retry after the sweeper fired it) is ``stale`` and does nothing. A
+    wake-up of a deleted schedule (``gone``) removes its wake-ups."""
     if not (ids.is_pipeline_name(pipeline) and rules.is_id(schedule_id)):
         return STALE
     now = ctx.clock.now()
     if scheduled_at is not None and now < scheduled_at <= now + rules.WAKE_TOLERANCE:
         now = scheduled_at
-    return fire(ctx, pipeline, schedule_id, now)
+    outcome = fire(ctx, pipeline, schedule_id, now)
+    if outcome == GONE:
+        # an orphan: the delete's EventBridge call failed. A wake-up exists only after its
+        # schedule was stored (create writes the store first), so a wake-up finding no schedule
+        # outlived its delete: remove it now rather than let it fire into nothing for ever.
+        _follow(ctx, pipeline, schedule_id, None)
+    return outcome
 
 
 def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime, *,
@@ -206,7 +214,9 @@ def fire(ctx: ServiceContext, pipeline: str, schedule_id: str, now: datetime, *,
     ``grace`` (the sweeper with EventBridge on): a schedule EventBridge wakes is fired only once
     it is that late, and then logged as a missed wake-up (``ScheduleWakeUpsMissed``)."""
     schedule = ctx.stores.schedules.get(pipeline, schedule_id)
-    if schedule is None or not schedule.enabled or schedule.next_fire_at is None:
+    if schedule is None:
+        return GONE
+    if not schedule.enabled or schedule.next_fire_at is None:
         return STALE
     if schedule.next_fire_at > now:
         return STALE

@@ -814,6 +814,20 @@ def test_the_api_keeps_wakeups_within_its_policy_and_the_firing_function_within_
     assert actions and actions <= _allowed("schedule_fired")
     assert assert_items_allowed(actions, "schedule_fired") == {"RUN#", "PIPE#", "LINK#", "SCHEDULES#"}
 
+    # a wake-up that outlived its schedule (the delete's EventBridge call failed) removes itself
+    class Down:
+        def __getattr__(self, name):
+            raise ConnectionError("EventBridge Scheduler unreachable")
+
+    ctx.wakeups._client, working = Down(), ctx.wakeups._client
+    assert client.delete(f"/api/pipelines/web/schedules/{kept['id']}").status_code == 200
+    ctx.wakeups._client = working
+    assert len(scheduler.list_schedules(GroupName="stagetrack-schedules")["Schedules"]) == 1
+    actions.clear()
+    assert schedule_fired({"pipeline": "web", "scheduleId": kept["id"]}, None) == {"outcome": "gone"}
+    assert "scheduler:DeleteSchedule" in actions and actions <= _allowed("schedule_fired")
+    assert scheduler.list_schedules(GroupName="stagetrack-schedules")["Schedules"] == []
+
 
 def test_eventbridge_scheduler_may_only_invoke_the_firing_function_and_the_api_only_pass_its_role():
     from infra import part_schedules

@@ -144,11 +144,24 @@ def test_malformed_wakeups_are_dropped(ctx, payload):
     assert schedule_fired(payload, None) == {"outcome": "malformed"}
 
 
-@pytest.mark.parametrize(("pipeline", "schedule_id"), [("../web", "sch_" + "a" * 20), ("web", "sch_x"),
-                                                       ("other", "sch_" + "a" * 20)])
-def test_wakeups_of_unknown_schedules_are_stale(ctx, pipeline, schedule_id):
+@pytest.mark.parametrize(("pipeline", "schedule_id"), [("../web", "sch_" + "a" * 20), ("web", "sch_x")])
+def test_wakeups_naming_no_possible_schedule_are_stale_and_touch_nothing(ctx, wakeups, pipeline, schedule_id):
     answer = schedule_fired({"pipeline": pipeline, "scheduleId": schedule_id}, None)
-    assert answer == {"outcome": service.STALE}
+    assert answer == {"outcome": service.STALE} and wakeups.calls == []
+
+
+def test_a_wakeup_that_outlived_its_schedule_removes_itself(ctx, clock, wakeups):
+    schedule = create(ctx, cron="0 0 13 * FRI")  # two wake-ups
+    wakeups.failing = RuntimeError("EventBridge down")
+    service.delete(ctx, "web", schedule.id)
+    assert len(wakeups.wakeups) == 2  # the delete could not remove them: orphans
+    wakeups.failing, wakeups.calls = None, []
+    clock.set("2026-04-13T00:00:00.000Z")
+    answer = schedule_fired({"pipeline": "web", "scheduleId": schedule.id,
+                             "scheduledTime": "2026-04-13T00:00:00Z"}, None)
+    assert answer == {"outcome": service.GONE} and wakeups.wakeups == {}
+    assert wakeups.calls == [("remove", name) for name in rules.wakeup_names("web", schedule.id)]
+    assert scheduled_runs(ctx) == []
 
 
 def test_the_sweeper_fires_what_eventbridge_cannot_say_at_once(ctx, clock, wakeups):
