@@ -152,10 +152,12 @@ class RunSummaryOut(Out):
     secretVariables: list[str]
     timeoutSeconds: int | None
     autoAdvance: bool
-    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
+    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId; "
+                                                            "force: true after a force-cancel")
     stopping: dict[str, Any] | None = Field(
         description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
-                    "graceSeconds and graceUntil (STOP); the run is CANCELLING while a stage is active")
+                    "graceSeconds and graceUntil (STOP), force (a force-cancel); the run is CANCELLING "
+                    "while a stage is active")
     stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "
                                                      "(null: the default, 600)")
     version: int | None
@@ -303,7 +305,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
-    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
+    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelRunIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
     ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
         "body": "StopIn",

@@ -347,6 +347,13 @@ class CancelIn(StrictModel):
     reason: Reason | None = None
 
 
+class CancelRunIn(CancelIn):
+    """A run's cancel; ``force`` (default false) skips its finally stages too (a force-cancel:
+    operations.cancel_run). A stage's cancel has no force: it never skips a finally stage."""
+
+    force: bool = Field(default=False, exclude_if=lambda value: not value)
+
+
 class StopIn(StrictModel):
     """A graceful stop: running stages may finish for ``graceSeconds`` (default: the run's
     ``stopGraceSeconds``, else operations.DEFAULT_STOP_GRACE_SECONDS)."""

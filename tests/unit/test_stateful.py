@@ -134,6 +134,8 @@ def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
         return change_status(aggregate.stages[args["i"]], args["status"], now)
     if operation == "cancel_run":
         return ops.cancel_run(aggregate, now, actor="h", reason=None)
+    if operation == "force_cancel":
+        return ops.cancel_run(aggregate, now, actor="h", reason=None, force=True)
     if operation == "stop":
         return ops.stop_run(aggregate, now, actor="h", grace_seconds=args["grace"])
     if operation == "timers":  # every due timer of the run, as a sweep fires them
@@ -188,6 +190,20 @@ def expect_outcome(operation, before, after, changed, args) -> None:
                     assert new.status == S.CANCELLED
         else:
             assert before.run.status in FINAL
+    if operation == "force_cancel":
+        if changed:  # nothing runs and nothing will start, finally stages included: CANCELLED now
+            assert after.run.status == S.CANCELLED and after.run.cancellation["force"] is True
+            assert all(s.status in FINAL for s in after.stages)
+            for old, new in zip(before.stages, after.stages, strict=True):
+                if old.status in ACTIVE:
+                    assert new.status == S.CANCELLED
+                elif old.status == S.IDLE:
+                    assert new.status in (S.SKIPPED, S.CANCELLED)
+                else:
+                    assert new.status == old.status
+        else:  # finished, with no finally stage left to start
+            assert before.run.status in FINAL
+            assert not any(s.status == S.IDLE and s.always for s in before.stages)
     if operation == "stop":
         if changed:
             assert after.run.status in (S.CANCELLING, S.CANCELLED) and after.run.stopping["mode"] == "STOP"
@@ -462,7 +478,8 @@ class StopMachine(OperationsMachine):
     """The operations above on runs with ``always`` (finally) stages, stage timeouts and a whole-run
     ``timeoutSeconds``, some driven by the run driver, plus the timers firing as a sweep does:
     after a sweep no stage runs past a stop's grace end or the run's deadline (finally stages
-    excepted), and a finally stage is never skipped by a stop, a cancel or a failure."""
+    excepted), and a finally stage is never skipped by a stop, a cancel or a failure -- only by a
+    force-cancel, after which the run is CANCELLED with every stage final, until a retry."""
 
     @initialize(approvals=stage_specs, always=st.lists(st.booleans(), min_size=5, max_size=5),
                 run_timeout=st.sampled_from([None, 60, 200]), auto_advance=st.booleans())
@@ -484,12 +501,32 @@ class StopMachine(OperationsMachine):
                 if not stage.always and self.aggregate.run.timeout_seconds is not None:
                     assert stage.run_deadline is not None  # stamped when it became active
 
+    @rule()
+    def force_cancel(self):
+        """GitHub's force-cancel, Argo's terminate: finally stages skipped or cancelled too."""
+        self._do("force_cancel")
+        self.force_cancelled = self.aggregate.run.cancellation is not None and bool(
+            self.aggregate.run.cancellation.get("force"))
+
     def _do(self, operation, **args):
         before = self.aggregate.snapshot()
         super()._do(operation, **args)
-        if operation != "patch":  # only its sender may skip a finally stage
+        if operation not in ("patch", "force_cancel"):  # only these may skip a finally stage
             for old, new in zip(before.stages, self.aggregate.stages, strict=True):
                 assert not (new.always and new.status == S.SKIPPED and old.status != S.SKIPPED), operation
+
+    @invariant()
+    def a_force_cancelled_run_stays_cancelled_until_a_retry(self):
+        """Once force-cancelled, nothing starts again by itself (the driver, the timers): the run
+        stays CANCELLED, never CANCELLING, until a retry takes it up (clearing ``stopping``)."""
+        if not getattr(self, "force_cancelled", False):
+            return
+        run = self.aggregate.run
+        if run.stopping is None or not run.stopping.get("force"):
+            self.force_cancelled = False  # retried (or a later plain stop/cancel record)
+            return
+        assert run.status == S.CANCELLED
+        assert all(s.status in FINAL for s in self.aggregate.stages)
 
 
 StopMachine.TestCase.settings = settings(
