@@ -225,6 +225,10 @@ class ConcurrencyOut(Out):
         description="PARALLEL: runs overlap; QUEUED: a new run waits (status QUEUED) while its group "
                     "holds an active run; SUPERSEDED: a new run cancels the group's active run")
     group: str | None = Field(description="the default group (null: the pipeline's name)")
+    queue: Literal["ALL", "NEWEST"] = Field(
+        description="which runs wait (QUEUED, and a PARALLEL pipeline's runs that name a group): ALL "
+                    "keeps every one, oldest first (at most 50); NEWEST keeps only the newest: a new "
+                    "waiting run cancels the one waiting (reason 'replaced by run <id>')")
 
 
 class PipelineStatusOut(Out):

@@ -312,7 +312,7 @@ def _release_lock(ctx: ServiceContext, command: ReleaseLock, actor: str) -> Pipe
 @handles(SetConcurrency)
 def _set_concurrency(ctx: ServiceContext, command: SetConcurrency, actor: str) -> Pipeline:
     concurrency.set_setting(ctx, pipelines.known_name(command.pipeline), command.body.mode,
-                            command.body.group)
+                            command.body.group, command.body.queue)
     return pipelines.status(ctx, command.pipeline)
 
 
