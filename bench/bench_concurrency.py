@@ -4,8 +4,9 @@ against a real DynamoDB Local (service calls, no HTTP: the difference is the gro
 For each case it prints the DynamoDB calls of one operation and the median time of N of them:
 a create on a PARALLEL pipeline (the baseline), on a QUEUED pipeline whose group is free, on one
 whose group is held (the run queues), on a SUPERSEDED pipeline whose holder is running (its cancel
-joins the create's transaction), and a stage change that ends a holder with a run waiting (the
-promotion follows).
+joins the create's transaction), on a QUEUED pipeline with the NEWEST queue whose group is held
+and has a run waiting (that run's cancel joins the create's transaction: it is replaced), and a
+stage change that ends a holder with a run waiting (the promotion follows).
 Run: .venv/bin/python bench/bench_concurrency.py [operations per case]
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 def main() -> None:
     with dynamodb_local() as endpoint:
         from chalicelib import wiring
-        from chalicelib.domain.concurrency import Mode
+        from chalicelib.domain.concurrency import Mode, Queue
         from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
         from chalicelib.domain.status import StageStatus
         from chalicelib.service import concurrency, runs
@@ -47,6 +48,8 @@ def main() -> None:
                                ("sup", Mode.SUPERSEDED)):
             create(pipeline)
             concurrency.set_setting(ctx, pipeline, mode, None)
+        create("newest")
+        concurrency.set_setting(ctx, "newest", Mode.QUEUED, None, Queue.NEWEST)
         for _ in range(100):  # warm the JVM
             create("par")
 
@@ -90,6 +93,9 @@ def main() -> None:
         create("held")
         measure("create, QUEUED, group held (queues)", lambda: None, lambda _: create("held"))
         measure("create, SUPERSEDED, holder running", running_holder, lambda _: create("sup"))
+        create("newest")  # holds the group
+        create("newest")  # waits: each create below replaces the one waiting
+        measure("create, QUEUED NEWEST, a run waiting (replaced)", lambda: None, lambda _: create("newest"))
         measure("holder's last stage ends, next run promoted", holder_with_a_waiter,
                 lambda run_id: patch(f"{run_id}:1", StageStatus.SUCCESS))
 

@@ -242,8 +242,13 @@ def _stage_id(api: Api, run_id: str, stage: str | None) -> str | None:
 
 
 def cmd_cancel(ctx: Ctx, args: argparse.Namespace) -> int:
+    if args.force and args.stage:
+        raise CliError("--force cancels a whole run (its finally stages too)", USAGE,
+                       "leave out STAGE to force-cancel the run; a stage's cancel has no force")
     api = ctx.api()
-    body = {"reason": args.reason} if args.reason is not None else None
+    body: dict | None = {"reason": args.reason} if args.reason is not None else None
+    if args.force:
+        body = {**(body or {}), "force": True}
     stage_id = _stage_id(api, args.run, args.stage)
     if stage_id:
         result = api.call("POST", f"/api/stages/{segment(stage_id)}/cancel", body=body)
@@ -569,6 +574,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("stage", metavar="STAGE", nargs="?", help="a stage's name or id")
     p.add_argument("--reason")
+    p.add_argument("--force", action="store_true",
+                   help="force-cancel: finally (always) stages are skipped or cancelled too")
     p.set_defaults(func=cmd_cancel)
     p = commands.add_parser("retry", parents=[common],
                             help="retry a run's failed stages (--all: every stage), or one stage")

@@ -130,7 +130,8 @@ def run_header(run: dict) -> str:
         lines.append(f"  concurrency group {clean(run.get('concurrencyGroup'))}{waits}")
     cancellation = run.get("cancellation")
     if isinstance(cancellation, dict):
-        lines.append(f"  cancelled by {clean(cancellation.get('by'))}: "
+        forced = "force-" if cancellation.get("force") is True else ""
+        lines.append(f"  {forced}cancelled by {clean(cancellation.get('by'))}: "
                      f"{clean(cancellation.get('reason'), 80)}")
     stopping = run.get("stopping")
     if isinstance(stopping, dict) and stopping.get("graceUntil") and run.get("status") == "CANCELLING":

@@ -152,10 +152,12 @@ class RunSummaryOut(Out):
     secretVariables: list[str]
     timeoutSeconds: int | None
     autoAdvance: bool
-    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
+    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId; "
+                                                            "force: true after a force-cancel")
     stopping: dict[str, Any] | None = Field(
         description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
-                    "graceSeconds and graceUntil (STOP); the run is CANCELLING while a stage is active")
+                    "graceSeconds and graceUntil (STOP), force (a force-cancel); the run is CANCELLING "
+                    "while a stage is active")
     stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "
                                                      "(null: the default, 600)")
     version: int | None
@@ -223,6 +225,10 @@ class ConcurrencyOut(Out):
         description="PARALLEL: runs overlap; QUEUED: a new run waits (status QUEUED) while its group "
                     "holds an active run; SUPERSEDED: a new run cancels the group's active run")
     group: str | None = Field(description="the default group (null: the pipeline's name)")
+    queue: Literal["ALL", "NEWEST"] = Field(
+        description="which runs wait (QUEUED, and a PARALLEL pipeline's runs that name a group): ALL "
+                    "keeps every one, oldest first (at most 50); NEWEST keeps only the newest: a new "
+                    "waiting run cancels the one waiting (reason 'replaced by run <id>')")
 
 
 class PipelineStatusOut(Out):
@@ -303,7 +309,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
-    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelIn", "optional": True, "response": RunOut},
+    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelRunIn", "optional": True, "response": RunOut},
     ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
     ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
         "body": "StopIn",

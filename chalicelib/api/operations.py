@@ -15,6 +15,7 @@ from ..domain.operations import VariableChange
 from ..domain.schemas import (
     ApplyVariablesIn,
     CancelIn,
+    CancelRunIn,
     ConcurrencyIn,
     DecisionIn,
     EmptyIn,
@@ -90,8 +91,8 @@ def _scheduled_run(effect: dict, pipeline: str) -> Response:
 
 @route(routes, "/api/runs/{run_id}/cancel", methods=["POST"], acts_on=_RUN, replay=_run_now)
 def cancel_run(run_id):
-    body = _optional_body(CancelIn)
-    return json_response(_run(_execute(commands.CancelRun(run_id, body.reason))))
+    body = _optional_body(CancelRunIn)
+    return json_response(_run(_execute(commands.CancelRun(run_id, body.reason, body.force))))
 
 
 @route(routes, "/api/stages/{stage_id}/cancel", methods=["POST"], acts_on=_STAGE, replay=_stage_now)

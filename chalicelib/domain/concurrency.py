@@ -6,8 +6,11 @@ group; a run may name another group of its pipeline at create (``concurrencyGrou
 - ``PARALLEL`` (the default, what stagetrack always did): runs overlap freely; no group is read
   or written;
 - ``QUEUED`` (CodePipeline QUEUED, GitLab resource groups, GoCD locking): a new run whose group
-  holds an active run waits in status QUEUED, first come first served, and starts by itself when
-  the group frees;
+  holds an active run waits in status QUEUED and starts by itself when the group frees. Its
+  ``queue`` discipline says which runs wait: ``ALL`` (the default) keeps every one, first come
+  first served; ``NEWEST`` (GitHub ``concurrency`` without ``cancel-in-progress``) keeps only
+  the newest: a new waiting run replaces the one waiting, which is cancelled in the same
+  transaction that queues the new one;
 - ``SUPERSEDED`` (CodePipeline SUPERSEDED, GitHub ``cancel-in-progress``): a new run cancels the
   group's active run in the same transaction that creates it, and the runs waiting before it
   (in a group shared with QUEUED runs) stay in their place.
@@ -31,11 +34,21 @@ class Mode(str, Enum):
     SUPERSEDED = "SUPERSEDED"
 
 
+class Queue(str, Enum):
+    """Which runs wait in a group held by another (the runs a QUEUED pipeline creates, and those
+    a PARALLEL pipeline's runs put in a group they name). Named for what is kept waiting: every
+    run (``ALL``, CodePipeline's QUEUED, GoCD, GitLab's ``oldest_first``), or the newest only
+    (``NEWEST``, GitHub's one pending run per group). SUPERSEDED runs never wait."""
+
+    ALL = "ALL"
+    NEWEST = "NEWEST"
+
+
 # How many runs may wait in one group. A group is one item: its queue must stay small (each id is
 # at most ~110 bytes), and a queue this long is a pipeline that never catches up anyway.
 MAX_QUEUE = 50
 GROUP_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
-DEFAULT_SETTING = {"mode": Mode.PARALLEL.value, "group": None}
+DEFAULT_SETTING = {"mode": Mode.PARALLEL.value, "group": None, "queue": Queue.ALL.value}
 
 
 class QueueFull(Conflict):
@@ -52,27 +65,32 @@ class RunQueued(Conflict):
 
 @dataclass(frozen=True)
 class Setting:
-    """A pipeline's concurrency: its mode and default group (None: the pipeline's own name)."""
+    """A pipeline's concurrency: its mode, default group (None: the pipeline's own name) and the
+    queue discipline of the runs that wait (a setting stored before it existed: ``ALL``)."""
 
     mode: Mode = Mode.PARALLEL
     group: str | None = None
+    queue: Queue = Queue.ALL
 
     @classmethod
     def of(cls, stored: dict | None) -> Setting:
         if not stored:
             return cls()
-        return cls(Mode(stored.get("mode", Mode.PARALLEL.value)), stored.get("group"))
+        return cls(Mode(stored.get("mode", Mode.PARALLEL.value)), stored.get("group"),
+                   Queue(stored.get("queue") or Queue.ALL.value))
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode.value, "group": self.group}
+        return {"mode": self.mode.value, "group": self.group, "queue": self.queue.value}
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a new run goes: its group and the mode it was created under (None: no group)."""
+    """Where a new run goes: its group, the mode it was created under and, if it is to wait,
+    the queue discipline (None: no group)."""
 
     group: str
     mode: Mode
+    queue: Queue = Queue.ALL
 
 
 def place(pipeline: str, setting: Setting, run_group: str | None) -> Placement | None:
@@ -82,14 +100,14 @@ def place(pipeline: str, setting: Setting, run_group: str | None) -> Placement |
     (the pipeline's name unless the setting names one). A run that names a group joins it with
     the pipeline's mode -- and with QUEUED on a PARALLEL pipeline: naming a group asks for runs
     of that group not to overlap, as GitHub's ``concurrency.group`` does without
-    ``cancel-in-progress``.
+    ``cancel-in-progress``. The setting's ``queue`` comes along either way.
     """
     if run_group is not None:
         mode = Mode.QUEUED if setting.mode == Mode.PARALLEL else setting.mode
-        return Placement(run_group, mode)
+        return Placement(run_group, mode, setting.queue)
     if setting.mode == Mode.PARALLEL:
         return None
-    return Placement(setting.group or pipeline, setting.mode)
+    return Placement(setting.group or pipeline, setting.mode, setting.queue)
 
 
 @dataclass(frozen=True)
@@ -116,21 +134,27 @@ START, QUEUE, SUPERSEDE = "START", "QUEUE", "SUPERSEDE"
 class Admission:
     """What creating run ``run_id`` in a group does: START (it holds the group), QUEUE (it waits)
     or SUPERSEDE (it holds the group and ``superseded``, the run that held it, is cancelled in the
-    same transaction). ``group`` is the group as it is to be written."""
+    same transaction). ``group`` is the group as it is to be written. ``replaced`` (QUEUE under
+    the NEWEST discipline): the ids that waited, oldest first, which no longer wait -- the
+    caller cancels those still QUEUED ("replaced by run <id>") with the same write."""
 
     kind: str
     group: Group
     superseded: str | None = None
+    replaced: tuple[str, ...] = ()
 
 
-def admit(group: Group, run_id: str, mode: Mode) -> Admission:
-    """The rule at create. A free group is taken. A held one: QUEUED appends the run to the
-    queue (refused with 409 once ``MAX_QUEUE`` runs wait); SUPERSEDED takes the group from its
-    holder, which the caller cancels with the same write."""
+def admit(group: Group, run_id: str, mode: Mode, queue: Queue = Queue.ALL) -> Admission:
+    """The rule at create. A free group is taken. A held one: SUPERSEDED takes the group from
+    its holder, which the caller cancels with the same write; QUEUED appends the run to the
+    queue (``ALL``: refused with 409 once ``MAX_QUEUE`` runs wait) or, ``NEWEST``, makes it the
+    only run waiting, replacing those that waited (never full: at most one waits)."""
     if group.free:
         return Admission(START, replace(group, active=run_id))
     if mode == Mode.SUPERSEDED:
         return Admission(SUPERSEDE, replace(group, active=run_id), superseded=group.active)
+    if queue == Queue.NEWEST:
+        return Admission(QUEUE, replace(group, queue=(run_id,)), replaced=group.queue)
     if len(group.queue) >= MAX_QUEUE:
         raise QueueFull(f"{MAX_QUEUE} runs already wait in concurrency group {group.name!r} of "
                         f"pipeline {group.pipeline!r}; let some finish or cancel them",

@@ -368,6 +368,10 @@ class StateChange:
     new_status: str | None
     attempt: int | None
     retry: dict | None = None  # the retry events' ``retry``; absent from other events' bodies
+    # A run's event to CANCELLING or CANCELLED: the run's ``cancellation`` record (by, at, reason,
+    # stageId, force), so a subscriber learns why (a cancel, a stop, a run superseded or, in a
+    # NEWEST queue, replaced) without reading the run; absent from other events' bodies.
+    cancellation: dict | None = None
 
     @property
     def detail_type(self) -> str:
@@ -381,6 +385,8 @@ class StateChange:
             "oldStatus": self.old_status, "newStatus": self.new_status, "attempt": self.attempt}
         if self.retry is not None:
             body["retry"] = dict(self.retry)
+        if self.cancellation is not None:
+            body["cancellation"] = dict(self.cancellation)
         return body
 
     def body(self) -> str:

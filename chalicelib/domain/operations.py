@@ -58,10 +58,15 @@ STOP, CANCEL = "STOP", "CANCEL"
 # ---- cancel and stop -------------------------------------------------------------------------
 
 def record_cancellation(aggregate: RunAggregate, now: datetime, actor: str, reason: str | None,
-                         stage_id: str | None) -> None:
-    aggregate.run.cancellation = {
+                         stage_id: str | None, *, force: bool = False) -> None:
+    """The run's latest cancel or stop; a force-cancel says so (``"force": true``), a plain one
+    keeps the record's shape as it always was."""
+    record: dict[str, object] = {
         "by": actor, "at": format_iso(now), "reason": reason, "stageId": stage_id,
     }
+    if force:
+        record["force"] = True
+    aggregate.run.cancellation = record
 
 
 def _run_status(aggregate: RunAggregate) -> StageStatus:
@@ -69,8 +74,9 @@ def _run_status(aggregate: RunAggregate) -> StageStatus:
 
 
 def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
-               reason: str | None = None) -> bool:
-    """Stop a run where it stands, at once (Argo's terminate, CodePipeline's stop and abandon).
+               reason: str | None = None, force: bool = False) -> bool:
+    """Stop a run where it stands, at once (Argo's stop, CodePipeline's stop and abandon,
+    GitHub's cancel, Tekton's CancelledRunFinally).
 
     Active stages become CANCELLED, ``always`` ones too (cancel is immediate), and stages not
     yet started become SKIPPED, except ``always`` ones, which still run after it (cleanup). A
@@ -80,25 +86,40 @@ def cancel_run(aggregate: RunAggregate, now: datetime, *, actor: str,
     that is already finished (derived status final, including a FAILURE run that still has
     never-started stages) is left alone: cancelling it is a successful no-op, as in GoCD. A run
     being stopped (CANCELLING) is cancelled: its stages still running end now.
+
+    ``force`` (GitHub's force-cancel, Argo's terminate, Tekton's ``Cancelled``): ``always``
+    stages get no exception -- those not started are SKIPPED too -- so nothing runs after it and
+    the run is CANCELLED at once, never CANCELLING. It also ends what a plain cancel leaves: a
+    CANCELLING run's finally stage, and the finally stages not started yet of a run already
+    finished (failed or cancelled: the driver or a sender would start them next): every stage
+    not started is SKIPPED and the run recorded as force-cancelled (CANCELLED). A finished run
+    with no such stage is left alone, as by a plain cancel.
     """
     stages = aggregate.stages
     if _run_status(aggregate) in FINAL:
-        return False
-    active = [s for s in stages if s.is_active]
-    for stage in active:
-        change_status(stage, S.CANCELLED, now)
-    _close_not_started(stages, now, between=not active)
-    record_cancellation(aggregate, now, actor, reason, None)
-    _mark_stopping(aggregate, CANCEL, now, actor, reason)
+        if not force or not any(s.status == S.IDLE and s.always for s in stages):
+            return False
+        for stage in stages:
+            if stage.status == S.IDLE:  # nothing is left to start, finally stage or not
+                change_status(stage, S.SKIPPED, now)
+    else:
+        active = [s for s in stages if s.is_active]
+        for stage in active:
+            change_status(stage, S.CANCELLED, now)
+        _close_not_started(stages, now, between=not active, finally_too=force)
+    record_cancellation(aggregate, now, actor, reason, None, force=force)
+    _mark_stopping(aggregate, CANCEL, now, actor, reason, force=force)
     return True
 
 
-def _close_not_started(stages: list[Stage], now: datetime, *, between: bool) -> None:
+def _close_not_started(stages: list[Stage], now: datetime, *, between: bool,
+                       finally_too: bool = False) -> None:
     """A cancel's or a stop's stages not started: SKIPPED (they never ran, so nothing was
-    interrupted), ``always`` ones excepted (they still run). A run caught ``between`` stages
-    (none active) has its next one CANCELLED instead, the point where it was stopped, so a
-    retry has a stage to take up."""
-    idle = [s for s in sorted(stages, key=lambda s: s.position) if s.status == S.IDLE and not s.always]
+    interrupted), ``always`` ones excepted (they still run) unless ``finally_too`` (a
+    force-cancel). A run caught ``between`` stages (none active) has its next one CANCELLED
+    instead, the point where it was stopped, so a retry has a stage to take up."""
+    idle = [s for s in sorted(stages, key=lambda s: s.position)
+            if s.status == S.IDLE and (finally_too or not s.always)]
     if between and idle:
         change_status(idle.pop(0), S.CANCELLED, now)
     for stage in idle:
@@ -106,9 +127,12 @@ def _close_not_started(stages: list[Stage], now: datetime, *, between: bool) -> 
 
 
 def _mark_stopping(aggregate: RunAggregate, mode: str, now: datetime, actor: str,
-                   reason: str | None, grace_seconds: int | None = None) -> None:
+                   reason: str | None, grace_seconds: int | None = None, *,
+                   force: bool = False) -> None:
     """Record the stop (or cancel) on the run; an earlier stop's record is kept as ``after``."""
     record: dict[str, object] = {"mode": mode, "by": actor, "at": format_iso(now), "reason": reason}
+    if force:
+        record["force"] = True
     if grace_seconds is not None:
         record["graceSeconds"] = grace_seconds
         record["graceUntil"] = format_iso(now + timedelta(seconds=grace_seconds))

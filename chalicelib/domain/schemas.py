@@ -20,13 +20,15 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    ValidationInfo,
     WrapValidator,
+    field_validator,
     model_validator,
 )
 
 from . import cron
 from .clock import format_iso
-from .concurrency import GROUP_PATTERN, Mode
+from .concurrency import GROUP_PATTERN, Mode, Queue
 from .ids import PIPELINE_PATTERN
 from .status import StageStatus, StageType
 
@@ -347,6 +349,13 @@ class CancelIn(StrictModel):
     reason: Reason | None = None
 
 
+class CancelRunIn(CancelIn):
+    """A run's cancel; ``force`` (default false) skips its finally stages too (a force-cancel:
+    operations.cancel_run). A stage's cancel has no force: it never skips a finally stage."""
+
+    force: bool = Field(default=False, exclude_if=lambda value: not value)
+
+
 class StopIn(StrictModel):
     """A graceful stop: running stages may finish for ``graceSeconds`` (default: the run's
     ``stopGraceSeconds``, else operations.DEFAULT_STOP_GRACE_SECONDS)."""
@@ -398,11 +407,21 @@ class EmptyIn(StrictModel):
 
 
 class ConcurrencyIn(StrictModel):
-    """``PUT /api/pipelines/{p}/concurrency``: the mode, and the default group (None: the
-    pipeline's name). Stored whole: a PUT replaces the setting."""
+    """``PUT /api/pipelines/{p}/concurrency``: the mode, the default group (None: the pipeline's
+    name) and the queue discipline of the runs that wait (None: ALL). Stored whole: a PUT
+    replaces the setting. ``NEWEST`` with SUPERSEDED is refused: no run waits there."""
 
     mode: Mode
     group: ConcurrencyGroupName | None = None
+    queue: Queue | None = None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_needs_waiting_runs(cls, value: Queue | None, info: ValidationInfo) -> Queue | None:
+        if value == Queue.NEWEST and info.data.get("mode") == Mode.SUPERSEDED:
+            raise ValueError("queue NEWEST needs mode QUEUED (or PARALLEL, for runs that name a "
+                             "group): a SUPERSEDED run never waits")
+        return value
 
 
 # ---- schedules (issue 15 item 4): cron and time zone checked here, so a bad one is a 422 naming

@@ -69,9 +69,12 @@ class CancelRunMessage(_Message):
     action: Literal["cancel_run"]
     run_id: StageIdText = Field(alias="runId")
     reason: Reason | None = None
+    # A force-cancel (finally stages skipped too); left out of the message's hash when false,
+    # so a cancel_run sent before it existed keeps its claim key.
+    force: bool = Field(default=False, exclude_if=lambda value: not value)
 
     def command(self) -> commands.Command:
-        return commands.CancelRun(self.run_id, self.reason)
+        return commands.CancelRun(self.run_id, self.reason, self.force)
 
 
 class CancelStageMessage(_Message):

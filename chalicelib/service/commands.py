@@ -49,8 +49,11 @@ class PatchStage(Command[Stage]):
 
 @dataclass(frozen=True)
 class CancelRun(Command[RunAggregate]):
+    """Cancel a run at once; ``force``: its finally (``always``) stages are skipped or cancelled
+    too, so it is CANCELLED at once (GitHub's force-cancel, Argo's terminate)."""
     run_id: str
     reason: str | None = None
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,8 @@ def _patch_stage(ctx: ServiceContext, command: PatchStage, actor: str) -> Stage:
 
 @handles(CancelRun)
 def _cancel_run(ctx: ServiceContext, command: CancelRun, actor: str) -> RunAggregate:
-    return operations.cancel_run(ctx, command.run_id, actor=actor, reason=command.reason)
+    return operations.cancel_run(ctx, command.run_id, actor=actor, reason=command.reason,
+                                 force=command.force)
 
 
 @handles(CancelStage)
@@ -308,7 +312,7 @@ def _release_lock(ctx: ServiceContext, command: ReleaseLock, actor: str) -> Pipe
 @handles(SetConcurrency)
 def _set_concurrency(ctx: ServiceContext, command: SetConcurrency, actor: str) -> Pipeline:
     concurrency.set_setting(ctx, pipelines.known_name(command.pipeline), command.body.mode,
-                            command.body.group)
+                            command.body.group, command.body.queue)
     return pipelines.status(ctx, command.pipeline)
 
 

@@ -28,6 +28,7 @@ from ..domain.concurrency import (
     Admission,
     Group,
     Mode,
+    Queue,
     RunQueued,
     Setting,
     admit,
@@ -83,8 +84,14 @@ def insert_run(ctx: ServiceContext, aggregate: RunAggregate, *, layout: dict | N
     """Write a new run where its pipeline's setting (``setting``, as claimed with its number) and
     its own ``group`` put it. PARALLEL without a group: exactly ``RunStore.insert_run`` (no extra
     round trip). Else 1 GetItem of the group, then one transaction: the run and its stages, the
-    group, and -- SUPERSEDED with a holder -- the holder's cancel (after 1 Query to load it). A
-    group changed meanwhile makes it read the group again. Returns what the group did."""
+    group, and -- SUPERSEDED with a holder -- the holder's cancel, or -- QUEUED with the NEWEST
+    discipline and a run waiting -- the waiting run's cancel ("replaced by run <id>"), each after
+    1 Query to load it. A group changed meanwhile makes it read the group again. Returns what
+    the group did.
+
+    NEWEST with several runs waiting (queued under ALL before the setting changed): the older
+    ones are cancelled first, one transaction each with the group (each leaves the queue), and
+    the group read again, until one is left to replace with the create's own transaction."""
     run = aggregate.run
     placement = place(run.pipeline, Setting.of(setting), group)
     if placement is None:
@@ -98,20 +105,29 @@ def insert_run(ctx: ServiceContext, aggregate: RunAggregate, *, layout: dict | N
                       "message": f"at most {MAX_GROUP_RUN_STAGES} in a concurrency group"}])
     run.concurrency_group = placement.group
     now = run.created_at
-    for attempt in range(WRITE_ATTEMPTS):
-        admission = admit(_group(ctx, run.pipeline, placement.group), run.id, placement.mode)
+    conflicts = 0
+    while conflicts < WRITE_ATTEMPTS:  # each pass writes, or replaces one of several waiting runs
+        current = _group(ctx, run.pipeline, placement.group)
+        admission = admit(current, run.id, placement.mode, placement.queue)
         run.queued = admission.kind == QUEUE
         aggregate.refresh(now)
-        superseded = None
-        if admission.kind == SUPERSEDE:
-            superseded = _superseding(ctx, admission, run, actor)
+        cancelled = None
         try:
-            ctx.stores.groups.insert_run(aggregate, layout, admission.group, superseded, link)
+            if admission.kind == SUPERSEDE:
+                cancelled = _superseding(ctx, admission, run, actor)
+            elif admission.replaced:
+                waiting = _still_waiting(ctx, admission.replaced)
+                if len(waiting) > 1:
+                    _replace_alone(ctx, current, waiting[0], run, actor)
+                    continue  # one fewer waits (at most MAX_QUEUE passes): read the group again
+                cancelled = _replacing(waiting[0], run, actor) if waiting else None
+            ctx.stores.groups.insert_run(aggregate, layout, admission.group, cancelled, link)
             return admission
         except ConcurrentModification:
             if link is not None and ctx.stores.links.linked_run(*link[:2]) is not None:
                 raise  # the link is taken: the caller's answer, not a race to retry
-            _backoff(attempt)
+            _backoff(conflicts)
+            conflicts += 1
     raise ConcurrentModification(f"concurrency group {placement.group!r} is too busy; retry")
 
 
@@ -127,6 +143,36 @@ def _superseding(ctx: ServiceContext, admission: Admission, run: Run,
     cancel_run(old, run.created_at, actor=actor or "stagetrack", reason=f"superseded by run {run.id}")
     old.refresh(run.created_at)
     return before, old
+
+
+def _still_waiting(ctx: ServiceContext, run_ids: tuple[str, ...]) -> list[RunAggregate]:
+    """The runs of ``run_ids`` still QUEUED, loaded whole, oldest first (1 Query each; one
+    cancelled or deleted meanwhile is passed over: the group's new queue drops its id)."""
+    found = (ctx.stores.runs.load_run(run_id) for run_id in run_ids)
+    return [aggregate for aggregate in found if aggregate is not None and aggregate.run.queued]
+
+
+def _replacing(waiting: RunAggregate, run: Run, actor: str | None) -> tuple[RunAggregate, RunAggregate]:
+    """A waiting run's cancel, replaced by ``run`` (a NEWEST queue keeps only the newest), to
+    write with ``run``: it leaves the queue (no longer QUEUED: its first stage CANCELLED, the
+    rest SKIPPED), recorded as ``replaced by run <id>``. A force-cancel: it never started, so
+    there is nothing for its finally stages to clean up (GitHub's replaced pending run runs no
+    job at all)."""
+    before = waiting.snapshot()
+    cancel_run(waiting, run.created_at, actor=actor or "stagetrack", reason=f"replaced by run {run.id}",
+               force=True)
+    waiting.run.queued = False
+    waiting.refresh(run.created_at)
+    return before, waiting
+
+
+def _replace_alone(ctx: ServiceContext, group: Group, waiting: RunAggregate, run: Run,
+                   actor: str | None) -> None:
+    """One of several runs waiting in a NEWEST group (they queued under ALL) is replaced in its
+    own transaction with the group, which it leaves; conditioned on both as read."""
+    before, after = _replacing(waiting, run, actor)
+    left = replace(group, queue=tuple(r for r in group.queue if r != after.run.id))
+    ctx.stores.groups.save_run(before, after, left, claim=False)
 
 
 def save(ctx: ServiceContext, before: RunAggregate, after: RunAggregate, *, local: bool) -> None:
@@ -268,10 +314,12 @@ def release_lock(ctx: ServiceContext, pipeline: str) -> str | None:
     return free(ctx, pipeline, name, group.active, holder=None, now=ctx.clock.now(), check=False)
 
 
-def set_setting(ctx: ServiceContext, pipeline: str, mode: Mode, group: str | None):
+def set_setting(ctx: ServiceContext, pipeline: str, mode: Mode, group: str | None,
+                queue: Queue | None = None):
     """Store the pipeline's concurrency setting (1 UpdateItem). It applies to runs created from
-    then on; runs already queued stay queued and are promoted as their group frees."""
-    return ctx.stores.pipelines.set_concurrency(pipeline, Setting(mode, group).as_dict())
+    then on; runs already queued stay queued and are promoted as their group frees (under
+    NEWEST, the next run to wait replaces them all)."""
+    return ctx.stores.pipelines.set_concurrency(pipeline, Setting(mode, group, queue or Queue.ALL).as_dict())
 
 
 def repair(ctx: ServiceContext, now: datetime) -> int:

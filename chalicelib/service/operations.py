@@ -24,9 +24,11 @@ def _stage_missing(stage_id: str) -> str:
 
 
 def cancel_run(ctx: ServiceContext, run_id: str, *, actor: str,
-               reason: str | None = None) -> RunAggregate:
+               reason: str | None = None, force: bool = False) -> RunAggregate:
+    """Cancel a run at once; ``force`` skips its finally (``always``) stages too
+    (domain/operations.py: cancel_run). One whole-run transaction."""
     return mutate_run(ctx, run_id, lambda aggregate: rules.cancel_run(
-        aggregate, ctx.clock.now(), actor=actor, reason=reason))
+        aggregate, ctx.clock.now(), actor=actor, reason=reason, force=force))
 
 
 def run_id_by_counter(pipeline: str, counter: str | int) -> str:

@@ -286,18 +286,23 @@ class GroupStore(Protocol):
         """The group (strongly consistent), or None if it was never written."""
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   cancelled: tuple[RunAggregate, RunAggregate] | None = None,
                    link: tuple[str, str, str] | None = None) -> None:
         """The new run with its stages (as ``RunStore.insert_run``), ``group`` written as it is
-        to be (conditioned on the version it carries), -- SUPERSEDED -- the change of the run
-        it replaces (before, after: its cancel), and ``link`` (namespace, key, created at: as
-        ``RunLinks.insert_linked_run``, on condition it does not exist), all in one write."""
+        to be (conditioned on the version it carries), ``cancelled``: the change (before, after:
+        its cancel, conditioned on the version read) of the run it replaces -- the holder it
+        supersedes (SUPERSEDED) or the run waiting that a NEWEST queue replaces -- and ``link``
+        (namespace, key, created at: as ``RunLinks.insert_linked_run``, on condition it does not
+        exist), all in one write (DynamoDB, too big for one: the cancel first, conditioned on
+        the group as read)."""
 
     def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
                  promoted: tuple[RunAggregate, RunAggregate] | None = None,
-                 effect: dict | None = None) -> None:
+                 effect: dict | None = None, *, claim: bool = True) -> None:
         """A change of the whole run ``after`` (as ``RunStore.save``) with ``group`` written as it
-        is to be, and the promotion of a queued run (before, after), all in one write."""
+        is to be, and the promotion of a queued run (before, after), all in one write. ``claim``
+        False: the write does not carry the request's Idempotency-Key commit (a step of a create
+        that commits it with its own last write)."""
 
     def write(self, group: Group, promoted: tuple[RunAggregate, RunAggregate] | None = None,
               checked: Run | None = None, *, now: datetime) -> None:

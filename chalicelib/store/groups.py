@@ -125,30 +125,31 @@ class GroupStore:
         return items
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   cancelled: tuple[RunAggregate, RunAggregate] | None = None,
                    link: tuple[str, str, str] | None = None) -> None:
         new_items = self._new_run_items(aggregate, layout)
         if link is not None:
             new_items.append(link_put(self._items.link, aggregate.run.id, *link))
         group_op = self._group_op(group, format_iso(aggregate.run.created_at))
         effect = {"run": aggregate.run.id}
-        if superseded is None:
+        if cancelled is None:
             self._send([*new_items, group_op], effect)
         else:
-            self._supersede(superseded, new_items, group, group_op, effect)
+            self._supersede(cancelled, new_items, group, group_op, effect)
         _bump_versions(aggregate.run, aggregate.stages)
         aggregate.run.seq = (aggregate.run.seq or 0) + 1
         _stored(aggregate.stages)
 
-    def _supersede(self, superseded: tuple[RunAggregate, RunAggregate], new_items: list[TxItem],
+    def _supersede(self, cancelled: tuple[RunAggregate, RunAggregate], new_items: list[TxItem],
                    group: Group, group_op: TxItem, effect: dict) -> None:
-        """The superseded run's cancel and the new run in one transaction -- or, when their items
-        do not fit in one (two runs of about 50 stages), the cancel first, conditioned on the
-        group being as read, then the new run with the group. Never two active runs at once
-        either way: between the two writes the group is held by a run that has ended, and a
-        writer dying there leaves a group the next create takes (nothing to cancel; its
-        claimed run number is a gap, as after any failed create)."""
-        before, after = superseded
+        """The cancelled run's change (the holder superseded, or the waiting run a NEWEST queue
+        replaces) and the new run in one transaction -- or, when their items do not fit in one
+        (two runs of about 50 stages), the cancel first, conditioned on the group being as read,
+        then the new run with the group. Never two active (or, NEWEST, two waiting) runs at once
+        either way: between the two writes the group is held (or waited for) by a run that has
+        ended, and a writer dying there leaves a group the next create takes (nothing to cancel;
+        its claimed run number is a gap, as after any failed create)."""
+        before, after = cancelled
         claim = 1 if self._runs.writer.carries_claim() else 0
         needed = len(new_items) + 1 + 1 + sum(1 + len(s.attempts) for s in after.stages) + claim
         try:
@@ -166,12 +167,12 @@ class GroupStore:
 
     def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
                  promoted: tuple[RunAggregate, RunAggregate] | None = None,
-                 effect: dict | None = None) -> None:
+                 effect: dict | None = None, *, claim: bool = True) -> None:
         extra = [self._group_op(group, format_iso(after.run.updated_at))]
         if promoted is not None:
             extra += self._promotion(*promoted)
         try:
-            self._runs._save_run(before, after, extra, effect=effect)
+            self._runs._save_run(before, after, extra, effect=effect, claim=claim)
         except TransactWriteError as error:
             if _only_transaction_conflicts(error):
                 raise ConcurrentModification(f"run {after.run.id!r} is busy; retry") from None

@@ -203,7 +203,10 @@ class MemoryRunStore:
             stage = next((s for s in found.stages if s.id == stage_id), None) if found else None
             return copy.deepcopy(stage)
 
-    def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False) -> None:
+    def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False,
+             claim: bool = True) -> None:
+        """``claim`` False (the group store's write of one step of a create): the held
+        Idempotency-Key claim is left for the create's own last write, as in DynamoDB."""
         single = single_stage_change(before, after) if local else None
         if single is not None:
             self._save_stage(after, single[1])
@@ -225,7 +228,8 @@ class MemoryRunStore:
             if (stored is None or stored.run.version != after.run.version
                     or {s.id: s.version for s in stored.stages} != {s.id: s.version for s in before.stages}):
                 raise ConcurrentModification(f"run {after.run.id!r} was changed by someone else; retry")
-            self.db.commit_claim({"run": after.run.id})()
+            if claim:
+                self.db.commit_claim({"run": after.run.id})()
             _bump(after.run, changed)
             for stage in changed:
                 self._store_attempts(stage)
@@ -939,31 +943,32 @@ class MemoryGroupStore:
                                                      format_iso(now) or "")
 
     def insert_run(self, aggregate: RunAggregate, layout: dict | None, group: Group,
-                   superseded: tuple[RunAggregate, RunAggregate] | None = None,
+                   cancelled: tuple[RunAggregate, RunAggregate] | None = None,
                    link: tuple[str, str, str] | None = None) -> None:
         with self.db.lock:
             self._check_group(group)
-            if superseded is not None:
-                self._check_run(superseded[0])
+            if cancelled is not None:
+                self._check_run(cancelled[0])
             if link is not None:
                 if (link[0], link[1]) in self.db.links:
                     raise ConcurrentModification("the link exists already; nothing was written")
                 self.db.links[(link[0], link[1])] = aggregate.run.id
             self.runs._insert(aggregate, layout, {"run": aggregate.run.id})
-            if superseded is not None:
-                self.runs.save(*superseded)
+            if cancelled is not None:
+                self.runs.save(*cancelled)
             self._put_group(group, aggregate.run.created_at)
 
     def save_run(self, before: RunAggregate, after: RunAggregate, group: Group,
                  promoted: tuple[RunAggregate, RunAggregate] | None = None,
-                 effect: dict | None = None) -> None:
+                 effect: dict | None = None, *, claim: bool = True) -> None:
         with self.db.lock:
             self._check_group(group)
             self._check_run(before)
             if promoted is not None:
                 self._check_run(promoted[0])
-            self.db.commit_claim(effect or {"run": after.run.id})()
-            self.runs.save(before, after)
+            if claim:
+                self.db.commit_claim(effect or {"run": after.run.id})()
+            self.runs.save(before, after, claim=claim)
             if promoted is not None:
                 self.runs.save(*promoted)
             self._put_group(group, after.run.updated_at)

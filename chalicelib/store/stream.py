@@ -207,7 +207,21 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         new_status=new_status if isinstance(new_status, str) else None,
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
         retry=retry,
+        cancellation=_cancellation(new) if kind == "run" and new_status in _CANCEL_STATUSES else None,
     )
+
+
+_CANCEL_STATUSES = (StageStatus.CANCELLING.value, StageStatus.CANCELLED.value)
+
+
+def _cancellation(image: Mapping) -> dict | None:
+    """The run's ``cancellation`` record as its new image holds it (JSON), or None."""
+    raw = _str_attr(image, "cancellation")
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 _PENDING = StageStatus.RETRY_PENDING.value

@@ -360,7 +360,7 @@ function runDetails(run, gantt) {
   ];
   if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
     ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
-  if (run.cancellation) meta.push(["Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
+  if (run.cancellation) meta.push([run.cancellation.force === true ? "Force-cancelled" : "Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
   if (run.status === "CANCELLING" && run.stopping && run.stopping.graceUntil) {
     meta.push(["Stopping", `running stages may finish until ${when(run.stopping.graceUntil)}`]);
   }
@@ -384,6 +384,16 @@ function runActions(run) {
       confirmThen({ title: `Cancel ${run.pipeline} #${run.counter}?`, text: "Every running stage is cancelled now; stages marked always still run.",
         ok: "Cancel run", danger: true, comment: "Reason (optional)" },
       (reason) => call("POST", `api/runs/${encodeURIComponent(run.id)}/cancel`, reason ? { reason } : {})) }));
+  }
+  // Force-cancel: finally (always) stages are skipped or cancelled too, so the run ends now. Also
+  // offered on a finished run whose finally stages have not started (they would still run).
+  if (!ended || run.stages.some((s) => s.always && s.status === "IDLE")) {
+    buttons.push(h("button", { type: "button", class: "danger", text: "Force cancel", onclick: () =>
+      confirmThen({ title: `Force-cancel ${run.pipeline} #${run.counter}?`, text: "Every running stage is cancelled now and stages marked always do NOT run: no cleanup, no notification. The run is CANCELLED at once.",
+        ok: "Force cancel", danger: true, comment: "Reason (optional)" },
+      (reason) => call("POST", `api/runs/${encodeURIComponent(run.id)}/cancel`, reason ? { reason, force: true } : { force: true })) }));
+  }
+  if (!ended) {
     if (run.status !== "CANCELLING") { // already stopping: only a cancel ends it sooner
       buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
         confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "Running stages may finish within the grace period; nothing new starts but stages marked always.",

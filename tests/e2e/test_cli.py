@@ -230,6 +230,25 @@ def test_approve_a_gate_and_cancel_and_retry_and_stop(cli):
     assert stopped["cancellation"]["reason"] == "superseded"
 
 
+def test_cancel_force_skips_the_finally_stage(cli):
+    import requests
+
+    name = pipeline()
+    created = requests.post(f"{cli.base}/api/runs", headers={"Authorization": f"Bearer {cli.admin}"},
+                            json={"pipeline": name, "stages": ["BUILD", {"type": "OTHER", "name": "cleanup",
+                                                                          "always": True}]}, timeout=30)
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    ok(cli("stage", "start", run_id, "BUILD"))
+    forced = json.loads(ok(cli("cancel", run_id, "--force", "--reason", "runner lost", "-o", "json")))
+    assert forced["status"] == "CANCELLED"
+    assert [s["status"] for s in forced["stages"]] == ["CANCELLED", "SKIPPED"]
+    assert forced["cancellation"]["force"] is True and forced["cancellation"]["reason"] == "runner lost"
+    assert "force-cancelled by bootstrap admin: runner lost" in ok(cli("runs", "show", run_id))
+    refused = cli("cancel", run_id, "BUILD", "--force")
+    assert refused.returncode == 2 and "--force cancels a whole run" in refused.stderr
+
+
 def test_errors_exit_with_their_code_and_say_what_to_do(cli):
     name = pipeline()
     run_id = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()

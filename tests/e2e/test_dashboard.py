@@ -172,6 +172,32 @@ def test_sign_in_see_a_pipeline_open_a_run_watch_it_move_and_approve_a_gate(stac
     assert page.problems == []
 
 
+def test_force_cancel_asks_in_its_own_dialog_and_skips_the_finally_stage(stack, page):
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    created = http.post(f"{base}/api/runs", json={"pipeline": "dash-force", "stages": [
+        {"type": "BUILD"}, {"type": "OTHER", "name": "cleanup", "always": True}]})
+    assert created.status_code == 201, created.text
+    run = created.json()
+    _patch(http, base, run["stages"][0]["id"], "IN_PROGRESS")
+    _sign_in(page, base, token)
+    page.goto(f"{base}/#/runs/{run['id']}")
+    page.get_by_role("button", name="Force cancel").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("stages marked always do NOT run")
+    dialog.get_by_label("Reason (optional)").fill("runner lost")
+    dialog.get_by_role("button", name="Force cancel").click()
+    expect(page.locator("#stages tr[data-stage='cleanup']")).to_contain_text("skipped", timeout=WAIT_MS)
+    expect(page.locator("dl.meta")).to_contain_text("Force-cancelled")
+    after = http.get(f"{base}/api/runs/{run['id']}").json()
+    assert after["status"] == "CANCELLED"
+    assert [s["status"] for s in after["stages"]] == ["CANCELLED", "SKIPPED"]
+    assert after["cancellation"]["force"] is True and after["cancellation"]["reason"] == "runner lost"
+    assert page.problems == []
+
+
 def test_a_read_only_token_sees_no_buttons_and_the_api_refuses_it(stack, page):
     from playwright.sync_api import expect
 

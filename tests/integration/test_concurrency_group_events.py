@@ -31,3 +31,31 @@ def test_queue_promotion_and_supersede_are_run_status_events(lam, client):  # no
         (STAGE, "web:3", "web:3:1", "IDLE", "CANCELLED", 1),  # superseded, in web:4's transaction
         (RUN, "web:3", None, "IDLE", "CANCELLED", None),
     ], key=repr)
+
+
+def test_a_run_replaced_in_a_newest_queue_is_a_run_cancel_event_with_its_reason(lam, client):  # noqa: F811
+    import json
+
+    from tests.integration.test_outbox import TAP, receive
+
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    client.put("/api/pipelines/web/concurrency", {"mode": "QUEUED", "queue": "NEWEST"})
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})  # web:2 holds the group
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})  # web:3 waits
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})  # web:4 replaces web:3
+    publish(lam)
+    events = [json.loads(m["Body"]) for m in receive(TAP, 100)]
+    mine = sorted(((e["detail-type"], e["detail"]["runId"], e["detail"]["stageId"], e["detail"]["oldStatus"],
+                    e["detail"]["newStatus"]) for e in events if e["detail"]["runId"] in ("web:3", "web:4")),
+                  key=repr)
+    assert mine == sorted([
+        (RUN, "web:3", None, None, "QUEUED"),
+        (RUN, "web:4", None, None, "QUEUED"),
+        (STAGE, "web:3", "web:3:1", "IDLE", "CANCELLED"),  # in web:4's transaction
+        (RUN, "web:3", None, "QUEUED", "CANCELLED"),
+    ], key=repr)
+    cancel = next(e["detail"] for e in events if e["detail"]["runId"] == "web:3"
+                  and e["detail-type"] == RUN and e["detail"]["newStatus"] == "CANCELLED")
+    assert cancel["cancellation"] == {"by": "bootstrap admin", "at": cancel["cancellation"]["at"],
+                                      "reason": "replaced by run web:4", "stageId": None, "force": True}
+    assert all("cancellation" not in e["detail"] for e in events if e["detail"]["newStatus"] != "CANCELLED")

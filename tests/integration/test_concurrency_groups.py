@@ -179,3 +179,36 @@ def test_the_concurrency_group_machine_holds_on_dynamodb(ctx):
     run_state_machine_as_test(OnDynamoDB, settings=settings(
         max_examples=5, stateful_step_count=15, deadline=None, derandomize=True, database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
+
+
+def test_a_newest_create_replacing_the_waiting_run_costs_one_query_more(client, ddb_calls):
+    """NEWEST with a run waiting: as a QUEUED create, plus 1 Query (the run it replaces), whose
+    cancel rides in the same transaction; with nobody waiting, exactly a QUEUED create."""
+    create(client, ["BUILD"])
+    newest = client.put("/api/pipelines/web/concurrency", {"mode": "QUEUED", "queue": "NEWEST"})
+    assert newest.status_code == 200
+    create(client, ["BUILD"])  # web:2 holds the group
+    ddb_calls.clear()
+    assert create(client, ["BUILD"])["status"] == "QUEUED"  # web:3: nobody waited
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "TransactWriteItems": 1}
+    ddb_calls.clear()
+    assert create(client, ["BUILD", "DEPLOY_PROD"])["status"] == "QUEUED"  # web:4 replaces web:3
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "Query": 1, "TransactWriteItems": 1}
+    replaced = client.get("/api/runs/web:3").json
+    assert (replaced["status"], replaced["cancellation"]["reason"]) == ("CANCELLED", "replaced by run web:4")
+
+
+def test_a_newest_create_replacing_a_run_too_big_for_its_transaction(client, ddb_calls):
+    """Two runs of 50 stages: the replaced run's cancel goes first, conditioned on the group
+    being as read, then the new run with the group, as a supersede of that size does."""
+    stages = [{"type": "OTHER", "name": f"s{i}"} for i in range(50)]
+    create(client, ["BUILD"])
+    client.put("/api/pipelines/web/concurrency", {"mode": "QUEUED", "queue": "NEWEST"})
+    create(client, ["BUILD"])
+    create(client, stages)  # web:3 waits
+    ddb_calls.clear()
+    new = create(client, stages)
+    assert (new["id"], new["status"]) == ("web:4", "QUEUED")
+    assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "Query": 1, "TransactWriteItems": 2}
+    assert client.get("/api/runs/web:3").json["status"] == "CANCELLED"
+    assert client.get("/api/runs?pipeline=web&status=QUEUED").json["items"][0]["id"] == "web:4"

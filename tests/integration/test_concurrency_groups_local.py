@@ -77,3 +77,47 @@ def test_creates_racing_the_holders_end_never_make_two_active(local_ctx):
     assert len(active) == 1, statuses
     group = local_ctx.stores.groups.get("web", "web")
     assert group.active == active[0] and len(group.queue) == WRITERS - 2
+
+
+def test_concurrent_creates_in_a_newest_group_leave_one_holder_and_one_waiting(local_ctx):
+    """The NEWEST queue (GitHub's one pending run): concurrent creates behind a running holder.
+    Whatever order they commit in, exactly one run waits afterwards and every other one was
+    cancelled by the create that came after it ("replaced by run <id>"): the replacements form
+    one chain through the batch, so no create lost its write nor replaced a run twice."""
+    from chalicelib.domain.concurrency import Queue
+    from chalicelib.service import concurrency
+    from tests.fixtures.threads import run_threads as run_named
+
+    cases.create(local_ctx)
+    cases.finish(local_ctx, "web:1")
+    concurrency.set_setting(local_ctx, "web", Mode.QUEUED, None, Queue.NEWEST)
+    cases.create(local_ctx)
+    runs.patch_stage(local_ctx, "web:2:1", PatchStageIn(status=S.IN_PROGRESS))
+    outcomes = run_named({f"w{n}": lambda: cases.create(local_ctx) for n in range(WRITERS)})
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    statuses = _runs(local_ctx, WRITERS + 2)
+    assert _active(statuses) == ["web:2"], statuses
+    batch = [f"web:{n}" for n in range(3, WRITERS + 3)]
+    waiting = [run_id for run_id in batch if statuses[run_id] == S.QUEUED]
+    assert len(waiting) == 1, statuses
+    group = local_ctx.stores.groups.get("web", "web")
+    assert (group.active, group.queue) == ("web:2", tuple(waiting))
+    replaced_by = {}
+    for run_id in batch:
+        if run_id == waiting[0]:
+            continue
+        aggregate = runs.get_run(local_ctx, run_id)
+        assert (aggregate.run.status, aggregate.run.queued) == (S.CANCELLED, False), run_id
+        reason = aggregate.run.cancellation["reason"]
+        assert reason.startswith("replaced by run web:"), reason
+        replaced_by[run_id] = reason[len("replaced by run "):]
+    assert len(set(replaced_by.values())) == WRITERS - 1  # each create replaced at most one run
+    assert set(replaced_by.values()) <= set(batch) and waiting[0] in replaced_by.values()
+    first = (set(batch) - set(replaced_by.values())).pop()  # the one that found nobody waiting
+    chain, seen = first, [first]
+    while chain in replaced_by:
+        chain = replaced_by[chain]
+        seen.append(chain)
+    assert chain == waiting[0] and sorted(seen) == sorted(batch)
+    cases.finish(local_ctx, "web:2")  # the one waiting starts by itself
+    assert cases.status(local_ctx, waiting[0]) == S.IDLE

@@ -147,3 +147,92 @@ def test_a_grouped_create_commits_the_held_claim(ctx):
         ctx.stores.groups.insert_run(run, None, Group("web", "g", active=run.run.id))
     assert store.claim("k-group", "fp", 1010, lease_seconds=30, ttl_seconds=3600) == Record(
         state=COMMITTED, fingerprint="fp", effect={"run": run.run.id})
+
+
+def _queued(ctx, groups):
+    waiting = fresh(ctx)
+    waiting.run.queued = True
+    waiting.refresh(ctx.clock.now())
+    groups.insert_run(waiting, None, replace(groups.get("web", "g"), queue=(waiting.run.id,)))
+    return waiting
+
+
+def _replacing(ctx, waiting_id, by):
+    before = ctx.stores.runs.load_run(waiting_id)
+    after = before.snapshot()
+    cancel_run(after, ctx.clock.now(), actor="a", reason=f"replaced by run {by}", force=True)
+    after.run.queued = False
+    after.refresh(ctx.clock.now())
+    return before, after
+
+
+def test_a_newest_create_replaces_the_waiting_run_in_the_write_that_queues_it(ctx):
+    """The NEWEST queue's write: the new run queued, the run that waited cancelled (no longer
+    QUEUED) and the group naming only the new one, together, each on its version as read."""
+    groups = ctx.stores.groups
+    holder = fresh(ctx)
+    groups.insert_run(holder, None, Group("web", "g", active=holder.run.id))
+    waiting = _queued(ctx, groups)
+    stored = groups.get("web", "g")
+    new = fresh(ctx)
+    new.run.queued = True
+    new.refresh(ctx.clock.now())
+    before, after = _replacing(ctx, waiting.run.id, new.run.id)
+    stale = (before.snapshot(), after.snapshot())
+    groups.insert_run(new, None, replace(stored, queue=(new.run.id,)), (before, after))
+    replaced = ctx.stores.runs.load_run(waiting.run.id)
+    assert (replaced.run.status.value, replaced.run.queued) == ("CANCELLED", False)
+    assert replaced.run.cancellation["reason"] == f"replaced by run {new.run.id}"
+    assert ctx.stores.runs.load_run(new.run.id).run.status.value == "QUEUED"
+    assert (groups.get("web", "g").active, groups.get("web", "g").queue) == (holder.run.id, (new.run.id,))
+    # a second create that read the same group and waiting run: refused, nothing written
+    late = fresh(ctx)
+    late.run.queued = True
+    late.refresh(ctx.clock.now())
+    with pytest.raises(ConcurrentModification):
+        groups.insert_run(late, None, replace(stored, queue=(late.run.id,)), stale)
+    assert ctx.stores.runs.load_run(late.run.id) is None
+    assert groups.get("web", "g").queue == (new.run.id,)
+
+
+def test_a_replace_refused_by_the_waiting_run_writes_nothing(ctx):
+    """The group as read, but the run that waited changed since (promoted, cancelled): the
+    whole write is refused, the group and the new run not written either."""
+    groups = ctx.stores.groups
+    holder = fresh(ctx)
+    groups.insert_run(holder, None, Group("web", "g", active=holder.run.id))
+    waiting = _queued(ctx, groups)
+    stored = groups.get("web", "g")
+    new = fresh(ctx)
+    before, after = _replacing(ctx, waiting.run.id, new.run.id)
+    changed = ctx.stores.runs.load_run(waiting.run.id)
+    renamed = changed.snapshot()
+    renamed.run.variables = {"A": "1"}
+    ctx.stores.runs.save(changed, renamed)
+    with pytest.raises(ConcurrentModification):
+        groups.insert_run(new, None, replace(stored, queue=(new.run.id,)), (before, after))
+    assert ctx.stores.runs.load_run(new.run.id) is None
+    assert ctx.stores.runs.load_run(waiting.run.id).run.status.value == "QUEUED"
+    assert groups.get("web", "g") == stored
+
+
+def test_a_step_of_a_create_written_without_the_claim_leaves_it_for_the_create(ctx):
+    """``save_run(claim=False)``: a run that waited replaced on its own (several waited) does
+    not commit the create's Idempotency-Key; the create's own write does, naming its run."""
+    groups = ctx.stores.groups
+    holder = fresh(ctx)
+    groups.insert_run(holder, None, Group("web", "g", active=holder.run.id))
+    waiting = _queued(ctx, groups)
+    store = ctx.stores.idempotency
+    held = store.claim("k-newest", "fp", 1000, lease_seconds=30, ttl_seconds=3600)
+    new = fresh(ctx)
+    new.run.queued = True
+    new.refresh(ctx.clock.now())
+    with store.holding("k-newest", held):
+        before, after = _replacing(ctx, waiting.run.id, new.run.id)
+        group = groups.get("web", "g")
+        groups.save_run(before, after, replace(group, queue=()), claim=False)
+        assert ctx.stores.runs.load_run(waiting.run.id).run.status.value == "CANCELLED"
+        groups.insert_run(new, None, replace(groups.get("web", "g"), queue=(new.run.id,)))
+    assert store.claim("k-newest", "fp", 1010, lease_seconds=30, ttl_seconds=3600) == Record(
+        state=COMMITTED, fingerprint="fp", effect={"run": new.run.id})

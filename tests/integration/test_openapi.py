@@ -195,3 +195,22 @@ def test_the_graceful_stop_is_documented(document):
     assert {"always", "cancelsAt", "runDeadline"} <= set(schemas["StageOut"]["properties"])
     assert "stopGraceSeconds" in schemas["CreateRunIn"]["properties"]
     assert "always" in schemas["StageSpecIn"]["properties"]
+
+
+def test_force_cancel_and_the_queue_discipline_are_documented(document):
+    """Issue 15: a run cancel's ``force`` (a stage cancel has none), the concurrency setting's
+    ``queue`` in the request and in the pipeline status."""
+    schemas = document["components"]["schemas"]
+    cancel = document["paths"]["/api/runs/{run_id}/cancel"]["post"]
+    assert cancel["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CancelRunIn"}
+    assert schemas["CancelRunIn"]["properties"]["force"]["type"] == "boolean"
+    stage_cancel = document["paths"]["/api/stages/{stage_id}/cancel"]["post"]
+    assert stage_cancel["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CancelIn"}
+    assert "force" not in schemas["CancelIn"]["properties"]
+    queue = schemas["ConcurrencyIn"]["properties"]["queue"]
+    assert queue["anyOf"] == [{"$ref": "#/components/schemas/Queue"}, {"type": "null"}]
+    assert schemas["Queue"]["enum"] == ["ALL", "NEWEST"]
+    assert schemas["ConcurrencyOut"]["properties"]["queue"]["enum"] == ["ALL", "NEWEST"]
+    assert "queue" in schemas["ConcurrencyOut"]["required"]

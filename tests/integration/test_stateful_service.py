@@ -35,6 +35,8 @@ def test_operations_through_the_service(request, store, examples, clock):
             runs.patch_stage(ctx, stage_id, PatchStageIn(status=args["status"]))
         elif operation == "cancel_run":
             service_ops.cancel_run(ctx, run_id, actor="h")
+        elif operation == "force_cancel":
+            service_ops.cancel_run(ctx, run_id, actor="h", force=True)
         elif operation == "stop":
             pipeline, counter = run_id.split(":")
             service_ops.stop_run(ctx, pipeline, counter, actor="h", grace_seconds=args["grace"])
@@ -57,10 +59,12 @@ def test_operations_through_the_service(request, store, examples, clock):
         @initialize(approvals=stage_specs)
         def start(self, approvals):
             nonlocal run_id
-            # every other stage retries automatically (domain/retries.py), and times out
+            # every other stage retries automatically (domain/retries.py), and times out; a
+            # fourth stage is a finally stage (what a force-cancel skips and a cancel spares)
             body = {"pipeline": "web", "stages": [
                 {"type": "OTHER", "name": f"s{i}", "approval": a, "timeoutSeconds": 60,
-                 **({"retry": {"max": 2, "backoffSeconds": 5}} if i % 2 == 0 else {})}
+                 **({"retry": {"max": 2, "backoffSeconds": 5}} if i % 2 == 0 else {}),
+                 **({"always": True} if i == 3 else {})}
                 for i, a in enumerate(approvals)]}
             created = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
             run_id = created.run.id
@@ -70,6 +74,10 @@ def test_operations_through_the_service(request, store, examples, clock):
         @rule(i=positions)
         def timer(self, i):
             self._do("timer", i=i)
+
+        @rule()
+        def force_cancel(self):
+            self._do("force_cancel")
 
         def _do(self, operation, **args):
             if "i" in args:

@@ -92,3 +92,35 @@ def test_a_stop_a_cancel_and_the_stages_ending_all_race_and_the_run_ends_cancell
         assert all(s.status in (S.SUCCESS, S.CANCELLED, S.SKIPPED) for s in final.stages)
         assert final.stages[2].status == S.CANCELLED  # no sender ended it: the cancel did
         assert_stored_exactly(ctx, aggregate.run.id, pipeline, S.CANCELLED)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_force_cancel_racing_the_finally_stage_starting_leaves_it_ended(local_ctx, round_):
+    """After a plain cancel the sender starts the cleanup (a finally stage) while someone
+    force-cancels: whichever commits first, the force-cancel lands, nothing is left running or
+    to start, and the run is CANCELLED (stored exactly): the cleanup SKIPPED (the force came
+    first; the sender's start is a 409) or CANCELLED (it had started)."""
+    ctx = local_ctx
+    pipeline = f"force{round_}"
+    body = {"pipeline": pipeline, "stages": ["BUILD", "UNIT_TEST", {"type": "OTHER", "name": "cleanup",
+                                                                    "always": True}]}
+    aggregate = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+    build, _, cleanup = (s.id for s in aggregate.stages)
+    runs.patch_stage(ctx, build, PatchStageIn(status=S.IN_PROGRESS))
+    operations.cancel_run(ctx, aggregate.run.id, actor="ops")
+    outcomes = run_threads({
+        "force": lambda: commands.execute(ctx, commands.CancelRun(aggregate.run.id, "stuck", force=True),
+                                          actor="sre"),
+        "start cleanup": lambda: runs.patch_stage(ctx, cleanup, PatchStageIn(status=S.IN_PROGRESS)),
+    })
+    assert outcomes["force"] == "ok", outcomes
+    final = ctx.stores.runs.load_run(aggregate.run.id)
+    cleanup_status = final.stages[2].status
+    if outcomes["start cleanup"] == "ok":
+        assert cleanup_status == S.CANCELLED  # it started, then the force-cancel ended it
+    else:
+        assert outcomes["start cleanup"] in {("conflict", "illegal_transition"), ("conflict", "conflict")}
+        assert cleanup_status == S.SKIPPED
+    assert [s.status for s in final.stages[:2]] == [S.CANCELLED, S.SKIPPED]
+    assert final.run.cancellation["force"] is True and final.run.cancellation["by"] == "sre"
+    assert_stored_exactly(ctx, aggregate.run.id, pipeline, S.CANCELLED)

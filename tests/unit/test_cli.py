@@ -887,3 +887,28 @@ def test_stop_sends_the_grace_period_and_shows_until_when_stages_may_finish(argv
     code, out, _ = run_cli(argv, api)
     assert code == 0 and api.requests[-1]["body"] == sent
     assert "CANCELLING" in out and "may finish until 2026-03-20T17:01:00.000Z" in out
+
+
+# ---- cancel --force: a force-cancel of the run ----
+
+
+@pytest.mark.parametrize(("argv", "sent"), [
+    (["cancel", "web:1", "--force"], {"force": True}),
+    (["cancel", "web:1", "--force", "--reason", "runner gone"], {"reason": "runner gone", "force": True}),
+    (["cancel", "web:1"], None),
+])
+def test_cancel_force_asks_for_a_force_cancel_and_says_so(argv, sent):
+    cancellation = {"by": "ops", "reason": "runner gone", "force": True}
+    if sent is None:
+        cancellation = {"by": "ops", "reason": None}
+    api = FakeApi({("POST", "/api/runs/web:1/cancel"): [run("CANCELLED", cancellation=cancellation)]})
+    code, out, err = run_cli(argv, api)
+    assert code == 0, err
+    assert api.requests[-1]["method"] == "POST" and api.requests[-1]["body"] == sent
+    assert ("force-cancelled by ops: runner gone" in out) == (sent is not None)
+
+
+def test_cancel_force_of_a_stage_is_a_usage_error_and_sends_nothing():
+    api = FakeApi({})
+    code, _, err = run_cli(["cancel", "web:1", "build", "--force"], api)
+    assert code == 2 and "--force cancels a whole run" in err and api.requests == []

@@ -430,3 +430,26 @@ def test_the_queue_stop_carries_its_grace_period_and_leaves_it_out_of_the_hash_w
         '{"action":"stop_run","pipeline":"web","counter":2,"reason":null}')  # as before graceSeconds
     with pytest.raises(DomainError):
         messages.parse_message(_message("stop_run", graceSeconds=86401))
+
+
+def test_the_queue_cancel_carries_force_and_leaves_it_out_of_the_hash_when_false(memory_ctx):
+    forced = messages.parse_message(_message("cancel_run", force=True))
+    assert forced.command() == commands.CancelRun("web:2", "stop", force=True)
+    assert forced.model_dump_json(by_alias=True, exclude={"idempotency_key"}) == (
+        '{"action":"cancel_run","runId":"web:2","reason":"stop","force":true}')
+    plain = messages.parse_message(_message("cancel_run", force=False))
+    assert plain.command() == commands.CancelRun("web:2", "stop")
+    assert plain.model_dump_json(by_alias=True, exclude={"idempotency_key"}) == CANONICAL["cancel_run"]
+    with pytest.raises(ValidationFailed):  # strict: a string is no boolean
+        messages.parse_message(_message("cancel_run", force="true"))
+    run = runs.create_run(memory_ctx, runs.CreateRunIn.model_validate_json(
+        '{"pipeline": "web", "stages": ["BUILD", {"type": "OTHER", "name": "cleanup", "always": true}],'
+        ' "autoAdvance": true}'))
+    started = runs.PatchStageIn.model_validate_json('{"status": "IN_PROGRESS"}')
+    runs.patch_stage(memory_ctx, run.stages[0].id, started)
+    message = json.dumps({"action": "cancel_run", "runId": run.run.id, "force": True})
+    messages.ingest_message(memory_ctx, message, transport_id="m-1", actor="sqs:stagetrack-ingest")
+    after = runs.get_run(memory_ctx, run.run.id)
+    assert after.run.status.value == "CANCELLED"
+    assert [s.status.value for s in after.stages] == ["CANCELLED", "SKIPPED"]
+    assert after.run.cancellation["force"] is True and after.run.cancellation["by"] == "sqs:stagetrack-ingest"

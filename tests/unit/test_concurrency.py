@@ -56,7 +56,7 @@ def test_setting_round_trips_and_defaults_to_parallel():
     assert Setting.of(None) == Setting() == Setting.of({})
     assert Setting.of({"group": "g"}) == Setting(P, "g")
     assert Setting.of(Setting(X, "g").as_dict()) == Setting(X, "g")
-    assert Setting().as_dict() == {"mode": "PARALLEL", "group": None}
+    assert Setting().as_dict() == {"mode": "PARALLEL", "group": None, "queue": "ALL"}
 
 
 @pytest.mark.parametrize("mode", [Q, X])
@@ -333,7 +333,7 @@ def test_put_concurrency_answers_the_pipeline_status(api):
     assert api.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]}).status_code == 201
     response = api.put("/api/pipelines/web/concurrency", {"mode": "QUEUED", "group": "deploy"})
     assert response.status_code == 200, response.body
-    assert response.json["concurrency"] == {"mode": "QUEUED", "group": "deploy"}
+    assert response.json["concurrency"] == {"mode": "QUEUED", "group": "deploy", "queue": "ALL"}
     assert (response.json["locked"], response.json["lockedBy"]) == (False, None)
     second = api.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]}).json
     assert (second["status"], second["concurrencyGroup"]) == ("IDLE", "deploy")

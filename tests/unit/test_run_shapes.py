@@ -98,13 +98,13 @@ def test_pipeline_status_view():
     assert {k: v for k, v in view.items() if k not in ("codeartsJobId", "buddyPipelineId")} == {
         "name": "web", "paused": True, "pausedCause": "freeze", "pausedBy": "alice",
         "pausedAt": "2026-01-02T00:00:00.000Z", "locked": False, "lockedBy": None, "schedulable": False,
-        "concurrency": {"mode": "PARALLEL", "group": None},
+        "concurrency": {"mode": "PARALLEL", "group": None, "queue": "ALL"},
     }
     assert isinstance(view["codeartsJobId"], str) and isinstance(view["buddyPipelineId"], int)
     locked = pipeline_status_view(Pipeline(name="web", layout={"stages": []}, lock_holder="web:3",
                                            concurrency={"mode": "QUEUED", "group": "deploy"}))
     assert (locked["locked"], locked["lockedBy"], locked["schedulable"], locked["concurrency"]) == (
-        True, "web:3", False, {"mode": "QUEUED", "group": "deploy"})
+        True, "web:3", False, {"mode": "QUEUED", "group": "deploy", "queue": "ALL"})  # stored before queue
 
 
 # ---- the run's derived fields -----------------------------------------------------------------

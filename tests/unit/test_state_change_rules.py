@@ -87,3 +87,28 @@ def test_a_run_without_a_pipeline_attribute_takes_it_from_its_id_and_odd_attribu
     assert (change.pipeline, change.time, change.old_status) == ("web", "2026-01-01T12:00:00.000Z", None)
     no_status = state_change(_record("INSERT", _run() | {"status": {"N": "3"}}), NOW)
     assert no_status is not None and no_status.new_status is None
+
+
+CANCELLATION = '{"by": "ops", "at": "2026-01-01T00:00:05.000Z", "reason": "replaced by run web:4", ' \
+               '"stageId": null, "force": true}'
+
+
+@pytest.mark.parametrize("status", ["CANCELLED", "CANCELLING"])
+def test_a_run_cancel_event_carries_the_runs_cancellation(status):
+    record = _record("MODIFY", _run(status, 3, cancellation={"S": CANCELLATION}), _run("QUEUED", 2))
+    change = state_change(record, NOW)
+    assert change is not None and change.as_dict()["cancellation"] == {
+        "by": "ops", "at": "2026-01-01T00:00:05.000Z", "reason": "replaced by run web:4", "stageId": None,
+        "force": True}
+
+
+@pytest.mark.parametrize("record", [
+    # retried: the record stays, the event to IN_PROGRESS carries none
+    _record("MODIFY", _run("IN_PROGRESS", 3, cancellation={"S": CANCELLATION}), _run("CANCELLED", 2)),
+    _record("MODIFY", _run("CANCELLED", 3), _run("IN_PROGRESS", 2)),  # a sender's cancel: no record
+    _record("MODIFY", _run("CANCELLED", 3, cancellation={"S": "not json"}), _run("IN_PROGRESS", 2)),
+    _record("MODIFY", _stage("CANCELLED", cancellation={"S": CANCELLATION}), _stage("IN_PROGRESS")),
+])
+def test_other_events_carry_no_cancellation(record):
+    change = state_change(record, NOW)
+    assert change is not None and "cancellation" not in change.as_dict()

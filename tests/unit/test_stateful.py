@@ -134,6 +134,8 @@ def apply_rule(aggregate, operation: str, now, args: dict) -> bool:
         return change_status(aggregate.stages[args["i"]], args["status"], now)
     if operation == "cancel_run":
         return ops.cancel_run(aggregate, now, actor="h", reason=None)
+    if operation == "force_cancel":
+        return ops.cancel_run(aggregate, now, actor="h", reason=None, force=True)
     if operation == "stop":
         return ops.stop_run(aggregate, now, actor="h", grace_seconds=args["grace"])
     if operation == "timers":  # every due timer of the run, as a sweep fires them
@@ -188,6 +190,20 @@ def expect_outcome(operation, before, after, changed, args) -> None:
                     assert new.status == S.CANCELLED
         else:
             assert before.run.status in FINAL
+    if operation == "force_cancel":
+        if changed:  # nothing runs and nothing will start, finally stages included: CANCELLED now
+            assert after.run.status == S.CANCELLED and after.run.cancellation["force"] is True
+            assert all(s.status in FINAL for s in after.stages)
+            for old, new in zip(before.stages, after.stages, strict=True):
+                if old.status in ACTIVE:
+                    assert new.status == S.CANCELLED
+                elif old.status == S.IDLE:
+                    assert new.status in (S.SKIPPED, S.CANCELLED)
+                else:
+                    assert new.status == old.status
+        else:  # finished, with no finally stage left to start
+            assert before.run.status in FINAL
+            assert not any(s.status == S.IDLE and s.always for s in before.stages)
     if operation == "stop":
         if changed:
             assert after.run.status in (S.CANCELLING, S.CANCELLED) and after.run.stopping["mode"] == "STOP"
@@ -462,7 +478,8 @@ class StopMachine(OperationsMachine):
     """The operations above on runs with ``always`` (finally) stages, stage timeouts and a whole-run
     ``timeoutSeconds``, some driven by the run driver, plus the timers firing as a sweep does:
     after a sweep no stage runs past a stop's grace end or the run's deadline (finally stages
-    excepted), and a finally stage is never skipped by a stop, a cancel or a failure."""
+    excepted), and a finally stage is never skipped by a stop, a cancel or a failure -- only by a
+    force-cancel, after which the run is CANCELLED with every stage final, until a retry."""
 
     @initialize(approvals=stage_specs, always=st.lists(st.booleans(), min_size=5, max_size=5),
                 run_timeout=st.sampled_from([None, 60, 200]), auto_advance=st.booleans())
@@ -484,12 +501,32 @@ class StopMachine(OperationsMachine):
                 if not stage.always and self.aggregate.run.timeout_seconds is not None:
                     assert stage.run_deadline is not None  # stamped when it became active
 
+    @rule()
+    def force_cancel(self):
+        """GitHub's force-cancel, Argo's terminate: finally stages skipped or cancelled too."""
+        self._do("force_cancel")
+        self.force_cancelled = self.aggregate.run.cancellation is not None and bool(
+            self.aggregate.run.cancellation.get("force"))
+
     def _do(self, operation, **args):
         before = self.aggregate.snapshot()
         super()._do(operation, **args)
-        if operation != "patch":  # only its sender may skip a finally stage
+        if operation not in ("patch", "force_cancel"):  # only these may skip a finally stage
             for old, new in zip(before.stages, self.aggregate.stages, strict=True):
                 assert not (new.always and new.status == S.SKIPPED and old.status != S.SKIPPED), operation
+
+    @invariant()
+    def a_force_cancelled_run_stays_cancelled_until_a_retry(self):
+        """Once force-cancelled, nothing starts again by itself (the driver, the timers): the run
+        stays CANCELLED, never CANCELLING, until a retry takes it up (clearing ``stopping``)."""
+        if not getattr(self, "force_cancelled", False):
+            return
+        run = self.aggregate.run
+        if run.stopping is None or not run.stopping.get("force"):
+            self.force_cancelled = False  # retried (or a later plain stop/cancel record)
+            return
+        assert run.status == S.CANCELLED
+        assert all(s.status in FINAL for s in self.aggregate.stages)
 
 
 StopMachine.TestCase.settings = settings(
@@ -506,10 +543,12 @@ test_stop_finally_and_deadline_on_the_pure_domain = StopMachine.TestCase
 
 class GroupRulesMachine(RuleBasedStateMachine):
     """``domain/concurrency.py`` alone: runs arrive under either mode (a group may be shared by
-    QUEUED and SUPERSEDED runs), end, are cancelled while they wait, come back (a retry). Each
-    run is "active", "queued" or "ended" here, as the service would write it from the rules'
-    answers. After every step: at most one run is active and it holds the group; every queued
-    run is in the queue, and the queue is in arrival order; a refused rule changes nothing."""
+    QUEUED and SUPERSEDED runs, and QUEUED ones under either queue discipline), end, are
+    cancelled while they wait, come back (a retry). Each run is "active", "queued" or "ended"
+    here, as the service would write it from the rules' answers. After every step: at most one
+    run is active and it holds the group; every queued run is in the queue, and the queue is in
+    arrival order; after a NEWEST run queued, it is the only one waiting (every run that waited
+    was named to be replaced); a refused rule changes nothing."""
 
     @initialize()
     def start(self):
@@ -519,22 +558,33 @@ class GroupRulesMachine(RuleBasedStateMachine):
         self.state: dict[str, str] = {}
         self.arrived: list[str] = []
 
-    @rule(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    @rule(mode=st.sampled_from(["QUEUED", "SUPERSEDED", "NEWEST"]))
     def create(self, mode):
-        from chalicelib.domain.concurrency import QUEUE, SUPERSEDE, Mode, QueueFull, admit
+        """NEWEST: a QUEUED run under the NEWEST queue discipline (GitHub's one pending run)."""
+        from chalicelib.domain.concurrency import QUEUE, SUPERSEDE, Mode, Queue, QueueFull, admit
 
         run_id = f"web:{len(self.arrived) + 1}"
+        newest = mode == "NEWEST"
+        waiting_before = [r for r, s in self.state.items() if s == "queued"]
         try:
-            admission = admit(self.group, run_id, Mode(mode))
+            admission = admit(self.group, run_id, Mode.QUEUED if newest else Mode(mode),
+                              Queue.NEWEST if newest else Queue.ALL)
         except QueueFull:
-            assert len(self.group.queue) >= 50
+            assert len(self.group.queue) >= 50 and not newest
             return
         if admission.kind == SUPERSEDE:
             assert self.state[admission.superseded] == "active"
             self.state[admission.superseded] = "ended"  # cancelled with the create
+        assert set(waiting_before) <= set(admission.replaced) or not (newest and admission.kind == QUEUE)
+        for replaced in admission.replaced:  # cancelled with the create if still waiting
+            assert newest and replaced in self.group.queue
+            if self.state[replaced] == "queued":
+                self.state[replaced] = "ended"
         self.state[run_id] = "queued" if admission.kind == QUEUE else "active"
         self.arrived.append(run_id)
         self.group = admission.group
+        if admission.kind == QUEUE:  # the discipline of the latest run to wait
+            self.newest_last = newest
 
     @rule(n=st.integers(0, 30))
     def end(self, n):
@@ -592,6 +642,8 @@ class GroupRulesMachine(RuleBasedStateMachine):
         assert list(self.group.queue) == sorted(self.group.queue, key=self.arrived.index)
         if queued:
             assert self.group.active is not None  # nobody waits for a free group
+        if getattr(self, "newest_last", False):  # the latest run to wait was NEWEST: it alone may
+            assert len(queued) <= 1 and len(self.group.queue) <= 1
 
 
 GroupRulesMachine.TestCase.settings = settings(
@@ -603,15 +655,16 @@ test_concurrency_group_rules_on_the_pure_domain = GroupRulesMachine.TestCase
 # ---- concurrency groups (issue 15 item 2): many runs of one group, through the service ---------
 
 class ConcurrencyGroupMachine(RuleBasedStateMachine):
-    """Runs of one QUEUED or SUPERSEDED group created, started, ended, cancelled, retried and
-    deleted in any order, GoCD's releaseLock, and a holder's end whose release is lost (the
-    writer died after its commit) until the sweeper's pass. After every step:
+    """Runs of one QUEUED (either queue discipline) or SUPERSEDED group created, started, ended,
+    cancelled, retried and deleted in any order, GoCD's releaseLock, and a holder's end whose
+    release is lost (the writer died after its commit) until the sweeper's pass. After every step:
     - at most one run of the group is active (neither final nor QUEUED), the runs a releaseLock
       let go aside (they run on by design), and it is the group's holder;
     - the group's queue is exactly its QUEUED runs, oldest first, and a QUEUED run has only IDLE
       stages; QUEUED runs exist only while the group is held (by a run that is active, or ended
       with its release lost and not yet swept);
-    - a refused operation changes nothing.
+    - a refused operation changes nothing;
+    - NEWEST: at most one run waits, and a run replaced was cancelled by a newer one.
     ``ctx_factory`` builds the context (memory here; moto in tests/integration)."""
 
     _pipelines = itertools.count(1)
@@ -622,21 +675,24 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
 
         return wiring.memory_context(Settings(table_name="stagetrack-test", region="us-east-1"), clock)
 
-    @initialize(mode=st.sampled_from(["QUEUED", "SUPERSEDED"]))
+    @initialize(mode=st.sampled_from(["QUEUED", "SUPERSEDED", "NEWEST"]))
     def start(self, mode):
-        from chalicelib.domain.concurrency import Mode
+        """NEWEST: QUEUED with the NEWEST queue discipline (GitHub's one pending run)."""
+        from chalicelib.domain.concurrency import Mode, Queue
         from chalicelib.service import concurrency
 
         self.clock = FakeClock("2026-03-20T17:17:13.760Z")
         self.ctx = self.ctx_factory(self.clock)
         # a pipeline of its own per example: a context may be shared (tests/integration)
         self.pipeline = f"web{next(ConcurrencyGroupMachine._pipelines)}"
-        self.mode = Mode(mode)
+        self.newest = mode == "NEWEST"
+        self.mode = Mode.QUEUED if self.newest else Mode(mode)
         self.counter = 1
         self.released: set[str] = set()  # let go by releaseLock while active
         self.lost = False  # a holder ended and its release was lost
         self._create()  # run 1, before the setting: outside any group
-        concurrency.set_setting(self.ctx, self.pipeline, self.mode, None)
+        concurrency.set_setting(self.ctx, self.pipeline, self.mode, None,
+                                Queue.NEWEST if self.newest else Queue.ALL)
 
     def _create(self):
         from chalicelib.domain.schemas import CreateRunIn
@@ -750,6 +806,14 @@ class ConcurrencyGroupMachine(RuleBasedStateMachine):
             assert all(s.status == S.IDLE for s in found[run_id].stages)
         if queued and not self.lost:  # a run waits only behind an active holder
             assert holder is not None and holder in found and found[holder].run.status not in FINAL
+        if self.newest:  # never two waiting; a replaced run names the newer run that replaced it
+            assert len(queued) <= 1
+            for run_id, aggregate in found.items():
+                reason = (aggregate.run.cancellation or {}).get("reason") or ""
+                if reason.startswith("replaced by run "):
+                    newer = reason[len("replaced by run "):]
+                    assert int(newer.rsplit(":", 1)[1]) > int(run_id.rsplit(":", 1)[1])
+                    assert not aggregate.run.queued  # (a retry may have taken it up since)
 
 
 ConcurrencyGroupMachine.TestCase.settings = settings(
