@@ -19,8 +19,7 @@ from chalicelib.api import (
     web,
     webhooks,
 )
-from chalicelib.events import inbound, outbound, timers
-from chalicelib.events import schedules as schedule_events
+from chalicelib.events import inbound, outbound, timers, wakeups
 from chalicelib.settings import Settings
 
 app = Chalice(app_name="stagetrack")
@@ -37,7 +36,7 @@ app.register_blueprint(gocd.routes)  # compatibility endpoints: GoCD, CodeArts, 
 app.register_blueprint(codearts.routes)
 app.register_blueprint(buddy.routes)
 app.register_blueprint(timers.handlers)
-app.register_blueprint(schedule_events.handlers)  # EventBridge Scheduler's wake-ups (issue 15)
+app.register_blueprint(wakeups.handlers)  # EventBridge Scheduler's wake-ups (issue 15)
 app.register_blueprint(webhooks.routes)
 app.register_blueprint(subscriptions.routes)
 app.register_blueprint(web.routes)  # the dashboard's pages at /

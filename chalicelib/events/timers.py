@@ -4,7 +4,7 @@
 - ``timer_fired``   the timer queue (fed by the workflow's Task state) -> expire_stage
 - ``timer_sweeper`` every minute -> sweep (the safety net for any timer lost on the way), then
   fire the due schedules (service/schedules.py ``fire_due``: those EventBridge Scheduler cannot
-  express, and, two minutes late, those whose wake-up it missed; events/schedules.py)
+  express, and, two minutes late, those whose wake-up it missed; events/wakeups.py)
 
 Resource names here are the defaults; the deployed ARNs are wired in by infra/ (the merged
 template replaces the stream and queue sources with references to the resources it creates).

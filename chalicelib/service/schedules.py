@@ -1,7 +1,7 @@
 """Schedules: create, read, change and delete a pipeline's cron schedules, and fire the due ones.
 
 Two things fire schedules. On AWS, EventBridge Scheduler wakes the ``schedule_fired`` function
-at each fire time (events/schedules.py -> ``fire_woken``): every create, change and delete here
+at each fire time (events/wakeups.py -> ``fire_woken``): every create, change and delete here
 writes the stored schedule first, then makes its EventBridge schedules (``ctx.wakeups``) match
 it (``_follow``). The minute tick (the AWS sweeper, events/timers.py; the local ticker under
 ``make run``, chalicelib/ticker.py) runs ``fire_due``: with EventBridge on it fires a schedule
@@ -188,7 +188,7 @@ def fire_due(ctx: ServiceContext, now: datetime | None = None, *, limit: int = F
 
 
 def fire_woken(ctx: ServiceContext, pipeline: str, schedule_id: str, scheduled_at: datetime | None) -> str:
-    """A wake-up from EventBridge Scheduler (events/schedules.py): fire the schedule if the
+    """A wake-up from EventBridge Scheduler (events/wakeups.py): fire the schedule if the
     stored schedule is due by our clock. ``scheduled_at`` (EventBridge's scheduled time) only
     forgives clock skew: a wake-up up to ``WAKE_TOLERANCE`` before the fire time by our clock
     fires it; any other wake-up at a time the schedule is not due (an EventBridge schedule that

@@ -789,7 +789,7 @@ def test_the_api_keeps_wakeups_within_its_policy_and_the_firing_function_within_
     import boto3
 
     from chalicelib.adapters.scheduler import EventBridgeWakeUps
-    from chalicelib.events.schedules import schedule_fired
+    from chalicelib.events.wakeups import schedule_fired
     from chalicelib.service import schedules
 
     actions, _ = iam_actions

@@ -13,7 +13,7 @@ import pytest
 from chalicelib.adapters.scheduler import RETRY_POLICY, EventBridgeWakeUps
 from chalicelib.domain import schedules as rules
 from chalicelib.domain.clock import parse_iso
-from chalicelib.events.schedules import schedule_fired
+from chalicelib.events.wakeups import schedule_fired
 from chalicelib.service import schedules as service
 
 GROUP = "stagetrack-schedules"

@@ -77,7 +77,7 @@ def test_wakeups_racing_the_backstop_sweeper_create_exactly_one_run(local_ctx, c
     """EventBridge's wake-up delivered late (its retries) and twice, at the moment the sweeper,
     past its grace, backs it up: one run for the fire time."""
     from chalicelib.adapters.scheduler import MemoryWakeUps
-    from chalicelib.events.schedules import schedule_fired
+    from chalicelib.events.wakeups import schedule_fired
     from tests.fixtures.threads import run_threads
 
     ctx = local_ctx

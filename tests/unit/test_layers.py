@@ -320,7 +320,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.events.timers", "chalicelib.service.timers"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.service.retention"): _LAMBDA_COLD_START,
     ("chalicelib.events.timers", "chalicelib.service.schedules"): _LAMBDA_COLD_START,
-    ("chalicelib.events.schedules", "chalicelib.service.schedules"): _LAMBDA_COLD_START,
+    ("chalicelib.events.wakeups", "chalicelib.service.schedules"): _LAMBDA_COLD_START,
     ("chalicelib.adapters.scheduler", "chalicelib.adapters.aws"): "botocore on the first schedule change",
     ("chalicelib.wiring", "chalicelib.adapters.scheduler"): "only a stack with a schedule group has wake-ups",
     ("chalicelib.wiring", "chalicelib.adapters.metrics"): "only a stack with a metrics namespace writes them",

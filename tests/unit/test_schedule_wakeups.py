@@ -15,7 +15,7 @@ from chalicelib.adapters.scheduler import MemoryWakeUps
 from chalicelib.domain import schedules as rules
 from chalicelib.domain.clock import parse_iso
 from chalicelib.domain.schemas import CreateRunIn, CreateScheduleIn, PatchScheduleIn
-from chalicelib.events.schedules import schedule_fired
+from chalicelib.events.wakeups import schedule_fired
 from chalicelib.service import runs
 from chalicelib.service import schedules as service
 from chalicelib.settings import Settings
