@@ -1,0 +1,115 @@
+"""Overruns and ETA on moto, as Lambda runs them (docs/insights.md "Overruns and ETA"): the
+outbox publisher (the stream's second and last reader) writes a started stage's expectations
+from the day aggregates within its policy; the run view shows the ETA reading nothing more; the
+timer armer sees the overrun on the stream; the timer marks it once and the publisher sends one
+``stage.overrunning`` to its subscriber; the write routes and the run view make no extra call."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from chalice.test import Client
+
+from chalicelib.adapters import clients
+from chalicelib.domain.clock import format_iso, parse_iso
+from chalicelib.settings import Settings
+from tests.fixtures import StreamReader, assert_items_allowed, iam_actions, make_queue, receive
+
+DELIVERIES = "https://sqs.us-east-1.amazonaws.com/123456789012/stagetrack-deliveries"
+
+
+@pytest.fixture
+def settings():
+    return Settings(table_name="stagetrack-test", region="us-east-1", delivery_queue_url=DELIVERIES)
+
+
+@pytest.fixture
+def lam(ctx):
+    from app import app
+
+    clients.reset()
+    make_queue("stagetrack-deliveries")
+    stream = StreamReader(ctx.settings.table_name)
+    with Client(app) as client:
+        client.stream = stream
+        yield client
+    clients.reset()
+
+
+def consume(lam, records=None):
+    return lam.lambda_.invoke("outbox_publisher", {"Records": records} if records is not None
+                              else lam.stream.event()).payload
+
+
+def history(lam, client, clock, seconds=(60, 70, 80, 90, 100)):
+    """Five finished BUILD attempts of pipeline web, added to the aggregates by the consumer."""
+    for n, duration in enumerate(seconds, start=1):
+        client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+        client.patch(f"/api/stages/web:{n}:1", {"status": "IN_PROGRESS"})
+        clock.advance(duration)
+        client.patch(f"/api/stages/web:{n}:1", {"status": "SUCCESS"})
+    return consume(lam)
+
+
+def test_an_overrun_goes_out_once_and_the_run_view_carries_the_eta(lam, client, clock, ctx, ddb_calls,
+                                                                   monkeypatch):
+    from chalicelib.domain.events import STAGE_OVERRUNNING
+    from chalicelib.service.timers import expire_stage
+    from chalicelib.store.stream import armed_timer, state_change
+
+    first = history(lam, client, clock)
+    assert first["expectations"]["starts"] == 5 and first["expectations"]["written"] == 0  # all ended
+    subscription = client.post("/api/subscriptions", {"url": "https://hooks.example.com/o",
+                                                      "events": ["stage.overrunning"]}).json
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    ddb_calls.clear()
+    client.patch("/api/stages/web:6:1", {"status": "IN_PROGRESS"})
+    patched = dict(ddb_calls)
+    started = parse_iso(client.get("/api/stages/web:6:1").json["startedAt"])
+    with iam_actions(monkeypatch) as actions:
+        report = consume(lam)
+    assert report["expectations"] == {"starts": 1, "written": 1, "noHistory": 0, "stale": 0}
+    assert_items_allowed(actions, "outbox_publisher")
+
+    clock.advance(30)
+    ddb_calls.clear()
+    run = client.get("/api/runs/web:6").json
+    assert dict(ddb_calls) == {"Query": 1}  # the ETA is computed from what the run's Query read
+    (build,) = run["stages"]
+    assert build["typicalSeconds"] == pytest.approx(80, rel=0.01) and build["overrunningAt"] is None
+    assert run["eta"] == format_iso(clock.now() + timedelta(seconds=build["typicalSeconds"] - 30))
+
+    armed = [t for t in (armed_timer(r) for r in lam.stream.read()) if t is not None]
+    assert [t.stage_id for t in armed] == ["web:6:1"]
+    overrun = parse_iso(armed[0].due_at)
+    assert (overrun - started).total_seconds() == pytest.approx(100, rel=0.01)  # p95 of 5: the 5th
+    clock.advance((overrun - clock.now()).total_seconds() - 1)
+    assert expire_stage(ctx, "web:6:1", 1) is None
+    clock.advance(2)
+    assert expire_stage(ctx, "web:6:1", 1).value == "IN_PROGRESS"
+    assert expire_stage(ctx, "web:6:1", 1) is None  # a duplicate timer does nothing
+    records = lam.stream.read()
+    changes = [c for c in (state_change(r, clock.now()) for r in records) if c is not None]
+    assert [(c.type, c.stage_id) for c in changes] == [(STAGE_OVERRUNNING, "web:6:1")]
+    published = consume(lam, records)
+    assert (published["events"], published["deliveries"]) == (1, 1)
+    (message,) = [json.loads(m["Body"]) for m in receive(DELIVERIES)
+                  if json.loads(m["Body"])["subscriptionId"] == subscription["id"]]
+    body = json.loads(message["payload"])
+    assert body["type"] == "stage.overrunning" and body["overrun"]["startedAt"] == format_iso(started)
+    assert body["overrun"]["samples"] == 5 and body["overrun"]["timeoutAt"] is None  # BUILD: no timeout
+    assert body["overrun"]["expectedSeconds"]["p95"] == pytest.approx(100, rel=0.01)
+    assert consume(lam, records)["events"] == 1  # redelivered: the same event id again, nothing new
+    assert client.get("/api/runs/web:6").json["stages"][0]["overrunningAt"] == format_iso(overrun)
+    assert patched == {"BatchGetItem": 1, "TransactWriteItems": 1}  # the start: as without history
+
+
+def test_a_stage_ended_before_the_consumer_got_to_it_gets_nothing(lam, client, clock):
+    history(lam, client, clock)
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    client.patch("/api/stages/web:6:1", {"status": "IN_PROGRESS"})
+    client.patch("/api/stages/web:6:1", {"status": "SUCCESS"})
+    assert consume(lam)["expectations"] == {"starts": 1, "written": 0, "noHistory": 0, "stale": 1}
+    stage = client.get("/api/stages/web:6:1").json
+    assert stage["typicalSeconds"] is None and stage["overrunningAt"] is None
