@@ -113,3 +113,41 @@ def test_a_stage_ended_before_the_consumer_got_to_it_gets_nothing(lam, client, c
     assert consume(lam)["expectations"] == {"starts": 1, "written": 0, "noHistory": 0, "stale": 1}
     stage = client.get("/api/stages/web:6:1").json
     assert stage["typicalSeconds"] is None and stage["overrunningAt"] is None
+
+
+@pytest.mark.ddb_local
+def test_make_runs_local_outbox_writes_the_expectations_and_the_ticker_fires_the_overrun(local_ctx, clock):
+    """`make run`'s path on DynamoDB Local (which checks the update's syntax and condition as
+    DynamoDB does): the local outbox tick writes the start's expectations, the sweep (the local
+    ticker's step) marks the overrun once, and the next tick publishes it."""
+    from chalicelib.adapters.local import MemoryQueue, StreamTail
+    from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+    from chalicelib.events.outbound import LocalOutbox
+    from chalicelib.service import runs
+    from chalicelib.service.timers import sweep
+
+    settings = local_ctx.settings
+    tail = StreamTail(settings.table_name, settings.region, settings.dynamodb_endpoint)
+    local = LocalOutbox(local_ctx, tail, queue=MemoryQueue(now=lambda: clock.now().timestamp()))
+
+    def run_build(finish: bool) -> str:
+        body = CreateRunIn.model_validate_json('{"pipeline": "web", "stages": ["BUILD"]}')
+        run = runs.create_run(local_ctx, body)
+        stage_id = run.stages[0].id
+        runs.patch_stage(local_ctx, stage_id, PatchStageIn.model_validate_json('{"status": "IN_PROGRESS"}'))
+        if finish:
+            clock.advance(60)
+            runs.patch_stage(local_ctx, stage_id, PatchStageIn.model_validate_json('{"status": "SUCCESS"}'))
+        return stage_id
+
+    for _ in range(5):
+        run_build(True)
+    local.tick()
+    stage_id = run_build(False)
+    local.tick()
+    stage = local_ctx.stores.runs.get_stage(stage_id)
+    assert stage.expectations["BUILD"][2] == 5 and stage.overrun_at is not None
+    clock.advance(61)
+    assert sweep(local_ctx).fired == {"IN_PROGRESS": 1}
+    assert sweep(local_ctx).fired == {}
+    assert local_ctx.stores.runs.get_stage(stage_id).overrunning_at == stage.overrun_at
