@@ -79,5 +79,5 @@ def expect_start(ctx: ServiceContext, started: StageStarted) -> str:
             return WRITTEN  # already there (a redelivered record)
         if ctx.stores.runs.record_expectations(stage):
             return WRITTEN
-    log.warning("expectations of stage %s: it kept changing; left without", started.stage_id)
+    log.warning("expectations of stage %s not written: it kept changing, or is a big run's", started.stage_id)
     return STALE
