@@ -5,8 +5,9 @@
   attempts in the pipeline's day aggregates of the ``WINDOW_DAYS`` UTC days up to the day the
   attempt started (domain/insights.py buckets: within ``RELATIVE_ERROR``), known only with at
   least ``MIN_SAMPLES`` of them. The stream consumer (service/overruns.py) computes it when a
-  stage starts and stores it on that stage (``Stage.expectations``: the run's unfinished stage
-  names it knows, ``{name: [p50 ms, p95 ms, samples]}``), so the run view reads it for free.
+  stage starts and stores it on that stage (``Stage.expectations``: its own name's and the
+  pipeline's other names', ``{name: [p50 ms, p95 ms, samples]}``), so the run view reads it
+  for free.
 - **Overrun**: an attempt still running at ``startedAt + p95`` is overrunning. That moment
   (``Stage.overrun_at``) is a timer of the stage like its timeout, set only when it comes before
   the stage's hard deadline (a stage timed out is not also overrunning); when it fires on the

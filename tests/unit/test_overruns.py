@@ -314,3 +314,47 @@ def test_only_a_new_start_is_a_start_and_the_overrun_is_one_event_with_its_body(
                     "expectedSeconds": {"p50": 60.0, "p95": 90.0}, "samples": 7,
                     "timeoutAt": "2026-03-20T12:10:00.000Z"}}
     assert state_change(record("MODIFY", overran, overran), clock.now()) is None  # nothing newly noticed
+
+
+# ---- edges ------------------------------------------------------------------------------------------
+
+def test_a_stored_expectation_reads_back_only_when_well_formed():
+    assert Expectation.of([0, 1, 5]) == Expectation(0, 1, 5)  # a 0 ms stage is a duration too
+    for bad in ([-1, 2, 5], [1, -2, 5], ["1", 2, 5], [True, 2, 5], [1, 2], None, {"p50": 1}):
+        assert Expectation.of(bad) is None, bad
+
+
+def test_equal_durations_give_equal_percentiles_and_a_tally_without_counts_gives_none():
+    same = rules.expectations(day_items({"build": [("2026-03-20", 60_000)] * 5}), "2026-03-20", "2026-03-20")
+    build = same["build"]
+    assert build.p50_ms == build.p95_ms == pytest.approx(60_000, rel=aggregates.RELATIVE_ERROR)
+    bucket = "d" + aggregates.bucket_of(60_000)
+    assert rules.expectations([DayItem("2026-03-20", "build", {bucket: 9})], "2026-03-20", "2026-03-20") == {}
+
+
+def test_no_overrun_for_a_stage_not_running_or_without_a_start_and_one_exactly_at_its_moment():
+    clock = FakeClock("2026-03-20T12:00:00.000Z")
+    build = pipeline_run(clock, "build").stages[0]
+    build.expectations = {"build": [1_000, 2_000, 5]}
+    build.status = S.IN_PROGRESS  # a sender's running stage without a start time
+    assert rules.overrun_due(build) is None
+    build.started_at = clock.now()
+    assert rules.overrun_due(build) == clock.now() + timedelta(seconds=2)
+    build.overrun_at = rules.overrun_due(build)
+    assert rules.notice_overrun(build, build.overrun_at)  # at its very moment
+    change_status(build, S.SUCCESS, clock.advance(3))
+    assert rules.overrun_due(build) is None and rules.pending_overrun(build) is None
+
+
+def test_parallel_running_stages_add_up_and_a_later_start_without_expectations_keeps_the_table():
+    clock = FakeClock("2026-03-20T12:00:00.000Z")
+    aggregate = pipeline_run(clock, "a", "b", "c")
+    a, b, c = aggregate.stages
+    change_status(a, S.IN_PROGRESS, clock.now())
+    a.expectations = {"a": [10_000, 20_000, 5], "b": [30_000, 40_000, 5], "c": [5_000, 6_000, 5]}
+    change_status(b, S.IN_PROGRESS, clock.advance(1))  # the consumer has not got to b yet
+    aggregate.rederive(clock.now())
+    now = clock.advance(4)
+    assert rules.eta(aggregate, now) == now + timedelta(seconds=(10 - 5) + (30 - 4) + 5)
+    c.status, c.started_at = S.WAITING_FOR_APPROVAL, a.started_at  # not running: its whole p50
+    assert rules.eta(aggregate, now) == now + timedelta(seconds=(10 - 5) + (30 - 4) + 5)
