@@ -151,3 +151,51 @@ def test_make_runs_local_outbox_writes_the_expectations_and_the_ticker_fires_the
     assert sweep(local_ctx).fired == {"IN_PROGRESS": 1}
     assert sweep(local_ctx).fired == {}
     assert local_ctx.stores.runs.get_stage(stage_id).overrunning_at == stage.overrun_at
+
+
+@pytest.mark.ddb_local
+def test_the_consumer_racing_the_stages_own_writers_never_clobbers_them(local_ctx, clock):
+    """On DynamoDB Local, threads released at once: the consumer writing a start's expectations
+    (twice: a redelivery) against a client's PATCH of that stage, ending it or raising its
+    timeout. Every writer lands (a lost condition reads again; the consumer changes nothing a
+    client's PATCH guards, so it never turns one into a 409), the PATCH's change stays, and
+    a stage still running has its expectations."""
+    from chalicelib.domain.insights import FinishedAttempt
+    from chalicelib.domain.overruns import StageStarted
+    from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+    from chalicelib.domain.status import StageStatus as S
+    from chalicelib.service import insights, overruns, runs
+    from tests.fixtures.threads import run_threads
+
+    for n in range(5):  # history, as the consumer adds it
+        end = clock.now() - timedelta(minutes=n + 1)
+        began = end - timedelta(seconds=60)
+        insights.add_attempt(local_ctx, FinishedAttempt(
+            pipeline="web", run_id=f"web:{900 + n}", position=1, name="BUILD", status=S.SUCCESS, attempt=1,
+            first_attempt=1, created_at=began, started_at=began, ended_at=end))
+    def race(stage_id: str, started: StageStarted, change: str) -> tuple[dict, list[str]]:
+        outcomes: list[str] = []
+        results = run_threads({
+            "consumer": lambda: outcomes.append(overruns.expect_start(local_ctx, started)),
+            "redelivered": lambda: outcomes.append(overruns.expect_start(local_ctx, started)),
+            "client": lambda: runs.patch_stage(local_ctx, stage_id, PatchStageIn.model_validate_json(change)),
+        })
+        return results, outcomes
+
+    start = PatchStageIn.model_validate_json('{"status": "IN_PROGRESS"}')
+    for round_, change in enumerate(['{"status": "SUCCESS"}', '{"timeoutSeconds": 3600}'] * 2):
+        run = runs.create_run(local_ctx, CreateRunIn.model_validate_json(
+            '{"pipeline": "web", "stages": ["BUILD"]}'))
+        stage_id = run.stages[0].id
+        stage = runs.patch_stage(local_ctx, stage_id, start)
+        assert stage.started_at is not None
+        started = StageStarted("web", stage.run_id, stage.id, stage.name, stage.attempt, stage.started_at)
+        results, outcomes = race(stage_id, started, change)
+        assert set(results.values()) == {"ok"}, (round_, results)
+        final = local_ctx.stores.runs.get_stage(stage_id)
+        if "SUCCESS" in change:
+            assert final.status == S.SUCCESS and set(outcomes) <= {overruns.WRITTEN, overruns.STALE}
+        else:
+            assert final.status == S.IN_PROGRESS and final.timeout_seconds == 3600, round_
+            assert overruns.WRITTEN in outcomes and final.expectations["BUILD"][2] == 5, outcomes
+            assert final.overrun_at is not None
