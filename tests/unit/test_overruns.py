@@ -295,6 +295,10 @@ def test_only_a_new_start_is_a_start_and_the_overrun_is_one_event_with_its_body(
     running = image(build)
     assert started_stage(record("MODIFY", running, idle)) == StageStarted(
         "web", "web:1", "web:1:1", "build", 1, clock.now())
+    born_running = started_stage(record("INSERT", running))  # a sender's stage seen running first
+    assert born_running == started_stage(record("MODIFY", running, idle))
+    assert started_stage(record("MODIFY", idle, running)) is None
+    assert started_stage(record("REMOVE", running)) is None
     rules.set_expectations(build, {"build": [60_000, 90_000, 7]})
     build.version = 3
     expected = image(build)
