@@ -7,7 +7,10 @@ the consumer's own rules in memory and written as the aggregates it keeps (the r
 ``replace_pipeline``: same items). Then, on that table:
 - one answer for 1, 30 and 365 days: DynamoDB calls, items read, RCU, time (median of 5);
 - 50 more runs finished through the live consumer path (service/insights.py ``add_attempt`` /
-  ``add_run``, as the stream hands them over): calls and WCU/RCU per finished stage and per run.
+  ``add_run``, as the stream hands them over): calls and WCU/RCU per finished stage and per run;
+- what arming the overrun and ETA costs per stage start (service/overruns.py ``expect_start``,
+  the consumer's step): calls, items read, RCU and WCU, with history and for a stage name
+  without any; and what the expectations add to reading the run (its one Query).
 Run: .venv/bin/python bench/bench_insights.py
 """
 from __future__ import annotations
@@ -66,8 +69,11 @@ class Cost:
     wcu: float = 0.0
     rcu: float = 0.0
 
+    items: int = 0
+
     def add(self, capacity) -> None:
         self.count += 1
+        self.items += capacity.items_read
         self.calls.update(capacity.calls)
         self.wcu += capacity.wcu
         self.rcu += capacity.rcu
@@ -90,6 +96,43 @@ def apply(ctx, work) -> tuple[int, int]:
     return stages, runs
 
 
+START_RUNS = 20
+
+
+def arming(ctx, size: int) -> dict[str, Cost]:
+    """Stage starts of new runs (build with history, a renamed stage without), through the
+    consumer's step; and the run's Query before and after its expectations were written."""
+    import json
+
+    from chalicelib.domain.overruns import StageStarted
+    from chalicelib.domain.schemas import CreateRunIn, PatchStageIn
+    from chalicelib.domain.status import StageStatus as S
+    from chalicelib.service import overruns, runs
+    from tests.fixtures.capacity import measure
+
+    costs = {"start (history)": Cost(), "start (none)": Cost(), "run read before": Cost(),
+             "run read after": Cost()}
+    for n in range(START_RUNS):
+        name = "build" if n % 2 == 0 else f"new-{n}"
+        body = {"pipeline": "web", "stages": [{"type": "OTHER", "name": name}] + [
+            {"type": "OTHER", "name": stage} for stage, *_ in STAGES[1:]]}
+        run = runs.create_run(ctx, CreateRunIn.model_validate_json(json.dumps(body)))
+        stage = runs.patch_stage(ctx, run.stages[0].id, PatchStageIn(status=S.IN_PROGRESS))
+        assert stage.started_at is not None
+        started = StageStarted("web", stage.run_id, stage.id, stage.name, stage.attempt, stage.started_at)
+        with measure() as capacity:
+            ctx.stores.runs.load_run(run.run.id)
+        costs["run read before"].add(capacity)
+        with measure() as capacity:
+            outcome = overruns.expect_start(ctx, started)
+        assert outcome == (overruns.WRITTEN if name == "build" else overruns.NO_HISTORY), (size, outcome)
+        costs["start (history)" if name == "build" else "start (none)"].add(capacity)
+        with measure() as capacity:
+            ctx.stores.runs.load_run(run.run.id)
+        costs["run read after"].add(capacity)
+    return costs
+
+
 def main() -> None:
     with dynamodb_local() as endpoint:
         from chalicelib import wiring
@@ -102,6 +145,7 @@ def main() -> None:
 
         print(f"{'runs':>6} {'days':>4} {'calls':>5} {'items read':>10} {'RCU':>6} {'answer (median)':>15}")
         writes = []
+        starts = []
         for size in SIZES:
             clock = FakeClock(NOW)
             memory = wiring.memory_context(Settings(table_name="bench-memory", region="us-east-1"), clock)
@@ -139,6 +183,7 @@ def main() -> None:
                 if key is not None:
                     totals[key].add(capacity)
             writes.append((size, totals))
+            starts.append((size, arming(ctx, size)))
         print(f"\n{'history':>7} {'finished':>9} {'count':>5} {'calls each':>30} {'WCU each':>8} "
               f"{'RCU each':>8}")
         for size, totals in writes:
@@ -146,6 +191,13 @@ def main() -> None:
                 each = ", ".join(f"{op} {n / cost.count:.2f}" for op, n in sorted(cost.calls.items()))
                 print(f"{size:>7} {kind:>9} {cost.count:>5} {each:>30} {cost.wcu / cost.count:>8.2f} "
                       f"{cost.rcu / cost.count:>8.2f}")
+        print(f"\n{'history':>7} {'step':>16} {'count':>5} {'calls each':>34} {'items':>6} {'WCU each':>8} "
+              f"{'RCU each':>8}")
+        for size, costs in starts:
+            for kind, cost in costs.items():
+                each = ", ".join(f"{op} {n / cost.count:.2f}" for op, n in sorted(cost.calls.items()))
+                print(f"{size:>7} {kind:>16} {cost.count:>5} {each:>34} {cost.items / cost.count:>6.1f} "
+                      f"{cost.wcu / cost.count:>8.2f} {cost.rcu / cost.count:>8.2f}")
 
 
 if __name__ == "__main__":

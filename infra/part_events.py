@@ -11,7 +11,8 @@ delivery worker seal and open webhook secrets with.
                     stages); reads the subscriptions, puts events on the bus, queues
                     deliveries; then adds what finished to the insights aggregates (their day
                     items, pipeline state and per-run markers: Query, GetItem, and a
-                    transaction of Puts and Updates); then applies run retention
+                    transaction of Puts and Updates); writes the expectations of started
+                    stages (GetItem and UpdateItem of that stage); then applies run retention
                     (part_retention.py: its own statement, on run and attempt items only);
                     a batch failing after its retries is kept whole in the stream failure
                     bucket (part_capture.py)
@@ -96,6 +97,9 @@ def _outbox(arns: Arns) -> list[dict]:
         {"Sid": "Insights", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem",
                                                          "dynamodb:UpdateItem"],
          "Resource": [arns.table()], "Partitions": OUTBOX_PARTITIONS},
+        # the expectations of started stages (service/overruns.py): read a stage, update it
+        {"Sid": "StageExpectations", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+         "Resource": [arns.table()], "Partitions": ("runs",)},
         part_retention.statement(arns),
         {
             "Sid": "PublishEvents",

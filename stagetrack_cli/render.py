@@ -74,8 +74,18 @@ def stage_rows(stages: Iterable[dict]) -> str:
         ["STAGE", "ID", "TYPE", "STATUS", "ATTEMPT", "STARTED", "DURATION"],
         [[s.get("name"), s.get("id"), s.get("type"), s.get("status"), s.get("attempt"), s.get("startedAt"),
           duration(s.get("duration"))] for s in stages])
-    notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages if (note := retry_note(s))]
+    notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages
+             for note in (retry_note(s), overrun_note(s)) if note]
     return text + "".join(f"{line}\n" for line in notes)
+
+
+def overrun_note(stage: dict) -> str:
+    """A running stage past its recent p95: "overrunning since <when> (typically <p50>)"."""
+    if stage.get("status") != "IN_PROGRESS" or not stage.get("overrunningAt"):
+        return ""
+    typical = stage.get("typicalSeconds")
+    usual = f" (typically {duration(typical)})" if isinstance(typical, int | float) else ""
+    return f"overrunning since {clean(stage.get('overrunningAt'))}{usual}"
 
 
 def retry_note(stage: dict) -> str:
@@ -125,6 +135,8 @@ def run_header(run: dict) -> str:
         lines.append(f"  commit {clean(commit.get('hash'), 40)}  {clean(commit.get('message'), 60)}")
     if run.get("sourceUrl"):
         lines.append(f"  {clean(run.get('sourceUrl'), 200)}")
+    if run.get("eta"):
+        lines.append(f"  eta {clean(run.get('eta'))}  (from its stages' recent p50)")
     if run.get("concurrencyGroup"):
         waits = "  (waits for the run holding it)" if run.get("status") == "QUEUED" else ""
         lines.append(f"  concurrency group {clean(run.get('concurrencyGroup'))}{waits}")

@@ -127,6 +127,11 @@ class StageOut(Out):
                                                     "period ends and the timer cancels it")
     runDeadline: Timestamp | None = Field(description="while active: when the run's timeoutSeconds, "
                                                       "counted from its first start, times it out")
+    typicalSeconds: float | None = Field(
+        description="its recent p50 duration (its pipeline's last 14 UTC days, at least 5 finished "
+                    "attempts of its name; null: unknown), known once a stage of the run started")
+    overrunningAt: Timestamp | None = Field(
+        description="when this attempt passed its recent p95 (a stage.overrunning event); null: it did not")
     version: int | None
 
 
@@ -166,6 +171,10 @@ class RunSummaryOut(Out):
 class RunOut(RunSummaryOut):
     concurrencyGroup: str | None = Field(description="its concurrency group (null: none); while it "
                                                      "waits there its status is QUEUED")
+    eta: Timestamp | None = Field(
+        description="when it should end: now + the typicalSeconds left of its unfinished stages (a "
+                    "running one's less its elapsed time); null when it is final or stopping, or one "
+                    "of them has no typicalSeconds. Not in listings")
     stages: list[StageOut]
 
 

@@ -351,7 +351,11 @@ APPROVAL_REMINDER = "stage.approval-reminder"
 # how many, and for the scheduled one when it starts and what the attempt before it ended as.
 RETRY_SCHEDULED = "stage.retry-scheduled"
 RETRY_STARTED = "stage.retry-started"
-EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, RETRY_SCHEDULED, RETRY_STARTED)
+# A running attempt past its recent p95 (domain/overruns.py), once per attempt; old and new
+# status are both IN_PROGRESS, and it carries ``overrun``: its start, elapsed time, expectation.
+STAGE_OVERRUNNING = "stage.overrunning"
+EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, RETRY_SCHEDULED, RETRY_STARTED,
+               STAGE_OVERRUNNING)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -372,6 +376,7 @@ class StateChange:
     # stageId, force), so a subscriber learns why (a cancel, a stop, a run superseded or, in a
     # NEWEST queue, replaced) without reading the run; absent from other events' bodies.
     cancellation: dict | None = None
+    overrun: dict | None = None  # ``stage.overrunning``'s ``overrun``; absent from the others'
 
     @property
     def detail_type(self) -> str:
@@ -387,6 +392,8 @@ class StateChange:
             body["retry"] = dict(self.retry)
         if self.cancellation is not None:
             body["cancellation"] = dict(self.cancellation)
+        if self.overrun is not None:
+            body["overrun"] = dict(self.overrun)
         return body
 
     def body(self) -> str:
@@ -403,7 +410,7 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
 EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder",
-                      "stage.retry-scheduled", "stage.retry-started", "*"]
+                      "stage.retry-scheduled", "stage.retry-started", "stage.overrunning", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)

@@ -73,6 +73,12 @@ class Stage:
     # The run's whole deadline (its ``timeoutSeconds`` from its first start), stamped on the
     # stage when it becomes active (timers.stamp_run_deadline): its timer times it out then.
     run_deadline: datetime | None = None
+    # Recent history (domain/overruns.py), stored by the stream consumer when this attempt
+    # started: the run's unfinished stage names' {name: [p50 ms, p95 ms, samples]}; when this
+    # attempt passes its p95 (a timer, only before its deadline) and when the timer saw it pass.
+    expectations: dict | None = None
+    overrun_at: datetime | None = None
+    overrunning_at: datetime | None = None
     version: int | None = None
 
     @property
@@ -409,6 +415,8 @@ def change_status(stage: Stage, target: StageStatus, now: datetime, *,
         stage.started_at = now
         stage.ended_at = None
         stage.duration_ms = None
+        stage.overrun_at = None  # a new start has its own overrun (domain/overruns.py)
+        stage.overrunning_at = None
     elif target in FINAL:
         stage.cancel_at = None  # nothing left for a stop's timer to cancel
         stage.ended_at = now

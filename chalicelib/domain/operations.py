@@ -236,6 +236,8 @@ def new_attempt(stage: Stage, now: datetime) -> None:
     stage.reminded_at = None
     stage.cancel_at = None
     stage.run_deadline = None  # stamped again when the new attempt becomes active
+    stage.overrun_at = None  # the new attempt's overrun is set when it starts (domain/overruns.py)
+    stage.overrunning_at = None
     stage.updated_at = now
 
 

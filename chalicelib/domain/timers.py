@@ -10,6 +10,8 @@ A stage has at most one pending timer, due at the earlier of
   policy's ``onTimeout`` says (TIMED_OUT without one);
 - its pending automatic retry: ``nextRetryAt`` (domain/retries.py), which starts the attempt.
 - the end of a stop's grace period (``cancel_at``, operations.stop_run), which cancels it;
+- its overrun: ``startedAt`` + its recent p95 (domain/overruns.py), once per attempt, which
+  records ``overrunning_at`` (a ``stage.overrunning`` event) and nothing else;
 - its run's deadline (``run_deadline``: the run's ``timeoutSeconds`` from its first start,
   stamped when the stage becomes active by ``stamp_run_deadline``), which times it out
   (TIMED_OUT, whatever a waiting stage's ``onTimeout`` says: the run is out of time). Every
@@ -29,6 +31,7 @@ from datetime import datetime, timedelta
 
 from .approvals import expire_waiting, reminder_due
 from .model import RunAggregate, Stage, change_status
+from .overruns import notice_overrun, pending_overrun
 from .retries import retry_due, start_due_retry
 from .status import ACTIVE, FINAL, StageStatus
 
@@ -53,7 +56,7 @@ def grace_end(stage: Stage) -> datetime | None:
 def next_due(stage: Stage) -> datetime | None:
     """The moment this stage's timer must fire (None: no timer while in this state)."""
     moments = [m for m in (stage.deadline(), expected_end(stage), reminder_due(stage), retry_due(stage),
-                           grace_end(stage))
+                           grace_end(stage), pending_overrun(stage))
                if m is not None]
     return min(moments) if moments else None
 
@@ -105,6 +108,8 @@ def fire(stage: Stage, now: datetime) -> bool:
         return True
     outcome = due_outcome(stage, now)
     if outcome is None:
+        if notice_overrun(stage, now):
+            return True
         remind = reminder_due(stage)
         if remind is None or remind > now:
             return False

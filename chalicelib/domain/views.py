@@ -8,11 +8,15 @@ from .concurrency import Setting
 from .dialect_ids import buddy_pipeline_id, codearts_job_id
 from .model import Run, RunAggregate, Stage
 from .operations import Pipeline, masked_variables
+from .overruns import Expectation, eta, own_expectation, stage_expectations
 
 
-def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) -> dict:
+def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None,
+               expected: Expectation | None = None) -> dict:
     """The stage; ``attempts`` (its ended attempts, oldest first) only when they were asked for
-    (``?include=attempts``): by default a stage shows its current attempt and their count."""
+    (``?include=attempts``): by default a stage shows its current attempt and their count.
+    ``typicalSeconds``: its recent p50 (``expected``, else its own stored one: domain/overruns.py)."""
+    expected = expected or own_expectation(stage)
     body: dict[str, object] = {
         "id": stage.id,
         "createdAt": format_iso(stage.created_at),
@@ -43,6 +47,8 @@ def stage_view(stage: Stage, now: datetime, attempts: list[dict] | None = None) 
         "always": stage.always,
         "cancelsAt": format_iso(stage.cancel_at) if stage.is_active else None,
         "runDeadline": format_iso(stage.run_deadline) if stage.is_active else None,
+        "typicalSeconds": expected.p50_ms / 1000 if expected is not None else None,
+        "overrunningAt": format_iso(stage.overrunning_at),
         "version": stage.version,
     }
     if attempts is not None:
@@ -100,7 +106,12 @@ def run_view(aggregate: RunAggregate, now: datetime,
     body = run_summary_view(aggregate.run, now)
     # its concurrency group (null: none); not in listings, whose index does not hold it
     body["concurrencyGroup"] = aggregate.run.concurrency_group
-    body["stages"] = [stage_view(stage, now, None if attempts is None else attempts.get(stage.id, []))
+    # when it should end, from its stages' recent history (domain/overruns.py); not in listings,
+    # whose index does not hold the stages
+    body["eta"] = format_iso(eta(aggregate, now))
+    expected = stage_expectations(aggregate.stages)
+    body["stages"] = [stage_view(stage, now, None if attempts is None else attempts.get(stage.id, []),
+                                 expected.get(stage.id))
                       for stage in aggregate.stages]
     return body
 

@@ -12,7 +12,9 @@ Streams supports without throttling, and these are the two. Both handlers stay a
 The insights aggregates (issue 14) ride on the outbox publisher's reader rather than a third one:
 its records (runs and stages) are exactly what they need, and every step on them is idempotent,
 so a batch retried for either reason is safe for both (events keep their ids; a record's
-aggregate marker makes it count once).
+aggregate marker makes it count once). So do the expectations of started stages (overruns and
+the ETA: service/overruns.py), read from those aggregates and written on the started stage
+under a condition on its version, so a retried batch writes nothing new.
 
 Run retention (finished runs expire: service/retention.py) rides on it too, for the same reason
 and because a third reader would be throttled: its records (a finished run, a run carrying an
@@ -55,7 +57,7 @@ def outbox_publisher(event):
     stages and attempts (service/retention.py, idempotent too): one reader of the stream serves
     all three (see the module's note)."""
     from ..adapters import clients
-    from ..service import insights, outbox
+    from ..service import insights, outbox, overruns
     from ..service.retention import apply_retention
 
     ctx = wiring.context()
@@ -66,11 +68,15 @@ def outbox_publisher(event):
     log.info("outbox: %s", report)
     added = insights.aggregate(ctx, records)
     log.info("insights: %s", added)
+    expected = overruns.expect(ctx, records)
+    log.info("expectations: %s", expected)
     kept = apply_retention(ctx, records)
     log.info("retention: %s", kept)
     return {"records": report.records, "events": report.changes, "published": report.published,
             "deliveries": report.deliveries, "insights": {"attempts": added.attempts, "runs": added.runs,
                                                           "duplicates": added.duplicates},
+            "expectations": {"starts": expected.starts, "written": expected.written,
+                             "noHistory": expected.no_history, "stale": expected.stale},
             "retention": {"expiring": kept.expiring, "kept": kept.kept, "purged": kept.purged}}
 
 
@@ -137,7 +143,7 @@ class LocalOutbox:
 
     def tick(self) -> None:
         from ..adapters import clients
-        from ..service import insights, outbox
+        from ..service import insights, outbox, overruns
         from ..service.retention import apply_retention
 
         settings = self.ctx.settings
@@ -147,6 +153,7 @@ class LocalOutbox:
         if records:
             outbox.publish(self.ctx, records, bus=clients.event_bus(settings), deliveries=self.queue)
             insights.aggregate(self.ctx, records)
+            overruns.expect(self.ctx, records)
             apply_retention(self.ctx, records)
         for body in self.queue.due():
             try:

@@ -32,6 +32,7 @@ from ..domain.insights import (
 )
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
+from ..domain.overruns import StageStarted
 from ..domain.schedules import Schedule, WakeUp
 from ..domain.status import StageStatus
 
@@ -200,6 +201,11 @@ class RunStore(Protocol):
         status (a stage retry restarts the SKIPPED stages after it), read in one bounded read."""
 
     def get_stage(self, stage_id: str) -> Stage | None: ...
+
+    def record_expectations(self, stage: Stage) -> bool:
+        """Write ``stage``'s ``expectations`` and ``overrun_at`` (its timer follows) and nothing
+        else, conditioned on its version as read; bumps it. False (nothing written): the stage
+        changed since, or belongs to a big run (domain/overruns.py, the stream consumer's step)."""
 
     def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False) -> None:
         """Write what changed between ``before`` and ``after`` (stages added, changed, removed)
@@ -541,6 +547,9 @@ class ChangeStream(Protocol):
 
     def state_change(self, record: dict, now: datetime) -> StateChange | None:
         """The state change a record stands for, or None (not a run or stage, or no change)."""
+
+    def started_stage(self, record: dict) -> StageStarted | None:
+        """A stage attempt that just entered IN_PROGRESS (domain/overruns.py), or None."""
 
     def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
         """What a record adds to the insights (a stage attempt or a run that finished, a

@@ -40,6 +40,7 @@ from ..domain.insights import (
 )
 from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
+from ..domain.overruns import StageStarted
 from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -66,7 +67,15 @@ from ..service.ports import (
     WaitingStage,
 )
 from ..settings import Settings
-from .stream import NO_DEADLINE, armed_timer, disarmed_timer, finished_work, run_record, state_change
+from .stream import (
+    NO_DEADLINE,
+    armed_timer,
+    disarmed_timer,
+    finished_work,
+    run_record,
+    started_stage,
+    state_change,
+)
 
 
 @dataclass
@@ -202,6 +211,18 @@ class MemoryRunStore:
             found = self.db.runs.get(parsed[0])
             stage = next((s for s in found.stages if s.id == stage_id), None) if found else None
             return copy.deepcopy(stage)
+
+    def record_expectations(self, stage: Stage) -> bool:
+        with self.db.lock:
+            found = self.db.runs.get(stage.run_id)
+            current = next((s for s in found.stages if s.id == stage.id), None) if found else None
+            if current is None or current.version != stage.version:
+                return False
+            current.expectations = copy.deepcopy(stage.expectations)
+            current.overrun_at = stage.overrun_at
+            current.version = (current.version or 0) + 1
+            stage.version = current.version
+            return True
 
     def save(self, before: RunAggregate, after: RunAggregate, *, local: bool = False,
              claim: bool = True) -> None:
@@ -781,6 +802,9 @@ class MemoryChangeStream:
 
     def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
         return finished_work(record)
+
+    def started_stage(self, record: dict) -> StageStarted | None:
+        return started_stage(record)
 
 
 class MemoryInsightsStore:

@@ -433,6 +433,11 @@ class StageItem(BaseItem, discriminator="stage"):
     always = BooleanAttribute(null=True)  # kept only when true: a finally stage (model.Stage.always)
     cancel_at = UnicodeAttribute(null=True)  # a stop's grace end for this running stage
     run_deadline = UnicodeAttribute(null=True)  # the run's timeoutSeconds deadline, while active
+    # Written by the stream consumer when the attempt started (domain/overruns.py): JSON
+    # {name: [p50 ms, p95 ms, samples]}, its overrun moment; and by its timer, when it overran.
+    expectations = UnicodeAttribute(null=True)
+    overrun_at = UnicodeAttribute(null=True)
+    overrunning_at = UnicodeAttribute(null=True)
     active_shard = UnicodeAttribute(null=True)
     due_at = UnicodeAttribute(null=True)
     # Set on the stage items of big runs: a pending intent on the run item may hold a newer

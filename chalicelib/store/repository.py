@@ -255,6 +255,8 @@ def stage_to_item(model: type[StageItem], stage: Stage, *, big_run: bool = False
         approval_decision=_dumps(stage.approval_decision), allow_failure=stage.allow_failure or None,
         always=stage.always or None, cancel_at=format_iso(stage.cancel_at),
         run_deadline=format_iso(stage.run_deadline),
+        expectations=_dumps(stage.expectations or None), overrun_at=format_iso(stage.overrun_at),
+        overrunning_at=format_iso(stage.overrunning_at),
         approval_policy=_dumps(stage.approval_policy), approvals=_dumps(stage.approvals or None),
         reminded_at=format_iso(stage.reminded_at), retry_policy=_dumps(stage.retry_policy),
         auto_retries=stage.auto_retries or None, next_retry_at=format_iso(stage.next_retry_at),
@@ -314,6 +316,8 @@ def stage_from_item(item: StageItem) -> Stage:
         approval_decision=_loads(item.approval_decision), allow_failure=bool(item.allow_failure),
         always=bool(item.always), cancel_at=parse_iso(item.cancel_at),
         run_deadline=parse_iso(item.run_deadline),
+        expectations=_loads(item.expectations), overrun_at=parse_iso(item.overrun_at),
+        overrunning_at=parse_iso(item.overrunning_at),
         approval_policy=_loads(item.approval_policy), approvals=_loads(item.approvals, []),
         reminded_at=parse_iso(item.reminded_at), retry_policy=_loads(item.retry_policy),
         auto_retries=int(item.auto_retries or 0), next_retry_at=parse_iso(item.next_retry_at),
@@ -805,6 +809,41 @@ class Repository:
             intent.apply(stages, stage_model)
             item = stages.get(sk)
         return None if item is None else stage_from_item(item)
+
+    def record_expectations(self, stage: Stage) -> bool:
+        """The stream consumer's write of a started stage's expectations and overrun moment
+        (service/overruns.py): one UpdateItem of that stage alone, conditioned on its version as
+        read (a change since is never clobbered: False) and on not being a big run's stage (its
+        newest version may wait in an intent); it bumps the version, so a writer that read the
+        stage before retries on its own condition and keeps these attributes. ``due_at`` follows
+        (the timer armer sees the overrun on the stream)."""
+        names = {"#v": "version", "#e": "expectations", "#o": "overrun_at", "#b": "big_run"}
+        values: dict = {":v": {"N": str(stage.version or 0)}, ":one": {"N": "1"},
+                        ":e": {"S": _dump(stage.expectations or {})}}
+        sets, removes = ["#e = :e"], []
+        if stage.overrun_at is not None:
+            sets.append("#o = :o")
+            values[":o"] = {"S": format_iso(stage.overrun_at)}
+        else:
+            removes.append("#o")
+        if stage.is_active:
+            names["#d"] = "due_at"
+            sets.append("#d = :d")
+            values[":d"] = {"S": format_iso(next_due(stage)) or NO_DEADLINE}
+        expression = "SET " + ", ".join(sets) + " ADD #v :one" + (" REMOVE " + ", ".join(removes)
+                                                                     if removes else "")
+        try:
+            self.items.connection().client.update_item(
+                TableName=self.items.table_name,
+                Key={"pk": {"S": run_pk(stage.run_id)}, "sk": {"S": stage_sk(stage.position)}},
+                UpdateExpression=expression, ConditionExpression="#v = :v AND attribute_not_exists(#b)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except Exception as error:
+            if _client_error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        stage.version = (stage.version or 0) + 1
+        return True
 
     def save(self, before: RunAggregate, after: RunAggregate, extra: Sequence[TxItem] = (), *,
              local: bool = False) -> None:
@@ -1478,6 +1517,12 @@ def _only_transaction_conflicts(error: Exception) -> bool:
     reasons = getattr(error, "cancellation_reasons", None) or []
     codes = {r.code for r in reasons if r is not None and r.code not in (None, "None")}
     return codes == {"TransactionConflict"}
+
+
+def _client_error_code(error: Exception) -> str | None:
+    """The error code of a botocore ClientError (None for anything else)."""
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def _is_condition_failure(error: Exception) -> bool:

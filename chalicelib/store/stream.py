@@ -12,19 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ..domain import ids
-from ..domain.clock import format_iso, parse_iso
+from ..domain.clock import format_iso, millis_between, parse_iso
 from ..domain.events import (
     APPROVAL_REMINDER,
     RETRY_SCHEDULED,
     RETRY_STARTED,
     RUN_CHANGED,
     STAGE_CHANGED,
+    STAGE_OVERRUNNING,
     StateChange,
 )
 from ..domain.insights import FinishedAttempt, FinishedRun, RetryRecorded
+from ..domain.overruns import Expectation, StageStarted
 from ..domain.status import FINAL, StageStatus
 from ..service.ports import DueTimer, RunRecord
 
@@ -138,7 +140,10 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     - stage modified with the same status and attempt but a reminder newly recorded
       (``reminded_at``, by the stage timer: domain/approvals.py): an approval reminder;
     - stage modified to RETRY_PENDING (an automatic retry scheduled: domain/retries.py) or from
-      it to a start (the retry started): the retry events, with the retry's ``retry`` details.
+      it to a start (the retry started): the retry events, with the retry's ``retry`` details;
+    - stage modified with the same status and attempt but an overrun newly recorded
+      (``overrunning_at``, by the stage timer: domain/overruns.py): ``stage.overrunning``, with
+      its ``overrun`` details (``overrun_of``).
     """
     event_name = record.get("eventName")
     images = record.get("dynamodb") or {}
@@ -155,10 +160,11 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     if kind == "run":
         if event_name == "MODIFY" and old_status == new_status:
             return None
-    reminder = False
+    reminder = overrun = False
     if kind == "stage" and event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
         reminder = _str_attr(new, "reminded_at") is not None and _str_attr(old, "reminded_at") is None
-        if not reminder:
+        overrun = _str_attr(new, "overrunning_at") is not None and _str_attr(old, "overrunning_at") is None
+        if not (reminder or overrun):
             return None
     elif kind == "stage":
         if event_name == "INSERT" and new_status == StageStatus.IDLE.value:
@@ -193,7 +199,7 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         identity += f"|{_attr(old, 'seq')}|{_attr(new, 'seq')}|{old_status}|{new_status}"
     event_type, retry = RUN_CHANGED, None
     if kind == "stage":
-        event_type = APPROVAL_REMINDER if reminder else STAGE_CHANGED
+        event_type = APPROVAL_REMINDER if reminder else STAGE_OVERRUNNING if overrun else STAGE_CHANGED
         if event_name == "MODIFY":
             event_type, retry = _retry_event(old, new) or (event_type, None)
     return StateChange(
@@ -208,6 +214,7 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
         retry=retry,
         cancellation=_cancellation(new) if kind == "run" and new_status in _CANCEL_STATUSES else None,
+        overrun=overrun_of(new) if event_type == STAGE_OVERRUNNING else None,
     )
 
 
@@ -222,6 +229,60 @@ def _cancellation(image: Mapping) -> dict | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def overrun_of(image: Mapping) -> dict:
+    """An overrunning stage's ``overrun`` details, from its image (the timer's write): when the
+    attempt started, how long it had run when the timer saw it (``updatedAt`` - ``startedAt``),
+    its expectation (p50, p95 seconds, sample size) and its hard deadline if any."""
+    started = _moment(image, "started_at")
+    seen = _moment(image, "updated_at")
+    try:
+        table = json.loads(_str_attr(image, "expectations") or "{}")
+    except ValueError:
+        table = {}
+    expected = Expectation.of(table.get(_str_attr(image, "name"))) if isinstance(table, dict) else None
+    deadlines = []
+    timeout = _int_attr(image, "timeout_seconds")
+    if started is not None and timeout is not None:
+        deadlines.append(started + timedelta(seconds=timeout))
+    run_deadline = _moment(image, "run_deadline")
+    if run_deadline is not None:
+        deadlines.append(run_deadline)
+    return {
+        "startedAt": format_iso(started),
+        "elapsedSeconds": (round(millis_between(started, seen) / 1000, 3)
+                           if started is not None and seen is not None else None),
+        "expectedSeconds": {"p50": expected.p50_ms / 1000 if expected else None,
+                            "p95": expected.p95_ms / 1000 if expected else None},
+        "samples": expected.samples if expected else None,
+        "timeoutAt": format_iso(min(deadlines)) if deadlines else None,
+    }
+
+
+def started_stage(record: Mapping) -> StageStarted | None:
+    """A stage attempt that just entered IN_PROGRESS (a new start: inserted running, from another
+    status, or a new attempt), for the overrun and ETA expectations (service/overruns.py). The
+    consumer's own write (same status and attempt) is not a start, so it never feeds itself."""
+    if record.get("eventName") not in ("INSERT", "MODIFY"):
+        return None
+    images = record.get("dynamodb") or {}
+    new = images.get("NewImage") or {}
+    old = images.get("OldImage") or {}
+    if _str_attr(new, "kind") != "stage" or _str_attr(new, "status") != StageStatus.IN_PROGRESS.value:
+        return None
+    attempt = _int_attr(new, "attempt") or 1
+    running = StageStatus.IN_PROGRESS.value
+    if old and (_str_attr(old, "status"), _int_attr(old, "attempt"), _str_attr(old, "started_at")) == (
+            running, attempt, _str_attr(new, "started_at")):
+        return None
+    run_id, stage_id, name = _str_attr(new, "run_id"), _str_attr(new, "stage_id"), _str_attr(new, "name")
+    started = _moment(new, "started_at")
+    parsed = ids.parse_run_id(run_id) if run_id else None
+    if run_id is None or stage_id is None or name is None or started is None or parsed is None:
+        return None
+    return StageStarted(pipeline=_str_attr(new, "pipeline") or parsed[0], run_id=run_id, stage_id=stage_id,
+                        name=name, attempt=attempt, started_at=started)
 
 
 _PENDING = StageStatus.RETRY_PENDING.value
@@ -257,6 +318,9 @@ class StreamDecoder:
 
     def finished_work(self, record: dict) -> FinishedAttempt | FinishedRun | RetryRecorded | None:
         return finished_work(record)
+
+    def started_stage(self, record: dict) -> StageStarted | None:
+        return started_stage(record)
 
 
 # ---- insights: what finished (service/insights.py) --------------------------------------------------

@@ -358,6 +358,8 @@ function runDetails(run, gantt) {
     ["Created", when(run.createdAt)],
     ["Duration", h("span", { id: "run-duration", text: seconds(run.duration) })],
   ];
+  // when it should end, from its stages' recent p50 (docs/insights.md, Overruns and ETA)
+  if (run.eta) meta.push(["ETA", h("span", { id: "run-eta", text: when(run.eta) })]);
   if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
     ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
   if (run.cancellation) meta.push([run.cancellation.force === true ? "Force-cancelled" : "Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
@@ -466,10 +468,14 @@ function decisionText(decision) {
 }
 
 function stagesTable(run) {
-  const rows = run.stages.map((s) => h("tr", { "data-stage": s.name },
+  // a running stage past its recent p95 is marked; the duration cell says what is typical (p50)
+  const overrunning = (s) => s.status === "IN_PROGRESS" && Boolean(s.overrunningAt);
+  const rows = run.stages.map((s) => h("tr", { "data-stage": s.name, class: overrunning(s) ? "overrunning" : null },
     h("th", { scope: "row", text: s.name }),
-    h("td", {}, badge(s.status)),
-    h("td", { text: seconds(s.duration) }),
+    h("td", {}, badge(s.status), overrunning(s) ? h("span", { class: "badge overrun",
+      title: `past its recent p95 since ${when(s.overrunningAt)}`, text: "overrunning" }) : null),
+    h("td", { text: [seconds(s.duration), s.typicalSeconds != null ? `typically ${seconds(s.typicalSeconds)}` : null]
+      .filter(Boolean).join(" · ") }),
     h("td", { text: [s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1), retryText(s)].filter(Boolean).join(" · ") }),
     h("td", { text: s.environment || "—" }),
     h("td", { text: [approvalProgress(s), decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),

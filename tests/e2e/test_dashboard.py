@@ -198,6 +198,36 @@ def test_force_cancel_asks_in_its_own_dialog_and_skips_the_finally_stage(stack, 
     assert page.problems == []
 
 
+def test_a_stage_past_its_recent_p95_is_marked_overrunning_and_the_run_has_an_eta(
+        stack, page, start_chalice_local):
+    """docs/insights.md "Overruns and ETA" on a stack with the local ticker and outbox threads as
+    `make run` has them: five quick BUILDs are history (the local outbox adds them to the
+    aggregates), the sixth's start gets their p50/p95 from the same consumer, the local ticker
+    fires its overrun a moment later, and the run page shows both."""
+    import uuid
+
+    import requests
+    from playwright.sync_api import expect
+
+    _, token, _ = stack
+    with start_chalice_local(STAGETRACK_ADMIN_TOKEN=token, STAGETRACK_LOCAL_TICKER="1",
+                             STAGETRACK_TABLE=f"overruns-{uuid.uuid4().hex[:12]}") as (base, log_path):
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {token}"
+        for _ in range(5):
+            created = http.post(f"{base}/api/runs", json={"pipeline": "dash-eta", "stages": ["BUILD"]}).json()
+            _patch(http, base, created["stages"][0]["id"], "IN_PROGRESS")
+            _patch(http, base, created["stages"][0]["id"], "SUCCESS")
+        run = http.post(f"{base}/api/runs", json={"pipeline": "dash-eta", "stages": ["BUILD"]}).json()
+        _patch(http, base, run["stages"][0]["id"], "IN_PROGRESS")
+        _sign_in(page, base, token)
+        page.goto(f"{base}/#/runs/{run['id']}")
+        row = page.locator("#stages tr[data-stage='BUILD']")
+        expect(row).to_contain_text("overrunning", timeout=WAIT_MS)
+        expect(page.locator("#run-eta")).to_be_visible()
+        assert page.problems == [], log_path
+
+
 def test_a_read_only_token_sees_no_buttons_and_the_api_refuses_it(stack, page):
     from playwright.sync_api import expect
 

@@ -146,8 +146,9 @@ def test_subscribers_get_one_delivery_per_matching_event(lam, client, ddb_calls)
     assert (report["events"], report["deliveries"]) == (5, 6)
     # the subscriptions, once for the whole batch; then the insights of what finished (one stage
     # attempt: its run's markers + 1 transaction; the run: markers, its pipeline's state + 1);
-    # last, retention: the finished run's expiry (one conditional UpdateItem)
-    assert ddb_calls == {"Query": 1 + 2, "GetItem": 1, "TransactWriteItems": 2, "UpdateItem": 1}
+    # then the stage's start: its window of day items (nothing more: no history yet); last,
+    # retention: the finished run's expiry (one conditional UpdateItem)
+    assert ddb_calls == {"Query": 1 + 2 + 1, "GetItem": 1, "TransactWriteItems": 2, "UpdateItem": 1}
     messages = [json.loads(m["Body"]) for m in receive(DELIVERIES)]
     mine = [m for m in messages if m["subscriptionId"] == failures["id"]]
     assert [json.loads(m["payload"])["newStatus"] for m in mine] == ["SUCCESS"]

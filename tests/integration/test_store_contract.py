@@ -489,6 +489,37 @@ def test_due_timers_stop_at_the_limit_and_say_so(ctx):
     assert sorted(t.stage_id for t in every.timers) == ["web:1:1", "web:1:2"] and not every.truncated
 
 
+def test_a_started_stages_expectations_are_written_on_its_version_only_and_move_its_timer(ctx):
+    """domain/overruns.py: the consumer's write is conditioned on the stage's version as read,
+    bumps it (so a writer that read before loses its condition), and the stage's timer (the
+    sweeper's due index) moves to the overrun; a stale copy writes nothing."""
+    from chalicelib.domain.overruns import set_expectations
+
+    make_run(ctx)
+    aggregate = ctx.stores.runs.load_run("web:1")
+    before = aggregate.snapshot()
+    change_status(aggregate.stages[0], S.IN_PROGRESS, ctx.clock.now())
+    ctx.stores.runs.save(before, aggregate)
+    read = ctx.stores.runs.get_stage("web:1:1")
+    stale = ctx.stores.runs.get_stage("web:1:1")
+    assert set_expectations(read, {"build": [20_000, 30_000, 5], "deploy": [9_000, 9_000, 6]})
+    assert ctx.stores.runs.record_expectations(read) is True and read.version == stale.version + 1
+    stored = ctx.stores.runs.get_stage("web:1:1")
+    assert (stored.expectations, stored.overrun_at, stored.version) == (
+        read.expectations, ctx.clock.now() + timedelta(seconds=30), read.version)
+    due = ctx.stores.timers.due_timers(_iso(ctx.clock.now() + timedelta(seconds=30)))
+    assert [(t.stage_id, t.due_at) for t in due.timers] == [("web:1:1", _iso(stored.overrun_at))]
+    assert ctx.stores.runs.load_run("web:1").stages[0] == stored  # the run view reads them too
+    stale.expectations = {"build": [1, 1, 5]}
+    assert ctx.stores.runs.record_expectations(stale) is False  # a change since: nothing written
+    assert ctx.stores.runs.get_stage("web:1:1") == stored
+    later = ctx.stores.runs.load_run("web:1")
+    old = later.snapshot()
+    change_status(later.stages[0], S.SUCCESS, ctx.clock.now() + timedelta(seconds=5))
+    ctx.stores.runs.save(old, later, local=True)  # the stage's own writer keeps them
+    assert ctx.stores.runs.get_stage("web:1:1").expectations == read.expectations
+
+
 def test_a_stream_record_of_a_stage_entering_a_timer_arms_it(ctx):
     def record(event, new, old=None):
         images = {"NewImage": new} | ({"OldImage": old} if old else {})

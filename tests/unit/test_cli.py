@@ -694,6 +694,17 @@ def test_run_header_shows_where_the_run_came_from():
     ]
 
 
+def test_a_run_shows_its_eta_and_an_overrunning_stage():
+    stage = {"name": "build", "id": "web:1:1", "type": "BUILD", "status": "IN_PROGRESS", "attempt": 1,
+             "startedAt": "2026-03-20T12:00:00.000Z", "duration": 95,
+             "overrunningAt": "2026-03-20T12:01:30.000Z", "typicalSeconds": 60.0}
+    text = render.run_details(run("IN_PROGRESS", eta="2026-03-20T12:05:00.000Z", stages=[stage]))
+    assert "  eta 2026-03-20T12:05:00.000Z  (from its stages' recent p50)" in text.splitlines()
+    assert "build: overrunning since 2026-03-20T12:01:30.000Z (typically 1m00s)" in text.splitlines()
+    done = render.run_details(run("SUCCESS", eta=None, stages=[{**stage, "status": "SUCCESS"}]))
+    assert "eta" not in done and "overrunning" not in done
+
+
 def test_a_run_of_a_concurrency_group_says_so_and_whether_it_waits():
     assert "  concurrency group deploy  (waits for the run holding it)" in render.run_details(
         run("QUEUED", concurrencyGroup="deploy")).splitlines()

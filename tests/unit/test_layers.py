@@ -314,6 +314,7 @@ DEFERRED_IMPORTS = {
     ("chalicelib.events.outbound", "chalicelib.adapters.clients"): _LAMBDA_COLD_START + " (botocore)",
     ("chalicelib.events.outbound", "chalicelib.service.outbox"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.service.insights"): _LAMBDA_COLD_START,
+    ("chalicelib.events.outbound", "chalicelib.service.overruns"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.adapters.local"): "chalice local only, never in Lambda",
     ("chalicelib.events.outbound", "chalicelib.ticker"): "chalice local only, never in Lambda",
     ("chalicelib.events.timers", "chalicelib.adapters.stepfunctions"): _LAMBDA_COLD_START + " (botocore)",

@@ -40,7 +40,7 @@ def test_a_new_run_and_its_stages_on_the_wire():
         "environment": None,
         "variables": {"A": "1"}, "secretVariables": [], "timeoutSeconds": 600, "autoAdvance": True,
         "cancellation": None, "stopping": None, "stopGraceSeconds": None, "version": None,
-        "concurrencyGroup": None,
+        "concurrencyGroup": None, "eta": None,
     }
     assert stages == [
         {"id": "web:7:1", "createdAt": T0, "updatedAt": T0, "type": "BUILD", "startedAt": None,
@@ -49,14 +49,16 @@ def test_a_new_run_and_its_stages_on_the_wire():
          "approval": "AUTO", "timeoutSeconds": 30, "expectedSeconds": 10, "timesOutAt": None, "attempt": 1,
          "attemptCount": 1, "approvalDecision": None, "approvalPolicy": None, "approvals": [],
          "allowFailure": False, "environment": None, "retry": None, "autoRetries": 0, "nextRetryAt": None,
-         "retryReason": None, "always": False, "cancelsAt": None, "runDeadline": None, "version": None},
+         "retryReason": None, "always": False, "cancelsAt": None, "runDeadline": None,
+         "typicalSeconds": None, "overrunningAt": None, "version": None},
         {"id": "web:7:2", "createdAt": T0, "updatedAt": T0, "type": "DEPLOY_PROD", "startedAt": None,
          "endedAt": None, "duration": None, "status": "IDLE", "runId": "web:7", "name": "ship", "position": 2,
          "approval": "MANUAL", "timeoutSeconds": 600, "expectedSeconds": None, "timesOutAt": None,
          "attempt": 1, "attemptCount": 1, "approvalDecision": None, "approvalPolicy": None,
          "approvals": [], "allowFailure": False, "environment": "production", "retry": None,
          "autoRetries": 0, "nextRetryAt": None, "retryReason": None, "always": False,
-         "cancelsAt": None, "runDeadline": None, "version": None},
+         "cancelsAt": None, "runDeadline": None, "typicalSeconds": None, "overrunningAt": None,
+         "version": None},
     ]
 
 
