@@ -152,7 +152,9 @@ def test_documented_shapes_list_every_field_the_views_send(client, document):
                "RunSummaryOut": client.get("/api/runs?pipeline=web").json["items"][0],
                "PipelineStatusOut": client.get("/api/pipelines/web/status").json}
     for name, answer in answers.items():
-        assert set(answer) == set(schemas[name]["properties"]), name
+        get_only = {"queue"} if name == "RunOut" else set()  # GET /api/runs/{id} only
+        assert set(answer) == set(schemas[name]["properties"]) - get_only, name
+    assert set(client.get(f"/api/runs/{run['id']}").json) == set(schemas["RunOut"]["properties"])
 
 
 def test_the_finding_answers_list_every_field_their_documented_shapes_do(client, document):
@@ -172,7 +174,8 @@ def test_the_finding_answers_list_every_field_their_documented_shapes_do(client,
                "ApprovalRunOut": approvals["items"][0]["run"], "StageOut": approvals["items"][0]["stage"],
                "RunOut": created}
     for name, answer in answers.items():
-        optional = {"attempts"} if name == "StageOut" else set()  # only with ?include=attempts
+        # attempts: only with ?include=attempts; queue: GET /api/runs/{id} only
+        optional = {"StageOut": {"attempts"}, "RunOut": {"queue"}}.get(name, set())
         assert set(answer) == set(schemas[name]["properties"]) - optional, name
     operations = document["paths"]
     assert operations["/api/pipelines"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] \
@@ -195,3 +198,47 @@ def test_the_graceful_stop_is_documented(document):
     assert {"always", "cancelsAt", "runDeadline"} <= set(schemas["StageOut"]["properties"])
     assert "stopGraceSeconds" in schemas["CreateRunIn"]["properties"]
     assert "always" in schemas["StageSpecIn"]["properties"]
+
+
+def test_the_controls_of_issue_15_are_documented(client, document):
+    """Concurrency (the setting's route, a QUEUED run's place), approval policies (who may decide,
+    the 403), automatic retries and schedules: each route and field in the document, and a real
+    answer of each conforming to it."""
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    concurrency = paths["/api/pipelines/{pipeline}/concurrency"]["put"]
+    assert concurrency["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConcurrencyIn"}
+    assert "concurrency mode" in concurrency["summary"]
+    assert set(schemas["QueueOut"]["properties"]) == {"group", "holder", "position", "waiting"}
+    assert {"concurrencyGroup", "queue"} <= set(schemas["RunOut"]["properties"])
+    assert "QUEUED" in schemas["StageStatus"]["enum"] and "RETRY_PENDING" in schemas["StageStatus"]["enum"]
+    approve = paths["/api/stages/{stage_id}/approve"]["post"]
+    assert "not_an_approver" in approve["summary"]
+    assert "not_an_approver" in approve["responses"]["403"]["description"]
+    policy = {"approvers", "required", "preventSelfApproval", "onTimeout", "remindAfterSeconds", "retry"}
+    assert policy <= set(schemas["StageSpecIn"]["properties"])
+    assert {"approvalPolicy", "approvals", "retry", "autoRetries", "nextRetryAt", "retryReason"} <= set(
+        schemas["StageOut"]["properties"])
+    assert set(paths["/api/pipelines/{pipeline}/schedules"]) == {"get", "post"}
+    assert set(paths["/api/pipelines/{pipeline}/schedules/{schedule_id}"]) == {"get", "patch", "delete"}
+    assert "lastSkipped" in schemas["ScheduleOut"]["properties"]
+
+    create = {"pipeline": "web", "stages": ["BUILD"]}
+    assert client.post("/api/runs", create).status_code == 201
+    setting = client.put("/api/pipelines/web/concurrency", {"mode": "QUEUED"})
+    client.post("/api/runs", create)
+    client.post("/api/runs", create)
+    queued = client.get("/api/runs/web:3")
+    assert queued.json["queue"]["position"] == 1
+    schedule = client.post("/api/pipelines/web/schedules",
+                           {"cron": "0 9 * * MON-FRI", "timeZone": "Europe/Paris"})
+    calls = [("PUT", "/api/pipelines/{pipeline}/concurrency", setting),
+             ("GET", "/api/runs/{run_id}", queued),
+             ("POST", "/api/pipelines/{pipeline}/schedules", schedule),
+             ("GET", "/api/pipelines/{pipeline}/schedules", client.get("/api/pipelines/web/schedules")),
+             ("PATCH", "/api/pipelines/{pipeline}/schedules/{schedule_id}",
+              client.patch(schedule.headers["Location"], {"enabled": False}))]
+    for method, path, response in calls:
+        status, schema = success_schema(document, method, path)
+        assert response.status_code == status, (method, path, response.json)
+        conforms(document, response.json, schema)
