@@ -33,7 +33,7 @@ function main() {
 }
 
 function show(...nodes) {
-  main().replaceChildren(...nodes);
+  main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 function toast(text) {
@@ -86,6 +86,7 @@ class ApiError extends Error {
     super(error.message || `HTTP ${status}`);
     this.status = status;
     this.code = error.code;
+    this.details = Array.isArray(error.details) ? error.details : [];
   }
 }
 
@@ -229,6 +230,7 @@ function route() {
   const path = decodeURIComponent(raw) || "/";
   let match;
   if ((match = path.match(/^\/runs\/(.+)$/))) return runPage(match[1]);
+  if ((match = path.match(/^\/pipelines\/([^/]+)\/schedules$/))) return schedulesPage(match[1]);
   if ((match = path.match(/^\/pipelines\/(.+)$/))) return pipelinePage(match[1]);
   if (path === "/approvals") {
     $("nav-approvals").setAttribute("aria-current", "page");
@@ -307,19 +309,192 @@ function pipelineCard(p) {
       : h("p", { class: "muted", text: "No runs yet." }));
 }
 
+// A pipeline's two pages, runs and schedules, as a small tab bar (links: the URL is the state).
+function pipelineTabs(name, current) {
+  const base = `#/pipelines/${encodeURIComponent(name)}`;
+  const tab = (href, text, key) => h("a", { href, text, "aria-current": current === key ? "page" : null });
+  return h("nav", { class: "tabs", "aria-label": `${name} pages` },
+    tab(base, "Runs", "runs"), tab(`${base}/schedules`, "Schedules", "schedules"));
+}
+
+// The pipeline's pause state and concurrency setting (one GET of its status per visit).
+function pipelineBadges(name, holder) {
+  call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
+    if (!st) return;
+    const out = [];
+    if (st.paused) out.push(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
+    const mode = (st.concurrency || {}).mode;
+    if (mode && mode !== "PARALLEL") {
+      const group = st.concurrency.group ? ` (group ${st.concurrency.group})` : "";
+      out.push(h("span", { class: "muted concurrency", text: `concurrency ${label(mode)}${group}${st.locked && st.lockedBy ? ` · held by ${st.lockedBy}` : ""}` }));
+    }
+    holder.replaceChildren(...out);
+  }).catch(() => {});
+}
+
 function pipelinePage(name) {
   document.title = `${name} · stagetrack`;
   const body = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
-  const paused = h("span", {});
-  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, paused), body);
-  call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
-    if (st && st.paused) paused.replaceChildren(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
-  }).catch(() => {});
+  const badges = h("span", {});
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, badges),
+    pipelineTabs(name, "runs"), body);
+  pipelineBadges(name, badges);
   return live(`api/runs?pipeline=${encodeURIComponent(name)}&limit=25`, (data) => {
     const runs = data.items || [];
     body.replaceChildren(runs.length ? matrix(runs, `Runs of ${name}, newest first`)
       : h("p", { class: "muted", text: "No runs yet." }));
   });
+}
+
+// ---- schedules: a pipeline's cron schedules (GET/POST/PATCH/DELETE /api/pipelines/{p}/schedules)
+
+function schedulesPage(name) {
+  document.title = `Schedules of ${name} · stagetrack`;
+  const path = `api/pipelines/${encodeURIComponent(name)}/schedules`;
+  const list = h("div", { id: "schedules", "aria-live": "polite" }, h("p", { class: "muted", text: "Loading…" }));
+  const badges = h("span", {});
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, badges),
+    pipelineTabs(name, "schedules"),
+    h("h2", { id: "h-schedules", text: "Schedules" }),
+    h("p", { class: "muted", text: "Each firing starts a run with the stages of the pipeline's latest run; times are read in the schedule's time zone." }),
+    list, canOperate() ? scheduleForm(name, path) : null);
+  pipelineBadges(name, badges);
+  return live(path, (data) => {
+    const items = (data && data.items) || [];
+    list.replaceChildren(...(items.length ? items.map((item) => scheduleCard(item, path))
+      : [h("p", { class: "muted", text: "No schedules yet." })]));
+  });
+}
+
+// A fire time in the browser's zone and, when it differs, in the schedule's own (the zone its
+// cron fields are read in): "2/28/2028, 11:00:00 PM · Feb 29, 2028, 00:00 Europe/Paris".
+function zoned(iso, zone) {
+  if (!iso) return "—";
+  const local = when(iso);
+  try {
+    const own = new Intl.DateTimeFormat(undefined, { timeZone: zone, dateStyle: "medium", timeStyle: "short", hourCycle: "h23" });
+    const browser = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return browser === zone ? local : `${local} · ${own.format(new Date(iso))} ${zone}`;
+  } catch {
+    return local; // a zone this browser does not know: the local time alone
+  }
+}
+
+function scheduleCard(item, path) {
+  const one = `${path}/${encodeURIComponent(item.id)}`;
+  const skipped = item.lastSkipped;
+  const variables = Object.keys(item.variables || {}).sort();
+  const meta = [
+    ["Time zone", item.timeZone],
+    ["Next fire", item.enabled ? zoned(item.nextFireAt, item.timeZone) : "— (disabled)"],
+    ["Last fired", when(item.lastFiredAt)],
+    ["Last run", item.lastRunId ? h("a", { href: `#/runs/${encodeURIComponent(item.lastRunId)}`, text: item.lastRunId }) : "—"],
+    ["Last skipped", skipped ? `${when(skipped.at)}: ${label(skipped.reason)}${skipped.message ? ` (${skipped.message})` : ""}` : "—"],
+    ["Variables", variables.length ? h("span", {}, variables.flatMap((k, i) => [i ? ", " : "", h("code", { text: `${k}=${item.variables[k]}` })])) : "—"],
+    ["Created by", `${item.createdBy || "—"}, ${when(item.createdAt)}`],
+  ];
+  const title = item.description ? `${item.description}` : `Schedule ${item.id}`;
+  return h("section", { class: "card schedule", "data-schedule": item.id, "aria-label": `${title}: ${item.cron}` },
+    h("header", {},
+      h("h3", {}, h("code", { text: item.cron })),
+      h("span", { class: `badge ${item.enabled ? "s-SUCCESS" : "s-IDLE"}`, text: item.enabled ? "enabled" : "disabled" }),
+      item.description ? h("span", { text: item.description }) : null,
+      h("span", { class: "muted", text: item.id })),
+    h("dl", { class: "meta" }, meta.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)])),
+    scheduleActions(item, one));
+}
+
+// Enable and disable are reversible, so they act at once; delete asks first (it cannot be undone).
+function scheduleActions(item, one) {
+  if (!canOperate()) return null; // read-only tokens see no buttons (and the API refuses them)
+  const what = `schedule ${item.cron}${item.description ? ` (${item.description})` : ""}`;
+  const toggle = h("button", { type: "button", class: "quiet", text: item.enabled ? "Disable" : "Enable",
+    "aria-label": `${item.enabled ? "Disable" : "Enable"} ${what}`, onclick: async () => {
+      toggle.disabled = true;
+      try {
+        await call("PATCH", one, { enabled: !item.enabled });
+        toast(`${item.enabled ? "Disabled" : "Enabled"} ${what}`);
+        refresh();
+      } catch (error) {
+        toggle.disabled = false;
+        toast(`${item.enabled ? "Disable" : "Enable"} failed: ${error.message}`);
+      }
+    } });
+  const remove = h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete ${what}`, onclick: () =>
+    confirmThen({ title: `Delete ${what}?`, text: "It fires no more runs; runs it already started are kept.", ok: "Delete schedule", danger: true },
+      () => call("DELETE", one)) });
+  return h("div", { class: "actions", role: "group", "aria-label": `Actions of ${what}` }, toggle, remove);
+}
+
+// "KEY=value" per line -> {KEY: "value"}; a line without "=" is an error named by its number.
+function parseVariables(text) {
+  const out = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`line ${i + 1}: expected KEY=value`);
+    out[line.slice(0, at).trim()] = line.slice(at + 1);
+  }
+  return out;
+}
+
+function scheduleForm(name, path) {
+  const field = (id, text, control, hint) => h("div", { class: "field" }, h("label", { for: id, text }), control,
+    hint ? h("span", { class: "muted hint", id: `${id}-hint`, text: hint }) : null);
+  const cron = h("input", { id: "s-cron", name: "cron", type: "text", required: true, maxlength: 100, autocomplete: "off",
+    spellcheck: "false", placeholder: "0 9 * * MON-FRI", "aria-describedby": "s-cron-hint" });
+  const zone = h("input", { id: "s-zone", name: "timeZone", type: "text", maxlength: 64, autocomplete: "off",
+    spellcheck: "false", value: "UTC", list: "s-zones", "aria-describedby": "s-zone-hint" });
+  const zones = h("datalist", { id: "s-zones" });
+  try {
+    for (const z of Intl.supportedValuesOf("timeZone")) zones.append(h("option", { value: z }));
+  } catch { /* an older browser: the field is free text anyway */ }
+  const variables = h("textarea", { id: "s-vars", name: "variables", rows: 3, spellcheck: "false",
+    placeholder: "ENV=prod", "aria-describedby": "s-vars-hint" });
+  const description = h("input", { id: "s-desc", name: "description", type: "text", maxlength: 255, autocomplete: "off" });
+  const enabled = h("input", { id: "s-enabled", name: "enabled", type: "checkbox", checked: true });
+  const error = h("p", { class: "error", id: "s-error", role: "alert" });
+  const submit = h("button", { type: "submit", text: "Create schedule" });
+  const form = h("form", { class: "filters schedule-form", "aria-labelledby": "h-new-schedule", onsubmit: async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    for (const control of [cron, zone, variables]) control.removeAttribute("aria-invalid");
+    const body = { cron: cron.value.trim(), timeZone: zone.value.trim() || "UTC", enabled: enabled.checked };
+    try {
+      body.variables = parseVariables(variables.value);
+    } catch (e) {
+      variables.setAttribute("aria-invalid", "true");
+      error.textContent = `Variables: ${e.message}`;
+      variables.focus();
+      return;
+    }
+    if (description.value.trim()) body.description = description.value.trim();
+    submit.disabled = true;
+    try {
+      const created = await call("POST", path, body);
+      toast(`Created schedule ${created.cron}`);
+      refresh();
+    } catch (e) {
+      const byField = { cron, timeZone: zone, variables, description };
+      const named = (e.details || []).filter((d) => d && byField[d.field]);
+      for (const d of named) byField[d.field].setAttribute("aria-invalid", "true");
+      error.textContent = named.length ? named.map((d) => `${d.field}: ${d.message || "invalid"}`).join("; ")
+        : `${e.message}${e.status ? ` (${e.status})` : ""}`;
+      (named.length ? byField[named[0].field] : cron).focus();
+    } finally {
+      submit.disabled = false;
+    }
+  } },
+  field("s-cron", "Cron", cron, "five fields: minute hour day-of-month month day-of-week"),
+  field("s-zone", "Time zone", zone, "an IANA name, e.g. Europe/Paris"), zones,
+  field("s-vars", "Variables", variables, "one KEY=value per line"),
+  field("s-desc", "Description", description),
+  h("div", { class: "field check" }, enabled, h("label", { for: "s-enabled", text: "Enabled" })),
+  submit);
+  return h("section", { class: "card", "aria-labelledby": "h-new-schedule" },
+    h("h2", { id: "h-new-schedule", text: "New schedule" }), form, error);
 }
 
 // ---- run page: metadata, Gantt timeline, stages, variables, actions ----------------------------
@@ -358,8 +533,7 @@ function runDetails(run, gantt) {
     ["Created", when(run.createdAt)],
     ["Duration", h("span", { id: "run-duration", text: seconds(run.duration) })],
   ];
-  if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
-    ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
+  if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED" ? queuedText(run) : run.concurrencyGroup]);
   if (run.cancellation) meta.push(["Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
   if (run.status === "CANCELLING" && run.stopping && run.stopping.graceUntil) {
     meta.push(["Stopping", `running stages may finish until ${when(run.stopping.graceUntil)}`]);
@@ -372,6 +546,15 @@ function runDetails(run, gantt) {
     h("h2", { text: "Stages" }), stagesTable(run),
     variablesTable(run),
   ];
+}
+
+// A QUEUED run's group and place: "deploys: 2nd of 3 in line, behind deploys:7" (the API's
+// ``queue``, GET /api/runs/{id} only), linking to the run that holds the group.
+function queuedText(run) {
+  const q = run.queue;
+  if (!q) return `${run.concurrencyGroup} (waits for the run holding it)`;
+  const holder = q.holder ? h("a", { href: `#/runs/${encodeURIComponent(q.holder)}`, text: q.holder }) : "a run being promoted";
+  return h("span", { id: "queue-place" }, `${run.concurrencyGroup}: waits, ${q.position} of ${q.waiting} in line, behind `, holder);
 }
 
 function runActions(run) {
@@ -399,11 +582,31 @@ function runActions(run) {
   return buttons.length ? h("div", { class: "actions", role: "group", "aria-label": "Run actions" }, buttons) : null;
 }
 
-function stageActions(stage) {
+// Why this session's token may not decide a policy gate (null: it may), by the rules the API
+// applies (403 not_an_approver, 409 already_decided): the buttons are then replaced by the reason.
+function approvalBlock(stage, runActor) {
+  const policy = stage.approvalPolicy;
+  if (!policy || !state.session) return null;
+  const me = state.session.name;
+  if ((policy.approvers || []).length) {
+    const groups = policy.groups || {};
+    const allowed = new Set(policy.approvers.flatMap((a) => (a.startsWith("group:") ? groups[a.slice(6)] || [] : [a])));
+    if (!allowed.has(me)) return `You (${me}) are not an allowed approver: ${policy.approvers.join(", ")}.`;
+  }
+  if (policy.preventSelfApproval && runActor && runActor === me) return `You (${me}) started this run; it prevents self-approval.`;
+  const mine = (stage.approvals || []).find((d) => d.by === me && d.attempt === stage.attempt);
+  if (mine) return `You ${String(mine.decision).toLowerCase()} it ${when(mine.at)}; waiting for the others.`;
+  return null;
+}
+
+function stageActions(stage, runActor) {
   if (!canOperate()) return null;
   const path = `api/stages/${encodeURIComponent(stage.id)}`;
   const out = [];
-  if (stage.status === "WAITING_FOR_APPROVAL") {
+  const blocked = stage.status === "WAITING_FOR_APPROVAL" ? approvalBlock(stage, runActor) : null;
+  if (blocked) {
+    out.push(h("span", { class: "muted why", text: blocked }));
+  } else if (stage.status === "WAITING_FOR_APPROVAL") {
     out.push(h("button", { type: "button", text: "Approve", "aria-label": `Approve ${stage.name}`, onclick: () =>
       confirmThen({ title: `Approve ${stage.name}?`, text: "The stage starts.", ok: "Approve", comment: "Comment (optional)" },
         (comment) => call("POST", `${path}/approve`, comment ? { comment } : {})) }));
@@ -433,7 +636,8 @@ function stageActions(stage) {
 function approvalProgress(stage) {
   const policy = stage.approvalPolicy;
   if (!policy) return null;
-  const approved = (stage.approvals || []).filter((d) => d.decision === "APPROVED").map((d) => d.by);
+  const approved = (stage.approvals || []).filter((d) => d.decision === "APPROVED" && d.attempt === stage.attempt)
+    .map((d) => (d.comment ? `${d.by}: “${d.comment}”` : d.by));
   const who = approved.length ? ` (${approved.join(", ")})` : "";
   return `${approved.length} of ${policy.required} approvals${who}`;
 }
@@ -463,7 +667,7 @@ function stagesTable(run) {
     h("td", { text: [s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1), retryText(s)].filter(Boolean).join(" · ") }),
     h("td", { text: s.environment || "—" }),
     h("td", { text: [approvalProgress(s), decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
-    h("td", {}, stageActions(s))));
+    h("td", {}, stageActions(s, run.actor))));
   return h("div", { class: "scroll" }, h("table", { id: "stages" },
     h("thead", {}, h("tr", {}, ["Stage", "Status", "Duration", "Attempt", "Environment", "Approval", ""].map((t) =>
       h("th", { scope: "col", text: t })))),
@@ -557,7 +761,7 @@ function approvalsPage() {
         h("td", { text: item.run.branch || "—" }),
         h("td", { text: item.run.actor || "—" }),
         h("td", { text: when(item.waitingSince) }),
-        h("td", {}, stageActions(item.stage))))))));
+        h("td", {}, stageActions(item.stage, item.run.actor))))))));
   });
 }
 
