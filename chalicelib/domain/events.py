@@ -351,7 +351,13 @@ APPROVAL_REMINDER = "stage.approval-reminder"
 # how many, and for the scheduled one when it starts and what the attempt before it ended as.
 RETRY_SCHEDULED = "stage.retry-scheduled"
 RETRY_STARTED = "stage.retry-started"
-EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, RETRY_SCHEDULED, RETRY_STARTED)
+# A decision on a gate of an approval policy that leaves it waiting (1 of 2 approvals): old and
+# new status both WAITING_FOR_APPROVAL. Every decision, this one or the one that opens or fails the
+# gate (then on its ``stage.status-changed``), carries ``approval``: who, when, the comment, and
+# how many approvals of how many required the gate has.
+APPROVAL_DECIDED = "stage.approval-decided"
+EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, APPROVAL_DECIDED, RETRY_SCHEDULED,
+               RETRY_STARTED)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -368,6 +374,7 @@ class StateChange:
     new_status: str | None
     attempt: int | None
     retry: dict | None = None  # the retry events' ``retry``; absent from other events' bodies
+    approval: dict | None = None  # a gate's decision (``APPROVAL_DECIDED``); absent when none
 
     @property
     def detail_type(self) -> str:
@@ -381,6 +388,8 @@ class StateChange:
             "oldStatus": self.old_status, "newStatus": self.new_status, "attempt": self.attempt}
         if self.retry is not None:
             body["retry"] = dict(self.retry)
+        if self.approval is not None:
+            body["approval"] = dict(self.approval)
         return body
 
     def body(self) -> str:
@@ -397,7 +406,7 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
 EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder",
-                      "stage.retry-scheduled", "stage.retry-started", "*"]
+                      "stage.approval-decided", "stage.retry-scheduled", "stage.retry-started", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)

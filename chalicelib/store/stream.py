@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from ..domain import ids
 from ..domain.clock import format_iso, parse_iso
 from ..domain.events import (
+    APPROVAL_DECIDED,
     APPROVAL_REMINDER,
     RETRY_SCHEDULED,
     RETRY_STARTED,
@@ -138,7 +139,10 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     - stage modified with the same status and attempt but a reminder newly recorded
       (``reminded_at``, by the stage timer: domain/approvals.py): an approval reminder;
     - stage modified to RETRY_PENDING (an automatic retry scheduled: domain/retries.py) or from
-      it to a start (the retry started): the retry events, with the retry's ``retry`` details.
+      it to a start (the retry started): the retry events, with the retry's ``retry`` details;
+    - stage modified with a decision on its gate (``_decision``): one that leaves it waiting is an
+      approval-decided event; one that opens or fails it is on its status change; both carry
+      ``approval``.
     """
     event_name = record.get("eventName")
     images = record.get("dynamodb") or {}
@@ -156,9 +160,10 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         if event_name == "MODIFY" and old_status == new_status:
             return None
     reminder = False
+    approval = _decision(old, new) if kind == "stage" and event_name == "MODIFY" else None
     if kind == "stage" and event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
         reminder = _str_attr(new, "reminded_at") is not None and _str_attr(old, "reminded_at") is None
-        if not reminder:
+        if not reminder and approval is None:
             return None
     elif kind == "stage":
         if event_name == "INSERT" and new_status == StageStatus.IDLE.value:
@@ -194,6 +199,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     event_type, retry = RUN_CHANGED, None
     if kind == "stage":
         event_type = APPROVAL_REMINDER if reminder else STAGE_CHANGED
+        if approval is not None and (old_status, old_attempt) == (new_status, new_attempt):
+            # the gate still waits; a decision that moved it rides on its status change
+            event_type = APPROVAL_DECIDED
         if event_name == "MODIFY":
             event_type, retry = _retry_event(old, new) or (event_type, None)
     return StateChange(
@@ -207,7 +215,39 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         new_status=new_status if isinstance(new_status, str) else None,
         attempt=(new_attempt if new else old_attempt) if kind == "stage" else None,
         retry=retry,
+        approval=approval,
     )
+
+
+def _json_attr(image: Mapping, name: str) -> object:
+    try:
+        return json.loads(_str_attr(image, name) or "null")
+    except ValueError:
+        return None
+
+
+def _decision(old: Mapping, new: Mapping) -> dict | None:
+    """The decision a stage's change recorded on its gate, or None: a decision of its approval
+    policy appended to ``approvals`` (the list of this attempt: a retry empties it, which is no
+    decision), else a plain gate's ``approval_decision`` newly set. With how many approvals the
+    gate has now, of how many its policy requires (1 for a plain gate)."""
+    before, after = _json_attr(old, "approvals"), _json_attr(new, "approvals")
+    before = before if isinstance(before, list) else []
+    after = after if isinstance(after, list) else []
+    decision: object = None
+    if len(after) > len(before) and after[:len(before)] == before:
+        decision = after[-1]
+    elif not after and _str_attr(new, "approval_decision") != _str_attr(old, "approval_decision"):
+        decision = _json_attr(new, "approval_decision")
+    if not isinstance(decision, dict):
+        return None
+    policy = _json_attr(new, "approval_policy")
+    required = policy.get("required") if isinstance(policy, dict) else None
+    approved = (sum(1 for d in after if isinstance(d, dict) and d.get("decision") == "APPROVED") if after
+                else int(decision.get("decision") == "APPROVED"))
+    return {"decision": decision.get("decision"), "by": decision.get("by"), "at": decision.get("at"),
+            "comment": decision.get("comment"), "approved": approved,
+            "required": required if isinstance(required, int) else 1}
 
 
 _PENDING = StageStatus.RETRY_PENDING.value
