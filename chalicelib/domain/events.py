@@ -356,8 +356,14 @@ RETRY_STARTED = "stage.retry-started"
 # gate (then on its ``stage.status-changed``), carries ``approval``: who, when, the comment, and
 # how many approvals of how many required the gate has.
 APPROVAL_DECIDED = "stage.approval-decided"
+# A cron schedule's firing (domain/schedules.py): ``schedule.fired`` names the run it created
+# (``runId``; the run's own ``run.status-changed`` follows as for any new run), ``schedule.skipped``
+# a firing that created none (``runId`` null: the pipeline was paused). Both carry ``schedule``:
+# its id, cron, time zone and the fire time (and, skipped, the reason and message).
+SCHEDULE_FIRED = "schedule.fired"
+SCHEDULE_SKIPPED = "schedule.skipped"
 EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, APPROVAL_DECIDED, RETRY_SCHEDULED,
-               RETRY_STARTED)
+               RETRY_STARTED, SCHEDULE_FIRED, SCHEDULE_SKIPPED)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -367,7 +373,7 @@ class StateChange:
     type: str
     time: str
     pipeline: str
-    run_id: str
+    run_id: str | None  # None: a schedule's firing that created no run
     stage_id: str | None
     stage_name: str | None
     old_status: str | None
@@ -375,6 +381,7 @@ class StateChange:
     attempt: int | None
     retry: dict | None = None  # the retry events' ``retry``; absent from other events' bodies
     approval: dict | None = None  # a gate's decision (``APPROVAL_DECIDED``); absent when none
+    schedule: dict | None = None  # the schedule events' ``schedule``; absent from the others
 
     @property
     def detail_type(self) -> str:
@@ -390,6 +397,8 @@ class StateChange:
             body["retry"] = dict(self.retry)
         if self.approval is not None:
             body["approval"] = dict(self.approval)
+        if self.schedule is not None:
+            body["schedule"] = dict(self.schedule)
         return body
 
     def body(self) -> str:
@@ -406,7 +415,8 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
 EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder",
-                      "stage.approval-decided", "stage.retry-scheduled", "stage.retry-started", "*"]
+                      "stage.approval-decided", "stage.retry-scheduled", "stage.retry-started",
+                      "schedule.fired", "schedule.skipped", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)

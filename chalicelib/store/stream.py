@@ -22,6 +22,8 @@ from ..domain.events import (
     RETRY_SCHEDULED,
     RETRY_STARTED,
     RUN_CHANGED,
+    SCHEDULE_FIRED,
+    SCHEDULE_SKIPPED,
     STAGE_CHANGED,
     StateChange,
 )
@@ -150,6 +152,8 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     old = images.get("OldImage") or {}
     current = new or old
     kind = _attr(current, "kind")
+    if kind == "schedule" and event_name == "MODIFY":
+        return _schedule_event(old, new)
     if kind not in ("run", "stage") or event_name not in ("INSERT", "MODIFY", "REMOVE"):
         return None
     old_status = _attr(old, "status") if old else None
@@ -217,6 +221,34 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         retry=retry,
         approval=approval,
     )
+
+
+def _schedule_event(old: Mapping, new: Mapping) -> StateChange | None:
+    """A schedule's firing, from its item's change: a new ``last_skipped`` is a firing that
+    created no run (``schedule.skipped``), a new ``last_fired_at`` with its ``last_run_id`` one
+    that created a run (``schedule.fired``). Any other change of a schedule (enable, edit, the
+    next fire time moving on) is no event."""
+    skipped = _json_attr(new, "last_skipped")
+    fired_at = _str_attr(new, "last_fired_at")
+    schedule = {"id": _str_attr(new, "schedule_id"), "cron": _str_attr(new, "cron"),
+                "timeZone": _str_attr(new, "time_zone")}
+    run_id: str | None = None
+    if isinstance(skipped, dict) and _str_attr(new, "last_skipped") != _str_attr(old, "last_skipped"):
+        event_type = SCHEDULE_SKIPPED
+        schedule.update({"at": skipped.get("at"), "reason": skipped.get("reason"),
+                         "message": skipped.get("message")})
+    elif fired_at and fired_at != _str_attr(old, "last_fired_at") and _str_attr(new, "last_run_id"):
+        event_type, run_id = SCHEDULE_FIRED, _str_attr(new, "last_run_id")
+        schedule["at"] = fired_at
+    else:
+        return None
+    identity = "|".join(str(x) for x in (_attr(new, "pk"), _attr(new, "sk"), _attr(old, "version"),
+                                         _attr(new, "version"), event_type))
+    moment = _str_attr(new, "updated_at")
+    return StateChange(
+        id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32], type=event_type,
+        time=moment or str(schedule.get("at")), pipeline=str(_attr(new, "pipeline")), run_id=run_id,
+        stage_id=None, stage_name=None, old_status=None, new_status=None, attempt=None, schedule=schedule)
 
 
 def _json_attr(image: Mapping, name: str) -> object:
