@@ -200,3 +200,16 @@ def test_each_firing_is_an_event_on_the_stream_fired_or_skipped_and_nothing_else
     assert to_cdevent(skipped) is None and to_cdevent(fired) is None  # CDEvents has no word for them
     assert client.patch(f"{BASE}/{schedule['id']}", {"enabled": False}).status_code == 200
     assert events() == []
+
+
+def test_the_list_the_dashboard_polls_answers_304_while_unchanged_for_a_getitem_and_a_query(
+        client, web, ddb_calls):
+    schedule = client.post(BASE, {"cron": "0 9 * * *"}).json
+    ddb_calls.clear()
+    first = client.get(BASE)
+    assert dict(ddb_calls) == {"GetItem": 1, "Query": 1}  # the pipeline (404 if unknown), its schedules
+    tag = first.headers["ETag"]
+    assert client.get(BASE, headers={"If-None-Match": tag}).status_code == 304
+    assert client.patch(f"{BASE}/{schedule['id']}", {"enabled": False}).status_code == 200
+    changed = client.get(BASE, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.json["items"][0]["enabled"] is False
