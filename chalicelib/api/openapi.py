@@ -130,6 +130,29 @@ class StageOut(Out):
     version: int | None
 
 
+class StopRecordOut(Out):
+    mode: Literal["STOP", "CANCEL"] = Field(description="STOP: graceful (running stages may finish); "
+                                                        "CANCEL: immediate")
+    by: str
+    at: Timestamp
+    reason: str | None
+    graceSeconds: int | None = Field(None, description="STOP only: the grace period")
+    graceUntil: Timestamp | None = Field(None, description="STOP only: when the timers cancel what "
+                                                           "still runs")
+
+
+class StoppingOut(StopRecordOut):
+    after: StopRecordOut | None = Field(None, description="a cancel of a stopping run: the stop it "
+                                                          "followed")
+
+
+class CancellationOut(Out):
+    by: str | None = None
+    at: Timestamp | None = None
+    reason: str | None = None
+    stageId: str | None = Field(None, description="the stage cancelled; null for a run cancel or stop")
+
+
 class RunSummaryOut(Out):
     id: str
     pipeline: str
@@ -152,8 +175,9 @@ class RunSummaryOut(Out):
     secretVariables: list[str]
     timeoutSeconds: int | None
     autoAdvance: bool
-    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId")
-    stopping: dict[str, Any] | None = Field(
+    cancellation: CancellationOut | None = Field(description="the latest cancel or stop: by, at, reason, "
+                                                             "stageId")
+    stopping: StoppingOut | None = Field(
         description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
                     "graceSeconds and graceUntil (STOP); the run is CANCELLING while a stage is active")
     stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "

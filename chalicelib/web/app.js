@@ -317,10 +317,12 @@ function pipelineTabs(name, current) {
     tab(base, "Runs", "runs"), tab(`${base}/schedules`, "Schedules", "schedules"));
 }
 
-// The pipeline's pause state and concurrency setting (one GET of its status per visit).
-function pipelineBadges(name, holder) {
+// The pipeline's pause state and concurrency setting (one GET of its status per visit); with
+// ``settings``, operate tokens also get the form that changes the concurrency setting.
+function pipelineBadges(name, holder, settings) {
   call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
     if (!st) return;
+    if (settings && canOperate()) settings.replaceChildren(concurrencyForm(name, st.concurrency || {}));
     const out = [];
     if (st.paused) out.push(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
     const mode = (st.concurrency || {}).mode;
@@ -332,13 +334,43 @@ function pipelineBadges(name, holder) {
   }).catch(() => {});
 }
 
+// PUT /api/pipelines/{p}/concurrency: the mode and default group for the runs created from now
+// on (runs already waiting or running are left as they are, so no confirmation is asked).
+function concurrencyForm(name, current) {
+  const mode = h("select", { id: "c-mode", name: "mode" }, ["PARALLEL", "QUEUED", "SUPERSEDED"].map((m) =>
+    h("option", { value: m, text: label(m), selected: (current.mode || "PARALLEL") === m })));
+  const group = h("input", { id: "c-group", name: "group", type: "text", maxlength: 64, autocomplete: "off",
+    spellcheck: "false", value: current.group || "", placeholder: name });
+  const save = h("button", { type: "submit", class: "quiet", text: "Save concurrency" });
+  const form = h("form", { class: "filters", "aria-label": "Concurrency setting", onsubmit: async (event) => {
+    event.preventDefault();
+    save.disabled = true;
+    try {
+      const st = await call("PUT", `api/pipelines/${encodeURIComponent(name)}/concurrency`,
+        { mode: mode.value, ...(group.value.trim() ? { group: group.value.trim() } : {}) });
+      toast(`New runs of ${name}: ${label(st.concurrency.mode)}`);
+      refresh();
+    } catch (error) {
+      toast(`Save failed: ${error.message}`);
+    } finally {
+      save.disabled = false;
+    }
+  } },
+  h("div", { class: "field" }, h("label", { for: "c-mode", text: "Concurrency of new runs" }), mode),
+  h("div", { class: "field" }, h("label", { for: "c-group", text: "Group (default: the pipeline)" }), group), save);
+  return h("details", { class: "card" }, h("summary", { text: "Concurrency" }),
+    h("p", { class: "muted", text: "Parallel: runs overlap. Queued: a new run waits while one of its group is active. Superseded: a new run cancels the active one." }),
+    form);
+}
+
 function pipelinePage(name) {
   document.title = `${name} · stagetrack`;
   const body = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
   const badges = h("span", {});
+  const settings = h("div", {});
   show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, badges),
-    pipelineTabs(name, "runs"), body);
-  pipelineBadges(name, badges);
+    pipelineTabs(name, "runs"), settings, body);
+  pipelineBadges(name, badges, settings);
   return live(`api/runs?pipeline=${encodeURIComponent(name)}&limit=25`, (data) => {
     const runs = data.items || [];
     body.replaceChildren(runs.length ? matrix(runs, `Runs of ${name}, newest first`)
@@ -570,8 +602,10 @@ function runActions(run) {
     if (run.status !== "CANCELLING") { // already stopping: only a cancel ends it sooner
       buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
         confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "Running stages may finish within the grace period; nothing new starts but stages marked always.",
-          ok: "Stop run", danger: true, comment: "Reason (optional)" },
-        (reason) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`, reason ? { reason } : {})) }));
+          ok: "Stop run", danger: true, comment: "Reason (optional)", number: "Grace period in seconds (optional)",
+          placeholder: run.stopGraceSeconds === null || run.stopGraceSeconds === undefined ? "600" : String(run.stopGraceSeconds) },
+        (reason, grace) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`,
+          { ...(reason ? { reason } : {}), ...(grace === null ? {} : { graceSeconds: grace }) })) }));
     }
   }
   if (run.stages.some((s) => ["FAILURE", "CANCELLED", "TIMED_OUT"].includes(s.status))) {
@@ -1041,14 +1075,24 @@ function confirmThen(options, action) {
   comment.hidden = !options.comment;
   $("confirm-comment-label").hidden = !options.comment;
   $("confirm-comment-label").textContent = options.comment || "";
+  const number = $("confirm-number"); // an optional whole number (a stop's grace period)
+  number.value = "";
+  number.hidden = !options.number;
+  $("confirm-number-label").hidden = !options.number;
+  $("confirm-number-label").textContent = options.number || "";
+  if (options.number) number.placeholder = options.placeholder || "";
   const ok = $("confirm-ok");
   ok.textContent = options.ok;
   ok.className = options.danger ? "danger" : "";
   $("confirm-form").onsubmit = async (event) => {
     event.preventDefault();
+    if (options.number && number.value !== "" && !number.checkValidity()) {
+      number.reportValidity();
+      return;
+    }
     ok.disabled = true;
     try {
-      await action(comment.value.trim() || null);
+      await action(comment.value.trim() || null, number.value === "" ? null : Number(number.value));
       dialog.close();
       toast(`${options.ok}: done`);
       refresh();

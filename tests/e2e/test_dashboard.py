@@ -548,8 +548,21 @@ def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(sta
     expect(page.locator("h1")).to_contain_text(f"dash-policy #{holder['counter']}", timeout=WAIT_MS)
     _patch(http, base, holder["stages"][0]["id"], "IN_PROGRESS")
     page.get_by_role("button", name="Stop").click()
-    page.get_by_role("dialog").get_by_role("button", name="Stop run").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Grace period in seconds (optional)").fill("120")
+    dialog.get_by_role("button", name="Stop run").click()
     expect(page.locator("dl.meta")).to_contain_text("running stages may finish until", timeout=WAIT_MS)
     expect(page.get_by_role("button", name="Stop")).to_have_count(0)  # stopping: only Cancel ends it sooner
-    assert http.get(f"{base}/api/runs/{holder['id']}").json()["status"] == "CANCELLING"
+    stopping = http.get(f"{base}/api/runs/{holder['id']}").json()
+    assert stopping["status"] == "CANCELLING" and stopping["stopping"]["graceSeconds"] == 120
+
+    # the pipeline page: its concurrency shown, and changed by an operate token
+    page.get_by_role("link", name="dash-policy").first.click()
+    expect(page.locator("h1 .concurrency")).to_contain_text("concurrency queued", timeout=WAIT_MS)
+    page.get_by_text("Concurrency", exact=True).click()
+    page.get_by_label("Concurrency of new runs").select_option("SUPERSEDED")
+    page.get_by_role("button", name="Save concurrency").click()
+    expect(page.locator("h1 .concurrency")).to_contain_text("concurrency superseded", timeout=WAIT_MS)
+    assert http.get(f"{base}/api/pipelines/dash-policy/status").json()["concurrency"] == {
+        "mode": "SUPERSEDED", "group": None}
     assert page.problems == []

@@ -238,6 +238,16 @@ def test_the_controls_of_issue_15_are_documented(client, document):
              ("GET", "/api/pipelines/{pipeline}/schedules", client.get("/api/pipelines/web/schedules")),
              ("PATCH", "/api/pipelines/{pipeline}/schedules/{schedule_id}",
               client.patch(schedule.headers["Location"], {"enabled": False}))]
+    # a graceful stop, then a cancel of the stopping run: the stop record and what it followed
+    stopped = client.post("/api/runs", {"pipeline": "halt", "stages": ["BUILD", "UNIT_TEST"]}).json
+    client.patch(f"/api/stages/{stopped['id']}:1", {"status": "IN_PROGRESS"})
+    stop = client.post("/api/pipelines/halt/runs/1/stop", {"graceSeconds": 60, "reason": "freeze"})
+    cancel = client.post(f"/api/runs/{stopped['id']}/cancel", {"reason": "now"})
+    assert cancel.json["stopping"]["after"]["graceSeconds"] == 60
+    after = schemas["StoppingOut"]["properties"]["after"]["anyOf"][0]
+    assert after == {"$ref": "#/components/schemas/StopRecordOut"}
+    calls += [("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop", stop),
+              ("POST", "/api/runs/{run_id}/cancel", cancel)]
     for method, path, response in calls:
         status, schema = success_schema(document, method, path)
         assert response.status_code == status, (method, path, response.json)
