@@ -68,13 +68,15 @@ def _include_attempts() -> bool:
 def get_run(run_id):
     """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
     attempt history too (one Query per such stage). A QUEUED run also shows its place in its
-    group's queue (``queue``: one GetItem of the group, for a QUEUED run only)."""
+    group's queue (``queue``, present only then: one GetItem of the group)."""
     ctx = wiring.context()
     include = _include_attempts()
     aggregate = runs.get_run(ctx, run_id)
     attempts = runs.attempts_of_run(ctx, aggregate) if include else None
     body = run_view(aggregate, ctx.clock.now(), attempts)
-    body["queue"] = concurrency.queue_place_of(ctx, aggregate.run)
+    place = concurrency.queue_place_of(ctx, aggregate.run)
+    if place is not None:  # only while it waits: every other answer with a run stays as it was
+        body["queue"] = place
     return json_response(body)
 
 

@@ -196,8 +196,8 @@ class QueueOut(Out):
 class RunOut(RunSummaryOut):
     concurrencyGroup: str | None = Field(description="its concurrency group (null: none); while it "
                                                      "waits there its status is QUEUED")
-    queue: QueueOut | None = Field(None, description="GET /api/runs/{id} only: while the run is QUEUED, "
-                                                     "its place in its group's queue; else null")
+    queue: QueueOut | None = Field(None, description="GET /api/runs/{id} of a QUEUED run only (absent "
+                                                     "otherwise): its place in its group's queue")
     stages: list[StageOut]
 
 
