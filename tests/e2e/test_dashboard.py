@@ -464,6 +464,8 @@ def test_schedules_page_create_disable_enable_and_delete_by_keyboard_and_mouse(s
     assert http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"][0]["enabled"] is False
     card.get_by_role("button", name=re.compile("^Enable")).click()
     expect(card.locator(".badge")).to_have_text("enabled", timeout=WAIT_MS)
+    expect(page.locator("#toast")).to_contain_text("Enabled schedule 0 0 29 2 * (leap day deploy)")
+    page.evaluate("document.getElementById('toast').textContent = ''")  # the screenshot without it
     _shot(page, "schedules")
 
     card.get_by_role("button", name=re.compile("^Delete")).click()
