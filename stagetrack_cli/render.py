@@ -74,8 +74,20 @@ def stage_rows(stages: Iterable[dict]) -> str:
         ["STAGE", "ID", "TYPE", "STATUS", "ATTEMPT", "STARTED", "DURATION"],
         [[s.get("name"), s.get("id"), s.get("type"), s.get("status"), s.get("attempt"), s.get("startedAt"),
           duration(s.get("duration"))] for s in stages])
-    notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages if (note := retry_note(s))]
+    notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages
+             for note in (retry_note(s), bounds_note(s)) if note]
     return text + "".join(f"{line}\n" for line in notes)
+
+
+def bounds_note(stage: dict) -> str:
+    """A finally stage says so; an active one says what ends it early: a stop's grace end
+    (``cancelsAt``) and the run's deadline (``runDeadline``). Empty when none applies."""
+    parts = ["finally stage (runs after a failure, stop or cancel too)"] if stage.get("always") else []
+    if stage.get("cancelsAt"):
+        parts.append(f"cancelled at {clean(stage.get('cancelsAt'))} unless it ends (stop)")
+    if stage.get("runDeadline"):
+        parts.append(f"run deadline {clean(stage.get('runDeadline'))}")
+    return "; ".join(parts)
 
 
 def retry_note(stage: dict) -> str:

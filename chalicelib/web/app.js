@@ -693,10 +693,18 @@ function decisionText(decision) {
   return `${decision.decision.toLowerCase()} by ${decision.by || "?"} ${when(decision.at)}${comment}`;
 }
 
+// What bounds a stage still active: a stop's grace end (``cancelsAt``) and the run's whole-run
+// deadline (``runDeadline``); empty once it ended.
+function boundsText(stage) {
+  return [stage.cancelsAt ? `cancelled at ${when(stage.cancelsAt)} unless it ends (stop)` : null,
+    stage.runDeadline ? `run deadline ${when(stage.runDeadline)}` : null].filter(Boolean).join(" · ");
+}
+
 function stagesTable(run) {
   const rows = run.stages.map((s) => h("tr", { "data-stage": s.name },
-    h("th", { scope: "row", text: s.name }),
-    h("td", {}, badge(s.status)),
+    h("th", { scope: "row" }, s.name, s.always ? h("span", { class: "muted finally", text: " · finally",
+      title: "runs after a failure, stop or cancel too" }) : null),
+    h("td", {}, badge(s.status), boundsText(s) ? h("div", { class: "muted why", text: boundsText(s) }) : null),
     h("td", { text: seconds(s.duration) }),
     h("td", { text: [s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1), retryText(s)].filter(Boolean).join(" · ") }),
     h("td", { text: s.environment || "—" }),

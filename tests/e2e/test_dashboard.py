@@ -521,7 +521,8 @@ def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(sta
     gated = http.post(f"{base}/api/runs", json={"pipeline": "dash-policy", "stages": [
         {"type": "DEPLOY_PROD", "name": "prod", "approval": "MANUAL", "approvers": ["dash-rm-a", "dash-rm-b"],
          "required": 2},
-        {"type": "BUILD", "name": "build", "retry": {"max": 2, "backoffSeconds": 3600}}]}).json()
+        {"type": "BUILD", "name": "build", "retry": {"max": 2, "backoffSeconds": 3600}},
+        {"type": "OTHER", "name": "cleanup", "always": True}]}).json()
     _patch(http, base, f"{gated['id']}:1", "IN_PROGRESS")
     _patch(http, base, f"{gated['id']}:2", "IN_PROGRESS")
     _patch(http, base, f"{gated['id']}:2", "FAILURE")  # retried in an hour: RETRY_PENDING
@@ -542,6 +543,7 @@ def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(sta
     expect(build).to_contain_text("retry pending")
     expect(build).to_contain_text("retry 1 of 2 at")
     expect(build.get_by_role("button", name="Retry build now")).to_be_visible()
+    expect(page.locator("#stages tr[data-stage='cleanup'] th")).to_have_text("cleanup · finally")
 
     page.goto(f"{base}/#/runs/{queued['id']}")
     expect(page.locator("#queue-place")).to_have_text(
@@ -555,6 +557,7 @@ def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(sta
     dialog.get_by_role("button", name="Stop run").click()
     expect(page.locator("dl.meta")).to_contain_text("running stages may finish until", timeout=WAIT_MS)
     expect(page.get_by_role("button", name="Stop")).to_have_count(0)  # stopping: only Cancel ends it sooner
+    expect(page.locator("#stages tr[data-stage='BUILD']")).to_contain_text("unless it ends (stop)")
     stopping = http.get(f"{base}/api/runs/{holder['id']}").json()
     assert stopping["status"] == "CANCELLING" and stopping["stopping"]["graceSeconds"] == 120
 

@@ -942,3 +942,16 @@ def test_stop_sends_the_grace_period_and_shows_until_when_stages_may_finish(argv
     code, out, _ = run_cli(argv, api)
     assert code == 0 and api.requests[-1]["body"] == sent
     assert "CANCELLING" in out and "may finish until 2026-03-20T17:01:00.000Z" in out
+
+
+def test_a_finally_stage_and_what_ends_an_active_stage_early_are_noted_under_the_stages():
+    stopping = run("CANCELLING",
+                   stage("build", "IN_PROGRESS", cancelsAt="2026-03-20T17:10:00.000Z",
+                         runDeadline="2026-03-20T18:00:00.000Z"),
+                   stage("cleanup", "IDLE", always=True), stage("deploy", "SKIPPED"))
+    lines = render.run_details(stopping).splitlines()
+    assert "build: cancelled at 2026-03-20T17:10:00.000Z unless it ends (stop); " \
+           "run deadline 2026-03-20T18:00:00.000Z" in lines
+    assert "cleanup: finally stage (runs after a failure, stop or cancel too)" in lines
+    assert not any(line.startswith("deploy:") for line in lines)
+
