@@ -464,7 +464,8 @@ def _create_body(ctx: Ctx, args: argparse.Namespace) -> dict:
     for key, value in (("branch", args.branch), ("environment", args.environment),
                        ("sourceUrl", args.source_url), ("trigger", args.trigger),
                        ("timeoutSeconds", args.timeout_seconds),
-                       ("concurrencyGroup", args.concurrency_group)):
+                       ("concurrencyGroup", args.concurrency_group),
+                       ("stopGraceSeconds", args.stop_grace)):
         if value is not None:
             body[key] = value
     if args.var or args.secret:
@@ -664,6 +665,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-seconds", type=int, help="each stage's default timeout")
     p.add_argument("--concurrency-group", metavar="GROUP",
                    help="runs of this group never overlap: it waits (QUEUED) while one is active")
+    p.add_argument("--stop-grace", type=int, metavar="SECONDS",
+                   help="how long a stop lets its running stages finish, unless the stop says (default 600)")
     p.add_argument("--var", action="append", metavar="KEY=VALUE")
     p.add_argument("--secret", action="append", metavar="KEY",
                    help="a secret variable, its value read from the environment variable KEY")

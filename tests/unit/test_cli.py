@@ -701,8 +701,10 @@ def test_a_run_of_a_concurrency_group_says_so_and_whether_it_waits():
     assert "  concurrency group deploy" in idle.splitlines()
     assert "concurrency group" not in render.run_details(run("IDLE"))
     api = FakeApi({("POST", "/api/runs"): [(201, run("QUEUED"))]})
-    assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "-q"], api)[0] == 0
-    assert api.requests[0]["body"] == {"pipeline": "web", "concurrencyGroup": "deploy"}
+    assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "--stop-grace", "60", "-q"],
+                   api)[0] == 0
+    assert api.requests[0]["body"] == {"pipeline": "web", "concurrencyGroup": "deploy",
+                                       "stopGraceSeconds": 60}
 
 
 def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
