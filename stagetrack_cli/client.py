@@ -117,9 +117,11 @@ def _failure(method: str, path: str, status: int, headers: dict[str, str], paylo
                         "or run `stagetrack login`",
                         status, code or "unauthorized", body)
     if status == 403:
-        return CliError(f"{what} {message or 'forbidden'}", AUTH,
-                        "this token lacks the scope (read, operate or admin) or the pipeline: "
-                        "ask an admin for a token that has it", status, code or "forbidden", body)
+        hint = ("the gate's approval policy does not let this token decide: `stagetrack runs show RUN` "
+                "lists its approvers" if code == "not_an_approver" else
+                "this token lacks the scope (read, operate or admin) or the pipeline: "
+                "ask an admin for a token that has it")
+        return CliError(f"{what} {message or 'forbidden'}", AUTH, hint, status, code or "forbidden", body)
     if status == 404:
         return CliError(f"{what} {message or 'not found'}", NOT_FOUND,
                         "check the id (`stagetrack runs list` shows them) "
@@ -158,4 +160,10 @@ def _conflict_hint(code: str | None) -> str:
         "already_decided": "the gate was decided already: `stagetrack runs show RUN`",
         "pipeline_paused": "the pipeline is paused: unpause it first",
         "nothing_to_retry": "nothing failed or was cancelled: nothing to retry",
+        "run_queued": "the run waits in its concurrency group (QUEUED): it starts once promoted, "
+                      "or cancel it to leave the queue",
+        "concurrency_group_busy": "another run holds the concurrency group: wait for it to end",
+        "concurrency_queue_full": "too many runs wait in the concurrency group: "
+                                  "let some finish or cancel them",
+        "run_deadline_passed": "the run's own timeoutSeconds has run out: start a new run",
     }.get(code or "", "see the run as it is now: `stagetrack runs show RUN`")

@@ -92,6 +92,25 @@ def cmd_pipelines_list(ctx: Ctx, args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_pipelines_concurrency(ctx: Ctx, args: argparse.Namespace) -> int:
+    """Without MODE, the pipeline's status (GET .../status); with it, ``PUT .../concurrency``
+    (the setting is stored whole: no --group means the pipeline's name)."""
+    api = ctx.api()
+    path = f"/api/pipelines/{segment(args.pipeline)}"
+    if args.mode is None:
+        if args.group is not None:
+            raise CliError("--group needs a MODE", USAGE,
+                           "stagetrack pipelines concurrency PIPELINE QUEUED --group GROUP")
+        answer = api.call("GET", f"{path}/status")
+    else:
+        body: dict[str, object] = {"mode": args.mode}
+        if args.group is not None:
+            body["group"] = args.group
+        answer = api.call("PUT", f"{path}/concurrency", body=body)
+    ctx.emit(answer, render.pipeline_status)
+    return OK
+
+
 def cmd_approvals(ctx: Ctx, args: argparse.Namespace) -> int:
     page = _pages(ctx.api(), "/api/approvals", {"limit": args.limit, "cursor": args.cursor}, args.all)
 
@@ -340,10 +359,19 @@ def _is_day(value: str) -> bool:
 # ---- schedules ----
 
 def _schedule_rows(items: list) -> str:
-    return render.table(["ID", "CRON", "TIME ZONE", "ENABLED", "NEXT FIRE", "LAST RUN"],
+    return render.table(["ID", "CRON", "TIME ZONE", "ENABLED", "NEXT FIRE", "LAST RUN", "LAST SKIPPED"],
                         [[i.get("id"), i.get("cron"), i.get("timeZone"), "yes" if i.get("enabled") else "no",
-                          i.get("nextFireAt") or "-", i.get("lastRunId") or "-"] for i in items],
+                          i.get("nextFireAt") or "-", i.get("lastRunId") or "-",
+                          _skipped(i.get("lastSkipped"))]
+                         for i in items],
                         max_width=80)
+
+
+def _skipped(skipped: object) -> str:
+    """A schedule's latest firing that created no run: "<fire time> <reason>"; "-" for none."""
+    if not isinstance(skipped, dict):
+        return "-"
+    return f"{skipped.get('at')} {skipped.get('reason')}"
 
 
 def cmd_schedules_list(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -364,8 +392,19 @@ def cmd_schedules_create(ctx: Ctx, args: argparse.Namespace) -> int:
         variables[key] = value
     if variables:
         body["variables"] = variables
+    if args.description is not None:
+        body["description"] = args.description
     created = ctx.api().call("POST", f"/api/pipelines/{segment(args.pipeline)}/schedules", body=body)
     ctx.emit(created, lambda s: _schedule_rows([s]))
+    return OK
+
+
+def cmd_schedules_enable(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`schedules enable|disable`: a PATCH of ``enabled`` alone (enabling computes the next fire
+    time again from now; disabling clears it)."""
+    path = f"/api/pipelines/{segment(args.pipeline)}/schedules/{segment(args.schedule)}"
+    changed = ctx.api().call("PATCH", path, body={"enabled": args.sub == "enable"})
+    ctx.emit(changed, lambda s: _schedule_rows([s]))
     return OK
 
 
@@ -430,7 +469,8 @@ def _create_body(ctx: Ctx, args: argparse.Namespace) -> dict:
     for key, value in (("branch", args.branch), ("environment", args.environment),
                        ("sourceUrl", args.source_url), ("trigger", args.trigger),
                        ("timeoutSeconds", args.timeout_seconds),
-                       ("concurrencyGroup", args.concurrency_group)):
+                       ("concurrencyGroup", args.concurrency_group),
+                       ("stopGraceSeconds", args.stop_grace)):
         if value is not None:
             body[key] = value
     if args.var or args.secret:
@@ -565,6 +605,16 @@ def parser() -> argparse.ArgumentParser:
     page_options(p)
     p.set_defaults(func=cmd_pipelines_list)
 
+    p = pipelines.add_parser("concurrency", parents=[common],
+                             help="show a pipeline's concurrency (and lock), or set its mode")
+    p.add_argument("pipeline", metavar="PIPELINE")
+    p.add_argument("mode", metavar="MODE", nargs="?", type=str.upper,
+                   choices=["PARALLEL", "QUEUED", "SUPERSEDED"],
+                   help="PARALLEL (runs overlap), QUEUED (a new run waits) or SUPERSEDED (a new run "
+                        "cancels the active one); runs created from now on follow it")
+    p.add_argument("--group", help="the default group (default: the pipeline's name)")
+    p.set_defaults(func=cmd_pipelines_concurrency)
+
     p = commands.add_parser("approvals", parents=[common],
                             help="stages waiting for your approval, oldest first")
     page_options(p)
@@ -622,6 +672,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-seconds", type=int, help="each stage's default timeout")
     p.add_argument("--concurrency-group", metavar="GROUP",
                    help="runs of this group never overlap: it waits (QUEUED) while one is active")
+    p.add_argument("--stop-grace", type=int, metavar="SECONDS",
+                   help="how long a stop lets its running stages finish, unless the stop says (default 600)")
     p.add_argument("--var", action="append", metavar="KEY=VALUE")
     p.add_argument("--secret", action="append", metavar="KEY",
                    help="a secret variable, its value read from the environment variable KEY")
@@ -652,7 +704,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--time-zone", default="UTC", help="IANA time zone (default UTC)")
     p.add_argument("--var", action="append", metavar="KEY=VALUE", help="a variable of each run (repeatable)")
     p.add_argument("--disabled", action="store_true", help="create it disabled")
+    p.add_argument("--description", help="what it is for (shown in lists)")
     p.set_defaults(func=cmd_schedules_create)
+    for verb in ("enable", "disable"):
+        p = schedules.add_parser(verb, parents=[common], help=f"{verb} a schedule")
+        p.add_argument("pipeline")
+        p.add_argument("schedule", help="its id (sch_...)")
+        p.set_defaults(func=cmd_schedules_enable)
     p = schedules.add_parser("delete", parents=[common], help="delete a schedule")
     p.add_argument("pipeline")
     p.add_argument("schedule", help="its id (sch_...)")

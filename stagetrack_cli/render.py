@@ -75,7 +75,7 @@ def stage_rows(stages: Iterable[dict]) -> str:
         [[s.get("name"), s.get("id"), s.get("type"), s.get("status"), s.get("attempt"), s.get("startedAt"),
           duration(s.get("duration"))] for s in stages])
     notes = [f"{clean(s.get('name'), 24)}: {note}" for s in stages
-             for note in (retry_note(s), overrun_note(s)) if note]
+             for note in (retry_note(s), overrun_note(s), bounds_note(s)) if note]
     return text + "".join(f"{line}\n" for line in notes)
 
 
@@ -86,6 +86,17 @@ def overrun_note(stage: dict) -> str:
     typical = stage.get("typicalSeconds")
     usual = f" (typically {duration(typical)})" if isinstance(typical, int | float) else ""
     return f"overrunning since {clean(stage.get('overrunningAt'))}{usual}"
+
+
+def bounds_note(stage: dict) -> str:
+    """A finally stage says so; an active one says what ends it early: a stop's grace end
+    (``cancelsAt``) and the run's deadline (``runDeadline``). Empty when none applies."""
+    parts = ["finally stage (runs after a failure, stop or cancel too)"] if stage.get("always") else []
+    if stage.get("cancelsAt"):
+        parts.append(f"cancelled at {clean(stage.get('cancelsAt'))} unless it ends (stop)")
+    if stage.get("runDeadline"):
+        parts.append(f"run deadline {clean(stage.get('runDeadline'))}")
+    return "; ".join(parts)
 
 
 def retry_note(stage: dict) -> str:
@@ -115,6 +126,37 @@ def approvals(stage: dict) -> str:
         comment = f": {clean(d.get('comment'), 80)}" if d.get("comment") else ""
         lines.append(f"  {clean(d.get('decision')).lower()} by {clean(d.get('by'))} at {clean(d.get('at'))}"
                      f"{comment}")
+    if stage.get("status") == "WAITING_FOR_APPROVAL":
+        lines.append(f"  may decide: {approvers(policy)}")
+    return "\n".join(lines) + "\n"
+
+
+def approvers(policy: dict) -> str:
+    """Who may decide a policy gate: its approvers, each group with its members, and whether the
+    run's creator is excluded ("any operate token" when the policy lists nobody)."""
+    given = policy.get("groups")
+    groups: dict = given if isinstance(given, dict) else {}
+    named = []
+    for entry in policy.get("approvers") or []:
+        grouped = isinstance(entry, str) and entry.startswith("group:")
+        members = groups.get(entry[len("group:"):]) if grouped else None
+        named.append(clean(entry) + (f" ({', '.join(clean(m) for m in members)})" if isinstance(members, list)
+                                     else ""))
+    text = ", ".join(named) or "any operate token"
+    return text + ("; not the run's creator" if policy.get("preventSelfApproval") else "")
+
+
+def pipeline_status(status: dict) -> str:
+    """`pipelines concurrency`: pause state, concurrency mode and group, and who holds the lock."""
+    given = status.get("concurrency")
+    setting: dict = given if isinstance(given, dict) else {}
+    group = setting.get("group") or status.get("name")
+    lines = [f"pipeline {clean(status.get('name'))}  " + ("paused" if status.get("paused") else "not paused")
+             + (f" ({clean(status.get('pausedCause'), 80)})" if status.get("pausedCause") else ""),
+             f"  concurrency {clean(setting.get('mode'))}"
+             + ("" if setting.get("mode") == "PARALLEL" else f"  group {clean(group)}"),
+             f"  locked by {clean(status.get('lockedBy'))}" if status.get("locked") else "  not locked",
+             f"  schedulable {'yes' if status.get('schedulable') else 'no'}"]
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +181,10 @@ def run_header(run: dict) -> str:
         lines.append(f"  eta {clean(run.get('eta'))}  (from its stages' recent p50)")
     if run.get("concurrencyGroup"):
         waits = "  (waits for the run holding it)" if run.get("status") == "QUEUED" else ""
+        queue = run.get("queue")
+        if run.get("status") == "QUEUED" and isinstance(queue, dict):
+            waits = (f"  (waits: {clean(queue.get('position'))} of {clean(queue.get('waiting'))} in line, "
+                     f"behind {clean(queue.get('holder'))})")
         lines.append(f"  concurrency group {clean(run.get('concurrencyGroup'))}{waits}")
     cancellation = run.get("cancellation")
     if isinstance(cancellation, dict):
@@ -153,6 +199,9 @@ def run_header(run: dict) -> str:
 
 def run_details(run: dict) -> str:
     text = run_header(run) + "\n" + stage_rows(run.get("stages") or [])
+    for stage in run.get("stages") or []:  # where each policy gate still waiting stands
+        if isinstance(stage, dict) and stage.get("status") == "WAITING_FOR_APPROVAL" and approvals(stage):
+            text += f"{clean(stage.get('name'), 24)}: {approvals(stage)}"
     variables = run.get("variables")
     if isinstance(variables, dict) and variables:
         text += "\n" + table(["VARIABLE", "VALUE"], sorted(variables.items()), max_width=60)

@@ -8,7 +8,7 @@ from ..domain import auth
 from ..domain.errors import BadRequest
 from ..domain.schemas import AttemptsQuery, CreateRunIn, IncludeQuery, PatchStageIn, SearchRunsQuery
 from ..domain.views import attempt_view, run_summary_view, run_view, stage_view
-from ..service import browse, commands, runs
+from ..service import browse, commands, concurrency, runs
 from .parsing import parse_body, parse_query
 from .responses import json_response
 from .routing import route
@@ -67,12 +67,17 @@ def _include_attempts() -> bool:
 @route(routes, "/api/runs/{run_id}", methods=["GET"], acts_on=_RUN, etag=True)
 def get_run(run_id):
     """The run and its stages (one Query); ``?include=attempts`` reads each retried stage's
-    attempt history too (one Query per such stage)."""
+    attempt history too (one Query per such stage). A QUEUED run also shows its place in its
+    group's queue (``queue``, present only then: one GetItem of the group)."""
     ctx = wiring.context()
     include = _include_attempts()
     aggregate = runs.get_run(ctx, run_id)
     attempts = runs.attempts_of_run(ctx, aggregate) if include else None
-    return json_response(run_view(aggregate, ctx.clock.now(), attempts))
+    body = run_view(aggregate, ctx.clock.now(), attempts)
+    place = concurrency.queue_place_of(ctx, aggregate.run)
+    if place is not None:  # only while it waits: every other answer with a run stays as it was
+        body["queue"] = place
+    return json_response(body)
 
 
 @route(routes, "/api/runs/{run_id}", methods=["DELETE"], acts_on=_RUN)

@@ -135,6 +135,29 @@ class StageOut(Out):
     version: int | None
 
 
+class StopRecordOut(Out):
+    mode: Literal["STOP", "CANCEL"] = Field(description="STOP: graceful (running stages may finish); "
+                                                        "CANCEL: immediate")
+    by: str
+    at: Timestamp
+    reason: str | None
+    graceSeconds: int | None = Field(None, description="STOP only: the grace period")
+    graceUntil: Timestamp | None = Field(None, description="STOP only: when the timers cancel what "
+                                                           "still runs")
+
+
+class StoppingOut(StopRecordOut):
+    after: StopRecordOut | None = Field(None, description="a cancel of a stopping run: the stop it "
+                                                          "followed")
+
+
+class CancellationOut(Out):
+    by: str | None = None
+    at: Timestamp | None = None
+    reason: str | None = None
+    stageId: str | None = Field(None, description="the stage cancelled; null for a run cancel or stop")
+
+
 class RunSummaryOut(Out):
     id: str
     pipeline: str
@@ -157,15 +180,23 @@ class RunSummaryOut(Out):
     secretVariables: list[str]
     timeoutSeconds: int | None
     autoAdvance: bool
-    cancellation: dict[str, Any] | None = Field(description="the latest cancel: by, at, reason, stageId; "
-                                                            "force: true after a force-cancel")
-    stopping: dict[str, Any] | None = Field(
+    cancellation: CancellationOut | None = Field(description="the latest cancel or stop: by, at, reason, "
+                                                             "stageId; force: true after a force-cancel")
+    stopping: StoppingOut | None = Field(
         description="set by a stop or cancel until a retry: mode (STOP or CANCEL), by, at, reason, "
                     "graceSeconds and graceUntil (STOP), force (a force-cancel); the run is CANCELLING "
                     "while a stage is active")
     stopGraceSeconds: int | None = Field(description="a stop's grace period unless the stop sets one "
                                                      "(null: the default, 600)")
     version: int | None
+
+
+class QueueOut(Out):
+    group: str = Field(description="the concurrency group it waits in")
+    holder: str | None = Field(description="the run holding the group (null: none, being promoted)")
+    position: int = Field(description="its place in the queue: 1 is the next run to start (first "
+                                      "come, first served)")
+    waiting: int = Field(description="how many runs wait in the group")
 
 
 class RunOut(RunSummaryOut):
@@ -175,6 +206,8 @@ class RunOut(RunSummaryOut):
         description="when it should end: now + the typicalSeconds left of its unfinished stages (a "
                     "running one's less its elapsed time); null when it is final or stopping, or one "
                     "of them has no typicalSeconds. Not in listings")
+    queue: QueueOut | None = Field(None, description="GET /api/runs/{id} of a QUEUED run only (absent "
+                                                     "otherwise): its place in its group's queue")
     stages: list[StageOut]
 
 
@@ -318,21 +351,35 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
-    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelRunIn", "optional": True, "response": RunOut},
-    ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut},
+    ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelRunIn", "optional": True, "response": RunOut,
+                                           "summary": "Cancel a run now (active stages CANCELLED, the rest "
+                                                      "SKIPPED; finally stages still run unless force)"},
+    ("POST", "/api/stages/{stage_id}/cancel"): {"body": "CancelIn", "optional": True, "response": StageOut,
+                                               "summary": "Cancel a stage (a pending automatic retry too)"},
     ("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop"): {
         "body": "StopIn",
         "optional": True,
         "response": RunOut,
+        "summary": "Stop a run gracefully: running stages may finish within graceSeconds (CANCELLING), "
+                   "nothing new starts but finally stages",
     },
-    ("POST", "/api/runs/{run_id}/retry"): {"body": "RetryRunIn", "optional": True, "response": RunOut},
-    ("POST", "/api/stages/{stage_id}/retry"): {"body": "EmptyIn", "optional": True, "response": StageOut},
+    ("POST", "/api/runs/{run_id}/retry"): {"body": "RetryRunIn", "optional": True, "response": RunOut,
+                                          "summary": "Retry a run's failed (or ALL) stages as new attempts"},
+    ("POST", "/api/stages/{stage_id}/retry"): {"body": "EmptyIn", "optional": True, "response": StageOut,
+                                              "summary": "Retry a stage (takes a pending automatic retry "
+                                                         "at once)"},
     ("POST", "/api/stages/{stage_id}/approve"): {
         "body": "DecisionIn",
         "optional": True,
         "response": StageOut,
+        "summary": "Approve a gate (its approval policy: 403 not_an_approver, 409 already_decided)",
     },
-    ("POST", "/api/stages/{stage_id}/reject"): {"body": "DecisionIn", "optional": True, "response": StageOut},
+    ("POST", "/api/stages/{stage_id}/reject"): {
+        "body": "DecisionIn",
+        "optional": True,
+        "response": StageOut,
+        "summary": "Reject a gate: it fails (its approval policy: 403 not_an_approver)",
+    },
     ("PUT", "/api/runs/{run_id}/variables"): {"body": "ApplyVariablesIn", "response": RunOut},
     ("GET", "/api/pipelines/{pipeline}/status"): {"response": PipelineStatusOut},
     ("POST", "/api/pipelines/{pipeline}/pause"): {
@@ -348,6 +395,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("PUT", "/api/pipelines/{pipeline}/concurrency"): {
         "body": "ConcurrencyIn",
         "response": PipelineStatusOut,
+        "summary": "Set the pipeline's concurrency mode (PARALLEL, QUEUED, SUPERSEDED) and default group",
     },
     ("POST", "/api/pipelines/{pipeline}/schedule"): {
         "body": "ScheduleIn",
@@ -367,9 +415,11 @@ REFINEMENTS = {"PatchStageIn": {"minProperties": 1}, "PatchScheduleIn": {"minPro
 ERROR_STATUSES = {
     400: "malformed request (JSON, query or header)",
     401: "missing, unreadable, unknown or revoked credentials (or signature, on webhooks)",
-    403: "the token lacks the scope, or is limited to pipelines and this names none",
+    403: "the token lacks the scope, or is limited to pipelines and this names none (approve/reject: "
+         "not_an_approver, the gate's approval policy does not let this token decide)",
     404: "not found (also: a pipeline the token is not limited to)",
-    409: "conflict: illegal transition, concurrent change, paused pipeline",
+    409: "conflict: illegal transition, concurrent change, paused pipeline, a run waiting in or a full "
+         "concurrency group (run_queued, concurrency_queue_full, concurrency_group_busy)",
     413: "request body too large",
     422: "the body fails validation (details name the fields)",
     429: "rate limit exceeded (Retry-After)",

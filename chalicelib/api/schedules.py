@@ -84,7 +84,7 @@ def create_schedule(pipeline):
                          {"Location": f"/api/pipelines/{pipeline}/schedules/{created.id}"})
 
 
-@route(routes, "/api/pipelines/{pipeline}/schedules", methods=["GET"], acts_on=_PIPELINE,
+@route(routes, "/api/pipelines/{pipeline}/schedules", methods=["GET"], acts_on=_PIPELINE, etag=True,
        response=ScheduleListOut, summary="The pipeline's schedules")
 def list_schedules(pipeline):
     return json_response({"items": [view(s) for s in schedules.list_for(wiring.context(), pipeline)]})

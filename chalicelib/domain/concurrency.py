@@ -199,3 +199,14 @@ def reacquire(group: Group, run_id: str) -> Group | None:
     raise GroupBusy(f"run {group.active!r} holds concurrency group {group.name!r}; this run can "
                     f"become active again only once that one has ended",
                     details={"group": group.name, "active": group.active})
+
+
+def queue_place(group: Group, run_id: str) -> dict | None:
+    """Where a waiting run stands in its group, for people (the run view): the run holding the
+    group, its place in the queue (1: the next to start; first come, first served, as ``release``
+    promotes) and how many runs wait. None when the run is not in the queue (it holds the group,
+    or it no longer waits)."""
+    if run_id not in group.queue:
+        return None
+    return {"group": group.name, "holder": group.active, "position": group.queue.index(run_id) + 1,
+            "waiting": len(group.queue)}

@@ -351,11 +351,22 @@ APPROVAL_REMINDER = "stage.approval-reminder"
 # how many, and for the scheduled one when it starts and what the attempt before it ended as.
 RETRY_SCHEDULED = "stage.retry-scheduled"
 RETRY_STARTED = "stage.retry-started"
+# A decision on a gate of an approval policy that leaves it waiting (1 of 2 approvals): old and
+# new status both WAITING_FOR_APPROVAL. Every decision, this one or the one that opens or fails the
+# gate (then on its ``stage.status-changed``), carries ``approval``: who, when, the comment, and
+# how many approvals of how many required the gate has.
+APPROVAL_DECIDED = "stage.approval-decided"
+# A cron schedule's firing (domain/schedules.py): ``schedule.fired`` names the run it created
+# (``runId``; the run's own ``run.status-changed`` follows as for any new run), ``schedule.skipped``
+# a firing that created none (``runId`` null: the pipeline was paused). Both carry ``schedule``:
+# its id, cron, time zone and the fire time (and, skipped, the reason and message).
+SCHEDULE_FIRED = "schedule.fired"
+SCHEDULE_SKIPPED = "schedule.skipped"
 # A running attempt past its recent p95 (domain/overruns.py), once per attempt; old and new
 # status are both IN_PROGRESS, and it carries ``overrun``: its start, elapsed time, expectation.
 STAGE_OVERRUNNING = "stage.overrunning"
-EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, RETRY_SCHEDULED, RETRY_STARTED,
-               STAGE_OVERRUNNING)
+EVENT_TYPES = (RUN_CHANGED, STAGE_CHANGED, APPROVAL_REMINDER, APPROVAL_DECIDED, RETRY_SCHEDULED,
+               RETRY_STARTED, STAGE_OVERRUNNING, SCHEDULE_FIRED, SCHEDULE_SKIPPED)
 EVENT_SOURCE = "stagetrack"
 
 
@@ -365,7 +376,7 @@ class StateChange:
     type: str
     time: str
     pipeline: str
-    run_id: str
+    run_id: str | None  # None: a schedule's firing that created no run
     stage_id: str | None
     stage_name: str | None
     old_status: str | None
@@ -377,6 +388,8 @@ class StateChange:
     # NEWEST queue, replaced) without reading the run; absent from other events' bodies.
     cancellation: dict | None = None
     overrun: dict | None = None  # ``stage.overrunning``'s ``overrun``; absent from the others'
+    approval: dict | None = None  # a gate's decision (``APPROVAL_DECIDED``); absent when none
+    schedule: dict | None = None  # the schedule events' ``schedule``; absent from the others
 
     @property
     def detail_type(self) -> str:
@@ -394,6 +407,10 @@ class StateChange:
             body["cancellation"] = dict(self.cancellation)
         if self.overrun is not None:
             body["overrun"] = dict(self.overrun)
+        if self.approval is not None:
+            body["approval"] = dict(self.approval)
+        if self.schedule is not None:
+            body["schedule"] = dict(self.schedule)
         return body
 
     def body(self) -> str:
@@ -410,7 +427,8 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")]
 EventFilter = Literal["run.status-changed", "stage.status-changed", "stage.approval-reminder",
-                      "stage.retry-scheduled", "stage.retry-started", "stage.overrunning", "*"]
+                      "stage.approval-decided", "stage.retry-scheduled", "stage.retry-started",
+                      "stage.overrunning", "schedule.fired", "schedule.skipped", "*"]
 PipelineName = Annotated[str, StringConstraints(pattern=ids.PIPELINE_PATTERN)]
 FORMAT_STAGETRACK: Final = "stagetrack"  # our own event JSON (``StateChange.body``)
 FORMAT_CDEVENTS: Final = "cdevents"  # a CDEvent over the CloudEvents HTTP binding (integrations/cdevents.py)

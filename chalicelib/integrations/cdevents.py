@@ -313,6 +313,7 @@ def _what(change: StateChange) -> str:
 
 
 def _subject(change: StateChange, source: str, base_url: str | None) -> dict:
+    assert change.run_id is not None, "only a schedule's skipped firing has no run, and no CDEvent"
     if change.type == RUN_CHANGED:
         subject_id, kind = change.run_id, "pipelineRun"
         content: dict = {

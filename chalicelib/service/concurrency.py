@@ -33,6 +33,7 @@ from ..domain.concurrency import (
     Setting,
     admit,
     place,
+    queue_place,
     reacquire,
     release,
 )
@@ -285,6 +286,17 @@ def _next_waiting(ctx: ServiceContext, group: Group) -> RunAggregate | None:
         if aggregate is not None and aggregate.run.queued:
             return aggregate
     return None
+
+
+def queue_place_of(ctx: ServiceContext, run: Run) -> dict | None:
+    """A QUEUED run's place in its group (``domain.concurrency.queue_place``): 1 GetItem, none for
+    a run that does not wait. A queued run that ended leaves the queue right after its write
+    (``after_save``), so the place is exact unless that write failed and the sweeper has not
+    repaired the group yet (then it counts a run that no longer waits)."""
+    if not run.queued or run.concurrency_group is None:
+        return None
+    group = ctx.stores.groups.get(run.pipeline, run.concurrency_group)
+    return None if group is None else queue_place(group, run.id)
 
 
 def holder_of(ctx: ServiceContext, pipeline: str, setting: dict | None) -> str | None:

@@ -17,10 +17,13 @@ from datetime import UTC, datetime, timedelta
 from ..domain import ids
 from ..domain.clock import format_iso, millis_between, parse_iso
 from ..domain.events import (
+    APPROVAL_DECIDED,
     APPROVAL_REMINDER,
     RETRY_SCHEDULED,
     RETRY_STARTED,
     RUN_CHANGED,
+    SCHEDULE_FIRED,
+    SCHEDULE_SKIPPED,
     STAGE_CHANGED,
     STAGE_OVERRUNNING,
     StateChange,
@@ -144,6 +147,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     - stage modified with the same status and attempt but an overrun newly recorded
       (``overrunning_at``, by the stage timer: domain/overruns.py): ``stage.overrunning``, with
       its ``overrun`` details (``overrun_of``).
+    - stage modified with a decision on its gate (``_decision``): one that leaves it waiting is an
+      approval-decided event; one that opens or fails it is on its status change; both carry
+      ``approval``.
     """
     event_name = record.get("eventName")
     images = record.get("dynamodb") or {}
@@ -151,6 +157,8 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     old = images.get("OldImage") or {}
     current = new or old
     kind = _attr(current, "kind")
+    if kind == "schedule" and event_name == "MODIFY":
+        return _schedule_event(old, new)
     if kind not in ("run", "stage") or event_name not in ("INSERT", "MODIFY", "REMOVE"):
         return None
     old_status = _attr(old, "status") if old else None
@@ -161,10 +169,11 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         if event_name == "MODIFY" and old_status == new_status:
             return None
     reminder = overrun = False
+    approval = _decision(old, new) if kind == "stage" and event_name == "MODIFY" else None
     if kind == "stage" and event_name == "MODIFY" and (old_status, old_attempt) == (new_status, new_attempt):
         reminder = _str_attr(new, "reminded_at") is not None and _str_attr(old, "reminded_at") is None
         overrun = _str_attr(new, "overrunning_at") is not None and _str_attr(old, "overrunning_at") is None
-        if not (reminder or overrun):
+        if not (reminder or overrun) and approval is None:
             return None
     elif kind == "stage":
         if event_name == "INSERT" and new_status == StageStatus.IDLE.value:
@@ -200,6 +209,9 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
     event_type, retry = RUN_CHANGED, None
     if kind == "stage":
         event_type = APPROVAL_REMINDER if reminder else STAGE_OVERRUNNING if overrun else STAGE_CHANGED
+        if approval is not None and (old_status, old_attempt) == (new_status, new_attempt):
+            # the gate still waits; a decision that moved it rides on its status change
+            event_type = APPROVAL_DECIDED
         if event_name == "MODIFY":
             event_type, retry = _retry_event(old, new) or (event_type, None)
     return StateChange(
@@ -215,6 +227,7 @@ def state_change(record: Mapping, now: datetime) -> StateChange | None:
         retry=retry,
         cancellation=_cancellation(new) if kind == "run" and new_status in _CANCEL_STATUSES else None,
         overrun=overrun_of(new) if event_type == STAGE_OVERRUNNING else None,
+        approval=approval,
     )
 
 
@@ -283,6 +296,65 @@ def started_stage(record: Mapping) -> StageStarted | None:
         return None
     return StageStarted(pipeline=_str_attr(new, "pipeline") or parsed[0], run_id=run_id, stage_id=stage_id,
                         name=name, attempt=attempt, started_at=started)
+
+
+def _schedule_event(old: Mapping, new: Mapping) -> StateChange | None:
+    """A schedule's firing, from its item's change: a new ``last_skipped`` is a firing that
+    created no run (``schedule.skipped``), a new ``last_fired_at`` with its ``last_run_id`` one
+    that created a run (``schedule.fired``). Any other change of a schedule (enable, edit, the
+    next fire time moving on) is no event."""
+    skipped = _json_attr(new, "last_skipped")
+    fired_at = _str_attr(new, "last_fired_at")
+    schedule = {"id": _str_attr(new, "schedule_id"), "cron": _str_attr(new, "cron"),
+                "timeZone": _str_attr(new, "time_zone")}
+    run_id: str | None = None
+    if isinstance(skipped, dict) and _str_attr(new, "last_skipped") != _str_attr(old, "last_skipped"):
+        event_type = SCHEDULE_SKIPPED
+        schedule.update({"at": skipped.get("at"), "reason": skipped.get("reason"),
+                         "message": skipped.get("message")})
+    elif fired_at and fired_at != _str_attr(old, "last_fired_at") and _str_attr(new, "last_run_id"):
+        event_type, run_id = SCHEDULE_FIRED, _str_attr(new, "last_run_id")
+        schedule["at"] = fired_at
+    else:
+        return None
+    identity = "|".join(str(x) for x in (_attr(new, "pk"), _attr(new, "sk"), _attr(old, "version"),
+                                         _attr(new, "version"), event_type))
+    moment = _str_attr(new, "updated_at")
+    return StateChange(
+        id="evt_" + hashlib.sha256(identity.encode()).hexdigest()[:32], type=event_type,
+        time=moment or str(schedule.get("at")), pipeline=str(_attr(new, "pipeline")), run_id=run_id,
+        stage_id=None, stage_name=None, old_status=None, new_status=None, attempt=None, schedule=schedule)
+
+
+def _json_attr(image: Mapping, name: str) -> object:
+    try:
+        return json.loads(_str_attr(image, name) or "null")
+    except ValueError:
+        return None
+
+
+def _decision(old: Mapping, new: Mapping) -> dict | None:
+    """The decision a stage's change recorded on its gate, or None: a decision of its approval
+    policy appended to ``approvals`` (the list of this attempt: a retry empties it, which is no
+    decision), else a plain gate's ``approval_decision`` newly set. With how many approvals the
+    gate has now, of how many its policy requires (1 for a plain gate)."""
+    before, after = _json_attr(old, "approvals"), _json_attr(new, "approvals")
+    before = before if isinstance(before, list) else []
+    after = after if isinstance(after, list) else []
+    decision: object = None
+    if len(after) > len(before) and after[:len(before)] == before:
+        decision = after[-1]
+    elif not after and _str_attr(new, "approval_decision") != _str_attr(old, "approval_decision"):
+        decision = _json_attr(new, "approval_decision")
+    if not isinstance(decision, dict):
+        return None
+    policy = _json_attr(new, "approval_policy")
+    required = policy.get("required") if isinstance(policy, dict) else None
+    approved = (sum(1 for d in after if isinstance(d, dict) and d.get("decision") == "APPROVED") if after
+                else int(decision.get("decision") == "APPROVED"))
+    return {"decision": decision.get("decision"), "by": decision.get("by"), "at": decision.get("at"),
+            "comment": decision.get("comment"), "approved": approved,
+            "required": required if isinstance(required, int) else 1}
 
 
 _PENDING = StageStatus.RETRY_PENDING.value

@@ -33,7 +33,7 @@ function main() {
 }
 
 function show(...nodes) {
-  main().replaceChildren(...nodes);
+  main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 function toast(text) {
@@ -86,6 +86,7 @@ class ApiError extends Error {
     super(error.message || `HTTP ${status}`);
     this.status = status;
     this.code = error.code;
+    this.details = Array.isArray(error.details) ? error.details : [];
   }
 }
 
@@ -229,6 +230,7 @@ function route() {
   const path = decodeURIComponent(raw) || "/";
   let match;
   if ((match = path.match(/^\/runs\/(.+)$/))) return runPage(match[1]);
+  if ((match = path.match(/^\/pipelines\/([^/]+)\/schedules$/))) return schedulesPage(match[1]);
   if ((match = path.match(/^\/pipelines\/(.+)$/))) return pipelinePage(match[1]);
   if (path === "/approvals") {
     $("nav-approvals").setAttribute("aria-current", "page");
@@ -307,19 +309,224 @@ function pipelineCard(p) {
       : h("p", { class: "muted", text: "No runs yet." }));
 }
 
+// A pipeline's two pages, runs and schedules, as a small tab bar (links: the URL is the state).
+function pipelineTabs(name, current) {
+  const base = `#/pipelines/${encodeURIComponent(name)}`;
+  const tab = (href, text, key) => h("a", { href, text, "aria-current": current === key ? "page" : null });
+  return h("nav", { class: "tabs", "aria-label": `${name} pages` },
+    tab(base, "Runs", "runs"), tab(`${base}/schedules`, "Schedules", "schedules"));
+}
+
+// The pipeline's pause state and concurrency setting (one GET of its status per visit); with
+// ``settings``, operate tokens also get the form that changes the concurrency setting.
+function pipelineBadges(name, holder, settings) {
+  call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
+    if (!st) return;
+    if (settings && canOperate()) settings.replaceChildren(concurrencyForm(name, st.concurrency || {}));
+    const out = [];
+    if (st.paused) out.push(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
+    const mode = (st.concurrency || {}).mode;
+    if (mode && mode !== "PARALLEL") {
+      const group = st.concurrency.group ? ` (group ${st.concurrency.group})` : "";
+      out.push(h("span", { class: "muted concurrency", text: `concurrency ${label(mode)}${group}${st.locked && st.lockedBy ? ` · held by ${st.lockedBy}` : ""}` }));
+    }
+    holder.replaceChildren(...out);
+  }).catch(() => {});
+}
+
+// PUT /api/pipelines/{p}/concurrency: the mode and default group for the runs created from now
+// on (runs already waiting or running are left as they are, so no confirmation is asked).
+function concurrencyForm(name, current) {
+  const mode = h("select", { id: "c-mode", name: "mode" }, ["PARALLEL", "QUEUED", "SUPERSEDED"].map((m) =>
+    h("option", { value: m, text: label(m), selected: (current.mode || "PARALLEL") === m })));
+  const group = h("input", { id: "c-group", name: "group", type: "text", maxlength: 64, autocomplete: "off",
+    spellcheck: "false", value: current.group || "", placeholder: name });
+  const save = h("button", { type: "submit", class: "quiet", text: "Save concurrency" });
+  const form = h("form", { class: "filters", "aria-label": "Concurrency setting", onsubmit: async (event) => {
+    event.preventDefault();
+    save.disabled = true;
+    try {
+      const st = await call("PUT", `api/pipelines/${encodeURIComponent(name)}/concurrency`,
+        { mode: mode.value, ...(group.value.trim() ? { group: group.value.trim() } : {}) });
+      toast(`New runs of ${name}: ${label(st.concurrency.mode)}`);
+      refresh();
+    } catch (error) {
+      toast(`Save failed: ${error.message}`);
+    } finally {
+      save.disabled = false;
+    }
+  } },
+  h("div", { class: "field" }, h("label", { for: "c-mode", text: "Concurrency of new runs" }), mode),
+  h("div", { class: "field" }, h("label", { for: "c-group", text: "Group (default: the pipeline)" }), group), save);
+  return h("details", { class: "card" }, h("summary", { text: "Concurrency" }),
+    h("p", { class: "muted", text: "Parallel: runs overlap. Queued: a new run waits while one of its group is active. Superseded: a new run cancels the active one." }),
+    form);
+}
+
 function pipelinePage(name) {
   document.title = `${name} · stagetrack`;
   const body = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
-  const paused = h("span", {});
-  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, paused), body);
-  call("GET", `api/pipelines/${encodeURIComponent(name)}/status`).then((st) => {
-    if (st && st.paused) paused.replaceChildren(h("span", { class: "badge paused", text: `paused${st.pausedCause ? `: ${st.pausedCause}` : ""}` }));
-  }).catch(() => {});
+  const badges = h("span", {});
+  const settings = h("div", {});
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, badges),
+    pipelineTabs(name, "runs"), settings, body);
+  pipelineBadges(name, badges, settings);
   return live(`api/runs?pipeline=${encodeURIComponent(name)}&limit=25`, (data) => {
     const runs = data.items || [];
     body.replaceChildren(runs.length ? matrix(runs, `Runs of ${name}, newest first`)
       : h("p", { class: "muted", text: "No runs yet." }));
   });
+}
+
+// ---- schedules: a pipeline's cron schedules (GET/POST/PATCH/DELETE /api/pipelines/{p}/schedules)
+
+function schedulesPage(name) {
+  document.title = `Schedules of ${name} · stagetrack`;
+  const path = `api/pipelines/${encodeURIComponent(name)}/schedules`;
+  const list = h("div", { id: "schedules", "aria-live": "polite" }, h("p", { class: "muted", text: "Loading…" }));
+  const badges = h("span", {});
+  show(h("p", {}, h("a", { href: "#/", text: "← Pipelines" })), h("h1", { text: name }, badges),
+    pipelineTabs(name, "schedules"),
+    h("h2", { id: "h-schedules", text: "Schedules" }),
+    h("p", { class: "muted", text: "Each firing starts a run with the stages of the pipeline's latest run; times are read in the schedule's time zone." }),
+    list, canOperate() ? scheduleForm(name, path) : null);
+  pipelineBadges(name, badges);
+  return live(path, (data) => {
+    const items = (data && data.items) || [];
+    list.replaceChildren(...(items.length ? items.map((item) => scheduleCard(item, path))
+      : [h("p", { class: "muted", text: "No schedules yet." })]));
+  });
+}
+
+// A fire time in the browser's zone and, when it differs, in the schedule's own (the zone its
+// cron fields are read in): "2/28/2028, 11:00:00 PM · Feb 29, 2028, 00:00 Europe/Paris".
+function zoned(iso, zone) {
+  if (!iso) return "—";
+  const local = when(iso);
+  try {
+    const own = new Intl.DateTimeFormat(undefined, { timeZone: zone, dateStyle: "medium", timeStyle: "short", hourCycle: "h23" });
+    const browser = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return browser === zone ? local : `${local} · ${own.format(new Date(iso))} ${zone}`;
+  } catch {
+    return local; // a zone this browser does not know: the local time alone
+  }
+}
+
+function scheduleCard(item, path) {
+  const one = `${path}/${encodeURIComponent(item.id)}`;
+  const skipped = item.lastSkipped;
+  const variables = Object.keys(item.variables || {}).sort();
+  const meta = [
+    ["Time zone", item.timeZone],
+    ["Next fire", item.enabled ? zoned(item.nextFireAt, item.timeZone) : "— (disabled)"],
+    ["Last fired", when(item.lastFiredAt)],
+    ["Last run", item.lastRunId ? h("a", { href: `#/runs/${encodeURIComponent(item.lastRunId)}`, text: item.lastRunId }) : "—"],
+    ["Last skipped", skipped ? `${when(skipped.at)}: ${label(skipped.reason)}${skipped.message ? ` (${skipped.message})` : ""}` : "—"],
+    ["Variables", variables.length ? h("span", {}, variables.flatMap((k, i) => [i ? ", " : "", h("code", { text: `${k}=${item.variables[k]}` })])) : "—"],
+    ["Created by", `${item.createdBy || "—"}, ${when(item.createdAt)}`],
+  ];
+  const title = item.description ? `${item.description}` : `Schedule ${item.id}`;
+  return h("section", { class: "card schedule", "data-schedule": item.id, "aria-label": `${title}: ${item.cron}` },
+    h("header", {},
+      h("h3", {}, h("code", { text: item.cron })),
+      h("span", { class: `badge ${item.enabled ? "s-SUCCESS" : "s-IDLE"}`, text: item.enabled ? "enabled" : "disabled" }),
+      item.description ? h("span", { text: item.description }) : null,
+      h("span", { class: "muted", text: item.id })),
+    h("dl", { class: "meta" }, meta.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)])),
+    scheduleActions(item, one));
+}
+
+// Enable and disable are reversible, so they act at once; delete asks first (it cannot be undone).
+function scheduleActions(item, one) {
+  if (!canOperate()) return null; // read-only tokens see no buttons (and the API refuses them)
+  const what = `schedule ${item.cron}${item.description ? ` (${item.description})` : ""}`;
+  const toggle = h("button", { type: "button", class: "quiet", text: item.enabled ? "Disable" : "Enable",
+    "aria-label": `${item.enabled ? "Disable" : "Enable"} ${what}`, onclick: async () => {
+      toggle.disabled = true;
+      try {
+        await call("PATCH", one, { enabled: !item.enabled });
+        toast(`${item.enabled ? "Disabled" : "Enabled"} ${what}`);
+        refresh();
+      } catch (error) {
+        toggle.disabled = false;
+        toast(`${item.enabled ? "Disable" : "Enable"} failed: ${error.message}`);
+      }
+    } });
+  const remove = h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete ${what}`, onclick: () =>
+    confirmThen({ title: `Delete ${what}?`, text: "It fires no more runs; runs it already started are kept.", ok: "Delete schedule", danger: true },
+      () => call("DELETE", one)) });
+  return h("div", { class: "actions", role: "group", "aria-label": `Actions of ${what}` }, toggle, remove);
+}
+
+// "KEY=value" per line -> {KEY: "value"}; a line without "=" is an error named by its number.
+function parseVariables(text) {
+  const out = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`line ${i + 1}: expected KEY=value`);
+    out[line.slice(0, at).trim()] = line.slice(at + 1);
+  }
+  return out;
+}
+
+function scheduleForm(name, path) {
+  const field = (id, text, control, hint) => h("div", { class: "field" }, h("label", { for: id, text }), control,
+    hint ? h("span", { class: "muted hint", id: `${id}-hint`, text: hint }) : null);
+  const cron = h("input", { id: "s-cron", name: "cron", type: "text", required: true, maxlength: 100, autocomplete: "off",
+    spellcheck: "false", placeholder: "0 9 * * MON-FRI", "aria-describedby": "s-cron-hint" });
+  const zone = h("input", { id: "s-zone", name: "timeZone", type: "text", maxlength: 64, autocomplete: "off",
+    spellcheck: "false", value: "UTC", list: "s-zones", "aria-describedby": "s-zone-hint" });
+  const zones = h("datalist", { id: "s-zones" });
+  try {
+    for (const z of Intl.supportedValuesOf("timeZone")) zones.append(h("option", { value: z }));
+  } catch { /* an older browser: the field is free text anyway */ }
+  const variables = h("textarea", { id: "s-vars", name: "variables", rows: 3, spellcheck: "false",
+    placeholder: "ENV=prod", "aria-describedby": "s-vars-hint" });
+  const description = h("input", { id: "s-desc", name: "description", type: "text", maxlength: 255, autocomplete: "off" });
+  const enabled = h("input", { id: "s-enabled", name: "enabled", type: "checkbox", checked: true });
+  const error = h("p", { class: "error", id: "s-error", role: "alert" });
+  const submit = h("button", { type: "submit", text: "Create schedule" });
+  const form = h("form", { class: "filters schedule-form", "aria-labelledby": "h-new-schedule", onsubmit: async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    for (const control of [cron, zone, variables]) control.removeAttribute("aria-invalid");
+    const body = { cron: cron.value.trim(), timeZone: zone.value.trim() || "UTC", enabled: enabled.checked };
+    try {
+      body.variables = parseVariables(variables.value);
+    } catch (e) {
+      variables.setAttribute("aria-invalid", "true");
+      error.textContent = `Variables: ${e.message}`;
+      variables.focus();
+      return;
+    }
+    if (description.value.trim()) body.description = description.value.trim();
+    submit.disabled = true;
+    try {
+      const created = await call("POST", path, body);
+      toast(`Created schedule ${created.cron}`);
+      refresh();
+    } catch (e) {
+      const byField = { cron, timeZone: zone, variables, description };
+      const named = (e.details || []).filter((d) => d && byField[d.field]);
+      for (const d of named) byField[d.field].setAttribute("aria-invalid", "true");
+      error.textContent = named.length ? named.map((d) => `${d.field}: ${d.message || "invalid"}`).join("; ")
+        : `${e.message}${e.status ? ` (${e.status})` : ""}`;
+      (named.length ? byField[named[0].field] : cron).focus();
+    } finally {
+      submit.disabled = false;
+    }
+  } },
+  field("s-cron", "Cron", cron, "five fields: minute hour day-of-month month day-of-week"),
+  field("s-zone", "Time zone", zone, "an IANA name, e.g. Europe/Paris"), zones,
+  field("s-vars", "Variables", variables, "one KEY=value per line"),
+  field("s-desc", "Description", description),
+  h("div", { class: "field check" }, enabled, h("label", { for: "s-enabled", text: "Enabled" })),
+  submit);
+  return h("section", { class: "card", "aria-labelledby": "h-new-schedule" },
+    h("h2", { id: "h-new-schedule", text: "New schedule" }), form, error);
 }
 
 // ---- run page: metadata, Gantt timeline, stages, variables, actions ----------------------------
@@ -360,8 +567,7 @@ function runDetails(run, gantt) {
   ];
   // when it should end, from its stages' recent p50 (docs/insights.md, Overruns and ETA)
   if (run.eta) meta.push(["ETA", h("span", { id: "run-eta", text: when(run.eta) })]);
-  if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED"
-    ? `${run.concurrencyGroup} (waits for the run holding it)` : run.concurrencyGroup]);
+  if (run.concurrencyGroup) meta.push(["Concurrency group", run.status === "QUEUED" ? queuedText(run) : run.concurrencyGroup]);
   if (run.cancellation) meta.push([run.cancellation.force === true ? "Force-cancelled" : "Cancelled", `${run.cancellation.by || ""} ${run.cancellation.reason || ""}`.trim() || "yes"]);
   if (run.status === "CANCELLING" && run.stopping && run.stopping.graceUntil) {
     meta.push(["Stopping", `running stages may finish until ${when(run.stopping.graceUntil)}`]);
@@ -374,6 +580,15 @@ function runDetails(run, gantt) {
     h("h2", { text: "Stages" }), stagesTable(run),
     variablesTable(run),
   ];
+}
+
+// A QUEUED run's group and place: "deploys: 2nd of 3 in line, behind deploys:7" (the API's
+// ``queue``, GET /api/runs/{id} only), linking to the run that holds the group.
+function queuedText(run) {
+  const q = run.queue;
+  if (!q) return `${run.concurrencyGroup} (waits for the run holding it)`;
+  const holder = q.holder ? h("a", { href: `#/runs/${encodeURIComponent(q.holder)}`, text: q.holder }) : "a run being promoted";
+  return h("span", { id: "queue-place" }, `${run.concurrencyGroup}: waits, ${q.position} of ${q.waiting} in line, behind `, holder);
 }
 
 function runActions(run) {
@@ -399,8 +614,10 @@ function runActions(run) {
     if (run.status !== "CANCELLING") { // already stopping: only a cancel ends it sooner
       buttons.push(h("button", { type: "button", class: "danger", text: "Stop", onclick: () =>
         confirmThen({ title: `Stop ${run.pipeline} #${run.counter}?`, text: "Running stages may finish within the grace period; nothing new starts but stages marked always.",
-          ok: "Stop run", danger: true, comment: "Reason (optional)" },
-        (reason) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`, reason ? { reason } : {})) }));
+          ok: "Stop run", danger: true, comment: "Reason (optional)", number: "Grace period in seconds (optional)",
+          placeholder: run.stopGraceSeconds === null || run.stopGraceSeconds === undefined ? "600" : String(run.stopGraceSeconds) },
+        (reason, grace) => call("POST", `api/pipelines/${encodeURIComponent(run.pipeline)}/runs/${run.counter}/stop`,
+          { ...(reason ? { reason } : {}), ...(grace === null ? {} : { graceSeconds: grace }) })) }));
     }
   }
   if (run.stages.some((s) => ["FAILURE", "CANCELLED", "TIMED_OUT"].includes(s.status))) {
@@ -411,11 +628,31 @@ function runActions(run) {
   return buttons.length ? h("div", { class: "actions", role: "group", "aria-label": "Run actions" }, buttons) : null;
 }
 
-function stageActions(stage) {
+// Why this session's token may not decide a policy gate (null: it may), by the rules the API
+// applies (403 not_an_approver, 409 already_decided): the buttons are then replaced by the reason.
+function approvalBlock(stage, runActor) {
+  const policy = stage.approvalPolicy;
+  if (!policy || !state.session) return null;
+  const me = state.session.name;
+  if ((policy.approvers || []).length) {
+    const groups = policy.groups || {};
+    const allowed = new Set(policy.approvers.flatMap((a) => (a.startsWith("group:") ? groups[a.slice(6)] || [] : [a])));
+    if (!allowed.has(me)) return `You (${me}) are not an allowed approver: ${policy.approvers.join(", ")}.`;
+  }
+  if (policy.preventSelfApproval && runActor && runActor === me) return `You (${me}) started this run; it prevents self-approval.`;
+  const mine = (stage.approvals || []).find((d) => d.by === me && d.attempt === stage.attempt);
+  if (mine) return `You ${String(mine.decision).toLowerCase()} it ${when(mine.at)}; waiting for the others.`;
+  return null;
+}
+
+function stageActions(stage, runActor) {
   if (!canOperate()) return null;
   const path = `api/stages/${encodeURIComponent(stage.id)}`;
   const out = [];
-  if (stage.status === "WAITING_FOR_APPROVAL") {
+  const blocked = stage.status === "WAITING_FOR_APPROVAL" ? approvalBlock(stage, runActor) : null;
+  if (blocked) {
+    out.push(h("span", { class: "muted why", text: blocked }));
+  } else if (stage.status === "WAITING_FOR_APPROVAL") {
     out.push(h("button", { type: "button", text: "Approve", "aria-label": `Approve ${stage.name}`, onclick: () =>
       confirmThen({ title: `Approve ${stage.name}?`, text: "The stage starts.", ok: "Approve", comment: "Comment (optional)" },
         (comment) => call("POST", `${path}/approve`, comment ? { comment } : {})) }));
@@ -445,7 +682,8 @@ function stageActions(stage) {
 function approvalProgress(stage) {
   const policy = stage.approvalPolicy;
   if (!policy) return null;
-  const approved = (stage.approvals || []).filter((d) => d.decision === "APPROVED").map((d) => d.by);
+  const approved = (stage.approvals || []).filter((d) => d.decision === "APPROVED" && d.attempt === stage.attempt)
+    .map((d) => (d.comment ? `${d.by}: “${d.comment}”` : d.by));
   const who = approved.length ? ` (${approved.join(", ")})` : "";
   return `${approved.length} of ${policy.required} approvals${who}`;
 }
@@ -467,19 +705,28 @@ function decisionText(decision) {
   return `${decision.decision.toLowerCase()} by ${decision.by || "?"} ${when(decision.at)}${comment}`;
 }
 
+// What bounds a stage still active: a stop's grace end (``cancelsAt``) and the run's whole-run
+// deadline (``runDeadline``); empty once it ended.
+function boundsText(stage) {
+  return [stage.cancelsAt ? `cancelled at ${when(stage.cancelsAt)} unless it ends (stop)` : null,
+    stage.runDeadline ? `run deadline ${when(stage.runDeadline)}` : null].filter(Boolean).join(" · ");
+}
+
 function stagesTable(run) {
   // a running stage past its recent p95 is marked; the duration cell says what is typical (p50)
   const overrunning = (s) => s.status === "IN_PROGRESS" && Boolean(s.overrunningAt);
   const rows = run.stages.map((s) => h("tr", { "data-stage": s.name, class: overrunning(s) ? "overrunning" : null },
-    h("th", { scope: "row", text: s.name }),
+    h("th", { scope: "row" }, s.name, s.always ? h("span", { class: "muted finally", text: " · finally",
+      title: "runs after a failure, stop or cancel too" }) : null),
     h("td", {}, badge(s.status), overrunning(s) ? h("span", { class: "badge overrun",
-      title: `past its recent p95 since ${when(s.overrunningAt)}`, text: "overrunning" }) : null),
+      title: `past its recent p95 since ${when(s.overrunningAt)}`, text: "overrunning" }) : null,
+      boundsText(s) ? h("div", { class: "muted why", text: boundsText(s) }) : null),
     h("td", { text: [seconds(s.duration), s.typicalSeconds != null ? `typically ${seconds(s.typicalSeconds)}` : null]
       .filter(Boolean).join(" · ") }),
     h("td", { text: [s.attemptCount > 1 ? `${s.attempt} of ${s.attemptCount}` : String(s.attempt || 1), retryText(s)].filter(Boolean).join(" · ") }),
     h("td", { text: s.environment || "—" }),
     h("td", { text: [approvalProgress(s), decisionText(s.approvalDecision), ...(s.attempts || []).map((a) => a.approvalDecision && `attempt ${a.attempt}: ${decisionText(a.approvalDecision)}`)].filter(Boolean).join("; ") || (s.approval === "MANUAL" ? "needs approval" : "—") }),
-    h("td", {}, stageActions(s))));
+    h("td", {}, stageActions(s, run.actor))));
   return h("div", { class: "scroll" }, h("table", { id: "stages" },
     h("thead", {}, h("tr", {}, ["Stage", "Status", "Duration", "Attempt", "Environment", "Approval", ""].map((t) =>
       h("th", { scope: "col", text: t })))),
@@ -573,7 +820,7 @@ function approvalsPage() {
         h("td", { text: item.run.branch || "—" }),
         h("td", { text: item.run.actor || "—" }),
         h("td", { text: when(item.waitingSince) }),
-        h("td", {}, stageActions(item.stage))))))));
+        h("td", {}, stageActions(item.stage, item.run.actor))))))));
   });
 }
 
@@ -853,14 +1100,24 @@ function confirmThen(options, action) {
   comment.hidden = !options.comment;
   $("confirm-comment-label").hidden = !options.comment;
   $("confirm-comment-label").textContent = options.comment || "";
+  const number = $("confirm-number"); // an optional whole number (a stop's grace period)
+  number.value = "";
+  number.hidden = !options.number;
+  $("confirm-number-label").hidden = !options.number;
+  $("confirm-number-label").textContent = options.number || "";
+  if (options.number) number.placeholder = options.placeholder || "";
   const ok = $("confirm-ok");
   ok.textContent = options.ok;
   ok.className = options.danger ? "danger" : "";
   $("confirm-form").onsubmit = async (event) => {
     event.preventDefault();
+    if (options.number && number.value !== "" && !number.checkValidity()) {
+      number.reportValidity();
+      return;
+    }
     ok.disabled = true;
     try {
-      await action(comment.value.trim() || null);
+      await action(comment.value.trim() || null, number.value === "" ? null : Number(number.value));
       dialog.close();
       toast(`${options.ok}: done`);
       refresh();

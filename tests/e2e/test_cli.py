@@ -249,6 +249,40 @@ def test_cancel_force_skips_the_finally_stage(cli):
     assert refused.returncode == 2 and "--force cancels a whole run" in refused.stderr
 
 
+def test_the_controls_concurrency_a_graceful_stop_and_schedules(cli):
+    """Issue 15's controls from the command line on the real stack: a pipeline set QUEUED, a run
+    waiting in line (its place shown), a stop with a grace period, and a schedule created,
+    disabled, enabled, listed and deleted."""
+    name = pipeline()
+    first = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()
+    shown = ok(cli("pipelines", "concurrency", name, "queued"))
+    assert "concurrency QUEUED" in shown and "not locked" in shown
+    holder = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()
+    waiting = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()
+    assert f"locked by {holder}" in ok(cli("pipelines", "concurrency", name))
+    assert f"(waits: 1 of 1 in line, behind {holder})" in ok(cli("runs", "show", waiting))
+    started = cli("stage", "start", waiting, "BUILD")
+    assert started.returncode == 5 and "run_queued" in started.stderr and "promoted" in started.stderr
+
+    ok(cli("stage", "start", holder, "BUILD"))
+    stopping = json.loads(ok(cli("stop", holder, "--grace", "120", "--reason", "release", "-o", "json")))
+    assert stopping["status"] == "CANCELLING" and stopping["stopping"]["graceSeconds"] == 120
+    assert "running stages may finish until" in ok(cli("runs", "show", holder))
+    ok(cli("cancel", holder))
+    assert json.loads(ok(cli("runs", "show", waiting, "-o", "json")))["status"] == "IDLE"  # promoted
+    assert first
+
+    created = json.loads(ok(cli("schedules", "create", name, "0 0 29 2 *", "--time-zone", "Europe/Paris",
+                                "--var", "ENV=prod", "--description", "leap day", "-o", "json")))
+    assert created["enabled"] is True and created["description"] == "leap day"
+    disabled = json.loads(ok(cli("schedules", "disable", name, created["id"], "-o", "json")))
+    assert (disabled["enabled"], disabled["nextFireAt"]) == (False, None)
+    assert json.loads(ok(cli("schedules", "enable", name, created["id"], "-o", "json")))["nextFireAt"]
+    assert created["id"] in ok(cli("schedules", "list", name))
+    ok(cli("schedules", "delete", name, created["id"]))
+    assert json.loads(ok(cli("schedules", "list", name, "-o", "json")))["items"] == []
+
+
 def test_errors_exit_with_their_code_and_say_what_to_do(cli):
     name = pipeline()
     run_id = ok(cli("run", "create", name, "--stage", "BUILD", "-q")).strip()

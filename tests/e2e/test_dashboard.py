@@ -476,3 +476,154 @@ def test_insights_page_answers_from_the_real_route(stack, page, start_chalice_lo
         assert tiles["Success rate"] == (f"{rate * 100:.1f}%" if rate is not None else "—")
         expect(page.locator("#c-throughput svg")).to_have_count(1)
         assert page.problems == []
+
+
+# ---- issue 15's controls: schedules, approval policies, concurrency, retries, graceful stop ----
+
+def test_schedules_page_create_disable_enable_and_delete_by_keyboard_and_mouse(stack, page):
+    """A pipeline's Schedules tab: a bad cron is refused with the field named (nothing written),
+    a good one appears with its time zone, variables and next fire time; Disable and Enable act at
+    once, Delete asks first. Every write carries the session's CSRF token (else 403)."""
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    _run(http, base, "dash-sched")  # a schedule repeats the latest run: the pipeline must have run
+    _sign_in(page, base, token)
+    page.goto(f"{base}/#/pipelines/dash-sched")
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.get_by_text("No schedules yet.")).to_be_visible(timeout=WAIT_MS)
+
+    page.get_by_label("Cron").fill("61 * * * *")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.locator("#s-error")).to_contain_text("cron", timeout=WAIT_MS)
+    expect(page.get_by_label("Cron")).to_have_attribute("aria-invalid", "true")
+    assert http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"] == []
+
+    page.get_by_label("Cron").fill("0 0 29 2 *")  # 29 February: never fires during the test
+    page.get_by_label("Time zone").fill("Europe/Paris")
+    page.get_by_label("Variables").fill("ENV=prod\nREGION=eu-west-1")
+    page.get_by_label("Description").fill("leap day deploy")
+    page.get_by_label("Description").press("Enter")  # submits the form from the keyboard
+    card = page.locator("section.schedule")
+    expect(card).to_have_count(1, timeout=WAIT_MS)
+    expect(card).to_contain_text("0 0 29 2 *")
+    expect(card).to_contain_text("Europe/Paris")
+    expect(card).to_contain_text("ENV=prod")
+    expect(card.locator(".badge")).to_have_text("enabled")
+    (stored,) = http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"]
+    assert stored["variables"] == {"ENV": "prod", "REGION": "eu-west-1"} and stored["nextFireAt"]
+    assert stored["description"] == "leap day deploy" and stored["createdBy"] == "bootstrap admin"
+
+    card.get_by_role("button", name=re.compile("^Disable")).click()
+    expect(card.locator(".badge")).to_have_text("disabled", timeout=WAIT_MS)
+    expect(card).to_contain_text("— (disabled)")
+    assert http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"][0]["enabled"] is False
+    card.get_by_role("button", name=re.compile("^Enable")).click()
+    expect(card.locator(".badge")).to_have_text("enabled", timeout=WAIT_MS)
+    expect(page.locator("#toast")).to_contain_text("Enabled schedule 0 0 29 2 * (leap day deploy)")
+    page.evaluate("document.getElementById('toast').textContent = ''")  # the screenshot without it
+    _shot(page, "schedules")
+
+    card.get_by_role("button", name=re.compile("^Delete")).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")  # backing out writes nothing
+    expect(dialog).to_be_hidden()
+    assert len(http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"]) == 1
+    card.get_by_role("button", name=re.compile("^Delete")).click()
+    dialog.get_by_role("button", name="Delete schedule").click()
+    expect(page.get_by_text("No schedules yet.")).to_be_visible(timeout=WAIT_MS)
+    assert http.get(f"{base}/api/pipelines/dash-sched/schedules").json()["items"] == []
+    # the browser logs the refused bad cron's 422 itself; nothing else went wrong
+    assert [p for p in page.problems if "status of 422" not in p] == []
+
+
+def test_schedules_page_for_a_read_only_token_on_a_phone_in_the_dark(stack, browser):
+    from playwright.sync_api import expect
+
+    base, _admin, http = stack
+    _run(http, base, "dash-sched-ro")
+    made = http.post(f"{base}/api/pipelines/dash-sched-ro/schedules",
+                     json={"cron": "30 6 * * MON-FRI", "timeZone": "America/New_York", "enabled": False,
+                           "description": "weekday mornings"})
+    assert made.status_code == 201, made.text
+    issued = http.post(f"{base}/api/tokens", json={"name": "sched-viewer", "scopes": ["read"]})
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark",
+                                  is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        _sign_in(page, base, issued.json()["token"])
+        page.goto(f"{base}/#/pipelines/dash-sched-ro/schedules")
+        card = page.locator("section.schedule")
+        expect(card).to_contain_text("weekday mornings", timeout=WAIT_MS)
+        expect(card).to_contain_text("America/New_York")
+        expect(page.get_by_role("button")).to_have_count(1)  # only "Sign out": no form, no actions
+        expect(page.get_by_label("Cron")).to_have_count(0)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(13, 17, 23)"
+        _shot(page, "schedules-phone-dark")
+    finally:
+        context.close()
+
+
+def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(stack, page):
+    """What the run page says of each control: a policy gate's "N of M approvals" and why this
+    token may not decide (no buttons then), a QUEUED run's group and place, a stage waiting for
+    its automatic retry, and a stopping run's grace end."""
+    from playwright.sync_api import expect
+
+    base, token, http = stack
+    gated = http.post(f"{base}/api/runs", json={"pipeline": "dash-policy", "stages": [
+        {"type": "DEPLOY_PROD", "name": "prod", "approval": "MANUAL", "approvers": ["dash-rm-a", "dash-rm-b"],
+         "required": 2},
+        {"type": "BUILD", "name": "build", "retry": {"max": 2, "backoffSeconds": 3600}},
+        {"type": "OTHER", "name": "cleanup", "always": True}]}).json()
+    _patch(http, base, f"{gated['id']}:1", "IN_PROGRESS")
+    _patch(http, base, f"{gated['id']}:2", "IN_PROGRESS")
+    _patch(http, base, f"{gated['id']}:2", "FAILURE")  # retried in an hour: RETRY_PENDING
+
+    setting = http.put(f"{base}/api/pipelines/dash-policy/concurrency", json={"mode": "QUEUED"})
+    assert setting.status_code == 200, setting.text
+    holder = http.post(f"{base}/api/runs", json={"pipeline": "dash-policy", "stages": ["BUILD"]}).json()
+    queued = http.post(f"{base}/api/runs", json={"pipeline": "dash-policy", "stages": ["BUILD"]}).json()
+    assert queued["status"] == "QUEUED"
+
+    _sign_in(page, base, token)
+    page.goto(f"{base}/#/runs/{gated['id']}")
+    prod = page.locator("#stages tr[data-stage='prod']")
+    expect(prod).to_contain_text("0 of 2 approvals", timeout=WAIT_MS)
+    expect(prod).to_contain_text("You (bootstrap admin) are not an allowed approver: dash-rm-a, dash-rm-b.")
+    expect(prod.get_by_role("button")).to_have_count(0)
+    build = page.locator("#stages tr[data-stage='build']")
+    expect(build).to_contain_text("retry pending")
+    expect(build).to_contain_text("retry 1 of 2 at")
+    expect(build.get_by_role("button", name="Retry build now")).to_be_visible()
+    expect(page.locator("#stages tr[data-stage='cleanup'] th")).to_have_text("cleanup · finally")
+
+    page.goto(f"{base}/#/runs/{queued['id']}")
+    expect(page.locator("#queue-place")).to_have_text(
+        f"dash-policy: waits, 1 of 1 in line, behind {holder['id']}", timeout=WAIT_MS)
+    page.get_by_role("link", name=holder["id"]).click()
+    expect(page.locator("h1")).to_contain_text(f"dash-policy #{holder['counter']}", timeout=WAIT_MS)
+    _patch(http, base, holder["stages"][0]["id"], "IN_PROGRESS")
+    page.get_by_role("button", name="Stop").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Grace period in seconds (optional)").fill("120")
+    dialog.get_by_role("button", name="Stop run").click()
+    expect(page.locator("dl.meta")).to_contain_text("running stages may finish until", timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0)  # stopping: only Cancel ends it sooner
+    expect(page.locator("#stages tr[data-stage='BUILD']")).to_contain_text("unless it ends (stop)")
+    stopping = http.get(f"{base}/api/runs/{holder['id']}").json()
+    assert stopping["status"] == "CANCELLING" and stopping["stopping"]["graceSeconds"] == 120
+
+    # the pipeline page: its concurrency shown, and changed by an operate token
+    page.get_by_role("link", name="dash-policy").first.click()
+    expect(page.locator("h1 .concurrency")).to_contain_text("concurrency queued", timeout=WAIT_MS)
+    page.get_by_text("Concurrency", exact=True).click()
+    page.get_by_label("Concurrency of new runs").select_option("SUPERSEDED")
+    page.get_by_role("button", name="Save concurrency").click()
+    expect(page.locator("h1 .concurrency")).to_contain_text("concurrency superseded", timeout=WAIT_MS)
+    assert http.get(f"{base}/api/pipelines/dash-policy/status").json()["concurrency"] == {
+        "mode": "SUPERSEDED", "group": None}
+    assert page.problems == []

@@ -185,3 +185,55 @@ def test_the_reminder_is_one_event_on_the_stream_and_the_timeout_applies_on_time
     decision = client.get(f"/api/stages/{prod}").json["approvalDecision"]
     assert (decision["decision"], decision["by"], decision["at"]) == (
         "REJECTED", "stagetrack:timeout", "2026-03-20T17:19:13.760Z")
+
+
+# ---- every decision on the change stream ---------------------------------------------------------
+
+def test_every_decision_is_on_the_stream_with_who_when_the_comment_and_the_count(client, ctx, clock, people):
+    """A decision that leaves the gate waiting is a ``stage.approval-decided`` event; the one that
+    opens (or fails) it rides on the gate's ``stage.status-changed``; both carry ``approval``. A
+    refused decision and a repeat write nothing, so they are no event."""
+    from chalicelib.domain.events import APPROVAL_DECIDED, STAGE_CHANGED, SubscriptionFilter
+    from chalicelib.integrations.cdevents import to_cdevent
+    from chalicelib.store.stream import state_change
+    from tests.fixtures import StreamReader
+
+    stream = StreamReader(ctx.settings.table_name)
+    _, prod = gated(client, people)
+    stream.read()  # the run's creation and moves so far
+    clock.advance(5)
+
+    def events():
+        return [c for c in (state_change(r, clock.now()) for r in stream.read()) if c is not None]
+
+    assert approve(client, prod, "alice", people, "lgtm").status_code == 200
+    assert approve(client, prod, "mallory", people).status_code == 403  # refused: nothing written
+    assert approve(client, prod, "alice", people).status_code == 409  # her second decision: nothing
+    (partial,) = events()
+    assert (partial.type, partial.old_status, partial.new_status) == (
+        APPROVAL_DECIDED, "WAITING_FOR_APPROVAL", "WAITING_FOR_APPROVAL")
+    assert partial.as_dict()["approval"] == {"decision": "APPROVED", "by": "alice",
+                                             "at": "2026-03-20T17:17:18.760Z", "comment": "lgtm",
+                                             "approved": 1, "required": 2}
+    assert SubscriptionFilter(events=("stage.approval-decided",)).matches(partial)
+    assert not SubscriptionFilter(events=("stage.status-changed",)).matches(partial)
+    assert to_cdevent(partial) is None  # CDEvents has no word for it (as for the reminder)
+
+    assert approve(client, prod, "carol", people, "go").status_code == 200
+    (opened,) = [c for c in events() if c.stage_id == prod]
+    assert (opened.type, opened.new_status) == (STAGE_CHANGED, "IN_PROGRESS")
+    assert opened.approval == {"decision": "APPROVED", "by": "carol", "at": "2026-03-20T17:17:18.760Z",
+                               "comment": "go", "approved": 2, "required": 2}
+
+    # a plain gate (no policy): its one decision rides on its status change; a retry is none
+    plain = client.post("/api/runs", {"pipeline": "plain", "stages": [
+        {"type": "DEPLOY_PROD", "name": "gate", "approval": "MANUAL"}]}).json["stages"][0]["id"]
+    assert client.patch(f"/api/stages/{plain}", {"status": "IN_PROGRESS"}).status_code == 200
+    stream.read()
+    assert approve(client, plain, "bob", people, verb="reject").status_code == 200
+    (rejected,) = [c for c in events() if c.stage_id == plain]
+    assert (rejected.type, rejected.new_status) == (STAGE_CHANGED, "FAILURE")
+    assert rejected.approval == {"decision": "REJECTED", "by": "bob", "at": "2026-03-20T17:17:18.760Z",
+                                 "comment": None, "approved": 0, "required": 1}
+    assert client.post(f"/api/stages/{plain}/retry").status_code == 200
+    assert [c.approval for c in events() if c.stage_id == plain] == [None]

@@ -212,3 +212,25 @@ def test_a_newest_create_replacing_a_run_too_big_for_its_transaction(client, ddb
     assert dict(ddb_calls) == {"UpdateItem": 1, "GetItem": 1, "Query": 1, "TransactWriteItems": 2}
     assert client.get("/api/runs/web:3").json["status"] == "CANCELLED"
     assert client.get("/api/runs?pipeline=web&status=QUEUED").json["items"][0]["id"] == "web:4"
+
+
+def test_a_queued_run_shows_its_place_in_the_queue_for_one_getitem_more(client, ddb_calls):
+    """GET /api/runs/{id} of a QUEUED run: the run holding its group, its place (1: next to
+    start) and how many wait -- what the dashboard and `stagetrack runs show` print. A run that
+    does not wait reads nothing more and has no ``queue``."""
+    _setup(client, "QUEUED")  # web:1 ran before the setting: it holds nothing
+    assert [create(client, ["BUILD"])["status"] for _ in range(3)] == ["IDLE", "QUEUED", "QUEUED"]
+    ddb_calls.clear()
+    third = client.get("/api/runs/web:4").json
+    assert third["queue"] == {"group": "web", "holder": "web:2", "position": 2, "waiting": 2}
+    assert dict(ddb_calls) == {"Query": 1, "GetItem": 1}
+    ddb_calls.clear()
+    holder = client.get("/api/runs/web:2").json
+    assert "queue" not in holder and dict(ddb_calls) == {"Query": 1}
+    # the first in line leaves: the other moves up; the holder ends: it holds the group
+    assert client.post("/api/runs/web:3/cancel").status_code == 200
+    assert client.get("/api/runs/web:4").json["queue"] == {"group": "web", "holder": "web:2", "position": 1,
+                                                           "waiting": 1}
+    assert client.post("/api/runs/web:2/cancel").status_code == 200
+    promoted = client.get("/api/runs/web:4").json
+    assert promoted["status"] == "IDLE" and "queue" not in promoted

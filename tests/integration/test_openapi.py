@@ -152,7 +152,8 @@ def test_documented_shapes_list_every_field_the_views_send(client, document):
                "RunSummaryOut": client.get("/api/runs?pipeline=web").json["items"][0],
                "PipelineStatusOut": client.get("/api/pipelines/web/status").json}
     for name, answer in answers.items():
-        assert set(answer) == set(schemas[name]["properties"]), name
+        queued_only = {"queue"} if name == "RunOut" else set()  # GET /api/runs/{id} of a QUEUED run
+        assert set(answer) == set(schemas[name]["properties"]) - queued_only, name
 
 
 def test_the_finding_answers_list_every_field_their_documented_shapes_do(client, document):
@@ -172,7 +173,8 @@ def test_the_finding_answers_list_every_field_their_documented_shapes_do(client,
                "ApprovalRunOut": approvals["items"][0]["run"], "StageOut": approvals["items"][0]["stage"],
                "RunOut": created}
     for name, answer in answers.items():
-        optional = {"attempts"} if name == "StageOut" else set()  # only with ?include=attempts
+        # attempts: only with ?include=attempts; queue: GET /api/runs/{id} of a QUEUED run only
+        optional = {"StageOut": {"attempts"}, "RunOut": {"queue"}}.get(name, set())
         assert set(answer) == set(schemas[name]["properties"]) - optional, name
     operations = document["paths"]
     assert operations["/api/pipelines"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] \
@@ -214,3 +216,58 @@ def test_force_cancel_and_the_queue_discipline_are_documented(document):
     assert schemas["Queue"]["enum"] == ["ALL", "NEWEST"]
     assert schemas["ConcurrencyOut"]["properties"]["queue"]["enum"] == ["ALL", "NEWEST"]
     assert "queue" in schemas["ConcurrencyOut"]["required"]
+
+
+def test_the_controls_of_issue_15_are_documented(client, document):
+    """Concurrency (the setting's route, a QUEUED run's place), approval policies (who may decide,
+    the 403), automatic retries and schedules: each route and field in the document, and a real
+    answer of each conforming to it."""
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    concurrency = paths["/api/pipelines/{pipeline}/concurrency"]["put"]
+    assert concurrency["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConcurrencyIn"}
+    assert "concurrency mode" in concurrency["summary"]
+    assert set(schemas["QueueOut"]["properties"]) == {"group", "holder", "position", "waiting"}
+    assert {"concurrencyGroup", "queue"} <= set(schemas["RunOut"]["properties"])
+    assert "QUEUED" in schemas["StageStatus"]["enum"] and "RETRY_PENDING" in schemas["StageStatus"]["enum"]
+    approve = paths["/api/stages/{stage_id}/approve"]["post"]
+    assert "not_an_approver" in approve["summary"]
+    assert "not_an_approver" in approve["responses"]["403"]["description"]
+    policy = {"approvers", "required", "preventSelfApproval", "onTimeout", "remindAfterSeconds", "retry"}
+    assert policy <= set(schemas["StageSpecIn"]["properties"])
+    assert {"approvalPolicy", "approvals", "retry", "autoRetries", "nextRetryAt", "retryReason"} <= set(
+        schemas["StageOut"]["properties"])
+    assert set(paths["/api/pipelines/{pipeline}/schedules"]) == {"get", "post"}
+    assert set(paths["/api/pipelines/{pipeline}/schedules/{schedule_id}"]) == {"get", "patch", "delete"}
+    assert "lastSkipped" in schemas["ScheduleOut"]["properties"]
+
+    create = {"pipeline": "web", "stages": ["BUILD"]}
+    assert client.post("/api/runs", create).status_code == 201
+    setting = client.put("/api/pipelines/web/concurrency", {"mode": "QUEUED"})
+    client.post("/api/runs", create)
+    client.post("/api/runs", create)
+    queued = client.get("/api/runs/web:3")
+    assert queued.json["queue"]["position"] == 1
+    assert set(queued.json) == set(schemas["RunOut"]["properties"])  # every field, queue included
+    schedule = client.post("/api/pipelines/web/schedules",
+                           {"cron": "0 9 * * MON-FRI", "timeZone": "Europe/Paris"})
+    calls = [("PUT", "/api/pipelines/{pipeline}/concurrency", setting),
+             ("GET", "/api/runs/{run_id}", queued),
+             ("POST", "/api/pipelines/{pipeline}/schedules", schedule),
+             ("GET", "/api/pipelines/{pipeline}/schedules", client.get("/api/pipelines/web/schedules")),
+             ("PATCH", "/api/pipelines/{pipeline}/schedules/{schedule_id}",
+              client.patch(schedule.headers["Location"], {"enabled": False}))]
+    # a graceful stop, then a cancel of the stopping run: the stop record and what it followed
+    stopped = client.post("/api/runs", {"pipeline": "halt", "stages": ["BUILD", "UNIT_TEST"]}).json
+    client.patch(f"/api/stages/{stopped['id']}:1", {"status": "IN_PROGRESS"})
+    stop = client.post("/api/pipelines/halt/runs/1/stop", {"graceSeconds": 60, "reason": "freeze"})
+    cancel = client.post(f"/api/runs/{stopped['id']}/cancel", {"reason": "now"})
+    assert cancel.json["stopping"]["after"]["graceSeconds"] == 60
+    after = schemas["StoppingOut"]["properties"]["after"]["anyOf"][0]
+    assert after == {"$ref": "#/components/schemas/StopRecordOut"}
+    calls += [("POST", "/api/pipelines/{pipeline}/runs/{counter}/stop", stop),
+              ("POST", "/api/runs/{run_id}/cancel", cancel)]
+    for method, path, response in calls:
+        status, schema = success_schema(document, method, path)
+        assert response.status_code == status, (method, path, response.json)
+        conforms(document, response.json, schema)

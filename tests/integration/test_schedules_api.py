@@ -159,3 +159,57 @@ def test_the_openapi_document_describes_the_schedule_routes(client):
     schemas = document["components"]["schemas"]
     assert {"CreateScheduleIn", "PatchScheduleIn", "ScheduleOut", "ScheduleListOut"} <= set(schemas)
     assert schemas["PatchScheduleIn"]["minProperties"] == 1
+
+
+def test_each_firing_is_an_event_on_the_stream_fired_or_skipped_and_nothing_else_is(client, web, clock):
+    """``schedule.fired`` names the run the firing created (whose own run event follows, as for
+    any new run); ``schedule.skipped`` says why none was; creating, editing or disabling a
+    schedule is no event."""
+    from chalicelib.domain.events import RUN_CHANGED, SCHEDULE_FIRED, SCHEDULE_SKIPPED, SubscriptionFilter
+    from chalicelib.integrations.cdevents import to_cdevent
+    from chalicelib.store.stream import state_change
+    from tests.fixtures import StreamReader
+
+    stream = StreamReader(wiring.context().settings.table_name)
+    stream.read()
+
+    def events():
+        return [c for c in (state_change(r, clock.now()) for r in stream.read()) if c is not None]
+
+    schedule = client.post(BASE, {"cron": "*/5 * * * *", "timeZone": "Europe/Paris"}).json
+    assert client.patch(f"{BASE}/{schedule['id']}", {"description": "every five minutes"}).status_code == 200
+    assert events() == []
+    clock.advance(300)
+    service.fire_due(wiring.context())
+    changes = events()
+    fired = next(c for c in changes if c.type == SCHEDULE_FIRED)
+    assert fired.run_id == "web:2" and fired.pipeline == "web"
+    assert fired.as_dict()["schedule"] == {"id": schedule["id"], "cron": "*/5 * * * *",
+                                           "timeZone": "Europe/Paris", "at": schedule["nextFireAt"]}
+    assert [(c.type, c.run_id) for c in changes if c.type == RUN_CHANGED] == [(RUN_CHANGED, "web:2")]
+
+    assert client.post("/api/pipelines/web/pause", {"cause": "freeze"}).status_code == 200
+    stream.read()
+    clock.advance(300)
+    service.fire_due(wiring.context())
+    (skipped,) = events()
+    assert (skipped.type, skipped.run_id, skipped.new_status) == (SCHEDULE_SKIPPED, None, None)
+    assert skipped.as_dict()["schedule"]["reason"] == "pipeline_paused"
+    assert skipped.as_dict()["runId"] is None
+    assert SubscriptionFilter(events=("schedule.skipped",), pipelines=("web",)).matches(skipped)
+    assert to_cdevent(skipped) is None and to_cdevent(fired) is None  # CDEvents has no word for them
+    assert client.patch(f"{BASE}/{schedule['id']}", {"enabled": False}).status_code == 200
+    assert events() == []
+
+
+def test_the_list_the_dashboard_polls_answers_304_while_unchanged_for_a_getitem_and_a_query(
+        client, web, ddb_calls):
+    schedule = client.post(BASE, {"cron": "0 9 * * *"}).json
+    ddb_calls.clear()
+    first = client.get(BASE)
+    assert dict(ddb_calls) == {"GetItem": 1, "Query": 1}  # the pipeline (404 if unknown), its schedules
+    tag = first.headers["ETag"]
+    assert client.get(BASE, headers={"If-None-Match": tag}).status_code == 304
+    assert client.patch(f"{BASE}/{schedule['id']}", {"enabled": False}).status_code == 200
+    changed = client.get(BASE, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.json["items"][0]["enabled"] is False

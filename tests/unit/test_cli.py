@@ -712,8 +712,10 @@ def test_a_run_of_a_concurrency_group_says_so_and_whether_it_waits():
     assert "  concurrency group deploy" in idle.splitlines()
     assert "concurrency group" not in render.run_details(run("IDLE"))
     api = FakeApi({("POST", "/api/runs"): [(201, run("QUEUED"))]})
-    assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "-q"], api)[0] == 0
-    assert api.requests[0]["body"] == {"pipeline": "web", "concurrencyGroup": "deploy"}
+    assert run_cli(["run", "create", "web", "--concurrency-group", "deploy", "--stop-grace", "60", "-q"],
+                   api)[0] == 0
+    assert api.requests[0]["body"] == {"pipeline": "web", "concurrencyGroup": "deploy",
+                                       "stopGraceSeconds": 60}
 
 
 def test_stagetrack_config_names_another_file_and_logout_removes_it(tmp_path):
@@ -740,7 +742,62 @@ def test_approve_shows_how_many_approvals_the_gate_has_and_who_gave_them():
     code, out, _ = run_cli(["approve", "web:1", "prod"], api)
     assert code == 0
     assert out.endswith(
-        "\n1 of 2 approvals (alice)\n  approved by alice at 2026-03-20T17:00:01.000Z: lgtm?[2J\n")
+        "\n1 of 2 approvals (alice)\n  approved by alice at 2026-03-20T17:00:01.000Z: lgtm?[2J\n"
+        "  may decide: group:release\n")
+
+
+def test_a_waiting_policy_gate_says_who_may_decide_and_a_refused_approver_is_told_why():
+    gate = stage("prod", "WAITING_FOR_APPROVAL",
+                 approvalPolicy={"required": 2, "approvers": ["group:release", "carol"],
+                                 "groups": {"release": ["alice", "bob\x1b[2J"]}, "preventSelfApproval": True},
+                 approvals=[])
+    shown = render.run_details(run("WAITING_FOR_APPROVAL", gate))
+    assert ("prod: 0 of 2 approvals\n"
+            "  may decide: group:release (alice, bob?[2J), carol; not the run's creator\n") in shown
+    assert render.approvers({"approvers": [], "required": 1}) == "any operate token"
+    refusal = {"error": {"code": "not_an_approver", "message": "'dave' is not an allowed approver"}}
+    api = FakeApi({("GET", "/api/runs/web:1"): [run("WAITING_FOR_APPROVAL", gate)],
+                   ("POST", "/api/stages/web:1:prod/approve"): [(403, refusal)]})
+    code, _, err = run_cli(["approve", "web:1", "--comment", "ok"], api)
+    assert code == 3 and "not an allowed approver" in err and "lists its approvers" in err
+    assert api.requests[-1]["body"] == {"comment": "ok"}
+
+
+def test_a_queued_run_shows_its_place_in_line():
+    queued = run("QUEUED", concurrencyGroup="deploy",
+                 queue={"group": "deploy", "holder": "web:7", "position": 2, "waiting": 3})
+    assert "  concurrency group deploy  (waits: 2 of 3 in line, behind web:7)" in \
+        render.run_details(queued).splitlines()
+
+
+def test_pipelines_concurrency_shows_the_setting_or_puts_a_mode():
+    status = {"name": "web", "paused": False, "locked": True, "lockedBy": "web:4", "schedulable": False,
+              "concurrency": {"mode": "QUEUED", "group": None}}
+    api = FakeApi({("GET", "/api/pipelines/web/status"): [status],
+                   ("PUT", "/api/pipelines/web/concurrency"): [status]})
+    code, out, _ = run_cli(["pipelines", "concurrency", "web"], api)
+    assert code == 0 and api.requests[-1]["method"] == "GET"
+    assert out.splitlines()[1:3] == ["  concurrency QUEUED  group web", "  locked by web:4"]
+    code, _, _ = run_cli(["pipelines", "concurrency", "web", "superseded", "--group", "deploys"], api)
+    assert code == 0 and api.requests[-1]["method"] == "PUT"
+    assert api.requests[-1]["body"] == {"mode": "SUPERSEDED", "group": "deploys"}
+    asked = len(api.requests)
+    assert run_cli(["pipelines", "concurrency", "web", "SERIAL"], api)[0] == 2  # argparse: a usage error
+    assert run_cli(["pipelines", "concurrency", "web", "--group", "g"], api)[0] == 2
+    assert len(api.requests) == asked  # refused before any request
+
+
+def test_schedules_enable_and_disable_patch_enabled_and_list_shows_the_last_skip():
+    row = {"id": "sch_1", "cron": "0 9 * * *", "timeZone": "UTC", "enabled": True, "nextFireAt": None,
+           "lastRunId": None, "lastSkipped": {"at": "2026-12-01T09:00:00.000Z", "reason": "pipeline_paused",
+                                              "message": "paused"}}
+    api = FakeApi({("PATCH", "/api/pipelines/web/schedules/sch_1"): [row],
+                   ("GET", "/api/pipelines/web/schedules"): [{"items": [row]}]})
+    for verb, enabled in (("disable", False), ("enable", True)):
+        assert run_cli(["schedules", verb, "web", "sch_1"], api)[0] == 0
+        assert api.requests[-1]["body"] == {"enabled": enabled}
+    code, out, _ = run_cli(["schedules", "list", "web"], api)
+    assert code == 0 and "2026-12-01T09:00:00.000Z pipeline_paused" in out
 
 
 def test_schedules_create_sends_cron_zone_and_variables_and_prints_the_schedule():
@@ -748,10 +805,10 @@ def test_schedules_create_sends_cron_zone_and_variables_and_prints_the_schedule(
                "nextFireAt": "2026-12-01T08:00:00.000Z", "lastRunId": None}
     api = FakeApi({("POST", "/api/pipelines/web/schedules"): [(201, created)]})
     code, out, _ = run_cli(["schedules", "create", "web", "0 9 * * MON-FRI", "--time-zone", "Europe/Berlin",
-                            "--var", "TARGET=prod", "--var", "EMPTY="], api)
+                            "--var", "TARGET=prod", "--var", "EMPTY=", "--description", "nightly"], api)
     assert code == 0
     assert api.requests[0]["body"] == {"cron": "0 9 * * MON-FRI", "timeZone": "Europe/Berlin",
-                                       "variables": {"TARGET": "prod", "EMPTY": ""}}
+                                       "variables": {"TARGET": "prod", "EMPTY": ""}, "description": "nightly"}
     assert "sch_1" in out and "2026-12-01T08:00:00.000Z" in out and "yes" in out
 
 
@@ -923,3 +980,16 @@ def test_cancel_force_of_a_stage_is_a_usage_error_and_sends_nothing():
     api = FakeApi({})
     code, _, err = run_cli(["cancel", "web:1", "build", "--force"], api)
     assert code == 2 and "--force cancels a whole run" in err and api.requests == []
+
+
+def test_a_finally_stage_and_what_ends_an_active_stage_early_are_noted_under_the_stages():
+    stopping = run("CANCELLING",
+                   stage("build", "IN_PROGRESS", cancelsAt="2026-03-20T17:10:00.000Z",
+                         runDeadline="2026-03-20T18:00:00.000Z"),
+                   stage("cleanup", "IDLE", always=True), stage("deploy", "SKIPPED"))
+    lines = render.run_details(stopping).splitlines()
+    assert "build: cancelled at 2026-03-20T17:10:00.000Z unless it ends (stop); " \
+           "run deadline 2026-03-20T18:00:00.000Z" in lines
+    assert "cleanup: finally stage (runs after a failure, stop or cancel too)" in lines
+    assert not any(line.startswith("deploy:") for line in lines)
+

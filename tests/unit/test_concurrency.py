@@ -21,6 +21,7 @@ from chalicelib.domain.concurrency import (
     Setting,
     admit,
     place,
+    queue_place,
     reacquire,
     release,
 )
@@ -394,3 +395,13 @@ def test_gocd_release_lock_promotes_the_next_run(api, memory_ctx):
                         headers={"Authorization": basic("jez", token), "Confirm": "true"})
     assert response.status_code == 200 and response.body == b"pipeline lock released for web"
     assert api.get("/api/runs/web:3").json["status"] == "IDLE"
+
+
+def test_a_waiting_runs_place_is_its_order_in_the_queue_and_the_holder_has_none():
+    group = Group(pipeline="web", name="deploys", active="web:1", queue=("web:2", "web:3", "web:4"))
+    assert queue_place(group, "web:3") == {"group": "deploys", "holder": "web:1", "position": 2, "waiting": 3}
+    assert queue_place(group, "web:2")["position"] == 1  # the next to start, as release promotes
+    assert queue_place(group, "web:1") is None  # it holds the group: no place in line
+    assert queue_place(group, "web:9") is None  # not (or no longer) waiting here
+    promoted = release(group, "web:1", {"web:2", "web:3", "web:4"})
+    assert promoted is not None and queue_place(promoted.group, "web:3")["position"] == 1
