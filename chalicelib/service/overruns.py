@@ -43,12 +43,13 @@ class ExpectReport:
 def expect(ctx: ServiceContext, records: Iterable[dict]) -> ExpectReport:
     """Store the expectations of every stage start in ``records`` (see the module)."""
     report = ExpectReport()
+    histories: dict[tuple, dict] = {}  # one Query per pipeline and window per batch
     for record in records:
         started = ctx.stores.changes.started_stage(record)
         if started is None:
             continue
         report.starts += 1
-        outcome = expect_start(ctx, started)
+        outcome = expect_start(ctx, started, histories)
         if outcome == WRITTEN:
             report.written += 1
         elif outcome == NO_HISTORY:
@@ -61,13 +62,23 @@ def expect(ctx: ServiceContext, records: Iterable[dict]) -> ExpectReport:
 WRITTEN, NO_HISTORY, STALE = "written", "no history", "stale"
 
 
-def expect_start(ctx: ServiceContext, started: StageStarted) -> str:
+def expect_start(ctx: ServiceContext, started: StageStarted, histories: dict[tuple, dict] | None = None) -> str:
     """One start: 1 Query of the window's day items; with history, 1 GetItem (the stage) + 1
     UpdateItem (once more when the stage changed meanwhile and is still this start; a big run's
-    stage is never written: its newest version may wait in an intent)."""
+    stage is never written: its newest version may wait in an intent).
+
+    ``histories``: the expectations already read in this batch, by pipeline and window. The
+    starts of one stream batch share them (a run's stages, a busy pipeline's runs), so a batch
+    costs one Query per pipeline and window, not one per start; the window is whole days, so a
+    batch's few seconds change nothing a fresh read would see but the same day's latest finishes."""
     first, last = rules.window(started.started_at)
-    days = ctx.stores.insights.read_days(started.pipeline, first, last)
-    known = rules.expectations(days.items, first, last)
+    key = (started.pipeline, first, last)
+    known = histories.get(key) if histories is not None else None
+    if known is None:
+        days = ctx.stores.insights.read_days(started.pipeline, first, last)
+        known = rules.expectations(days.items, first, last)
+        if histories is not None:
+            histories[key] = known
     if started.name not in known:
         return NO_HISTORY
     for _ in range(WRITE_ATTEMPTS):

@@ -362,3 +362,30 @@ def test_parallel_running_stages_add_up_and_a_later_start_without_expectations_k
     assert rules.eta(aggregate, now) == now + timedelta(seconds=(10 - 5) + (30 - 4) + 5)
     c.status, c.started_at = S.WAITING_FOR_APPROVAL, a.started_at  # not running: its whole p50
     assert rules.eta(aggregate, now) == now + timedelta(seconds=(10 - 5) + (30 - 4) + 5)
+
+
+def test_a_batch_reads_each_pipelines_history_once(memory_ctx, clock, monkeypatch):
+    """The starts of one stream batch share the window's read: three runs' starts of one pipeline
+    cost one ``read_days``, a second pipeline's start one more."""
+    ctx = memory_ctx
+    history(ctx)
+    history(ctx, pipeline="api")
+    for _ in range(3):
+        create(ctx, "build")
+    ctx_api = runs.create_run(ctx, CreateRunIn.model_validate_json(
+        json.dumps({"pipeline": "api", "stages": [{"type": "OTHER", "name": "build"}]})))
+    records = []
+    for stage_id in ("web:1:1", "web:2:1", "web:3:1"):
+        before = image(stage(ctx, stage_id))
+        start(ctx, stage_id)
+        records.append(record("MODIFY", image(stage(ctx, stage_id)), before))
+    before = image(stage(ctx, ctx_api.stages[0].id))
+    runs.patch_stage(ctx, ctx_api.stages[0].id, PatchStageIn(status=S.IN_PROGRESS))
+    records.append(record("MODIFY", image(stage(ctx, ctx_api.stages[0].id)), before))
+    reads = []
+    real = ctx.stores.insights.read_days
+    monkeypatch.setattr(ctx.stores.insights, "read_days", lambda *a: reads.append(a[0]) or real(*a))
+    report = overruns.expect(ctx, records)
+    assert (report.starts, report.written) == (4, 4)
+    assert reads == ["web", "api"]
+    assert all(stage(ctx, s).overrun_at is not None for s in ("web:1:1", "web:2:1", "web:3:1"))
