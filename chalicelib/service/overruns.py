@@ -62,7 +62,8 @@ def expect(ctx: ServiceContext, records: Iterable[dict]) -> ExpectReport:
 WRITTEN, NO_HISTORY, STALE = "written", "no history", "stale"
 
 
-def expect_start(ctx: ServiceContext, started: StageStarted, histories: dict[tuple, dict] | None = None) -> str:
+def expect_start(ctx: ServiceContext, started: StageStarted,
+                 histories: dict[tuple, dict] | None = None) -> str:
     """One start: 1 Query of the window's day items; with history, 1 GetItem (the stage) + 1
     UpdateItem (once more when the stage changed meanwhile and is still this start; a big run's
     stage is never written: its newest version may wait in an intent).
