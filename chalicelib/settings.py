@@ -148,6 +148,11 @@ class Settings:
     # (adapters/secrets.py, called by the wiring): the deployed stack sets only these ids, never
     # a secret value, in a function's environment. Empty: the values above (env or local default).
     secret_ids: tuple[str, ...] = ()
+    # The insights' OpenTelemetry export (events/insights_export.py, docs/otel.md): the OTLP/HTTP
+    # metrics URL (None: the export is off) and its headers (``name=value,...``: a collector's
+    # API key, so read from a secret in the stack, field ``otlp_headers``; never logged).
+    otlp_endpoint: str | None = None
+    otlp_headers: str = field(default="", repr=False)
 
     def dynamodb_call_budget(self) -> float:
         """Seconds one DynamoDB call may take at worst before it fails: every attempt stalls for
@@ -223,6 +228,8 @@ class Settings:
             public_url=public_url(env.get("STAGETRACK_PUBLIC_URL")),
             metrics_namespace=metrics_namespace(env.get("STAGETRACK_METRICS_NAMESPACE")),
             secret_ids=tuple(s.strip() for s in env.get("STAGETRACK_SECRET_IDS", "").split(",") if s.strip()),
+            otlp_endpoint=(env.get("STAGETRACK_OTLP_ENDPOINT") or "").strip() or None,
+            otlp_headers=env.get("STAGETRACK_OTLP_HEADERS") or "",
         )
 
 
