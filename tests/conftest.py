@@ -46,3 +46,14 @@ def memory_ctx(settings, clock):
     wiring.override(context)
     yield context
     wiring.override(None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `make mutate` (the ``mutation`` profile) the property tests run after the others:
+    mutmut stops at the first failing test, so a mutant a fast test kills never waits for the
+    seconds of a property test, which then runs only for mutants the others let through."""
+    if config.getoption("hypothesis_profile", None) != "mutation":
+        return
+    from hypothesis import is_hypothesis_test
+
+    items.sort(key=lambda item: is_hypothesis_test(getattr(item, "obj", None)))
