@@ -222,7 +222,7 @@ def past(status, started, ended, retried=None) -> PastAttempt:
 
 
 def test_a_stored_runs_finishes_are_reconstructed_as_the_stream_showed_them():
-    stored = run(S.SUCCESS, ended=at(100), started=at(0))
+    stored = replace(run(S.SUCCESS, ended=at(100), started=at(0)), order=7)
     build = [past(S.SUCCESS, at(0), at(10))]
     tests = [past(S.FAILURE, at(10), at(30)), past(S.SUCCESS, at(60), at(100), retried=at(50))]
     finishes = run_finishes(stored, [(build, False), (tests, False)], final=False)
@@ -242,6 +242,17 @@ def test_a_stored_runs_finishes_are_reconstructed_as_the_stream_showed_them():
         (at(30), S.FAILURE, at(30), 0), (at(70), S.FAILURE, at(70), 1)]  # failed again, later: a finish
     assert run_finishes(stored, [], final=True) == [(at(100), stored)]  # nothing to replay
     assert run_finishes(stored, [], final=False) == []
+
+
+def test_a_retried_stage_is_not_failed_from_its_retry_on():
+    """Retried at 50 (recorded), started at 60: when the other stage ends at 55 the run is busy
+    again, not failed a second time."""
+    stored = replace(run(S.SUCCESS, ended=at(100), started=at(0)), order=7)
+    retried = [past(S.FAILURE, at(0), at(30)), past(S.SUCCESS, at(60), at(100), retried=at(50))]
+    other = [past(S.SUCCESS, at(40), at(55))]
+    finishes = run_finishes(stored, [(retried, False), (other, False)], final=False)
+    assert [(moment, f.status, f.ended_at) for moment, f in finishes] == [
+        (at(30), S.FAILURE, at(30)), (at(100), S.SUCCESS, at(100))]
 
 
 def test_a_retry_without_start_is_ready_at_its_end_and_runs_never_finish_while_busy():
@@ -394,3 +405,49 @@ def test_the_last_day_of_the_calendar_is_a_range_too():
     body = figures([day("9999-12-31", n=1, SUCCESS=1)], date(9999, 12, 31), date(9999, 12, 31), "week")
     assert body["runs"]["total"] == 1 and [p["start"] for p in body["series"]] == ["9999-12-31"]
     assert math.isclose(body["dora"]["deploymentFrequency"], 0.0)
+
+
+def test_events_of_one_moment_go_retry_start_end_then_by_stage():
+    """At one moment a start goes before an end (the run is busy, not failed), and two ends go
+    in stage order: each status the run passes through is a finish when it is final."""
+    stored = replace(run(S.FAILURE, ended=at(50), started=at(0)), order=7)
+    failed = [past(S.FAILURE, at(0), at(30))]
+    starts_then = [past(S.SUCCESS, at(30), at(50))]  # starts as the other fails
+    finishes = run_finishes(stored, [(failed, False), (starts_then, False)], final=False)
+    assert [(moment, f.status, f.ended_at) for moment, f in finishes] == [(at(50), S.FAILURE, at(50))]
+    # two ends at 30: the retried first stage (its second attempt) fails, then the second is cancelled
+    retried = [past(S.FAILURE, at(0), at(10)), past(S.FAILURE, at(20), at(30), retried=at(15))]
+    cancelled = [past(S.CANCELLED, None, at(30))]
+    both = run_finishes(stored, [(retried, False), (cancelled, False)], final=False)
+    assert [(moment, f.status, f.ended_at) for moment, f in both] == [
+        (at(10), S.FAILURE, at(10)), (at(30), S.FAILURE, at(30)), (at(30), S.CANCELLED, at(30))]
+    # an end that leaves the run as failed as it was, with the same end: no second finish
+    same = run_finishes(stored, [(failed, False), ([past(S.SUCCESS, None, at(30))], False)], final=False)
+    assert [(moment, f.status, f.ended_at) for moment, f in same] == [(at(30), S.FAILURE, at(30))]
+
+
+def test_an_unnamed_mark_is_skipped_not_the_ones_after_it():
+    state, _ = commit_flakiness(PipelineState(), run(S.FAILURE, commit="c1"),
+                                [mark(1, 1, S.SUCCESS, name=None), mark(2, 1, S.FAILURE)])
+    assert state.commit_failures == (("c1", "test", "web:1"),)
+
+
+def test_percentiles_of_twenty_runs_are_their_ranks_everywhere():
+    """1..20 s: p50 is the 10th, p90 the 18th, p95 the 19th (not the 20th), in the runs' figures,
+    a stage's and the series."""
+    tally: dict[str, int] = {}
+    for n in range(1, 21):
+        add_sample(tally, "d", n * 1000)
+    items = [day("2026-03-16", n=20, SUCCESS=20, **tally),
+             day("2026-03-16", "build", n=20, SUCCESS=20, **tally)]
+    body = figures(items, date(2026, 3, 16), date(2026, 3, 16), "day")
+    p50, p90, p95 = read_back(10_000), read_back(18_000), read_back(19_000)
+    assert body["duration"] == {"p50": p50, "p90": p90, "p95": p95, "mean": 10.5}
+    assert body["stages"][0]["duration"] == {"p50": p50, "p95": p95}
+    assert (body["series"][0]["p50"], body["series"][0]["p95"]) == (p50, p95)
+
+
+def test_a_stage_day_holding_only_a_flaky_mark_counts_no_run():
+    body = figures([day("2026-03-16", "build", flaky=1)], date(2026, 3, 16), date(2026, 3, 16), "day")
+    assert body["stages"] == [{"name": "build", "runs": 0, "successRate": None,
+                               "duration": {"p50": None, "p95": None}, "flakyRate": None, "retries": 0}]
