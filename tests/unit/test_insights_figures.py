@@ -95,6 +95,8 @@ def test_percentiles_take_the_nearest_rank_of_their_own_histogram_only():
     assert percentile({"dN": 3, "dS": 10}, "d", 50) is None  # counters without buckets
     assert percentile({}, "d", 50) is None
     assert percentile({"d-2": 1}, "d", 50) == seconds(bucket_value("-2"))  # below 1 ms: still a bucket
+    one_ms = {"dZ": 1, "d" + bucket_of(1): 1}  # 0 ms is the smallest of all, below the 1 ms bucket
+    assert (percentile(one_ms, "d", 50), percentile(one_ms, "d", 51)) == (0.0, read_back(1))
     assert percentile({"d" + bucket_of(100): 1, "d" + bucket_of(20): 1}, "d", 50) == read_back(20)  # ordered
 
 
