@@ -392,6 +392,10 @@ class ExportResult:
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def reached(self) -> bool:
+        return self.status is not None
+
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # a redirect would carry the headers

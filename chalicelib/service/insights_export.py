@@ -90,7 +90,8 @@ class ExportReport:
 
 
 def export_pipeline(ctx: ServiceContext, exporter: InsightsExporter, pipeline: str,
-                    report: ExportReport) -> None:
+                    report: ExportReport) -> bool:
+    """Export one pipeline; False when the endpoint did not answer at all."""
     today = ctx.clock.now().astimezone(UTC).date()
     start = today - timedelta(days=WINDOW_DAYS - 1)
     fold_end = start - timedelta(days=1)
@@ -113,16 +114,23 @@ def export_pipeline(ctx: ServiceContext, exporter: InsightsExporter, pipeline: s
         report.sent += 1
     else:
         report.failed.append(pipeline)
+    return outcome.reached
 
 
 def export_insights(ctx: ServiceContext, exporter: InsightsExporter) -> ExportReport:
     """One export of every pipeline; a pipeline whose POST fails (the exporter logged why) is
-    counted in ``ExportsFailed`` and sent again, whole, by the next export."""
+    counted in ``ExportsFailed`` and sent again, whole, by the next export. Once the endpoint
+    does not answer at all (down, unreachable, timing out), the pipelines left are counted failed
+    without trying: each would wait out the same timeout, and together outlive the function's."""
     report = ExportReport()
+    reachable = True
     for pipeline in _pipelines(ctx):
         report.pipelines += 1
+        if not reachable:
+            report.failed.append(pipeline)
+            continue
         try:
-            export_pipeline(ctx, exporter, pipeline, report)
+            reachable = export_pipeline(ctx, exporter, pipeline, report)
         except Exception:  # noqa: BLE001 - a store error on one pipeline: the others are still sent
             log.exception("the insights export of %s failed before its POST", pipeline)
             report.failed.append(pipeline)

@@ -623,7 +623,12 @@ class ExportTotals:
 
 class ExportOutcome(Protocol):
     @property
-    def ok(self) -> bool: ...
+    def ok(self) -> bool:
+        """Accepted (2xx)."""
+
+    @property
+    def reached(self) -> bool:
+        """The endpoint answered at all (an HTTP status, even a refusal)."""
 
 
 class InsightsExporter(Protocol):

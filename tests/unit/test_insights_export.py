@@ -30,17 +30,20 @@ NOW = "2026-03-20T17:00:00.000Z"
 @dataclass
 class Outcome:
     ok: bool
+    reached: bool = True
 
 
 @dataclass
 class Recorder:
-    """The exporter port: keeps what it was given; ``ok`` says how the POST went."""
+    """The exporter port: keeps what it was given; ``ok`` says how the POST went, ``reached``
+    whether the endpoint answered at all."""
     ok: bool = True
+    reached: bool = True
     sent: list[tuple[str | None, dict, datetime | None]] = field(default_factory=list)
 
     def export(self, answer, pipeline=None, since=None):
         self.sent.append((pipeline, copy.deepcopy(answer), since))
-        return Outcome(self.ok)
+        return Outcome(self.ok, self.reached)
 
 
 @dataclass
@@ -198,6 +201,15 @@ def test_a_concurrent_export_folding_the_same_days_changes_nothing(ctx, monkeypa
     recorder = Recorder()
     report = export_insights(ctx, recorder)
     assert report.failed == [] and sent_of(recorder, "web")[0]["runs"]["total"] == 1
+
+
+def test_once_the_endpoint_does_not_answer_the_pipelines_left_wait_for_the_next_export(ctx):
+    down = Recorder(ok=False, reached=False)
+    report = export_insights(ctx, down)
+    assert [name for name, _, _ in down.sent] == ["api"]  # one timeout, not one per pipeline
+    assert report.failed == ["api", "web"] and ctx.metrics.counted == [("ExportsFailed", 2)]
+    refused = Recorder(ok=False, reached=True)  # a refusal is an answer: the others are tried
+    assert export_insights(ctx, refused).failed == ["api", "web"] and len(refused.sent) == 2
 
 
 def test_a_pipeline_whose_figures_cannot_be_read_is_a_failure_and_the_others_are_sent(ctx, monkeypatch):
