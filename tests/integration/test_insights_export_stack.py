@@ -6,6 +6,7 @@ stay within its policy; without an endpoint it sends nothing."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,7 @@ from chalicelib.settings import Settings
 from chalicelib.store.schema import ensure_tables
 from infra import part_insights_export
 from tests.fixtures import assert_items_allowed, aws_client
-from tests.integration.test_infra import _allowed, iam_actions  # noqa: F401 - the module's fixture
+from tests.integration.test_infra import _allowed, iam_actions, packaged  # noqa: F401 - the module's fixtures
 from tests.integration.test_otlp_receiver import SECRET, receiver  # noqa: F401 - the module's fixture
 
 SCHEDULED = {"source": "aws.events", "detail_type": "Scheduled Event", "detail": {}, "resources": []}
@@ -145,3 +146,54 @@ def test_the_exports_calls_stay_within_its_policy_and_partition(ctx, clock, iam_
         assert assert_items_allowed(actions, "insights_export") == {"INSIGHTS#"}
     assert {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"} <= actions
     assert len(state.received) == 2
+
+
+def _references(node) -> set[str]:
+    if isinstance(node, dict):
+        found = set()
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)}
+            found |= _references(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_references(v) for v in node)) if node else set()
+    return set()
+
+
+def test_the_template_makes_the_export_only_with_an_endpoint(packaged):  # noqa: F811
+    template = json.loads(packaged.read_text())
+    resources, parameters = template["Resources"], template["Parameters"]
+    assert parameters["OtlpEndpoint"]["Default"] == parameters["OtlpHeadersSecretArn"]["Default"] == ""
+    assert template["Conditions"]["OtlpExportOn"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "OtlpEndpoint"}, ""]}]}
+    conditional = {name for name, r in resources.items() if r.get("Condition") == "OtlpExportOn"}
+    assert conditional == {"InsightsExport", "InsightsExportRole", "InsightsExportLogGroup",
+                           "InsightsExportErrorsAlarm", "InsightsExportThrottlesAlarm",
+                           "InsightsExportsFailedAlarm"}
+    assert resources["InsightsExportRoleSecretPolicy"]["Condition"] == "OtlpHeadersSet"
+    # nothing that always exists names what may not (the dashboard included)
+    maybe = conditional | {"InsightsExportRoleSecretPolicy"}
+    for name, resource in resources.items():
+        if resource.get("Condition") is None:
+            assert not _references(resource) & maybe, name
+    function = resources["InsightsExport"]["Properties"]
+    event = function["Events"]["InsightsExportEvent"]
+    assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(1 hour)")
+    variables = function["Environment"]["Variables"]
+    assert variables["STAGETRACK_OTLP_ENDPOINT"] == {"Ref": "OtlpEndpoint"}
+    assert "STAGETRACK_OTLP_HEADERS" not in variables  # the headers: from the secret only
+    alarm = resources["InsightsExportsFailedAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"],
+            alarm["Threshold"]) == ("ExportsFailed", 3600, 2, 2, 0)
+    assert alarm["Namespace"] == {"Fn::Sub": "Stagetrack/${AWS::StackName}"}
+    role = resources["InsightsExportRole"]["Properties"]
+    [statements] = [p["PolicyDocument"]["Statement"] for p in role["Policies"]]
+    [items] = [s for s in statements if s["Sid"] == "Insights"]
+    assert items["Action"] == ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"]
+    assert items["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["INSIGHTS*"]}}
