@@ -14,7 +14,9 @@ window is folded into the totals once (one more Query of those days, then a cond
 after it had WINDOW_DAYS days to receive late runs: a run reported later than that lands in its
 day's aggregates (the API answers it) but no export counts it. A failed POST changes nothing
 stored that the next export depends on: that one sends the same totals plus what finished since,
-so nothing is lost and nothing counted twice; a backend sees a cumulative series that only grows.
+so nothing is lost and nothing counted twice. (A run retried after it finished moves from its
+old result to its new one, as in the answer, so a per-result count may fall by one; one retried
+after its first day left the window counts again on its new day: docs/otel.md.)
 
 Gauges (percentiles, rates, time to recover, DORA) are those of the window: the last
 WINDOW_DAYS days, today so far included.
