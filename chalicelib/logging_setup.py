@@ -83,7 +83,7 @@ def add_secret(value: str | None) -> None:
 
 def scrub_settings(settings) -> None:
     """Register the secrets the settings hold, at start-up, before anything can log them."""
-    for name in ("admin_token", "secret_key", "secret_pepper"):
+    for name in ("admin_token", "secret_key", "secret_pepper", "otlp_headers"):
         add_secret(getattr(settings, name, None))
     for key in getattr(settings, "previous_secret_keys", ()) or ():
         add_secret(key)

@@ -155,6 +155,11 @@ class Settings:
     schedule_target_arn: str | None = None
     schedule_role_arn: str | None = None
     schedule_dlq_arn: str | None = None
+    # The insights' OpenTelemetry export (events/insights_export.py, docs/otel.md): the OTLP/HTTP
+    # metrics URL (None: the export is off) and its headers (``name=value,...``: a collector's
+    # API key, so read from a secret in the stack, field ``otlp_headers``; never logged).
+    otlp_endpoint: str | None = None
+    otlp_headers: str = field(default="", repr=False)
 
     def dynamodb_call_budget(self) -> float:
         """Seconds one DynamoDB call may take at worst before it fails: every attempt stalls for
@@ -234,6 +239,8 @@ class Settings:
             schedule_target_arn=env.get("STAGETRACK_SCHEDULE_TARGET_ARN") or None,
             schedule_role_arn=env.get("STAGETRACK_SCHEDULE_ROLE_ARN") or None,
             schedule_dlq_arn=env.get("STAGETRACK_SCHEDULE_DLQ_ARN") or None,
+            otlp_endpoint=(env.get("STAGETRACK_OTLP_ENDPOINT") or "").strip() or None,
+            otlp_headers=env.get("STAGETRACK_OTLP_HEADERS") or "",
         )
 
 

@@ -129,6 +129,13 @@ class Function:
     partitions: tuple[str, ...] | None = None
     secrets: tuple[str, ...] = ()  # the secrets it reads (SECRETS), by logical id
     memory_mb: int = BACKGROUND_MEMORY_MB
+    # A template condition: the function (its role, log group and alarms too) exists only when
+    # it holds (part_insights_export.py: only with an endpoint to export to). None: always.
+    condition: str | None = None
+    # An operator's secret it reads, named by a parameter holding its ARN: (parameter, the
+    # condition that it is set). Its id reaches the function in STAGETRACK_SECRET_IDS, and a
+    # policy of the same condition allows GetSecretValue on it alone.
+    secret_parameter: tuple[str, str] | None = None
 
 
 # What a run's change reaches: the run and its stages, its pipeline, ended attempts, and the
@@ -218,6 +225,18 @@ def policy_document(function: Function, arns: Arns) -> dict:
     return {"Version": "2012-10-17", "Statement": statements + [logs, tracing]}
 
 
+def secret_parameter_policy(function: Function) -> dict:
+    """GetSecretValue on the operator's secret the function's parameter names, as a policy of
+    its own that exists only when the parameter is set (a statement needs a resource)."""
+    assert function.secret_parameter is not None
+    parameter, is_set = function.secret_parameter
+    return {"Type": "AWS::IAM::RolePolicy", "Condition": is_set, "Properties": {
+        "RoleName": {"Ref": function.role}, "PolicyName": f"{function.role}Secret",
+        "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Sid": "Secret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [{"Ref": parameter}]}]}}}
+
+
 def table_resource() -> dict:
     """AWS::DynamoDB::Table from the CreateTable parameters the local tables are made with."""
     definition = copy.deepcopy(table_definition("unused"))
@@ -266,6 +285,13 @@ def resources_template() -> dict:
         if function.secrets:  # their ids only: each function reads the values itself, once
             variables["STAGETRACK_SECRET_IDS"] = {
                 "Fn::Join": [",", [{"Ref": logical} for logical in function.secrets]]}
+        if function.secret_parameter is not None:
+            if function.secrets:
+                raise ValueError(f"{function.name}: a secret parameter and the stack's secrets")
+            parameter, is_set = function.secret_parameter
+            variables["STAGETRACK_SECRET_IDS"] = {
+                "Fn::If": [is_set, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+            resources[f"{function.role}SecretPolicy"] = secret_parameter_policy(function)
         patch = {"FunctionName": {"Fn::Sub": "${AWS::StackName}-%s" % function.suffix},
                  "Environment": {"Variables": variables}, "Runtime": RUNTIME,
                  "Architectures": [ARCHITECTURE], "MemorySize": function.memory_mb}
@@ -274,6 +300,9 @@ def resources_template() -> dict:
         resources[function.role] = {"Properties": {"Policies": [{
             "PolicyName": f"{function.role}Policy",
             "PolicyDocument": policy_document(function, arns)}]}}
+        if function.condition is not None:
+            resources[function.logical_id]["Condition"] = function.condition
+            resources[function.role]["Condition"] = function.condition
     for part in parts():  # what is derived from the whole template (alarms of every queue...)
         getattr(part, "finish", lambda resources: None)(resources)
     template = {"Parameters": parameters, "Resources": resources, "Outputs": outputs}

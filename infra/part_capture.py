@@ -29,7 +29,8 @@ KEEP = 1209600  # 14 days, the most SQS keeps
 # EventBridge: retry a target for up to an hour, 20 times at most, then dead-letter the event
 RULE_RETRY = {"MaximumRetryAttempts": 20, "MaximumEventAgeInSeconds": 3600}
 # chalice's event names for the rule targets: function logical id -> event key
-RULE_EVENTS = {"AwsCiEvents": "AwsCiEventsEvent", "TimerSweeper": "TimerSweeperEvent"}
+RULE_EVENTS = {"AwsCiEvents": "AwsCiEventsEvent", "TimerSweeper": "TimerSweeperEvent",
+               "InsightsExport": "InsightsExportEvent"}
 BUCKET_WRITE = ["s3:PutObject", "s3:ListBucket"]  # what Lambda needs to write an S3 destination
 
 

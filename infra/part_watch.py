@@ -65,6 +65,7 @@ SECTIONS = {
     "api_errors": "api-5xx-rate",
     "api_latency": "api-p99-latency",
     "table": "dynamodb-throttles",
+    "exports": "insights-exports-failed",
 }
 _FAILURE_NAME = re.compile(r"-(dlq|failures)$")
 
@@ -194,12 +195,12 @@ def alarms(resources: dict) -> dict:
             threshold=0, datapoints=1, periods=1, missing="ignore")
     for function in functions():
         name = {"FunctionName": {"Ref": function.logical_id}}
-        made[f"{function.logical_id}ErrorsAlarm"] = _alarm(
+        made[f"{function.logical_id}ErrorsAlarm"] = _conditional(function, _alarm(
             f"{function.suffix}-errors", "errors", f"{function.name} failed invocations",
-            _stat("AWS/Lambda", "Errors", name), threshold=0)
-        made[f"{function.logical_id}ThrottlesAlarm"] = _alarm(
+            _stat("AWS/Lambda", "Errors", name), threshold=0))
+        made[f"{function.logical_id}ThrottlesAlarm"] = _conditional(function, _alarm(
             f"{function.suffix}-throttles", "throttles", f"{function.name} invocations throttled",
-            _stat("AWS/Lambda", "Throttles", name), threshold=0)
+            _stat("AWS/Lambda", "Throttles", name), threshold=0))
     for function in stream_consumers(resources):
         made[f"{function.logical_id}IteratorAgeAlarm"] = _alarm(
             f"{function.suffix}-iterator-age", "iterator",
@@ -236,6 +237,13 @@ def alarms(resources: dict) -> dict:
     return made
 
 
+def _conditional(function: Function, resource: dict) -> dict:
+    """A resource of a function that exists only under a condition carries the same one."""
+    if function.condition is not None:
+        resource["Condition"] = function.condition
+    return resource
+
+
 def _of_type(resources: dict, kind: str) -> list[str]:
     return sorted(name for name, r in resources.items() if r.get("Type") == kind)
 
@@ -253,13 +261,16 @@ def _widget(title: str, metrics: list, *, stat: str = "Sum", width: int = 12) ->
 
 
 def dashboard_body(resources: dict, made: dict) -> str:
-    names = functions()
+    """Of the resources that always exist: one the template may leave out (a ``Condition``)
+    cannot be named in the body's ``Fn::Sub``."""
+    names = [f for f in functions() if f.condition is None]
     queues = failure_queues(resources)
     machines = _of_type(resources, "AWS::StepFunctions::StateMachine")
     api = ["ApiName", "${AWS::StackName}", "Stage", api_stage()]
     widgets = [
         {"type": "alarm", "width": 24, "height": 6, "properties": {
-            "title": "Alarms", "alarms": [f"${{{alarm}.Arn}}" for alarm in sorted(made)]}},
+            "title": "Alarms", "alarms": [f"${{{alarm}.Arn}}" for alarm in sorted(made)
+                                          if "Condition" not in made[alarm]]}},
         _widget("API requests and errors", [
             ["AWS/ApiGateway", metric, *api] for metric in ("Count", "4XXError", "5XXError")]),
         _widget("API latency p50 / p99 (ms)", [
@@ -304,10 +315,10 @@ def finish(resources: dict) -> None:
         resources[queue].setdefault("UpdateReplacePolicy", "Delete")
     for function in functions():
         group = log_group_id(function)
-        resources[group] = {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete",
-                            "UpdateReplacePolicy": "Delete", "Properties": {
-                                "LogGroupName": log_group_name(function.suffix),
-                                "RetentionInDays": {"Ref": RETENTION}}}
+        resources[group] = _conditional(function, {
+            "Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+            "Properties": {"LogGroupName": log_group_name(function.suffix),
+                           "RetentionInDays": {"Ref": RETENTION}}})
         properties = resources.setdefault(function.logical_id, {}).setdefault("Properties", {})
         properties["Tracing"] = "Active"
         properties["LoggingConfig"] = {"LogFormat": "JSON", "LogGroup": {"Ref": group}}

@@ -13,8 +13,17 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.pop("STAGETRACK_DYNAMODB_ENDPOINT", None)
 
+from hypothesis import Phase  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
 from chalicelib.settings import Settings  # noqa: E402
 from tests.fixtures.clock import FakeClock  # noqa: E402
+
+# `make mutate` runs the property tests once per mutant with ``--hypothesis-profile=mutation``
+# ([tool.mutmut] in pyproject.toml): a failing example kills the mutant, so shrinking it to the
+# smallest one (seconds of a busy machine per mutant, the bulk of the run) is skipped. The
+# examples tried are the same: the tests' own settings (max_examples, derandomize) still apply.
+hypothesis_settings.register_profile("mutation", phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 
 @pytest.fixture
@@ -37,3 +46,14 @@ def memory_ctx(settings, clock):
     wiring.override(context)
     yield context
     wiring.override(None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `make mutate` (the ``mutation`` profile) the property tests run after the others:
+    mutmut stops at the first failing test, so a mutant a fast test kills never waits for the
+    seconds of a property test, which then runs only for mutants the others let through."""
+    if config.getoption("hypothesis_profile", None) != "mutation":
+        return
+    from hypothesis import is_hypothesis_test
+
+    items.sort(key=lambda item: is_hypothesis_test(getattr(item, "obj", None)))

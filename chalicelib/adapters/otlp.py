@@ -12,7 +12,9 @@ optional in OTLP); its percentiles are the ``stagetrack.pipeline.run.duration.*`
 
 Counts are CUMULATIVE points from the start of the window's ``from`` day (start time) to the
 end of its ``to`` day, which the answer includes, or now when that is sooner (time): "the total
-since from", which is what the answer says. Gauges are stamped at that same time. A null figure
+since from", which is what the answer says. Gauges are stamped at that same time. The stack's
+hourly export (service/insights_export.py) passes ``since`` instead: its counts are totals from
+a fixed day, stamped now. A null figure
 (nothing to divide, no run to take a percentile of) is left out, never sent as 0.
 
 The protobuf is written by the small encoder below (the wire format of opentelemetry-proto's
@@ -44,6 +46,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from .. import logging_setup
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +328,16 @@ class OtlpConfig:
             logging_setup.add_secret(value)
         return cls(endpoint, headers, timeout, env.get("OTEL_SERVICE_NAME") or "stagetrack")
 
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> OtlpConfig | None:
+        """The stack's export: the endpoint and headers of the settings (the headers from the
+        operator's secret, field ``otlp_headers``), the timeout and service name from ``env``."""
+        env = os.environ if env is None else env
+        return cls.from_env({**{k: v for k, v in env.items() if k in ("STAGETRACK_OTLP_TIMEOUT_SECONDS",
+                                                                       "OTEL_SERVICE_NAME")},
+                             "STAGETRACK_OTLP_ENDPOINT": settings.otlp_endpoint or "",
+                             "STAGETRACK_OTLP_HEADERS": settings.otlp_headers})
+
 
 def parse_headers(raw: str) -> dict[str, str]:
     headers: dict[str, str] = {}
@@ -379,6 +392,10 @@ class ExportResult:
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def reached(self) -> bool:
+        return self.status is not None
+
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # a redirect would carry the headers
@@ -398,10 +415,15 @@ class OtlpExporter:
         self.opener = opener or _OPENER
         self.clock = clock
 
-    def export(self, answer: Mapping[str, Any], pipeline: str | None = None) -> ExportResult:
+    def export(self, answer: Mapping[str, Any], pipeline: str | None = None,
+               since: datetime | None = None) -> ExportResult:
+        """``since``: the start time of the cumulative points, which are stamped now (the stack's
+        export: counts since a fixed day); None: the answer's window (``window_of``)."""
+        now = self.clock()
+        window = (window_of(answer, now) if since is None
+                  else Window(_ns(since), max(_ns(now), _ns(since) + 1)))
         metrics = insights_metrics(answer, pipeline)
-        body = encode_request(metrics, window_of(answer, self.clock()),
-                              {"service.name": self.config.service_name})
+        body = encode_request(metrics, window, {"service.name": self.config.service_name})
         points = sum(len(m.points) for m in metrics)
         request = urllib.request.Request(self.config.endpoint, data=body, method="POST", headers={
             **self.config.headers, "Content-Type": CONTENT_TYPE, "User-Agent": "stagetrack-otlp/1"})

@@ -26,6 +26,7 @@ FIELDS = {
     "secret_pepper": "secret_pepper",
     "secret_key": "secret_key",
     "previous_secret_keys": "previous_secret_keys",
+    "otlp_headers": "otlp_headers",  # the OTLP export's headers (name=value,...): the operator's secret
 }
 
 _lock = threading.Lock()

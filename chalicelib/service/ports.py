@@ -596,6 +596,14 @@ class InsightsStore(Protocol):
     def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
         """Rebuild the every-pipeline day items from the sum of every pipeline's."""
 
+    def export_totals(self, pipeline: str) -> ExportTotals | None:
+        """The OTLP export's folded counts of the pipeline (1 GetItem); None before its first
+        export, or after a rebuild (``replace_pipeline`` drops them: the figures may have changed)."""
+
+    def save_export_totals(self, pipeline: str, totals: ExportTotals) -> None:
+        """Store ``totals`` as version ``totals.version + 1``, conditioned on the stored version
+        still being ``totals.version`` (0: none stored); ``ConcurrentModification`` otherwise."""
+
 
 @dataclass(frozen=True)
 class RunCounted:
@@ -611,6 +619,39 @@ class RunMarks:
     attempts: list[AttemptMark] = field(default_factory=list)
     retries: dict[tuple[int, int], datetime] = field(default_factory=dict)  # (position, attempt) -> ready
     counted: RunCounted | None = None
+
+
+@dataclass(frozen=True)
+class ExportTotals:
+    """The OTLP export's counts of one pipeline for the days ``since`` .. ``through`` (ISO dates,
+    both included; ``through`` before ``since``: none yet), kept so that each export reads only
+    its recent days (service/insights_export.py). ``runs``: the answer's ``runs`` counts;
+    ``stages``: stage name -> its ``runs`` and ``retries``."""
+
+    since: str
+    through: str
+    runs: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, dict[str, int]] = field(default_factory=dict)
+    version: int = 0
+
+
+class ExportOutcome(Protocol):
+    @property
+    def ok(self) -> bool:
+        """Accepted (2xx)."""
+
+    @property
+    def reached(self) -> bool:
+        """The endpoint answered at all (an HTTP status, even a refusal)."""
+
+
+class InsightsExporter(Protocol):
+    """Sends one pipeline's figures somewhere (adapters/otlp.py ``OtlpExporter``: OTLP/HTTP);
+    a failed send is an outcome that is not ``ok``, never an exception."""
+
+    def export(self, answer: dict, pipeline: str | None = None, since: datetime | None = None
+               ) -> ExportOutcome:
+        """``since``: the start time of the cumulative counts (None: the answer's ``from``)."""
 
 
 @dataclass

@@ -8,6 +8,7 @@
 | attempt marker | ``INSMARK#<run id>`` | ``A#<position>#<attempt>`` | status, ended_at, environment |
 | retry marker | same | ``R#<position>#<attempt>`` | at (the new attempt was ready) |
 | run marker | same | ``RUN`` | order, counted (JSON: what the run's last finish added, by day) |
+| export totals | ``INSIGHTS#<pipeline>`` | ``OTLP`` | since, through, counts (JSON), version |
 
 Counters are added with ``ADD`` in a TransactWriteItems with the record's marker: an attempt's
 marker is conditioned on not existing, a run's on still holding the finish read (absent, or
@@ -34,7 +35,7 @@ from ..domain.insights import (
     mark_of,
 )
 from ..domain.status import StageStatus
-from ..service.ports import DaysRead, RunCounted, RunMarks
+from ..service.ports import DaysRead, ExportTotals, RunCounted, RunMarks
 from .models import ItemModels
 from .repository import (
     CONFLICT_ATTEMPTS,
@@ -49,6 +50,7 @@ from .repository import (
 
 ALL_PIPELINES = "INSIGHTS"
 STATE_SK = "STATE"
+EXPORT_SK = "OTLP"  # the OTLP export's folded counts (service/insights_export.py)
 RUN_MARK_SK = "RUN"
 MARKER_TAG, STATE_TAG = "marker", "state"
 _KEY_ATTRIBUTES = ("pk", "sk")
@@ -326,6 +328,9 @@ class InsightsStore:
     def replace_pipeline(self, pipeline: str, days: dict[tuple[str, str | None], Tally],
                          state: PipelineState, marks: dict[str, RunMarks]) -> int:
         written = self._replace_days(insights_pk(pipeline), days)
+        # the export's totals were folded from the days replaced: the next export starts anew
+        self._client.delete_item(TableName=self._table,
+                                 Key={"pk": _s(insights_pk(pipeline)), "sk": _s(EXPORT_SK)})
         current = self.pipeline_state(pipeline)
         self._client.put_item(TableName=self._table, Item=_state_item(pipeline, state, current.version + 1))
         for run_id, run_marks in marks.items():
@@ -341,4 +346,30 @@ class InsightsStore:
 
     def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
         return self._replace_days(ALL_PIPELINES, days)
+
+    # ---- the OTLP export's totals -------------------------------------------------------------------
+
+    def export_totals(self, pipeline: str) -> ExportTotals | None:
+        raw = self._client.get_item(TableName=self._table, ConsistentRead=True,
+                                    Key={"pk": _s(insights_pk(pipeline)), "sk": _s(EXPORT_SK)}).get("Item")
+        if raw is None:
+            return None
+        counts = json.loads(raw["counts"]["S"])
+        return ExportTotals(since=raw["since"]["S"], through=raw["through"]["S"], runs=counts["runs"],
+                            stages=counts["stages"], version=int(raw["version"]["N"]))
+
+    def save_export_totals(self, pipeline: str, totals: ExportTotals) -> None:
+        counts = json.dumps({"runs": totals.runs, "stages": totals.stages}, sort_keys=True,
+                            separators=(",", ":"))
+        item = {"pk": _s(insights_pk(pipeline)), "sk": _s(EXPORT_SK), "since": _s(totals.since),
+                "through": _s(totals.through), "counts": _s(counts), "version": _n(totals.version + 1)}
+        condition: dict = {"ConditionExpression": "attribute_not_exists(pk)"} if totals.version == 0 else {
+            "ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": _n(totals.version)}}
+        try:
+            self._client.put_item(TableName=self._table, Item=item, **condition)
+        except Exception as error:
+            code = getattr(error, "response", {}).get("Error", {}).get("Code")
+            if code != "ConditionalCheckFailedException":
+                raise
+            raise ConcurrentModification(f"the export totals of {pipeline!r} changed meanwhile") from error
 

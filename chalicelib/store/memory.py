@@ -54,6 +54,7 @@ from ..service.ports import (
     DeliveryAttempt,
     DueQuery,
     DueTimer,
+    ExportTotals,
     Record,
     RunCounted,
     RunFilter,
@@ -109,6 +110,7 @@ class MemoryDatabase:
         self.insight_days: dict[tuple[str | None, str, str | None], dict[str, int]] = {}
         self.insight_states: dict[str, PipelineState] = {}
         self.insight_marks: dict[str, RunMarks] = {}
+        self.export_totals: dict[str, ExportTotals] = {}  # the OTLP export's, per pipeline
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -874,6 +876,7 @@ class MemoryInsightsStore:
                 del self.db.insight_days[key]
             for (day, stage), tally in days.items():
                 self.db.insight_days[(pipeline, day, stage)] = {k: v for k, v in tally.items() if v}
+            self.db.export_totals.pop(pipeline, None)
             version = self.db.insight_states.get(pipeline, PipelineState()).version + 1
             self.db.insight_states[pipeline] = replace(state, version=version)
             for run_id, run_marks in marks.items():
@@ -887,6 +890,18 @@ class MemoryInsightsStore:
             for (day, stage), tally in days.items():
                 self.db.insight_days[(None, day, stage)] = {k: v for k, v in tally.items() if v}
             return len(days)
+
+
+    def export_totals(self, pipeline: str) -> ExportTotals | None:
+        with self.db.lock:
+            return copy.deepcopy(self.db.export_totals.get(pipeline))
+
+    def save_export_totals(self, pipeline: str, totals: ExportTotals) -> None:
+        with self.db.lock:
+            stored = self.db.export_totals.get(pipeline)
+            if (stored.version if stored is not None else 0) != totals.version:
+                raise ConcurrentModification(f"the export totals of {pipeline!r} changed meanwhile")
+            self.db.export_totals[pipeline] = copy.deepcopy(replace(totals, version=totals.version + 1))
 
 
 class MemoryScheduleStore:

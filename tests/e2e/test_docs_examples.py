@@ -54,6 +54,7 @@ NO_RUN = {
         ".venv/bin/python -m infra.generate --check # infra/ and .chalice/policy-*.json are current",
     ),
     ("docs/deploy.md", "ST=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
+    ("docs/deploy.md", "aws secretsmanager create-secret --name stagetrack/otlp-headers \\"),
     ("docs/integrations.md", "QUEUE=$(aws cloudformation describe-stacks --stack-name stagetrack \\"),
     (
         "docs/security.md",

@@ -68,7 +68,7 @@ def test_the_timer_armer_reports_partial_failures_and_every_queue_consumer_does(
 
 def test_every_rule_target_has_a_dead_letter_queue_and_a_retry_policy(template):
     targets = [(f, p) for f, _, kind, p in _events(template) if kind in RULES]
-    assert {f for f, _ in targets} == {"AwsCiEvents", "TimerSweeper"}
+    assert {f for f, _ in targets} == {"AwsCiEvents", "TimerSweeper", "InsightsExport"}
     for _, properties in targets:
         assert properties["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventRuleDeadLetterQueue", "Arn"]}}
         assert properties["RetryPolicy"] == {"MaximumRetryAttempts": 20, "MaximumEventAgeInSeconds": 3600}
@@ -82,7 +82,7 @@ def test_every_rule_target_has_a_dead_letter_queue_and_a_retry_policy(template):
 
 def test_every_asynchronously_invoked_function_has_an_on_failure_destination(template):
     invoked = {f for f, _, kind, _ in _events(template) if kind in ASYNC}
-    assert invoked == {"AwsCiEvents", "IngestTopic", "TimerSweeper"}
+    assert invoked == {"AwsCiEvents", "IngestTopic", "TimerSweeper", "InsightsExport"}
     for function in invoked:
         config = template["Resources"][function]["Properties"]["EventInvokeConfig"]
         destination = config["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]

@@ -448,6 +448,18 @@ def test_each_function_may_read_only_the_secrets_it_is_given(packaged):
         variables = resources[function.logical_id]["Properties"]["Environment"]["Variables"]
         statements = resources[function.role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         readable = [s["Resource"] for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
+        if function.secret_parameter is not None:  # an operator's secret, named by a parameter
+            parameter, is_set = function.secret_parameter
+            assert readable == [] and function.secrets == ()
+            assert variables["STAGETRACK_SECRET_IDS"] == {
+                "Fn::If": [is_set, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+            policy = resources[f"{function.role}SecretPolicy"]
+            assert policy["Condition"] == is_set
+            assert policy["Properties"]["RoleName"] == {"Ref": function.role}
+            [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+            assert statement["Action"] == ["secretsmanager:GetSecretValue"]
+            assert statement["Resource"] == [{"Ref": parameter}]
+            continue
         if not function.secrets:
             assert "STAGETRACK_SECRET_IDS" not in variables and readable == [], function.name
             continue
@@ -458,7 +470,7 @@ def test_each_function_may_read_only_the_secrets_it_is_given(packaged):
     assert all(generate.ADMIN_SECRET not in f.secrets for f in others)  # the admin token: API only
     by_name = {f.name: f.secrets for f in others}
     assert by_name["deliver_webhooks"] == (generate.KEY_SECRET,)
-    assert by_name["timer_fired"] == by_name["outbox_publisher"] == ()
+    assert by_name["timer_fired"] == by_name["outbox_publisher"] == by_name["insights_export"] == ()
 
 
 def test_the_stack_generates_its_secrets_and_keeps_the_keys():

@@ -91,7 +91,7 @@ def test_a_refusal_is_a_failed_result_not_an_exception(receiver):
     base, state = receiver
     state.status = 503
     result = exporter(base).export(sample(), "web")
-    assert (result.ok, result.status, result.error) == (False, 503, "HTTP 503")
+    assert (result.ok, result.reached, result.status, result.error) == (False, True, 503, "HTTP 503")
 
 
 def test_a_redirect_is_not_followed_with_the_headers(receiver):
@@ -108,7 +108,7 @@ def test_nobody_listening_is_a_failed_result():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     result = exporter(f"http://127.0.0.1:{port}").export(sample(), "web")
-    assert not result.ok and result.status is None and result.error
+    assert not result.ok and not result.reached and result.status is None and result.error
 
 
 def test_export_once_from_the_command_line(receiver, monkeypatch, capsys):

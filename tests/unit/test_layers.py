@@ -315,6 +315,8 @@ DEFERRED_IMPORTS = {
     ("chalicelib.events.outbound", "chalicelib.service.outbox"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.service.insights"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.service.overruns"): _LAMBDA_COLD_START,
+    ("chalicelib.events.insights_export", "chalicelib.adapters.otlp"): _LAMBDA_COLD_START + " (the exporter)",
+    ("chalicelib.events.insights_export", "chalicelib.service.insights_export"): _LAMBDA_COLD_START,
     ("chalicelib.events.outbound", "chalicelib.adapters.local"): "chalice local only, never in Lambda",
     ("chalicelib.events.outbound", "chalicelib.ticker"): "chalice local only, never in Lambda",
     ("chalicelib.events.timers", "chalicelib.adapters.stepfunctions"): _LAMBDA_COLD_START + " (botocore)",
