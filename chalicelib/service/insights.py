@@ -21,10 +21,12 @@ from ..domain import insights as rules
 from ..domain.clock import parse_iso
 from ..domain.errors import BadRequest, ConcurrentModification
 from ..domain.insights import (
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
     RetryRecorded,
+    SignalReceived,
     Tally,
 )
 from ..domain.model import Run, RunAggregate
@@ -134,6 +136,42 @@ def add_run(ctx: ServiceContext, run: FinishedRun) -> bool:
         except ConcurrentModification:
             continue
     raise ConcurrentModification(f"insights of run {run.run_id!r}: the pipeline kept changing; retry")
+
+
+# ---- outside signals: incidents and rollbacks (CDEvents, through the webhook) ----------------------
+
+def add_signal(ctx: ServiceContext, signal: DeploymentSignal) -> bool:
+    """1 GetItem (the pipeline's state) + 1 TransactWrite (the signal's item, the state, the
+    ADDs); False if this signal (its key) was applied before. Applied when it is received, not
+    from the stream: it changes no run, so no run record carries it; its kept item is what the
+    rebuild reads."""
+    store = ctx.stores.insights
+    for _ in range(RUN_RETRIES):
+        state = store.pipeline_state(signal.pipeline)
+        step = rules.apply_signal(state, signal)
+        try:
+            return store.add_signal(signal, step.tallies, state, step.state)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"insights of pipeline {signal.pipeline!r} kept changing; retry")
+
+
+def receive_signal(ctx: ServiceContext, received: SignalReceived) -> dict:
+    """A verified incident or rollback event: its pipeline found (domain ``signal_pipeline``),
+    then applied once. One that finds no pipeline is accepted, counted nowhere and logged."""
+    pipeline, why = rules.signal_pipeline(received, lambda name: ctx.stores.pipelines.get(name) is not None)
+    if pipeline is None:
+        log.info("insights: %s %s ignored: %s", received.kind, received.key, why)
+        return {"result": "ignored", "event": received.summary, "notes": [why]}
+    signal = DeploymentSignal(pipeline=pipeline, key=received.key, kind=received.kind, at=received.at,
+                              incident=received.incident)
+    before = ctx.stores.insights.pipeline_state(pipeline)
+    applied = add_signal(ctx, signal)
+    answer: dict = {"result": "applied" if applied else "unchanged", "event": received.summary,
+                    "pipeline": pipeline}
+    if applied and before.pending_day is None and received.kind != rules.INCIDENT_RESOLVED:
+        answer["notes"] = ["no deployment of the pipeline was pending: no change counted as failed"]
+    return answer
 
 
 # ---- the answer --------------------------------------------------------------------------------------
@@ -248,10 +286,14 @@ class Rebuilt:
             self.days.pop((day, stage), None)
 
 
-def replay(runs: list[StoredRun]) -> Rebuilt:
-    """The aggregates of these runs (with their ended attempts and their recorded retries)."""
+def replay(runs: list[StoredRun], signals: Iterable[DeploymentSignal] = ()) -> Rebuilt:
+    """The aggregates of these runs (with their ended attempts and their recorded retries) and
+    the pipeline's outside signals, taken in the order they happened (a signal after the runs'
+    records of the same moment)."""
     rebuilt = Rebuilt()
-    events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun]] = []
+    events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun | DeploymentSignal]] = []
+    for signal in signals:
+        events.append((signal.at, 2, signal.key, signal))
     for aggregate, ended, recorded in runs:
         rebuilt.marks[aggregate.run.id] = RunMarks(retries=dict(recorded.retries))
         attempts = finished_attempts(aggregate, ended)
@@ -262,6 +304,12 @@ def replay(runs: list[StoredRun]) -> Rebuilt:
     events.sort(key=lambda e: (e[0], e[1], e[2], getattr(e[3], "position", 0), getattr(e[3], "attempt", 0),
                                getattr(e[3], "order", 0)))
     for _, _, run_id, work in events:
+        if isinstance(work, DeploymentSignal):
+            step = rules.apply_signal(rebuilt.state, work)
+            rebuilt.state = step.state
+            for day, tally in step.tallies.items():
+                rebuilt.add(day, None, tally)
+            continue
         marks = rebuilt.marks[run_id]
         if isinstance(work, FinishedAttempt):
             attempt = _with_ready(work, marks)
@@ -318,7 +366,7 @@ def rebuild(ctx: ServiceContext) -> RebuildReport:
     every: dict[tuple[str, str | None], Tally] = {}
     for pipeline in _pipelines(ctx):
         runs = _runs_of(ctx, pipeline)
-        rebuilt = replay(runs)
+        rebuilt = replay(runs, ctx.stores.insights.signals_of(pipeline))
         report.items += ctx.stores.insights.replace_pipeline(pipeline, rebuilt.days, rebuilt.state,
                                                              rebuilt.marks)
         for key, tally in rebuilt.days.items():

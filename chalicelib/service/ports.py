@@ -24,6 +24,7 @@ from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.insights import (
     AttemptMark,
     DayItem,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
@@ -569,6 +570,16 @@ class InsightsStore(Protocol):
         the pipeline's state, conditioned on its version. False if the marker's order is already
         ``run.order`` or later (applied already); ``ConcurrentModification`` if the marker or the
         state changed since read (read them again)."""
+
+    def add_signal(self, signal: DeploymentSignal, added: dict[str, Tally], before: PipelineState,
+                   after: PipelineState) -> bool:
+        """In one transaction: the signal's item (conditioned on not existing: False, nothing
+        written, if it was applied already), ``added`` (by day) into the pipeline's runs' day
+        items and every pipeline's, and the state, conditioned on its version
+        (``ConcurrentModification`` if it changed since read)."""
+
+    def signals_of(self, pipeline: str) -> list[DeploymentSignal]:
+        """Every signal kept for the pipeline, in the order they happened (for the rebuild)."""
 
     def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
         """The day items of [start, end] (ISO dates), of one pipeline or of all (``None``): one

@@ -30,6 +30,7 @@ from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFou
 from ..domain.events import StateChange
 from ..domain.insights import (
     DayItem,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
@@ -100,6 +101,7 @@ class MemoryDatabase:
         self.insight_days: dict[tuple[str | None, str, str | None], dict[str, int]] = {}
         self.insight_states: dict[str, PipelineState] = {}
         self.insight_marks: dict[str, RunMarks] = {}
+        self.insight_signals: dict[str, dict[str, DeploymentSignal]] = {}  # pipeline -> key -> signal
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -830,6 +832,26 @@ class MemoryInsightsStore:
             for (day, stage), tally in added.items():
                 self._add(run.pipeline, day, stage, tally)
             return True
+
+    def add_signal(self, signal: DeploymentSignal, added: dict[str, Tally], before: PipelineState,
+                   after: PipelineState) -> bool:
+        with self.db.lock:
+            kept = self.db.insight_signals.setdefault(signal.pipeline, {})
+            if signal.key in kept:
+                return False
+            if after != before:
+                if self.db.insight_states.get(signal.pipeline, PipelineState()).version != before.version:
+                    raise ConcurrentModification(
+                        f"insights of pipeline {signal.pipeline!r} changed meanwhile")
+                self.db.insight_states[signal.pipeline] = replace(after, version=before.version + 1)
+            kept[signal.key] = signal
+            for day, tally in added.items():
+                self._add(signal.pipeline, day, None, tally)
+            return True
+
+    def signals_of(self, pipeline: str) -> list[DeploymentSignal]:
+        with self.db.lock:
+            return sorted(self.db.insight_signals.get(pipeline, {}).values(), key=lambda s: (s.at, s.key))
 
     def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
         with self.db.lock:
