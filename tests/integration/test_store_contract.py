@@ -596,3 +596,33 @@ def test_a_rebuild_replaces_a_pipelines_items(ctx):
             ("2026-01-02", None, {"n": 2})]
     assert insights.pipeline_state("web").pending_day == "2026-01-02"
     assert insights.run_marks("web:1").attempts == []
+
+
+def test_a_signal_is_kept_once_with_the_state_and_counts_it_brings(ctx):
+    from chalicelib.domain.insights import INCIDENT_DETECTED, ROLLED_BACK, DeploymentSignal, PipelineState
+
+    insights = ctx.stores.insights
+    now = ctx.clock.now()
+    day = now.date().isoformat()
+    detected = DeploymentSignal(pipeline="web", key='["/pd", "e1"]', kind=INCIDENT_DETECTED, at=now,
+                                incident="inc-1")
+    pending = insights.pipeline_state("web")
+    after = PipelineState(failed_at=now, restore_incident="inc-1")
+    assert insights.add_signal(detected, {day: {"failedChanges": 1}}, pending, after) is True
+    assert insights.pipeline_state("web") == replace(after, version=1)
+    # the same event again: nothing written, whatever state it brings
+    assert insights.add_signal(detected, {day: {"failedChanges": 1}}, insights.pipeline_state("web"),
+                               PipelineState()) is False
+    for scope in ("web", None):
+        assert [dict(i.tally) for i in insights.read_days(scope, day, day).items] == [{"failedChanges": 1}]
+    rolled = DeploymentSignal(pipeline="web", key='["/argo", "e2"]', kind=ROLLED_BACK,
+                              at=now - timedelta(minutes=1))
+    with pytest.raises(ConcurrentModification):  # the state moved on since version 0 was read
+        insights.add_signal(rolled, {}, pending, PipelineState(pending_day=day))
+    assert insights.add_signal(rolled, {}, pending, pending) is True  # no state change: no condition
+    assert insights.signals_of("web") == [rolled, detected]  # in the order they happened
+    assert insights.signals_of("api") == []
+    # a rebuild keeps the signals (they are what it reads), replacing the days and the state
+    insights.replace_pipeline("web", {}, PipelineState(), {})
+    assert insights.signals_of("web") == [rolled, detected]
+    assert insights.read_days("web", day, day).items == []
