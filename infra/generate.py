@@ -137,10 +137,13 @@ RUN_PARTITIONS = ("runs", "pipelines", "attempts", "groups")
 
 
 def _api_statements(arns: Arns) -> list[dict]:
+    """The table's items and indexes, and what a part adds for the API (``api_statements``:
+    part_insights.py lets it invoke the rebuild function)."""
     return [
         {"Sid": "Items", "Effect": "Allow", "Action": ITEM_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "Indexes", "Effect": "Allow", "Action": ["dynamodb:Query"],
          "Resource": [arns.index(ALL_INDEXES)]},
+        *[statement for part in parts() for statement in getattr(part, "api_statements", lambda _: [])(arns)],
     ]
 
 

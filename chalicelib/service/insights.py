@@ -13,13 +13,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from ..domain import insights as rules
-from ..domain.clock import parse_iso
-from ..domain.errors import BadRequest, ConcurrentModification
+from ..domain import rebuilds
+from ..domain.clock import format_iso, parse_iso
+from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound
 from ..domain.insights import (
     DeploymentSignal,
     FinishedAttempt,
@@ -30,6 +32,7 @@ from ..domain.insights import (
     Tally,
 )
 from ..domain.model import Run, RunAggregate
+from ..domain.rebuilds import RebuildRecord
 from ..domain.schemas import InsightsQuery
 from ..domain.status import FINAL, StageStatus
 from . import ServiceContext
@@ -358,10 +361,11 @@ class RebuildReport:
     items: int = 0
 
 
-def rebuild(ctx: ServiceContext) -> RebuildReport:
+def rebuild(ctx: ServiceContext, progress: Callable[[RebuildReport], None] | None = None) -> RebuildReport:
     """Recompute every pipeline's aggregates, state and markers, and the every-pipeline items,
     from the stored runs (reads all history: an operator's command, not a request). Run it while
-    the consumer is caught up; records it applies meanwhile may be replaced by the rebuild."""
+    the consumer is caught up; records it applies meanwhile may be replaced by the rebuild.
+    ``progress`` is told the report after each pipeline (it may raise to stop the rebuild)."""
     report = RebuildReport()
     every: dict[tuple[str, str | None], Tally] = {}
     for pipeline in _pipelines(ctx):
@@ -373,7 +377,85 @@ def rebuild(ctx: ServiceContext) -> RebuildReport:
             every[key] = rules.merge([every.get(key, {}), tally])
         report.pipelines += 1
         report.runs += len(runs)
+        if progress is not None:
+            progress(report)
     report.items += ctx.stores.insights.replace_all_pipelines(every)
     log.info("insights rebuilt: %s", report)
     return report
 
+
+
+# ---- the rebuild as an API operation (POST /api/insights/rebuild) -------------------------------
+
+class RebuildRunning(Conflict):
+    code = "rebuild_running"
+
+
+class RebuildTakenOver(Exception):
+    """This rebuild was taken for dead and another started: it stops."""
+
+
+def start_rebuild(ctx: ServiceContext, by: str | None, launch: Callable[[str], None]) -> RebuildRecord:
+    """Record a new running rebuild (``Conflict`` while another runs: domain/rebuilds.py) and
+    ``launch`` it by its id (an asynchronous invoke of the rebuild function on AWS, a thread
+    under `make run`): the request returns at once. A launch that fails fails the record."""
+    now = ctx.clock.now()
+    record = RebuildRecord(id=f"rb_{uuid.uuid4().hex}", status=rebuilds.RUNNING, started_at=now,
+                           updated_at=now, by=by)
+    store = ctx.stores.insights
+    if not store.claim_rebuild(record, rebuilds.stale_before(now)):
+        current = store.rebuild_record()
+        since = format_iso(current.started_at) if current is not None else "just now"
+        raise RebuildRunning(f"a rebuild is running (started {since}); see GET /api/insights/rebuild")
+    try:
+        launch(record.id)
+    except Exception as error:
+        log.exception("insights rebuild %s could not be started", record.id)
+        failed = replace(record, status=rebuilds.FAILED, finished_at=ctx.clock.now(),
+                         updated_at=ctx.clock.now(), error=rebuilds.failure(error))
+        store.save_rebuild(failed)
+        return failed
+    return record
+
+
+def run_rebuild(ctx: ServiceContext, rebuild_id: str) -> RebuildRecord | None:
+    """The launched rebuild: replay everything, its progress on the record after each pipeline,
+    then its end (succeeded, or failed with the error, which is raised again so the function's
+    error is counted). Nothing if the record is not this running rebuild's (a retried invoke, a
+    rebuild taken over)."""
+    store = ctx.stores.insights
+    record = store.rebuild_record()
+    if record is None or record.id != rebuild_id or record.status != rebuilds.RUNNING:
+        log.warning("insights rebuild %s is not the running one: nothing done", rebuild_id)
+        return None
+    current = [record]
+
+    def progress(report: RebuildReport) -> None:
+        step = replace(current[0], updated_at=ctx.clock.now(), pipelines=report.pipelines, runs=report.runs,
+                       items=report.items)
+        if not store.save_rebuild(step):
+            raise RebuildTakenOver(f"insights rebuild {rebuild_id} was taken over by another")
+        current[0] = step
+
+    try:
+        report = rebuild(ctx, progress)
+    except RebuildTakenOver:
+        log.warning("insights rebuild %s stopped: taken over", rebuild_id)
+        return None
+    except Exception as error:
+        failed = replace(current[0], status=rebuilds.FAILED, updated_at=ctx.clock.now(),
+                         finished_at=ctx.clock.now(), error=rebuilds.failure(error))
+        store.save_rebuild(failed)
+        raise
+    done = replace(current[0], status=rebuilds.SUCCEEDED, updated_at=ctx.clock.now(),
+                   finished_at=ctx.clock.now(), pipelines=report.pipelines, runs=report.runs,
+                   items=report.items)
+    store.save_rebuild(done)
+    return done
+
+
+def rebuild_status(ctx: ServiceContext) -> RebuildRecord:
+    record = ctx.stores.insights.rebuild_record()
+    if record is None:
+        raise NotFound("no rebuild was asked for through the API")
+    return record

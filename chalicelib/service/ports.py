@@ -33,6 +33,7 @@ from ..domain.insights import (
 )
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
+from ..domain.rebuilds import RebuildRecord
 from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 
@@ -592,6 +593,17 @@ class InsightsStore(Protocol):
 
     def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
         """Rebuild the every-pipeline day items from the sum of every pipeline's."""
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        """The latest rebuild asked for through the API (strongly consistent), or None."""
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        """Write ``record`` (a new running rebuild) unless the current one is running with
+        progress after ``stale_before``: False then, nothing written."""
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        """Write the rebuild's progress or end, only while the record is still this running
+        rebuild's (same id): False if another took it over (this one was taken for dead)."""
 
 
 @dataclass(frozen=True)

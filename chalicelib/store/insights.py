@@ -9,6 +9,7 @@
 | retry marker | same | ``R#<position>#<attempt>`` | at (the new attempt was ready) |
 | run marker | same | ``RUN`` | order, counted (JSON: what the run's last finish added, by day) |
 | outside signal | ``INSIGHTS#<pipeline>`` | ``SIGNAL#<sha-256 of key>`` | kind, at, key, incident |
+| the rebuild | ``INSIGHTS`` | ``REBUILD`` | domain/rebuilds.py ``RebuildRecord`` |
 
 Counters are added with ``ADD`` in a TransactWriteItems with the record's marker: an attempt's
 marker is conditioned on not existing, a run's on still holding the finish read (absent, or
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification
@@ -39,6 +41,7 @@ from ..domain.insights import (
     day_of,
     mark_of,
 )
+from ..domain.rebuilds import RUNNING, RebuildRecord
 from ..domain.status import StageStatus
 from ..service.ports import DaysRead, RunCounted, RunMarks
 from .models import ItemModels
@@ -55,6 +58,8 @@ from .repository import (
 
 ALL_PIPELINES = "INSIGHTS"
 STATE_SK = "STATE"
+REBUILD_SK = "REBUILD"
+_REBUILD_COUNTS = ("pipelines", "runs", "items")
 RUN_MARK_SK = "RUN"
 MARKER_TAG, STATE_TAG = "marker", "state"
 _KEY_ATTRIBUTES = ("pk", "sk")
@@ -136,6 +141,17 @@ def _signal_item(signal: DeploymentSignal) -> dict:
             "at": _s(format_iso(signal.at)), "key": _s(signal.key)}
     if signal.incident is not None:
         item["incident"] = _s(signal.incident)
+    return item
+
+
+def _rebuild_item(record: RebuildRecord) -> dict:
+    item = {"pk": _s(ALL_PIPELINES), "sk": _s(REBUILD_SK), "id": _s(record.id), "status": _s(record.status),
+            "started_at": _s(format_iso(record.started_at)), "updated_at": _s(format_iso(record.updated_at)),
+            **{name: _n(getattr(record, name)) for name in _REBUILD_COUNTS}}
+    for name, value in (("by", record.by), ("finished_at", format_iso(record.finished_at)),
+                        ("error", record.error)):
+        if value is not None:
+            item[name] = _s(value)
     return item
 
 
@@ -407,4 +423,41 @@ class InsightsStore:
 
     def replace_all_pipelines(self, days: dict[tuple[str, str | None], Tally]) -> int:
         return self._replace_days(ALL_PIPELINES, days)
+
+    # ---- the rebuild's record ------------------------------------------------------------------------
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        raw = self._client.get_item(TableName=self._table, ConsistentRead=True,
+                                    Key={"pk": _s(ALL_PIPELINES), "sk": _s(REBUILD_SK)}).get("Item")
+        if raw is None:
+            return None
+
+        def text(name: str) -> str | None:
+            return raw.get(name, {}).get("S")
+
+        started, updated = parse_iso(text("started_at")), parse_iso(text("updated_at"))
+        assert started is not None and updated is not None, "a rebuild record has both"
+        return RebuildRecord(id=raw["id"]["S"], status=raw["status"]["S"], started_at=started,
+                             updated_at=updated, by=text("by"), finished_at=parse_iso(text("finished_at")),
+                             error=text("error"),
+                             **{name: int(raw.get(name, {}).get("N", "0")) for name in _REBUILD_COUNTS})
+
+    def _put_rebuild(self, record: RebuildRecord, condition: str, names: dict, values: dict) -> bool:
+        try:
+            self._client.put_item(TableName=self._table, Item=_rebuild_item(record),
+                                  ConditionExpression=condition, ExpressionAttributeNames=names,
+                                  ExpressionAttributeValues=values)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        return self._put_rebuild(
+            record, "attribute_not_exists(#id) OR #st <> :running OR #u <= :stale",
+            {"#id": "id", "#st": "status", "#u": "updated_at"},
+            {":running": _s(RUNNING), ":stale": _s(format_iso(stale_before))})
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        return self._put_rebuild(record, "#id = :id AND #st = :running", {"#id": "id", "#st": "status"},
+                                 {":id": _s(record.id), ":running": _s(RUNNING)})
 

@@ -41,6 +41,7 @@ from ..domain.insights import (
 )
 from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
+from ..domain.rebuilds import RUNNING, RebuildRecord
 from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -102,6 +103,7 @@ class MemoryDatabase:
         self.insight_states: dict[str, PipelineState] = {}
         self.insight_marks: dict[str, RunMarks] = {}
         self.insight_signals: dict[str, dict[str, DeploymentSignal]] = {}  # pipeline -> key -> signal
+        self.insight_rebuild: RebuildRecord | None = None
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -881,6 +883,26 @@ class MemoryInsightsStore:
             for (day, stage), tally in days.items():
                 self.db.insight_days[(None, day, stage)] = {k: v for k, v in tally.items() if v}
             return len(days)
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        with self.db.lock:
+            return self.db.insight_rebuild
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        with self.db.lock:
+            current = self.db.insight_rebuild
+            if current is not None and current.status == RUNNING and current.updated_at > stale_before:
+                return False
+            self.db.insight_rebuild = record
+            return True
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        with self.db.lock:
+            current = self.db.insight_rebuild
+            if current is None or current.id != record.id or current.status != RUNNING:
+                return False
+            self.db.insight_rebuild = record
+            return True
 
 
 class MemoryScheduleStore:
