@@ -2,8 +2,8 @@
 ``POST /api/insights/rebuild`` with an asynchronous invoke (adapters/lambdas.py).
 
 - insights_rebuild  lists every pipeline (the pipelinesByActivity index), its runs (byPipeline),
-                    each run with its stages and ended attempts (Query, BatchGetItem) and its
-                    insights markers; rewrites the pipeline's aggregate items, state and markers
+                    each run with its stages and ended attempts (Query) and its insights
+                    markers; rewrites the pipeline's aggregate items, state and markers
                     (BatchWriteItem, PutItem, Query of the old keys), then the every-pipeline
                     items; its progress goes on the rebuild record (INSIGHTS / REBUILD). Its
                     timeout is Lambda's longest, 900 s (.chalice/config.json); Lambda does not
@@ -21,10 +21,10 @@ from .generate import Arns, Function
 LOGICAL_ID = "InsightsRebuild"
 SUFFIX = "insights-rebuild"
 TIMEOUT_SECONDS = 900  # .chalice/config.json lambda_timeout of insights_rebuild
-# What a replay reads (store/repository.py load_run, attempts_of) and writes (store/insights.py)
+# What a replay reads (store/repository.py load_run, attempts_of: Query) and writes
+# (store/insights.py: GetItem/PutItem of the state and the record, BatchWriteItem of the items)
 REBUILD_PARTITIONS = ("runs", "attempts", "insights", "insight_marks")
-REBUILD_ACTIONS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
-                   "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+REBUILD_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem"]
 INDEXES = ("pipelinesByActivity", "byPipeline")
 
 

@@ -182,6 +182,9 @@ def test_the_rebuild_function_replays_within_its_policy(client, clock, ctx, laun
         answer = lam.lambda_.invoke("insights_rebuild", {"rebuild": record["id"]}).payload
     assert answer == {"rebuild": record["id"], "status": "succeeded"}
     reached = assert_items_allowed(actions, "insights_rebuild")
+    from infra.part_insights import REBUILD_ACTIONS
+
+    assert set(actions) == set(REBUILD_ACTIONS)  # it is allowed exactly what it uses
     assert reached == {"RUN#", "INSIGHTS", "INSIGHTS#", "INSMARK#"}
     rebuilt = client.get(f"/api/insights?{RANGE}").json
     assert (rebuilt["runs"]["total"], rebuilt["dora"]["deploymentFrequency"]) == (2, 1.0)
