@@ -27,6 +27,8 @@ import hashlib
 import json
 from datetime import datetime
 
+from botocore.exceptions import ClientError
+
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification
 from ..domain.insights import (
@@ -443,12 +445,14 @@ class InsightsStore:
                              **{name: int(raw.get(name, {}).get("N", "0")) for name in _REBUILD_COUNTS})
 
     def _put_rebuild(self, record: RebuildRecord, condition: str, names: dict, values: dict) -> bool:
+        client = self._client
         try:
-            self._client.put_item(TableName=self._table, Item=_rebuild_item(record),
-                                  ConditionExpression=condition, ExpressionAttributeNames=names,
-                                  ExpressionAttributeValues=values)
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
+            client.put_item(TableName=self._table, Item=_rebuild_item(record), ConditionExpression=condition,
+                            ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as error:  # by its code: each thread's client has its own exception classes
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
         return True
 
     def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:

@@ -426,3 +426,51 @@ def test_an_incident_with_no_deployment_pending_is_kept_and_says_so(lam, client,
     assert response.status_code == 200 and response.json["notes"] == [
         "no deployment of the pipeline was pending: no change counted as failed"]
     assert insights(client, f"pipeline=web&{RANGE}")["dora"]["changeFailureRate"] == 0.0
+
+
+@pytest.mark.ddb_local
+def test_signals_and_runs_racing_on_dynamodb_local_keep_every_count(local_ctx, clock):
+    """A deployment's run finishes while the same incident is delivered four times at once and a
+    rollback arrives: the state's version orders them, the signal's item makes the incident count
+    once, and whichever comes first after the deployment fails it (once)."""
+    from datetime import timedelta
+
+    from chalicelib.domain.insights import INCIDENT_DETECTED, ROLLED_BACK, DeploymentSignal, FinishedRun
+    from chalicelib.domain.status import StageStatus as S
+    from chalicelib.service import insights as service
+    from tests.fixtures.threads import run_threads
+
+    now = clock.now()
+    deployed = FinishedRun(pipeline="web", run_id="web:1", status=S.SUCCESS, created_at=now, started_at=now,
+                           ended_at=now, order=1, environment="production")
+    assert service.add_run(local_ctx, deployed)
+    incident = DeploymentSignal(pipeline="web", key='["/pd", "i-1"]', kind=INCIDENT_DETECTED,
+                                at=now + timedelta(minutes=1), incident="i-1")
+    rollback = DeploymentSignal(pipeline="web", key='["/argo", "r-1"]', kind=ROLLED_BACK,
+                                at=now + timedelta(minutes=1))
+    applied: list[bool] = []
+    targets = {f"incident {n}": (lambda: applied.append(service.add_signal(local_ctx, incident)))
+               for n in range(4)}
+    targets["rollback"] = lambda: applied.append(service.add_signal(local_ctx, rollback))
+    outcomes = run_threads(targets)
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    assert sorted(applied) == [False, False, False, True, True]  # the incident once, the rollback once
+    day = now.date().isoformat()
+    for scope in ("web", None):
+        items = local_ctx.stores.insights.read_days(scope, day, day).items
+        runs = next(i.tally for i in items if i.stage is None)
+        assert (runs["deploys"], runs["failedChanges"]) == (1, 1)
+    assert {s.key for s in local_ctx.stores.insights.signals_of("web")} == {incident.key, rollback.key}
+
+
+@pytest.mark.ddb_local
+def test_rebuilds_asked_for_at_once_on_dynamodb_local_start_one(local_ctx):
+    from chalicelib.service import insights as service
+    from tests.fixtures.threads import run_threads
+
+    launched: list[str] = []
+    outcomes = run_threads({f"admin {n}": (lambda: service.start_rebuild(local_ctx, "ops", launched.append))
+                            for n in range(4)})
+    assert sorted(map(str, outcomes.values())) == ["('conflict', 'rebuild_running')"] * 3 + ["ok"]
+    record = local_ctx.stores.insights.rebuild_record()
+    assert launched == [record.id] and record.status == "running"

@@ -626,3 +626,26 @@ def test_a_signal_is_kept_once_with_the_state_and_counts_it_brings(ctx):
     insights.replace_pipeline("web", {}, PipelineState(), {})
     assert insights.signals_of("web") == [rolled, detected]
     assert insights.read_days("web", day, day).items == []
+
+
+def test_the_rebuild_record_is_claimed_once_until_stale_and_saved_by_its_own_rebuild_only(ctx):
+    from chalicelib.domain.rebuilds import FAILED, RUNNING, SUCCEEDED, RebuildRecord
+
+    insights = ctx.stores.insights
+    now = ctx.clock.now()
+    assert insights.rebuild_record() is None
+    first = RebuildRecord(id="rb_1", status=RUNNING, started_at=now, updated_at=now, by="ops")
+    assert insights.claim_rebuild(first, now - timedelta(minutes=20)) is True
+    assert insights.rebuild_record() == first
+    second = replace(first, id="rb_2")
+    assert insights.claim_rebuild(second, now - timedelta(minutes=20)) is False  # running, fresh
+    progress = replace(first, updated_at=now + timedelta(minutes=1), pipelines=1, runs=7, items=12)
+    assert insights.save_rebuild(progress) is True and insights.rebuild_record() == progress
+    # no progress since: at the staleness limit it is taken for dead, and the dead one stops
+    assert insights.claim_rebuild(second, progress.updated_at) is True
+    assert insights.save_rebuild(replace(progress, runs=9)) is False
+    assert insights.rebuild_record() == second
+    ended = replace(second, status=FAILED, finished_at=now, error="RuntimeError: boom")
+    assert insights.save_rebuild(ended) is True and insights.rebuild_record() == ended
+    assert insights.save_rebuild(replace(ended, status=SUCCEEDED)) is False  # an ended one stays
+    assert insights.claim_rebuild(replace(first, id="rb_3"), now - timedelta(minutes=20)) is True  # ended
