@@ -143,17 +143,17 @@ def add_run(ctx: ServiceContext, run: FinishedRun) -> bool:
 
 # ---- outside signals: incidents and rollbacks (CDEvents, through the webhook) ----------------------
 
-def add_signal(ctx: ServiceContext, signal: DeploymentSignal) -> bool:
+def add_signal(ctx: ServiceContext, signal: DeploymentSignal) -> rules.Advance | None:
     """1 GetItem (the pipeline's state) + 1 TransactWrite (the signal's item, the state, the
-    ADDs); False if this signal (its key) was applied before. Applied when it is received, not
-    from the stream: it changes no run, so no run record carries it; its kept item is what the
-    rebuild reads."""
+    ADDs): what it changed, or None if this signal (its key) was applied before. Applied when it
+    is received, not from the stream: it changes no run, so no run record carries it; its kept
+    item is what the rebuild reads."""
     store = ctx.stores.insights
     for _ in range(RUN_RETRIES):
         state = store.pipeline_state(signal.pipeline)
         step = rules.apply_signal(state, signal)
         try:
-            return store.add_signal(signal, step.tallies, state, step.state)
+            return step if store.add_signal(signal, step.tallies, state, step.state) else None
         except ConcurrentModification:
             continue
     raise ConcurrentModification(f"insights of pipeline {signal.pipeline!r} kept changing; retry")
@@ -168,11 +168,11 @@ def receive_signal(ctx: ServiceContext, received: SignalReceived) -> dict:
         return {"result": "ignored", "event": received.summary, "notes": [why]}
     signal = DeploymentSignal(pipeline=pipeline, key=received.key, kind=received.kind, at=received.at,
                               incident=received.incident)
-    before = ctx.stores.insights.pipeline_state(pipeline)
-    applied = add_signal(ctx, signal)
-    answer: dict = {"result": "applied" if applied else "unchanged", "event": received.summary,
+    step = add_signal(ctx, signal)
+    answer: dict = {"result": "applied" if step is not None else "unchanged", "event": received.summary,
                     "pipeline": pipeline}
-    if applied and before.pending_day is None and received.kind != rules.INCIDENT_RESOLVED:
+    failed = step is not None and any("failedChanges" in tally for tally in step.tallies.values())
+    if step is not None and not failed and received.kind != rules.INCIDENT_RESOLVED:
         answer["notes"] = ["no deployment of the pipeline was pending: no change counted as failed"]
     return answer
 

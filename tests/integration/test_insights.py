@@ -354,8 +354,9 @@ def test_an_incident_fails_the_deployment_once_and_its_resolution_is_the_restore
                             source="pagerduty")
     assert detected.status_code == 200
     assert detected.json == {"result": "applied", "event": "incident.detected", "pipeline": "web"}
-    # the source's secret, the pipeline, the state (for the answer, then to apply); one transaction
-    assert ddb_calls["TransactWriteItems"] == 1 and ddb_calls["GetItem"] == 4
+    # the source's secret, the pipeline, its state; the delivery's receipt claimed and completed;
+    # one transaction (the signal's item, the state, the pipeline's and every pipeline's day)
+    assert dict(ddb_calls) == {"GetItem": 3, "PutItem": 1, "UpdateItem": 1, "TransactWriteItems": 1}
     assert insights(client, f"pipeline=web&{RANGE}")["dora"]["changeFailureRate"] == 1.0
     # the same CDEvent again (a redelivery) is the first answer; under another delivery receipt
     # (its receipt expired), the kept signal still counts it once
@@ -449,9 +450,9 @@ def test_signals_and_runs_racing_on_dynamodb_local_keep_every_count(local_ctx, c
     rollback = DeploymentSignal(pipeline="web", key='["/argo", "r-1"]', kind=ROLLED_BACK,
                                 at=now + timedelta(minutes=1))
     applied: list[bool] = []
-    targets = {f"incident {n}": (lambda: applied.append(service.add_signal(local_ctx, incident)))
+    targets = {f"incident {n}": (lambda: applied.append(service.add_signal(local_ctx, incident) is not None))
                for n in range(4)}
-    targets["rollback"] = lambda: applied.append(service.add_signal(local_ctx, rollback))
+    targets["rollback"] = lambda: applied.append(service.add_signal(local_ctx, rollback) is not None)
     outcomes = run_threads(targets)
     assert set(outcomes.values()) == {"ok"}, outcomes
     assert sorted(applied) == [False, False, False, True, True]  # the incident once, the rollback once
