@@ -24,7 +24,7 @@ tally adds ``retries`` and ``flaky``, a run's ``deploys`` and ``failedChanges``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
@@ -406,7 +406,6 @@ def advance(state: PipelineState, run: FinishedRun, deploys: list[Deploy]) -> Ad
 INCIDENT_DETECTED = "incident.detected"
 INCIDENT_RESOLVED = "incident.resolved"
 ROLLED_BACK = "service.rolledback"
-SIGNALS = (INCIDENT_DETECTED, INCIDENT_RESOLVED, ROLLED_BACK)
 
 
 @dataclass(frozen=True)
@@ -439,7 +438,7 @@ class SignalReceived:
     summary: str
 
 
-def signal_pipeline(received: SignalReceived, exists) -> tuple[str | None, str]:
+def signal_pipeline(received: SignalReceived, exists: Callable[[str], bool]) -> tuple[str | None, str]:
     """The pipeline a received signal is about, or None and why it is counted nowhere: its
     environment must be ``production`` (deployments are production's only), and the first of
     its candidate names that is a known pipeline (``exists(name)``) is it."""
