@@ -484,13 +484,13 @@ def context():
                           FakeClock("2026-05-07T12:00:00.000Z"))
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @st.composite
 def histories_with_signals(draw) -> tuple[list[RawRun], list[DeploymentSignal]]:
     runs = draw(histories())
     return runs, draw(signals(runs))
 
 
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(histories_with_signals(), st.sampled_from(["day", "week"]), st.integers(0, 3), st.integers(0, 3))
 def test_every_figure_matches_a_brute_force_over_the_raw_runs(history, granularity, first, span):
     runs, outside = history
