@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from hypothesis import given, note, settings
+from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain import ids
@@ -490,8 +490,35 @@ def histories_with_signals(draw) -> tuple[list[RawRun], list[DeploymentSignal]]:
     return runs, draw(signals(runs))
 
 
+def deployed(counter: int, at: datetime) -> RawRun:
+    """A run of web deploying to production at ``at`` + 2 minutes (one stage, one attempt)."""
+    run = RawRun("web", counter, at, at - timedelta(hours=1), "production")
+    run.stages.append(StageRun(1, "build", None, [Attempt(1, S.SUCCESS, at, at + timedelta(minutes=1),
+                                                          at + timedelta(minutes=2), None)]))
+    return run
+
+
+def signal_at(number: int, kind: str, at: datetime, incident: str | None = None) -> DeploymentSignal:
+    return DeploymentSignal(pipeline="web", key=f"event-{number}", kind=kind, at=at, incident=incident)
+
+
+# Every kind of signal on a pending deployment, then the deployment that follows it: a rollback
+# (no restore), an incident resolved before the next deployment (restored by its resolution),
+# an incident the next deployment restores first (its later resolution adds nothing).
+SIGNALS_EVERY_WAY = (
+    [deployed(1, BASE), deployed(2, BASE + timedelta(hours=1)), deployed(3, BASE + timedelta(hours=2)),
+     deployed(4, BASE + timedelta(hours=3))],
+    [signal_at(0, ROLLED_BACK, BASE + timedelta(minutes=10)),
+     signal_at(1, INCIDENT_DETECTED, BASE + timedelta(minutes=70), "i1"),
+     signal_at(2, INCIDENT_RESOLVED, BASE + timedelta(minutes=100), "i1"),
+     signal_at(3, INCIDENT_DETECTED, BASE + timedelta(minutes=130), "i2"),
+     signal_at(4, INCIDENT_RESOLVED, BASE + timedelta(minutes=200), "i2")],
+)
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(histories_with_signals(), st.sampled_from(["day", "week"]), st.integers(0, 3), st.integers(0, 3))
+@example(SIGNALS_EVERY_WAY, "day", 0, 1)
 def test_every_figure_matches_a_brute_force_over_the_raw_runs(history, granularity, first, span):
     runs, outside = history
     note(repr(runs))
