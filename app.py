@@ -19,7 +19,7 @@ from chalicelib.api import (
     web,
     webhooks,
 )
-from chalicelib.events import inbound, insights_export, outbound, timers, wakeups
+from chalicelib.events import inbound, insights_export, outbound, rebuilds, timers, wakeups
 from chalicelib.settings import Settings
 
 app = Chalice(app_name="stagetrack")
@@ -43,6 +43,7 @@ app.register_blueprint(web.routes)  # the dashboard's pages at /
 app.register_blueprint(inbound.handlers)
 app.register_blueprint(outbound.handlers)
 app.register_blueprint(insights_export.handlers)  # the hourly OTLP export (when OtlpEndpoint is set)
+app.register_blueprint(rebuilds.handlers)  # the insights rebuild, invoked by POST /api/insights/rebuild
 fallbacks.install(app)  # after every route: 405 with Allow / OPTIONS for the methods a path lacks
 
 _settings = Settings.from_env()

@@ -132,6 +132,9 @@ class Settings:
     delivery_queue_url: str | None = None  # SQS queue of subscriber deliveries (and retries)
     delivery_dlq_url: str | None = None  # where deliveries go after their last attempt
     ingest_dlq_url: str | None = None  # where unusable SQS/SNS/EventBridge messages go
+    # The function `POST /api/insights/rebuild` invokes asynchronously (infra/part_insights.py);
+    # None (`make run`, tests): the rebuild runs in a thread of this process.
+    insights_rebuild_function: str | None = None
     delivery_max_attempts: int = 8
     delivery_timeout_seconds: float = 5.0
     # Subscribers at http://127.0.0.1 / localhost (and other private addresses) are refused
@@ -225,6 +228,7 @@ class Settings:
             delivery_queue_url=env.get("STAGETRACK_DELIVERY_QUEUE_URL") or None,
             delivery_dlq_url=env.get("STAGETRACK_DELIVERY_DLQ_URL") or None,
             ingest_dlq_url=env.get("STAGETRACK_INGEST_DLQ_URL") or None,
+            insights_rebuild_function=env.get("STAGETRACK_INSIGHTS_REBUILD_FUNCTION") or None,
             delivery_max_attempts=env_int(
                 env, "STAGETRACK_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts, 1, 50
             ),

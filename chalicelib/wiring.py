@@ -68,3 +68,24 @@ def override(ctx: ServiceContext | None) -> None:
     """Tests and the local runner swap in their own context (stores, clock, settings)."""
     global _context
     _context = ctx
+
+
+def rebuild_launcher(ctx: ServiceContext):
+    """How ``POST /api/insights/rebuild`` starts the rebuild (adapters/lambdas.py): an
+    asynchronous invoke of the rebuild function when the settings name one (the deployed
+    stack); under `make run` (``local_ticker``) a thread of this process running it on ``ctx``;
+    anywhere else nothing can run it (the launch fails, so the rebuild is recorded failed
+    saying why, rather than a thread outliving the request that started it)."""
+    from .adapters import lambdas
+    from .service import insights
+
+    function = ctx.settings.insights_rebuild_function
+    if function:
+        return lambda rebuild_id: lambdas.invoke_async(function, {"rebuild": rebuild_id}, ctx.settings.region)
+    if ctx.settings.local_ticker:
+        return lambda rebuild_id: lambdas.in_thread(lambda: insights.run_rebuild(ctx, rebuild_id),
+                                                    f"insights-rebuild-{rebuild_id}")
+    return lambdas.nowhere
+
+
+

@@ -144,13 +144,15 @@ RUN_PARTITIONS = ("runs", "pipelines", "attempts", "groups")
 
 
 def _api_statements(arns: Arns) -> list[dict]:
-    """The table, plus what parts add for the API's own calls (``api_statements(arns)``:
-    part_schedules.py, the EventBridge schedules it keeps)."""
+    """The table's items and indexes, plus what parts add for the API's own calls
+    (``api_statements(arns)``: part_schedules.py, the EventBridge schedules it keeps;
+    part_insights.py, invoking the rebuild function)."""
     return [
         {"Sid": "Items", "Effect": "Allow", "Action": ITEM_READ_WRITE, "Resource": [arns.table()]},
         {"Sid": "Indexes", "Effect": "Allow", "Action": ["dynamodb:Query"],
          "Resource": [arns.index(ALL_INDEXES)]},
-    ] + [statement for part in parts() for statement in getattr(part, "api_statements", lambda _: [])(arns)]
+        *[statement for part in parts() for statement in getattr(part, "api_statements", lambda _: [])(arns)],
+    ]
 
 
 # The API handler's policy is chalice's default (top-level iam_policy_file), so it also covers

@@ -348,6 +348,63 @@ def cmd_insights(ctx: Ctx, args: argparse.Namespace) -> int:
     return OK
 
 
+REBUILD = "/api/insights/rebuild"
+
+
+def cmd_insights_rebuild(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`POST /api/insights/rebuild` (an admin token not limited to pipelines): the server starts
+    rebuilding every aggregate from the stored runs and answers its record at once; ``--status``
+    only reads the latest one (GET). With ``--wait``, polls it every --interval seconds until it
+    ends. Exit: 0 running (without --wait) or succeeded, 1 failed, 5 one is already running,
+    8 when --timeout passes first."""
+    api = ctx.api()
+    if args.status:
+        record = api.call("GET", REBUILD)
+    else:
+        try:
+            record = api.call("POST", REBUILD)
+        except CliError as e:
+            if e.code == "rebuild_running":
+                e.hint = "follow it: stagetrack insights rebuild --status (or --wait after it ends)"
+            raise
+    started, failures = ctx.clock(), 0
+    while args.wait and record.get("status") == "running":
+        pause = args.interval
+        if args.timeout is not None:
+            left = args.timeout - (ctx.clock() - started)
+            if left <= 0:
+                raise CliError(f"rebuild {record.get('id')} is still running after {args.timeout:g} s",
+                               WATCH_TIMEOUT, "it goes on on the server: "
+                               "stagetrack insights rebuild --status", code="watch_timeout")
+            pause = min(pause, left)
+        ctx.note(f"rebuild {render.clean(record.get('id'), 60)}: {number_of(record, 'pipelinesRebuilt')} "
+                 f"pipeline(s), {number_of(record, 'runsRead')} run(s) so far")
+        ctx.sleep(pause)
+        try:
+            latest = api.call("GET", REBUILD)
+            failures = 0
+        except CliError as e:
+            failures += 1
+            if e.exit_code != UNAVAILABLE or failures > WATCH_RETRIES:
+                raise
+            ctx.stderr.write(f"stagetrack: {render.clean(e.message, 500)}; "
+                             f"retrying ({failures}/{WATCH_RETRIES})\n")
+            continue
+        if latest.get("id") != record.get("id"):  # taken for dead and replaced by another
+            raise CliError(f"rebuild {record.get('id')} was replaced by {latest.get('id')} "
+                           "(it stopped making progress)", RUN_FAILED,
+                           "stagetrack insights rebuild --status follows the new one",
+                           code="rebuild_replaced")
+        record = latest
+    ctx.emit(record, render.rebuild)
+    return RUN_FAILED if record.get("status") == "failed" else OK
+
+
+def number_of(record: dict, key: str) -> int:
+    value = record.get(key)
+    return value if isinstance(value, int) else 0
+
+
 def _is_day(value: str) -> bool:
     try:
         date.fromisoformat(value)
@@ -692,6 +749,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="date_to", metavar="DAY", help="last day, included (default: today, UTC)")
     p.add_argument("--granularity", choices=["day", "week"], help="the series' bucket (default day)")
     p.set_defaults(func=cmd_insights)
+    q = p.add_subparsers(dest="sub", metavar="SUBCOMMAND").add_parser(
+        "rebuild", parents=[common], help="rebuild every aggregate from the stored runs, on the server "
+                                          "(admin; POST /api/insights/rebuild)")
+    q.add_argument("--wait", action="store_true", help="wait until it ends (exit 1 if it failed)")
+    q.add_argument("--status", action="store_true", help="only show the latest rebuild (start none)")
+    q.add_argument("--interval", type=_positive, default=2.0, metavar="SECONDS",
+                   help="seconds between polls with --wait (default 2)")
+    q.add_argument("--timeout", type=_positive, metavar="SECONDS", help="give up waiting after this (exit 8)")
+    q.set_defaults(func=cmd_insights_rebuild)
 
     schedules = commands.add_parser("schedules", help="a pipeline's cron schedules").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)

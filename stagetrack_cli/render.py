@@ -346,3 +346,19 @@ def insights(answer: dict, scope: str = "every pipeline you see", unicode: bool 
                   table(["START", "RUNS", "SUCCESS", "P50", "P95", ""], rows,
                         max_width=SPARK_WIDTH).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def rebuild(record: dict) -> str:
+    """`stagetrack insights rebuild`: the rebuild's record (POST/GET /api/insights/rebuild)."""
+    lines = [f"insights rebuild {clean(record.get('id'), 60)}: {clean(record.get('status'), 20)}",
+             f"  started   {clean(record.get('startedAt'), 30)} by {clean(record.get('by') or '-', 80)}"]
+    if record.get("finishedAt"):
+        lines.append(f"  finished  {clean(record.get('finishedAt'), 30)}")
+    elif record.get("updatedAt"):
+        lines.append(f"  progress  {clean(record.get('updatedAt'), 30)}")
+    lines.append(f"  {number(record.get('pipelinesRebuilt'))} pipeline(s) rebuilt, "
+                 f"{number(record.get('runsRead'))} run(s) read, "
+                 f"{number(record.get('itemsWritten'))} item(s) written")
+    if record.get("failure"):
+        lines.append(f"  failure: {clean(record.get('failure'), 500)}")
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ tally adds ``retries`` and ``flaky``, a run's ``deploys`` and ``failedChanges``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
@@ -348,6 +348,9 @@ class PipelineState:
     # not yet followed by a success of that stage on that commit: the latest ones only
     commit_failures: tuple[tuple[str, str, str], ...] = ()
     version: int = 0
+    # the incident whose ``incident.resolved`` ends the open restore (``failed_at``), if an
+    # incident opened it: the restore then ends at that resolution or the next deployment
+    restore_incident: str | None = None
 
 
 @dataclass
@@ -380,13 +383,14 @@ def advance(state: PipelineState, run: FinishedRun, deploys: list[Deploy]) -> Ad
         current = result.state
         if current.failed_at is not None:
             result.sample(day_of(deploy.ended_at), "t", millis_between(current.failed_at, deploy.ended_at))
-        result.state = replace(current, failed_at=None, pending_day=day_of(deploy.ended_at),
-                               pending_run=run.run_id)
+        result.state = replace(current, failed_at=None, restore_incident=None,
+                               pending_day=day_of(deploy.ended_at), pending_run=run.run_id)
     current = result.state
     if run.status in FAILED:
         if current.pending_day is not None:
             result.add(current.pending_day, "failedChanges")
-            current = replace(current, failed_at=run.ended_at, pending_day=None, pending_run=None)
+            current = replace(current, failed_at=run.ended_at, restore_incident=None, pending_day=None,
+                              pending_run=None)
         if current.red_since is None:
             current = replace(current, red_since=run.ended_at)
     elif run.status == S.SUCCESS:
@@ -396,6 +400,88 @@ def advance(state: PipelineState, run: FinishedRun, deploys: list[Deploy]) -> Ad
         if current.pending_run is not None and current.pending_run != run.run_id:
             current = replace(current, pending_day=None, pending_run=None)
     result.state = current
+    return result
+
+
+INCIDENT_DETECTED = "incident.detected"
+INCIDENT_RESOLVED = "incident.resolved"
+ROLLED_BACK = "service.rolledback"
+
+
+@dataclass(frozen=True)
+class DeploymentSignal:
+    """A word from outside the pipeline about what it deployed (a CDEvents ``incident.detected``,
+    ``incident.resolved`` or ``service.rolledback`` through the webhook), once its pipeline is
+    found. ``key`` is the sender's event identity (CloudEvents source and id): a signal is
+    applied once per key. ``incident`` pairs a detection with its resolution (the incident's
+    subject id)."""
+
+    pipeline: str
+    key: str
+    kind: str
+    at: datetime
+    incident: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    """A signal as its sender told it, before its pipeline is found (service/insights.py
+    ``receive_signal``): the names that may name the pipeline, in the order they are tried (the
+    service, then the webhook source), and the environment it is about (None: not said)."""
+
+    kind: str
+    key: str
+    at: datetime
+    incident: str | None
+    candidates: tuple[str, ...]
+    environment: str | None
+    summary: str
+
+
+def signal_pipeline(received: SignalReceived, exists: Callable[[str], bool]) -> tuple[str | None, str]:
+    """The pipeline a received signal is about, or None and why it is counted nowhere: its
+    environment must be ``production`` (deployments are production's only), and the first of
+    its candidate names that is a known pipeline (``exists(name)``) is it."""
+    if received.environment is not None and received.environment.lower() != PRODUCTION:
+        return None, (f"environment {received.environment!r} is not production: "
+                      "only production deployments are counted")
+    for name in received.candidates:
+        if exists(name):
+            return name, ""
+    return None, f"no pipeline named {' or '.join(repr(c) for c in received.candidates)}: counted nowhere"
+
+
+def apply_signal(state: PipelineState, signal: DeploymentSignal) -> Advance:
+    """The pipeline's next state after an outside signal, and what it adds (docs/insights.md,
+    Definitions):
+
+    - ``incident.detected`` and ``service.rolledback`` fail the pending deployment, as a failed
+      run does (counted on that deployment's day); with nothing pending (no deployment, or it
+      was already confirmed by another run's success, or already failed) they change nothing;
+    - an incident opens a restore at its detection that ends at the first of its own
+      ``incident.resolved`` (Four Keys) and the next deployment's end (GitLab, and the rule for
+      a failed run); a rollback opens none: it is the restore itself, and when the failure
+      began is unknown;
+    - ``incident.resolved`` of the incident that opened the open restore ends it (time to
+      restore, on the resolution's day); any other resolution changes nothing.
+    """
+    result = Advance(state)
+    if signal.kind in (INCIDENT_DETECTED, ROLLED_BACK):
+        if state.pending_day is None:
+            return result
+        result.add(state.pending_day, "failedChanges")
+        if signal.kind == INCIDENT_DETECTED:
+            result.state = replace(state, pending_day=None, pending_run=None, failed_at=signal.at,
+                                   restore_incident=signal.incident)
+        else:
+            result.state = replace(state, pending_day=None, pending_run=None, failed_at=None,
+                                   restore_incident=None)
+    elif signal.kind == INCIDENT_RESOLVED:
+        if (state.failed_at is None or state.restore_incident is None
+                or state.restore_incident != signal.incident):
+            return result
+        result.sample(day_of(signal.at), "t", millis_between(state.failed_at, signal.at))
+        result.state = replace(state, failed_at=None, restore_incident=None)
     return result
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # for the annotations only: importing the domain here would cost every cold start
     from ..domain.events import ExternalUpdate, Ignored
+    from ..domain.insights import SignalReceived
 
 WEBHOOK: Literal["webhook"] = "webhook"  # an HTTP route the sender POSTs to, verified per source
 EVENT: Literal["event"] = "event"  # an EventBridge event (AWS's own services), trusted by IAM
@@ -64,7 +65,7 @@ class Received:
     """A verified webhook request, parsed: what to apply, once per ``delivery_id``.
     ``fingerprint``: the bytes a replay of the same delivery must carry (usually the raw body)."""
 
-    update: ExternalUpdate | Ignored
+    update: ExternalUpdate | Ignored | SignalReceived  # SignalReceived: an incident or a rollback (CDEvents)
     delivery_id: str
     fingerprint: bytes
 

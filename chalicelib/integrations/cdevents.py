@@ -67,6 +67,7 @@ from ..domain.events import (
     sanitize_name,
     stage_type_for,
 )
+from ..domain.insights import INCIDENT_DETECTED, INCIDENT_RESOLVED, ROLLED_BACK, SignalReceived
 from ..domain.status import FINAL, StageStatus
 from . import Received
 from .common import Vendor, content_type, load_json, same_token, validate_payload
@@ -156,6 +157,13 @@ class CdPipelineRunRef(Vendor):
     source: str | None = None
 
 
+class CdRef(Vendor):
+    """An environment or service a CDEvent names (``{"id", "source"}``)."""
+
+    id: CeText
+    source: str | None = None
+
+
 class CdContent(Vendor):
     pipelineName: str | None = None
     url: str | None = None  # the run (or task) in the system that sent it
@@ -163,6 +171,8 @@ class CdContent(Vendor):
     outcome: str | None = None
     errors: str | None = None
     pipelineRun: CdPipelineRunRef | None = None
+    environment: CdRef | None = None  # incident.*, service.*
+    service: CdRef | None = None  # incident.*
 
 
 class CdSubject(Vendor):
@@ -187,17 +197,22 @@ def _cd_outcome(content: CdContent) -> StageStatus:
     return status
 
 
-def parse(event: CloudEvent, source: str) -> ExternalUpdate | Ignored:
+_SIGNALS = {("incident", "detected"): INCIDENT_DETECTED, ("incident", "resolved"): INCIDENT_RESOLVED,
+            ("service", "rolledback"): ROLLED_BACK}
+
+
+def parse(event: CloudEvent, source: str) -> ExternalUpdate | Ignored | SignalReceived:
     """pipelineRun queued/started/finished and taskRun started/finished (0.x versions). A
     pipelineRun is a run of pipeline ``pipelineName``; a taskRun a stage named ``taskName``
     of the run its ``pipelineRun.id`` names (a taskRun of a pipelineRun never announced
-    creates that run in a pipeline named after the webhook source)."""
+    creates that run in a pipeline named after the webhook source). incident detected/resolved
+    and service rolledback are signals for the insights (``signal``)."""
     match = _CDEVENT_TYPE.fullmatch(event.type)
     if match is None:
         return Ignored(f"CloudEvent type {event.type!r} is not a CDEvent")
     subject, predicate, major = match.group("subject"), match.group("predicate"), match.group("major")
     handled = {("pipelinerun", "queued"), ("pipelinerun", "started"), ("pipelinerun", "finished"),
-               ("taskrun", "started"), ("taskrun", "finished")}
+               ("taskrun", "started"), ("taskrun", "finished"), *_SIGNALS}
     if (subject, predicate) not in handled:
         return Ignored(f"CDEvent {subject}.{predicate} is not handled")
     if major != "0":
@@ -208,6 +223,8 @@ def parse(event: CloudEvent, source: str) -> ExternalUpdate | Ignored:
                                details=[{"field": "context.type"}])
     content = body.subject.content
     moment = event.time or parse_time(body.context.timestamp)
+    if (subject, predicate) in _SIGNALS:
+        return signal(event, body, _SIGNALS[(subject, predicate)], moment, source)
     namespace = f"cdevents:{source}"
     if subject == "pipelinerun":
         pipeline = sanitize_name(content.pipelineName or source)
@@ -226,6 +243,31 @@ def parse(event: CloudEvent, source: str) -> ExternalUpdate | Ignored:
                         ended_at=moment if predicate == "finished" else None)
     return ExternalUpdate(namespace=namespace, run_key=content.pipelineRun.id, pipeline=sanitize_name(source),
                           stages=(stage,), time=moment, trigger="cdevents", summary=f"taskrun {predicate}")
+
+
+def signal(event: CloudEvent, body: CDEvent, kind: str, moment: datetime | None,
+           source: str) -> SignalReceived:
+    """An incident or a rollback, for the insights' change failure rate and time to restore
+    (docs/insights.md, "Incidents and rollbacks"). Its pipeline is the one named like the
+    service (``subject.content.service.id`` of an incident, ``subject.id`` of a
+    service.rolledback, whose subject is the service), else the one named like the webhook
+    source; its environment is ``subject.content.environment.id``. ``subject.content.artifactId``
+    is not matched: stagetrack's deployments record no artifact. Its identity is the
+    CloudEvent's source and id, as every delivery's."""
+    if moment is None:
+        raise ValidationFailed("an incident or rollback needs its time (ce-time or context.timestamp)",
+                               details=[{"field": "context.timestamp"}])
+    content = body.subject.content
+    service = content.service.id if kind != ROLLED_BACK and content.service else None
+    if kind == ROLLED_BACK:
+        service = body.subject.id
+    candidates = [sanitize_name(service)] if service else []
+    candidates += [name for name in [sanitize_name(source)] if name not in candidates]
+    return SignalReceived(kind=kind, key=json.dumps([event.source, event.id]), at=moment,
+                          incident=body.subject.id if kind != ROLLED_BACK else None,
+                          candidates=tuple(candidates),
+                          environment=content.environment.id if content.environment else None,
+                          summary=kind)
 
 
 # ---- out: our state changes as CDEvents (see the module docstring) ---------------------------

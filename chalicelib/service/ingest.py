@@ -39,11 +39,12 @@ from ..domain.errors import (
     ValidationFailed,
 )
 from ..domain.events import ExternalUpdate, Ignored, SourceName
+from ..domain.insights import SignalReceived
 from ..domain.model import SOURCES, RunAggregate, RunMetadata, Stage, fill_metadata, new_run
 from ..domain.operations import Pipeline
 from ..domain.schemas import StrictModel
 from ..domain.status import FINAL
-from . import ServiceContext, commands, pipelines, runs
+from . import ServiceContext, commands, insights, pipelines, runs
 from .ports import COMMITTED, DONE, Record, SecretUnreadable, StoredSource
 from .runs import mutate_run
 
@@ -161,12 +162,19 @@ def _stages(touched: list[tuple[str, str]]) -> list[dict]:
     return [{"stageId": stage_id, "status": status} for stage_id, status in touched]
 
 
-def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored, *, namespace: str,
-                   delivery_id: str, raw: bytes, actor: str) -> tuple[int, dict, bool]:
+def ingest_webhook(ctx: ServiceContext, parsed: ExternalUpdate | Ignored | SignalReceived, *,
+                   namespace: str, delivery_id: str, raw: bytes, actor: str) -> tuple[int, dict, bool]:
     """A verified webhook: (HTTP status, answer, replayed). Ignored events are 202 and claim
-    nothing; the rest are applied once per delivery id and answered 200."""
+    nothing; the rest are applied once per delivery id and answered 200. An incident or a
+    rollback (``SignalReceived``) goes to the insights (service/insights.py ``receive_signal``);
+    one that finds no pipeline is 202 too."""
     if isinstance(parsed, Ignored):
         return 202, ignored(parsed.reason).as_dict(), False
+    if isinstance(parsed, SignalReceived):
+        signal = parsed
+        answer, replayed = once(ctx, namespace, delivery_id, raw,
+                                lambda: insights.receive_signal(ctx, signal))
+        return (202 if answer["result"] == "ignored" else 200), answer, replayed
     answer, replayed = once(ctx, namespace, delivery_id, raw,
                             lambda: apply_update(ctx, parsed, actor=actor).as_dict())
     return 200, answer, replayed

@@ -13,21 +13,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from ..domain import insights as rules
-from ..domain.clock import parse_iso
-from ..domain.errors import BadRequest, ConcurrentModification
+from ..domain import rebuilds
+from ..domain.clock import format_iso, parse_iso
+from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFound
 from ..domain.insights import (
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
     RetryRecorded,
+    SignalReceived,
     Tally,
 )
 from ..domain.model import Run, RunAggregate
+from ..domain.rebuilds import RebuildRecord
 from ..domain.schemas import InsightsQuery
 from ..domain.status import FINAL, StageStatus
 from . import ServiceContext
@@ -134,6 +139,42 @@ def add_run(ctx: ServiceContext, run: FinishedRun) -> bool:
         except ConcurrentModification:
             continue
     raise ConcurrentModification(f"insights of run {run.run_id!r}: the pipeline kept changing; retry")
+
+
+# ---- outside signals: incidents and rollbacks (CDEvents, through the webhook) ----------------------
+
+def add_signal(ctx: ServiceContext, signal: DeploymentSignal) -> rules.Advance | None:
+    """1 GetItem (the pipeline's state) + 1 TransactWrite (the signal's item, the state, the
+    ADDs): what it changed, or None if this signal (its key) was applied before. Applied when it
+    is received, not from the stream: it changes no run, so no run record carries it; its kept
+    item is what the rebuild reads."""
+    store = ctx.stores.insights
+    for _ in range(RUN_RETRIES):
+        state = store.pipeline_state(signal.pipeline)
+        step = rules.apply_signal(state, signal)
+        try:
+            return step if store.add_signal(signal, step.tallies, state, step.state) else None
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"insights of pipeline {signal.pipeline!r} kept changing; retry")
+
+
+def receive_signal(ctx: ServiceContext, received: SignalReceived) -> dict:
+    """A verified incident or rollback event: its pipeline found (domain ``signal_pipeline``),
+    then applied once. One that finds no pipeline is accepted, counted nowhere and logged."""
+    pipeline, why = rules.signal_pipeline(received, lambda name: ctx.stores.pipelines.get(name) is not None)
+    if pipeline is None:
+        log.info("insights: %s %s ignored: %s", received.kind, received.key, why)
+        return {"result": "ignored", "event": received.summary, "notes": [why]}
+    signal = DeploymentSignal(pipeline=pipeline, key=received.key, kind=received.kind, at=received.at,
+                              incident=received.incident)
+    step = add_signal(ctx, signal)
+    answer: dict = {"result": "applied" if step is not None else "unchanged", "event": received.summary,
+                    "pipeline": pipeline}
+    failed = step is not None and any("failedChanges" in tally for tally in step.tallies.values())
+    if step is not None and not failed and received.kind != rules.INCIDENT_RESOLVED:
+        answer["notes"] = ["no deployment of the pipeline was pending: no change counted as failed"]
+    return answer
 
 
 # ---- the answer --------------------------------------------------------------------------------------
@@ -248,10 +289,14 @@ class Rebuilt:
             self.days.pop((day, stage), None)
 
 
-def replay(runs: list[StoredRun]) -> Rebuilt:
-    """The aggregates of these runs (with their ended attempts and their recorded retries)."""
+def replay(runs: list[StoredRun], signals: Iterable[DeploymentSignal] = ()) -> Rebuilt:
+    """The aggregates of these runs (with their ended attempts and their recorded retries) and
+    the pipeline's outside signals, taken in the order they happened (a signal after the runs'
+    records of the same moment)."""
     rebuilt = Rebuilt()
-    events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun]] = []
+    events: list[tuple[datetime, int, str, FinishedAttempt | FinishedRun | DeploymentSignal]] = []
+    for signal in signals:
+        events.append((signal.at, 2, signal.key, signal))
     for aggregate, ended, recorded in runs:
         rebuilt.marks[aggregate.run.id] = RunMarks(retries=dict(recorded.retries))
         attempts = finished_attempts(aggregate, ended)
@@ -262,6 +307,12 @@ def replay(runs: list[StoredRun]) -> Rebuilt:
     events.sort(key=lambda e: (e[0], e[1], e[2], getattr(e[3], "position", 0), getattr(e[3], "attempt", 0),
                                getattr(e[3], "order", 0)))
     for _, _, run_id, work in events:
+        if isinstance(work, DeploymentSignal):
+            step = rules.apply_signal(rebuilt.state, work)
+            rebuilt.state = step.state
+            for day, tally in step.tallies.items():
+                rebuilt.add(day, None, tally)
+            continue
         marks = rebuilt.marks[run_id]
         if isinstance(work, FinishedAttempt):
             attempt = _with_ready(work, marks)
@@ -310,22 +361,101 @@ class RebuildReport:
     items: int = 0
 
 
-def rebuild(ctx: ServiceContext) -> RebuildReport:
+def rebuild(ctx: ServiceContext, progress: Callable[[RebuildReport], None] | None = None) -> RebuildReport:
     """Recompute every pipeline's aggregates, state and markers, and the every-pipeline items,
     from the stored runs (reads all history: an operator's command, not a request). Run it while
-    the consumer is caught up; records it applies meanwhile may be replaced by the rebuild."""
+    the consumer is caught up; records it applies meanwhile may be replaced by the rebuild.
+    ``progress`` is told the report after each pipeline (it may raise to stop the rebuild)."""
     report = RebuildReport()
     every: dict[tuple[str, str | None], Tally] = {}
     for pipeline in _pipelines(ctx):
         runs = _runs_of(ctx, pipeline)
-        rebuilt = replay(runs)
+        rebuilt = replay(runs, ctx.stores.insights.signals_of(pipeline))
         report.items += ctx.stores.insights.replace_pipeline(pipeline, rebuilt.days, rebuilt.state,
                                                              rebuilt.marks)
         for key, tally in rebuilt.days.items():
             every[key] = rules.merge([every.get(key, {}), tally])
         report.pipelines += 1
         report.runs += len(runs)
+        if progress is not None:
+            progress(report)
     report.items += ctx.stores.insights.replace_all_pipelines(every)
     log.info("insights rebuilt: %s", report)
     return report
 
+
+
+# ---- the rebuild as an API operation (POST /api/insights/rebuild) -------------------------------
+
+class RebuildRunning(Conflict):
+    code = "rebuild_running"
+
+
+class RebuildTakenOver(Exception):
+    """This rebuild was taken for dead and another started: it stops."""
+
+
+def start_rebuild(ctx: ServiceContext, by: str | None, launch: Callable[[str], None]) -> RebuildRecord:
+    """Record a new running rebuild (``Conflict`` while another runs: domain/rebuilds.py) and
+    ``launch`` it by its id (an asynchronous invoke of the rebuild function on AWS, a thread
+    under `make run`): the request returns at once. A launch that fails fails the record."""
+    now = ctx.clock.now()
+    record = RebuildRecord(id=f"rb_{uuid.uuid4().hex}", status=rebuilds.RUNNING, started_at=now,
+                           updated_at=now, by=by)
+    store = ctx.stores.insights
+    if not store.claim_rebuild(record, rebuilds.stale_before(now)):
+        current = store.rebuild_record()
+        since = format_iso(current.started_at) if current is not None else "just now"
+        raise RebuildRunning(f"a rebuild is running (started {since}); see GET /api/insights/rebuild")
+    try:
+        launch(record.id)
+    except Exception as error:
+        log.exception("insights rebuild %s could not be started", record.id)
+        failed = replace(record, status=rebuilds.FAILED, finished_at=ctx.clock.now(),
+                         updated_at=ctx.clock.now(), error=rebuilds.failure(error))
+        store.save_rebuild(failed)
+        return failed
+    return record
+
+
+def run_rebuild(ctx: ServiceContext, rebuild_id: str) -> RebuildRecord | None:
+    """The launched rebuild: replay everything, its progress on the record after each pipeline,
+    then its end (succeeded, or failed with the error, which is raised again so the function's
+    error is counted). Nothing if the record is not this running rebuild's (a retried invoke, a
+    rebuild taken over)."""
+    store = ctx.stores.insights
+    record = store.rebuild_record()
+    if record is None or record.id != rebuild_id or record.status != rebuilds.RUNNING:
+        log.warning("insights rebuild %s is not the running one: nothing done", rebuild_id)
+        return None
+    current = [record]
+
+    def progress(report: RebuildReport) -> None:
+        step = replace(current[0], updated_at=ctx.clock.now(), pipelines=report.pipelines, runs=report.runs,
+                       items=report.items)
+        if not store.save_rebuild(step):
+            raise RebuildTakenOver(f"insights rebuild {rebuild_id} was taken over by another")
+        current[0] = step
+
+    try:
+        report = rebuild(ctx, progress)
+    except RebuildTakenOver:
+        log.warning("insights rebuild %s stopped: taken over", rebuild_id)
+        return None
+    except Exception as error:
+        failed = replace(current[0], status=rebuilds.FAILED, updated_at=ctx.clock.now(),
+                         finished_at=ctx.clock.now(), error=rebuilds.failure(error))
+        store.save_rebuild(failed)
+        raise
+    done = replace(current[0], status=rebuilds.SUCCEEDED, updated_at=ctx.clock.now(),
+                   finished_at=ctx.clock.now(), pipelines=report.pipelines, runs=report.runs,
+                   items=report.items)
+    store.save_rebuild(done)
+    return done
+
+
+def rebuild_status(ctx: ServiceContext) -> RebuildRecord:
+    record = ctx.stores.insights.rebuild_record()
+    if record is None:
+        raise NotFound("no rebuild was asked for through the API")
+    return record

@@ -24,6 +24,7 @@ from ..domain.events import FORMAT_STAGETRACK, StateChange
 from ..domain.insights import (
     AttemptMark,
     DayItem,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
@@ -33,6 +34,7 @@ from ..domain.insights import (
 from ..domain.model import Run, RunAggregate, Stage
 from ..domain.operations import Pipeline
 from ..domain.overruns import StageStarted
+from ..domain.rebuilds import RebuildRecord
 from ..domain.schedules import Schedule, WakeUp
 from ..domain.status import StageStatus
 
@@ -584,6 +586,16 @@ class InsightsStore(Protocol):
         ``run.order`` or later (applied already); ``ConcurrentModification`` if the marker or the
         state changed since read (read them again)."""
 
+    def add_signal(self, signal: DeploymentSignal, added: dict[str, Tally], before: PipelineState,
+                   after: PipelineState) -> bool:
+        """In one transaction: the signal's item (conditioned on not existing: False, nothing
+        written, if it was applied already), ``added`` (by day) into the pipeline's runs' day
+        items and every pipeline's, and the state, conditioned on its version
+        (``ConcurrentModification`` if it changed since read)."""
+
+    def signals_of(self, pipeline: str) -> list[DeploymentSignal]:
+        """Every signal kept for the pipeline, in the order they happened (for the rebuild)."""
+
     def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
         """The day items of [start, end] (ISO dates), of one pipeline or of all (``None``): one
         Query (paged by DynamoDB's 1 MB), never a Scan."""
@@ -603,6 +615,17 @@ class InsightsStore(Protocol):
     def save_export_totals(self, pipeline: str, totals: ExportTotals) -> None:
         """Store ``totals`` as version ``totals.version + 1``, conditioned on the stored version
         still being ``totals.version`` (0: none stored); ``ConcurrentModification`` otherwise."""
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        """The latest rebuild asked for through the API (strongly consistent), or None."""
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        """Write ``record`` (a new running rebuild) unless the current one is running with
+        progress after ``stale_before``: False then, nothing written."""
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        """Write the rebuild's progress or end, only while the record is still this running
+        rebuild's (same id): False if another took it over (this one was taken for dead)."""
 
 
 @dataclass(frozen=True)

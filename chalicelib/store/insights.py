@@ -9,23 +9,33 @@
 | retry marker | same | ``R#<position>#<attempt>`` | at (the new attempt was ready) |
 | run marker | same | ``RUN`` | order, counted (JSON: what the run's last finish added, by day) |
 | export totals | ``INSIGHTS#<pipeline>`` | ``OTLP`` | since, through, counts (JSON), version |
+| outside signal | ``INSIGHTS#<pipeline>`` | ``SIGNAL#<sha-256 of key>`` | kind, at, key, incident |
+| the rebuild | ``INSIGHTS`` | ``REBUILD`` | domain/rebuilds.py ``RebuildRecord`` |
 
 Counters are added with ``ADD`` in a TransactWriteItems with the record's marker: an attempt's
 marker is conditioned on not existing, a run's on still holding the finish read (absent, or
 the ``order`` read), and the state on its version, so a redelivered record adds nothing and two
-consumers never lose an update. A day's items of a pipeline sit together, so an answer is one
-Query of ``DAY#<from>`` .. ``DAY#<to>~`` (the items of those days only, never history).
+consumers never lose an update. An outside signal (an incident, a rollback) is kept as an item
+of its pipeline, written conditioned on not existing with the state and ADDs it brings: the
+same event twice counts once, and the rebuild reads the signals back. A day's items of a
+pipeline sit together, so an answer is one Query of ``DAY#<from>`` .. ``DAY#<to>~`` (the items
+of those days only, never history).
 Numbers are DynamoDB numbers; the tally's keys are the attribute names (through placeholders).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import datetime
+
+from botocore.exceptions import ClientError
 
 from ..domain.clock import format_iso, parse_iso
 from ..domain.errors import ConcurrentModification
 from ..domain.insights import (
     AttemptMark,
     DayItem,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
@@ -34,6 +44,7 @@ from ..domain.insights import (
     day_of,
     mark_of,
 )
+from ..domain.rebuilds import RUNNING, RebuildRecord
 from ..domain.status import StageStatus
 from ..service.ports import DaysRead, ExportTotals, RunCounted, RunMarks
 from .models import ItemModels
@@ -51,6 +62,8 @@ from .repository import (
 ALL_PIPELINES = "INSIGHTS"
 STATE_SK = "STATE"
 EXPORT_SK = "OTLP"  # the OTLP export's folded counts (service/insights_export.py)
+REBUILD_SK = "REBUILD"
+_REBUILD_COUNTS = ("pipelines", "runs", "items")
 RUN_MARK_SK = "RUN"
 MARKER_TAG, STATE_TAG = "marker", "state"
 _KEY_ATTRIBUTES = ("pk", "sk")
@@ -113,12 +126,36 @@ def _day_item(raw: dict) -> DayItem | None:
 def _state_item(pipeline: str, state: PipelineState, version: int) -> dict:
     item = {"pk": _s(insights_pk(pipeline)), "sk": _s(STATE_SK), "version": _n(version)}
     for name, value in (("red_since", format_iso(state.red_since)), ("pending_day", state.pending_day),
-                        ("pending_run", state.pending_run), ("failed_at", format_iso(state.failed_at))):
+                        ("pending_run", state.pending_run), ("failed_at", format_iso(state.failed_at)),
+                        ("restore_incident", state.restore_incident)):
         if value is not None:
             item[name] = _s(value)
     if state.commit_failures:
         failures = [list(f) for f in state.commit_failures]
         item["commit_failures"] = _s(json.dumps(failures, separators=(",", ":")))
+    return item
+
+
+def signal_sk(key: str) -> str:
+    return "SIGNAL#" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _signal_item(signal: DeploymentSignal) -> dict:
+    item = {"pk": _s(insights_pk(signal.pipeline)), "sk": _s(signal_sk(signal.key)), "kind": _s(signal.kind),
+            "at": _s(format_iso(signal.at)), "key": _s(signal.key)}
+    if signal.incident is not None:
+        item["incident"] = _s(signal.incident)
+    return item
+
+
+def _rebuild_item(record: RebuildRecord) -> dict:
+    item = {"pk": _s(ALL_PIPELINES), "sk": _s(REBUILD_SK), "id": _s(record.id), "status": _s(record.status),
+            "started_at": _s(format_iso(record.started_at)), "updated_at": _s(format_iso(record.updated_at)),
+            **{name: _n(getattr(record, name)) for name in _REBUILD_COUNTS}}
+    for name, value in (("by", record.by), ("finished_at", format_iso(record.finished_at)),
+                        ("error", record.error)):
+        if value is not None:
+            item[name] = _s(value)
     return item
 
 
@@ -229,7 +266,7 @@ class InsightsStore:
         failures = tuple((str(c), str(n), str(r)) for c, n, r in json.loads(text("commit_failures") or "[]"))
         return PipelineState(red_since=parse_iso(text("red_since")), pending_day=text("pending_day"),
                              pending_run=text("pending_run"), failed_at=parse_iso(text("failed_at")),
-                             commit_failures=failures,
+                             commit_failures=failures, restore_incident=text("restore_incident"),
                              version=int(raw["version"]["N"]))
 
     def add_run(self, run: FinishedRun, counted_before: RunCounted | None, counted: dict[str, Tally],
@@ -243,12 +280,7 @@ class InsightsStore:
         marker = _run_mark_item(run.run_id, RunCounted(run.order, counted, run.ended_at))
         items = [TxItem(PUT, {"TableName": self._table, **marker_condition, "Item": marker}, MARKER_TAG)]
         if after != before:
-            state_condition: dict = (
-                {"ConditionExpression": "attribute_not_exists(pk)"} if before.version == 0 else
-                {"ConditionExpression": "version = :v",
-                 "ExpressionAttributeValues": {":v": _n(before.version)}})
-            state = _state_item(run.pipeline, after, before.version + 1)
-            items.append(TxItem(PUT, {"TableName": self._table, **state_condition, "Item": state}, STATE_TAG))
+            items.append(self._state_put(run.pipeline, before, after))
         for (day, stage), tally in sorted(added.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             for pipeline in (run.pipeline, None):
                 request = add_request(self._table, insights_pk(pipeline), day_sk(day, stage), tally)
@@ -262,6 +294,58 @@ class InsightsStore:
                 raise ConcurrentModification(f"insights of run {run.run_id!r} changed meanwhile") from None
             raise
         return True
+
+    def _state_put(self, pipeline: str, before: PipelineState, after: PipelineState) -> TxItem:
+        condition: dict = (
+            {"ConditionExpression": "attribute_not_exists(pk)"} if before.version == 0 else
+            {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": _n(before.version)}})
+        state = _state_item(pipeline, after, before.version + 1)
+        return TxItem(PUT, {"TableName": self._table, **condition, "Item": state}, STATE_TAG)
+
+    def add_signal(self, signal: DeploymentSignal, added: dict[str, Tally], before: PipelineState,
+                   after: PipelineState) -> bool:
+        marker = TxItem(PUT, {"TableName": self._table, "Item": _signal_item(signal),
+                              "ConditionExpression": "attribute_not_exists(pk)"}, MARKER_TAG)
+        items = [marker]
+        if after != before:
+            items.append(self._state_put(signal.pipeline, before, after))
+        for day, tally in sorted(added.items()):
+            for pipeline in (signal.pipeline, None):
+                request = add_request(self._table, insights_pk(pipeline), day_sk(day, None), tally)
+                if request is not None:
+                    items.append(TxItem(UPDATE, request))
+        try:
+            self._send(items)
+        except Exception as error:
+            failed = failed_tags(error)
+            if MARKER_TAG in failed:
+                return False
+            if failed:
+                raise ConcurrentModification(
+                    f"insights of pipeline {signal.pipeline!r} changed meanwhile") from None
+            raise
+        return True
+
+    def signals_of(self, pipeline: str) -> list[DeploymentSignal]:
+        found, start = [], None
+        while True:
+            params: dict = {"TableName": self._table, "ConsistentRead": True,
+                            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :p)",
+                            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
+                            "ExpressionAttributeValues": {":pk": _s(insights_pk(pipeline)),
+                                                          ":p": _s("SIGNAL#")}}
+            if start:
+                params["ExclusiveStartKey"] = start
+            page = self._client.query(**params)
+            for raw in page.get("Items", []):
+                at = parse_iso(raw["at"]["S"])
+                if at is not None:
+                    found.append(DeploymentSignal(pipeline=pipeline, key=raw["key"]["S"],
+                                                  kind=raw["kind"]["S"], at=at,
+                                                  incident=raw.get("incident", {}).get("S")))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return sorted(found, key=lambda signal: (signal.at, signal.key))
 
     # ---- the API -----------------------------------------------------------------------------------
 
@@ -372,4 +456,43 @@ class InsightsStore:
             if code != "ConditionalCheckFailedException":
                 raise
             raise ConcurrentModification(f"the export totals of {pipeline!r} changed meanwhile") from error
+
+    # ---- the rebuild's record ------------------------------------------------------------------------
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        raw = self._client.get_item(TableName=self._table, ConsistentRead=True,
+                                    Key={"pk": _s(ALL_PIPELINES), "sk": _s(REBUILD_SK)}).get("Item")
+        if raw is None:
+            return None
+
+        def text(name: str) -> str | None:
+            return raw.get(name, {}).get("S")
+
+        started, updated = parse_iso(text("started_at")), parse_iso(text("updated_at"))
+        assert started is not None and updated is not None, "a rebuild record has both"
+        return RebuildRecord(id=raw["id"]["S"], status=raw["status"]["S"], started_at=started,
+                             updated_at=updated, by=text("by"), finished_at=parse_iso(text("finished_at")),
+                             error=text("error"),
+                             **{name: int(raw.get(name, {}).get("N", "0")) for name in _REBUILD_COUNTS})
+
+    def _put_rebuild(self, record: RebuildRecord, condition: str, names: dict, values: dict) -> bool:
+        client = self._client
+        try:
+            client.put_item(TableName=self._table, Item=_rebuild_item(record), ConditionExpression=condition,
+                            ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as error:  # by its code: each thread's client has its own exception classes
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        return self._put_rebuild(
+            record, "attribute_not_exists(#id) OR #st <> :running OR #u <= :stale",
+            {"#id": "id", "#st": "status", "#u": "updated_at"},
+            {":running": _s(RUNNING), ":stale": _s(format_iso(stale_before))})
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        return self._put_rebuild(record, "#id = :id AND #st = :running", {"#id": "id", "#st": "status"},
+                                 {":id": _s(record.id), ":running": _s(RUNNING)})
 

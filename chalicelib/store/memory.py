@@ -30,6 +30,7 @@ from ..domain.errors import BadRequest, ConcurrentModification, Conflict, NotFou
 from ..domain.events import StateChange
 from ..domain.insights import (
     DayItem,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
@@ -41,6 +42,7 @@ from ..domain.insights import (
 from ..domain.model import Run, RunAggregate, Stage, single_stage_change, stage_changes, stage_summary
 from ..domain.operations import Pipeline
 from ..domain.overruns import StageStarted
+from ..domain.rebuilds import RUNNING, RebuildRecord
 from ..domain.schedules import Schedule
 from ..domain.status import StageStatus
 from ..domain.timers import next_due
@@ -111,6 +113,8 @@ class MemoryDatabase:
         self.insight_states: dict[str, PipelineState] = {}
         self.insight_marks: dict[str, RunMarks] = {}
         self.export_totals: dict[str, ExportTotals] = {}  # the OTLP export's, per pipeline
+        self.insight_signals: dict[str, dict[str, DeploymentSignal]] = {}  # pipeline -> key -> signal
+        self.insight_rebuild: RebuildRecord | None = None
         self.held: contextvars.ContextVar[_Claim | None] = contextvars.ContextVar(
             f"stagetrack_memory_claim_{id(self)}", default=None)
 
@@ -861,6 +865,26 @@ class MemoryInsightsStore:
                 self._add(run.pipeline, day, stage, tally)
             return True
 
+    def add_signal(self, signal: DeploymentSignal, added: dict[str, Tally], before: PipelineState,
+                   after: PipelineState) -> bool:
+        with self.db.lock:
+            kept = self.db.insight_signals.setdefault(signal.pipeline, {})
+            if signal.key in kept:
+                return False
+            if after != before:
+                if self.db.insight_states.get(signal.pipeline, PipelineState()).version != before.version:
+                    raise ConcurrentModification(
+                        f"insights of pipeline {signal.pipeline!r} changed meanwhile")
+                self.db.insight_states[signal.pipeline] = replace(after, version=before.version + 1)
+            kept[signal.key] = signal
+            for day, tally in added.items():
+                self._add(signal.pipeline, day, None, tally)
+            return True
+
+    def signals_of(self, pipeline: str) -> list[DeploymentSignal]:
+        with self.db.lock:
+            return sorted(self.db.insight_signals.get(pipeline, {}).values(), key=lambda s: (s.at, s.key))
+
     def read_days(self, pipeline: str | None, start: str, end: str) -> DaysRead:
         with self.db.lock:
             items = [DayItem(day=day, stage=stage, tally=dict(tally))
@@ -890,6 +914,26 @@ class MemoryInsightsStore:
             for (day, stage), tally in days.items():
                 self.db.insight_days[(None, day, stage)] = {k: v for k, v in tally.items() if v}
             return len(days)
+
+    def rebuild_record(self) -> RebuildRecord | None:
+        with self.db.lock:
+            return self.db.insight_rebuild
+
+    def claim_rebuild(self, record: RebuildRecord, stale_before: datetime) -> bool:
+        with self.db.lock:
+            current = self.db.insight_rebuild
+            if current is not None and current.status == RUNNING and current.updated_at > stale_before:
+                return False
+            self.db.insight_rebuild = record
+            return True
+
+    def save_rebuild(self, record: RebuildRecord) -> bool:
+        with self.db.lock:
+            current = self.db.insight_rebuild
+            if current is None or current.id != record.id or current.status != RUNNING:
+                return False
+            self.db.insight_rebuild = record
+            return True
 
 
     def export_totals(self, pipeline: str) -> ExportTotals | None:

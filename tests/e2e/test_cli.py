@@ -443,3 +443,11 @@ def test_insights_against_the_real_route(cli, start_chalice_local):
         assert table.startswith(f"insights of pipeline {name}, ")
         assert "runs          3 total: 2 success, 1 failure, 0 cancelled, 0 timed out" in table
         assert "success rate  66.7%" in table
+        # `stagetrack insights rebuild --wait`: the server rebuilds in a thread (`make run`), the
+        # CLI follows it to its end, and the rebuilt figures are the live ones
+        rebuilt = json.loads(ok(cli("insights", "rebuild", "--wait", "--interval", "0.5", "--timeout", "60",
+                                    "-o", "json", url=base)))
+        assert (rebuilt["status"], rebuilt["runsRead"], rebuilt["failure"]) == ("succeeded", 3, None)
+        assert json.loads(ok(cli("insights", "--pipeline", name, "-o", "json", url=base))) == answer
+        status = ok(cli("insights", "rebuild", "--status", url=base))
+        assert status.startswith(f"insights rebuild {rebuilt['id']}: succeeded\n")

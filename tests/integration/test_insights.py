@@ -8,7 +8,15 @@ from chalice.test import Client
 
 from chalicelib.adapters import clients
 from chalicelib.settings import Settings
-from tests.fixtures import StreamReader, assert_items_allowed, iam_actions, make_queue
+from tests.fixtures import (
+    StreamReader,
+    assert_items_allowed,
+    iam_actions,
+    make_queue,
+    make_source,
+    post_cdevent,
+    variant,
+)
 
 DELIVERIES = "https://sqs.us-east-1.amazonaws.com/123456789012/stagetrack-deliveries"
 DAY = "2026-03-20"
@@ -319,3 +327,151 @@ def test_a_stage_failing_then_passing_on_the_same_commit_is_flaky(lam, client, c
 
     rebuild(ctx)
     assert insights(client, f"pipeline=web&{RANGE}")["stages"][0] == build
+
+
+# ---- incidents and rollbacks through the CDEvents webhook -----------------------------------------
+
+def incident(kind: str, at: str, **changes) -> dict:
+    changes = {"context.timestamp": at, "subject.content.service.id": "web", **changes}
+    return variant(f"cdevents_incident_{kind}", **changes)
+
+
+def deploy(client, clock, counter: int) -> None:
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD", "DEPLOY_PROD"]})
+    finish(client, clock, f"web:{counter}:1")
+    finish(client, clock, f"web:{counter}:2", seconds=20)
+
+
+def test_an_incident_fails_the_deployment_once_and_its_resolution_is_the_restore(lam, client, clock, ctx,
+                                                                                   ddb_calls):
+    token = make_source(client, "cdevents", "pagerduty")
+    deploy(client, clock, 1)  # deployed at 17:17:43.760
+    consume(lam)
+    before = insights(client, f"pipeline=web&{RANGE}")["dora"]
+    assert (before["changeFailureRate"], before["timeToRestoreSeconds"]["p50"]) == (0.0, None)
+    ddb_calls.clear()
+    detected = post_cdevent(client, incident("detected", "2026-03-20T18:00:00.000Z"), token=token,
+                            source="pagerduty")
+    assert detected.status_code == 200
+    assert detected.json == {"result": "applied", "event": "incident.detected", "pipeline": "web"}
+    # the source's secret, the pipeline, its state; the delivery's receipt claimed and completed;
+    # one transaction (the signal's item, the state, the pipeline's and every pipeline's day)
+    assert dict(ddb_calls) == {"GetItem": 3, "PutItem": 1, "UpdateItem": 1, "TransactWriteItems": 1}
+    assert insights(client, f"pipeline=web&{RANGE}")["dora"]["changeFailureRate"] == 1.0
+    # the same CDEvent again (a redelivery) is the first answer; under another delivery receipt
+    # (its receipt expired), the kept signal still counts it once
+    again = post_cdevent(client, incident("detected", "2026-03-20T18:00:00.000Z"), token=token,
+                         source="pagerduty")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    from chalicelib.domain.insights import SignalReceived
+    from chalicelib.service import insights as service
+
+    repeat = service.receive_signal(ctx, SignalReceived(
+        kind="incident.detected", key='["/monitoring/prod1", "F4BD2B55-B6F6-4F44-AF72-BD2D0E7A8708"]',
+        at=clock.now(), incident="incident-123", candidates=("web",), environment="production",
+        summary="incident.detected"))
+    assert repeat["result"] == "unchanged"
+    resolved = post_cdevent(client, incident("resolved", "2026-03-20T18:30:00.000Z"), token=token,
+                            source="pagerduty")
+    assert resolved.json["result"] == "applied"
+    dora = insights(client, f"pipeline=web&{RANGE}")["dora"]
+    assert dora["changeFailureRate"] == 1.0
+    assert dora["timeToRestoreSeconds"]["p50"] == pytest.approx(1800, rel=0.01)
+    every = insights(client, RANGE)["dora"]
+    assert every["changeFailureRate"] == 1.0  # the every-pipeline items too
+    from chalicelib.service.insights import rebuild
+
+    rebuild(ctx)
+    assert insights(client, f"pipeline=web&{RANGE}")["dora"] == dora  # the rebuild reads the kept signals
+
+
+def test_a_rollback_fails_the_pending_deployment_found_by_the_source_name(lam, client, clock):
+    token = make_source(client, "cdevents", "web")  # the rollback's service is no pipeline: the source's is
+    deploy(client, clock, 1)
+    consume(lam)
+    rolled = post_cdevent(client, variant("cdevents_service_rolledback",
+                                          **{"context.timestamp": "2026-03-20T18:00:00.000Z"}),
+                          token=token, source="web")
+    assert rolled.json == {"result": "applied", "event": "service.rolledback", "pipeline": "web"}
+    dora = insights(client, f"pipeline=web&{RANGE}")["dora"]
+    assert (dora["changeFailureRate"], dora["timeToRestoreSeconds"]["p50"]) == (1.0, None)
+
+
+@pytest.mark.parametrize("changes, note", [
+    ({"subject.content.service.id": "nowhere"},
+     "no pipeline named 'nowhere' or 'pagerduty': counted nowhere"),
+    ({"subject.content.environment.id": "staging"},
+     "environment 'staging' is not production: only production deployments are counted"),
+])
+def test_an_incident_that_finds_no_production_pipeline_is_accepted_and_counted_nowhere(
+        lam, client, clock, changes, note, caplog):
+    token = make_source(client, "cdevents", "pagerduty")
+    deploy(client, clock, 1)
+    consume(lam)
+    response = post_cdevent(client, incident("detected", "2026-03-20T18:00:00.000Z", **changes), token=token,
+                            source="pagerduty")
+    assert response.status_code == 202
+    assert response.json == {"result": "ignored", "event": "incident.detected", "notes": [note]}
+    assert insights(client, f"pipeline=web&{RANGE}")["dora"]["changeFailureRate"] == 0.0
+    assert note in caplog.text
+
+
+def test_an_incident_with_no_deployment_pending_is_kept_and_says_so(lam, client, clock):
+    token = make_source(client, "cdevents", "pagerduty")
+    deploy(client, clock, 1)
+    client.post("/api/runs", {"pipeline": "web", "stages": ["BUILD"]})
+    finish(client, clock, "web:2:1")  # another run's success confirms the deployment
+    consume(lam)
+    response = post_cdevent(client, incident("detected", "2026-03-20T18:00:00.000Z"), token=token,
+                            source="pagerduty")
+    assert response.status_code == 200 and response.json["notes"] == [
+        "no deployment of the pipeline was pending: no change counted as failed"]
+    assert insights(client, f"pipeline=web&{RANGE}")["dora"]["changeFailureRate"] == 0.0
+
+
+@pytest.mark.ddb_local
+def test_signals_and_runs_racing_on_dynamodb_local_keep_every_count(local_ctx, clock):
+    """A deployment's run finishes while the same incident is delivered four times at once and a
+    rollback arrives: the state's version orders them, the signal's item makes the incident count
+    once, and whichever comes first after the deployment fails it (once)."""
+    from datetime import timedelta
+
+    from chalicelib.domain.insights import INCIDENT_DETECTED, ROLLED_BACK, DeploymentSignal, FinishedRun
+    from chalicelib.domain.status import StageStatus as S
+    from chalicelib.service import insights as service
+    from tests.fixtures.threads import run_threads
+
+    now = clock.now()
+    deployed = FinishedRun(pipeline="web", run_id="web:1", status=S.SUCCESS, created_at=now, started_at=now,
+                           ended_at=now, order=1, environment="production")
+    assert service.add_run(local_ctx, deployed)
+    incident = DeploymentSignal(pipeline="web", key='["/pd", "i-1"]', kind=INCIDENT_DETECTED,
+                                at=now + timedelta(minutes=1), incident="i-1")
+    rollback = DeploymentSignal(pipeline="web", key='["/argo", "r-1"]', kind=ROLLED_BACK,
+                                at=now + timedelta(minutes=1))
+    applied: list[bool] = []
+    targets = {f"incident {n}": (lambda: applied.append(service.add_signal(local_ctx, incident) is not None))
+               for n in range(4)}
+    targets["rollback"] = lambda: applied.append(service.add_signal(local_ctx, rollback) is not None)
+    outcomes = run_threads(targets)
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    assert sorted(applied) == [False, False, False, True, True]  # the incident once, the rollback once
+    day = now.date().isoformat()
+    for scope in ("web", None):
+        items = local_ctx.stores.insights.read_days(scope, day, day).items
+        runs = next(i.tally for i in items if i.stage is None)
+        assert (runs["deploys"], runs["failedChanges"]) == (1, 1)
+    assert {s.key for s in local_ctx.stores.insights.signals_of("web")} == {incident.key, rollback.key}
+
+
+@pytest.mark.ddb_local
+def test_rebuilds_asked_for_at_once_on_dynamodb_local_start_one(local_ctx):
+    from chalicelib.service import insights as service
+    from tests.fixtures.threads import run_threads
+
+    launched: list[str] = []
+    outcomes = run_threads({f"admin {n}": (lambda: service.start_rebuild(local_ctx, "ops", launched.append))
+                            for n in range(4)})
+    assert sorted(map(str, outcomes.values())) == ["('conflict', 'rebuild_running')"] * 3 + ["ok"]
+    record = local_ctx.stores.insights.rebuild_record()
+    assert launched == [record.id] and record.status == "running"

@@ -627,3 +627,56 @@ def test_a_rebuild_replaces_a_pipelines_items(ctx):
             ("2026-01-02", None, {"n": 2})]
     assert insights.pipeline_state("web").pending_day == "2026-01-02"
     assert insights.run_marks("web:1").attempts == []
+
+
+def test_a_signal_is_kept_once_with_the_state_and_counts_it_brings(ctx):
+    from chalicelib.domain.insights import INCIDENT_DETECTED, ROLLED_BACK, DeploymentSignal, PipelineState
+
+    insights = ctx.stores.insights
+    now = ctx.clock.now()
+    day = now.date().isoformat()
+    detected = DeploymentSignal(pipeline="web", key='["/pd", "e1"]', kind=INCIDENT_DETECTED, at=now,
+                                incident="inc-1")
+    pending = insights.pipeline_state("web")
+    after = PipelineState(failed_at=now, restore_incident="inc-1")
+    assert insights.add_signal(detected, {day: {"failedChanges": 1}}, pending, after) is True
+    assert insights.pipeline_state("web") == replace(after, version=1)
+    # the same event again: nothing written, whatever state it brings
+    assert insights.add_signal(detected, {day: {"failedChanges": 1}}, insights.pipeline_state("web"),
+                               PipelineState()) is False
+    for scope in ("web", None):
+        assert [dict(i.tally) for i in insights.read_days(scope, day, day).items] == [{"failedChanges": 1}]
+    rolled = DeploymentSignal(pipeline="web", key='["/argo", "e2"]', kind=ROLLED_BACK,
+                              at=now - timedelta(minutes=1))
+    with pytest.raises(ConcurrentModification):  # the state moved on since version 0 was read
+        insights.add_signal(rolled, {}, pending, PipelineState(pending_day=day))
+    assert insights.add_signal(rolled, {}, pending, pending) is True  # no state change: no condition
+    assert insights.signals_of("web") == [rolled, detected]  # in the order they happened
+    assert insights.signals_of("api") == []
+    # a rebuild keeps the signals (they are what it reads), replacing the days and the state
+    insights.replace_pipeline("web", {}, PipelineState(), {})
+    assert insights.signals_of("web") == [rolled, detected]
+    assert insights.read_days("web", day, day).items == []
+
+
+def test_the_rebuild_record_is_claimed_once_until_stale_and_saved_by_its_own_rebuild_only(ctx):
+    from chalicelib.domain.rebuilds import FAILED, RUNNING, SUCCEEDED, RebuildRecord
+
+    insights = ctx.stores.insights
+    now = ctx.clock.now()
+    assert insights.rebuild_record() is None
+    first = RebuildRecord(id="rb_1", status=RUNNING, started_at=now, updated_at=now, by="ops")
+    assert insights.claim_rebuild(first, now - timedelta(minutes=20)) is True
+    assert insights.rebuild_record() == first
+    second = replace(first, id="rb_2")
+    assert insights.claim_rebuild(second, now - timedelta(minutes=20)) is False  # running, fresh
+    progress = replace(first, updated_at=now + timedelta(minutes=1), pipelines=1, runs=7, items=12)
+    assert insights.save_rebuild(progress) is True and insights.rebuild_record() == progress
+    # no progress since: at the staleness limit it is taken for dead, and the dead one stops
+    assert insights.claim_rebuild(second, progress.updated_at) is True
+    assert insights.save_rebuild(replace(progress, runs=9)) is False
+    assert insights.rebuild_record() == second
+    ended = replace(second, status=FAILED, finished_at=now, error="RuntimeError: boom")
+    assert insights.save_rebuild(ended) is True and insights.rebuild_record() == ended
+    assert insights.save_rebuild(replace(ended, status=SUCCEEDED)) is False  # an ended one stays
+    assert insights.claim_rebuild(replace(first, id="rb_3"), now - timedelta(minutes=20)) is True  # ended

@@ -993,3 +993,83 @@ def test_a_finally_stage_and_what_ends_an_active_stage_early_are_noted_under_the
     assert "cleanup: finally stage (runs after a failure, stop or cancel too)" in lines
     assert not any(line.startswith("deploy:") for line in lines)
 
+
+# ---- insights rebuild ----
+
+def rebuild_record(status="running", **extra):
+    return {"id": "rb_1", "status": status, "startedAt": "2026-03-20T17:00:00.000Z",
+            "updatedAt": "2026-03-20T17:00:00.000Z", "by": "ops", "finishedAt": None, "pipelinesRebuilt": 0,
+            "runsRead": 0, "itemsWritten": 0, "failure": None, **extra}
+
+
+DONE = rebuild_record("succeeded", finishedAt="2026-03-20T17:01:00.000Z", pipelinesRebuilt=2, runsRead=40,
+                      itemsWritten=90)
+
+
+def test_insights_rebuild_starts_it_and_prints_its_record():
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(202, rebuild_record())]})
+    code, out, err = run_cli(["insights", "rebuild"], api)
+    assert code == 0 and [r["method"] for r in api.requests] == ["POST"]
+    assert api.requests[0]["body"] is None  # the route takes no body
+    assert out == ("insights rebuild rb_1: running\n  started   2026-03-20T17:00:00.000Z by ops\n"
+                   "  progress  2026-03-20T17:00:00.000Z\n"
+                   "  0 pipeline(s) rebuilt, 0 run(s) read, 0 item(s) written\n")
+
+
+def test_insights_rebuild_wait_polls_until_it_ends():
+    slept, now = [], [0.0]
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    unavailable = (503, {"error": {"code": "unavailable", "message": "x"}})
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(202, rebuild_record())],
+                   ("GET", "/api/insights/rebuild"): [rebuild_record(pipelinesRebuilt=1, runsRead=20),
+                                                      unavailable, DONE]})
+    code, out, err = run_cli(["insights", "rebuild", "--wait", "--interval", "5", "-o", "json"], api,
+                             sleep=sleep, clock=lambda: now[0])
+    assert code == 0 and json.loads(out) == DONE
+    assert [r["method"] for r in api.requests] == ["POST", "GET", "GET", "GET"] and slept == [5, 5, 5]
+    assert "retrying (1/5)" in err
+
+
+def test_insights_rebuild_wait_on_a_failed_rebuild_is_exit_1_with_its_failure():
+    failed = rebuild_record("failed", failure="RuntimeError: the table is gone",
+                            finishedAt="2026-03-20T17:00:05.000Z")
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(202, rebuild_record())],
+                   ("GET", "/api/insights/rebuild"): [failed]})
+    code, out, _ = run_cli(["insights", "rebuild", "--wait"], api, sleep=lambda s: None)
+    assert code == 1 and "insights rebuild rb_1: failed\n" in out
+    assert "  failure: RuntimeError: the table is gone\n" in out
+
+
+def test_insights_rebuild_wait_gives_up_at_its_timeout_and_sees_a_replacement():
+    now = [0.0]
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(202, rebuild_record())],
+                   ("GET", "/api/insights/rebuild"): [rebuild_record()]})
+    code, out, err = run_cli(["insights", "rebuild", "--wait", "--timeout", "3", "--interval", "2"], api,
+                             sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    assert code == 8 and "rebuild rb_1 is still running after 3 s" in err
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(202, rebuild_record())],
+                   ("GET", "/api/insights/rebuild"): [rebuild_record(id="rb_2")]})
+    code, _, err = run_cli(["insights", "rebuild", "--wait"], api, sleep=lambda s: None)
+    assert code == 1 and "rebuild rb_1 was replaced by rb_2" in err
+
+
+def test_insights_rebuild_while_one_runs_is_exit_5_with_a_hint_and_status_only_reads():
+    busy = (409, {"error": {"code": "rebuild_running", "message": "a rebuild is running"}})
+    code, _, err = run_cli(["insights", "rebuild"], FakeApi({("POST", "/api/insights/rebuild"): [busy]}))
+    assert code == 5 and "stagetrack insights rebuild --status" in err
+    api = FakeApi({("GET", "/api/insights/rebuild"): [DONE]})
+    code, out, _ = run_cli(["insights", "rebuild", "--status"], api)
+    assert code == 0 and [r["method"] for r in api.requests] == ["GET"]
+    assert "  2 pipeline(s) rebuilt, 40 run(s) read, 90 item(s) written\n" in out
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(401, 3), (403, 3), (404, 4)])
+def test_insights_rebuild_refusals_have_the_documented_exit_codes(status, exit_code):
+    api = FakeApi({("POST", "/api/insights/rebuild"): [(status, {"error": {"code": "x", "message": "no"}})]})
+    code, out, err = run_cli(["insights", "rebuild"], api)
+    assert (code, out) == (exit_code, "")
+    assert err.startswith(f"stagetrack: error: POST /api/insights/rebuild: {status}")

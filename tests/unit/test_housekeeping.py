@@ -105,5 +105,5 @@ def test_each_blueprint_is_named_for_its_layer_and_app_registers_them_all():
             found = blueprints(ast.parse(path.read_text()))
             assert found in ([], [name]), f"{path.name} names its blueprint {found}, not {name!r}"
             expected |= {f"{path.stem}.{name}"} if found else set()
-    assert len(expected) == 19
+    assert len(expected) == 20
     assert registered == expected

@@ -2,8 +2,9 @@
 are fed to the insights consumer (service/insights.py on the in-memory store) in the order they
 finished, and every figure of ``GET /api/insights`` is compared with a brute-force computation
 over the raw runs: counts and rates exact, percentiles within the stated relative error (nearest
-rank, read back from its log-scale bucket). The rebuild (``replay``) of the same stored runs
-gives the same figures, and a history applied twice counts once."""
+rank, read back from its log-scale bucket). Outside signals (incidents detected and resolved,
+rollbacks) are mixed in, in the order they happened. The rebuild (``replay``) of the same stored
+runs and signals gives the same figures, and a history applied twice counts once."""
 from __future__ import annotations
 
 import math
@@ -11,12 +12,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from hypothesis import given, note, settings
+from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain import ids
 from chalicelib.domain.clock import format_iso, millis_between
-from chalicelib.domain.insights import RELATIVE_ERROR, FinishedAttempt, FinishedRun, RetryRecorded, figures
+from chalicelib.domain.insights import (
+    INCIDENT_DETECTED,
+    INCIDENT_RESOLVED,
+    RELATIVE_ERROR,
+    ROLLED_BACK,
+    DeploymentSignal,
+    FinishedAttempt,
+    FinishedRun,
+    RetryRecorded,
+    figures,
+)
 from chalicelib.domain.model import Run, RunAggregate, Stage
 from chalicelib.domain.schemas import InsightsQuery
 from chalicelib.domain.status import StageStatus, run_status_from_counts
@@ -122,6 +133,24 @@ gaps = st.integers(min_value=1, max_value=3_000_000)  # never two steps of one r
 
 
 @st.composite
+def signals(draw, runs: list[RawRun]) -> list[DeploymentSignal]:
+    """Incidents detected and resolved (two incident ids, so a resolution may be of another
+    incident, or come with no detection) and rollbacks, each around a deployment's end (where
+    one may be pending), or a run's end when there is none."""
+    found = []
+    for number in range(draw(st.integers(min_value=0, max_value=6))):
+        after = draw(st.sampled_from([d for r in runs for d in deployments(r)] or [r.end for r in runs]))
+        offset = st.one_of(st.integers(min_value=1, max_value=60_000),
+                           st.integers(min_value=-600_000, max_value=3_600_000))
+        at = after + timedelta(milliseconds=draw(offset))
+        kind = draw(st.sampled_from([INCIDENT_DETECTED, INCIDENT_RESOLVED, ROLLED_BACK]))
+        incident = None if kind == ROLLED_BACK else draw(st.sampled_from(["i1", "i2"]))
+        found.append(DeploymentSignal(pipeline=draw(st.sampled_from(["web", "api"])), key=f"event-{number}",
+                                      kind=kind, at=at, incident=incident))
+    return found
+
+
+@st.composite
 def histories(draw) -> list[RawRun]:
     runs = []
     counters = {"web": 0, "api": 0}
@@ -153,9 +182,10 @@ def histories(draw) -> list[RawRun]:
 
 # ---- what the consumer is given ------------------------------------------------------------------
 
-def work_of(runs: list[RawRun]) -> list:
-    """Retries, finished attempts and runs, in the order they happened (ties: attempts first)."""
-    events: list[tuple[datetime, int, object]] = []
+def work_of(runs: list[RawRun], outside: Iterable[DeploymentSignal] = ()) -> list:
+    """Retries, finished attempts, runs and signals, in the order they happened (ties: attempts
+    first, signals last)."""
+    events: list[tuple[datetime, int, object]] = [(signal.at, 3, signal) for signal in outside]
     for run in runs:
         for stage in run.stages:
             for attempt in stage.attempts:
@@ -178,6 +208,8 @@ def feed(ctx, work: Iterable) -> None:
     for item in work:
         if isinstance(item, RetryRecorded):
             ctx.stores.insights.record_retry(item)
+        elif isinstance(item, DeploymentSignal):
+            insights.add_signal(ctx, item)
         elif isinstance(item, FinishedAttempt):
             insights.add_attempt(ctx, item)
         else:
@@ -263,37 +295,52 @@ def deployments(run: RawRun) -> list[datetime]:
     return ends
 
 
-def pipeline_samples(runs: list[RawRun]) -> dict:
+def pipeline_samples(runs: list[RawRun], outside: Iterable[DeploymentSignal] = ()) -> dict:
     """Time to recover, failed changes and times to restore, by their definitions (docs), over
-    every finish of the pipeline's runs in the order they happened (a retried run finishes more
-    than once; each finish brings the deployments since its run's previous one)."""
+    every finish of the pipeline's runs and its signals in the order they happened (a retried
+    run finishes more than once; each finish brings the deployments since its run's previous
+    one)."""
     recover, failed_changes, restore = [], [], []
     finishes = sorted((f for r in runs for f in r.finishes()), key=lambda f: f.moment)
     seen: dict[str, datetime] = {}
-    steps = []
-    for finish in finishes:
-        new = [d for d in finish.deploys if finish.run.id not in seen or d > seen[finish.run.id]]
-        seen[finish.run.id] = finish.end
-        steps.append((finish, new))
+    timeline: list[tuple[datetime, int, Finish | DeploymentSignal]] = [(s.at, 1, s) for s in outside]
+    timeline += [(finish.moment, 0, finish) for finish in finishes]
+    steps: list[tuple[Finish | DeploymentSignal, list[datetime]]] = []
+    for _, _, step in sorted(timeline, key=lambda t: (t[0], t[1])):
+        if isinstance(step, DeploymentSignal):
+            steps.append((step, []))
+            continue
+        new = [d for d in step.deploys if step.run.id not in seen or d > seen[step.run.id]]
+        seen[step.run.id] = step.end
+        steps.append((step, new))
     red_since = None
     for finish, _ in steps:  # a streak of failures (cancellations do not end it) ended by a success
+        if isinstance(finish, DeploymentSignal):
+            continue
         if finish.status in (S.FAILURE, S.TIMED_OUT) and red_since is None:
             red_since = finish.end
         elif finish.status == S.SUCCESS and red_since is not None:
             recover.append((finish.end, millis_between(red_since, finish.end)))
             red_since = None
     # a deployment is failed when, before another deployment or a success of another run, the
-    # finish that brought it or a later one is a failure; time to restore: from that failure to
-    # the next deployment's end
+    # finish that brought it or a later one is a failure, or an incident is detected or a
+    # rollback told; time to restore: from that failure (or detection) to the next deployment's
+    # end, or, for an incident, to its resolution if that comes first; a rollback opens none
     for index, (finish, new) in enumerate(steps):
         if not new:
             continue
+        assert isinstance(finish, Finish)
         verdict = None
         if finish.status in (S.FAILURE, S.TIMED_OUT):
             verdict = index
         else:
             for later_index in range(index + 1, len(steps)):
                 later, later_new = steps[later_index]
+                if isinstance(later, DeploymentSignal):
+                    if later.kind in (INCIDENT_DETECTED, ROLLED_BACK):
+                        verdict = later_index
+                        break
+                    continue
                 if later_new:
                     break
                 if later.status in (S.FAILURE, S.TIMED_OUT):
@@ -304,9 +351,18 @@ def pipeline_samples(runs: list[RawRun]) -> dict:
         if verdict is None:
             continue
         failed_changes.append(new[-1])
-        following = [d for _, later_new in steps[verdict + 1:] for d in later_new]
-        if following:
-            restore.append((following[0], millis_between(steps[verdict][0].end, following[0])))
+        cause = steps[verdict][0]
+        if isinstance(cause, DeploymentSignal) and cause.kind == ROLLED_BACK:
+            continue
+        failed_at = cause.at if isinstance(cause, DeploymentSignal) else cause.end
+        for later, later_new in steps[verdict + 1:]:
+            if later_new:
+                restore.append((later_new[0], millis_between(failed_at, later_new[0])))
+                break
+            if (isinstance(later, DeploymentSignal) and isinstance(cause, DeploymentSignal)
+                    and later.kind == INCIDENT_RESOLVED and later.incident == cause.incident):
+                restore.append((later.at, max(0, millis_between(failed_at, later.at))))
+                break
     return {"recover": recover, "failed": failed_changes, "restore": restore}
 
 
@@ -335,7 +391,9 @@ def commit_flaky(runs: list[RawRun]) -> dict[tuple[date, str], int]:
     return found
 
 
-def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> dict:
+def expected(runs: list[RawRun], start: date, end: date, granularity: str,
+             outside: Iterable[DeploymentSignal] = ()) -> dict:
+    outside = list(outside)
     finished = [r for r in runs if r.status in COUNTED and in_range(r.end, start, end)]
     statuses = [r.status for r in finished]
     durations = [millis_between(r.start, r.end) for r in finished]
@@ -365,7 +423,7 @@ def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> di
         series[-1]["runs"] += [r for r in finished if r.end.date() == day]
         day += timedelta(days=1)
     deploys, leads, recover, failed, restore = 0, [], [], 0, []
-    for pipeline in sorted({r.pipeline for r in runs}):
+    for pipeline in sorted({r.pipeline for r in runs} | {s.pipeline for s in outside}):
         mine = [r for r in runs if r.pipeline == pipeline]
         for run in mine:
             for deploy_end in deployments(run):
@@ -373,7 +431,7 @@ def expected(runs: list[RawRun], start: date, end: date, granularity: str) -> di
                     deploys += 1
                     if run.committed is not None and run.committed <= deploy_end:
                         leads.append(millis_between(run.committed, deploy_end))
-        samples = pipeline_samples(mine)
+        samples = pipeline_samples(mine, [s for s in outside if s.pipeline == pipeline])
         recover += [ms for at, ms in samples["recover"] if in_range(at, start, end)]
         failed += sum(1 for at in samples["failed"] if in_range(at, start, end))
         restore += [ms for at, ms in samples["restore"] if in_range(at, start, end)]
@@ -426,12 +484,47 @@ def context():
                           FakeClock("2026-05-07T12:00:00.000Z"))
 
 
+@st.composite
+def histories_with_signals(draw) -> tuple[list[RawRun], list[DeploymentSignal]]:
+    runs = draw(histories())
+    return runs, draw(signals(runs))
+
+
+def deployed(counter: int, at: datetime) -> RawRun:
+    """A run of web deploying to production at ``at`` + 2 minutes (one stage, one attempt)."""
+    run = RawRun("web", counter, at, at - timedelta(hours=1), "production")
+    run.stages.append(StageRun(1, "build", None, [Attempt(1, S.SUCCESS, at, at + timedelta(minutes=1),
+                                                          at + timedelta(minutes=2), None)]))
+    return run
+
+
+def signal_at(number: int, kind: str, at: datetime, incident: str | None = None) -> DeploymentSignal:
+    return DeploymentSignal(pipeline="web", key=f"event-{number}", kind=kind, at=at, incident=incident)
+
+
+# Every kind of signal on a pending deployment, then the deployment that follows it: a rollback
+# (no restore), an incident resolved before the next deployment (restored by its resolution),
+# an incident the next deployment restores first (its later resolution adds nothing).
+SIGNALS_EVERY_WAY = (
+    [deployed(1, BASE), deployed(2, BASE + timedelta(hours=1)), deployed(3, BASE + timedelta(hours=2)),
+     deployed(4, BASE + timedelta(hours=3))],
+    [signal_at(0, ROLLED_BACK, BASE + timedelta(minutes=10)),
+     signal_at(1, INCIDENT_DETECTED, BASE + timedelta(minutes=70), "i1"),
+     signal_at(2, INCIDENT_RESOLVED, BASE + timedelta(minutes=100), "i1"),
+     signal_at(3, INCIDENT_DETECTED, BASE + timedelta(minutes=130), "i2"),
+     signal_at(4, INCIDENT_RESOLVED, BASE + timedelta(minutes=200), "i2")],
+)
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
-@given(histories(), st.sampled_from(["day", "week"]), st.integers(0, 3), st.integers(0, 3))
-def test_every_figure_matches_a_brute_force_over_the_raw_runs(runs, granularity, first, span):
+@given(histories_with_signals(), st.sampled_from(["day", "week"]), st.integers(0, 3), st.integers(0, 3))
+@example(SIGNALS_EVERY_WAY, "day", 0, 1)
+def test_every_figure_matches_a_brute_force_over_the_raw_runs(history, granularity, first, span):
+    runs, outside = history
     note(repr(runs))
+    note(repr(outside))
     ctx = context()
-    work = work_of(runs)
+    work = work_of(runs, outside)
     feed(ctx, work)
     feed(ctx, work)  # every record delivered twice: counted once
     start = BASE.date() + timedelta(days=first)
@@ -440,20 +533,32 @@ def test_every_figure_matches_a_brute_force_over_the_raw_runs(runs, granularity,
                                           "granularity": granularity})
     for pipeline in (None, "web", "api"):
         mine = [r for r in runs if pipeline is None or r.pipeline == pipeline]
+        told = [s for s in outside if pipeline is None or s.pipeline == pipeline]
         body = insights.answer(ctx, None, query.model_copy(update={"pipeline": pipeline})).body
         assert (body["from"], body["to"]) == (start.isoformat(), end.isoformat())
         assert body["granularity"] == granularity
-        assert_matches(body, expected(mine, start, end, granularity))
-    # the same runs as stored, replayed by the rebuild, make the same day items
+        assert_matches(body, expected(mine, start, end, granularity, told))
+    # the same runs as stored and the signals as kept, replayed by the rebuild: the same day items
     for pipeline in ("web", "api"):
-        rebuilt = insights.replay([stored(r) for r in runs if r.pipeline == pipeline])
+        kept = ctx.stores.insights.signals_of(pipeline)
+        assert sorted(kept, key=lambda s: s.key) == sorted((s for s in outside if s.pipeline == pipeline),
+                                                           key=lambda s: s.key)
+        rebuilt = insights.replay([stored(r) for r in runs if r.pipeline == pipeline], kept)
         live = ctx.stores.insights.read_days(pipeline, "2000-01-01", "2100-01-01").items
         nonzero = {(i.day, i.stage): {k: v for k, v in i.tally.items() if v} for i in live}
         # (a run that finished again on another day leaves zeros on the first: the same figures)
         assert {key: tally for key, tally in nonzero.items() if tally} == rebuilt.days
-    # one batch of everything, as the consumer applies a batch (its stage records first): the same
+    # one batch of the stream's records between two signals, as the consumer applies a batch
+    # (its stage records first; signals come through the webhook, not the stream): the same
     batched = context()
-    feed(batched, sorted(work, key=lambda w: isinstance(w, FinishedRun)))
+    batch: list = []
+    for item in [*work, None]:
+        if item is None or isinstance(item, DeploymentSignal):
+            feed(batched, sorted(batch, key=lambda w: isinstance(w, FinishedRun)))
+            feed(batched, [item] if item is not None else [])
+            batch = []
+        else:
+            batch.append(item)
     for pipeline in ("web", "api", None):
         assert (batched.stores.insights.read_days(pipeline, "2000-01-01", "2100-01-01").items
                 == ctx.stores.insights.read_days(pipeline, "2000-01-01", "2100-01-01").items)

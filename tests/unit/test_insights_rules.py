@@ -9,19 +9,27 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib.domain.insights import (
+    INCIDENT_DETECTED,
+    INCIDENT_RESOLVED,
     RELATIVE_ERROR,
+    ROLLED_BACK,
     AttemptMark,
+    Deploy,
+    DeploymentSignal,
     FinishedAttempt,
     FinishedRun,
     PipelineState,
     RetryRecorded,
+    SignalReceived,
     advance,
+    apply_signal,
     attempt_tally,
     bucket_of,
     bucket_value,
     deploys_of,
     percentile,
     ready_at,
+    signal_pipeline,
 )
 from chalicelib.domain.status import StageStatus as S
 from chalicelib.store.stream import finished_work
@@ -165,3 +173,63 @@ def test_a_run_whose_status_or_end_becomes_final_is_what_finished():
     assert finished_work(record("MODIFY", later, done)).order == 9  # still final, a new end: finished again
     assert finished_work(record("MODIFY", {**done, "commit": "{not json"}, running)).committed_at is None
     assert finished_work(record("MODIFY", {**RUN, "kind": "pipeline", "status": "SUCCESS"}, running)) is None
+
+
+# ---- outside signals: incidents and rollbacks ---------------------------------------------------
+
+def signal(kind, at, incident="inc-1", key="k1"):
+    return DeploymentSignal(pipeline="web", key=key, kind=kind, at=at, incident=incident)
+
+
+def test_an_incident_fails_the_pending_deployment_and_its_resolution_ends_the_restore():
+    pending = PipelineState(pending_day="2026-03-20", pending_run="web:1")
+    detected = apply_signal(pending, signal(INCIDENT_DETECTED, T0 + timedelta(hours=1)))
+    assert detected.tallies == {"2026-03-20": {"failedChanges": 1}}  # on the deployment's day
+    assert detected.state == PipelineState(failed_at=T0 + timedelta(hours=1), restore_incident="inc-1")
+    other = apply_signal(detected.state, signal(INCIDENT_RESOLVED, T0 + timedelta(hours=2), "inc-2", "k2"))
+    assert other.tallies == {} and other.state == detected.state  # another incident's resolution
+    resolved = apply_signal(detected.state, signal(INCIDENT_RESOLVED, T0 + timedelta(hours=3), key="k3"))
+    assert resolved.state == PipelineState()
+    assert resolved.tallies["2026-03-21"]["tN"] == 1 and resolved.tallies["2026-03-21"]["tS"] == 7_200_000
+
+
+def test_a_deployment_ends_an_incidents_restore_first_and_its_later_resolution_adds_nothing():
+    open_restore = PipelineState(failed_at=T0, restore_incident="inc-1")
+    run = FinishedRun(pipeline="web", run_id="web:2", status=S.SUCCESS, created_at=T0, started_at=T0,
+                      ended_at=T0 + timedelta(minutes=30), order=1)
+    step = advance(open_restore, run, [Deploy(T0 + timedelta(minutes=30), None)])
+    assert step.tallies["2026-03-21"]["tS"] == 1_800_000
+    assert step.state.failed_at is None and step.state.restore_incident is None
+    late = apply_signal(step.state, signal(INCIDENT_RESOLVED, T0 + timedelta(hours=5)))
+    assert late.tallies == {}
+
+
+def test_a_rollback_fails_the_pending_deployment_and_opens_no_restore():
+    pending = PipelineState(pending_day="2026-03-20", pending_run="web:1", red_since=T0)
+    step = apply_signal(pending, signal(ROLLED_BACK, T0 + timedelta(minutes=5), incident=None))
+    assert step.tallies == {"2026-03-20": {"failedChanges": 1}}
+    assert step.state == PipelineState(red_since=T0)  # the time to recover is the runs' own
+
+
+def test_a_signal_with_nothing_pending_counts_nowhere():
+    for kind in (INCIDENT_DETECTED, ROLLED_BACK):
+        failing = PipelineState(failed_at=T0)  # the change already failed (a failed run)
+        step = apply_signal(failing, signal(kind, T0 + timedelta(minutes=1)))
+        assert step.tallies == {} and step.state == failing
+
+
+def test_a_signal_finds_its_pipeline_by_service_then_source_in_production_only():
+    known = {"web", "ops"}.__contains__
+
+    def received(candidates, environment="production"):
+        return SignalReceived(kind=INCIDENT_DETECTED, key="k", at=T0, incident="i", candidates=candidates,
+                              environment=environment, summary="incident.detected")
+
+    assert signal_pipeline(received(("web", "ops")), known) == ("web", "")
+    assert signal_pipeline(received(("myApp", "ops")), known) == ("ops", "")
+    assert signal_pipeline(received(("myApp", "ops"), None), known) == ("ops", "")  # not said: taken
+    assert signal_pipeline(received(("web",), "Production"), known) == ("web", "")
+    pipeline, why = signal_pipeline(received(("web",), "staging"), known)
+    assert pipeline is None and "'staging' is not production" in why
+    pipeline, why = signal_pipeline(received(("myApp", "monitor")), known)
+    assert pipeline is None and why == "no pipeline named 'myApp' or 'monitor': counted nowhere"

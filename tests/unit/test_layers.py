@@ -308,6 +308,8 @@ DEFERRED_IMPORTS = {
     # (module, module it imports inside a function): why
     ("chalicelib.adapters.eventbridge", "chalicelib.adapters.aws"): "botocore loads on the first publish",
     ("chalicelib.adapters.sqs", "chalicelib.adapters.aws"): "botocore loads on the first send",
+    ("chalicelib.adapters.lambdas", "chalicelib.adapters.aws"): "botocore loads on the first rebuild asked",
+    ("chalicelib.events.rebuilds", "chalicelib.service.insights"): _LAMBDA_COLD_START,
     ("chalicelib.events.inbound", "chalicelib.adapters.clients"): "botocore only when a message dead-letters",
     ("chalicelib.events.inbound", "chalicelib.service.ingest"): _LAMBDA_COLD_START,
     ("chalicelib.events.inbound", "chalicelib.events.messages"): _LAMBDA_COLD_START + " (queue models)",
@@ -327,6 +329,8 @@ DEFERRED_IMPORTS = {
     ("chalicelib.adapters.scheduler", "chalicelib.adapters.aws"): "botocore on the first schedule change",
     ("chalicelib.wiring", "chalicelib.adapters.scheduler"): "only a stack with a schedule group has wake-ups",
     ("chalicelib.wiring", "chalicelib.adapters.metrics"): "only a stack with a metrics namespace writes them",
+    ("chalicelib.wiring", "chalicelib.adapters.lambdas"): "only a rebuild asked for starts one",
+    ("chalicelib.wiring", "chalicelib.service.insights"): "only a rebuild asked for runs one (`make run`)",
     ("chalicelib.wiring", "chalicelib.adapters.secretbox"): "the cipher loads only to seal or open",
     ("chalicelib.wiring", "chalicelib.adapters.secrets"): "botocore loads only where secrets are named",
     ("chalicelib.wiring", "chalicelib.store.dynamo"): "PynamoDB loads only where the stores are DynamoDB",
