@@ -413,8 +413,9 @@ class InsightsStore:
                          state: PipelineState, marks: dict[str, RunMarks]) -> int:
         written = self._replace_days(insights_pk(pipeline), days)
         # the export's totals were folded from the days replaced: the next export starts anew
-        self._client.delete_item(TableName=self._table,
-                                 Key={"pk": _s(insights_pk(pipeline)), "sk": _s(EXPORT_SK)})
+        # (a batch delete, as the rebuild's other deletes: the rebuild function's policy has no
+        # DeleteItem)
+        self._write_batches([], [{"pk": _s(insights_pk(pipeline)), "sk": _s(EXPORT_SK)}])
         current = self.pipeline_state(pipeline)
         self._client.put_item(TableName=self._table, Item=_state_item(pipeline, state, current.version + 1))
         for run_id, run_marks in marks.items():
