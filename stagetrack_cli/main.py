@@ -166,6 +166,22 @@ def cmd_runs_show(ctx: Ctx, args: argparse.Namespace) -> int:
     return OK
 
 
+def _poll(ctx: Ctx, api, path: str, params: dict | None, failures: int) -> tuple[dict | None, int, float]:
+    """One GET of a polling loop (watch, rebuild --wait): ``(answer, 0, 0.0)``; while the server
+    is briefly unavailable (exit code UNAVAILABLE: a 5xx, a 429, a dropped connection) ``(None,
+    failures + 1, the Retry-After to honour)``, up to WATCH_RETRIES in a row; then, or on any
+    other error, it raises."""
+    try:
+        return api.call("GET", path, params), 0, 0.0
+    except CliError as e:
+        failures += 1
+        if e.exit_code != UNAVAILABLE or failures > WATCH_RETRIES:
+            raise
+        ctx.stderr.write(f"stagetrack: {render.clean(e.message, 500)}; "
+                         f"retrying ({failures}/{WATCH_RETRIES})\n")
+        return None, failures, min(e.retry_after or 0.0, MAX_BACKOFF_SECONDS)
+
+
 def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
     """Polls the run every --interval seconds and redraws its timeline (in place on a terminal;
     on a pipe, a new frame only when a status changes) until the run ends: 0 for SUCCESS or
@@ -176,18 +192,8 @@ def cmd_runs_watch(ctx: Ctx, args: argparse.Namespace) -> int:
     unicode = (getattr(ctx.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
     started, failures, last_shape = ctx.clock(), 0, None
     while True:
-        backoff = 0.0
-        try:
-            run = api.call("GET", path, {"include": "attempts"} if args.attempts else None)
-            failures = 0
-        except CliError as e:
-            failures += 1
-            if e.exit_code != UNAVAILABLE or failures > WATCH_RETRIES:
-                raise
-            ctx.stderr.write(f"stagetrack: {render.clean(e.message, 500)}; "
-                             f"retrying ({failures}/{WATCH_RETRIES})\n")
-            backoff = min(e.retry_after or 0.0, MAX_BACKOFF_SECONDS)
-            run = None
+        run, failures, backoff = _poll(ctx, api, path, {"include": "attempts"} if args.attempts else None,
+                                       failures)
         if run is not None:
             status = run.get("status")
             shape = (status, tuple((s.get("status"), s.get("attempt")) for s in run.get("stages") or []))
@@ -380,15 +386,8 @@ def cmd_insights_rebuild(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.note(f"rebuild {render.clean(record.get('id'), 60)}: {number_of(record, 'pipelinesRebuilt')} "
                  f"pipeline(s), {number_of(record, 'runsRead')} run(s) so far")
         ctx.sleep(pause)
-        try:
-            latest = api.call("GET", REBUILD)
-            failures = 0
-        except CliError as e:
-            failures += 1
-            if e.exit_code != UNAVAILABLE or failures > WATCH_RETRIES:
-                raise
-            ctx.stderr.write(f"stagetrack: {render.clean(e.message, 500)}; "
-                             f"retrying ({failures}/{WATCH_RETRIES})\n")
+        latest, failures, _ = _poll(ctx, api, REBUILD, None, failures)
+        if latest is None:
             continue
         if latest.get("id") != record.get("id"):  # taken for dead and replaced by another
             raise CliError(f"rebuild {record.get('id')} was replaced by {latest.get('id')} "

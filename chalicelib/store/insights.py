@@ -281,11 +281,7 @@ class InsightsStore:
         items = [TxItem(PUT, {"TableName": self._table, **marker_condition, "Item": marker}, MARKER_TAG)]
         if after != before:
             items.append(self._state_put(run.pipeline, before, after))
-        for (day, stage), tally in sorted(added.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            for pipeline in (run.pipeline, None):
-                request = add_request(self._table, insights_pk(pipeline), day_sk(day, stage), tally)
-                if request is not None:
-                    items.append(TxItem(UPDATE, request))
+        items += self._day_adds(run.pipeline, added)
         try:
             self._send(items)
         except Exception as error:
@@ -294,6 +290,17 @@ class InsightsStore:
                 raise ConcurrentModification(f"insights of run {run.run_id!r} changed meanwhile") from None
             raise
         return True
+
+    def _day_adds(self, pipeline: str, added: dict[tuple[str, str | None], Tally]) -> list[TxItem]:
+        """The ADDs of ``added`` (by day and stage name, None: the runs' item) to the pipeline's day
+        items and every pipeline's, in key order (a transaction's items in a stable order)."""
+        items = []
+        for (day, stage), tally in sorted(added.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            for pk in (insights_pk(pipeline), insights_pk(None)):
+                request = add_request(self._table, pk, day_sk(day, stage), tally)
+                if request is not None:
+                    items.append(TxItem(UPDATE, request))
+        return items
 
     def _state_put(self, pipeline: str, before: PipelineState, after: PipelineState) -> TxItem:
         condition: dict = (
@@ -309,11 +316,7 @@ class InsightsStore:
         items = [marker]
         if after != before:
             items.append(self._state_put(signal.pipeline, before, after))
-        for day, tally in sorted(added.items()):
-            for pipeline in (signal.pipeline, None):
-                request = add_request(self._table, insights_pk(pipeline), day_sk(day, None), tally)
-                if request is not None:
-                    items.append(TxItem(UPDATE, request))
+        items += self._day_adds(signal.pipeline, {(day, None): tally for day, tally in added.items()})
         try:
             self._send(items)
         except Exception as error:

@@ -4,16 +4,13 @@ redelivered batch; the rebuild giving the live figures; the reads of an answer; 
 from __future__ import annotations
 
 import pytest
-from chalice.test import Client
 
-from chalicelib.adapters import clients
 from chalicelib.settings import Settings
 from tests.fixtures import (
-    StreamReader,
     assert_items_allowed,
     iam_actions,
-    make_queue,
     make_source,
+    outbox_lambda,
     post_cdevent,
     variant,
 )
@@ -29,15 +26,8 @@ def settings():
 
 @pytest.fixture
 def lam(ctx):
-    from app import app
-
-    clients.reset()
-    make_queue("stagetrack-deliveries")
-    stream = StreamReader(ctx.settings.table_name)
-    with Client(app) as client:
-        client.stream = stream
+    with outbox_lambda(ctx.settings.table_name) as client:
         yield client
-    clients.reset()
 
 
 def consume(lam, records=None):

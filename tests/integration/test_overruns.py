@@ -9,12 +9,10 @@ import json
 from datetime import timedelta
 
 import pytest
-from chalice.test import Client
 
-from chalicelib.adapters import clients
 from chalicelib.domain.clock import format_iso, parse_iso
 from chalicelib.settings import Settings
-from tests.fixtures import StreamReader, assert_items_allowed, iam_actions, make_queue, receive
+from tests.fixtures import assert_items_allowed, iam_actions, outbox_lambda, receive
 
 DELIVERIES = "https://sqs.us-east-1.amazonaws.com/123456789012/stagetrack-deliveries"
 
@@ -26,15 +24,8 @@ def settings():
 
 @pytest.fixture
 def lam(ctx):
-    from app import app
-
-    clients.reset()
-    make_queue("stagetrack-deliveries")
-    stream = StreamReader(ctx.settings.table_name)
-    with Client(app) as client:
-        client.stream = stream
+    with outbox_lambda(ctx.settings.table_name) as client:
         yield client
-    clients.reset()
 
 
 def consume(lam, records=None):
