@@ -351,6 +351,7 @@ KNOWN: dict[tuple[str, str], dict] = {
     ("GET", "/api/stages/{stage_id}/attempts"): {"query": "AttemptsQuery", "response": AttemptListOut},
     ("PATCH", "/api/stages/{stage_id}"): {"body": "PatchStageIn", "response": StageOut},
     ("DELETE", "/api/stages/{stage_id}"): {"response": StageOut},
+    ("POST", "/api/insights/rebuild"): {"optional": True},  # no body, or {} (the route's spec has the rest)
     ("POST", "/api/runs/{run_id}/cancel"): {"body": "CancelRunIn", "optional": True, "response": RunOut,
                                            "summary": "Cancel a run now (active stages CANCELLED, the rest "
                                                       "SKIPPED; finally stages still run unless force)"},

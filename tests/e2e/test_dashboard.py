@@ -625,5 +625,5 @@ def test_run_page_shows_policy_gates_queue_places_pending_retries_and_a_stop(sta
     page.get_by_role("button", name="Save concurrency").click()
     expect(page.locator("h1 .concurrency")).to_contain_text("concurrency superseded", timeout=WAIT_MS)
     assert http.get(f"{base}/api/pipelines/dash-policy/status").json()["concurrency"] == {
-        "mode": "SUPERSEDED", "group": None}
+        "mode": "SUPERSEDED", "group": None, "queue": "ALL"}
     assert page.problems == []
