@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from chalicelib.domain import cron
 from chalicelib.domain.clock import parse_iso
 from chalicelib.domain.cron import CronError, next_fire, parse, zone
+from tests.fixtures.cron import field_text
 
 
 def utc(*parts) -> datetime:
@@ -114,22 +115,6 @@ def test_a_zone_that_skipped_a_whole_day():
 
 ZONES = ["UTC", NEW_YORK, "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago",
          "Pacific/Chatham"]
-
-
-@st.composite
-def field_text(draw, low, high):
-    kind = draw(st.sampled_from(["star", "value", "range", "step", "list"]))
-    if kind == "star":
-        return "*"
-    a = draw(st.integers(low, high))
-    b = draw(st.integers(a, high))
-    if kind == "value":
-        return str(a)
-    if kind == "range":
-        return f"{a}-{b}"
-    if kind == "step":
-        return f"{draw(st.sampled_from(['*', f'{a}-{b}', str(a)]))}/{draw(st.integers(1, high - low + 1))}"
-    return ",".join(str(v) for v in sorted(draw(st.sets(st.integers(low, high), min_size=1, max_size=4))))
 
 
 @st.composite

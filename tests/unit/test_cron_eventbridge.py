@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from chalicelib.domain import cron
 from chalicelib.domain import schedules as rules
 from chalicelib.domain.cron import CronError, eventbridge_expressions, next_fire, parse, zone
+from tests.fixtures.cron import field_text
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -155,25 +156,6 @@ class EventBridgeCron:
 def eb_next(expressions: tuple[str, ...], after: datetime) -> datetime | None:
     found = [m for m in (EventBridgeCron(e).next_after(after, cron.SEARCH_DAYS) for e in expressions) if m]
     return min(found) if found else None
-
-
-@st.composite
-def field_text(draw, low, high, names=()):
-    kind = draw(st.sampled_from(["star", "value", "range", "step", "list", "name"]))
-    if kind == "star":
-        return "*"
-    a = draw(st.integers(low, high))
-    b = draw(st.integers(a, high))
-    if kind == "name" and names:
-        return names[min(a - low, len(names) - 1)] + (f"-{names[min(b - low, len(names) - 1)]}"
-                                                     if draw(st.booleans()) and b - low < len(names) else "")
-    if kind in ("value", "name"):
-        return str(a)
-    if kind == "range":
-        return f"{a}-{b}"
-    if kind == "step":
-        return f"{draw(st.sampled_from(['*', f'{a}-{b}', str(a)]))}/{draw(st.integers(1, high - low + 1))}"
-    return ",".join(str(v) for v in sorted(draw(st.sets(st.integers(low, high), min_size=1, max_size=4))))
 
 
 @st.composite
